@@ -1,0 +1,137 @@
+//! The operator tree that `explain_stream_table` shows, and the refresh mode
+//! decision.
+//!
+//! The tree is built during analysis from the parsed query. Every node says
+//! whether DIFFERENTIAL refresh supports it and, when it does not, why; the
+//! first such reason becomes the stream table's FULL fallback reason.
+
+use serde::Serialize;
+
+/// The refresh mode the engine will use for a stream table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Mode {
+    /// Changes flow through generated delta SQL.
+    Differential,
+    /// The query is recomputed on every refresh; `reason` says why.
+    Full {
+        /// Why DIFFERENTIAL was not chosen.
+        reason: String,
+    },
+}
+
+impl Mode {
+    /// `DIFFERENTIAL` or `FULL`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Differential => "DIFFERENTIAL",
+            Mode::Full { .. } => "FULL",
+        }
+    }
+}
+
+/// The refresh mode a user asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RequestedMode {
+    /// Always differential; unsupported queries are rejected.
+    Differential,
+    /// Always full recompute.
+    Full,
+    /// Differential when supported, else full with the reason recorded.
+    Auto,
+}
+
+impl RequestedMode {
+    /// Parse a user-supplied mode, case-insensitively.
+    pub fn parse(input: &str) -> Result<Self, crate::CoreError> {
+        match input.trim().to_ascii_uppercase().as_str() {
+            "DIFFERENTIAL" => Ok(RequestedMode::Differential),
+            "FULL" => Ok(RequestedMode::Full),
+            "AUTO" => Ok(RequestedMode::Auto),
+            _ => Err(crate::CoreError::InvalidMode(input.to_string())),
+        }
+    }
+
+    /// The canonical upper-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestedMode::Differential => "DIFFERENTIAL",
+            RequestedMode::Full => "FULL",
+            RequestedMode::Auto => "AUTO",
+        }
+    }
+}
+
+/// One operator of the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpNode {
+    /// Operator name: Scan, Filter, Project, InnerJoin, Aggregate, Distinct, UnionAll, Subquery, ...
+    pub op: String,
+    /// Operator detail: table name, predicate, group keys, ...
+    pub detail: String,
+    /// Whether DIFFERENTIAL refresh maintains this operator.
+    pub diff_supported: bool,
+    /// Why not, when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Inputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<OpNode>,
+}
+
+impl OpNode {
+    /// A supported node.
+    pub fn new(op: &str, detail: impl Into<String>, children: Vec<OpNode>) -> Self {
+        OpNode {
+            op: op.to_string(),
+            detail: detail.into(),
+            diff_supported: true,
+            reason: None,
+            children,
+        }
+    }
+
+    /// Mark this node unsupported with a reason.
+    pub fn unsupported(mut self, reason: impl Into<String>) -> Self {
+        self.diff_supported = false;
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The first unsupported reason in pre-order, if any.
+    pub fn first_reason(&self) -> Option<&str> {
+        if let Some(r) = &self.reason {
+            return Some(r);
+        }
+        self.children.iter().find_map(|c| c.first_reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_modes() {
+        assert_eq!(RequestedMode::parse("auto").unwrap(), RequestedMode::Auto);
+        assert_eq!(
+            RequestedMode::parse(" Differential ").unwrap(),
+            RequestedMode::Differential
+        );
+        assert!(RequestedMode::parse("incremental").is_err());
+    }
+
+    #[test]
+    fn first_reason_is_preorder() {
+        let tree = OpNode::new(
+            "Project",
+            "",
+            vec![
+                OpNode::new("Scan", "a", vec![]).unsupported("first"),
+                OpNode::new("Scan", "b", vec![]).unsupported("second"),
+            ],
+        );
+        assert_eq!(tree.first_reason(), Some("first"));
+    }
+}

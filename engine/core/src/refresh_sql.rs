@@ -1,0 +1,502 @@
+//! Generation of the SQL that populates and refreshes a stream table.
+//!
+//! Every refresh is **one statement**, so the delta, the source rows it joins
+//! against and the new frontier (`pg_current_snapshot()`) all come from one
+//! snapshot. The differential statement has this shape:
+//!
+//! ```text
+//! WITH __pgt_d<s>  -- consumed changes of source s as a signed bag (+1 new image, -1 old image)
+//!      __pgt_o<s>  -- the source's old state: current rows (+1) and the negated delta
+//!      ...         -- the same pair for every subquery in FROM
+//!      <delta>     -- linear: telescoped join terms;  grouped: affected group keys
+//!      <apply>     -- DELETE and INSERT data-modifying CTEs
+//! SELECT deleted, inserted, expected_deleted, pg_current_snapshot()::text
+//! ```
+//!
+//! The join delta is the telescoping sum
+//! `d(T1 ⋈ … ⋈ Tn) = Σi T1_new ⋈ … ⋈ T(i-1)_new ⋈ dTi ⋈ T(i+1)_old ⋈ … ⋈ Tn_old`
+//! where old states are signed bags, so the `dR ⋈ dS` term is counted once.
+//! Multiplicities multiply across a term and are netted per row before they
+//! touch the stream table.
+//!
+//! Parameters of the differential statement, all passed as text:
+//! `$1` previous frontier (`pg_snapshot`), `$2` the xid of the transaction that
+//! took that frontier (`xid8`), and `$3…` for each source in
+//! [`RefreshPlan::diff_sources`] order the highest change id of that
+//! transaction already consumed. A buffered change is consumed when it was
+//! written by that transaction after its last refresh, or otherwise when its
+//! transaction is not visible in the previous frontier (rows of rolled-back
+//! transactions are invisible to the scan itself). A transaction's own xid may
+//! or may not look visible in its own snapshot, which is why it is tracked by
+//! change id instead.
+
+use sqlparser::ast::{
+    Distinct, Expr, GroupByExpr, Ident, ObjectName, Select, SelectItem, TableFactor,
+};
+
+use crate::analyze::{alias_of, for_each_factor_mut, Analysis, Block, Model, Occ, Rel};
+use crate::catalog::{OutputColumn, SourceTable};
+use crate::sql::quote_ident;
+
+/// Hidden column holding each row's identity hash.
+pub const ROW_ID: &str = "__pgt_row_id";
+
+/// The SQL a stream table needs, generated once at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshPlan {
+    /// Populate at creation; no parameters. Returns text columns `(deleted, inserted, expected_deleted, frontier)`.
+    pub populate_sql: String,
+    /// FULL refresh (delete everything, insert the recomputed result); no parameters; same result shape.
+    pub full_sql: String,
+    /// DIFFERENTIAL refresh, when the query supports it; same result shape.
+    pub diff_sql: Option<String>,
+    /// Sources (indexes into [`Analysis::sources`]) whose change buffers the
+    /// differential statement reads, in parameter order.
+    pub diff_sources: Vec<usize>,
+    /// Whether the stream table holds groups (one row per group) or a bag of rows.
+    pub grouped: bool,
+}
+
+/// Generate the refresh SQL for a stream table.
+///
+/// `storage` is the quoted, qualified stream table name, `columns` its visible
+/// columns as PostgreSQL described the query, and `query` the defining query text.
+pub fn plan_refresh(
+    analysis: &Analysis,
+    query: &str,
+    storage: &str,
+    columns: &[OutputColumn],
+) -> RefreshPlan {
+    let col_list = quoted_list(columns.iter().map(|c| c.name.as_str()));
+    let insert_cols = format!("{col_list}, {ROW_ID}");
+    let grouped = matches!(analysis.model, Ok(Model::Grouped { .. }));
+
+    let full_select = match &analysis.model {
+        Ok(Model::Grouped { block, keys }) => grouped_select(&block.select, keys, None),
+        _ => {
+            let q_cols = quoted_list(columns.iter().map(|c| c.name.as_str()));
+            format!(
+                "SELECT __pgt_q.*, {} AS {ROW_ID} FROM ({query}) AS __pgt_q({q_cols})",
+                row_hash("__pgt_q", columns)
+            )
+        }
+    };
+    let populate_sql = format!(
+        "WITH __pgt_ins AS (INSERT INTO {storage} ({insert_cols}) {full_select} RETURNING 1) \
+         SELECT '0', (SELECT count(*) FROM __pgt_ins)::text, '0', pg_current_snapshot()::text"
+    );
+    let full_sql = format!(
+        "WITH __pgt_del AS (DELETE FROM {storage} RETURNING 1), \
+         __pgt_ins AS (INSERT INTO {storage} ({insert_cols}) {full_select} RETURNING 1) \
+         SELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
+         '0', pg_current_snapshot()::text"
+    );
+
+    let (diff_sql, diff_sources) = match &analysis.model {
+        Ok(model) => {
+            let mut gen = Gen::new(&analysis.sources);
+            let sql = match model {
+                Model::Linear(rel) => gen.linear(rel, storage, columns),
+                Model::Grouped { block, keys } => gen.grouped(block, keys, storage, columns),
+            };
+            (Some(sql), gen.used_sources)
+        }
+        Err(_) => (None, Vec::new()),
+    };
+    RefreshPlan {
+        populate_sql,
+        full_sql,
+        diff_sql,
+        diff_sources,
+        grouped,
+    }
+}
+
+fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.map(quote_ident).collect::<Vec<_>>().join(", ")
+}
+
+/// `hash_record_extended(ROW(alias.c1::t1, ...), 0)`: the row identity of a
+/// bag row. It uses each type's own hash function, so it agrees with SQL
+/// equality and does not depend on session settings.
+fn row_hash(alias: &str, columns: &[OutputColumn]) -> String {
+    let parts: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{alias}.{}::{}", quote_ident(&c.name), c.type_sql))
+        .collect();
+    format!("hash_record_extended(ROW({}), 0)", parts.join(", "))
+}
+
+/// The group identity of a grouped stream table row.
+fn key_hash(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "0::bigint".into()
+    } else {
+        format!("hash_record_extended(ROW({}), 0)", keys.join(", "))
+    }
+}
+
+fn parse_expr(text: &str) -> Expr {
+    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .expect("generated expression parses")
+}
+
+/// The grouped block with the row identity added, optionally restricted by `extra_where`.
+fn grouped_select(select: &Select, keys: &[Expr], extra_where: Option<&str>) -> String {
+    let mut s = select.clone();
+    let key_texts: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+    s.projection.push(SelectItem::ExprWithAlias {
+        expr: parse_expr(&key_hash(&key_texts)),
+        alias: Ident::new(ROW_ID),
+    });
+    if let Some(extra) = extra_where {
+        let combined = match &s.selection {
+            Some(w) => format!("({w}) AND ({extra})"),
+            None => extra.to_string(),
+        };
+        s.selection = Some(parse_expr(&combined));
+    }
+    s.to_string()
+}
+
+/// Which version of an occurrence a delta term reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    New,
+    Delta,
+    Old,
+}
+
+struct Gen<'a> {
+    sources: &'a [SourceTable],
+    ctes: Vec<String>,
+    defined_sources: Vec<usize>,
+    used_sources: Vec<usize>,
+}
+
+impl<'a> Gen<'a> {
+    fn new(sources: &'a [SourceTable]) -> Self {
+        Gen {
+            sources,
+            ctes: Vec::new(),
+            defined_sources: Vec::new(),
+            used_sources: Vec::new(),
+        }
+    }
+
+    /// Define `__pgt_d<s>` and `__pgt_o<s>` for a source, once.
+    fn source_ctes(&mut self, s: usize) {
+        if self.defined_sources.contains(&s) {
+            return;
+        }
+        self.defined_sources.push(s);
+        self.used_sources.push(s);
+        let param = 2 + self.used_sources.len();
+        let src = &self.sources[s];
+        let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
+        let consumed = format!(
+            "(CASE WHEN b.xid = $2::xid8 THEN b.change_id > ${param}::bigint \
+             ELSE NOT pg_visible_in_snapshot(b.xid, $1::pg_snapshot) END)"
+        );
+        let new_img: Vec<String> = (1..=src.columns.len())
+            .map(|k| format!("b.__n{k}"))
+            .collect();
+        let old_img: Vec<String> = (1..=src.columns.len())
+            .map(|k| format!("b.__o{k}"))
+            .collect();
+        let buffer = src.buffer_table();
+        self.ctes.push(format!(
+            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
+             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
+             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed})",
+            new_img.join(", "),
+            old_img.join(", ")
+        ));
+        let t_cols: Vec<String> = src
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(c)))
+            .collect();
+        self.ctes.push(format!(
+            "__pgt_o{s}({cols}, __pgt_m) AS NOT MATERIALIZED (\
+             SELECT {}, 1::bigint FROM {} t UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_d{s})",
+            t_cols.join(", "),
+            src.qualified()
+        ));
+    }
+
+    /// Define `__pgt_sd<id>` and `__pgt_so<id>` for a subquery occurrence.
+    fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String]) {
+        let delta = self.delta(rel);
+        let cols = quoted_list(columns.iter().map(|c| c.as_str()));
+        self.ctes.push(format!(
+            "__pgt_sd{id}({cols}, __pgt_m) AS MATERIALIZED ({delta})"
+        ));
+        self.ctes.push(format!(
+            "__pgt_so{id}({cols}, __pgt_m) AS NOT MATERIALIZED (\
+             SELECT __pgt_s.*, 1::bigint FROM ({}) __pgt_s UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_sd{id})",
+            rel_sql(rel)
+        ));
+    }
+
+    /// Make sure the CTEs every occurrence of a block needs exist.
+    fn prepare_block(&mut self, block: &Block) {
+        for occ in &block.occs {
+            match occ {
+                Occ::Source { source } => self.source_ctes(*source),
+                Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns),
+            }
+        }
+    }
+
+    /// The delta of a linear relation: a SELECT of its columns plus `__pgt_m`.
+    fn delta(&mut self, rel: &Rel) -> String {
+        match rel {
+            Rel::Block(block) => {
+                self.prepare_block(block);
+                let terms: Vec<String> = (0..block.occs.len())
+                    .map(|i| {
+                        let (mut select, mult) = substituted(block, i);
+                        select.projection.push(SelectItem::ExprWithAlias {
+                            expr: parse_expr(&mult),
+                            alias: Ident::new("__pgt_m"),
+                        });
+                        format!("({select})")
+                    })
+                    .collect();
+                terms.join(" UNION ALL ")
+            }
+            Rel::UnionAll(branches) => branches
+                .iter()
+                .map(|b| format!("({})", self.delta(b)))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+        }
+    }
+
+    fn with_clause(&self) -> String {
+        format!("WITH {}", self.ctes.join(",\n "))
+    }
+
+    fn linear(&mut self, rel: &Rel, storage: &str, columns: &[OutputColumn]) -> String {
+        let delta = self.delta(rel);
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let h_cols: Vec<String> = cols.iter().map(|c| format!("h.{c}")).collect();
+        let n_cols: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
+        self.ctes
+            .push(format!("__pgt_delta({col_list}, __pgt_m) AS ({delta})"));
+        self.ctes.push(format!(
+            "__pgt_net AS MATERIALIZED (SELECT * FROM (\
+             SELECT DISTINCT ON (h.__pgt_rid) {}, h.__pgt_rid, \
+             (sum(h.__pgt_m) OVER (PARTITION BY h.__pgt_rid))::bigint AS __pgt_n \
+             FROM (SELECT d.*, {} AS __pgt_rid FROM __pgt_delta d) h) x WHERE x.__pgt_n <> 0)",
+            h_cols.join(", "),
+            row_hash("d", columns)
+        ));
+        self.ctes.push(format!(
+            "__pgt_del AS (DELETE FROM {storage} s USING (\
+             SELECT x.__pgt_ctid FROM (SELECT t.ctid AS __pgt_ctid, \
+             row_number() OVER (PARTITION BY t.{ROW_ID}) AS __pgt_rn, n.__pgt_n \
+             FROM {storage} t JOIN __pgt_net n ON t.{ROW_ID} = n.__pgt_rid WHERE n.__pgt_n < 0) x \
+             WHERE x.__pgt_rn <= -x.__pgt_n) v WHERE s.ctid = v.__pgt_ctid RETURNING 1)"
+        ));
+        self.ctes.push(format!(
+            "__pgt_ins AS (INSERT INTO {storage} ({col_list}, {ROW_ID}) \
+             SELECT {}, n.__pgt_rid FROM __pgt_net n CROSS JOIN LATERAL generate_series(1, n.__pgt_n) \
+             WHERE n.__pgt_n > 0 RETURNING 1)",
+            n_cols.join(", ")
+        ));
+        format!(
+            "{}\nSELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
+             (SELECT coalesce(sum(-__pgt_n), 0) FROM __pgt_net WHERE __pgt_n < 0)::text, \
+             pg_current_snapshot()::text",
+            self.with_clause()
+        )
+    }
+
+    fn grouped(
+        &mut self,
+        block: &Block,
+        keys: &[Expr],
+        storage: &str,
+        columns: &[OutputColumn],
+    ) -> String {
+        self.prepare_block(block);
+        let key_names: Vec<String> = (1..=keys.len()).map(|k| format!("__pgt_k{k}")).collect();
+        // Affected group keys: the keys of every row any telescoped term touches.
+        let terms: Vec<String> = (0..block.occs.len())
+            .map(|i| {
+                let (mut select, _) = substituted(block, i);
+                select.projection = if keys.is_empty() {
+                    vec![SelectItem::UnnamedExpr(parse_expr("1"))]
+                } else {
+                    keys.iter()
+                        .map(|k| SelectItem::UnnamedExpr(k.clone()))
+                        .collect()
+                };
+                select.distinct = None;
+                select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+                select.having = None;
+                format!("({select})")
+            })
+            .collect();
+        let key_cols = if keys.is_empty() {
+            "__pgt_one".to_string()
+        } else {
+            key_names.join(", ")
+        };
+        self.ctes.push(format!(
+            "__pgt_keys({key_cols}) AS MATERIALIZED (SELECT DISTINCT * FROM ({}) k)",
+            terms.join(" UNION ALL ")
+        ));
+        let k_refs: Vec<String> = key_names.iter().map(|k| format!("k.{k}")).collect();
+        self.ctes.push(format!(
+            "__pgt_kh(__pgt_rid) AS MATERIALIZED (SELECT {} FROM __pgt_keys k)",
+            key_hash(&k_refs)
+        ));
+
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let recompute = if keys.is_empty() {
+            format!(
+                "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",
+                grouped_select(&block.select, keys, None)
+            )
+        } else {
+            let key_exprs: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+            let all_not_null: Vec<String> =
+                k_refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
+            let some_null: Vec<String> = k_refs.iter().map(|k| format!("{k} IS NULL")).collect();
+            let non_null = format!(
+                "({}) IN (SELECT {} FROM __pgt_keys k WHERE {})",
+                key_exprs.join(", "),
+                k_refs.join(", "),
+                all_not_null.join(" AND ")
+            );
+            let matches: Vec<String> = k_refs
+                .iter()
+                .zip(&key_exprs)
+                .map(|(k, e)| format!("{k} IS NOT DISTINCT FROM {e}"))
+                .collect();
+            let nullable = format!(
+                "EXISTS (SELECT 1 FROM __pgt_keys k WHERE ({})) AND \
+                 EXISTS (SELECT 1 FROM __pgt_keys k WHERE ({}) AND {})",
+                some_null.join(" OR "),
+                some_null.join(" OR "),
+                matches.join(" AND ")
+            );
+            format!(
+                "{} UNION ALL {}",
+                grouped_select(&block.select, keys, Some(&non_null)),
+                grouped_select(&block.select, keys, Some(&nullable))
+            )
+        };
+        self.ctes.push(format!(
+            "__pgt_new({col_list}, {ROW_ID}) AS MATERIALIZED ({recompute})"
+        ));
+        let s_row: Vec<String> = cols.iter().map(|c| format!("s.{c}")).collect();
+        let n_row: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
+        let same_row = format!(
+            "n.{ROW_ID} = s.{ROW_ID} AND ROW({})::text IS NOT DISTINCT FROM ROW({})::text",
+            n_row.join(", "),
+            s_row.join(", ")
+        );
+        self.ctes.push(format!(
+            "__pgt_del AS (DELETE FROM {storage} s WHERE s.{ROW_ID} IN (SELECT __pgt_rid FROM __pgt_kh) \
+             AND NOT EXISTS (SELECT 1 FROM __pgt_new n WHERE {same_row}) RETURNING 1)"
+        ));
+        self.ctes.push(format!(
+            "__pgt_ins AS (INSERT INTO {storage} ({col_list}, {ROW_ID}) SELECT {}, n.{ROW_ID} FROM __pgt_new n \
+             WHERE NOT EXISTS (SELECT 1 FROM {storage} s WHERE {same_row}) RETURNING 1)",
+            n_row.join(", ")
+        ));
+        format!(
+            "{}\nSELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
+             (SELECT count(*) FROM __pgt_del)::text, pg_current_snapshot()::text",
+            self.with_clause()
+        )
+    }
+}
+
+/// The SQL text of a linear relation as written (its "new" state).
+fn rel_sql(rel: &Rel) -> String {
+    match rel {
+        Rel::Block(b) => b.select.to_string(),
+        Rel::UnionAll(branches) => branches
+            .iter()
+            .map(|b| format!("({})", rel_sql(b)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL "),
+    }
+}
+
+/// Telescoped term `i` of a block: occurrences before `i` read their new
+/// state, occurrence `i` its delta, later ones their old state. Returns the
+/// rewritten block and the term's multiplicity expression.
+fn substituted(block: &Block, i: usize) -> (Select, String) {
+    let mut select = block.select.clone();
+    let mut k = 0usize;
+    let mut mult = Vec::new();
+    for_each_factor_mut(&mut select.from, &mut |factor| {
+        let version = match k.cmp(&i) {
+            std::cmp::Ordering::Less => Version::New,
+            std::cmp::Ordering::Equal => Version::Delta,
+            std::cmp::Ordering::Greater => Version::Old,
+        };
+        let occ = &block.occs[k];
+        k += 1;
+        if version == Version::New {
+            return;
+        }
+        let alias = factor_alias(factor, occ);
+        let cte = match (occ, version) {
+            (Occ::Source { source }, Version::Delta) => format!("__pgt_d{source}"),
+            (Occ::Source { source }, _) => format!("__pgt_o{source}"),
+            (Occ::Sub { id, .. }, Version::Delta) => format!("__pgt_sd{id}"),
+            (Occ::Sub { id, .. }, _) => format!("__pgt_so{id}"),
+        };
+        mult.push(format!("{}.__pgt_m", quote_ident(&alias)));
+        *factor = TableFactor::Table {
+            name: ObjectName::from(vec![Ident::new(cte)]),
+            alias: Some(alias_of(Ident::with_quote('"', alias), &[])),
+            args: None,
+            with_hints: vec![],
+            version: None,
+            with_ordinality: false,
+            partitions: vec![],
+            json_path: None,
+            sample: None,
+            index_directives: vec![],
+            inheritance: None,
+        };
+    });
+    select.distinct = match select.distinct {
+        Some(Distinct::All) => None,
+        d => d,
+    };
+    (select, mult.join(" * "))
+}
+
+/// The name a FROM occurrence is referenced by.
+fn factor_alias(factor: &TableFactor, occ: &Occ) -> String {
+    match factor {
+        TableFactor::Table { name, alias, .. } => alias
+            .as_ref()
+            .map(|a| crate::analyze::fold(&a.name))
+            .or_else(|| {
+                name.0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(crate::analyze::fold)
+            })
+            .unwrap_or_default(),
+        TableFactor::Derived { alias: Some(a), .. } => crate::analyze::fold(&a.name),
+        _ => match occ {
+            Occ::Sub { id, .. } => format!("__pgt_sub{id}"),
+            Occ::Source { source } => format!("__pgt_src{source}"),
+        },
+    }
+}

@@ -1,0 +1,348 @@
+//! The SQL API in schema `pgtrickle`: create, alter, drop and refresh
+//! stream tables. Each function validates its input, raises a clear error
+//! with a SQLSTATE, and runs in the caller's transaction, so a failure leaves
+//! nothing half-created.
+
+use std::ffi::CString;
+
+use pg_trickle_core::ir::RequestedMode;
+use pg_trickle_core::schedule::parse_schedule;
+use pg_trickle_core::sql::split_qualified_name;
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+use crate::capture;
+use crate::planning::{self, Planned};
+use crate::refresh::{self, Initiator};
+use crate::util::{qi, raise, row, rows, run, value};
+
+/// A stream table's catalog identity.
+pub struct StreamTableRef {
+    /// `pgt_stream_tables.id`.
+    pub id: i64,
+    /// Storage relation oid.
+    pub relid: u32,
+    /// Name as recorded.
+    pub name: String,
+}
+
+/// Find a stream table by (possibly qualified) name, or raise.
+pub fn resolve(name: &str) -> StreamTableRef {
+    let Some(relid) = value(
+        "SELECT to_regclass($1)::oid::text",
+        &[Some(name.to_string())],
+    ) else {
+        raise(
+            "42P01",
+            format!("stream table \"{name}\" does not exist"),
+            None,
+        )
+    };
+    let Some(r) = row(
+        "SELECT id::text, name FROM pgtrickle.pgt_stream_tables WHERE relid = $1::text::oid",
+        &[Some(relid.clone())],
+    ) else {
+        raise("42809", format!("\"{name}\" is not a stream table"), None)
+    };
+    StreamTableRef {
+        id: r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+        relid: relid.parse().unwrap_or(0),
+        name: r[1].clone().unwrap_or_default(),
+    }
+}
+
+fn parse_mode(mode: &str) -> RequestedMode {
+    RequestedMode::parse(mode).unwrap_or_else(|e| raise(e.sqlstate(), e.to_string(), None))
+}
+
+/// `None` for a manual-only schedule, else the schedule and its seconds.
+fn parse_schedule_arg(schedule: Option<&str>) -> Option<(String, u64)> {
+    let s = schedule?;
+    if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("manual") {
+        return None;
+    }
+    let secs = parse_schedule(s).unwrap_or_else(|e| raise(e.sqlstate(), e.to_string(), None));
+    Some((s.trim().to_string(), secs))
+}
+
+/// Raise unless `query` is exactly one plain SELECT, using PostgreSQL's own parser.
+fn check_single_select(query: &str) {
+    let c = CString::new(query)
+        .unwrap_or_else(|_| raise("22021", "defining query contains a NUL byte", None));
+    unsafe {
+        let list = pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let list = PgList::<pg_sys::RawStmt>::from_pg(list);
+        let ok = list.len() == 1
+            && list.get_ptr(0).is_some_and(|raw| {
+                let node = (*raw).stmt;
+                !node.is_null()
+                    && (*node).type_ == pg_sys::NodeTag::T_SelectStmt
+                    && (*(node as *mut pg_sys::SelectStmt)).intoClause.is_null()
+            });
+        if !ok {
+            raise(
+                "42601",
+                "the defining query of a stream table must be exactly one SELECT statement",
+                None,
+            );
+        }
+    }
+}
+
+/// Write the catalog rows for a planned stream table's sources and set up capture.
+fn record_sources(id: i64, planned: &Planned) {
+    run(
+        "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint",
+        &[Some(id.to_string())],
+    );
+    let diff = planned.effective_mode == "DIFFERENTIAL";
+    for (i, src) in planned.analysis.sources.iter().enumerate() {
+        let position = planned.plan.diff_sources.iter().position(|s| *s == i);
+        let captured = diff && position.is_some();
+        if captured {
+            capture::ensure_capture(src);
+        }
+        run(
+            "INSERT INTO pgtrickle.pgt_sources (st_id, source_relid, param_position, captured) \
+             VALUES ($1::text::bigint, $2::text::oid, $3::int, $4::boolean)",
+            &[
+                Some(id.to_string()),
+                Some(src.oid.to_string()),
+                position.map(|p| (p + 3).to_string()),
+                Some(captured.to_string()),
+            ],
+        );
+    }
+}
+
+/// Create a stream table named `name` holding the result of `query`.
+#[pg_extern]
+fn create_stream_table(
+    name: &str,
+    query: &str,
+    schedule: default!(Option<&str>, "NULL"),
+    refresh_mode: default!(&str, "'AUTO'"),
+) {
+    let requested = parse_mode(refresh_mode);
+    let schedule = parse_schedule_arg(schedule);
+    let query = query.trim().trim_end_matches(';').trim_end();
+    let Some((schema, rel)) = split_qualified_name(name) else {
+        raise(
+            "42602",
+            format!("invalid stream table name \"{name}\""),
+            None,
+        )
+    };
+    let schema = match schema {
+        Some(s) => s,
+        None => value("SELECT current_schema()::text", &[])
+            .unwrap_or_else(|| raise("3F000", "no schema has been selected to create in", None)),
+    };
+    if value(
+        "SELECT oid::text FROM pg_namespace WHERE nspname = $1",
+        &[Some(schema.clone())],
+    )
+    .is_none()
+    {
+        raise("3F000", format!("schema \"{schema}\" does not exist"), None);
+    }
+    let storage = format!("{}.{}", qi(&schema), qi(&rel));
+    if value("SELECT to_regclass($1)::text", &[Some(storage.clone())]).is_some() {
+        raise(
+            "42P07",
+            format!("relation \"{storage}\" already exists"),
+            None,
+        );
+    }
+    check_single_select(query);
+
+    // PostgreSQL validates the query and fixes the column types.
+    run(
+        &format!("CREATE TABLE {storage} AS {query} WITH NO DATA"),
+        &[],
+    );
+    let relid: u32 = value(
+        "SELECT to_regclass($1)::oid::text",
+        &[Some(storage.clone())],
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or_else(|| raise("XX000", "storage table vanished", None));
+    if let Some(bad) = value(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
+         AND attname LIKE '\\_\\_pgt\\_%' LIMIT 1",
+        &[Some(relid.to_string())],
+    ) {
+        raise(
+            "42939",
+            format!(
+                "column name \"{bad}\" is reserved: names starting with __pgt_ are pg_trickle's"
+            ),
+            Some("Rename the column with an alias in the defining query.".into()),
+        );
+    }
+    run(
+        &format!("ALTER TABLE {storage} ADD COLUMN __pgt_row_id bigint"),
+        &[],
+    );
+    run(&format!("CREATE INDEX ON {storage} (__pgt_row_id)"), &[]);
+
+    let planned = planning::plan(&storage, query, requested, relid, &storage);
+    let id: i64 = value(
+        "INSERT INTO pgtrickle.pgt_stream_tables (relid, name, query, requested_mode, effective_mode, \
+         fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql) \
+         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12) RETURNING id::text",
+        &[
+            Some(relid.to_string()),
+            Some(storage.clone()),
+            Some(query.to_string()),
+            Some(requested.name().to_string()),
+            Some(planned.effective_mode.to_string()),
+            planned.fallback_reason.clone(),
+            schedule.as_ref().map(|s| s.0.clone()),
+            schedule.as_ref().map(|s| s.1.to_string()),
+            Some(planned.plan.grouped.to_string()),
+            Some(planned.plan.populate_sql.clone()),
+            Some(planned.plan.full_sql.clone()),
+            if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
+        ],
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or_else(|| raise("XX000", "could not record the stream table", None));
+    record_sources(id, &planned);
+    refresh::refresh_by_id(id, Initiator::Create, false);
+}
+
+/// Refresh a stream table now (DIFFERENTIAL when possible, else FULL).
+#[pg_extern]
+fn refresh_stream_table(name: &str) {
+    let st = resolve(name);
+    refresh::refresh_by_id(st.id, Initiator::Manual, false);
+}
+
+/// Drop a stream table, its storage and any capture no other stream table needs.
+#[pg_extern]
+fn drop_stream_table(name: &str) {
+    let st = resolve(name);
+    let readers = rows(
+        "SELECT st.name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
+         WHERE s.source_relid = $1::text::oid ORDER BY 1",
+        &[Some(st.relid.to_string())],
+    );
+    if !readers.is_empty() {
+        let names: Vec<String> = readers.into_iter().filter_map(|r| r[0].clone()).collect();
+        raise(
+            "2BP01",
+            format!(
+                "cannot drop stream table {}: stream table {} reads it",
+                st.name,
+                names.join(", ")
+            ),
+            Some("Drop the dependent stream tables first.".into()),
+        );
+    }
+    forget(st.id);
+    run(&format!("DROP TABLE {}", st.name_sql()), &[]);
+}
+
+impl StreamTableRef {
+    /// The storage relation as SQL text (`regclass` output, quoted as needed).
+    pub fn name_sql(&self) -> String {
+        value(
+            "SELECT $1::text::oid::regclass::text",
+            &[Some(self.relid.to_string())],
+        )
+        .unwrap_or_else(|| self.name.clone())
+    }
+}
+
+/// Remove a stream table's catalog rows and unused capture (not its storage).
+fn forget(id: i64) {
+    let sources: Vec<u32> = rows(
+        "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint RETURNING source_relid::text",
+        &[Some(id.to_string())],
+    )
+    .into_iter()
+    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+    .collect();
+    run(
+        "DELETE FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        &[Some(id.to_string())],
+    );
+    for relid in sources {
+        capture::drop_capture_if_unused(relid);
+    }
+}
+
+/// Called by the `sql_drop` event trigger when a stream table's storage is dropped directly.
+#[pg_extern]
+fn _forget_stream_table(id: i64) {
+    forget(id);
+}
+
+/// Change a stream table's schedule (`'manual'` clears it) or refresh mode.
+#[pg_extern]
+fn alter_stream_table(
+    name: &str,
+    schedule: default!(Option<&str>, "NULL"),
+    refresh_mode: default!(Option<&str>, "NULL"),
+) {
+    let st = resolve(name);
+    let current = row(
+        "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",
+        &[Some(st.id.to_string())],
+    );
+    if current.is_none() {
+        raise(
+            "42P01",
+            format!("stream table \"{name}\" does not exist"),
+            None,
+        );
+    }
+    if let Some(s) = schedule {
+        let parsed = parse_schedule_arg(Some(s));
+        run(
+            "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2, schedule_seconds = $3::bigint WHERE id = $1::text::bigint",
+            &[
+                Some(st.id.to_string()),
+                parsed.as_ref().map(|p| p.0.clone()),
+                parsed.as_ref().map(|p| p.1.to_string()),
+            ],
+        );
+    }
+    if let Some(mode) = refresh_mode {
+        let requested = parse_mode(mode);
+        let query = value(
+            "SELECT query FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+            &[Some(st.id.to_string())],
+        )
+        .unwrap_or_default();
+        let storage = st.name_sql();
+        let planned = planning::plan(&storage, &query, requested, st.relid, &storage);
+        let old_sources: Vec<u32> = rows(
+            "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
+            &[Some(st.id.to_string())],
+        )
+        .into_iter()
+        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect();
+        run(
+            "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
+             grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
+             reinit_reason = 'a refresh mode change' WHERE id = $1::text::bigint",
+            &[
+                Some(st.id.to_string()),
+                Some(requested.name().to_string()),
+                Some(planned.effective_mode.to_string()),
+                planned.fallback_reason.clone(),
+                Some(planned.plan.grouped.to_string()),
+                Some(planned.plan.populate_sql.clone()),
+                Some(planned.plan.full_sql.clone()),
+                if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
+            ],
+        );
+        record_sources(st.id, &planned);
+        for relid in old_sources {
+            capture::drop_capture_if_unused(relid);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Trigger change capture into durable change buffers.
+//!
+//! Each captured source gets one buffer table `pgtrickle_changes.changes_<oid>`
+//! shared by every stream table that reads it: a change id from a sequence
+//! (no hot counter row), the writing transaction's top-level xid, the
+//! operation, and the old and new row images as typed columns. An AFTER row
+//! trigger writes one buffer row per changed row; an AFTER TRUNCATE trigger
+//! marks dependent stream tables for reinitialisation. Writers never take a
+//! table-level lock on the buffer.
+
+use pg_trickle_core::catalog::SourceTable;
+
+use crate::util::{qi, raise, rows, run, value};
+
+/// Column names and storage types of a source, in attribute order.
+fn source_columns(oid: u32) -> Vec<(String, String)> {
+    rows(
+        "SELECT a.attname::text, CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) \
+         ELSE format_type(a.atttypid, a.atttypmod) END \
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = $1::text::oid AND a.attnum > 0 AND NOT a.attisdropped \
+         AND a.attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY a.attnum",
+        &[Some(oid.to_string())],
+    )
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+    .collect()
+}
+
+/// Make sure `source` has a change buffer and capture triggers whose columns
+/// match what the core planned against.
+pub fn ensure_capture(source: &SourceTable) {
+    let existing = value(
+        "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
+        &[Some(source.oid.to_string())],
+    );
+    let cols = source_columns(source.oid);
+    let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(existing) = existing {
+        if existing != names.join(",") {
+            raise(
+                "55000",
+                format!(
+                    "the change buffer of {} was created for columns ({existing}), but the table now has ({})",
+                    source.qualified(),
+                    names.join(",")
+                ),
+                Some("Drop and re-create the stream tables that read this table.".into()),
+            );
+        }
+        return;
+    }
+    let oid = source.oid;
+    let buffer = source.buffer_table();
+    let mut defs = vec![
+        "change_id bigint GENERATED ALWAYS AS IDENTITY".to_string(),
+        "xid xid8 NOT NULL DEFAULT pg_current_xact_id()".to_string(),
+        "op \"char\" NOT NULL".to_string(),
+    ];
+    for (k, (_, ty)) in cols.iter().enumerate() {
+        defs.push(format!("__o{} {ty}", k + 1));
+    }
+    for (k, (_, ty)) in cols.iter().enumerate() {
+        defs.push(format!("__n{} {ty}", k + 1));
+    }
+    run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
+    let o_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__o{k}")).collect();
+    let n_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__n{k}")).collect();
+    let old_vals: Vec<String> = cols.iter().map(|(n, _)| format!("OLD.{}", qi(n))).collect();
+    let new_vals: Vec<String> = cols.iter().map(|(n, _)| format!("NEW.{}", qi(n))).collect();
+    let func = format!("pgtrickle_changes.capture_{oid}");
+    run(
+        &format!(
+            "CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $pgt$\n\
+             BEGIN\n\
+             IF TG_OP = 'INSERT' THEN\n\
+               INSERT INTO {buffer} (op, {n}) VALUES ('I', {nv});\n\
+             ELSIF TG_OP = 'UPDATE' THEN\n\
+               INSERT INTO {buffer} (op, {o}, {n}) VALUES ('U', {ov}, {nv});\n\
+             ELSE\n\
+               INSERT INTO {buffer} (op, {o}) VALUES ('D', {ov});\n\
+             END IF;\n\
+             RETURN NULL;\n\
+             END\n$pgt$",
+            n = n_cols.join(", "),
+            o = o_cols.join(", "),
+            nv = new_vals.join(", "),
+            ov = old_vals.join(", "),
+        ),
+        &[],
+    );
+    let table = source.qualified();
+    run(
+        &format!(
+            "CREATE TRIGGER pgt_capture AFTER INSERT OR UPDATE OR DELETE ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION {func}()"
+        ),
+        &[],
+    );
+    run(
+        &format!(
+            "CREATE TRIGGER pgt_truncate AFTER TRUNCATE ON {table} \
+             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.on_source_truncate()"
+        ),
+        &[],
+    );
+    run(
+        "INSERT INTO pgtrickle.pgt_change_buffers (source_relid, buffer_name, columns) \
+         VALUES ($1::text::oid, $2, string_to_array($3, ','))",
+        &[Some(oid.to_string()), Some(buffer), Some(names.join(","))],
+    );
+}
+
+/// Drop a source's buffer and triggers once no stream table captures it.
+pub fn drop_capture_if_unused(source_relid: u32) {
+    let still_used = value(
+        "SELECT count(*)::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured",
+        &[Some(source_relid.to_string())],
+    );
+    if still_used.as_deref() != Some("0") {
+        return;
+    }
+    let Some(buffer) = value(
+        "DELETE FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid RETURNING buffer_name",
+        &[Some(source_relid.to_string())],
+    ) else {
+        return;
+    };
+    let table = value(
+        "SELECT $1::text::oid::regclass::text",
+        &[Some(source_relid.to_string())],
+    );
+    if let Some(table) = table {
+        // The source may already be gone (DROP ... CASCADE of both).
+        if value("SELECT to_regclass($1)::text", &[Some(table.clone())]).is_some() {
+            run(
+                &format!("DROP TRIGGER IF EXISTS pgt_capture ON {table}"),
+                &[],
+            );
+            run(
+                &format!("DROP TRIGGER IF EXISTS pgt_truncate ON {table}"),
+                &[],
+            );
+        }
+    }
+    run(&format!("DROP TABLE IF EXISTS {buffer}"), &[]);
+    run(
+        &format!("DROP FUNCTION IF EXISTS pgtrickle_changes.capture_{source_relid}()"),
+        &[],
+    );
+}
+
+/// Delete buffered changes every consumer has already consumed.
+pub fn prune(source_relid: u32) {
+    let buffer = format!("pgtrickle_changes.changes_{source_relid}");
+    run(
+        &format!(
+            "DELETE FROM {buffer} b WHERE NOT EXISTS (\
+             SELECT 1 FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
+             WHERE s.source_relid = $1::text::oid AND s.captured AND NOT coalesce(\
+               CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
+                    ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false))"
+        ),
+        &[Some(source_relid.to_string())],
+    );
+}
+
+/// Rows in `source_relid`'s buffer that the stream table `st_id` has not consumed yet.
+pub fn pending_for(st_id: i64, source_relid: u32) -> i64 {
+    let buffer = format!("pgtrickle_changes.changes_{source_relid}");
+    value(
+        &format!(
+            "SELECT count(*)::text FROM {buffer} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
+             WHERE st.id = $1::text::bigint AND s.st_id = st.id AND s.source_relid = $2::text::oid \
+             AND NOT coalesce(CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
+                  ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)"
+        ),
+        &[Some(st_id.to_string()), Some(source_relid.to_string())],
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or(0)
+}

@@ -1,0 +1,112 @@
+-- pg_trickle catalog: stream tables, the relations they read, change
+-- buffers and refresh history. Created by CREATE EXTENSION in schema pgtrickle.
+
+CREATE SCHEMA IF NOT EXISTS pgtrickle_changes;
+COMMENT ON SCHEMA pgtrickle_changes IS 'pg_trickle change buffers and capture trigger functions';
+
+CREATE TABLE pgtrickle.pgt_stream_tables (
+    id                  bigserial PRIMARY KEY,
+    relid               oid NOT NULL UNIQUE,
+    name                text NOT NULL,
+    query               text NOT NULL,
+    requested_mode      text NOT NULL CHECK (requested_mode IN ('DIFFERENTIAL', 'FULL', 'AUTO')),
+    effective_mode      text NOT NULL CHECK (effective_mode IN ('DIFFERENTIAL', 'FULL')),
+    fallback_reason     text,
+    schedule            text,
+    schedule_seconds    bigint,
+    grouped             boolean NOT NULL,
+    populate_sql        text NOT NULL,
+    full_sql            text NOT NULL,
+    diff_sql            text,
+    frontier            pg_snapshot,
+    frontier_xid        xid8,
+    needs_reinit        boolean NOT NULL DEFAULT false,
+    reinit_reason       text,
+    last_refresh_at     timestamptz,
+    last_refresh_mode   text,
+    last_error_sqlstate text,
+    last_error_message  text,
+    last_error_at       timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
+
+CREATE TABLE pgtrickle.pgt_sources (
+    st_id          bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
+    source_relid   oid NOT NULL,
+    param_position int,
+    captured       boolean NOT NULL,
+    own_change_id  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (st_id, source_relid)
+);
+CREATE INDEX pgt_sources_source_idx ON pgtrickle.pgt_sources (source_relid);
+COMMENT ON TABLE pgtrickle.pgt_sources IS 'Relations each stream table reads; captured ones feed its differential refresh';
+
+CREATE TABLE pgtrickle.pgt_change_buffers (
+    source_relid oid PRIMARY KEY,
+    buffer_name  text NOT NULL,
+    columns      text[] NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_change_buffers IS 'One change buffer per captured source, shared by every stream table reading it';
+
+CREATE TABLE pgtrickle.pgt_refresh_history (
+    id             bigserial PRIMARY KEY,
+    st_id          bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
+    started_at     timestamptz NOT NULL,
+    finished_at    timestamptz NOT NULL,
+    mode           text NOT NULL,
+    initiated_by   text NOT NULL,
+    rows_deleted   bigint,
+    rows_inserted  bigint,
+    reason         text,
+    error_sqlstate text,
+    error_message  text
+);
+CREATE INDEX pgt_refresh_history_st_idx ON pgtrickle.pgt_refresh_history (st_id, id);
+COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'Every refresh: when, which mode actually ran, rows changed, error';
+
+-- A TRUNCATE of a source breaks the change stream: mark every dependent
+-- stream table for reinitialisation (its next refresh is FULL).
+CREATE FUNCTION pgtrickle.on_source_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE pgtrickle.pgt_stream_tables st
+       SET needs_reinit = true,
+           reinit_reason = format('TRUNCATE of source %s', TG_RELID::regclass)
+     WHERE st.id IN (SELECT s.st_id FROM pgtrickle.pgt_sources s WHERE s.source_relid = TG_RELID);
+    RETURN NULL;
+END
+$$;
+
+-- Dropping a relation a stream table reads is refused; dropping a stream
+-- table's storage directly forgets the stream table.
+CREATE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[];
+    r record;
+BEGIN
+    SELECT coalesce(array_agg(objid), '{}') INTO dropped
+      FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_class'::regclass AND objsubid = 0;
+    FOR r IN
+        SELECT d.object_identity, string_agg(st.name, ', ' ORDER BY st.name) AS readers
+          FROM pg_event_trigger_dropped_objects() d
+          JOIN pgtrickle.pgt_sources s ON s.source_relid = d.objid
+          JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND NOT st.relid = ANY (dropped)
+         GROUP BY d.object_identity
+    LOOP
+        RAISE EXCEPTION 'cannot drop %: stream table % reads it', r.object_identity, r.readers
+            USING ERRCODE = '2BP01',
+                  HINT = 'Drop the stream table first with pgtrickle.drop_stream_table().';
+    END LOOP;
+    PERFORM pgtrickle._forget_stream_table(st.id)
+       FROM pgtrickle.pgt_stream_tables st
+      WHERE st.relid = ANY (dropped);
+END
+$$;
+
+CREATE EVENT TRIGGER pgt_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle.on_sql_drop();

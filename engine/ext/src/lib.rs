@@ -1,0 +1,48 @@
+//! pg_trickle: stream tables kept fresh by DIFFERENTIAL or FULL refresh.
+//!
+//! This crate is the thin layer inside PostgreSQL: the SQL API
+//! ([`api`]), trigger change capture ([`capture`]), the refresh executor
+//! ([`refresh`]), the scheduler background worker ([`scheduler`]) and
+//! settings ([`gucs`]). Query analysis and SQL generation live in
+//! `pg_trickle_core`, which needs no server.
+
+use pgrx::prelude::*;
+
+pub mod api;
+pub mod capture;
+pub mod gucs;
+pub mod planning;
+pub mod refresh;
+pub mod scheduler;
+pub mod status;
+pub mod util;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("catalog.sql", name = "catalog", bootstrap);
+
+/// Library load: register settings and, when preloaded, the scheduler.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        scheduler::register_worker();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    /// One-off set-up before the test server starts.
+    pub fn setup(_options: Vec<&str>) {}
+
+    /// postgresql.conf settings for the test server.
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_trickle'"]
+    }
+}

@@ -1,0 +1,179 @@
+//! From a defining query to a plan: resolve what the query names in the
+//! catalog, ask the core to analyse it, choose the effective mode and
+//! generate (and validate) the refresh SQL.
+
+use pg_trickle_core::analyze::{self, Analysis};
+use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
+use pg_trickle_core::ir::{OpNode, RequestedMode};
+use pg_trickle_core::refresh_sql::{plan_refresh, RefreshPlan};
+use pgrx::prelude::*;
+use pgrx::PgOid;
+
+use crate::util::{in_subtransaction, raise, rows};
+
+/// A planned stream table: analysis, effective mode and its SQL.
+pub struct Planned {
+    /// The core's analysis (sources, tree, model).
+    pub analysis: Analysis,
+    /// `DIFFERENTIAL` or `FULL`.
+    pub effective_mode: &'static str,
+    /// Why FULL was chosen, when it was.
+    pub fallback_reason: Option<String>,
+    /// Generated SQL.
+    pub plan: RefreshPlan,
+}
+
+/// The visible columns of a stream table's storage, in order.
+pub fn storage_columns(relid: u32) -> Vec<OutputColumn> {
+    rows(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = $1::text::oid AND attnum > 0 AND NOT attisdropped \
+         AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
+        &[Some(relid.to_string())],
+    )
+    .into_iter()
+    .map(|r| OutputColumn {
+        name: r[0].clone().unwrap_or_default(),
+        type_sql: r[1].clone().unwrap_or_default(),
+    })
+    .collect()
+}
+
+/// Resolve one relation by oid.
+pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
+    let r = crate::util::row(
+        "SELECT c.oid::text, n.nspname::text, c.relname::text, c.relkind::text, \
+         EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.relid = c.oid)::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
+        &[Some(oid.to_string())],
+    )?;
+    let columns = rows(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
+         AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
+        &[Some(oid.to_string())],
+    )
+    .into_iter()
+    .filter_map(|r| r[0].clone())
+    .collect();
+    let relkind = r[3]
+        .clone()
+        .unwrap_or_default()
+        .chars()
+        .next()
+        .unwrap_or(' ');
+    Some(SourceTable {
+        oid,
+        schema: r[1].clone().unwrap_or_default(),
+        name: r[2].clone().unwrap_or_default(),
+        kind: SourceKind::from_relkind(relkind, r[4].as_deref() == Some("true")),
+        columns,
+    })
+}
+
+/// Analyse `query`, resolving names with the current search_path.
+pub fn analyze_query(query: &str) -> Result<Analysis, String> {
+    let refs = analyze::referenced_tables(query).map_err(|e| e.to_string())?;
+    let mut catalog = Catalog::new();
+    for written in &refs.tables {
+        let oid = crate::util::value(
+            "SELECT to_regclass($1)::oid::text",
+            &[Some(written.clone())],
+        );
+        if let Some(table) = oid.and_then(|o| o.parse().ok()).and_then(source_by_oid) {
+            catalog.insert(written.clone(), table);
+        }
+    }
+    for name in &refs.functions {
+        let r = crate::util::row(
+            "SELECT count(*)::text, coalesce(bool_and(provolatile = 'i'), true)::text, \
+             coalesce(bool_or(prokind = 'a'), false)::text, coalesce(bool_or(prokind = 'w'), false)::text \
+             FROM pg_proc WHERE proname = $1",
+            &[Some(name.clone())],
+        )
+        .unwrap_or_default();
+        let flag = |i: usize| r.get(i).cloned().flatten().as_deref() == Some("true");
+        catalog.insert_function(
+            name.clone(),
+            FunctionFacts {
+                immutable: flag(1),
+                aggregate: flag(2),
+                window: flag(3),
+            },
+        );
+    }
+    analyze::analyze(query, &catalog).map_err(|e| e.to_string())
+}
+
+/// Plan a stream table stored in `relid` for `query` under the requested mode.
+/// Raises 0A000 when DIFFERENTIAL is requested but impossible.
+pub fn plan(
+    name: &str,
+    query: &str,
+    requested: RequestedMode,
+    relid: u32,
+    storage: &str,
+) -> Planned {
+    let columns = storage_columns(relid);
+    let analysis = analyze_query(query).unwrap_or_else(|reason| Analysis {
+        sources: Vec::new(),
+        tree: OpNode::new("Query", "", vec![])
+            .unsupported(format!("queries the analyzer cannot read ({reason})")),
+        model: Err(format!("queries the analyzer cannot read ({reason})")),
+    });
+    let plan = plan_refresh(&analysis, query, storage, &columns);
+    let mut reason = match (&analysis.model, requested) {
+        (_, RequestedMode::Full) => Some("FULL was requested".to_string()),
+        (Err(r), _) => Some(format!("DIFFERENTIAL refresh does not support {r}")),
+        (Ok(_), _) => None,
+    };
+    if reason.is_none() {
+        if let Some(diff) = &plan.diff_sql {
+            let nargs = 2 + plan.diff_sources.len();
+            let sql = diff.clone();
+            let captured: Vec<SourceTable> = plan
+                .diff_sources
+                .iter()
+                .map(|i| analysis.sources[*i].clone())
+                .collect();
+            // Capture must exist for the delta SQL to validate; if validation
+            // fails the subtransaction takes the capture objects away again.
+            let checked = in_subtransaction(move || {
+                for source in &captured {
+                    crate::capture::ensure_capture(source);
+                }
+                let types = vec![PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID); nargs];
+                Spi::connect(|client| {
+                    client
+                        .prepare(sql.as_str(), &types)
+                        .map(|_| ())
+                        .unwrap_or_else(|e| crate::util::internal(e.to_string()))
+                })
+            });
+            if let Err(f) = checked {
+                reason = Some(format!(
+                    "the generated delta SQL did not validate ({}: {})",
+                    f.sqlstate, f.message
+                ));
+            }
+        }
+    }
+    if requested == RequestedMode::Differential {
+        if let Some(r) = &reason {
+            raise(
+                "0A000",
+                format!("stream table {name} cannot be maintained DIFFERENTIALLY: {r}"),
+                Some("Use refresh_mode => 'AUTO' to fall back to FULL refresh, or 'FULL'.".into()),
+            );
+        }
+    }
+    Planned {
+        effective_mode: if reason.is_some() {
+            "FULL"
+        } else {
+            "DIFFERENTIAL"
+        },
+        fallback_reason: reason,
+        analysis,
+        plan,
+    }
+}

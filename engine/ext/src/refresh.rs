@@ -1,0 +1,185 @@
+//! The refresh executor shared by manual refreshes, creation and the scheduler.
+//!
+//! A refresh locks its catalog row (so a manual refresh and the scheduler never
+//! refresh the same stream table at once), runs one generated statement that
+//! applies the delta (or the full recompute) and returns the new frontier,
+//! then records the frontier, the history row and prunes consumed changes,
+//! all in the caller's transaction: a crash applies all of it or none.
+
+use crate::capture;
+use crate::util::{raise, row, rows, run, value};
+
+/// Who started a refresh; recorded in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// `create_stream_table` populating the new table.
+    Create,
+    /// `refresh_stream_table`.
+    Manual,
+    /// The scheduler background worker.
+    Scheduler,
+}
+
+impl Initiator {
+    fn name(self) -> &'static str {
+        match self {
+            Initiator::Create => "create",
+            Initiator::Manual => "manual",
+            Initiator::Scheduler => "scheduler",
+        }
+    }
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `DIFFERENTIAL` or `FULL`: the mode that actually ran.
+    pub mode: String,
+    /// Rows deleted from the stream table.
+    pub deleted: i64,
+    /// Rows inserted into the stream table.
+    pub inserted: i64,
+}
+
+fn num(v: &Option<String>) -> i64 {
+    v.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Refresh stream table `id`. With `skip_locked`, returns `None` when another
+/// session is refreshing it right now instead of waiting.
+pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option<Outcome> {
+    let started = value("SELECT clock_timestamp()::text", &[]);
+    let lock = if skip_locked {
+        "FOR UPDATE SKIP LOCKED"
+    } else {
+        "FOR UPDATE"
+    };
+    let st = row(
+        &format!(
+            "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
+             frontier::text, frontier_xid::text, reinit_reason \
+             FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
+        ),
+        &[Some(id.to_string())],
+    )?;
+    let name = st[0].clone().unwrap_or_default();
+    let needs_reinit = st[2].as_deref() == Some("true");
+    let differential = st[1].as_deref() == Some("DIFFERENTIAL");
+    let mut reason: Option<String> = None;
+
+    let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
+    let sources = rows(
+        "SELECT source_relid::text, own_change_id::text, param_position::text FROM pgtrickle.pgt_sources \
+         WHERE st_id = $1::text::bigint AND captured ORDER BY param_position",
+        &[Some(id.to_string())],
+    );
+
+    let use_diff =
+        initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
+    let (mode, sql, args) = if initiator == Initiator::Create {
+        ("FULL", st[5].clone().unwrap_or_default(), vec![])
+    } else if use_diff {
+        let mut args = vec![st[6].clone(), st[7].clone()];
+        args.extend(sources.iter().map(|s| s[1].clone()));
+        ("DIFFERENTIAL", st[3].clone().unwrap_or_default(), args)
+    } else {
+        if differential {
+            reason = Some(
+                st[8]
+                    .clone()
+                    .map(|r| format!("reinitialisation after {r}"))
+                    .unwrap_or_else(|| "reinitialisation".into()),
+            );
+        }
+        ("FULL", st[4].clone().unwrap_or_default(), vec![])
+    };
+    let result = row(&sql, &args)
+        .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None));
+    let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
+    let mut frontier = result[3].clone();
+    let mut mode = mode.to_string();
+    if mode == "DIFFERENTIAL" && deleted != expected {
+        // The stored rows did not hold what the delta expected to delete: the
+        // stream table was changed behind the engine's back. Recompute.
+        pgrx::warning!(
+            "stream table {name} was out of sync (expected to delete {expected} rows, found {deleted}); recomputing with FULL refresh"
+        );
+        let full = row(&st[4].clone().unwrap_or_default(), &[])
+            .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None));
+        deleted += num(&full[0]);
+        inserted = num(&full[1]);
+        frontier = full[3].clone();
+        mode = "FULL".into();
+        reason = Some("stream table was out of sync with its sources".into());
+    }
+
+    for s in &sources {
+        let relid = s[0].clone().unwrap_or_default();
+        run(
+            &format!(
+                "UPDATE pgtrickle.pgt_sources SET own_change_id = coalesce((SELECT max(change_id) \
+                 FROM pgtrickle_changes.changes_{relid} WHERE xid = $1::xid8), 0) \
+                 WHERE st_id = $2::text::bigint AND source_relid = $3::text::oid"
+            ),
+            &[own_xid.clone(), Some(id.to_string()), Some(relid.clone())],
+        );
+    }
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
+         needs_reinit = false, reinit_reason = NULL, last_refresh_at = clock_timestamp(), \
+         last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL \
+         WHERE id = $1::text::bigint",
+        &[Some(id.to_string()), frontier, own_xid, Some(mode.clone())],
+    );
+    record_history(
+        id,
+        started,
+        &mode,
+        initiator,
+        Some((deleted, inserted)),
+        reason.as_deref(),
+        None,
+    );
+    let mut relids: Vec<u32> = sources
+        .iter()
+        .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect();
+    relids.sort_unstable();
+    for relid in relids {
+        capture::prune(relid);
+    }
+    Some(Outcome {
+        mode,
+        deleted,
+        inserted,
+    })
+}
+
+/// Append a refresh-history row.
+pub fn record_history(
+    id: i64,
+    started: Option<String>,
+    mode: &str,
+    initiator: Initiator,
+    rows_changed: Option<(i64, i64)>,
+    reason: Option<&str>,
+    error: Option<(&str, &str)>,
+) {
+    run(
+        "INSERT INTO pgtrickle.pgt_refresh_history (st_id, started_at, finished_at, mode, initiated_by, \
+         rows_deleted, rows_inserted, reason, error_sqlstate, error_message) \
+         VALUES ($1::text::bigint, coalesce($2::timestamptz, clock_timestamp()), clock_timestamp(), $3, $4, \
+         $5::bigint, $6::bigint, $7, $8, $9)",
+        &[
+            Some(id.to_string()),
+            started,
+            Some(mode.to_string()),
+            Some(initiator.name().to_string()),
+            rows_changed.map(|r| r.0.to_string()),
+            rows_changed.map(|r| r.1.to_string()),
+            reason.map(str::to_string),
+            error.map(|e| e.0.to_string()),
+            error.map(|e| e.1.to_string()),
+        ],
+    );
+}

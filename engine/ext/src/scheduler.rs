@@ -1,0 +1,126 @@
+//! The scheduler background worker.
+//!
+//! With `shared_preload_libraries = 'pg_trickle'` one worker connects to the
+//! database named by `pg_trickle.database` and, every
+//! `pg_trickle.scheduler_interval_ms`, refreshes the stream tables whose
+//! schedule is due, upstream before downstream. It only polls: nothing wakes
+//! it early. Each refresh runs in its own transaction; a failure is rolled
+//! back, recorded with its SQLSTATE in the catalog and history, and retried
+//! when the schedule is next due.
+
+use std::time::Duration;
+
+use pg_trickle_core::dag::refresh_order;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use crate::gucs::{DATABASE, ENABLED, SCHEDULER_INTERVAL_MS};
+use crate::refresh::{self, Initiator};
+use crate::util::{in_subtransaction, rows, run};
+
+/// Register the worker; called from `_PG_init` during preload.
+pub fn register_worker() {
+    BackgroundWorkerBuilder::new("pg_trickle scheduler")
+        .set_type("pg_trickle scheduler")
+        .set_function("pg_trickle_scheduler_main")
+        .set_library("pg_trickle")
+        .enable_spi_access()
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Worker entry point.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = DATABASE
+        .get()
+        .and_then(|c| c.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| "postgres".into());
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("pg_trickle scheduler started in database \"{database}\"");
+    loop {
+        let interval = SCHEDULER_INTERVAL_MS.get().max(1) as u64;
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(interval))) {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if !ENABLED.get() {
+            continue;
+        }
+        let due = BackgroundWorker::transaction(due_stream_tables);
+        for id in due {
+            BackgroundWorker::transaction(move || refresh_one(id));
+        }
+    }
+}
+
+/// Ids of stream tables whose schedule is due, upstream first.
+fn due_stream_tables() -> Vec<i64> {
+    let installed = rows(
+        "SELECT extname::text FROM pg_extension WHERE extname = 'pg_trickle'",
+        &[],
+    );
+    if installed.is_empty() {
+        return Vec::new();
+    }
+    let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+    let all: Vec<(i64, bool)> = rows(
+        "SELECT id::text, (schedule_seconds IS NOT NULL AND \
+           greatest(last_refresh_at, last_error_at, created_at) + schedule_seconds * interval '1 second' <= now())::text \
+         FROM pgtrickle.pgt_stream_tables",
+        &[],
+    )
+    .into_iter()
+    .filter_map(|r| Some((parse(&r[0])?, r[1].as_deref() == Some("true"))))
+    .collect();
+    let edges: Vec<(i64, i64)> = rows(
+        "SELECT up.id::text, s.st_id::text FROM pgtrickle.pgt_sources s \
+         JOIN pgtrickle.pgt_stream_tables up ON up.relid = s.source_relid",
+        &[],
+    )
+    .into_iter()
+    .filter_map(|r| Some((parse(&r[0])?, parse(&r[1])?)))
+    .collect();
+    let nodes: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
+    let order = refresh_order(&nodes, &edges).unwrap_or(nodes);
+    order
+        .into_iter()
+        .filter(|id| all.iter().any(|(n, due)| n == id && *due))
+        .collect()
+}
+
+/// Refresh one stream table, recording any failure instead of dying.
+fn refresh_one(id: i64) {
+    match in_subtransaction(move || refresh::refresh_by_id(id, Initiator::Scheduler, true)) {
+        Ok(_) => {}
+        Err(failure) => {
+            warning!(
+                "pg_trickle: scheduled refresh of stream table {id} failed: {} (SQLSTATE {})",
+                failure.message,
+                failure.sqlstate
+            );
+            run(
+                "UPDATE pgtrickle.pgt_stream_tables SET last_error_sqlstate = $2, last_error_message = $3, \
+                 last_error_at = now() WHERE id = $1::text::bigint",
+                &[
+                    Some(id.to_string()),
+                    Some(failure.sqlstate.clone()),
+                    Some(failure.message.clone()),
+                ],
+            );
+            refresh::record_history(
+                id,
+                None,
+                "ERROR",
+                Initiator::Scheduler,
+                None,
+                None,
+                Some((&failure.sqlstate, &failure.message)),
+            );
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! pgrx tests for the glue: they run inside a real PostgreSQL started by
+//! `cargo pgrx test`.
+
+use pgrx::prelude::*;
+
+#[pg_test]
+fn create_refresh_and_drop() {
+    Spi::run("CREATE TABLE t (k int, v int)").unwrap();
+    Spi::run("INSERT INTO t VALUES (1, 10), (1, 20), (2, 5)").unwrap();
+    Spi::run("SELECT pgtrickle.create_stream_table('s', 'SELECT k, sum(v) AS total FROM t GROUP BY k', NULL, 'DIFFERENTIAL')").unwrap();
+    Spi::run("INSERT INTO t VALUES (2, 7)").unwrap();
+    Spi::run("SELECT pgtrickle.refresh_stream_table('s')").unwrap();
+    let total = Spi::get_one::<i64>("SELECT total FROM s WHERE k = 2").unwrap();
+    assert_eq!(total, Some(12));
+    let mode = Spi::get_one::<String>(
+        "SELECT mode FROM pgtrickle.pgt_refresh_history ORDER BY id DESC LIMIT 1",
+    )
+    .unwrap();
+    assert_eq!(mode.as_deref(), Some("DIFFERENTIAL"));
+    Spi::run("SELECT pgtrickle.drop_stream_table('s')").unwrap();
+    let left = Spi::get_one::<i64>("SELECT count(*) FROM pgtrickle.pgt_change_buffers").unwrap();
+    assert_eq!(left, Some(0));
+}
+
+#[pg_test]
+fn settings_match_the_core_table() {
+    use pg_trickle_core::settings::{SettingKind, SETTINGS};
+    for s in SETTINGS {
+        let shown = Spi::get_one::<String>(&format!(
+            "SELECT reset_val FROM pg_settings WHERE name = 'pg_trickle.{}'",
+            s.name
+        ))
+        .unwrap();
+        let expected = match s.kind {
+            SettingKind::Bool { default } => if default { "on" } else { "off" }.to_string(),
+            SettingKind::Int { default, .. } => default.to_string(),
+            SettingKind::Text { default } => default.to_string(),
+        };
+        assert_eq!(
+            shown.as_deref(),
+            Some(expected.as_str()),
+            "pg_trickle.{}",
+            s.name
+        );
+    }
+}

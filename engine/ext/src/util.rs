@@ -1,0 +1,138 @@
+//! SPI helpers and error raising shared by the extension's modules.
+//!
+//! Statements take text arguments and return text columns, which keeps the
+//! glue small; SQL casts do the typing. Errors raised here always carry a
+//! SQLSTATE.
+
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
+use pgrx::{datum::DatumWithOid, PgSqlErrorCode};
+
+/// One result row, every column as text (NULL as `None`).
+pub type Row = Vec<Option<String>>;
+
+fn datums(args: &[Option<String>]) -> Vec<DatumWithOid<'static>> {
+    args.iter().map(|a| a.clone().into()).collect()
+}
+
+/// Run a statement with text arguments; every result column must be text.
+pub fn rows(sql: &str, args: &[Option<String>]) -> Vec<Row> {
+    let args = datums(args);
+    Spi::connect_mut(|client| {
+        let table = client
+            .update(sql, None, &args)
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        let ncols = table.columns().unwrap_or(0);
+        table
+            .map(|row| {
+                (1..=ncols)
+                    .map(|i| {
+                        row.get::<String>(i)
+                            .unwrap_or_else(|e| internal(format!("SPI column {i}: {e}")))
+                    })
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// Run a statement and return its first row, if any.
+pub fn row(sql: &str, args: &[Option<String>]) -> Option<Row> {
+    rows(sql, args).into_iter().next()
+}
+
+/// Run a statement and return the first column of its first row.
+pub fn value(sql: &str, args: &[Option<String>]) -> Option<String> {
+    row(sql, args).and_then(|r| r.into_iter().next().flatten())
+}
+
+/// Run a statement for its effect.
+pub fn run(sql: &str, args: &[Option<String>]) {
+    let args = datums(args);
+    Spi::connect_mut(|client| {
+        client
+            .update(sql, None, &args)
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+    });
+}
+
+/// Convert a five-character SQLSTATE into PostgreSQL's packed error code.
+pub fn errcode(sqlstate: &str) -> PgSqlErrorCode {
+    let b = sqlstate.as_bytes();
+    if b.len() != 5 {
+        return PgSqlErrorCode::ERRCODE_INTERNAL_ERROR;
+    }
+    let six = |c: u8| ((c.wrapping_sub(b'0')) & 0x3F) as i32;
+    let code =
+        six(b[0]) | (six(b[1]) << 6) | (six(b[2]) << 12) | (six(b[3]) << 18) | (six(b[4]) << 24);
+    PgSqlErrorCode::from(code)
+}
+
+/// The five-character SQLSTATE of a packed error code.
+pub fn sqlstate_of(code: PgSqlErrorCode) -> String {
+    let v = code as isize as i64;
+    (0..5)
+        .map(|i| (((v >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
+/// Raise an ERROR with a SQLSTATE, a message and an optional hint.
+pub fn raise(sqlstate: &str, message: impl Into<String>, hint: Option<String>) -> ! {
+    let mut report = ErrorReport::new(errcode(sqlstate), message.into(), "pg_trickle");
+    if let Some(h) = hint {
+        report = report.set_hint(h);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Raise an internal error (SQLSTATE XX000).
+pub fn internal(message: String) -> ! {
+    raise("XX000", message, None)
+}
+
+/// A caught error: its SQLSTATE and message.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Five-character SQLSTATE.
+    pub sqlstate: String,
+    /// The primary message.
+    pub message: String,
+}
+
+/// Run `f` in an internal subtransaction; on ERROR roll it back and return
+/// the failure instead of aborting the caller's transaction.
+pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failure> {
+    let old_context = unsafe { pg_sys::CurrentMemoryContext };
+    let old_owner = unsafe { pg_sys::CurrentResourceOwner };
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let result = PgTryBuilder::new(|| Ok(f()))
+        .catch_others(|caught| {
+            let (sqlstate, message) = match &caught {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    (sqlstate_of(r.sql_error_code()), r.message().to_string())
+                }
+                CaughtError::RustPanic { ereport, .. } => (
+                    sqlstate_of(ereport.sql_error_code()),
+                    ereport.message().to_string(),
+                ),
+            };
+            Err(Failure { sqlstate, message })
+        })
+        .execute();
+    unsafe {
+        if result.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+    }
+    result
+}
+
+/// Quote an identifier with PostgreSQL's rules.
+pub fn qi(name: &str) -> String {
+    pg_trickle_core::sql::quote_ident(name)
+}
