@@ -1,0 +1,323 @@
+//! Real PostgreSQL clusters owned by the runner.
+//!
+//! A cluster is `initdb` into a run-scoped directory, a free loopback port,
+//! `shared_preload_libraries = 'pg_trickle'`, started with `pg_ctl`. When
+//! the runner is root the server runs as the unprivileged `postgres` account
+//! (PostgreSQL refuses root); otherwise as the caller. Dropping a cluster
+//! stops it and removes its directory unless [`Cluster::keep`] was called, in
+//! which case its path and log are printed for inspection.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use thiserror::Error;
+
+/// Failures starting or talking to a cluster.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// A PostgreSQL program failed.
+    #[error("{program} failed ({status}): {stderr}")]
+    Tool {
+        /// The program.
+        program: String,
+        /// Exit status text.
+        status: String,
+        /// What it printed on stderr (and stdout).
+        stderr: String,
+    },
+    /// An I/O error around the cluster directory.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A client connection or statement failed.
+    #[error("{}", describe(.0))]
+    Connect(#[from] postgres::Error),
+}
+
+/// Options for a new cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// `pg_config` of the PostgreSQL installation to use.
+    pub pg_config: PathBuf,
+    /// Extra `postgresql.conf` lines.
+    pub settings: Vec<String>,
+    /// Preload pg_trickle (starts the scheduler).
+    pub preload: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            pg_config: PathBuf::from("pg_config"),
+            settings: Vec::new(),
+            preload: true,
+        }
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    /// Directory holding `data/` and `server.log`.
+    pub dir: PathBuf,
+    /// Loopback port.
+    pub port: u16,
+    /// Superuser name.
+    pub user: String,
+    bindir: PathBuf,
+    run_as: Option<String>,
+    keep: bool,
+}
+
+/// A database error's SQLSTATE and message (postgres::Error's Display says only "db error").
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {}){}",
+            db.severity(),
+            db.message(),
+            db.code().code(),
+            db.hint().map(|h| format!(" HINT: {h}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let out = Command::new("id").arg("-un").output().ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "postgres".into())
+}
+
+fn check(program: &str, out: Output) -> Result<Output, ClusterError> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(ClusterError::Tool {
+            program: program.to_string(),
+            status: out.status.to_string(),
+            stderr: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        })
+    }
+}
+
+/// The bin directory of a PostgreSQL installation.
+pub fn bindir(pg_config: &Path) -> Result<PathBuf, ClusterError> {
+    let out = Command::new(pg_config).arg("--bindir").output()?;
+    let out = check(&pg_config.display().to_string(), out)?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Cluster {
+    /// `initdb` and start a new cluster under `parent` (a fresh directory is made inside it).
+    pub fn start(parent: &Path, opts: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        let bindir = bindir(&opts.pg_config)?;
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = parent.join(format!("pg-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (run_as, user) = if is_root() {
+            (Some("postgres".to_string()), "postgres".to_string())
+        } else {
+            (None, current_user())
+        };
+        let mut cluster = Cluster {
+            dir,
+            port: 0,
+            user,
+            bindir,
+            run_as,
+            keep: false,
+        };
+        if let Some(owner) = &cluster.run_as {
+            // The server account must own its directory and reach it.
+            check(
+                "chown",
+                Command::new("chown")
+                    .args(["-R", owner])
+                    .arg(&cluster.dir)
+                    .output()?,
+            )?;
+        }
+        let data = cluster.data_dir();
+        let initdb = cluster.bindir.join("initdb");
+        cluster.run_tool(
+            &initdb,
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                &cluster.user.clone(),
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )?;
+        let mut conf = vec![
+            "listen_addresses = '127.0.0.1'".to_string(),
+            format!("unix_socket_directories = '{}'", cluster.dir.display()),
+            "fsync = off".into(),
+            "max_connections = 50".into(),
+            "log_min_messages = warning".into(),
+        ];
+        if opts.preload {
+            conf.push("shared_preload_libraries = 'pg_trickle'".into());
+        }
+        conf.extend(opts.settings.iter().cloned());
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)?;
+        text.push_str("\n# pg_trickle harness\n");
+        text.push_str(&conf.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text)?;
+
+        // A port can be taken between choosing and binding it: retry a few times.
+        let mut last_err = None;
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            let pg_ctl = cluster.bindir.join("pg_ctl");
+            let result = cluster.run_tool(
+                &pg_ctl,
+                &[
+                    "-D",
+                    &data.display().to_string(),
+                    "-l",
+                    &cluster.log_path().display().to_string(),
+                    "-o",
+                    &format!("-p {}", cluster.port),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            );
+            match result {
+                Ok(_) => return Ok(cluster),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        cluster.keep = true;
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    fn run_tool(&self, program: &Path, args: &[&str]) -> Result<Output, ClusterError> {
+        let out = match &self.run_as {
+            Some(user) => {
+                let mut cmd = if which("runuser") {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", user, "--"]);
+                    c
+                } else {
+                    let mut c = Command::new("sudo");
+                    c.args(["-n", "-u", user, "--"]);
+                    c
+                };
+                cmd.arg(program).args(args).current_dir("/").output()?
+            }
+            None => Command::new(program).args(args).output()?,
+        };
+        check(&program.display().to_string(), out)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The server log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// A libpq-style connection string for `dbname`.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={dbname} connect_timeout=10",
+            self.port, self.user
+        )
+    }
+
+    /// Connect to `dbname`.
+    pub fn connect(&self, dbname: &str) -> Result<postgres::Client, ClusterError> {
+        Ok(postgres::Client::connect(
+            &self.conninfo(dbname),
+            postgres::NoTls,
+        )?)
+    }
+
+    /// Create a database with pg_trickle installed and return a connection to it.
+    pub fn fresh_database(&self, name: &str) -> Result<postgres::Client, ClusterError> {
+        let mut admin = self.connect("postgres")?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let mut client = self.connect(name)?;
+        client.batch_execute("CREATE EXTENSION pg_trickle")?;
+        Ok(client)
+    }
+
+    /// Keep the cluster (stopped) and its files after drop, printing where they are.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Stop the server.
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let pg_ctl = self.bindir.join("pg_ctl");
+        self.run_tool(
+            &pg_ctl,
+            &[
+                "-D",
+                &self.data_dir().display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        )
+        .map(|_| ())
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        if self.keep {
+            eprintln!(
+                "kept cluster files: {} (server log: {})",
+                self.dir.display(),
+                self.log_path().display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
