@@ -1,0 +1,443 @@
+//! End-to-end behaviour against a real cluster: transaction edge cases,
+//! TRUNCATE, fallbacks, bad input (clear SQLSTATE, nothing half-created),
+//! dependencies, the scheduler and refresh exclusion.
+
+use std::time::{Duration, Instant};
+
+use harness::check::{compare, last_refresh_mode};
+use harness::testkit::{database, shared_cluster};
+use postgres::Client;
+
+fn sqlstate(result: Result<impl Sized, postgres::Error>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| d.code().code().to_string())
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
+fn error_message(result: Result<impl Sized, postgres::Error>) -> String {
+    match result {
+        Ok(_) => String::new(),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn count(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).expect(sql).get(0)
+}
+
+fn assert_fresh(db: &mut Client, st: &str, query: &str) {
+    if let Some(m) = compare(db, st, query).unwrap() {
+        panic!("{st} stale: {m}");
+    }
+}
+
+/// Everything pg_trickle could have left behind.
+fn footprint(db: &mut Client) -> (i64, i64, i64, i64) {
+    (
+        count(db, "SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        count(db, "SELECT count(*) FROM pgtrickle.pgt_change_buffers"),
+        count(db, "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgtrickle_changes'"),
+        count(db, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgt\\_%'"),
+    )
+}
+
+#[test]
+fn late_committing_transaction_is_not_skipped() {
+    let mut db = database("late_commit");
+    db.batch_execute(
+        "CREATE TABLE src (k int, v int); INSERT INTO src VALUES (1, 1);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k, sum(v) AS s FROM src GROUP BY k', NULL, 'DIFFERENTIAL');",
+    )
+    .unwrap();
+    let mut writer = shared_cluster().connect("t_late_commit").unwrap();
+    let mut tx = writer.transaction().unwrap();
+    tx.batch_execute("INSERT INTO src VALUES (1, 100), (2, 5)")
+        .unwrap();
+    // The refresh runs while the writer is still open, and commits first.
+    db.batch_execute("INSERT INTO src VALUES (3, 7); SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    tx.commit().unwrap();
+    assert!(
+        compare(&mut db, "st", "SELECT k, sum(v) AS s FROM src GROUP BY k")
+            .unwrap()
+            .is_some(),
+        "the late transaction cannot be in the stream table yet"
+    );
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_fresh(&mut db, "st", "SELECT k, sum(v) AS s FROM src GROUP BY k");
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+}
+
+#[test]
+fn rolled_back_changes_never_appear() {
+    let mut db = database("rollback");
+    // Separate round trips: a BEGIN inside one multi-statement message would
+    // pull the earlier statements into the rolled-back transaction.
+    for sql in [
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1)",
+        "SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', NULL, 'DIFFERENTIAL')",
+        "BEGIN; INSERT INTO src VALUES (2); DELETE FROM src WHERE k = 1; ROLLBACK",
+        "BEGIN; INSERT INTO src VALUES (3); SAVEPOINT s; INSERT INTO src VALUES (4); ROLLBACK TO s; COMMIT",
+        "SELECT pgtrickle.refresh_stream_table('st')",
+    ] {
+        db.batch_execute(sql).unwrap();
+    }
+    assert_fresh(&mut db, "st", "SELECT k FROM src");
+    assert_eq!(count(&mut db, "SELECT count(*) FROM st"), 2);
+}
+
+#[test]
+fn refreshing_twice_in_one_transaction_keeps_later_writes() {
+    let mut db = database("own_xact");
+    db.batch_execute(
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k, count(*) AS n FROM src GROUP BY k', NULL, 'DIFFERENTIAL');
+         BEGIN;
+         INSERT INTO src VALUES (1), (2);
+         SELECT pgtrickle.refresh_stream_table('st');
+         INSERT INTO src VALUES (2), (3);
+         SELECT pgtrickle.refresh_stream_table('st');
+         COMMIT;",
+    )
+    .unwrap();
+    assert_fresh(&mut db, "st", "SELECT k, count(*) AS n FROM src GROUP BY k");
+    db.batch_execute("INSERT INTO src VALUES (3); SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_fresh(&mut db, "st", "SELECT k, count(*) AS n FROM src GROUP BY k");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_fresh(&mut db, "st", "SELECT k, count(*) AS n FROM src GROUP BY k");
+}
+
+#[test]
+fn truncate_of_a_source_forces_one_full_refresh() {
+    let mut db = database("truncate");
+    db.batch_execute(
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1), (2);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', NULL, 'DIFFERENTIAL');
+         TRUNCATE src; INSERT INTO src VALUES (5);",
+    )
+    .unwrap();
+    let row = db
+        .query_one(
+            "SELECT needs_reinit FROM pgtrickle.stream_table_status() WHERE name = 'public.st'",
+            &[],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("FULL")
+    );
+    assert_fresh(&mut db, "st", "SELECT k FROM src");
+    db.batch_execute("INSERT INTO src VALUES (6); SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+    assert_fresh(&mut db, "st", "SELECT k FROM src");
+}
+
+#[test]
+fn auto_falls_back_to_full_with_the_reason() {
+    let mut db = database("fallback");
+    db.batch_execute(
+        "CREATE TABLE a (k int, v int); CREATE TABLE b (k int, w int);
+         INSERT INTO a VALUES (1, 1), (2, 2); INSERT INTO b VALUES (1, 10);
+         CREATE VIEW va AS SELECT * FROM a;",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "lj",
+            "SELECT a.k, b.w FROM a LEFT JOIN b ON a.k = b.k",
+            "LEFT JOIN",
+        ),
+        ("rnd", "SELECT k, random() AS r FROM a", "random"),
+        ("lim", "SELECT k FROM a ORDER BY k LIMIT 1", "LIMIT"),
+        ("vw", "SELECT k FROM va", "view"),
+        (
+            "win",
+            "SELECT k, row_number() OVER (ORDER BY k) AS rn FROM a",
+            "window function",
+        ),
+        (
+            "ex",
+            "SELECT k FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k)",
+            "subquery",
+        ),
+    ];
+    for (name, query, reason) in cases {
+        db.execute(
+            "SELECT pgtrickle.create_stream_table($1, $2)",
+            &[&name, &query],
+        )
+        .unwrap();
+        let row = db
+            .query_one(
+                "SELECT effective_mode, fallback_reason FROM pgtrickle.stream_table_status() WHERE name = $1",
+                &[&format!("public.{name}")],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "FULL", "{query}");
+        let why: String = row.get(1);
+        assert!(
+            why.contains(reason),
+            "{query}: reason {why:?} should mention {reason}"
+        );
+        let explain_text: String = db
+            .query_one("SELECT pgtrickle.explain_stream_table($1)::text", &[&name])
+            .unwrap()
+            .get(0);
+        let explain: serde_json::Value = serde_json::from_str(&explain_text).unwrap();
+        assert_eq!(explain["effective_mode"], "FULL");
+        assert!(explain["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains(reason));
+        // FULL still keeps it correct.
+        db.batch_execute("INSERT INTO a VALUES (3, 3)").unwrap();
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&name])
+            .unwrap();
+        if name != "rnd" {
+            assert_fresh(&mut db, name, query);
+        }
+        assert_eq!(
+            last_refresh_mode(&mut db, name).unwrap().as_deref(),
+            Some("FULL")
+        );
+    }
+    // DIFFERENTIAL on an unsupported query is an error naming the construct.
+    let before = footprint(&mut db);
+    let r = db.execute(
+        "SELECT pgtrickle.create_stream_table('bad', 'SELECT a.k FROM a LEFT JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL')",
+        &[],
+    );
+    let msg = error_message(db.execute(
+        "SELECT pgtrickle.create_stream_table('bad', 'SELECT a.k FROM a LEFT JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL')",
+        &[],
+    ));
+    assert_eq!(sqlstate(r), "0A000");
+    assert!(msg.contains("LEFT JOIN"), "{msg}");
+    assert_eq!(footprint(&mut db), before);
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_class WHERE relname = 'bad'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn bad_input_has_a_sqlstate_and_leaves_nothing_behind() {
+    let mut db = database("bad_input");
+    db.batch_execute(
+        "CREATE TABLE src (k int, v int); INSERT INTO src VALUES (1, 1);
+                      SELECT pgtrickle.create_stream_table('taken', 'SELECT k FROM src');",
+    )
+    .unwrap();
+    let before = footprint(&mut db);
+    let cases: [(&str, &str, &str, &str); 10] = [
+        ("s1", "SELEC k FROM src", "AUTO", "42601"),
+        ("s2", "SELECT k FROM missing_table", "AUTO", "42P01"),
+        ("taken", "SELECT k FROM src", "AUTO", "42P07"),
+        ("s3", "SELECT k FROM src; DROP TABLE src", "AUTO", "42601"),
+        ("s4", "INSERT INTO src VALUES (1, 1)", "AUTO", "42601"),
+        ("s5", "SELECT k FROM src", "SOMETIMES", "22023"),
+        ("s6", "SELECT k AS __pgt_x FROM src", "AUTO", "42939"),
+        ("s7", "SELECT nope FROM src", "DIFFERENTIAL", "42703"),
+        ("nosuchschema.s8", "SELECT k FROM src", "AUTO", "3F000"),
+        ("s9", "SELECT k, k FROM src", "AUTO", "42701"),
+    ];
+    for (name, query, mode, expected) in cases {
+        let got = sqlstate(db.execute(
+            "SELECT pgtrickle.create_stream_table($1, $2, NULL, $3)",
+            &[&name, &query, &mode],
+        ));
+        assert_eq!(
+            got, expected,
+            "create_stream_table({name}, {query}, {mode})"
+        );
+        assert_eq!(footprint(&mut db), before, "{name} left something behind");
+    }
+    let bad_schedule = sqlstate(db.execute(
+        "SELECT pgtrickle.create_stream_table('s10', 'SELECT k FROM src', 'every tuesday')",
+        &[],
+    ));
+    assert_eq!(bad_schedule, "22023");
+    assert_eq!(footprint(&mut db), before);
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 's_' OR relname = 's10'"
+        ),
+        0
+    );
+    assert_eq!(
+        sqlstate(db.execute("SELECT pgtrickle.refresh_stream_table('nope')", &[])),
+        "42P01"
+    );
+    assert_eq!(
+        sqlstate(db.execute("SELECT pgtrickle.refresh_stream_table('src')", &[])),
+        "42809"
+    );
+    assert_eq!(
+        sqlstate(db.execute("SELECT pgtrickle.drop_stream_table('src')", &[])),
+        "42809"
+    );
+}
+
+#[test]
+fn sources_cannot_be_dropped_from_under_a_stream_table() {
+    let mut db = database("drop_source");
+    db.batch_execute(
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('st2', 'SELECT k FROM st', NULL, 'DIFFERENTIAL');",
+    )
+    .unwrap();
+    let r = db.batch_execute("DROP TABLE src");
+    let msg = error_message(db.batch_execute("DROP TABLE src"));
+    assert_eq!(sqlstate(r), "2BP01");
+    assert!(msg.contains("src") && msg.contains("public.st"), "{msg}");
+    assert_eq!(
+        sqlstate(db.execute("SELECT pgtrickle.drop_stream_table('st')", &[])),
+        "2BP01"
+    );
+    db.batch_execute("SELECT pgtrickle.drop_stream_table('st2'); SELECT pgtrickle.drop_stream_table('st'); DROP TABLE src")
+        .unwrap();
+    assert_eq!(footprint(&mut db), (0, 0, 0, 0));
+}
+
+#[test]
+fn dropping_the_storage_directly_forgets_the_stream_table() {
+    let mut db = database("direct_drop");
+    db.batch_execute(
+        "CREATE TABLE src (k int);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', NULL, 'DIFFERENTIAL');
+         DROP TABLE st;",
+    )
+    .unwrap();
+    assert_eq!(footprint(&mut db), (0, 0, 0, 0));
+}
+
+#[test]
+fn mode_changes_stay_correct() {
+    let mut db = database("alter_mode");
+    let q = "SELECT k, count(*) AS n FROM src GROUP BY k";
+    db.batch_execute(&format!(
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1), (1), (2);
+         SELECT pgtrickle.create_stream_table('st', '{q}', '5m', 'DIFFERENTIAL');
+         SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL');
+         INSERT INTO src VALUES (3);
+         SELECT pgtrickle.refresh_stream_table('st');"
+    ))
+    .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("FULL")
+    );
+    assert_fresh(&mut db, "st", q);
+    assert_eq!(footprint(&mut db).1, 0, "FULL needs no change buffer");
+    db.batch_execute(
+        "SELECT pgtrickle.alter_stream_table('st', schedule => 'manual', refresh_mode => 'DIFFERENTIAL');
+         INSERT INTO src VALUES (3);
+         SELECT pgtrickle.refresh_stream_table('st');
+         DELETE FROM src WHERE k = 1;
+         SELECT pgtrickle.refresh_stream_table('st');",
+    )
+    .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+    assert_fresh(&mut db, "st", q);
+    let schedule: Option<String> = db
+        .query_one("SELECT schedule FROM pgtrickle.stream_table_status()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(schedule, None);
+}
+
+#[test]
+fn a_refresh_in_progress_excludes_another() {
+    let mut db = database("exclusion");
+    db.batch_execute(
+        "CREATE TABLE src (k int);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', NULL, 'DIFFERENTIAL');",
+    )
+    .unwrap();
+    let mut other = shared_cluster().connect("t_exclusion").unwrap();
+    let mut tx = db.transaction().unwrap();
+    tx.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    other.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let r = other.batch_execute("SELECT pgtrickle.refresh_stream_table('st')");
+    assert_eq!(sqlstate(r), "55P03");
+    tx.commit().unwrap();
+    other
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+}
+
+#[test]
+fn the_scheduler_refreshes_due_stream_tables_in_dependency_order() {
+    // The scheduler works in the database named by pg_trickle.database ("postgres").
+    let cluster = shared_cluster();
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute(
+        "DROP EXTENSION IF EXISTS pg_trickle CASCADE; DROP TABLE IF EXISTS sched_src, sched_a, sched_b;
+         CREATE EXTENSION pg_trickle;
+         CREATE TABLE sched_src (k int, v int); INSERT INTO sched_src VALUES (1, 1);
+         SELECT pgtrickle.create_stream_table('sched_a', 'SELECT k, v FROM sched_src', '1s', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('sched_b', 'SELECT k, sum(v) AS s FROM sched_a GROUP BY k', '1s', 'DIFFERENTIAL');
+         INSERT INTO sched_src VALUES (1, 41), (2, 2);",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let fresh_a = compare(&mut db, "sched_a", "SELECT k, v FROM sched_src")
+            .unwrap()
+            .is_none();
+        let fresh_b = compare(
+            &mut db,
+            "sched_b",
+            "SELECT k, sum(v) AS s FROM sched_src GROUP BY k",
+        )
+        .unwrap()
+        .is_none();
+        if fresh_a && fresh_b {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler did not refresh within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let by_scheduler = count(
+        &mut db,
+        "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'scheduler' AND mode = 'DIFFERENTIAL'",
+    );
+    assert!(
+        by_scheduler >= 2,
+        "refreshes by the scheduler: {by_scheduler}"
+    );
+    db.batch_execute("DROP EXTENSION pg_trickle CASCADE; DROP TABLE sched_src, sched_a, sched_b")
+        .unwrap();
+}
