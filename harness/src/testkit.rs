@@ -53,10 +53,6 @@ pub fn database(name: &str) -> postgres::Client {
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"))
 }
 
-use crate::check::{compare, last_refresh_mode};
-use crate::cluster::describe as harness_describe;
-use crate::workload::{DmlGen, TableSpec};
-
 /// The seed for a test: `$PGT_SEED` when set, else `default`.
 pub fn seed_or(default: u64) -> u64 {
     std::env::var("PGT_SEED")
@@ -65,67 +61,17 @@ pub fn seed_or(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A DIFFERENTIAL maintenance check: create `tables` with seeded rows, create
-/// each `(name, query)` as a DIFFERENTIAL stream table, then `steps` times
-/// apply a random DML batch, refresh, and require the stream table to equal
-/// its query recomputed (as a multiset) and the refresh to have run
-/// DIFFERENTIAL. Panics with the seed, the DML trace and a row diff.
-pub fn check_differential(
-    test: &str,
-    tables: &[TableSpec],
-    queries: &[(&str, &str)],
-    steps: usize,
-    default_seed: u64,
-) {
-    let seed = seed_or(default_seed);
-    let mut db = database(test);
-    let mut gen = DmlGen::new(seed);
-    let mut trace: Vec<String> = Vec::new();
-    let exec = |db: &mut postgres::Client, sql: &str, trace: &mut Vec<String>| {
-        trace.push(sql.to_string());
-        db.batch_execute(sql).unwrap_or_else(|e| {
-            panic!(
-                "seed {seed}: statement failed: {sql}: {}",
-                harness_describe(&e)
-            )
-        });
-    };
-    for t in tables {
-        exec(&mut db, &t.create_sql(), &mut trace);
-        let n = 10 + gen.below(10);
-        let sql = gen.insert(t, n);
-        exec(&mut db, &sql, &mut trace);
-    }
-    for (name, query) in queries {
-        let sql = format!(
-            "SELECT pgtrickle.create_stream_table('{name}', $q${query}$q$, NULL, 'DIFFERENTIAL')"
+/// Run the named case from [`crate::cases`] in a fresh database; panic with
+/// its failure report.
+pub fn check_case(name: &str) {
+    let case = crate::cases::named(name);
+    let seed = seed_or(case.seed);
+    let mut db = database(name);
+    if let Err(report) =
+        crate::diffcheck::run_case(&mut db, &case, seed, crate::diffcheck::DEFAULT_STEPS)
+    {
+        panic!(
+            "{report}\nreproduce: PGT_SEED={seed} cargo test -p harness --test e2e_operators -- --exact {name}"
         );
-        exec(&mut db, &sql, &mut trace);
-    }
-    for step in 0..steps {
-        for stmt in gen.batch(tables) {
-            exec(&mut db, &stmt, &mut trace);
-        }
-        for (name, query) in queries {
-            exec(
-                &mut db,
-                &format!("SELECT pgtrickle.refresh_stream_table('{name}')"),
-                &mut trace,
-            );
-            let mismatch = compare(&mut db, name, query).expect("compare");
-            let mode = last_refresh_mode(&mut db, name).expect("history");
-            let failure = match (mismatch, mode.as_deref()) {
-                (Some(m), _) => Some(m.to_string()),
-                (None, Some("DIFFERENTIAL")) => None,
-                (None, other) => Some(format!("refresh ran {other:?}, not DIFFERENTIAL")),
-            };
-            if let Some(why) = failure {
-                panic!(
-                    "{test}: stream table {name} wrong after step {step} (seed {seed})\nquery: {query}\n{why}\n\
-                     DML trace:\n  {}\nreproduce: PGT_SEED={seed} cargo test -p harness --test e2e_operators -- --exact {test}",
-                    trace.join(";\n  ")
-                );
-            }
-        }
     }
 }

@@ -214,14 +214,20 @@ mod tests {
     fn same_seed_same_statements() {
         let t = TableSpec::new("t", vec![ColSpec::int("k", 4, 20), ColSpec::text("s", 10)]);
         let a: Vec<Vec<String>> = (0..20)
-            .scan(DmlGen::new(7), |g, _| Some(g.batch(&[t.clone()])))
+            .scan(DmlGen::new(7), |g, _| {
+                Some(g.batch(std::slice::from_ref(&t)))
+            })
             .collect();
         let b: Vec<Vec<String>> = (0..20)
-            .scan(DmlGen::new(7), |g, _| Some(g.batch(&[t.clone()])))
+            .scan(DmlGen::new(7), |g, _| {
+                Some(g.batch(std::slice::from_ref(&t)))
+            })
             .collect();
         assert_eq!(a, b);
         let c: Vec<Vec<String>> = (0..20)
-            .scan(DmlGen::new(8), |g, _| Some(g.batch(&[t.clone()])))
+            .scan(DmlGen::new(8), |g, _| {
+                Some(g.batch(std::slice::from_ref(&t)))
+            })
             .collect();
         assert_ne!(a, c);
     }

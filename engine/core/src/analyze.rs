@@ -94,7 +94,7 @@ pub struct QueryRefs {
 #[derive(Debug, Clone)]
 pub enum Rel {
     /// One SELECT block without aggregation.
-    Block(Block),
+    Block(Box<Block>),
     /// UNION ALL of branches with positionally matching columns.
     UnionAll(Vec<Rel>),
 }
@@ -148,7 +148,7 @@ pub enum Model {
     /// groups a delta touches are recomputed and replaced.
     Grouped {
         /// The top block (its FROM/WHERE is linear).
-        block: Block,
+        block: Box<Block>,
         /// Group key expressions (empty for a scalar aggregate).
         keys: Vec<Expr>,
     },
@@ -250,7 +250,7 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
 
 enum Shape {
     Rel(Rel),
-    Grouped(Block, Vec<Expr>),
+    Grouped(Box<Block>, Vec<Expr>),
 }
 
 struct Analyzer<'a> {
@@ -479,7 +479,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn occurrence(&mut self, factor: &TableFactor) -> Result<OccFacts, (OpNode, String)> {
+    fn occurrence(&mut self, factor: &TableFactor) -> Result<OccFacts, Box<(OpNode, String)>> {
         match factor {
             TableFactor::Table {
                 name,
@@ -496,7 +496,7 @@ impl<'a> Analyzer<'a> {
                     .unwrap_or_default();
                 let Some(table) = self.catalog.get(&written).cloned() else {
                     let reason = format!("relation {written} could not be resolved");
-                    return Err((OpNode::new("Scan", written, vec![]), reason));
+                    return Err(Box::new((OpNode::new("Scan", written, vec![]), reason)));
                 };
                 let detail = if alias_name == table.name {
                     table.qualified()
@@ -515,7 +515,7 @@ impl<'a> Analyzer<'a> {
                         table.qualified()
                     );
                     self.source_index(&table);
-                    return Err((node, reason));
+                    return Err(Box::new((node, reason)));
                 }
                 let source = self.source_index(&table);
                 Ok(OccFacts {
@@ -540,17 +540,17 @@ impl<'a> Analyzer<'a> {
                     vec![child],
                 );
                 if *lateral {
-                    return Err((node, "LATERAL subquery".into()));
+                    return Err(Box::new((node, "LATERAL subquery".into())));
                 }
                 let rel = match shape {
                     Ok(Shape::Rel(rel)) => rel,
                     Ok(Shape::Grouped(..)) => {
-                        return Err((
+                        return Err(Box::new((
                             node,
                             "aggregate or DISTINCT inside a subquery in FROM".into(),
-                        ))
+                        )))
                     }
-                    Err(e) => return Err((node, e)),
+                    Err(e) => return Err(Box::new((node, e))),
                 };
                 let id = self.next_sub;
                 self.next_sub += 1;
@@ -573,17 +573,17 @@ impl<'a> Analyzer<'a> {
             }
             TableFactor::Table { name, .. } => {
                 let reason = format!("table function or sampled relation {name} in FROM");
-                Err((
+                Err(Box::new((
                     OpNode::new("FunctionScan", name.to_string(), vec![]),
                     reason,
-                ))
+                )))
             }
             other => {
                 let text: String = other.to_string().chars().take(40).collect();
-                Err((
+                Err(Box::new((
                     OpNode::new("Other", text.clone(), vec![]),
                     format!("FROM item {text}"),
-                ))
+                )))
             }
         }
     }
@@ -610,7 +610,8 @@ impl<'a> Analyzer<'a> {
                     children.push(f.node.clone());
                     facts.push(f);
                 }
-                Err((node, reason)) => {
+                Err(failed) => {
+                    let (node, reason) = *failed;
                     children.push(node.unsupported(reason.clone()));
                     reasons.push(reason);
                 }
@@ -858,7 +859,7 @@ impl<'a> Analyzer<'a> {
             outputs,
         };
         let shape = if grouped {
-            Shape::Grouped(block, keys)
+            Shape::Grouped(Box::new(block), keys)
         } else if distinct {
             let keys = block
                 .select
@@ -867,9 +868,9 @@ impl<'a> Analyzer<'a> {
                 .filter_map(select_item_expr)
                 .cloned()
                 .collect();
-            Shape::Grouped(block, keys)
+            Shape::Grouped(Box::new(block), keys)
         } else {
-            Shape::Rel(Rel::Block(block))
+            Shape::Rel(Rel::Block(Box::new(block)))
         };
         (node, Ok(shape))
     }

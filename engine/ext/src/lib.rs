@@ -32,7 +32,10 @@ pub extern "C-unwind" fn _PG_init() {
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
-mod tests;
+mod tests {
+    // pgrx needs the test module inline; its body lives in its own file.
+    include!("pg_tests.rs");
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

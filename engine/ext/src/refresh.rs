@@ -7,7 +7,7 @@
 //! all in the caller's transaction: a crash applies all of it or none.
 
 use crate::capture;
-use crate::util::{raise, row, rows, run, value};
+use crate::util::{raise, row, rows, run, value, with_setting};
 
 /// Who started a refresh; recorded in the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +93,13 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
         }
         ("FULL", st[4].clone().unwrap_or_default(), vec![])
     };
-    let result = row(&sql, &args)
-        .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None));
+    // Generated statements are large and their row estimates pessimistic:
+    // JIT compilation would cost far more than the refresh itself.
+    let run_refresh = |sql: &str, args: &[Option<String>]| {
+        with_setting("jit", "off", || row(sql, args))
+            .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))
+    };
+    let result = run_refresh(&sql, &args);
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode.to_string();
@@ -104,8 +109,7 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
         pgrx::warning!(
             "stream table {name} was out of sync (expected to delete {expected} rows, found {deleted}); recomputing with FULL refresh"
         );
-        let full = row(&st[4].clone().unwrap_or_default(), &[])
-            .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None));
+        let full = run_refresh(&st[4].clone().unwrap_or_default(), &[]);
         deleted += num(&full[0]);
         inserted = num(&full[1]);
         frontier = full[3].clone();

@@ -10,6 +10,7 @@ use crate::util::{row, rows};
 /// One row per stream table: modes, schedule, last refresh, pending changes,
 /// reinitialisation state and the last error.
 #[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
 fn stream_table_status() -> TableIterator<
     'static,
     (

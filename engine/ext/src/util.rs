@@ -136,3 +136,19 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
 pub fn qi(name: &str) -> String {
     pg_trickle_core::sql::quote_ident(name)
 }
+
+/// Run `f` with a setting changed for the current transaction, restoring the
+/// previous value afterwards (an error aborts the transaction, which restores it too).
+pub fn with_setting<R>(name: &str, value_: &str, f: impl FnOnce() -> R) -> R {
+    let previous = value("SELECT current_setting($1)", &[Some(name.to_string())]);
+    run(
+        "SELECT set_config($1, $2, true)",
+        &[Some(name.to_string()), Some(value_.to_string())],
+    );
+    let result = f();
+    run(
+        "SELECT set_config($1, $2, true)",
+        &[Some(name.to_string()), previous],
+    );
+    result
+}

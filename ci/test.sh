@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's test command: set up, check formatting and lints, run the
+# pure and end-to-end tests, then the pgrx tests inside PostgreSQL.
+# Any failing step fails the whole script.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+"$ROOT/ci/setup.sh"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --features pg_trickle/pg15 -- -D warnings
+
+echo "== cargo test (core unit/property tests, harness end-to-end tests against real clusters)"
+cargo test --workspace --exclude pg_trickle
+
+echo "== cargo pgrx test (glue tests inside PostgreSQL)"
+PGRX_TEST_DIR="${TMPDIR:-/tmp}/pg_trickle-pgrx-test"
+mkdir -p "$PGRX_TEST_DIR"
+runas=()
+if [ "$(id -u)" = 0 ]; then
+    chown postgres "$PGRX_TEST_DIR"
+    runas=(--runas postgres --pgdata "$PGRX_TEST_DIR/data")
+fi
+(cd engine/ext && cargo pgrx test pg15 "${runas[@]}")
+
+# `cargo pgrx test` installs a test build; put the regular build back.
+"$ROOT/ci/setup.sh" >/dev/null
+echo "== all tests passed"

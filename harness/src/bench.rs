@@ -1,0 +1,253 @@
+//! Benchmarks for the engine's headline figures, measured on a real cluster:
+//!
+//! * refresh time for a single-row change to a GROUP BY aggregate over
+//!   1,000,000 rows, DIFFERENTIAL vs FULL (with and without an index on the
+//!   group key);
+//! * single-row INSERT and UPDATE latency on that source with and without a
+//!   stream table over it (i.e. with and without capture triggers);
+//! * throughput of 4 concurrent writers, with and without.
+//!
+//! Figures are medians over repeated runs, printed and returned as JSON.
+//! They are measurements, not gates.
+
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::cluster::{describe, Cluster};
+
+/// Benchmark parameters.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Rows in the source table.
+    pub rows: i64,
+    /// Distinct groups.
+    pub groups: i64,
+    /// Repetitions for refresh timings.
+    pub refresh_reps: usize,
+    /// Statements per latency measurement.
+    pub latency_ops: usize,
+    /// Seconds per throughput measurement.
+    pub throughput_secs: u64,
+    /// Seed for the random row choices.
+    pub seed: u64,
+}
+
+/// Summary statistics of a list of durations, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// Minimum.
+    pub min_ms: f64,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pick = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
+    Stats {
+        n: samples.len(),
+        p50_ms: pick(0.5),
+        p90_ms: pick(0.9),
+        min_ms: ms(samples[0]),
+    }
+}
+
+/// All figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Source rows.
+    pub rows: i64,
+    /// Groups.
+    pub groups: i64,
+    /// DIFFERENTIAL refresh after one updated row, no index on the group key.
+    pub diff_refresh_noindex: Stats,
+    /// FULL refresh, no index on the group key.
+    pub full_refresh_noindex: Stats,
+    /// DIFFERENTIAL refresh after one updated row, with an index on the group key.
+    pub diff_refresh_indexed: Stats,
+    /// FULL refresh, with an index on the group key.
+    pub full_refresh_indexed: Stats,
+    /// Single-row INSERT latency without a stream table.
+    pub insert_plain: Stats,
+    /// Single-row INSERT latency with a stream table (capture).
+    pub insert_captured: Stats,
+    /// Single-row UPDATE latency without a stream table.
+    pub update_plain: Stats,
+    /// Single-row UPDATE latency with a stream table (capture).
+    pub update_captured: Stats,
+    /// Statements per second, 4 writers, no stream table.
+    pub throughput_plain: f64,
+    /// Statements per second, 4 writers, with a stream table.
+    pub throughput_captured: f64,
+}
+
+fn timed(db: &mut Client, sql: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    db.batch_execute(sql)
+        .map_err(|e| format!("{sql}: {}", describe(&e)))?;
+    Ok(start.elapsed())
+}
+
+fn refresh_times(
+    db: &mut Client,
+    st: &str,
+    rng: &mut ChaCha8Rng,
+    cfg: &BenchConfig,
+) -> Result<Stats, String> {
+    let mut samples = Vec::new();
+    for _ in 0..cfg.refresh_reps {
+        let id = rng.gen_range(1..=cfg.rows);
+        db.batch_execute(&format!("UPDATE bench_src SET v = v + 1 WHERE id = {id}"))
+            .map_err(|e| describe(&e))?;
+        samples.push(timed(
+            db,
+            &format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
+        )?);
+    }
+    Ok(stats(samples))
+}
+
+fn latency(
+    db: &mut Client,
+    table: &str,
+    rng: &mut ChaCha8Rng,
+    cfg: &BenchConfig,
+) -> Result<(Stats, Stats), String> {
+    let mut inserts = Vec::new();
+    let mut updates = Vec::new();
+    for _ in 0..cfg.latency_ops {
+        let g = rng.gen_range(0..cfg.groups);
+        inserts.push(timed(
+            db,
+            &format!("INSERT INTO {table} (g, v) VALUES ({g}, 1)"),
+        )?);
+        let id = rng.gen_range(1..=cfg.rows);
+        updates.push(timed(
+            db,
+            &format!("UPDATE {table} SET v = v + 1 WHERE id = {id}"),
+        )?);
+    }
+    Ok((stats(inserts), stats(updates)))
+}
+
+fn throughput(cluster: &Cluster, table: &str, cfg: &BenchConfig) -> Result<f64, String> {
+    let deadline = Instant::now() + Duration::from_secs(cfg.throughput_secs);
+    let handles: Vec<_> = (0..4u64)
+        .map(|w| {
+            let conninfo = cluster.conninfo("postgres");
+            let table = table.to_string();
+            let rows = cfg.rows;
+            let seed = cfg.seed + w;
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut db = postgres::Client::connect(&conninfo, postgres::NoTls)
+                    .map_err(|e| describe(&e))?;
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut ops = 0;
+                while Instant::now() < deadline {
+                    let id = rng.gen_range(1..=rows);
+                    db.batch_execute(&format!("UPDATE {table} SET v = v + 1 WHERE id = {id}"))
+                        .map_err(|e| describe(&e))?;
+                    ops += 1;
+                }
+                Ok(ops)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h
+            .join()
+            .map_err(|_| "writer thread panicked".to_string())??;
+    }
+    Ok(total as f64 / cfg.throughput_secs as f64)
+}
+
+/// Run every benchmark on `cluster` (database `postgres`), printing progress.
+pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> {
+    let mut db = cluster.connect("postgres").map_err(|e| e.to_string())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let e = |err: postgres::Error| describe(&err);
+    println!(
+        "bench: loading {} rows in {} groups (twice: captured and plain)",
+        cfg.rows, cfg.groups
+    );
+    db.batch_execute(&format!(
+        "CREATE EXTENSION IF NOT EXISTS pg_trickle;
+         DROP TABLE IF EXISTS bench_src, bench_plain CASCADE;
+         CREATE TABLE bench_src (id bigserial PRIMARY KEY, g int NOT NULL, v int NOT NULL);
+         INSERT INTO bench_src (g, v) SELECT i % {groups}, i % 1000 FROM generate_series(1, {rows}) i;
+         CREATE TABLE bench_plain (LIKE bench_src INCLUDING ALL);
+         INSERT INTO bench_plain SELECT * FROM bench_src;
+         SELECT setval(pg_get_serial_sequence('bench_plain', 'id'), {rows});
+         VACUUM ANALYZE bench_src; VACUUM ANALYZE bench_plain;",
+        groups = cfg.groups,
+        rows = cfg.rows
+    ))
+    .map_err(e)?;
+    let q = "SELECT g, count(*) AS n, sum(v) AS total, avg(v) AS mean FROM bench_src GROUP BY g";
+    db.execute(
+        "SELECT pgtrickle.create_stream_table('bench_diff', $1, NULL, 'DIFFERENTIAL')",
+        &[&q],
+    )
+    .map_err(e)?;
+    db.execute(
+        "SELECT pgtrickle.create_stream_table('bench_full', $1, NULL, 'FULL')",
+        &[&q],
+    )
+    .map_err(e)?;
+
+    println!("bench: refresh after a single-row change, no index on the group key");
+    let diff_refresh_noindex = refresh_times(&mut db, "bench_diff", &mut rng, cfg)?;
+    let full_refresh_noindex = refresh_times(&mut db, "bench_full", &mut rng, cfg)?;
+    db.batch_execute("CREATE INDEX bench_src_g ON bench_src (g); ANALYZE bench_src")
+        .map_err(e)?;
+    println!("bench: refresh after a single-row change, index on the group key");
+    let diff_refresh_indexed = refresh_times(&mut db, "bench_diff", &mut rng, cfg)?;
+    let full_refresh_indexed = refresh_times(&mut db, "bench_full", &mut rng, cfg)?;
+    db.batch_execute("DROP INDEX bench_src_g").map_err(e)?;
+
+    println!(
+        "bench: single-row write latency ({} of each)",
+        cfg.latency_ops
+    );
+    let (insert_plain, update_plain) = latency(&mut db, "bench_plain", &mut rng, cfg)?;
+    let (insert_captured, update_captured) = latency(&mut db, "bench_src", &mut rng, cfg)?;
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('bench_diff')")
+        .map_err(e)?;
+
+    println!(
+        "bench: 4 concurrent writers, {} s each way",
+        cfg.throughput_secs
+    );
+    let throughput_plain = throughput(cluster, "bench_plain", cfg)?;
+    let throughput_captured = throughput(cluster, "bench_src", cfg)?;
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('bench_diff')")
+        .map_err(e)?;
+    let fresh = crate::check::compare(&mut db, "bench_diff", q).map_err(e)?;
+    if let Some(m) = fresh {
+        return Err(format!("bench_diff is wrong after the benchmark: {m}"));
+    }
+    Ok(BenchReport {
+        rows: cfg.rows,
+        groups: cfg.groups,
+        diff_refresh_noindex,
+        full_refresh_noindex,
+        diff_refresh_indexed,
+        full_refresh_indexed,
+        insert_plain,
+        insert_captured,
+        update_plain,
+        update_captured,
+        throughput_plain,
+        throughput_captured,
+    })
+}
