@@ -187,12 +187,15 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
          INSERT INTO bench_src (g, v) SELECT i % {groups}, i % 1000 FROM generate_series(1, {rows}) i;
          CREATE TABLE bench_plain (LIKE bench_src INCLUDING ALL);
          INSERT INTO bench_plain SELECT * FROM bench_src;
-         SELECT setval(pg_get_serial_sequence('bench_plain', 'id'), {rows});
-         VACUUM ANALYZE bench_src; VACUUM ANALYZE bench_plain;",
+         SELECT setval(pg_get_serial_sequence('bench_plain', 'id'), {rows});",
         groups = cfg.groups,
         rows = cfg.rows
     ))
     .map_err(e)?;
+    for t in ["bench_src", "bench_plain"] {
+        db.batch_execute(&format!("VACUUM ANALYZE {t}"))
+            .map_err(e)?;
+    }
     let q = "SELECT g, count(*) AS n, sum(v) AS total, avg(v) AS mean FROM bench_src GROUP BY g";
     db.execute(
         "SELECT pgtrickle.create_stream_table('bench_diff', $1, NULL, 'DIFFERENTIAL')",

@@ -441,3 +441,55 @@ fn the_scheduler_refreshes_due_stream_tables_in_dependency_order() {
     db.batch_execute("DROP EXTENSION pg_trickle CASCADE; DROP TABLE sched_src, sched_a, sched_b")
         .unwrap();
 }
+
+#[test]
+fn source_column_changes_reinitialise_and_breaking_ones_are_refused() {
+    let mut db = database("source_ddl");
+    let q = "SELECT k, sum(v) AS s FROM src GROUP BY k";
+    db.batch_execute(&format!(
+        "CREATE TABLE src (k int, v int, extra text); INSERT INTO src VALUES (1, 1, 'x'), (2, 2, 'y');
+         SELECT pgtrickle.create_stream_table('st', '{q}', NULL, 'DIFFERENTIAL');"
+    ))
+    .unwrap();
+    // Dropping an unused column keeps writes working and forces one FULL refresh.
+    db.batch_execute("ALTER TABLE src DROP COLUMN extra; INSERT INTO src VALUES (1, 10)")
+        .unwrap();
+    let reinit: bool = db
+        .query_one(
+            "SELECT needs_reinit FROM pgtrickle.stream_table_status()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(reinit);
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("FULL")
+    );
+    assert_fresh(&mut db, "st", q);
+    db.batch_execute("ALTER TABLE src ADD COLUMN z int; INSERT INTO src VALUES (3, 3, 3)")
+        .unwrap();
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st'); UPDATE src SET v = v + 1; SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+    assert_fresh(&mut db, "st", q);
+    // Changes that break the defining query are refused, and so are renames.
+    let r = db.batch_execute("ALTER TABLE src DROP COLUMN v");
+    let msg = error_message(db.batch_execute("ALTER TABLE src RENAME COLUMN v TO vv"));
+    assert_eq!(sqlstate(r), "42703");
+    assert!(msg.contains("public.st"), "{msg}");
+    assert_eq!(
+        sqlstate(db.batch_execute("ALTER TABLE src RENAME TO src2")),
+        "0A000"
+    );
+    db.batch_execute(
+        "INSERT INTO src VALUES (4, 4, 4); SELECT pgtrickle.refresh_stream_table('st')",
+    )
+    .unwrap();
+    assert_fresh(&mut db, "st", q);
+}

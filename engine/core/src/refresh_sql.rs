@@ -300,7 +300,8 @@ impl<'a> Gen<'a> {
             "__pgt_del AS (DELETE FROM {storage} s USING (\
              SELECT x.__pgt_ctid FROM (SELECT t.ctid AS __pgt_ctid, \
              row_number() OVER (PARTITION BY t.{ROW_ID}) AS __pgt_rn, n.__pgt_n \
-             FROM {storage} t JOIN __pgt_net n ON t.{ROW_ID} = n.__pgt_rid WHERE n.__pgt_n < 0) x \
+             FROM {storage} t JOIN __pgt_net n ON t.{ROW_ID} = n.__pgt_rid WHERE n.__pgt_n < 0 \
+             AND t.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_net WHERE __pgt_n < 0))) x \
              WHERE x.__pgt_rn <= -x.__pgt_n) v WHERE s.ctid = v.__pgt_ctid RETURNING 1)"
         ));
         self.ctes.push(format!(
@@ -370,12 +371,22 @@ impl<'a> Gen<'a> {
             let all_not_null: Vec<String> =
                 k_refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
             let some_null: Vec<String> = k_refs.iter().map(|k| format!("{k} IS NULL")).collect();
-            let non_null = format!(
-                "({}) IN (SELECT {} FROM __pgt_keys k WHERE {})",
-                key_exprs.join(", "),
-                k_refs.join(", "),
+            // `= ANY(ARRAY(...))` is evaluated once and lets the planner use an
+            // index on the first key; the row IN refines multi-column keys.
+            let mut non_null = format!(
+                "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
+                key_exprs[0],
+                k_refs[0],
                 all_not_null.join(" AND ")
             );
+            if keys.len() > 1 {
+                non_null = format!(
+                    "{non_null} AND ({}) IN (SELECT {} FROM __pgt_keys k WHERE {})",
+                    key_exprs.join(", "),
+                    k_refs.join(", "),
+                    all_not_null.join(" AND ")
+                );
+            }
             let matches: Vec<String> = k_refs
                 .iter()
                 .zip(&key_exprs)
@@ -405,12 +416,13 @@ impl<'a> Gen<'a> {
             s_row.join(", ")
         );
         self.ctes.push(format!(
-            "__pgt_del AS (DELETE FROM {storage} s WHERE s.{ROW_ID} IN (SELECT __pgt_rid FROM __pgt_kh) \
+            "__pgt_del AS (DELETE FROM {storage} s WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh)) \
              AND NOT EXISTS (SELECT 1 FROM __pgt_new n WHERE {same_row}) RETURNING 1)"
         ));
         self.ctes.push(format!(
             "__pgt_ins AS (INSERT INTO {storage} ({col_list}, {ROW_ID}) SELECT {}, n.{ROW_ID} FROM __pgt_new n \
-             WHERE NOT EXISTS (SELECT 1 FROM {storage} s WHERE {same_row}) RETURNING 1)",
+             WHERE NOT EXISTS (SELECT 1 FROM {storage} s WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh)) \
+             AND {same_row}) RETURNING 1)",
             n_row.join(", ")
         ));
         format!(

@@ -14,7 +14,7 @@ use pgrx::PgList;
 use crate::capture;
 use crate::planning::{self, Planned};
 use crate::refresh::{self, Initiator};
-use crate::util::{qi, raise, row, rows, run, value};
+use crate::util::{in_subtransaction, qi, raise, row, rows, run, value, with_setting};
 
 /// A stream table's catalog identity.
 pub struct StreamTableRef {
@@ -103,11 +103,12 @@ fn record_sources(id: i64, planned: &Planned) {
             capture::ensure_capture(src);
         }
         run(
-            "INSERT INTO pgtrickle.pgt_sources (st_id, source_relid, param_position, captured) \
-             VALUES ($1::text::bigint, $2::text::oid, $3::int, $4::boolean)",
+            "INSERT INTO pgtrickle.pgt_sources (st_id, source_relid, source_name, param_position, captured) \
+             VALUES ($1::text::bigint, $2::text::oid, $3, $4::int, $5::boolean)",
             &[
                 Some(id.to_string()),
                 Some(src.oid.to_string()),
+                Some(src.qualified()),
                 position.map(|p| (p + 3).to_string()),
                 Some(captured.to_string()),
             ],
@@ -189,8 +190,9 @@ fn create_stream_table(
     let planned = planning::plan(&storage, query, requested, relid, &storage);
     let id: i64 = value(
         "INSERT INTO pgtrickle.pgt_stream_tables (relid, name, query, requested_mode, effective_mode, \
-         fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql) \
-         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12) RETURNING id::text",
+         fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql, search_path) \
+         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, \
+         current_setting('search_path')) RETURNING id::text",
         &[
             Some(relid.to_string()),
             Some(storage.clone()),
@@ -310,39 +312,130 @@ fn alter_stream_table(
         );
     }
     if let Some(mode) = refresh_mode {
-        let requested = parse_mode(mode);
-        let query = value(
-            "SELECT query FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-            &[Some(st.id.to_string())],
-        )
-        .unwrap_or_default();
-        let storage = st.name_sql();
-        let planned = planning::plan(&storage, &query, requested, st.relid, &storage);
-        let old_sources: Vec<u32> = rows(
-            "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
-            &[Some(st.id.to_string())],
-        )
-        .into_iter()
-        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
-        .collect();
-        run(
-            "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
-             grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
-             reinit_reason = 'a refresh mode change' WHERE id = $1::text::bigint",
-            &[
-                Some(st.id.to_string()),
-                Some(requested.name().to_string()),
-                Some(planned.effective_mode.to_string()),
-                planned.fallback_reason.clone(),
-                Some(planned.plan.grouped.to_string()),
-                Some(planned.plan.populate_sql.clone()),
-                Some(planned.plan.full_sql.clone()),
-                if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
-            ],
+        replan(st.id, Some(parse_mode(mode)), "a refresh mode change");
+    }
+}
+
+/// Plan stream table `id` again from its defining query (with `requested`,
+/// or the mode recorded), rewrite its SQL, sources and capture, and mark it
+/// for reinitialisation so its next refresh is FULL.
+pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
+    let Some(r) = row(
+        "SELECT query, requested_mode, relid::text, search_path, name FROM pgtrickle.pgt_stream_tables \
+         WHERE id = $1::text::bigint",
+        &[Some(id.to_string())],
+    ) else {
+        return;
+    };
+    // Names in the defining query resolve as they did at creation.
+    let search_path = r[3].clone().unwrap_or_default();
+    with_setting("search_path", &search_path, || {
+        replan_with(id, requested, reason, r)
+    });
+}
+
+fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<Option<String>>) {
+    let query = r[0].clone().unwrap_or_default();
+    let requested = requested.unwrap_or_else(|| parse_mode(r[1].as_deref().unwrap_or("AUTO")));
+    let relid: u32 = r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let st = StreamTableRef {
+        id,
+        relid,
+        name: String::new(),
+    };
+    let storage = st.name_sql();
+    // The defining query must still work over the current sources.
+    let check = query.clone();
+    if let Err(f) = in_subtransaction(move || {
+        Spi::connect(|client| {
+            client
+                .prepare(check.as_str(), &[])
+                .map(|_| ())
+                .unwrap_or_else(|e| crate::util::internal(e.to_string()))
+        })
+    }) {
+        raise(
+            &f.sqlstate,
+            format!(
+                "the defining query of stream table {} no longer works after {reason}: {}",
+                r[4].clone().unwrap_or_default(),
+                f.message
+            ),
+            Some("Drop the stream table first, or keep what its query uses.".into()),
         );
-        record_sources(st.id, &planned);
-        for relid in old_sources {
-            capture::drop_capture_if_unused(relid);
-        }
+    }
+    let planned = planning::plan(&storage, &query, requested, relid, &storage);
+    let old_sources: Vec<u32> = rows(
+        "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
+        &[Some(id.to_string())],
+    )
+    .into_iter()
+    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+    .collect();
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
+         grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
+         reinit_reason = $9 WHERE id = $1::text::bigint",
+        &[
+            Some(id.to_string()),
+            Some(requested.name().to_string()),
+            Some(planned.effective_mode.to_string()),
+            planned.fallback_reason.clone(),
+            Some(planned.plan.grouped.to_string()),
+            Some(planned.plan.populate_sql.clone()),
+            Some(planned.plan.full_sql.clone()),
+            if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
+            Some(reason.to_string()),
+        ],
+    );
+    record_sources(id, &planned);
+    for relid in old_sources {
+        capture::drop_capture_if_unused(relid);
+    }
+}
+
+/// Called by the `ddl_command_end` event trigger after ALTER TABLE of a source.
+/// Renames are refused (defining queries name the source). A column change
+/// rebuilds the capture (dropping buffered changes) and re-plans every reader,
+/// marking it for reinitialisation; a change that breaks a reader's query is
+/// refused with the reason.
+#[pg_extern]
+fn _source_altered(relid: pg_sys::Oid) {
+    let relid = relid.to_u32();
+    let Some(source) = planning::source_by_oid(relid) else {
+        return;
+    };
+    let current = source.qualified();
+    let renamed = rows(
+        "SELECT st.name, s.source_name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
+         WHERE s.source_relid = $1::text::oid AND s.source_name <> $2 ORDER BY 1",
+        &[Some(relid.to_string()), Some(current.clone())],
+    );
+    if let Some(first) = renamed.first() {
+        let readers: Vec<String> = renamed.iter().filter_map(|r| r[0].clone()).collect();
+        raise(
+            "0A000",
+            format!(
+                "cannot rename or move {}: the defining query of stream table {} names it",
+                first[1].clone().unwrap_or_default(),
+                readers.join(", ")
+            ),
+            Some("Drop the stream tables that read it first.".into()),
+        );
+    }
+    if !capture::columns_changed(relid) {
+        return;
+    }
+    capture::drop_capture(relid);
+    capture::ensure_capture(&source);
+    let readers: Vec<i64> = rows(
+        "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid ORDER BY 1",
+        &[Some(relid.to_string())],
+    )
+    .into_iter()
+    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+    .collect();
+    for id in readers {
+        replan(id, None, &format!("ALTER TABLE of source {current}"));
     }
 }

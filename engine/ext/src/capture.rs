@@ -35,7 +35,7 @@ pub fn ensure_capture(source: &SourceTable) {
         &[Some(source.oid.to_string())],
     );
     let cols = source_columns(source.oid);
-    let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = cols.iter().map(|(n, t)| format!("{n} {t}")).collect();
     if let Some(existing) = existing {
         if existing != names.join(",") {
             raise(
@@ -106,8 +106,12 @@ pub fn ensure_capture(source: &SourceTable) {
     );
     run(
         "INSERT INTO pgtrickle.pgt_change_buffers (source_relid, buffer_name, columns) \
-         VALUES ($1::text::oid, $2, string_to_array($3, ','))",
-        &[Some(oid.to_string()), Some(buffer), Some(names.join(","))],
+         VALUES ($1::text::oid, $2, ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))",
+        &[
+            Some(oid.to_string()),
+            Some(buffer),
+            Some(serde_json::Value::from(names.clone()).to_string()),
+        ],
     );
 }
 
@@ -117,31 +121,46 @@ pub fn drop_capture_if_unused(source_relid: u32) {
         "SELECT count(*)::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured",
         &[Some(source_relid.to_string())],
     );
-    if still_used.as_deref() != Some("0") {
-        return;
+    if still_used.as_deref() == Some("0") {
+        drop_capture(source_relid);
     }
+}
+
+/// Whether the source's current columns differ from those its buffer was built for.
+pub fn columns_changed(source_relid: u32) -> bool {
+    let recorded = value(
+        "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
+        &[Some(source_relid.to_string())],
+    );
+    let current: Vec<String> = source_columns(source_relid)
+        .into_iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
+    recorded.is_some_and(|r| r != current.join(","))
+}
+
+/// Drop a source's buffer, trigger function and triggers unconditionally.
+pub fn drop_capture(source_relid: u32) {
     let Some(buffer) = value(
         "DELETE FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid RETURNING buffer_name",
         &[Some(source_relid.to_string())],
     ) else {
         return;
     };
+    // The source may already be gone (DROP ... CASCADE of both).
     let table = value(
-        "SELECT $1::text::oid::regclass::text",
+        "SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = $1::text::oid",
         &[Some(source_relid.to_string())],
     );
     if let Some(table) = table {
-        // The source may already be gone (DROP ... CASCADE of both).
-        if value("SELECT to_regclass($1)::text", &[Some(table.clone())]).is_some() {
-            run(
-                &format!("DROP TRIGGER IF EXISTS pgt_capture ON {table}"),
-                &[],
-            );
-            run(
-                &format!("DROP TRIGGER IF EXISTS pgt_truncate ON {table}"),
-                &[],
-            );
-        }
+        run(
+            &format!("DROP TRIGGER IF EXISTS pgt_capture ON {table}"),
+            &[],
+        );
+        run(
+            &format!("DROP TRIGGER IF EXISTS pgt_truncate ON {table}"),
+            &[],
+        );
     }
     run(&format!("DROP TABLE IF EXISTS {buffer}"), &[]);
     run(

@@ -9,6 +9,7 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     relid               oid NOT NULL UNIQUE,
     name                text NOT NULL,
     query               text NOT NULL,
+    search_path         text NOT NULL,
     requested_mode      text NOT NULL CHECK (requested_mode IN ('DIFFERENTIAL', 'FULL', 'AUTO')),
     effective_mode      text NOT NULL CHECK (effective_mode IN ('DIFFERENTIAL', 'FULL')),
     fallback_reason     text,
@@ -34,6 +35,7 @@ COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
 CREATE TABLE pgtrickle.pgt_sources (
     st_id          bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
     source_relid   oid NOT NULL,
+    source_name    text NOT NULL,
     param_position int,
     captured       boolean NOT NULL,
     own_change_id  bigint NOT NULL DEFAULT 0,
@@ -110,3 +112,25 @@ END
 $$;
 
 CREATE EVENT TRIGGER pgt_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle.on_sql_drop();
+
+-- A column change to a captured source rebuilds its capture and marks every
+-- dependent stream table for reinitialisation (re-planned, then FULL).
+-- Renaming a source is refused: defining queries name it.
+CREATE FUNCTION pgtrickle.on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT c.objid
+          FROM pg_event_trigger_ddl_commands() c
+          JOIN pgtrickle.pgt_sources s ON s.source_relid = c.objid
+         WHERE c.classid = 'pg_class'::regclass
+    LOOP
+        PERFORM pgtrickle._source_altered(r.objid);
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER pgt_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION pgtrickle.on_ddl_end();

@@ -57,7 +57,7 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     let st = row(
         &format!(
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
-             frontier::text, frontier_xid::text, reinit_reason \
+             frontier::text, frontier_xid::text, reinit_reason, search_path \
              FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[Some(id.to_string())],
@@ -95,9 +95,13 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     };
     // Generated statements are large and their row estimates pessimistic:
     // JIT compilation would cost far more than the refresh itself.
+    // Names in the defining query resolve as they did at creation.
+    let search_path = st[9].clone().unwrap_or_default();
     let run_refresh = |sql: &str, args: &[Option<String>]| {
-        with_setting("jit", "off", || row(sql, args))
-            .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))
+        with_setting("jit", "off", || {
+            with_setting("search_path", &search_path, || row(sql, args))
+        })
+        .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))
     };
     let result = run_refresh(&sql, &args);
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));

@@ -70,13 +70,17 @@ fn stream_table_status() -> TableIterator<
 fn explain_stream_table(name: &str) -> JsonB {
     let st = resolve(name);
     let r = row(
-        "SELECT query, requested_mode, effective_mode, fallback_reason, diff_sql, full_sql \
+        "SELECT query, requested_mode, effective_mode, fallback_reason, diff_sql, full_sql, search_path \
          FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
         &[Some(st.id.to_string())],
     )
     .unwrap_or_default();
     let query = r[0].clone().unwrap_or_default();
-    let tree = match crate::planning::analyze_query(&query) {
+    let search_path = r[6].clone().unwrap_or_default();
+    let analysis = crate::util::with_setting("search_path", &search_path, || {
+        crate::planning::analyze_query(&query)
+    });
+    let tree = match analysis {
         Ok(a) => serde_json::to_value(&a.tree).unwrap_or(serde_json::Value::Null),
         Err(e) => serde_json::json!({ "op": "Query", "diff_supported": false, "reason": e }),
     };

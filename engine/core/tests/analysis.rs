@@ -1,0 +1,288 @@
+//! Query analysis and delta-SQL generation, without a server.
+
+use pg_trickle_core::analyze::{analyze, referenced_tables, Model};
+use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
+use pg_trickle_core::refresh_sql::plan_refresh;
+use proptest::prelude::*;
+
+fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTable {
+    SourceTable {
+        oid,
+        schema: "public".into(),
+        name: name.into(),
+        kind,
+        columns: cols.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+fn catalog() -> Catalog {
+    let mut c = Catalog::new();
+    c.insert("a", table(1, "a", SourceKind::Table, &["k", "v", "s"]));
+    c.insert("b", table(2, "b", SourceKind::Table, &["k", "w"]));
+    c.insert("c", table(3, "c", SourceKind::Table, &["x", "amount"]));
+    c.insert("va", table(4, "va", SourceKind::View, &["k", "v", "s"]));
+    c.insert(
+        "public.a",
+        table(1, "a", SourceKind::Table, &["k", "v", "s"]),
+    );
+    for f in ["upper", "abs", "coalesce", "lower"] {
+        c.insert_function(
+            f,
+            FunctionFacts {
+                immutable: true,
+                ..Default::default()
+            },
+        );
+    }
+    for f in ["count", "sum", "avg", "min", "max", "string_agg"] {
+        c.insert_function(
+            f,
+            FunctionFacts {
+                immutable: true,
+                aggregate: true,
+                window: false,
+            },
+        );
+    }
+    c.insert_function(
+        "row_number",
+        FunctionFacts {
+            immutable: true,
+            aggregate: false,
+            window: true,
+        },
+    );
+    c.insert_function("random", FunctionFacts::default());
+    c
+}
+
+fn reason(sql: &str) -> String {
+    analyze(sql, &catalog())
+        .unwrap()
+        .model
+        .err()
+        .unwrap_or_default()
+}
+
+fn supported(sql: &str) -> Model {
+    let a = analyze(sql, &catalog()).unwrap();
+    match a.model {
+        Ok(m) => m,
+        Err(r) => panic!("{sql}: unexpectedly unsupported: {r}"),
+    }
+}
+
+#[test]
+fn references_are_reported_for_resolution() {
+    let refs = referenced_tables(
+        "WITH x AS (SELECT * FROM a) SELECT upper(s) FROM x JOIN public.b ON true",
+    )
+    .unwrap();
+    assert!(refs.tables.contains(&"a".to_string()));
+    assert!(refs.tables.contains(&"public.b".to_string()));
+    assert_eq!(refs.functions, vec!["upper".to_string()]);
+}
+
+#[test]
+fn supported_shapes() {
+    for sql in [
+        "SELECT k, v FROM a WHERE v > 3",
+        "SELECT * FROM a",
+        "SELECT a.k, b.w FROM a JOIN b ON a.k = b.k",
+        "SELECT a.k, b.w FROM a, b WHERE a.v < b.w",
+        "SELECT x.k FROM a x JOIN a y ON x.k = y.k",
+        "SELECT k FROM a UNION ALL SELECT k FROM b",
+        "SELECT s.k FROM (SELECT k, v FROM a) s",
+        "WITH t AS (SELECT k FROM a) SELECT k FROM t",
+        "SELECT upper(s) AS u, CASE WHEN v > 1 THEN 'x' END AS c, v::text AS t FROM public.a",
+    ] {
+        assert!(matches!(supported(sql), Model::Linear(_)), "{sql}");
+    }
+    for sql in [
+        "SELECT k, count(*), sum(v), avg(v), min(v), max(v) FROM a GROUP BY k",
+        "SELECT count(*) FROM a",
+        "SELECT DISTINCT k, s FROM a",
+        "SELECT k, sum(v) FROM a GROUP BY k HAVING count(*) > 1",
+        "SELECT a.k, count(*) FROM a JOIN b ON a.k = b.k GROUP BY 1",
+    ] {
+        assert!(matches!(supported(sql), Model::Grouped { .. }), "{sql}");
+    }
+}
+
+#[test]
+fn unsupported_constructs_are_named() {
+    let cases = [
+        ("SELECT a.k FROM a LEFT JOIN b ON a.k = b.k", "LEFT JOIN"),
+        ("SELECT a.k FROM a FULL JOIN b ON a.k = b.k", "FULL JOIN"),
+        ("SELECT k FROM a LIMIT 3", "LIMIT"),
+        ("SELECT k, row_number() OVER () FROM a", "window function"),
+        ("SELECT k FROM a WHERE k IN (SELECT k FROM b)", "subquery"),
+        ("SELECT k FROM a WHERE EXISTS (SELECT 1 FROM b)", "subquery"),
+        ("SELECT random() FROM a", "random"),
+        ("SELECT now() FROM a", "now"),
+        ("SELECT k FROM va", "view"),
+        ("SELECT k FROM a UNION SELECT k FROM b", "UNION"),
+        ("SELECT DISTINCT ON (k) k, v FROM a", "DISTINCT ON"),
+        (
+            "SELECT s.k FROM (SELECT k, count(*) FROM a GROUP BY k) s",
+            "aggregate or DISTINCT inside",
+        ),
+        (
+            "SELECT k, string_agg(s, ',') FROM a GROUP BY k",
+            "string_agg",
+        ),
+        (
+            "WITH RECURSIVE r AS (SELECT 1 AS n) SELECT n FROM r",
+            "RECURSIVE",
+        ),
+        (
+            "SELECT DISTINCT k, count(*) FROM a GROUP BY k",
+            "DISTINCT combined",
+        ),
+        ("SELECT 1", "without a FROM"),
+    ];
+    for (sql, expected) in cases {
+        let r = reason(sql);
+        assert!(
+            r.contains(expected),
+            "{sql}: reason {r:?} should mention {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_and_non_selects_are_errors() {
+    assert_eq!(
+        analyze("SELEC 1", &catalog()).unwrap_err().sqlstate(),
+        "42601"
+    );
+    assert!(analyze("DELETE FROM a", &catalog()).is_err());
+    assert!(analyze("SELECT 1; SELECT 2", &catalog()).is_err());
+}
+
+#[test]
+fn explain_tree_marks_the_unsupported_node() {
+    let a = analyze("SELECT a.k FROM a LEFT JOIN b ON a.k = b.k", &catalog()).unwrap();
+    assert!(!a.tree.diff_supported);
+    let a = analyze("SELECT k, sum(v) FROM a GROUP BY k", &catalog()).unwrap();
+    let json = serde_json::to_string(&a.tree).unwrap();
+    assert!(
+        json.contains("Aggregate") && json.contains("Scan"),
+        "{json}"
+    );
+}
+
+fn columns(names: &[&str]) -> Vec<OutputColumn> {
+    names
+        .iter()
+        .map(|n| OutputColumn {
+            name: n.to_string(),
+            type_sql: "integer".into(),
+        })
+        .collect()
+}
+
+fn diff_sql(sql: &str, cols: &[&str]) -> String {
+    let a = analyze(sql, &catalog()).unwrap();
+    plan_refresh(&a, sql, "public.st", &columns(cols))
+        .diff_sql
+        .expect("differential")
+}
+
+#[test]
+fn join_delta_is_telescoped_once_per_occurrence() {
+    let sql = diff_sql("SELECT a.k, b.w FROM a JOIN b ON a.k = b.k", &["k", "w"]);
+    // Term 1: dA joined with B's old state; term 2: A's new state joined with dB.
+    assert!(
+        sql.contains("FROM __pgt_d0 AS \"a\" JOIN __pgt_o1 AS \"b\""),
+        "{sql}"
+    );
+    assert!(sql.contains("FROM a JOIN __pgt_d1 AS \"b\""), "{sql}");
+    assert!(sql.contains("a.__pgt_m * b.__pgt_m"), "{sql}");
+    // No term joins two deltas: the dA x dB product comes only through old states.
+    assert!(!sql.contains("__pgt_d0 AS \"a\" JOIN __pgt_d1"), "{sql}");
+    // Both buffers are read with their own parameter for the own-transaction change id.
+    assert!(sql.contains("$3::bigint") && sql.contains("$4::bigint"));
+}
+
+#[test]
+fn grouped_refresh_restricts_recompute_to_affected_keys() {
+    let sql = diff_sql(
+        "SELECT k, sum(v) AS total FROM a GROUP BY k",
+        &["k", "total"],
+    );
+    assert!(sql.contains("__pgt_keys"), "{sql}");
+    assert!(
+        sql.contains("= ANY(ARRAY(SELECT DISTINCT k.__pgt_k1 FROM __pgt_keys k WHERE k.__pgt_k1 IS NOT NULL))"),
+        "{sql}"
+    );
+    assert!(sql.contains("IS NOT DISTINCT FROM"), "{sql}");
+}
+
+#[test]
+fn self_join_uses_one_buffer_twice() {
+    let sql = diff_sql("SELECT x.k FROM a x JOIN a y ON x.k = y.k", &["k"]);
+    assert_eq!(sql.matches("__pgt_d0(").count(), 1, "{sql}");
+    assert!(sql.contains("__pgt_d0 AS \"x\""));
+    assert!(sql.contains("__pgt_d0 AS \"y\""));
+}
+
+// A small grammar of supported queries over a(k, v, s) and b(k, w).
+fn arb_query() -> impl Strategy<Value = (String, Vec<&'static str>, bool, usize)> {
+    let occ = prop_oneof![Just(("a", "k", "v")), Just(("b", "k", "w"))];
+    (proptest::collection::vec(occ, 1..4), any::<bool>(), any::<bool>(), 0u8..3).prop_map(
+        |(occs, grouped, filtered, pred)| {
+            let from: Vec<String> = occs.iter().enumerate().map(|(i, (t, _, _))| format!("{t} t{i}")).collect();
+            let mut conds: Vec<String> =
+                (1..occs.len()).map(|i| format!("t{}.k = t{i}.k", i - 1)).collect();
+            if filtered {
+                let (_, _, col) = occs[0];
+                conds.push(match pred {
+                    0 => format!("t0.{col} > 3"),
+                    1 => format!("t0.{col} IS NOT NULL"),
+                    _ => format!("(t0.{col} % 2 = 0 OR t0.k IS NULL)"),
+                });
+            }
+            let (_, _, col) = occs[occs.len() - 1];
+            let last = occs.len() - 1;
+            let where_ = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
+            if grouped {
+                (
+                    format!("SELECT t0.k, count(*) AS n, sum(t{last}.{col}) AS s FROM {}{where_} GROUP BY t0.k", from.join(", ")),
+                    vec!["k", "n", "s"],
+                    true,
+                    occs.len(),
+                )
+            } else {
+                (format!("SELECT t0.k, t{last}.{col} AS c FROM {}{where_}", from.join(", ")), vec!["k", "c"], false, occs.len())
+            }
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn generated_sql_parses_and_has_one_term_per_occurrence((sql, cols, grouped, occurrences) in arb_query()) {
+        let a = analyze(&sql, &catalog()).unwrap();
+        prop_assert!(a.model.is_ok(), "{} -> {:?}", sql, a.model.err());
+        let plan = plan_refresh(&a, &sql, "public.st", &columns(&cols));
+        let diff = plan.diff_sql.clone().unwrap();
+        // Telescoping: exactly one term per FROM occurrence, each reading one delta.
+        let delta_reads = diff.matches(" AS \"t").count();
+        let delta_terms = (0..a.sources.len())
+            .map(|s| diff.matches(format!("__pgt_d{s} AS \"t").as_str()).count())
+            .sum::<usize>();
+        prop_assert_eq!(delta_terms, occurrences);
+        prop_assert!(delta_reads >= occurrences);
+        for text in [&plan.populate_sql, &plan.full_sql, &diff] {
+            let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, text);
+            prop_assert!(parsed.as_ref().map(|s| s.len()) == Ok(1), "does not parse: {}\n{:?}", text, parsed.err());
+        }
+        prop_assert_eq!(plan.grouped, grouped);
+        // Each source's buffer CTE is defined once, however often it occurs.
+        for s in 0..a.sources.len() {
+            let def = format!("__pgt_d{s}(");
+            prop_assert_eq!(diff.matches(def.as_str()).count(), 1);
+        }
+    }
+}
