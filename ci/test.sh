@@ -8,6 +8,9 @@ cd "$ROOT"
 
 "$ROOT/ci/setup.sh"
 
+echo "== frozen install script"
+"$ROOT/ci/frozen-sql.sh" check
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
