@@ -241,6 +241,13 @@ fn auto_falls_back_to_full_with_the_reason() {
         ),
         0
     );
+    // A view cannot be captured: DIFFERENTIAL over it is refused the same way.
+    let msg = error_message(db.execute(
+        "SELECT pgtrickle.create_stream_table('bad', 'SELECT k FROM va', NULL, 'DIFFERENTIAL')",
+        &[],
+    ));
+    assert!(msg.contains("view"), "{msg}");
+    assert_eq!(footprint(&mut db), before);
 }
 
 #[test]
@@ -492,4 +499,30 @@ fn source_column_changes_reinitialise_and_breaking_ones_are_refused() {
     )
     .unwrap();
     assert_fresh(&mut db, "st", q);
+}
+
+#[test]
+fn refresh_history_keeps_the_newest_thousand_rows() {
+    let mut db = database("history");
+    db.batch_execute(
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', NULL, 'DIFFERENTIAL');
+         DO $$ BEGIN FOR i IN 1..1005 LOOP PERFORM pgtrickle.refresh_stream_table('st'); END LOOP; END $$;",
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history"
+        ),
+        1000
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'create'"
+        ),
+        0,
+        "the oldest rows go first"
+    );
 }

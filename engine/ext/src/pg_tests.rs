@@ -45,3 +45,42 @@ fn settings_match_the_core_table() {
         );
     }
 }
+
+#[pg_test]
+fn explain_reports_tree_modes_and_fallback() {
+    Spi::run("CREATE TABLE e (k int, v int)").unwrap();
+    Spi::run("SELECT pgtrickle.create_stream_table('e_st', 'SELECT k, v FROM e ORDER BY k LIMIT 5')").unwrap();
+    let explain = Spi::get_one::<pgrx::JsonB>("SELECT pgtrickle.explain_stream_table('e_st')")
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(explain["requested_mode"], "AUTO");
+    assert_eq!(explain["effective_mode"], "FULL");
+    assert!(explain["fallback_reason"].as_str().unwrap().contains("LIMIT"));
+    assert_eq!(explain["operator_tree"]["diff_supported"], false);
+}
+
+#[pg_test]
+fn sqlstates_round_trip_through_packed_codes() {
+    for code in ["0A000", "42P01", "2BP01", "55P03", "XX000", "22023"] {
+        assert_eq!(crate::util::sqlstate_of(crate::util::errcode(code)), code);
+    }
+}
+
+#[pg_test]
+fn status_counts_pending_changes() {
+    Spi::run("CREATE TABLE p (k int)").unwrap();
+    Spi::run("SELECT pgtrickle.create_stream_table('p_st', 'SELECT k FROM p', NULL, 'DIFFERENTIAL')").unwrap();
+    Spi::run("INSERT INTO p VALUES (1), (2), (3)").unwrap();
+    let pending = Spi::get_one::<i64>(
+        "SELECT pending_changes FROM pgtrickle.stream_table_status() WHERE name = 'tests.p_st' OR name LIKE '%p_st'",
+    )
+    .unwrap();
+    assert_eq!(pending, Some(3));
+    Spi::run("SELECT pgtrickle.refresh_stream_table('p_st')").unwrap();
+    let pending = Spi::get_one::<i64>(
+        "SELECT pending_changes FROM pgtrickle.stream_table_status() WHERE name LIKE '%p_st'",
+    )
+    .unwrap();
+    assert_eq!(pending, Some(0));
+}

@@ -76,6 +76,26 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
 
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
+    if use_diff && initiator == Initiator::Scheduler {
+        let relids = sources
+            .iter()
+            .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()));
+        let idle = relids
+            .into_iter()
+            .all(|relid: u32| capture::pending_for(id, relid) == 0);
+        if idle {
+            // Nothing to consume: note the check, skip the statement and the history row.
+            run(
+                "UPDATE pgtrickle.pgt_stream_tables SET last_refresh_at = clock_timestamp() WHERE id = $1::text::bigint",
+                &[Some(id.to_string())],
+            );
+            return Some(Outcome {
+                mode: "DIFFERENTIAL".into(),
+                deleted: 0,
+                inserted: 0,
+            });
+        }
+    }
     let (mode, sql, args) = if initiator == Initiator::Create {
         ("FULL", st[5].clone().unwrap_or_default(), vec![])
     } else if use_diff {
@@ -190,4 +210,14 @@ pub fn record_history(
             error.map(|e| e.1.to_string()),
         ],
     );
+    // Keep the newest HISTORY_KEPT rows per stream table.
+    run(
+        "DELETE FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint AND id <= \
+         (SELECT id FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint \
+          ORDER BY id DESC OFFSET $2::int LIMIT 1)",
+        &[Some(id.to_string()), Some(HISTORY_KEPT.to_string())],
+    );
 }
+
+/// Refresh-history rows kept per stream table.
+pub const HISTORY_KEPT: usize = 1000;
