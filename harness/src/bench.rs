@@ -20,19 +20,25 @@ use serde::Serialize;
 use crate::cluster::{describe, Cluster};
 
 /// Benchmark parameters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
     /// Rows in the source table.
+    #[arg(long, default_value_t = 1_000_000)]
     pub rows: i64,
     /// Distinct groups.
+    #[arg(long, default_value_t = 1000)]
     pub groups: i64,
-    /// Repetitions for refresh timings.
+    /// Refresh repetitions per figure.
+    #[arg(long, default_value_t = 15)]
     pub refresh_reps: usize,
-    /// Statements per latency measurement.
+    /// Single-row statements per latency figure.
+    #[arg(long, default_value_t = 2000)]
     pub latency_ops: usize,
-    /// Seconds per throughput measurement.
+    /// Seconds per throughput figure.
+    #[arg(long, default_value_t = 10)]
     pub throughput_secs: u64,
     /// Seed for the random row choices.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 

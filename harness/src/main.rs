@@ -62,26 +62,7 @@ enum Command {
         rounds: usize,
     },
     /// Measure refresh time, write latency and write throughput.
-    Bench {
-        /// Rows in the source table.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: i64,
-        /// Distinct groups.
-        #[arg(long, default_value_t = 1000)]
-        groups: i64,
-        /// Refresh repetitions per figure.
-        #[arg(long, default_value_t = 15)]
-        refresh_reps: usize,
-        /// Single-row statements per latency figure.
-        #[arg(long, default_value_t = 2000)]
-        latency_ops: usize,
-        /// Seconds per throughput figure.
-        #[arg(long, default_value_t = 10)]
-        throughput_secs: u64,
-        /// Seed for row choices.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Bench(bench::BenchConfig),
 }
 
 /// Why the runner stops.
@@ -245,39 +226,22 @@ fn main() -> ExitCode {
                 r
             })
         }
-        Command::Bench {
-            rows,
-            groups,
-            refresh_reps,
-            latency_ops,
-            throughput_secs,
-            seed,
-        } => {
-            let cfg = bench::BenchConfig {
-                rows,
-                groups,
-                refresh_reps,
-                latency_ops,
-                throughput_secs,
-                seed,
-            };
-            run_dir(&cli.common).and_then(|dir| {
-                let cluster = start_cluster(
-                    &cli.common,
-                    vec![
-                        "shared_buffers = '1GB'".into(),
-                        "max_wal_size = '4GB'".into(),
-                    ],
-                )?;
-                let report = bench::run(&cluster, &cfg).map_err(Failure::CouldNotRun)?;
-                let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-                println!("{json}");
-                std::fs::write(dir.join("bench.json"), json)
-                    .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
-                println!("bench: written to {}", dir.join("bench.json").display());
-                Ok(())
-            })
-        }
+        Command::Bench(cfg) => run_dir(&cli.common).and_then(|dir| {
+            let cluster = start_cluster(
+                &cli.common,
+                vec![
+                    "shared_buffers = '1GB'".into(),
+                    "max_wal_size = '4GB'".into(),
+                ],
+            )?;
+            let report = bench::run(&cluster, &cfg).map_err(Failure::CouldNotRun)?;
+            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            println!("{json}");
+            std::fs::write(dir.join("bench.json"), json)
+                .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
+            println!("bench: written to {}", dir.join("bench.json").display());
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::from(0),

@@ -14,7 +14,9 @@ use pgrx::PgList;
 use crate::capture;
 use crate::planning::{self, Planned};
 use crate::refresh::{self, Initiator};
-use crate::util::{in_subtransaction, qi, raise, row, rows, run, value, with_setting};
+use crate::util::{
+    first_column, in_subtransaction, qi, raise, row, rows, run, value, with_setting,
+};
 
 /// A stream table's catalog identity.
 pub struct StreamTableRef {
@@ -259,13 +261,10 @@ impl StreamTableRef {
 
 /// Remove a stream table's catalog rows and unused capture (not its storage).
 fn forget(id: i64) {
-    let sources: Vec<u32> = rows(
+    let sources: Vec<u32> = first_column(
         "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint RETURNING source_relid::text",
         &[Some(id.to_string())],
-    )
-    .into_iter()
-    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
-    .collect();
+    );
     run(
         "DELETE FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
         &[Some(id.to_string())],
@@ -365,13 +364,10 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
         );
     }
     let planned = planning::plan(&storage, &query, requested, relid, &storage);
-    let old_sources: Vec<u32> = rows(
+    let old_sources: Vec<u32> = first_column(
         "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
         &[Some(id.to_string())],
-    )
-    .into_iter()
-    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
-    .collect();
+    );
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
          grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
@@ -428,13 +424,10 @@ fn _source_altered(relid: pg_sys::Oid) {
     }
     capture::drop_capture(relid);
     capture::ensure_capture(&source);
-    let readers: Vec<i64> = rows(
+    let readers: Vec<i64> = first_column(
         "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid ORDER BY 1",
         &[Some(relid.to_string())],
-    )
-    .into_iter()
-    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
-    .collect();
+    );
     for id in readers {
         replan(id, None, &format!("ALTER TABLE of source {current}"));
     }

@@ -47,14 +47,11 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
         &[Some(oid.to_string())],
     )?;
-    let columns = rows(
+    let columns = crate::util::first_column(
         "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
          AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
         &[Some(oid.to_string())],
-    )
-    .into_iter()
-    .filter_map(|r| r[0].clone())
-    .collect();
+    );
     let relkind = r[3]
         .clone()
         .unwrap_or_default()

@@ -73,16 +73,17 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
          WHERE st_id = $1::text::bigint AND captured ORDER BY param_position",
         &[Some(id.to_string())],
     );
+    let relids: Vec<u32> = sources
+        .iter()
+        .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect();
 
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
     if use_diff && initiator == Initiator::Scheduler {
-        let relids = sources
-            .iter()
-            .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()));
         let idle = relids
-            .into_iter()
-            .all(|relid: u32| capture::pending_for(id, relid) == 0);
+            .iter()
+            .all(|relid| capture::pending_for(id, *relid) == 0);
         if idle {
             // Nothing to consume: note the check, skip the statement and the history row.
             run(
@@ -168,12 +169,10 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
         reason.as_deref(),
         None,
     );
-    let mut relids: Vec<u32> = sources
-        .iter()
-        .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()))
-        .collect();
-    relids.sort_unstable();
-    for relid in relids {
+    // Prune in oid order so concurrent refreshes lock buffers in one order.
+    let mut prune_order = relids;
+    prune_order.sort_unstable();
+    for relid in prune_order {
         capture::prune(relid);
     }
     Some(Outcome {

@@ -5,7 +5,7 @@ use pgrx::JsonB;
 
 use crate::api::resolve;
 use crate::capture;
-use crate::util::{row, rows};
+use crate::util::{first_column, row, rows};
 
 /// One row per stream table: modes, schedule, last refresh, pending changes,
 /// reinitialisation state and the last error.
@@ -38,12 +38,11 @@ fn stream_table_status() -> TableIterator<
     let mut out = Vec::new();
     for r in sts {
         let id: i64 = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let pending: i64 = rows(
+        let pending: i64 = first_column::<u32>(
             "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
             &[Some(id.to_string())],
         )
         .into_iter()
-        .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()))
         .map(|relid| capture::pending_for(id, relid))
         .sum();
         out.push((

@@ -46,6 +46,14 @@ pub fn value(sql: &str, args: &[Option<String>]) -> Option<String> {
     row(sql, args).and_then(|r| r.into_iter().next().flatten())
 }
 
+/// Run a statement and parse the first column of every row (unparsable or NULL values are skipped).
+pub fn first_column<T: std::str::FromStr>(sql: &str, args: &[Option<String>]) -> Vec<T> {
+    rows(sql, args)
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten()?.parse().ok())
+        .collect()
+}
+
 /// Run a statement for its effect.
 pub fn run(sql: &str, args: &[Option<String>]) {
     let args = datums(args);
