@@ -15,7 +15,7 @@ use crate::capture;
 use crate::planning::{self, Planned};
 use crate::refresh::{self, Initiator};
 use crate::util::{
-    first_column, in_subtransaction, qi, raise, row, rows, run, value, with_setting,
+    first_column, in_subtransaction, prepare_only, qi, raise, row, rows, run, value, with_setting,
 };
 
 /// A stream table's catalog identity.
@@ -345,14 +345,7 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
     let storage = st.name_sql();
     // The defining query must still work over the current sources.
     let check = query.clone();
-    if let Err(f) = in_subtransaction(move || {
-        Spi::connect(|client| {
-            client
-                .prepare(check.as_str(), &[])
-                .map(|_| ())
-                .unwrap_or_else(|e| crate::util::internal(e.to_string()))
-        })
-    }) {
+    if let Err(f) = in_subtransaction(move || prepare_only(&check, 0)) {
         raise(
             &f.sqlstate,
             format!(

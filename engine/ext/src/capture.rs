@@ -27,6 +27,11 @@ fn source_columns(oid: u32) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The `name type` list a buffer is built for, compared to detect column changes.
+fn column_signature(cols: &[(String, String)]) -> Vec<String> {
+    cols.iter().map(|(n, t)| format!("{n} {t}")).collect()
+}
+
 /// Make sure `source` has a change buffer and capture triggers whose columns
 /// match what the core planned against.
 pub fn ensure_capture(source: &SourceTable) {
@@ -35,7 +40,7 @@ pub fn ensure_capture(source: &SourceTable) {
         &[Some(source.oid.to_string())],
     );
     let cols = source_columns(source.oid);
-    let names: Vec<String> = cols.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    let names = column_signature(&cols);
     if let Some(existing) = existing {
         if existing != names.join(",") {
             raise(
@@ -132,10 +137,7 @@ pub fn columns_changed(source_relid: u32) -> bool {
         "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
         &[Some(source_relid.to_string())],
     );
-    let current: Vec<String> = source_columns(source_relid)
-        .into_iter()
-        .map(|(n, t)| format!("{n} {t}"))
-        .collect();
+    let current = column_signature(&source_columns(source_relid));
     recorded.is_some_and(|r| r != current.join(","))
 }
 

@@ -1,7 +1,6 @@
 // pgrx tests for the glue, included into `mod tests` in lib.rs: they run inside
 // a real PostgreSQL started by `cargo pgrx test`.
 
-
 use pgrx::prelude::*;
 
 #[pg_test]

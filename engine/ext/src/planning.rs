@@ -6,8 +6,6 @@ use pg_trickle_core::analyze::{self, Analysis};
 use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
 use pg_trickle_core::ir::{OpNode, RequestedMode};
 use pg_trickle_core::refresh_sql::{plan_refresh, RefreshPlan};
-use pgrx::prelude::*;
-use pgrx::PgOid;
 
 use crate::util::{in_subtransaction, raise, rows};
 
@@ -138,13 +136,7 @@ pub fn plan(
                 for source in &captured {
                     crate::capture::ensure_capture(source);
                 }
-                let types = vec![PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID); nargs];
-                Spi::connect(|client| {
-                    client
-                        .prepare(sql.as_str(), &types)
-                        .map(|_| ())
-                        .unwrap_or_else(|e| crate::util::internal(e.to_string()))
-                })
+                crate::util::prepare_only(&sql, nargs)
             });
             if let Err(f) = checked {
                 reason = Some(format!(

@@ -140,6 +140,19 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
     result
 }
 
+/// Prepare (parse, analyse and plan, not run) `sql` with `nargs` text
+/// parameters. Raises on failure; run it inside [`in_subtransaction`] to
+/// get the failure back instead.
+pub fn prepare_only(sql: &str, nargs: usize) {
+    let types = vec![pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID); nargs];
+    Spi::connect(|client| {
+        client
+            .prepare(sql, &types)
+            .map(|_| ())
+            .unwrap_or_else(|e| internal(e.to_string()))
+    })
+}
+
 /// Quote an identifier with PostgreSQL's rules.
 pub fn qi(name: &str) -> String {
     pg_trickle_core::sql::quote_ident(name)
