@@ -241,7 +241,7 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
     let throughput_captured = throughput(cluster, "bench_src", cfg)?;
     db.batch_execute("SELECT pgtrickle.refresh_stream_table('bench_diff')")
         .map_err(e)?;
-    let fresh = crate::check::compare(&mut db, "bench_diff", q).map_err(e)?;
+    let fresh = oracles::compare::differences(&mut db, "bench_diff", q).map_err(e)?;
     if let Some(m) = fresh {
         return Err(format!("bench_diff is wrong after the benchmark: {m}"));
     }

@@ -4,13 +4,19 @@
 //! `shared_preload_libraries = 'pg_trickle'`, started with `pg_ctl`. When
 //! the runner is root the server runs as the unprivileged `postgres` account
 //! (PostgreSQL refuses root); otherwise as the caller. Dropping a cluster
-//! stops it and removes its directory unless [`Cluster::keep`] was called, in
-//! which case its path and log are printed for inspection.
+//! stops it, copies its server log into the run directory when one was
+//! given, and removes its files unless [`Cluster::keep`] was called, in
+//! which case their path is printed for inspection. Every live cluster is
+//! registered so that Ctrl-C stops it too (see [`install_interrupt_handler`]).
+//! A [`Topology`] is one coordinator and N workers, for distributed and
+//! chaos work; a single node is the default everywhere else.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -44,6 +50,10 @@ pub struct ClusterOptions {
     pub settings: Vec<String>,
     /// Preload pg_trickle (starts the scheduler).
     pub preload: bool,
+    /// Node name, used for its directory and log file (`node` if empty).
+    pub name: String,
+    /// Copy the server log here as `<name>.log` when the cluster stops.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -52,6 +62,8 @@ impl Default for ClusterOptions {
             pg_config: PathBuf::from("pg_config"),
             settings: Vec::new(),
             preload: true,
+            name: "node".into(),
+            log_dir: None,
         }
     }
 }
@@ -67,6 +79,8 @@ pub struct Cluster {
     bindir: PathBuf,
     run_as: Option<String>,
     keep: bool,
+    name: String,
+    log_dir: Option<PathBuf>,
 }
 
 /// A database error's SQLSTATE and message (postgres::Error's Display says only "db error").
@@ -134,7 +148,12 @@ impl Cluster {
     pub fn start(parent: &Path, opts: &ClusterOptions) -> Result<Cluster, ClusterError> {
         let bindir = bindir(&opts.pg_config)?;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = parent.join(format!("pg-{}-{n}", std::process::id()));
+        let name = if opts.name.is_empty() {
+            "node".to_string()
+        } else {
+            opts.name.clone()
+        };
+        let dir = parent.join(format!("{name}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let (run_as, user) = if is_root() {
             (Some("postgres".to_string()), "postgres".to_string())
@@ -148,6 +167,8 @@ impl Cluster {
             bindir,
             run_as,
             keep: false,
+            name,
+            log_dir: opts.log_dir.clone(),
         };
         if let Some(owner) = &cluster.run_as {
             // The server account must own its directory and reach it.
@@ -215,7 +236,10 @@ impl Cluster {
                 ],
             );
             match result {
-                Ok(_) => return Ok(cluster),
+                Ok(_) => {
+                    register(&cluster);
+                    return Ok(cluster);
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -224,21 +248,9 @@ impl Cluster {
     }
 
     fn run_tool(&self, program: &Path, args: &[&str]) -> Result<Output, ClusterError> {
-        let out = match &self.run_as {
-            Some(user) => {
-                let mut cmd = if which("runuser") {
-                    let mut c = Command::new("runuser");
-                    c.args(["-u", user, "--"]);
-                    c
-                } else {
-                    let mut c = Command::new("sudo");
-                    c.args(["-n", "-u", user, "--"]);
-                    c
-                };
-                cmd.arg(program).args(args).current_dir("/").output()?
-            }
-            None => Command::new(program).args(args).output()?,
-        };
+        let out = tool_command(program, self.run_as.as_deref())
+            .args(args)
+            .output()?;
         check(&program.display().to_string(), out)
     }
 
@@ -283,21 +295,172 @@ impl Cluster {
         self.keep = true;
     }
 
+    /// Node name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Stop the server.
     pub fn stop(&self) -> Result<(), ClusterError> {
-        let pg_ctl = self.bindir.join("pg_ctl");
-        self.run_tool(
-            &pg_ctl,
-            &[
-                "-D",
-                &self.data_dir().display().to_string(),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ],
+        unregister(&self.data_dir());
+        stop_data_dir(
+            &self.bindir,
+            &self.data_dir(),
+            self.run_as.as_deref(),
+            "fast",
         )
-        .map(|_| ())
+    }
+
+    /// Copy the server log into the log directory, if one was given.
+    fn save_log(&self) {
+        if let Some(dir) = &self.log_dir {
+            if std::fs::create_dir_all(dir).is_ok() {
+                let _ = std::fs::copy(self.log_path(), dir.join(format!("{}.log", self.name)));
+            }
+        }
+    }
+}
+
+fn tool_command(program: &Path, run_as: Option<&str>) -> Command {
+    match run_as {
+        Some(user) => {
+            let mut cmd = if which("runuser") {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]);
+                c
+            } else {
+                let mut c = Command::new("sudo");
+                c.args(["-n", "-u", user, "--"]);
+                c
+            };
+            cmd.arg(program).current_dir("/");
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn stop_data_dir(
+    bindir: &Path,
+    data: &Path,
+    run_as: Option<&str>,
+    mode: &str,
+) -> Result<(), ClusterError> {
+    let pg_ctl = bindir.join("pg_ctl");
+    let out = tool_command(&pg_ctl, run_as)
+        .args(["-D", &data.display().to_string(), "-m", mode, "-w", "stop"])
+        .output()?;
+    check(&pg_ctl.display().to_string(), out).map(|_| ())
+}
+
+/// A live cluster as the interrupt handler needs it.
+struct Live {
+    bindir: PathBuf,
+    data: PathBuf,
+    run_as: Option<String>,
+    dir: PathBuf,
+}
+
+static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn register(c: &Cluster) {
+    if let Ok(mut live) = LIVE.lock() {
+        live.push(Live {
+            bindir: c.bindir.clone(),
+            data: c.data_dir(),
+            run_as: c.run_as.clone(),
+            dir: c.dir.clone(),
+        });
+    }
+}
+
+fn unregister(data: &Path) {
+    if let Ok(mut live) = LIVE.lock() {
+        live.retain(|l| l.data != data);
+    }
+}
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    // Only an atomic store: the watcher thread does the work.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Stop every live cluster on Ctrl-C (SIGINT) or SIGTERM, print where
+/// their files are, and exit with status 130. Call once, from the binary.
+pub fn install_interrupt_handler() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let handler: extern "C" fn(libc::c_int) = on_interrupt;
+    unsafe {
+        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as *const () as libc::sighandler_t);
+    }
+    std::thread::spawn(|| loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            let live = LIVE
+                .lock()
+                .map(|mut l| std::mem::take(&mut *l))
+                .unwrap_or_default();
+            eprintln!("\nharness: interrupted; stopping {} cluster(s)", live.len());
+            for l in live {
+                let _ = stop_data_dir(&l.bindir, &l.data, l.run_as.as_deref(), "immediate");
+                eprintln!("kept cluster files: {}", l.dir.display());
+            }
+            std::process::exit(130);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    });
+}
+
+/// How many nodes a topology has besides its coordinator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopologySpec {
+    /// Worker nodes (0: a single node).
+    pub workers: usize,
+}
+
+/// One coordinator and N workers, each its own cluster.
+pub struct Topology {
+    /// The node clients talk to.
+    pub coordinator: Cluster,
+    /// Further nodes.
+    pub workers: Vec<Cluster>,
+}
+
+impl Topology {
+    /// Start every node of `spec` under `parent` with `opts` (names are
+    /// `coordinator`, `worker1`, ...).
+    pub fn start(
+        parent: &Path,
+        opts: &ClusterOptions,
+        spec: TopologySpec,
+    ) -> Result<Topology, ClusterError> {
+        let node = |name: String| ClusterOptions {
+            name,
+            ..opts.clone()
+        };
+        let coordinator = Cluster::start(parent, &node("coordinator".into()))?;
+        let mut workers = Vec::with_capacity(spec.workers);
+        for i in 1..=spec.workers {
+            workers.push(Cluster::start(parent, &node(format!("worker{i}")))?);
+        }
+        Ok(Topology {
+            coordinator,
+            workers,
+        })
+    }
+
+    /// Every node, coordinator first.
+    pub fn nodes(&self) -> impl Iterator<Item = &Cluster> {
+        std::iter::once(&self.coordinator).chain(self.workers.iter())
+    }
+
+    /// Keep every node's files after drop.
+    pub fn keep(&mut self) {
+        self.coordinator.keep();
+        for w in &mut self.workers {
+            w.keep();
+        }
     }
 }
 
@@ -310,6 +473,7 @@ fn which(program: &str) -> bool {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.stop();
+        self.save_log();
         if self.keep {
             eprintln!(
                 "kept cluster files: {} (server log: {})",

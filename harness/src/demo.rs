@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 
-use crate::check::{compare, last_refresh_mode};
 use crate::cluster::describe;
-use crate::workload::DmlGen;
+use oracles::compare::{differences as compare, last_refresh_mode};
+use oracles::gen::DmlGen;
 
 const QUERY: &str =
     "SELECT region, count(*) AS orders, sum(amount) AS revenue, max(amount) AS largest \

@@ -1,12 +1,11 @@
-//! The pg_trickle runner as a library: clusters, comparisons, seeded
-//! workloads, the operator cases and benchmarks. The `harness` binary and
-//! the end-to-end tests both use it.
+//! The pg_trickle runner as a library: clusters it owns, the oracle suites
+//! it runs, reports, progress output, the scheduler demo and benchmarks.
+//! The `harness` binary and the end-to-end tests both use it.
 
 pub mod bench;
-pub mod cases;
-pub mod check;
 pub mod cluster;
 pub mod demo;
-pub mod diffcheck;
+pub mod oracle_suite;
+pub mod progress;
+pub mod report;
 pub mod testkit;
-pub mod workload;

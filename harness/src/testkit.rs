@@ -35,7 +35,8 @@ pub fn shared_cluster() -> &'static Cluster {
         let opts = ClusterOptions {
             pg_config: pg_config(),
             settings: vec!["pg_trickle.scheduler_interval_ms = 100".into()],
-            preload: true,
+            name: "test".into(),
+            ..ClusterOptions::default()
         };
         let c = Cluster::start(&test_root(), &opts).unwrap_or_else(|e| {
             panic!("could not start a test cluster (is pg_trickle installed? run ci/setup.sh): {e}")
@@ -61,17 +62,25 @@ pub fn seed_or(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Run the named case from [`crate::cases`] in a fresh database; panic with
-/// its failure report.
-pub fn check_case(name: &str) {
-    let case = crate::cases::named(name);
-    let seed = seed_or(case.seed);
-    let mut db = database(name);
-    if let Err(report) =
-        crate::diffcheck::run_case(&mut db, &case, seed, crate::diffcheck::DEFAULT_STEPS)
-    {
+/// Run the named corpus workload through the DIFF-vs-FULL oracle in a
+/// fresh database; on failure, shrink it and panic with the report, the
+/// replay file and the commands that reproduce it.
+pub fn check_workload(name: &str) {
+    let entry = oracles::corpus::entry(name).unwrap_or_else(|| panic!("no corpus workload {name}"));
+    let seed = seed_or(entry.seed);
+    let opts = crate::oracle_suite::OracleOptions::default();
+    let w = (entry.build)(seed, opts.steps);
+    let reproduce = format!(
+        "PGT_SEED={seed} cargo test -p harness --test e2e_corpus -- --exact {name}  (or: harness oracle --workload {name} --seed {seed})"
+    );
+    let c = crate::oracle_suite::run_one(shared_cluster(), &test_root(), &opts, &w, reproduce);
+    if c.outcome != oracles::outcome::Outcome::Pass {
         panic!(
-            "{report}\nreproduce: PGT_SEED={seed} cargo test -p harness --test e2e_operators -- --exact {name}"
+            "{}\n{}\nreplay files: {:?}\nreproduce: {}",
+            c.message.unwrap_or_default(),
+            c.details.unwrap_or_default(),
+            c.replay_files,
+            c.reproduce.unwrap_or_default()
         );
     }
 }

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use harness::check::{compare, last_refresh_mode};
 use harness::testkit::{database, shared_cluster};
+use oracles::compare::{differences as compare, last_refresh_mode};
 use postgres::Client;
 
 fn sqlstate(result: Result<impl Sized, postgres::Error>) -> String {

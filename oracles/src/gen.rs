@@ -21,8 +21,12 @@ pub enum ColKind {
         /// Exclusive upper bound of the integer part.
         domain: i64,
     },
-    /// Short text from a fixed vocabulary.
+    /// Short text from a fixed vocabulary (with quotes and spaces).
     Text,
+    /// Booleans.
+    Bool,
+    /// A generated identity primary key: never written by DML.
+    Identity,
 }
 
 /// One column of a generated table.
@@ -37,40 +41,49 @@ pub struct ColSpec {
 }
 
 impl ColSpec {
-    /// An integer column.
-    pub fn int(name: &str, domain: i64, null_pct: u32) -> Self {
+    fn new(name: &str, kind: ColKind, null_pct: u32) -> Self {
         ColSpec {
             name: name.into(),
-            kind: ColKind::Int { domain },
+            kind,
             null_pct,
         }
     }
-    /// A numeric column.
+    /// An integer column with values in `0..domain`.
+    pub fn int(name: &str, domain: i64, null_pct: u32) -> Self {
+        Self::new(name, ColKind::Int { domain }, null_pct)
+    }
+    /// A numeric(12,2) column.
     pub fn numeric(name: &str, domain: i64, null_pct: u32) -> Self {
-        ColSpec {
-            name: name.into(),
-            kind: ColKind::Numeric { domain },
-            null_pct,
-        }
+        Self::new(name, ColKind::Numeric { domain }, null_pct)
     }
     /// A text column.
     pub fn text(name: &str, null_pct: u32) -> Self {
-        ColSpec {
-            name: name.into(),
-            kind: ColKind::Text,
-            null_pct,
-        }
+        Self::new(name, ColKind::Text, null_pct)
+    }
+    /// A boolean column.
+    pub fn bool(name: &str, null_pct: u32) -> Self {
+        Self::new(name, ColKind::Bool, null_pct)
+    }
+    /// A generated identity primary key.
+    pub fn identity(name: &str) -> Self {
+        Self::new(name, ColKind::Identity, 0)
+    }
+    fn writable(&self) -> bool {
+        self.kind != ColKind::Identity
     }
     fn sql_type(&self) -> &'static str {
         match self.kind {
             ColKind::Int { .. } => "int",
             ColKind::Numeric { .. } => "numeric(12,2)",
             ColKind::Text => "text",
+            ColKind::Bool => "boolean",
+            ColKind::Identity => "int GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         }
     }
 }
 
-/// A generated table (no key: duplicates allowed).
+/// A generated table. Without an identity column it has no key, so
+/// duplicate rows are allowed.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
     /// Table name.
@@ -96,6 +109,10 @@ impl TableSpec {
             .map(|c| format!("{} {}", c.name, c.sql_type()))
             .collect();
         format!("CREATE TABLE {} ({})", self.name, cols.join(", "))
+    }
+
+    fn writable(&self) -> Vec<&ColSpec> {
+        self.columns.iter().filter(|c| c.writable()).collect()
     }
 }
 
@@ -132,22 +149,39 @@ impl DmlGen {
                 let w = WORDS.choose(&mut self.rng).expect("non-empty");
                 format!("'{}'", w.replace('\'', "''"))
             }
+            ColKind::Bool => if self.rng.gen_bool(0.5) {
+                "true"
+            } else {
+                "false"
+            }
+            .into(),
+            ColKind::Identity => "DEFAULT".into(),
         }
     }
 
     fn row(&mut self, t: &TableSpec) -> String {
-        let vals: Vec<String> = t.columns.iter().map(|c| self.value(c)).collect();
+        let vals: Vec<String> = t.writable().into_iter().map(|c| self.value(c)).collect();
         format!("({})", vals.join(", "))
     }
 
     /// An INSERT of `n` random rows.
     pub fn insert(&mut self, t: &TableSpec, n: usize) -> String {
         let rows: Vec<String> = (0..n).map(|_| self.row(t)).collect();
-        format!("INSERT INTO {} VALUES {}", t.name, rows.join(", "))
+        let cols: Vec<&str> = t.writable().iter().map(|c| c.name.as_str()).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            t.name,
+            cols.join(", "),
+            rows.join(", ")
+        )
     }
 
     fn predicate(&mut self, t: &TableSpec) -> String {
-        let col = t.columns.choose(&mut self.rng).expect("columns").clone();
+        let col = t
+            .writable()
+            .choose(&mut self.rng)
+            .map(|c| (*c).clone())
+            .expect("a writable column");
         let v = self.value(&col);
         if v == "NULL" {
             format!("{} IS NULL", col.name)
@@ -164,7 +198,11 @@ impl DmlGen {
                 self.insert(t, n)
             }
             4..=5 => {
-                let col = t.columns.choose(&mut self.rng).expect("columns").clone();
+                let col = t
+                    .writable()
+                    .choose(&mut self.rng)
+                    .map(|c| (*c).clone())
+                    .expect("a writable column");
                 let v = self.value(&col);
                 let p = self.predicate(t);
                 format!("UPDATE {} SET {} = {v} WHERE {p}", t.name, col.name)
@@ -210,25 +248,25 @@ impl DmlGen {
 mod tests {
     use super::*;
 
+    fn batches(seed: u64, t: &TableSpec) -> Vec<Vec<String>> {
+        let mut g = DmlGen::new(seed);
+        (0..20).map(|_| g.batch(std::slice::from_ref(t))).collect()
+    }
+
     #[test]
     fn same_seed_same_statements() {
         let t = TableSpec::new("t", vec![ColSpec::int("k", 4, 20), ColSpec::text("s", 10)]);
-        let a: Vec<Vec<String>> = (0..20)
-            .scan(DmlGen::new(7), |g, _| {
-                Some(g.batch(std::slice::from_ref(&t)))
-            })
-            .collect();
-        let b: Vec<Vec<String>> = (0..20)
-            .scan(DmlGen::new(7), |g, _| {
-                Some(g.batch(std::slice::from_ref(&t)))
-            })
-            .collect();
-        assert_eq!(a, b);
-        let c: Vec<Vec<String>> = (0..20)
-            .scan(DmlGen::new(8), |g, _| {
-                Some(g.batch(std::slice::from_ref(&t)))
-            })
-            .collect();
-        assert_ne!(a, c);
+        assert_eq!(batches(7, &t), batches(7, &t));
+        assert_ne!(batches(7, &t), batches(8, &t));
+    }
+
+    #[test]
+    fn identity_columns_are_never_written() {
+        let t = TableSpec::new("t", vec![ColSpec::identity("id"), ColSpec::int("k", 4, 0)]);
+        for stmt in batches(3, &t).concat() {
+            assert!(!stmt.contains("id ="), "{stmt}");
+            assert!(!stmt.contains("(id"), "{stmt}");
+        }
+        assert!(t.create_sql().contains("PRIMARY KEY"));
     }
 }

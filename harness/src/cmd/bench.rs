@@ -1,0 +1,25 @@
+//! `harness bench`: refresh time, write latency and write throughput,
+//! written to `bench.json` in the run directory.
+
+use harness::bench::{self, BenchConfig};
+
+use super::{Common, Failure, Run};
+
+/// Run `harness bench`.
+pub fn run(common: &Common, cfg: &BenchConfig) -> Result<(), Failure> {
+    let run = Run::begin(common, "bench")?;
+    let cluster = run.cluster(
+        common,
+        vec![
+            "shared_buffers = '1GB'".into(),
+            "max_wal_size = '4GB'".into(),
+        ],
+    )?;
+    let report = bench::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    println!("{json}");
+    let path = run.dir.join("bench.json");
+    std::fs::write(&path, json).map_err(|e| Failure::CouldNotRun(e.to_string()))?;
+    println!("bench: written to {}", path.display());
+    Ok(())
+}

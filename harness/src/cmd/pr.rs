@@ -1,0 +1,72 @@
+//! `harness pr`: the PR gate. Runs, each inside its budget: the scheduler
+//! demo, the oracle corpus and the negative control. Later gates (SQLancer
+//! light, TPC-H, the upgrade slice) join here as they land.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use harness::oracle_suite::{corpus_suite, negative_control_suite};
+use harness::report::{CaseReport, Suite};
+use oracles::outcome::{Outcome, Tally};
+
+use super::oracle::OracleArgs;
+use super::{Common, Failure, Run};
+
+/// Options of `harness pr`.
+#[derive(Args, Clone)]
+pub struct PrArgs {
+    #[command(flatten)]
+    pub oracle: OracleArgs,
+    /// Time budget of the oracle corpus, in seconds.
+    #[arg(long, default_value_t = 420)]
+    pub oracle_budget: u64,
+}
+
+fn demo_suite(cluster: &harness::cluster::Cluster, seed: u64, runner: &str) -> Suite {
+    let t = Instant::now();
+    let result = cluster
+        .connect("postgres")
+        .map_err(|e| e.to_string())
+        .and_then(|mut db| harness::demo::run(&mut db, seed, 3));
+    let outcome = if result.is_ok() {
+        Outcome::Pass
+    } else {
+        Outcome::Mismatch
+    };
+    let mut tally = Tally::default();
+    tally.add(outcome);
+    let mut case = CaseReport::new("scheduler_demo", outcome, tally, t.elapsed().as_millis());
+    if let Err(e) = result {
+        case.message = Some(e.lines().next().unwrap_or("").to_string());
+        case.details = Some(e);
+        case.reproduce = Some(format!("{runner} demo --seed {seed}"));
+    }
+    Suite {
+        name: "scheduler".into(),
+        cases: vec![case],
+        seconds: t.elapsed().as_secs_f64(),
+        budget_seconds: None,
+    }
+}
+
+/// Run `harness pr`.
+pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
+    let run = Run::begin(common, "pr")?;
+    let mut cluster = run.cluster(
+        common,
+        vec!["pg_trickle.scheduler_interval_ms = 200".into()],
+    )?;
+    let runner = common.runner();
+    let mut suites = vec![demo_suite(&cluster, args.oracle.seed.unwrap_or(1), &runner)];
+    let opts = args
+        .oracle
+        .options(common, Some(Duration::from_secs(args.oracle_budget)));
+    suites.push(corpus_suite(&cluster, &run.dir, &opts));
+    suites.push(negative_control_suite(
+        &cluster,
+        &run.dir,
+        args.oracle.seed,
+        &runner,
+    ));
+    run.finish(common, suites, Some(&mut cluster))
+}

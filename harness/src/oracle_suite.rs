@@ -1,0 +1,436 @@
+//! The oracle suites the runner reports: the corpus under the DIFF-vs-FULL
+//! oracle (with shrinking and replay files for failures, and the corpus's
+//! operator coverage), and the negative control.
+//!
+//! The `oracle` and `pr` subcommands and the end-to-end tests all run
+//! these, so what CI tests is what a maintainer runs.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oracles::corpus::{self, Entry, REQUIRED_COVERAGE};
+use oracles::diff_vs_full::{run, WorkloadRun};
+use oracles::outcome::{Outcome, Tally};
+use oracles::shrink::{self, Limits, Sandbox};
+use oracles::tamper;
+use oracles::workload::Workload;
+use oracles::{compare, repro};
+
+use crate::cluster::Cluster;
+use crate::progress::Progress;
+use crate::report::{CaseReport, Suite};
+
+/// Empty pg_trickle databases on a cluster, for the oracles.
+pub struct Databases<'a>(pub &'a Cluster);
+
+impl Sandbox for Databases<'_> {
+    fn fresh_database(&mut self, name: &str) -> Result<postgres::Client, String> {
+        self.0
+            .fresh_database(name)
+            .map_err(|e| format!("creating database {name}: {e}"))
+    }
+}
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct OracleOptions {
+    /// Seed for every workload (default: each workload's own).
+    pub seed: Option<u64>,
+    /// Random steps per workload.
+    pub steps: usize,
+    /// Run only workloads whose name contains one of these (all when empty).
+    pub only: Vec<String>,
+    /// Shrink failures (off: replay files of the whole failing run only).
+    pub shrink: bool,
+    /// Shrinking limits per failure.
+    pub shrink_limits: Limits,
+    /// Most wall time spent shrinking across the whole suite; later
+    /// failures keep their whole-run replay file and say so.
+    pub shrink_total: Duration,
+    /// Stop starting workloads after this long; the rest fail as not run.
+    pub budget: Option<Duration>,
+    /// The runner as a user invokes it, with its global options, for
+    /// reproduce commands (e.g. `target/debug/harness --pg-config X`).
+    pub runner: String,
+}
+
+impl Default for OracleOptions {
+    fn default() -> Self {
+        OracleOptions {
+            seed: None,
+            steps: corpus::DEFAULT_STEPS,
+            only: Vec::new(),
+            shrink: true,
+            shrink_limits: Limits::default(),
+            shrink_total: Duration::from_secs(240),
+            budget: None,
+            runner: "harness".into(),
+        }
+    }
+}
+
+impl OracleOptions {
+    fn selected(&self) -> Vec<Entry> {
+        corpus::entries()
+            .into_iter()
+            .filter(|e| {
+                self.only.is_empty() || self.only.iter().any(|o| e.name.contains(o.as_str()))
+            })
+            .collect()
+    }
+
+    fn command(&self, workload: &str, seed: u64) -> String {
+        format!(
+            "{} oracle --workload {workload} --seed {seed} --steps {}",
+            self.runner, self.steps
+        )
+    }
+}
+
+/// Database name for a workload.
+fn db_name(prefix: &str, workload: &str) -> String {
+    format!("{prefix}_{workload}")
+}
+
+fn verdict(r: &WorkloadRun) -> String {
+    match r.failure() {
+        None if r.passed() => format!("ok, {} checks", r.tally.pass),
+        None => format!(
+            "STOPPED SHORT: {} of {} checks",
+            r.tally.pass, r.expected_comparisons
+        ),
+        Some(c) => format!(
+            "{} on {} at step {}",
+            c.outcome.name().to_uppercase(),
+            c.stream_table,
+            c.step
+        ),
+    }
+}
+
+/// Run the selected corpus workloads on `cluster`, writing replay files
+/// for failures under `run_dir/replay/`.
+pub fn corpus_suite(cluster: &Cluster, run_dir: &Path, opts: &OracleOptions) -> Suite {
+    let started = Instant::now();
+    let selected = opts.selected();
+    let mut progress = Progress::new("oracle", selected.len());
+    let mut cases = Vec::new();
+    let mut operators = BTreeSet::new();
+    let mut shrinking = Duration::ZERO;
+    for entry in &selected {
+        let seed = opts.seed.unwrap_or(entry.seed);
+        let reproduce = opts.command(entry.name, seed);
+        if opts.budget.is_some_and(|b| started.elapsed() >= b) {
+            let mut c = CaseReport::new(entry.name, Outcome::HarnessError, Tally::default(), 0);
+            c.message = Some(format!(
+                "not run: the suite's budget of {} s was used up",
+                opts.budget.unwrap_or_default().as_secs()
+            ));
+            c.reproduce = Some(reproduce);
+            progress.finish(entry.name, "NOT RUN (budget)", 0);
+            cases.push(c);
+            continue;
+        }
+        progress.start(entry.name);
+        let w = (entry.build)(seed, opts.steps);
+        let mut this = opts.clone();
+        let left = opts.shrink_total.saturating_sub(shrinking);
+        this.shrink_limits.max_time = this.shrink_limits.max_time.min(left);
+        this.shrink = opts.shrink && !left.is_zero();
+        let case = run_one(cluster, run_dir, &this, &w, reproduce);
+        if let Some(s) = case.facts.get("shrink").and_then(|s| s["seconds"].as_f64()) {
+            shrinking += Duration::from_secs_f64(s);
+        }
+        if let Some(ops) = case.facts.get("operators").and_then(|o| o.as_array()) {
+            operators.extend(ops.iter().filter_map(|o| o.as_str().map(str::to_string)));
+        }
+        let v = case
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("ok, {} checks", case.checks.pass));
+        progress.finish(entry.name, &v, case.millis);
+        cases.push(case);
+    }
+    if opts.only.is_empty() {
+        cases.push(coverage_case(&operators));
+    }
+    Suite {
+        name: "oracle".into(),
+        cases,
+        seconds: started.elapsed().as_secs_f64(),
+        budget_seconds: opts.budget.map(|b| b.as_secs_f64()),
+    }
+}
+
+fn coverage_case(seen: &BTreeSet<String>) -> CaseReport {
+    let missing: Vec<&str> = REQUIRED_COVERAGE
+        .iter()
+        .copied()
+        .filter(|op| !seen.contains(*op))
+        .collect();
+    let mut tally = Tally::default();
+    let outcome = if missing.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Mismatch
+    };
+    tally.add(outcome);
+    let mut c = CaseReport::new("operator_coverage", outcome, tally, 0);
+    if !missing.is_empty() {
+        c.message = Some(format!(
+            "no corpus workload exercises: {}",
+            missing.join(", ")
+        ));
+    }
+    c.facts = serde_json::json!({ "required": REQUIRED_COVERAGE, "seen": seen });
+    c
+}
+
+/// Run one workload in a fresh database and report it, shrinking and
+/// writing replay files when it fails.
+pub fn run_one(
+    cluster: &Cluster,
+    run_dir: &Path,
+    opts: &OracleOptions,
+    w: &Workload,
+    reproduce: String,
+) -> CaseReport {
+    let name = db_name("o", &w.name);
+    let r = match cluster.fresh_database(&name) {
+        Ok(mut db) => run(&mut db, w),
+        Err(e) => {
+            let mut t = Tally::default();
+            t.add(Outcome::HarnessError);
+            let mut c = CaseReport::new(&w.name, Outcome::HarnessError, t, 0);
+            c.message = Some(format!("could not create database {name}: {e}"));
+            c.reproduce = Some(reproduce);
+            return c;
+        }
+    };
+    let mut c = CaseReport::new(&w.name, r.outcome(), r.tally, r.millis);
+    c.facts = serde_json::json!({
+        "seed": w.seed,
+        "steps": w.steps.len(),
+        "expected_comparisons": r.expected_comparisons,
+        "operators": r.operators,
+    });
+    if r.passed() {
+        if let Ok(mut admin) = cluster.connect("postgres") {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+        }
+        return c;
+    }
+    c.message = Some(verdict(&r));
+    c.reproduce = Some(reproduce.clone());
+    report_failure(cluster, run_dir, opts, w, &r, &name, &mut c);
+    c
+}
+
+/// Fill `c` with the failure report and write replay files.
+fn report_failure(
+    cluster: &Cluster,
+    run_dir: &Path,
+    opts: &OracleOptions,
+    w: &Workload,
+    r: &WorkloadRun,
+    db: &str,
+    c: &mut CaseReport,
+) {
+    let dir = run_dir.join("replay");
+    let _ = std::fs::create_dir_all(&dir);
+    let failing = r
+        .failure()
+        .map(|f| f.stream_table.clone())
+        .unwrap_or_default();
+    let full_columns = cluster
+        .connect(db)
+        .ok()
+        .and_then(|mut client| compare::stream_table_columns(&mut client, &failing).ok())
+        .map(|cols| cols.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let full_path = dir.join(format!("{}.full.sql", w.name));
+    write_file(
+        &full_path,
+        &repro::render(w, r, &full_columns, c.reproduce.as_deref().unwrap_or("")),
+        c,
+    );
+
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "workload {} (seed {}, {} steps): {}",
+        w.name,
+        w.seed,
+        w.steps.len(),
+        verdict(r)
+    );
+    for st in &w.stream_tables {
+        let _ = writeln!(
+            text,
+            "query of {} ({}): {}",
+            st.name,
+            st.mode.sql_name(),
+            st.query
+        );
+    }
+    if let Some(f) = r.failure() {
+        let _ = writeln!(text, "{}", f.detail.as_deref().unwrap_or(""));
+    }
+    let mut trace = r.trace.clone();
+    if opts.shrink && r.failure().is_some() {
+        let mut sandbox = Databases(cluster);
+        let t = Instant::now();
+        match shrink::shrink(&mut sandbox, w, r, opts.shrink_limits) {
+            Ok(s) => {
+                let _ = writeln!(
+                    text,
+                    "shrunk from {} to {} statements in {} probes ({:.1} s){}",
+                    w.statement_count(),
+                    s.workload.statement_count(),
+                    s.probes,
+                    t.elapsed().as_secs_f64(),
+                    if s.limited {
+                        ", stopped by its limits"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(f) = s.run.failure() {
+                    let _ = writeln!(
+                        text,
+                        "shrunk failure: {}",
+                        f.detail.as_deref().unwrap_or("")
+                    );
+                }
+                let path = dir.join(format!("{}.sql", w.name));
+                write_file(
+                    &path,
+                    &repro::render(
+                        &s.workload,
+                        &s.run,
+                        &s.columns,
+                        c.reproduce.as_deref().unwrap_or(""),
+                    ),
+                    c,
+                );
+                trace = s.run.trace.clone();
+                c.facts["shrink"] = serde_json::json!({
+                    "seconds": t.elapsed().as_secs_f64(),
+                    "from_statements": w.statement_count(),
+                    "to_statements": s.workload.statement_count(),
+                    "probes": s.probes,
+                    "limited": s.limited,
+                });
+            }
+            Err(e) => {
+                let _ = writeln!(text, "shrinking failed: {e}");
+            }
+        }
+    } else if r.failure().is_some() {
+        let _ = writeln!(
+            text,
+            "not shrunk (shrinking is off or its time budget is used up); the reproduce command shrinks it"
+        );
+    }
+    let _ = writeln!(text, "statement trace ({} statements):", trace.len());
+    for s in &trace {
+        let _ = writeln!(text, "  {s};");
+    }
+    let _ = writeln!(text, "database kept for inspection: {db}");
+    c.details = Some(text);
+}
+
+fn write_file(path: &PathBuf, text: &str, c: &mut CaseReport) {
+    match std::fs::write(path, text) {
+        Ok(()) => c.replay_files.push(path.clone()),
+        Err(e) => {
+            let msg = format!("could not write {}: {e}", path.display());
+            c.details = Some(format!("{}\n{msg}", c.details.clone().unwrap_or_default()));
+        }
+    }
+}
+
+/// The negative control: every tampering must be reported as a mismatch.
+/// A tampering that is not caught fails its case.
+pub fn negative_control_suite(
+    cluster: &Cluster,
+    run_dir: &Path,
+    seed: Option<u64>,
+    runner: &str,
+) -> Suite {
+    let started = Instant::now();
+    let total = tamper::TARGETS.len() * tamper::Tamper::ALL.len();
+    let mut progress = Progress::new("negative control", total);
+    let mut sandbox = Databases(cluster);
+    let dir = run_dir.join("replay");
+    let results = tamper::negative_control(&mut sandbox, seed, |r| {
+        let name = format!("{}/{}", r.target.workload, r.tamper.name());
+        let v = if r.detected { "caught" } else { "MISSED" };
+        progress.finish(&name, v, r.run.millis);
+    });
+    let mut cases = Vec::new();
+    match results {
+        Ok(results) => {
+            for r in results {
+                let name = format!("{}/{}", r.target.workload, r.tamper.name());
+                // The case's one check is "was the tampering caught".
+                let outcome = if r.detected {
+                    Outcome::Pass
+                } else {
+                    Outcome::Mismatch
+                };
+                let mut tally = Tally::default();
+                tally.add(outcome);
+                let mut c = CaseReport::new(&name, outcome, tally, r.run.millis);
+                let reproduce = format!(
+                    "{runner} oracle --negative-control{}",
+                    seed.map(|s| format!(" --seed {s}")).unwrap_or_default()
+                );
+                c.facts = serde_json::json!({
+                    "tamper": r.tamper, "target": r.target,
+                    "oracle_outcome": r.run.outcome(), "oracle_checks": r.run.tally,
+                    "caught_by": r.run.failure(),
+                });
+                if !r.detected {
+                    c.message = Some(format!(
+                        "tampering {} of {} was not reported as a mismatch in step {} (oracle said: {})",
+                        r.tamper.name(),
+                        r.target.stream_table,
+                        tamper::TAMPER_STEP,
+                        verdict(&r.run)
+                    ));
+                    let _ = std::fs::create_dir_all(&dir);
+                    let path = dir.join(format!(
+                        "negative_{}_{}.sql",
+                        r.target.workload,
+                        r.tamper.name()
+                    ));
+                    let text = repro::render(&r.workload, &r.run, &[], &reproduce);
+                    write_file(&path, &text, &mut c);
+                    c.details = Some(format!(
+                        "{}\nstatement trace:\n  {}",
+                        c.message.clone().unwrap_or_default(),
+                        r.run.trace.join(";\n  ")
+                    ));
+                    c.reproduce = Some(reproduce);
+                }
+                cases.push(c);
+            }
+        }
+        Err(e) => {
+            let mut tally = Tally::default();
+            tally.add(Outcome::HarnessError);
+            let mut c = CaseReport::new("negative_control", Outcome::HarnessError, tally, 0);
+            c.message = Some(e);
+            cases.push(c);
+        }
+    }
+    Suite {
+        name: "negative_control".into(),
+        cases,
+        seconds: started.elapsed().as_secs_f64(),
+        budget_seconds: None,
+    }
+}

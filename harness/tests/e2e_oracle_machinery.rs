@@ -1,0 +1,195 @@
+//! The oracle's own machinery against a real cluster: the negative control
+//! catches every tampering; a failing workload is shrunk to a smaller one
+//! whose replay file reproduces the failure in `psql`; the reports parse
+//! (junit.xml read back as JUnit).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harness::cluster::bindir;
+use harness::oracle_suite::{corpus_suite, negative_control_suite, run_one, OracleOptions};
+use harness::report::{Report, Suite};
+use harness::testkit::{pg_config, shared_cluster, test_root};
+use oracles::corpus;
+use oracles::outcome::Outcome;
+use oracles::tamper::{self, Tamper};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = test_root().join(format!("scratch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[test]
+fn negative_control_reports_every_tampering_as_a_mismatch() {
+    let dir = scratch("negative");
+    let suite = negative_control_suite(shared_cluster(), &dir, None, "harness");
+    assert_eq!(suite.cases.len(), tamper::TARGETS.len() * Tamper::ALL.len());
+    for c in &suite.cases {
+        assert_eq!(c.outcome, Outcome::Pass, "{}: {:?}", c.name, c.message);
+        assert_eq!(c.facts["oracle_outcome"], "mismatch", "{}", c.name);
+    }
+}
+
+/// A tampered workload with many steps: the failure is in the last one.
+fn failing_workload() -> oracles::workload::Workload {
+    let e = corpus::entry("group_by_aggregates").expect("corpus entry");
+    let w = (e.build)(e.seed, 12);
+    tamper::apply(&w, Tamper::DropRow, &tamper::TARGETS[2], 12)
+}
+
+fn psql(sql_file: &Path, db: &str) -> String {
+    let cluster = shared_cluster();
+    let psql = bindir(&pg_config()).expect("bindir").join("psql");
+    let out = Command::new(psql)
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            &cluster.user,
+            "-d",
+            db,
+            "-f",
+        ])
+        .arg(sql_file)
+        .output()
+        .expect("run psql");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_failure_is_shrunk_and_its_replay_file_reproduces_it_in_psql() {
+    let dir = scratch("shrink");
+    let w = failing_workload();
+    let opts = OracleOptions::default();
+    let c = run_one(
+        shared_cluster(),
+        &dir,
+        &opts,
+        &w,
+        "harness oracle --workload group_by_aggregates".into(),
+    );
+    assert_eq!(c.outcome, Outcome::Mismatch, "{:?}", c.message);
+    let shrink = &c.facts["shrink"];
+    let (from, to) = (
+        shrink["from_statements"].as_u64().expect("shrunk"),
+        shrink["to_statements"].as_u64().expect("shrunk"),
+    );
+    assert!(to * 2 < from, "shrunk only from {from} to {to} statements");
+    let details = c.details.as_deref().unwrap_or("");
+    for needed in [
+        "seed",
+        "query of g",
+        "rows differ",
+        "statement trace",
+        "--- stream table",
+    ] {
+        assert!(
+            details.contains(needed),
+            "report lacks {needed:?}:\n{details}"
+        );
+    }
+    let shrunk = dir.join("replay/group_by_aggregates.sql");
+    let full = dir.join("replay/group_by_aggregates.full.sql");
+    assert_eq!(c.replay_files, vec![full.clone(), shrunk.clone()]);
+
+    for file in [&shrunk, &full] {
+        // A fresh database with the extension, as a maintainer would make it.
+        drop(
+            shared_cluster()
+                .fresh_database("t_replay")
+                .expect("replay db"),
+        );
+        shared_cluster()
+            .connect("t_replay")
+            .expect("connect")
+            .batch_execute("DROP EXTENSION pg_trickle")
+            .expect("start without the extension: the file creates it");
+        let out = psql(file, "t_replay");
+        assert!(
+            out.contains("only in query") || out.contains("only in stream table"),
+            "replaying {} did not show the mismatch:\n{out}",
+            file.display()
+        );
+        assert!(!out.contains("ERROR"), "replay failed:\n{out}");
+    }
+}
+
+#[test]
+fn junit_xml_reads_back_as_junit_with_every_case() {
+    let dir = scratch("junit");
+    let opts = OracleOptions {
+        only: vec!["select_star".into(), "distinct".into()],
+        shrink: false,
+        ..OracleOptions::default()
+    };
+    let passing = corpus_suite(shared_cluster(), &dir, &opts);
+    let failing_case = run_one(
+        shared_cluster(),
+        &dir,
+        &opts,
+        &failing_workload(),
+        "harness oracle".into(),
+    );
+    let failing = Suite {
+        name: "tampered".into(),
+        cases: vec![failing_case],
+        seconds: 0.0,
+        budget_seconds: None,
+    };
+    let report = Report {
+        command: "test <&>".into(),
+        version: "0".into(),
+        started_unix: 0,
+        seconds: 1.0,
+        run_dir: dir.clone(),
+        suites: vec![passing, failing],
+    };
+    report.write().expect("write reports");
+    let xml = std::fs::read_to_string(dir.join("junit.xml")).expect("junit.xml");
+    let doc = roxmltree::Document::parse(&xml).expect("junit.xml is well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let suites: Vec<_> = root
+        .children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .collect();
+    assert_eq!(suites.len(), 2);
+    let cases: Vec<_> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    let expected = report.suites.iter().map(|s| s.cases.len()).sum::<usize>();
+    assert_eq!(cases.len(), expected);
+    assert_eq!(root.attribute("tests"), Some(expected.to_string().as_str()));
+    assert_eq!(root.attribute("failures"), Some("1"));
+    let failure = root
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .expect("a failure element");
+    assert_eq!(
+        failure.parent().and_then(|p| p.attribute("name")),
+        Some("group_by_aggregates")
+    );
+    assert!(failure.text().unwrap_or("").contains("rows differ"));
+    for c in &cases {
+        assert!(c
+            .attribute("time")
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some());
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("json"))
+            .expect("parses");
+    assert_eq!(json["suites"][1]["cases"][0]["outcome"], "mismatch");
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("html");
+    assert!(html.contains("<svg") && html.contains("FAILED") && !html.contains("http"));
+}

@@ -1,0 +1,383 @@
+//! The DIFF-vs-FULL oracle: run a workload in an empty database and, after
+//! creation and after every step's refresh, compare each stream table with
+//! its defining query recomputed from scratch.
+//!
+//! A check passes only when all of these hold: the rows are equal as
+//! multisets; the column names and types equal the query's own; the
+//! refresh wrote a new history row whose mode is the one the stream table
+//! must use (DIFFERENTIAL, or FULL where the step breaks continuity). The
+//! first check that does not pass ends the run, because everything after
+//! it would compare against a state already known to be wrong.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use postgres::Client;
+use serde::Serialize;
+
+use crate::compare::{
+    both_sides, multiset_difference, query_columns, render_columns, row_diff, stream_table_columns,
+};
+use crate::outcome::{Check, Outcome, Tally};
+use crate::workload::{Mode, Workload};
+
+/// The result of running one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadRun {
+    /// Workload name.
+    pub workload: String,
+    /// Its seed.
+    pub seed: u64,
+    /// Every check made, in order.
+    pub checks: Vec<Check>,
+    /// Checks by outcome.
+    pub tally: Tally,
+    /// Comparisons a complete run makes; fewer fails the run.
+    pub expected_comparisons: usize,
+    /// Operators and aggregates the engine reported for the stream tables.
+    pub operators: BTreeSet<String>,
+    /// Statements executed, in order, up to the end or the failure.
+    pub trace: Vec<String>,
+    /// Wall time.
+    pub millis: u128,
+}
+
+impl WorkloadRun {
+    /// The first check that did not pass.
+    pub fn failure(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| c.outcome != Outcome::Pass)
+    }
+
+    /// Passed: every check passed and the run made every comparison it declared.
+    pub fn passed(&self) -> bool {
+        self.failure().is_none() && self.tally.pass >= self.expected_comparisons
+    }
+
+    /// The outcome that judges this run: the failing check's, a harness
+    /// error for a run that stopped short without a failing check, else pass.
+    pub fn outcome(&self) -> Outcome {
+        match self.failure() {
+            Some(c) => c.outcome,
+            None if self.tally.pass < self.expected_comparisons => Outcome::HarnessError,
+            None => Outcome::Pass,
+        }
+    }
+}
+
+/// SQLSTATE, message and context of a database error.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{} {}: {}{}",
+            db.code().code(),
+            db.severity(),
+            db.message(),
+            db.where_()
+                .map(|w| format!(" (context: {})", w.replace('\n', "; ")))
+                .unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// Whether a failed workload statement failed inside pg_trickle (its
+/// capture triggers or functions) rather than in the workload itself.
+fn raised_by_engine(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.where_().is_some_and(|w| w.contains("pgtrickle"))
+            || db.routine().is_some_and(|r| r.contains("pgtrickle"))
+    })
+}
+
+struct Runner<'a> {
+    db: &'a mut Client,
+    run: WorkloadRun,
+}
+
+impl Runner<'_> {
+    fn record(
+        &mut self,
+        stream_table: &str,
+        step: usize,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) {
+        self.run.tally.add(outcome);
+        self.run.checks.push(Check {
+            stream_table: stream_table.into(),
+            step,
+            outcome,
+            detail,
+            sqlstate: None,
+        });
+    }
+
+    fn record_error(
+        &mut self,
+        object: &str,
+        step: usize,
+        outcome: Outcome,
+        detail: String,
+        e: &postgres::Error,
+    ) {
+        self.record(object, step, outcome, Some(detail));
+        if let Some(last) = self.run.checks.last_mut() {
+            last.sqlstate = e.code().map(|c| c.code().to_string());
+        }
+    }
+
+    /// Execute one workload statement; on failure record it and return false.
+    fn exec(&mut self, sql: &str, object: &str, step: usize, engine_call: bool) -> bool {
+        self.run.trace.push(sql.to_string());
+        match self.db.batch_execute(sql) {
+            Ok(()) => true,
+            Err(e) => {
+                let outcome = if engine_call || raised_by_engine(&e) {
+                    Outcome::EngineError
+                } else {
+                    Outcome::HarnessError
+                };
+                let detail = format!("statement failed: {sql}\n{}", describe(&e));
+                // Leave any open transaction so later inspection works.
+                let _ = self.db.batch_execute("ROLLBACK");
+                self.record_error(object, step, outcome, detail, &e);
+                false
+            }
+        }
+    }
+
+    fn last_history_id(&mut self, st: &str) -> Result<i64, postgres::Error> {
+        let row = self.db.query_one(
+            "SELECT coalesce(max(h.id), 0)::bigint FROM pgtrickle.pgt_refresh_history h \
+             JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id WHERE s.relid = to_regclass($1)",
+            &[&st],
+        )?;
+        Ok(row.get(0))
+    }
+
+    fn mode_since(&mut self, st: &str, after_id: i64) -> Result<Option<String>, postgres::Error> {
+        let row = self.db.query_opt(
+            "SELECT h.mode || coalesce(' (' || h.reason || ')', '') FROM pgtrickle.pgt_refresh_history h \
+             JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id \
+             WHERE s.relid = to_regclass($1) AND h.id > $2 ORDER BY h.id DESC LIMIT 1",
+            &[&st, &after_id],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn collect_operators(&mut self, st: &str, names: &[String]) -> Result<(), postgres::Error> {
+        let row = self
+            .db
+            .query_one("SELECT pgtrickle.explain_stream_table($1)::text", &[&st])?;
+        let text: String = row.get(0);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        collect_tree(&json["operator_tree"], names, &mut self.run.operators);
+        Ok(())
+    }
+
+    /// Compare one stream table; `mode` is the mode its refresh must have run
+    /// (None right after creation).
+    fn compare(
+        &mut self,
+        st: &str,
+        query: &str,
+        step: usize,
+        mode: Option<(&str, i64)>,
+    ) -> Result<Option<String>, postgres::Error> {
+        let st_cols = stream_table_columns(self.db, st)?;
+        let q_cols = query_columns(self.db, query)?;
+        if st_cols != q_cols {
+            return Ok(Some(format!(
+                "columns differ\n  stream table: {}\n  query:        {}",
+                render_columns(&st_cols),
+                render_columns(&q_cols)
+            )));
+        }
+        let (stored, fresh) = both_sides(self.db, st, &st_cols, query)?;
+        let (only_st, only_q) = multiset_difference(&stored, &fresh);
+        if !only_st.is_empty() || !only_q.is_empty() {
+            return Ok(Some(format!(
+                "rows differ after step {step}: {} only in the stream table, {} only in the query\n{}",
+                only_st.len(),
+                only_q.len(),
+                row_diff(&stored, &fresh)
+            )));
+        }
+        if let Some((want, after_id)) = mode {
+            let ran = self.mode_since(st, after_id)?;
+            match ran {
+                None => return Ok(Some("the refresh wrote no history row".into())),
+                Some(m) if m == want || m.starts_with(&format!("{want} (")) => {}
+                Some(m) => {
+                    return Ok(Some(format!(
+                        "the refresh ran {m}, but this stream table must refresh {want} here"
+                    )))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Compare every stream table; false once one does not pass.
+    fn check_all(&mut self, w: &Workload, step: usize, history: &[i64]) -> bool {
+        for (i, st) in w.stream_tables.iter().enumerate() {
+            let want = if step == 0 {
+                None
+            } else if st.mode == Mode::Differential
+                && w.steps[step - 1].reinit.iter().all(|r| r != &st.name)
+            {
+                Some(("DIFFERENTIAL", history[i]))
+            } else {
+                Some(("FULL", history[i]))
+            };
+            match self.compare(&st.name, &st.query, step, want) {
+                Ok(None) => self.record(&st.name, step, Outcome::Pass, None),
+                Ok(Some(why)) => {
+                    self.record(&st.name, step, Outcome::Mismatch, Some(why));
+                    return false;
+                }
+                Err(e) => {
+                    let outcome = if e.as_db_error().is_some() {
+                        // The recomputed query or the catalog read failed: the
+                        // stream table is unreadable or its query no longer runs.
+                        Outcome::EngineError
+                    } else {
+                        Outcome::HarnessError
+                    };
+                    self.record_error(&st.name, step, outcome, describe(&e), &e);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+fn collect_tree(node: &serde_json::Value, st_names: &[String], out: &mut BTreeSet<String>) {
+    let Some(op) = node["op"].as_str() else {
+        return;
+    };
+    out.insert(op.to_string());
+    let detail = node["detail"].as_str().unwrap_or_default();
+    if op == "Scan" {
+        // "schema.table" or "schema.table AS alias"
+        let qualified = detail.split_whitespace().next().unwrap_or_default();
+        let table = qualified.rsplit('.').next().unwrap_or_default();
+        if st_names.iter().any(|n| n == table) {
+            out.insert("Scan of a stream table".into());
+        }
+    }
+    if op == "Aggregate" {
+        if let Some(aggs) = detail.split("aggregates: [").nth(1) {
+            for piece in aggs.split(", ") {
+                if let Some((name, _)) = piece.split_once('(') {
+                    out.insert(format!("Aggregate {}", name.trim().to_lowercase()));
+                }
+            }
+        }
+    }
+    if let Some(children) = node["children"].as_array() {
+        for c in children {
+            collect_tree(c, st_names, out);
+        }
+    }
+}
+
+/// Run `w` in the (empty, pg_trickle-installed) database `db` is connected to.
+pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
+    let started = Instant::now();
+    let mut r = Runner {
+        db,
+        run: WorkloadRun {
+            workload: w.name.clone(),
+            seed: w.seed,
+            checks: Vec::new(),
+            tally: Tally::default(),
+            expected_comparisons: w.expected_comparisons(),
+            operators: BTreeSet::new(),
+            trace: Vec::new(),
+            millis: 0,
+        },
+    };
+    run_steps(&mut r, w);
+    r.run.millis = started.elapsed().as_millis();
+    r.run
+}
+
+fn run_steps(r: &mut Runner<'_>, w: &Workload) {
+    for sql in w.setup.iter().chain(&w.seed_rows) {
+        if !r.exec(sql, "setup", 0, false) {
+            return;
+        }
+    }
+    let names: Vec<String> = w.stream_tables.iter().map(|s| s.name.clone()).collect();
+    for st in &w.stream_tables {
+        if !r.exec(&st.create_sql(), &st.name, 0, true) {
+            return;
+        }
+        if let Err(e) = r.collect_operators(&st.name, &names) {
+            r.record_error(&st.name, 0, Outcome::EngineError, describe(&e), &e);
+            return;
+        }
+    }
+    if !r.check_all(w, 0, &[]) {
+        return;
+    }
+    for (i, step) in w.steps.iter().enumerate() {
+        let n = i + 1;
+        for sql in &step.dml {
+            if !r.exec(sql, "workload", n, false) {
+                return;
+            }
+        }
+        let mut history = Vec::with_capacity(w.stream_tables.len());
+        for st in &w.stream_tables {
+            match r.last_history_id(&st.name) {
+                Ok(id) => history.push(id),
+                Err(e) => {
+                    r.record_error(&st.name, n, Outcome::HarnessError, describe(&e), &e);
+                    return;
+                }
+            }
+            if !r.exec(&st.refresh_sql(), &st.name, n, true) {
+                return;
+            }
+        }
+        for sql in &step.after_refresh {
+            if !r.exec(sql, "after refresh", n, false) {
+                return;
+            }
+        }
+        if !r.check_all(w, n, &history) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_tree_coverage_names_ops_aggregates_and_stream_table_scans() {
+        let tree = serde_json::json!({
+            "op": "Project", "detail": "k, n",
+            "children": [{"op": "Aggregate", "detail": "keys: [k] aggregates: [count(*), SUM(v)]",
+                "children": [{"op": "Scan", "detail": "public.base AS b"}]}]
+        });
+        let mut out = BTreeSet::new();
+        collect_tree(&tree, &["base".to_string()], &mut out);
+        let got: Vec<&str> = out.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "Aggregate",
+                "Aggregate count",
+                "Aggregate sum",
+                "Project",
+                "Scan",
+                "Scan of a stream table"
+            ]
+        );
+    }
+}

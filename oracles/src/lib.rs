@@ -1,0 +1,22 @@
+//! pg_trickle's correctness oracles and their fixed workload corpus.
+//!
+//! The runner owns clusters; this crate only needs a connection to an empty
+//! database with pg_trickle installed (and, for shrinking and the negative
+//! control, a [`shrink::Sandbox`] that hands out such databases).
+//!
+//! - [`workload`]: a workload as plain SQL, and the seeded [`workload::Builder`];
+//! - [`corpus`]: the fixed workloads;
+//! - [`diff_vs_full`]: the DIFF-vs-FULL oracle;
+//! - [`outcome`]: the four outcome classes every check ends in;
+//! - [`shrink`], [`repro`]: minimal failing workloads and their `psql` replay files;
+//! - [`tamper`]: the negative control.
+
+pub mod compare;
+pub mod corpus;
+pub mod diff_vs_full;
+pub mod gen;
+pub mod outcome;
+pub mod repro;
+pub mod shrink;
+pub mod tamper;
+pub mod workload;

@@ -1,0 +1,260 @@
+//! The negative control: damage a stream table, or its captured changes,
+//! behind the engine's back and require the oracle to call it a mismatch.
+//!
+//! An oracle that never fails proves nothing. Each tampering is a plain SQL
+//! statement added to a workload step, so a tampered run replays and shrinks
+//! like any other. Every tampering statement raises an error when it found
+//! nothing to damage, which turns a vacuous tampering into a harness error
+//! instead of a silent pass.
+
+use serde::Serialize;
+
+use crate::corpus;
+use crate::diff_vs_full::{run, WorkloadRun};
+use crate::outcome::Outcome;
+use crate::shrink::Sandbox;
+use crate::workload::Workload;
+
+/// The step in which the negative control tampers.
+pub const TAMPER_STEP: usize = 3;
+
+/// One way to damage a stream table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tamper {
+    /// Delete one stored row after the refresh.
+    DropRow,
+    /// Insert a copy of one stored row after the refresh.
+    DuplicateRow,
+    /// Set one stored value to NULL after the refresh.
+    ChangeValue,
+    /// Copy every row of a source, then delete the captured changes before the refresh.
+    SkipChange,
+}
+
+impl Tamper {
+    /// Every kind of tampering.
+    pub const ALL: [Tamper; 4] = [
+        Tamper::DropRow,
+        Tamper::DuplicateRow,
+        Tamper::ChangeValue,
+        Tamper::SkipChange,
+    ];
+
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tamper::DropRow => "drop_row",
+            Tamper::DuplicateRow => "duplicate_row",
+            Tamper::ChangeValue => "change_value",
+            Tamper::SkipChange => "skip_change",
+        }
+    }
+}
+
+/// Where to tamper: a corpus workload, the stream table to damage and the
+/// source whose changes are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Corpus workload name.
+    pub workload: &'static str,
+    /// Stream table damaged by the row tamperings.
+    pub stream_table: &'static str,
+    /// Keyless source table whose captured changes are skipped.
+    pub source: &'static str,
+}
+
+/// The workloads the negative control damages: linear, join, grouped, and
+/// a stream table over a stream table.
+pub const TARGETS: &[Target] = &[
+    Target {
+        workload: "select_star",
+        stream_table: "st",
+        source: "a",
+    },
+    Target {
+        workload: "inner_equi_join",
+        stream_table: "j",
+        source: "a",
+    },
+    Target {
+        workload: "group_by_aggregates",
+        stream_table: "g",
+        source: "a",
+    },
+    Target {
+        workload: "stream_table_over_stream_table",
+        stream_table: "top",
+        source: "b",
+    },
+];
+
+/// A DO block that runs `body` (which must set `n` via GET DIAGNOSTICS)
+/// and fails when it changed nothing.
+fn must_change(what: &str, body: &str) -> String {
+    format!(
+        "DO $pgt$ DECLARE n bigint; c text; BEGIN {body} \
+         IF n = 0 THEN RAISE EXCEPTION 'negative control: nothing to {what}'; END IF; END $pgt$"
+    )
+}
+
+/// The statements for one tampering; `(before refresh, after refresh)`.
+pub fn statements(kind: Tamper, st: &str, source: &str) -> (Vec<String>, Vec<String>) {
+    match kind {
+        Tamper::DropRow => (
+            vec![],
+            vec![must_change(
+                "drop",
+                &format!(
+                    "DELETE FROM {st} WHERE ctid = (SELECT ctid FROM {st} LIMIT 1); \
+                     GET DIAGNOSTICS n = ROW_COUNT;"
+                ),
+            )],
+        ),
+        Tamper::DuplicateRow => (
+            vec![],
+            vec![must_change(
+                "duplicate",
+                &format!(
+                    "INSERT INTO {st} SELECT * FROM {st} LIMIT 1; GET DIAGNOSTICS n = ROW_COUNT;"
+                ),
+            )],
+        ),
+        Tamper::ChangeValue => (
+            vec![],
+            vec![must_change(
+                "change",
+                &format!(
+                    "SELECT quote_ident(attname) INTO c FROM pg_attribute \
+                     WHERE attrelid = '{st}'::regclass AND attnum > 0 AND NOT attisdropped \
+                     AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum LIMIT 1; \
+                     EXECUTE format('UPDATE {st} SET %s = NULL WHERE ctid = \
+                     (SELECT ctid FROM {st} WHERE %s IS NOT NULL LIMIT 1)', c, c); \
+                     GET DIAGNOSTICS n = ROW_COUNT;"
+                ),
+            )],
+        ),
+        Tamper::SkipChange => (
+            vec![
+                must_change(
+                    "copy",
+                    &format!(
+                        "INSERT INTO {source} SELECT * FROM {source}; GET DIAGNOSTICS n = ROW_COUNT;"
+                    ),
+                ),
+                must_change(
+                    "skip",
+                    &format!(
+                        "EXECUTE format('DELETE FROM pgtrickle_changes.%I', \
+                         'changes_' || '{source}'::regclass::oid); GET DIAGNOSTICS n = ROW_COUNT;"
+                    ),
+                ),
+            ],
+            vec![],
+        ),
+    }
+}
+
+/// `w` cut to `step` steps with `kind` applied in the last one.
+pub fn apply(w: &Workload, kind: Tamper, target: &Target, step: usize) -> Workload {
+    let mut out = w.clone();
+    out.steps.truncate(step);
+    let last = out
+        .steps
+        .last_mut()
+        .expect("tampering needs at least one step");
+    let (before, after) = statements(kind, target.stream_table, target.source);
+    last.dml.extend(before);
+    last.after_refresh.extend(after);
+    out
+}
+
+/// One tampering and whether the oracle caught it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TamperResult {
+    /// Where.
+    pub target: Target,
+    /// How.
+    pub tamper: Tamper,
+    /// Caught: the run failed with a mismatch in the tampered step.
+    pub detected: bool,
+    /// The tampered workload (for replay files).
+    #[serde(skip)]
+    pub workload: Workload,
+    /// The oracle's run of the tampered workload.
+    pub run: WorkloadRun,
+}
+
+/// Run every tampering on every target; `seed` overrides the workloads'
+/// own seeds. `on_result` sees each result as it completes (for progress).
+pub fn negative_control(
+    sandbox: &mut dyn Sandbox,
+    seed: Option<u64>,
+    mut on_result: impl FnMut(&TamperResult),
+) -> Result<Vec<TamperResult>, String> {
+    let mut out = Vec::new();
+    for target in TARGETS {
+        let entry = corpus::entry(target.workload)
+            .ok_or_else(|| format!("negative control: no corpus workload {}", target.workload))?;
+        let base = (entry.build)(seed.unwrap_or(entry.seed), TAMPER_STEP);
+        for tamper in Tamper::ALL {
+            let w = apply(&base, tamper, target, TAMPER_STEP);
+            let name = format!("neg_{}_{}", target.workload, tamper.name());
+            let mut db = sandbox.fresh_database(&name)?;
+            let r = run(&mut db, &w);
+            let detected = r
+                .failure()
+                .is_some_and(|c| c.outcome == Outcome::Mismatch && c.step == TAMPER_STEP);
+            let result = TamperResult {
+                target: *target,
+                tamper,
+                detected,
+                workload: w,
+                run: r,
+            };
+            on_result(&result);
+            out.push(result);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus;
+
+    #[test]
+    fn every_target_names_a_corpus_workload_with_that_stream_table() {
+        for t in TARGETS {
+            let e = corpus::entry(t.workload).expect(t.workload);
+            let w = (e.build)(e.seed, 4);
+            assert!(
+                w.stream_tables.iter().any(|s| s.name == t.stream_table),
+                "{}",
+                t.workload
+            );
+            assert!(
+                w.setup
+                    .iter()
+                    .any(|s| s.starts_with(&format!("CREATE TABLE {} (", t.source))),
+                "{}",
+                t.workload
+            );
+        }
+    }
+
+    #[test]
+    fn tampering_lands_in_the_last_kept_step() {
+        let e = corpus::entry("select_star").unwrap();
+        let w = (e.build)(e.seed, 6);
+        let t = apply(&w, Tamper::SkipChange, &TARGETS[0], 3);
+        assert_eq!(t.steps.len(), 3);
+        assert!(t.steps[2]
+            .dml
+            .iter()
+            .any(|s| s.contains("pgtrickle_changes")));
+        let t = apply(&w, Tamper::DropRow, &TARGETS[0], 2);
+        assert_eq!(t.steps[1].after_refresh.len(), 1);
+    }
+}
