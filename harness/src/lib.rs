@@ -8,4 +8,5 @@ pub mod demo;
 pub mod oracle_suite;
 pub mod progress;
 pub mod report;
+pub mod sqlancer_suite;
 pub mod testkit;

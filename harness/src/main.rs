@@ -32,6 +32,10 @@ enum Command {
     Pr(cmd::pr::PrArgs),
     /// The DIFF-vs-FULL oracle over the workload corpus (or the negative control).
     Oracle(cmd::oracle::OracleArgs),
+    /// The long job: the corpus under several seeds, then SQLancer sessions with fresh seeds.
+    Nightly(cmd::nightly::NightlyArgs),
+    /// SQLancer light: seeded random schemas, queries and DML through the oracle.
+    Sqlancer(cmd::sqlancer::SqlancerArgs),
     /// Show a stream table being kept fresh by the scheduler.
     Demo(cmd::demo::DemoArgs),
     /// Measure refresh time, write latency and write throughput.
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Pr(args) => cmd::pr::run(&cli.common, args),
         Command::Oracle(args) => cmd::oracle::run(&cli.common, args),
+        Command::Nightly(args) => cmd::nightly::run(&cli.common, args),
+        Command::Sqlancer(args) => cmd::sqlancer::run(&cli.common, args),
         Command::Demo(args) => cmd::demo::run(&cli.common, args),
         Command::Bench(cfg) => cmd::bench::run(&cli.common, cfg),
     };

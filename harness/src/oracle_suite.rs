@@ -224,20 +224,36 @@ pub fn run_one(
     }
     c.message = Some(verdict(&r));
     c.reproduce = Some(reproduce.clone());
-    report_failure(cluster, run_dir, opts, w, &r, &name, &mut c);
+    let failed = Failed {
+        workload: w,
+        run: &r,
+        database: &name,
+    };
+    report_failure(cluster, run_dir, opts, failed, &mut c, &shrink::no_variants);
     c
 }
 
-/// Fill `c` with the failure report and write replay files.
-fn report_failure(
+/// A failed oracle run and where it ran.
+pub struct Failed<'a> {
+    /// The workload.
+    pub workload: &'a Workload,
+    /// Its run.
+    pub run: &'a WorkloadRun,
+    /// The database it ran in (kept for inspection).
+    pub database: &'a str,
+}
+
+/// Fill `c` with the failure report and write replay files; `variants`
+/// simplifies queries while shrinking.
+pub fn report_failure(
     cluster: &Cluster,
     run_dir: &Path,
     opts: &OracleOptions,
-    w: &Workload,
-    r: &WorkloadRun,
-    db: &str,
+    failed: Failed<'_>,
     c: &mut CaseReport,
+    variants: shrink::QueryVariants<'_>,
 ) {
+    let (w, r, db) = (failed.workload, failed.run, failed.database);
     let dir = run_dir.join("replay");
     let _ = std::fs::create_dir_all(&dir);
     let failing = r
@@ -250,7 +266,7 @@ fn report_failure(
         .and_then(|mut client| compare::stream_table_columns(&mut client, &failing).ok())
         .map(|cols| cols.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
         .unwrap_or_default();
-    let full_path = dir.join(format!("{}.full.sql", w.name));
+    let full_path = dir.join(format!("{}.seed{}.full.sql", w.name, w.seed));
     write_file(
         &full_path,
         &repro::render(w, r, &full_columns, c.reproduce.as_deref().unwrap_or("")),
@@ -282,7 +298,7 @@ fn report_failure(
     if opts.shrink && r.failure().is_some() {
         let mut sandbox = Databases(cluster);
         let t = Instant::now();
-        match shrink::shrink(&mut sandbox, w, r, opts.shrink_limits) {
+        match shrink::shrink(&mut sandbox, w, r, opts.shrink_limits, variants) {
             Ok(s) => {
                 let _ = writeln!(
                     text,
@@ -304,7 +320,7 @@ fn report_failure(
                         f.detail.as_deref().unwrap_or("")
                     );
                 }
-                let path = dir.join(format!("{}.sql", w.name));
+                let path = dir.join(format!("{}.seed{}.sql", w.name, w.seed));
                 write_file(
                     &path,
                     &repro::render(

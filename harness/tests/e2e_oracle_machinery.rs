@@ -97,8 +97,11 @@ fn a_failure_is_shrunk_and_its_replay_file_reproduces_it_in_psql() {
             "report lacks {needed:?}:\n{details}"
         );
     }
-    let shrunk = dir.join("replay/group_by_aggregates.sql");
-    let full = dir.join("replay/group_by_aggregates.full.sql");
+    let shrunk = dir.join(format!("replay/group_by_aggregates.seed{}.sql", w.seed));
+    let full = dir.join(format!(
+        "replay/group_by_aggregates.seed{}.full.sql",
+        w.seed
+    ));
     assert_eq!(c.replay_files, vec![full.clone(), shrunk.clone()]);
 
     for file in [&shrunk, &full] {

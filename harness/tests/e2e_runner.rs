@@ -172,3 +172,20 @@ fn a_topology_starts_a_coordinator_and_workers() {
         assert_eq!(v, "pg_trickle");
     }
 }
+
+#[test]
+fn external_sqlancer_without_a_jar_is_a_clear_could_not_run() {
+    let dir = run_dir("nojar");
+    let out = harness(&dir)
+        .args([
+            "sqlancer",
+            "--external",
+            "/nonexistent/sqlancer.jar",
+            "--time",
+            "5",
+        ])
+        .output()
+        .expect("run harness");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no SQLancer jar"));
+}

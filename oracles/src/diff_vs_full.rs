@@ -36,6 +36,9 @@ pub struct WorkloadRun {
     pub expected_comparisons: usize,
     /// Operators and aggregates the engine reported for the stream tables.
     pub operators: BTreeSet<String>,
+    /// The mode each stream table got at creation, and the engine's reason
+    /// when it is FULL: `(name, mode, reason)`.
+    pub modes: Vec<(String, String, Option<String>)>,
     /// Statements executed, in order, up to the end or the failure.
     pub trace: Vec<String>,
     /// Wall time.
@@ -165,6 +168,26 @@ impl Runner<'_> {
         Ok(row.map(|r| r.get(0)))
     }
 
+    fn record_mode(&mut self, st: &str) -> Result<(), postgres::Error> {
+        let row = self.db.query_one(
+            "SELECT effective_mode, fallback_reason FROM pgtrickle.pgt_stream_tables WHERE relid = to_regclass($1)",
+            &[&st],
+        )?;
+        self.run
+            .modes
+            .push((st.to_string(), row.get(0), row.get(1)));
+        Ok(())
+    }
+
+    /// The mode stream table `i` must refresh in (after creation).
+    fn mode_of(&self, i: usize) -> &str {
+        self.run
+            .modes
+            .get(i)
+            .map(|m| m.1.as_str())
+            .unwrap_or("DIFFERENTIAL")
+    }
+
     fn collect_operators(&mut self, st: &str, names: &[String]) -> Result<(), postgres::Error> {
         let row = self
             .db
@@ -221,9 +244,10 @@ impl Runner<'_> {
     /// Compare every stream table; false once one does not pass.
     fn check_all(&mut self, w: &Workload, step: usize, history: &[i64]) -> bool {
         for (i, st) in w.stream_tables.iter().enumerate() {
+            let effective = self.mode_of(i).to_string();
             let want = if step == 0 {
                 None
-            } else if st.mode == Mode::Differential
+            } else if effective == "DIFFERENTIAL"
                 && w.steps[step - 1].reinit.iter().all(|r| r != &st.name)
             {
                 Some(("DIFFERENTIAL", history[i]))
@@ -295,6 +319,7 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
             tally: Tally::default(),
             expected_comparisons: w.expected_comparisons(),
             operators: BTreeSet::new(),
+            modes: Vec::new(),
             trace: Vec::new(),
             millis: 0,
         },
@@ -317,6 +342,16 @@ fn run_steps(r: &mut Runner<'_>, w: &Workload) {
         }
         if let Err(e) = r.collect_operators(&st.name, &names) {
             r.record_error(&st.name, 0, Outcome::EngineError, describe(&e), &e);
+            return;
+        }
+        if let Err(e) = r.record_mode(&st.name) {
+            r.record_error(&st.name, 0, Outcome::EngineError, describe(&e), &e);
+            return;
+        }
+        let got = r.mode_of(r.run.modes.len() - 1).to_string();
+        if st.mode != Mode::Auto && got != st.mode.sql_name() {
+            let detail = format!("created {} but the engine chose {got}", st.mode.sql_name());
+            r.record(&st.name, 0, Outcome::Mismatch, Some(detail));
             return;
         }
     }

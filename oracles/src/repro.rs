@@ -121,6 +121,7 @@ mod tests {
             tally: Tally::default(),
             expected_comparisons: 2,
             operators: Default::default(),
+            modes: vec![],
             trace: vec![],
             millis: 0,
         };

@@ -163,13 +163,48 @@ fn cut_to_failure(mut w: Workload, r: &WorkloadRun) -> Workload {
     w
 }
 
+/// Simpler versions of a defining query, for shrinking by clauses; the
+/// corpus has none, generated queries know their own AST.
+pub type QueryVariants<'a> = &'a dyn Fn(&str) -> Vec<String>;
+
+/// No query simplification.
+pub fn no_variants(_: &str) -> Vec<String> {
+    Vec::new()
+}
+
+impl Shrinker<'_> {
+    /// Replace the failing stream table's query by simpler variants while
+    /// the failure persists.
+    fn simplify_query(&mut self, best: &mut Workload, variants: QueryVariants<'_>) {
+        let failing = self.want.object.clone();
+        'outer: loop {
+            let Some(i) = best.stream_tables.iter().position(|s| s.name == failing) else {
+                return;
+            };
+            for v in variants(&best.stream_tables[i].query) {
+                let mut cand = best.clone();
+                cand.stream_tables[i].query = v;
+                if self.try_keep(best, cand) {
+                    continue 'outer;
+                }
+                if self.limited {
+                    return;
+                }
+            }
+            return;
+        }
+    }
+}
+
 /// Shrink `w`, whose run `failed` did not pass, to a smaller workload that
-/// fails the same way, then confirm it with one more run.
+/// fails the same way, then confirm it with one more run. `variants` gives
+/// simpler versions of a query (use [`no_variants`] for none).
 pub fn shrink(
     sandbox: &mut dyn Sandbox,
     w: &Workload,
     failed: &WorkloadRun,
     limits: Limits,
+    variants: QueryVariants<'_>,
 ) -> Result<Shrunk, String> {
     let want = signature(failed).ok_or("the run did not fail; nothing to shrink")?;
     let mut s = Shrinker {
@@ -194,6 +229,7 @@ pub fn shrink(
             s.try_keep(&mut best, cand);
         }
     }
+    s.simplify_query(&mut best, variants);
     for _round in 0..2 {
         s.ddmin(&mut best, |w| w.steps.clone(), |w, v| w.steps = v);
         for i in 0..best.steps.len() {
@@ -210,6 +246,7 @@ pub fn shrink(
         s.ddmin(&mut best, |w| w.seed_rows.clone(), |w, v| w.seed_rows = v);
     }
     s.ddmin(&mut best, |w| w.setup.clone(), |w, v| w.setup = v);
+    s.simplify_query(&mut best, variants);
 
     // Confirm: the shrunk workload must fail the same way on a fresh run.
     let limited = s.limited;
@@ -251,6 +288,7 @@ mod tests {
             tally: Tally::default(),
             expected_comparisons: 1,
             operators: BTreeSet::new(),
+            modes: vec![],
             trace: vec![],
             millis: 0,
         }

@@ -16,6 +16,9 @@ pub enum Mode {
     Differential,
     /// Recomputed; every refresh must run FULL.
     Full,
+    /// The engine chooses; every refresh must run the mode it chose at
+    /// creation, and a FULL choice is recorded with its reason.
+    Auto,
 }
 
 impl Mode {
@@ -24,6 +27,7 @@ impl Mode {
         match self {
             Mode::Differential => "DIFFERENTIAL",
             Mode::Full => "FULL",
+            Mode::Auto => "AUTO",
         }
     }
 }
@@ -175,7 +179,8 @@ impl Builder {
         self.stream_table(name, query, Mode::Full)
     }
 
-    fn stream_table(mut self, name: &str, query: &str, mode: Mode) -> Self {
+    /// A stream table in any mode.
+    pub fn stream_table(mut self, name: &str, query: &str, mode: Mode) -> Self {
         self.workload.stream_tables.push(StreamTableDef {
             name: name.into(),
             query: query.into(),

@@ -3,8 +3,10 @@
 
 pub mod bench;
 pub mod demo;
+pub mod nightly;
 pub mod oracle;
 pub mod pr;
+pub mod sqlancer;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,12 +1,14 @@
 //! `harness pr`: the PR gate. Runs, each inside its budget: the scheduler
-//! demo, the oracle corpus and the negative control. Later gates (SQLancer
-//! light, TPC-H, the upgrade slice) join here as they land.
+//! demo, the oracle corpus, the negative control and SQLancer light with a
+//! published seed. Later gates (TPC-H, the upgrade slice) join here as
+//! they land.
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use harness::oracle_suite::{corpus_suite, negative_control_suite};
 use harness::report::{CaseReport, Suite};
+use harness::sqlancer_suite::{sqlancer_suite, SqlancerOptions};
 use oracles::outcome::{Outcome, Tally};
 
 use super::oracle::OracleArgs;
@@ -20,7 +22,20 @@ pub struct PrArgs {
     /// Time budget of the oracle corpus, in seconds.
     #[arg(long, default_value_t = 420)]
     pub oracle_budget: u64,
+    /// SQLancer-light session seed.
+    #[arg(long, default_value_t = PR_SQLANCER_SEED)]
+    pub sqlancer_seed: u64,
+    /// SQLancer-light time budget, in seconds.
+    #[arg(long, default_value_t = 150)]
+    pub sqlancer_time: u64,
+    /// SQLancer light must check at least this many (query, step) pairs.
+    #[arg(long, default_value_t = 1500)]
+    pub sqlancer_min_checks: usize,
 }
+
+/// The PR gate's SQLancer seed: fixed, so the gate is deterministic; the
+/// nightly job explores fresh seeds.
+pub const PR_SQLANCER_SEED: u64 = 20261125;
 
 fn demo_suite(cluster: &harness::cluster::Cluster, seed: u64, runner: &str) -> Suite {
     let t = Instant::now();
@@ -68,5 +83,15 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         args.oracle.seed,
         &runner,
     ));
+    let sq = SqlancerOptions {
+        seed: args.sqlancer_seed,
+        first: 0,
+        time: Duration::from_secs(args.sqlancer_time),
+        queries: u64::MAX,
+        min_checks: args.sqlancer_min_checks,
+        max_rejected_pct: 10.0,
+        oracle: opts.clone(),
+    };
+    suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);
     run.finish(common, suites, Some(&mut cluster))
 }

@@ -1,0 +1,85 @@
+//! `harness nightly`: the long job. The oracle corpus under several seeds,
+//! the negative control, then SQLancer-light sessions with fresh seeds
+//! (each printed) until the time budget is spent.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use harness::oracle_suite::{corpus_suite, negative_control_suite, OracleOptions};
+use harness::sqlancer_suite::{sqlancer_suite, SqlancerOptions};
+
+use super::{Common, Failure, Run};
+
+/// Options of `harness nightly`.
+#[derive(Args, Clone)]
+pub struct NightlyArgs {
+    /// Total time budget in minutes.
+    #[arg(long, default_value_t = 60)]
+    pub minutes: u64,
+    /// Extra corpus seeds besides each workload's own.
+    #[arg(long, default_value_t = 3)]
+    pub corpus_seeds: u64,
+    /// Length of one SQLancer session in minutes (each gets a fresh seed).
+    #[arg(long, default_value_t = 10)]
+    pub session_minutes: u64,
+    /// Base seed (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Run `harness nightly`.
+pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
+    let run = Run::begin(common, "nightly")?;
+    let mut cluster = run.cluster(common, vec![])?;
+    let budget = Duration::from_secs(args.minutes * 60);
+    let started = Instant::now();
+    let base = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1)
+    });
+    println!(
+        "nightly: base seed {base} (reproduce: {} nightly --seed {base})",
+        common.runner()
+    );
+    let oracle = OracleOptions {
+        steps: 60,
+        runner: common.runner(),
+        ..OracleOptions::default()
+    };
+    let mut suites = vec![corpus_suite(&cluster, &run.dir, &oracle)];
+    for k in 0..args.corpus_seeds {
+        let opts = OracleOptions {
+            seed: Some(sqlancer::case::case_seed(base, k)),
+            ..oracle.clone()
+        };
+        let mut s = corpus_suite(&cluster, &run.dir, &opts);
+        s.name = format!("oracle_seed_{}", opts.seed.unwrap_or_default());
+        suites.push(s);
+    }
+    suites.push(negative_control_suite(
+        &cluster,
+        &run.dir,
+        Some(base),
+        &common.runner(),
+    ));
+    let mut session = 0u64;
+    while started.elapsed() < budget {
+        let left = budget.saturating_sub(started.elapsed());
+        let opts = SqlancerOptions {
+            seed: sqlancer::case::case_seed(base, 1000 + session),
+            first: 0,
+            time: left.min(Duration::from_secs(args.session_minutes * 60)),
+            queries: u64::MAX,
+            min_checks: 0,
+            max_rejected_pct: 10.0,
+            oracle: oracle.clone(),
+        };
+        let (mut s, _) = sqlancer_suite(&cluster, &run.dir, &opts);
+        s.name = format!("sqlancer_seed_{}", opts.seed);
+        suites.push(s);
+        session += 1;
+    }
+    run.finish(common, suites, Some(&mut cluster))
+}

@@ -1,0 +1,367 @@
+//! The SQLancer-light suite: generated cases (schema, data, one query as an
+//! AUTO stream table, DML) run through the DIFF-vs-FULL oracle until a time
+//! or query budget runs out, with every query's fate counted by class:
+//! checked DIFFERENTIAL, fell back to FULL (and checked), mismatch, engine
+//! error, rejected by PostgreSQL (discarded), harness error. The same code
+//! ingests the real SQLancer's logs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oracles::diff_vs_full::{describe, run, WorkloadRun};
+use oracles::outcome::{Outcome, Tally};
+use oracles::workload::Workload;
+use serde::Serialize;
+use sqlancer::grammar::{Query, Simplifier};
+
+use crate::cluster::Cluster;
+use crate::oracle_suite::{report_failure, Failed, OracleOptions};
+use crate::report::{CaseReport, Suite};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SqlancerOptions {
+    /// Session seed; case `i` derives its own seed from it.
+    pub seed: u64,
+    /// Number of the first case.
+    pub first: u64,
+    /// Stop starting cases after this long.
+    pub time: Duration,
+    /// Stop after this many cases.
+    pub queries: u64,
+    /// Fail when fewer (query, step) pairs were checked.
+    pub min_checks: usize,
+    /// Fail when more than this percentage of queries were rejected by PostgreSQL.
+    pub max_rejected_pct: f64,
+    /// Shrinking and reproduce-command options.
+    pub oracle: OracleOptions,
+}
+
+/// How generated queries fared.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Queries run.
+    pub queries: usize,
+    /// Maintained DIFFERENTIALLY and checked at every step.
+    pub checked_differential: usize,
+    /// The engine chose FULL (still checked at every step).
+    pub fell_back_to_full: usize,
+    /// Wrong results, columns or refresh mode.
+    pub mismatch: usize,
+    /// pg_trickle raised an error.
+    pub engine_error: usize,
+    /// PostgreSQL rejected the generated query (discarded).
+    pub rejected: usize,
+    /// The harness failed.
+    pub harness_error: usize,
+    /// (query, step) pairs that passed.
+    pub checks: usize,
+    /// Fallback reasons and how often.
+    pub fallback_reasons: BTreeMap<String, usize>,
+    /// Rejections by SQLSTATE.
+    pub rejected_sqlstates: BTreeMap<String, usize>,
+    /// Per construct: (queries containing it, of them maintained DIFFERENTIALLY).
+    pub constructs: BTreeMap<String, (usize, usize)>,
+}
+
+impl Counts {
+    /// One line for progress output.
+    pub fn line(&self) -> String {
+        format!(
+            "{} queries: {} DIFF, {} FULL fallback, {} rejected, {} mismatch, {} engine error, {} harness error; {} checks",
+            self.queries,
+            self.checked_differential,
+            self.fell_back_to_full,
+            self.rejected,
+            self.mismatch,
+            self.engine_error,
+            self.harness_error,
+            self.checks
+        )
+    }
+}
+
+/// One query's fate.
+pub enum Fate {
+    /// PostgreSQL rejected the query; SQLSTATE and message.
+    Rejected(String, String),
+    /// The oracle ran it.
+    Ran(Box<WorkloadRun>),
+}
+
+/// Run `w` in a fresh database named `db`: first check that PostgreSQL
+/// accepts the query over the schema, then run the oracle.
+pub fn run_case(cluster: &Cluster, db: &str, w: &Workload) -> Result<Fate, String> {
+    let mut client = cluster.fresh_database(db).map_err(|e| e.to_string())?;
+    for s in w.setup.iter().chain(&w.seed_rows) {
+        client
+            .batch_execute(s)
+            .map_err(|e| format!("generated statement failed: {s}: {}", describe(&e)))?;
+    }
+    if let Err(e) = client.prepare(&w.stream_tables[0].query) {
+        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+        return Ok(Fate::Rejected(code, describe(&e)));
+    }
+    client
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .map_err(|e| describe(&e))?;
+    Ok(Fate::Ran(Box::new(run(&mut client, w))))
+}
+
+struct Session<'a> {
+    cluster: &'a Cluster,
+    run_dir: &'a Path,
+    opts: &'a SqlancerOptions,
+    counts: Counts,
+    failures: Vec<CaseReport>,
+    shrinking: Duration,
+}
+
+impl Session<'_> {
+    fn record(
+        &mut self,
+        w: &Workload,
+        query: Option<&Query>,
+        fate: Result<Fate, String>,
+        reproduce: String,
+    ) {
+        self.counts.queries += 1;
+        let run = match fate {
+            Err(e) => {
+                self.counts.harness_error += 1;
+                let mut t = Tally::default();
+                t.add(Outcome::HarnessError);
+                let mut c = CaseReport::new(&w.name, Outcome::HarnessError, t, 0);
+                c.message = Some(e);
+                c.reproduce = Some(reproduce);
+                self.failures.push(c);
+                return;
+            }
+            Ok(Fate::Rejected(code, _)) => {
+                self.counts.rejected += 1;
+                *self.counts.rejected_sqlstates.entry(code).or_default() += 1;
+                return;
+            }
+            Ok(Fate::Ran(r)) => r,
+        };
+        self.counts.checks += run.tally.pass;
+        let mode = run.modes.first().map(|m| m.1.clone()).unwrap_or_default();
+        if let Some(q) = query {
+            for c in &q.constructs {
+                let e = self.counts.constructs.entry(format!("{c:?}")).or_default();
+                e.0 += 1;
+                if mode == "DIFFERENTIAL" {
+                    e.1 += 1;
+                }
+            }
+        }
+        match run.outcome() {
+            Outcome::Pass if mode == "FULL" => {
+                self.counts.fell_back_to_full += 1;
+                let reason = run.modes[0].2.clone().unwrap_or_default();
+                *self.counts.fallback_reasons.entry(reason).or_default() += 1;
+                return;
+            }
+            Outcome::Pass => {
+                self.counts.checked_differential += 1;
+                return;
+            }
+            Outcome::Mismatch => self.counts.mismatch += 1,
+            Outcome::EngineError => self.counts.engine_error += 1,
+            Outcome::HarnessError => self.counts.harness_error += 1,
+        }
+        let mut c = CaseReport::new(&w.name, run.outcome(), run.tally, run.millis);
+        let f = run.failure();
+        c.message = Some(match f {
+            Some(f) => format!(
+                "{} on {} at step {}",
+                f.outcome.name(),
+                f.stream_table,
+                f.step
+            ),
+            None => "stopped short of its checks".into(),
+        });
+        c.reproduce = Some(reproduce);
+        c.facts = serde_json::json!({ "query": w.stream_tables[0].query, "modes": run.modes });
+        let simplifier = query.map(Simplifier::new);
+        let variants = |sql: &str| -> Vec<String> {
+            simplifier
+                .as_ref()
+                .map(|s| s.variants(sql))
+                .unwrap_or_default()
+        };
+        let mut oracle = self.opts.oracle.clone();
+        let left = oracle.shrink_total.saturating_sub(self.shrinking);
+        oracle.shrink_limits.max_time = oracle.shrink_limits.max_time.min(left);
+        oracle.shrink = oracle.shrink && !left.is_zero();
+        let t = Instant::now();
+        let failed = Failed {
+            workload: w,
+            run: &run,
+            database: "s_case",
+        };
+        report_failure(
+            self.cluster,
+            self.run_dir,
+            &oracle,
+            failed,
+            &mut c,
+            &variants,
+        );
+        self.shrinking += t.elapsed();
+        if let Some(d) = &c.details {
+            eprintln!("\nsqlancer: FAILED {}\n{d}", w.name);
+        }
+        self.failures.push(c);
+    }
+}
+
+fn summary_cases(counts: &Counts, opts_min: usize, max_rejected_pct: f64) -> Vec<CaseReport> {
+    let mut out = Vec::new();
+    let checks_ok = counts.checks >= opts_min;
+    let t = Tally {
+        pass: counts.checks,
+        ..Tally::default()
+    };
+    let mut c = CaseReport::new(
+        "minimum_checks",
+        if checks_ok {
+            Outcome::Pass
+        } else {
+            Outcome::HarnessError
+        },
+        t,
+        0,
+    );
+    if !checks_ok {
+        c.message = Some(format!(
+            "only {} (query, step) pairs checked; the minimum is {opts_min}",
+            counts.checks
+        ));
+    }
+    c.facts = serde_json::to_value(counts).unwrap_or_default();
+    out.push(c);
+    let pct = if counts.queries == 0 {
+        0.0
+    } else {
+        100.0 * counts.rejected as f64 / counts.queries as f64
+    };
+    let ok = pct <= max_rejected_pct;
+    let mut t = Tally::default();
+    t.add(if ok {
+        Outcome::Pass
+    } else {
+        Outcome::HarnessError
+    });
+    let mut c = CaseReport::new(
+        "rejection_rate",
+        if ok {
+            Outcome::Pass
+        } else {
+            Outcome::HarnessError
+        },
+        t,
+        0,
+    );
+    if !ok {
+        c.message = Some(format!(
+            "PostgreSQL rejected {pct:.1}% of the generated queries (at most {max_rejected_pct}% allowed): the generator is producing invalid SQL; by SQLSTATE: {:?}",
+            counts.rejected_sqlstates
+        ));
+    }
+    out.push(c);
+    out
+}
+
+/// Run a SQLancer-light session on `cluster`.
+pub fn sqlancer_suite(
+    cluster: &Cluster,
+    run_dir: &Path,
+    opts: &SqlancerOptions,
+) -> (Suite, Counts) {
+    let started = Instant::now();
+    println!(
+        "sqlancer: seed {} (reproduce this session: {} sqlancer --seed {} --queries N)",
+        opts.seed, opts.oracle.runner, opts.seed
+    );
+    let mut s = Session {
+        cluster,
+        run_dir,
+        opts,
+        counts: Counts::default(),
+        failures: Vec::new(),
+        shrinking: Duration::ZERO,
+    };
+    let mut last_print = Instant::now();
+    let mut i = opts.first;
+    while i < opts.first.saturating_add(opts.queries) && started.elapsed() < opts.time {
+        let case = sqlancer::case::case(opts.seed, i);
+        let reproduce = format!(
+            "{} sqlancer --seed {} --first {i} --queries 1",
+            opts.oracle.runner, opts.seed
+        );
+        let fate = run_case(cluster, "s_case", &case.workload);
+        s.record(&case.workload, Some(&case.query), fate, reproduce);
+        i += 1;
+        if last_print.elapsed() >= Duration::from_secs(15) {
+            println!(
+                "sqlancer [{:.0} s] {}",
+                started.elapsed().as_secs_f64(),
+                s.counts.line()
+            );
+            last_print = Instant::now();
+        }
+    }
+    finish(s, started, opts)
+}
+
+/// Run given workloads (e.g. from a SQLancer log) as one session.
+pub fn workloads_suite(
+    cluster: &Cluster,
+    run_dir: &Path,
+    opts: &SqlancerOptions,
+    workloads: &[Workload],
+) -> (Suite, Counts) {
+    let started = Instant::now();
+    let mut s = Session {
+        cluster,
+        run_dir,
+        opts,
+        counts: Counts::default(),
+        failures: Vec::new(),
+        shrinking: Duration::ZERO,
+    };
+    for w in workloads {
+        let fate = run_case(cluster, "s_case", w);
+        let reproduce = format!(
+            "{} sqlancer --external ... (workload {})",
+            opts.oracle.runner, w.name
+        );
+        s.record(w, None, fate, reproduce);
+    }
+    finish(s, started, opts)
+}
+
+fn finish(s: Session<'_>, started: Instant, opts: &SqlancerOptions) -> (Suite, Counts) {
+    println!(
+        "sqlancer [{:.0} s] {}",
+        started.elapsed().as_secs_f64(),
+        s.counts.line()
+    );
+    let mut cases = s.failures;
+    cases.extend(summary_cases(
+        &s.counts,
+        opts.min_checks,
+        opts.max_rejected_pct,
+    ));
+    (
+        Suite {
+            name: "sqlancer".into(),
+            cases,
+            seconds: started.elapsed().as_secs_f64(),
+            budget_seconds: Some(opts.time.as_secs_f64()),
+        },
+        s.counts,
+    )
+}

@@ -1,0 +1,366 @@
+//! The query grammar in one place: the constructs the generator can emit
+//! (and whether each is inside the engine's DIFFERENTIAL grammar or at its
+//! edge), the query AST, its SQL rendering, and its one-step
+//! simplifications for the shrinker.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Serialize;
+
+/// A construct a generated query can contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Construct {
+    /// `a JOIN b ON ...`
+    InnerJoin,
+    /// Two or more joins in one FROM.
+    MultiWayJoin,
+    /// The same table twice in one FROM.
+    SelfJoin,
+    /// `FROM a, b WHERE ...`
+    CommaJoin,
+    /// A join condition without equality.
+    NonEquiJoin,
+    /// IS NULL, IS DISTINCT FROM, OR / NOT over nullable operands.
+    NullLogic,
+    /// GROUP BY.
+    GroupBy,
+    /// Aggregates without GROUP BY.
+    ScalarAggregate,
+    /// An aggregate over an expression, not a bare column.
+    AggregateOverExpression,
+    /// HAVING.
+    Having,
+    /// SELECT DISTINCT.
+    Distinct,
+    /// UNION ALL.
+    UnionAll,
+    /// A subquery in FROM.
+    SubqueryInFrom,
+    /// DISTINCT together with GROUP BY (edge).
+    DistinctWithGroupBy,
+    /// LEFT JOIN (edge).
+    LeftJoin,
+    /// EXISTS (edge).
+    Exists,
+    /// NOT EXISTS (edge).
+    NotExists,
+    /// `x IN (SELECT ...)` (edge).
+    InSubquery,
+    /// A scalar subquery in the SELECT list (edge).
+    ScalarSubquery,
+}
+
+impl Construct {
+    /// Every construct the generator can emit.
+    pub const EMITTED: [Construct; 19] = [
+        Construct::InnerJoin,
+        Construct::MultiWayJoin,
+        Construct::SelfJoin,
+        Construct::CommaJoin,
+        Construct::NonEquiJoin,
+        Construct::NullLogic,
+        Construct::GroupBy,
+        Construct::ScalarAggregate,
+        Construct::AggregateOverExpression,
+        Construct::Having,
+        Construct::Distinct,
+        Construct::UnionAll,
+        Construct::SubqueryInFrom,
+        Construct::DistinctWithGroupBy,
+        Construct::LeftJoin,
+        Construct::Exists,
+        Construct::NotExists,
+        Construct::InSubquery,
+        Construct::ScalarSubquery,
+    ];
+
+    /// Whether the engine is expected to maintain it DIFFERENTIALLY today
+    /// (the rest sit at the edge of its grammar and may fall back to FULL).
+    pub fn differential(self) -> bool {
+        !matches!(
+            self,
+            Construct::DistinctWithGroupBy
+                | Construct::LeftJoin
+                | Construct::Exists
+                | Construct::NotExists
+                | Construct::InSubquery
+                | Construct::ScalarSubquery
+        )
+    }
+}
+
+/// How a FROM item joins the ones before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinKind {
+    /// The first item.
+    First,
+    /// `, item` (condition in WHERE).
+    Comma,
+    /// `JOIN item ON cond`.
+    Inner(String),
+    /// `LEFT JOIN item ON cond`.
+    Left(String),
+}
+
+/// What a FROM item reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A table.
+    Table(String),
+    /// A subquery.
+    Sub(Box<Select>),
+}
+
+/// One FROM item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromItem {
+    /// How it joins.
+    pub join: JoinKind,
+    /// What it reads.
+    pub source: Source,
+    /// Its alias.
+    pub alias: String,
+}
+
+/// One SELECT block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Select {
+    /// SELECT DISTINCT.
+    pub distinct: bool,
+    /// `(expression, alias)` pairs.
+    pub items: Vec<(String, String)>,
+    /// FROM items in order.
+    pub from: Vec<FromItem>,
+    /// WHERE conjuncts.
+    pub filters: Vec<String>,
+    /// GROUP BY expressions.
+    pub group_by: Vec<String>,
+    /// HAVING conjuncts.
+    pub having: Vec<String>,
+}
+
+impl Select {
+    /// The block as SQL.
+    pub fn sql(&self) -> String {
+        let mut out = String::from("SELECT ");
+        if self.distinct {
+            out.push_str("DISTINCT ");
+        }
+        let items: Vec<String> = self
+            .items
+            .iter()
+            .map(|(e, a)| format!("{e} AS {a}"))
+            .collect();
+        out.push_str(&items.join(", "));
+        out.push_str(" FROM ");
+        for f in &self.from {
+            let src = match &f.source {
+                Source::Table(t) => t.clone(),
+                Source::Sub(s) => format!("({})", s.sql()),
+            };
+            match &f.join {
+                JoinKind::First => out.push_str(&format!("{src} {}", f.alias)),
+                JoinKind::Comma => out.push_str(&format!(", {src} {}", f.alias)),
+                JoinKind::Inner(on) => out.push_str(&format!(" JOIN {src} {} ON {on}", f.alias)),
+                JoinKind::Left(on) => {
+                    out.push_str(&format!(" LEFT JOIN {src} {} ON {on}", f.alias))
+                }
+            }
+        }
+        if !self.filters.is_empty() {
+            out.push_str(&format!(" WHERE {}", self.filters.join(" AND ")));
+        }
+        if !self.group_by.is_empty() {
+            out.push_str(&format!(" GROUP BY {}", self.group_by.join(", ")));
+        }
+        if !self.having.is_empty() {
+            out.push_str(&format!(" HAVING {}", self.having.join(" AND ")));
+        }
+        out
+    }
+
+    /// One-step simplifications of this block.
+    fn simpler(&self, allow_item_drop: bool) -> Vec<Select> {
+        let mut out = Vec::new();
+        for i in 0..self.filters.len() {
+            let mut s = self.clone();
+            s.filters.remove(i);
+            out.push(s);
+        }
+        for i in 0..self.having.len() {
+            let mut s = self.clone();
+            s.having.remove(i);
+            out.push(s);
+        }
+        if self.distinct {
+            let mut s = self.clone();
+            s.distinct = false;
+            out.push(s);
+        }
+        if allow_item_drop && self.items.len() > 1 {
+            for i in 0..self.items.len() {
+                let mut s = self.clone();
+                s.items.remove(i);
+                out.push(s);
+            }
+        }
+        // Drop a joined item (the database rejects the result if it was referenced).
+        for i in 1..self.from.len() {
+            let mut s = self.clone();
+            s.from.remove(i);
+            out.push(s);
+        }
+        for (i, f) in self.from.iter().enumerate() {
+            if let Source::Sub(inner) = &f.source {
+                for simpler in inner.simpler(false) {
+                    let mut s = self.clone();
+                    s.from[i].source = Source::Sub(Box::new(simpler));
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A generated query: SELECT blocks combined with UNION ALL, and the
+/// constructs it contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// UNION ALL branches (usually one).
+    pub branches: Vec<Select>,
+    /// Constructs used.
+    pub constructs: BTreeSet<Construct>,
+}
+
+impl Query {
+    /// The query as SQL.
+    pub fn sql(&self) -> String {
+        self.branches
+            .iter()
+            .map(|b| b.sql())
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    }
+
+    /// One-step simplifications, for shrinking: a branch dropped, a filter,
+    /// HAVING conjunct, DISTINCT, output column or joined item removed.
+    pub fn simpler(&self) -> Vec<Query> {
+        let mut out = Vec::new();
+        if self.branches.len() > 1 {
+            for i in 0..self.branches.len() {
+                let mut q = self.clone();
+                q.branches.remove(i);
+                out.push(q);
+            }
+        }
+        let single = self.branches.len() == 1;
+        for (i, b) in self.branches.iter().enumerate() {
+            for s in b.simpler(single) {
+                let mut q = self.clone();
+                q.branches[i] = s;
+                out.push(q);
+            }
+        }
+        out
+    }
+}
+
+/// Simplifications of a query as SQL text, for a shrinker that only sees
+/// SQL: remembers the AST of every variant it has handed out.
+pub struct Simplifier {
+    known: RefCell<HashMap<String, Query>>,
+}
+
+impl Simplifier {
+    /// A simplifier starting from `q`.
+    pub fn new(q: &Query) -> Self {
+        Simplifier {
+            known: RefCell::new(HashMap::from([(q.sql(), q.clone())])),
+        }
+    }
+
+    /// One-step simplifications of the query whose SQL is `sql` (none for
+    /// SQL this simplifier did not produce).
+    pub fn variants(&self, sql: &str) -> Vec<String> {
+        let Some(q) = self.known.borrow().get(sql).cloned() else {
+            return Vec::new();
+        };
+        q.simpler()
+            .into_iter()
+            .map(|s| {
+                let text = s.sql();
+                self.known.borrow_mut().insert(text.clone(), s);
+                text
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Query {
+        Query {
+            branches: vec![Select {
+                distinct: true,
+                items: vec![("a.c0".into(), "o0".into()), ("b.c1".into(), "o1".into())],
+                from: vec![
+                    FromItem {
+                        join: JoinKind::First,
+                        source: Source::Table("t0".into()),
+                        alias: "a".into(),
+                    },
+                    FromItem {
+                        join: JoinKind::Inner("a.c0 = b.c0".into()),
+                        source: Source::Table("t1".into()),
+                        alias: "b".into(),
+                    },
+                ],
+                filters: vec!["a.c0 > 1".into(), "b.c1 IS NULL".into()],
+                group_by: vec![],
+                having: vec![],
+            }],
+            constructs: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn renders_sql() {
+        assert_eq!(
+            sample().sql(),
+            "SELECT DISTINCT a.c0 AS o0, b.c1 AS o1 FROM t0 a JOIN t1 b ON a.c0 = b.c0 \
+             WHERE a.c0 > 1 AND b.c1 IS NULL"
+        );
+    }
+
+    #[test]
+    fn every_simplification_is_shorter() {
+        let q = sample();
+        let simpler = q.simpler();
+        assert!(simpler.len() >= 5);
+        for s in simpler {
+            assert!(s.sql().len() < q.sql().len(), "{}", s.sql());
+        }
+    }
+
+    #[test]
+    fn the_simplifier_follows_its_own_variants() {
+        let q = sample();
+        let s = Simplifier::new(&q);
+        let first = s.variants(&q.sql());
+        assert!(!first.is_empty());
+        assert!(!s.variants(&first[0]).is_empty());
+        assert!(s.variants("SELECT 1").is_empty());
+    }
+
+    #[test]
+    fn edge_constructs_are_marked() {
+        assert!(Construct::InnerJoin.differential());
+        assert!(!Construct::LeftJoin.differential());
+        assert_eq!(Construct::EMITTED.len(), 19);
+    }
+}

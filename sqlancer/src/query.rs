@@ -1,0 +1,459 @@
+//! The seeded query generator: shapes inside the engine's DIFFERENTIAL
+//! grammar (joins of every kind, NULL logic, aggregates over expressions,
+//! GROUP BY and HAVING, DISTINCT, UNION ALL, subqueries in FROM) and, about
+//! a quarter of the time, at its edges (LEFT JOIN, EXISTS, NOT EXISTS, IN,
+//! scalar subqueries, DISTINCT with GROUP BY). Expressions are typed by
+//! family so PostgreSQL accepts nearly everything generated, and they avoid
+//! division and casts so no query can fail at run time.
+
+use std::collections::BTreeSet;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::grammar::{Construct, FromItem, JoinKind, Query, Select, Source};
+use crate::schema::{literal, Family, Schema, Table, Ty};
+
+/// A column visible in a scope: `alias.name` with its type.
+#[derive(Debug, Clone)]
+struct Col {
+    expr: String,
+    ty: Ty,
+}
+
+struct Gen<'a> {
+    rng: &'a mut ChaCha8Rng,
+    schema: &'a Schema,
+    used: BTreeSet<Construct>,
+    aliases: usize,
+}
+
+impl Gen<'_> {
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("r{}", self.aliases)
+    }
+
+    fn table(&mut self) -> Table {
+        self.schema.tables.choose(self.rng).expect("tables").clone()
+    }
+
+    fn cols_of(alias: &str, t: &Table) -> Vec<Col> {
+        t.columns
+            .iter()
+            .map(|c| Col {
+                expr: format!("{alias}.{}", c.name),
+                ty: c.ty,
+            })
+            .collect()
+    }
+
+    fn of_family(scope: &[Col], f: Family) -> Vec<Col> {
+        scope
+            .iter()
+            .filter(|c| c.ty.family() == f)
+            .cloned()
+            .collect()
+    }
+
+    /// An expression of family `f` over `scope` (a literal when none fits).
+    fn expr(&mut self, scope: &[Col], f: Family) -> String {
+        let cols = Self::of_family(scope, f);
+        let Some(c) = cols.choose(self.rng).cloned() else {
+            return match f {
+                Family::Num => "1".into(),
+                Family::Text => "'k'".into(),
+                Family::Bool => "true".into(),
+                Family::Date => "DATE '2024-01-01'".into(),
+            };
+        };
+        match (f, self.rng.gen_range(0..6)) {
+            (Family::Num, 0) => format!("({} + {})", c.expr, self.rng.gen_range(1..4)),
+            (Family::Num, 1) => format!("({} * 2)", c.expr),
+            (Family::Num, 2) => format!("abs({} - 3)", c.expr),
+            (Family::Num, 3) => format!("coalesce({}, 0)", c.expr),
+            (Family::Text, 0) => format!("upper({})", c.expr),
+            (Family::Text, 1) => format!("({} || 'z')", c.expr),
+            (Family::Text, 2) => format!("coalesce({}, 'none')", c.expr),
+            (Family::Bool, 0) => format!("(NOT {})", c.expr),
+            (Family::Date, 0) => format!("({} + 1)", c.expr),
+            _ => c.expr,
+        }
+    }
+
+    fn literal_for(&mut self, c: &Col) -> String {
+        literal(self.rng, c.ty, false)
+    }
+
+    /// A predicate over `scope`.
+    fn predicate(&mut self, scope: &[Col], depth: usize) -> String {
+        let c = scope.choose(self.rng).expect("scope").clone();
+        let roll = self.rng.gen_range(0..10);
+        if depth < 2 && roll < 2 {
+            self.used.insert(Construct::NullLogic);
+            let a = self.predicate(scope, depth + 1);
+            let b = self.predicate(scope, depth + 1);
+            return if roll == 0 {
+                format!("({a} OR {b})")
+            } else {
+                format!("(NOT ({a}) OR {b})")
+            };
+        }
+        match roll {
+            2 => {
+                self.used.insert(Construct::NullLogic);
+                format!("{} IS NULL", c.expr)
+            }
+            3 => {
+                self.used.insert(Construct::NullLogic);
+                format!("{} IS NOT NULL", c.expr)
+            }
+            4 => {
+                self.used.insert(Construct::NullLogic);
+                let l = self.literal_for(&c);
+                format!("{} IS DISTINCT FROM {l}", c.expr)
+            }
+            5 if c.ty.family() != Family::Bool => {
+                let a = self.literal_for(&c);
+                let b = self.literal_for(&c);
+                format!("{} IN ({a}, {b})", c.expr)
+            }
+            6 if c.ty.family() == Family::Num => {
+                let a = self.literal_for(&c);
+                format!("{} >= {a}", c.expr)
+            }
+            7 => {
+                // Compare two columns of one family.
+                let same = Self::of_family(scope, c.ty.family());
+                let d = same.choose(self.rng).expect("itself at least").clone();
+                let op = if c.ty.family() == Family::Bool {
+                    "="
+                } else {
+                    "<="
+                };
+                format!("{} {op} {}", c.expr, d.expr)
+            }
+            _ => {
+                let l = self.literal_for(&c);
+                let op = if c.ty.family() == Family::Bool {
+                    "="
+                } else {
+                    "<>"
+                };
+                format!("{} {op} {l}", c.expr)
+            }
+        }
+    }
+
+    /// FROM items for `n` tables joined in random ways; returns the scope.
+    fn from(&mut self, n: usize, filters: &mut Vec<String>) -> (Vec<FromItem>, Vec<Col>) {
+        let mut items = Vec::new();
+        let mut scope = Vec::new();
+        let mut tables = Vec::new();
+        // After a comma, later items are commas too: `a, b JOIN c ON a.x = c.x`
+        // is invalid because JOIN binds tighter than the comma.
+        let mut comma = false;
+        for i in 0..n {
+            let t = self.table();
+            if tables.contains(&t.name) {
+                self.used.insert(Construct::SelfJoin);
+            }
+            tables.push(t.name.clone());
+            let alias = self.alias();
+            let cols = Self::cols_of(&alias, &t);
+            let join = if i == 0 {
+                JoinKind::First
+            } else {
+                let cond = self.join_condition(&scope, &cols);
+                match if comma { 0 } else { self.rng.gen_range(0..10) } {
+                    0..=1 => {
+                        comma = true;
+                        self.used.insert(Construct::CommaJoin);
+                        filters.push(cond);
+                        JoinKind::Comma
+                    }
+                    2 => {
+                        self.used.insert(Construct::LeftJoin);
+                        JoinKind::Left(cond)
+                    }
+                    _ => {
+                        self.used.insert(Construct::InnerJoin);
+                        JoinKind::Inner(cond)
+                    }
+                }
+            };
+            if i >= 2 {
+                self.used.insert(Construct::MultiWayJoin);
+            }
+            items.push(FromItem {
+                join,
+                source: Source::Table(t.name.clone()),
+                alias,
+            });
+            scope.extend(cols);
+        }
+        (items, scope)
+    }
+
+    fn join_condition(&mut self, left: &[Col], right: &[Col]) -> String {
+        // Every table has an int c0, so an equi-join on c0 always type-checks.
+        let l = left
+            .iter()
+            .filter(|c| c.ty.family() == Family::Num)
+            .collect::<Vec<_>>()
+            .choose(self.rng)
+            .map(|c| c.expr.clone())
+            .unwrap_or_else(|| left[0].expr.clone());
+        let r = right
+            .iter()
+            .find(|c| c.expr.ends_with(".c0"))
+            .map(|c| c.expr.clone())
+            .unwrap_or_else(|| right[0].expr.clone());
+        match self.rng.gen_range(0..8) {
+            0 => {
+                self.used.insert(Construct::NonEquiJoin);
+                format!("{l} < {r}")
+            }
+            1 => {
+                self.used.insert(Construct::NonEquiJoin);
+                format!("{l} <> {r} AND {r} < 3")
+            }
+            2 => format!("{l} = {r} AND {}", self.predicate(right, 1)),
+            _ => format!("{l} = {r}"),
+        }
+    }
+
+    fn items(&mut self, scope: &[Col], n: usize) -> Vec<(String, String, Family)> {
+        (0..n)
+            .map(|i| {
+                let c = scope.choose(self.rng).expect("scope").clone();
+                let f = c.ty.family();
+                let e = self.expr(scope, f);
+                (e, format!("o{i}"), f)
+            })
+            .collect()
+    }
+
+    fn aggregate(&mut self, scope: &[Col], i: usize) -> (String, String, Family) {
+        let c = scope.choose(self.rng).expect("scope").clone();
+        let f = c.ty.family();
+        let arg = if self.rng.gen_bool(0.4) {
+            self.used.insert(Construct::AggregateOverExpression);
+            self.expr(scope, f)
+        } else {
+            c.expr.clone()
+        };
+        let (e, fam) = match (f, self.rng.gen_range(0..6)) {
+            (_, 0) => ("count(*)".to_string(), Family::Num),
+            (_, 1) => (format!("count({arg})"), Family::Num),
+            (Family::Num, 2) => (format!("sum({arg})"), Family::Num),
+            (Family::Num, 3) => (format!("avg({arg})"), Family::Num),
+            (Family::Bool, 2) => (format!("bool_and({arg})"), Family::Bool),
+            (Family::Bool, _) => (format!("bool_or({arg})"), Family::Bool),
+            (_, 4) => (format!("min({arg})"), f),
+            _ => (format!("max({arg})"), f),
+        };
+        (e, format!("a{i}"), fam)
+    }
+
+    /// A plain or grouped block over 1 to 3 tables, with its output families.
+    fn block(&mut self, grouped: bool) -> (Select, Vec<Family>) {
+        let n = *[1, 1, 2, 2, 2, 3].choose(self.rng).expect("sizes");
+        let mut filters = Vec::new();
+        let (from, scope) = self.from(n, &mut filters);
+        for _ in 0..self.rng.gen_range(0..3) {
+            filters.push(self.predicate(&scope, 0));
+        }
+        let mut s = Select {
+            from,
+            filters,
+            ..Select::default()
+        };
+        let mut families = Vec::new();
+        if grouped {
+            let keys = self.rng.gen_range(0..3);
+            if keys == 0 {
+                self.used.insert(Construct::ScalarAggregate);
+            } else {
+                self.used.insert(Construct::GroupBy);
+            }
+            for (e, a, f) in self.items(&scope, keys) {
+                s.group_by.push(e.clone());
+                s.items.push((e, a));
+                families.push(f);
+            }
+            for i in 0..self.rng.gen_range(1..=3) {
+                let (e, a, f) = self.aggregate(&scope, i);
+                s.items.push((e, a));
+                families.push(f);
+            }
+            if keys > 0 && self.rng.gen_bool(0.3) {
+                self.used.insert(Construct::Having);
+                let (agg, _, _) = self.aggregate(&scope, 9);
+                let cond = if agg.starts_with("bool_") {
+                    agg
+                } else if agg.starts_with("count") {
+                    format!("{agg} > 1")
+                } else {
+                    format!("{agg} IS NOT NULL")
+                };
+                s.having.push(cond);
+            }
+            if keys > 0 && self.rng.gen_ratio(1, 10) {
+                self.used.insert(Construct::DistinctWithGroupBy);
+                s.distinct = true;
+            }
+        } else {
+            let k = self.rng.gen_range(1..=4);
+            for (e, a, f) in self.items(&scope, k) {
+                s.items.push((e, a));
+                families.push(f);
+            }
+            if self.rng.gen_ratio(1, 5) {
+                self.used.insert(Construct::Distinct);
+                s.distinct = true;
+            }
+        }
+        (s, families)
+    }
+
+    /// An edge construct added to `s`: EXISTS, NOT EXISTS, IN or a scalar subquery.
+    fn edge(&mut self, s: &mut Select, grouped: bool) {
+        let outer = s.from[0].alias.clone();
+        let t = self.table();
+        let a = self.alias();
+        let corr = format!("{a}.c0 = {outer}.c0");
+        match self.rng.gen_range(0..4) {
+            0 => {
+                self.used.insert(Construct::Exists);
+                s.filters.push(format!(
+                    "EXISTS (SELECT 1 FROM {} {a} WHERE {corr})",
+                    t.name
+                ));
+            }
+            1 => {
+                self.used.insert(Construct::NotExists);
+                s.filters.push(format!(
+                    "NOT EXISTS (SELECT 1 FROM {} {a} WHERE {corr})",
+                    t.name
+                ));
+            }
+            2 => {
+                self.used.insert(Construct::InSubquery);
+                s.filters
+                    .push(format!("{outer}.c0 IN (SELECT {a}.c0 FROM {} {a})", t.name));
+            }
+            _ if !grouped => {
+                self.used.insert(Construct::ScalarSubquery);
+                s.items.push((
+                    format!("(SELECT count(*) FROM {} {a} WHERE {corr})", t.name),
+                    "sq".into(),
+                ));
+            }
+            _ => {
+                self.used.insert(Construct::Exists);
+                s.filters.push(format!(
+                    "EXISTS (SELECT 1 FROM {} {a} WHERE {corr})",
+                    t.name
+                ));
+            }
+        }
+    }
+}
+
+/// Generate one query over `schema`.
+pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
+    let mut g = Gen {
+        rng,
+        schema,
+        used: BTreeSet::new(),
+        aliases: 0,
+    };
+    let shape = g.rng.gen_range(0..10);
+    let mut branches = match shape {
+        0..=3 => vec![g.block(false).0],
+        4..=6 => vec![g.block(true).0],
+        7 => {
+            // UNION ALL of two plain blocks with matching column families.
+            g.used.insert(Construct::UnionAll);
+            let (mut first, families) = g.block(false);
+            first.distinct = false;
+            let mut filters = Vec::new();
+            let n = g.rng.gen_range(1..=2);
+            let (from, scope) = g.from(n, &mut filters);
+            let items = first
+                .items
+                .iter()
+                .zip(&families)
+                .map(|((_, a), f)| (g.expr(&scope, *f), a.clone()))
+                .collect();
+            let second = Select {
+                items,
+                from,
+                filters,
+                ..Select::default()
+            };
+            vec![first, second]
+        }
+        _ => {
+            // A subquery in FROM, filtered or aggregated outside.
+            g.used.insert(Construct::SubqueryInFrom);
+            let (mut inner, families) = g.block(false);
+            inner.distinct = false;
+            let alias = g.alias();
+            let scope: Vec<Col> = inner
+                .items
+                .iter()
+                .zip(&families)
+                .map(|((_, a), f)| Col {
+                    expr: format!("{alias}.{a}"),
+                    ty: ty_of_family(*f),
+                })
+                .collect();
+            let mut outer = Select {
+                from: vec![FromItem {
+                    join: JoinKind::First,
+                    source: Source::Sub(Box::new(inner)),
+                    alias,
+                }],
+                ..Select::default()
+            };
+            if g.rng.gen_bool(0.5) {
+                g.used.insert(Construct::GroupBy);
+                let key = scope[0].expr.clone();
+                outer.group_by.push(key.clone());
+                outer.items.push((key, "k".into()));
+                let (e, a, _) = g.aggregate(&scope, 0);
+                outer.items.push((e, a));
+            } else {
+                outer.items = scope
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.expr.clone(), format!("o{i}")))
+                    .collect();
+                outer.filters.push(g.predicate(&scope, 0));
+            }
+            vec![outer]
+        }
+    };
+    if branches.len() == 1 && g.rng.gen_ratio(1, 5) {
+        let b = &mut branches[0];
+        if !matches!(b.from[0].source, Source::Sub(_)) {
+            g.edge(b, (4..=6).contains(&shape));
+        }
+    }
+    Query {
+        branches,
+        constructs: g.used,
+    }
+}
+
+fn ty_of_family(f: Family) -> Ty {
+    match f {
+        Family::Num => Ty::Numeric,
+        Family::Text => Ty::Text,
+        Family::Bool => Ty::Bool,
+        Family::Date => Ty::Date,
+    }
+}
