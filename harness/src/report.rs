@@ -170,14 +170,20 @@ impl Report {
     /// mismatch is a `failure`, an engine or harness error an `error`.
     pub fn junit(&self) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let cases = self.cases();
+        // `tests`, `failures` and `errors` attributes from case outcomes.
+        let counts = |t: Tally| {
+            format!(
+                "tests=\"{}\" failures=\"{}\" errors=\"{}\"",
+                t.total(),
+                t.mismatch,
+                t.engine_error + t.harness_error
+            )
+        };
         let _ = writeln!(
             out,
-            "<testsuites name=\"harness {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{:.3}\">",
+            "<testsuites name=\"harness {}\" {} time=\"{:.3}\">",
             xml(&self.command),
-            cases.total(),
-            cases.mismatch,
-            cases.engine_error + cases.harness_error,
+            counts(self.cases()),
             self.seconds
         );
         for s in &self.suites {
@@ -187,11 +193,9 @@ impl Report {
             }
             let _ = writeln!(
                 out,
-                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{:.3}\">",
+                "  <testsuite name=\"{}\" {} time=\"{:.3}\">",
                 xml(&s.name),
-                t.total(),
-                t.mismatch,
-                t.engine_error + t.harness_error,
+                counts(t),
                 s.seconds
             );
             for c in &s.cases {

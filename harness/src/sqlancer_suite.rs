@@ -118,7 +118,18 @@ struct Session<'a> {
     shrinking: Duration,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    fn new(cluster: &'a Cluster, run_dir: &'a Path, opts: &'a SqlancerOptions) -> Self {
+        Session {
+            cluster,
+            run_dir,
+            opts,
+            counts: Counts::default(),
+            failures: Vec::new(),
+            shrinking: Duration::ZERO,
+        }
+    }
+
     fn record(
         &mut self,
         w: &Workload,
@@ -285,14 +296,7 @@ pub fn sqlancer_suite(
         "sqlancer: seed {} (reproduce this session: {} sqlancer --seed {} --queries N)",
         opts.seed, opts.oracle.runner, opts.seed
     );
-    let mut s = Session {
-        cluster,
-        run_dir,
-        opts,
-        counts: Counts::default(),
-        failures: Vec::new(),
-        shrinking: Duration::ZERO,
-    };
+    let mut s = Session::new(cluster, run_dir, opts);
     let mut last_print = Instant::now();
     let mut i = opts.first;
     while i < opts.first.saturating_add(opts.queries) && started.elapsed() < opts.time {
@@ -324,14 +328,7 @@ pub fn workloads_suite(
     workloads: &[Workload],
 ) -> (Suite, Counts) {
     let started = Instant::now();
-    let mut s = Session {
-        cluster,
-        run_dir,
-        opts,
-        counts: Counts::default(),
-        failures: Vec::new(),
-        shrinking: Duration::ZERO,
-    };
+    let mut s = Session::new(cluster, run_dir, opts);
     for w in workloads {
         let fate = run_case(cluster, "s_case", w);
         let reproduce = format!(

@@ -176,12 +176,15 @@ impl DmlGen {
         )
     }
 
-    fn predicate(&mut self, t: &TableSpec) -> String {
-        let col = t
-            .writable()
+    fn writable_column(&mut self, t: &TableSpec) -> ColSpec {
+        t.writable()
             .choose(&mut self.rng)
             .map(|c| (*c).clone())
-            .expect("a writable column");
+            .expect("a writable column")
+    }
+
+    fn predicate(&mut self, t: &TableSpec) -> String {
+        let col = self.writable_column(t);
         let v = self.value(&col);
         if v == "NULL" {
             format!("{} IS NULL", col.name)
@@ -198,11 +201,7 @@ impl DmlGen {
                 self.insert(t, n)
             }
             4..=5 => {
-                let col = t
-                    .writable()
-                    .choose(&mut self.rng)
-                    .map(|c| (*c).clone())
-                    .expect("a writable column");
+                let col = self.writable_column(t);
                 let v = self.value(&col);
                 let p = self.predicate(t);
                 format!("UPDATE {} SET {} = {v} WHERE {p}", t.name, col.name)

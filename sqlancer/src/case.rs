@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use oracles::workload::{Mode, Step, StreamTableDef, Workload};
 
-use crate::grammar::Query;
+use crate::grammar::{Construct, Query};
 use crate::query::query;
 use crate::schema::{schema, Writer};
 
@@ -44,24 +44,47 @@ pub fn case(seed: u64, index: u64) -> Case {
             seed_rows.push(writer.insert(&mut rng, &schema, ti, n));
         }
     }
-    let q = query(&mut rng, &schema);
-    let steps = (0..STEPS)
-        .map(|_| Step {
+    let mut q = query(&mut rng, &schema);
+    let sql = q.sql();
+    let mut stream_tables = vec![StreamTableDef {
+        name: "q".into(),
+        query: sql.clone(),
+        mode: Mode::Auto,
+    }];
+    if rng.gen_ratio(1, 5) {
+        // A stream table over the generated one.
+        q.constructs.insert(Construct::StreamTableOverStreamTable);
+        let first = &q.branches[0].items[0].1;
+        stream_tables.push(StreamTableDef {
+            name: "q2".into(),
+            query: format!("SELECT {first}, count(*) AS n FROM q GROUP BY {first}"),
+            mode: Mode::Auto,
+        });
+    }
+    let mut steps = Vec::new();
+    for _ in 0..STEPS {
+        let mut step = Step {
             dml: writer.step(&mut rng, &schema),
             ..Step::default()
-        })
-        .collect();
+        };
+        if rng.gen_ratio(1, 25) {
+            // TRUNCATE breaks continuity: a reader of the table must reinitialise.
+            q.constructs.insert(Construct::TruncateSource);
+            let t = &schema.tables[rng.gen_range(0..schema.tables.len())].name;
+            step.dml.insert(0, format!("TRUNCATE {t}"));
+            if sql.contains(&format!(" {t} ")) {
+                step.reinit.push("q".into());
+            }
+        }
+        steps.push(step);
+    }
     Case {
         workload: Workload {
             name: format!("sqlancer_{seed}_{index}"),
             seed,
             setup,
             seed_rows,
-            stream_tables: vec![StreamTableDef {
-                name: "q".into(),
-                query: q.sql(),
-                mode: Mode::Auto,
-            }],
+            stream_tables,
             steps,
         },
         query: q,
@@ -71,7 +94,6 @@ pub fn case(seed: u64, index: u64) -> Case {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grammar::Construct;
     use std::collections::BTreeSet;
 
     #[test]

@@ -50,11 +50,15 @@ pub enum Construct {
     InSubquery,
     /// A scalar subquery in the SELECT list (edge).
     ScalarSubquery,
+    /// A second stream table reading the generated one.
+    StreamTableOverStreamTable,
+    /// A TRUNCATE of a source in the DML stream.
+    TruncateSource,
 }
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 19] = [
+    pub const EMITTED: [Construct; 21] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -74,6 +78,8 @@ impl Construct {
         Construct::NotExists,
         Construct::InSubquery,
         Construct::ScalarSubquery,
+        Construct::StreamTableOverStreamTable,
+        Construct::TruncateSource,
     ];
 
     /// Whether the engine is expected to maintain it DIFFERENTIALLY today
@@ -361,6 +367,6 @@ mod tests {
     fn edge_constructs_are_marked() {
         assert!(Construct::InnerJoin.differential());
         assert!(!Construct::LeftJoin.differential());
-        assert_eq!(Construct::EMITTED.len(), 19);
+        assert_eq!(Construct::EMITTED.len(), 21);
     }
 }

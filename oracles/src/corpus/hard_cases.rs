@@ -4,21 +4,7 @@
 //! TRUNCATE), each followed by random steps over the same tables.
 
 use super::{table_a, table_b, table_c, Entry};
-use crate::workload::{Builder, Workload};
-
-fn entry(
-    name: &'static str,
-    about: &'static str,
-    seed: u64,
-    build: fn(u64, usize) -> Workload,
-) -> Entry {
-    Entry {
-        name,
-        about,
-        seed,
-        build,
-    }
-}
+use crate::workload::Builder;
 
 /// Random steps after the scripted ones: half the usual number.
 fn tail(steps: usize) -> usize {
@@ -31,7 +17,7 @@ const JOINED: &str = "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k";
 
 pub(super) fn entries() -> Vec<Entry> {
     vec![
-        entry(
+        Entry::new(
             "null_join_keys",
             "NULL join keys never match; keys move to and from NULL",
             201,
@@ -53,7 +39,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "null_group_keys",
             "a NULL group key is one group; it empties and refills",
             202,
@@ -70,7 +56,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "duplicates_delete_one_of_many",
             "equal rows in a keyless table: delete one copy, then all",
             203,
@@ -90,7 +76,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "groups_empty_and_refill",
             "every row of a group deleted, then the group refilled with new values",
             204,
@@ -109,7 +95,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "update_moves_rows_between_groups",
             "updates of the grouping key move rows from group to group",
             205,
@@ -125,7 +111,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "update_changes_join_key",
             "updates of join keys on either side, and on both in one step",
             206,
@@ -146,7 +132,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "delete_min_max_with_ties",
             "deleting the current min or max when other rows tie with it",
             207,
@@ -166,7 +152,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "several_changes_to_one_row",
             "one row inserted, updated several times and deleted between refreshes",
             208,
@@ -184,7 +170,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "insert_then_delete_nets_to_nothing",
             "changes inside one refresh interval that cancel out",
             209,
@@ -203,7 +189,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "multi_row_statements",
             "statements that change many rows at once",
             210,
@@ -222,7 +208,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "rolled_back_transactions",
             "rolled-back transactions and savepoints leave no trace",
             211,
@@ -239,7 +225,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "truncate_source",
             "TRUNCATE of a source: the next refresh reinitialises, later ones are DIFFERENTIAL again",
             212,
@@ -257,7 +243,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "truncate_under_stream_table_chain",
             "TRUNCATE of the base source of a chain: the lower stream table reinitialises, the upper stays DIFFERENTIAL",
             213,
@@ -272,7 +258,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "sum_over_only_nulls_is_null",
             "sum and avg of a group whose values are all NULL are NULL; count(v) is 0",
             214,
@@ -288,7 +274,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "scalar_aggregate_over_empty_table",
             "a scalar aggregate stays one row (count 0, sum NULL) when the table empties",
             215,
@@ -304,7 +290,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "join_both_sides_change_in_one_step",
             "matching rows inserted into and deleted from both sides in one step (dR join dS counted once)",
             216,
@@ -322,7 +308,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "self_join_row_changes",
             "a row that joins with itself is updated and deleted",
             217,
@@ -339,7 +325,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "distinct_copies_appear_and_disappear",
             "a DISTINCT row survives until its last copy goes",
             218,
@@ -355,7 +341,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "numeric_avg_scale",
             "numeric avg keeps PostgreSQL's own division scale as values come and go",
             219,
@@ -371,7 +357,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "union_all_branches_change_together",
             "one statement's change reaches two UNION ALL branches",
             220,
@@ -387,7 +373,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "stream_table_chain_with_netting",
             "changes that cancel out upstream produce nothing downstream",
             221,

@@ -28,6 +28,23 @@ pub struct Entry {
     pub build: fn(seed: u64, steps: usize) -> Workload,
 }
 
+impl Entry {
+    /// An entry.
+    pub fn new(
+        name: &'static str,
+        about: &'static str,
+        seed: u64,
+        build: fn(u64, usize) -> Workload,
+    ) -> Entry {
+        Entry {
+            name,
+            about,
+            seed,
+            build,
+        }
+    }
+}
+
 /// Every entry, in a stable order.
 pub fn entries() -> Vec<Entry> {
     let mut all = operators::entries();

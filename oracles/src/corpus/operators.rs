@@ -5,20 +5,6 @@
 use super::{table_a, table_b, table_c, table_f, table_p, Entry};
 use crate::workload::{Builder, Workload};
 
-fn entry(
-    name: &'static str,
-    about: &'static str,
-    seed: u64,
-    build: fn(u64, usize) -> Workload,
-) -> Entry {
-    Entry {
-        name,
-        about,
-        seed,
-        build,
-    }
-}
-
 /// A workload over `a` with one DIFFERENTIAL stream table.
 fn over_a(name: &str, seed: u64, steps: usize, st: &str, query: &str) -> Workload {
     Builder::new(name, seed)
@@ -40,10 +26,10 @@ fn over_ab(name: &str, seed: u64, steps: usize, st: &str, query: &str) -> Worklo
 
 pub(super) fn entries() -> Vec<Entry> {
     vec![
-        entry("select_star", "SELECT * of a keyless table", 102, |s, n| {
+        Entry::new("select_star", "SELECT * of a keyless table", 102, |s, n| {
             over_a("select_star", s, n, "st", "SELECT * FROM a")
         }),
-        entry(
+        Entry::new(
             "filter_project_expressions",
             "WHERE with arithmetic, CASE, functions and casts in the projection",
             101,
@@ -59,7 +45,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "filter_null_logic",
             "three-valued logic in WHERE: IS DISTINCT FROM, NOT, OR with NULLs",
             116,
@@ -74,7 +60,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "keyed_source",
             "a source with an identity primary key, filtered and projected",
             117,
@@ -86,7 +72,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry("inner_equi_join", "a JOIN b ON a.k = b.k", 103, |s, n| {
+        Entry::new("inner_equi_join", "a JOIN b ON a.k = b.k", 103, |s, n| {
             over_ab(
                 "inner_equi_join",
                 s,
@@ -95,7 +81,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
             )
         }),
-        entry(
+        Entry::new(
             "inner_non_equi_join",
             "a band join with inequalities only",
             104,
@@ -109,7 +95,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "join_on_expression_and_filters",
             "a join on an expression with filters on both sides",
             118,
@@ -124,7 +110,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "three_way_comma_join",
             "three tables joined in a comma list",
             105,
@@ -141,7 +127,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry("self_join", "a table joined with itself", 106, |s, n| {
+        Entry::new("self_join", "a table joined with itself", 106, |s, n| {
             over_a(
                 "self_join",
                 s,
@@ -150,7 +136,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 "SELECT x.k, x.v, y.v AS v2 FROM a x JOIN a y ON x.k = y.k AND x.v <= y.v",
             )
         }),
-        entry(
+        Entry::new(
             "group_by_aggregates",
             "count(*), count(v), sum, avg, min, max per group",
             107,
@@ -165,7 +151,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "group_by_having_and_expressions",
             "GROUP BY expressions with HAVING and aggregates in expressions",
             108,
@@ -180,7 +166,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "having_on_min_max",
             "HAVING over min and max, so groups enter and leave the result",
             119,
@@ -194,7 +180,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "numeric_sum_and_avg",
             "numeric sum and avg keep numeric type and scale",
             109,
@@ -210,7 +196,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "scalar_aggregate",
             "aggregates without GROUP BY: always one row",
             110,
@@ -224,7 +210,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "boolean_aggregates",
             "bool_and, bool_or and every per group, with NULL booleans",
             120,
@@ -240,7 +226,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "group_by_text_and_int",
             "two grouping keys, one of them text with quotes and spaces",
             121,
@@ -254,13 +240,13 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "distinct",
             "SELECT DISTINCT over duplicates",
             111,
             |s, n| over_a("distinct", s, n, "d", "SELECT DISTINCT k, s FROM a"),
         ),
-        entry(
+        Entry::new(
             "distinct_over_join",
             "SELECT DISTINCT of a join's output",
             122,
@@ -274,7 +260,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "union_all",
             "UNION ALL of a filter, a projection and a join",
             112,
@@ -289,7 +275,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "union_all_same_source_twice",
             "UNION ALL reading the same table in both branches",
             123,
@@ -303,7 +289,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "subquery_in_from",
             "a join inside a subquery in FROM, filtered outside",
             113,
@@ -318,7 +304,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "cte_then_aggregate",
             "a WITH query inlined and aggregated",
             124,
@@ -333,7 +319,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "subquery_joined_with_table",
             "a subquery in FROM joined with a base table",
             125,
@@ -347,7 +333,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "aggregate_over_join",
             "GROUP BY over a join with HAVING",
             114,
@@ -362,7 +348,7 @@ pub(super) fn entries() -> Vec<Entry> {
                 )
             },
         ),
-        entry(
+        Entry::new(
             "aggregate_over_three_way_join",
             "GROUP BY over a three-way join, numeric sums",
             126,
@@ -380,7 +366,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "stream_table_over_stream_table",
             "an aggregate stream table reading a join stream table",
             115,
@@ -397,7 +383,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "three_level_stream_tables",
             "filter -> join with a table -> aggregate, each level a stream table",
             127,
@@ -415,7 +401,7 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
-        entry(
+        Entry::new(
             "full_mode_window_function",
             "a FULL stream table (window functions are not maintained differentially)",
             128,
