@@ -51,3 +51,14 @@ install_args=(--pg-config "$PG_CONFIG")
 [ "$(id -u)" = 0 ] || install_args+=(--sudo)
 echo "setup: building and installing pg_trickle into $("$PG_CONFIG" --pkglibdir)"
 (cd "$ROOT/engine/ext" && quietly pgrx-install cargo pgrx install "${install_args[@]}")
+
+# Released install scripts, so a database can be created at an older version
+# and upgraded (`CREATE EXTENSION pg_trickle VERSION '0.38.0'`). cargo pgrx
+# install copies the upgrade scripts itself.
+EXTDIR="$("$PG_CONFIG" --sharedir)/extension"
+for script in "$ROOT"/engine/ext/sql/pg_trickle--[0-9]*.sql; do
+    case "$(basename "$script")" in
+        *--*--*) ;;
+        *) as_root install -m 644 "$script" "$EXTDIR/" ;;
+    esac
+done

@@ -78,6 +78,7 @@ corpus_tests! {
     numeric_avg_scale,
     union_all_branches_change_together,
     stream_table_chain_with_netting,
+    union_all_equal_values_with_different_scale,
 }
 
 /// The stream tables of the whole corpus, as the engine reports their

@@ -72,6 +72,10 @@ pub struct OpNode {
     pub detail: String,
     /// Whether DIFFERENTIAL refresh maintains this operator.
     pub diff_supported: bool,
+    /// Whether its output rows are identified by a hash of their whole
+    /// contents (a changed row is a delete plus an insert, duplicates are
+    /// counted), rather than by a group key (updated in place).
+    pub row_id_sensitive: bool,
     /// Why not, when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -87,6 +91,7 @@ impl OpNode {
             op: op.to_string(),
             detail: detail.into(),
             diff_supported: true,
+            row_id_sensitive: !matches!(op, "Aggregate" | "Distinct"),
             reason: None,
             children,
         }

@@ -9,9 +9,11 @@
 //! directly.
 
 pub mod analyze;
+pub mod backpressure;
 pub mod catalog;
 pub mod dag;
 pub mod error;
+pub mod explain;
 pub mod ir;
 pub mod refresh_sql;
 pub mod schedule;

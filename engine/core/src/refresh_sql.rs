@@ -55,6 +55,32 @@ pub struct RefreshPlan {
     pub diff_sources: Vec<usize>,
     /// Whether the stream table holds groups (one row per group) or a bag of rows.
     pub grouped: bool,
+    /// Every generated fragment, one per phase, for inspection and EXPLAIN.
+    pub phases: Vec<SqlPhase>,
+}
+
+/// One generated SQL fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlPhase {
+    /// Phase name: `populate`, `full_recompute`, `delta` (read-only: the
+    /// netted row changes), `affected_groups` and `group_recompute`
+    /// (read-only, grouped stream tables), `differential` (delta and apply
+    /// in one statement, what a refresh runs).
+    pub name: &'static str,
+    /// The SQL text.
+    pub sql: String,
+    /// Whether it takes the differential parameters (`$1` frontier,
+    /// `$2` xid8, `$3…` change ids).
+    pub parameterized: bool,
+    /// Whether it writes (runs only inside a refresh).
+    pub writes: bool,
+}
+
+impl SqlPhase {
+    /// A stable hash of the SQL text (FNV-1a, 64 bits, hex).
+    pub fn hash(&self) -> String {
+        crate::sql::stable_hash(&self.sql)
+    }
 }
 
 /// Generate the refresh SQL for a stream table.
@@ -92,6 +118,20 @@ pub fn plan_refresh(
          '0', pg_current_snapshot()::text"
     );
 
+    let mut phases = vec![
+        SqlPhase {
+            name: "populate",
+            sql: populate_sql.clone(),
+            parameterized: false,
+            writes: true,
+        },
+        SqlPhase {
+            name: "full_recompute",
+            sql: full_sql.clone(),
+            parameterized: false,
+            writes: true,
+        },
+    ];
     let (diff_sql, diff_sources) = match &analysis.model {
         Ok(model) => {
             let mut gen = Gen::new(&analysis.sources);
@@ -99,6 +139,13 @@ pub fn plan_refresh(
                 Model::Linear(rel) => gen.linear(rel, storage, columns),
                 Model::Grouped { block, keys } => gen.grouped(block, keys, storage, columns),
             };
+            phases.append(&mut gen.phases);
+            phases.push(SqlPhase {
+                name: "differential",
+                sql: sql.clone(),
+                parameterized: true,
+                writes: true,
+            });
             (Some(sql), gen.used_sources)
         }
         Err(_) => (None, Vec::new()),
@@ -109,6 +156,7 @@ pub fn plan_refresh(
         diff_sql,
         diff_sources,
         grouped,
+        phases,
     }
 }
 
@@ -174,6 +222,7 @@ struct Gen<'a> {
     ctes: Vec<String>,
     defined_sources: Vec<usize>,
     used_sources: Vec<usize>,
+    phases: Vec<SqlPhase>,
 }
 
 impl<'a> Gen<'a> {
@@ -183,7 +232,18 @@ impl<'a> Gen<'a> {
             ctes: Vec::new(),
             defined_sources: Vec::new(),
             used_sources: Vec::new(),
+            phases: Vec::new(),
         }
+    }
+
+    /// Record a read-only phase: the CTEs so far, then `SELECT * FROM cte`.
+    fn read_only_phase(&mut self, name: &'static str, cte: &str) {
+        self.phases.push(SqlPhase {
+            name,
+            sql: format!("{}\nSELECT * FROM {cte}", self.with_clause()),
+            parameterized: true,
+            writes: false,
+        });
     }
 
     /// Define `__pgt_d<s>` and `__pgt_o<s>` for a source, once.
@@ -288,19 +348,32 @@ impl<'a> Gen<'a> {
         let n_cols: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
         self.ctes
             .push(format!("__pgt_delta({col_list}, __pgt_m) AS ({delta})"));
+        // Rows are netted per exact value: the row id (a hash that agrees
+        // with SQL equality) plus the row's text, because values SQL calls
+        // equal can still differ (numeric 1 and 1.00) and must stay distinct.
+        let d_cols: Vec<String> = cols.iter().map(|c| format!("d.{c}")).collect();
+        let t_row = cols
+            .iter()
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.ctes.push(format!(
             "__pgt_net AS MATERIALIZED (SELECT * FROM (\
-             SELECT DISTINCT ON (h.__pgt_rid) {}, h.__pgt_rid, \
-             (sum(h.__pgt_m) OVER (PARTITION BY h.__pgt_rid))::bigint AS __pgt_n \
-             FROM (SELECT d.*, {} AS __pgt_rid FROM __pgt_delta d) h) x WHERE x.__pgt_n <> 0)",
+             SELECT DISTINCT ON (h.__pgt_rid, h.__pgt_txt) {}, h.__pgt_rid, h.__pgt_txt, \
+             (sum(h.__pgt_m) OVER (PARTITION BY h.__pgt_rid, h.__pgt_txt))::bigint AS __pgt_n \
+             FROM (SELECT d.*, {} AS __pgt_rid, ROW({})::text AS __pgt_txt FROM __pgt_delta d) h) x \
+             WHERE x.__pgt_n <> 0)",
             h_cols.join(", "),
-            row_hash("d", columns)
+            row_hash("d", columns),
+            d_cols.join(", ")
         ));
+        self.read_only_phase("delta", "__pgt_net");
         self.ctes.push(format!(
             "__pgt_del AS (DELETE FROM {storage} s USING (\
              SELECT x.__pgt_ctid FROM (SELECT t.ctid AS __pgt_ctid, \
-             row_number() OVER (PARTITION BY t.{ROW_ID}) AS __pgt_rn, n.__pgt_n \
-             FROM {storage} t JOIN __pgt_net n ON t.{ROW_ID} = n.__pgt_rid WHERE n.__pgt_n < 0 \
+             row_number() OVER (PARTITION BY t.{ROW_ID}, n.__pgt_txt) AS __pgt_rn, n.__pgt_n \
+             FROM {storage} t JOIN __pgt_net n ON t.{ROW_ID} = n.__pgt_rid \
+             AND ROW({t_row})::text = n.__pgt_txt WHERE n.__pgt_n < 0 \
              AND t.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_net WHERE __pgt_n < 0))) x \
              WHERE x.__pgt_rn <= -x.__pgt_n) v WHERE s.ctid = v.__pgt_ctid RETURNING 1)"
         ));
@@ -358,6 +431,7 @@ impl<'a> Gen<'a> {
             "__pgt_kh(__pgt_rid) AS MATERIALIZED (SELECT {} FROM __pgt_keys k)",
             key_hash(&k_refs)
         ));
+        self.read_only_phase("affected_groups", "__pgt_keys");
 
         let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let col_list = cols.join(", ");
@@ -408,6 +482,7 @@ impl<'a> Gen<'a> {
         self.ctes.push(format!(
             "__pgt_new({col_list}, {ROW_ID}) AS MATERIALIZED ({recompute})"
         ));
+        self.read_only_phase("group_recompute", "__pgt_new");
         let s_row: Vec<String> = cols.iter().map(|c| format!("s.{c}")).collect();
         let n_row: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
         let same_row = format!(

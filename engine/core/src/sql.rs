@@ -182,9 +182,28 @@ pub fn split_qualified_name(input: &str) -> Option<(Option<String>, String)> {
     }
 }
 
+/// A stable 64-bit FNV-1a hash of `text`, as 16 hex digits. The same text
+/// hashes the same on every platform and in every release.
+pub fn stable_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(stable_hash(""), "cbf29ce484222325");
+        assert_eq!(stable_hash("a"), "af63dc4c8601ec8c");
+        assert_eq!(stable_hash("foobar"), "85944171f73967e8");
+    }
 
     #[test]
     fn quoting() {

@@ -182,11 +182,13 @@ fn columns(names: &[&str]) -> Vec<OutputColumn> {
         .collect()
 }
 
-fn diff_sql(sql: &str, cols: &[&str]) -> String {
+fn plan(sql: &str, cols: &[&str]) -> pg_trickle_core::RefreshPlan {
     let a = analyze(sql, &catalog()).unwrap();
     plan_refresh(&a, sql, "public.st", &columns(cols))
-        .diff_sql
-        .expect("differential")
+}
+
+fn diff_sql(sql: &str, cols: &[&str]) -> String {
+    plan(sql, cols).diff_sql.expect("differential")
 }
 
 #[test]
@@ -285,4 +287,49 @@ proptest! {
             prop_assert_eq!(diff.matches(def.as_str()).count(), 1);
         }
     }
+}
+
+#[test]
+fn every_plan_lists_its_phases_with_stable_hashes() {
+    let linear = plan("SELECT a.k, b.w FROM a JOIN b ON a.k = b.k", &["k", "w"]);
+    let names: Vec<&str> = linear.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        ["populate", "full_recompute", "delta", "differential"]
+    );
+    let delta = &linear.phases[2];
+    assert!(delta.parameterized && !delta.writes);
+    assert!(
+        delta.sql.ends_with("SELECT * FROM __pgt_net"),
+        "{}",
+        delta.sql
+    );
+    assert!(!delta.sql.contains("DELETE") && !delta.sql.contains("INSERT"));
+    assert_eq!(linear.phases[3].sql, linear.diff_sql.clone().unwrap());
+    assert_eq!(
+        delta.hash(),
+        plan("SELECT a.k, b.w FROM a JOIN b ON a.k = b.k", &["k", "w"]).phases[2].hash()
+    );
+
+    let grouped = plan("SELECT k, count(*) AS n FROM a GROUP BY k", &["k", "n"]);
+    let names: Vec<&str> = grouped.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "populate",
+            "full_recompute",
+            "affected_groups",
+            "group_recompute",
+            "differential"
+        ]
+    );
+    assert!(grouped
+        .phases
+        .iter()
+        .filter(|p| !p.writes)
+        .all(|p| !p.sql.contains("DELETE FROM")));
+
+    let full_only = plan("SELECT k, row_number() OVER () AS r FROM a", &["k", "r"]);
+    let names: Vec<&str> = full_only.phases.iter().map(|p| p.name).collect();
+    assert_eq!(names, ["populate", "full_recompute"]);
 }

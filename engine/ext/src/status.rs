@@ -3,6 +3,10 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
+use pg_trickle_core::explain;
+use pg_trickle_core::refresh_sql::{plan_refresh, SqlPhase};
+use pg_trickle_core::OpNode;
+
 use crate::api::resolve;
 use crate::capture;
 use crate::util::{first_column, row, rows};
@@ -64,41 +68,181 @@ fn stream_table_status() -> TableIterator<
     TableIterator::new(out)
 }
 
-/// The operator tree, chosen mode, FULL reason and generated SQL of a stream table.
-#[pg_extern]
-fn explain_stream_table(name: &str) -> JsonB {
+/// What explain and the SQL listing need about one stream table.
+struct Explained {
+    st: crate::api::StreamTableRef,
+    query: String,
+    requested: String,
+    effective: String,
+    fallback_reason: Option<String>,
+    analysis: Result<pg_trickle_core::Analysis, String>,
+    /// The recorded storage name the SQL was generated for.
+    storage: String,
+}
+
+fn explained(name: &str) -> Explained {
     let st = resolve(name);
     let r = row(
-        "SELECT query, requested_mode, effective_mode, fallback_reason, diff_sql, full_sql, search_path \
+        "SELECT query, requested_mode, effective_mode, fallback_reason, search_path, name \
          FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
         &[Some(st.id.to_string())],
     )
     .unwrap_or_default();
     let query = r[0].clone().unwrap_or_default();
-    let search_path = r[6].clone().unwrap_or_default();
+    let search_path = r[4].clone().unwrap_or_default();
+    // Names in the defining query resolve as they did at creation.
     let analysis = crate::util::with_setting("search_path", &search_path, || {
         crate::planning::analyze_query(&query)
     });
-    let tree = match analysis {
-        Ok(a) => serde_json::to_value(&a.tree).unwrap_or(serde_json::Value::Null),
-        Err(e) => serde_json::json!({ "op": "Query", "diff_supported": false, "reason": e }),
+    Explained {
+        st,
+        query,
+        requested: r[1].clone().unwrap_or_default(),
+        effective: r[2].clone().unwrap_or_default(),
+        fallback_reason: r[3].clone(),
+        analysis,
+        storage: r[5].clone().unwrap_or_default(),
+    }
+}
+
+impl Explained {
+    fn tree(&self) -> OpNode {
+        match &self.analysis {
+            Ok(a) => a.tree.clone(),
+            Err(e) => OpNode::new("Query", "", vec![]).unsupported(e.clone()),
+        }
+    }
+
+    fn phases(&self) -> Vec<SqlPhase> {
+        let Ok(analysis) = &self.analysis else {
+            return Vec::new();
+        };
+        let columns = crate::planning::storage_columns(self.st.relid);
+        let mut phases = plan_refresh(analysis, &self.query, &self.storage, &columns).phases;
+        if self.effective == "FULL" {
+            // A FULL stream table never runs its differential phases.
+            phases.retain(|p| !p.parameterized);
+        }
+        phases
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let sources: Vec<serde_json::Value> = rows(
+            "SELECT source_relid::regclass::text, captured::text FROM pgtrickle.pgt_sources \
+             WHERE st_id = $1::text::bigint ORDER BY 1",
+            &[Some(self.st.id.to_string())],
+        )
+        .into_iter()
+        .map(|s| serde_json::json!({ "relation": s[0], "captured": s[1].as_deref() == Some("true") }))
+        .collect();
+        let stored = row(
+            "SELECT diff_sql, full_sql FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+            &[Some(self.st.id.to_string())],
+        )
+        .unwrap_or_default();
+        let phases: Vec<serde_json::Value> = self
+            .phases()
+            .iter()
+            .map(|p| serde_json::json!({ "phase": p.name, "hash": p.hash(), "writes": p.writes }))
+            .collect();
+        serde_json::json!({
+            "name": self.st.name,
+            "query": self.query,
+            "requested_mode": self.requested,
+            "effective_mode": self.effective,
+            "fallback_reason": self.fallback_reason,
+            "sources": sources,
+            "operator_tree": serde_json::to_value(self.tree()).unwrap_or(serde_json::Value::Null),
+            "sql": { "differential": stored.first().cloned().flatten(), "full": stored.get(1).cloned().flatten() },
+            "phases": phases,
+        })
+    }
+}
+
+/// The operator tree, chosen mode, FULL reason and generated SQL of a
+/// stream table, as JSON.
+#[pg_extern]
+fn explain_stream_table(name: &str) -> JsonB {
+    JsonB(explained(name).json())
+}
+
+/// The same in a chosen format: `json`, `text` (reads like EXPLAIN) or
+/// `dot` (Graphviz).
+#[pg_extern(name = "explain_stream_table")]
+fn explain_stream_table_as(name: &str, format: &str) -> String {
+    let Some(f) = explain::Format::parse(format) else {
+        crate::util::raise(
+            "22023",
+            format!("unknown explain format \"{format}\" for stream table {name}"),
+            Some("Use 'json', 'text' or 'dot'.".into()),
+        )
     };
-    let sources: Vec<serde_json::Value> = rows(
-        "SELECT source_relid::regclass::text, captured::text FROM pgtrickle.pgt_sources \
-         WHERE st_id = $1::text::bigint ORDER BY 1",
-        &[Some(st.id.to_string())],
+    let e = explained(name);
+    let header = explain::Header {
+        name: &e.st.name,
+        requested: &e.requested,
+        effective: &e.effective,
+        fallback_reason: e.fallback_reason.as_deref(),
+    };
+    match f {
+        explain::Format::Json => serde_json::to_string_pretty(&e.json()).unwrap_or_default(),
+        explain::Format::Text => explain::text(&header, &e.tree()),
+        explain::Format::Dot => explain::dot(&header, &e.tree()),
+    }
+}
+
+/// Every generated SQL fragment of a stream table's current definition,
+/// one row per phase, with a stable hash. Parameterized phases take `$1`
+/// the previous frontier (`pg_snapshot`), `$2` the xid8 that took it and
+/// `$3…` the change ids consumed per source, all as text; `parameters`
+/// holds the values the next refresh would bind, so a read-only phase can
+/// be run or EXPLAINed as it is (`PREPARE p(text, ...) AS sql`).
+#[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
+fn stream_table_sql(
+    name: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(phase, String),
+        name!(sql, String),
+        name!(hash, String),
+        name!(parameterized, bool),
+        name!(writes, bool),
+        name!(parameters, Option<Vec<Option<String>>>),
+    ),
+> {
+    let e = explained(name);
+    let id = Some(e.st.id.to_string());
+    let mut params: Vec<Option<String>> = row(
+        "SELECT frontier::text, frontier_xid::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        std::slice::from_ref(&id),
     )
-    .into_iter()
-    .map(|s| serde_json::json!({ "relation": s[0], "captured": s[1].as_deref() == Some("true") }))
-    .collect();
-    JsonB(serde_json::json!({
-        "name": st.name,
-        "query": query,
-        "requested_mode": r[1],
-        "effective_mode": r[2],
-        "fallback_reason": r[3],
-        "sources": sources,
-        "operator_tree": tree,
-        "sql": { "differential": r[4], "full": r[5] },
-    }))
+    .unwrap_or_default();
+    params.extend(
+        first_column::<String>(
+            "SELECT own_change_id::text FROM pgtrickle.pgt_sources \
+         WHERE st_id = $1::text::bigint AND captured ORDER BY param_position",
+            &[id],
+        )
+        .into_iter()
+        .map(Some),
+    );
+    let rows: Vec<_> = e
+        .phases()
+        .into_iter()
+        .map(|p| {
+            let hash = p.hash();
+            let bind = p.parameterized.then(|| params.clone());
+            (
+                p.name.to_string(),
+                p.sql,
+                hash,
+                p.parameterized,
+                p.writes,
+                bind,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
 }

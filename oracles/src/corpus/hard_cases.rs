@@ -390,5 +390,25 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
+        Entry::new(
+            "union_all_equal_values_with_different_scale",
+            "rows equal as numbers but not in text (1 and 1.00) from two UNION ALL branches; \
+             found by SQLancer light (seed 4242, case 729)",
+            222,
+            |s, n| {
+                Builder::new("union_all_equal_values_with_different_scale", s)
+                    .table(table_a(), 4)
+                    .table(table_c(), 4)
+                    .diff("u", "SELECT k, v FROM a UNION ALL SELECT x, amount FROM c")
+                    .step(&["INSERT INTO a VALUES (1, 1, 'int')", "INSERT INTO c VALUES (1, 1.00)"])
+                    .step(&["DELETE FROM c WHERE x = 1 AND amount = 1.00"])
+                    .step(&["INSERT INTO c VALUES (1, 1.00)"])
+                    .step(&["DELETE FROM a WHERE s = 'int'"])
+                    .step(&["INSERT INTO a VALUES (1, 1, 'int')", "UPDATE c SET amount = 1.00 WHERE x = 1"])
+                    .step(&["DELETE FROM a WHERE s = 'int'", "DELETE FROM c WHERE x = 1"])
+                    .random_steps(tail(n))
+                    .build()
+            },
+        ),
     ]
 }

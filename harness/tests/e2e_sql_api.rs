@@ -1,0 +1,260 @@
+//! The 0.39.0 SQL surface against a real cluster: explain formats, the
+//! generated-SQL listing (whose read-only phases run as they are), and an
+//! upgrade from 0.38.0 that ends with the same catalog as a fresh install.
+
+use std::collections::BTreeMap;
+
+use harness::testkit::{database, shared_cluster};
+use postgres::Client;
+
+fn setup(db: &mut Client) {
+    db.batch_execute(
+        "CREATE TABLE a (k int, v int);
+         CREATE TABLE b (k int, w int);
+         INSERT INTO a VALUES (1, 10), (2, 20), (NULL, 5);
+         INSERT INTO b VALUES (1, 7), (2, 8);
+         SELECT pgtrickle.create_stream_table('j', 'SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n, sum(v) AS s FROM a GROUP BY k', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('w', 'SELECT k, rank() OVER (ORDER BY v) AS r FROM a', NULL, 'AUTO');",
+    )
+    .expect("setup");
+}
+
+fn explain(db: &mut Client, st: &str, format: &str) -> Result<String, postgres::Error> {
+    db.query_one(
+        "SELECT pgtrickle.explain_stream_table($1, $2)",
+        &[&st, &format],
+    )
+    .map(|r| r.get(0))
+}
+
+#[test]
+fn explain_formats_text_dot_and_json() {
+    let mut db = database("explain_formats");
+    setup(&mut db);
+    let text = explain(&mut db, "g", "text").unwrap();
+    assert!(
+        text.starts_with("Stream table public.g (requested DIFFERENTIAL, effective DIFFERENTIAL)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("->  Aggregate") && text.contains("rows by group key"),
+        "{text}"
+    );
+    let text = explain(&mut db, "w", "TEXT").unwrap();
+    assert!(
+        text.contains("FULL because:") && text.contains("window function"),
+        "{text}"
+    );
+    let dot = explain(&mut db, "j", "dot").unwrap();
+    assert!(
+        dot.starts_with("digraph \"public.j\"") && dot.contains(" -> n"),
+        "{dot}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&explain(&mut db, "j", "json").unwrap()).unwrap();
+    assert_eq!(json["effective_mode"], "DIFFERENTIAL");
+    assert_eq!(json["operator_tree"]["row_id_sensitive"], true);
+    assert!(json["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["phase"] == "delta"));
+    let err = explain(&mut db, "j", "yaml").unwrap_err();
+    let db_err = err.as_db_error().expect("db error");
+    assert_eq!(db_err.code().code(), "22023");
+    assert!(db_err.message().contains("yaml") && db_err.message().contains('j'));
+    // The 0.38.0 one-argument form still returns jsonb.
+    let v: serde_json::Value = db
+        .query_one("SELECT pgtrickle.explain_stream_table('g')::text", &[])
+        .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
+        .unwrap();
+    assert_eq!(v["name"], "public.g");
+}
+
+/// One row of `stream_table_sql`: phase, sql, hash, writes, parameters.
+type Phase = (String, String, String, bool, Option<Vec<Option<String>>>);
+
+#[test]
+fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
+    let mut db = database("sql_phases");
+    setup(&mut db);
+    let phases = |db: &mut Client, st: &str| -> Vec<Phase> {
+        db.query(
+            "SELECT phase, sql, hash, writes, parameters FROM pgtrickle.stream_table_sql($1)",
+            &[&st],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    };
+    let j = phases(&mut db, "j");
+    let names: Vec<&str> = j.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["populate", "full_recompute", "delta", "differential"]
+    );
+    assert!(j
+        .iter()
+        .all(|p| p.2.len() == 16 && p.2.chars().all(|c| c.is_ascii_hexdigit())));
+    assert_eq!(j, phases(&mut db, "j"), "listing is stable");
+    let stored: String = db
+        .query_one(
+            "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE relid = 'j'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        j[3].1, stored,
+        "the differential phase is what refreshes run"
+    );
+
+    // Pending changes show in the read-only delta phase, bound to the listed parameters.
+    db.batch_execute("INSERT INTO a VALUES (1, 11); DELETE FROM b WHERE k = 2")
+        .unwrap();
+    let delta = phases(&mut db, "j")
+        .into_iter()
+        .find(|p| p.0 == "delta")
+        .unwrap();
+    assert!(!delta.3, "delta does not write");
+    let params = delta.4.expect("parameterized phase lists its parameters");
+    let types = vec!["text"; params.len()].join(", ");
+    db.batch_execute(&format!("PREPARE d({types}) AS {}", delta.1))
+        .unwrap();
+    let args = params
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .map(|v| format!("'{v}'"))
+                .unwrap_or_else(|| "NULL".into())
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let out = db.query(&format!("EXECUTE d({args})"), &[]).unwrap();
+    let net: i64 = out.iter().map(|r| r.get::<_, i64>("__pgt_n")).sum();
+    assert_eq!(out.len(), 2, "one row in, one row out");
+    assert_eq!(net, 0);
+    let plan: Vec<String> = db
+        .query(
+            &format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE d({args})"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("Execution Time")),
+        "{plan:?}"
+    );
+
+    let g: Vec<String> = phases(&mut db, "g").into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        g,
+        [
+            "populate",
+            "full_recompute",
+            "affected_groups",
+            "group_recompute",
+            "differential"
+        ]
+    );
+    let w: Vec<String> = phases(&mut db, "w").into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        w,
+        ["populate", "full_recompute"],
+        "a FULL stream table lists no differential phases"
+    );
+}
+
+/// The extension's objects: functions with argument and result types and
+/// defaults, tables with columns, triggers and event triggers.
+fn catalog(db: &mut Client) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let queries = [
+        "SELECT 'function ' || p.proname || '(' || pg_get_function_arguments(p.oid) || ')', \
+         pg_get_function_result(p.oid) || ' ' || p.provolatile::text || p.proisstrict::text || ' ' || coalesce(l.lanname, '') \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace LEFT JOIN pg_language l ON l.oid = p.prolang \
+         WHERE n.nspname = 'pgtrickle'",
+        "SELECT 'column ' || c.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod) || \
+         CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid \
+         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
+         WHERE n.nspname = 'pgtrickle' AND c.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped",
+        "SELECT 'index ' || c.relname, pg_get_indexdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'pgtrickle' AND c.relkind = 'i'",
+        "SELECT 'event trigger ' || evtname, evtevent || ' ' || evtfoid::regproc::text FROM pg_event_trigger",
+        "SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text, pg_get_triggerdef(oid) FROM pg_trigger \
+         WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'pgtrickle.%'",
+    ];
+    for q in queries {
+        for r in db.query(q, &[]).unwrap() {
+            out.insert(r.get(0), r.get(1));
+        }
+    }
+    out
+}
+
+#[test]
+fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
+    let cluster = shared_cluster();
+    let mut fresh = database("fresh_039");
+    let mut upgraded = cluster.fresh_database("t_upgraded_038").unwrap();
+    upgraded
+        .batch_execute(
+            "DROP EXTENSION pg_trickle; CREATE EXTENSION pg_trickle VERSION '0.38.0'; \
+             CREATE TABLE a (k int, v int); INSERT INTO a VALUES (1, 1); \
+             SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n FROM a GROUP BY k', NULL, 'DIFFERENTIAL'); \
+             INSERT INTO a VALUES (1, 2), (2, 3);",
+        )
+        .expect("a 0.38.0 database with a stream table and pending changes");
+    upgraded
+        .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
+        .expect("upgrade");
+    let version: String = upgraded
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let (a, b) = (catalog(&mut fresh), catalog(&mut upgraded));
+    let mut diff = Vec::new();
+    for k in a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (a.get(k), b.get(k)) {
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => diff.push(format!("{k}:\n  fresh:    {x:?}\n  upgraded: {y:?}")),
+        }
+    }
+    assert!(
+        diff.is_empty(),
+        "upgraded catalog differs from a fresh install:\n{}",
+        diff.join("\n")
+    );
+    // Pending changes survive the upgrade and apply exactly once.
+    upgraded
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('g')")
+        .unwrap();
+    let rows: Vec<(i32, i64)> = upgraded
+        .query("SELECT k, n FROM g ORDER BY k", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, 2), (2, 1)]);
+    let mode: String = upgraded
+        .query_one(
+            "SELECT mode FROM pgtrickle.pgt_refresh_history ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "DIFFERENTIAL");
+}
