@@ -23,7 +23,7 @@ quietly() { # quietly NAME CMD...: run, keep the log, show it on failure
     fi
 }
 
-packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo)
+packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo locales)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -32,6 +32,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     quietly apt-update as_root apt-get update -qq
     quietly apt-install as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# A non-English locale, so tests can check that no decision depends on message text.
+if ! locale -a 2>/dev/null | grep -qix 'de_DE.utf8'; then
+    echo "setup: generating the de_DE.UTF-8 locale"
+    quietly locale-de as_root localedef -i de_DE -c -f UTF-8 de_DE.UTF-8
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then

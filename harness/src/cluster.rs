@@ -295,6 +295,29 @@ impl Cluster {
         self.keep = true;
     }
 
+    /// Start the server again on the same data directory and port (after
+    /// [`Cluster::stop`], for example to load a new library build).
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        let pg_ctl = self.bindir.join("pg_ctl");
+        self.run_tool(
+            &pg_ctl,
+            &[
+                "-D",
+                &self.data_dir().display().to_string(),
+                "-l",
+                &self.log_path().display().to_string(),
+                "-o",
+                &format!("-p {}", self.port),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        register(self);
+        Ok(())
+    }
+
     /// Node name.
     pub fn name(&self) -> &str {
         &self.name

@@ -3,10 +3,14 @@
 //! The `harness` binary and the end-to-end tests both use it.
 
 pub mod bench;
+pub mod catalog_diff;
 pub mod cluster;
 pub mod demo;
+pub mod docs;
 pub mod oracle_suite;
 pub mod progress;
 pub mod report;
 pub mod sqlancer_suite;
 pub mod testkit;
+pub mod upgrade;
+pub mod versions;

@@ -36,6 +36,12 @@ enum Command {
     Nightly(cmd::nightly::NightlyArgs),
     /// SQLancer light: seeded random schemas, queries and DML through the oracle.
     Sqlancer(cmd::sqlancer::SqlancerArgs),
+    /// Write docs/CONFIGURATION.md from the settings table (or --check it).
+    Docs(cmd::docs::DocsArgs),
+    /// The upgrade matrix: old versions built from source, upgraded, checked.
+    Upgrade(cmd::upgrade::UpgradeArgs),
+    /// Check that every place naming the extension version agrees.
+    Versions(cmd::versions::VersionsArgs),
     /// Show a stream table being kept fresh by the scheduler.
     Demo(cmd::demo::DemoArgs),
     /// Measure refresh time, write latency and write throughput.
@@ -55,6 +61,9 @@ fn main() -> ExitCode {
         Command::Nightly(args) => cmd::nightly::run(&cli.common, args),
         Command::Sqlancer(args) => cmd::sqlancer::run(&cli.common, args),
         Command::Demo(args) => cmd::demo::run(&cli.common, args),
+        Command::Docs(args) => cmd::docs::run(args),
+        Command::Versions(args) => cmd::versions::run(args),
+        Command::Upgrade(args) => cmd::upgrade::run(&cli.common, args),
         Command::Bench(cfg) => cmd::bench::run(&cli.common, cfg),
     };
     match result {

@@ -84,3 +84,16 @@ pub fn check_workload(name: &str) {
         );
     }
 }
+
+/// A cluster of its own for a test that needs server-wide settings
+/// (removed when dropped).
+pub fn dedicated_cluster(name: &str, settings: &[&str]) -> Cluster {
+    let opts = ClusterOptions {
+        pg_config: pg_config(),
+        settings: settings.iter().map(|s| s.to_string()).collect(),
+        name: name.into(),
+        ..ClusterOptions::default()
+    };
+    Cluster::start(&test_root(), &opts)
+        .unwrap_or_else(|e| panic!("could not start cluster {name}: {e}"))
+}

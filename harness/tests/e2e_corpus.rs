@@ -79,6 +79,8 @@ corpus_tests! {
     union_all_branches_change_together,
     stream_table_chain_with_netting,
     union_all_equal_values_with_different_scale,
+    hold_then_catch_up,
+    discard_then_reinitialise,
 }
 
 /// The stream tables of the whole corpus, as the engine reports their

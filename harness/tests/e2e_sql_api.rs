@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use harness::catalog_diff::{differences as catalog_differences, snapshot};
 use harness::testkit::{database, shared_cluster};
 use postgres::Client;
 
@@ -169,47 +170,33 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
     );
 }
 
-/// The extension's objects: functions with argument and result types and
-/// defaults, tables with columns, triggers and event triggers.
-fn catalog(db: &mut Client) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let queries = [
-        "SELECT 'function ' || p.proname || '(' || pg_get_function_arguments(p.oid) || ')', \
-         pg_get_function_result(p.oid) || ' ' || p.provolatile::text || p.proisstrict::text || ' ' || coalesce(l.lanname, '') \
-         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace LEFT JOIN pg_language l ON l.oid = p.prolang \
-         WHERE n.nspname = 'pgtrickle'",
-        "SELECT 'column ' || c.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod) || \
-         CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid \
-         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
-         WHERE n.nspname = 'pgtrickle' AND c.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped",
-        "SELECT 'index ' || c.relname, pg_get_indexdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = 'pgtrickle' AND c.relkind = 'i'",
-        "SELECT 'event trigger ' || evtname, evtevent || ' ' || evtfoid::regproc::text FROM pg_event_trigger",
-        "SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text, pg_get_triggerdef(oid) FROM pg_trigger \
-         WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'pgtrickle.%'",
-    ];
-    for q in queries {
-        for r in db.query(q, &[]).unwrap() {
-            out.insert(r.get(0), r.get(1));
-        }
-    }
-    out
-}
-
 #[test]
 fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
+    // Stream tables carried across an upgrade (built from the old source)
+    // are `harness upgrade`'s job; here the 0.38.0 SQL meets this library.
     let cluster = shared_cluster();
     let mut fresh = database("fresh_039");
     let mut upgraded = cluster.fresh_database("t_upgraded_038").unwrap();
     upgraded
         .batch_execute(
             "DROP EXTENSION pg_trickle; CREATE EXTENSION pg_trickle VERSION '0.38.0'; \
-             CREATE TABLE a (k int, v int); INSERT INTO a VALUES (1, 1); \
-             SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n FROM a GROUP BY k', NULL, 'DIFFERENTIAL'); \
-             INSERT INTO a VALUES (1, 2), (2, 3);",
+             CREATE TABLE a (k int, v int); INSERT INTO a VALUES (1, 1);",
         )
-        .expect("a 0.38.0 database with a stream table and pending changes");
+        .expect("a 0.38.0 database");
+    // Old SQL definitions over the new library fail clearly instead of misbehaving.
+    for (sql, needle) in [
+        ("SELECT * FROM pgtrickle.stream_table_status()", "older pg_trickle"),
+        (
+            "SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n FROM a GROUP BY k')",
+            "version 0.38.0",
+        ),
+    ] {
+        let err = upgraded.batch_execute(sql).unwrap_err();
+        let db_err = err.as_db_error().expect("db error");
+        assert_eq!(db_err.code().code(), "0A000", "{sql}");
+        assert!(db_err.message().contains(needle), "{}", db_err.message());
+        assert_eq!(db_err.hint(), Some("Run ALTER EXTENSION pg_trickle UPDATE."));
+    }
     upgraded
         .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
         .expect("upgrade");
@@ -221,26 +208,22 @@ fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
         .unwrap()
         .get(0);
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
-    let (a, b) = (catalog(&mut fresh), catalog(&mut upgraded));
-    let mut diff = Vec::new();
-    for k in a
-        .keys()
-        .chain(b.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if x == y => {}
-            (x, y) => diff.push(format!("{k}:\n  fresh:    {x:?}\n  upgraded: {y:?}")),
-        }
-    }
+    let (a, b) = (
+        snapshot(&mut fresh).unwrap(),
+        snapshot(&mut upgraded).unwrap(),
+    );
+    let diff = catalog_differences(&a, &b);
     assert!(
         diff.is_empty(),
         "upgraded catalog differs from a fresh install:\n{}",
         diff.join("\n")
     );
-    // Pending changes survive the upgrade and apply exactly once.
+    // The upgraded database works: a stream table, a change, a DIFFERENTIAL refresh.
     upgraded
-        .batch_execute("SELECT pgtrickle.refresh_stream_table('g')")
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n FROM a GROUP BY k', NULL, 'DIFFERENTIAL'); \
+             INSERT INTO a VALUES (1, 2), (2, 3); SELECT pgtrickle.refresh_stream_table('g');",
+        )
         .unwrap();
     let rows: Vec<(i32, i64)> = upgraded
         .query("SELECT k, n FROM g ORDER BY k", &[])
@@ -257,4 +240,116 @@ fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
         .unwrap()
         .get(0);
     assert_eq!(mode, "DIFFERENTIAL");
+}
+
+/// A setting as pg_settings shows it: boot value, min, max, unit, context.
+type SettingFacts = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+/// What a running server reports for every `pg_trickle.*` setting equals
+/// the one declaration in `engine/core` (name, default, bounds, unit, context).
+#[test]
+fn the_server_reports_exactly_the_declared_settings() {
+    use pg_trickle_core::settings::{SettingContext, SettingKind, SETTINGS};
+    let mut db = database("settings_drift");
+    let reported: BTreeMap<String, SettingFacts> = db
+        .query(
+            "SELECT name, boot_val, min_val, max_val, unit, context FROM pg_settings WHERE name LIKE 'pg\\_trickle.%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+        .collect();
+    let mut declared = BTreeMap::new();
+    for s in SETTINGS {
+        let (boot, min, max) = match s.kind {
+            SettingKind::Bool { default } => {
+                (if default { "on" } else { "off" }.to_string(), None, None)
+            }
+            SettingKind::Int { default, min, max } => (
+                default.to_string(),
+                Some(min.to_string()),
+                Some(max.to_string()),
+            ),
+            SettingKind::Text { default } => (default.to_string(), None, None),
+        };
+        let context = match s.context {
+            SettingContext::Restart => "postmaster",
+            SettingContext::Reload => "sighup",
+            SettingContext::Session => "user",
+        };
+        let unit = (!s.unit.is_empty()).then(|| s.unit.to_string());
+        declared.insert(
+            format!("pg_trickle.{}", s.name),
+            (boot, min, max, unit, context.to_string()),
+        );
+    }
+    assert_eq!(reported, declared);
+}
+
+/// Every `pg_trickle.*` setting and `pgtrickle.*` object the docs name exists.
+#[test]
+fn the_docs_name_only_settings_and_objects_that_exist() {
+    use pg_trickle_core::settings::SETTINGS;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "md") {
+            files.push(e.path());
+        }
+    }
+    let mut db = database("docs_drift");
+    let objects: std::collections::BTreeSet<String> = db
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgtrickle' \
+             UNION SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgtrickle'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut missing = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (prefix, known) in [("pg_trickle.", true), ("pgtrickle.", false)] {
+            for (i, _) in text.match_indices(prefix) {
+                // Only where the prefix starts a name (not inside another word).
+                if i > 0
+                    && text[..i]
+                        .chars()
+                        .last()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                {
+                    continue;
+                }
+                let name: String = text[i + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if name.is_empty() {
+                    continue;
+                }
+                let exists = if known {
+                    SETTINGS.iter().any(|s| s.name == name)
+                } else {
+                    objects.contains(&name)
+                };
+                if !exists {
+                    missing.push(format!("{}: {prefix}{name}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs name things that do not exist:\n{}",
+        missing.join("\n")
+    );
 }

@@ -365,6 +365,9 @@ fn run_steps(r: &mut Runner<'_>, w: &Workload) {
                 return;
             }
         }
+        if step.skip_refresh {
+            continue;
+        }
         let mut history = Vec::with_capacity(w.stream_tables.len());
         for st in &w.stream_tables {
             match r.last_history_id(&st.name) {

@@ -76,7 +76,9 @@ pub fn render(w: &Workload, r: &WorkloadRun, columns: &[String], command: &str) 
     push_block(&mut out, "stream tables", &creates);
     for (i, step) in w.steps.iter().enumerate() {
         let mut stmts = step.dml.clone();
-        stmts.extend(w.stream_tables.iter().map(|s| s.refresh_sql()));
+        if !step.skip_refresh {
+            stmts.extend(w.stream_tables.iter().map(|s| s.refresh_sql()));
+        }
         stmts.extend(step.after_refresh.iter().cloned());
         push_block(&mut out, &format!("step {}", i + 1), &stmts);
     }

@@ -72,6 +72,9 @@ pub struct Step {
     /// DIFFERENTIAL stream tables whose refresh in this step must run FULL
     /// because the step breaks continuity (a TRUNCATE of a source).
     pub reinit: Vec<String>,
+    /// Run the DML only: no refresh and no comparison (the stream tables
+    /// are held, say). The next refreshing step must catch up.
+    pub skip_refresh: bool,
 }
 
 /// Everything one oracle run executes.
@@ -95,7 +98,8 @@ impl Workload {
     /// Comparisons a complete run makes: one per stream table after
     /// creation and after every step.
     pub fn expected_comparisons(&self) -> usize {
-        self.stream_tables.len() * (self.steps.len() + 1)
+        let refreshing = self.steps.iter().filter(|s| !s.skip_refresh).count();
+        self.stream_tables.len() * (refreshing + 1)
     }
 
     /// Statements the workload executes (for shrink reports).
@@ -106,7 +110,14 @@ impl Workload {
             + self
                 .steps
                 .iter()
-                .map(|s| s.dml.len() + s.after_refresh.len() + self.stream_tables.len())
+                .map(|s| {
+                    let refreshes = if s.skip_refresh {
+                        0
+                    } else {
+                        self.stream_tables.len()
+                    };
+                    s.dml.len() + s.after_refresh.len() + refreshes
+                })
                 .sum::<usize>()
     }
 
@@ -203,9 +214,32 @@ impl Builder {
     pub fn reinit_step(mut self, dml: &[&str], reinit: &[&str]) -> Self {
         self.workload.steps.push(Step {
             dml: dml.iter().map(|s| s.to_string()).collect(),
-            after_refresh: Vec::new(),
             reinit: reinit.iter().map(|s| s.to_string()).collect(),
+            ..Step::default()
         });
+        self
+    }
+
+    /// A scripted step that runs DML without refreshing (held stream tables).
+    pub fn dml_only_step(mut self, dml: &[&str]) -> Self {
+        self.workload.steps.push(Step {
+            dml: dml.iter().map(|s| s.to_string()).collect(),
+            skip_refresh: true,
+            ..Step::default()
+        });
+        self
+    }
+
+    /// `n` random steps without refreshes.
+    pub fn random_dml_only_steps(mut self, n: usize) -> Self {
+        for _ in 0..n {
+            let dml = self.gen.batch(&self.tables);
+            self.workload.steps.push(Step {
+                dml,
+                skip_refresh: true,
+                ..Step::default()
+            });
+        }
         self
     }
 

@@ -74,7 +74,16 @@ pub const SETTINGS: &[Setting] = &[
         unit: "ms",
         context: SettingContext::Reload,
         category: "Scheduler",
-        description: "How often the scheduler wakes to look for stream tables whose schedule is due. The scheduler only polls: it does not wake on commits.",
+        description: "How often the scheduler wakes to look for stream tables whose schedule is due. With pg_trickle.event_driven_wake on it also wakes when a change to a captured source commits; this interval is then the longest it sleeps.",
+        experimental: false,
+    },
+    Setting {
+        name: "event_driven_wake",
+        kind: SettingKind::Bool { default: true },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Scheduler",
+        description: "When on, a committed transaction that changed a captured source wakes the scheduler at once (through shared memory: a commit callback sets the scheduler's latch), so a due stream table need not wait for the poll interval. Rolled-back transactions do not wake it. When off, the scheduler only polls every pg_trickle.scheduler_interval_ms. Needs pg_trickle in shared_preload_libraries.",
         experimental: false,
     },
     Setting {
@@ -84,6 +93,87 @@ pub const SETTINGS: &[Setting] = &[
         context: SettingContext::Restart,
         category: "Scheduler",
         description: "The database the scheduler background worker connects to. Stream tables in other databases refresh only manually.",
+        experimental: false,
+    },
+    Setting {
+        name: "enforce_backpressure",
+        kind: SettingKind::Bool { default: false },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "When on, a source whose unconsumed change backlog reaches a high watermark (rows, kilobytes or age) is put under backpressure until the backlog falls below the matching low watermark; pg_trickle.backpressure_action says what happens to writes meanwhile. The state is re-evaluated on every scheduler tick, after every refresh and by pgtrickle.evaluate_backpressure().",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_action",
+        kind: SettingKind::Text { default: "reject" },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "What engaged backpressure does to a statement that writes to the lagging source: 'reject' fails the statement with SQLSTATE 53400 (nothing already captured is lost), 'warn' lets it through with a WARNING.",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_high_rows",
+        kind: SettingKind::Int { default: 1_000_000, min: 0, max: i32::MAX },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "Backpressure engages when a source has at least this many change rows its slowest reader has not consumed (0 disables this signal).",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_low_rows",
+        kind: SettingKind::Int { default: 500_000, min: 0, max: i32::MAX },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "Engaged backpressure releases only when the unconsumed rows are below this (and every other enabled signal is below its low watermark).",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_high_kb",
+        kind: SettingKind::Int { default: 0, min: 0, max: i32::MAX },
+        unit: "kB",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "Backpressure engages when a source's unconsumed change rows take at least this many kilobytes (0 disables this signal).",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_low_kb",
+        kind: SettingKind::Int { default: 0, min: 0, max: i32::MAX },
+        unit: "kB",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "Release watermark for pg_trickle.backpressure_high_kb.",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_high_age_s",
+        kind: SettingKind::Int { default: 0, min: 0, max: i32::MAX },
+        unit: "s",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "Backpressure engages when a source's oldest unconsumed change is at least this old (0 disables this signal).",
+        experimental: false,
+    },
+    Setting {
+        name: "backpressure_low_age_s",
+        kind: SettingKind::Int { default: 0, min: 0, max: i32::MAX },
+        unit: "s",
+        context: SettingContext::Reload,
+        category: "Backpressure",
+        description: "Release watermark for pg_trickle.backpressure_high_age_s.",
+        experimental: false,
+    },
+    Setting {
+        name: "max_held_backlog_rows",
+        kind: SettingKind::Int { default: 0, min: 0, max: i32::MAX },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Hold and discard",
+        description: "Cap on the change rows a held stream table may leave unconsumed on one source (0: no cap). At the cap, statements writing to that source fail with SQLSTATE 53400 until the stream table is resumed and refreshed or its changes are discarded; nothing captured is lost. Checked when backpressure is evaluated.",
         experimental: false,
     },
 ];
@@ -102,6 +192,7 @@ mod tests {
             if let SettingKind::Int { default, min, max } = s.kind {
                 assert!(min <= default && default <= max, "{}", s.name);
             }
+            assert!(["", "ms", "s", "kB"].contains(&s.unit), "{}", s.name);
             assert!(!s.description.is_empty());
         }
     }

@@ -26,6 +26,46 @@ pub fn classify(sqlstate: &str) -> RetryClass {
     }
 }
 
+/// Consecutive transient failures retried on the next scheduler tick before
+/// a stream table waits for its schedule like after a permanent failure.
+pub const MAX_QUICK_RETRIES: u32 = 3;
+
+/// What the scheduler does after a failed refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Retry on the next tick instead of waiting for the schedule.
+    pub retry_next_tick: bool,
+    /// The decision in words, recorded in the refresh history.
+    pub reason: String,
+}
+
+/// Decide from the SQLSTATE alone, given how many transient failures in a
+/// row came before this one.
+pub fn decide(sqlstate: &str, previous_transient: u32) -> Decision {
+    let class = sqlstate.get(0..2).unwrap_or("??");
+    match classify(sqlstate) {
+        RetryClass::Retry if previous_transient < MAX_QUICK_RETRIES => Decision {
+            retry_next_tick: true,
+            reason: format!(
+                "transient failure (SQLSTATE {sqlstate}, class {class}): retrying on the next tick, attempt {} of {MAX_QUICK_RETRIES}",
+                previous_transient + 1
+            ),
+        },
+        RetryClass::Retry => Decision {
+            retry_next_tick: false,
+            reason: format!(
+                "transient failure (SQLSTATE {sqlstate}, class {class}) persisted through {MAX_QUICK_RETRIES} retries: next attempt when the schedule is due"
+            ),
+        },
+        RetryClass::Permanent => Decision {
+            retry_next_tick: false,
+            reason: format!(
+                "permanent failure (SQLSTATE {sqlstate}, class {class}): next attempt when the schedule is due"
+            ),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +79,18 @@ mod tests {
         assert_eq!(classify("42P01"), RetryClass::Permanent);
         assert_eq!(classify("0A000"), RetryClass::Permanent);
         assert_eq!(classify(""), RetryClass::Permanent);
+    }
+
+    #[test]
+    fn transient_failures_retry_quickly_a_bounded_number_of_times() {
+        for n in 0..MAX_QUICK_RETRIES {
+            let d = decide("57014", n);
+            assert!(d.retry_next_tick, "{d:?}");
+            assert!(d.reason.contains(&format!("attempt {} of 3", n + 1)));
+        }
+        let d = decide("57014", MAX_QUICK_RETRIES);
+        assert!(!d.retry_next_tick && d.reason.contains("persisted"));
+        let d = decide("42P01", 0);
+        assert!(!d.retry_next_tick && d.reason.starts_with("permanent"));
     }
 }

@@ -126,6 +126,7 @@ fn create_stream_table(
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(&str, "'AUTO'"),
 ) {
+    crate::compat::require_current_sql();
     let requested = parse_mode(refresh_mode);
     let schedule = parse_schedule_arg(schedule);
     let query = query.trim().trim_end_matches(';').trim_end();
@@ -219,6 +220,7 @@ fn create_stream_table(
 /// Refresh a stream table now (DIFFERENTIAL when possible, else FULL).
 #[pg_extern]
 fn refresh_stream_table(name: &str) {
+    crate::compat::require_current_sql();
     let st = resolve(name);
     refresh::refresh_by_id(st.id, Initiator::Manual, false);
 }
@@ -226,6 +228,7 @@ fn refresh_stream_table(name: &str) {
 /// Drop a stream table, its storage and any capture no other stream table needs.
 #[pg_extern]
 fn drop_stream_table(name: &str) {
+    crate::compat::require_current_sql();
     let st = resolve(name);
     let readers = rows(
         "SELECT st.name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
@@ -287,6 +290,7 @@ fn alter_stream_table(
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(Option<&str>, "NULL"),
 ) {
+    crate::compat::require_current_sql();
     let st = resolve(name);
     let current = row(
         "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",

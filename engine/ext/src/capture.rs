@@ -8,9 +8,10 @@
 //! marks dependent stream tables for reinitialisation. Writers never take a
 //! table-level lock on the buffer.
 
+use pg_trickle_core::backpressure::Lag;
 use pg_trickle_core::catalog::SourceTable;
 
-use crate::util::{qi, raise, rows, run, value};
+use crate::util::{qi, raise, row, rows, run, value};
 
 /// Column names and storage types of a source, in attribute order.
 fn source_columns(oid: u32) -> Vec<(String, String)> {
@@ -61,6 +62,7 @@ pub fn ensure_capture(source: &SourceTable) {
         "change_id bigint GENERATED ALWAYS AS IDENTITY".to_string(),
         "xid xid8 NOT NULL DEFAULT pg_current_xact_id()".to_string(),
         "op \"char\" NOT NULL".to_string(),
+        "captured_at timestamptz NOT NULL DEFAULT now()".to_string(),
     ];
     for (k, (_, ty)) in cols.iter().enumerate() {
         defs.push(format!("__o{} {ty}", k + 1));
@@ -106,6 +108,20 @@ pub fn ensure_capture(source: &SourceTable) {
         &format!(
             "CREATE TRIGGER pgt_truncate AFTER TRUNCATE ON {table} \
              FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.on_source_truncate()"
+        ),
+        &[],
+    );
+    run(
+        &format!(
+            "CREATE TRIGGER pgt_guard BEFORE INSERT OR UPDATE OR DELETE ON {table} \
+             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.guard_writes()"
+        ),
+        &[],
+    );
+    run(
+        &format!(
+            "CREATE TRIGGER pgt_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} \
+             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.wake_on_commit()"
         ),
         &[],
     );
@@ -163,6 +179,8 @@ pub fn drop_capture(source_relid: u32) {
             &format!("DROP TRIGGER IF EXISTS pgt_truncate ON {table}"),
             &[],
         );
+        run(&format!("DROP TRIGGER IF EXISTS pgt_guard ON {table}"), &[]);
+        run(&format!("DROP TRIGGER IF EXISTS pgt_wake ON {table}"), &[]);
     }
     run(&format!("DROP TABLE IF EXISTS {buffer}"), &[]);
     run(
@@ -186,18 +204,37 @@ pub fn prune(source_relid: u32) {
     );
 }
 
-/// Rows in `source_relid`'s buffer that the stream table `st_id` has not consumed yet.
-pub fn pending_for(st_id: i64, source_relid: u32) -> i64 {
+/// The backlog `st_id` has on `source_relid`: rows it has not consumed,
+/// their bytes, and the age of the oldest.
+pub fn lag_for(st_id: i64, source_relid: u32) -> Lag {
     let buffer = format!("pgtrickle_changes.changes_{source_relid}");
-    value(
+    let r = row(
         &format!(
-            "SELECT count(*)::text FROM {buffer} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
+            "SELECT count(*)::text, coalesce(sum(pg_column_size(b.*)), 0)::text, \
+             coalesce(extract(epoch FROM clock_timestamp() - min(b.captured_at)), 0)::text \
+             FROM {buffer} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
              WHERE st.id = $1::text::bigint AND s.st_id = st.id AND s.source_relid = $2::text::oid \
              AND NOT coalesce(CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
                   ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)"
         ),
         &[Some(st_id.to_string()), Some(source_relid.to_string())],
     )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or(0)
+    .unwrap_or_default();
+    let num = |i: usize| {
+        r.get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Lag {
+        rows: num(0) as i64,
+        bytes: num(1) as i64,
+        age_seconds: num(2),
+    }
+}
+
+/// Rows in `source_relid`'s buffer that the stream table `st_id` has not consumed yet.
+pub fn pending_for(st_id: i64, source_relid: u32) -> i64 {
+    lag_for(st_id, source_relid).rows
 }

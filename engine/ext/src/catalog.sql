@@ -28,7 +28,10 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_error_sqlstate text,
     last_error_message  text,
     last_error_at       timestamptz,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    held                boolean NOT NULL DEFAULT false,
+    held_since          timestamptz,
+    held_reason         text
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
 
@@ -48,7 +51,15 @@ CREATE TABLE pgtrickle.pgt_change_buffers (
     source_relid oid PRIMARY KEY,
     buffer_name  text NOT NULL,
     columns      text[] NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    capture_state text NOT NULL DEFAULT 'capturing' CHECK (capture_state IN ('capturing', 'discarding')),
+    capture_reason text,
+    capture_changed_at timestamptz,
+    backpressure text NOT NULL DEFAULT 'released' CHECK (backpressure IN ('released', 'engaged')),
+    backpressure_reason text,
+    backpressure_since timestamptz,
+    backpressure_transitions bigint NOT NULL DEFAULT 0,
+    write_block text
 );
 COMMENT ON TABLE pgtrickle.pgt_change_buffers IS 'One change buffer per captured source, shared by every stream table reading it';
 
@@ -67,6 +78,35 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
 );
 CREATE INDEX pgt_refresh_history_st_idx ON pgtrickle.pgt_refresh_history (st_id, id);
 COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'Every refresh: when, which mode actually ran, rows changed, error';
+
+-- Before every statement that writes to a captured source: refuse it (or
+-- warn) while backpressure is engaged, and refuse it while a held reader's
+-- backlog is at pg_trickle.max_held_backlog_rows. One catalog lookup per
+-- statement; the state is set by pgtrickle.evaluate_backpressure().
+CREATE FUNCTION pgtrickle.guard_writes() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b record;
+BEGIN
+    SELECT backpressure, backpressure_reason, write_block INTO b
+      FROM pgtrickle.pgt_change_buffers WHERE source_relid = TG_RELID;
+    IF b.write_block IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_trickle: writes to % are refused: %', TG_RELID::regclass, b.write_block
+            USING ERRCODE = '53400',
+                  HINT = 'Resume and refresh the held stream table, or discard its changes.';
+    END IF;
+    IF b.backpressure = 'engaged' THEN
+        IF coalesce(current_setting('pg_trickle.backpressure_action', true), 'reject') = 'warn' THEN
+            RAISE WARNING 'pg_trickle: backpressure on %: %', TG_RELID::regclass, b.backpressure_reason;
+        ELSE
+            RAISE EXCEPTION 'pg_trickle: backpressure on %: %', TG_RELID::regclass, b.backpressure_reason
+                USING ERRCODE = '53400',
+                      HINT = 'Refresh the stream tables reading it (resume them if held) to drain the backlog; pg_trickle.backpressure_action = warn only warns.';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
 
 -- A TRUNCATE of a source breaks the change stream: mark every dependent
 -- stream table for reinitialisation (its next refresh is FULL).

@@ -13,6 +13,69 @@ pub static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000)
 /// `pg_trickle.database`.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// `pg_trickle.enforce_backpressure`.
+pub static ENFORCE_BACKPRESSURE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pg_trickle.backpressure_action`.
+pub static BACKPRESSURE_ACTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"reject"));
+/// `pg_trickle.backpressure_high_rows`.
+pub static BACKPRESSURE_HIGH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(1_000_000);
+/// `pg_trickle.backpressure_low_rows`.
+pub static BACKPRESSURE_LOW_ROWS: GucSetting<i32> = GucSetting::<i32>::new(500_000);
+/// `pg_trickle.backpressure_high_kb`.
+pub static BACKPRESSURE_HIGH_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `pg_trickle.backpressure_low_kb`.
+pub static BACKPRESSURE_LOW_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `pg_trickle.backpressure_high_age_s`.
+pub static BACKPRESSURE_HIGH_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `pg_trickle.backpressure_low_age_s`.
+pub static BACKPRESSURE_LOW_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `pg_trickle.event_driven_wake`.
+pub static EVENT_DRIVEN_WAKE: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `pg_trickle.max_held_backlog_rows`.
+pub static MAX_HELD_BACKLOG_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// The integer settings and their storage.
+fn int_storage(name: &str) -> Option<&'static GucSetting<i32>> {
+    Some(match name {
+        "scheduler_interval_ms" => &SCHEDULER_INTERVAL_MS,
+        "backpressure_high_rows" => &BACKPRESSURE_HIGH_ROWS,
+        "backpressure_low_rows" => &BACKPRESSURE_LOW_ROWS,
+        "backpressure_high_kb" => &BACKPRESSURE_HIGH_KB,
+        "backpressure_low_kb" => &BACKPRESSURE_LOW_KB,
+        "backpressure_high_age_s" => &BACKPRESSURE_HIGH_AGE_S,
+        "backpressure_low_age_s" => &BACKPRESSURE_LOW_AGE_S,
+        "max_held_backlog_rows" => &MAX_HELD_BACKLOG_ROWS,
+        _ => return None,
+    })
+}
+
+/// The boolean settings and their storage.
+fn bool_storage(name: &str) -> Option<&'static GucSetting<bool>> {
+    Some(match name {
+        "enabled" => &ENABLED,
+        "enforce_backpressure" => &ENFORCE_BACKPRESSURE,
+        "event_driven_wake" => &EVENT_DRIVEN_WAKE,
+        _ => return None,
+    })
+}
+
+/// The text settings and their storage.
+fn text_storage(name: &str) -> Option<&'static GucSetting<Option<CString>>> {
+    Some(match name {
+        "database" => &DATABASE,
+        "backpressure_action" => &BACKPRESSURE_ACTION,
+        _ => return None,
+    })
+}
+
+/// A text setting's current value.
+pub fn text(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 fn leak(s: String) -> &'static CStr {
     Box::leak(
@@ -34,6 +97,7 @@ fn flags(unit: &str) -> GucFlags {
     match unit {
         "ms" => GucFlags::UNIT_MS,
         "s" => GucFlags::UNIT_S,
+        "kB" => GucFlags::UNIT_KB,
         _ => GucFlags::default(),
     }
 }
@@ -48,36 +112,37 @@ pub fn register() {
             s.description.to_string()
         });
         let long = leak(String::new());
-        match (s.name, s.kind) {
-            ("enabled", SettingKind::Bool { .. }) => GucRegistry::define_bool_guc(
+        match s.kind {
+            SettingKind::Bool { .. } => GucRegistry::define_bool_guc(
                 name,
                 short,
                 long,
-                &ENABLED,
+                bool_storage(s.name).unwrap_or_else(|| missing(s.name)),
                 context(s.context),
                 flags(s.unit),
             ),
-            ("scheduler_interval_ms", SettingKind::Int { min, max, .. }) => {
-                GucRegistry::define_int_guc(
-                    name,
-                    short,
-                    long,
-                    &SCHEDULER_INTERVAL_MS,
-                    min,
-                    max,
-                    context(s.context),
-                    flags(s.unit),
-                )
-            }
-            ("database", SettingKind::Text { .. }) => GucRegistry::define_string_guc(
+            SettingKind::Int { min, max, .. } => GucRegistry::define_int_guc(
                 name,
                 short,
                 long,
-                &DATABASE,
+                int_storage(s.name).unwrap_or_else(|| missing(s.name)),
+                min,
+                max,
                 context(s.context),
                 flags(s.unit),
             ),
-            (other, _) => panic!("setting pg_trickle.{other} has no storage in the extension"),
+            SettingKind::Text { .. } => GucRegistry::define_string_guc(
+                name,
+                short,
+                long,
+                text_storage(s.name).unwrap_or_else(|| missing(s.name)),
+                context(s.context),
+                flags(s.unit),
+            ),
         }
     }
+}
+
+fn missing(name: &str) -> ! {
+    panic!("setting pg_trickle.{name} has no storage in the extension")
 }

@@ -2,20 +2,24 @@
 //!
 //! This crate is the thin layer inside PostgreSQL: the SQL API
 //! ([`api`]), trigger change capture ([`capture`]), the refresh executor
-//! ([`refresh`]), the scheduler background worker ([`scheduler`]) and
-//! settings ([`gucs`]). Query analysis and SQL generation live in
+//! ([`refresh`]), the scheduler background worker ([`scheduler`]), hold,
+//! discard and backpressure ([`operations`]), status and explain
+//! ([`status`]), settings ([`gucs`]) and retired symbols ([`compat`]). Query analysis and SQL generation live in
 //! `pg_trickle_core`, which needs no server.
 
 use pgrx::prelude::*;
 
 pub mod api;
 pub mod capture;
+pub mod compat;
 pub mod gucs;
+pub mod operations;
 pub mod planning;
 pub mod refresh;
 pub mod scheduler;
 pub mod status;
 pub mod util;
+pub mod wake;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -26,6 +30,7 @@ extension_sql_file!("catalog.sql", name = "catalog", bootstrap);
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        wake::init_shmem();
         scheduler::register_worker();
     }
 }

@@ -7,6 +7,7 @@
 //! all in the caller's transaction: a crash applies all of it or none.
 
 use crate::capture;
+use crate::operations;
 use crate::util::{raise, row, rows, run, value, with_setting};
 
 /// Who started a refresh; recorded in the history.
@@ -57,13 +58,23 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     let st = row(
         &format!(
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
-             frontier::text, frontier_xid::text, reinit_reason, search_path \
+             frontier::text, frontier_xid::text, reinit_reason, search_path, held::text \
              FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[Some(id.to_string())],
     )?;
     let name = st[0].clone().unwrap_or_default();
-    let needs_reinit = st[2].as_deref() == Some("true");
+    if st[10].as_deref() == Some("true") {
+        match initiator {
+            // A held stream table waits for resume; capture goes on.
+            Initiator::Scheduler => return None,
+            _ => operations::refuse_if_held(id, &name),
+        }
+    }
+    // With capture discarded on a source there is a gap in its changes:
+    // every refresh is FULL until capture resumes, and the mark stays.
+    let discarding = operations::discarding_source(id);
+    let needs_reinit = st[2].as_deref() == Some("true") || discarding.is_some();
     let differential = st[1].as_deref() == Some("DIFFERENTIAL");
     let mut reason: Option<String> = None;
 
@@ -105,12 +116,15 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
         ("DIFFERENTIAL", st[3].clone().unwrap_or_default(), args)
     } else {
         if differential {
-            reason = Some(
-                st[8]
+            reason = Some(match &discarding {
+                Some(src) => {
+                    format!("capture discarded on source {src}: FULL until capture resumes")
+                }
+                None => st[8]
                     .clone()
                     .map(|r| format!("reinitialisation after {r}"))
                     .unwrap_or_else(|| "reinitialisation".into()),
-            );
+            });
         }
         ("FULL", st[4].clone().unwrap_or_default(), vec![])
     };
@@ -153,12 +167,21 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
             &[own_xid.clone(), Some(id.to_string()), Some(relid.clone())],
         );
     }
+    let still_reinit = discarding
+        .as_ref()
+        .map(|src| format!("capture discarded on source {src}"));
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
-         needs_reinit = false, reinit_reason = NULL, last_refresh_at = clock_timestamp(), \
+         needs_reinit = $5 IS NOT NULL, reinit_reason = $5, last_refresh_at = clock_timestamp(), \
          last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL \
          WHERE id = $1::text::bigint",
-        &[Some(id.to_string()), frontier, own_xid, Some(mode.clone())],
+        &[
+            Some(id.to_string()),
+            frontier,
+            own_xid,
+            Some(mode.clone()),
+            still_reinit,
+        ],
     );
     record_history(
         id,
@@ -175,6 +198,8 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     for relid in prune_order {
         capture::prune(relid);
     }
+    // The backlog just shrank: backpressure may release.
+    operations::evaluate_sources_of(id);
     Some(Outcome {
         mode,
         deleted,

@@ -8,9 +8,12 @@
 //! back, recorded with its SQLSTATE in the catalog and history, and retried
 //! when the schedule is next due.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pg_trickle_core::dag::refresh_order;
+use pg_trickle_core::sqlstate::decide;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
@@ -40,9 +43,11 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         .unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     log!("pg_trickle scheduler started in database \"{database}\"");
+    crate::wake::register_scheduler();
     loop {
         let interval = SCHEDULER_INTERVAL_MS.get().max(1) as u64;
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(interval))) {
+            crate::wake::unregister_scheduler();
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -52,24 +57,44 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
             continue;
         }
         let due = BackgroundWorker::transaction(due_stream_tables);
+        let installed = !due.is_empty() || BackgroundWorker::transaction(extension_installed);
         for id in due {
             BackgroundWorker::transaction(move || refresh_one(id));
         }
+        if installed {
+            BackgroundWorker::transaction(evaluate_backpressure);
+        }
+    }
+}
+
+/// Whether pg_trickle is installed here at this library's version (an
+/// older version's catalog lacks what the scheduler reads: it waits for
+/// `ALTER EXTENSION pg_trickle UPDATE`).
+fn extension_installed() -> bool {
+    crate::compat::sql_matches_library()
+}
+
+/// Re-evaluate backpressure on every source; a failure is logged, never fatal.
+fn evaluate_backpressure() {
+    if let Err(f) = in_subtransaction(|| {
+        crate::operations::evaluate_all();
+    }) {
+        warning!(
+            "pg_trickle: evaluating backpressure failed ({}): {}",
+            f.sqlstate,
+            f.message
+        );
     }
 }
 
 /// Ids of stream tables whose schedule is due, upstream first.
 fn due_stream_tables() -> Vec<i64> {
-    let installed = rows(
-        "SELECT extname::text FROM pg_extension WHERE extname = 'pg_trickle'",
-        &[],
-    );
-    if installed.is_empty() {
+    if !extension_installed() {
         return Vec::new();
     }
     let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
     let all: Vec<(i64, bool)> = rows(
-        "SELECT id::text, (schedule_seconds IS NOT NULL AND \
+        "SELECT id::text, (schedule_seconds IS NOT NULL AND NOT held AND \
            greatest(last_refresh_at, last_error_at, created_at) + schedule_seconds * interval '1 second' <= now())::text \
          FROM pgtrickle.pgt_stream_tables",
         &[],
@@ -93,23 +118,47 @@ fn due_stream_tables() -> Vec<i64> {
         .collect()
 }
 
-/// Refresh one stream table, recording any failure instead of dying.
+thread_local! {
+    /// Consecutive transient failures per stream table (scheduler process only).
+    static TRANSIENT: RefCell<HashMap<i64, u32>> = RefCell::new(HashMap::new());
+}
+
+/// Refresh one stream table, recording any failure instead of dying. What
+/// happens next is decided from the SQLSTATE alone (never the message,
+/// which follows lc_messages): transient failures retry on the next tick a
+/// few times; others wait for the schedule.
 fn refresh_one(id: i64) {
     match in_subtransaction(move || refresh::refresh_by_id(id, Initiator::Scheduler, true)) {
-        Ok(_) => {}
+        Ok(_) => {
+            TRANSIENT.with(|t| t.borrow_mut().remove(&id));
+        }
         Err(failure) => {
+            let previous = TRANSIENT.with(|t| t.borrow().get(&id).copied().unwrap_or(0));
+            let decision = decide(&failure.sqlstate, previous);
+            TRANSIENT.with(|t| {
+                let mut t = t.borrow_mut();
+                if decision.retry_next_tick {
+                    t.insert(id, previous + 1);
+                } else {
+                    t.remove(&id);
+                }
+            });
             warning!(
-                "pg_trickle: scheduled refresh of stream table {id} failed: {} (SQLSTATE {})",
+                "pg_trickle: scheduled refresh of stream table {id} failed: {} (SQLSTATE {}); {}",
                 failure.message,
-                failure.sqlstate
+                failure.sqlstate,
+                decision.reason
             );
+            // Without last_error_at the stream table stays due: retried next tick.
             run(
                 "UPDATE pgtrickle.pgt_stream_tables SET last_error_sqlstate = $2, last_error_message = $3, \
-                 last_error_at = now() WHERE id = $1::text::bigint",
+                 last_error_at = CASE WHEN $4::boolean THEN last_error_at ELSE now() END \
+                 WHERE id = $1::text::bigint",
                 &[
                     Some(id.to_string()),
                     Some(failure.sqlstate.clone()),
                     Some(failure.message.clone()),
+                    Some(decision.retry_next_tick.to_string()),
                 ],
             );
             refresh::record_history(
@@ -118,7 +167,7 @@ fn refresh_one(id: i64) {
                 "ERROR",
                 Initiator::Scheduler,
                 None,
-                None,
+                Some(&decision.reason),
                 Some((&failure.sqlstate, &failure.message)),
             );
         }

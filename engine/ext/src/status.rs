@@ -11,11 +11,12 @@ use crate::api::resolve;
 use crate::capture;
 use crate::util::{first_column, row, rows};
 
-/// One row per stream table: modes, schedule, last refresh, pending changes,
-/// reinitialisation state and the last error.
-#[pg_extern]
+/// One row per stream table: modes, schedule, last refresh, what happens
+/// to its changes (captured, held or discarded) and why, its backlog,
+/// backpressure on its sources, reinitialisation state and the last error.
+#[pg_extern(name = "stream_table_status")]
 #[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
-fn stream_table_status() -> TableIterator<
+fn stream_table_status_v2() -> TableIterator<
     'static,
     (
         name!(name, String),
@@ -31,24 +32,65 @@ fn stream_table_status() -> TableIterator<
         name!(last_error_sqlstate, Option<String>),
         name!(last_error_message, Option<String>),
         name!(frontier, Option<String>),
+        name!(cdc_state, String),
+        name!(cdc_reason, Option<String>),
+        name!(pending_bytes, i64),
+        name!(oldest_pending_age_s, f64),
+        name!(backpressure, String),
+        name!(backpressure_reason, Option<String>),
     ),
 > {
     let sts = rows(
         "SELECT id::text, name, requested_mode, effective_mode, schedule, last_refresh_at::text, \
          last_refresh_mode, needs_reinit::text, reinit_reason, fallback_reason, last_error_sqlstate, \
-         last_error_message, frontier::text FROM pgtrickle.pgt_stream_tables ORDER BY name",
+         last_error_message, frontier::text, held::text, \
+         CASE WHEN held THEN format('held since %s: %s', held_since, held_reason) END \
+         FROM pgtrickle.pgt_stream_tables ORDER BY name",
         &[],
     );
     let mut out = Vec::new();
     for r in sts {
         let id: i64 = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let pending: i64 = first_column::<u32>(
-            "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
+        let sources = rows(
+            "SELECT s.source_relid::text, s.source_relid::regclass::text, b.capture_state, b.capture_reason, \
+             b.backpressure, b.backpressure_reason, b.write_block FROM pgtrickle.pgt_sources s \
+             JOIN pgtrickle.pgt_change_buffers b ON b.source_relid = s.source_relid \
+             WHERE s.st_id = $1::text::bigint AND s.captured ORDER BY 2",
             &[Some(id.to_string())],
-        )
-        .into_iter()
-        .map(|relid| capture::pending_for(id, relid))
-        .sum();
+        );
+        let mut lag = pg_trickle_core::backpressure::Lag::default();
+        let (mut discarding, mut engaged, mut blocked) = (None, None, None);
+        for src in &sources {
+            let relid: u32 = src[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let l = capture::lag_for(id, relid);
+            lag.rows += l.rows;
+            lag.bytes += l.bytes;
+            lag.age_seconds = lag.age_seconds.max(l.age_seconds);
+            let name = src[1].clone().unwrap_or_default();
+            if src[2].as_deref() == Some("discarding") && discarding.is_none() {
+                discarding = Some(format!(
+                    "capture discarded on {name}: {}",
+                    src[3].clone().unwrap_or_default()
+                ));
+            }
+            if src[4].as_deref() == Some("engaged") && engaged.is_none() {
+                engaged = Some(format!("{name}: {}", src[5].clone().unwrap_or_default()));
+            }
+            if let (Some(b), None) = (&src[6], &blocked) {
+                blocked = Some(format!("{name}: {b}"));
+            }
+        }
+        let held = r[13].as_deref() == Some("true");
+        let (cdc_state, cdc_reason) = match (&discarding, held) {
+            (Some(d), _) => ("discarding", Some(d.clone())),
+            (None, true) => ("holding", r[14].clone()),
+            (None, false) => ("capturing", None),
+        };
+        let (bp, bp_reason) = match (blocked, engaged) {
+            (Some(b), _) => ("writes blocked", Some(b)),
+            (None, Some(e)) => ("engaged", Some(e)),
+            (None, None) => ("released", None),
+        };
         out.push((
             r[1].clone().unwrap_or_default(),
             r[2].clone().unwrap_or_default(),
@@ -56,13 +98,19 @@ fn stream_table_status() -> TableIterator<
             r[4].clone(),
             r[5].clone(),
             r[6].clone(),
-            pending,
+            lag.rows,
             r[7].as_deref() == Some("true"),
             r[8].clone(),
             r[9].clone(),
             r[10].clone(),
             r[11].clone(),
             r[12].clone(),
+            cdc_state.to_string(),
+            cdc_reason,
+            lag.bytes,
+            lag.age_seconds,
+            bp.to_string(),
+            bp_reason,
         ));
     }
     TableIterator::new(out)

@@ -3,10 +3,13 @@
 
 pub mod bench;
 pub mod demo;
+pub mod docs;
 pub mod nightly;
 pub mod oracle;
 pub mod pr;
 pub mod sqlancer;
+pub mod upgrade;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

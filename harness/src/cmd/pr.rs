@@ -1,7 +1,7 @@
 //! `harness pr`: the PR gate. Runs, each inside its budget: the scheduler
-//! demo, the oracle corpus, the negative control and SQLancer light with a
-//! published seed. Later gates (TPC-H, the upgrade slice) join here as
-//! they land.
+//! demo, the oracle corpus, the negative control, SQLancer light with a
+//! published seed, and the upgrade slice the change needs. The TPC-H gate
+//! joins here when it lands.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,12 @@ pub struct PrArgs {
     /// SQLancer light must check at least this many (query, step) pairs.
     #[arg(long, default_value_t = 1500)]
     pub sqlancer_min_checks: usize,
+    /// Base of the change for the upgrade slice (files changed since its merge base).
+    #[arg(long, default_value = "origin/main")]
+    pub upgrade_base: String,
+    /// Skip the upgrade slice.
+    #[arg(long)]
+    pub no_upgrade: bool,
 }
 
 /// The PR gate's SQLancer seed: fixed, so the gate is deterministic; the
@@ -93,5 +99,14 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         oracle: opts.clone(),
     };
     suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);
+    if !args.no_upgrade {
+        let up = super::upgrade::UpgradeArgs {
+            from: Vec::new(),
+            slice: true,
+            base: args.upgrade_base.clone(),
+            root: ".".into(),
+        };
+        suites.push(super::upgrade::suite(common, &run, &up)?);
+    }
     run.finish(common, suites, Some(&mut cluster))
 }

@@ -4,8 +4,10 @@
 //! Each entry builds its workload from a seed, so `harness oracle
 //! --workload NAME --seed N` replays exactly what a failing run did.
 //! [`operators`] holds one or more workloads per operator with random DML;
-//! [`hard_cases`] holds scripted edge cases followed by random DML.
+//! [`hard_cases`] holds scripted edge cases followed by random DML;
+//! [`controls`] holds the hold and discard catch-up paths.
 
+mod controls;
 mod hard_cases;
 mod operators;
 
@@ -49,6 +51,7 @@ impl Entry {
 pub fn entries() -> Vec<Entry> {
     let mut all = operators::entries();
     all.extend(hard_cases::entries());
+    all.extend(controls::entries());
     all
 }
 

@@ -1,0 +1,558 @@
+//! The upgrade matrix: for every released version, build it from the
+//! commit it was released from, create stream tables of every mode over
+//! data with changes pending and one marked for reinitialisation, swap in
+//! the current build, run `ALTER EXTENSION pg_trickle UPDATE`, and require
+//! the catalog of a fresh install and every stream table to refresh
+//! correctly, with nothing lost or applied twice.
+//!
+//! Building an old version and installing builds into the PostgreSQL
+//! installation are the only places the runner shells out to `git` and
+//! `cargo pgrx`; the installation is shared, so the current build is
+//! always put back at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use oracles::compare::{differences, last_refresh_mode};
+use oracles::outcome::{Outcome, Tally};
+
+use crate::catalog_diff;
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::report::{CaseReport, Suite};
+
+/// A released version and the commit it was released from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Version, e.g. `0.38.0`.
+    pub version: String,
+    /// Full commit hash.
+    pub commit: String,
+}
+
+/// The releases recorded in `engine/ext/sql/RELEASES`, oldest first.
+pub fn releases(root: &Path) -> Result<Vec<Release>, String> {
+    let path = root.join("engine/ext/sql/RELEASES");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some(Release {
+                version: parts.next()?.to_string(),
+                commit: parts.next()?.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// Which upgrade paths a change needs, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// `(from, to)` versions to check; empty to skip.
+    pub paths: Vec<(String, String)>,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// Files whose change can alter what an upgrade must produce.
+const UPGRADE_RELEVANT: &[&str] = &[
+    "engine/ext/sql/",
+    "engine/ext/src/catalog.sql",
+    "engine/ext/src/api.rs",
+    "engine/ext/src/status.rs",
+    "engine/ext/src/operations.rs",
+    "engine/ext/src/capture.rs",
+    "engine/ext/src/gucs.rs",
+    "engine/ext/src/compat.rs",
+    "engine/ext/src/wake.rs",
+    "engine/ext/src/lib.rs",
+    "engine/ext/pg_trickle.control",
+    "engine/ext/Cargo.toml",
+    "engine/core/src/settings.rs",
+    "Cargo.toml",
+];
+
+/// Decide, from the files a change touches, which upgrade paths to run:
+/// changes to SQL scripts, the catalog, change capture, settings or the
+/// SQL-facing API select the path from the newest release to `current`
+/// (and every release, when a released script itself changed); anything
+/// else skips the slice.
+pub fn slice(changed: &[String], released: &[String], current: &str) -> Slice {
+    let relevant: Vec<&String> = changed
+        .iter()
+        .filter(|f| UPGRADE_RELEVANT.iter().any(|p| f.starts_with(p)))
+        .collect();
+    let Some(newest) = released.iter().rfind(|v| v.as_str() != current) else {
+        return Slice {
+            paths: Vec::new(),
+            reason: "no released version to upgrade from".into(),
+        };
+    };
+    if relevant.is_empty() {
+        return Slice {
+            paths: Vec::new(),
+            reason: format!(
+                "skipped: none of the {} changed file(s) touches SQL scripts, the catalog, capture, settings or the SQL-facing API",
+                changed.len()
+            ),
+        };
+    }
+    let released_script_changed = relevant.iter().any(|f| {
+        released
+            .iter()
+            .any(|v| f.as_str() == format!("engine/ext/sql/pg_trickle--{v}.sql"))
+    });
+    let froms: Vec<&String> = if released_script_changed {
+        released.iter().filter(|v| v.as_str() != current).collect()
+    } else {
+        vec![newest]
+    };
+    Slice {
+        paths: froms
+            .into_iter()
+            .map(|f| (f.clone(), current.to_string()))
+            .collect(),
+        reason: format!(
+            "selected by {}",
+            relevant
+                .iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Files changed since `base` (committed, staged and not).
+pub fn changed_files(root: &Path, base: &str) -> Result<Vec<String>, String> {
+    let merge_base = git(root, &["merge-base", base, "HEAD"])?;
+    let out = git(root, &["diff", "--name-only", merge_base.trim()])?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+fn git(root: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Build the extension in `tree` and install it into the installation of `pg_config`.
+pub fn install_build(
+    tree: &Path,
+    pg_config: &Path,
+    target_dir: &Path,
+    log: &Path,
+) -> Result<(), String> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["pgrx", "install", "--pg-config"])
+        .arg(pg_config)
+        .current_dir(tree.join("engine/ext"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.arg("--sudo");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cargo pgrx install: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::write(log, &text);
+    if out.status.success() {
+        Ok(())
+    } else {
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        Err(format!(
+            "building {} failed (log {}):\n{}",
+            tree.display(),
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+}
+
+/// Where the matrix works: the repository, PostgreSQL, scratch space.
+pub struct Matrix<'a> {
+    /// Repository root (the current build).
+    pub root: &'a Path,
+    /// `pg_config` of the installation.
+    pub pg_config: &'a Path,
+    /// Scratch directory (worktrees, logs).
+    pub work: PathBuf,
+    /// Directory for clusters.
+    pub clusters: PathBuf,
+}
+
+/// The workload an upgrade must carry across: stream tables of every mode
+/// with changes pending, and one marked for reinitialisation.
+const BEFORE: &str = "
+CREATE TABLE a (k int, v int, s text);
+CREATE TABLE b (k int, w int);
+CREATE TABLE t (x int);
+INSERT INTO a SELECT i % 5, i, 'r' || (i % 3) FROM generate_series(1, 200) i;
+INSERT INTO b SELECT i % 7, i * 2 FROM generate_series(1, 50) i;
+INSERT INTO t SELECT i FROM generate_series(1, 20) i;
+SELECT pgtrickle.create_stream_table('j', 'SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL');
+SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n, sum(v) AS total, max(v) AS hi FROM a GROUP BY k', NULL, 'DIFFERENTIAL');
+SELECT pgtrickle.create_stream_table('top', 'SELECT k, count(*) AS n FROM j GROUP BY k', NULL, 'DIFFERENTIAL');
+SELECT pgtrickle.create_stream_table('f', 'SELECT k, v FROM a ORDER BY v LIMIT 10', NULL, 'AUTO');
+SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
+SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
+-- pending changes, not yet refreshed
+INSERT INTO a VALUES (1, 1000, 'new'), (9, 9, 'new');
+UPDATE a SET v = v + 1 WHERE k = 2;
+DELETE FROM b WHERE k = 3;
+-- a stream table marked for reinitialisation
+TRUNCATE t;
+INSERT INTO t VALUES (4), (5);
+";
+
+/// Stream tables of [`BEFORE`], their queries and the mode their first
+/// refresh after the upgrade must run.
+const EXPECT: &[(&str, &str, &str)] = &[
+    (
+        "j",
+        "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
+        "DIFFERENTIAL",
+    ),
+    (
+        "g",
+        "SELECT k, count(*) AS n, sum(v) AS total, max(v) AS hi FROM a GROUP BY k",
+        "DIFFERENTIAL",
+    ),
+    (
+        "top",
+        "SELECT k, count(*) AS n FROM j GROUP BY k",
+        "DIFFERENTIAL",
+    ),
+    ("f", "SELECT k, v FROM a ORDER BY v LIMIT 10", "FULL"),
+    ("full_t", "SELECT x, x * 2 AS y FROM t", "FULL"),
+    ("tr", "SELECT x FROM t WHERE x > 3", "FULL"),
+];
+
+fn start(m: &Matrix<'_>, name: &str) -> Result<Cluster, String> {
+    std::fs::create_dir_all(&m.clusters).map_err(|e| e.to_string())?;
+    Cluster::start(
+        &m.clusters,
+        &ClusterOptions {
+            pg_config: m.pg_config.to_path_buf(),
+            name: name.into(),
+            settings: vec!["pg_trickle.scheduler_interval_ms = 600000".into()],
+            ..ClusterOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Check one path `from -> current`; every problem found, empty when it passed.
+fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<String>, String> {
+    let mut problems = Vec::new();
+    // 1. The old version, from its own source.
+    let tree = m.work.join(format!("src-{}", from.version));
+    if !tree.join("engine/ext").is_dir() {
+        let _ = git(
+            m.root,
+            &["worktree", "remove", "--force", &tree.display().to_string()],
+        );
+        git(
+            m.root,
+            &[
+                "worktree",
+                "add",
+                "--detach",
+                &tree.display().to_string(),
+                &from.commit,
+            ],
+        )?;
+    }
+    // Its own target directory: the two builds' libraries share a file
+    // name, and one directory would let either pass for the other.
+    let old_target = m.root.join("target/upgrade").join(&from.version);
+    println!(
+        "upgrade: building {} from {}",
+        from.version,
+        &from.commit[..12]
+    );
+    install_build(
+        &tree,
+        m.pg_config,
+        &old_target,
+        &m.work.join(format!("build-{}.log", from.version)),
+    )?;
+    let cluster = start(m, &format!("upgrade-{}", from.version))?;
+    let mut cluster = cluster;
+    {
+        let mut db = cluster
+            .fresh_database("upgrade_me")
+            .map_err(|e| e.to_string())?;
+        let v: String = db
+            .query_one(
+                "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+                &[],
+            )
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if v != from.version {
+            return Err(format!(
+                "the old build installed version {v}, not {}",
+                from.version
+            ));
+        }
+        db.batch_execute(BEFORE).map_err(|e| {
+            format!(
+                "setting up on {}: {}",
+                from.version,
+                crate::cluster::describe(&e)
+            )
+        })?;
+    }
+    // 2. Swap in the current build; restart, since the library is preloaded.
+    cluster.stop().map_err(|e| e.to_string())?;
+    println!("upgrade: installing the current build ({current})");
+    install_build(
+        m.root,
+        m.pg_config,
+        &m.root.join("target"),
+        &m.work.join("build-current.log"),
+    )?;
+    cluster.start_again().map_err(|e| e.to_string())?;
+    let mut db = cluster.connect("upgrade_me").map_err(|e| e.to_string())?;
+    let sql = |e: postgres::Error| crate::cluster::describe(&e);
+    // 3. Upgrade.
+    if let Err(e) = db.batch_execute("ALTER EXTENSION pg_trickle UPDATE") {
+        return Ok(vec![format!(
+            "ALTER EXTENSION pg_trickle UPDATE failed: {}",
+            sql(e)
+        )]);
+    }
+    let v: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+            &[],
+        )
+        .map_err(sql)?
+        .get(0);
+    if v != current {
+        problems.push(format!(
+            "after the update the extension is {v}, not {current}"
+        ));
+    }
+    // 4. The catalog equals a fresh install's.
+    let mut fresh = cluster
+        .fresh_database("fresh_install")
+        .map_err(|e| e.to_string())?;
+    let diff = catalog_diff::differences(
+        &catalog_diff::snapshot(&mut fresh).map_err(sql)?,
+        &catalog_diff::snapshot(&mut db).map_err(sql)?,
+    );
+    if !diff.is_empty() {
+        problems.push(format!(
+            "the upgraded catalog differs from a fresh install of {current} in {} object(s):\n{}",
+            diff.len(),
+            diff.join("\n")
+        ));
+    }
+    // 5. States survive: the reinit mark.
+    let reinit: bool = db
+        .query_one(
+            "SELECT needs_reinit FROM pgtrickle.pgt_stream_tables WHERE relid = 'tr'::regclass",
+            &[],
+        )
+        .map_err(sql)?
+        .get(0);
+    if !reinit {
+        problems.push("the needs-reinit mark of tr was lost".into());
+    }
+    // 6. Pending changes apply exactly once; every stream table refreshes correctly.
+    for (st, query, mode) in EXPECT {
+        if let Err(e) = db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
+        {
+            problems.push(format!("refreshing {st} failed: {}", sql(e)));
+            continue;
+        }
+        let ran = last_refresh_mode(&mut db, st).map_err(sql)?;
+        if ran.as_deref() != Some(*mode) {
+            problems.push(format!(
+                "{st}: the first refresh ran {ran:?}, expected {mode}"
+            ));
+        }
+        if let Some(d) = differences(&mut db, st, query).map_err(sql)? {
+            problems.push(format!("{st} differs from its query after the upgrade (changes lost or applied twice):\n{d}"));
+        }
+    }
+    // New changes after the upgrade flow DIFFERENTIALLY.
+    db.batch_execute("INSERT INTO a VALUES (2, 7, 'after'); INSERT INTO t VALUES (42)")
+        .map_err(sql)?;
+    for (st, query, mode) in EXPECT {
+        db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
+            .map_err(sql)?;
+        let want = if *st == "tr" { "DIFFERENTIAL" } else { mode };
+        let ran = last_refresh_mode(&mut db, st).map_err(sql)?;
+        if ran.as_deref() != Some(want) {
+            problems.push(format!(
+                "{st}: a refresh after the upgrade ran {ran:?}, expected {want}"
+            ));
+        }
+        if let Some(d) = differences(&mut db, st, query).map_err(sql)? {
+            problems.push(format!("{st} is wrong after a post-upgrade change:\n{d}"));
+        }
+    }
+    // 7. Downgrade is refused, clearly.
+    match db.batch_execute(&format!(
+        "ALTER EXTENSION pg_trickle UPDATE TO '{}'",
+        from.version
+    )) {
+        Ok(()) => problems.push(format!("a downgrade to {} was accepted", from.version)),
+        Err(e) => println!("upgrade: downgrade refused as it should be: {}", sql(e)),
+    }
+    if !problems.is_empty() {
+        cluster.keep();
+    }
+    Ok(problems)
+}
+
+/// Run the matrix for `paths`; one case per path. The current build is
+/// installed again at the end whatever happened.
+pub fn run(m: &Matrix<'_>, paths: &[(Release, String)]) -> Suite {
+    let started = Instant::now();
+    let mut cases = Vec::new();
+    for (from, to) in paths {
+        let t = Instant::now();
+        let name = format!("{} -> {to}", from.version);
+        let (outcome, message) = match check_path(m, from, to) {
+            Ok(p) if p.is_empty() => (Outcome::Pass, None),
+            Ok(p) => (Outcome::Mismatch, Some(p.join("\n"))),
+            Err(e) => (Outcome::HarnessError, Some(e)),
+        };
+        let mut tally = Tally::default();
+        tally.add(outcome);
+        let mut c = CaseReport::new(&name, outcome, tally, t.elapsed().as_millis());
+        if let Some(m) = message {
+            c.message = m.lines().next().map(str::to_string);
+            c.details = Some(m);
+        }
+        cases.push(c);
+    }
+    if !paths.is_empty() {
+        // Whatever happened, leave the current build installed.
+        if let Err(e) = install_build(
+            m.root,
+            m.pg_config,
+            &m.root.join("target"),
+            &m.work.join("build-current.log"),
+        ) {
+            let mut tally = Tally::default();
+            tally.add(Outcome::HarnessError);
+            let mut c = CaseReport::new("reinstall current build", Outcome::HarnessError, tally, 0);
+            c.message = Some(e);
+            cases.push(c);
+        }
+    }
+    Suite {
+        name: "upgrade".into(),
+        cases,
+        seconds: started.elapsed().as_secs_f64(),
+        budget_seconds: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(f: &[&str]) -> Vec<String> {
+        f.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn released() -> Vec<String> {
+        files(&["0.38.0", "0.39.0"])
+    }
+
+    #[test]
+    fn docs_or_harness_changes_skip_the_slice_and_say_why() {
+        let s = slice(
+            &files(&["README.md", "harness/src/main.rs", "oracles/src/gen.rs"]),
+            &released(),
+            "0.40.0",
+        );
+        assert!(s.paths.is_empty());
+        assert!(
+            s.reason.contains("none of the 3 changed file(s)"),
+            "{}",
+            s.reason
+        );
+    }
+
+    #[test]
+    fn sql_settings_capture_and_api_changes_select_the_newest_path() {
+        for f in [
+            "engine/ext/sql/pg_trickle--0.39.0--0.40.0.sql",
+            "engine/core/src/settings.rs",
+            "engine/ext/src/capture.rs",
+            "engine/ext/src/catalog.sql",
+            "engine/ext/src/api.rs",
+        ] {
+            let s = slice(&files(&[f, "README.md"]), &released(), "0.40.0");
+            assert_eq!(
+                s.paths,
+                vec![("0.39.0".to_string(), "0.40.0".to_string())],
+                "{f}"
+            );
+            assert!(s.reason.contains(f));
+        }
+    }
+
+    #[test]
+    fn a_changed_released_script_selects_every_path() {
+        let s = slice(
+            &files(&["engine/ext/sql/pg_trickle--0.38.0.sql"]),
+            &released(),
+            "0.40.0",
+        );
+        assert_eq!(s.paths.len(), 2);
+    }
+
+    #[test]
+    fn nothing_released_means_nothing_to_run() {
+        let s = slice(
+            &files(&["engine/ext/src/api.rs"]),
+            &files(&["0.40.0"]),
+            "0.40.0",
+        );
+        assert!(s.paths.is_empty());
+        assert!(s.reason.contains("no released version"));
+    }
+
+    #[test]
+    fn the_recorded_releases_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let r = releases(&root).unwrap();
+        assert!(r
+            .iter()
+            .any(|x| x.version == "0.38.0" && x.commit.len() == 40));
+    }
+
+    #[test]
+    fn every_expected_stream_table_is_created_before_the_upgrade() {
+        for (name, query, _) in EXPECT {
+            assert!(BEFORE.contains(&format!("'{name}', '{query}'")), "{name}");
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The operator's controls against real clusters: hold and resume, discard
+//! and resume capture, backpressure with hysteresis (reject and warn), the
+//! held-backlog cap, and what status says about each.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::cluster::Cluster;
+use harness::testkit::{database, dedicated_cluster};
+use oracles::compare::{differences, last_refresh_mode};
+use postgres::Client;
+
+fn code(r: Result<impl Sized, postgres::Error>) -> (String, String) {
+    match r {
+        Ok(_) => ("ok".into(), String::new()),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| (d.code().code().to_string(), d.message().to_string()))
+            .unwrap_or_else(|| ("client".into(), e.to_string())),
+    }
+}
+
+/// `stream_table_status()` columns for one stream table, by name.
+fn status(db: &mut Client, st: &str) -> serde_json::Value {
+    let r = db
+        .query_one(
+            "SELECT row_to_json(s)::text FROM pgtrickle.stream_table_status() s WHERE name = $1",
+            &[&format!("public.{st}")],
+        )
+        .expect("status row");
+    serde_json::from_str(&r.get::<_, String>(0)).unwrap()
+}
+
+fn buffer_status(db: &mut Client, source: &str) -> serde_json::Value {
+    let r = db
+        .query_one(
+            "SELECT row_to_json(s)::text FROM pgtrickle.change_buffer_status() s WHERE source = $1",
+            &[&source],
+        )
+        .expect("buffer status row");
+    serde_json::from_str(&r.get::<_, String>(0)).unwrap()
+}
+
+const QUERY: &str = "SELECT k, count(*) AS n, sum(v) AS s FROM src GROUP BY k";
+
+fn setup(db: &mut Client, schedule: &str) {
+    db.batch_execute(&format!(
+        "CREATE TABLE src (k int, v int);
+         INSERT INTO src SELECT i % 3, i FROM generate_series(1, 10) i;
+         SELECT pgtrickle.create_stream_table('st', '{QUERY}', {schedule}, 'DIFFERENTIAL');"
+    ))
+    .expect("setup");
+}
+
+#[test]
+fn hold_pauses_refreshes_keeps_capturing_and_catches_up_differentially() {
+    let mut db = database("hold");
+    setup(&mut db, "NULL");
+    db.batch_execute("SELECT pgtrickle.hold_stream_table('st', 'nightly load')")
+        .unwrap();
+    db.batch_execute("INSERT INTO src VALUES (1, 100), (5, 5); DELETE FROM src WHERE v = 3")
+        .unwrap();
+    let s = status(&mut db, "st");
+    assert_eq!(s["cdc_state"], "holding", "{s}");
+    assert!(
+        s["cdc_reason"].as_str().unwrap().contains("nightly load"),
+        "{s}"
+    );
+    assert_eq!(s["pending_changes"], 3, "{s}");
+    assert!(s["pending_bytes"].as_i64().unwrap() > 0);
+    let (c, m) = code(db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')"));
+    assert_eq!(c, "55000", "{m}");
+    assert!(
+        m.contains("st") && m.contains("held") && m.contains("nightly load"),
+        "{m}"
+    );
+    db.batch_execute("SELECT pgtrickle.resume_stream_table('st')")
+        .unwrap();
+    assert_eq!(status(&mut db, "st")["cdc_state"], "capturing");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+    assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
+    assert_eq!(status(&mut db, "st")["pending_changes"], 0);
+}
+
+#[test]
+fn the_scheduler_skips_held_stream_tables() {
+    // The scheduler watches one database ("postgres"); a cluster of its own
+    // keeps this test's schedules away from the other tests.
+    let cluster = dedicated_cluster(
+        "hold-scheduler",
+        &["pg_trickle.scheduler_interval_ms = 100"],
+    );
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
+    setup(&mut db, "'1s'");
+    db.batch_execute("SELECT pgtrickle.hold_all_stream_tables()")
+        .unwrap();
+    db.batch_execute("INSERT INTO src VALUES (7, 7)").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        differences(&mut db, "st", QUERY).unwrap().is_some(),
+        "a held stream table was refreshed"
+    );
+    let n: i64 = db
+        .query_one("SELECT pgtrickle.resume_all_stream_tables()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let started = Instant::now();
+    while differences(&mut db, "st", QUERY).unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not refreshed after resume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn discard_drops_changes_and_forces_full_until_capture_resumes() {
+    let mut db = database("discard");
+    setup(&mut db, "NULL");
+    db.batch_execute("INSERT INTO src VALUES (1, 1)").unwrap();
+    let n: i64 = db
+        .query_one(
+            "SELECT pgtrickle.discard_changes('st', 'disk pressure')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let s = status(&mut db, "st");
+    assert_eq!(s["cdc_state"], "discarding", "{s}");
+    assert!(
+        s["cdc_reason"].as_str().unwrap().contains("disk pressure"),
+        "{s}"
+    );
+    assert_eq!(s["needs_reinit"], true);
+    let b = buffer_status(&mut db, "src");
+    assert_eq!(b["capture_state"], "discarding");
+    assert_eq!(b["pending_rows"], 0, "buffered changes are dropped: {b}");
+    db.batch_execute("INSERT INTO src VALUES (2, 2)").unwrap();
+    assert_eq!(
+        buffer_status(&mut db, "src")["pending_rows"],
+        0,
+        "capture stopped"
+    );
+    for _ in 0..2 {
+        db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+            .unwrap();
+        assert_eq!(
+            last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+            Some("FULL")
+        );
+        assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
+        assert_eq!(
+            status(&mut db, "st")["needs_reinit"],
+            true,
+            "the mark stays while discarding"
+        );
+    }
+    let n: i64 = db
+        .query_one("SELECT pgtrickle.resume_capture('st')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    db.batch_execute("INSERT INTO src VALUES (2, 3)").unwrap();
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("FULL")
+    );
+    assert_eq!(status(&mut db, "st")["needs_reinit"], false);
+    db.batch_execute("INSERT INTO src VALUES (2, 4); SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "st").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+    assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
+    assert_eq!(status(&mut db, "st")["cdc_state"], "capturing");
+}
+
+fn backpressure_db(cluster: &Cluster, name: &str) -> Client {
+    let mut db = cluster.fresh_database(name).unwrap();
+    db.batch_execute(
+        "CREATE TABLE src (k int, v int);
+         SELECT pgtrickle.create_stream_table('a', 'SELECT k, count(*) AS n FROM src GROUP BY k', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('b', 'SELECT k, v FROM src', NULL, 'DIFFERENTIAL');",
+    )
+    .unwrap();
+    db
+}
+
+fn insert(db: &mut Client, n: usize) -> (String, String) {
+    code(db.batch_execute(&format!(
+        "INSERT INTO src SELECT 1, i FROM generate_series(1, {n}) i"
+    )))
+}
+
+fn evaluate(db: &mut Client) -> Vec<(String, String)> {
+    db.query(
+        "SELECT source, backpressure FROM pgtrickle.evaluate_backpressure()",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[test]
+fn backpressure_engages_above_high_rejects_writes_and_releases_only_below_low() {
+    let cluster = dedicated_cluster(
+        "backpressure",
+        &[
+            "pg_trickle.enforce_backpressure = on",
+            "pg_trickle.backpressure_high_rows = 10",
+            "pg_trickle.backpressure_low_rows = 4",
+            "pg_trickle.scheduler_interval_ms = 600000",
+        ],
+    );
+    let mut db = backpressure_db(&cluster, "bp");
+    assert_eq!(insert(&mut db, 6).0, "ok");
+    // Reader b consumes; reader a keeps 6 pending: below the high watermark.
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('b')")
+        .unwrap();
+    assert!(evaluate(&mut db).is_empty());
+    assert_eq!(buffer_status(&mut db, "src")["backpressure"], "released");
+    assert_eq!(insert(&mut db, 6).0, "ok");
+    // a has 12 pending, b 6: engaged.
+    assert_eq!(
+        evaluate(&mut db),
+        [("src".to_string(), "engaged".to_string())]
+    );
+    let s = status(&mut db, "a");
+    assert_eq!(s["backpressure"], "engaged", "{s}");
+    assert!(
+        s["backpressure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("12 unconsumed change rows"),
+        "{s}"
+    );
+    let (c, m) = insert(&mut db, 1);
+    assert_eq!(c, "53400", "{m}");
+    assert!(
+        m.contains("src") && m.contains("12") && m.contains("enforce_backpressure"),
+        "{m}"
+    );
+    let (c, _) = code(db.batch_execute("DELETE FROM src WHERE v = 1"));
+    assert_eq!(c, "53400", "every write is refused");
+    assert_eq!(
+        buffer_status(&mut db, "src")["pending_rows"],
+        12,
+        "nothing captured is lost"
+    );
+    // a drains, b still has 6 pending: between the watermarks, no change.
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('a')")
+        .unwrap();
+    assert!(evaluate(&mut db).is_empty());
+    assert_eq!(buffer_status(&mut db, "src")["backpressure"], "engaged");
+    // b drains: below the low watermark, released (by the refresh itself).
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('b')")
+        .unwrap();
+    let b = buffer_status(&mut db, "src");
+    assert_eq!(b["backpressure"], "released", "{b}");
+    assert_eq!(b["backpressure_transitions"], 2);
+    assert_eq!(insert(&mut db, 7).0, "ok");
+    assert!(
+        evaluate(&mut db).is_empty(),
+        "7 is between the watermarks: stays released"
+    );
+    for st in ["a", "b"] {
+        db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
+            .unwrap();
+        assert_eq!(
+            last_refresh_mode(&mut db, st).unwrap().as_deref(),
+            Some("DIFFERENTIAL")
+        );
+    }
+    assert_eq!(
+        differences(&mut db, "b", "SELECT k, v FROM src").unwrap(),
+        None
+    );
+}
+
+#[test]
+fn backpressure_warn_action_lets_writes_through_with_a_warning() {
+    let cluster = dedicated_cluster(
+        "backpressure-warn",
+        &[
+            "pg_trickle.enforce_backpressure = on",
+            "pg_trickle.backpressure_action = 'warn'",
+            "pg_trickle.backpressure_high_rows = 3",
+            "pg_trickle.backpressure_low_rows = 1",
+            "pg_trickle.scheduler_interval_ms = 600000",
+        ],
+    );
+    drop(backpressure_db(&cluster, "bpw"));
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = notices.clone();
+    let mut cfg: postgres::Config = cluster.conninfo("bpw").parse().unwrap();
+    cfg.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()));
+    let mut db = cfg.connect(postgres::NoTls).unwrap();
+    assert_eq!(insert(&mut db, 5).0, "ok");
+    assert_eq!(evaluate(&mut db).len(), 1);
+    assert_eq!(insert(&mut db, 1).0, "ok", "warn does not reject");
+    let seen = notices.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|n| n.contains("backpressure on public.src")),
+        "{seen:?}"
+    );
+    assert_eq!(buffer_status(&mut db, "src")["pending_rows"], 6);
+}
+
+#[test]
+fn the_held_backlog_cap_refuses_writes_until_the_hold_is_resolved() {
+    let cluster = dedicated_cluster(
+        "held-cap",
+        &[
+            "pg_trickle.max_held_backlog_rows = 5",
+            "pg_trickle.scheduler_interval_ms = 600000",
+        ],
+    );
+    let mut db = backpressure_db(&cluster, "cap");
+    db.batch_execute("SELECT pgtrickle.hold_stream_table('a', 'cap test')")
+        .unwrap();
+    assert_eq!(insert(&mut db, 4).0, "ok");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('b')")
+        .unwrap();
+    assert_eq!(status(&mut db, "a")["backpressure"], "released");
+    assert_eq!(insert(&mut db, 2).0, "ok");
+    db.batch_execute("SELECT * FROM pgtrickle.evaluate_backpressure()")
+        .unwrap();
+    let s = status(&mut db, "a");
+    assert_eq!(s["backpressure"], "writes blocked", "{s}");
+    assert!(
+        s["backpressure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_held_backlog_rows = 5"),
+        "{s}"
+    );
+    let (c, m) = insert(&mut db, 1);
+    assert_eq!(c, "53400", "{m}");
+    assert!(m.contains("held stream table") && m.contains("src"), "{m}");
+    db.batch_execute(
+        "SELECT pgtrickle.resume_stream_table('a'); SELECT pgtrickle.refresh_stream_table('a')",
+    )
+    .unwrap();
+    assert_eq!(status(&mut db, "a")["backpressure"], "released");
+    assert_eq!(insert(&mut db, 1).0, "ok");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('a')")
+        .unwrap();
+    assert_eq!(
+        last_refresh_mode(&mut db, "a").unwrap().as_deref(),
+        Some("DIFFERENTIAL")
+    );
+    assert_eq!(
+        differences(&mut db, "a", "SELECT k, count(*) AS n FROM src GROUP BY k").unwrap(),
+        None,
+        "nothing lost across the hold and the refused writes"
+    );
+}
+
+/// A scheduler that polls every ten minutes, with event-driven wake on or off,
+/// and a due stream table in database "postgres" (the one it watches).
+fn wake_cluster(name: &str, wake: bool) -> (Cluster, Client) {
+    let cluster = dedicated_cluster(
+        name,
+        &[
+            "pg_trickle.scheduler_interval_ms = 600000",
+            if wake {
+                "pg_trickle.event_driven_wake = on"
+            } else {
+                "pg_trickle.event_driven_wake = off"
+            },
+        ],
+    );
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
+    setup(&mut db, "'1s'");
+    std::thread::sleep(Duration::from_millis(1200)); // the schedule is now due
+    (cluster, db)
+}
+
+fn last_refresh(db: &mut Client) -> String {
+    db.query_one(
+        "SELECT last_refresh_at::text FROM pgtrickle.pgt_stream_tables",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Time from a committed change until the stream table shows it, if within `limit`.
+fn fresh_within(db: &mut Client, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    db.batch_execute("INSERT INTO src VALUES (9, 9)").unwrap();
+    while t.elapsed() < limit {
+        if differences(db, "st", QUERY).unwrap().is_none() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_commit_wakes_the_scheduler_and_a_rollback_does_not() {
+    let (_cluster, mut db) = wake_cluster("wake-on", true);
+    let before = last_refresh(&mut db);
+    db.batch_execute("BEGIN; INSERT INTO src VALUES (8, 8); ROLLBACK")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        last_refresh(&mut db),
+        before,
+        "a rolled-back transaction woke the scheduler"
+    );
+    let latency = fresh_within(&mut db, Duration::from_secs(10)).expect(
+        "a committed change was not refreshed within 10 s although the poll interval is 10 min",
+    );
+    assert!(latency < Duration::from_secs(5), "wake latency {latency:?}");
+    eprintln!("event-driven wake: refreshed {latency:?} after the commit");
+}
+
+#[test]
+fn without_event_driven_wake_the_scheduler_only_polls() {
+    let (_cluster, mut db) = wake_cluster("wake-off", false);
+    assert_eq!(
+        fresh_within(&mut db, Duration::from_secs(4)),
+        None,
+        "refreshed before the next poll although event-driven wake is off"
+    );
+}
+
+/// What the scheduler recorded for a refresh cancelled while it waited for
+/// a lock, on a cluster whose messages are in `locale`:
+/// (decision, SQLSTATE, message).
+fn cancelled_scheduled_refresh(locale: &str) -> (String, String, String) {
+    let cluster = dedicated_cluster(
+        &format!("retry-{}", locale.replace('.', "-")),
+        &[
+            "pg_trickle.scheduler_interval_ms = 200",
+            &format!("lc_messages = '{locale}'"),
+        ],
+    );
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
+    setup(&mut db, "'1s'");
+    let mut locker = cluster.connect("postgres").unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE st IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    db.batch_execute("INSERT INTO src VALUES (1, 1)").unwrap();
+    let started = Instant::now();
+    loop {
+        let waiting: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' \
+                 AND wait_event_type = 'Lock')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the scheduler never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    db.batch_execute(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler'",
+    )
+    .unwrap();
+    let recorded = loop {
+        if let Some(r) = db
+            .query_opt(
+                "SELECT reason, error_sqlstate, error_message FROM pgtrickle.pgt_refresh_history \
+                 WHERE mode = 'ERROR' ORDER BY id LIMIT 1",
+                &[],
+            )
+            .unwrap()
+        {
+            break (r.get(0), r.get(1), r.get(2));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no failed refresh was recorded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    locker.batch_execute("ROLLBACK").unwrap();
+    // Transient: the next tick retries (without waiting for the schedule) and succeeds.
+    while differences(&mut db, "st", QUERY).unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "not retried after a transient failure"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    recorded
+}
+
+#[test]
+fn retry_decisions_follow_the_sqlstate_in_any_message_language() {
+    let (en_reason, en_code, en_message) = cancelled_scheduled_refresh("C");
+    let (de_reason, de_code, de_message) = cancelled_scheduled_refresh("de_DE.UTF-8");
+    assert_eq!((en_code.as_str(), de_code.as_str()), ("57014", "57014"));
+    assert_ne!(
+        en_message, de_message,
+        "the second cluster's messages should be German: {de_message}"
+    );
+    assert!(
+        en_reason.starts_with("transient failure (SQLSTATE 57014"),
+        "{en_reason}"
+    );
+    assert!(
+        en_reason.contains("retrying on the next tick"),
+        "{en_reason}"
+    );
+    assert_eq!(en_reason, de_reason);
+}
