@@ -100,6 +100,9 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
     };
     suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);
     if !args.no_upgrade {
+        // The slice installs other builds into the installation this
+        // cluster's processes have mapped: stop it first.
+        let _ = cluster.stop();
         let up = super::upgrade::UpgradeArgs {
             from: Vec::new(),
             slice: true,
