@@ -106,24 +106,32 @@ fn discard_source(relid: u32, reason: &str) -> bool {
     let Some(buffer) = changed else {
         return false;
     };
+    let table = switch_capture_trigger(relid, "DISABLE", "capture discarded on source %s");
+    run(&format!("TRUNCATE {buffer}"), &[]);
+    pgrx::log!("pg_trickle: capture discarded on {table}: {reason}");
+    true
+}
+
+/// Enable or disable a source's capture trigger and mark its readers for
+/// reinitialisation with `reason_format` (`%s` is the source); returns the
+/// source's name.
+fn switch_capture_trigger(relid: u32, action: &str, reason_format: &str) -> String {
     let table = value(
         "SELECT $1::text::oid::regclass::text",
         &[Some(relid.to_string())],
     )
     .unwrap_or_default();
     run(
-        &format!("ALTER TABLE {table} DISABLE TRIGGER pgt_capture"),
+        &format!("ALTER TABLE {table} {action} TRIGGER pgt_capture"),
         &[],
     );
-    run(&format!("TRUNCATE {buffer}"), &[]);
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
-         reinit_reason = format('capture discarded on source %s', $1::text::oid::regclass) \
+         reinit_reason = format($2, $1::text::oid::regclass) \
          WHERE id IN (SELECT st_id FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured)",
-        &[Some(relid.to_string())],
+        &[Some(relid.to_string()), Some(reason_format.to_string())],
     );
-    pgrx::log!("pg_trickle: capture discarded on {table}: {reason}");
-    true
+    table
 }
 
 /// Resume capture on one source; its readers stay marked for
@@ -138,20 +146,10 @@ fn resume_source(relid: u32) -> bool {
     if changed.is_none() {
         return false;
     }
-    let table = value(
-        "SELECT $1::text::oid::regclass::text",
-        &[Some(relid.to_string())],
-    )
-    .unwrap_or_default();
-    run(
-        &format!("ALTER TABLE {table} ENABLE TRIGGER pgt_capture"),
-        &[],
-    );
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
-         reinit_reason = format('capture resumed on source %s after a discard', $1::text::oid::regclass) \
-         WHERE id IN (SELECT st_id FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured)",
-        &[Some(relid.to_string())],
+    let table = switch_capture_trigger(
+        relid,
+        "ENABLE",
+        "capture resumed on source %s after a discard",
     );
     pgrx::log!("pg_trickle: capture resumed on {table}");
     true
