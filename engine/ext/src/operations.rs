@@ -354,9 +354,33 @@ fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
     Some((source, next, why))
 }
 
+/// Whether backpressure or the held-backlog cap is switched on; when
+/// neither is, only sources still marked need a look (to release them).
+fn enforcing() -> bool {
+    gucs::ENFORCE_BACKPRESSURE.get() || gucs::MAX_HELD_BACKLOG_ROWS.get() > 0
+}
+
+/// Of `candidates`, the sources worth evaluating: all while enforcing,
+/// else those still engaged or blocked. Keeps the scheduler tick and every
+/// refresh free of backlog counting when the features are off.
+fn worth_evaluating(candidates: Vec<u32>) -> Vec<u32> {
+    if enforcing() {
+        return candidates;
+    }
+    let marked: Vec<u32> = first_column(
+        "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers \
+         WHERE backpressure = 'engaged' OR write_block IS NOT NULL",
+        &[],
+    );
+    candidates
+        .into_iter()
+        .filter(|c| marked.contains(c))
+        .collect()
+}
+
 /// Re-evaluate every source; returns the transitions.
 pub fn evaluate_all() -> Vec<(String, State, String)> {
-    all_captured_sources()
+    worth_evaluating(all_captured_sources())
         .into_iter()
         .filter_map(evaluate_source)
         .filter_map(|(s, st, why)| why.map(|w| (s, st, w)))
@@ -365,7 +389,7 @@ pub fn evaluate_all() -> Vec<(String, State, String)> {
 
 /// Re-evaluate the sources of one stream table (after its refresh).
 pub fn evaluate_sources_of(st_id: i64) {
-    for relid in sources_of(st_id) {
+    for relid in worth_evaluating(sources_of(st_id)) {
         evaluate_source(relid);
     }
 }
