@@ -261,6 +261,12 @@ fn start(m: &Matrix<'_>, name: &str) -> Result<Cluster, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Whether `version` has holds (0.39.0 and later).
+fn has_hold(version: &str) -> bool {
+    let v: Vec<u64> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    v >= vec![0, 39, 0]
+}
+
 /// Check one path `from -> current`; every problem found, empty when it passed.
 fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<String>, String> {
     let mut problems = Vec::new();
@@ -323,6 +329,13 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
             )
         })?;
     }
+    // A hold, where the old version has holds.
+    let hold = has_hold(&from.version);
+    if hold {
+        let mut db = cluster.connect("upgrade_me").map_err(|e| e.to_string())?;
+        db.batch_execute("SELECT pgtrickle.hold_stream_table('g', 'upgrade check')")
+            .map_err(|e| crate::cluster::describe(&e))?;
+    }
     // 2. Swap in the current build; restart, since the library is preloaded.
     cluster.stop().map_err(|e| e.to_string())?;
     println!("upgrade: installing the current build ({current})");
@@ -369,7 +382,7 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
             diff.join("\n")
         ));
     }
-    // 5. States survive: the reinit mark.
+    // 5. States survive: the reinit mark (and the hold, below).
     let reinit: bool = db
         .query_one(
             "SELECT needs_reinit FROM pgtrickle.pgt_stream_tables WHERE relid = 'tr'::regclass",
@@ -379,6 +392,20 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
         .get(0);
     if !reinit {
         problems.push("the needs-reinit mark of tr was lost".into());
+    }
+    if hold {
+        let held: bool = db
+            .query_one(
+                "SELECT held FROM pgtrickle.pgt_stream_tables WHERE relid = 'g'::regclass",
+                &[],
+            )
+            .map_err(sql)?
+            .get(0);
+        if !held {
+            problems.push("the hold on g was lost".into());
+        }
+        db.batch_execute("SELECT pgtrickle.resume_stream_table('g')")
+            .map_err(sql)?;
     }
     // 6. Pending changes apply exactly once; every stream table refreshes correctly.
     for (st, query, mode) in EXPECT {
@@ -538,6 +565,12 @@ mod tests {
         );
         assert!(s.paths.is_empty());
         assert!(s.reason.contains("no released version"));
+    }
+
+    #[test]
+    fn holds_exist_from_0_39_0() {
+        assert!(!has_hold("0.38.0"));
+        assert!(has_hold("0.39.0") && has_hold("0.40.1") && has_hold("1.0.0"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `harness nightly`: the long job. The oracle corpus under several seeds,
-//! the negative control, then SQLancer-light sessions with fresh seeds
-//! (each printed) until the time budget is spent.
+//! the negative control, SQLancer-light sessions with fresh seeds (each
+//! printed) until the time budget is spent, then the whole upgrade matrix.
 
 use std::time::{Duration, Instant};
 
@@ -81,5 +81,14 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         suites.push(s);
         session += 1;
     }
+    // The whole upgrade matrix; it installs other builds, so stop the cluster first.
+    let _ = cluster.stop();
+    let up = super::upgrade::UpgradeArgs {
+        from: Vec::new(),
+        slice: false,
+        base: String::new(),
+        root: ".".into(),
+    };
+    suites.push(super::upgrade::suite(common, &run, &up)?);
     run.finish(common, suites, Some(&mut cluster))
 }
