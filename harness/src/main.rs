@@ -38,6 +38,8 @@ enum Command {
     Sqlancer(cmd::sqlancer::SqlancerArgs),
     /// Write docs/CONFIGURATION.md from the settings table (or --check it).
     Docs(cmd::docs::DocsArgs),
+    /// TPC-H through the DIFF-vs-FULL oracle, with per-query modes and refresh times.
+    Tpch(cmd::tpch::TpchArgs),
     /// The upgrade matrix: old versions built from source, upgraded, checked.
     Upgrade(cmd::upgrade::UpgradeArgs),
     /// Check that every place naming the extension version agrees.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Docs(args) => cmd::docs::run(args),
         Command::Versions(args) => cmd::versions::run(args),
         Command::Upgrade(args) => cmd::upgrade::run(&cli.common, args),
+        Command::Tpch(args) => cmd::tpch::run(&cli.common, args),
         Command::Bench(cfg) => cmd::bench::run(&cli.common, cfg),
     };
     match result {

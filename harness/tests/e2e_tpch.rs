@@ -1,8 +1,11 @@
-//! The TPC-H groundwork against a real cluster: the schema builds, every
-//! one of the 22 queries is valid PostgreSQL over it, and each becomes an
-//! AUTO stream table whose mode (and fallback reason) the engine reports.
+//! TPC-H against a real cluster: the schema builds, every one of the 22
+//! queries is valid PostgreSQL and becomes an AUTO stream table, and at
+//! scale factor 0.01 every stream table stays equal to its query through
+//! seeded refresh cycles (RF1, RF2, updates), in the mode the engine chose.
 
-use harness::testkit::database;
+use harness::testkit::{database, shared_cluster};
+use harness::tpch_suite::{tpch_suite, TpchOptions};
+use oracles::outcome::Outcome;
 
 #[test]
 fn the_22_queries_are_valid_and_become_stream_tables() {
@@ -11,32 +14,45 @@ fn the_22_queries_are_valid_and_become_stream_tables() {
         db.batch_execute(ddl)
             .unwrap_or_else(|e| panic!("{ddl}: {e:?}"));
     }
-    let mut modes = Vec::new();
     for q in tpch::queries::queries(0.01) {
         db.prepare(&q.sql)
             .unwrap_or_else(|e| panic!("{} is not valid PostgreSQL: {e:?}\n{}", q.name, q.sql));
-        db.execute(
-            "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'AUTO')",
-            &[&q.name, &q.sql],
-        )
-        .unwrap_or_else(|e| panic!("{} did not become a stream table: {e:?}", q.name));
-        let r = db
-            .query_one(
-                "SELECT effective_mode, coalesce(fallback_reason, '') FROM pgtrickle.pgt_stream_tables \
-                 WHERE relid = to_regclass($1)",
-                &[&q.name],
-            )
-            .unwrap();
-        modes.push((q.name, r.get::<_, String>(0), r.get::<_, String>(1)));
     }
-    for (name, mode, reason) in &modes {
-        eprintln!("{name}: {mode} {reason}");
+}
+
+#[test]
+fn tpch_stream_tables_stay_equal_to_their_queries_through_refresh_cycles() {
+    let opts = TpchOptions {
+        sf: 0.01,
+        cycles: 2,
+        fraction: 0.001,
+        seed: 1,
+        only: Vec::new(),
+    };
+    let (suite, figures) = tpch_suite(shared_cluster(), &opts);
+    for c in &suite.cases {
+        assert_eq!(
+            c.outcome,
+            Outcome::Pass,
+            "{}: {:?}\n{:?}",
+            c.name,
+            c.message,
+            c.details
+        );
     }
+    assert_eq!(figures.len(), 22);
     // The simplest ones are maintained differentially.
     for simple in [
         "q01", "q03", "q05", "q06", "q07", "q08", "q09", "q12", "q14", "q19",
     ] {
-        let (_, mode, reason) = modes.iter().find(|m| m.0 == simple).unwrap();
-        assert_eq!(mode, "DIFFERENTIAL", "{simple}: {reason}");
+        let f = figures.iter().find(|f| f.query == simple).unwrap();
+        assert_eq!(f.mode, "DIFFERENTIAL", "{simple}: {:?}", f.fallback_reason);
+    }
+    for f in figures.iter().filter(|f| f.mode == "FULL") {
+        assert!(
+            f.fallback_reason.is_some(),
+            "{} is FULL without a reason",
+            f.query
+        );
     }
 }

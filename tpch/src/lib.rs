@@ -5,6 +5,7 @@
 //! loading, change sets, artifact capture and the runner subcommands build
 //! on these.
 
+pub mod data;
 pub mod gate;
 pub mod queries;
 pub mod schema;

@@ -8,6 +8,7 @@ pub mod nightly;
 pub mod oracle;
 pub mod pr;
 pub mod sqlancer;
+pub mod tpch;
 pub mod upgrade;
 pub mod versions;
 

@@ -1,0 +1,222 @@
+//! TPC-H through the DIFF-vs-FULL oracle: load a scale factor with
+//! `tpchgen`, make each of the 22 queries an AUTO stream table, then for
+//! every cycle apply a seeded change set (RF1 new orders, RF2 deletions,
+//! line-item updates), refresh, and check each stream table against its
+//! query and against the mode the engine chose. Per query it records the
+//! mode, the fallback reason and the refresh times (p50, p99).
+//!
+//! This is the correctness half of the TPC-H work; the per-phase EXPLAIN
+//! artifacts, baselines and the regression gate build on it.
+
+use std::time::Instant;
+
+use oracles::compare::{differences, last_refresh_mode};
+use oracles::outcome::{Outcome, Tally};
+use serde::Serialize;
+use tpch::gate::percentile;
+
+use crate::cluster::{describe, Cluster};
+use crate::report::{CaseReport, Suite};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct TpchOptions {
+    /// Scale factor.
+    pub sf: f64,
+    /// Refresh cycles.
+    pub cycles: u64,
+    /// Fraction of the orders each change set inserts and deletes.
+    pub fraction: f64,
+    /// Seed of the change sets.
+    pub seed: u64,
+    /// Queries to run (all when empty), e.g. `q04`.
+    pub only: Vec<String>,
+}
+
+/// One query's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryFigures {
+    /// `q01` ...
+    pub query: String,
+    /// The mode the engine chose.
+    pub mode: String,
+    /// Why FULL, when FULL.
+    pub fallback_reason: Option<String>,
+    /// Refresh wall times, ms, one per cycle.
+    pub refresh_ms: Vec<f64>,
+    /// Median refresh time.
+    pub p50_ms: f64,
+    /// 99th-percentile refresh time.
+    pub p99_ms: f64,
+}
+
+fn fail(name: &str, why: String) -> CaseReport {
+    let mut t = Tally::default();
+    t.add(Outcome::HarnessError);
+    let mut c = CaseReport::new(name, Outcome::HarnessError, t, 0);
+    c.message = Some(why);
+    c
+}
+
+/// Run TPC-H in a fresh database of `cluster`.
+pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFigures>) {
+    let started = Instant::now();
+    let suite = |cases: Vec<CaseReport>| Suite {
+        name: "tpch".into(),
+        cases,
+        seconds: started.elapsed().as_secs_f64(),
+        budget_seconds: None,
+    };
+    let mut db = match cluster.fresh_database("tpch") {
+        Ok(db) => db,
+        Err(e) => return (suite(vec![fail("setup", e.to_string())]), Vec::new()),
+    };
+    for ddl in tpch::schema::ddl() {
+        if let Err(e) = db.batch_execute(ddl) {
+            return (suite(vec![fail("schema", describe(&e))]), Vec::new());
+        }
+    }
+    let t = Instant::now();
+    match tpch::data::load(&mut db, opts.sf) {
+        Ok(counts) => println!(
+            "tpch: loaded SF {} in {:.1} s ({} lineitem rows)",
+            opts.sf,
+            t.elapsed().as_secs_f64(),
+            counts.last().map(|c| c.1).unwrap_or(0)
+        ),
+        Err(e) => return (suite(vec![fail("load", e)]), Vec::new()),
+    }
+    let _ = db.batch_execute("ANALYZE");
+    let queries: Vec<tpch::queries::Query> = tpch::queries::queries(opts.sf)
+        .into_iter()
+        .filter(|q| opts.only.is_empty() || opts.only.iter().any(|o| o == q.name))
+        .collect();
+    let mut figures = Vec::new();
+    let mut cases: Vec<CaseReport> = Vec::new();
+    for q in &queries {
+        let created = db.execute(
+            "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'AUTO')",
+            &[&q.name, &q.sql],
+        );
+        if let Err(e) = created {
+            let mut t = Tally::default();
+            t.add(Outcome::EngineError);
+            let mut c = CaseReport::new(q.name, Outcome::EngineError, t, 0);
+            c.message = Some(describe(&e));
+            cases.push(c);
+            continue;
+        }
+        let r = db
+            .query_one(
+                "SELECT effective_mode, fallback_reason FROM pgtrickle.pgt_stream_tables WHERE relid = to_regclass($1)",
+                &[&q.name],
+            )
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
+        let (mode, reason) = r.unwrap_or_else(|_| ("?".into(), None));
+        figures.push(QueryFigures {
+            query: q.name.into(),
+            mode,
+            fallback_reason: reason,
+            refresh_ms: Vec::new(),
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+        });
+    }
+    let mut tallies: Vec<Tally> = vec![Tally::default(); figures.len()];
+    let mut problems: Vec<Option<String>> = vec![None; figures.len()];
+    for cycle in 1..=opts.cycles {
+        let max_key: i64 = db
+            .query_one("SELECT coalesce(max(o_orderkey), 0) FROM orders", &[])
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        for stmt in tpch::data::change_set(opts.seed, cycle, opts.sf, opts.fraction, max_key) {
+            if let Err(e) = db.batch_execute(&stmt) {
+                cases.push(fail(&format!("change set {cycle}"), describe(&e)));
+                return (suite(cases), figures);
+            }
+        }
+        for (i, f) in figures.iter_mut().enumerate() {
+            if problems[i].is_some() {
+                continue;
+            }
+            let query = &queries
+                .iter()
+                .find(|q| q.name == f.query)
+                .expect("query")
+                .sql;
+            let t = Instant::now();
+            let refreshed = db.batch_execute(&format!(
+                "SELECT pgtrickle.refresh_stream_table('{}')",
+                f.query
+            ));
+            f.refresh_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let verdict = match refreshed {
+                Err(e) => Some((Outcome::EngineError, describe(&e))),
+                Ok(()) => match (
+                    last_refresh_mode(&mut db, &f.query),
+                    differences(&mut db, &f.query, query),
+                ) {
+                    (Ok(m), Ok(None)) if m.as_deref() == Some(f.mode.as_str()) => None,
+                    (Ok(m), Ok(None)) => Some((
+                        Outcome::Mismatch,
+                        format!(
+                            "cycle {cycle}: the refresh ran {m:?}, but the stream table is {}",
+                            f.mode
+                        ),
+                    )),
+                    (_, Ok(Some(d))) => Some((
+                        Outcome::Mismatch,
+                        format!("cycle {cycle}: rows differ\n{d}"),
+                    )),
+                    (Err(e), _) | (_, Err(e)) => Some((Outcome::HarnessError, describe(&e))),
+                },
+            };
+            match verdict {
+                None => tallies[i].add(Outcome::Pass),
+                Some((o, why)) => {
+                    tallies[i].add(o);
+                    problems[i] = Some(why);
+                }
+            }
+        }
+        println!(
+            "tpch: cycle {cycle} of {} done ({:.1} s)",
+            opts.cycles,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for (i, f) in figures.iter_mut().enumerate() {
+        f.p50_ms = percentile(&f.refresh_ms, 50.0);
+        f.p99_ms = percentile(&f.refresh_ms, 99.0);
+        let outcome = match (&problems[i], tallies[i].pass as u64 == opts.cycles) {
+            (None, true) => Outcome::Pass,
+            (None, false) => Outcome::HarnessError,
+            (Some(_), _) => {
+                if tallies[i].mismatch > 0 {
+                    Outcome::Mismatch
+                } else if tallies[i].engine_error > 0 {
+                    Outcome::EngineError
+                } else {
+                    Outcome::HarnessError
+                }
+            }
+        };
+        let mut c = CaseReport::new(
+            &f.query,
+            outcome,
+            tallies[i],
+            f.refresh_ms.iter().sum::<f64>() as u128,
+        );
+        c.message = problems[i]
+            .as_ref()
+            .map(|p| p.lines().next().unwrap_or("").to_string());
+        c.details = problems[i].clone();
+        c.reproduce = Some(format!(
+            "harness tpch --sf {} --cycles {} --seed {} --query {}",
+            opts.sf, opts.cycles, opts.seed, f.query
+        ));
+        c.facts = serde_json::to_value(&*f).unwrap_or_default();
+        cases.push(c);
+    }
+    (suite(cases), figures)
+}
