@@ -156,12 +156,12 @@ pub fn corpus_suite(cluster: &Cluster, run_dir: &Path, opts: &OracleOptions) -> 
     if opts.only.is_empty() {
         cases.push(coverage_case(&operators));
     }
-    Suite {
-        name: "oracle".into(),
+    Suite::new(
+        "oracle",
         cases,
-        seconds: started.elapsed().as_secs_f64(),
-        budget_seconds: opts.budget.map(|b| b.as_secs_f64()),
-    }
+        started.elapsed().as_secs_f64(),
+        opts.budget.map(|b| b.as_secs_f64()),
+    )
 }
 
 fn coverage_case(seen: &BTreeSet<String>) -> CaseReport {
@@ -443,10 +443,10 @@ pub fn negative_control_suite(
             cases.push(c);
         }
     }
-    Suite {
-        name: "negative_control".into(),
+    Suite::new(
+        "negative_control",
         cases,
-        seconds: started.elapsed().as_secs_f64(),
-        budget_seconds: None,
-    }
+        started.elapsed().as_secs_f64(),
+        None,
+    )
 }

@@ -66,9 +66,33 @@ pub struct Suite {
     /// Time budget, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_seconds: Option<f64>,
+    /// Optional figures to plot per case: `(case, [(series, value)])`, with
+    /// the unit in `plot_unit`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub plot: Vec<(String, Vec<(String, f64)>)>,
+    /// Unit of the plotted values.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub plot_unit: String,
 }
 
 impl Suite {
+    /// A suite with no plot.
+    pub fn new(
+        name: &str,
+        cases: Vec<CaseReport>,
+        seconds: f64,
+        budget_seconds: Option<f64>,
+    ) -> Self {
+        Suite {
+            name: name.into(),
+            cases,
+            seconds,
+            budget_seconds,
+            plot: Vec::new(),
+            plot_unit: String::new(),
+        }
+    }
+
     /// Cases that did not pass.
     pub fn failed(&self) -> usize {
         self.cases
@@ -259,6 +283,7 @@ impl Report {
                 s.seconds,
                 bar_chart(&s.cases)
             );
+            out.push_str(&series_chart(&s.plot, &s.plot_unit));
             for c in &s.cases {
                 let _ = writeln!(
                     out,
@@ -331,6 +356,59 @@ fn bar_chart(cases: &[CaseReport]) -> String {
             y + 11,
             c.millis
         );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// An inline SVG of grouped horizontal bars: per case, one bar per series.
+fn series_chart(plot: &[(String, Vec<(String, f64)>)], unit: &str) -> String {
+    if plot.is_empty() {
+        return String::new();
+    }
+    const COLORS: [&str; 4] = ["#54aeff", "#bf8700", "#8250df", "#1a7f37"];
+    let max = plot
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|(_, x)| *x))
+        .fold(0.0f64, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let series: Vec<&str> = plot[0].1.iter().map(|(n, _)| n.as_str()).collect();
+    let bar = 10;
+    let group = bar * series.len() + 6;
+    let mut svg = format!(
+        "<p>{}</p><svg width=\"760\" height=\"{}\" role=\"img\" aria-label=\"per-case figures\">",
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!(
+                "<span style=\"color:{}\">&#9632;</span> {} ({unit})",
+                COLORS[i % 4],
+                xml(n)
+            ))
+            .collect::<Vec<_>>()
+            .join(" &nbsp; "),
+        plot.len() * group + 4
+    );
+    for (i, (case, values)) in plot.iter().enumerate() {
+        let y = i * group;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\">{}</text>",
+            y + bar + 2,
+            xml(case)
+        );
+        for (j, (_, v)) in values.iter().enumerate() {
+            let w = (v / max * 420.0).max(1.0);
+            let yy = y + j * bar;
+            let _ = write!(
+                svg,
+                "<rect x=\"120\" y=\"{yy}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{}\">{v:.1}</text>",
+                bar - 2,
+                COLORS[j % 4],
+                124.0 + w,
+                yy + bar - 2
+            );
+        }
     }
     svg.push_str("</svg>\n");
     svg

@@ -353,12 +353,12 @@ fn finish(s: Session<'_>, started: Instant, opts: &SqlancerOptions) -> (Suite, C
         opts.max_rejected_pct,
     ));
     (
-        Suite {
-            name: "sqlancer".into(),
+        Suite::new(
+            "sqlancer",
             cases,
-            seconds: started.elapsed().as_secs_f64(),
-            budget_seconds: Some(opts.time.as_secs_f64()),
-        },
+            started.elapsed().as_secs_f64(),
+            Some(opts.time.as_secs_f64()),
+        ),
         s.counts,
     )
 }

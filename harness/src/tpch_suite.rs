@@ -33,6 +33,28 @@ pub struct TpchOptions {
     pub only: Vec<String>,
 }
 
+/// A generated SQL phase of a stream table, as `stream_table_sql` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseInfo {
+    /// Phase name.
+    pub phase: String,
+    /// Stable hash of its SQL.
+    pub hash: String,
+    /// Whether it writes.
+    pub writes: bool,
+}
+
+/// EXPLAIN facts of one phase in one cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseExplain {
+    /// Cycle number.
+    pub cycle: u64,
+    /// Phase name.
+    pub phase: String,
+    /// Time, temp blocks and plan shape.
+    pub facts: tpch::plans::PlanFacts,
+}
+
 /// One query's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryFigures {
@@ -48,6 +70,76 @@ pub struct QueryFigures {
     pub p50_ms: f64,
     /// 99th-percentile refresh time.
     pub p99_ms: f64,
+    /// The generated SQL, by phase.
+    pub phases: Vec<PhaseInfo>,
+    /// EXPLAIN (ANALYZE, BUFFERS) of each phase, every cycle, before the refresh.
+    pub explains: Vec<PhaseExplain>,
+    /// Median execution time of the FULL recompute (EXPLAIN ANALYZE), ms.
+    pub full_p50_ms: f64,
+    /// Median execution time of the differential statement (EXPLAIN
+    /// ANALYZE, rolled back), ms; 0 for FULL stream tables.
+    pub diff_p50_ms: f64,
+    /// Most temp blocks (read + written) any phase used.
+    pub temp_blocks: u64,
+    /// The last EXPLAIN document per phase.
+    #[serde(skip)]
+    pub last_plans: Vec<(String, serde_json::Value)>,
+}
+
+/// EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) every phase of stream table `st`
+/// (except `populate`) bound to the parameters the next refresh will use.
+/// Writing phases run in a transaction that is rolled back.
+fn explain_phases(
+    db: &mut postgres::Client,
+    st: &str,
+) -> Result<(Vec<PhaseInfo>, Vec<(String, serde_json::Value)>), postgres::Error> {
+    let rows = db.query(
+        "SELECT phase, sql, hash, writes, parameters FROM pgtrickle.stream_table_sql($1)",
+        &[&st],
+    )?;
+    let mut infos = Vec::new();
+    let mut plans = Vec::new();
+    for r in rows {
+        let (phase, sql, hash, writes): (String, String, String, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let params: Option<Vec<Option<String>>> = r.get(4);
+        infos.push(PhaseInfo {
+            phase: phase.clone(),
+            hash,
+            writes,
+        });
+        if phase == "populate" {
+            continue;
+        }
+        let params = params.unwrap_or_default();
+        let (decl, args) = if params.is_empty() {
+            (String::new(), String::new())
+        } else {
+            let types = vec!["text"; params.len()].join(", ");
+            let args = params
+                .iter()
+                .map(|p| match p {
+                    Some(v) => format!("'{}'", v.replace('\'', "''")),
+                    None => "NULL".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            (format!("({types})"), format!("({args})"))
+        };
+        db.batch_execute(&format!("PREPARE pgt_phase{decl} AS {sql}"))?;
+        let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE pgt_phase{args}");
+        let result = if writes {
+            db.batch_execute("BEGIN")?;
+            let r = db.query_one(&explain, &[]);
+            db.batch_execute("ROLLBACK")?;
+            r
+        } else {
+            db.query_one(&explain, &[])
+        };
+        db.batch_execute("DEALLOCATE pgt_phase")?;
+        plans.push((phase, result?.get::<_, serde_json::Value>(0)));
+    }
+    Ok((infos, plans))
 }
 
 fn fail(name: &str, why: String) -> CaseReport {
@@ -61,12 +153,8 @@ fn fail(name: &str, why: String) -> CaseReport {
 /// Run TPC-H in a fresh database of `cluster`.
 pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFigures>) {
     let started = Instant::now();
-    let suite = |cases: Vec<CaseReport>| Suite {
-        name: "tpch".into(),
-        cases,
-        seconds: started.elapsed().as_secs_f64(),
-        budget_seconds: None,
-    };
+    let suite =
+        |cases: Vec<CaseReport>| Suite::new("tpch", cases, started.elapsed().as_secs_f64(), None);
     let mut db = match cluster.fresh_database("tpch") {
         Ok(db) => db,
         Err(e) => return (suite(vec![fail("setup", e.to_string())]), Vec::new()),
@@ -87,6 +175,8 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
         Err(e) => return (suite(vec![fail("load", e)]), Vec::new()),
     }
     let _ = db.batch_execute("ANALYZE");
+    // Refreshes run their statements with JIT off; EXPLAIN them the same way.
+    let _ = db.batch_execute("SET jit = off");
     let queries: Vec<tpch::queries::Query> = tpch::queries::queries(opts.sf)
         .into_iter()
         .filter(|q| opts.only.is_empty() || opts.only.iter().any(|o| o == q.name))
@@ -120,6 +210,12 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
             refresh_ms: Vec::new(),
             p50_ms: 0.0,
             p99_ms: 0.0,
+            phases: Vec::new(),
+            explains: Vec::new(),
+            full_p50_ms: 0.0,
+            diff_p50_ms: 0.0,
+            temp_blocks: 0,
+            last_plans: Vec::new(),
         });
     }
     let mut tallies: Vec<Tally> = vec![Tally::default(); figures.len()];
@@ -144,6 +240,28 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
                 .find(|q| q.name == f.query)
                 .expect("query")
                 .sql;
+            match explain_phases(&mut db, &f.query) {
+                Ok((infos, plans)) => {
+                    f.phases = infos;
+                    for (phase, plan) in &plans {
+                        f.explains.push(PhaseExplain {
+                            cycle,
+                            phase: phase.clone(),
+                            facts: tpch::plans::facts(plan),
+                        });
+                    }
+                    f.last_plans = plans;
+                }
+                Err(e) => {
+                    let _ = db.batch_execute("ROLLBACK; DEALLOCATE ALL");
+                    tallies[i].add(Outcome::HarnessError);
+                    problems[i] = Some(format!(
+                        "cycle {cycle}: EXPLAIN of a phase failed: {}",
+                        describe(&e)
+                    ));
+                    continue;
+                }
+            }
             let t = Instant::now();
             let refreshed = db.batch_execute(&format!(
                 "SELECT pgtrickle.refresh_stream_table('{}')",
@@ -188,6 +306,27 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
     for (i, f) in figures.iter_mut().enumerate() {
         f.p50_ms = percentile(&f.refresh_ms, 50.0);
         f.p99_ms = percentile(&f.refresh_ms, 99.0);
+        let phase_p50 = |phase: &str| {
+            let v: Vec<f64> = f
+                .explains
+                .iter()
+                .filter(|e| e.phase == phase)
+                .map(|e| e.facts.execution_ms)
+                .collect();
+            if v.is_empty() {
+                0.0
+            } else {
+                percentile(&v, 50.0)
+            }
+        };
+        f.full_p50_ms = phase_p50("full_recompute");
+        f.diff_p50_ms = phase_p50("differential");
+        f.temp_blocks = f
+            .explains
+            .iter()
+            .map(|e| e.facts.temp_read_blocks + e.facts.temp_written_blocks)
+            .max()
+            .unwrap_or(0);
         let outcome = match (&problems[i], tallies[i].pass as u64 == opts.cycles) {
             (None, true) => Outcome::Pass,
             (None, false) => Outcome::HarnessError,

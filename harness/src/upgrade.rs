@@ -492,12 +492,7 @@ pub fn run(m: &Matrix<'_>, paths: &[(Release, String)]) -> Suite {
             cases.push(c);
         }
     }
-    Suite {
-        name: "upgrade".into(),
-        cases,
-        seconds: started.elapsed().as_secs_f64(),
-        budget_seconds: None,
-    }
+    Suite::new("upgrade", cases, started.elapsed().as_secs_f64(), None)
 }
 
 #[cfg(test)]

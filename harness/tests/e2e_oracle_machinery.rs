@@ -142,12 +142,7 @@ fn junit_xml_reads_back_as_junit_with_every_case() {
         &failing_workload(),
         "harness oracle".into(),
     );
-    let failing = Suite {
-        name: "tampered".into(),
-        cases: vec![failing_case],
-        seconds: 0.0,
-        budget_seconds: None,
-    };
+    let failing = Suite::new("tampered", vec![failing_case], 0.0, None);
     let report = Report {
         command: "test <&>".into(),
         version: "0".into(),

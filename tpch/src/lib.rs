@@ -7,5 +7,6 @@
 
 pub mod data;
 pub mod gate;
+pub mod plans;
 pub mod queries;
 pub mod schema;

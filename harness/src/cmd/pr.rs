@@ -62,12 +62,7 @@ fn demo_suite(cluster: &harness::cluster::Cluster, seed: u64, runner: &str) -> S
         case.details = Some(e);
         case.reproduce = Some(format!("{runner} demo --seed {seed}"));
     }
-    Suite {
-        name: "scheduler".into(),
-        cases: vec![case],
-        seconds: t.elapsed().as_secs_f64(),
-        budget_seconds: None,
-    }
+    Suite::new("scheduler", vec![case], t.elapsed().as_secs_f64(), None)
 }
 
 /// Run `harness pr`.

@@ -40,24 +40,96 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         seed: args.seed,
         only: args.queries.clone(),
     };
-    let (suite, figures) = tpch_suite(&cluster, &opts);
-    println!(
-        "\n{:<5} {:<13} {:>10} {:>10}  fallback reason",
-        "query", "mode", "p50 ms", "p99 ms"
+    let (mut suite, figures) = tpch_suite(&cluster, &opts);
+    write_artifacts(&run.dir, &figures).map_err(Failure::CouldNotRun)?;
+    println!("\n{}", table(&figures));
+    suite.plot = figures
+        .iter()
+        .map(|f| {
+            (
+                f.query.clone(),
+                vec![
+                    ("DIFF statement p50".to_string(), f.diff_p50_ms),
+                    ("FULL recompute p50".to_string(), f.full_p50_ms),
+                    ("refresh wall p50".to_string(), f.p50_ms),
+                ],
+            )
+        })
+        .collect();
+    suite.plot_unit = "ms".into();
+    run.finish(common, vec![suite], Some(&mut cluster))
+}
+
+/// The per-query table: mode, FULL ms and DIFF ms (server execution,
+/// EXPLAIN ANALYZE), their ratio, the refresh wall time, temp blocks.
+pub fn table(figures: &[harness::tpch_suite::QueryFigures]) -> String {
+    let mut out = format!(
+        "{:<5} {:<13} {:>9} {:>9} {:>7} {:>11} {:>7}  fallback reason\n",
+        "query", "mode", "FULL ms", "DIFF ms", "ratio", "refresh ms", "temp"
     );
-    for f in &figures {
-        println!(
-            "{:<5} {:<13} {:>10.1} {:>10.1}  {}",
+    for f in figures {
+        let (diff, ratio) = if f.diff_p50_ms > 0.0 {
+            (
+                format!("{:.1}", f.diff_p50_ms),
+                format!("{:.1}x", f.full_p50_ms / f.diff_p50_ms),
+            )
+        } else {
+            ("-".to_string(), "-".to_string())
+        };
+        out.push_str(&format!(
+            "{:<5} {:<13} {:>9.1} {:>9} {:>7} {:>11.1} {:>7}  {}\n",
             f.query,
             f.mode,
+            f.full_p50_ms,
+            diff,
+            ratio,
             f.p50_ms,
-            f.p99_ms,
+            f.temp_blocks,
             f.fallback_reason.as_deref().unwrap_or("")
-        );
+        ));
     }
-    let _ = std::fs::write(
-        run.dir.join("tpch.json"),
-        serde_json::to_string_pretty(&figures).unwrap_or_default(),
-    );
-    run.finish(common, vec![suite], Some(&mut cluster))
+    out
+}
+
+/// `tpch/<query>.json` per query (figures and the last EXPLAIN of every
+/// phase) and `tpch/summary.json` in the run directory.
+fn write_artifacts(
+    dir: &std::path::Path,
+    figures: &[harness::tpch_suite::QueryFigures],
+) -> Result<(), String> {
+    let out = dir.join("tpch");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    for f in figures {
+        let mut v = serde_json::to_value(f).unwrap_or_default();
+        v["last_plans"] = serde_json::Value::Object(
+            f.last_plans
+                .iter()
+                .map(|(phase, plan)| (phase.clone(), plan.clone()))
+                .collect(),
+        );
+        std::fs::write(
+            out.join(format!("{}.json", f.query)),
+            serde_json::to_string_pretty(&v).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let summary: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "query": f.query, "mode": f.mode, "fallback_reason": f.fallback_reason,
+                "refresh_p50_ms": f.p50_ms, "refresh_p99_ms": f.p99_ms, "full_p50_ms": f.full_p50_ms,
+                "diff_p50_ms": f.diff_p50_ms,
+                "temp_blocks": f.temp_blocks,
+                "phases": f.phases,
+            })
+        })
+        .collect();
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("tpch: artifacts in {}", out.display());
+    Ok(())
 }
