@@ -83,8 +83,11 @@ pub struct QueryFigures {
     pub temp_blocks: u64,
     /// The last EXPLAIN document per phase.
     #[serde(skip)]
-    pub last_plans: Vec<(String, serde_json::Value)>,
+    pub last_plans: Vec<PhasePlan>,
 }
+
+/// A phase and its EXPLAIN document.
+pub type PhasePlan = (String, serde_json::Value);
 
 /// EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) every phase of stream table `st`
 /// (except `populate`) bound to the parameters the next refresh will use.
@@ -92,7 +95,7 @@ pub struct QueryFigures {
 fn explain_phases(
     db: &mut postgres::Client,
     st: &str,
-) -> Result<(Vec<PhaseInfo>, Vec<(String, serde_json::Value)>), postgres::Error> {
+) -> Result<(Vec<PhaseInfo>, Vec<PhasePlan>), postgres::Error> {
     let rows = db.query(
         "SELECT phase, sql, hash, writes, parameters FROM pgtrickle.stream_table_sql($1)",
         &[&st],
