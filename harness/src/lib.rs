@@ -12,6 +12,7 @@ pub mod progress;
 pub mod report;
 pub mod sqlancer_suite;
 pub mod testkit;
+pub mod tpch_gate;
 pub mod tpch_suite;
 pub mod upgrade;
 pub mod versions;

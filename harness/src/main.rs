@@ -38,6 +38,9 @@ enum Command {
     Sqlancer(cmd::sqlancer::SqlancerArgs),
     /// Write docs/CONFIGURATION.md from the settings table (or --check it).
     Docs(cmd::docs::DocsArgs),
+    /// Baselines for the TPC-H gate, measured on this machine.
+    #[command(subcommand)]
+    Baseline(cmd::baseline::BaselineCommand),
     /// TPC-H through the DIFF-vs-FULL oracle, with per-query modes and refresh times.
     Tpch(cmd::tpch::TpchArgs),
     /// The upgrade matrix: old versions built from source, upgraded, checked.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Versions(args) => cmd::versions::run(args),
         Command::Upgrade(args) => cmd::upgrade::run(&cli.common, args),
         Command::Tpch(args) => cmd::tpch::run(&cli.common, args),
+        Command::Baseline(c) => cmd::baseline::run(&cli.common, c),
         Command::Bench(cfg) => cmd::bench::run(&cli.common, cfg),
     };
     match result {

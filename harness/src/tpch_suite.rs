@@ -31,6 +31,11 @@ pub struct TpchOptions {
     pub seed: u64,
     /// Queries to run (all when empty), e.g. `q04`.
     pub only: Vec<String>,
+    /// Session settings applied after loading (to inject a regression,
+    /// e.g. `enable_hashjoin = off`).
+    pub settings: Vec<String>,
+    /// Database to (re)create for the run.
+    pub database: String,
 }
 
 /// A generated SQL phase of a stream table, as `stream_table_sql` lists it.
@@ -158,7 +163,7 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
     let started = Instant::now();
     let suite =
         |cases: Vec<CaseReport>| Suite::new("tpch", cases, started.elapsed().as_secs_f64(), None);
-    let mut db = match cluster.fresh_database("tpch") {
+    let mut db = match cluster.fresh_database(&opts.database) {
         Ok(db) => db,
         Err(e) => return (suite(vec![fail("setup", e.to_string())]), Vec::new()),
     };
@@ -180,6 +185,11 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
     let _ = db.batch_execute("ANALYZE");
     // Refreshes run their statements with JIT off; EXPLAIN them the same way.
     let _ = db.batch_execute("SET jit = off");
+    for setting in &opts.settings {
+        if let Err(e) = db.batch_execute(&format!("SET {setting}")) {
+            return (suite(vec![fail("settings", describe(&e))]), Vec::new());
+        }
+    }
     let queries: Vec<tpch::queries::Query> = tpch::queries::queries(opts.sf)
         .into_iter()
         .filter(|q| opts.only.is_empty() || opts.only.iter().any(|o| o == q.name))

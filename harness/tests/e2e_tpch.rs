@@ -28,6 +28,8 @@ fn tpch_stream_tables_stay_equal_to_their_queries_through_refresh_cycles() {
         fraction: 0.001,
         seed: 1,
         only: Vec::new(),
+        settings: Vec::new(),
+        database: "t_tpch_cycles".into(),
     };
     let (suite, figures) = tpch_suite(shared_cluster(), &opts);
     for c in &suite.cases {
@@ -55,4 +57,71 @@ fn tpch_stream_tables_stay_equal_to_their_queries_through_refresh_cycles() {
             f.query
         );
     }
+}
+
+/// The gate both ways on a real cluster: a baseline measured here passes an
+/// unchanged run's plan shapes and temp blocks, and an injected bad join
+/// strategy is caught and named.
+#[test]
+fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
+    use harness::tpch_gate::{self, Baseline};
+    use tpch::gate::{Thresholds, Verdict};
+    let opts = |settings: Vec<String>| TpchOptions {
+        sf: 0.01,
+        cycles: 2,
+        fraction: 0.001,
+        seed: 3,
+        only: vec!["q03".into(), "q05".into()],
+        settings,
+        database: "t_tpch_gate".into(),
+    };
+    let runs: Vec<_> = (0..2)
+        .map(|_| tpch_suite(shared_cluster(), &opts(Vec::new())).1)
+        .collect();
+    let base = Baseline {
+        profile: "test".into(),
+        machine: tpch_gate::machine("test".into()),
+        commit: "test".into(),
+        sf: 0.01,
+        cycles: 2,
+        runs: 2,
+        seed: 3,
+        queries: tpch_gate::measure(&runs),
+    };
+    // Unchanged: no plan-shape or temp-block regressions (times are left
+    // to the runner's repeated-run self-test, not to a unit-test timer).
+    let (_, again) = tpch_suite(shared_cluster(), &opts(Vec::new()));
+    let verdicts = tpch_gate::judge(&base, &again, &Thresholds::default());
+    for (q, v) in &verdicts {
+        for x in v {
+            if let Verdict::Regressed { figure, .. } = x {
+                assert!(
+                    figure.contains(" ms"),
+                    "{q}: unexpected {}",
+                    tpch_gate::describe(x)
+                );
+            }
+        }
+    }
+    // Injected: nested loops everywhere change the plans, and the verdict says where.
+    let (_, bad) = tpch_suite(
+        shared_cluster(),
+        &opts(vec![
+            "enable_hashjoin = off".into(),
+            "enable_mergejoin = off".into(),
+        ]),
+    );
+    let verdicts = tpch_gate::judge(&base, &bad, &Thresholds::default());
+    let lines: Vec<String> = verdicts
+        .values()
+        .flatten()
+        .map(tpch_gate::describe)
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("plan shape") && l.contains("Nested Loop")),
+        "the injected regression was not named:\n{}",
+        lines.join("\n")
+    );
 }

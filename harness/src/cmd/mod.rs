@@ -1,6 +1,7 @@
 //! What every subcommand shares: global options, the run directory, the
 //! cluster it starts, and how a finished report becomes an exit status.
 
+pub mod baseline;
 pub mod bench;
 pub mod demo;
 pub mod docs;

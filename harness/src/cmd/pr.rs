@@ -1,7 +1,7 @@
 //! `harness pr`: the PR gate. Runs, each inside its budget: the scheduler
 //! demo, the oracle corpus, the negative control, SQLancer light with a
-//! published seed, and the upgrade slice the change needs. The TPC-H gate
-//! joins here when it lands.
+//! published seed, the TPC-H gate against the hardware profile's baseline,
+//! and the upgrade slice the change needs.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,12 @@ pub struct PrArgs {
     /// Skip the upgrade slice.
     #[arg(long)]
     pub no_upgrade: bool,
+    /// Baseline profile of the TPC-H gate (baselines/<profile>.json).
+    #[arg(long, default_value = "pr-2core")]
+    pub tpch_profile: String,
+    /// Skip the TPC-H gate.
+    #[arg(long)]
+    pub no_tpch: bool,
 }
 
 /// The PR gate's SQLancer seed: fixed, so the gate is deterministic; the
@@ -94,6 +100,28 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         oracle: opts.clone(),
     };
     suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);
+    if !args.no_tpch {
+        let path = super::tpch::baseline_path(&args.tpch_profile);
+        let base = harness::tpch_gate::read(&path).map_err(|e| {
+            Failure::CouldNotRun(format!(
+                "the TPC-H gate needs a baseline: {e} (measure one on this hardware with \
+                 `harness baseline refresh --profile {}`, or pass --no-tpch)",
+                args.tpch_profile
+            ))
+        })?;
+        let opts = harness::tpch_suite::TpchOptions {
+            sf: base.sf,
+            cycles: base.cycles,
+            fraction: 0.001,
+            seed: base.seed,
+            only: base.queries.keys().cloned().collect(),
+            settings: Vec::new(),
+            database: "tpch".into(),
+        };
+        let (t, figures) = harness::tpch_suite::tpch_suite(&cluster, &opts);
+        suites.push(t);
+        suites.push(super::tpch::gate_suite(&base, &figures));
+    }
     if !args.no_upgrade {
         // The slice installs other builds into the installation this
         // cluster's processes have mapped: stop it first.

@@ -1,8 +1,15 @@
 //! `harness tpch`: TPC-H at a scale factor through the DIFF-vs-FULL oracle,
-//! with per-query modes and refresh times (written to `tpch.json`).
+//! with per-query EXPLAIN artifacts; with `--gate`, judged against a
+//! baseline measured on the same hardware (`harness baseline refresh`).
+
+use std::path::PathBuf;
 
 use clap::Args;
-use harness::tpch_suite::{tpch_suite, TpchOptions};
+use harness::report::{CaseReport, Suite};
+use harness::tpch_gate;
+use harness::tpch_suite::{tpch_suite, QueryFigures, TpchOptions};
+use oracles::outcome::{Outcome, Tally};
+use tpch::gate::Thresholds;
 
 use super::{Common, Failure, Run};
 
@@ -24,6 +31,69 @@ pub struct TpchArgs {
     /// Run only these queries (repeatable), e.g. `q04`.
     #[arg(long = "query")]
     pub queries: Vec<String>,
+    /// Judge the run against `baselines/<profile>.json` (scale factor,
+    /// cycles, seed and queries come from the baseline).
+    #[arg(long)]
+    pub gate: bool,
+    /// Baseline profile for `--gate`.
+    #[arg(long, default_value = "pr-2core")]
+    pub profile: String,
+    /// Inject a regression to prove the gate: `nested-loops` (no hash or
+    /// merge joins) or `no-index-scans`.
+    #[arg(long)]
+    pub inject: Option<String>,
+}
+
+/// Session settings for an injected regression.
+pub fn injection(name: Option<&str>) -> Result<Vec<String>, Failure> {
+    Ok(match name {
+        None => Vec::new(),
+        Some("nested-loops") => vec![
+            "enable_hashjoin = off".into(),
+            "enable_mergejoin = off".into(),
+        ],
+        Some("no-index-scans") => vec![
+            "enable_indexscan = off".into(),
+            "enable_bitmapscan = off".into(),
+            "enable_indexonlyscan = off".into(),
+        ],
+        Some(other) => {
+            return Err(Failure::CouldNotRun(format!(
+                "unknown injection {other}: use nested-loops or no-index-scans"
+            )))
+        }
+    })
+}
+
+/// Where a profile's baseline lives.
+pub fn baseline_path(profile: &str) -> PathBuf {
+    PathBuf::from("baselines").join(format!("{profile}.json"))
+}
+
+/// The gate's suite: one case per query, failing with every regression named.
+pub fn gate_suite(base: &tpch_gate::Baseline, figures: &[QueryFigures]) -> Suite {
+    let verdicts = tpch_gate::judge(base, figures, &Thresholds::default());
+    let cases = figures
+        .iter()
+        .map(|f| {
+            let regressions = verdicts.get(&f.query);
+            let outcome = if regressions.is_some() {
+                Outcome::Mismatch
+            } else {
+                Outcome::Pass
+            };
+            let mut t = Tally::default();
+            t.add(outcome);
+            let mut c = CaseReport::new(&f.query, outcome, t, 0);
+            if let Some(r) = regressions {
+                let lines: Vec<String> = r.iter().map(tpch_gate::describe).collect();
+                c.message = lines.first().cloned();
+                c.details = Some(lines.join("\n"));
+            }
+            c
+        })
+        .collect();
+    Suite::new(&format!("tpch gate ({})", base.profile), cases, 0.0, None)
 }
 
 /// Run `harness tpch`.
@@ -33,12 +103,35 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         common,
         vec!["pg_trickle.scheduler_interval_ms = 600000".into()],
     )?;
-    let opts = TpchOptions {
-        sf: args.sf,
-        cycles: args.cycles,
-        fraction: args.fraction,
-        seed: args.seed,
-        only: args.queries.clone(),
+    let base = if args.gate {
+        Some(tpch_gate::read(&baseline_path(&args.profile)).map_err(|e| {
+            Failure::CouldNotRun(format!(
+                "{e} (measure one with `harness baseline refresh --profile {}`)",
+                args.profile
+            ))
+        })?)
+    } else {
+        None
+    };
+    let opts = match &base {
+        Some(b) => TpchOptions {
+            sf: b.sf,
+            cycles: b.cycles,
+            fraction: args.fraction,
+            seed: b.seed,
+            only: b.queries.keys().cloned().collect(),
+            settings: injection(args.inject.as_deref())?,
+            database: "tpch".into(),
+        },
+        None => TpchOptions {
+            sf: args.sf,
+            cycles: args.cycles,
+            fraction: args.fraction,
+            seed: args.seed,
+            only: args.queries.clone(),
+            settings: injection(args.inject.as_deref())?,
+            database: "tpch".into(),
+        },
     };
     let (mut suite, figures) = tpch_suite(&cluster, &opts);
     write_artifacts(&run.dir, &figures).map_err(Failure::CouldNotRun)?;
@@ -57,7 +150,11 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         })
         .collect();
     suite.plot_unit = "ms".into();
-    run.finish(common, vec![suite], Some(&mut cluster))
+    let mut suites = vec![suite];
+    if let Some(b) = &base {
+        suites.push(gate_suite(b, &figures));
+    }
+    run.finish(common, suites, Some(&mut cluster))
 }
 
 /// The per-query table: mode, FULL ms and DIFF ms (server execution,

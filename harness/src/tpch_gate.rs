@@ -1,0 +1,335 @@
+//! Baselines and the TPC-H regression gate. A baseline is measured on the
+//! same hardware by running the TPC-H suite several times: per query, the
+//! central value and spread of the DIFFERENTIAL and FULL statements'
+//! execution times, the most temp blocks seen, and every plan shape seen per
+//! phase. The gate judges one run against it: a time above the limit the
+//! recorded spread allows (with floors), more temp blocks than ever seen, or
+//! a plan shape never seen is a regression, named with the figure and the
+//! move. Thresholds come from `tpch::gate`; there are no per-query numbers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tpch::gate::{
+    judge_plan, judge_temp_blocks, judge_time, summarize, Figure, Thresholds, Verdict,
+};
+
+use crate::tpch_suite::QueryFigures;
+
+/// One query's baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryBaseline {
+    /// The mode the engine chose.
+    pub mode: String,
+    /// DIFFERENTIAL statement execution, ms (absent for FULL stream tables).
+    pub diff_ms: Option<Figure>,
+    /// FULL recompute execution, ms.
+    pub full_ms: Figure,
+    /// Most temp blocks (read + written) any phase used.
+    pub temp_blocks_max: u64,
+    /// Every plan shape seen, per phase.
+    pub plan_shapes: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The machine a baseline was measured on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Memory, kB.
+    pub memory_kb: u64,
+    /// `SELECT version()`.
+    pub postgres: String,
+}
+
+/// A stored baseline (`baselines/<profile>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Profile name.
+    pub profile: String,
+    /// Where it was measured.
+    pub machine: Machine,
+    /// The commit measured.
+    pub commit: String,
+    /// Scale factor.
+    pub sf: f64,
+    /// Refresh cycles per run.
+    pub cycles: u64,
+    /// Runs measured.
+    pub runs: usize,
+    /// Change-set seed.
+    pub seed: u64,
+    /// Per query.
+    pub queries: BTreeMap<String, QueryBaseline>,
+}
+
+/// This machine, described.
+pub fn machine(postgres: String) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_model: cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split(':').nth(1))
+            })
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        memory_kb: meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        postgres,
+    }
+}
+
+fn phase_times(f: &QueryFigures, phase: &str) -> Vec<f64> {
+    f.explains
+        .iter()
+        .filter(|e| e.phase == phase)
+        .map(|e| e.facts.execution_ms)
+        .collect()
+}
+
+/// Fold several runs' figures into per-query baselines.
+pub fn measure(runs: &[Vec<QueryFigures>]) -> BTreeMap<String, QueryBaseline> {
+    let mut out = BTreeMap::new();
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    for q in first {
+        let all: Vec<&QueryFigures> = runs
+            .iter()
+            .filter_map(|r| r.iter().find(|f| f.query == q.query))
+            .collect();
+        let collect =
+            |phase: &str| -> Vec<f64> { all.iter().flat_map(|f| phase_times(f, phase)).collect() };
+        let diff = collect("differential");
+        let mut shapes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in &all {
+            for e in &f.explains {
+                shapes
+                    .entry(e.phase.clone())
+                    .or_default()
+                    .insert(e.facts.fingerprint.clone());
+            }
+        }
+        out.insert(
+            q.query.clone(),
+            QueryBaseline {
+                mode: q.mode.clone(),
+                diff_ms: (!diff.is_empty()).then(|| summarize(&diff)),
+                full_ms: summarize(&collect("full_recompute")),
+                temp_blocks_max: all.iter().map(|f| f.temp_blocks).max().unwrap_or(0),
+                plan_shapes: shapes,
+            },
+        );
+    }
+    out
+}
+
+/// Every regression of one run against a baseline; empty when it passes.
+pub fn judge(
+    base: &Baseline,
+    run: &[QueryFigures],
+    t: &Thresholds,
+) -> BTreeMap<String, Vec<Verdict>> {
+    let mut out = BTreeMap::new();
+    for f in run {
+        let mut v = Vec::new();
+        match base.queries.get(&f.query) {
+            None => v.push(Verdict::Regressed {
+                figure: format!("{} baseline", f.query),
+                baseline: "absent".into(),
+                measured: "present".into(),
+                why: format!(
+                    "the baseline has no entry for {}; run `harness baseline refresh`",
+                    f.query
+                ),
+            }),
+            Some(b) => {
+                if b.mode != f.mode {
+                    v.push(Verdict::Regressed {
+                        figure: format!("{} mode", f.query),
+                        baseline: b.mode.clone(),
+                        measured: f.mode.clone(),
+                        why: "the engine chose another refresh mode".into(),
+                    });
+                }
+                if let Some(d) = &b.diff_ms {
+                    v.push(judge_time(
+                        &format!("{} DIFF statement p50 ms", f.query),
+                        d,
+                        f.diff_p50_ms,
+                        t,
+                    ));
+                }
+                v.push(judge_time(
+                    &format!("{} FULL recompute p50 ms", f.query),
+                    &b.full_ms,
+                    f.full_p50_ms,
+                    t,
+                ));
+                v.push(judge_temp_blocks(
+                    &format!("{} temp blocks", f.query),
+                    b.temp_blocks_max,
+                    f.temp_blocks,
+                ));
+                for e in &f.explains {
+                    let seen = b.plan_shapes.get(&e.phase);
+                    if !seen.is_some_and(|s| s.contains(&e.facts.fingerprint)) {
+                        // Show where it departs from the closest known shape.
+                        let closest = seen
+                            .and_then(|s| {
+                                s.iter().max_by_key(|k| {
+                                    k.chars()
+                                        .zip(e.facts.fingerprint.chars())
+                                        .take_while(|(a, b)| a == b)
+                                        .count()
+                                })
+                            })
+                            .cloned()
+                            .unwrap_or_default();
+                        let (was, now) =
+                            tpch::plans::shape_difference(&closest, &e.facts.fingerprint);
+                        v.push(judge_plan(
+                            &format!("{} {} plan shape (cycle {})", f.query, e.phase, e.cycle),
+                            &was,
+                            &now,
+                        ));
+                    }
+                }
+            }
+        }
+        v.retain(|x| *x != Verdict::Ok);
+        if !v.is_empty() {
+            out.insert(f.query.clone(), v);
+        }
+    }
+    out
+}
+
+/// Read a baseline file.
+pub fn read(path: &Path) -> Result<Baseline, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Write a baseline file.
+pub fn write(path: &Path, b: &Baseline) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(b).unwrap_or_default())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// One verdict as a line.
+pub fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::Ok => "ok".into(),
+        Verdict::Regressed {
+            figure,
+            baseline,
+            measured,
+            why,
+        } => format!("{figure}: {why} (baseline {baseline}, measured {measured})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tpch_suite::PhaseExplain;
+    use tpch::plans::PlanFacts;
+
+    fn figures(diff: f64, full: f64, shape: &str) -> QueryFigures {
+        let e = |phase: &str, ms: f64, fp: &str| PhaseExplain {
+            cycle: 1,
+            phase: phase.into(),
+            facts: PlanFacts {
+                execution_ms: ms,
+                temp_read_blocks: 0,
+                temp_written_blocks: 0,
+                fingerprint: fp.into(),
+            },
+        };
+        QueryFigures {
+            query: "q05".into(),
+            mode: "DIFFERENTIAL".into(),
+            fallback_reason: None,
+            refresh_ms: vec![diff],
+            p50_ms: diff,
+            p99_ms: diff,
+            phases: Vec::new(),
+            explains: vec![
+                e("differential", diff, shape),
+                e("full_recompute", full, "Seq Scan"),
+            ],
+            full_p50_ms: full,
+            diff_p50_ms: diff,
+            temp_blocks: 0,
+            last_plans: Vec::new(),
+        }
+    }
+
+    fn baseline() -> Baseline {
+        let runs: Vec<Vec<QueryFigures>> = [10.0, 11.0, 9.0, 10.5]
+            .iter()
+            .map(|d| vec![figures(*d, 20.0, "Hash Join")])
+            .collect();
+        Baseline {
+            profile: "t".into(),
+            machine: machine("pg".into()),
+            commit: "x".into(),
+            sf: 0.01,
+            cycles: 1,
+            runs: 4,
+            seed: 1,
+            queries: measure(&runs),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_run_passes() {
+        let b = baseline();
+        assert!(judge(
+            &b,
+            &[figures(10.8, 21.0, "Hash Join")],
+            &Thresholds::default()
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_slower_plan_is_named_with_its_figures() {
+        let b = baseline();
+        let v = judge(
+            &b,
+            &[figures(45.0, 20.0, "Nested Loop")],
+            &Thresholds::default(),
+        );
+        let lines: Vec<String> = v["q05"].iter().map(describe).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("q05 DIFF statement p50 ms")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("differential plan shape") && l.contains("Nested Loop")),
+            "{lines:?}"
+        );
+    }
+}
