@@ -1,6 +1,7 @@
 //! `harness nightly`: the long job. The oracle corpus under several seeds,
 //! the negative control, SQLancer-light sessions with fresh seeds (each
-//! printed) until the time budget is spent, then the whole upgrade matrix.
+//! printed) until the time budget is spent, all 22 TPC-H queries at a
+//! larger scale, then the whole upgrade matrix.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub struct NightlyArgs {
     /// Base seed (default: from the clock; printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// TPC-H scale factor for the all-22-queries run.
+    #[arg(long, default_value_t = 0.1)]
+    pub tpch_sf: f64,
 }
 
 /// Run `harness nightly`.
@@ -81,6 +85,20 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         suites.push(s);
         session += 1;
     }
+    // TPC-H: all 22 queries at a larger scale, through the oracle, with artifacts.
+    let tpch = harness::tpch_suite::TpchOptions {
+        sf: args.tpch_sf,
+        cycles: 3,
+        fraction: 0.001,
+        seed: base,
+        only: Vec::new(),
+        settings: Vec::new(),
+        database: "tpch".into(),
+    };
+    let (mut t, figures) = harness::tpch_suite::tpch_suite(&cluster, &tpch);
+    println!("\n{}", super::tpch::table(&figures));
+    t.name = format!("tpch_sf_{}", args.tpch_sf);
+    suites.push(t);
     // The whole upgrade matrix; it installs other builds, so stop the cluster first.
     let _ = cluster.stop();
     let up = super::upgrade::UpgradeArgs {
