@@ -66,6 +66,22 @@ pub struct Baseline {
     pub queries: BTreeMap<String, QueryBaseline>,
 }
 
+impl Baseline {
+    /// Options that repeat the measured runs (scale, cycles, seed, queries),
+    /// with `settings` applied (an injected regression, say).
+    pub fn run_options(&self, settings: Vec<String>) -> crate::tpch_suite::TpchOptions {
+        crate::tpch_suite::TpchOptions {
+            sf: self.sf,
+            cycles: self.cycles,
+            fraction: 0.001,
+            seed: self.seed,
+            only: self.queries.keys().cloned().collect(),
+            settings,
+            database: "tpch".into(),
+        }
+    }
+}
+
 /// This machine, described.
 pub fn machine(postgres: String) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -109,15 +109,7 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
                 args.tpch_profile
             ))
         })?;
-        let opts = harness::tpch_suite::TpchOptions {
-            sf: base.sf,
-            cycles: base.cycles,
-            fraction: 0.001,
-            seed: base.seed,
-            only: base.queries.keys().cloned().collect(),
-            settings: Vec::new(),
-            database: "tpch".into(),
-        };
+        let opts = base.run_options(Vec::new());
         let (t, figures) = harness::tpch_suite::tpch_suite(&cluster, &opts);
         suites.push(t);
         suites.push(super::tpch::gate_suite(&base, &figures));

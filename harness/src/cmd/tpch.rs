@@ -114,15 +114,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         None
     };
     let opts = match &base {
-        Some(b) => TpchOptions {
-            sf: b.sf,
-            cycles: b.cycles,
-            fraction: args.fraction,
-            seed: b.seed,
-            only: b.queries.keys().cloned().collect(),
-            settings: injection(args.inject.as_deref())?,
-            database: "tpch".into(),
-        },
+        Some(b) => b.run_options(injection(args.inject.as_deref())?),
         None => TpchOptions {
             sf: args.sf,
             cycles: args.cycles,
