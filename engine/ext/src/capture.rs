@@ -204,18 +204,25 @@ pub fn prune(source_relid: u32) {
     );
 }
 
+/// `FROM ... WHERE ...` of the rows in `source_relid`'s buffer (alias `b`)
+/// that stream table `$1` has not consumed yet (`$2` is the source).
+fn unconsumed(source_relid: u32) -> String {
+    format!(
+        "FROM pgtrickle_changes.changes_{source_relid} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
+         WHERE st.id = $1::text::bigint AND s.st_id = st.id AND s.source_relid = $2::text::oid \
+         AND NOT coalesce(CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
+              ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)"
+    )
+}
+
 /// The backlog `st_id` has on `source_relid`: rows it has not consumed,
 /// their bytes, and the age of the oldest.
 pub fn lag_for(st_id: i64, source_relid: u32) -> Lag {
-    let buffer = format!("pgtrickle_changes.changes_{source_relid}");
     let r = row(
         &format!(
             "SELECT count(*)::text, coalesce(sum(pg_column_size(b.*)), 0)::text, \
-             coalesce(extract(epoch FROM clock_timestamp() - min(b.captured_at)), 0)::text \
-             FROM {buffer} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
-             WHERE st.id = $1::text::bigint AND s.st_id = st.id AND s.source_relid = $2::text::oid \
-             AND NOT coalesce(CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
-                  ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)"
+             coalesce(extract(epoch FROM clock_timestamp() - min(b.captured_at)), 0)::text {}",
+            unconsumed(source_relid)
         ),
         &[Some(st_id.to_string()), Some(source_relid.to_string())],
     )
@@ -234,7 +241,16 @@ pub fn lag_for(st_id: i64, source_relid: u32) -> Lag {
     }
 }
 
-/// Rows in `source_relid`'s buffer that the stream table `st_id` has not consumed yet.
-pub fn pending_for(st_id: i64, source_relid: u32) -> i64 {
-    lag_for(st_id, source_relid).rows
+/// Whether `st_id` has anything left to consume on `source_relid` (the
+/// scheduler's idle check: stops at the first row, measures nothing).
+pub fn has_pending(st_id: i64, source_relid: u32) -> bool {
+    value(
+        &format!(
+            "SELECT EXISTS (SELECT 1 {})::text",
+            unconsumed(source_relid)
+        ),
+        &[Some(st_id.to_string()), Some(source_relid.to_string())],
+    )
+    .as_deref()
+        == Some("true")
 }

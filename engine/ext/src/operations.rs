@@ -267,20 +267,47 @@ pub fn action() -> Action {
     Action::parse(&gucs::text(&gucs::BACKPRESSURE_ACTION)).unwrap_or(Action::RejectWrites)
 }
 
-/// The lag of a source: the largest backlog any of its readers has.
-pub fn source_lag(relid: u32) -> Lag {
-    let readers: Vec<i64> = first_column(
-        "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured",
+/// One reader of a source: its name, whether it is held, its backlog.
+struct Reader {
+    name: String,
+    held: bool,
+    lag: Lag,
+}
+
+/// Every capturing reader of a source with its backlog, measured once.
+fn readers(relid: u32) -> Vec<Reader> {
+    rows(
+        "SELECT st.id::text, st.name, st.held::text FROM pgtrickle.pgt_stream_tables st \
+         JOIN pgtrickle.pgt_sources s ON s.st_id = st.id \
+         WHERE s.source_relid = $1::text::oid AND s.captured ORDER BY st.name",
         &[Some(relid.to_string())],
-    );
+    )
+    .into_iter()
+    .map(|r| {
+        let id: i64 = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Reader {
+            name: r[1].clone().unwrap_or_default(),
+            held: r[2].as_deref() == Some("true"),
+            lag: capture::lag_for(id, relid),
+        }
+    })
+    .collect()
+}
+
+/// The lag of a source: the largest backlog any of its readers has.
+fn largest(readers: &[Reader]) -> Lag {
     let mut lag = Lag::default();
-    for st in readers {
-        let l = capture::lag_for(st, relid);
-        lag.rows = lag.rows.max(l.rows);
-        lag.bytes = lag.bytes.max(l.bytes);
-        lag.age_seconds = lag.age_seconds.max(l.age_seconds);
+    for r in readers {
+        lag.rows = lag.rows.max(r.lag.rows);
+        lag.bytes = lag.bytes.max(r.lag.bytes);
+        lag.age_seconds = lag.age_seconds.max(r.lag.age_seconds);
     }
     lag
+}
+
+/// The lag of a source: the largest backlog any of its readers has.
+pub fn source_lag(relid: u32) -> Lag {
+    largest(&readers(relid))
 }
 
 fn describe_lag(l: &Lag) -> String {
@@ -300,7 +327,8 @@ fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
     )?;
     let state = State::parse(r[0].as_deref().unwrap_or("released"));
     let source = r[2].clone().unwrap_or_default();
-    let lag = source_lag(relid);
+    let readers = readers(relid);
+    let lag = largest(&readers);
     let (next, why) = backpressure::next(state, &lag, &watermarks());
     if let Some(why) = &why {
         let reason = match next {
@@ -326,23 +354,16 @@ fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
     // The held-backlog cap: writes stop before a held reader's backlog passes it.
     let cap = i64::from(gucs::MAX_HELD_BACKLOG_ROWS.get());
     let block = if cap > 0 {
-        rows(
-            "SELECT st.id::text, st.name FROM pgtrickle.pgt_stream_tables st JOIN pgtrickle.pgt_sources s \
-             ON s.st_id = st.id WHERE s.source_relid = $1::text::oid AND s.captured AND st.held ORDER BY st.name",
-            &[Some(relid.to_string())],
-        )
-        .into_iter()
-        .find_map(|h| {
-            let id: i64 = h[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-            let pending = capture::lag_for(id, relid).rows;
-            (pending >= cap).then(|| {
+        readers
+            .iter()
+            .find(|r| r.held && r.lag.rows >= cap)
+            .map(|r| {
                 format!(
-                    "held stream table {} has {pending} unconsumed change rows on {source}, \
+                    "held stream table {} has {} unconsumed change rows on {source}, \
                      at the cap pg_trickle.max_held_backlog_rows = {cap}",
-                    h[1].clone().unwrap_or_default()
+                    r.name, r.lag.rows
                 )
             })
-        })
     } else {
         None
     };

@@ -92,9 +92,7 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
     if use_diff && initiator == Initiator::Scheduler {
-        let idle = relids
-            .iter()
-            .all(|relid| capture::pending_for(id, *relid) == 0);
+        let idle = relids.iter().all(|relid| !capture::has_pending(id, *relid));
         if idle {
             // Nothing to consume: note the check, skip the statement and the history row.
             run(
