@@ -56,14 +56,14 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         if !ENABLED.get() {
             continue;
         }
-        let due = BackgroundWorker::transaction(due_stream_tables);
-        let installed = !due.is_empty() || BackgroundWorker::transaction(extension_installed);
+        // None: pg_trickle is not installed here at this version.
+        let Some(due) = BackgroundWorker::transaction(due_stream_tables) else {
+            continue;
+        };
         for id in due {
             BackgroundWorker::transaction(move || refresh_one(id));
         }
-        if installed {
-            BackgroundWorker::transaction(evaluate_backpressure);
-        }
+        BackgroundWorker::transaction(evaluate_backpressure);
     }
 }
 
@@ -87,10 +87,11 @@ fn evaluate_backpressure() {
     }
 }
 
-/// Ids of stream tables whose schedule is due, upstream first.
-fn due_stream_tables() -> Vec<i64> {
+/// Ids of stream tables whose schedule is due, upstream first; None when
+/// the extension is not installed here at this library's version.
+fn due_stream_tables() -> Option<Vec<i64>> {
     if !extension_installed() {
-        return Vec::new();
+        return None;
     }
     let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
     let all: Vec<(i64, bool)> = rows(
@@ -112,10 +113,12 @@ fn due_stream_tables() -> Vec<i64> {
     .collect();
     let nodes: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
     let order = refresh_order(&nodes, &edges).unwrap_or(nodes);
-    order
-        .into_iter()
-        .filter(|id| all.iter().any(|(n, due)| n == id && *due))
-        .collect()
+    Some(
+        order
+            .into_iter()
+            .filter(|id| all.iter().any(|(n, due)| n == id && *due))
+            .collect(),
+    )
 }
 
 thread_local! {
