@@ -41,7 +41,7 @@ enum Command {
     /// Baselines for the TPC-H gate, measured on this machine.
     #[command(subcommand)]
     Baseline(cmd::baseline::BaselineCommand),
-    /// TPC-H through the DIFF-vs-FULL oracle, with per-query modes and refresh times.
+    /// TPC-H through the DIFF-vs-FULL oracle, with per-query modes and refresh times (at SF 1 also against the published answers).
     Tpch(cmd::tpch::TpchArgs),
     /// The upgrade matrix: old versions built from source, upgraded, checked.
     Upgrade(cmd::upgrade::UpgradeArgs),

@@ -1,7 +1,8 @@
 //! `harness nightly`: the long job. The oracle corpus under several seeds,
 //! the negative control, SQLancer-light sessions with fresh seeds (each
-//! printed) until the time budget is spent, all 22 TPC-H queries at a
-//! larger scale, then the whole upgrade matrix.
+//! printed) until the time budget is spent, all 22 TPC-H queries at SF 0.1
+//! and at SF 1 (where the results are also checked against the answers
+//! `tpchgen` publishes), then the whole upgrade matrix.
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,10 @@ pub struct NightlyArgs {
     /// Base seed (default: from the clock; printed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// TPC-H scale factor for the all-22-queries run.
-    #[arg(long, default_value_t = 0.1)]
-    pub tpch_sf: f64,
+    /// TPC-H scale factors for the all-22-queries runs (repeatable); at
+    /// SF 1 the results are also checked against the published answers.
+    #[arg(long = "tpch-sf", default_values_t = [0.1, 1.0])]
+    pub tpch_sf: Vec<f64>,
 }
 
 /// Run `harness nightly`.
@@ -85,20 +87,22 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         suites.push(s);
         session += 1;
     }
-    // TPC-H: all 22 queries at a larger scale, through the oracle, with artifacts.
-    let tpch = harness::tpch_suite::TpchOptions {
-        sf: args.tpch_sf,
-        cycles: 3,
-        fraction: 0.001,
-        seed: base,
-        only: Vec::new(),
-        settings: Vec::new(),
-        database: "tpch".into(),
-    };
-    let (mut t, figures) = harness::tpch_suite::tpch_suite(&cluster, &tpch);
-    println!("\n{}", super::tpch::table(&figures));
-    t.name = format!("tpch_sf_{}", args.tpch_sf);
-    suites.push(t);
+    // TPC-H: all 22 queries at larger scales, through the oracle, with artifacts.
+    for sf in &args.tpch_sf {
+        let tpch = harness::tpch_suite::TpchOptions {
+            sf: *sf,
+            cycles: 3,
+            fraction: 0.001,
+            seed: base,
+            only: Vec::new(),
+            settings: Vec::new(),
+            database: "tpch".into(),
+        };
+        let (mut t, figures) = harness::tpch_suite::tpch_suite(&cluster, &tpch);
+        println!("\n{}", super::tpch::table(&figures));
+        t.name = format!("tpch_sf_{sf}");
+        suites.push(t);
+    }
     // The whole upgrade matrix; it installs other builds, so stop the cluster first.
     let _ = cluster.stop();
     let up = super::upgrade::UpgradeArgs {

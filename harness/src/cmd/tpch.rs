@@ -1,6 +1,8 @@
 //! `harness tpch`: TPC-H at a scale factor through the DIFF-vs-FULL oracle,
-//! with per-query EXPLAIN artifacts; with `--gate`, judged against a
-//! baseline measured on the same hardware (`harness baseline refresh`).
+//! with per-query EXPLAIN artifacts; at SF 1 each stream table is first
+//! checked against the answer `tpchgen` publishes for its query; with
+//! `--gate`, judged against a baseline measured on the same hardware
+//! (`harness baseline refresh`).
 
 use std::path::PathBuf;
 
@@ -165,14 +167,21 @@ pub fn table(figures: &[harness::tpch_suite::QueryFigures]) -> String {
         } else {
             ("-".to_string(), "-".to_string())
         };
+        let ms = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.1}")
+            } else {
+                "-".into()
+            }
+        };
         out.push_str(&format!(
-            "{:<5} {:<13} {:>9.1} {:>9} {:>7} {:>11.1} {:>7}  {}\n",
+            "{:<5} {:<13} {:>9} {:>9} {:>7} {:>11} {:>7}  {}\n",
             f.query,
             f.mode,
-            f.full_p50_ms,
+            ms(f.full_p50_ms),
             diff,
             ratio,
-            f.p50_ms,
+            ms(f.p50_ms),
             f.temp_blocks,
             f.fallback_reason.as_deref().unwrap_or("")
         ));
