@@ -53,13 +53,12 @@ pub enum Defect {
         /// Column index.
         column: usize,
     },
-    /// The rounded number in `column` is off by up to `slack` units of its
-    /// last shown decimal.
+    /// The rounded number in `column` is off by up to `by`.
     Off {
         /// Column index.
         column: usize,
-        /// Allowed difference in units of the last shown decimal.
-        slack: Scaled,
+        /// Allowed difference, as decimal text.
+        by: &'static str,
     },
 }
 
@@ -71,11 +70,9 @@ impl fmt::Display for Defect {
                 "column {} is published with its last two digits dropped",
                 column + 1
             ),
-            Defect::Off { column, slack } => write!(
-                f,
-                "column {} is published up to {slack} units of its last decimal off",
-                column + 1
-            ),
+            Defect::Off { column, by } => {
+                write!(f, "column {} is published up to {by} off", column + 1)
+            }
         }
     }
 }
@@ -84,10 +81,10 @@ impl fmt::Display for Defect {
 fn defects(n: i32) -> Vec<Defect> {
     match n {
         11 => vec![Defect::DividedBy100 { column: 0 }],
-        // 100.00, the specification's allowance for a sum, at 2 decimals.
+        // The specification's allowance for a sum.
         17 => vec![Defect::Off {
             column: 0,
-            slack: 10_000,
+            by: "100",
         }],
         _ => Vec::new(),
     }
@@ -258,8 +255,8 @@ impl fmt::Display for AnswerCheck {
         if self.passed() {
             write!(
                 f,
-                "{}: {} published rows matched ({} within one unit of the last decimal) among {} rows",
-                self.query, self.published_rows, self.tolerated, self.actual_rows
+                "{}: {} published rows matched among {} rows ({} only within the allowed rounding)",
+                self.query, self.published_rows, self.actual_rows, self.tolerated
             )?;
             for d in &self.defects {
                 write!(f, "; allowed for: {d}")?;
@@ -311,7 +308,11 @@ pub fn check(published: &Published, rows: &[Vec<Option<String>>]) -> AnswerCheck
     for d in &published.defects {
         match d {
             Defect::DividedBy100 { column } => divided.push(*column),
-            Defect::Off { column, slack: s } => slack[*column] = *s,
+            Defect::Off { column, by } => {
+                if let Kind::Number(places) = kinds[*column] {
+                    slack[*column] = round_decimal(by, places).unwrap_or(1);
+                }
+            }
         }
     }
     let expected: Vec<(Vec<Cell>, String)> = published
