@@ -107,18 +107,35 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
         )
         .unwrap()
         .get(0);
+    // The listed differential statement is what the next refresh runs:
+    // specialised to the sources with pending changes (none yet, so it
+    // reads no delta and only checks that none arrived), unlike the
+    // general statement stored at creation, which reads old states.
+    assert!(stored.contains("__pgt_o1"), "{stored}");
+    assert!(
+        !j[3].1.contains("__pgt_d0 AS") && !j[3].1.contains("__pgt_d1 AS"),
+        "{}",
+        j[3].1
+    );
     assert_eq!(
-        j[3].1, stored,
-        "the differential phase is what refreshes run"
+        j[3].1
+            .matches("EXISTS (SELECT 1 FROM pgtrickle_changes.")
+            .count(),
+        2,
+        "{}",
+        j[3].1
     );
 
     // Pending changes show in the read-only delta phase, bound to the listed parameters.
     db.batch_execute("INSERT INTO a VALUES (1, 11); DELETE FROM b WHERE k = 2")
         .unwrap();
-    let delta = phases(&mut db, "j")
-        .into_iter()
-        .find(|p| p.0 == "delta")
-        .unwrap();
+    let listed = phases(&mut db, "j");
+    let diff = &listed.iter().find(|p| p.0 == "differential").unwrap().1;
+    assert!(
+        diff.contains("__pgt_d0 AS \"a\" JOIN __pgt_d1 AS \"b\"") && !diff.contains("__pgt_o"),
+        "both sources changed: inclusion-exclusion over new states\n{diff}"
+    );
+    let delta = listed.into_iter().find(|p| p.0 == "delta").unwrap();
     assert!(!delta.3, "delta does not write");
     let params = delta.4.expect("parameterized phase lists its parameters");
     let types = vec!["text"; params.len()].join(", ");

@@ -57,7 +57,18 @@ pub struct RefreshPlan {
     pub grouped: bool,
     /// Every generated fragment, one per phase, for inspection and EXPLAIN.
     pub phases: Vec<SqlPhase>,
+    /// For a plan specialised to the sources that changed
+    /// ([`plan_refresh_for_changes`]): the sources it assumes unchanged.
+    /// Its differential statement then returns a fifth column, `true` when
+    /// one of them had changes to consume after all (they arrived between
+    /// the check and the statement); the refresh must then recompute FULL.
+    pub guarded_sources: Vec<usize>,
 }
+
+/// At most this many changed FROM occurrences are combined by
+/// inclusion-exclusion over new states (2^n - 1 terms); beyond it the
+/// telescoping sum over old states is used.
+pub const MAX_INCLUSION_EXCLUSION: usize = 3;
 
 /// One generated SQL fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +103,38 @@ pub fn plan_refresh(
     query: &str,
     storage: &str,
     columns: &[OutputColumn],
+) -> RefreshPlan {
+    plan_with(analysis, query, storage, columns, None)
+}
+
+/// The refresh SQL specialised to the sources (indexes into
+/// [`Analysis::sources`]) that have changes to consume.
+///
+/// Only FROM occurrences of changed sources get delta terms; every other
+/// occurrence is read as the plain table, so the planner can drive index
+/// lookups into it. Up to [`MAX_INCLUSION_EXCLUSION`] changed occurrences
+/// of a block are combined by inclusion-exclusion over new states,
+/// `d(R ⋈ S) = dR ⋈ S + R ⋈ dS - dR ⋈ dS` (all plain tables, no old
+/// states); more fall back to the telescoping sum over just the changed
+/// ones. Parameters are numbered as in [`plan_refresh`], and the sources
+/// assumed unchanged are checked inside the statement
+/// ([`RefreshPlan::guarded_sources`]).
+pub fn plan_refresh_for_changes(
+    analysis: &Analysis,
+    query: &str,
+    storage: &str,
+    columns: &[OutputColumn],
+    changed: &[usize],
+) -> RefreshPlan {
+    plan_with(analysis, query, storage, columns, Some(changed))
+}
+
+fn plan_with(
+    analysis: &Analysis,
+    query: &str,
+    storage: &str,
+    columns: &[OutputColumn],
+    changed: Option<&[usize]>,
 ) -> RefreshPlan {
     let col_list = quoted_list(columns.iter().map(|c| c.name.as_str()));
     let insert_cols = format!("{col_list}, {ROW_ID}");
@@ -132,24 +175,37 @@ pub fn plan_refresh(
             writes: true,
         },
     ];
-    let (diff_sql, diff_sources) = match &analysis.model {
-        Ok(model) => {
-            let mut gen = Gen::new(&analysis.sources);
-            let sql = match model {
-                Model::Linear(rel) => gen.linear(rel, storage, columns),
-                Model::Grouped { block, keys } => gen.grouped(block, keys, storage, columns),
-            };
-            phases.append(&mut gen.phases);
-            phases.push(SqlPhase {
-                name: "differential",
-                sql: sql.clone(),
-                parameterized: true,
-                writes: true,
-            });
-            (Some(sql), gen.used_sources)
-        }
-        Err(_) => (None, Vec::new()),
+    let generate = |gen: &mut Gen| match analysis.model.as_ref() {
+        Ok(Model::Linear(rel)) => Some(gen.linear(rel, storage, columns)),
+        Ok(Model::Grouped { block, keys }) => Some(gen.grouped(block, keys, storage, columns)),
+        Err(_) => None,
     };
+    let mut gen = Gen::new(&analysis.sources);
+    let mut diff_sql = generate(&mut gen);
+    let diff_sources = gen.used_sources.clone();
+    let mut guarded_sources = Vec::new();
+    if let (Some(changed), Some(_)) = (changed, &diff_sql) {
+        // The same parameter numbering, specialised to the changed sources.
+        gen = Gen::new(&analysis.sources);
+        gen.param_order = Some(diff_sources.clone());
+        gen.changed = Some(changed.to_vec());
+        guarded_sources = diff_sources
+            .iter()
+            .copied()
+            .filter(|s| !changed.contains(s))
+            .collect();
+        gen.guarded = guarded_sources.clone();
+        diff_sql = generate(&mut gen);
+    }
+    if let Some(sql) = &diff_sql {
+        phases.append(&mut gen.phases);
+        phases.push(SqlPhase {
+            name: "differential",
+            sql: sql.clone(),
+            parameterized: true,
+            writes: true,
+        });
+    }
     RefreshPlan {
         populate_sql,
         full_sql,
@@ -157,6 +213,7 @@ pub fn plan_refresh(
         diff_sources,
         grouped,
         phases,
+        guarded_sources,
     }
 }
 
@@ -223,6 +280,12 @@ struct Gen<'a> {
     defined_sources: Vec<usize>,
     used_sources: Vec<usize>,
     phases: Vec<SqlPhase>,
+    /// Parameter order fixed by the general plan (specialised plans only).
+    param_order: Option<Vec<usize>>,
+    /// Sources with changes (specialised plans only; `None`: all may change).
+    changed: Option<Vec<usize>>,
+    /// Sources assumed unchanged, checked by the final SELECT.
+    guarded: Vec<usize>,
 }
 
 impl<'a> Gen<'a> {
@@ -233,6 +296,132 @@ impl<'a> Gen<'a> {
             defined_sources: Vec::new(),
             used_sources: Vec::new(),
             phases: Vec::new(),
+            param_order: None,
+            changed: None,
+            guarded: Vec::new(),
+        }
+    }
+
+    /// The `$n` of source `s`'s consumed change id.
+    fn param_of(&mut self, s: usize) -> usize {
+        if let Some(order) = &self.param_order {
+            if let Some(p) = order.iter().position(|x| *x == s) {
+                return 3 + p;
+            }
+        }
+        if !self.used_sources.contains(&s) {
+            self.used_sources.push(s);
+        }
+        2 + self.used_sources.len()
+    }
+
+    /// The predicate selecting the buffered changes of source `s` (alias
+    /// `b`) this refresh consumes.
+    fn consumed(&mut self, s: usize) -> String {
+        let param = self.param_of(s);
+        format!(
+            "(CASE WHEN b.xid = $2::xid8 THEN b.change_id > ${param}::bigint \
+             ELSE NOT pg_visible_in_snapshot(b.xid, $1::pg_snapshot) END)"
+        )
+    }
+
+    /// Whether occurrence `occ` may have changed.
+    fn occ_changed(&self, occ: &Occ) -> bool {
+        let Some(changed) = &self.changed else {
+            return true;
+        };
+        match occ {
+            Occ::Source { source } => changed.contains(source),
+            Occ::Sub { rel, .. } => rel_sources(rel).iter().any(|s| changed.contains(s)),
+        }
+    }
+
+    /// The delta terms of a block: which version each occurrence reads,
+    /// and whether the term is subtracted.
+    fn term_versions(&self, block: &Block) -> Vec<(Vec<Version>, bool)> {
+        let n = block.occs.len();
+        let changed: Vec<usize> = (0..n)
+            .filter(|i| self.occ_changed(&block.occs[*i]))
+            .collect();
+        if self.changed.is_some() && changed.len() <= MAX_INCLUSION_EXCLUSION {
+            // Inclusion-exclusion: every non-empty subset of the changed
+            // occurrences reads its deltas, the rest their new state; a
+            // subset of even size is subtracted.
+            return (1u32..(1 << changed.len()))
+                .map(|mask| {
+                    let mut v = vec![Version::New; n];
+                    for (j, &occ) in changed.iter().enumerate() {
+                        if mask & (1 << j) != 0 {
+                            v[occ] = Version::Delta;
+                        }
+                    }
+                    (v, mask.count_ones() % 2 == 0)
+                })
+                .collect();
+        }
+        // Telescoping over the changed occurrences: earlier ones new, this
+        // one its delta, later ones their old state; unchanged ones new.
+        changed
+            .iter()
+            .enumerate()
+            .map(|(j, &occ)| {
+                let mut v = vec![Version::New; n];
+                v[occ] = Version::Delta;
+                for &later in &changed[j + 1..] {
+                    v[later] = Version::Old;
+                }
+                (v, false)
+            })
+            .collect()
+    }
+
+    /// The block's terms as SELECTs (with `extra` applied to each), or one
+    /// empty SELECT when nothing it reads changed.
+    fn term_selects(&mut self, block: &Block, extra: &dyn Fn(&mut Select, String)) -> Vec<String> {
+        self.prepare_block(block);
+        let mut terms: Vec<String> = self
+            .term_versions(block)
+            .iter()
+            .map(|(versions, negate)| {
+                let (mut select, mut mult) = substituted(block, versions);
+                if *negate {
+                    mult = format!("-({mult})");
+                }
+                extra(&mut select, mult);
+                format!("({select})")
+            })
+            .collect();
+        if terms.is_empty() {
+            let (mut select, _) = substituted(block, &vec![Version::New; block.occs.len()]);
+            extra(&mut select, "0::bigint".into());
+            select.selection = Some(parse_expr("false"));
+            terms.push(format!("({select})"));
+        }
+        terms
+    }
+
+    /// `, (EXISTS (...) OR ...)::text`: whether a source assumed unchanged
+    /// had changes to consume after all, or nothing for a general plan.
+    fn guard_column(&mut self) -> String {
+        if self.changed.is_none() {
+            return String::new();
+        }
+        let checks: Vec<String> = self
+            .guarded
+            .clone()
+            .into_iter()
+            .map(|s| {
+                let consumed = self.consumed(s);
+                format!(
+                    "EXISTS (SELECT 1 FROM {} b WHERE {consumed})",
+                    self.sources[s].buffer_table()
+                )
+            })
+            .collect();
+        if checks.is_empty() {
+            ", 'false'".into()
+        } else {
+            format!(", ({})::text", checks.join(" OR "))
         }
     }
 
@@ -252,14 +441,9 @@ impl<'a> Gen<'a> {
             return;
         }
         self.defined_sources.push(s);
-        self.used_sources.push(s);
-        let param = 2 + self.used_sources.len();
+        let consumed = self.consumed(s);
         let src = &self.sources[s];
         let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
-        let consumed = format!(
-            "(CASE WHEN b.xid = $2::xid8 THEN b.change_id > ${param}::bigint \
-             ELSE NOT pg_visible_in_snapshot(b.xid, $1::pg_snapshot) END)"
-        );
         let new_img: Vec<String> = (1..=src.columns.len())
             .map(|k| format!("b.__n{k}"))
             .collect();
@@ -303,7 +487,8 @@ impl<'a> Gen<'a> {
 
     /// Make sure the CTEs every occurrence of a block needs exist.
     fn prepare_block(&mut self, block: &Block) {
-        for occ in &block.occs {
+        let changed: Vec<&Occ> = block.occs.iter().filter(|o| self.occ_changed(o)).collect();
+        for occ in changed {
             match occ {
                 Occ::Source { source } => self.source_ctes(*source),
                 Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns),
@@ -314,20 +499,14 @@ impl<'a> Gen<'a> {
     /// The delta of a linear relation: a SELECT of its columns plus `__pgt_m`.
     fn delta(&mut self, rel: &Rel) -> String {
         match rel {
-            Rel::Block(block) => {
-                self.prepare_block(block);
-                let terms: Vec<String> = (0..block.occs.len())
-                    .map(|i| {
-                        let (mut select, mult) = substituted(block, i);
-                        select.projection.push(SelectItem::ExprWithAlias {
-                            expr: parse_expr(&mult),
-                            alias: Ident::new("__pgt_m"),
-                        });
-                        format!("({select})")
-                    })
-                    .collect();
-                terms.join(" UNION ALL ")
-            }
+            Rel::Block(block) => self
+                .term_selects(block, &|select, mult| {
+                    select.projection.push(SelectItem::ExprWithAlias {
+                        expr: parse_expr(&mult),
+                        alias: Ident::new("__pgt_m"),
+                    });
+                })
+                .join(" UNION ALL "),
             Rel::UnionAll(branches) => branches
                 .iter()
                 .map(|b| format!("({})", self.delta(b)))
@@ -337,7 +516,22 @@ impl<'a> Gen<'a> {
     }
 
     fn with_clause(&self) -> String {
-        format!("WITH {}", self.ctes.join(",\n "))
+        // A specialised plan reads old states only where it telescopes:
+        // leave out the old-state CTEs no term reads.
+        let all = self.ctes.join("\n");
+        let read = |cte: &String| {
+            let name = cte.split('(').next().unwrap_or_default();
+            let is_old = name.starts_with("__pgt_o") || name.starts_with("__pgt_so");
+            self.changed.is_none() || !is_old || all.contains(&format!("{name} AS \""))
+        };
+        let kept: Vec<&String> = self.ctes.iter().filter(|c| read(c)).collect();
+        format!(
+            "WITH {}",
+            kept.iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(",\n ")
+        )
     }
 
     fn linear(&mut self, rel: &Rel, storage: &str, columns: &[OutputColumn]) -> String {
@@ -383,10 +577,11 @@ impl<'a> Gen<'a> {
              WHERE n.__pgt_n > 0 RETURNING 1)",
             n_cols.join(", ")
         ));
+        let guard = self.guard_column();
         format!(
             "{}\nSELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
              (SELECT coalesce(sum(-__pgt_n), 0) FROM __pgt_net WHERE __pgt_n < 0)::text, \
-             pg_current_snapshot()::text",
+             pg_current_snapshot()::text{guard}",
             self.with_clause()
         )
     }
@@ -398,25 +593,20 @@ impl<'a> Gen<'a> {
         storage: &str,
         columns: &[OutputColumn],
     ) -> String {
-        self.prepare_block(block);
         let key_names: Vec<String> = (1..=keys.len()).map(|k| format!("__pgt_k{k}")).collect();
-        // Affected group keys: the keys of every row any telescoped term touches.
-        let terms: Vec<String> = (0..block.occs.len())
-            .map(|i| {
-                let (mut select, _) = substituted(block, i);
-                select.projection = if keys.is_empty() {
-                    vec![SelectItem::UnnamedExpr(parse_expr("1"))]
-                } else {
-                    keys.iter()
-                        .map(|k| SelectItem::UnnamedExpr(k.clone()))
-                        .collect()
-                };
-                select.distinct = None;
-                select.group_by = GroupByExpr::Expressions(vec![], vec![]);
-                select.having = None;
-                format!("({select})")
-            })
-            .collect();
+        // Affected group keys: the keys of every row any delta term touches.
+        let terms = self.term_selects(block, &|select, _| {
+            select.projection = if keys.is_empty() {
+                vec![SelectItem::UnnamedExpr(parse_expr("1"))]
+            } else {
+                keys.iter()
+                    .map(|k| SelectItem::UnnamedExpr(k.clone()))
+                    .collect()
+            };
+            select.distinct = None;
+            select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+            select.having = None;
+        });
         let key_cols = if keys.is_empty() {
             "__pgt_one".to_string()
         } else {
@@ -500,9 +690,10 @@ impl<'a> Gen<'a> {
              AND {same_row}) RETURNING 1)",
             n_row.join(", ")
         ));
+        let guard = self.guard_column();
         format!(
             "{}\nSELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
-             (SELECT count(*) FROM __pgt_del)::text, pg_current_snapshot()::text",
+             (SELECT count(*) FROM __pgt_del)::text, pg_current_snapshot()::text{guard}",
             self.with_clause()
         )
     }
@@ -520,19 +711,15 @@ fn rel_sql(rel: &Rel) -> String {
     }
 }
 
-/// Telescoped term `i` of a block: occurrences before `i` read their new
-/// state, occurrence `i` its delta, later ones their old state. Returns the
-/// rewritten block and the term's multiplicity expression.
-fn substituted(block: &Block, i: usize) -> (Select, String) {
+/// A delta term of a block: occurrence `k` reads `versions[k]` (the plain
+/// relation, its delta or its old state). Returns the rewritten block and
+/// the term's multiplicity expression.
+fn substituted(block: &Block, versions: &[Version]) -> (Select, String) {
     let mut select = block.select.clone();
     let mut k = 0usize;
     let mut mult = Vec::new();
     for_each_factor_mut(&mut select.from, &mut |factor| {
-        let version = match k.cmp(&i) {
-            std::cmp::Ordering::Less => Version::New,
-            std::cmp::Ordering::Equal => Version::Delta,
-            std::cmp::Ordering::Greater => Version::Old,
-        };
+        let version = versions[k];
         let occ = &block.occs[k];
         k += 1;
         if version == Version::New {
@@ -564,7 +751,27 @@ fn substituted(block: &Block, i: usize) -> (Select, String) {
         Some(Distinct::All) => None,
         d => d,
     };
-    (select, mult.join(" * "))
+    let mult = if mult.is_empty() {
+        "1::bigint".to_string()
+    } else {
+        mult.join(" * ")
+    };
+    (select, mult)
+}
+
+/// Every source a linear relation reads, subqueries included.
+fn rel_sources(rel: &Rel) -> Vec<usize> {
+    match rel {
+        Rel::Block(b) => b
+            .occs
+            .iter()
+            .flat_map(|o| match o {
+                Occ::Source { source } => vec![*source],
+                Occ::Sub { rel, .. } => rel_sources(rel),
+            })
+            .collect(),
+        Rel::UnionAll(branches) => branches.iter().flat_map(rel_sources).collect(),
+    }
 }
 
 /// The name a FROM occurrence is referenced by.

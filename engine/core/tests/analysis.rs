@@ -2,7 +2,7 @@
 
 use pg_trickle_core::analyze::{analyze, referenced_tables, Model};
 use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
-use pg_trickle_core::refresh_sql::plan_refresh;
+use pg_trickle_core::refresh_sql::{plan_refresh, plan_refresh_for_changes};
 use proptest::prelude::*;
 
 fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTable {
@@ -221,6 +221,73 @@ fn grouped_refresh_restricts_recompute_to_affected_keys() {
     assert!(sql.contains("IS NOT DISTINCT FROM"), "{sql}");
 }
 
+fn specialised(sql: &str, cols: &[&str], changed: &[usize]) -> pg_trickle_core::RefreshPlan {
+    let a = analyze(sql, &catalog()).unwrap();
+    plan_refresh_for_changes(&a, sql, "public.st", &columns(cols), changed)
+}
+
+#[test]
+fn a_plan_specialised_to_one_changed_source_reads_the_other_as_a_plain_table() {
+    let sql = "SELECT a.k, b.w FROM a JOIN b ON a.k = b.k";
+    let p = specialised(sql, &["k", "w"], &[0]);
+    let diff = p.diff_sql.clone().unwrap();
+    assert!(diff.contains("FROM __pgt_d0 AS \"a\" JOIN b ON"), "{diff}");
+    assert!(
+        !diff.contains("__pgt_d1") && !diff.contains("__pgt_o"),
+        "{diff}"
+    );
+    // b is assumed unchanged: the statement checks its buffer with b's own parameter.
+    assert_eq!(p.guarded_sources, [1]);
+    assert_eq!(p.diff_sources, plan(sql, &["k", "w"]).diff_sources);
+    assert!(
+        diff.contains("EXISTS (SELECT 1 FROM pgtrickle_changes.changes_2 b WHERE")
+            && diff.contains("$4::bigint"),
+        "{diff}"
+    );
+    assert!(diff.ends_with(")::text"), "{diff}");
+}
+
+#[test]
+fn two_changed_sources_combine_by_inclusion_exclusion_over_new_states() {
+    let p = specialised(
+        "SELECT a.k, b.w FROM a JOIN b ON a.k = b.k",
+        &["k", "w"],
+        &[0, 1],
+    );
+    let diff = p.diff_sql.unwrap();
+    assert!(diff.contains("FROM __pgt_d0 AS \"a\" JOIN b ON"), "{diff}");
+    assert!(diff.contains("FROM a JOIN __pgt_d1 AS \"b\" ON"), "{diff}");
+    assert!(
+        diff.contains("FROM __pgt_d0 AS \"a\" JOIN __pgt_d1 AS \"b\"")
+            && diff.contains("-(a.__pgt_m * b.__pgt_m)"),
+        "{diff}"
+    );
+    assert!(!diff.contains("__pgt_o"), "{diff}");
+    assert!(p.guarded_sources.is_empty());
+    assert!(diff.ends_with(", 'false'"), "{diff}");
+}
+
+#[test]
+fn many_changed_occurrences_telescope_and_no_change_reads_nothing() {
+    let sql = "SELECT x.k FROM a x, a y, a z, a w WHERE x.k = y.k AND y.k = z.k AND z.k = w.k";
+    let p = specialised(sql, &["k"], &[0]);
+    let diff = p.diff_sql.unwrap();
+    assert!(
+        diff.contains("__pgt_o0"),
+        "four changed occurrences telescope: {diff}"
+    );
+    assert_eq!(diff.matches("__pgt_d0 AS").count(), 4, "{diff}");
+    let grouped = specialised(
+        "SELECT k, count(*) AS n FROM a GROUP BY k",
+        &["k", "n"],
+        &[],
+    );
+    let diff = grouped.diff_sql.unwrap();
+    assert!(diff.contains("WHERE false"), "{diff}");
+    assert!(!diff.contains("__pgt_d0"), "{diff}");
+    assert_eq!(grouped.guarded_sources, [0]);
+}
+
 #[test]
 fn self_join_uses_one_buffer_twice() {
     let sql = diff_sql("SELECT x.k FROM a x JOIN a y ON x.k = y.k", &["k"]);
@@ -281,6 +348,15 @@ proptest! {
             prop_assert!(parsed.as_ref().map(|s| s.len()) == Ok(1), "does not parse: {}\n{:?}", text, parsed.err());
         }
         prop_assert_eq!(plan.grouped, grouped);
+        // Specialised to every subset of the sources, the SQL still parses.
+        for mask in 0..(1usize << a.sources.len()) {
+            let changed: Vec<usize> = (0..a.sources.len()).filter(|s| mask & (1 << s) != 0).collect();
+            let p = plan_refresh_for_changes(&a, &sql, "public.st", &columns(&cols), &changed);
+            let text = p.diff_sql.unwrap();
+            let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &text);
+            prop_assert!(parsed.as_ref().map(|s| s.len()) == Ok(1), "does not parse: {}\n{:?}", text, parsed.err());
+            prop_assert_eq!(p.diff_sources.clone(), plan.diff_sources.clone());
+        }
         // Each source's buffer CTE is defined once, however often it occurs.
         for s in 0..a.sources.len() {
             let def = format!("__pgt_d{s}(");

@@ -17,6 +17,7 @@ pub mod operations;
 pub mod planning;
 pub mod refresh;
 pub mod scheduler;
+pub mod specialise;
 pub mod status;
 pub mod util;
 pub mod wake;

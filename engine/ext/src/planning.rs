@@ -139,6 +139,7 @@ pub fn plan(
                 crate::util::prepare_only(&sql, nargs)
             });
             if let Err(f) = checked {
+                f.reraise_if_transient();
                 reason = Some(format!(
                     "the generated delta SQL did not validate ({}: {})",
                     f.sqlstate, f.message

@@ -49,6 +49,18 @@ fn num(v: &Option<String>) -> i64 {
 /// Refresh stream table `id`. With `skip_locked`, returns `None` when another
 /// session is refreshing it right now instead of waiting.
 pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option<Outcome> {
+    refresh_with(id, initiator, skip_locked, None)
+}
+
+/// [`refresh_by_id`], with the sources that have changes to consume given
+/// instead of checked (`assume_pending`): tests use it to stand for a change
+/// that commits between the check and the statement.
+pub fn refresh_with(
+    id: i64,
+    initiator: Initiator,
+    skip_locked: bool,
+    assume_pending: Option<Vec<u32>>,
+) -> Option<Outcome> {
     let started = value("SELECT clock_timestamp()::text", &[]);
     let lock = if skip_locked {
         "FOR UPDATE SKIP LOCKED"
@@ -58,7 +70,8 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     let st = row(
         &format!(
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
-             frontier::text, frontier_xid::text, reinit_reason, search_path, held::text \
+             frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
+             query, relid::text \
              FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[Some(id.to_string())],
@@ -91,8 +104,20 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
 
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
+    // Sources with changes to consume (checked again inside the statement).
+    let pending: Vec<u32> = if let Some(assumed) = assume_pending {
+        assumed
+    } else if use_diff {
+        relids
+            .iter()
+            .copied()
+            .filter(|relid| capture::has_pending(id, *relid))
+            .collect()
+    } else {
+        Vec::new()
+    };
     if use_diff && initiator == Initiator::Scheduler {
-        let idle = relids.iter().all(|relid| !capture::has_pending(id, *relid));
+        let idle = pending.is_empty();
         if idle {
             // Nothing to consume: note the check, skip the statement and the history row.
             run(
@@ -111,7 +136,19 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     } else if use_diff {
         let mut args = vec![st[6].clone(), st[7].clone()];
         args.extend(sources.iter().map(|s| s[1].clone()));
-        ("DIFFERENTIAL", st[3].clone().unwrap_or_default(), args)
+        let stored = st[3].clone().unwrap_or_default();
+        let target = crate::specialise::Target {
+            id,
+            stored_diff: &stored,
+            query: st[11].as_deref().unwrap_or_default(),
+            search_path: st[9].as_deref().unwrap_or_default(),
+            relid: st[12].as_deref().and_then(|r| r.parse().ok()).unwrap_or(0),
+            storage: &name,
+        };
+        let sql = crate::specialise::specialised(&target, &pending)
+            .map(|s| s.sql)
+            .unwrap_or(stored);
+        ("DIFFERENTIAL", sql, args)
     } else {
         if differential {
             reason = Some(match &discarding {
@@ -140,7 +177,20 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode.to_string();
-    if mode == "DIFFERENTIAL" && deleted != expected {
+    if mode == "DIFFERENTIAL" && result.get(4).cloned().flatten().as_deref() == Some("true") {
+        // A source the specialised statement assumed unchanged had changes
+        // committed between the check and the statement: its result is
+        // incomplete. Recompute; the changes are consumed by this refresh.
+        let full = run_refresh(&st[4].clone().unwrap_or_default(), &[]);
+        deleted += num(&full[0]);
+        inserted = num(&full[1]);
+        frontier = full[3].clone();
+        mode = "FULL".into();
+        reason = Some(
+            "changes arrived on a source while the refresh was being planned; recomputed FULL"
+                .into(),
+        );
+    } else if mode == "DIFFERENTIAL" && deleted != expected {
         // The stored rows did not hold what the delta expected to delete: the
         // stream table was changed behind the engine's back. Recompute.
         pgrx::warning!(

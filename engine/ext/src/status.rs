@@ -170,8 +170,38 @@ impl Explained {
         if self.effective == "FULL" {
             // A FULL stream table never runs its differential phases.
             phases.retain(|p| !p.parameterized);
+            return phases;
         }
-        phases
+        // What the next refresh would run: specialised to the sources with
+        // changes to consume now.
+        let stored = row(
+            "SELECT diff_sql, search_path FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+            &[Some(self.st.id.to_string())],
+        )
+        .unwrap_or_default();
+        let (Some(stored_diff), search_path) = (
+            stored.first().cloned().flatten(),
+            stored.get(1).cloned().flatten().unwrap_or_default(),
+        ) else {
+            return phases;
+        };
+        let pending: Vec<u32> = analysis
+            .sources
+            .iter()
+            .map(|s| s.oid)
+            .filter(|oid| capture::has_pending(self.st.id, *oid))
+            .collect();
+        let target = crate::specialise::Target {
+            id: self.st.id,
+            stored_diff: &stored_diff,
+            query: &self.query,
+            search_path: &search_path,
+            relid: self.st.relid,
+            storage: &self.storage,
+        };
+        crate::specialise::specialised(&target, &pending)
+            .map(|s| s.phases)
+            .unwrap_or(phases)
     }
 
     fn json(&self) -> serde_json::Value {

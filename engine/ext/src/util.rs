@@ -140,6 +140,19 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
     result
 }
 
+impl Failure {
+    /// Raise it again when it says nothing about the statement itself: a
+    /// cancel, a lock or serialization failure, exhausted resources (the
+    /// SQLSTATEs the scheduler retries). A validation must not turn those
+    /// into a verdict on the SQL.
+    pub fn reraise_if_transient(&self) {
+        use pg_trickle_core::sqlstate::{classify, RetryClass};
+        if classify(&self.sqlstate) == RetryClass::Retry {
+            raise(&self.sqlstate, self.message.clone(), None);
+        }
+    }
+}
+
 /// Prepare (parse, analyse and plan, not run) `sql` with `nargs` text
 /// parameters. Raises on failure; run it inside [`in_subtransaction`] to
 /// get the failure back instead.

@@ -1,0 +1,134 @@
+//! The differential statement specialised, at refresh time, to the sources
+//! that have changes to consume.
+//!
+//! The stored statement (generated at creation) must be right whichever
+//! sources changed, so it reads every other occurrence of a join as an
+//! *old state*: the table plus its negated delta. PostgreSQL cannot drive
+//! an index lookup into such a union, so a small delta joined with a large
+//! table scans the table. Knowing which sources changed, the core writes a
+//! statement that reads unchanged sources as plain tables and combines the
+//! changed ones by inclusion-exclusion over new states
+//! (`pg_trickle_core::refresh_sql::plan_refresh_for_changes`).
+//!
+//! Which sources changed is checked just before the statement runs, so a
+//! change can commit in between. The statement therefore also reports
+//! whether a source it assumed unchanged had changes to consume; the
+//! refresh then recomputes FULL (see `refresh.rs`). Nothing is lost either
+//! way.
+//!
+//! Specialised statements are cached per backend, keyed by the stored
+//! statement (a re-plan changes it) and the set of changed sources, and are
+//! validated once before first use; when the query's analysis no longer
+//! reproduces the stored statement, or validation fails, the stored
+//! statement is used as before.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pg_trickle_core::refresh_sql::{plan_refresh, plan_refresh_for_changes, SqlPhase};
+
+use crate::util::{in_subtransaction, with_setting};
+
+/// Most cached statements per backend; the cache is emptied when full.
+const MAX_CACHED: usize = 256;
+
+/// A specialised differential statement and the phases it consists of.
+#[derive(Clone)]
+pub struct Specialised {
+    /// The statement a refresh runs; its fifth result column is the guard.
+    pub sql: String,
+    /// Every phase, as `stream_table_sql` lists them.
+    pub phases: Vec<SqlPhase>,
+}
+
+type Key = (i64, String, Vec<u32>);
+
+thread_local! {
+    static CACHE: RefCell<HashMap<Key, Option<Specialised>>> = RefCell::new(HashMap::new());
+}
+
+/// What the specialisation needs to know about a stream table.
+pub struct Target<'a> {
+    /// Catalog id.
+    pub id: i64,
+    /// The stored differential statement.
+    pub stored_diff: &'a str,
+    /// The defining query.
+    pub query: &'a str,
+    /// The search_path it was created under.
+    pub search_path: &'a str,
+    /// The storage relation's oid.
+    pub relid: u32,
+    /// The storage relation's qualified name.
+    pub storage: &'a str,
+}
+
+/// The statement specialised to the sources in `changed` (relation oids),
+/// or `None` to use the stored one.
+pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
+    let mut changed = changed.to_vec();
+    changed.sort_unstable();
+    let key = (
+        t.id,
+        pg_trickle_core::sql::stable_hash(t.stored_diff),
+        changed.clone(),
+    );
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+        return hit;
+    }
+    let made = build(t, &changed);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED {
+            c.clear();
+        }
+        c.insert(key, made.clone());
+    });
+    made
+}
+
+fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
+    let analysis = with_setting("search_path", t.search_path, || {
+        crate::planning::analyze_query(t.query)
+    })
+    .ok()?;
+    let columns = crate::planning::storage_columns(t.relid);
+    // Specialise only what reproduces the stored statement exactly: same
+    // sources, same parameters, same SQL.
+    let general = plan_refresh(&analysis, t.query, t.storage, &columns);
+    if general.diff_sql.as_deref() != Some(t.stored_diff) {
+        return None;
+    }
+    let indexes: Vec<usize> = analysis
+        .sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| changed.contains(&s.oid))
+        .map(|(i, _)| i)
+        .collect();
+    let plan = plan_refresh_for_changes(&analysis, t.query, t.storage, &columns, &indexes);
+    let sql = plan.diff_sql?;
+    let nargs = 2 + plan.diff_sources.len();
+    let check = sql.clone();
+    let search_path = t.search_path.to_string();
+    let valid = in_subtransaction(move || {
+        with_setting("search_path", &search_path, || {
+            crate::util::prepare_only(&check, nargs)
+        })
+    });
+    if let Err(f) = valid {
+        // A cancel or lock failure is not a verdict on the statement.
+        f.reraise_if_transient();
+        pgrx::warning!(
+            "pg_trickle: the differential statement of {} specialised to its changed sources did not validate ({}: {}); using the general one",
+            t.storage,
+            f.sqlstate,
+            f.message
+        );
+        return None;
+    }
+    Some(Specialised {
+        sql,
+        phases: plan.phases,
+    })
+}
