@@ -105,11 +105,17 @@ pub fn judge_time(figure: &str, base: &Figure, measured: f64, t: &Thresholds) ->
         ),
         measured: format!("{measured:.3}"),
         why: format!(
-            "{:.3} above the limit {lim:.3} ({:+.0}% against the baseline median)",
+            "exceeds its limit {lim:.3} by {:.3} ({:+.0}% against the baseline median)",
             measured - lim,
             (measured / base.median - 1.0) * 100.0
         ),
     }
+}
+
+/// Whether a verdict is about a time (figures named `... ms`), the only
+/// kind noise can produce: temp blocks and plan shapes are deterministic.
+pub fn is_time(v: &Verdict) -> bool {
+    matches!(v, Verdict::Regressed { figure, .. } if figure.ends_with(" ms"))
 }
 
 /// Judge temp blocks: any growth over the most the baseline saw regresses.

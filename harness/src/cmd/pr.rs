@@ -112,7 +112,19 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         let opts = base.run_options(Vec::new());
         let (t, figures) = harness::tpch_suite::tpch_suite(&cluster, &opts);
         suites.push(t);
-        suites.push(super::tpch::gate_suite(&base, &figures));
+        suites.extend(harness::tpch_gate::gate_suites(
+            &base,
+            &figures,
+            &mut |only| {
+                harness::tpch_suite::tpch_suite(
+                    &cluster,
+                    &harness::tpch_suite::TpchOptions {
+                        only: only.to_vec(),
+                        ..opts.clone()
+                    },
+                )
+            },
+        ));
     }
     if !args.no_upgrade {
         // The slice installs other builds into the installation this

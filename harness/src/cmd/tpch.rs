@@ -7,11 +7,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use harness::report::{CaseReport, Suite};
 use harness::tpch_gate;
-use harness::tpch_suite::{tpch_suite, QueryFigures, TpchOptions};
-use oracles::outcome::{Outcome, Tally};
-use tpch::gate::Thresholds;
+use harness::tpch_suite::{tpch_suite, TpchOptions};
 
 use super::{Common, Failure, Run};
 
@@ -72,32 +69,6 @@ pub fn baseline_path(profile: &str) -> PathBuf {
     PathBuf::from("baselines").join(format!("{profile}.json"))
 }
 
-/// The gate's suite: one case per query, failing with every regression named.
-pub fn gate_suite(base: &tpch_gate::Baseline, figures: &[QueryFigures]) -> Suite {
-    let verdicts = tpch_gate::judge(base, figures, &Thresholds::default());
-    let cases = figures
-        .iter()
-        .map(|f| {
-            let regressions = verdicts.get(&f.query);
-            let outcome = if regressions.is_some() {
-                Outcome::Mismatch
-            } else {
-                Outcome::Pass
-            };
-            let mut t = Tally::default();
-            t.add(outcome);
-            let mut c = CaseReport::new(&f.query, outcome, t, 0);
-            if let Some(r) = regressions {
-                let lines: Vec<String> = r.iter().map(tpch_gate::describe).collect();
-                c.message = lines.first().cloned();
-                c.details = Some(lines.join("\n"));
-            }
-            c
-        })
-        .collect();
-    Suite::new(&format!("tpch gate ({})", base.profile), cases, 0.0, None)
-}
-
 /// Run `harness tpch`.
 pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "tpch")?;
@@ -146,7 +117,15 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
     suite.plot_unit = "ms".into();
     let mut suites = vec![suite];
     if let Some(b) = &base {
-        suites.push(gate_suite(b, &figures));
+        suites.extend(tpch_gate::gate_suites(b, &figures, &mut |only| {
+            tpch_suite(
+                &cluster,
+                &TpchOptions {
+                    only: only.to_vec(),
+                    ..opts.clone()
+                },
+            )
+        }));
     }
     run.finish(common, suites, Some(&mut cluster))
 }
