@@ -135,6 +135,19 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
         diff.contains("__pgt_d0 AS \"a\" JOIN __pgt_d1 AS \"b\"") && !diff.contains("__pgt_o"),
         "both sources changed: inclusion-exclusion over new states\n{diff}"
     );
+    // A re-planned stream table (it names its storage as regclass prints
+    // it) is specialised too.
+    db.batch_execute("SELECT pgtrickle.alter_stream_table('g', refresh_mode => 'DIFFERENTIAL')")
+        .unwrap();
+    let g_diff = phases(&mut db, "g")
+        .into_iter()
+        .find(|p| p.0 == "differential")
+        .unwrap()
+        .1;
+    assert!(
+        g_diff.contains("EXISTS (SELECT 1 FROM pgtrickle_changes.") || g_diff.ends_with("'false'"),
+        "not specialised after a re-plan\n{g_diff}"
+    );
     let delta = listed.into_iter().find(|p| p.0 == "delta").unwrap();
     assert!(!delta.3, "delta does not write");
     let params = delta.4.expect("parameterized phase lists its parameters");

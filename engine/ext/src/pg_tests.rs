@@ -103,43 +103,34 @@ fn a_change_the_specialised_statement_did_not_expect_forces_full() {
     let ga = Spi::get_one::<pgrx::pg_sys::Oid>("SELECT 'ga'::regclass::oid")
         .unwrap()
         .unwrap();
-    // Only ga is said to have changes; gb's changes are a surprise.
-    let out = crate::refresh::refresh_with(
-        id,
-        crate::refresh::Initiator::Manual,
-        false,
-        Some(vec![ga.to_u32()]),
-    )
-    .unwrap();
-    assert_eq!(out.mode, "FULL");
+    // Only ga is said to have changes (gb's are a surprise the first time).
+    let refresh = || {
+        crate::refresh::refresh_with(
+            id,
+            crate::refresh::Initiator::Manual,
+            false,
+            Some(vec![ga.to_u32()]),
+        )
+        .unwrap()
+    };
+    let rows_and_differences = || {
+        Spi::get_two::<i64, i64>(
+            "SELECT (SELECT count(*) FROM gj), (SELECT count(*) FROM \
+             ((SELECT k, v, w FROM gj EXCEPT ALL SELECT ga.k, ga.v, gb.w FROM ga JOIN gb ON ga.k = gb.k) \
+             UNION ALL (SELECT ga.k, ga.v, gb.w FROM ga JOIN gb ON ga.k = gb.k EXCEPT ALL SELECT k, v, w FROM gj)) d)",
+        )
+        .unwrap()
+    };
+    assert_eq!(refresh().mode, "FULL");
     let reason = Spi::get_one::<String>(
         "SELECT reason FROM pgtrickle.pgt_refresh_history ORDER BY id DESC LIMIT 1",
     )
     .unwrap()
     .unwrap_or_default();
     assert!(reason.contains("changes arrived"), "{reason}");
-    let differing = Spi::get_one::<i64>(
-        "SELECT count(*) FROM ((SELECT k, v, w FROM gj EXCEPT ALL SELECT ga.k, ga.v, gb.w FROM ga JOIN gb ON ga.k = gb.k) \
-         UNION ALL (SELECT ga.k, ga.v, gb.w FROM ga JOIN gb ON ga.k = gb.k EXCEPT ALL SELECT k, v, w FROM gj)) d",
-    )
-    .unwrap();
-    assert_eq!(differing, Some(0));
-    assert_eq!(
-        Spi::get_one::<i64>("SELECT count(*) FROM gj").unwrap(),
-        Some(3)
-    );
+    assert_eq!(rows_and_differences(), (Some(3), Some(0)));
     // Told the truth, the next refresh is DIFFERENTIAL again.
     Spi::run("INSERT INTO ga VALUES (1, 11)").unwrap();
-    let out = crate::refresh::refresh_with(
-        id,
-        crate::refresh::Initiator::Manual,
-        false,
-        Some(vec![ga.to_u32()]),
-    )
-    .unwrap();
-    assert_eq!(out.mode, "DIFFERENTIAL");
-    assert_eq!(
-        Spi::get_one::<i64>("SELECT count(*) FROM gj").unwrap(),
-        Some(5)
-    );
+    assert_eq!(refresh().mode, "DIFFERENTIAL");
+    assert_eq!(rows_and_differences(), (Some(5), Some(0)));
 }

@@ -94,11 +94,22 @@ fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
     .ok()?;
     let columns = crate::planning::storage_columns(t.relid);
     // Specialise only what reproduces the stored statement exactly: same
-    // sources, same parameters, same SQL.
-    let general = plan_refresh(&analysis, t.query, t.storage, &columns);
-    if general.diff_sql.as_deref() != Some(t.stored_diff) {
-        return None;
-    }
+    // sources, same parameters, same SQL. Creation names the storage
+    // schema-qualified; a re-plan names it as `regclass` prints it under
+    // the stream table's search_path.
+    let printed = with_setting("search_path", t.search_path, || {
+        crate::util::value(
+            "SELECT $1::text::oid::regclass::text",
+            &[Some(t.relid.to_string())],
+        )
+    })
+    .unwrap_or_default();
+    let storage = [t.storage, printed.as_str()].into_iter().find(|storage| {
+        plan_refresh(&analysis, t.query, storage, &columns)
+            .diff_sql
+            .as_deref()
+            == Some(t.stored_diff)
+    })?;
     let indexes: Vec<usize> = analysis
         .sources
         .iter()
@@ -106,7 +117,7 @@ fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
         .filter(|(_, s)| changed.contains(&s.oid))
         .map(|(i, _)| i)
         .collect();
-    let plan = plan_refresh_for_changes(&analysis, t.query, t.storage, &columns, &indexes);
+    let plan = plan_refresh_for_changes(&analysis, t.query, storage, &columns, &indexes);
     let sql = plan.diff_sql?;
     let nargs = 2 + plan.diff_sources.len();
     let check = sql.clone();
