@@ -644,10 +644,14 @@ impl<'a> Gen<'a> {
                 all_not_null.join(" AND ")
             );
             if keys.len() > 1 {
+                // The whole key by its identity hash against an array, not
+                // by a semi-join: the planner then keeps the query's own
+                // join order instead of driving it from the (often
+                // underestimated) key set.
                 non_null = format!(
-                    "{non_null} AND ({}) IN (SELECT {} FROM __pgt_keys k WHERE {})",
-                    key_exprs.join(", "),
-                    k_refs.join(", "),
+                    "{non_null} AND {} = ANY (ARRAY(SELECT {} FROM __pgt_keys k WHERE {}))",
+                    key_hash(&key_exprs),
+                    key_hash(&k_refs),
                     all_not_null.join(" AND ")
                 );
             }

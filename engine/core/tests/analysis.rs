@@ -219,6 +219,17 @@ fn grouped_refresh_restricts_recompute_to_affected_keys() {
         "{sql}"
     );
     assert!(sql.contains("IS NOT DISTINCT FROM"), "{sql}");
+    // A multi-column key restricts by its identity hash against an array,
+    // not by a semi-join that could reorder the query's joins.
+    let sql = diff_sql(
+        "SELECT k, s, count(*) AS n FROM a GROUP BY k, s",
+        &["k", "s", "n"],
+    );
+    assert!(
+        sql.contains("= ANY(ARRAY(SELECT hash_record_extended(ROW(k.__pgt_k1, k.__pgt_k2), 0) FROM __pgt_keys k"),
+        "{sql}"
+    );
+    assert!(!sql.contains(") IN (SELECT"), "{sql}");
 }
 
 fn specialised(sql: &str, cols: &[&str], changed: &[usize]) -> pg_trickle_core::RefreshPlan {
