@@ -16,6 +16,12 @@
 //! The join delta is the telescoping sum
 //! `d(T1 ⋈ … ⋈ Tn) = Σi T1_new ⋈ … ⋈ T(i-1)_new ⋈ dTi ⋈ T(i+1)_old ⋈ … ⋈ Tn_old`
 //! where old states are signed bags, so the `dR ⋈ dS` term is counted once.
+//! That general statement is stored at creation. A refresh runs it
+//! specialised to the sources that changed ([`plan_refresh_for_changes`]):
+//! unchanged occurrences are plain tables and up to
+//! [`MAX_INCLUSION_EXCLUSION`] changed ones combine by inclusion-exclusion
+//! over new states, with no old states, so PostgreSQL can drive index
+//! lookups from the small deltas.
 //! Multiplicities multiply across a term and are netted per row before they
 //! touch the stream table.
 //!
@@ -41,7 +47,8 @@ use crate::sql::quote_ident;
 /// Hidden column holding each row's identity hash.
 pub const ROW_ID: &str = "__pgt_row_id";
 
-/// The SQL a stream table needs, generated once at creation.
+/// The SQL a stream table needs: generated at creation (the general form)
+/// or at refresh time (specialised to the changed sources).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshPlan {
     /// Populate at creation; no parameters. Returns text columns `(deleted, inserted, expected_deleted, frontier)`.
