@@ -643,21 +643,22 @@ impl<'a> Gen<'a> {
                 k_refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
             let some_null: Vec<String> = k_refs.iter().map(|k| format!("{k} IS NULL")).collect();
             // `= ANY(ARRAY(...))` is evaluated once and lets the planner use an
-            // index on the first key; the row IN refines multi-column keys.
-            let mut non_null = format!(
+            // index on the first key.
+            let non_null = format!(
                 "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
                 key_exprs[0],
                 k_refs[0],
                 all_not_null.join(" AND ")
             );
+            let mut keyed = grouped_select(&block.select, keys, Some(&non_null));
             if keys.len() > 1 {
-                // The whole key by its identity hash against an array, not
-                // by a semi-join: the planner then keeps the query's own
-                // join order instead of driving it from the (often
-                // underestimated) key set.
-                non_null = format!(
-                    "{non_null} AND {} = ANY (ARRAY(SELECT {} FROM __pgt_keys k WHERE {}))",
-                    key_hash(&key_exprs),
+                // The rest of a multi-column key is matched on the computed
+                // groups by their identity hash, behind a fence (OFFSET 0):
+                // neither a semi-join with the (often underestimated) key
+                // set nor a filter PostgreSQL cannot estimate may change
+                // how the query itself is joined.
+                keyed = format!(
+                    "SELECT * FROM ({keyed} OFFSET 0) r WHERE r.{ROW_ID} = ANY (ARRAY(SELECT {} FROM __pgt_keys k WHERE {}))",
                     key_hash(&k_refs),
                     all_not_null.join(" AND ")
                 );
@@ -675,8 +676,7 @@ impl<'a> Gen<'a> {
                 matches.join(" AND ")
             );
             format!(
-                "{} UNION ALL {}",
-                grouped_select(&block.select, keys, Some(&non_null)),
+                "{keyed} UNION ALL {}",
                 grouped_select(&block.select, keys, Some(&nullable))
             )
         };
