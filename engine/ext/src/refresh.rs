@@ -108,11 +108,7 @@ pub fn refresh_with(
     let pending: Vec<u32> = if let Some(assumed) = assume_pending {
         assumed
     } else if use_diff {
-        relids
-            .iter()
-            .copied()
-            .filter(|relid| capture::has_pending(id, *relid))
-            .collect()
+        capture::pending_sources(id, relids.iter().copied())
     } else {
         Vec::new()
     };
@@ -177,31 +173,30 @@ pub fn refresh_with(
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode.to_string();
-    if mode == "DIFFERENTIAL" && result.get(4).cloned().flatten().as_deref() == Some("true") {
+    let recompute_because = if mode != "DIFFERENTIAL" {
+        None
+    } else if result.get(4).cloned().flatten().as_deref() == Some("true") {
         // A source the specialised statement assumed unchanged had changes
         // committed between the check and the statement: its result is
         // incomplete. Recompute; the changes are consumed by this refresh.
-        let full = run_refresh(&st[4].clone().unwrap_or_default(), &[]);
-        deleted += num(&full[0]);
-        inserted = num(&full[1]);
-        frontier = full[3].clone();
-        mode = "FULL".into();
-        reason = Some(
-            "changes arrived on a source while the refresh was being planned; recomputed FULL"
-                .into(),
-        );
-    } else if mode == "DIFFERENTIAL" && deleted != expected {
+        Some("changes arrived on a source while the refresh was being planned; recomputed FULL")
+    } else if deleted != expected {
         // The stored rows did not hold what the delta expected to delete: the
         // stream table was changed behind the engine's back. Recompute.
         pgrx::warning!(
             "stream table {name} was out of sync (expected to delete {expected} rows, found {deleted}); recomputing with FULL refresh"
         );
+        Some("stream table was out of sync with its sources")
+    } else {
+        None
+    };
+    if let Some(why) = recompute_because {
         let full = run_refresh(&st[4].clone().unwrap_or_default(), &[]);
         deleted += num(&full[0]);
         inserted = num(&full[1]);
         frontier = full[3].clone();
         mode = "FULL".into();
-        reason = Some("stream table was out of sync with its sources".into());
+        reason = Some(why.into());
     }
 
     for s in &sources {
