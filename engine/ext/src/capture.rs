@@ -241,9 +241,19 @@ pub fn lag_for(st_id: i64, source_relid: u32) -> Lag {
     }
 }
 
-/// Whether `st_id` has anything left to consume on `source_relid` (the
-/// scheduler's idle check: stops at the first row, measures nothing).
-pub fn has_pending(st_id: i64, source_relid: u32) -> bool {
+/// The sources among `relids` on which `st_id` has anything left to
+/// consume: what a refresh specialises its statement to, and the
+/// scheduler's idle check when there are none.
+pub fn pending_sources(st_id: i64, relids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    relids
+        .into_iter()
+        .filter(|relid| has_pending(st_id, *relid))
+        .collect()
+}
+
+/// Whether `st_id` has anything left to consume on `source_relid` (stops
+/// at the first row, measures nothing).
+fn has_pending(st_id: i64, source_relid: u32) -> bool {
     value(
         &format!(
             "SELECT EXISTS (SELECT 1 {})::text",

@@ -126,6 +126,8 @@ struct Explained {
     analysis: Result<pg_trickle_core::Analysis, String>,
     /// The recorded storage name the SQL was generated for.
     storage: String,
+    /// The search_path the stream table was created under.
+    search_path: String,
 }
 
 fn explained(name: &str) -> Explained {
@@ -150,6 +152,7 @@ fn explained(name: &str) -> Explained {
         fallback_reason: r[3].clone(),
         analysis,
         storage: r[5].clone().unwrap_or_default(),
+        search_path,
     }
 }
 
@@ -165,43 +168,36 @@ impl Explained {
         let Ok(analysis) = &self.analysis else {
             return Vec::new();
         };
+        if self.effective != "FULL" {
+            // What the next refresh would run: specialised to the sources
+            // with changes to consume now.
+            let stored_diff = crate::util::value(
+                "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+                &[Some(self.st.id.to_string())],
+            );
+            if let Some(stored_diff) = stored_diff {
+                let target = crate::specialise::Target {
+                    id: self.st.id,
+                    stored_diff: &stored_diff,
+                    query: &self.query,
+                    search_path: &self.search_path,
+                    relid: self.st.relid,
+                    storage: &self.storage,
+                };
+                let pending =
+                    capture::pending_sources(self.st.id, analysis.sources.iter().map(|s| s.oid));
+                if let Some(s) = crate::specialise::specialised(&target, &pending) {
+                    return s.phases;
+                }
+            }
+        }
         let columns = crate::planning::storage_columns(self.st.relid);
         let mut phases = plan_refresh(analysis, &self.query, &self.storage, &columns).phases;
         if self.effective == "FULL" {
             // A FULL stream table never runs its differential phases.
             phases.retain(|p| !p.parameterized);
-            return phases;
         }
-        // What the next refresh would run: specialised to the sources with
-        // changes to consume now.
-        let stored = row(
-            "SELECT diff_sql, search_path FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-            &[Some(self.st.id.to_string())],
-        )
-        .unwrap_or_default();
-        let (Some(stored_diff), search_path) = (
-            stored.first().cloned().flatten(),
-            stored.get(1).cloned().flatten().unwrap_or_default(),
-        ) else {
-            return phases;
-        };
-        let pending: Vec<u32> = analysis
-            .sources
-            .iter()
-            .map(|s| s.oid)
-            .filter(|oid| capture::has_pending(self.st.id, *oid))
-            .collect();
-        let target = crate::specialise::Target {
-            id: self.st.id,
-            stored_diff: &stored_diff,
-            query: &self.query,
-            search_path: &search_path,
-            relid: self.st.relid,
-            storage: &self.storage,
-        };
-        crate::specialise::specialised(&target, &pending)
-            .map(|s| s.phases)
-            .unwrap_or(phases)
+        phases
     }
 
     fn json(&self) -> serde_json::Value {
