@@ -285,6 +285,7 @@ struct Gen<'a> {
     sources: &'a [SourceTable],
     ctes: Vec<String>,
     defined_sources: Vec<usize>,
+    defined_old: Vec<usize>,
     used_sources: Vec<usize>,
     phases: Vec<SqlPhase>,
     /// Parameter order fixed by the general plan (specialised plans only).
@@ -301,6 +302,7 @@ impl<'a> Gen<'a> {
             sources,
             ctes: Vec::new(),
             defined_sources: Vec::new(),
+            defined_old: Vec::new(),
             used_sources: Vec::new(),
             phases: Vec::new(),
             param_order: None,
@@ -385,9 +387,9 @@ impl<'a> Gen<'a> {
     /// The block's terms as SELECTs (with `extra` applied to each), or one
     /// empty SELECT when nothing it reads changed.
     fn term_selects(&mut self, block: &Block, extra: &dyn Fn(&mut Select, String)) -> Vec<String> {
-        self.prepare_block(block);
-        let mut terms: Vec<String> = self
-            .term_versions(block)
+        let versions = self.term_versions(block);
+        self.prepare_block(block, &versions);
+        let mut terms: Vec<String> = versions
             .iter()
             .map(|(versions, negate)| {
                 let (mut select, mut mult) = substituted(block, versions);
@@ -442,8 +444,8 @@ impl<'a> Gen<'a> {
         });
     }
 
-    /// Define `__pgt_d<s>` and `__pgt_o<s>` for a source, once.
-    fn source_ctes(&mut self, s: usize) {
+    /// Define `__pgt_d<s>`, the consumed changes of a source, once.
+    fn source_delta_cte(&mut self, s: usize) {
         if self.defined_sources.contains(&s) {
             return;
         }
@@ -465,6 +467,16 @@ impl<'a> Gen<'a> {
             new_img.join(", "),
             old_img.join(", ")
         ));
+    }
+
+    /// Define `__pgt_o<s>`, a source's old state, once (after its delta).
+    fn source_old_cte(&mut self, s: usize) {
+        if self.defined_old.contains(&s) {
+            return;
+        }
+        self.defined_old.push(s);
+        let src = &self.sources[s];
+        let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
         let t_cols: Vec<String> = src
             .columns
             .iter()
@@ -478,27 +490,41 @@ impl<'a> Gen<'a> {
         ));
     }
 
-    /// Define `__pgt_sd<id>` and `__pgt_so<id>` for a subquery occurrence.
-    fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String]) {
+    /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`
+    /// (its old state) when `with_old`.
+    fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String], with_old: bool) {
         let delta = self.delta(rel);
         let cols = quoted_list(columns.iter().map(|c| c.as_str()));
         self.ctes.push(format!(
             "__pgt_sd{id}({cols}, __pgt_m) AS MATERIALIZED ({delta})"
         ));
-        self.ctes.push(format!(
-            "__pgt_so{id}({cols}, __pgt_m) AS NOT MATERIALIZED (\
-             SELECT __pgt_s.*, 1::bigint FROM ({}) __pgt_s UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_sd{id})",
-            rel_sql(rel)
-        ));
+        if with_old {
+            self.ctes.push(format!(
+                "__pgt_so{id}({cols}, __pgt_m) AS NOT MATERIALIZED (\
+                 SELECT __pgt_s.*, 1::bigint FROM ({}) __pgt_s UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_sd{id})",
+                rel_sql(rel)
+            ));
+        }
     }
 
-    /// Make sure the CTEs every occurrence of a block needs exist.
-    fn prepare_block(&mut self, block: &Block) {
-        let changed: Vec<&Occ> = block.occs.iter().filter(|o| self.occ_changed(o)).collect();
-        for occ in changed {
+    /// Make sure the CTEs the block's `versions` read exist: the delta of
+    /// every changed occurrence and, where a term reads it, its old state
+    /// (a general plan defines every old state, as it always has).
+    fn prepare_block(&mut self, block: &Block, versions: &[(Vec<Version>, bool)]) {
+        for (i, occ) in block.occs.iter().enumerate() {
+            if !self.occ_changed(occ) {
+                continue;
+            }
+            let with_old =
+                self.changed.is_none() || versions.iter().any(|(v, _)| v[i] == Version::Old);
             match occ {
-                Occ::Source { source } => self.source_ctes(*source),
-                Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns),
+                Occ::Source { source } => {
+                    self.source_delta_cte(*source);
+                    if with_old {
+                        self.source_old_cte(*source);
+                    }
+                }
+                Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns, with_old),
             }
         }
     }
@@ -523,22 +549,7 @@ impl<'a> Gen<'a> {
     }
 
     fn with_clause(&self) -> String {
-        // A specialised plan reads old states only where it telescopes:
-        // leave out the old-state CTEs no term reads.
-        let all = self.ctes.join("\n");
-        let read = |cte: &String| {
-            let name = cte.split('(').next().unwrap_or_default();
-            let is_old = name.starts_with("__pgt_o") || name.starts_with("__pgt_so");
-            self.changed.is_none() || !is_old || all.contains(&format!("{name} AS \""))
-        };
-        let kept: Vec<&String> = self.ctes.iter().filter(|c| read(c)).collect();
-        format!(
-            "WITH {}",
-            kept.iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join(",\n ")
-        )
+        format!("WITH {}", self.ctes.join(",\n "))
     }
 
     fn linear(&mut self, rel: &Rel, storage: &str, columns: &[OutputColumn]) -> String {
