@@ -297,16 +297,19 @@ pub fn gate_suites(
         suite.name = format!("{} (confirming run)", suite.name);
         let second = judge(base, &again, &t);
         for q in &timing_only {
-            let first: Vec<String> = verdicts[q].iter().map(describe).collect();
             match second.get(q) {
-                Some(v) => {
-                    let confirmed: Vec<Verdict> = v.clone();
-                    let mut all = verdicts.remove(q).unwrap_or_default();
-                    all.extend(confirmed);
-                    verdicts.insert(q.clone(), all);
-                }
+                // Confirmed: both measurements are named.
+                Some(v) => verdicts
+                    .entry(q.clone())
+                    .or_default()
+                    .extend(v.iter().cloned()),
                 None if again.iter().any(|f| &f.query == q) => {
-                    verdicts.remove(q);
+                    let first: Vec<String> = verdicts
+                        .remove(q)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(describe)
+                        .collect();
                     notes.insert(
                         q.clone(),
                         format!(
