@@ -280,6 +280,16 @@ impl Cluster {
         )?)
     }
 
+    /// Connect to `dbname` as `role` (clusters trust loopback logins, so
+    /// any role with LOGIN can connect: tests use it to act as ordinary roles).
+    pub fn connect_as(&self, dbname: &str, role: &str) -> Result<postgres::Client, ClusterError> {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={role} dbname={dbname} connect_timeout=10",
+            self.port
+        );
+        Ok(postgres::Client::connect(&conninfo, postgres::NoTls)?)
+    }
+
     /// Create a database with pg_trickle installed and return a connection to it.
     pub fn fresh_database(&self, name: &str) -> Result<postgres::Client, ClusterError> {
         let mut admin = self.connect("postgres")?;
