@@ -25,6 +25,13 @@
 //! Multiplicities multiply across a term and are netted per row before they
 //! touch the stream table.
 //!
+//! Every function the generated SQL adds around the defining query is
+//! schema-qualified (`pg_catalog.hash_record_extended`, ...), and every
+//! operator it adds compares built-in types for which `pg_catalog` has an
+//! exact match: the statements run as the stream table's owner under the
+//! search_path recorded at creation, and nothing a schema on that path
+//! holds can take the place of what the engine itself calls.
+//!
 //! Parameters of the differential statement, all passed as text:
 //! `$1` previous frontier (`pg_snapshot`), `$2` the xid of the transaction that
 //! took that frontier (`xid8`), and `$3…` for each source in
@@ -159,13 +166,13 @@ fn plan_with(
     };
     let populate_sql = format!(
         "WITH __pgt_ins AS (INSERT INTO {storage} ({insert_cols}) {full_select} RETURNING 1) \
-         SELECT '0', (SELECT count(*) FROM __pgt_ins)::text, '0', pg_current_snapshot()::text"
+         SELECT '0', (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, '0', pg_catalog.pg_current_snapshot()::text"
     );
     let full_sql = format!(
         "WITH __pgt_del AS (DELETE FROM {storage} RETURNING 1), \
          __pgt_ins AS (INSERT INTO {storage} ({insert_cols}) {full_select} RETURNING 1) \
-         SELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
-         '0', pg_current_snapshot()::text"
+         SELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
+         '0', pg_catalog.pg_current_snapshot()::text"
     );
 
     let mut phases = vec![
@@ -236,7 +243,10 @@ fn row_hash(alias: &str, columns: &[OutputColumn]) -> String {
         .iter()
         .map(|c| format!("{alias}.{}::{}", quote_ident(&c.name), c.type_sql))
         .collect();
-    format!("hash_record_extended(ROW({}), 0)", parts.join(", "))
+    format!(
+        "pg_catalog.hash_record_extended(ROW({}), 0)",
+        parts.join(", ")
+    )
 }
 
 /// The group identity of a grouped stream table row.
@@ -244,7 +254,10 @@ fn key_hash(keys: &[String]) -> String {
     if keys.is_empty() {
         "0::bigint".into()
     } else {
-        format!("hash_record_extended(ROW({}), 0)", keys.join(", "))
+        format!(
+            "pg_catalog.hash_record_extended(ROW({}), 0)",
+            keys.join(", ")
+        )
     }
 }
 
@@ -330,7 +343,7 @@ impl<'a> Gen<'a> {
         let param = self.param_of(s);
         format!(
             "(CASE WHEN b.xid = $2::xid8 THEN b.change_id > ${param}::bigint \
-             ELSE NOT pg_visible_in_snapshot(b.xid, $1::pg_snapshot) END)"
+             ELSE NOT pg_catalog.pg_visible_in_snapshot(b.xid, $1::pg_snapshot) END)"
         )
     }
 
@@ -572,7 +585,7 @@ impl<'a> Gen<'a> {
         self.ctes.push(format!(
             "__pgt_net AS MATERIALIZED (SELECT * FROM (\
              SELECT DISTINCT ON (h.__pgt_rid, h.__pgt_txt) {}, h.__pgt_rid, h.__pgt_txt, \
-             (sum(h.__pgt_m) OVER (PARTITION BY h.__pgt_rid, h.__pgt_txt))::bigint AS __pgt_n \
+             (pg_catalog.sum(h.__pgt_m) OVER (PARTITION BY h.__pgt_rid, h.__pgt_txt))::bigint AS __pgt_n \
              FROM (SELECT d.*, {} AS __pgt_rid, ROW({})::text AS __pgt_txt FROM __pgt_delta d) h) x \
              WHERE x.__pgt_n <> 0)",
             h_cols.join(", "),
@@ -583,7 +596,7 @@ impl<'a> Gen<'a> {
         self.ctes.push(format!(
             "__pgt_del AS (DELETE FROM {storage} s USING (\
              SELECT x.__pgt_ctid FROM (SELECT t.ctid AS __pgt_ctid, \
-             row_number() OVER (PARTITION BY t.{ROW_ID}, n.__pgt_txt) AS __pgt_rn, n.__pgt_n \
+             pg_catalog.row_number() OVER (PARTITION BY t.{ROW_ID}, n.__pgt_txt) AS __pgt_rn, n.__pgt_n \
              FROM {storage} t JOIN __pgt_net n ON t.{ROW_ID} = n.__pgt_rid \
              AND ROW({t_row})::text = n.__pgt_txt WHERE n.__pgt_n < 0 \
              AND t.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_net WHERE __pgt_n < 0))) x \
@@ -591,15 +604,15 @@ impl<'a> Gen<'a> {
         ));
         self.ctes.push(format!(
             "__pgt_ins AS (INSERT INTO {storage} ({col_list}, {ROW_ID}) \
-             SELECT {}, n.__pgt_rid FROM __pgt_net n CROSS JOIN LATERAL generate_series(1, n.__pgt_n) \
+             SELECT {}, n.__pgt_rid FROM __pgt_net n CROSS JOIN LATERAL pg_catalog.generate_series(1, n.__pgt_n) \
              WHERE n.__pgt_n > 0 RETURNING 1)",
             n_cols.join(", ")
         ));
         let guard = self.guard_column();
         format!(
-            "{}\nSELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
-             (SELECT coalesce(sum(-__pgt_n), 0) FROM __pgt_net WHERE __pgt_n < 0)::text, \
-             pg_current_snapshot()::text{guard}",
+            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
+             (SELECT coalesce(pg_catalog.sum(-__pgt_n), 0) FROM __pgt_net WHERE __pgt_n < 0)::text, \
+             pg_catalog.pg_current_snapshot()::text{guard}",
             self.with_clause()
         )
     }
@@ -714,8 +727,8 @@ impl<'a> Gen<'a> {
         ));
         let guard = self.guard_column();
         format!(
-            "{}\nSELECT (SELECT count(*) FROM __pgt_del)::text, (SELECT count(*) FROM __pgt_ins)::text, \
-             (SELECT count(*) FROM __pgt_del)::text, pg_current_snapshot()::text{guard}",
+            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
+             (SELECT pg_catalog.count(*) FROM __pgt_del)::text, pg_catalog.pg_current_snapshot()::text{guard}",
             self.with_clause()
         )
     }

@@ -226,7 +226,7 @@ fn grouped_refresh_restricts_recompute_to_affected_keys() {
         &["k", "s", "n"],
     );
     assert!(
-        sql.contains("OFFSET 0) r WHERE r.__pgt_row_id = ANY (ARRAY(SELECT hash_record_extended(ROW(k.__pgt_k1, k.__pgt_k2), 0) FROM __pgt_keys k"),
+        sql.contains("OFFSET 0) r WHERE r.__pgt_row_id = ANY (ARRAY(SELECT pg_catalog.hash_record_extended(ROW(k.__pgt_k1, k.__pgt_k2), 0) FROM __pgt_keys k"),
         "{sql}"
     );
     assert!(!sql.contains(") IN (SELECT"), "{sql}");
