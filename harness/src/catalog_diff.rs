@@ -1,7 +1,11 @@
 //! The extension's objects in one database, as comparable text: functions
-//! with their arguments, results and attributes; catalog tables with their
-//! columns and constraints; indexes; triggers; event triggers. An upgraded
-//! database must show exactly what a fresh install shows.
+//! with their arguments, results, attributes, bodies, security (definer,
+//! pinned settings) and privileges; catalog tables with their columns,
+//! constraints and privileges; schema privileges; indexes; triggers; event
+//! triggers; and, per captured source, its capture function, buffer and
+//! triggers (oids written as `<oid>`, owners as whether they are the
+//! extension's). An upgraded database must show exactly what a fresh
+//! install shows, given the same stream tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +18,33 @@ const QUERIES: &[&str] = &[
     "SELECT 'function ' || p.proname || '(' || pg_get_function_arguments(p.oid) || ')', \
      pg_get_function_result(p.oid) || CASE p.provolatile WHEN 'i' THEN ' immutable' WHEN 's' THEN ' stable' ELSE ' volatile' END \
      || CASE WHEN p.proisstrict THEN ' strict' ELSE '' END || ' language ' || coalesce(l.lanname, '') \
+     || CASE WHEN p.prosecdef THEN ' security definer' ELSE '' END || coalesce(' set ' || p.proconfig::text, '') \
+     || ' acl ' || coalesce(p.proacl::text, 'default') \
+     || CASE WHEN l.lanname = 'c' THEN '' ELSE ' body ' || md5(p.prosrc) END \
      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace LEFT JOIN pg_language l ON l.oid = p.prolang \
      WHERE n.nspname = 'pgtrickle'",
+    "SELECT 'schema ' || nspname, coalesce(nspacl::text, 'default') FROM pg_namespace \
+     WHERE nspname IN ('pgtrickle', 'pgtrickle_changes')",
+    "SELECT 'privileges ' || c.relname, coalesce(c.relacl::text, 'default') FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgtrickle' AND c.relkind IN ('r', 'S', 'v')",
+    "SELECT 'capture of ' || b.source_relid::regclass::text, \
+     coalesce(replace(pg_get_functiondef(p.oid), b.source_relid::text, '<oid>'), 'no capture function') \
+     || ' function owned by the extension owner: ' || (p.proowner = e.extowner)::text \
+     || ', function acl: ' || coalesce(replace(p.proacl::text, e.extowner::regrole::text, '<owner>'), 'default') \
+     || ', buffer owned by the extension owner: ' || (c.relowner = e.extowner)::text \
+     || ', buffer acl: ' || coalesce(replace(c.relacl::text, e.extowner::regrole::text, '<owner>'), 'default') \
+     FROM pgtrickle.pgt_change_buffers b \
+     JOIN pg_namespace cn ON cn.nspname = 'pgtrickle_changes' \
+     LEFT JOIN pg_proc p ON p.pronamespace = cn.oid AND p.proname = 'capture_' || b.source_relid::text \
+     LEFT JOIN pg_class c ON c.relnamespace = cn.oid AND c.relname = 'changes_' || b.source_relid::text \
+     CROSS JOIN pg_extension e WHERE e.extname = 'pg_trickle'",
+    "SELECT 'stored statements of ' || st.name, regexp_replace(concat_ws(E'\\n-- full\\n', \
+     coalesce(st.diff_sql, '(no differential statement)'), st.full_sql, st.populate_sql), 'changes_[0-9]+', 'changes_<oid>', 'g') \
+     FROM pgtrickle.pgt_stream_tables st",
+    "SELECT 'source trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text, \
+     replace(pg_get_triggerdef(t.oid), t.tgrelid::text, '<oid>') || CASE t.tgenabled WHEN 'D' THEN ' disabled' ELSE '' END \
+     FROM pg_trigger t JOIN pgtrickle.pgt_change_buffers b ON b.source_relid = t.tgrelid \
+     WHERE NOT t.tgisinternal AND t.tgname LIKE 'pgt\\_%'",
     "SELECT 'column ' || c.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod) || \
      CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid \
@@ -49,9 +78,12 @@ pub fn differences(fresh: &Snapshot, upgraded: &Snapshot) -> Vec<String> {
     keys.into_iter()
         .filter_map(|k| match (fresh.get(k), upgraded.get(k)) {
             (Some(a), Some(b)) if a == b => None,
-            (Some(a), Some(b)) => Some(format!(
-                "{k}\n    fresh install: {a}\n    upgraded:      {b}"
-            )),
+            (Some(a), Some(b)) => Some(match first_difference(a, b) {
+                Some((line, fa, fb)) => format!(
+                    "{k} (line {line} of the definition)\n    fresh install: {fa}\n    upgraded:      {fb}"
+                ),
+                None => format!("{k}\n    fresh install: {a}\n    upgraded:      {b}"),
+            }),
             (Some(a), None) => Some(format!(
                 "{k}\n    fresh install: {a}\n    upgraded:      (missing)"
             )),
@@ -61,6 +93,23 @@ pub fn differences(fresh: &Snapshot, upgraded: &Snapshot) -> Vec<String> {
             (None, None) => None,
         })
         .collect()
+}
+
+/// For definitions of several lines, the first line where they differ
+/// (1-based) and both versions of it.
+fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a str, &'a str)> {
+    if !a.contains('\n') && !b.contains('\n') {
+        return None;
+    }
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    for n in 1.. {
+        match (la.next(), lb.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => continue,
+            (x, y) => return Some((n, x.unwrap_or("(ends)"), y.unwrap_or("(ends)"))),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -82,5 +131,22 @@ mod tests {
         assert!(d[0].starts_with("g\n") && d[0].contains("upgraded:      X"));
         assert!(d[1].contains("h") && d[1].contains("(missing)"));
         assert!(d[2].starts_with("i\n"));
+    }
+
+    #[test]
+    fn multi_line_definitions_show_their_first_differing_line() {
+        let one = |v: &str| -> Snapshot { [("capture of a".to_string(), v.to_string())].into() };
+        let d = differences(
+            &one("CREATE FUNCTION f()\nSET search_path TO pg_catalog\nBEGIN"),
+            &one("CREATE FUNCTION f()\nBEGIN"),
+        );
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].contains("(line 2 of the definition)")
+                && d[0].contains("fresh install: SET search_path TO pg_catalog")
+                && d[0].contains("upgraded:      BEGIN"),
+            "{}",
+            d[0]
+        );
     }
 }

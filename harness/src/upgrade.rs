@@ -69,6 +69,9 @@ const UPGRADE_RELEVANT: &[&str] = &[
     "engine/ext/src/compat.rs",
     "engine/ext/src/wake.rs",
     "engine/ext/src/lib.rs",
+    "engine/ext/src/privileges.sql",
+    "engine/ext/src/regenerate.rs",
+    "engine/ext/src/security.rs",
     "engine/ext/pg_trickle.control",
     "engine/ext/Cargo.toml",
     "engine/core/src/settings.rs",
@@ -367,10 +370,23 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
             "after the update the extension is {v}, not {current}"
         ));
     }
-    // 4. The catalog equals a fresh install's.
+    // 4. The catalog equals a fresh install's with the same stream tables
+    // (so capture made by the old version, brought up to date by the
+    // upgrade, must equal capture made by the new one).
     let mut fresh = cluster
         .fresh_database("fresh_install")
         .map_err(|e| e.to_string())?;
+    fresh.batch_execute(BEFORE).map_err(|e| {
+        format!(
+            "setting up a fresh install of {current}: {}",
+            crate::cluster::describe(&e)
+        )
+    })?;
+    if hold {
+        fresh
+            .batch_execute("SELECT pgtrickle.hold_stream_table('g', 'upgrade check')")
+            .map_err(sql)?;
+    }
     let diff = catalog_diff::differences(
         &catalog_diff::snapshot(&mut fresh).map_err(sql)?,
         &catalog_diff::snapshot(&mut db).map_err(sql)?,

@@ -34,7 +34,7 @@ fn status(db: &mut Client, st: &str) -> serde_json::Value {
 fn buffer_status(db: &mut Client, source: &str) -> serde_json::Value {
     let r = db
         .query_one(
-            "SELECT row_to_json(s)::text FROM pgtrickle.change_buffer_status() s WHERE source = $1",
+            "SELECT row_to_json(s)::text FROM pgtrickle.change_buffer_status() s WHERE to_regclass(source) = to_regclass($1)",
             &[&source],
         )
         .expect("buffer status row");
@@ -237,7 +237,7 @@ fn backpressure_engages_above_high_rejects_writes_and_releases_only_below_low() 
     // a has 12 pending, b 6: engaged.
     assert_eq!(
         evaluate(&mut db),
-        [("src".to_string(), "engaged".to_string())]
+        [("public.src".to_string(), "engaged".to_string())]
     );
     let s = status(&mut db, "a");
     assert_eq!(s["backpressure"], "engaged", "{s}");

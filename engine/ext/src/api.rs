@@ -14,8 +14,9 @@ use pgrx::PgList;
 use crate::capture;
 use crate::planning::{self, Planned};
 use crate::refresh::{self, Initiator};
+use crate::security::{self, as_extension, Owner};
 use crate::util::{
-    first_column, in_subtransaction, prepare_only, qi, raise, row, rows, run, value, with_setting,
+    first_column, in_subtransaction, prepare_only, qi, raise, row, rows, run, value,
 };
 
 /// A stream table's catalog identity.
@@ -26,12 +27,16 @@ pub struct StreamTableRef {
     pub relid: u32,
     /// Name as recorded.
     pub name: String,
+    /// The owner of its storage table, who owns the stream table.
+    pub owner: pg_sys::Oid,
 }
 
-/// Find a stream table by (possibly qualified) name, or raise.
+/// Find a stream table by (possibly qualified) name, resolved under the
+/// caller's search_path as the caller wrote it, or raise. Call it before
+/// switching to the extension (see `security`).
 pub fn resolve(name: &str) -> StreamTableRef {
     let Some(relid) = value(
-        "SELECT to_regclass($1)::oid::text",
+        "SELECT pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid::pg_catalog.text",
         &[Some(name.to_string())],
     ) else {
         raise(
@@ -40,16 +45,70 @@ pub fn resolve(name: &str) -> StreamTableRef {
             None,
         )
     };
-    let Some(r) = row(
-        "SELECT id::text, name FROM pgtrickle.pgt_stream_tables WHERE relid = $1::text::oid",
-        &[Some(relid.clone())],
-    ) else {
+    let r = as_extension(|| {
+        row(
+            "SELECT st.id::text, st.name, c.relowner::text FROM pgtrickle.pgt_stream_tables st \
+             JOIN pg_class c ON c.oid = st.relid WHERE st.relid = $1::text::oid",
+            &[Some(relid.clone())],
+        )
+    });
+    let Some(r) = r else {
         raise("42809", format!("\"{name}\" is not a stream table"), None)
     };
     StreamTableRef {
         id: r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
         relid: relid.parse().unwrap_or(0),
         name: r[1].clone().unwrap_or_default(),
+        owner: pg_sys::Oid::from(
+            r[2].as_deref()
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0),
+        ),
+    }
+}
+
+impl StreamTableRef {
+    /// Raise 42501 unless `me` owns it (or is a member of its owner).
+    pub fn require_owner(&self, me: pg_sys::Oid) {
+        security::require_owner(me, self.owner, &format!("stream table {}", self.name));
+    }
+
+    /// Raise 42501 unless `me` owns it or may monitor every stream table
+    /// (`pg_read_all_stats`): for reading its definition and history.
+    pub fn require_reader(&self, me: pg_sys::Oid) {
+        if !security::is_monitor(me) {
+            self.require_owner(me);
+        }
+    }
+}
+
+/// Look a stream table up as the caller, then run `f` as the extension
+/// once the caller is known to own it: the shape of every control function.
+pub(crate) fn controlled<R>(name: &str, f: impl FnOnce(&StreamTableRef) -> R) -> R {
+    let me = security::caller();
+    let st = resolve(name);
+    as_extension(|| {
+        crate::compat::require_current_sql();
+        st.require_owner(me);
+        f(&st)
+    })
+}
+
+/// The owner and recorded search_path of stream table `id`.
+pub fn owner_of(id: i64) -> Owner {
+    let r = row(
+        "SELECT c.relowner::text, st.search_path FROM pgtrickle.pgt_stream_tables st \
+         JOIN pg_class c ON c.oid = st.relid WHERE st.id = $1::text::bigint",
+        &[Some(id.to_string())],
+    )
+    .unwrap_or_else(|| raise("42P01", format!("stream table {id} does not exist"), None));
+    Owner {
+        role: pg_sys::Oid::from(
+            r[0].as_deref()
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0),
+        ),
+        search_path: r[1].clone().unwrap_or_default(),
     }
 }
 
@@ -118,13 +177,32 @@ fn record_sources(id: i64, planned: &Planned) {
     }
 }
 
-/// Create a stream table named `name` holding the result of `query`.
+/// Create a stream table named `name` holding the result of `query`,
+/// owned by the caller.
 #[pg_extern]
 fn create_stream_table(
     name: &str,
     query: &str,
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(&str, "'AUTO'"),
+) {
+    // What the caller's session says, read before switching to the extension.
+    let owner = Owner {
+        role: security::caller(),
+        search_path: value("SELECT pg_catalog.current_setting('search_path')", &[])
+            .unwrap_or_default(),
+    };
+    let current_schema = value("SELECT pg_catalog.current_schema()::pg_catalog.text", &[]);
+    as_extension(|| create(name, query, schedule, refresh_mode, &owner, current_schema));
+}
+
+fn create(
+    name: &str,
+    query: &str,
+    schedule: Option<&str>,
+    refresh_mode: &str,
+    owner: &Owner,
+    current_schema: Option<String>,
 ) {
     crate::compat::require_current_sql();
     let requested = parse_mode(refresh_mode);
@@ -139,7 +217,7 @@ fn create_stream_table(
     };
     let schema = match schema {
         Some(s) => s,
-        None => value("SELECT current_schema()::text", &[])
+        None => current_schema
             .unwrap_or_else(|| raise("3F000", "no schema has been selected to create in", None)),
     };
     if value(
@@ -160,11 +238,14 @@ fn create_stream_table(
     }
     check_single_select(query);
 
-    // PostgreSQL validates the query and fixes the column types.
-    run(
-        &format!("CREATE TABLE {storage} AS {query} WITH NO DATA"),
-        &[],
-    );
+    // PostgreSQL validates the query and fixes the column types; the
+    // storage is created by, and belongs to, the caller.
+    owner.run(|| {
+        run(
+            &format!("CREATE TABLE {storage} AS {query} WITH NO DATA"),
+            &[],
+        )
+    });
     let relid: u32 = value(
         "SELECT to_regclass($1)::oid::text",
         &[Some(storage.clone())],
@@ -184,18 +265,23 @@ fn create_stream_table(
             Some("Rename the column with an alias in the defining query.".into()),
         );
     }
-    run(
-        &format!("ALTER TABLE {storage} ADD COLUMN __pgt_row_id bigint"),
-        &[],
-    );
-    run(&format!("CREATE INDEX ON {storage} (__pgt_row_id)"), &[]);
+    owner.run(|| {
+        run(
+            &format!("ALTER TABLE {storage} ADD COLUMN __pgt_row_id bigint"),
+            &[],
+        );
+        run(&format!("CREATE INDEX ON {storage} (__pgt_row_id)"), &[]);
+        // Nothing is captured before the owner is known to read everything
+        // the query reads (CREATE TABLE AS ... WITH NO DATA checks nothing).
+        crate::refresh::require_read_privileges(query);
+    });
 
-    let planned = planning::plan(&storage, query, requested, relid, &storage);
+    let planned = planning::plan(&storage, query, requested, relid, &storage, owner);
     let id: i64 = value(
         "INSERT INTO pgtrickle.pgt_stream_tables (relid, name, query, requested_mode, effective_mode, \
          fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql, search_path) \
-         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, \
-         current_setting('search_path')) RETURNING id::text",
+         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, $13) \
+         RETURNING id::text",
         &[
             Some(relid.to_string()),
             Some(storage.clone()),
@@ -209,6 +295,7 @@ fn create_stream_table(
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
             if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
+            Some(owner.search_path.clone()),
         ],
     )
     .and_then(|v| v.parse().ok())
@@ -220,42 +307,44 @@ fn create_stream_table(
 /// Refresh a stream table now (DIFFERENTIAL when possible, else FULL).
 #[pg_extern]
 fn refresh_stream_table(name: &str) {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    refresh::refresh_by_id(st.id, Initiator::Manual, false);
+    controlled(name, |st| {
+        refresh::refresh_by_id(st.id, Initiator::Manual, false);
+    });
 }
 
 /// Drop a stream table, its storage and any capture no other stream table needs.
 #[pg_extern]
 fn drop_stream_table(name: &str) {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    let readers = rows(
-        "SELECT st.name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
-         WHERE s.source_relid = $1::text::oid ORDER BY 1",
-        &[Some(st.relid.to_string())],
-    );
-    if !readers.is_empty() {
-        let names: Vec<String> = readers.into_iter().filter_map(|r| r[0].clone()).collect();
-        raise(
-            "2BP01",
-            format!(
-                "cannot drop stream table {}: stream table {} reads it",
-                st.name,
-                names.join(", ")
-            ),
-            Some("Drop the dependent stream tables first.".into()),
+    controlled(name, |st| {
+        let readers = rows(
+            "SELECT st.name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
+             WHERE s.source_relid = $1::text::oid ORDER BY 1",
+            &[Some(st.relid.to_string())],
         );
-    }
-    forget(st.id);
-    run(&format!("DROP TABLE {}", st.name_sql()), &[]);
+        if !readers.is_empty() {
+            let names: Vec<String> = readers.into_iter().filter_map(|r| r[0].clone()).collect();
+            raise(
+                "2BP01",
+                format!(
+                    "cannot drop stream table {}: stream table {} reads it",
+                    st.name,
+                    names.join(", ")
+                ),
+                Some("Drop the dependent stream tables first.".into()),
+            );
+        }
+        forget(st.id);
+        run(&format!("DROP TABLE {}", st.name_sql()), &[]);
+    });
 }
 
 impl StreamTableRef {
-    /// The storage relation as SQL text (`regclass` output, quoted as needed).
+    /// The storage relation as SQL text (`regclass` output, quoted as
+    /// needed, qualified unless visible on the current search_path; the
+    /// statement is fully qualified, so any path may be current).
     pub fn name_sql(&self) -> String {
         value(
-            "SELECT $1::text::oid::regclass::text",
+            "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
             &[Some(self.relid.to_string())],
         )
         .unwrap_or_else(|| self.name.clone())
@@ -280,7 +369,7 @@ fn forget(id: i64) {
 /// Called by the `sql_drop` event trigger when a stream table's storage is dropped directly.
 #[pg_extern]
 fn _forget_stream_table(id: i64) {
-    forget(id);
+    as_extension(|| forget(id));
 }
 
 /// Change a stream table's schedule (`'manual'` clears it) or refresh mode.
@@ -290,38 +379,39 @@ fn alter_stream_table(
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(Option<&str>, "NULL"),
 ) {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    let current = row(
-        "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",
-        &[Some(st.id.to_string())],
-    );
-    if current.is_none() {
-        raise(
-            "42P01",
-            format!("stream table \"{name}\" does not exist"),
-            None,
+    controlled(name, |st| {
+        let current = row(
+            "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",
+            &[Some(st.id.to_string())],
         );
-    }
-    if let Some(s) = schedule {
-        let parsed = parse_schedule_arg(Some(s));
-        run(
-            "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2, schedule_seconds = $3::bigint WHERE id = $1::text::bigint",
-            &[
-                Some(st.id.to_string()),
-                parsed.as_ref().map(|p| p.0.clone()),
-                parsed.as_ref().map(|p| p.1.to_string()),
-            ],
-        );
-    }
-    if let Some(mode) = refresh_mode {
-        replan(st.id, Some(parse_mode(mode)), "a refresh mode change");
-    }
+        if current.is_none() {
+            raise(
+                "42P01",
+                format!("stream table \"{name}\" does not exist"),
+                None,
+            );
+        }
+        if let Some(s) = schedule {
+            let parsed = parse_schedule_arg(Some(s));
+            run(
+                "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2, schedule_seconds = $3::bigint WHERE id = $1::text::bigint",
+                &[
+                    Some(st.id.to_string()),
+                    parsed.as_ref().map(|p| p.0.clone()),
+                    parsed.as_ref().map(|p| p.1.to_string()),
+                ],
+            );
+        }
+        if let Some(mode) = refresh_mode {
+            replan(st.id, Some(parse_mode(mode)), "a refresh mode change");
+        }
+    });
 }
 
 /// Plan stream table `id` again from its defining query (with `requested`,
 /// or the mode recorded), rewrite its SQL, sources and capture, and mark it
-/// for reinitialisation so its next refresh is FULL.
+/// for reinitialisation so its next refresh is FULL. Runs as the extension;
+/// the query itself is checked and planned as its owner.
 pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
     let Some(r) = row(
         "SELECT query, requested_mode, relid::text, search_path, name FROM pgtrickle.pgt_stream_tables \
@@ -330,26 +420,26 @@ pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
     ) else {
         return;
     };
-    // Names in the defining query resolve as they did at creation.
-    let search_path = r[3].clone().unwrap_or_default();
-    with_setting("search_path", &search_path, || {
-        replan_with(id, requested, reason, r)
-    });
+    replan_with(id, requested, reason, r)
 }
 
 fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<Option<String>>) {
     let query = r[0].clone().unwrap_or_default();
     let requested = requested.unwrap_or_else(|| parse_mode(r[1].as_deref().unwrap_or("AUTO")));
     let relid: u32 = r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let owner = owner_of(id);
     let st = StreamTableRef {
         id,
         relid,
         name: String::new(),
+        owner: owner.role,
     };
-    let storage = st.name_sql();
+    // The name as the refresh statements print it under the recorded path.
+    let storage = owner.resolve_names(|| st.name_sql());
     // The defining query must still work over the current sources.
     let check = query.clone();
-    if let Err(f) = in_subtransaction(move || prepare_only(&check, 0)) {
+    let as_owner = owner.clone();
+    if let Err(f) = in_subtransaction(move || as_owner.run(|| prepare_only(&check, 0))) {
         raise(
             &f.sqlstate,
             format!(
@@ -360,7 +450,7 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
             Some("Drop the stream table first, or keep what its query uses.".into()),
         );
     }
-    let planned = planning::plan(&storage, &query, requested, relid, &storage);
+    let planned = planning::plan(&storage, &query, requested, relid, &storage, &owner);
     let old_sources: Vec<u32> = first_column(
         "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
         &[Some(id.to_string())],
@@ -394,7 +484,10 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
 /// refused with the reason.
 #[pg_extern]
 fn _source_altered(relid: pg_sys::Oid) {
-    let relid = relid.to_u32();
+    as_extension(|| source_altered(relid.to_u32()));
+}
+
+fn source_altered(relid: u32) {
     let Some(source) = planning::source_by_oid(relid) else {
         return;
     };
@@ -417,6 +510,17 @@ fn _source_altered(relid: pg_sys::Oid) {
         );
     }
     if !capture::columns_changed(relid) {
+        // Row-level security switched on (or forced) for a reader's owner:
+        // the change buffer would bypass the policies, so re-plan (AUTO
+        // falls back to FULL; DIFFERENTIAL refuses the ALTER).
+        for id in first_column::<i64>(
+            "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured ORDER BY 1",
+            &[Some(relid.to_string())],
+        ) {
+            if security::row_security_applies(relid, owner_of(id).role) {
+                replan(id, None, &format!("row-level security on source {current}"));
+            }
+        }
         return;
     }
     capture::drop_capture(relid);

@@ -71,36 +71,14 @@ pub fn ensure_capture(source: &SourceTable) {
         defs.push(format!("__n{} {ty}", k + 1));
     }
     run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
-    let o_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__o{k}")).collect();
-    let n_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__n{k}")).collect();
-    let old_vals: Vec<String> = cols.iter().map(|(n, _)| format!("OLD.{}", qi(n))).collect();
-    let new_vals: Vec<String> = cols.iter().map(|(n, _)| format!("NEW.{}", qi(n))).collect();
-    let func = format!("pgtrickle_changes.capture_{oid}");
-    run(
-        &format!(
-            "CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $pgt$\n\
-             BEGIN\n\
-             IF TG_OP = 'INSERT' THEN\n\
-               INSERT INTO {buffer} (op, {n}) VALUES ('I', {nv});\n\
-             ELSIF TG_OP = 'UPDATE' THEN\n\
-               INSERT INTO {buffer} (op, {o}, {n}) VALUES ('U', {ov}, {nv});\n\
-             ELSE\n\
-               INSERT INTO {buffer} (op, {o}) VALUES ('D', {ov});\n\
-             END IF;\n\
-             RETURN NULL;\n\
-             END\n$pgt$",
-            n = n_cols.join(", "),
-            o = o_cols.join(", "),
-            nv = new_vals.join(", "),
-            ov = old_vals.join(", "),
-        ),
-        &[],
-    );
+    run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
+    install_capture_function(oid, &cols);
     let table = source.qualified();
     run(
         &format!(
             "CREATE TRIGGER pgt_capture AFTER INSERT OR UPDATE OR DELETE ON {table} \
-             FOR EACH ROW EXECUTE FUNCTION {func}()"
+             FOR EACH ROW EXECUTE FUNCTION {}()",
+            capture_function(oid)
         ),
         &[],
     );
@@ -134,6 +112,131 @@ pub fn ensure_capture(source: &SourceTable) {
             Some(serde_json::Value::from(names.clone()).to_string()),
         ],
     );
+}
+
+/// The capture trigger function of source `oid`.
+fn capture_function(oid: u32) -> String {
+    format!("pgtrickle_changes.capture_{oid}")
+}
+
+/// Create (or replace) the capture trigger function of source `oid`,
+/// whose buffer has one old and one new column per source column.
+///
+/// It runs in every writer's session with the extension owner's rights
+/// (writers may not touch the buffer themselves), so nothing in it is
+/// resolved through the writer's search_path: the path is pinned, the one
+/// operator is schema-qualified, the buffer is named with its schema, and
+/// the row images are copied field by field with no cast or function call.
+/// Only the extension owner may execute it.
+fn install_capture_function(oid: u32, cols: &[(String, String)]) {
+    let buffer = format!("pgtrickle_changes.changes_{oid}");
+    let o_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__o{k}")).collect();
+    let n_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__n{k}")).collect();
+    let old_vals: Vec<String> = cols.iter().map(|(n, _)| format!("OLD.{}", qi(n))).collect();
+    let new_vals: Vec<String> = cols.iter().map(|(n, _)| format!("NEW.{}", qi(n))).collect();
+    let func = capture_function(oid);
+    run(
+        &format!(
+            "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql \
+             SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$\n\
+             BEGIN\n\
+             IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN\n\
+               INSERT INTO {buffer} (op, {n}) VALUES ('I', {nv});\n\
+             ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN\n\
+               INSERT INTO {buffer} (op, {o}, {n}) VALUES ('U', {ov}, {nv});\n\
+             ELSE\n\
+               INSERT INTO {buffer} (op, {o}) VALUES ('D', {ov});\n\
+             END IF;\n\
+             RETURN NULL;\n\
+             END\n$pgt$",
+            n = n_cols.join(", "),
+            o = o_cols.join(", "),
+            nv = new_vals.join(", "),
+            ov = old_vals.join(", "),
+        ),
+        &[],
+    );
+    run(&format!("REVOKE ALL ON FUNCTION {func}() FROM PUBLIC"), &[]);
+}
+
+/// Bring every existing capture up to this version: regenerate each
+/// capture function (a 0.39.0 one resolved its operators through the
+/// writer's search_path with definer rights), and give the buffers and
+/// functions to the extension owner with no rights for anyone else. Run
+/// by `regenerate::_regenerate`, as the extension owner; returns how many.
+pub fn regenerate_all() -> i64 {
+    let owner = crate::security::extension_owner()
+        .map(crate::security::role_name)
+        .unwrap_or_else(|| {
+            raise(
+                "55000",
+                "pg_trickle is not installed in this database",
+                None,
+            )
+        });
+    let sources: Vec<u32> = crate::util::first_column(
+        "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers ORDER BY source_relid",
+        &[],
+    );
+    let _outside = OutsideExtensionScript::enter();
+    let mut done = 0;
+    for oid in &sources {
+        let recorded = value(
+            "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
+            &[Some(oid.to_string())],
+        )
+        .unwrap_or_default();
+        let cols = source_columns(*oid);
+        if recorded != column_signature(&cols).join(",") {
+            // The table changed since its buffer was made: 0.39.0 would have
+            // rebuilt it on that ALTER, so this only happens to a source that
+            // is gone; its buffer goes with the next drop.
+            pgrx::warning!(
+                "pg_trickle: the change buffer of source {oid} no longer matches its table; its capture function is left as it was"
+            );
+            continue;
+        }
+        let buffer = format!("pgtrickle_changes.changes_{oid}");
+        let func = capture_function(*oid);
+        run(
+            &format!("ALTER FUNCTION {func}() OWNER TO {}", qi(&owner)),
+            &[],
+        );
+        install_capture_function(*oid, &cols);
+        run(
+            &format!("ALTER TABLE {buffer} OWNER TO {}", qi(&owner)),
+            &[],
+        );
+        run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
+        done += 1;
+    }
+    done
+}
+
+/// While an extension script runs (the upgrade calls [`regenerate_all`]),
+/// every object made becomes a member of the extension, and replacing an
+/// object that is not a member is refused. Capture objects belong to the
+/// stream tables, not to the extension (a DROP of the last reader drops
+/// them), so they are made as outside the script; the flag is restored on
+/// drop, whatever happened.
+struct OutsideExtensionScript(bool);
+
+impl OutsideExtensionScript {
+    fn enter() -> Self {
+        // SAFETY: a backend-local flag set by CREATE/ALTER EXTENSION.
+        unsafe {
+            let was = pgrx::pg_sys::creating_extension;
+            pgrx::pg_sys::creating_extension = false;
+            OutsideExtensionScript(was)
+        }
+    }
+}
+
+impl Drop for OutsideExtensionScript {
+    fn drop(&mut self) {
+        // SAFETY: restores the flag read in `enter`.
+        unsafe { pgrx::pg_sys::creating_extension = self.0 };
+    }
 }
 
 /// Drop a source's buffer and triggers once no stream table captures it.

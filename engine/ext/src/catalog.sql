@@ -83,23 +83,25 @@ COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'Every refresh: when, which mo
 -- warn) while backpressure is engaged, and refuse it while a held reader's
 -- backlog is at pg_trickle.max_held_backlog_rows. One catalog lookup per
 -- statement; the state is set by pgtrickle.evaluate_backpressure().
+-- Like every SECURITY DEFINER function of pg_trickle, it pins search_path
+-- and schema-qualifies what it uses: it runs in writers' sessions.
 CREATE FUNCTION pgtrickle.guard_writes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b record;
 BEGIN
-    SELECT backpressure, backpressure_reason, write_block INTO b
-      FROM pgtrickle.pgt_change_buffers WHERE source_relid = TG_RELID;
+    SELECT c.backpressure, c.backpressure_reason, c.write_block INTO b
+      FROM pgtrickle.pgt_change_buffers c WHERE c.source_relid OPERATOR(pg_catalog.=) TG_RELID;
     IF b.write_block IS NOT NULL THEN
-        RAISE EXCEPTION 'pg_trickle: writes to % are refused: %', TG_RELID::regclass, b.write_block
+        RAISE EXCEPTION 'pg_trickle: writes to % are refused: %', TG_RELID::pg_catalog.regclass, b.write_block
             USING ERRCODE = '53400',
                   HINT = 'Resume and refresh the held stream table, or discard its changes.';
     END IF;
-    IF b.backpressure = 'engaged' THEN
-        IF coalesce(current_setting('pg_trickle.backpressure_action', true), 'reject') = 'warn' THEN
-            RAISE WARNING 'pg_trickle: backpressure on %: %', TG_RELID::regclass, b.backpressure_reason;
+    IF b.backpressure OPERATOR(pg_catalog.=) 'engaged' THEN
+        IF COALESCE(pg_catalog.current_setting('pg_trickle.backpressure_action', true), 'reject') OPERATOR(pg_catalog.=) 'warn' THEN
+            RAISE WARNING 'pg_trickle: backpressure on %: %', TG_RELID::pg_catalog.regclass, b.backpressure_reason;
         ELSE
-            RAISE EXCEPTION 'pg_trickle: backpressure on %: %', TG_RELID::regclass, b.backpressure_reason
+            RAISE EXCEPTION 'pg_trickle: backpressure on %: %', TG_RELID::pg_catalog.regclass, b.backpressure_reason
                 USING ERRCODE = '53400',
                       HINT = 'Refresh the stream tables reading it (resume them if held) to drain the backlog; pg_trickle.backpressure_action = warn only warns.';
         END IF;
@@ -115,8 +117,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE pgtrickle.pgt_stream_tables st
        SET needs_reinit = true,
-           reinit_reason = format('TRUNCATE of source %s', TG_RELID::regclass)
-     WHERE st.id IN (SELECT s.st_id FROM pgtrickle.pgt_sources s WHERE s.source_relid = TG_RELID);
+           reinit_reason = pg_catalog.format('TRUNCATE of source %s', TG_RELID::pg_catalog.regclass)
+     WHERE st.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT s.st_id FROM pgtrickle.pgt_sources s
+                                                    WHERE s.source_relid OPERATOR(pg_catalog.=) TG_RELID));
     RETURN NULL;
 END
 $$;
@@ -129,16 +132,18 @@ DECLARE
     dropped oid[];
     r record;
 BEGIN
-    SELECT coalesce(array_agg(objid), '{}') INTO dropped
-      FROM pg_event_trigger_dropped_objects()
-     WHERE classid = 'pg_class'::regclass AND objsubid = 0;
+    SELECT COALESCE(pg_catalog.array_agg(d.objid), '{}') INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid OPERATOR(pg_catalog.=) 0;
     FOR r IN
-        SELECT d.object_identity, string_agg(st.name, ', ' ORDER BY st.name) AS readers
-          FROM pg_event_trigger_dropped_objects() d
-          JOIN pgtrickle.pgt_sources s ON s.source_relid = d.objid
-          JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id
-         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
-           AND NOT st.relid = ANY (dropped)
+        SELECT d.object_identity, pg_catalog.string_agg(st.name, ', ' ORDER BY st.name) AS readers
+          FROM pg_catalog.pg_event_trigger_dropped_objects() d
+          JOIN pgtrickle.pgt_sources s ON s.source_relid OPERATOR(pg_catalog.=) d.objid
+          JOIN pgtrickle.pgt_stream_tables st ON st.id OPERATOR(pg_catalog.=) s.st_id
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.objsubid OPERATOR(pg_catalog.=) 0
+           AND NOT st.relid OPERATOR(pg_catalog.=) ANY (dropped)
          GROUP BY d.object_identity
     LOOP
         RAISE EXCEPTION 'cannot drop %: stream table % reads it', r.object_identity, r.readers
@@ -147,7 +152,7 @@ BEGIN
     END LOOP;
     PERFORM pgtrickle._forget_stream_table(st.id)
        FROM pgtrickle.pgt_stream_tables st
-      WHERE st.relid = ANY (dropped);
+      WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
 END
 $$;
 
@@ -163,9 +168,9 @@ DECLARE
 BEGIN
     FOR r IN
         SELECT DISTINCT c.objid
-          FROM pg_event_trigger_ddl_commands() c
-          JOIN pgtrickle.pgt_sources s ON s.source_relid = c.objid
-         WHERE c.classid = 'pg_class'::regclass
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pgtrickle.pgt_sources s ON s.source_relid OPERATOR(pg_catalog.=) c.objid
+         WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
     LOOP
         PERFORM pgtrickle._source_altered(r.objid);
     END LOOP;

@@ -4,19 +4,25 @@
 //! ([`api`]), trigger change capture ([`capture`]), the refresh executor
 //! ([`refresh`]), the scheduler background worker ([`scheduler`]), hold,
 //! discard and backpressure ([`operations`]), status and explain
-//! ([`status`]), settings ([`gucs`]) and retired symbols ([`compat`]). Query analysis and SQL generation live in
-//! `pg_trickle_core`, which needs no server.
+//! ([`status`]), settings ([`gucs`]) and retired symbols ([`compat`]).
+//! Who runs what (caller, extension owner, stream table owner) is decided
+//! in [`security`] and [`buffer_access`]; docs/SECURITY.md has the model.
+//! Query analysis and SQL generation live in `pg_trickle_core`, which
+//! needs no server.
 
 use pgrx::prelude::*;
 
 pub mod api;
+pub mod buffer_access;
 pub mod capture;
 pub mod compat;
 pub mod gucs;
 pub mod operations;
 pub mod planning;
 pub mod refresh;
+pub mod regenerate;
 pub mod scheduler;
+pub mod security;
 pub mod specialise;
 pub mod status;
 pub mod util;
@@ -25,11 +31,13 @@ pub mod wake;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!("privileges.sql", name = "privileges", finalize);
 
 /// Library load: register settings and, when preloaded, the scheduler.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
+    buffer_access::install();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         wake::init_shmem();
         scheduler::register_worker();

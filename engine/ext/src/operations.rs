@@ -4,13 +4,19 @@
 //! rejected or warned about, with hysteresis). The state lives in the
 //! catalog so that `stream_table_status()` and `change_buffer_status()`
 //! can say, from status alone, what is captured, held or dropped and why.
+//!
+//! Per-stream-table controls need ownership of the stream table; the
+//! `*_all` holds act on the caller's own stream tables; discarding or
+//! resuming capture everywhere and evaluating backpressure act on every
+//! source and are for superusers.
 
 use pg_trickle_core::backpressure::{self, Action, Lag, State, Watermark, Watermarks};
 use pgrx::prelude::*;
 
-use crate::api::resolve;
+use crate::api::controlled;
 use crate::capture;
 use crate::gucs;
+use crate::security::{self, as_extension};
 use crate::util::{first_column, raise, row, rows, run, value};
 
 fn reason_or(reason: Option<&str>, default: &str) -> String {
@@ -24,57 +30,77 @@ fn reason_or(reason: Option<&str>, default: &str) -> String {
 /// (scheduled and manual) pause until `resume_stream_table`.
 #[pg_extern]
 fn hold_stream_table(name: &str, reason: default!(Option<&str>, "NULL")) {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    run(
+    controlled(name, |st| {
+        run(
         "UPDATE pgtrickle.pgt_stream_tables SET held = true, held_since = coalesce(held_since, now()), \
          held_reason = $2 WHERE id = $1::text::bigint",
         &[
             Some(st.id.to_string()),
             Some(reason_or(reason, "held by an operator")),
         ],
-    );
+    )
+    });
 }
 
 /// Resume a held stream table; its next refresh catches up DIFFERENTIALLY.
 #[pg_extern]
 fn resume_stream_table(name: &str) {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET held = false, held_since = NULL, held_reason = NULL \
-         WHERE id = $1::text::bigint",
-        &[Some(st.id.to_string())],
-    );
-    evaluate_sources_of(st.id);
+    controlled(name, |st| {
+        run(
+            "UPDATE pgtrickle.pgt_stream_tables SET held = false, held_since = NULL, held_reason = NULL \
+             WHERE id = $1::text::bigint",
+            &[Some(st.id.to_string())],
+        );
+        evaluate_sources_of(st.id);
+    });
 }
 
-/// Hold every stream table; returns how many were not held before.
+/// `WHERE` clause term: the stream table `st` is owned by role `$1` (or a
+/// role `$1` is a member of).
+const OWNED_BY_CALLER: &str =
+    "pg_has_role($1::text::oid, (SELECT c.relowner FROM pg_class c WHERE c.oid = st.relid), 'USAGE')";
+
+/// Hold every stream table the caller owns (every one, for a superuser);
+/// returns how many were not held before.
 #[pg_extern]
 fn hold_all_stream_tables(reason: default!(Option<&str>, "NULL")) -> i64 {
-    crate::compat::require_current_sql();
-    value(
-        "WITH h AS (UPDATE pgtrickle.pgt_stream_tables SET held = true, held_since = now(), held_reason = $1 \
-         WHERE NOT held RETURNING 1) SELECT count(*)::text FROM h",
-        &[Some(reason_or(reason, "held by an operator (all stream tables)"))],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or(0)
+    let me = security::caller();
+    as_extension(|| {
+        crate::compat::require_current_sql();
+        value(
+            &format!(
+                "WITH h AS (UPDATE pgtrickle.pgt_stream_tables st SET held = true, held_since = now(), held_reason = $2 \
+                 WHERE NOT held AND {OWNED_BY_CALLER} RETURNING 1) SELECT count(*)::text FROM h"
+            ),
+            &[
+                Some(me.to_u32().to_string()),
+                Some(reason_or(reason, "held by an operator (all stream tables)")),
+            ],
+        )
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+    })
 }
 
-/// Resume every held stream table; returns how many were held.
+/// Resume every held stream table the caller owns (every one, for a
+/// superuser); returns how many were held.
 #[pg_extern]
 fn resume_all_stream_tables() -> i64 {
-    crate::compat::require_current_sql();
-    let n = value(
-        "WITH h AS (UPDATE pgtrickle.pgt_stream_tables SET held = false, held_since = NULL, held_reason = NULL \
-         WHERE held RETURNING 1) SELECT count(*)::text FROM h",
-        &[],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or(0);
-    evaluate_all();
-    n
+    let me = security::caller();
+    as_extension(|| {
+        crate::compat::require_current_sql();
+        let n = value(
+            &format!(
+                "WITH h AS (UPDATE pgtrickle.pgt_stream_tables st SET held = false, held_since = NULL, held_reason = NULL \
+                 WHERE held AND {OWNED_BY_CALLER} RETURNING 1) SELECT count(*)::text FROM h"
+            ),
+            &[Some(me.to_u32().to_string())],
+        )
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+        evaluate_all();
+        n
+    })
 }
 
 /// Captured sources of a stream table.
@@ -160,47 +186,88 @@ fn resume_source(relid: u32) -> bool {
 /// Every stream table reading those sources is marked for reinitialisation;
 /// its refreshes are FULL until capture resumes. Returns the number of
 /// sources that stopped.
+///
+/// A source that other roles' stream tables also read is discarded only
+/// by its table's owner (or a superuser): it forces their refreshes FULL.
 #[pg_extern]
 fn discard_changes(name: &str, reason: default!(Option<&str>, "NULL")) -> i64 {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    let reason = reason_or(reason, &format!("discarded for stream table {}", st.name));
-    sources_of(st.id)
-        .into_iter()
-        .filter(|relid| discard_source(*relid, &reason))
-        .count() as i64
+    let me = security::caller();
+    controlled(name, |st| {
+        let reason = reason_or(reason, &format!("discarded for stream table {}", st.name));
+        let sources = sources_of(st.id);
+        for relid in &sources {
+            require_may_discard(me, *relid);
+        }
+        sources
+            .into_iter()
+            .filter(|relid| discard_source(*relid, &reason))
+            .count() as i64
+    })
 }
 
-/// Stop capture on every source; returns how many stopped.
+/// Raise 42501 when `me` may not stop capture on `relid`: another role's
+/// stream table reads it and `me` does not own the table.
+fn require_may_discard(me: pgrx::pg_sys::Oid, relid: u32) {
+    let r = row(
+        &format!(
+            "SELECT $2::text::oid::regclass::text, pg_has_role($1::text::oid, c.relowner, 'USAGE')::text, \
+             (SELECT string_agg(st.name, ', ' ORDER BY st.name) FROM pgtrickle.pgt_sources s \
+              JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
+              WHERE s.source_relid = c.oid AND s.captured AND NOT {OWNED_BY_CALLER}) \
+             FROM pg_class c WHERE c.oid = $2::text::oid"
+        ),
+        &[Some(me.to_u32().to_string()), Some(relid.to_string())],
+    )
+    .unwrap_or_default();
+    let owns_table = r.get(1).cloned().flatten().as_deref() == Some("true");
+    if let (Some(others), false) = (r.get(2).cloned().flatten(), owns_table) {
+        raise(
+            "42501",
+            format!(
+                "permission denied to discard changes of {}: stream tables of other roles read it ({others})",
+                r[0].clone().unwrap_or_default()
+            ),
+            Some("Only the table's owner or a superuser may stop capture that other roles' stream tables rely on.".into()),
+        );
+    }
+}
+
+/// Stop capture on every source; returns how many stopped. Superusers only.
 #[pg_extern]
 fn discard_all_changes(reason: default!(Option<&str>, "NULL")) -> i64 {
-    crate::compat::require_current_sql();
-    let reason = reason_or(reason, "discarded on all sources");
-    all_captured_sources()
-        .into_iter()
-        .filter(|relid| discard_source(*relid, &reason))
-        .count() as i64
+    security::require_superuser("discard_all_changes()");
+    as_extension(|| {
+        crate::compat::require_current_sql();
+        let reason = reason_or(reason, "discarded on all sources");
+        all_captured_sources()
+            .into_iter()
+            .filter(|relid| discard_source(*relid, &reason))
+            .count() as i64
+    })
 }
 
 /// Resume capture on the sources of a stream table; returns how many resumed.
 #[pg_extern]
 fn resume_capture(name: &str) -> i64 {
-    crate::compat::require_current_sql();
-    let st = resolve(name);
-    sources_of(st.id)
-        .into_iter()
-        .filter(|relid| resume_source(*relid))
-        .count() as i64
+    controlled(name, |st| {
+        sources_of(st.id)
+            .into_iter()
+            .filter(|relid| resume_source(*relid))
+            .count() as i64
+    })
 }
 
-/// Resume capture on every source; returns how many resumed.
+/// Resume capture on every source; returns how many resumed. Superusers only.
 #[pg_extern]
 fn resume_all_capture() -> i64 {
-    crate::compat::require_current_sql();
-    all_captured_sources()
-        .into_iter()
-        .filter(|relid| resume_source(*relid))
-        .count() as i64
+    security::require_superuser("resume_all_capture()");
+    as_extension(|| {
+        crate::compat::require_current_sql();
+        all_captured_sources()
+            .into_iter()
+            .filter(|relid| resume_source(*relid))
+            .count() as i64
+    })
 }
 
 /// Refuse a manual refresh of a held stream table (SQLSTATE 55000).
@@ -426,8 +493,9 @@ fn evaluate_backpressure() -> TableIterator<
         name!(reason, String),
     ),
 > {
+    security::require_superuser("evaluate_backpressure()");
     TableIterator::new(
-        evaluate_all()
+        as_extension(evaluate_all)
             .into_iter()
             .map(|(s, st, why)| (s, st.name().to_string(), why)),
     )
@@ -455,12 +523,36 @@ fn change_buffer_status() -> TableIterator<
         name!(write_block, Option<String>),
     ),
 > {
-    let out: Vec<_> = rows(
+    let me = security::caller();
+    let all = security::is_monitor(me);
+    TableIterator::new(as_extension(|| buffer_rows(me, all)))
+}
+
+type BufferRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    f64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+/// The change buffers of the sources `me` may read (all of them with `all`).
+fn buffer_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<BufferRow> {
+    rows(
         "SELECT b.source_relid::text, b.source_relid::regclass::text, b.buffer_name, b.capture_state, \
          b.capture_reason, (SELECT count(*) FROM pgtrickle.pgt_sources s WHERE s.source_relid = b.source_relid \
          AND s.captured)::text, b.backpressure, b.backpressure_reason, b.backpressure_since::text, \
-         b.backpressure_transitions::text, b.write_block FROM pgtrickle.pgt_change_buffers b ORDER BY 2",
-        &[],
+         b.backpressure_transitions::text, b.write_block FROM pgtrickle.pgt_change_buffers b \
+         WHERE $2::boolean OR has_table_privilege($1::text::oid, b.source_relid, 'SELECT') ORDER BY 2",
+        &[Some(me.to_u32().to_string()), Some(all.to_string())],
     )
     .into_iter()
     .map(|r| {
@@ -483,6 +575,5 @@ fn change_buffer_status() -> TableIterator<
             r[10].clone(),
         )
     })
-    .collect();
-    TableIterator::new(out)
+    .collect()
 }

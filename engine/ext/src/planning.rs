@@ -7,6 +7,7 @@ use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind,
 use pg_trickle_core::ir::{OpNode, RequestedMode};
 use pg_trickle_core::refresh_sql::{plan_refresh, RefreshPlan};
 
+use crate::security::Owner;
 use crate::util::{in_subtransaction, raise, rows};
 
 /// A planned stream table: analysis, effective mode and its SQL.
@@ -65,16 +66,27 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
     })
 }
 
-/// Analyse `query`, resolving names with the current search_path.
-pub fn analyze_query(query: &str) -> Result<Analysis, String> {
+/// The oid of the relation `written` names, resolved as the defining query
+/// resolves it (under its recorded search_path), by a statement that is
+/// itself fully qualified so that the path can run nothing.
+pub fn resolve_relation(owner: &Owner, written: &str) -> Option<u32> {
+    owner
+        .resolve_names(|| {
+            crate::util::value(
+            "SELECT pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid::pg_catalog.text",
+            &[Some(written.to_string())],
+        )
+        })
+        .and_then(|o| o.parse().ok())
+}
+
+/// Analyse `query`, resolving the names it writes as its owner's recorded
+/// search_path does.
+pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
     let refs = analyze::referenced_tables(query).map_err(|e| e.to_string())?;
     let mut catalog = Catalog::new();
     for written in &refs.tables {
-        let oid = crate::util::value(
-            "SELECT to_regclass($1)::oid::text",
-            &[Some(written.clone())],
-        );
-        if let Some(table) = oid.and_then(|o| o.parse().ok()).and_then(source_by_oid) {
+        if let Some(table) = resolve_relation(owner, written).and_then(source_by_oid) {
             catalog.insert(written.clone(), table);
         }
     }
@@ -107,9 +119,10 @@ pub fn plan(
     requested: RequestedMode,
     relid: u32,
     storage: &str,
+    owner: &Owner,
 ) -> Planned {
     let columns = storage_columns(relid);
-    let analysis = analyze_query(query).unwrap_or_else(|reason| Analysis {
+    let analysis = analyze_query(query, owner).unwrap_or_else(|reason| Analysis {
         sources: Vec::new(),
         tree: OpNode::new("Query", "", vec![])
             .unsupported(format!("queries the analyzer cannot read ({reason})")),
@@ -122,6 +135,9 @@ pub fn plan(
         (Ok(_), _) => None,
     };
     if reason.is_none() {
+        reason = row_security_reason(&analysis, owner);
+    }
+    if reason.is_none() {
         if let Some(diff) = &plan.diff_sql {
             let nargs = 2 + plan.diff_sources.len();
             let sql = diff.clone();
@@ -132,11 +148,12 @@ pub fn plan(
                 .collect();
             // Capture must exist for the delta SQL to validate; if validation
             // fails the subtransaction takes the capture objects away again.
+            let as_owner = owner.clone();
             let checked = in_subtransaction(move || {
                 for source in &captured {
                     crate::capture::ensure_capture(source);
                 }
-                crate::util::prepare_only(&sql, nargs)
+                as_owner.run(|| crate::util::prepare_only(&sql, nargs))
             });
             if let Err(f) = checked {
                 f.reraise_if_transient();
@@ -166,4 +183,22 @@ pub fn plan(
         analysis,
         plan,
     }
+}
+
+/// Why DIFFERENTIAL is impossible because a source has row-level security
+/// for the owner: its change buffer holds every row, policies or not, so
+/// only a FULL refresh (which runs the query as the owner) sees exactly
+/// the rows the owner may see.
+pub fn row_security_reason(analysis: &Analysis, owner: &Owner) -> Option<String> {
+    analysis
+        .sources
+        .iter()
+        .find(|s| crate::security::row_security_applies(s.oid, owner.role))
+        .map(|s| {
+            format!(
+                "source {} has row-level security for {} (a change buffer would bypass its policies)",
+                s.qualified(),
+                crate::security::role_name(owner.role)
+            )
+        })
 }

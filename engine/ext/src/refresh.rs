@@ -5,9 +5,21 @@
 //! applies the delta (or the full recompute) and returns the new frontier,
 //! then records the frontier, the history row and prunes consumed changes,
 //! all in the caller's transaction: a crash applies all of it or none.
+//!
+//! The executor itself runs as the extension (catalog, change buffers); the
+//! generated statements run as the stream table's owner (see `security`),
+//! and a DIFFERENTIAL one reads its change buffers through a one-shot grant
+//! (see `buffer_access`) after a probe has checked, as the owner, that the
+//! owner may still read everything the defining query reads.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::spi::{OwnedPreparedStatement, Spi};
 
 use crate::capture;
 use crate::operations;
+use crate::security::{self, Owner};
 use crate::util::{raise, row, rows, run, value, with_setting};
 
 /// Who started a refresh; recorded in the history.
@@ -71,12 +83,21 @@ pub fn refresh_with(
         &format!(
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
              frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
-             query, relid::text \
+             query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text \
              FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[Some(id.to_string())],
     )?;
     let name = st[0].clone().unwrap_or_default();
+    let owner = Owner {
+        role: pgrx::pg_sys::Oid::from(
+            st[13]
+                .as_deref()
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0),
+        ),
+        search_path: st[9].clone().unwrap_or_default(),
+    };
     if st[10].as_deref() == Some("true") {
         match initiator {
             // A held stream table waits for resume; capture goes on.
@@ -104,6 +125,24 @@ pub fn refresh_with(
 
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
+    if use_diff {
+        // Row-level security that applies to the owner now (enabled, forced,
+        // or the owner lost BYPASSRLS since creation): the change buffer
+        // would bypass the policies. Re-plan (AUTO falls back to FULL,
+        // DIFFERENTIAL raises 0A000) and refresh by the new plan.
+        if let Some(source) = relids
+            .iter()
+            .find(|r| security::row_security_applies(**r, owner.role))
+        {
+            let source = value(
+                "SELECT $1::text::oid::regclass::text",
+                &[Some(source.to_string())],
+            )
+            .unwrap_or_default();
+            crate::api::replan(id, None, &format!("row-level security on source {source}"));
+            return refresh_with(id, initiator, skip_locked, None);
+        }
+    }
     // Sources with changes to consume (checked again inside the statement).
     let pending: Vec<u32> = if let Some(assumed) = assume_pending {
         assumed
@@ -137,7 +176,7 @@ pub fn refresh_with(
             id,
             stored_diff: &stored,
             query: st[11].as_deref().unwrap_or_default(),
-            search_path: st[9].as_deref().unwrap_or_default(),
+            owner: &owner,
             relid: st[12].as_deref().and_then(|r| r.parse().ok()).unwrap_or(0),
             storage: &name,
         };
@@ -160,16 +199,40 @@ pub fn refresh_with(
         ("FULL", st[4].clone().unwrap_or_default(), vec![])
     };
     // Generated statements are large and their row estimates pessimistic:
-    // JIT compilation would cost far more than the refresh itself.
-    // Names in the defining query resolve as they did at creation.
-    let search_path = st[9].clone().unwrap_or_default();
-    let run_refresh = |sql: &str, args: &[Option<String>]| {
+    // JIT compilation would cost far more than the refresh itself. They run
+    // as the owner, with names resolving as they did at creation; only a
+    // DIFFERENTIAL statement may read the change buffers of its sources.
+    let extension = security::caller();
+    let run_refresh = |sql: &str, args: &[Option<String>], buffers: Vec<u32>| {
         with_setting("jit", "off", || {
-            with_setting("search_path", &search_path, || row(sql, args))
+            owner.run(|| {
+                let _grant = (!buffers.is_empty())
+                    .then(|| crate::buffer_access::allow(sql, buffers, owner.role, extension));
+                row(sql, args)
+            })
         })
         .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))
     };
-    let result = run_refresh(&sql, &args);
+    let buffers: Vec<u32> = if mode == "DIFFERENTIAL" {
+        // The statement may not read the sources themselves: check that the
+        // owner still may, as the owner, before reading their changes.
+        owner.run(|| check_read_privileges(id, st[11].as_deref().unwrap_or_default()));
+        crate::util::first_column(
+            "SELECT to_regclass(buffer_name)::oid::text FROM pgtrickle.pgt_change_buffers \
+             WHERE source_relid = ANY ($1::text::oid[])",
+            &[Some(format!(
+                "{{{}}}",
+                relids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))],
+        )
+    } else {
+        Vec::new()
+    };
+    let result = run_refresh(&sql, &args, buffers);
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode.to_string();
@@ -191,7 +254,7 @@ pub fn refresh_with(
         None
     };
     if let Some(why) = recompute_because {
-        let full = run_refresh(&st[4].clone().unwrap_or_default(), &[]);
+        let full = run_refresh(&st[4].clone().unwrap_or_default(), &[], Vec::new());
         deleted += num(&full[0]);
         inserted = num(&full[1]);
         frontier = full[3].clone();
@@ -288,3 +351,63 @@ pub fn record_history(
 
 /// Refresh-history rows kept per stream table.
 pub const HISTORY_KEPT: usize = 1000;
+
+/// Raise (42501 when a privilege is missing) unless the current role may
+/// read everything `query` reads: every relation and column, through views,
+/// subqueries and CTEs, and execute every function it calls. The query is
+/// planned and started with `LIMIT 0`, which runs PostgreSQL's own
+/// permission checks and no row. Call it as the owner.
+pub fn require_read_privileges(query: &str) {
+    run(&probe_sql(query), &[]);
+}
+
+fn probe_sql(query: &str) -> String {
+    format!("SELECT 1 FROM ({query}) __pgt_probe LIMIT 0")
+}
+
+/// Most probes kept per backend; the cache is emptied when full.
+const MAX_PROBES: usize = 256;
+
+type ProbeKey = (i64, pgrx::pg_sys::Oid, String);
+
+thread_local! {
+    /// Planned probes per (stream table, role, query): a refresh starts a
+    /// kept plan instead of planning the defining query again. PostgreSQL
+    /// re-plans it when what it reads changes; privileges are checked at
+    /// every start.
+    static PROBES: RefCell<HashMap<ProbeKey, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// [`require_read_privileges`] for a stream table's refresh, with its
+/// probe planned once per backend. Call it as the owner.
+fn check_read_privileges(id: i64, query: &str) {
+    let key = (id, security::caller(), query.to_string());
+    let cached = PROBES.with(|p| p.borrow().contains_key(&key));
+    if !cached {
+        let plan = Spi::connect(|client| {
+            client
+                .prepare(probe_sql(query).as_str(), &[])
+                .map(|p| p.keep())
+        })
+        .unwrap_or_else(|e| raise("XX000", format!("preparing the privilege probe: {e}"), None));
+        PROBES.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() >= MAX_PROBES {
+                p.clear();
+            }
+            p.insert(key.clone(), plan);
+        });
+    }
+    PROBES.with(|p| {
+        let p = p.borrow();
+        let plan = p.get(&key).expect("probe cached above");
+        Spi::connect_mut(|client| {
+            client
+                .update(plan, None, &[])
+                .map(|_| ())
+                .unwrap_or_else(|e| {
+                    raise("XX000", format!("running the privilege probe: {e}"), None)
+                })
+        })
+    });
+}

@@ -6,7 +6,9 @@
 //! schedule is due, upstream before downstream. It only polls: nothing wakes
 //! it early. Each refresh runs in its own transaction; a failure is rolled
 //! back, recorded with its SQLSTATE in the catalog and history, and retried
-//! when the schedule is next due.
+//! when the schedule is next due. A stream table is refreshed as its owner,
+//! never with the scheduler's superuser rights: a refresh its owner may not
+//! run fails (42501 when a privilege was revoked), as a manual one would.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +21,7 @@ use pgrx::prelude::*;
 
 use crate::gucs::{DATABASE, ENABLED, SCHEDULER_INTERVAL_MS};
 use crate::refresh::{self, Initiator};
+use crate::security::as_extension;
 use crate::util::{in_subtransaction, rows, run};
 
 /// Register the worker; called from `_PG_init` during preload.
@@ -56,14 +59,16 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         if !ENABLED.get() {
             continue;
         }
-        // None: pg_trickle is not installed here at this version.
-        let Some(due) = BackgroundWorker::transaction(due_stream_tables) else {
+        // None: pg_trickle is not installed here at this version. Every
+        // transaction runs as the extension with a pinned search_path; each
+        // refresh runs its stream table's statements as that table's owner.
+        let Some(due) = BackgroundWorker::transaction(|| as_extension(due_stream_tables)) else {
             continue;
         };
         for id in due {
-            BackgroundWorker::transaction(move || refresh_one(id));
+            BackgroundWorker::transaction(move || as_extension(|| refresh_one(id)));
         }
-        BackgroundWorker::transaction(evaluate_backpressure);
+        BackgroundWorker::transaction(|| as_extension(evaluate_backpressure));
     }
 }
 

@@ -27,7 +27,8 @@ use std::collections::HashMap;
 
 use pg_trickle_core::refresh_sql::{plan_refresh, plan_refresh_for_changes, SqlPhase};
 
-use crate::util::{in_subtransaction, with_setting};
+use crate::security::Owner;
+use crate::util::in_subtransaction;
 
 /// Most cached statements per backend; the cache is emptied when full.
 const MAX_CACHED: usize = 256;
@@ -55,8 +56,8 @@ pub struct Target<'a> {
     pub stored_diff: &'a str,
     /// The defining query.
     pub query: &'a str,
-    /// The search_path it was created under.
-    pub search_path: &'a str,
+    /// Its owner and the search_path it was created under.
+    pub owner: &'a Owner,
     /// The storage relation's oid.
     pub relid: u32,
     /// The storage relation's qualified name.
@@ -88,22 +89,21 @@ pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
 }
 
 fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
-    let analysis = with_setting("search_path", t.search_path, || {
-        crate::planning::analyze_query(t.query)
-    })
-    .ok()?;
+    let analysis = crate::planning::analyze_query(t.query, t.owner).ok()?;
     let columns = crate::planning::storage_columns(t.relid);
     // Specialise only what reproduces the stored statement exactly: same
     // sources, same parameters, same SQL. Creation names the storage
     // schema-qualified; a re-plan names it as `regclass` prints it under
     // the stream table's search_path.
-    let printed = with_setting("search_path", t.search_path, || {
-        crate::util::value(
-            "SELECT $1::text::oid::regclass::text",
-            &[Some(t.relid.to_string())],
-        )
-    })
-    .unwrap_or_default();
+    let printed = t
+        .owner
+        .resolve_names(|| {
+            crate::util::value(
+                "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
+                &[Some(t.relid.to_string())],
+            )
+        })
+        .unwrap_or_default();
     let storage = [t.storage, printed.as_str()].into_iter().find(|storage| {
         plan_refresh(&analysis, t.query, storage, &columns)
             .diff_sql
@@ -121,12 +121,8 @@ fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
     let sql = plan.diff_sql?;
     let nargs = 2 + plan.diff_sources.len();
     let check = sql.clone();
-    let search_path = t.search_path.to_string();
-    let valid = in_subtransaction(move || {
-        with_setting("search_path", &search_path, || {
-            crate::util::prepare_only(&check, nargs)
-        })
-    });
+    let owner = t.owner.clone();
+    let valid = in_subtransaction(move || owner.run(|| crate::util::prepare_only(&check, nargs)));
     if let Err(f) = valid {
         // A cancel or lock failure is not a verdict on the statement.
         f.reraise_if_transient();

@@ -1,4 +1,11 @@
-//! What operators look at: `stream_table_status()` and `explain_stream_table()`.
+//! What operators look at: `stream_table_status()`, `explain_stream_table()`,
+//! `stream_table_sql()` and `refresh_history()`.
+//!
+//! A role sees the stream tables it owns (or whose owner it is a member
+//! of); superusers and members of `pg_read_all_stats` see all of them. The
+//! definition (query text, generated SQL) and history of another role's
+//! stream table are refused with 42501, as a query's text is hidden from
+//! other roles in `pg_stat_activity`.
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -7,8 +14,9 @@ use pg_trickle_core::explain;
 use pg_trickle_core::refresh_sql::{plan_refresh, SqlPhase};
 use pg_trickle_core::OpNode;
 
-use crate::api::resolve;
+use crate::api::{owner_of, resolve};
 use crate::capture;
+use crate::security::{self, as_extension, Owner};
 use crate::util::{first_column, row, rows};
 
 /// One row per stream table: modes, schedule, last refresh, what happens
@@ -40,13 +48,43 @@ fn stream_table_status_v2() -> TableIterator<
         name!(backpressure_reason, Option<String>),
     ),
 > {
+    let me = security::caller();
+    let all = security::is_monitor(me);
+    TableIterator::new(as_extension(|| status_rows(me, all)))
+}
+
+type StatusRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    f64,
+    String,
+    Option<String>,
+);
+
+/// Status of the stream tables `me` may see (all of them with `all`).
+fn status_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<StatusRow> {
     let sts = rows(
-        "SELECT id::text, name, requested_mode, effective_mode, schedule, last_refresh_at::text, \
-         last_refresh_mode, needs_reinit::text, reinit_reason, fallback_reason, last_error_sqlstate, \
-         last_error_message, frontier::text, held::text, \
-         CASE WHEN held THEN format('held since %s: %s', held_since, held_reason) END \
-         FROM pgtrickle.pgt_stream_tables ORDER BY name",
-        &[],
+        "SELECT st.id::text, st.name, st.requested_mode, st.effective_mode, st.schedule, st.last_refresh_at::text, \
+         st.last_refresh_mode, st.needs_reinit::text, st.reinit_reason, st.fallback_reason, st.last_error_sqlstate, \
+         st.last_error_message, st.frontier::text, st.held::text, \
+         CASE WHEN st.held THEN format('held since %s: %s', st.held_since, st.held_reason) END \
+         FROM pgtrickle.pgt_stream_tables st JOIN pg_class c ON c.oid = st.relid \
+         WHERE $2::boolean OR pg_has_role($1::text::oid, c.relowner, 'USAGE') ORDER BY st.name",
+        &[Some(me.to_u32().to_string()), Some(all.to_string())],
     );
     let mut out = Vec::new();
     for r in sts {
@@ -113,7 +151,7 @@ fn stream_table_status_v2() -> TableIterator<
             bp_reason,
         ));
     }
-    TableIterator::new(out)
+    out
 }
 
 /// What explain and the SQL listing need about one stream table.
@@ -126,12 +164,22 @@ struct Explained {
     analysis: Result<pg_trickle_core::Analysis, String>,
     /// The recorded storage name the SQL was generated for.
     storage: String,
-    /// The search_path the stream table was created under.
-    search_path: String,
+    /// Its owner and the search_path it was created under.
+    owner: Owner,
 }
 
-fn explained(name: &str) -> Explained {
+/// Look a stream table up as the caller and run `f` on what explain needs,
+/// as the extension, once the caller may read its definition.
+fn with_explained<R>(name: &str, f: impl FnOnce(&Explained) -> R) -> R {
+    let me = security::caller();
     let st = resolve(name);
+    as_extension(|| {
+        st.require_reader(me);
+        f(&explained(st))
+    })
+}
+
+fn explained(st: crate::api::StreamTableRef) -> Explained {
     let r = row(
         "SELECT query, requested_mode, effective_mode, fallback_reason, search_path, name \
          FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
@@ -139,11 +187,9 @@ fn explained(name: &str) -> Explained {
     )
     .unwrap_or_default();
     let query = r[0].clone().unwrap_or_default();
-    let search_path = r[4].clone().unwrap_or_default();
+    let owner = owner_of(st.id);
     // Names in the defining query resolve as they did at creation.
-    let analysis = crate::util::with_setting("search_path", &search_path, || {
-        crate::planning::analyze_query(&query)
-    });
+    let analysis = crate::planning::analyze_query(&query, &owner);
     Explained {
         st,
         query,
@@ -152,7 +198,7 @@ fn explained(name: &str) -> Explained {
         fallback_reason: r[3].clone(),
         analysis,
         storage: r[5].clone().unwrap_or_default(),
-        search_path,
+        owner,
     }
 }
 
@@ -180,7 +226,7 @@ impl Explained {
                     id: self.st.id,
                     stored_diff: &stored_diff,
                     query: &self.query,
-                    search_path: &self.search_path,
+                    owner: &self.owner,
                     relid: self.st.relid,
                     storage: &self.storage,
                 };
@@ -237,7 +283,7 @@ impl Explained {
 /// stream table, as JSON.
 #[pg_extern]
 fn explain_stream_table(name: &str) -> JsonB {
-    JsonB(explained(name).json())
+    JsonB(with_explained(name, Explained::json))
 }
 
 /// The same in a chosen format: `json`, `text` (reads like EXPLAIN) or
@@ -251,18 +297,19 @@ fn explain_stream_table_as(name: &str, format: &str) -> String {
             Some("Use 'json', 'text' or 'dot'.".into()),
         )
     };
-    let e = explained(name);
-    let header = explain::Header {
-        name: &e.st.name,
-        requested: &e.requested,
-        effective: &e.effective,
-        fallback_reason: e.fallback_reason.as_deref(),
-    };
-    match f {
-        explain::Format::Json => serde_json::to_string_pretty(&e.json()).unwrap_or_default(),
-        explain::Format::Text => explain::text(&header, &e.tree()),
-        explain::Format::Dot => explain::dot(&header, &e.tree()),
-    }
+    with_explained(name, |e| {
+        let header = explain::Header {
+            name: &e.st.name,
+            requested: &e.requested,
+            effective: &e.effective,
+            fallback_reason: e.fallback_reason.as_deref(),
+        };
+        match f {
+            explain::Format::Json => serde_json::to_string_pretty(&e.json()).unwrap_or_default(),
+            explain::Format::Text => explain::text(&header, &e.tree()),
+            explain::Format::Dot => explain::dot(&header, &e.tree()),
+        }
+    })
 }
 
 /// Every generated SQL fragment of a stream table's current definition,
@@ -286,7 +333,20 @@ fn stream_table_sql(
         name!(parameters, Option<Vec<Option<String>>>),
     ),
 > {
-    let e = explained(name);
+    TableIterator::new(with_explained(name, sql_rows))
+}
+
+/// One row of `stream_table_sql`.
+type SqlRow = (
+    String,
+    String,
+    String,
+    bool,
+    bool,
+    Option<Vec<Option<String>>>,
+);
+
+fn sql_rows(e: &Explained) -> Vec<SqlRow> {
     let id = Some(e.st.id.to_string());
     let mut params: Vec<Option<String>> = row(
         "SELECT frontier::text, frontier_xid::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
@@ -302,8 +362,7 @@ fn stream_table_sql(
         .into_iter()
         .map(Some),
     );
-    let rows: Vec<_> = e
-        .phases()
+    e.phases()
         .into_iter()
         .map(|p| {
             let hash = p.hash();
@@ -317,6 +376,57 @@ fn stream_table_sql(
                 bind,
             )
         })
-        .collect();
-    TableIterator::new(rows)
+        .collect()
+}
+
+/// The refresh history of a stream table, newest first: when each refresh
+/// ran, the mode that actually ran (or ERROR), who started it, rows
+/// deleted and inserted, why FULL ran, and the SQLSTATE and message of a
+/// failure. For its owner (and monitors), since 0.39.1.
+#[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
+fn refresh_history(
+    name: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(started_at, String),
+        name!(finished_at, String),
+        name!(mode, String),
+        name!(initiated_by, String),
+        name!(rows_deleted, Option<i64>),
+        name!(rows_inserted, Option<i64>),
+        name!(reason, Option<String>),
+        name!(error_sqlstate, Option<String>),
+        name!(error_message, Option<String>),
+    ),
+> {
+    let me = security::caller();
+    let st = resolve(name);
+    let out: Vec<_> = as_extension(|| {
+        st.require_reader(me);
+        rows(
+            "SELECT started_at::text, finished_at::text, mode, initiated_by, rows_deleted::text, \
+             rows_inserted::text, reason, error_sqlstate, error_message \
+             FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint ORDER BY id DESC",
+            &[Some(st.id.to_string())],
+        )
+    })
+    .into_iter()
+    .map(|r| {
+        let num = |v: &Option<String>| v.as_deref().and_then(|x| x.parse().ok());
+        (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+            r[2].clone().unwrap_or_default(),
+            r[3].clone().unwrap_or_default(),
+            num(&r[4]),
+            num(&r[5]),
+            r[6].clone(),
+            r[7].clone(),
+            r[8].clone(),
+        )
+    })
+    .collect();
+    TableIterator::new(out)
 }

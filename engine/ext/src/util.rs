@@ -174,14 +174,17 @@ pub fn qi(name: &str) -> String {
 /// Run `f` with a setting changed for the current transaction, restoring the
 /// previous value afterwards (an error aborts the transaction, which restores it too).
 pub fn with_setting<R>(name: &str, value_: &str, f: impl FnOnce() -> R) -> R {
-    let previous = value("SELECT current_setting($1)", &[Some(name.to_string())]);
+    let previous = value(
+        "SELECT pg_catalog.current_setting($1::pg_catalog.text)",
+        &[Some(name.to_string())],
+    );
     run(
-        "SELECT set_config($1, $2, true)",
+        "SELECT pg_catalog.set_config($1::pg_catalog.text, $2::pg_catalog.text, true)",
         &[Some(name.to_string()), Some(value_.to_string())],
     );
     let result = f();
     run(
-        "SELECT set_config($1, $2, true)",
+        "SELECT pg_catalog.set_config($1::pg_catalog.text, $2::pg_catalog.text, true)",
         &[Some(name.to_string()), previous],
     );
     result

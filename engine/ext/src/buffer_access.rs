@@ -1,0 +1,133 @@
+//! Change buffers read with the extension's rights inside the owner's
+//! refresh statement, the way a view's query reads its tables with the
+//! view owner's rights.
+//!
+//! A DIFFERENTIAL refresh is one statement that reads the change buffers
+//! and the sources together, in one snapshot. It runs as the stream
+//! table's owner (see `security`), yet no role but the extension owner may
+//! read a change buffer: buffers hold every row image of a source,
+//! including deleted ones and columns the owner may not be granted.
+//!
+//! Before running such a statement the refresh registers a one-shot
+//! [`Grant`]: the statement's exact text, the buffers it may read and the
+//! role it runs as. An `ExecutorStart` hook looks for the first statement
+//! started by that role with that text, and marks its range-table entries
+//! for those buffers (only entries that merely read, and are not already
+//! checked as another role) to be checked as the extension owner, exactly
+//! as PostgreSQL marks the tables under a view. Every other entry of the
+//! statement (the sources, functions, the storage) is still checked as the
+//! owner. The grant is consumed by that statement and removed when the
+//! refresh returns, so no other statement (in particular nothing the
+//! defining query's functions run) can use it.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::PgList;
+
+/// A one-shot permission for one statement to read some change buffers.
+struct Grant {
+    sql: String,
+    buffers: Vec<pg_sys::Oid>,
+    runs_as: pg_sys::Oid,
+    check_as: pg_sys::Oid,
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Grant>> = const { RefCell::new(None) };
+}
+
+static mut PREVIOUS_HOOK: pg_sys::ExecutorStart_hook_type = None;
+
+/// Install the hook; called once from `_PG_init`.
+pub fn install() {
+    // SAFETY: _PG_init runs once per process, before any statement of ours.
+    unsafe {
+        PREVIOUS_HOOK = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+    }
+}
+
+/// Removes the grant when the refresh statement returns (or fails).
+pub struct GrantScope;
+
+impl Drop for GrantScope {
+    fn drop(&mut self) {
+        PENDING.with(|p| p.borrow_mut().take());
+    }
+}
+
+/// Let the next statement with text `sql`, started by `runs_as`, read the
+/// change buffers `buffers` (relation oids) as `check_as`.
+#[must_use = "the grant lasts as long as the returned scope"]
+pub fn allow(
+    sql: &str,
+    buffers: Vec<u32>,
+    runs_as: pg_sys::Oid,
+    check_as: pg_sys::Oid,
+) -> GrantScope {
+    PENDING.with(|p| {
+        *p.borrow_mut() = Some(Grant {
+            sql: sql.to_string(),
+            buffers: buffers.into_iter().map(pg_sys::Oid::from).collect(),
+            runs_as,
+            check_as,
+        })
+    });
+    GrantScope
+}
+
+/// Take the pending grant if `query_desc` is the statement it was made for.
+unsafe fn take_matching(query_desc: *mut pg_sys::QueryDesc) -> Option<Grant> {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let grant = p.as_ref()?;
+        let text = (*query_desc).sourceText;
+        if text.is_null() || pg_sys::GetUserId() != grant.runs_as {
+            return None;
+        }
+        if CStr::from_ptr(text).to_bytes() != grant.sql.as_bytes() {
+            return None;
+        }
+        p.take()
+    })
+}
+
+#[cfg(feature = "pg15")]
+unsafe fn apply(stmt: *mut pg_sys::PlannedStmt, grant: &Grant) {
+    let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*stmt).rtable);
+    for rte in rtable.iter_ptr() {
+        if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+            && grant.buffers.contains(&(*rte).relid)
+            && (*rte).checkAsUser == pg_sys::InvalidOid
+            && (*rte).requiredPerms == pg_sys::ACL_SELECT as pg_sys::AclMode
+        {
+            (*rte).checkAsUser = grant.check_as;
+        }
+    }
+}
+
+#[cfg(any(feature = "pg16", feature = "pg17"))]
+unsafe fn apply(stmt: *mut pg_sys::PlannedStmt, grant: &Grant) {
+    let perms = PgList::<pg_sys::RTEPermissionInfo>::from_pg((*stmt).permInfos);
+    for info in perms.iter_ptr() {
+        if grant.buffers.contains(&(*info).relid)
+            && (*info).checkAsUser == pg_sys::InvalidOid
+            && (*info).requiredPerms == pg_sys::ACL_SELECT as pg_sys::AclMode
+        {
+            (*info).checkAsUser = grant.check_as;
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
+    if let Some(grant) = take_matching(query_desc) {
+        apply((*query_desc).plannedstmt, &grant);
+    }
+    match PREVIOUS_HOOK {
+        Some(previous) => previous(query_desc, eflags),
+        None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+    }
+}
