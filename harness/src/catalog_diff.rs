@@ -41,10 +41,11 @@ const QUERIES: &[&str] = &[
     "SELECT 'stored statements of ' || st.name, regexp_replace(concat_ws(E'\\n-- full\\n', \
      coalesce(st.diff_sql, '(no differential statement)'), st.full_sql, st.populate_sql), 'changes_[0-9]+', 'changes_<oid>', 'g') \
      FROM pgtrickle.pgt_stream_tables st",
-    "SELECT 'source trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text, \
-     replace(pg_get_triggerdef(t.oid), t.tgrelid::text, '<oid>') || CASE t.tgenabled WHEN 'D' THEN ' disabled' ELSE '' END \
-     FROM pg_trigger t JOIN pgtrickle.pgt_change_buffers b ON b.source_relid = t.tgrelid \
-     WHERE NOT t.tgisinternal AND t.tgname LIKE 'pgt\\_%'",
+    "SELECT 'trigger ' || regexp_replace(t.tgname, '[0-9]{4,}', '<oid>', 'g') || ' on ' || t.tgrelid::regclass::text, \
+     regexp_replace(pg_get_triggerdef(t.oid), '[0-9]{4,}', '<oid>', 'g') \
+     || CASE t.tgenabled WHEN 'D' THEN ' (disabled)' WHEN 'A' THEN ' (always)' WHEN 'R' THEN ' (replica)' ELSE '' END \
+     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE NOT t.tgisinternal AND t.tgname LIKE 'pgt\\_%' AND n.nspname <> 'pgtrickle'",
     "SELECT 'column ' || c.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod) || \
      CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid \
@@ -54,7 +55,8 @@ const QUERIES: &[&str] = &[
      WHERE n.nspname = 'pgtrickle' AND c.relkind = 'i'",
     "SELECT 'constraint ' || c.conrelid::regclass::text || ' ' || c.conname, pg_get_constraintdef(c.oid) \
      FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'pgtrickle'",
-    "SELECT 'event trigger ' || evtname, evtevent || ' ' || evtfoid::regproc::text FROM pg_event_trigger",
+    "SELECT 'event trigger ' || evtname, evtevent || ' ' || evtfoid::regproc::text || ' ' || coalesce(evttags::text, '') \
+     || ' ' || evtenabled::text FROM pg_event_trigger",
     "SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text, pg_get_triggerdef(oid) FROM pg_trigger \
      WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'pgtrickle.%'",
     "SELECT 'setting ' || name, coalesce(boot_val, '') || ' ' || coalesce(min_val, '') || ' ' || coalesce(max_val, '') \

@@ -13,12 +13,13 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     Distinct, Expr, FunctionArguments, GroupByExpr, Ident, InTarget, JoinConstraint, JoinOperator,
     ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
-    SetQuantifier, TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins, Value,
+    SetQuantifier, TableAlias, TableAliasColumnDef, TableFactor, TableInheritance, TableWithJoins,
+    Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::catalog::{Catalog, SourceKind, SourceTable};
+use crate::catalog::{Catalog, SourceTable};
 use crate::error::CoreError;
 use crate::ir::OpNode;
 
@@ -419,10 +420,17 @@ impl<'a> Analyzer<'a> {
         // ORDER BY has no meaning for a stored table and is ignored.
         let (node, shape) = self.set_expr(&mut query.body, top);
         match problems.into_iter().next() {
-            Some(p) => (
-                OpNode::new("Limit", p.clone(), vec![node]).unsupported(p),
-                Err("LIMIT".into()),
-            ),
+            Some(p) => {
+                let op = if p.starts_with("FOR ") {
+                    "LockRows"
+                } else {
+                    "Limit"
+                };
+                (
+                    OpNode::new(op, p.clone(), vec![node]).unsupported(p.clone()),
+                    Err(p),
+                )
+            }
             None => (node, shape),
         }
     }
@@ -486,9 +494,19 @@ impl<'a> Analyzer<'a> {
                 alias,
                 args: None,
                 sample: None,
+                inheritance,
                 ..
             } => {
                 let written = name.to_string();
+                if matches!(inheritance, Some(TableInheritance::Only { .. })) {
+                    let reason = format!(
+                        "FROM ONLY {written} (the rows of one table of an inheritance tree)"
+                    );
+                    return Err(Box::new((
+                        OpNode::new("Scan", format!("ONLY {written}"), vec![]),
+                        reason,
+                    )));
+                }
                 let alias_name = alias
                     .as_ref()
                     .map(|a| fold(&a.name))
@@ -505,13 +523,17 @@ impl<'a> Analyzer<'a> {
                 };
                 let node = OpNode::new("Scan", detail, vec![]);
                 if !table.kind.capturable() {
-                    let what = match table.kind {
-                        SourceKind::View => "a view or materialized view",
-                        SourceKind::Foreign => "a foreign table",
-                        _ => "not a table",
-                    };
                     let reason = format!(
-                        "source {} is {what}, whose changes cannot be captured",
+                        "source {} is {}, whose changes cannot be captured",
+                        table.qualified(),
+                        table.kind.described()
+                    );
+                    self.source_index(&table);
+                    return Err(Box::new((node, reason)));
+                }
+                if let Some(problem) = &table.capture_problem {
+                    let reason = format!(
+                        "source {} cannot be captured exactly: {problem}",
                         table.qualified()
                     );
                     self.source_index(&table);

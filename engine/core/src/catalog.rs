@@ -5,16 +5,23 @@
 
 use std::collections::BTreeMap;
 
-/// What kind of relation a source is, from `pg_class.relkind`.
+/// What kind of relation a source is, from `pg_class` (kind, persistence)
+/// and `pg_inherits` (whether it has partitions or children).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
-    /// An ordinary or partitioned table: change capture is possible.
+    /// An ordinary table without inheritance children.
     Table,
+    /// A partitioned table: its rows live in its partitions.
+    PartitionedTable,
+    /// An ordinary table with inheritance children, whose rows it includes.
+    InheritanceParent,
     /// A stream table (itself an ordinary table, with capture like any table).
     StreamTable,
-    /// A view or materialized view: no change capture.
+    /// A view: no change capture.
     View,
+    /// A materialized view: it changes only by `REFRESH MATERIALIZED VIEW`.
+    MaterializedView,
     /// A foreign table: no change capture.
     Foreign,
     /// Anything else (sequences, composite types, ...).
@@ -22,12 +29,16 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    /// Classify from `pg_class.relkind` and whether the relation is a stream table.
-    pub fn from_relkind(relkind: char, is_stream_table: bool) -> Self {
+    /// Classify from `pg_class.relkind`, whether the relation is a stream
+    /// table and whether it has inheritance children.
+    pub fn from_relkind(relkind: char, is_stream_table: bool, has_children: bool) -> Self {
         match relkind {
             'r' | 'p' if is_stream_table => SourceKind::StreamTable,
-            'r' | 'p' => SourceKind::Table,
-            'v' | 'm' => SourceKind::View,
+            'p' => SourceKind::PartitionedTable,
+            'r' if has_children => SourceKind::InheritanceParent,
+            'r' => SourceKind::Table,
+            'v' => SourceKind::View,
+            'm' => SourceKind::MaterializedView,
             'f' => SourceKind::Foreign,
             _ => SourceKind::Other,
         }
@@ -35,7 +46,27 @@ impl SourceKind {
 
     /// True when triggers can capture this relation's changes.
     pub fn capturable(self) -> bool {
-        matches!(self, SourceKind::Table | SourceKind::StreamTable)
+        matches!(
+            self,
+            SourceKind::Table
+                | SourceKind::PartitionedTable
+                | SourceKind::InheritanceParent
+                | SourceKind::StreamTable
+        )
+    }
+
+    /// What the kind is called in reasons and errors (`a view`, ...).
+    pub fn described(self) -> &'static str {
+        match self {
+            SourceKind::Table => "a table",
+            SourceKind::PartitionedTable => "a partitioned table",
+            SourceKind::InheritanceParent => "an inheritance parent",
+            SourceKind::StreamTable => "a stream table",
+            SourceKind::View => "a view",
+            SourceKind::MaterializedView => "a materialized view",
+            SourceKind::Foreign => "a foreign table",
+            SourceKind::Other => "not a table",
+        }
     }
 }
 
@@ -52,6 +83,10 @@ pub struct SourceTable {
     pub kind: SourceKind,
     /// User column names in attribute order (dropped columns excluded).
     pub columns: Vec<String>,
+    /// Why triggers cannot capture this relation's changes exactly even
+    /// though its kind is capturable (an unlogged table, or a partition or
+    /// child that is foreign or unlogged), as the extension found it.
+    pub capture_problem: Option<String>,
 }
 
 impl SourceTable {
@@ -123,4 +158,22 @@ pub struct OutputColumn {
     pub name: String,
     /// `format_type()` of the column's type, used for casts.
     pub type_sql: String,
+    /// How the column takes part in a row's identity hash.
+    pub identity: ColumnIdentity,
+}
+
+/// How a column's value enters the identity hash of a row
+/// (`hash_record_extended`), which needs an extended hash function for
+/// every field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ColumnIdentity {
+    /// The type (with its elements or fields) has an extended hash function.
+    #[default]
+    Hash,
+    /// No hash function; the value's binary form from its send function
+    /// (schema-qualified name), which does not depend on any setting.
+    Send(String),
+    /// No hash function and no binary send: the value's text, for types
+    /// whose text does not depend on settings (`json`, `xml`, ...).
+    Text,
 }

@@ -15,6 +15,7 @@ pub mod dag;
 pub mod error;
 pub mod explain;
 pub mod ir;
+pub mod probes;
 pub mod refresh_sql;
 pub mod schedule;
 pub mod settings;

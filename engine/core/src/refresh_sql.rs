@@ -48,7 +48,7 @@ use sqlparser::ast::{
 };
 
 use crate::analyze::{alias_of, for_each_factor_mut, Analysis, Block, Model, Occ, Rel};
-use crate::catalog::{OutputColumn, SourceTable};
+use crate::catalog::{ColumnIdentity, OutputColumn, SourceTable};
 use crate::sql::quote_ident;
 
 /// Hidden column holding each row's identity hash.
@@ -237,11 +237,19 @@ fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 
 /// `hash_record_extended(ROW(alias.c1::t1, ...), 0)`: the row identity of a
 /// bag row. It uses each type's own hash function, so it agrees with SQL
-/// equality and does not depend on session settings.
+/// equality and does not depend on session settings. A type without one
+/// enters by its binary send form or its text (see [`ColumnIdentity`]).
 fn row_hash(alias: &str, columns: &[OutputColumn]) -> String {
     let parts: Vec<String> = columns
         .iter()
-        .map(|c| format!("{alias}.{}::{}", quote_ident(&c.name), c.type_sql))
+        .map(|c| {
+            let value = format!("{alias}.{}::{}", quote_ident(&c.name), c.type_sql);
+            match &c.identity {
+                ColumnIdentity::Hash => value,
+                ColumnIdentity::Send(send) => format!("{send}({value})"),
+                ColumnIdentity::Text => format!("({value})::pg_catalog.text"),
+            }
+        })
         .collect();
     format!(
         "pg_catalog.hash_record_extended(ROW({}), 0)",

@@ -1,7 +1,9 @@
 //! Query analysis and delta-SQL generation, without a server.
 
 use pg_trickle_core::analyze::{analyze, referenced_tables, Model};
-use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
+use pg_trickle_core::catalog::{
+    Catalog, ColumnIdentity, FunctionFacts, OutputColumn, SourceKind, SourceTable,
+};
 use pg_trickle_core::refresh_sql::{plan_refresh, plan_refresh_for_changes};
 use proptest::prelude::*;
 
@@ -12,6 +14,7 @@ fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTable {
         name: name.into(),
         kind,
         columns: cols.iter().map(|c| c.to_string()).collect(),
+        capture_problem: None,
     }
 }
 
@@ -21,6 +24,15 @@ fn catalog() -> Catalog {
     c.insert("b", table(2, "b", SourceKind::Table, &["k", "w"]));
     c.insert("c", table(3, "c", SourceKind::Table, &["x", "amount"]));
     c.insert("va", table(4, "va", SourceKind::View, &["k", "v", "s"]));
+    c.insert("mv", table(5, "mv", SourceKind::MaterializedView, &["k"]));
+    c.insert("ft", table(6, "ft", SourceKind::Foreign, &["k"]));
+    let mut unlogged = table(7, "ul", SourceKind::Table, &["k"]);
+    unlogged.capture_problem = Some("it is unlogged".into());
+    c.insert("ul", unlogged);
+    c.insert(
+        "par",
+        table(8, "par", SourceKind::InheritanceParent, &["k"]),
+    );
     c.insert(
         "public.a",
         table(1, "a", SourceKind::Table, &["k", "v", "s"]),
@@ -140,6 +152,14 @@ fn unsupported_constructs_are_named() {
             "DISTINCT combined",
         ),
         ("SELECT 1", "without a FROM"),
+        ("SELECT k FROM a FOR UPDATE", "FOR UPDATE"),
+        ("SELECT k FROM mv", "is a materialized view"),
+        ("SELECT k FROM ft", "is a foreign table"),
+        (
+            "SELECT k FROM ul",
+            "cannot be captured exactly: it is unlogged",
+        ),
+        ("SELECT k FROM ONLY par", "FROM ONLY par"),
     ];
     for (sql, expected) in cases {
         let r = reason(sql);
@@ -148,6 +168,74 @@ fn unsupported_constructs_are_named() {
             "{sql}: reason {r:?} should mention {expected:?}"
         );
     }
+}
+
+#[test]
+fn for_update_is_not_called_limit() {
+    let r = reason("SELECT k FROM a FOR UPDATE");
+    assert!(!r.contains("LIMIT"), "{r}");
+}
+
+#[test]
+fn an_inheritance_parent_is_maintained_with_its_children() {
+    assert!(matches!(supported("SELECT k FROM par"), Model::Linear(_)));
+}
+
+#[test]
+fn columns_without_a_hash_enter_the_identity_by_send_or_text() {
+    let a = analyze("SELECT k, v, s FROM a", &catalog()).unwrap();
+    let cols = vec![
+        OutputColumn {
+            name: "k".into(),
+            type_sql: "integer".into(),
+            identity: ColumnIdentity::Hash,
+        },
+        OutputColumn {
+            name: "v".into(),
+            type_sql: "point".into(),
+            identity: ColumnIdentity::Send("pg_catalog.point_send".into()),
+        },
+        OutputColumn {
+            name: "s".into(),
+            type_sql: "json".into(),
+            identity: ColumnIdentity::Text,
+        },
+    ];
+    let p = plan_refresh(&a, "SELECT k, v, s FROM a", "public.st", &cols);
+    let full = p.full_sql;
+    assert!(
+        full.contains("__pgt_q.k::integer, pg_catalog.point_send(__pgt_q.v::point), (__pgt_q.s::json)::pg_catalog.text"),
+        "{full}"
+    );
+}
+
+#[test]
+fn the_key_probe_asks_for_every_group_key_and_reads_nothing() {
+    let a = analyze(
+        "SELECT k, s, count(*) FROM a WHERE v > 1 GROUP BY k, s",
+        &catalog(),
+    )
+    .unwrap();
+    let probe = pg_trickle_core::probes::key_probe(&a).expect("grouped");
+    assert_eq!(probe.keys, ["k", "s"]);
+    let sql = probe.types_sql();
+    assert!(
+        sql.contains("pg_typeof(q.__pgt_k2)") && sql.contains("LIMIT 0"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("WHERE v > 1") && !sql.contains("GROUP BY"),
+        "{sql}"
+    );
+    let coll = probe.collations_sql(&[1]);
+    assert!(
+        coll.contains("pg_collation_for(q.__pgt_k2)") && !coll.contains("__pgt_k1)"),
+        "{coll}"
+    );
+    let scalar = analyze("SELECT count(*) FROM a", &catalog()).unwrap();
+    assert!(pg_trickle_core::probes::key_probe(&scalar).is_none());
+    let linear = analyze("SELECT k FROM a", &catalog()).unwrap();
+    assert!(pg_trickle_core::probes::key_probe(&linear).is_none());
 }
 
 #[test]
@@ -178,6 +266,7 @@ fn columns(names: &[&str]) -> Vec<OutputColumn> {
         .map(|n| OutputColumn {
             name: n.to_string(),
             type_sql: "integer".into(),
+            identity: Default::default(),
         })
         .collect()
 }

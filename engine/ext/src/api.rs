@@ -152,8 +152,8 @@ fn check_single_select(query: &str) {
 
 /// Write the catalog rows for a planned stream table's sources and set up capture.
 fn record_sources(id: i64, planned: &Planned) {
-    run(
-        "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint",
+    let before: Vec<u32> = first_column(
+        "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint RETURNING source_relid::text",
         &[Some(id.to_string())],
     );
     let diff = planned.effective_mode == "DIFFERENTIAL";
@@ -175,6 +175,19 @@ fn record_sources(id: i64, planned: &Planned) {
             ],
         );
     }
+    let storage: u32 = value(
+        "SELECT relid::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        &[Some(id.to_string())],
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or(0);
+    let query = value(
+        "SELECT query FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        &[Some(id.to_string())],
+    )
+    .unwrap_or_default();
+    let now = planning::relations_read(&query, &owner_of(id));
+    crate::depend::set(storage, &now, &before);
 }
 
 /// Create a stream table named `name` holding the result of `query`,
@@ -252,6 +265,20 @@ fn create(
     )
     .and_then(|v| v.parse().ok())
     .unwrap_or_else(|| raise("XX000", "storage table vanished", None));
+    if value(
+        "SELECT count(*)::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 AND NOT attisdropped",
+        &[Some(relid.to_string())],
+    )
+    .as_deref()
+        == Some("0")
+    {
+        raise(
+            "0A000",
+            format!("stream table {storage} would have no columns: its defining query selects none"),
+            Some("Select at least one column.".into()),
+        );
+    }
+    refuse_temporary_sources(&storage, query, owner);
     if let Some(bad) = value(
         "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
          AND attname LIKE '\\_\\_pgt\\_%' LIMIT 1",
@@ -301,7 +328,36 @@ fn create(
     .and_then(|v| v.parse().ok())
     .unwrap_or_else(|| raise("XX000", "could not record the stream table", None));
     record_sources(id, &planned);
+    crate::readonly::install(&storage);
     refresh::refresh_by_id(id, Initiator::Create, false);
+}
+
+/// Refuse (0A000) a defining query that names a temporary table: the
+/// scheduler and every other session see a different one, or none.
+fn refuse_temporary_sources(storage: &str, query: &str, owner: &Owner) {
+    let Ok(refs) = pg_trickle_core::analyze::referenced_tables(query) else {
+        return;
+    };
+    for written in &refs.tables {
+        let Some(relid) = planning::resolve_relation(owner, written) else {
+            continue;
+        };
+        if value(
+            "SELECT relpersistence::text FROM pg_class WHERE oid = $1::text::oid",
+            &[Some(relid.to_string())],
+        )
+        .as_deref()
+            == Some("t")
+        {
+            raise(
+                "0A000",
+                format!(
+                    "stream table {storage} cannot read temporary table {written}: other sessions and the scheduler cannot see it"
+                ),
+                Some("Read a permanent (or unlogged) table instead.".into()),
+            );
+        }
+    }
 }
 
 /// Refresh a stream table now (DIFFERENTIAL when possible, else FULL).
@@ -363,6 +419,88 @@ fn forget(id: i64) {
     );
     for relid in sources {
         capture::drop_capture_if_unused(relid);
+    }
+}
+
+/// Recompute a stream table from scratch now (FULL), then go on
+/// DIFFERENTIALLY: the repair for a stream table that drifted from its
+/// query (for example after its read-only trigger was disabled). Since 0.39.2.
+#[pg_extern]
+fn reinitialize_stream_table(name: &str) {
+    controlled(name, |st| {
+        run(
+            "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
+             reinit_reason = 'reinitialize_stream_table()' WHERE id = $1::text::bigint",
+            &[Some(st.id.to_string())],
+        );
+        refresh::refresh_by_id(st.id, Initiator::Manual, false);
+    });
+}
+
+/// Called by the event triggers after DDL that may change the partitions or
+/// inheritance children of captured sources (`objids` are the relations the
+/// command touched or dropped, `tag` its command tag).
+#[pg_extern]
+fn _structure_changed(objids: Vec<pg_sys::Oid>, tag: &str) {
+    let objids: Vec<u32> = objids.iter().map(|o| o.to_u32()).collect();
+    as_extension(|| structure_changed(&objids, tag));
+}
+
+/// See [`_structure_changed`]: bring member triggers up to date and, where
+/// rows may have appeared or vanished without a captured change (ATTACH,
+/// DETACH, INHERIT, NO INHERIT, DROP of a member), mark every reader for
+/// reinitialisation; a member that cannot be captured exactly (foreign,
+/// unlogged) re-plans the readers (AUTO falls back to FULL, DIFFERENTIAL
+/// refuses the command).
+fn structure_changed(objids: &[u32], tag: &str) {
+    if objids.is_empty() {
+        return;
+    }
+    let list = format!(
+        "{{{}}}",
+        objids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let candidates: Vec<u32> = first_column(
+        "WITH RECURSIVE up(oid) AS (SELECT unnest($1::text::oid[]) \
+           UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.oid) \
+         SELECT b.source_relid::text FROM pgtrickle.pgt_change_buffers b \
+         WHERE b.source_relid IN (SELECT oid FROM up) OR b.members && $1::text::oid[] \
+         ORDER BY b.source_relid",
+        &[Some(list)],
+    );
+    for source in candidates {
+        let change = crate::triggers::sync_members(source);
+        if change.is_empty() {
+            continue;
+        }
+        let Some(table) = planning::source_by_oid(source) else {
+            continue;
+        };
+        let readers: Vec<i64> = first_column(
+            "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured ORDER BY 1",
+            &[Some(source.to_string())],
+        );
+        let what = format!(
+            "{tag} changing the partitions or children of source {}",
+            table.qualified()
+        );
+        if table.capture_problem.is_some() {
+            for id in readers {
+                replan(id, None, &what);
+            }
+        } else if tag != "CREATE TABLE" || !change.removed.is_empty() {
+            for id in readers {
+                run(
+                    "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, reinit_reason = $2 \
+                     WHERE id = $1::text::bigint",
+                    &[Some(id.to_string()), Some(what.clone())],
+                );
+            }
+        }
     }
 }
 
@@ -510,14 +648,18 @@ fn source_altered(relid: u32) {
         );
     }
     if !capture::columns_changed(relid) {
-        // Row-level security switched on (or forced) for a reader's owner:
-        // the change buffer would bypass the policies, so re-plan (AUTO
-        // falls back to FULL; DIFFERENTIAL refuses the ALTER).
+        // Row-level security switched on (or forced) for a reader's owner,
+        // or the table became unlogged: the change buffer would no longer
+        // be exact, so re-plan (AUTO falls back to FULL; DIFFERENTIAL
+        // refuses the ALTER).
+        let problem = source.capture_problem.clone();
         for id in first_column::<i64>(
             "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured ORDER BY 1",
             &[Some(relid.to_string())],
         ) {
-            if security::row_security_applies(relid, owner_of(id).role) {
+            if let Some(p) = &problem {
+                replan(id, None, &format!("ALTER TABLE of source {current} ({p})"));
+            } else if security::row_security_applies(relid, owner_of(id).role) {
                 replan(id, None, &format!("row-level security on source {current}"));
             }
         }

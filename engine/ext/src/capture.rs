@@ -6,7 +6,8 @@
 //! operation, and the old and new row images as typed columns. An AFTER row
 //! trigger writes one buffer row per changed row; an AFTER TRUNCATE trigger
 //! marks dependent stream tables for reinitialisation. Writers never take a
-//! table-level lock on the buffer.
+//! table-level lock on the buffer. The triggers themselves, on the source
+//! and on its partitions or inheritance children, are set by `triggers`.
 
 use pg_trickle_core::backpressure::Lag;
 use pg_trickle_core::catalog::SourceTable;
@@ -73,36 +74,6 @@ pub fn ensure_capture(source: &SourceTable) {
     run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
     run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
     install_capture_function(oid, &cols);
-    let table = source.qualified();
-    run(
-        &format!(
-            "CREATE TRIGGER pgt_capture AFTER INSERT OR UPDATE OR DELETE ON {table} \
-             FOR EACH ROW EXECUTE FUNCTION {}()",
-            capture_function(oid)
-        ),
-        &[],
-    );
-    run(
-        &format!(
-            "CREATE TRIGGER pgt_truncate AFTER TRUNCATE ON {table} \
-             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.on_source_truncate()"
-        ),
-        &[],
-    );
-    run(
-        &format!(
-            "CREATE TRIGGER pgt_guard BEFORE INSERT OR UPDATE OR DELETE ON {table} \
-             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.guard_writes()"
-        ),
-        &[],
-    );
-    run(
-        &format!(
-            "CREATE TRIGGER pgt_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} \
-             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.wake_on_commit()"
-        ),
-        &[],
-    );
     run(
         "INSERT INTO pgtrickle.pgt_change_buffers (source_relid, buffer_name, columns) \
          VALUES ($1::text::oid, $2, ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))",
@@ -112,6 +83,8 @@ pub fn ensure_capture(source: &SourceTable) {
             Some(serde_json::Value::from(names.clone()).to_string()),
         ],
     );
+    crate::triggers::install_on_source(oid, source.kind);
+    crate::triggers::sync_members(oid);
 }
 
 /// The capture trigger function of source `oid`.
@@ -163,8 +136,10 @@ fn install_capture_function(oid: u32, cols: &[(String, String)]) {
 /// capture function (a 0.39.0 one resolved its operators through the
 /// writer's search_path with definer rights), and give the buffers and
 /// functions to the extension owner with no rights for anyone else. Run
-/// by `regenerate::_regenerate`, as the extension owner; returns how many.
-pub fn regenerate_all() -> i64 {
+/// by `regenerate::_regenerate`, as the extension owner. Returns how many
+/// sources were brought up to date, and those found with partitions or
+/// inheritance children (whose changes versions before 0.39.2 could miss).
+pub fn regenerate_all() -> (i64, Vec<u32>) {
     let owner = crate::security::extension_owner()
         .map(crate::security::role_name)
         .unwrap_or_else(|| {
@@ -178,8 +153,8 @@ pub fn regenerate_all() -> i64 {
         "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers ORDER BY source_relid",
         &[],
     );
-    let _outside = OutsideExtensionScript::enter();
     let mut done = 0;
+    let mut with_members = Vec::new();
     for oid in &sources {
         let recorded = value(
             "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
@@ -208,35 +183,18 @@ pub fn regenerate_all() -> i64 {
             &[],
         );
         run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
+        // The triggers as this version sets them, on the source and on
+        // every partition or inheritance child.
+        if let Some(source) = crate::sources::source_by_oid(*oid) {
+            crate::triggers::drop_on_source(*oid);
+            crate::triggers::install_on_source(*oid, source.kind);
+            if !crate::triggers::sync_members(*oid).added.is_empty() {
+                with_members.push(*oid);
+            }
+        }
         done += 1;
     }
-    done
-}
-
-/// While an extension script runs (the upgrade calls [`regenerate_all`]),
-/// every object made becomes a member of the extension, and replacing an
-/// object that is not a member is refused. Capture objects belong to the
-/// stream tables, not to the extension (a DROP of the last reader drops
-/// them), so they are made as outside the script; the flag is restored on
-/// drop, whatever happened.
-struct OutsideExtensionScript(bool);
-
-impl OutsideExtensionScript {
-    fn enter() -> Self {
-        // SAFETY: a backend-local flag set by CREATE/ALTER EXTENSION.
-        unsafe {
-            let was = pgrx::pg_sys::creating_extension;
-            pgrx::pg_sys::creating_extension = false;
-            OutsideExtensionScript(was)
-        }
-    }
-}
-
-impl Drop for OutsideExtensionScript {
-    fn drop(&mut self) {
-        // SAFETY: restores the flag read in `enter`.
-        unsafe { pgrx::pg_sys::creating_extension = self.0 };
-    }
+    (done, with_members)
 }
 
 /// Drop a source's buffer and triggers once no stream table captures it.
@@ -262,6 +220,8 @@ pub fn columns_changed(source_relid: u32) -> bool {
 
 /// Drop a source's buffer, trigger function and triggers unconditionally.
 pub fn drop_capture(source_relid: u32) {
+    // Member triggers are found through the recorded members, before the row goes.
+    crate::triggers::drop_members(source_relid);
     let Some(buffer) = value(
         "DELETE FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid RETURNING buffer_name",
         &[Some(source_relid.to_string())],
@@ -269,22 +229,7 @@ pub fn drop_capture(source_relid: u32) {
         return;
     };
     // The source may already be gone (DROP ... CASCADE of both).
-    let table = value(
-        "SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = $1::text::oid",
-        &[Some(source_relid.to_string())],
-    );
-    if let Some(table) = table {
-        run(
-            &format!("DROP TRIGGER IF EXISTS pgt_capture ON {table}"),
-            &[],
-        );
-        run(
-            &format!("DROP TRIGGER IF EXISTS pgt_truncate ON {table}"),
-            &[],
-        );
-        run(&format!("DROP TRIGGER IF EXISTS pgt_guard ON {table}"), &[]);
-        run(&format!("DROP TRIGGER IF EXISTS pgt_wake ON {table}"), &[]);
-    }
+    crate::triggers::drop_on_source(source_relid);
     run(&format!("DROP TABLE IF EXISTS {buffer}"), &[]);
     run(
         &format!("DROP FUNCTION IF EXISTS pgtrickle_changes.capture_{source_relid}()"),

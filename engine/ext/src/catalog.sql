@@ -59,7 +59,8 @@ CREATE TABLE pgtrickle.pgt_change_buffers (
     backpressure_reason text,
     backpressure_since timestamptz,
     backpressure_transitions bigint NOT NULL DEFAULT 0,
-    write_block text
+    write_block text,
+    members oid[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE pgtrickle.pgt_change_buffers IS 'One change buffer per captured source, shared by every stream table reading it';
 
@@ -110,16 +111,25 @@ BEGIN
 END
 $$;
 
--- A TRUNCATE of a source breaks the change stream: mark every dependent
+-- A TRUNCATE of a source, or of one of its partitions or inheritance
+-- children (its members), breaks the change stream: mark every dependent
 -- stream table for reinitialisation (its next refresh is FULL).
 CREATE FUNCTION pgtrickle.on_source_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE pgtrickle.pgt_stream_tables st
        SET needs_reinit = true,
-           reinit_reason = pg_catalog.format('TRUNCATE of source %s', TG_RELID::pg_catalog.regclass)
-     WHERE st.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT s.st_id FROM pgtrickle.pgt_sources s
-                                                    WHERE s.source_relid OPERATOR(pg_catalog.=) TG_RELID));
+           reinit_reason = CASE WHEN EXISTS (SELECT 1 FROM pgtrickle.pgt_sources s
+                                               WHERE s.source_relid OPERATOR(pg_catalog.=) TG_RELID)
+                                THEN pg_catalog.format('TRUNCATE of source %s', TG_RELID::pg_catalog.regclass)
+                                ELSE pg_catalog.format('TRUNCATE of %s, a partition or child of a source', TG_RELID::pg_catalog.regclass)
+                           END
+     WHERE st.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT s.st_id FROM pgtrickle.pgt_sources s
+            WHERE s.source_relid OPERATOR(pg_catalog.=) TG_RELID
+               OR s.source_relid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                  SELECT b.source_relid FROM pgtrickle.pgt_change_buffers b
+                   WHERE TG_RELID OPERATOR(pg_catalog.=) ANY (b.members)))));
     RETURN NULL;
 END
 $$;
@@ -153,6 +163,8 @@ BEGIN
     PERFORM pgtrickle._forget_stream_table(st.id)
        FROM pgtrickle.pgt_stream_tables st
       WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
+    -- A dropped partition or child of a source took its rows with it.
+    PERFORM pgtrickle._structure_changed(dropped, 'DROP TABLE');
 END
 $$;
 
@@ -160,11 +172,14 @@ CREATE EVENT TRIGGER pgt_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle.on_sql_
 
 -- A column change to a captured source rebuilds its capture and marks every
 -- dependent stream table for reinitialisation (re-planned, then FULL).
--- Renaming a source is refused: defining queries name it.
+-- Renaming a source is refused: defining queries name it. A table created,
+-- attached, detached, inheriting or no longer inheriting changes the
+-- members of the sources above it (see pgtrickle._structure_changed).
 CREATE FUNCTION pgtrickle.on_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
+    touched oid[];
 BEGIN
     FOR r IN
         SELECT DISTINCT c.objid
@@ -174,8 +189,15 @@ BEGIN
     LOOP
         PERFORM pgtrickle._source_altered(r.objid);
     END LOOP;
+    IF EXISTS (SELECT 1 FROM pgtrickle.pgt_change_buffers) THEN
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT c.objid), '{}') INTO touched
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass;
+        PERFORM pgtrickle._structure_changed(touched, TG_TAG);
+    END IF;
 END
 $$;
 
-CREATE EVENT TRIGGER pgt_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER pgt_ddl_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION pgtrickle.on_ddl_end();

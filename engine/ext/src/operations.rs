@@ -147,10 +147,7 @@ fn switch_capture_trigger(relid: u32, action: &str, reason_format: &str) -> Stri
         &[Some(relid.to_string())],
     )
     .unwrap_or_default();
-    run(
-        &format!("ALTER TABLE {table} {action} TRIGGER pgt_capture"),
-        &[],
-    );
+    crate::triggers::set_capture_enabled(relid, action == "ENABLE");
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
          reinit_reason = format($2, $1::text::oid::regclass) \

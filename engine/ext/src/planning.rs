@@ -3,7 +3,7 @@
 //! generate (and validate) the refresh SQL.
 
 use pg_trickle_core::analyze::{self, Analysis};
-use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
+use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceTable};
 use pg_trickle_core::ir::{OpNode, RequestedMode};
 use pg_trickle_core::refresh_sql::{plan_refresh, RefreshPlan};
 
@@ -22,10 +22,11 @@ pub struct Planned {
     pub plan: RefreshPlan,
 }
 
-/// The visible columns of a stream table's storage, in order.
+/// The visible columns of a stream table's storage, in order, each with
+/// how it enters a row's identity.
 pub fn storage_columns(relid: u32) -> Vec<OutputColumn> {
     rows(
-        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+        "SELECT attname::text, format_type(atttypid, atttypmod), atttypid::text FROM pg_attribute \
          WHERE attrelid = $1::text::oid AND attnum > 0 AND NOT attisdropped \
          AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
         &[Some(relid.to_string())],
@@ -34,37 +35,16 @@ pub fn storage_columns(relid: u32) -> Vec<OutputColumn> {
     .map(|r| OutputColumn {
         name: r[0].clone().unwrap_or_default(),
         type_sql: r[1].clone().unwrap_or_default(),
+        identity: r[2]
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .map(crate::column_types::identity)
+            .unwrap_or_default(),
     })
     .collect()
 }
 
-/// Resolve one relation by oid.
-pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
-    let r = crate::util::row(
-        "SELECT c.oid::text, n.nspname::text, c.relname::text, c.relkind::text, \
-         EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.relid = c.oid)::text \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
-        &[Some(oid.to_string())],
-    )?;
-    let columns = crate::util::first_column(
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
-         AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
-        &[Some(oid.to_string())],
-    );
-    let relkind = r[3]
-        .clone()
-        .unwrap_or_default()
-        .chars()
-        .next()
-        .unwrap_or(' ');
-    Some(SourceTable {
-        oid,
-        schema: r[1].clone().unwrap_or_default(),
-        name: r[2].clone().unwrap_or_default(),
-        kind: SourceKind::from_relkind(relkind, r[4].as_deref() == Some("true")),
-        columns,
-    })
-}
+pub use crate::sources::source_by_oid;
 
 /// The oid of the relation `written` names, resolved as the defining query
 /// resolves it (under its recorded search_path), by a statement that is
@@ -78,6 +58,23 @@ pub fn resolve_relation(owner: &Owner, written: &str) -> Option<u32> {
         )
         })
         .and_then(|o| o.parse().ok())
+}
+
+/// Every relation `query` names that resolves (through views' names, not
+/// their bodies; CTE names resolve to nothing), as the defining query
+/// resolves them: what a stream table depends on.
+pub fn relations_read(query: &str, owner: &Owner) -> Vec<u32> {
+    let Ok(refs) = analyze::referenced_tables(query) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = refs
+        .tables
+        .iter()
+        .filter_map(|written| resolve_relation(owner, written))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Analyse `query`, resolving the names it writes as its owner's recorded
@@ -136,6 +133,9 @@ pub fn plan(
     };
     if reason.is_none() {
         reason = row_security_reason(&analysis, owner);
+    }
+    if reason.is_none() && plan.grouped {
+        reason = grouping_reason(&analysis, relid, owner);
     }
     if reason.is_none() {
         if let Some(diff) = &plan.diff_sql {
@@ -201,4 +201,48 @@ pub fn row_security_reason(analysis: &Analysis, owner: &Owner) -> Option<String>
                 crate::security::role_name(owner.role)
             )
         })
+}
+
+/// Why a grouped stream table cannot be maintained exactly: a group key
+/// without a hash function, or a key or value under a nondeterministic
+/// collation (see `column_types`). The key types come from PostgreSQL,
+/// asked as the owner by a probe that reads no row.
+fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<String> {
+    if let Some((column, collation)) = crate::column_types::nondeterministic_column(relid) {
+        return Some(format!(
+            "column {column} of a grouped query uses the nondeterministic collation {collation} \
+             (equal values spelled differently: which one a group shows depends on the plan)"
+        ));
+    }
+    let probe = pg_trickle_core::probes::key_probe(analysis)?;
+    let types: Vec<u32> = owner
+        .run(|| crate::util::row(&probe.types_sql(), &[]))?
+        .into_iter()
+        .map(|t| t.and_then(|t| t.parse().ok()).unwrap_or(0))
+        .collect();
+    for (key, typid) in probe.keys.iter().zip(&types) {
+        if !crate::column_types::hashable(*typid) {
+            return Some(format!(
+                "GROUP BY key {key} of type {}, which has no hash function",
+                crate::column_types::type_name(*typid)
+            ));
+        }
+    }
+    let collatable: Vec<usize> = (0..types.len())
+        .filter(|i| crate::column_types::collatable(types[*i]))
+        .collect();
+    if collatable.is_empty() {
+        return None;
+    }
+    let collations = owner.run(|| crate::util::row(&probe.collations_sql(&collatable), &[]))?;
+    collatable.iter().zip(collations).find_map(|(i, c)| {
+        let collation: u32 = c?.parse().ok()?;
+        crate::column_types::nondeterministic_collation(collation).map(|name| {
+            format!(
+                "GROUP BY key {} uses the nondeterministic collation {name} \
+                 (equal values spelled differently: which one a group shows depends on the plan)",
+                probe.keys[*i]
+            )
+        })
+    })
 }

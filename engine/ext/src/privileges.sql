@@ -14,6 +14,8 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle._forget_stream_table(bigint),
     pgtrickle._source_altered(oid),
     pgtrickle._regenerate(),
+    pgtrickle._structure_changed(oid[], text),
+    pgtrickle.refuse_direct_write(),
     pgtrickle.guard_writes(),
     pgtrickle.on_source_truncate(),
     pgtrickle.on_sql_drop(),

@@ -208,6 +208,7 @@ pub fn refresh_with(
             owner.run(|| {
                 let _grant = (!buffers.is_empty())
                     .then(|| crate::buffer_access::allow(sql, buffers, owner.role, extension));
+                let _applying = crate::readonly::Applying::begin();
                 row(sql, args)
             })
         })

@@ -1,0 +1,129 @@
+-- pg_trickle 0.39.1 -> 0.39.2: exact or refused.
+-- Run by ALTER EXTENSION pg_trickle UPDATE (search_path is the extension's schema).
+-- Every object here is created exactly as the 0.39.2 install script creates it;
+-- the upgrade tests compare an upgraded catalog with a fresh install.
+
+-- The partitions and inheritance children (members) of each captured source,
+-- as its triggers were last set.
+ALTER TABLE pgtrickle.pgt_change_buffers ADD COLUMN members oid[] NOT NULL DEFAULT '{}';
+
+-- TRUNCATE of a member marks the source's readers; a dropped member, and
+-- tables created, attached, detached, inheriting or not, are noticed.
+CREATE OR REPLACE FUNCTION pgtrickle.on_source_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE pgtrickle.pgt_stream_tables st
+       SET needs_reinit = true,
+           reinit_reason = CASE WHEN EXISTS (SELECT 1 FROM pgtrickle.pgt_sources s
+                                               WHERE s.source_relid OPERATOR(pg_catalog.=) TG_RELID)
+                                THEN pg_catalog.format('TRUNCATE of source %s', TG_RELID::pg_catalog.regclass)
+                                ELSE pg_catalog.format('TRUNCATE of %s, a partition or child of a source', TG_RELID::pg_catalog.regclass)
+                           END
+     WHERE st.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT s.st_id FROM pgtrickle.pgt_sources s
+            WHERE s.source_relid OPERATOR(pg_catalog.=) TG_RELID
+               OR s.source_relid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                  SELECT b.source_relid FROM pgtrickle.pgt_change_buffers b
+                   WHERE TG_RELID OPERATOR(pg_catalog.=) ANY (b.members)))));
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[];
+    r record;
+BEGIN
+    SELECT COALESCE(pg_catalog.array_agg(d.objid), '{}') INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid OPERATOR(pg_catalog.=) 0;
+    FOR r IN
+        SELECT d.object_identity, pg_catalog.string_agg(st.name, ', ' ORDER BY st.name) AS readers
+          FROM pg_catalog.pg_event_trigger_dropped_objects() d
+          JOIN pgtrickle.pgt_sources s ON s.source_relid OPERATOR(pg_catalog.=) d.objid
+          JOIN pgtrickle.pgt_stream_tables st ON st.id OPERATOR(pg_catalog.=) s.st_id
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.objsubid OPERATOR(pg_catalog.=) 0
+           AND NOT st.relid OPERATOR(pg_catalog.=) ANY (dropped)
+         GROUP BY d.object_identity
+    LOOP
+        RAISE EXCEPTION 'cannot drop %: stream table % reads it', r.object_identity, r.readers
+            USING ERRCODE = '2BP01',
+                  HINT = 'Drop the stream table first with pgtrickle.drop_stream_table().';
+    END LOOP;
+    PERFORM pgtrickle._forget_stream_table(st.id)
+       FROM pgtrickle.pgt_stream_tables st
+      WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
+    -- A dropped partition or child of a source took its rows with it.
+    PERFORM pgtrickle._structure_changed(dropped, 'DROP TABLE');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgtrickle.on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    touched oid[];
+BEGIN
+    FOR r IN
+        SELECT DISTINCT c.objid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pgtrickle.pgt_sources s ON s.source_relid OPERATOR(pg_catalog.=) c.objid
+         WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+    LOOP
+        PERFORM pgtrickle._source_altered(r.objid);
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pgtrickle.pgt_change_buffers) THEN
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT c.objid), '{}') INTO touched
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass;
+        PERFORM pgtrickle._structure_changed(touched, TG_TAG);
+    END IF;
+END
+$$;
+
+DROP EVENT TRIGGER pgt_ddl_end;
+CREATE EVENT TRIGGER pgt_ddl_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
+    EXECUTE FUNCTION pgtrickle.on_ddl_end();
+
+-- _structure_changed(objids, tag): called by the event triggers.
+CREATE FUNCTION "_structure_changed"(
+	"objids" oid[],
+	"tag" TEXT
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_structure_changed_wrapper';
+
+-- reinitialize_stream_table(name): recompute from scratch now.
+CREATE FUNCTION "reinitialize_stream_table"(
+	"name" TEXT
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'reinitialize_stream_table_wrapper';
+
+-- The read-only trigger function of every stream table.
+CREATE FUNCTION "refuse_direct_write"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'refuse_direct_write_wrapper';
+
+REVOKE EXECUTE ON FUNCTION
+    pgtrickle._structure_changed(oid[], text),
+    pgtrickle.refuse_direct_write()
+FROM PUBLIC;
+
+-- Everything generated for existing stream tables, made again by this
+-- version: capture triggers on every partition and inheritance child (the
+-- readers of such sources are recomputed at their next refresh, with a
+-- NOTICE: earlier versions could miss those members' changes), stored
+-- statements (columns without a hash function enter row identity by their
+-- send form or text; a stream table this version does not maintain
+-- DIFFERENTIALLY is re-planned FULL, with a NOTICE and its reason in
+-- stream_table_status()), the read-only trigger of every stream table and
+-- its dependencies on its sources.
+SELECT pgtrickle._regenerate();

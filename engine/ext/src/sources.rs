@@ -1,0 +1,99 @@
+//! What the catalog says about a relation a defining query reads: its kind,
+//! the partitions or inheritance children whose rows it includes (its
+//! members), and anything that keeps trigger capture from being exact.
+//!
+//! A partitioned table's rows live in its partitions and an inheritance
+//! parent's rows include its children's, so capture, TRUNCATE detection and
+//! structure changes concern every member, at every level. A member that is
+//! a foreign table (written on another server) or unlogged (emptied by a
+//! crash without any change to capture) makes the whole source inexact for
+//! DIFFERENTIAL refresh; so does an unlogged source itself.
+
+use pg_trickle_core::catalog::{SourceKind, SourceTable};
+
+use crate::util::{first_column, row, rows};
+
+/// Every partition or inheritance descendant of `oid`, at every level, in
+/// oid order (a partition being detached concurrently no longer counts).
+pub fn members(oid: u32) -> Vec<u32> {
+    first_column(
+        "WITH RECURSIVE d(oid) AS ( \
+           SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = $1::text::oid AND NOT i.inhdetachpending \
+           UNION SELECT i.inhrelid FROM pg_inherits i JOIN d ON i.inhparent = d.oid WHERE NOT i.inhdetachpending) \
+         SELECT oid::text FROM d ORDER BY oid",
+        &[Some(oid.to_string())],
+    )
+}
+
+/// Resolve one relation by oid, with its kind and capture problem.
+pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
+    let r = row(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
+         EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.relid = c.oid)::text, \
+         EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
+        &[Some(oid.to_string())],
+    )?;
+    let columns = first_column(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
+         AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
+        &[Some(oid.to_string())],
+    );
+    let flag = |i: usize| r[i].as_deref() == Some("true");
+    let relkind = r[2]
+        .as_deref()
+        .and_then(|k| k.chars().next())
+        .unwrap_or(' ');
+    let kind = SourceKind::from_relkind(relkind, flag(4), flag(5));
+    let capture_problem = if kind.capturable() {
+        capture_problem(oid, r[3].as_deref().unwrap_or("p"))
+    } else {
+        None
+    };
+    Some(SourceTable {
+        oid,
+        schema: r[0].clone().unwrap_or_default(),
+        name: r[1].clone().unwrap_or_default(),
+        kind,
+        columns,
+        capture_problem,
+    })
+}
+
+/// Why capture of a capturable relation would not be exact, if it would not.
+fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
+    match persistence {
+        "u" => {
+            return Some("it is unlogged: a crash empties it without any change to capture".into())
+        }
+        "t" => return Some("it is a temporary table of one session".into()),
+        _ => {}
+    }
+    let members = members(oid);
+    if members.is_empty() {
+        return None;
+    }
+    let list = format!(
+        "{{{}}}",
+        members
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    rows(
+        "SELECT c.oid::regclass::text, c.relkind::text, c.relpersistence::text FROM pg_class c \
+         WHERE c.oid = ANY ($1::text::oid[]) AND (c.relkind = 'f' OR c.relpersistence <> 'p') ORDER BY c.oid",
+        &[Some(list)],
+    )
+    .into_iter()
+    .next()
+    .map(|m| {
+        let name = m[0].clone().unwrap_or_default();
+        if m[1].as_deref() == Some("f") {
+            format!("its partition or child {name} is a foreign table, whose writes on its server are not captured")
+        } else {
+            format!("its partition or child {name} is unlogged: a crash empties it without any change to capture")
+        }
+    })
+}
