@@ -99,6 +99,9 @@ pub fn describe(e: &postgres::Error) -> String {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The notices a connection received, as `SEVERITY: message` lines.
+pub type Notices = std::sync::Arc<Mutex<Vec<String>>>;
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -278,6 +281,26 @@ impl Cluster {
             &self.conninfo(dbname),
             postgres::NoTls,
         )?)
+    }
+
+    /// Connect to `dbname`, collecting every NOTICE and WARNING the server
+    /// sends into the returned list.
+    pub fn connect_collecting_notices(
+        &self,
+        dbname: &str,
+    ) -> Result<(postgres::Client, Notices), ClusterError> {
+        let notices = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        let mut config: postgres::Config = self
+            .conninfo(dbname)
+            .parse()
+            .map_err(ClusterError::Connect)?;
+        config.notice_callback(move |n| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(format!("{}: {}", n.severity(), n.message()));
+            }
+        });
+        Ok((config.connect(postgres::NoTls)?, notices))
     }
 
     /// Connect to `dbname` as `role` (clusters trust loopback logins, so

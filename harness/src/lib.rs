@@ -7,6 +7,7 @@ pub mod catalog_diff;
 pub mod cluster;
 pub mod demo;
 pub mod docs;
+pub mod exactness;
 pub mod oracle_suite;
 pub mod progress;
 pub mod report;

@@ -225,10 +225,27 @@ DELETE FROM b WHERE k = 3;
 -- a stream table marked for reinitialisation
 TRUNCATE t;
 INSERT INTO t VALUES (4), (5);
+-- stream tables versions before 0.39.2 kept wrongly or could not refresh:
+-- an inheritance parent (a child's change was missed), a partitioned
+-- table, and a json column (refreshes failed once it had rows)
+CREATE TABLE par (k int, v text);
+CREATE TABLE par_c () INHERITS (par);
+INSERT INTO par VALUES (1, 'p'); INSERT INTO par_c VALUES (2, 'c');
+SELECT pgtrickle.create_stream_table('inh', 'SELECT k, v FROM par', NULL, 'DIFFERENTIAL');
+INSERT INTO par_c VALUES (3, 'missed before 0.39.2');
+CREATE TABLE pt (k int) PARTITION BY RANGE (k);
+CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (100);
+INSERT INTO pt VALUES (1);
+SELECT pgtrickle.create_stream_table('pst', 'SELECT k FROM pt', NULL, 'DIFFERENTIAL');
+INSERT INTO pt VALUES (2);
+CREATE TABLE js (id int, j json);
+SELECT pgtrickle.create_stream_table('jst', 'SELECT id, j FROM js', NULL, 'DIFFERENTIAL');
+INSERT INTO js VALUES (1, '[1]');
 ";
 
 /// Stream tables of [`BEFORE`], their queries and the mode their first
-/// refresh after the upgrade must run.
+/// refresh after the upgrade must run (the next one runs DIFFERENTIAL
+/// wherever the stream table is DIFFERENTIAL).
 const EXPECT: &[(&str, &str, &str)] = &[
     (
         "j",
@@ -248,7 +265,14 @@ const EXPECT: &[(&str, &str, &str)] = &[
     ("f", "SELECT k, v FROM a ORDER BY v LIMIT 10", "FULL"),
     ("full_t", "SELECT x, x * 2 AS y FROM t", "FULL"),
     ("tr", "SELECT x FROM t WHERE x > 3", "FULL"),
+    ("inh", "SELECT k, v FROM par", "FULL"),
+    ("pst", "SELECT k FROM pt", "FULL"),
+    ("jst", "SELECT id, j FROM js", "DIFFERENTIAL"),
 ];
+
+/// Stream tables whose first refresh after the upgrade is FULL only
+/// because of it; later refreshes are DIFFERENTIAL.
+const REINIT_BY_UPGRADE: &[&str] = &["tr", "inh", "pst"];
 
 fn start(m: &Matrix<'_>, name: &str) -> Result<Cluster, String> {
     std::fs::create_dir_all(&m.clusters).map_err(|e| e.to_string())?;
@@ -349,7 +373,9 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
         &m.work.join("build-current.log"),
     )?;
     cluster.start_again().map_err(|e| e.to_string())?;
-    let mut db = cluster.connect("upgrade_me").map_err(|e| e.to_string())?;
+    let (mut db, notices) = cluster
+        .connect_collecting_notices("upgrade_me")
+        .map_err(|e| e.to_string())?;
     let sql = |e: postgres::Error| crate::cluster::describe(&e);
     // 3. Upgrade.
     if let Err(e) = db.batch_execute("ALTER EXTENSION pg_trickle UPDATE") {
@@ -398,6 +424,32 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
             diff.join("\n")
         ));
     }
+    // 4b. What earlier versions kept wrongly is reported, in a WARNING (an
+    // extension script cannot send NOTICEs) and in status.
+    let said = notices.lock().map(|n| n.join("\n")).unwrap_or_default();
+    for st in ["inh", "pst"] {
+        if !said.contains(&format!("stream table public.{st} is recomputed")) {
+            problems.push(format!(
+                "the upgrade did not report stream table {st} in a WARNING; it said:\n{said}"
+            ));
+        }
+        let reason: Option<String> = db
+            .query_one(
+                "SELECT reinit_reason FROM pgtrickle.stream_table_status() WHERE name = $1",
+                &[&format!("public.{st}")],
+            )
+            .map_err(sql)?
+            .get(0);
+        if !reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("partitions or inheritance children")
+        {
+            problems.push(format!(
+                "stream table {st} is not marked in status after the upgrade (reinit_reason {reason:?})"
+            ));
+        }
+    }
     // 5. States survive: the reinit mark (and the hold, below).
     let reinit: bool = db
         .query_one(
@@ -441,12 +493,20 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
         }
     }
     // New changes after the upgrade flow DIFFERENTIALLY.
-    db.batch_execute("INSERT INTO a VALUES (2, 7, 'after'); INSERT INTO t VALUES (42)")
-        .map_err(sql)?;
+    db.batch_execute(
+        "INSERT INTO a VALUES (2, 7, 'after'); INSERT INTO t VALUES (42); \
+         INSERT INTO par_c VALUES (4, 'after'); INSERT INTO pt VALUES (3); \
+         INSERT INTO js VALUES (2, '[1, 2]')",
+    )
+    .map_err(sql)?;
     for (st, query, mode) in EXPECT {
         db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
             .map_err(sql)?;
-        let want = if *st == "tr" { "DIFFERENTIAL" } else { mode };
+        let want = if REINIT_BY_UPGRADE.contains(st) {
+            "DIFFERENTIAL"
+        } else {
+            mode
+        };
         let ran = last_refresh_mode(&mut db, st).map_err(sql)?;
         if ran.as_deref() != Some(want) {
             problems.push(format!(

@@ -373,15 +373,14 @@ fn drop_cascade_of_a_source_drops_its_stream_tables_and_their_capture() {
         ["other"],
         "capture of the dropped source and stream tables is gone"
     );
-    assert_eq!(
-        db.query_one(
+    let gone: bool = db
+        .query_one(
             "SELECT to_regclass('st') IS NULL AND to_regclass('st2') IS NULL",
-            &[]
+            &[],
         )
         .unwrap()
-        .get::<_, bool>(0),
-        true
-    );
+        .get(0);
+    assert!(gone, "the dependent stream tables were not dropped");
 }
 
 #[test]
@@ -577,5 +576,34 @@ fn refresh_history_keeps_the_newest_thousand_rows() {
         ),
         0,
         "the oldest rows go first"
+    );
+}
+
+#[test]
+fn a_query_without_columns_is_refused_and_for_update_is_named() {
+    let mut db = database("no_columns");
+    db.batch_execute("CREATE TABLE src (k int); INSERT INTO src VALUES (1)")
+        .unwrap();
+    let err = db
+        .batch_execute("SELECT pgtrickle.create_stream_table('nocols', 'SELECT FROM src')")
+        .unwrap_err();
+    let d = err.as_db_error().expect("db error");
+    assert_eq!(d.code().code(), "0A000");
+    assert!(d.message().contains("no columns"), "{}", d.message());
+    assert_eq!(footprint(&mut db), (0, 0, 0, 0));
+    db.batch_execute(
+        "SELECT pgtrickle.create_stream_table('locked', 'SELECT k FROM src FOR UPDATE')",
+    )
+    .unwrap();
+    let reason: String = db
+        .query_one(
+            "SELECT fallback_reason FROM pgtrickle.stream_table_status() WHERE name = 'public.locked'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains("FOR UPDATE") && !reason.contains("LIMIT"),
+        "{reason}"
     );
 }

@@ -81,6 +81,10 @@ corpus_tests! {
     union_all_equal_values_with_different_scale,
     hold_then_catch_up,
     discard_then_reinitialise,
+    partitioned_source,
+    inheritance_source,
+    columns_without_hash,
+    replica_role_writes,
 }
 
 /// The stream tables of the whole corpus, as the engine reports their

@@ -189,3 +189,13 @@ fn external_sqlancer_without_a_jar_is_a_clear_could_not_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no SQLancer jar"));
 }
+
+#[test]
+fn notices_are_collected() {
+    let cluster = harness::testkit::shared_cluster();
+    let (mut db, notices) = cluster.connect_collecting_notices("postgres").unwrap();
+    db.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from the server'; END $$")
+        .unwrap();
+    let got = notices.lock().unwrap().join("\n");
+    assert!(got.contains("NOTICE: hello from the server"), "{got:?}");
+}

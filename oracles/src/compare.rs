@@ -48,13 +48,30 @@ pub fn both_sides(
     columns: &[Column],
     query: &str,
 ) -> Result<(Vec<String>, Vec<String>), postgres::Error> {
-    let list = columns
-        .iter()
-        .map(|(c, _)| format!("s.\"{}\"", c.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let stored = sorted_text_rows(client, &format!("SELECT ROW({list})::text FROM {st} s"))?;
-    let fresh = sorted_text_rows(client, &format!("SELECT ROW(q.*)::text FROM ({query}) q"))?;
+    // Columns whose spelling the plan chooses compare in a canonical one
+    // (see `spelling`); every other column as PostgreSQL prints it.
+    let plan_spelled = crate::spelling::plan_spelled_columns(query);
+    let list = |alias: &str| {
+        columns
+            .iter()
+            .map(|(c, ty)| {
+                crate::spelling::canonical(alias, c, ty, plan_spelled.contains(&c.to_lowercase()))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let stored = sorted_text_rows(
+        client,
+        &format!("SELECT ROW({})::text FROM {st} s", list("s")),
+    )?;
+    let fresh = if plan_spelled.is_empty() {
+        sorted_text_rows(client, &format!("SELECT ROW(q.*)::text FROM ({query}) q"))?
+    } else {
+        sorted_text_rows(
+            client,
+            &format!("SELECT ROW({})::text FROM ({query}) q", list("q")),
+        )?
+    };
     Ok((stored, fresh))
 }
 

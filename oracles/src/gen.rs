@@ -27,6 +27,33 @@ pub enum ColKind {
     Bool,
     /// A generated identity primary key: never written by DML.
     Identity,
+    /// `json` objects and arrays, spelled with varying spaces: no hash
+    /// function and no equality.
+    Json,
+    /// `point`: no hash function and no equality; coordinates include -0.
+    Point,
+}
+
+/// How a generated table stores its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One ordinary table.
+    Plain,
+    /// Range-partitioned on an integer column: `<name>_p<i>` per range of
+    /// three values below `parts * 3`, and a DEFAULT partition (NULLs, the
+    /// rest).
+    Partitioned {
+        /// The partition key column.
+        column: String,
+        /// Ranges besides the DEFAULT partition.
+        parts: usize,
+    },
+    /// A parent with `<name>_c<i>` inheritance children; inserts go to any
+    /// of them.
+    Inherited {
+        /// How many children.
+        children: usize,
+    },
 }
 
 /// One column of a generated table.
@@ -68,6 +95,18 @@ impl ColSpec {
     pub fn identity(name: &str) -> Self {
         Self::new(name, ColKind::Identity, 0)
     }
+    /// A json column.
+    pub fn json(name: &str, null_pct: u32) -> Self {
+        Self::new(name, ColKind::Json, null_pct)
+    }
+    /// A point column.
+    pub fn point(name: &str, null_pct: u32) -> Self {
+        Self::new(name, ColKind::Point, null_pct)
+    }
+    /// Whether `=` compares its values (json and point have no equality).
+    fn comparable(&self) -> bool {
+        !matches!(self.kind, ColKind::Json | ColKind::Point)
+    }
     fn writable(&self) -> bool {
         self.kind != ColKind::Identity
     }
@@ -78,6 +117,8 @@ impl ColSpec {
             ColKind::Text => "text",
             ColKind::Bool => "boolean",
             ColKind::Identity => "int GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            ColKind::Json => "json",
+            ColKind::Point => "point",
         }
     }
 }
@@ -90,6 +131,8 @@ pub struct TableSpec {
     pub name: String,
     /// Columns.
     pub columns: Vec<ColSpec>,
+    /// How its rows are stored.
+    pub layout: Layout,
 }
 
 impl TableSpec {
@@ -98,17 +141,67 @@ impl TableSpec {
         TableSpec {
             name: name.into(),
             columns,
+            layout: Layout::Plain,
         }
     }
 
-    /// `CREATE TABLE` for this spec.
+    /// The same table, range-partitioned on integer column `column`.
+    pub fn partitioned(mut self, column: &str, parts: usize) -> Self {
+        self.layout = Layout::Partitioned {
+            column: column.into(),
+            parts,
+        };
+        self
+    }
+
+    /// The same table, as an inheritance parent with `children` children.
+    pub fn inherited(mut self, children: usize) -> Self {
+        self.layout = Layout::Inherited { children };
+        self
+    }
+
+    /// `CREATE TABLE` (and its partitions or children) for this spec.
     pub fn create_sql(&self) -> String {
         let cols: Vec<String> = self
             .columns
             .iter()
             .map(|c| format!("{} {}", c.name, c.sql_type()))
             .collect();
-        format!("CREATE TABLE {} ({})", self.name, cols.join(", "))
+        let t = &self.name;
+        match &self.layout {
+            Layout::Plain => format!("CREATE TABLE {t} ({})", cols.join(", ")),
+            Layout::Partitioned { column, parts } => {
+                let mut out = vec![format!(
+                    "CREATE TABLE {t} ({}) PARTITION BY RANGE ({column})",
+                    cols.join(", ")
+                )];
+                for i in 0..*parts {
+                    out.push(format!(
+                        "CREATE TABLE {t}_p{i} PARTITION OF {t} FOR VALUES FROM ({}) TO ({})",
+                        i * 3,
+                        i * 3 + 3
+                    ));
+                }
+                out.push(format!("CREATE TABLE {t}_default PARTITION OF {t} DEFAULT"));
+                out.join("; ")
+            }
+            Layout::Inherited { children } => {
+                let mut out = vec![format!("CREATE TABLE {t} ({})", cols.join(", "))];
+                for i in 0..*children {
+                    out.push(format!("CREATE TABLE {t}_c{i} () INHERITS ({t})"));
+                }
+                out.join("; ")
+            }
+        }
+    }
+
+    /// The tables an INSERT may go to: the table, and its children.
+    fn insert_targets(&self) -> Vec<String> {
+        let mut out = vec![self.name.clone()];
+        if let Layout::Inherited { children } = self.layout {
+            out.extend((0..children).map(|i| format!("{}_c{i}", self.name)));
+        }
+        out
     }
 
     fn writable(&self) -> Vec<&ColSpec> {
@@ -156,6 +249,23 @@ impl DmlGen {
             }
             .into(),
             ColKind::Identity => "DEFAULT".into(),
+            ColKind::Json => {
+                let n = self.rng.gen_range(0..4);
+                [
+                    format!("'{{\"n\": {n}}}'"),
+                    format!("'{{\"n\":{n}}}'"),
+                    format!("'[{n}, \"x\"]'"),
+                    "'null'".into(),
+                ]
+                .choose(&mut self.rng)
+                .expect("non-empty")
+                .clone()
+            }
+            ColKind::Point => {
+                let x = ["0", "-0", "1.5", "2"].choose(&mut self.rng).expect("xs");
+                let y = self.rng.gen_range(0..3);
+                format!("'({x},{y})'")
+            }
         }
     }
 
@@ -164,13 +274,18 @@ impl DmlGen {
         format!("({})", vals.join(", "))
     }
 
-    /// An INSERT of `n` random rows.
+    /// An INSERT of `n` random rows (into the table or one of its children).
     pub fn insert(&mut self, t: &TableSpec, n: usize) -> String {
         let rows: Vec<String> = (0..n).map(|_| self.row(t)).collect();
         let cols: Vec<&str> = t.writable().iter().map(|c| c.name.as_str()).collect();
+        let targets = t.insert_targets();
+        let target = if targets.len() > 1 {
+            targets.choose(&mut self.rng).expect("targets").clone()
+        } else {
+            t.name.clone()
+        };
         format!(
-            "INSERT INTO {} ({}) VALUES {}",
-            t.name,
+            "INSERT INTO {target} ({}) VALUES {}",
             cols.join(", "),
             rows.join(", ")
         )
@@ -186,6 +301,10 @@ impl DmlGen {
     fn predicate(&mut self, t: &TableSpec) -> String {
         let col = self.writable_column(t);
         let v = self.value(&col);
+        if !col.comparable() {
+            let not = if self.rng.gen_bool(0.5) { " NOT" } else { "" };
+            return format!("{} IS{not} NULL", col.name);
+        }
         if v == "NULL" {
             format!("{} IS NULL", col.name)
         } else {
@@ -211,12 +330,21 @@ impl DmlGen {
                 format!("DELETE FROM {} WHERE {p}", t.name)
             }
             _ => {
-                // Delete exactly one of possibly several equal rows.
+                // Delete exactly one of possibly several equal rows (a ctid
+                // is unique only within one table of a partition or
+                // inheritance tree).
                 let p = self.predicate(t);
-                format!(
-                    "DELETE FROM {0} WHERE ctid IN (SELECT ctid FROM {0} WHERE {p} LIMIT 1)",
-                    t.name
-                )
+                if t.layout == Layout::Plain {
+                    format!(
+                        "DELETE FROM {0} WHERE ctid IN (SELECT ctid FROM {0} WHERE {p} LIMIT 1)",
+                        t.name
+                    )
+                } else {
+                    format!(
+                        "DELETE FROM {0} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {0} WHERE {p} LIMIT 1)",
+                        t.name
+                    )
+                }
             }
         }
     }
@@ -257,6 +385,29 @@ mod tests {
         let t = TableSpec::new("t", vec![ColSpec::int("k", 4, 20), ColSpec::text("s", 10)]);
         assert_eq!(batches(7, &t), batches(7, &t));
         assert_ne!(batches(7, &t), batches(8, &t));
+    }
+
+    #[test]
+    fn trees_are_created_with_their_members_and_written_through_them() {
+        let t = TableSpec::new("t", vec![ColSpec::int("k", 9, 10), ColSpec::json("j", 10)])
+            .partitioned("k", 2);
+        let ddl = t.create_sql();
+        assert!(
+            ddl.contains("PARTITION BY RANGE (k)")
+                && ddl.contains("t_p1 PARTITION OF t FOR VALUES FROM (3) TO (6)")
+                && ddl.contains("DEFAULT"),
+            "{ddl}"
+        );
+        let all = batches(5, &t).concat().join("\n");
+        assert!(
+            !all.contains("WHERE j ="),
+            "json is never compared with =: {all}"
+        );
+        assert!(all.contains("(tableoid, ctid)"), "{all}");
+        let i = TableSpec::new("p", vec![ColSpec::int("k", 4, 0)]).inherited(2);
+        assert!(i.create_sql().contains("CREATE TABLE p_c1 () INHERITS (p)"));
+        let inserts = batches(9, &i).concat().join("\n");
+        assert!(inserts.contains("INSERT INTO p_c"), "{inserts}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`diff_vs_full`]: the DIFF-vs-FULL oracle;
 //! - [`outcome`]: the four outcome classes every check ends in;
 //! - [`shrink`], [`repro`]: minimal failing workloads and their `psql` replay files;
-//! - [`tamper`]: the negative control.
+//! - [`tamper`]: the negative control;
+//! - [`spelling`]: which columns of a grouped query the plan spells.
 
 pub mod compare;
 pub mod corpus;
@@ -18,5 +19,6 @@ pub mod gen;
 pub mod outcome;
 pub mod repro;
 pub mod shrink;
+pub mod spelling;
 pub mod tamper;
 pub mod workload;

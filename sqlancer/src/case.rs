@@ -9,7 +9,7 @@ use oracles::workload::{Mode, Step, StreamTableDef, Workload};
 
 use crate::grammar::{Construct, Query};
 use crate::query::query;
-use crate::schema::{schema, Writer};
+use crate::schema::{schema, Layout, Writer};
 
 /// DML steps per case.
 pub const STEPS: usize = 8;
@@ -46,12 +46,29 @@ pub fn case(seed: u64, index: u64) -> Case {
     }
     let mut q = query(&mut rng, &schema);
     let sql = q.sql();
+    for t in &schema.tables {
+        if !sql.contains(&format!(" {} ", t.name)) {
+            continue;
+        }
+        match t.layout {
+            Layout::Partitioned => {
+                q.constructs.insert(Construct::PartitionedSource);
+            }
+            Layout::Inherited => {
+                q.constructs.insert(Construct::InheritanceSource);
+            }
+            Layout::Plain => {}
+        }
+        if t.columns.iter().any(|c| !c.ty.comparable()) {
+            q.constructs.insert(Construct::ColumnWithoutHash);
+        }
+    }
     let mut stream_tables = vec![StreamTableDef {
         name: "q".into(),
         query: sql.clone(),
         mode: Mode::Auto,
     }];
-    if rng.gen_ratio(1, 5) {
+    if rng.gen_ratio(1, 5) && q.first_comparable {
         // A stream table over the generated one.
         q.constructs.insert(Construct::StreamTableOverStreamTable);
         let first = &q.branches[0].items[0].1;

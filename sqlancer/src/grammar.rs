@@ -54,11 +54,17 @@ pub enum Construct {
     StreamTableOverStreamTable,
     /// A TRUNCATE of a source in the DML stream.
     TruncateSource,
+    /// A partitioned source (writes routed to partitions, a DEFAULT one).
+    PartitionedSource,
+    /// An inheritance parent whose child is written to.
+    InheritanceSource,
+    /// A source with a json column (no hash function, no equality).
+    ColumnWithoutHash,
 }
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 21] = [
+    pub const EMITTED: [Construct; 24] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -80,6 +86,9 @@ impl Construct {
         Construct::ScalarSubquery,
         Construct::StreamTableOverStreamTable,
         Construct::TruncateSource,
+        Construct::PartitionedSource,
+        Construct::InheritanceSource,
+        Construct::ColumnWithoutHash,
     ];
 
     /// Whether the engine is expected to maintain it DIFFERENTIALLY today
@@ -239,6 +248,8 @@ pub struct Query {
     pub branches: Vec<Select>,
     /// Constructs used.
     pub constructs: BTreeSet<Construct>,
+    /// Whether the first output column compares with `=` (may be grouped on).
+    pub first_comparable: bool,
 }
 
 impl Query {
@@ -331,6 +342,7 @@ mod tests {
                 having: vec![],
             }],
             constructs: BTreeSet::new(),
+            first_comparable: true,
         }
     }
 
@@ -367,6 +379,6 @@ mod tests {
     fn edge_constructs_are_marked() {
         assert!(Construct::InnerJoin.differential());
         assert!(!Construct::LeftJoin.differential());
-        assert_eq!(Construct::EMITTED.len(), 21);
+        assert_eq!(Construct::EMITTED.len(), 24);
     }
 }

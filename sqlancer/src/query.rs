@@ -66,6 +66,7 @@ impl Gen<'_> {
                 Family::Text => "'k'".into(),
                 Family::Bool => "true".into(),
                 Family::Date => "DATE '2024-01-01'".into(),
+                Family::Json => "'null'::json".into(),
             };
         };
         match (f, self.rng.gen_range(0..6)) {
@@ -90,6 +91,12 @@ impl Gen<'_> {
     fn predicate(&mut self, scope: &[Col], depth: usize) -> String {
         let c = scope.choose(self.rng).expect("scope").clone();
         let roll = self.rng.gen_range(0..10);
+        if !c.ty.comparable() {
+            // json has no equality: it can only be tested for NULL.
+            self.used.insert(Construct::NullLogic);
+            let not = if roll % 2 == 0 { " NOT" } else { "" };
+            return format!("{} IS{not} NULL", c.expr);
+        }
         if depth < 2 && roll < 2 {
             self.used.insert(Construct::NullLogic);
             let a = self.predicate(scope, depth + 1);
@@ -224,10 +231,22 @@ impl Gen<'_> {
         }
     }
 
-    fn items(&mut self, scope: &[Col], n: usize) -> Vec<(String, String, Family)> {
+    /// `n` output expressions; with `keys`, only of comparable types (they
+    /// are grouped on or made DISTINCT).
+    fn items(&mut self, scope: &[Col], n: usize, keys: bool) -> Vec<(String, String, Family)> {
+        let comparable: Vec<Col> = scope
+            .iter()
+            .filter(|c| c.ty.comparable())
+            .cloned()
+            .collect();
+        let pool = if keys && !comparable.is_empty() {
+            comparable
+        } else {
+            scope.to_vec()
+        };
         (0..n)
             .map(|i| {
-                let c = scope.choose(self.rng).expect("scope").clone();
+                let c = pool.choose(self.rng).expect("scope").clone();
                 let f = c.ty.family();
                 let e = self.expr(scope, f);
                 (e, format!("o{i}"), f)
@@ -246,7 +265,7 @@ impl Gen<'_> {
         };
         let (e, fam) = match (f, self.rng.gen_range(0..6)) {
             (_, 0) => ("count(*)".to_string(), Family::Num),
-            (_, 1) => (format!("count({arg})"), Family::Num),
+            (Family::Json, _) | (_, 1) => (format!("count({arg})"), Family::Num),
             (Family::Num, 2) => (format!("sum({arg})"), Family::Num),
             (Family::Num, 3) => (format!("avg({arg})"), Family::Num),
             (Family::Bool, 2) => (format!("bool_and({arg})"), Family::Bool),
@@ -278,7 +297,7 @@ impl Gen<'_> {
             } else {
                 self.used.insert(Construct::GroupBy);
             }
-            for (e, a, f) in self.items(&scope, keys) {
+            for (e, a, f) in self.items(&scope, keys, true) {
                 s.group_by.push(e.clone());
                 s.items.push((e, a));
                 families.push(f);
@@ -306,11 +325,12 @@ impl Gen<'_> {
             }
         } else {
             let k = self.rng.gen_range(1..=4);
-            for (e, a, f) in self.items(&scope, k) {
+            let distinct = self.rng.gen_ratio(1, 5);
+            for (e, a, f) in self.items(&scope, k, distinct) {
                 s.items.push((e, a));
                 families.push(f);
             }
-            if self.rng.gen_ratio(1, 5) {
+            if distinct && families.iter().all(|f| *f != Family::Json) {
                 self.used.insert(Construct::Distinct);
                 s.distinct = true;
             }
@@ -371,13 +391,18 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
         aliases: 0,
     };
     let shape = g.rng.gen_range(0..10);
+    let first_family;
     let mut branches = match shape {
-        0..=3 => vec![g.block(false).0],
-        4..=6 => vec![g.block(true).0],
+        0..=6 => {
+            let (b, families) = g.block(shape >= 4);
+            first_family = families.first().copied().unwrap_or(Family::Num);
+            vec![b]
+        }
         7 => {
             // UNION ALL of two plain blocks with matching column families.
             g.used.insert(Construct::UnionAll);
             let (mut first, families) = g.block(false);
+            first_family = families.first().copied().unwrap_or(Family::Num);
             first.distinct = false;
             let mut filters = Vec::new();
             let n = g.rng.gen_range(1..=2);
@@ -400,6 +425,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
             // A subquery in FROM, filtered or aggregated outside.
             g.used.insert(Construct::SubqueryInFrom);
             let (mut inner, families) = g.block(false);
+            first_family = families.first().copied().unwrap_or(Family::Num);
             inner.distinct = false;
             let alias = g.alias();
             let scope: Vec<Col> = inner
@@ -419,7 +445,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
                 }],
                 ..Select::default()
             };
-            if g.rng.gen_bool(0.5) {
+            if g.rng.gen_bool(0.5) && scope[0].ty.comparable() {
                 g.used.insert(Construct::GroupBy);
                 let key = scope[0].expr.clone();
                 outer.group_by.push(key.clone());
@@ -446,6 +472,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
     Query {
         branches,
         constructs: g.used,
+        first_comparable: first_family != Family::Json,
     }
 }
 
@@ -455,5 +482,6 @@ fn ty_of_family(f: Family) -> Ty {
         Family::Text => Ty::Text,
         Family::Bool => Ty::Bool,
         Family::Date => Ty::Date,
+        Family::Json => Ty::Json,
     }
 }

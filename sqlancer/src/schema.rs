@@ -1,8 +1,10 @@
 //! Seeded schemas, data and DML streams.
 //!
-//! Tables have 2 to 4 columns of integer, bigint, numeric, text, boolean
-//! and date types, nullable or NOT NULL, with or without a bigint primary
-//! key, and sometimes indexes. Values come from small, skewed domains so
+//! Tables have 2 to 4 columns of integer, bigint, numeric, text, boolean,
+//! date and json types, nullable or NOT NULL, with or without a bigint
+//! primary key, and sometimes indexes; some keyless tables are partitioned
+//! (on `c0`, with a DEFAULT partition) or inheritance parents with a child
+//! that inserts also target. Values come from small, skewed domains so
 //! duplicates, NULLs and join matches are common. DML never violates a
 //! constraint: primary keys come from a counter, and key updates shift a
 //! key by a multiple of a large stride, which keeps keys unique.
@@ -26,6 +28,9 @@ pub enum Ty {
     Bool,
     /// date
     Date,
+    /// json: no hash function and no equality, so only projected,
+    /// counted and tested for NULL
+    Json,
 }
 
 /// Types that compare and combine with each other.
@@ -39,16 +44,19 @@ pub enum Family {
     Bool,
     /// date
     Date,
+    /// json (opaque: see [`Ty::Json`])
+    Json,
 }
 
 impl Ty {
-    const ALL: [Ty; 6] = [
+    const ALL: [Ty; 7] = [
         Ty::Int,
         Ty::BigInt,
         Ty::Numeric,
         Ty::Text,
         Ty::Bool,
         Ty::Date,
+        Ty::Json,
     ];
 
     /// SQL type name.
@@ -60,6 +68,7 @@ impl Ty {
             Ty::Text => "text",
             Ty::Bool => "boolean",
             Ty::Date => "date",
+            Ty::Json => "json",
         }
     }
 
@@ -70,7 +79,13 @@ impl Ty {
             Ty::Text => Family::Text,
             Ty::Bool => Family::Bool,
             Ty::Date => Family::Date,
+            Ty::Json => Family::Json,
         }
+    }
+
+    /// Whether values compare with `=` (and so may be keys or compared).
+    pub fn comparable(self) -> bool {
+        self != Ty::Json
     }
 }
 
@@ -85,11 +100,24 @@ pub struct Column {
     pub nullable: bool,
 }
 
+/// How a table stores its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One ordinary table.
+    Plain,
+    /// Range-partitioned on `c0`: `[0,3)`, `[3,6)` and a DEFAULT partition.
+    Partitioned,
+    /// An inheritance parent with one child `<name>_c` that inserts may target.
+    Inherited,
+}
+
 /// A table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// Name.
     pub name: String,
+    /// How it stores its rows.
+    pub layout: Layout,
     /// Whether it has a bigint primary key column `id` (first).
     pub keyed: bool,
     /// Its columns, `id` first when keyed.
@@ -117,11 +145,36 @@ impl Table {
                 }
             })
             .collect();
-        let mut out = vec![format!("CREATE TABLE {} ({})", self.name, cols.join(", "))];
+        let t = &self.name;
+        let mut out = match self.layout {
+            Layout::Plain => vec![format!("CREATE TABLE {t} ({})", cols.join(", "))],
+            Layout::Partitioned => vec![
+                format!(
+                    "CREATE TABLE {t} ({}) PARTITION BY RANGE (c0)",
+                    cols.join(", ")
+                ),
+                format!("CREATE TABLE {t}_p0 PARTITION OF {t} FOR VALUES FROM (0) TO (3)"),
+                format!("CREATE TABLE {t}_p1 PARTITION OF {t} FOR VALUES FROM (3) TO (6)"),
+                format!("CREATE TABLE {t}_pd PARTITION OF {t} DEFAULT"),
+            ],
+            Layout::Inherited => vec![
+                format!("CREATE TABLE {t} ({})", cols.join(", ")),
+                format!("CREATE TABLE {t}_c () INHERITS ({t})"),
+            ],
+        };
         for c in &self.indexes {
-            out.push(format!("CREATE INDEX ON {} ({c})", self.name));
+            out.push(format!("CREATE INDEX ON {t} ({c})"));
         }
         out
+    }
+
+    /// A unique row locator, as compared and as selected: `ctid` is unique
+    /// only within one table of a partition or inheritance tree.
+    fn row_locator(&self) -> (&'static str, &'static str) {
+        match self.layout {
+            Layout::Plain => ("ctid", "ctid"),
+            _ => ("(tableoid, ctid)", "tableoid, ctid"),
+        }
     }
 
     fn data_columns(&self) -> Vec<&Column> {
@@ -168,12 +221,19 @@ pub fn schema(rng: &mut ChaCha8Rng) -> Schema {
             }
             let mut indexes = Vec::new();
             for c in &columns {
-                if c.name != "id" && rng.gen_bool(0.2) {
+                if c.name != "id" && c.ty.comparable() && rng.gen_bool(0.2) {
                     indexes.push(c.name.clone());
                 }
             }
+            // A primary key would have to include the partition key.
+            let layout = match (keyed, rng.gen_range(0..10)) {
+                (false, 0..=1) => Layout::Partitioned,
+                (false, 2) => Layout::Inherited,
+                _ => Layout::Plain,
+            };
             Table {
                 name: format!("t{i}"),
+                layout,
                 keyed,
                 columns,
                 indexes,
@@ -208,6 +268,15 @@ pub fn literal(rng: &mut ChaCha8Rng, ty: Ty, nullable: bool) -> String {
         ),
         Ty::Bool => if rng.gen_bool(0.5) { "true" } else { "false" }.into(),
         Ty::Date => format!("DATE '2024-01-{:02}'", 1 + small(rng, 8)),
+        Ty::Json => {
+            let n = small(rng, 4);
+            match rng.gen_range(0..4) {
+                0 => format!("'{{\"n\": {n}}}'"),
+                1 => format!("'{{\"n\":{n}}}'"),
+                2 => format!("'[{n}]'"),
+                _ => "'null'".into(),
+            }
+        }
     }
 }
 
@@ -256,11 +325,19 @@ impl Writer {
                 format!("({v})")
             })
             .collect();
-        format!("INSERT INTO {} ({cols}) VALUES {}", t.name, rows.join(", "))
+        let target = if t.layout == Layout::Inherited && rng.gen_bool(0.5) {
+            format!("{}_c", t.name)
+        } else {
+            t.name.clone()
+        };
+        format!("INSERT INTO {target} ({cols}) VALUES {}", rows.join(", "))
     }
 
     fn predicate(rng: &mut ChaCha8Rng, t: &Table) -> String {
         let c = t.columns.choose(rng).expect("columns");
+        if !c.ty.comparable() {
+            return format!("{} IS NULL", c.name);
+        }
         match rng.gen_range(0..4) {
             0 if c.nullable => format!("{} IS NULL", c.name),
             1 if c.ty.family() == Family::Num => {
@@ -306,8 +383,9 @@ impl Writer {
             }
             _ => {
                 let p = Self::predicate(rng, t);
+                let (compared, selected) = t.row_locator();
                 format!(
-                    "DELETE FROM {0} WHERE ctid IN (SELECT ctid FROM {0} WHERE {p} LIMIT 1)",
+                    "DELETE FROM {0} WHERE {compared} IN (SELECT {selected} FROM {0} WHERE {p} LIMIT 1)",
                     t.name
                 )
             }

@@ -164,6 +164,19 @@ pub struct Analysis {
     pub tree: OpNode,
     /// The differential model, or the reason DIFFERENTIAL is impossible.
     pub model: Result<Model, String>,
+    /// For a grouped model, what the extension learned of each group key's
+    /// type (see `probes`); empty means every key is a hashable scalar.
+    pub key_types: Vec<KeyType>,
+}
+
+/// What the SQL generator needs to know about a group key's type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyType {
+    /// How the key enters a group's identity hash.
+    pub identity: crate::catalog::ColumnIdentity,
+    /// The key is an array (or a domain over one): `= ANY (ARRAY(...))`
+    /// would compare it with its elements.
+    pub array: bool,
 }
 
 /// Parse a defining query into one `Query`.
@@ -246,6 +259,7 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         sources: an.sources,
         tree,
         model,
+        key_types: Vec::new(),
     })
 }
 

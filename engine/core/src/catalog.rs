@@ -160,6 +160,10 @@ pub struct OutputColumn {
     pub type_sql: String,
     /// How the column takes part in a row's identity hash.
     pub identity: ColumnIdentity,
+    /// The column's collation is nondeterministic: its identity hash uses
+    /// the `C` collation, so that it does not depend on which expression
+    /// (the query's column or a change buffer's) carries the value.
+    pub nondeterministic: bool,
 }
 
 /// How a column's value enters the identity hash of a row

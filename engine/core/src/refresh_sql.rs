@@ -47,7 +47,7 @@ use sqlparser::ast::{
     Distinct, Expr, GroupByExpr, Ident, ObjectName, Select, SelectItem, TableFactor,
 };
 
-use crate::analyze::{alias_of, for_each_factor_mut, Analysis, Block, Model, Occ, Rel};
+use crate::analyze::{alias_of, for_each_factor_mut, Analysis, Block, KeyType, Model, Occ, Rel};
 use crate::catalog::{ColumnIdentity, OutputColumn, SourceTable};
 use crate::sql::quote_ident;
 
@@ -155,7 +155,9 @@ fn plan_with(
     let grouped = matches!(analysis.model, Ok(Model::Grouped { .. }));
 
     let full_select = match &analysis.model {
-        Ok(Model::Grouped { block, keys }) => grouped_select(&block.select, keys, None),
+        Ok(Model::Grouped { block, keys }) => {
+            grouped_select(&block.select, keys, &analysis.key_types, None)
+        }
         _ => {
             let q_cols = quoted_list(columns.iter().map(|c| c.name.as_str()));
             format!(
@@ -194,13 +196,13 @@ fn plan_with(
         Ok(Model::Grouped { block, keys }) => Some(gen.grouped(block, keys, storage, columns)),
         Err(_) => None,
     };
-    let mut gen = Gen::new(&analysis.sources);
+    let mut gen = Gen::new(&analysis.sources, &analysis.key_types);
     let mut diff_sql = generate(&mut gen);
     let diff_sources = gen.used_sources.clone();
     let mut guarded_sources = Vec::new();
     if let (Some(changed), Some(_)) = (changed, &diff_sql) {
         // The same parameter numbering, specialised to the changed sources.
-        gen = Gen::new(&analysis.sources);
+        gen = Gen::new(&analysis.sources, &analysis.key_types);
         gen.param_order = Some(diff_sources.clone());
         gen.changed = Some(changed.to_vec());
         guarded_sources = diff_sources
@@ -243,7 +245,10 @@ fn row_hash(alias: &str, columns: &[OutputColumn]) -> String {
     let parts: Vec<String> = columns
         .iter()
         .map(|c| {
-            let value = format!("{alias}.{}::{}", quote_ident(&c.name), c.type_sql);
+            let mut value = format!("{alias}.{}::{}", quote_ident(&c.name), c.type_sql);
+            if c.nondeterministic {
+                value = format!("({value}) COLLATE pg_catalog.\"C\"");
+            }
             match &c.identity {
                 ColumnIdentity::Hash => value,
                 ColumnIdentity::Send(send) => format!("{send}({value})"),
@@ -257,14 +262,24 @@ fn row_hash(alias: &str, columns: &[OutputColumn]) -> String {
     )
 }
 
-/// The group identity of a grouped stream table row.
-fn key_hash(keys: &[String]) -> String {
+/// The group identity of a grouped stream table row: the keys' hash, each
+/// key entering as its type allows (see [`KeyType`]; none known: hashable).
+fn key_hash(keys: &[String], types: &[KeyType]) -> String {
     if keys.is_empty() {
         "0::bigint".into()
     } else {
+        let parts: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match types.get(i).map(|t| &t.identity) {
+                Some(ColumnIdentity::Send(send)) => format!("{send}({k})"),
+                Some(ColumnIdentity::Text) => format!("({k})::pg_catalog.text"),
+                _ => k.clone(),
+            })
+            .collect();
         format!(
             "pg_catalog.hash_record_extended(ROW({}), 0)",
-            keys.join(", ")
+            parts.join(", ")
         )
     }
 }
@@ -277,11 +292,16 @@ fn parse_expr(text: &str) -> Expr {
 }
 
 /// The grouped block with the row identity added, optionally restricted by `extra_where`.
-fn grouped_select(select: &Select, keys: &[Expr], extra_where: Option<&str>) -> String {
+fn grouped_select(
+    select: &Select,
+    keys: &[Expr],
+    types: &[KeyType],
+    extra_where: Option<&str>,
+) -> String {
     let mut s = select.clone();
     let key_texts: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
     s.projection.push(SelectItem::ExprWithAlias {
-        expr: parse_expr(&key_hash(&key_texts)),
+        expr: parse_expr(&key_hash(&key_texts, types)),
         alias: Ident::new(ROW_ID),
     });
     if let Some(extra) = extra_where {
@@ -304,6 +324,7 @@ enum Version {
 
 struct Gen<'a> {
     sources: &'a [SourceTable],
+    key_types: &'a [KeyType],
     ctes: Vec<String>,
     defined_sources: Vec<usize>,
     defined_old: Vec<usize>,
@@ -318,9 +339,10 @@ struct Gen<'a> {
 }
 
 impl<'a> Gen<'a> {
-    fn new(sources: &'a [SourceTable]) -> Self {
+    fn new(sources: &'a [SourceTable], key_types: &'a [KeyType]) -> Self {
         Gen {
             sources,
+            key_types,
             ctes: Vec::new(),
             defined_sources: Vec::new(),
             defined_old: Vec::new(),
@@ -658,7 +680,7 @@ impl<'a> Gen<'a> {
         let k_refs: Vec<String> = key_names.iter().map(|k| format!("k.{k}")).collect();
         self.ctes.push(format!(
             "__pgt_kh(__pgt_rid) AS MATERIALIZED (SELECT {} FROM __pgt_keys k)",
-            key_hash(&k_refs)
+            key_hash(&k_refs, self.key_types)
         ));
         self.read_only_phase("affected_groups", "__pgt_keys");
 
@@ -667,22 +689,38 @@ impl<'a> Gen<'a> {
         let recompute = if keys.is_empty() {
             format!(
                 "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",
-                grouped_select(&block.select, keys, None)
+                grouped_select(&block.select, keys, self.key_types, None)
             )
         } else {
             let key_exprs: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
             let all_not_null: Vec<String> =
                 k_refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
-            let some_null: Vec<String> = k_refs.iter().map(|k| format!("{k} IS NULL")).collect();
+            // `NOT (k IS NOT NULL)`, not `k IS NULL`: a composite key with
+            // some NULL fields is neither, and `=` cannot match it.
+            let some_null: Vec<String> = k_refs
+                .iter()
+                .map(|k| format!("NOT ({k} IS NOT NULL)"))
+                .collect();
             // `= ANY(ARRAY(...))` is evaluated once and lets the planner use an
-            // index on the first key.
-            let non_null = format!(
-                "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
-                key_exprs[0],
-                k_refs[0],
-                all_not_null.join(" AND ")
-            );
-            let mut keyed = grouped_select(&block.select, keys, Some(&non_null));
+            // index on the first key; an array key would be compared with
+            // the elements of that array, so it is matched with IN.
+            let first_is_array = self.key_types.first().is_some_and(|t| t.array);
+            let non_null = if first_is_array {
+                format!(
+                    "{} IN (SELECT DISTINCT {} FROM __pgt_keys k WHERE {})",
+                    key_exprs[0],
+                    k_refs[0],
+                    all_not_null.join(" AND ")
+                )
+            } else {
+                format!(
+                    "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
+                    key_exprs[0],
+                    k_refs[0],
+                    all_not_null.join(" AND ")
+                )
+            };
+            let mut keyed = grouped_select(&block.select, keys, self.key_types, Some(&non_null));
             if keys.len() > 1 {
                 // The rest of a multi-column key is matched on the computed
                 // groups by their identity hash, behind a fence (OFFSET 0):
@@ -691,7 +729,7 @@ impl<'a> Gen<'a> {
                 // how the query itself is joined.
                 keyed = format!(
                     "SELECT * FROM ({keyed} OFFSET 0) r WHERE r.{ROW_ID} = ANY (ARRAY(SELECT {} FROM __pgt_keys k WHERE {}))",
-                    key_hash(&k_refs),
+                    key_hash(&k_refs, self.key_types),
                     all_not_null.join(" AND ")
                 );
             }
@@ -709,7 +747,7 @@ impl<'a> Gen<'a> {
             );
             format!(
                 "{keyed} UNION ALL {}",
-                grouped_select(&block.select, keys, Some(&nullable))
+                grouped_select(&block.select, keys, self.key_types, Some(&nullable))
             )
         };
         self.ctes.push(format!(

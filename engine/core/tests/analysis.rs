@@ -189,16 +189,19 @@ fn columns_without_a_hash_enter_the_identity_by_send_or_text() {
             name: "k".into(),
             type_sql: "integer".into(),
             identity: ColumnIdentity::Hash,
+            nondeterministic: false,
         },
         OutputColumn {
             name: "v".into(),
             type_sql: "point".into(),
             identity: ColumnIdentity::Send("pg_catalog.point_send".into()),
+            nondeterministic: false,
         },
         OutputColumn {
             name: "s".into(),
             type_sql: "json".into(),
             identity: ColumnIdentity::Text,
+            nondeterministic: false,
         },
     ];
     let p = plan_refresh(&a, "SELECT k, v, s FROM a", "public.st", &cols);
@@ -267,6 +270,7 @@ fn columns(names: &[&str]) -> Vec<OutputColumn> {
             name: n.to_string(),
             type_sql: "integer".into(),
             identity: Default::default(),
+            nondeterministic: false,
         })
         .collect()
 }

@@ -120,10 +120,10 @@ FROM PUBLIC;
 -- Everything generated for existing stream tables, made again by this
 -- version: capture triggers on every partition and inheritance child (the
 -- readers of such sources are recomputed at their next refresh, with a
--- NOTICE: earlier versions could miss those members' changes), stored
+-- WARNING: earlier versions could miss those members' changes), stored
 -- statements (columns without a hash function enter row identity by their
 -- send form or text; a stream table this version does not maintain
--- DIFFERENTIALLY is re-planned FULL, with a NOTICE and its reason in
+-- DIFFERENTIALLY is re-planned FULL, with a WARNING and its reason in
 -- stream_table_status()), the read-only trigger of every stream table and
 -- its dependencies on its sources.
 SELECT pgtrickle._regenerate();

@@ -442,6 +442,9 @@ fn reinitialize_stream_table(name: &str) {
 /// command touched or dropped, `tag` its command tag).
 #[pg_extern]
 fn _structure_changed(objids: Vec<pg_sys::Oid>, tag: &str) {
+    if crate::triggers::OwnDdl::running() {
+        return;
+    }
     let objids: Vec<u32> = objids.iter().map(|o| o.to_u32()).collect();
     as_extension(|| structure_changed(&objids, tag));
 }
@@ -622,6 +625,9 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
 /// refused with the reason.
 #[pg_extern]
 fn _source_altered(relid: pg_sys::Oid) {
+    if crate::triggers::OwnDdl::running() {
+        return;
+    }
     as_extension(|| source_altered(relid.to_u32()));
 }
 

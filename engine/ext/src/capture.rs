@@ -16,16 +16,35 @@ use crate::util::{qi, raise, row, rows, run, value};
 
 /// Column names and storage types of a source, in attribute order.
 fn source_columns(oid: u32) -> Vec<(String, String)> {
+    source_columns_with_collation(oid)
+        .into_iter()
+        .map(|(n, t, _)| (n, t))
+        .collect()
+}
+
+/// Column names, storage types and, where the column's collation is not
+/// its type's default, a `COLLATE` clause: the buffer's columns compare
+/// (in joins and grouping) as the source's do.
+fn source_columns_with_collation(oid: u32) -> Vec<(String, String, String)> {
     rows(
         "SELECT a.attname::text, CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) \
-         ELSE format_type(a.atttypid, a.atttypmod) END \
+         ELSE format_type(a.atttypid, a.atttypmod) END, \
+         CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
+              THEN ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(c.collname) ELSE '' END \
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+         LEFT JOIN pg_collation c ON c.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace \
          WHERE a.attrelid = $1::text::oid AND a.attnum > 0 AND NOT a.attisdropped \
          AND a.attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY a.attnum",
         &[Some(oid.to_string())],
     )
     .into_iter()
-    .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+    .map(|r| {
+        (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+            r[2].clone().unwrap_or_default(),
+        )
+    })
     .collect()
 }
 
@@ -65,11 +84,12 @@ pub fn ensure_capture(source: &SourceTable) {
         "op \"char\" NOT NULL".to_string(),
         "captured_at timestamptz NOT NULL DEFAULT now()".to_string(),
     ];
-    for (k, (_, ty)) in cols.iter().enumerate() {
-        defs.push(format!("__o{} {ty}", k + 1));
+    let collated = source_columns_with_collation(source.oid);
+    for (k, (_, ty, coll)) in collated.iter().enumerate() {
+        defs.push(format!("__o{} {ty}{coll}", k + 1));
     }
-    for (k, (_, ty)) in cols.iter().enumerate() {
-        defs.push(format!("__n{} {ty}", k + 1));
+    for (k, (_, ty, coll)) in collated.iter().enumerate() {
+        defs.push(format!("__n{} {ty}{coll}", k + 1));
     }
     run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
     run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);

@@ -100,3 +100,20 @@ pub fn collatable(typid: u32) -> bool {
     // SAFETY: a syscache lookup.
     unsafe { pg_sys::type_is_collatable(pg_sys::Oid::from(typid)) }
 }
+
+/// Whether `typid` (a domain: its base type) is an array type.
+pub fn is_array(typid: u32) -> bool {
+    // SAFETY: syscache lookups.
+    unsafe {
+        let base = pg_sys::getBaseType(pg_sys::Oid::from(typid));
+        pg_sys::get_element_type(base) != pg_sys::InvalidOid
+    }
+}
+
+/// What the SQL generator needs to know about a group key of type `typid`.
+pub fn key_type(typid: u32) -> pg_trickle_core::analyze::KeyType {
+    pg_trickle_core::analyze::KeyType {
+        identity: identity(typid),
+        array: is_array(typid),
+    }
+}

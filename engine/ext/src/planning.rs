@@ -26,9 +26,11 @@ pub struct Planned {
 /// how it enters a row's identity.
 pub fn storage_columns(relid: u32) -> Vec<OutputColumn> {
     rows(
-        "SELECT attname::text, format_type(atttypid, atttypmod), atttypid::text FROM pg_attribute \
-         WHERE attrelid = $1::text::oid AND attnum > 0 AND NOT attisdropped \
-         AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid::text, \
+         coalesce(NOT c.collisdeterministic, false)::text \
+         FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation \
+         WHERE a.attrelid = $1::text::oid AND a.attnum > 0 AND NOT a.attisdropped \
+         AND a.attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY a.attnum",
         &[Some(relid.to_string())],
     )
     .into_iter()
@@ -40,6 +42,7 @@ pub fn storage_columns(relid: u32) -> Vec<OutputColumn> {
             .and_then(|t| t.parse().ok())
             .map(crate::column_types::identity)
             .unwrap_or_default(),
+        nondeterministic: r[3].as_deref() == Some("true"),
     })
     .collect()
 }
@@ -105,7 +108,31 @@ pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
             },
         );
     }
-    analyze::analyze(query, &catalog).map_err(|e| e.to_string())
+    let mut analysis = analyze::analyze(query, &catalog).map_err(|e| e.to_string())?;
+    analysis.key_types = key_type_oids(&analysis, owner)
+        .into_iter()
+        .map(crate::column_types::key_type)
+        .collect();
+    Ok(analysis)
+}
+
+/// The type of each group key of a grouped analysis, asked of PostgreSQL
+/// as the owner by a probe that reads no row (empty for anything else, or
+/// when the probe fails: the query's own error surfaces where it runs).
+fn key_type_oids(analysis: &Analysis, owner: &Owner) -> Vec<u32> {
+    let Some(probe) = pg_trickle_core::probes::key_probe(analysis) else {
+        return Vec::new();
+    };
+    let sql = probe.types_sql();
+    let owner = owner.clone();
+    in_subtransaction(move || owner.run(|| crate::util::row(&sql, &[])))
+        .map_err(|f| f.reraise_if_transient())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.and_then(|t| t.parse().ok()).unwrap_or(0))
+        .collect()
 }
 
 /// Plan a stream table stored in `relid` for `query` under the requested mode.
@@ -124,6 +151,7 @@ pub fn plan(
         tree: OpNode::new("Query", "", vec![])
             .unsupported(format!("queries the analyzer cannot read ({reason})")),
         model: Err(format!("queries the analyzer cannot read ({reason})")),
+        key_types: Vec::new(),
     });
     let plan = plan_refresh(&analysis, query, storage, &columns);
     let mut reason = match (&analysis.model, requested) {
@@ -215,11 +243,7 @@ fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<Str
         ));
     }
     let probe = pg_trickle_core::probes::key_probe(analysis)?;
-    let types: Vec<u32> = owner
-        .run(|| crate::util::row(&probe.types_sql(), &[]))?
-        .into_iter()
-        .map(|t| t.and_then(|t| t.parse().ok()).unwrap_or(0))
-        .collect();
+    let types = key_type_oids(analysis, owner);
     for (key, typid) in probe.keys.iter().zip(&types) {
         if !crate::column_types::hashable(*typid) {
             return Some(format!(

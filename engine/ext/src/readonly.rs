@@ -75,6 +75,7 @@ fn refuse_direct_write<'a>(
 /// fires in every `session_replication_role`, so a logical replication
 /// apply worker cannot write a stream table either.
 pub fn install(storage_sql: &str) {
+    let _own = crate::triggers::OwnDdl::begin();
     crate::util::run(
         &format!(
             "CREATE OR REPLACE TRIGGER pgt_readonly BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {storage_sql} \

@@ -39,9 +39,13 @@ fn _regenerate() {
         let (sources, with_members) = crate::capture::regenerate_all();
         reinitialise_readers_of(&with_members);
         let (kept, replanned) = regenerate_statements();
-        pgrx::notice!(
-            "pg_trickle: regenerated the capture of {sources} source(s) and the refresh statements of {kept} stream table(s); {replanned} re-planned"
-        );
+        // An extension script runs with client_min_messages at WARNING or
+        // above: what the operator must read is a WARNING.
+        if replanned > 0 {
+            pgrx::warning!(
+                "pg_trickle: regenerated the capture of {sources} source(s) and the refresh statements of {kept} stream table(s); {replanned} re-planned"
+            );
+        }
     });
 }
 
@@ -58,7 +62,7 @@ fn reinitialise_readers_of(sources: &[u32]) {
             &[Some(source.to_string())],
         );
         for name in names {
-            pgrx::notice!(
+            pgrx::warning!(
                 "pg_trickle: stream table {name} is recomputed (FULL) at its next refresh: its source has partitions or inheritance children"
             );
         }
@@ -195,7 +199,7 @@ fn regenerate_one(id: i64) -> bool {
                 &[Some(id.to_string())],
             );
         }
-        pgrx::notice!(
+        pgrx::warning!(
             "pg_trickle: stream table {name} was re-planned ({}); it is recomputed at its next refresh",
             planned.fallback_reason.as_deref().unwrap_or("its plan changed")
         );

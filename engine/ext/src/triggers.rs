@@ -17,9 +17,39 @@
 //! `pgt_change_buffers.members`, so that a member that left (DETACH, NO
 //! INHERIT, DROP) is noticed even after it is gone from `pg_inherits`.
 
+use std::cell::Cell;
+
 use pg_trickle_core::catalog::SourceKind;
 
 use crate::util::{first_column, run, value};
+
+thread_local! {
+    /// How many of pg_trickle's own trigger changes are running here.
+    static OWN_DDL: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks pg_trickle's own `CREATE TRIGGER` / `ALTER TABLE ... TRIGGER`
+/// statements, whose `ddl_command_end` events are not structure changes.
+pub struct OwnDdl;
+
+impl OwnDdl {
+    /// Mark the statements run until the value is dropped.
+    pub fn begin() -> OwnDdl {
+        OWN_DDL.with(|c| c.set(c.get() + 1));
+        OwnDdl
+    }
+
+    /// Whether one of pg_trickle's own trigger changes is running.
+    pub fn running() -> bool {
+        OWN_DDL.with(Cell::get) > 0
+    }
+}
+
+impl Drop for OwnDdl {
+    fn drop(&mut self) {
+        OWN_DDL.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
 
 /// The name of a source's own row capture trigger.
 pub fn capture_trigger(relid: u32) -> String {
@@ -49,6 +79,7 @@ fn relation_sql(relid: u32) -> Option<String> {
 
 /// Install the source's own triggers (its buffer and capture function exist).
 pub fn install_on_source(relid: u32, kind: SourceKind) {
+    let _own = OwnDdl::begin();
     let Some(table) = relation_sql(relid) else {
         return;
     };
@@ -95,6 +126,7 @@ fn always(table: &str, name: &str) {
 /// Drop those of `names` that `relid` has as triggers of its own (not
 /// clones from a parent), quietly.
 fn drop_named(relid: u32, names: &[String]) {
+    let _own = OwnDdl::begin();
     let Some(table) = relation_sql(relid) else {
         return;
     };
@@ -127,6 +159,7 @@ pub fn drop_on_source(relid: u32) {
 
 /// Install source `source`'s triggers on its member `member`.
 fn install_on_member(source: u32, member: u32) {
+    let _own = OwnDdl::begin();
     let Some(table) = relation_sql(member) else {
         return;
     };
@@ -254,6 +287,7 @@ pub fn drop_members(source: u32) {
 /// Enable or disable the row capture of `source` on itself and its
 /// inheritance children (a partitioned table's clones follow it).
 pub fn set_capture_enabled(source: u32, enabled: bool) {
+    let _own = OwnDdl::begin();
     let action = if enabled { "ENABLE ALWAYS" } else { "DISABLE" };
     if let Some(table) = relation_sql(source) {
         run(

@@ -1,5 +1,6 @@
-//! `harness docs`: write the generated documentation (`docs/CONFIGURATION.md`),
-//! or with `--check`, fail when the committed file is stale.
+//! `harness docs`: write the generated documentation (`docs/CONFIGURATION.md`
+//! and the exactness matrix in `docs/DIFFERENTIAL.md`), or with `--check`,
+//! fail when a committed file is stale.
 
 use std::path::PathBuf;
 
@@ -19,13 +20,35 @@ pub struct DocsArgs {
     pub root: PathBuf,
 }
 
+/// Where the exactness matrix is, relative to the repository root.
+const DIFFERENTIAL_MD: &str = "docs/DIFFERENTIAL.md";
+
 /// Run `harness docs`.
 pub fn run(args: &DocsArgs) -> Result<(), Failure> {
-    let path = args.root.join(CONFIGURATION_MD);
-    let text = configuration_md();
+    write_or_check(args, CONFIGURATION_MD, |_| Ok(configuration_md()))?;
+    write_or_check(args, DIFFERENTIAL_MD, |current| {
+        harness::exactness::splice(current).ok_or_else(|| {
+            Failure::CouldNotRun(format!(
+                "{DIFFERENTIAL_MD} lacks the marks {} ... {}",
+                harness::exactness::BEGIN_MARK,
+                harness::exactness::END_MARK
+            ))
+        })
+    })
+}
+
+/// Write the generated text of `rel` (made from its current text), or
+/// with `--check` fail when the committed text differs.
+fn write_or_check(
+    args: &DocsArgs,
+    rel: &str,
+    generate: impl FnOnce(&str) -> Result<String, Failure>,
+) -> Result<(), Failure> {
+    let path = args.root.join(rel);
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = generate(&current)?;
     if args.check {
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != text {
+        if current != text {
             return Err(Failure::Check(format!(
                 "{} is stale: run `harness docs` and commit it",
                 path.display()

@@ -5,11 +5,14 @@
 //! --workload NAME --seed N` replays exactly what a failing run did.
 //! [`operators`] holds one or more workloads per operator with random DML;
 //! [`hard_cases`] holds scripted edge cases followed by random DML;
-//! [`controls`] holds the hold and discard catch-up paths.
+//! [`controls`] holds the hold and discard catch-up paths; [`sources`]
+//! holds partitioned and inheritance sources, columns without a hash
+//! function, and writes in the replica role.
 
 mod controls;
 mod hard_cases;
 mod operators;
+mod sources;
 
 use crate::gen::{ColSpec, TableSpec};
 use crate::workload::Workload;
@@ -52,6 +55,7 @@ pub fn entries() -> Vec<Entry> {
     let mut all = operators::entries();
     all.extend(hard_cases::entries());
     all.extend(controls::entries());
+    all.extend(sources::entries());
     all
 }
 
