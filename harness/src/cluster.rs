@@ -205,6 +205,8 @@ impl Cluster {
             format!("unix_socket_directories = '{}'", cluster.dir.display()),
             "fsync = off".into(),
             "max_connections = 50".into(),
+            // Concurrent oracle workloads prepare transactions (two-phase commit).
+            "max_prepared_transactions = 10".into(),
             "log_min_messages = warning".into(),
         ];
         if opts.preload {
@@ -321,6 +323,48 @@ impl Cluster {
         let mut client = self.connect(name)?;
         client.batch_execute("CREATE EXTENSION pg_trickle")?;
         Ok(client)
+    }
+
+    /// The database the scheduler watches (`pg_trickle.database`), created
+    /// if missing and emptied in place (a database the scheduler is
+    /// connected to cannot be dropped): the oracle's connections left in
+    /// it are ended, its prepared transactions rolled back, pg_trickle and
+    /// the public schema dropped and created again.
+    pub fn scheduler_database(&self) -> Result<postgres::Client, ClusterError> {
+        let mut admin = self.connect("postgres")?;
+        let name: String = admin
+            .query_one(
+                "SELECT coalesce(current_setting('pg_trickle.database', true), 'postgres')",
+                &[],
+            )?
+            .get(0);
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+            .is_some();
+        if !exists {
+            admin.batch_execute(&format!(
+                "CREATE DATABASE \"{}\"",
+                name.replace('"', "\"\"")
+            ))?;
+        }
+        let mut db = self.connect(&name)?;
+        db.batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'pgt_oracle%' AND pid <> pg_backend_pid()",
+        )?;
+        for row in db.query(
+            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+            &[],
+        )? {
+            let gid: String = row.get(0);
+            db.batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")))?;
+        }
+        db.batch_execute(
+            "DROP EXTENSION IF EXISTS pg_trickle CASCADE; DROP SCHEMA IF EXISTS public CASCADE; \
+             CREATE SCHEMA public AUTHORIZATION pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC; \
+             CREATE EXTENSION pg_trickle",
+        )?;
+        Ok(db)
     }
 
     /// Keep the cluster (stopped) and its files after drop, printing where they are.

@@ -32,6 +32,8 @@ enum Command {
     Pr(cmd::pr::PrArgs),
     /// The DIFF-vs-FULL oracle over the workload corpus (or the negative control).
     Oracle(cmd::oracle::OracleArgs),
+    /// Run a saved workload (a failure's .workload.json, e.g. a shrunk interleaving) through the oracle again.
+    Replay(cmd::replay::ReplayArgs),
     /// The long job: the corpus under several seeds, then SQLancer sessions with fresh seeds.
     Nightly(cmd::nightly::NightlyArgs),
     /// SQLancer light: seeded random schemas, queries and DML through the oracle.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Pr(args) => cmd::pr::run(&cli.common, args),
         Command::Oracle(args) => cmd::oracle::run(&cli.common, args),
         Command::Nightly(args) => cmd::nightly::run(&cli.common, args),
+        Command::Replay(args) => cmd::replay::run(&cli.common, args),
         Command::Sqlancer(args) => cmd::sqlancer::run(&cli.common, args),
         Command::Demo(args) => cmd::demo::run(&cli.common, args),
         Command::Docs(args) => cmd::docs::run(args),

@@ -8,10 +8,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use oracles::corpus::{self, Entry, REQUIRED_COVERAGE};
-use oracles::diff_vs_full::{run, WorkloadRun};
+use oracles::diff_vs_full::WorkloadRun;
 use oracles::outcome::{Outcome, Tally};
 use oracles::shrink::{self, Limits, Sandbox};
 use oracles::tamper;
@@ -22,14 +23,50 @@ use crate::cluster::Cluster;
 use crate::progress::Progress;
 use crate::report::{CaseReport, Suite};
 
-/// Empty pg_trickle databases on a cluster, for the oracles.
-pub struct Databases<'a>(pub &'a Cluster);
+/// Server settings of clusters that run the oracle corpus: its scheduler
+/// workloads wait for the live scheduler, which polls this often.
+pub const ORACLE_CLUSTER_SETTINGS: &[&str] = &["pg_trickle.scheduler_interval_ms = 100"];
+
+/// Held while a workload runs in the scheduler's database (there is one
+/// per cluster; tests run in parallel threads).
+static SCHEDULER_DATABASE: Mutex<()> = Mutex::new(());
+
+/// Empty pg_trickle databases on a cluster, for the oracles. Once it has
+/// handed out the scheduler's database it holds that database until dropped.
+pub struct Databases<'a> {
+    cluster: &'a Cluster,
+    scheduler: Option<MutexGuard<'static, ()>>,
+}
+
+impl<'a> Databases<'a> {
+    /// Databases on `cluster`.
+    pub fn new(cluster: &'a Cluster) -> Self {
+        Databases {
+            cluster,
+            scheduler: None,
+        }
+    }
+}
 
 impl Sandbox for Databases<'_> {
     fn fresh_database(&mut self, name: &str) -> Result<postgres::Client, String> {
-        self.0
+        self.cluster
             .fresh_database(name)
             .map_err(|e| format!("creating database {name}: {e}"))
+    }
+
+    fn scheduler_database(&mut self) -> Result<postgres::Client, String> {
+        if self.scheduler.is_none() {
+            // A panicking holder leaves nothing behind that a reset does not clear.
+            self.scheduler = Some(
+                SCHEDULER_DATABASE
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+        }
+        self.cluster
+            .scheduler_database()
+            .map_err(|e| format!("emptying the scheduler's database: {e}"))
     }
 }
 
@@ -197,18 +234,28 @@ pub fn run_one(
     w: &Workload,
     reproduce: String,
 ) -> CaseReport {
-    let name = db_name("o", &w.name);
-    let r = match cluster.fresh_database(&name) {
-        Ok(mut db) => run(&mut db, w),
+    let mut name = db_name("o", &w.name);
+    let mut sandbox = Databases::new(cluster);
+    let r = match shrink::run_in(&mut sandbox, &name, w) {
+        Ok((r, mut db)) => {
+            if w.scheduler {
+                if let Ok(row) = db.query_one("SELECT current_database()::text", &[]) {
+                    name = row.get(0);
+                }
+            }
+            r
+        }
         Err(e) => {
             let mut t = Tally::default();
             t.add(Outcome::HarnessError);
             let mut c = CaseReport::new(&w.name, Outcome::HarnessError, t, 0);
-            c.message = Some(format!("could not create database {name}: {e}"));
+            c.message = Some(format!("could not prepare database {name}: {e}"));
             c.reproduce = Some(reproduce);
             return c;
         }
     };
+    // Shrinking takes the scheduler's database again, probe by probe.
+    drop(sandbox);
     let mut c = CaseReport::new(&w.name, r.outcome(), r.tally, r.millis);
     c.facts = serde_json::json!({
         "seed": w.seed,
@@ -216,9 +263,27 @@ pub fn run_one(
         "expected_comparisons": r.expected_comparisons,
         "operators": r.operators,
     });
+    if r.conflicts > 0 {
+        c.facts["conflicts"] = serde_json::json!(r.conflicts);
+    }
+    if w.scheduler {
+        // Scheduled stream tables would go on refreshing every second
+        // during later suites: drop them, or hold them when kept for
+        // inspection.
+        if let Ok(mut db) = cluster.connect(&name) {
+            let quiet = if r.passed() {
+                "DROP EXTENSION IF EXISTS pg_trickle CASCADE"
+            } else {
+                "SELECT pgtrickle.hold_all_stream_tables('kept for inspection after an oracle failure')"
+            };
+            let _ = db.batch_execute(quiet);
+        }
+    }
     if r.passed() {
-        if let Ok(mut admin) = cluster.connect("postgres") {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+        if !w.scheduler {
+            if let Ok(mut admin) = cluster.connect("postgres") {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+            }
         }
         return c;
     }
@@ -266,12 +331,15 @@ pub fn report_failure(
         .and_then(|mut client| compare::stream_table_columns(&mut client, &failing).ok())
         .map(|cols| cols.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
         .unwrap_or_default();
+    let full_json = dir.join(format!("{}.seed{}.full.workload.json", w.name, w.seed));
+    write_workload(&full_json, w, c);
     let full_path = dir.join(format!("{}.seed{}.full.sql", w.name, w.seed));
-    write_file(
-        &full_path,
-        &repro::render(w, r, &full_columns, c.reproduce.as_deref().unwrap_or("")),
-        c,
-    );
+    let whole = if w.concurrent() {
+        format!("{} replay {}", opts.runner, full_json.display())
+    } else {
+        c.reproduce.clone().unwrap_or_default()
+    };
+    write_file(&full_path, &repro::render(w, r, &full_columns, &whole), c);
 
     let mut text = String::new();
     let _ = writeln!(
@@ -296,7 +364,7 @@ pub fn report_failure(
     }
     let mut trace = r.trace.clone();
     if opts.shrink && r.failure().is_some() {
-        let mut sandbox = Databases(cluster);
+        let mut sandbox = Databases::new(cluster);
         let t = Instant::now();
         match shrink::shrink(&mut sandbox, w, r, opts.shrink_limits, variants) {
             Ok(s) => {
@@ -320,15 +388,26 @@ pub fn report_failure(
                         f.detail.as_deref().unwrap_or("")
                     );
                 }
+                let json = dir.join(format!("{}.seed{}.workload.json", w.name, w.seed));
+                write_workload(&json, &s.workload, c);
+                let replay = format!("{} replay {}", opts.runner, json.display());
+                let _ = writeln!(text, "replay the shrunk workload: {replay}");
+                if s.workload.concurrent() {
+                    // psql cannot replay an interleaving: the JSON file is the reproducer.
+                    c.reproduce = Some(format!(
+                        "{replay}   (whole run: {})",
+                        c.reproduce.clone().unwrap_or_default()
+                    ));
+                }
                 let path = dir.join(format!("{}.seed{}.sql", w.name, w.seed));
+                let command = if s.workload.concurrent() {
+                    replay.clone()
+                } else {
+                    c.reproduce.clone().unwrap_or_default()
+                };
                 write_file(
                     &path,
-                    &repro::render(
-                        &s.workload,
-                        &s.run,
-                        &s.columns,
-                        c.reproduce.as_deref().unwrap_or(""),
-                    ),
+                    &repro::render(&s.workload, &s.run, &s.columns, &command),
                     c,
                 );
                 trace = s.run.trace.clone();
@@ -358,6 +437,17 @@ pub fn report_failure(
     c.details = Some(text);
 }
 
+/// Write `w` as JSON for `harness replay`.
+fn write_workload(path: &PathBuf, w: &Workload, c: &mut CaseReport) {
+    match serde_json::to_string_pretty(w) {
+        Ok(text) => write_file(path, &text, c),
+        Err(e) => {
+            let msg = format!("could not encode workload {}: {e}", w.name);
+            c.details = Some(format!("{}\n{msg}", c.details.clone().unwrap_or_default()));
+        }
+    }
+}
+
 fn write_file(path: &PathBuf, text: &str, c: &mut CaseReport) {
     match std::fs::write(path, text) {
         Ok(()) => c.replay_files.push(path.clone()),
@@ -379,7 +469,7 @@ pub fn negative_control_suite(
     let started = Instant::now();
     let total = tamper::TARGETS.len() * tamper::Tamper::ALL.len();
     let mut progress = Progress::new("negative control", total);
-    let mut sandbox = Databases(cluster);
+    let mut sandbox = Databases::new(cluster);
     let dir = run_dir.join("replay");
     let results = tamper::negative_control(&mut sandbox, seed, |r| {
         let name = format!("{}/{}", r.target.workload, r.tamper.name());

@@ -85,6 +85,17 @@ corpus_tests! {
     inheritance_source,
     columns_without_hash,
     replica_role_writes,
+    late_commit,
+    long_transaction,
+    refresh_inside_transaction,
+    writers_during_refresh,
+    rollback_after_refresh_looked,
+    aborted_subtransactions,
+    two_phase_commit,
+    isolation_levels,
+    readers_at_different_frontiers,
+    scheduler_racing_manual_refresh,
+    scheduler_with_writers,
 }
 
 /// The stream tables of the whole corpus, as the engine reports their

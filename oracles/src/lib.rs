@@ -6,8 +6,10 @@
 //!
 //! - [`workload`]: a workload as plain SQL, and the seeded [`workload::Builder`];
 //! - [`corpus`]: the fixed workloads;
+//! - [`interleave`]: seeded interleavings of several connections' transactions;
 //! - [`diff_vs_full`]: the DIFF-vs-FULL oracle;
 //! - [`outcome`]: the four outcome classes every check ends in;
+//! - [`sessions`]: the connections of a concurrent workload, and lock waits;
 //! - [`shrink`], [`repro`]: minimal failing workloads and their `psql` replay files;
 //! - [`tamper`]: the negative control;
 //! - [`spelling`]: which columns of a grouped query the plan spells.
@@ -16,8 +18,10 @@ pub mod compare;
 pub mod corpus;
 pub mod diff_vs_full;
 pub mod gen;
+pub mod interleave;
 pub mod outcome;
 pub mod repro;
+pub mod sessions;
 pub mod shrink;
 pub mod spelling;
 pub mod tamper;

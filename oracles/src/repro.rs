@@ -5,6 +5,11 @@
 //! prints the rows on which the failing stream table and its recomputed
 //! query disagree, and the mode its last refresh ran. A maintainer needs
 //! only an empty database and this file.
+//!
+//! One `psql` session cannot replay statements of several connections
+//! whose order depends on lock waits, nor a live scheduler: for such a
+//! workload the script shows the interleaving as comments and names the
+//! `harness replay` command that re-runs the workload's JSON file.
 
 use crate::diff_vs_full::WorkloadRun;
 use crate::workload::Workload;
@@ -55,8 +60,22 @@ pub fn render(w: &Workload, r: &WorkloadRun, columns: &[String], command: &str) 
         "-- pg_trickle DIFF-vs-FULL replay: workload {}, seed {}\n",
         w.name, w.seed
     ));
-    out.push_str("-- Replay in an empty database of a server with pg_trickle installed:\n");
-    out.push_str("--   createdb pgt_replay && psql -X -d pgt_replay -f THIS_FILE\n");
+    if w.concurrent() {
+        out.push_str(&format!(
+            "-- This workload interleaves {} connections{}: psql cannot replay it.\n\
+             -- Its interleaving is shown below as comments (cN: connection N, in the\n\
+             -- order the statements were started); replay it with the command below.\n",
+            w.connections.len() + 1,
+            if w.scheduler {
+                " and waits for the live scheduler"
+            } else {
+                ""
+            }
+        ));
+    } else {
+        out.push_str("-- Replay in an empty database of a server with pg_trickle installed:\n");
+        out.push_str("--   createdb pgt_replay && psql -X -d pgt_replay -f THIS_FILE\n");
+    }
     out.push_str(&format!(
         "-- Runner command that reproduces it:\n--   {command}\n"
     ));
@@ -76,8 +95,24 @@ pub fn render(w: &Workload, r: &WorkloadRun, columns: &[String], command: &str) 
     push_block(&mut out, "stream tables", &creates);
     for (i, step) in w.steps.iter().enumerate() {
         let mut stmts = step.dml.clone();
-        if !step.skip_refresh {
-            stmts.extend(w.stream_tables.iter().map(|s| s.refresh_sql()));
+        if !step.actions.is_empty() {
+            let lines: String = step
+                .actions
+                .iter()
+                .map(|a| format!("--   c{}: {}\n", a.conn, a.sql.replace('\n', " ")))
+                .collect();
+            out.push_str(&format!(
+                "\n-- step {} interleaves (not run by psql):\n{lines}",
+                i + 1
+            ));
+        }
+        if !step.skip_refresh && !w.scheduler {
+            stmts.extend(
+                w.stream_tables
+                    .iter()
+                    .filter(|s| !step.not_refreshed.contains(&s.name))
+                    .map(|s| s.refresh_sql()),
+            );
         }
         stmts.extend(step.after_refresh.iter().cloned());
         push_block(&mut out, &format!("step {}", i + 1), &stmts);
@@ -125,6 +160,7 @@ mod tests {
             operators: Default::default(),
             modes: vec![],
             trace: vec![],
+            conflicts: 0,
             millis: 0,
         };
         let sql = render(
@@ -150,5 +186,45 @@ mod tests {
         }
         assert!(sql.contains("--   -(1)"));
         assert!(sql.contains("harness oracle --workload w --seed 5"));
+        assert!(sql.contains("psql -X"), "{sql}");
+    }
+
+    #[test]
+    fn an_interleaving_is_shown_and_sent_to_harness_replay() {
+        let w = Builder::new("w", 5)
+            .table(TableSpec::new("a", vec![ColSpec::int("k", 3, 0)]), 0)
+            .diff("x", "SELECT k FROM a")
+            .diff("y", "SELECT count(*) AS n FROM a")
+            .connections(&[crate::workload::Isolation::RepeatableRead])
+            .interleaved_partial(
+                &[
+                    (1, "BEGIN"),
+                    (1, "INSERT INTO a VALUES (1)"),
+                    (0, "SELECT 1"),
+                ],
+                &["y"],
+            )
+            .build();
+        let r = WorkloadRun {
+            workload: "w".into(),
+            seed: 5,
+            checks: vec![],
+            tally: Tally::default(),
+            expected_comparisons: 2,
+            operators: Default::default(),
+            modes: vec![],
+            trace: vec![],
+            conflicts: 0,
+            millis: 0,
+        };
+        let sql = render(&w, &r, &[], "harness replay w.workload.json");
+        assert!(sql.contains("psql cannot replay it"), "{sql}");
+        assert!(sql.contains("--   c1: INSERT INTO a VALUES (1)"), "{sql}");
+        assert!(sql.contains("refresh_stream_table('x')"), "{sql}");
+        assert!(
+            !sql.contains("refresh_stream_table('y')"),
+            "not refreshed: {sql}"
+        );
+        assert!(sql.contains("harness replay w.workload.json"));
     }
 }

@@ -1,7 +1,8 @@
 //! Shrinking a failing workload to a small one that fails the same way.
 //!
 //! Delta debugging (ddmin) over, in turn: the stream tables, the steps, the
-//! statements inside each step, the seed rows and the schema statements.
+//! statements inside each step (its DML and its interleaved actions), the
+//! seed rows and the schema statements.
 //! A candidate is kept when a fresh run of it fails with the same
 //! signature: the same outcome class on the same stream table, and for
 //! errors the same SQLSTATE. Every probe runs in a fresh database from the
@@ -22,6 +23,30 @@ pub trait Sandbox {
     /// A connection to a new, empty database called `name` with pg_trickle
     /// installed, replacing any earlier database of that name.
     fn fresh_database(&mut self, name: &str) -> Result<Client, String>;
+
+    /// A connection to the database the live scheduler watches, emptied
+    /// and with pg_trickle installed (for workloads refreshed by the
+    /// scheduler). Only one such workload runs at a time.
+    fn scheduler_database(&mut self) -> Result<Client, String> {
+        Err("this sandbox has no live scheduler".into())
+    }
+}
+
+/// Run `w` in a database of `sandbox` (the scheduler's, when `w` needs
+/// it, else a fresh one called `name`); returns the connection too, for
+/// inspecting what the run left.
+pub fn run_in(
+    sandbox: &mut dyn Sandbox,
+    name: &str,
+    w: &Workload,
+) -> Result<(WorkloadRun, Client), String> {
+    let mut db = if w.scheduler {
+        sandbox.scheduler_database()?
+    } else {
+        sandbox.fresh_database(name)?
+    };
+    let r = run(&mut db, w);
+    Ok((r, db))
 }
 
 /// How a run failed, for deciding whether a smaller run fails the same way.
@@ -103,8 +128,7 @@ impl Shrinker<'_> {
             return None;
         }
         self.probes += 1;
-        let mut db = self.sandbox.fresh_database(PROBE_DB).ok()?;
-        let r = run(&mut db, w);
+        let (r, _) = run_in(self.sandbox, PROBE_DB, w).ok()?;
         (signature(&r).as_ref() == Some(&self.want)).then_some(r)
     }
 
@@ -242,6 +266,20 @@ pub fn shrink(
                     }
                 },
             );
+            s.ddmin(
+                &mut best,
+                |w| {
+                    w.steps
+                        .get(i)
+                        .map(|st| st.actions.clone())
+                        .unwrap_or_default()
+                },
+                |w, v| {
+                    if let Some(st) = w.steps.get_mut(i) {
+                        st.actions = v;
+                    }
+                },
+            );
         }
         s.ddmin(&mut best, |w| w.seed_rows.clone(), |w, v| w.seed_rows = v);
     }
@@ -254,8 +292,7 @@ pub fn shrink(
     s.limits.max_probes = usize::MAX;
     s.limits.max_time = Duration::MAX;
     s.probes += 1;
-    let mut db = s.sandbox.fresh_database(PROBE_DB)?;
-    let confirm = run(&mut db, &best);
+    let (confirm, mut db) = run_in(s.sandbox, PROBE_DB, &best)?;
     if signature(&confirm).as_ref() != Some(&s.want) {
         return Err(format!(
             "the shrunk workload did not fail the same way on a confirming run (flaky failure?): {:?}",
@@ -290,6 +327,7 @@ mod tests {
             operators: BTreeSet::new(),
             modes: vec![],
             trace: vec![],
+            conflicts: 0,
             millis: 0,
         }
     }

@@ -5,12 +5,12 @@
 //! [`Builder`]; the shrinker removes parts of one; the replay file prints
 //! one. Keeping it plain SQL is what makes every failure replayable in `psql`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::gen::{DmlGen, TableSpec};
 
 /// The refresh mode a stream table is created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     /// Maintained from captured changes; every refresh must run DIFFERENTIAL.
     Differential,
@@ -33,7 +33,7 @@ impl Mode {
 }
 
 /// A stream table the workload creates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamTableDef {
     /// Name (unqualified, in the database's default schema).
     pub name: String,
@@ -41,15 +41,23 @@ pub struct StreamTableDef {
     pub query: String,
     /// Refresh mode it is created with.
     pub mode: Mode,
+    /// Schedule (`'1s'`...) for the live scheduler; None refreshes only
+    /// when asked.
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 impl StreamTableDef {
     /// The `create_stream_table` call for this definition.
     pub fn create_sql(&self) -> String {
         format!(
-            "SELECT pgtrickle.create_stream_table('{}', $q${}$q$, NULL, '{}')",
+            "SELECT pgtrickle.create_stream_table('{}', $q${}$q$, {}, '{}')",
             self.name,
             self.query,
+            self.schedule
+                .as_ref()
+                .map(|s| format!("'{s}'"))
+                .unwrap_or_else(|| "NULL".into()),
             self.mode.sql_name()
         )
     }
@@ -60,12 +68,67 @@ impl StreamTableDef {
     }
 }
 
-/// One step: DML, then a refresh of every stream table (in creation
-/// order), then statements run after the refresh and before the check.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// The isolation level of one of a workload's connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    /// READ COMMITTED (PostgreSQL's default).
+    #[default]
+    ReadCommitted,
+    /// REPEATABLE READ.
+    RepeatableRead,
+    /// SERIALIZABLE.
+    Serializable,
+}
+
+impl Isolation {
+    /// The SQL name.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "READ COMMITTED",
+            Isolation::RepeatableRead => "REPEATABLE READ",
+            Isolation::Serializable => "SERIALIZABLE",
+        }
+    }
+}
+
+/// One statement of an interleaving, on one connection. Connection 0 is
+/// the one that runs `dml` and the refreshes; connections 1..=N are the
+/// workload's [`Workload::connections`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Which connection runs it.
+    pub conn: usize,
+    /// The statement.
+    pub sql: String,
+}
+
+impl Action {
+    /// `sql` on connection `conn`.
+    pub fn on(conn: usize, sql: &str) -> Action {
+        Action {
+            conn,
+            sql: sql.into(),
+        }
+    }
+}
+
+/// One step: DML, the interleaved actions of several connections, then a
+/// refresh of every stream table (in creation order; with a live
+/// scheduler, waiting for it instead), then statements run after the
+/// refresh and before the check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// Statements run before the refresh (DML, transactions, TRUNCATE).
     pub dml: Vec<String>,
+    /// Statements of several connections, in the order they are started
+    /// (after `dml`). One that waits for a lock stays waiting while the
+    /// others go on; it completes once the lock is released.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// Stream tables this step neither refreshes nor compares: they stay
+    /// at an older frontier of the same change buffers.
+    #[serde(default)]
+    pub not_refreshed: Vec<String>,
     /// Statements run after the refresh, before the comparison (the
     /// negative control tampers here).
     pub after_refresh: Vec<String>,
@@ -78,7 +141,7 @@ pub struct Step {
 }
 
 /// Everything one oracle run executes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     /// Corpus name.
     pub name: String,
@@ -92,14 +155,42 @@ pub struct Workload {
     pub stream_tables: Vec<StreamTableDef>,
     /// DML steps.
     pub steps: Vec<Step>,
+    /// Extra connections for [`Step::actions`], with their isolation
+    /// levels (connection `i + 1` is `connections[i]`).
+    #[serde(default)]
+    pub connections: Vec<Isolation>,
+    /// Refreshed by the live scheduler, not by the runner: the workload
+    /// runs in the database the scheduler watches, and each step waits for
+    /// the stream tables to catch up.
+    #[serde(default)]
+    pub scheduler: bool,
 }
 
 impl Workload {
     /// Comparisons a complete run makes: one per stream table after
     /// creation and after every step.
     pub fn expected_comparisons(&self) -> usize {
-        let refreshing = self.steps.iter().filter(|s| !s.skip_refresh).count();
-        self.stream_tables.len() * (refreshing + 1)
+        let per_step: usize = self
+            .steps
+            .iter()
+            .filter(|s| !s.skip_refresh)
+            .map(|s| {
+                self.stream_tables
+                    .iter()
+                    .filter(|st| !s.not_refreshed.contains(&st.name))
+                    .count()
+            })
+            .sum();
+        self.stream_tables.len() + per_step
+    }
+
+    /// Whether the workload needs connections of its own (several
+    /// connections, or a live scheduler): the runner then drives every
+    /// workload statement through them.
+    pub fn concurrent(&self) -> bool {
+        !self.connections.is_empty()
+            || self.scheduler
+            || self.steps.iter().any(|s| !s.actions.is_empty())
     }
 
     /// Statements the workload executes (for shrink reports).
@@ -116,7 +207,7 @@ impl Workload {
                     } else {
                         self.stream_tables.len()
                     };
-                    s.dml.len() + s.after_refresh.len() + refreshes
+                    s.dml.len() + s.actions.len() + s.after_refresh.len() + refreshes
                 })
                 .sum::<usize>()
     }
@@ -150,6 +241,8 @@ impl Builder {
                 seed_rows: Vec::new(),
                 stream_tables: Vec::new(),
                 steps: Vec::new(),
+                connections: Vec::new(),
+                scheduler: false,
             },
             tables: Vec::new(),
             gen: DmlGen::new(seed),
@@ -196,6 +289,7 @@ impl Builder {
             name: name.into(),
             query: query.into(),
             mode,
+            schedule: None,
         });
         self
     }
@@ -271,6 +365,91 @@ impl Builder {
             let dml = self.gen.batch(&chosen);
             self.workload.steps.push(Step {
                 dml,
+                ..Step::default()
+            });
+        }
+        self
+    }
+
+    /// Extra connections with these isolation levels (1..=N in actions).
+    pub fn connections(mut self, levels: &[Isolation]) -> Self {
+        self.workload.connections = levels.to_vec();
+        self
+    }
+
+    /// Refreshes by the live scheduler instead of the runner: every stream
+    /// table added so far gets `schedule`.
+    pub fn scheduled(mut self, schedule: &str) -> Self {
+        self.workload.scheduler = true;
+        for st in &mut self.workload.stream_tables {
+            st.schedule = Some(schedule.into());
+        }
+        self
+    }
+
+    /// A scripted step of interleaved actions `(connection, statement)`.
+    pub fn interleaved(mut self, actions: &[(usize, &str)]) -> Self {
+        self.workload.steps.push(Step {
+            actions: actions.iter().map(|(c, s)| Action::on(*c, s)).collect(),
+            ..Step::default()
+        });
+        self
+    }
+
+    /// Like [`Builder::interleaved`], with the named stream tables
+    /// reinitialised (FULL) by its refresh.
+    pub fn interleaved_reinit(mut self, actions: &[(usize, &str)], reinit: &[&str]) -> Self {
+        self.workload.steps.push(Step {
+            actions: actions.iter().map(|(c, s)| Action::on(*c, s)).collect(),
+            reinit: reinit.iter().map(|s| s.to_string()).collect(),
+            ..Step::default()
+        });
+        self
+    }
+
+    /// A scripted step of interleaved actions that leaves the named stream
+    /// tables unrefreshed (they fall behind on the same change buffers).
+    pub fn interleaved_partial(
+        mut self,
+        actions: &[(usize, &str)],
+        not_refreshed: &[&str],
+    ) -> Self {
+        self.workload.steps.push(Step {
+            actions: actions.iter().map(|(c, s)| Action::on(*c, s)).collect(),
+            not_refreshed: not_refreshed.iter().map(|s| s.to_string()).collect(),
+            ..Step::default()
+        });
+        self
+    }
+
+    /// `n` random steps whose DML is spread over the extra connections in
+    /// transactions (some rolled back, some with an aborted savepoint, some
+    /// prepared for two-phase commit, some left open across the step's
+    /// refresh), seeded interleavings of them, and refreshes from
+    /// connection 0 while they are open; then a step that commits whatever
+    /// is still open.
+    pub fn random_interleaved_steps(mut self, n: usize) -> Self {
+        let mut model = crate::interleave::Interleaver::new(
+            self.workload.connections.len(),
+            &self.workload.name,
+        );
+        let refreshes: Vec<String> = self
+            .workload
+            .stream_tables
+            .iter()
+            .map(|st| st.refresh_sql())
+            .collect();
+        for _ in 0..n {
+            let actions = model.step(&mut self.gen, &self.tables, &refreshes);
+            self.workload.steps.push(Step {
+                actions,
+                ..Step::default()
+            });
+        }
+        let closing = model.closing();
+        if !closing.is_empty() {
+            self.workload.steps.push(Step {
+                actions: closing,
                 ..Step::default()
             });
         }

@@ -67,6 +67,7 @@ pub fn case(seed: u64, index: u64) -> Case {
         name: "q".into(),
         query: sql.clone(),
         mode: Mode::Auto,
+        schedule: None,
     }];
     if rng.gen_ratio(1, 5) && q.first_comparable {
         // A stream table over the generated one.
@@ -76,6 +77,7 @@ pub fn case(seed: u64, index: u64) -> Case {
             name: "q2".into(),
             query: format!("SELECT {first}, count(*) AS n FROM q GROUP BY {first}"),
             mode: Mode::Auto,
+            schedule: None,
         });
     }
     let mut steps = Vec::new();
@@ -103,6 +105,8 @@ pub fn case(seed: u64, index: u64) -> Case {
             seed_rows,
             stream_tables,
             steps,
+            connections: Vec::new(),
+            scheduler: false,
         },
         query: q,
     }

@@ -127,8 +127,11 @@ pub fn workloads(log: &Log, prefix: &str, max: usize) -> Vec<Workload> {
                 name: "q".into(),
                 query: q.clone(),
                 mode: Mode::Auto,
+                schedule: None,
             }],
             steps: steps.clone(),
+            connections: Vec::new(),
+            scheduler: false,
         })
         .collect()
 }

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod nightly;
 pub mod oracle;
 pub mod pr;
+pub mod replay;
 pub mod sqlancer;
 pub mod tpch;
 pub mod upgrade;

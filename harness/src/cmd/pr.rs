@@ -76,7 +76,10 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "pr")?;
     let mut cluster = run.cluster(
         common,
-        vec!["pg_trickle.scheduler_interval_ms = 200".into()],
+        harness::oracle_suite::ORACLE_CLUSTER_SETTINGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     )?;
     let runner = common.runner();
     let mut suites = vec![demo_suite(&cluster, args.oracle.seed.unwrap_or(1), &runner)];

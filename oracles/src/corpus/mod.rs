@@ -7,8 +7,11 @@
 //! [`hard_cases`] holds scripted edge cases followed by random DML;
 //! [`controls`] holds the hold and discard catch-up paths; [`sources`]
 //! holds partitioned and inheritance sources, columns without a hash
-//! function, and writes in the replica role.
+//! function, and writes in the replica role; [`concurrency`] holds
+//! transactions of several connections interleaved with refreshes and the
+//! live scheduler.
 
+mod concurrency;
 mod controls;
 mod hard_cases;
 mod operators;
@@ -56,6 +59,7 @@ pub fn entries() -> Vec<Entry> {
     all.extend(hard_cases::entries());
     all.extend(controls::entries());
     all.extend(sources::entries());
+    all.extend(concurrency::entries());
     all
 }
 

@@ -8,6 +8,11 @@
 //! must use (DIFFERENTIAL, or FULL where the step breaks continuity). The
 //! first check that does not pass ends the run, because everything after
 //! it would compare against a state already known to be wrong.
+//!
+//! A concurrent workload (several connections, or the live scheduler) runs
+//! its statements through [`crate::sessions`]; see [`concurrent`].
+
+mod concurrent;
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -19,7 +24,8 @@ use crate::compare::{
     both_sides, multiset_difference, query_columns, render_columns, row_diff, stream_table_columns,
 };
 use crate::outcome::{Check, Outcome, Tally};
-use crate::workload::{Mode, Workload};
+use crate::sessions::Sessions;
+use crate::workload::{Mode, Step, Workload};
 
 /// The result of running one workload.
 #[derive(Debug, Clone, Serialize)]
@@ -39,8 +45,14 @@ pub struct WorkloadRun {
     /// The mode each stream table got at creation, and the engine's reason
     /// when it is FULL: `(name, mode, reason)`.
     pub modes: Vec<(String, String, Option<String>)>,
-    /// Statements executed, in order, up to the end or the failure.
+    /// Statements executed, in order, up to the end or the failure. In a
+    /// concurrent workload each is prefixed with its connection, and lock
+    /// waits and tolerated errors are noted as comments.
     pub trace: Vec<String>,
+    /// Statements of a concurrent workload that failed with a tolerated
+    /// conflict (serialization failure, deadlock, a statement in an aborted
+    /// transaction, a wait the runner cancelled).
+    pub conflicts: usize,
     /// Wall time.
     pub millis: u128,
 }
@@ -84,8 +96,14 @@ pub fn describe(e: &postgres::Error) -> String {
 }
 
 /// Whether a failed workload statement failed inside pg_trickle (its
-/// capture triggers or functions) rather than in the workload itself.
+/// capture triggers or functions, or with an internal error) rather than
+/// in the workload itself.
 fn raised_by_engine(e: &postgres::Error) -> bool {
+    // An internal error is never the workload's own doing (a failing COMMIT
+    // may carry no context at all).
+    if e.code().is_some_and(|c| c.code().starts_with("XX")) {
+        return true;
+    }
     e.as_db_error().is_some_and(|db| {
         db.where_().is_some_and(|w| w.contains("pgtrickle"))
             || db.routine().is_some_and(|r| r.contains("pgtrickle"))
@@ -95,6 +113,7 @@ fn raised_by_engine(e: &postgres::Error) -> bool {
 struct Runner<'a> {
     db: &'a mut Client,
     run: WorkloadRun,
+    sessions: Option<Sessions>,
 }
 
 impl Runner<'_> {
@@ -158,6 +177,21 @@ impl Runner<'_> {
         Ok(row.get(0))
     }
 
+    /// The last history id of every stream table (None after recording a failure).
+    fn history_marks(&mut self, w: &Workload, step: usize) -> Option<Vec<i64>> {
+        let mut history = Vec::with_capacity(w.stream_tables.len());
+        for st in &w.stream_tables {
+            match self.last_history_id(&st.name) {
+                Ok(id) => history.push(id),
+                Err(e) => {
+                    self.record_error(&st.name, step, Outcome::HarnessError, describe(&e), &e);
+                    return None;
+                }
+            }
+        }
+        Some(history)
+    }
+
     fn mode_since(&mut self, st: &str, after_id: i64) -> Result<Option<String>, postgres::Error> {
         let row = self.db.query_opt(
             "SELECT h.mode || coalesce(' (' || h.reason || ')', '') FROM pgtrickle.pgt_refresh_history h \
@@ -205,7 +239,7 @@ impl Runner<'_> {
         st: &str,
         query: &str,
         step: usize,
-        mode: Option<(&str, i64)>,
+        mode: ModeCheck<'_>,
     ) -> Result<Option<String>, postgres::Error> {
         let st_cols = stream_table_columns(self.db, st)?;
         let q_cols = query_columns(self.db, query)?;
@@ -226,33 +260,51 @@ impl Runner<'_> {
                 row_diff(&stored, &fresh)
             )));
         }
-        if let Some((want, after_id)) = mode {
-            let ran = self.mode_since(st, after_id)?;
-            match ran {
-                None => return Ok(Some("the refresh wrote no history row".into())),
-                Some(m) if m == want || m.starts_with(&format!("{want} (")) => {}
-                Some(m) => {
-                    return Ok(Some(format!(
-                        "the refresh ran {m}, but this stream table must refresh {want} here"
-                    )))
+        match mode {
+            ModeCheck::None => {}
+            ModeCheck::Latest(want, after_id) => {
+                let ran = self.mode_since(st, after_id)?;
+                match ran {
+                    None => return Ok(Some("the refresh wrote no history row".into())),
+                    Some(m) if m == want || m.starts_with(&format!("{want} (")) => {}
+                    Some(m) => {
+                        return Ok(Some(format!(
+                            "the refresh ran {m}, but this stream table must refresh {want} here"
+                        )))
+                    }
+                }
+            }
+            ModeCheck::Every(want, after_id) => {
+                if let Some(why) = self.scheduled_modes(st, want, after_id)? {
+                    return Ok(Some(why));
                 }
             }
         }
         Ok(None)
     }
 
-    /// Compare every stream table; false once one does not pass.
+    /// Compare every stream table the step refreshed; false once one does
+    /// not pass.
     fn check_all(&mut self, w: &Workload, step: usize, history: &[i64]) -> bool {
         for (i, st) in w.stream_tables.iter().enumerate() {
+            let this: Option<&Step> = step.checked_sub(1).map(|s| &w.steps[s]);
+            if this.is_some_and(|s| s.not_refreshed.contains(&st.name)) {
+                continue;
+            }
             let effective = self.mode_of(i).to_string();
-            let want = if step == 0 {
-                None
-            } else if effective == "DIFFERENTIAL"
-                && w.steps[step - 1].reinit.iter().all(|r| r != &st.name)
-            {
-                Some(("DIFFERENTIAL", history[i]))
-            } else {
-                Some(("FULL", history[i]))
+            let want = match this {
+                None => None,
+                Some(s)
+                    if effective == "DIFFERENTIAL" && s.reinit.iter().all(|r| r != &st.name) =>
+                {
+                    Some("DIFFERENTIAL")
+                }
+                Some(_) => Some("FULL"),
+            };
+            let want = match want {
+                None => ModeCheck::None,
+                Some(m) if w.scheduler => ModeCheck::Every(m, history[i]),
+                Some(m) => ModeCheck::Latest(m, history[i]),
             };
             match self.compare(&st.name, &st.query, step, want) {
                 Ok(None) => self.record(&st.name, step, Outcome::Pass, None),
@@ -275,6 +327,18 @@ impl Runner<'_> {
         }
         true
     }
+}
+
+/// How a check judges the mode of the refreshes a step made.
+#[derive(Debug, Clone, Copy)]
+enum ModeCheck<'a> {
+    /// Right after creation: no refresh to judge.
+    None,
+    /// The last refresh after history row `.1` ran mode `.0`.
+    Latest(&'a str, i64),
+    /// Every refresh after history row `.1` ran mode `.0` (the scheduler
+    /// may have refreshed any number of times, or not at all).
+    Every(&'a str, i64),
 }
 
 fn collect_tree(node: &serde_json::Value, st_names: &[String], out: &mut BTreeSet<String>) {
@@ -321,41 +385,54 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
             operators: BTreeSet::new(),
             modes: Vec::new(),
             trace: Vec::new(),
+            conflicts: 0,
             millis: 0,
         },
+        sessions: None,
     };
-    run_steps(&mut r, w);
+    if w.concurrent() {
+        concurrent::run_steps(&mut r, w);
+        concurrent::clean_up(&mut r);
+    } else {
+        run_steps(&mut r, w);
+    }
     r.run.millis = started.elapsed().as_millis();
     r.run
 }
 
-fn run_steps(r: &mut Runner<'_>, w: &Workload) {
+/// Setup, seed rows and the stream tables, then the check after creation;
+/// false when something failed (and was recorded).
+fn create_all(r: &mut Runner<'_>, w: &Workload) -> bool {
     for sql in w.setup.iter().chain(&w.seed_rows) {
         if !r.exec(sql, "setup", 0, false) {
-            return;
+            return false;
         }
     }
     let names: Vec<String> = w.stream_tables.iter().map(|s| s.name.clone()).collect();
     for st in &w.stream_tables {
         if !r.exec(&st.create_sql(), &st.name, 0, true) {
-            return;
+            return false;
         }
         if let Err(e) = r.collect_operators(&st.name, &names) {
             r.record_error(&st.name, 0, Outcome::EngineError, describe(&e), &e);
-            return;
+            return false;
         }
         if let Err(e) = r.record_mode(&st.name) {
             r.record_error(&st.name, 0, Outcome::EngineError, describe(&e), &e);
-            return;
+            return false;
         }
         let got = r.mode_of(r.run.modes.len() - 1).to_string();
         if st.mode != Mode::Auto && got != st.mode.sql_name() {
             let detail = format!("created {} but the engine chose {got}", st.mode.sql_name());
             r.record(&st.name, 0, Outcome::Mismatch, Some(detail));
-            return;
+            return false;
         }
     }
-    if !r.check_all(w, 0, &[]) {
+    r.check_all(w, 0, &[])
+}
+
+fn run_steps(r: &mut Runner<'_>, w: &Workload) {
+    if !create_all(r, w) {
         return;
     }
     for (i, step) in w.steps.iter().enumerate() {
@@ -368,14 +445,12 @@ fn run_steps(r: &mut Runner<'_>, w: &Workload) {
         if step.skip_refresh {
             continue;
         }
-        let mut history = Vec::with_capacity(w.stream_tables.len());
+        let Some(history) = r.history_marks(w, n) else {
+            return;
+        };
         for st in &w.stream_tables {
-            match r.last_history_id(&st.name) {
-                Ok(id) => history.push(id),
-                Err(e) => {
-                    r.record_error(&st.name, n, Outcome::HarnessError, describe(&e), &e);
-                    return;
-                }
+            if step.not_refreshed.contains(&st.name) {
+                continue;
             }
             if !r.exec(&st.refresh_sql(), &st.name, n, true) {
                 return;

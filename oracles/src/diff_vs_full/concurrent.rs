@@ -1,0 +1,427 @@
+//! Running a concurrent workload: statements of several connections, lock
+//! waits, tolerated conflicts, and a live scheduler.
+//!
+//! Setup, seed rows, creation and every check run on the runner's own
+//! connection (the monitor), which only ever reads committed state. Step
+//! DML, the interleaved actions and the step's refreshes run on the
+//! workload's connections (see [`crate::sessions`]): connection 0 runs DML
+//! and refreshes, connections 1..=N the actions' transactions.
+//!
+//! A statement of a workload transaction may fail because of the
+//! interleaving itself; those failures are part of the workload, counted
+//! in [`WorkloadRun::conflicts`] and noted in the trace: serialization
+//! failures and deadlocks (40001, 40P01), statements in a transaction such
+//! a failure aborted (25P02), `COMMIT PREPARED` of a transaction that
+//! never got prepared because it had aborted (42704), and waits the runner
+//! cancelled (57014). Any other failure ends the run as today; the step's
+//! own refreshes must always succeed.
+//!
+//! With a live scheduler the runner never refreshes: after each step it
+//! waits until no stream table has a change left to consume (and a FULL
+//! one has been refreshed since the step), then checks, and judges every
+//! refresh the scheduler made during the step.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::{create_all, describe, raised_by_engine, Runner};
+use crate::outcome::Outcome;
+use crate::sessions::{Done, Sessions, Stuck};
+use crate::workload::Workload;
+
+/// SQLSTATEs a workload transaction may fail with because of the interleaving.
+const TOLERATED: &[&str] = &["40001", "40P01", "25P02", "55P03"];
+
+/// How long the scheduler may take to consume a step's changes.
+const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The FULL reason a refresh records when a source changed between its
+/// plan and its statement: correct, and expected with a live scheduler.
+const PLANNING_RACE: &str = "changes arrived on a source while the refresh was being planned";
+
+/// The stream table a `refresh_stream_table('name')` call names.
+fn refreshed_name(sql: &str) -> Option<&str> {
+    let rest = sql.split("refresh_stream_table('").nth(1)?;
+    rest.split('\'').next()
+}
+
+impl Runner<'_> {
+    /// Record the results of finished statements; false once one failed in
+    /// a way the workload does not tolerate.
+    fn absorb(&mut self, done: Vec<Done>, step: usize) -> bool {
+        for d in done {
+            let Err(e) = d.result else {
+                continue;
+            };
+            let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+            let tolerated = TOLERATED.contains(&code.as_str())
+                || (code == "57014" && d.cancelled_by_runner)
+                || (code == "42704" && d.sql.contains(" PREPARED '"));
+            if tolerated {
+                self.run.conflicts += 1;
+                let first = describe(&e).lines().next().unwrap_or_default().to_string();
+                let why = if d.cancelled_by_runner {
+                    " (cancelled by the runner: it waited for a lock only a statement queued behind it could release)"
+                } else {
+                    ""
+                };
+                self.run
+                    .trace
+                    .push(format!("-- c{}: failed as tolerated: {first}{why}", d.conn));
+                continue;
+            }
+            let engine_call = d.sql.contains("pgtrickle.");
+            let outcome = if engine_call || raised_by_engine(&e) {
+                Outcome::EngineError
+            } else {
+                Outcome::HarnessError
+            };
+            let object = refreshed_name(&d.sql).unwrap_or("workload").to_string();
+            let detail = format!(
+                "statement failed on connection {}: {}\n{}",
+                d.conn,
+                d.sql,
+                describe(&e)
+            );
+            self.record_error(&object, step, outcome, detail, &e);
+            return false;
+        }
+        true
+    }
+
+    /// Record that the connections could not settle.
+    fn stuck(&mut self, object: &str, step: usize, outcome: Outcome, s: Stuck) -> bool {
+        self.record(object, step, outcome, Some(s.detail));
+        false
+    }
+
+    /// Note newly waiting statements in the trace.
+    fn note_waits(&mut self, noted: &mut BTreeSet<u64>) {
+        let Some(sessions) = &self.sessions else {
+            return;
+        };
+        for (conn, id) in sessions.running_ids() {
+            if noted.insert(id) {
+                self.run
+                    .trace
+                    .push(format!("-- c{conn}: waits for a lock; the others go on"));
+            }
+        }
+    }
+
+    /// Submit `sql` on `conn` and let the connections settle.
+    fn act(&mut self, conn: usize, sql: &str, step: usize, noted: &mut BTreeSet<u64>) -> bool {
+        self.run.trace.push(format!("/* c{conn} */ {sql}"));
+        let Some(sessions) = self.sessions.as_mut() else {
+            return false;
+        };
+        sessions.submit(conn, sql);
+        let settled = sessions.settle(self.db);
+        match settled {
+            Ok(done) => {
+                let ok = self.absorb(done, step);
+                self.note_waits(noted);
+                ok
+            }
+            Err(s) => self.stuck("workload", step, Outcome::HarnessError, s),
+        }
+    }
+
+    /// Run `sql` on connection 0 to its end (breaking stalls); a step's own
+    /// DML and refreshes.
+    fn on_zero(&mut self, sql: &str, object: &str, step: usize, engine_call: bool) -> bool {
+        self.run.trace.push(format!("/* c0 */ {sql}"));
+        let Some(sessions) = self.sessions.as_mut() else {
+            return false;
+        };
+        match sessions.run_to_end(self.db, 0, sql) {
+            Ok((id, done)) => {
+                // The statement itself must succeed; others may conflict.
+                let (mine, others): (Vec<Done>, Vec<Done>) =
+                    done.into_iter().partition(|d| d.id == id);
+                if !self.absorb(others, step) {
+                    return false;
+                }
+                for d in mine {
+                    if let Err(e) = d.result {
+                        let outcome = if engine_call || raised_by_engine(&e) {
+                            Outcome::EngineError
+                        } else {
+                            Outcome::HarnessError
+                        };
+                        let detail = format!("statement failed: {sql}\n{}", describe(&e));
+                        self.record_error(object, step, outcome, detail, &e);
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(s) => {
+                // A refresh that waits for a writer's open transaction is an
+                // engine defect; anything else the workload's.
+                let outcome = if engine_call {
+                    Outcome::EngineError
+                } else {
+                    Outcome::HarnessError
+                };
+                self.stuck(object, step, outcome, s)
+            }
+        }
+    }
+
+    /// Whether the live scheduler watches this database; waits for it to
+    /// connect (it may be restarting after the database was recreated).
+    fn scheduler_ready(&mut self) -> Result<(), String> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT coalesce(current_setting('pg_trickle.database', true), 'postgres'), current_database()::text",
+                &[],
+            )
+            .map_err(|e| describe(&e))?;
+        let (watched, here): (String, String) = (row.get(0), row.get(1));
+        if watched != here {
+            return Err(format!(
+                "a scheduler workload must run in the database the scheduler watches (pg_trickle.database = {watched}), not in {here}"
+            ));
+        }
+        let started = Instant::now();
+        loop {
+            let n: i64 = self
+                .db
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' \
+                     AND datname = current_database()",
+                    &[],
+                )
+                .map_err(|e| describe(&e))?
+                .get(0);
+            if n > 0 {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "no pg_trickle scheduler runs in database {here} (is pg_trickle in shared_preload_libraries?)"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Wait until the scheduler has consumed every committed change (and
+    /// refreshed every stream table not maintained from changes since
+    /// `mark`); false (recorded) when it does not within the limit.
+    fn converge(&mut self, w: &Workload, step: usize, mark: &str) -> bool {
+        let started = Instant::now();
+        let not_diff: Vec<String> = w
+            .stream_tables
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.mode_of(*i) != "DIFFERENTIAL")
+            .map(|(_, st)| st.name.clone())
+            .collect();
+        loop {
+            let state = self.db.query_one(
+                "SELECT coalesce(sum(s.pending_changes), 0)::bigint, coalesce(bool_or(s.needs_reinit), false), \
+                   (SELECT count(*) FROM unnest($1::text[]) n WHERE NOT EXISTS (\
+                      SELECT 1 FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables t ON t.id = h.st_id \
+                      WHERE t.relid = to_regclass(n) AND h.started_at >= $2::text::timestamptz AND h.mode <> 'ERROR')) \
+                 FROM pgtrickle.stream_table_status() s",
+                &[&not_diff, &mark],
+            );
+            let (pending, reinit, unrefreshed): (i64, bool, i64) = match state {
+                Ok(r) => (r.get(0), r.get(1), r.get(2)),
+                Err(e) => {
+                    self.record_error("scheduler", step, Outcome::HarnessError, describe(&e), &e);
+                    return false;
+                }
+            };
+            if pending == 0 && !reinit && unrefreshed == 0 {
+                return true;
+            }
+            if started.elapsed() > CONVERGE_LIMIT {
+                let detail = format!(
+                    "the scheduler did not catch up within {} s after step {step}: {pending} changes left to consume, \
+                     reinitialisation pending: {reinit}, {unrefreshed} FULL stream tables not refreshed since the step",
+                    CONVERGE_LIMIT.as_secs()
+                );
+                let object = w
+                    .stream_tables
+                    .first()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                self.record(&object, step, Outcome::Mismatch, Some(detail));
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Judge every refresh of `st` after history row `after_id` when the
+    /// scheduler refreshes: each must have run `want` (a FULL caused by a
+    /// change arriving during planning is correct too); a reinitialising
+    /// step needs at least one FULL. Some(why) when one did not.
+    pub(super) fn scheduled_modes(
+        &mut self,
+        st: &str,
+        want: &str,
+        after_id: i64,
+    ) -> Result<Option<String>, postgres::Error> {
+        let rows = self.db.query(
+            "SELECT h.mode, coalesce(h.reason, ''), coalesce(h.error_sqlstate, ''), coalesce(h.error_message, ''), h.initiated_by \
+             FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id \
+             WHERE s.relid = to_regclass($1) AND h.id > $2 ORDER BY h.id",
+            &[&st, &after_id],
+        )?;
+        let mut saw_full = false;
+        for r in &rows {
+            let (mode, reason, code, message, by): (String, String, String, String, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            if mode == "ERROR" {
+                return Ok(Some(format!(
+                    "a {by} refresh failed with {code}: {message}"
+                )));
+            }
+            saw_full |= mode == "FULL";
+            let fine = mode == want
+                || (want == "FULL" && mode == "DIFFERENTIAL")
+                || (mode == "FULL" && reason.starts_with(PLANNING_RACE));
+            if !fine {
+                return Ok(Some(format!(
+                    "a {by} refresh ran {mode}{}, but this stream table must refresh {want} here",
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    }
+                )));
+            }
+        }
+        if want == "FULL" && !rows.is_empty() && !saw_full {
+            return Ok(Some("no refresh reinitialised the stream table".into()));
+        }
+        Ok(None)
+    }
+}
+
+/// Run a concurrent workload.
+pub(super) fn run_steps(r: &mut Runner<'_>, w: &Workload) {
+    if w.scheduler {
+        if let Err(e) = r.scheduler_ready() {
+            r.record("scheduler", 0, Outcome::HarnessError, Some(e));
+            return;
+        }
+    }
+    if !create_all(r, w) {
+        return;
+    }
+    match Sessions::open(r.db, &w.connections) {
+        Ok(s) => r.sessions = Some(s),
+        Err(e) => {
+            r.record("workload", 0, Outcome::HarnessError, Some(e));
+            return;
+        }
+    }
+    let mut noted = BTreeSet::new();
+    for (i, step) in w.steps.iter().enumerate() {
+        let n = i + 1;
+        let Some(history) = r.history_marks(w, n) else {
+            return;
+        };
+        for sql in &step.dml {
+            if !r.on_zero(sql, "workload", n, false) {
+                return;
+            }
+        }
+        for a in &step.actions {
+            if a.conn > w.connections.len() {
+                let why = format!(
+                    "action on connection {} but the workload declares {} extra connections",
+                    a.conn,
+                    w.connections.len()
+                );
+                r.record("workload", n, Outcome::HarnessError, Some(why));
+                return;
+            }
+            if !r.act(a.conn, &a.sql, n, &mut noted) {
+                return;
+            }
+        }
+        if step.skip_refresh {
+            continue;
+        }
+        if w.scheduler {
+            let mark: String = match r.db.query_one("SELECT clock_timestamp()::text", &[]) {
+                Ok(row) => row.get(0),
+                Err(e) => {
+                    r.record_error("scheduler", n, Outcome::HarnessError, describe(&e), &e);
+                    return;
+                }
+            };
+            if !r.converge(w, n, &mark) {
+                return;
+            }
+        } else {
+            for st in &w.stream_tables {
+                if step.not_refreshed.contains(&st.name) {
+                    continue;
+                }
+                if !r.on_zero(&st.refresh_sql(), &st.name, n, true) {
+                    return;
+                }
+            }
+        }
+        for sql in &step.after_refresh {
+            if !r.exec(sql, "after refresh", n, false) {
+                return;
+            }
+        }
+        if !r.check_all(w, n, &history) {
+            return;
+        }
+    }
+    // Whatever still waits can only be released by what is queued.
+    let last = w.steps.len();
+    if let Some(sessions) = r.sessions.as_mut() {
+        match sessions.settle_breaking_stalls(r.db) {
+            Ok(done) => {
+                r.absorb(done, last);
+            }
+            Err(s) => {
+                r.stuck("workload", last, Outcome::HarnessError, s);
+            }
+        }
+    }
+}
+
+/// Close the connections and roll back prepared transactions left in the
+/// database, so that it can be dropped and inspected.
+pub(super) fn clean_up(r: &mut Runner<'_>) {
+    if let Some(mut s) = r.sessions.take() {
+        s.close(r.db);
+    }
+    if let Ok(rows) = r.db.query(
+        "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+        &[],
+    ) {
+        for row in rows {
+            let gid: String = row.get(0);
+            let _ =
+                r.db.batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_calls_name_their_stream_table() {
+        assert_eq!(
+            refreshed_name("SELECT pgtrickle.refresh_stream_table('agg')"),
+            Some("agg")
+        );
+        assert_eq!(refreshed_name("INSERT INTO a VALUES (1)"), None);
+    }
+}
