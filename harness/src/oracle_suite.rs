@@ -467,7 +467,7 @@ pub fn negative_control_suite(
     runner: &str,
 ) -> Suite {
     let started = Instant::now();
-    let total = tamper::TARGETS.len() * tamper::Tamper::ALL.len();
+    let total = tamper::cases();
     let mut progress = Progress::new("negative control", total);
     let mut sandbox = Databases::new(cluster);
     let dir = run_dir.join("replay");
@@ -501,10 +501,15 @@ pub fn negative_control_suite(
                 });
                 if !r.detected {
                     c.message = Some(format!(
-                        "tampering {} of {} was not reported as a mismatch in step {} (oracle said: {})",
+                        "tampering {} of {} was not reported as a mismatch {} step {} (oracle said: {})",
                         r.tamper.name(),
                         r.target.stream_table,
-                        tamper::TAMPER_STEP,
+                        if tamper::Tamper::CONCURRENT.contains(&r.tamper) {
+                            "after"
+                        } else {
+                            "in"
+                        },
+                        r.step,
                         verdict(&r.run)
                     ));
                     let _ = std::fs::create_dir_all(&dir);

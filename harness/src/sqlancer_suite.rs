@@ -1,6 +1,8 @@
 //! The SQLancer-light suite: generated cases (schema, data, one query as an
-//! AUTO stream table, DML) run through the DIFF-vs-FULL oracle until a time
-//! or query budget runs out, with every query's fate counted by class:
+//! AUTO stream table, sometimes a second one over the same sources, DML,
+//! for a share of the cases interleaved over several connections) run
+//! through the DIFF-vs-FULL oracle until a time or query budget runs out,
+//! with every query's fate counted by class:
 //! checked DIFFERENTIAL, fell back to FULL (and checked), mismatch, engine
 //! error, rejected by PostgreSQL (discarded), harness error. The same code
 //! ingests the real SQLancer's logs.
@@ -19,6 +21,10 @@ use crate::cluster::Cluster;
 use crate::oracle_suite::{report_failure, Failed, OracleOptions};
 use crate::report::{CaseReport, Suite};
 
+/// Percentage of cases whose DML interleaves over several connections,
+/// unless told otherwise.
+pub const DEFAULT_CONCURRENT_PCT: u32 = 30;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct SqlancerOptions {
@@ -34,6 +40,8 @@ pub struct SqlancerOptions {
     pub min_checks: usize,
     /// Fail when more than this percentage of queries were rejected by PostgreSQL.
     pub max_rejected_pct: f64,
+    /// Percentage of cases whose DML is split over 2 to 4 connections.
+    pub concurrent_pct: u32,
     /// Shrinking and reproduce-command options.
     pub oracle: OracleOptions,
 }
@@ -57,6 +65,13 @@ pub struct Counts {
     pub harness_error: usize,
     /// (query, step) pairs that passed.
     pub checks: usize,
+    /// Cases whose DML was interleaved over several connections.
+    pub concurrent_cases: usize,
+    /// (query, step) pairs of those cases that passed.
+    pub concurrent_checks: usize,
+    /// Statements of concurrent cases that failed with a tolerated
+    /// conflict (serialization failure, deadlock, aborted transaction).
+    pub conflicts: usize,
     /// Fallback reasons and how often.
     pub fallback_reasons: BTreeMap<String, usize>,
     /// Rejections by SQLSTATE.
@@ -69,8 +84,9 @@ impl Counts {
     /// One line for progress output.
     pub fn line(&self) -> String {
         format!(
-            "{} queries: {} DIFF, {} FULL fallback, {} rejected, {} mismatch, {} engine error, {} harness error; {} checks",
+            "{} queries ({} concurrent): {} DIFF, {} FULL fallback, {} rejected, {} mismatch, {} engine error, {} harness error; {} checks",
             self.queries,
+            self.concurrent_cases,
             self.checked_differential,
             self.fell_back_to_full,
             self.rejected,
@@ -91,8 +107,10 @@ pub enum Fate {
 }
 
 /// Run `w` in a fresh database named `db`: first check that PostgreSQL
-/// accepts the query over the schema, then run the oracle.
-pub fn run_case(cluster: &Cluster, db: &str, w: &Workload) -> Result<Fate, String> {
+/// accepts the query over the schema (a second generated query it
+/// rejects is dropped from the case), then run the oracle. Returns the
+/// workload as run.
+pub fn run_case(cluster: &Cluster, db: &str, w: &Workload) -> Result<(Workload, Fate), String> {
     let mut client = cluster.fresh_database(db).map_err(|e| e.to_string())?;
     for s in w.setup.iter().chain(&w.seed_rows) {
         client
@@ -101,12 +119,35 @@ pub fn run_case(cluster: &Cluster, db: &str, w: &Workload) -> Result<Fate, Strin
     }
     if let Err(e) = client.prepare(&w.stream_tables[0].query) {
         let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-        return Ok(Fate::Rejected(code, describe(&e)));
+        return Ok((w.clone(), Fate::Rejected(code, describe(&e))));
+    }
+    let mut w = w.clone();
+    let second_rejected = w
+        .stream_tables
+        .iter()
+        .find(|st| st.name == sqlancer::case::SECOND)
+        .is_some_and(|st| client.prepare(&st.query).is_err());
+    if second_rejected {
+        drop_stream_table(&mut w, sqlancer::case::SECOND);
     }
     client
         .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         .map_err(|e| describe(&e))?;
-    Ok(Fate::Ran(Box::new(run(&mut client, w))))
+    let r = run(&mut client, &w);
+    Ok((w, Fate::Ran(Box::new(r))))
+}
+
+/// Remove stream table `name` and every statement naming it from `w`.
+fn drop_stream_table(w: &mut Workload, name: &str) {
+    w.stream_tables.retain(|st| st.name != name);
+    let refresh = format!("refresh_stream_table('{name}')");
+    let locks = format!("FROM {name} FOR ");
+    for s in &mut w.steps {
+        s.not_refreshed.retain(|n| n != name);
+        s.reinit.retain(|n| n != name);
+        s.actions
+            .retain(|a| !a.sql.contains(&refresh) && !a.sql.contains(&locks));
+    }
 }
 
 struct Session<'a> {
@@ -133,11 +174,17 @@ impl<'a> Session<'a> {
     fn record(
         &mut self,
         w: &Workload,
-        query: Option<&Query>,
-        fate: Result<Fate, String>,
+        queries: &[&Query],
+        fate: Result<(Workload, Fate), String>,
         reproduce: String,
     ) {
         self.counts.queries += 1;
+        let query = queries.first().copied();
+        let (ran, fate) = match fate {
+            Ok((ran, f)) => (ran, Ok(f)),
+            Err(e) => (w.clone(), Err(e)),
+        };
+        let w = &ran;
         let run = match fate {
             Err(e) => {
                 self.counts.harness_error += 1;
@@ -157,6 +204,11 @@ impl<'a> Session<'a> {
             Ok(Fate::Ran(r)) => r,
         };
         self.counts.checks += run.tally.pass;
+        if w.concurrent() {
+            self.counts.concurrent_cases += 1;
+            self.counts.concurrent_checks += run.tally.pass;
+            self.counts.conflicts += run.conflicts;
+        }
         let mode = run.modes.first().map(|m| m.1.clone()).unwrap_or_default();
         if let Some(q) = query {
             for c in &q.constructs {
@@ -195,7 +247,11 @@ impl<'a> Session<'a> {
         });
         c.reproduce = Some(reproduce);
         c.facts = serde_json::json!({ "query": w.stream_tables[0].query, "modes": run.modes });
-        let simplifier = query.map(Simplifier::new);
+        let simplifier = query.map(|q| {
+            queries[1..]
+                .iter()
+                .fold(Simplifier::new(q), |s, other| s.with(other))
+        });
         let variants = |sql: &str| -> Vec<String> {
             simplifier
                 .as_ref()
@@ -300,13 +356,15 @@ pub fn sqlancer_suite(
     let mut last_print = Instant::now();
     let mut i = opts.first;
     while i < opts.first.saturating_add(opts.queries) && started.elapsed() < opts.time {
-        let case = sqlancer::case::case(opts.seed, i);
+        let case = sqlancer::case::case(opts.seed, i, opts.concurrent_pct);
         let reproduce = format!(
-            "{} sqlancer --seed {} --first {i} --queries 1",
-            opts.oracle.runner, opts.seed
+            "{} sqlancer --seed {} --first {i} --queries 1 --concurrent {}",
+            opts.oracle.runner, opts.seed, opts.concurrent_pct
         );
         let fate = run_case(cluster, "s_case", &case.workload);
-        s.record(&case.workload, Some(&case.query), fate, reproduce);
+        let mut queries = vec![&case.query];
+        queries.extend(case.second.as_ref());
+        s.record(&case.workload, &queries, fate, reproduce);
         i += 1;
         if last_print.elapsed() >= Duration::from_secs(15) {
             println!(
@@ -335,7 +393,7 @@ pub fn workloads_suite(
             "{} sqlancer --external ... (workload {})",
             opts.oracle.runner, w.name
         );
-        s.record(w, None, fate, reproduce);
+        s.record(w, &[], fate, reproduce);
     }
     finish(s, started, opts)
 }

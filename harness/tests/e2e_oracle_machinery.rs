@@ -1,6 +1,7 @@
 //! The oracle's own machinery against a real cluster: the negative control
 //! catches every tampering; a failing workload is shrunk to a smaller one
-//! whose replay file reproduces the failure in `psql`; the reports parse
+//! whose replay file reproduces the failure in `psql`, and a failing
+//! interleaving to one `harness replay` reproduces; the reports parse
 //! (junit.xml read back as JUnit).
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ fn scratch(name: &str) -> PathBuf {
 fn negative_control_reports_every_tampering_as_a_mismatch() {
     let dir = scratch("negative");
     let suite = negative_control_suite(shared_cluster(), &dir, None, "harness");
-    assert_eq!(suite.cases.len(), tamper::TARGETS.len() * Tamper::ALL.len());
+    assert_eq!(suite.cases.len(), tamper::cases());
     for c in &suite.cases {
         assert_eq!(c.outcome, Outcome::Pass, "{}: {:?}", c.name, c.message);
         assert_eq!(c.facts["oracle_outcome"], "mismatch", "{}", c.name);
@@ -102,7 +103,18 @@ fn a_failure_is_shrunk_and_its_replay_file_reproduces_it_in_psql() {
         "replay/group_by_aggregates.seed{}.full.sql",
         w.seed
     ));
-    assert_eq!(c.replay_files, vec![full.clone(), shrunk.clone()]);
+    for f in [&full, &shrunk] {
+        assert!(
+            c.replay_files.contains(f),
+            "{f:?} not in {:?}",
+            c.replay_files
+        );
+        assert!(
+            c.replay_files.contains(&f.with_extension("workload.json")),
+            "no workload file beside {f:?}: {:?}",
+            c.replay_files
+        );
+    }
 
     for file in [&shrunk, &full] {
         // A fresh database with the extension, as a maintainer would make it.
@@ -124,6 +136,58 @@ fn a_failure_is_shrunk_and_its_replay_file_reproduces_it_in_psql() {
         );
         assert!(!out.contains("ERROR"), "replay failed:\n{out}");
     }
+}
+
+#[test]
+fn a_failing_interleaving_is_shrunk_and_harness_replay_reproduces_it() {
+    // late_commit leaves a transaction open after step 1; forgetting it in
+    // the frontier loses its changes when it commits in step 2.
+    let dir = scratch("interleaving");
+    let e = corpus::entry("late_commit").expect("corpus entry");
+    let mut w = (e.build)(e.seed, 2);
+    w.steps.truncate(3);
+    let (_, after) = tamper::statements(Tamper::ForgetInProgress, "g", "a");
+    w.steps[0].after_refresh.extend(after);
+    let c = run_one(
+        shared_cluster(),
+        &dir,
+        &OracleOptions::default(),
+        &w,
+        "harness oracle --workload late_commit".into(),
+    );
+    assert_eq!(c.outcome, Outcome::Mismatch, "{:?}", c.message);
+    let shrunk = dir.join(format!("replay/late_commit.seed{}.workload.json", w.seed));
+    assert!(c.replay_files.contains(&shrunk), "{:?}", c.replay_files);
+    let reproduce = c.reproduce.clone().unwrap_or_default();
+    assert!(
+        reproduce.contains(&format!("replay {}", shrunk.display())),
+        "the reproduce command must replay the shrunk interleaving: {reproduce}"
+    );
+    let sql = std::fs::read_to_string(shrunk.with_extension("").with_extension("sql"))
+        .expect("shrunk .sql beside the workload file");
+    assert!(sql.contains("psql cannot replay it"), "{sql}");
+    assert!(sql.contains("--   c1: COMMIT"), "{sql}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("--pg-config")
+        .arg(pg_config())
+        .arg("--run-dir")
+        .arg(dir.join("replay-run"))
+        .arg("replay")
+        .arg(&shrunk)
+        .output()
+        .expect("run harness replay");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("1 mismatch"), "{text}");
+    assert!(
+        text.contains("/* c1 */ COMMIT"),
+        "the trace names connections: {text}"
+    );
 }
 
 #[test]

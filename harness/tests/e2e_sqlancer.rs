@@ -20,6 +20,7 @@ fn options(seed: u64, queries: u64) -> SqlancerOptions {
         queries,
         min_checks: 1,
         max_rejected_pct: 50.0,
+        concurrent_pct: 30,
         oracle: OracleOptions::default(),
     }
 }
@@ -43,10 +44,14 @@ fn same_seed_same_statements_and_same_outcome() {
     };
     assert_eq!(outcomes(&a_suite), outcomes(&b_suite));
     assert!(a.checks > 0);
+    assert!(
+        a.concurrent_cases > 0 && a.concurrent_checks > 0,
+        "no concurrent case among 15 at 30%: {a:?}"
+    );
     for i in 0..15 {
         assert_eq!(
-            sqlancer::case::case(77, i).workload,
-            sqlancer::case::case(77, i).workload
+            sqlancer::case::case(77, i, 30).workload,
+            sqlancer::case::case(77, i, 30).workload
         );
     }
 }
@@ -67,13 +72,13 @@ fn a_failing_generated_query_shrinks_by_clauses() {
     // shrinker must remove them.
     let (case, run) = (0..400)
         .find_map(|i| {
-            let c = sqlancer::case::case(5, i);
+            let c = sqlancer::case::case(5, i, 0);
             let b = &c.query.branches;
             if b.len() != 1 || b[0].filters.len() < 2 || !b[0].group_by.is_empty() {
                 return None;
             }
             match run_case(shared_cluster(), "t_sq_probe", &c.workload) {
-                Ok(Fate::Ran(r))
+                Ok((_, Fate::Ran(r)))
                     if r.passed() && r.modes[0].1 == "DIFFERENTIAL" && r.tally.pass > 0 =>
                 {
                     Some((c, r))

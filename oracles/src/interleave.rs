@@ -17,6 +17,33 @@
 use crate::gen::{DmlGen, TableSpec};
 use crate::workload::Action;
 
+/// Where an interleaving draws its random choices and its DML from.
+pub trait Source {
+    /// A number in `0..n`.
+    fn below(&mut self, n: usize) -> usize;
+    /// One random DML statement.
+    fn statement(&mut self) -> String;
+}
+
+/// The corpus generator's DML over a set of tables.
+pub struct TableDml<'a> {
+    /// The generator.
+    pub gen: &'a mut DmlGen,
+    /// The tables it writes.
+    pub tables: &'a [TableSpec],
+}
+
+impl Source for TableDml<'_> {
+    fn below(&mut self, n: usize) -> usize {
+        self.gen.below(n)
+    }
+
+    fn statement(&mut self) -> String {
+        let t = &self.tables[self.gen.below(self.tables.len())];
+        self.gen.statement(t)
+    }
+}
+
 /// The generator's model of the connections: which have a transaction
 /// open, and which prepared transactions are waiting to be finished.
 #[derive(Debug, Clone)]
@@ -52,14 +79,15 @@ impl Interleaver {
     /// or rolls it back within the step (never prepares it), so that the
     /// step's own refresh, which takes the same lock, never waits for a
     /// later step.
-    pub fn step(
-        &mut self,
-        gen: &mut DmlGen,
-        tables: &[TableSpec],
-        refreshes: &[String],
-    ) -> Vec<Action> {
+    pub fn step(&mut self, gen: &mut dyn Source, stream_tables: &[String]) -> Vec<Action> {
+        let refreshes: Vec<String> = stream_tables
+            .iter()
+            .map(|st| format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
+            .collect();
         let conns = self.open.len() - 1;
         let mut out = Vec::new();
+        // Connections whose transaction holds a lock a refresh needs (it
+        // refreshed, or locked stream table rows): they end it in the step.
         let mut refreshed_inside = vec![false; self.open.len()];
         let n = 3 + gen.below(6);
         for _ in 0..n {
@@ -81,18 +109,17 @@ impl Interleaver {
                 continue;
             }
             let c = 1 + gen.below(conns);
-            let t = &tables[gen.below(tables.len())];
             if !self.open[c] {
                 if gen.below(100) < 45 {
                     out.push(Action::on(c, "BEGIN"));
                     self.open[c] = true;
                 } else {
-                    out.push(Action::on(c, &gen.statement(t)));
+                    out.push(Action::on(c, &gen.statement()));
                 }
                 continue;
             }
             match gen.below(100) {
-                0..=49 => out.push(Action::on(c, &gen.statement(t))),
+                0..=49 => out.push(Action::on(c, &gen.statement())),
                 50..=61 => {
                     // A subtransaction that writes, then aborts or is released.
                     let end = if gen.below(2) == 0 {
@@ -101,13 +128,21 @@ impl Interleaver {
                         "RELEASE SAVEPOINT s"
                     };
                     out.push(Action::on(c, "SAVEPOINT s"));
-                    out.push(Action::on(c, &gen.statement(t)));
+                    out.push(Action::on(c, &gen.statement()));
                     out.push(Action::on(c, end));
                 }
-                62..=69 if !refreshes.is_empty() => {
+                62..=67 if !refreshes.is_empty() => {
                     // Write, refresh and write again inside one transaction.
                     let r = &refreshes[gen.below(refreshes.len())];
                     out.push(Action::on(c, r));
+                    refreshed_inside[c] = true;
+                }
+                68..=69 if !stream_tables.is_empty() => {
+                    // A reader locking stream table rows: a refresh that
+                    // must change them waits, between its delta and its end.
+                    let st = &stream_tables[gen.below(stream_tables.len())];
+                    let strength = ["UPDATE", "SHARE", "NO KEY UPDATE"][gen.below(3)];
+                    out.push(Action::on(c, &format!("SELECT * FROM {st} FOR {strength}")));
                     refreshed_inside[c] = true;
                 }
                 70..=75 if !refreshed_inside[c] => {
@@ -169,9 +204,15 @@ mod tests {
         let t = TableSpec::new("t", vec![ColSpec::int("k", 4, 10)]);
         let mut g = DmlGen::new(seed);
         let mut model = Interleaver::new(3, "t");
-        let refreshes = vec!["SELECT pgtrickle.refresh_stream_table('s')".to_string()];
+        let sts = vec!["s".to_string()];
         let mut all: Vec<Vec<Action>> = (0..40)
-            .map(|_| model.step(&mut g, std::slice::from_ref(&t), &refreshes))
+            .map(|_| {
+                let mut src = TableDml {
+                    gen: &mut g,
+                    tables: std::slice::from_ref(&t),
+                };
+                model.step(&mut src, &sts)
+            })
             .collect();
         all.push(model.closing());
         (all, model.open)
@@ -218,7 +259,9 @@ mod tests {
                             assert!(prepared.remove(gid), "seed {seed}: {s} was never prepared");
                         }
                         s if s.contains("SAVEPOINT") => assert!(open[c], "seed {seed}"),
-                        s if s.contains("refresh_stream_table") && c > 0 => {
+                        s if (s.contains("refresh_stream_table") || s.contains(" FOR "))
+                            && c > 0 =>
+                        {
                             assert!(open[c], "seed {seed}");
                             refreshed[c] = true;
                         }

@@ -105,6 +105,7 @@ pub struct Shrunk {
 
 struct Shrinker<'a> {
     sandbox: &'a mut dyn Sandbox,
+    probe_db: String,
     want: Signature,
     limits: Limits,
     started: Instant,
@@ -112,7 +113,9 @@ struct Shrinker<'a> {
     limited: bool,
 }
 
-const PROBE_DB: &str = "pgt_shrink";
+/// Shrinks started by this process (each probes in a database of its own,
+/// so that shrinks running in parallel threads never share one).
+static SHRINKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Shrinker<'_> {
     fn out_of_budget(&mut self) -> bool {
@@ -128,7 +131,7 @@ impl Shrinker<'_> {
             return None;
         }
         self.probes += 1;
-        let (r, _) = run_in(self.sandbox, PROBE_DB, w).ok()?;
+        let (r, _) = run_in(self.sandbox, &self.probe_db, w).ok()?;
         (signature(&r).as_ref() == Some(&self.want)).then_some(r)
     }
 
@@ -231,8 +234,14 @@ pub fn shrink(
     variants: QueryVariants<'_>,
 ) -> Result<Shrunk, String> {
     let want = signature(failed).ok_or("the run did not fail; nothing to shrink")?;
+    let n = SHRINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut s = Shrinker {
         sandbox,
+        probe_db: if n == 0 {
+            "pgt_shrink".into()
+        } else {
+            format!("pgt_shrink_{n}")
+        },
         want,
         limits,
         started: Instant::now(),
@@ -292,7 +301,7 @@ pub fn shrink(
     s.limits.max_probes = usize::MAX;
     s.limits.max_time = Duration::MAX;
     s.probes += 1;
-    let (confirm, mut db) = run_in(s.sandbox, PROBE_DB, &best)?;
+    let (confirm, mut db) = run_in(s.sandbox, &s.probe_db, &best)?;
     if signature(&confirm).as_ref() != Some(&s.want) {
         return Err(format!(
             "the shrunk workload did not fail the same way on a confirming run (flaky failure?): {:?}",

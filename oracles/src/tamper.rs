@@ -6,11 +6,17 @@
 //! like any other. Every tampering statement raises an error when it found
 //! nothing to damage, which turns a vacuous tampering into a harness error
 //! instead of a silent pass.
+//!
+//! Some damage only shows when transactions interleave: a frontier that
+//! forgets a transaction still in progress (or prepared) when a refresh
+//! recorded it loses that transaction's changes once it commits, several
+//! steps later. Those tamperings run on the concurrent corpus workloads and
+//! must be caught at or after the commit.
 
 use serde::Serialize;
 
 use crate::corpus;
-use crate::diff_vs_full::{run, WorkloadRun};
+use crate::diff_vs_full::WorkloadRun;
 use crate::outcome::Outcome;
 use crate::shrink::Sandbox;
 use crate::workload::Workload;
@@ -30,16 +36,23 @@ pub enum Tamper {
     ChangeValue,
     /// Copy every row of a source, then delete the captured changes before the refresh.
     SkipChange,
+    /// After the refresh, drop the in-progress transactions from the
+    /// stream table's frontier, as an engine that ignored them would: their
+    /// changes count as consumed before they are committed.
+    ForgetInProgress,
 }
 
 impl Tamper {
-    /// Every kind of tampering.
+    /// Every tampering of a stream table or of its captured changes.
     pub const ALL: [Tamper; 4] = [
         Tamper::DropRow,
         Tamper::DuplicateRow,
         Tamper::ChangeValue,
         Tamper::SkipChange,
     ];
+
+    /// Every tampering that only interleaved transactions can reveal.
+    pub const CONCURRENT: [Tamper; 1] = [Tamper::ForgetInProgress];
 
     /// Lower-case name for reports.
     pub fn name(self) -> &'static str {
@@ -48,6 +61,7 @@ impl Tamper {
             Tamper::DuplicateRow => "duplicate_row",
             Tamper::ChangeValue => "change_value",
             Tamper::SkipChange => "skip_change",
+            Tamper::ForgetInProgress => "forget_in_progress",
         }
     }
 }
@@ -88,6 +102,52 @@ pub const TARGETS: &[Target] = &[
         source: "b",
     },
 ];
+
+/// A concurrent workload whose transaction is open (or prepared) at the
+/// end of one step and commits in the next: the step tampered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConcurrentTarget {
+    /// The workload, the stream table whose frontier forgets, its source.
+    pub target: Target,
+    /// The step after whose refresh the frontier forgets.
+    pub step: usize,
+}
+
+/// The concurrent workloads the negative control damages. The run keeps
+/// one step more than the tampered one: the transaction commits there,
+/// and the tampering must be caught there (a later refresh would record a
+/// frontier that lists it again).
+pub const CONCURRENT_TARGETS: &[ConcurrentTarget] = &[
+    ConcurrentTarget {
+        target: Target {
+            workload: "late_commit",
+            stream_table: "g",
+            source: "a",
+        },
+        step: 1,
+    },
+    ConcurrentTarget {
+        target: Target {
+            workload: "two_phase_commit",
+            stream_table: "g",
+            source: "a",
+        },
+        step: 1,
+    },
+    ConcurrentTarget {
+        target: Target {
+            workload: "long_transaction",
+            stream_table: "g",
+            source: "a",
+        },
+        step: 3,
+    },
+];
+
+/// Tampered runs the negative control makes.
+pub fn cases() -> usize {
+    TARGETS.len() * Tamper::ALL.len() + CONCURRENT_TARGETS.len() * Tamper::CONCURRENT.len()
+}
 
 /// A DO block that runs `body` (which must set `n` via GET DIAGNOSTICS)
 /// and fails when it changed nothing.
@@ -169,6 +229,18 @@ pub fn statements(kind: Tamper, st: &str, source: &str) -> (Vec<String>, Vec<Str
             ],
             vec![],
         ),
+        Tamper::ForgetInProgress => (
+            vec![],
+            vec![must_change(
+                "forget",
+                &format!(
+                    "UPDATE pgtrickle.pgt_stream_tables \
+                     SET frontier = (pg_snapshot_xmax(frontier)::text || ':' || pg_snapshot_xmax(frontier)::text || ':')::pg_snapshot \
+                     WHERE relid = '{st}'::regclass AND EXISTS (SELECT 1 FROM pg_snapshot_xip(frontier)); \
+                     GET DIAGNOSTICS n = ROW_COUNT;"
+                ),
+            )],
+        ),
     }
 }
 
@@ -193,7 +265,11 @@ pub struct TamperResult {
     pub target: Target,
     /// How.
     pub tamper: Tamper,
-    /// Caught: the run failed with a mismatch in the tampered step.
+    /// The step tampered with.
+    pub step: usize,
+    /// Caught: the run failed with a mismatch in the tampered step (for
+    /// a concurrent tampering, in a later one, when the forgotten
+    /// transaction has committed).
     pub detected: bool,
     /// The tampered workload (for replay files).
     #[serde(skip)]
@@ -217,14 +293,43 @@ pub fn negative_control(
         for tamper in Tamper::ALL {
             let w = apply(&base, tamper, target, TAMPER_STEP);
             let name = format!("neg_{}_{}", target.workload, tamper.name());
-            let mut db = sandbox.fresh_database(&name)?;
-            let r = run(&mut db, &w);
+            let (r, _) = crate::shrink::run_in(sandbox, &name, &w)?;
             let detected = r
                 .failure()
                 .is_some_and(|c| c.outcome == Outcome::Mismatch && c.step == TAMPER_STEP);
             let result = TamperResult {
                 target: *target,
                 tamper,
+                step: TAMPER_STEP,
+                detected,
+                workload: w,
+                run: r,
+            };
+            on_result(&result);
+            out.push(result);
+        }
+    }
+    for ct in CONCURRENT_TARGETS {
+        let target = &ct.target;
+        let entry = corpus::entry(target.workload)
+            .ok_or_else(|| format!("negative control: no corpus workload {}", target.workload))?;
+        let mut base = (entry.build)(seed.unwrap_or(entry.seed), ct.step + 1);
+        base.steps.truncate(ct.step + 1);
+        for tamper in Tamper::CONCURRENT {
+            let mut w = base.clone();
+            let (before, after) = statements(tamper, target.stream_table, target.source);
+            let at = &mut w.steps[ct.step - 1];
+            at.dml.extend(before);
+            at.after_refresh.extend(after);
+            let name = format!("neg_{}_{}", target.workload, tamper.name());
+            let (r, _) = crate::shrink::run_in(sandbox, &name, &w)?;
+            let detected = r
+                .failure()
+                .is_some_and(|c| c.outcome == Outcome::Mismatch && c.step == ct.step + 1);
+            let result = TamperResult {
+                target: *target,
+                tamper,
+                step: ct.step,
                 detected,
                 workload: w,
                 run: r,
@@ -257,6 +362,25 @@ mod tests {
                     .any(|s| s.starts_with(&format!("CREATE TABLE {} (", t.source))),
                 "{}",
                 t.workload
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_targets_commit_in_the_step_after_the_tampered_one() {
+        for ct in CONCURRENT_TARGETS {
+            let t = &ct.target;
+            let e = corpus::entry(t.workload).expect(t.workload);
+            let w = (e.build)(e.seed, ct.step + 1);
+            assert!(w.concurrent(), "{}", t.workload);
+            assert!(w.stream_tables.iter().any(|s| s.name == t.stream_table));
+            let next = &w.steps[ct.step].actions;
+            assert!(
+                next.iter()
+                    .any(|a| a.sql == "COMMIT" || a.sql.starts_with("COMMIT PREPARED")),
+                "{}: nothing commits in step {}",
+                t.workload,
+                ct.step + 1
             );
         }
     }

@@ -433,14 +433,18 @@ impl Builder {
             self.workload.connections.len(),
             &self.workload.name,
         );
-        let refreshes: Vec<String> = self
+        let names: Vec<String> = self
             .workload
             .stream_tables
             .iter()
-            .map(|st| st.refresh_sql())
+            .map(|st| st.name.clone())
             .collect();
         for _ in 0..n {
-            let actions = model.step(&mut self.gen, &self.tables, &refreshes);
+            let mut source = crate::interleave::TableDml {
+                gen: &mut self.gen,
+                tables: &self.tables,
+            };
+            let actions = model.step(&mut source, &names);
             self.workload.steps.push(Step {
                 actions,
                 ..Step::default()

@@ -60,11 +60,18 @@ pub enum Construct {
     InheritanceSource,
     /// A source with a json column (no hash function, no equality).
     ColumnWithoutHash,
+    /// A second generated query over the same sources, as another stream
+    /// table refreshed at different moments: readers of one change buffer
+    /// sit at different frontiers.
+    SharedChangeBuffer,
+    /// The DML stream split over 2 to 4 connections, in seeded
+    /// interleavings of their transactions.
+    ConcurrentWriters,
 }
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 24] = [
+    pub const EMITTED: [Construct; 26] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -89,6 +96,8 @@ impl Construct {
         Construct::PartitionedSource,
         Construct::InheritanceSource,
         Construct::ColumnWithoutHash,
+        Construct::SharedChangeBuffer,
+        Construct::ConcurrentWriters,
     ];
 
     /// Whether the engine is expected to maintain it DIFFERENTIALLY today
@@ -299,6 +308,12 @@ impl Simplifier {
         }
     }
 
+    /// Also simplify `q` (another query of the same case).
+    pub fn with(self, q: &Query) -> Self {
+        self.known.borrow_mut().insert(q.sql(), q.clone());
+        self
+    }
+
     /// One-step simplifications of the query whose SQL is `sql` (none for
     /// SQL this simplifier did not produce).
     pub fn variants(&self, sql: &str) -> Vec<String> {
@@ -379,6 +394,6 @@ mod tests {
     fn edge_constructs_are_marked() {
         assert!(Construct::InnerJoin.differential());
         assert!(!Construct::LeftJoin.differential());
-        assert_eq!(Construct::EMITTED.len(), 24);
+        assert_eq!(Construct::EMITTED.len(), 26);
     }
 }

@@ -86,6 +86,7 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
             queries: u64::MAX,
             min_checks: 0,
             max_rejected_pct: 10.0,
+            concurrent_pct: harness::sqlancer_suite::DEFAULT_CONCURRENT_PCT,
             oracle: oracle.clone(),
         };
         let (mut s, _) = sqlancer_suite(&cluster, &run.dir, &opts);

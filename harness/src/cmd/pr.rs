@@ -28,6 +28,9 @@ pub struct PrArgs {
     /// SQLancer-light time budget, in seconds.
     #[arg(long, default_value_t = 150)]
     pub sqlancer_time: u64,
+    /// Percentage of SQLancer-light cases whose DML is split over 2 to 4 connections.
+    #[arg(long, default_value_t = harness::sqlancer_suite::DEFAULT_CONCURRENT_PCT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub sqlancer_concurrent: u32,
     /// SQLancer light must check at least this many (query, step) pairs.
     #[arg(long, default_value_t = 1500)]
     pub sqlancer_min_checks: usize,
@@ -100,6 +103,7 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         queries: u64::MAX,
         min_checks: args.sqlancer_min_checks,
         max_rejected_pct: 10.0,
+        concurrent_pct: args.sqlancer_concurrent,
         oracle: opts.clone(),
     };
     suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);

@@ -32,6 +32,10 @@ pub struct SqlancerArgs {
     /// Fail when more than this percentage of generated queries is rejected by PostgreSQL.
     #[arg(long, default_value_t = 10.0)]
     pub max_rejected_pct: f64,
+    /// Percentage of cases whose DML is split over 2 to 4 connections, in
+    /// seeded interleavings of their transactions.
+    #[arg(long = "concurrent", default_value_t = harness::sqlancer_suite::DEFAULT_CONCURRENT_PCT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub concurrent_pct: u32,
     /// Run the real SQLancer (a jar; needs `java`) and check the SELECTs it logged.
     #[arg(long)]
     pub external: Option<PathBuf>,
@@ -56,6 +60,7 @@ impl SqlancerArgs {
             queries: self.queries,
             min_checks: self.min_checks,
             max_rejected_pct: self.max_rejected_pct,
+            concurrent_pct: self.concurrent_pct,
             oracle: harness::oracle_suite::OracleOptions {
                 shrink: !self.no_shrink,
                 runner: common.runner(),

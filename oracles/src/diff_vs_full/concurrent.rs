@@ -9,12 +9,13 @@
 //!
 //! A statement of a workload transaction may fail because of the
 //! interleaving itself; those failures are part of the workload, counted
-//! in [`WorkloadRun::conflicts`] and noted in the trace: serialization
-//! failures and deadlocks (40001, 40P01), statements in a transaction such
-//! a failure aborted (25P02), `COMMIT PREPARED` of a transaction that
-//! never got prepared because it had aborted (42704), and waits the runner
-//! cancelled (57014). Any other failure ends the run as today; the step's
-//! own refreshes must always succeed.
+//! in [`super::WorkloadRun::conflicts`] and noted in the trace:
+//! serialization failures and deadlocks (40001, 40P01), waits the runner
+//! cancelled (57014); after one of those, and only then, the statements of
+//! the transaction it aborted (25P02, and 3B001 for a savepoint that was
+//! never set); and `COMMIT PREPARED` of a transaction that never got
+//! prepared because it had aborted (42704). Any other failure ends the
+//! run as today; the step's own refreshes must always succeed.
 //!
 //! With a live scheduler the runner never refreshes: after each step it
 //! waits until no stream table has a change left to consume (and a FULL
@@ -29,8 +30,11 @@ use crate::outcome::Outcome;
 use crate::sessions::{Done, Sessions, Stuck};
 use crate::workload::Workload;
 
-/// SQLSTATEs a workload transaction may fail with because of the interleaving.
-const TOLERATED: &[&str] = &["40001", "40P01", "25P02", "55P03"];
+/// SQLSTATEs a workload statement may fail with because of the interleaving.
+const CONFLICTS: &[&str] = &["40001", "40P01", "55P03"];
+
+/// SQLSTATEs of statements in a transaction a conflict aborted.
+const AFTER_CONFLICT: &[&str] = &["25P02", "3B001"];
 
 /// How long the scheduler may take to consume a step's changes.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
@@ -50,13 +54,22 @@ impl Runner<'_> {
     /// a way the workload does not tolerate.
     fn absorb(&mut self, done: Vec<Done>, step: usize) -> bool {
         for d in done {
+            if self.aborted.len() <= d.conn {
+                self.aborted.resize(d.conn + 1, false);
+            }
             let Err(e) = d.result else {
+                self.aborted[d.conn] = false;
                 continue;
             };
             let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-            let tolerated = TOLERATED.contains(&code.as_str())
-                || (code == "57014" && d.cancelled_by_runner)
+            let conflict =
+                CONFLICTS.contains(&code.as_str()) || (code == "57014" && d.cancelled_by_runner);
+            let tolerated = conflict
+                || (AFTER_CONFLICT.contains(&code.as_str()) && self.aborted[d.conn])
                 || (code == "42704" && d.sql.contains(" PREPARED '"));
+            if conflict {
+                self.aborted[d.conn] = true;
+            }
             if tolerated {
                 self.run.conflicts += 1;
                 let first = describe(&e).lines().next().unwrap_or_default().to_string();

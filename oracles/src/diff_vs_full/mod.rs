@@ -114,6 +114,8 @@ struct Runner<'a> {
     db: &'a mut Client,
     run: WorkloadRun,
     sessions: Option<Sessions>,
+    /// Per connection: its transaction was aborted by a tolerated failure.
+    aborted: Vec<bool>,
 }
 
 impl Runner<'_> {
@@ -389,6 +391,7 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
             millis: 0,
         },
         sessions: None,
+        aborted: Vec::new(),
     };
     if w.concurrent() {
         concurrent::run_steps(&mut r, w);
