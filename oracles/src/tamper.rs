@@ -36,9 +36,9 @@ pub enum Tamper {
     ChangeValue,
     /// Copy every row of a source, then delete the captured changes before the refresh.
     SkipChange,
-    /// After the refresh, drop the in-progress transactions from the
-    /// stream table's frontier, as an engine that ignored them would: their
-    /// changes count as consumed before they are committed.
+    /// After the refresh, record the frontier as a high-water mark, as an
+    /// engine that ignored in-progress transactions would: the changes of a
+    /// transaction still open count as consumed before they are committed.
     ForgetInProgress,
 }
 
@@ -234,9 +234,23 @@ pub fn statements(kind: Tamper, st: &str, source: &str) -> (Vec<String>, Vec<Str
             vec![must_change(
                 "forget",
                 &format!(
+                    // Every transaction assigned before this statement counts
+                    // as seen, the high-water mark an engine that ignored
+                    // in-progress transactions would record. It must forget
+                    // one still open in this database that the frontier kept
+                    // out: one in its in-progress list, or one assigned after
+                    // the last transaction that had completed (at or past its
+                    // xmax), which a snapshot lists in neither.
                     "UPDATE pgtrickle.pgt_stream_tables \
-                     SET frontier = (pg_snapshot_xmax(frontier)::text || ':' || pg_snapshot_xmax(frontier)::text || ':')::pg_snapshot \
-                     WHERE relid = '{st}'::regclass AND EXISTS (SELECT 1 FROM pg_snapshot_xip(frontier)); \
+                     SET frontier = (pg_current_xact_id()::text || ':' || pg_current_xact_id()::text || ':')::pg_snapshot \
+                     WHERE relid = '{st}'::regclass AND EXISTS ( \
+                       SELECT 1 FROM ( \
+                         SELECT backend_xid AS x FROM pg_catalog.pg_stat_activity \
+                          WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL \
+                         UNION ALL SELECT transaction FROM pg_catalog.pg_prepared_xacts WHERE database = current_database() \
+                       ) open_xacts \
+                       WHERE x = ANY (SELECT pg_snapshot_xip(frontier)::xid) \
+                          OR age(x) <= age(pg_snapshot_xmax(frontier)::xid)); \
                      GET DIAGNOSTICS n = ROW_COUNT;"
                 ),
             )],

@@ -213,10 +213,12 @@ impl Workload {
     }
 
     /// The same workload with no DML steps (used to inspect the stream
-    /// tables' operator trees cheaply).
+    /// tables' operator trees cheaply). With no steps the live scheduler has
+    /// nothing to race, so the copy runs without it and in any database.
     pub fn without_steps(&self) -> Workload {
         Workload {
             steps: Vec::new(),
+            scheduler: false,
             ..self.clone()
         }
     }

@@ -17,6 +17,11 @@
 //! prepared because it had aborted (42704). Any other failure ends the
 //! run as today; the step's own refreshes must always succeed.
 //!
+//! A refresh of connection 0 in the middle of a step is checked at once
+//! when it ran alone (it did not wait, and nothing else finished while it
+//! ran): nothing has committed since its snapshot. Every other refresh is
+//! checked at the end of its step, after the runner's own.
+//!
 //! With a live scheduler the runner never refreshes: after each step it
 //! waits until no stream table has a change left to consume (and a FULL
 //! one has been refreshed since the step), then checks, and judges every
@@ -44,6 +49,23 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
 const PLANNING_RACE: &str = "changes arrived on a source while the refresh was being planned";
 
 /// The stream table a `refresh_stream_table('name')` call names.
+/// How `sql` changes its connection's transaction state: Some(true) opens
+/// a transaction block, Some(false) ends one, None leaves it as it was.
+fn transaction_effect(sql: &str) -> Option<bool> {
+    let s = sql.trim_start().to_ascii_uppercase();
+    let words: Vec<&str> = s.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        ["BEGIN", ..] | ["START", "TRANSACTION"] => Some(true),
+        ["COMMIT" | "ROLLBACK" | "ABORT" | "END", second]
+            if !second.starts_with("PREPARED") && !second.starts_with("TO") =>
+        {
+            Some(false)
+        }
+        ["COMMIT" | "ROLLBACK" | "ABORT" | "END"] | ["PREPARE", "TRANSACTION"] => Some(false),
+        _ => None,
+    }
+}
+
 fn refreshed_name(sql: &str) -> Option<&str> {
     let rest = sql.split("refresh_stream_table('").nth(1)?;
     rest.split('\'').next()
@@ -122,21 +144,31 @@ impl Runner<'_> {
         }
     }
 
-    /// Submit `sql` on `conn` and let the connections settle.
-    fn act(&mut self, conn: usize, sql: &str, step: usize, noted: &mut BTreeSet<u64>) -> bool {
+    /// Submit `sql` on `conn` and let the connections settle. Some(alone)
+    /// when nothing failed; `alone` says the statement ran to its end
+    /// without waiting and nothing else finished meanwhile (so nothing
+    /// committed since it started).
+    fn act(
+        &mut self,
+        conn: usize,
+        sql: &str,
+        step: usize,
+        noted: &mut BTreeSet<u64>,
+    ) -> Option<bool> {
         self.run.trace.push(format!("/* c{conn} */ {sql}"));
-        let Some(sessions) = self.sessions.as_mut() else {
-            return false;
-        };
-        sessions.submit(conn, sql);
-        let settled = sessions.settle(self.db);
-        match settled {
+        let sessions = self.sessions.as_mut()?;
+        let id = sessions.submit(conn, sql);
+        match sessions.settle(self.db) {
             Ok(done) => {
+                let alone = done.len() == 1 && done[0].id == id && done[0].result.is_ok();
                 let ok = self.absorb(done, step);
                 self.note_waits(noted);
-                ok
+                ok.then_some(alone)
             }
-            Err(s) => self.stuck("workload", step, Outcome::HarnessError, s),
+            Err(s) => {
+                self.stuck("workload", step, Outcome::HarnessError, s);
+                None
+            }
         }
     }
 
@@ -336,6 +368,9 @@ pub(super) fn run_steps(r: &mut Runner<'_>, w: &Workload) {
         }
     }
     let mut noted = BTreeSet::new();
+    // Whether connection 0 is inside a transaction block: a refresh there
+    // is not committed when it returns, so it is checked with its step.
+    let mut zero_in_transaction = false;
     for (i, step) in w.steps.iter().enumerate() {
         let n = i + 1;
         let Some(history) = r.history_marks(w, n) else {
@@ -356,8 +391,33 @@ pub(super) fn run_steps(r: &mut Runner<'_>, w: &Workload) {
                 r.record("workload", n, Outcome::HarnessError, Some(why));
                 return;
             }
-            if !r.act(a.conn, &a.sql, n, &mut noted) {
+            // A refresh of connection 0 that runs alone is checked at once:
+            // nothing committed since its snapshot. (With a live scheduler
+            // any moment may see another refresh; it waits for the step.)
+            let checked = (a.conn == 0 && !w.scheduler && !zero_in_transaction)
+                .then(|| refreshed_name(&a.sql))
+                .flatten()
+                .and_then(|name| w.stream_tables.iter().position(|s| s.name == name));
+            let mark = match checked {
+                Some(i) => match r.last_history_id(&w.stream_tables[i].name) {
+                    Ok(id) => Some((i, id)),
+                    Err(e) => {
+                        r.record_error("workload", n, Outcome::HarnessError, describe(&e), &e);
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let Some(alone) = r.act(a.conn, &a.sql, n, &mut noted) else {
                 return;
+            };
+            if a.conn == 0 {
+                zero_in_transaction = transaction_effect(&a.sql).unwrap_or(zero_in_transaction);
+            }
+            if let (Some((i, id)), true) = (mark, alone) {
+                if !r.check_one(w, n, i, id) {
+                    return;
+                }
             }
         }
         if step.skip_refresh {
@@ -436,5 +496,25 @@ mod tests {
             Some("agg")
         );
         assert_eq!(refreshed_name("INSERT INTO a VALUES (1)"), None);
+    }
+
+    #[test]
+    fn transaction_blocks_open_and_end() {
+        for (sql, effect) in [
+            ("BEGIN", Some(true)),
+            ("begin isolation level serializable", Some(true)),
+            ("START TRANSACTION", Some(true)),
+            ("COMMIT", Some(false)),
+            ("rollback", Some(false)),
+            ("END", Some(false)),
+            ("PREPARE TRANSACTION 'x_1'", Some(false)),
+            ("COMMIT PREPARED 'x_1'", None),
+            ("ROLLBACK PREPARED 'x_1'", None),
+            ("ROLLBACK TO SAVEPOINT s", None),
+            ("SAVEPOINT s", None),
+            ("SELECT pgtrickle.refresh_stream_table('g')", None),
+        ] {
+            assert_eq!(transaction_effect(sql), effect, "{sql}");
+        }
     }
 }

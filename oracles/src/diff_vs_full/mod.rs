@@ -288,46 +288,58 @@ impl Runner<'_> {
     /// Compare every stream table the step refreshed; false once one does
     /// not pass.
     fn check_all(&mut self, w: &Workload, step: usize, history: &[i64]) -> bool {
-        for (i, st) in w.stream_tables.iter().enumerate() {
+        for i in 0..w.stream_tables.len() {
             let this: Option<&Step> = step.checked_sub(1).map(|s| &w.steps[s]);
-            if this.is_some_and(|s| s.not_refreshed.contains(&st.name)) {
+            if this.is_some_and(|s| s.not_refreshed.contains(&w.stream_tables[i].name)) {
                 continue;
             }
-            let effective = self.mode_of(i).to_string();
-            let want = match this {
-                None => None,
-                Some(s)
-                    if effective == "DIFFERENTIAL" && s.reinit.iter().all(|r| r != &st.name) =>
-                {
-                    Some("DIFFERENTIAL")
-                }
-                Some(_) => Some("FULL"),
-            };
-            let want = match want {
-                None => ModeCheck::None,
-                Some(m) if w.scheduler => ModeCheck::Every(m, history[i]),
-                Some(m) => ModeCheck::Latest(m, history[i]),
-            };
-            match self.compare(&st.name, &st.query, step, want) {
-                Ok(None) => self.record(&st.name, step, Outcome::Pass, None),
-                Ok(Some(why)) => {
-                    self.record(&st.name, step, Outcome::Mismatch, Some(why));
-                    return false;
-                }
-                Err(e) => {
-                    let outcome = if e.as_db_error().is_some() {
-                        // The recomputed query or the catalog read failed: the
-                        // stream table is unreadable or its query no longer runs.
-                        Outcome::EngineError
-                    } else {
-                        Outcome::HarnessError
-                    };
-                    self.record_error(&st.name, step, outcome, describe(&e), &e);
-                    return false;
-                }
+            if !self.check_one(w, step, i, history.get(i).copied().unwrap_or(0)) {
+                return false;
             }
         }
         true
+    }
+
+    /// Compare stream table `i` after a refresh of it in `step` (0:
+    /// creation) whose history rows follow row `mark`; false when it does
+    /// not pass.
+    fn check_one(&mut self, w: &Workload, step: usize, i: usize, mark: i64) -> bool {
+        let st = &w.stream_tables[i];
+        let this: Option<&Step> = step.checked_sub(1).map(|s| &w.steps[s]);
+        let effective = self.mode_of(i).to_string();
+        let want = match this {
+            None => None,
+            Some(s) if effective == "DIFFERENTIAL" && s.reinit.iter().all(|r| r != &st.name) => {
+                Some("DIFFERENTIAL")
+            }
+            Some(_) => Some("FULL"),
+        };
+        let want = match want {
+            None => ModeCheck::None,
+            Some(m) if w.scheduler => ModeCheck::Every(m, mark),
+            Some(m) => ModeCheck::Latest(m, mark),
+        };
+        match self.compare(&st.name, &st.query, step, want) {
+            Ok(None) => {
+                self.record(&st.name, step, Outcome::Pass, None);
+                true
+            }
+            Ok(Some(why)) => {
+                self.record(&st.name, step, Outcome::Mismatch, Some(why));
+                false
+            }
+            Err(e) => {
+                let outcome = if e.as_db_error().is_some() {
+                    // The recomputed query or the catalog read failed: the
+                    // stream table is unreadable or its query no longer runs.
+                    Outcome::EngineError
+                } else {
+                    Outcome::HarnessError
+                };
+                self.record_error(&st.name, step, outcome, describe(&e), &e);
+                false
+            }
+        }
     }
 }
 
