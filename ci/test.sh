@@ -20,7 +20,7 @@ cargo clippy --workspace --all-targets --features pg_trickle/pg15 -- -D warnings
 echo "== cargo test (core unit/property tests, harness end-to-end tests against real clusters)"
 cargo test --workspace --exclude pg_trickle
 
-echo "== harness upgrade (each released version built from its commit, upgraded in place, checked)"
+echo "== harness upgrade (each released version built from its commit, upgraded in place in a private copy of the installation, checked)"
 cargo run -q -p harness -- --run-dir target/ci-upgrade-run upgrade
 
 echo "== cargo pgrx test (glue tests inside PostgreSQL)"

@@ -5,10 +5,12 @@
 //! the catalog of a fresh install and every stream table to refresh
 //! correctly, with nothing lost or applied twice.
 //!
-//! Building an old version and installing builds into the PostgreSQL
-//! installation are the only places the runner shells out to `git` and
-//! `cargo pgrx`; the installation is shared, so the current build is
-//! always put back at the end.
+//! Building an old version is the only place the runner shells out to
+//! `git` and `cargo pgrx`. The installation named by `--pg-config` is
+//! never written: builds are packaged (`cargo pgrx package` against its
+//! `pg_config`) and go into a private copy of it beside the run's
+//! clusters ([`crate::installation`]), whose programs run the matrix's
+//! clusters.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +21,7 @@ use oracles::outcome::{Outcome, Tally};
 
 use crate::catalog_diff;
 use crate::cluster::{Cluster, ClusterOptions};
+use crate::installation::PrivateInstallation;
 use crate::report::{CaseReport, Suite};
 
 /// A released version and the commit it was released from.
@@ -153,25 +156,33 @@ fn git(root: &Path, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Build the extension in `tree` and install it into the installation of `pg_config`.
-pub fn install_build(
+/// Build the extension in `tree` (with `target_dir` as its cargo target
+/// directory, so builds stay cached) and package it into `out` with `cargo
+/// pgrx package` against `pg_config`: its files land below `out` at the
+/// installation's absolute paths, and nothing is written to the installation.
+pub fn package_build(
     tree: &Path,
     pg_config: &Path,
     target_dir: &Path,
+    out: &Path,
     log: &Path,
 ) -> Result<(), String> {
-    let mut cmd = Command::new("cargo");
-    cmd.args(["pgrx", "install", "--pg-config"])
-        .arg(pg_config)
-        .current_dir(tree.join("engine/ext"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        cmd.arg("--sudo");
+    // pgrx adds to an existing output directory: start it empty, so a
+    // package holds exactly one build.
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| format!("removing {}: {e}", out.display()))?;
     }
-    let out = cmd
+    // The debug profile, as `cargo pgrx install` and ci/setup.sh build:
+    // the same cached artifacts serve both.
+    let out = Command::new("cargo")
+        .args(["pgrx", "package", "--debug", "--pg-config"])
+        .arg(pg_config)
+        .arg("--out-dir")
+        .arg(out)
+        .current_dir(tree.join("engine/ext"))
+        .env("CARGO_TARGET_DIR", target_dir)
         .output()
-        .map_err(|e| format!("cargo pgrx install: {e}"))?;
+        .map_err(|e| format!("cargo pgrx package in {}: {e}", tree.display()))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -195,12 +206,16 @@ pub fn install_build(
 pub struct Matrix<'a> {
     /// Repository root (the current build).
     pub root: &'a Path,
-    /// `pg_config` of the installation.
+    /// `pg_config` of the installation to copy; only read, never written.
     pub pg_config: &'a Path,
     /// Scratch directory (worktrees, logs).
     pub work: PathBuf,
-    /// Directory for clusters.
+    /// The run's directory for clusters; the private installation is
+    /// made in its `installation-<pid>/` (where the server account can
+    /// read it when the runner is root).
     pub clusters: PathBuf,
+    /// Keep the private installation even when every path passed.
+    pub keep: bool,
 }
 
 /// The workload an upgrade must carry across: stream tables of every mode
@@ -274,12 +289,47 @@ const EXPECT: &[(&str, &str, &str)] = &[
 /// because of it; later refreshes are DIFFERENTIAL.
 const REINIT_BY_UPGRADE: &[&str] = &["tr", "inh", "pst"];
 
-fn start(m: &Matrix<'_>, name: &str) -> Result<Cluster, String> {
+/// The private installation and the current build's package in it.
+struct Private {
+    install: PrivateInstallation,
+    current: PathBuf,
+}
+
+/// Copy the installation and package the current build.
+fn prepare(m: &Matrix<'_>, current: &str) -> Result<Private, String> {
+    // Named like the run's clusters, so a copy kept by an earlier run with
+    // the same run directory stays as it was.
+    let dir = m
+        .clusters
+        .join(format!("installation-{}", std::process::id()));
+    let install = PrivateInstallation::create(m.pg_config, &dir)
+        .map_err(|e| format!("making a private copy of the installation: {e}"))?;
+    println!(
+        "upgrade: private installation in {} ({} itself is not changed)",
+        install.dir.display(),
+        m.pg_config.display()
+    );
+    println!("upgrade: packaging the current build ({current})");
+    let pkg = install.package_dir("current");
+    package_build(
+        m.root,
+        m.pg_config,
+        &m.root.join("target"),
+        &pkg,
+        &m.work.join("build-current.log"),
+    )?;
+    Ok(Private {
+        install,
+        current: pkg,
+    })
+}
+
+fn start(m: &Matrix<'_>, p: &Private, name: &str) -> Result<Cluster, String> {
     std::fs::create_dir_all(&m.clusters).map_err(|e| e.to_string())?;
     Cluster::start(
         &m.clusters,
         &ClusterOptions {
-            pg_config: m.pg_config.to_path_buf(),
+            pg_config: p.install.pg_config(),
             name: name.into(),
             settings: vec!["pg_trickle.scheduler_interval_ms = 600000".into()],
             ..ClusterOptions::default()
@@ -295,7 +345,12 @@ fn has_hold(version: &str) -> bool {
 }
 
 /// Check one path `from -> current`; every problem found, empty when it passed.
-fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<String>, String> {
+fn check_path(
+    m: &Matrix<'_>,
+    p: &Private,
+    from: &Release,
+    current: &str,
+) -> Result<Vec<String>, String> {
     let mut problems = Vec::new();
     // 1. The old version, from its own source.
     let tree = m.work.join(format!("src-{}", from.version));
@@ -323,13 +378,20 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
         from.version,
         &from.commit[..12]
     );
-    install_build(
+    let old_pkg = p.install.package_dir(&from.version);
+    package_build(
         &tree,
         m.pg_config,
         &old_target,
+        &old_pkg,
         &m.work.join(format!("build-{}.log", from.version)),
     )?;
-    let cluster = start(m, &format!("upgrade-{}", from.version))?;
+    p.install.install_package(&old_pkg)?;
+    println!(
+        "upgrade: {} installed into the private installation",
+        from.version
+    );
+    let cluster = start(m, p, &format!("upgrade-{}", from.version))?;
     let mut cluster = cluster;
     {
         let mut db = cluster
@@ -365,13 +427,8 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
     }
     // 2. Swap in the current build; restart, since the library is preloaded.
     cluster.stop().map_err(|e| e.to_string())?;
-    println!("upgrade: installing the current build ({current})");
-    install_build(
-        m.root,
-        m.pg_config,
-        &m.root.join("target"),
-        &m.work.join("build-current.log"),
-    )?;
+    println!("upgrade: installing the current build ({current}) into the private installation");
+    p.install.install_package(&p.current)?;
     cluster.start_again().map_err(|e| e.to_string())?;
     let (mut db, notices) = cluster
         .connect_collecting_notices("upgrade_me")
@@ -531,15 +588,37 @@ fn check_path(m: &Matrix<'_>, from: &Release, current: &str) -> Result<Vec<Strin
     Ok(problems)
 }
 
-/// Run the matrix for `paths`; one case per path. The current build is
-/// installed again at the end whatever happened.
+/// Run the matrix for `paths`; one case per path. The private
+/// installation is removed at the end, or kept (and its path printed) when
+/// a path failed or `keep` is set.
 pub fn run(m: &Matrix<'_>, paths: &[(Release, String)]) -> Suite {
     let started = Instant::now();
     let mut cases = Vec::new();
+    let Some(current) = paths.first().map(|(_, to)| to.clone()) else {
+        return Suite::new("upgrade", cases, started.elapsed().as_secs_f64(), None);
+    };
+    let t = Instant::now();
+    let mut private = match prepare(m, &current) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut tally = Tally::default();
+            tally.add(Outcome::HarnessError);
+            let mut c = CaseReport::new(
+                "private installation",
+                Outcome::HarnessError,
+                tally,
+                t.elapsed().as_millis(),
+            );
+            c.message = e.lines().next().map(str::to_string);
+            c.details = Some(e);
+            cases.push(c);
+            return Suite::new("upgrade", cases, started.elapsed().as_secs_f64(), None);
+        }
+    };
     for (from, to) in paths {
         let t = Instant::now();
         let name = format!("{} -> {to}", from.version);
-        let (outcome, message) = match check_path(m, from, to) {
+        let (outcome, message) = match check_path(m, &private, from, to) {
             Ok(p) if p.is_empty() => (Outcome::Pass, None),
             Ok(p) => (Outcome::Mismatch, Some(p.join("\n"))),
             Err(e) => (Outcome::HarnessError, Some(e)),
@@ -553,20 +632,9 @@ pub fn run(m: &Matrix<'_>, paths: &[(Release, String)]) -> Suite {
         }
         cases.push(c);
     }
-    if !paths.is_empty() {
-        // Whatever happened, leave the current build installed.
-        if let Err(e) = install_build(
-            m.root,
-            m.pg_config,
-            &m.root.join("target"),
-            &m.work.join("build-current.log"),
-        ) {
-            let mut tally = Tally::default();
-            tally.add(Outcome::HarnessError);
-            let mut c = CaseReport::new("reinstall current build", Outcome::HarnessError, tally, 0);
-            c.message = Some(e);
-            cases.push(c);
-        }
+    if m.keep || cases.iter().any(|c| c.outcome != Outcome::Pass) {
+        // Kept clusters need the programs and builds they ran with.
+        private.install.keep();
     }
     Suite::new("upgrade", cases, started.elapsed().as_secs_f64(), None)
 }

@@ -1,6 +1,7 @@
 //! `harness upgrade`: the upgrade matrix. Every released version (or those
 //! given with `--from`, or with `--slice` those a change needs) is built
-//! from its own source, upgraded to the current build and checked.
+//! from its own source, upgraded to the current build and checked, in a
+//! private copy of the `--pg-config` installation (which is never written).
 
 use std::path::PathBuf;
 
@@ -99,16 +100,16 @@ pub fn suite(common: &Common, run: &Run, args: &UpgradeArgs) -> Result<Suite, Fa
         pg_config: &common.pg_config,
         work: root.join("target/upgrade-work"),
         clusters: std::env::temp_dir().join("pg_trickle-runs").join(run_name),
+        keep: common.keep,
     };
     std::fs::create_dir_all(&m.work).map_err(|e| Failure::CouldNotRun(e.to_string()))?;
     let mut s = upgrade::run(&m, &paths);
     if paths.is_empty() {
-        let mut t = oracles::outcome::Tally::default();
-        t.add(oracles::outcome::Outcome::Pass);
-        let mut c =
-            harness::report::CaseReport::new("slice", oracles::outcome::Outcome::Pass, t, 0);
-        c.message = Some(why);
-        s.cases.push(c);
+        // Nothing ran: a skipped case with the reason, not a pass.
+        let name = if args.slice { "slice" } else { "matrix" };
+        let reason = why.strip_prefix("skipped: ").unwrap_or(&why);
+        s.cases
+            .push(harness::report::CaseReport::skip(name, reason));
     }
     Ok(s)
 }
