@@ -307,13 +307,24 @@ fn summary_cases(counts: &Counts, opts_min: usize, max_rejected_pct: f64) -> Vec
             counts.checks
         ));
     }
+    if opts_min == 0 && counts.checks == 0 {
+        // Nothing checked and nothing required: skipped, not a pass.
+        c = CaseReport::skip(
+            "minimum_checks",
+            "no (query, step) pair was checked and no minimum was set",
+        );
+    }
     c.facts = serde_json::to_value(counts).unwrap_or_default();
     out.push(c);
-    let pct = if counts.queries == 0 {
-        0.0
-    } else {
-        100.0 * counts.rejected as f64 / counts.queries as f64
-    };
+    if counts.queries == 0 {
+        // No query, no rate: skipped, not a pass.
+        out.push(CaseReport::skip(
+            "rejection_rate",
+            "no query was generated or logged",
+        ));
+        return out;
+    }
+    let pct = 100.0 * counts.rejected as f64 / counts.queries as f64;
     let ok = pct <= max_rejected_pct;
     let mut t = Tally::default();
     t.add(if ok {

@@ -157,7 +157,13 @@ fn a_failing_interleaving_is_shrunk_and_harness_replay_reproduces_it() {
     );
     assert_eq!(c.outcome, Outcome::Mismatch, "{:?}", c.message);
     let shrunk = dir.join(format!("replay/late_commit.seed{}.workload.json", w.seed));
-    assert!(c.replay_files.contains(&shrunk), "{:?} {:?} {:?}", c.replay_files, c.message, c.reproduce);
+    assert!(
+        c.replay_files.contains(&shrunk),
+        "{:?} {:?} {:?}",
+        c.replay_files,
+        c.message,
+        c.reproduce
+    );
     let reproduce = c.reproduce.clone().unwrap_or_default();
     assert!(
         reproduce.contains(&format!("replay {}", shrunk.display())),

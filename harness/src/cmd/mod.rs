@@ -20,7 +20,6 @@ use std::time::Instant;
 use clap::Args;
 use harness::cluster::{Cluster, ClusterOptions};
 use harness::report::{self, Report, Suite};
-use oracles::outcome::Outcome;
 
 /// Options every subcommand takes.
 #[derive(Args, Clone)]
@@ -139,7 +138,7 @@ impl Run {
             .suites
             .iter()
             .flat_map(|s| &s.cases)
-            .filter(|c| c.outcome != Outcome::Pass)
+            .filter(|c| c.failed())
         {
             eprintln!(
                 "\n=== FAILED {} ({}): {}",

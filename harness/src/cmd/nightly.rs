@@ -110,7 +110,8 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         t.name = format!("tpch_sf_{sf}");
         suites.push(t);
     }
-    // The whole upgrade matrix; it installs other builds, so stop the cluster first.
+    // The whole upgrade matrix, on clusters of its own (from a private copy
+    // of the installation); this one's work is done, so free the machine.
     let _ = cluster.stop();
     let up = super::upgrade::UpgradeArgs {
         from: Vec::new(),

@@ -132,10 +132,12 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
                 )
             },
         ));
+    } else {
+        suites.push(Suite::skip("tpch", "--no-tpch given"));
     }
     if !args.no_upgrade {
-        // The slice installs other builds into the installation this
-        // cluster's processes have mapped: stop it first.
+        // The slice runs its own clusters from a private copy of the
+        // installation; this one's work is done, so free the machine.
         let _ = cluster.stop();
         let up = super::upgrade::UpgradeArgs {
             from: Vec::new(),
@@ -144,6 +146,8 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
             root: ".".into(),
         };
         suites.push(super::upgrade::suite(common, &run, &up)?);
+    } else {
+        suites.push(Suite::skip("upgrade", "--no-upgrade given"));
     }
     run.finish(common, suites, Some(&mut cluster))
 }
