@@ -23,7 +23,7 @@ quietly() { # quietly NAME CMD...: run, keep the log, show it on failure
     fi
 }
 
-packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo locales)
+packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo locales chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,19 +1,26 @@
-//! Baselines and the TPC-H regression gate. A baseline is measured on the
-//! same hardware by running the TPC-H suite several times: per query, the
-//! central value and spread of the DIFFERENTIAL and FULL statements'
-//! execution times, the most temp blocks seen, and every plan shape seen per
-//! phase. The gate judges one run against it: a time above the limit the
-//! recorded spread allows (with floors), more temp blocks than ever seen, or
-//! a plan shape never seen is a regression, named with the figure and the
-//! move; a time regression must be confirmed by a second measurement.
-//! Thresholds come from `tpch::gate`; there are no per-query numbers.
+//! Baselines and the TPC-H regression gate. A baseline is measured by
+//! running the TPC-H suite several times: per query, the DIFF/FULL time
+//! ratio (measured side by side, interleaved, in each run) with its
+//! spread, the refresh mode, the most temp blocks seen, every plan shape
+//! seen per phase, and, for reports only, the absolute times.
+//!
+//! The gate judges one run against it by what stays stable within a run on
+//! a busy machine, and so carries from one machine to another of its kind:
+//! a ratio above the limit its recorded spread allows (with a floor), DIFF
+//! becoming slower than FULL, another refresh mode, more temp blocks than
+//! ever seen, or a plan shape never seen is a regression, named with the
+//! figure and the move. A ratio regression must be confirmed by a second
+//! measurement. Absolute times move with the machine's load: they are
+//! reported against the baseline, never judged. Thresholds come from
+//! `tpch::gate`; there are no per-query numbers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tpch::gate::{
-    judge_plan, judge_temp_blocks, judge_time, summarize, Figure, Thresholds, Verdict,
+    judge_plan, judge_ratio, judge_temp_blocks, ratio_limit, summarize, summarize_ratios, Figure,
+    RatioFigure, RatioThresholds, Verdict,
 };
 
 use oracles::outcome::{Outcome, Tally};
@@ -26,9 +33,15 @@ use crate::tpch_suite::QueryFigures;
 pub struct QueryBaseline {
     /// The mode the engine chose.
     pub mode: String,
-    /// DIFFERENTIAL statement execution, ms (absent for FULL stream tables).
+    /// DIFF/FULL CPU-time ratio: each run's median over its interleaved
+    /// pairs, summarised over the runs (absent for FULL stream tables, and
+    /// in baselines older than the ratio gate).
+    #[serde(default)]
+    pub ratio: Option<RatioFigure>,
+    /// DIFFERENTIAL statement execution, ms (absent for FULL stream
+    /// tables); reported, not judged.
     pub diff_ms: Option<Figure>,
-    /// FULL recompute execution, ms.
+    /// FULL recompute execution, ms; reported, not judged.
     pub full_ms: Figure,
     /// Most temp blocks (read + written) any phase used.
     pub temp_blocks_max: u64,
@@ -64,6 +77,9 @@ pub struct Baseline {
     pub cycles: u64,
     /// Runs measured.
     pub runs: usize,
+    /// How many of them ran under the runner's CPU hog.
+    #[serde(default)]
+    pub runs_under_load: usize,
     /// Change-set seed.
     pub seed: u64,
     /// Per query.
@@ -112,7 +128,19 @@ pub fn machine(postgres: String) -> Machine {
     }
 }
 
-fn phase_times(f: &QueryFigures, phase: &str) -> Vec<f64> {
+/// A query's absolute times of one kind: from the interleaved pairs where
+/// it has them, from the single EXPLAIN of each cycle otherwise.
+fn times(f: &QueryFigures, phase: &str) -> Vec<f64> {
+    if !f.pairs.is_empty() {
+        return f
+            .pairs
+            .iter()
+            .map(|p| match phase {
+                "differential" => p.diff_ms,
+                _ => p.full_ms,
+            })
+            .collect();
+    }
     f.explains
         .iter()
         .filter(|e| e.phase == phase)
@@ -132,8 +160,12 @@ pub fn measure(runs: &[Vec<QueryFigures>]) -> BTreeMap<String, QueryBaseline> {
             .filter_map(|r| r.iter().find(|f| f.query == q.query))
             .collect();
         let collect =
-            |phase: &str| -> Vec<f64> { all.iter().flat_map(|f| phase_times(f, phase)).collect() };
+            |phase: &str| -> Vec<f64> { all.iter().flat_map(|f| times(f, phase)).collect() };
         let diff = collect("differential");
+        // The gate judges a run's median ratio: the band is that of the
+        // runs' medians, not of single pairs (a sub-millisecond statement's
+        // CPU time is noisy alone; the median of a run's pairs is not).
+        let ratios: Vec<f64> = all.iter().filter_map(|f| f.ratio_p50).collect();
         let mut shapes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for f in &all {
             for e in &f.explains {
@@ -147,6 +179,7 @@ pub fn measure(runs: &[Vec<QueryFigures>]) -> BTreeMap<String, QueryBaseline> {
             q.query.clone(),
             QueryBaseline {
                 mode: q.mode.clone(),
+                ratio: (!ratios.is_empty()).then(|| summarize_ratios(&ratios)),
                 diff_ms: (!diff.is_empty()).then(|| summarize(&diff)),
                 full_ms: summarize(&collect("full_recompute")),
                 temp_blocks_max: all.iter().map(|f| f.temp_blocks).max().unwrap_or(0),
@@ -161,7 +194,7 @@ pub fn measure(runs: &[Vec<QueryFigures>]) -> BTreeMap<String, QueryBaseline> {
 pub fn judge(
     base: &Baseline,
     run: &[QueryFigures],
-    t: &Thresholds,
+    t: &RatioThresholds,
 ) -> BTreeMap<String, Vec<Verdict>> {
     let mut out = BTreeMap::new();
     for f in run {
@@ -185,20 +218,21 @@ pub fn judge(
                         why: "the engine chose another refresh mode".into(),
                     });
                 }
-                if let Some(d) = &b.diff_ms {
-                    v.push(judge_time(
-                        &format!("{} DIFF statement p50 ms", f.query),
-                        d,
-                        f.diff_p50_ms,
-                        t,
-                    ));
+                match (&b.ratio, f.ratio_p50) {
+                    (Some(r), Some(measured)) => v.push(judge_ratio(&f.query, r, measured, t)),
+                    (None, Some(_)) => v.push(Verdict::Regressed {
+                        figure: format!("{} baseline ratio", f.query),
+                        baseline: "absent".into(),
+                        measured: "present".into(),
+                        why: format!(
+                            "the baseline has no DIFF/FULL ratio for {} (measured before the ratio \
+                             gate, or while it ran FULL); run `harness baseline refresh`",
+                            f.query
+                        ),
+                    }),
+                    // FULL now: the mode verdict above says so.
+                    (_, None) => {}
                 }
-                v.push(judge_time(
-                    &format!("{} FULL recompute p50 ms", f.query),
-                    &b.full_ms,
-                    f.full_p50_ms,
-                    t,
-                ));
                 v.push(judge_temp_blocks(
                     &format!("{} temp blocks", f.query),
                     b.temp_blocks_max,
@@ -235,6 +269,19 @@ pub fn judge(
             out.insert(f.query.clone(), v);
         }
     }
+    for q in base.queries.keys() {
+        if !run.iter().any(|f| &f.query == q) {
+            out.insert(
+                q.clone(),
+                vec![Verdict::Regressed {
+                    figure: format!("{q} measured"),
+                    baseline: "present".into(),
+                    measured: "absent".into(),
+                    why: format!("{q} is in the baseline but the run did not measure it"),
+                }],
+            );
+        }
+    }
     out
 }
 
@@ -266,6 +313,82 @@ pub fn describe(v: &Verdict) -> String {
     }
 }
 
+/// What the gate saw for one query, for `report.json` and `report.html`:
+/// the mode (and why FULL), the in-run DIFF/FULL ratio against its
+/// baseline band and limit, the absolute times against theirs (reported,
+/// not judged), and every verdict.
+pub fn gate_facts(
+    base: Option<&QueryBaseline>,
+    f: &QueryFigures,
+    verdicts: &[Verdict],
+    note: Option<&str>,
+) -> serde_json::Value {
+    let t = RatioThresholds::default();
+    let moved = |now: f64, was: Option<&Figure>| {
+        was.map(|w| {
+            serde_json::json!({"measured": now, "baseline": w.median,
+            "change_pct": (now / w.median - 1.0) * 100.0})
+        })
+    };
+    serde_json::json!({
+        "query": f.query,
+        "mode": f.mode,
+        "baseline_mode": base.map(|b| b.mode.clone()),
+        "fallback_reason": f.fallback_reason,
+        "ratio": f.ratio_p50,
+        "ratio_pairs": f.pairs.len(),
+        "ratio_baseline": base.and_then(|b| b.ratio).map(|r| serde_json::json!({
+            "median": r.median, "log_spread": r.log_spread, "min": r.min, "max": r.max,
+            "n": r.n, "limit": ratio_limit(&r, &t),
+        })),
+        "diff_ms": (f.ratio_p50.is_some()).then(|| moved(f.diff_p50_ms, base.and_then(|b| b.diff_ms.as_ref()))).flatten(),
+        "full_ms": moved(f.full_p50_ms, base.map(|b| &b.full_ms)),
+        "temp_blocks": f.temp_blocks,
+        "verdicts": verdicts.iter().map(describe).collect::<Vec<_>>(),
+        "note": note,
+    })
+}
+
+/// The gate's per-query table for the console.
+pub fn gate_table(base: &Baseline, figures: &[QueryFigures], failed: &BTreeSet<String>) -> String {
+    let t = RatioThresholds::default();
+    let mut out = format!(
+        "{:<5} {:<13} {:>7} {:>15} {:>7}  {:<8} {}\n",
+        "query",
+        "mode",
+        "ratio",
+        "baseline band",
+        "limit",
+        "verdict",
+        "absolute DIFF / FULL ms (not judged)"
+    );
+    for f in figures {
+        let b = base.queries.get(&f.query);
+        let r = b.and_then(|b| b.ratio);
+        let num = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<5} {:<13} {:>7} {:>15} {:>7}  {:<8} {}\n",
+            f.query,
+            f.mode,
+            num(f.ratio_p50),
+            r.map(|r| format!("{:.3}..{:.3}", r.min, r.max))
+                .unwrap_or_else(|| "-".into()),
+            num(r.map(|r| ratio_limit(&r, &t))),
+            if failed.contains(&f.query) {
+                "FAIL"
+            } else {
+                "ok"
+            },
+            if f.ratio_p50.is_some() {
+                format!("{:.2} / {:.2}", f.diff_p50_ms, f.full_p50_ms)
+            } else {
+                format!("- / {:.2}", f.full_p50_ms)
+            }
+        ));
+    }
+    out
+}
+
 /// Runs the TPC-H suite again for the named queries.
 pub type Remeasure<'a> = dyn FnMut(&[String]) -> (Suite, Vec<QueryFigures>) + 'a;
 
@@ -279,11 +402,11 @@ pub fn gate_suites(
     figures: &[QueryFigures],
     remeasure: &mut Remeasure,
 ) -> Vec<Suite> {
-    let t = Thresholds::default();
+    let t = RatioThresholds::default();
     let mut verdicts = judge(base, figures, &t);
     let timing_only: Vec<String> = verdicts
         .iter()
-        .filter(|(_, v)| v.iter().all(tpch::gate::is_time))
+        .filter(|(_, v)| v.iter().all(tpch::gate::is_timing))
         .map(|(q, _)| q.clone())
         .collect();
     let mut notes: std::collections::BTreeMap<String, String> = Default::default();
@@ -323,8 +446,22 @@ pub fn gate_suites(
         }
         extra.push(suite);
     }
+    let failed: BTreeSet<String> = verdicts.keys().cloned().collect();
+    println!(
+        "\ntpch gate ({}):\n{}",
+        base.profile,
+        gate_table(base, figures, &failed)
+    );
+    // A baseline query the run did not measure fails too (its only verdict
+    // says so).
+    let unmeasured: Vec<QueryFigures> = verdicts
+        .keys()
+        .filter(|q| !figures.iter().any(|f| &f.query == *q))
+        .map(|q| QueryFigures::unmeasured(q))
+        .collect();
     let cases = figures
         .iter()
+        .chain(&unmeasured)
         .map(|f| {
             let regressions = verdicts.get(&f.query);
             let outcome = if regressions.is_some() {
@@ -342,6 +479,16 @@ pub fn gate_suites(
             } else if let Some(n) = notes.get(&f.query) {
                 c.details = Some(n.clone());
             }
+            c.facts = gate_facts(
+                base.queries.get(&f.query),
+                f,
+                regressions.map(Vec::as_slice).unwrap_or_default(),
+                notes.get(&f.query).map(String::as_str),
+            );
+            c.reproduce = Some(format!(
+                "harness tpch --gate --profile {} --query {}",
+                base.profile, f.query
+            ));
             c
         })
         .collect();
@@ -358,7 +505,7 @@ pub fn gate_suites(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tpch_suite::PhaseExplain;
+    use crate::tpch_suite::{PhaseExplain, TimedPair};
     use tpch::plans::PlanFacts;
 
     fn figures(diff: f64, full: f64, shape: &str) -> QueryFigures {
@@ -384,6 +531,14 @@ mod tests {
                 e("differential", diff, shape),
                 e("full_recompute", full, "Seq Scan"),
             ],
+            pairs: vec![TimedPair {
+                cycle: 1,
+                full_ms: full,
+                diff_ms: diff,
+                full_elapsed_ms: full,
+                diff_elapsed_ms: diff,
+            }],
+            ratio_p50: Some(diff / full),
             full_p50_ms: full,
             diff_p50_ms: diff,
             temp_blocks: 0,
@@ -403,6 +558,7 @@ mod tests {
             sf: 0.01,
             cycles: 1,
             runs: 4,
+            runs_under_load: 0,
             seed: 1,
             queries: measure(&runs),
         }
@@ -414,7 +570,7 @@ mod tests {
         assert!(judge(
             &b,
             &[figures(10.8, 21.0, "Hash Join")],
-            &Thresholds::default()
+            &RatioThresholds::default()
         )
         .is_empty());
     }
@@ -425,13 +581,13 @@ mod tests {
         let v = judge(
             &b,
             &[figures(45.0, 20.0, "Nested Loop")],
-            &Thresholds::default(),
+            &RatioThresholds::default(),
         );
         let lines: Vec<String> = v["q05"].iter().map(describe).collect();
         assert!(
             lines
                 .iter()
-                .any(|l| l.starts_with("q05 DIFF statement p50 ms")),
+                .any(|l| l.starts_with("q05 DIFF vs FULL") && l.contains("became slower")),
             "{lines:?}"
         );
         assert!(
@@ -455,7 +611,7 @@ mod tests {
     #[test]
     fn a_slow_time_must_be_confirmed_by_a_second_measurement() {
         let b = baseline();
-        let slow = [figures(45.0, 20.0, "Hash Join")];
+        let slow = [figures(18.0, 20.0, "Hash Join")];
         // Noise: the second measurement is fine, the case passes and says so.
         let suites = gate_suites(&b, &slow, &mut remeasured(10.2));
         assert_eq!(suites.len(), 2, "the confirming run is reported");
@@ -467,17 +623,51 @@ mod tests {
             .unwrap_or("")
             .contains("not confirmed"));
         // A real regression: slow twice, it fails with both measurements named.
-        let suites = gate_suites(&b, &slow, &mut remeasured(44.0));
+        let suites = gate_suites(&b, &slow, &mut remeasured(17.0));
         let case = &suites[0].cases[0];
         assert_eq!(case.outcome, Outcome::Mismatch);
         assert_eq!(
             case.details
                 .as_deref()
                 .unwrap_or("")
-                .matches("DIFF statement p50 ms")
+                .matches("DIFF/FULL ratio")
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn a_busy_machine_slowing_diff_and_full_together_passes() {
+        let b = baseline();
+        // Three times slower, both: the ratio holds, absolute times are not judged.
+        assert!(judge(
+            &b,
+            &[figures(31.0, 61.0, "Hash Join")],
+            &RatioThresholds::default()
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_query_missing_from_the_run_or_its_ratio_from_the_baseline_fails() {
+        let mut b = baseline();
+        b.queries.insert("q07".into(), b.queries["q05"].clone());
+        let v = judge(
+            &b,
+            &[figures(10.0, 20.0, "Hash Join")],
+            &RatioThresholds::default(),
+        );
+        assert!(
+            describe(&v["q07"][0]).contains("did not measure it"),
+            "{v:?}"
+        );
+        b.queries.get_mut("q05").unwrap().ratio = None;
+        let v = judge(
+            &b,
+            &[figures(10.0, 20.0, "Hash Join")],
+            &RatioThresholds::default(),
+        );
+        assert!(describe(&v["q05"][0]).contains("baseline refresh"), "{v:?}");
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub struct QueryFigures {
     pub phases: Vec<PhaseInfo>,
     /// EXPLAIN (ANALYZE, BUFFERS) of each phase, every cycle, before the refresh.
     pub explains: Vec<PhaseExplain>,
+    /// Interleaved FULL/DIFF measurements, [`TIMED_ROUNDS`] per cycle
+    /// (none for FULL stream tables).
+    pub pairs: Vec<TimedPair>,
+    /// Median DIFF/FULL ratio over `pairs` (what the gate judges); None
+    /// for FULL stream tables.
+    pub ratio_p50: Option<f64>,
     /// Median execution time of the FULL recompute (EXPLAIN ANALYZE), ms.
     pub full_p50_ms: f64,
     /// Median execution time of the differential statement (EXPLAIN
@@ -93,8 +99,113 @@ pub struct QueryFigures {
     pub last_plans: Vec<PhasePlan>,
 }
 
+impl QueryFigures {
+    /// A query that was not measured (its stream table could not be made,
+    /// or the run stopped before it).
+    pub fn unmeasured(query: &str) -> QueryFigures {
+        QueryFigures {
+            query: query.into(),
+            mode: "not measured".into(),
+            fallback_reason: None,
+            refresh_ms: Vec::new(),
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            phases: Vec::new(),
+            explains: Vec::new(),
+            pairs: Vec::new(),
+            ratio_p50: None,
+            full_p50_ms: f64::NAN,
+            diff_p50_ms: f64::NAN,
+            temp_blocks: 0,
+            last_plans: Vec::new(),
+        }
+    }
+}
+
 /// A phase and its EXPLAIN document.
 pub type PhasePlan = (String, serde_json::Value);
+
+/// A generated phase of a stream table, ready to prepare.
+struct Phase {
+    info: PhaseInfo,
+    sql: String,
+    /// Parameters the next refresh will bind, as text.
+    params: Vec<Option<String>>,
+}
+
+/// The phases of stream table `st` as `stream_table_sql` lists them.
+fn phases(db: &mut postgres::Client, st: &str) -> Result<Vec<Phase>, postgres::Error> {
+    Ok(db
+        .query(
+            "SELECT phase, sql, hash, writes, parameters FROM pgtrickle.stream_table_sql($1)",
+            &[&st],
+        )?
+        .into_iter()
+        .map(|r| Phase {
+            info: PhaseInfo {
+                phase: r.get(0),
+                hash: r.get(2),
+                writes: r.get(3),
+            },
+            sql: r.get(1),
+            params: r
+                .get::<_, Option<Vec<Option<String>>>>(4)
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// `PREPARE name AS <phase>` and the argument list its EXECUTE needs.
+fn prepare(db: &mut postgres::Client, name: &str, p: &Phase) -> Result<String, postgres::Error> {
+    let (decl, args) = if p.params.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let types = vec!["text"; p.params.len()].join(", ");
+        let args = p
+            .params
+            .iter()
+            .map(|v| match v {
+                Some(v) => format!("'{}'", v.replace('\'', "''")),
+                None => "NULL".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        (format!("({types})"), format!("({args})"))
+    };
+    db.batch_execute(&format!("PREPARE {name}{decl} AS {}", p.sql))?;
+    Ok(args)
+}
+
+/// EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) prepared statement `name` of
+/// stream table `st`. A writing phase runs in a transaction that is rolled
+/// back.
+fn explain_prepared(
+    db: &mut postgres::Client,
+    st: &str,
+    name: &str,
+    args: &str,
+    writes: bool,
+) -> Result<serde_json::Value, postgres::Error> {
+    let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}{args}");
+    let result = if writes {
+        // A writing phase run by hand is a direct write, which the
+        // stream table's read-only trigger refuses: switch it off for
+        // the measurement, in the transaction that is rolled back.
+        // (Builds before 0.39.2 have no such trigger: the harness
+        // measures them too, for side-by-side comparisons.)
+        db.batch_execute(&format!(
+            "BEGIN; DO $pgt$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger \
+             WHERE tgrelid = '{st}'::regclass AND tgname = 'pgt_readonly') THEN \
+             ALTER TABLE {st} DISABLE TRIGGER pgt_readonly; END IF; END $pgt$"
+        ))?;
+        let r = db.query_one(&explain, &[]);
+        db.batch_execute("ROLLBACK")?;
+        r
+    } else {
+        db.query_one(&explain, &[])
+    };
+    Ok(result?.get::<_, serde_json::Value>(0))
+}
 
 /// EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) every phase of stream table `st`
 /// (except `populate`) bound to the parameters the next refresh will use.
@@ -102,63 +213,187 @@ pub type PhasePlan = (String, serde_json::Value);
 fn explain_phases(
     db: &mut postgres::Client,
     st: &str,
-) -> Result<(Vec<PhaseInfo>, Vec<PhasePlan>), postgres::Error> {
-    let rows = db.query(
-        "SELECT phase, sql, hash, writes, parameters FROM pgtrickle.stream_table_sql($1)",
-        &[&st],
-    )?;
-    let mut infos = Vec::new();
+    all: &[Phase],
+) -> Result<Vec<PhasePlan>, postgres::Error> {
     let mut plans = Vec::new();
-    for r in rows {
-        let (phase, sql, hash, writes): (String, String, String, bool) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        let params: Option<Vec<Option<String>>> = r.get(4);
-        infos.push(PhaseInfo {
-            phase: phase.clone(),
-            hash,
-            writes,
+    for p in all.iter().filter(|p| p.info.phase != "populate") {
+        let args = prepare(db, "pgt_phase", p)?;
+        let plan = explain_prepared(db, st, "pgt_phase", &args, p.info.writes);
+        db.batch_execute("DEALLOCATE pgt_phase")?;
+        plans.push((p.info.phase.clone(), plan?));
+    }
+    Ok(plans)
+}
+
+/// Interleaved rounds of the FULL recompute and the DIFFERENTIAL
+/// statement per cycle: their times, side by side, make the ratio the
+/// gate judges (the order alternates, so neither always runs on a warmer
+/// cache; a change in load hits both).
+pub const TIMED_ROUNDS: u64 = 4;
+
+/// One round's FULL and DIFF executor times, ms: CPU time (what the
+/// statement cost) and elapsed time (which includes waiting for a CPU).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TimedPair {
+    /// Cycle number.
+    pub cycle: u64,
+    /// FULL recompute, CPU ms.
+    pub full_ms: f64,
+    /// DIFFERENTIAL statement, CPU ms.
+    pub diff_ms: f64,
+    /// FULL recompute, elapsed ms.
+    pub full_elapsed_ms: f64,
+    /// DIFFERENTIAL statement, elapsed ms.
+    pub diff_elapsed_ms: f64,
+}
+
+impl TimedPair {
+    /// DIFF CPU time over FULL CPU time: the figure the gate judges. CPU
+    /// time, not elapsed time, because on a busy machine a statement of a
+    /// few milliseconds waits for a CPU in whole scheduler slices, which
+    /// swamps the difference between two statements.
+    pub fn ratio(&self) -> f64 {
+        self.diff_ms / self.full_ms
+    }
+}
+
+/// A connection whose executor reports its CPU and elapsed time per
+/// statement (`log_executor_stats`, sent back to the client), with the
+/// session settings of the run (an injected regression applies here too).
+pub struct TimingConnection {
+    db: postgres::Client,
+    usage: std::sync::Arc<std::sync::Mutex<Vec<tpch::plans::ExecutorUsage>>>,
+}
+
+impl TimingConnection {
+    /// Connect to `database` of `cluster` with `settings` applied.
+    pub fn open(
+        cluster: &Cluster,
+        database: &str,
+        settings: &[String],
+    ) -> Result<TimingConnection, String> {
+        let usage = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = usage.clone();
+        let mut config: postgres::Config = cluster
+            .conninfo(database)
+            .parse()
+            .map_err(|e: postgres::Error| e.to_string())?;
+        config.notice_callback(move |n| {
+            if n.message() == "EXECUTOR STATISTICS" {
+                if let Some(u) = n.detail().and_then(tpch::plans::executor_usage) {
+                    if let Ok(mut v) = sink.lock() {
+                        v.push(u);
+                    }
+                }
+            }
         });
-        if phase == "populate" {
-            continue;
+        let mut db = config.connect(postgres::NoTls).map_err(|e| describe(&e))?;
+        let mut setup = vec![
+            "SET jit = off".to_string(),
+            "SET client_min_messages = log".to_string(),
+        ];
+        setup.extend(settings.iter().map(|s| format!("SET {s}")));
+        for sql in setup {
+            db.batch_execute(&sql).map_err(|e| describe(&e))?;
         }
-        let params = params.unwrap_or_default();
-        let (decl, args) = if params.is_empty() {
-            (String::new(), String::new())
-        } else {
-            let types = vec!["text"; params.len()].join(", ");
-            let args = params
-                .iter()
-                .map(|p| match p {
-                    Some(v) => format!("'{}'", v.replace('\'', "''")),
-                    None => "NULL".into(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            (format!("({types})"), format!("({args})"))
-        };
-        db.batch_execute(&format!("PREPARE pgt_phase{decl} AS {sql}"))?;
-        let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE pgt_phase{args}");
-        let result = if writes {
-            // A writing phase run by hand is a direct write, which the
-            // stream table's read-only trigger refuses: switch it off for
-            // the measurement, in the transaction that is rolled back.
-            // (Builds before 0.39.2 have no such trigger: the harness
-            // measures them too, for side-by-side comparisons.)
+        Ok(TimingConnection { db, usage })
+    }
+
+    /// Run prepared statement `name` of stream table `st` once (a writing
+    /// one in a transaction that is rolled back) and return its executor
+    /// usage.
+    fn time(
+        &mut self,
+        st: &str,
+        name: &str,
+        args: &str,
+        writes: bool,
+    ) -> Result<tpch::plans::ExecutorUsage, String> {
+        let db = &mut self.db;
+        let err = |e: postgres::Error| describe(&e);
+        if writes {
             db.batch_execute(&format!(
                 "BEGIN; DO $pgt$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger \
                  WHERE tgrelid = '{st}'::regclass AND tgname = 'pgt_readonly') THEN \
                  ALTER TABLE {st} DISABLE TRIGGER pgt_readonly; END IF; END $pgt$"
-            ))?;
-            let r = db.query_one(&explain, &[]);
-            db.batch_execute("ROLLBACK")?;
-            r
-        } else {
-            db.query_one(&explain, &[])
-        };
-        db.batch_execute("DEALLOCATE pgt_phase")?;
-        plans.push((phase, result?.get::<_, serde_json::Value>(0)));
+            ))
+            .map_err(err)?;
+        }
+        if let Ok(mut v) = self.usage.lock() {
+            v.clear();
+        }
+        let ran = db
+            .batch_execute("SET log_executor_stats = on")
+            .and_then(|()| db.batch_execute(&format!("EXECUTE {name}{args}")))
+            .and_then(|()| db.batch_execute("SET log_executor_stats = off"));
+        let taken: Vec<tpch::plans::ExecutorUsage> = self
+            .usage
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        if writes {
+            db.batch_execute("ROLLBACK").map_err(err)?;
+        }
+        ran.map_err(err)?;
+        // EXECUTE runs the prepared statement in a portal of its own inside
+        // the EXECUTE's portal: each reports, and the outermost, which spans
+        // the others, took longest.
+        taken
+            .into_iter()
+            .max_by(|a, b| a.elapsed_ms.total_cmp(&b.elapsed_ms))
+            .ok_or_else(|| {
+                format!(
+                    "EXECUTE {name} of {st} reported no executor statistics (log_executor_stats)"
+                )
+            })
     }
-    Ok((infos, plans))
+}
+
+/// [`TIMED_ROUNDS`] interleaved FULL/DIFF measurements of stream table
+/// `st` in `cycle` on the timing connection; none when it has no
+/// differential statement.
+fn timed_pairs(
+    timing: &mut TimingConnection,
+    st: &str,
+    all: &[Phase],
+    cycle: u64,
+) -> Result<Vec<TimedPair>, String> {
+    let find = |name: &str| all.iter().find(|p| p.info.phase == name);
+    let (Some(full), Some(diff)) = (find("full_recompute"), find("differential")) else {
+        return Ok(Vec::new());
+    };
+    let full_args = prepare(&mut timing.db, "pgt_full", full).map_err(|e| describe(&e))?;
+    let diff_args = prepare(&mut timing.db, "pgt_diff", diff).map_err(|e| describe(&e))?;
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for round in 0..TIMED_ROUNDS {
+        let mut one = |name: &str, args: &str, writes: bool| timing.time(st, name, args, writes);
+        let pair = if round % 2 == 0 {
+            one("pgt_full", &full_args, full.info.writes)
+                .and_then(|f| Ok((f, one("pgt_diff", &diff_args, diff.info.writes)?)))
+        } else {
+            one("pgt_diff", &diff_args, diff.info.writes)
+                .and_then(|d| Ok((one("pgt_full", &full_args, full.info.writes)?, d)))
+        };
+        match pair {
+            Ok((f, d)) => out.push(TimedPair {
+                cycle,
+                full_ms: f.cpu_ms,
+                diff_ms: d.cpu_ms,
+                full_elapsed_ms: f.elapsed_ms,
+                diff_elapsed_ms: d.elapsed_ms,
+            }),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    timing
+        .db
+        .batch_execute("DEALLOCATE pgt_full; DEALLOCATE pgt_diff")
+        .map_err(|e| describe(&e))?;
+    result.map(|()| out)
 }
 
 /// Compare stream table `st`, as just populated, with `tpchgen`'s
@@ -185,6 +420,18 @@ pub fn published_answer_check(
         })
         .collect();
     Ok(tpch::answers::check(answer, &rows))
+}
+
+/// Turns autovacuum back on (as the cluster's configuration has it) when
+/// the TPC-H run ends, however it ends.
+struct RestoreAutovacuum<'a>(&'a Cluster);
+
+impl Drop for RestoreAutovacuum<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut db) = self.0.connect("postgres") {
+            let _ = db.batch_execute("ALTER SYSTEM RESET autovacuum; SELECT pg_reload_conf()");
+        }
+    }
 }
 
 fn fail(name: &str, why: String) -> CaseReport {
@@ -219,7 +466,21 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
         ),
         Err(e) => return (suite(vec![fail("load", e)]), Vec::new()),
     }
-    let _ = db.batch_execute("ANALYZE");
+    // Plans must not depend on when autovacuum happens to analyze a table
+    // (under load it runs at other moments): it is off while TPC-H runs on
+    // this cluster, and statistics are complete rather than sampled.
+    for sql in [
+        "ALTER SYSTEM SET autovacuum = off",
+        "SELECT pg_reload_conf()",
+        "SET default_statistics_target = 1000",
+        "ANALYZE",
+        "RESET default_statistics_target",
+    ] {
+        if let Err(e) = db.batch_execute(sql) {
+            return (suite(vec![fail("analyze", describe(&e))]), Vec::new());
+        }
+    }
+    let _autovacuum = RestoreAutovacuum(cluster);
     // Refreshes run their statements with JIT off; EXPLAIN them the same way.
     let _ = db.batch_execute("SET jit = off");
     for setting in &opts.settings {
@@ -227,6 +488,10 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
             return (suite(vec![fail("settings", describe(&e))]), Vec::new());
         }
     }
+    let mut timing = match TimingConnection::open(cluster, &opts.database, &opts.settings) {
+        Ok(t) => t,
+        Err(e) => return (suite(vec![fail("timing connection", e)]), Vec::new()),
+    };
     let queries: Vec<tpch::queries::Query> = tpch::queries::queries(opts.sf)
         .into_iter()
         .filter(|q| opts.only.is_empty() || opts.only.iter().any(|o| o == q.name))
@@ -254,18 +519,9 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
             .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
         let (mode, reason) = r.unwrap_or_else(|_| ("?".into(), None));
         figures.push(QueryFigures {
-            query: q.name.into(),
             mode,
             fallback_reason: reason,
-            refresh_ms: Vec::new(),
-            p50_ms: 0.0,
-            p99_ms: 0.0,
-            phases: Vec::new(),
-            explains: Vec::new(),
-            full_p50_ms: 0.0,
-            diff_p50_ms: 0.0,
-            temp_blocks: 0,
-            last_plans: Vec::new(),
+            ..QueryFigures::unmeasured(q.name)
         });
     }
     let mut tallies: Vec<Tally> = vec![Tally::default(); figures.len()];
@@ -315,9 +571,19 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
                 .find(|q| q.name == f.query)
                 .expect("query")
                 .sql;
-            match explain_phases(&mut db, &f.query) {
-                Ok((infos, plans)) => {
-                    f.phases = infos;
+            let measured = phases(&mut db, &f.query)
+                .and_then(|all| {
+                    let plans = explain_phases(&mut db, &f.query, &all)?;
+                    Ok((all, plans))
+                })
+                .map_err(|e| describe(&e))
+                .and_then(|(all, plans)| {
+                    let pairs = timed_pairs(&mut timing, &f.query, &all, cycle)?;
+                    Ok((all, plans, pairs))
+                });
+            match measured {
+                Ok((all, plans, pairs)) => {
+                    f.phases = all.into_iter().map(|p| p.info).collect();
                     for (phase, plan) in &plans {
                         f.explains.push(PhaseExplain {
                             cycle,
@@ -326,14 +592,13 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
                         });
                     }
                     f.last_plans = plans;
+                    f.pairs.extend(pairs);
                 }
                 Err(e) => {
                     let _ = db.batch_execute("ROLLBACK; DEALLOCATE ALL");
                     tallies[i].add(Outcome::HarnessError);
-                    problems[i] = Some(format!(
-                        "cycle {cycle}: EXPLAIN of a phase failed: {}",
-                        describe(&e)
-                    ));
+                    let _ = timing.db.batch_execute("ROLLBACK; DEALLOCATE ALL");
+                    problems[i] = Some(format!("cycle {cycle}: measuring a phase failed: {e}"));
                     continue;
                 }
             }
@@ -394,8 +659,19 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
                 percentile(&v, 50.0)
             }
         };
-        f.full_p50_ms = phase_p50("full_recompute");
-        f.diff_p50_ms = phase_p50("differential");
+        // Side-by-side measurements where there are some; the single
+        // EXPLAIN of every phase otherwise (FULL stream tables).
+        if f.pairs.is_empty() {
+            f.full_p50_ms = phase_p50("full_recompute");
+            f.diff_p50_ms = phase_p50("differential");
+        } else {
+            let of = |pick: fn(&TimedPair) -> f64| {
+                percentile(&f.pairs.iter().map(pick).collect::<Vec<_>>(), 50.0)
+            };
+            f.full_p50_ms = of(|p| p.full_ms);
+            f.diff_p50_ms = of(|p| p.diff_ms);
+            f.ratio_p50 = Some(of(TimedPair::ratio));
+        }
         f.temp_blocks = f
             .explains
             .iter()

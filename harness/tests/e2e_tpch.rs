@@ -59,13 +59,13 @@ fn tpch_stream_tables_stay_equal_to_their_queries_through_refresh_cycles() {
     }
 }
 
-/// The gate both ways on a real cluster: a baseline measured here passes an
-/// unchanged run's plan shapes and temp blocks, and an injected bad join
-/// strategy is caught and named.
+/// The gate both ways on a real cluster under a CPU hog: a baseline
+/// measured here passes an unchanged run's modes, plan shapes and temp
+/// blocks, and an injected bad join strategy is caught and named.
 #[test]
 fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
     use harness::tpch_gate::{self, Baseline};
-    use tpch::gate::{Thresholds, Verdict};
+    use tpch::gate::{RatioThresholds, Verdict};
     let opts = |settings: Vec<String>| TpchOptions {
         sf: 0.01,
         cycles: 2,
@@ -85,25 +85,31 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
         sf: 0.01,
         cycles: 2,
         runs: 2,
+        runs_under_load: 0,
         seed: 3,
         queries: tpch_gate::measure(&runs),
     };
-    // Unchanged: no plan-shape or temp-block regressions (times are left
-    // to the runner's repeated-run self-test, not to a unit-test timer).
+    // Unchanged: no plan-shape, temp-block or mode regressions (ratios are
+    // left to the runner's load test, `harness tpch --gate --repeat`, not to
+    // a unit-test timer).
+    // Under the runner's CPU hog (one busy thread per core), as on a busy
+    // machine.
+    let hog = harness::load::CpuHog::start(0);
     let (_, again) = tpch_suite(shared_cluster(), &opts(Vec::new()));
-    let verdicts = tpch_gate::judge(&base, &again, &Thresholds::default());
+    let verdicts = tpch_gate::judge(&base, &again, &RatioThresholds::default());
     for (q, v) in &verdicts {
         for x in v {
-            if let Verdict::Regressed { figure, .. } = x {
+            if let Verdict::Regressed { .. } = x {
                 assert!(
-                    figure.contains(" ms"),
+                    tpch::gate::is_timing(x),
                     "{q}: unexpected {}",
                     tpch_gate::describe(x)
                 );
             }
         }
     }
-    // Injected: nested loops everywhere change the plans, and the verdict says where.
+    // Injected, still under the hog: nested loops everywhere change the
+    // plans, and the verdict says where.
     let (_, bad) = tpch_suite(
         shared_cluster(),
         &opts(vec![
@@ -111,7 +117,11 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
             "enable_mergejoin = off".into(),
         ]),
     );
-    let verdicts = tpch_gate::judge(&base, &bad, &Thresholds::default());
+    assert!(
+        hog.stop().iter().all(|rounds| *rounds > 0),
+        "the hog did not run"
+    );
+    let verdicts = tpch_gate::judge(&base, &bad, &RatioThresholds::default());
     let lines: Vec<String> = verdicts
         .values()
         .flatten()
@@ -124,6 +134,63 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
         "the injected regression was not named:\n{}",
         lines.join("\n")
     );
+
+    // The page a maintainer opens shows it: rendered by a real headless
+    // browser, it names the failing query, its mode and what moved.
+    let failing = verdicts.keys().next().expect("a failing query").clone();
+    let suites = tpch_gate::gate_suites(&base, &bad, &mut |_| {
+        panic!("a plan-shape regression is not re-measured")
+    });
+    let dir = std::env::temp_dir().join(format!("pgt-gate-page-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("page dir");
+    let report = harness::report::Report {
+        command: "tpch".into(),
+        version: "test".into(),
+        started_unix: 0,
+        seconds: 1.0,
+        run_dir: dir.clone(),
+        suites,
+    };
+    report.write().expect("write the report");
+    let dom = browser(&dir, &["--dump-dom"]);
+    let row = dom
+        .split("<tr>")
+        .find(|r| r.contains(&format!("<td>{failing}</td>")) && r.contains("FAIL"))
+        .unwrap_or_else(|| panic!("no failing row for {failing} in the rendered page:\n{dom}"));
+    assert!(row.contains("DIFFERENTIAL"), "the mode is shown: {row}");
+    assert!(row.contains("plan shape"), "what moved is shown: {row}");
+    let png = dir.join("page.png");
+    browser(&dir, &[&format!("--screenshot={}", png.display())]);
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "the page did not render: {size} bytes of screenshot"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Open `dir/report.html` in headless Chromium with `args`; its stdout.
+fn browser(dir: &std::path::Path, args: &[&str]) -> String {
+    let page = format!("file://{}", dir.join("report.html").display());
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1400,1000",
+        ])
+        .args(args)
+        .arg(&page)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run chromium ({e}); ci/setup.sh installs it (Debian package chromium)")
+        });
+    assert!(
+        out.status.success(),
+        "chromium failed on {page}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The outside cross-check at scale factor 1: stream tables as first

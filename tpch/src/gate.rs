@@ -3,6 +3,13 @@
 //! limit from the recorded spread (with a floor, so a perfectly quiet
 //! baseline does not turn noise into failures), and judge a run against a
 //! baseline with a verdict that names the figure and how far it moved.
+//!
+//! What the gate judges is what stays stable within one run on a busy,
+//! shared machine: the DIFF/FULL time *ratio* (both measured side by side,
+//! interleaved, on the same cluster and data, so that load hits both),
+//! plan shapes, temp blocks and the refresh mode. Absolute times move with
+//! the machine and its load; they are summarised here for reports and
+//! judged by [`judge_time`] only where a caller asks.
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +80,111 @@ pub fn limit(base: &Figure, t: &Thresholds) -> f64 {
             .max(t.floor_abs)
 }
 
+/// Repeated DIFF/FULL time ratios, summarised in log space (a ratio that
+/// halves moves as far as one that doubles).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RatioFigure {
+    /// Median ratio.
+    pub median: f64,
+    /// Robust spread of the natural log of the ratios (MAD × 1.4826): 0.1
+    /// means about ±10 %.
+    pub log_spread: f64,
+    /// Smallest ratio seen.
+    pub min: f64,
+    /// Largest ratio seen.
+    pub max: f64,
+    /// Number of ratios.
+    pub n: usize,
+}
+
+/// Summarise DIFF/FULL ratios (non-positive or non-finite values are left
+/// out: a ratio needs two measured times).
+pub fn summarize_ratios(values: &[f64]) -> RatioFigure {
+    let logs: Vec<f64> = values
+        .iter()
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .map(|v| v.ln())
+        .collect();
+    let median = percentile(&logs, 50.0);
+    let deviations: Vec<f64> = logs.iter().map(|v| (v - median).abs()).collect();
+    RatioFigure {
+        median: median.exp(),
+        log_spread: percentile(&deviations, 50.0) * 1.4826,
+        min: logs.iter().copied().fold(f64::NAN, f64::min).exp(),
+        max: logs.iter().copied().fold(f64::NAN, f64::max).exp(),
+        n: logs.len(),
+    }
+}
+
+/// How far a ratio may move before it is a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RatioThresholds {
+    /// Allowed rise in recorded log spreads.
+    pub spreads: f64,
+    /// Smallest allowed rise, as a factor (1.3: DIFF may become 30 %
+    /// slower relative to FULL before the gate fails). The CPU-time ratios
+    /// of one build moved by under 5 % between quiet runs and runs under a
+    /// CPU hog on these machines; the floor leaves room for another
+    /// machine of the kind.
+    pub floor_factor: f64,
+    /// Smallest rise that counts as DIFF becoming slower than FULL, as a
+    /// factor: below it a ratio near 1 crossing 1 is noise, not a change.
+    pub crossing_factor: f64,
+}
+
+impl Default for RatioThresholds {
+    fn default() -> Self {
+        RatioThresholds {
+            spreads: 4.0,
+            floor_factor: 1.3,
+            crossing_factor: 1.1,
+        }
+    }
+}
+
+/// The largest acceptable ratio against baseline `base`.
+pub fn ratio_limit(base: &RatioFigure, t: &RatioThresholds) -> f64 {
+    base.median * (t.spreads * base.log_spread).max(t.floor_factor.ln()).exp()
+}
+
+/// Judge a run's DIFF/FULL ratio for query `query` against its baseline:
+/// a regression in kind when DIFF was faster than FULL and now is slower
+/// (beyond noise), a regression in degree when the ratio exceeds its limit.
+pub fn judge_ratio(query: &str, base: &RatioFigure, measured: f64, t: &RatioThresholds) -> Verdict {
+    let crossing = base.median
+        * (t.spreads * base.log_spread)
+            .max(t.crossing_factor.ln())
+            .exp();
+    let lim = ratio_limit(base, t);
+    let baseline = format!(
+        "{:.3} (log spread {:.3}, n {}, band {:.3}..{:.3})",
+        base.median, base.log_spread, base.n, base.min, base.max
+    );
+    if base.median < 1.0 && measured > 1.0 && measured > crossing {
+        return Verdict::Regressed {
+            figure: format!("{query} DIFF vs FULL"),
+            baseline,
+            measured: format!("{measured:.3}"),
+            why: format!(
+                "the DIFF statement became slower than the FULL recompute (ratio {measured:.3}, was {:.3})",
+                base.median
+            ),
+        };
+    }
+    if measured <= lim {
+        return Verdict::Ok;
+    }
+    Verdict::Regressed {
+        figure: format!("{query} DIFF/FULL ratio"),
+        baseline,
+        measured: format!("{measured:.3}"),
+        why: format!(
+            "exceeds its limit {lim:.3} ({:+.0}% against the baseline median)",
+            (measured / base.median - 1.0) * 100.0
+        ),
+    }
+}
+
 /// A judgement of one figure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Verdict {
@@ -112,10 +224,13 @@ pub fn judge_time(figure: &str, base: &Figure, measured: f64, t: &Thresholds) ->
     }
 }
 
-/// Whether a verdict is about a time (figures named `... ms`), the only
-/// kind noise can produce: temp blocks and plan shapes are deterministic.
-pub fn is_time(v: &Verdict) -> bool {
-    matches!(v, Verdict::Regressed { figure, .. } if figure.ends_with(" ms"))
+/// Whether a verdict is about measured time (absolute times, DIFF/FULL
+/// ratios), the only kind noise can produce and so the only kind a second
+/// measurement must confirm: modes, temp blocks and plan shapes are
+/// deterministic.
+pub fn is_timing(v: &Verdict) -> bool {
+    matches!(v, Verdict::Regressed { figure, .. }
+        if figure.ends_with(" ms") || figure.ends_with(" ratio") || figure.ends_with(" DIFF vs FULL"))
 }
 
 /// Judge temp blocks: any growth over the most the baseline saw regresses.
@@ -192,6 +307,59 @@ mod tests {
             n: 10,
         };
         assert_eq!(limit(&tiny, &t), 0.6); // absolute floor
+    }
+
+    #[test]
+    fn ratios_are_summarised_in_log_space() {
+        let r = summarize_ratios(&[0.5, 2.0, 1.0, 0.0, f64::NAN]);
+        assert_eq!(r.n, 3);
+        assert!((r.median - 1.0).abs() < 1e-9);
+        assert!((r.min - 0.5).abs() < 1e-9 && (r.max - 2.0).abs() < 1e-9);
+        assert!((r.log_spread - 2f64.ln() * 1.4826).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn ratio_verdicts_in_degree_and_in_kind() {
+        let t = RatioThresholds::default();
+        let quiet = RatioFigure {
+            median: 0.2,
+            log_spread: 0.02,
+            min: 0.19,
+            max: 0.21,
+            n: 15,
+        };
+        assert!((ratio_limit(&quiet, &t) - 0.26).abs() < 1e-9); // the 1.3x floor
+        assert_eq!(judge_ratio("q05", &quiet, 0.25, &t), Verdict::Ok);
+        match judge_ratio("q05", &quiet, 0.45, &t) {
+            Verdict::Regressed { figure, why, .. } => {
+                assert_eq!(figure, "q05 DIFF/FULL ratio");
+                assert!(why.contains("+125%"), "{why}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // DIFF was 5x faster and is now slower: a regression in kind.
+        match judge_ratio("q05", &quiet, 1.3, &t) {
+            Verdict::Regressed { figure, why, .. } => {
+                assert_eq!(figure, "q05 DIFF vs FULL");
+                assert!(why.contains("became slower"), "{why}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // Near 1, crossing 1 by noise is not a change in kind.
+        let near = RatioFigure {
+            median: 0.95,
+            log_spread: 0.01,
+            min: 0.94,
+            max: 0.96,
+            n: 15,
+        };
+        assert_eq!(judge_ratio("q06", &near, 1.02, &t), Verdict::Ok);
+        assert!(matches!(
+            judge_ratio("q06", &near, 1.1, &t),
+            Verdict::Regressed { figure, .. } if figure == "q06 DIFF vs FULL"
+        ));
+        assert!(is_timing(&judge_ratio("q06", &near, 1.1, &t)));
+        assert!(!is_timing(&judge_plan("q06 plan", "a", "b")));
     }
 
     #[test]

@@ -18,6 +18,34 @@ pub struct PlanFacts {
     pub fingerprint: String,
 }
 
+/// CPU time and elapsed time of one statement's executor, from the detail
+/// of PostgreSQL's `EXECUTOR STATISTICS` report (`log_executor_stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ExecutorUsage {
+    /// User plus system CPU time of the backend, ms: what the statement
+    /// cost, whatever else the machine was doing.
+    pub cpu_ms: f64,
+    /// Elapsed time, ms (includes waiting for a CPU on a busy machine).
+    pub elapsed_ms: f64,
+}
+
+/// Read `!\t0.003828 s user, 0.000000 s system, 0.003828 s elapsed` from an
+/// `EXECUTOR STATISTICS` detail; None when the line is absent.
+pub fn executor_usage(detail: &str) -> Option<ExecutorUsage> {
+    let line = detail
+        .lines()
+        .find(|l| l.contains(" s user,") && l.contains(" s elapsed"))?;
+    let mut seconds = line
+        .trim_start_matches(['!', '\t', ' '])
+        .split(',')
+        .map(|part| part.split_whitespace().next()?.parse::<f64>().ok());
+    let (user, system, elapsed) = (seconds.next()??, seconds.next()??, seconds.next()??);
+    Some(ExecutorUsage {
+        cpu_ms: (user + system) * 1000.0,
+        elapsed_ms: elapsed * 1000.0,
+    })
+}
+
 /// A relation name without the oid that change buffers carry
 /// (`changes_16508` is `changes_N`), so shapes compare across databases.
 fn relation(rel: &str) -> String {
@@ -84,6 +112,15 @@ pub fn shape_difference(baseline: &str, measured: &str) -> (String, String) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn executor_statistics_give_cpu_and_elapsed_time() {
+        let detail = "! system usage stats:\n!\t0.003828 s user, 0.000100 s system, 0.009000 s elapsed\n!\t[0.019705 s user, 0.011907 s system total]\n";
+        let u = executor_usage(detail).expect("usage");
+        assert!((u.cpu_ms - 3.928).abs() < 1e-9, "{u:?}");
+        assert!((u.elapsed_ms - 9.0).abs() < 1e-9, "{u:?}");
+        assert_eq!(executor_usage("! system usage stats:\n"), None);
+    }
+
     use super::*;
 
     #[test]

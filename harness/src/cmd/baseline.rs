@@ -1,12 +1,14 @@
 //! `harness baseline refresh`: measure the TPC-H figures several times on
-//! this machine and write `baselines/<profile>.json` (central values,
-//! spreads, temp blocks, plan shapes, the machine and the commit).
+//! this machine, half of the runs under a CPU hog by default, and write
+//! `baselines/<profile>.json` (DIFF/FULL ratios and absolute times with
+//! their spreads, modes, temp blocks, plan shapes, the machine and the
+//! commit).
 
 use clap::{Args, Subcommand};
 use harness::tpch_gate::{self, Baseline};
 use harness::tpch_suite::{tpch_suite, TpchOptions};
 
-use super::tpch::baseline_path;
+use super::tpch::{baseline_path, Hog};
 use super::{Common, Failure, Run};
 
 /// `harness baseline ...`.
@@ -23,7 +25,7 @@ pub struct RefreshArgs {
     #[arg(long)]
     pub profile: String,
     /// Measured runs (each loads fresh data and runs every cycle).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 6)]
     pub runs: usize,
     /// Scale factor.
     #[arg(long, default_value_t = 0.01)]
@@ -37,6 +39,11 @@ pub struct RefreshArgs {
     /// Queries (repeatable); default: the collapse-prone ones plus q01, q03, q06.
     #[arg(long = "query")]
     pub queries: Vec<String>,
+    /// Measure runs under a CPU hog the runner starts and stops: `off`,
+    /// `on`, or `alternate` (the default: half the runs under load, so the
+    /// recorded spread includes what load does).
+    #[arg(long, value_enum, default_value_t = Hog::Alternate)]
+    pub hog: Hog,
 }
 
 /// The PR gate's queries: the collapse-prone ones and a few simple ones.
@@ -74,8 +81,15 @@ pub fn run(common: &Common, cmd: &BaselineCommand) -> Result<(), Failure> {
     };
     let mut runs = Vec::new();
     for i in 1..=args.runs {
-        println!("baseline: run {i} of {}", args.runs);
+        let loaded = args.hog.applies_to(i as u64);
+        println!(
+            "baseline: run {i} of {}{}",
+            args.runs,
+            if loaded { " (under a CPU hog)" } else { "" }
+        );
+        let hog = loaded.then(|| harness::load::CpuHog::start(0));
         let (suite, figures) = tpch_suite(&cluster, &opts);
+        drop(hog);
         if suite.failed() > 0 {
             return Err(Failure::Check(format!(
                 "run {i} failed its checks; a baseline is only measured on a passing run"
@@ -99,6 +113,9 @@ pub fn run(common: &Common, cmd: &BaselineCommand) -> Result<(), Failure> {
         sf: args.sf,
         cycles: args.cycles,
         runs: args.runs,
+        runs_under_load: (1..=args.runs as u64)
+            .filter(|i| args.hog.applies_to(*i))
+            .count(),
         seed: args.seed,
         queries: tpch_gate::measure(&runs),
     };
