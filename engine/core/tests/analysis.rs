@@ -4,7 +4,7 @@ use pg_trickle_core::analyze::{analyze, referenced_tables, Model};
 use pg_trickle_core::catalog::{
     Catalog, ColumnIdentity, FunctionFacts, OutputColumn, SourceKind, SourceTable,
 };
-use pg_trickle_core::refresh_sql::{plan_refresh, plan_refresh_for_changes};
+use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes};
 use proptest::prelude::*;
 
 fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTable {

@@ -4,8 +4,8 @@
 
 use pg_trickle_core::analyze::{self, Analysis};
 use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceTable};
+use pg_trickle_core::delta::{plan_refresh, RefreshPlan};
 use pg_trickle_core::ir::{OpNode, RequestedMode};
-use pg_trickle_core::refresh_sql::{plan_refresh, RefreshPlan};
 
 use crate::security::Owner;
 use crate::util::{in_subtransaction, raise, rows};

@@ -8,7 +8,7 @@
 //! table scans the table. Knowing which sources changed, the core writes a
 //! statement that reads unchanged sources as plain tables and combines the
 //! changed ones by inclusion-exclusion over new states
-//! (`pg_trickle_core::refresh_sql::plan_refresh_for_changes`).
+//! (`pg_trickle_core::delta::plan_refresh_for_changes`).
 //!
 //! Which sources changed is checked just before the statement runs, so a
 //! change can commit in between. The statement therefore also reports
@@ -25,7 +25,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use pg_trickle_core::refresh_sql::{plan_refresh, plan_refresh_for_changes, SqlPhase};
+use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes, SqlPhase};
 
 use crate::security::Owner;
 use crate::util::in_subtransaction;

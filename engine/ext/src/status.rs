@@ -10,8 +10,8 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
+use pg_trickle_core::delta::{plan_refresh, SqlPhase};
 use pg_trickle_core::explain;
-use pg_trickle_core::refresh_sql::{plan_refresh, SqlPhase};
 use pg_trickle_core::OpNode;
 
 use crate::api::{owner_of, resolve};

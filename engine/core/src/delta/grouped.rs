@@ -1,0 +1,189 @@
+//! The grouped rule (GROUP BY, aggregates, DISTINCT): the delta terms name
+//! the affected group keys; those groups are recomputed from the sources
+//! and replace the stored ones that differ.
+
+use sqlparser::ast::{Expr, GroupByExpr, Ident, Select, SelectItem};
+
+use super::{parse_expr, Gen, ROW_ID};
+use crate::analyze::{Block, KeyType};
+use crate::catalog::{ColumnIdentity, OutputColumn};
+use crate::sql::quote_ident;
+
+impl Gen<'_> {
+    pub(super) fn grouped(
+        &mut self,
+        block: &Block,
+        keys: &[Expr],
+        storage: &str,
+        columns: &[OutputColumn],
+    ) -> String {
+        let key_names: Vec<String> = (1..=keys.len()).map(|k| format!("__pgt_k{k}")).collect();
+        // Affected group keys: the keys of every row any delta term touches.
+        let terms = self.term_selects(block, &|select, _| {
+            select.projection = if keys.is_empty() {
+                vec![SelectItem::UnnamedExpr(parse_expr("1"))]
+            } else {
+                keys.iter()
+                    .map(|k| SelectItem::UnnamedExpr(k.clone()))
+                    .collect()
+            };
+            select.distinct = None;
+            select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+            select.having = None;
+        });
+        let key_cols = if keys.is_empty() {
+            "__pgt_one".to_string()
+        } else {
+            key_names.join(", ")
+        };
+        self.ctes.push(format!(
+            "__pgt_keys({key_cols}) AS MATERIALIZED (SELECT DISTINCT * FROM ({}) k)",
+            terms.join(" UNION ALL ")
+        ));
+        let k_refs: Vec<String> = key_names.iter().map(|k| format!("k.{k}")).collect();
+        self.ctes.push(format!(
+            "__pgt_kh(__pgt_rid) AS MATERIALIZED (SELECT {} FROM __pgt_keys k)",
+            key_hash(&k_refs, self.key_types)
+        ));
+        self.read_only_phase("affected_groups", "__pgt_keys");
+
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let recompute = if keys.is_empty() {
+            format!(
+                "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",
+                grouped_select(&block.select, keys, self.key_types, None)
+            )
+        } else {
+            let key_exprs: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+            let all_not_null: Vec<String> =
+                k_refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
+            // `NOT (k IS NOT NULL)`, not `k IS NULL`: a composite key with
+            // some NULL fields is neither, and `=` cannot match it.
+            let some_null: Vec<String> = k_refs
+                .iter()
+                .map(|k| format!("NOT ({k} IS NOT NULL)"))
+                .collect();
+            // `= ANY(ARRAY(...))` is evaluated once and lets the planner use an
+            // index on the first key; an array key would be compared with
+            // the elements of that array, so it is matched with IN.
+            let first_is_array = self.key_types.first().is_some_and(|t| t.array);
+            let non_null = if first_is_array {
+                format!(
+                    "{} IN (SELECT DISTINCT {} FROM __pgt_keys k WHERE {})",
+                    key_exprs[0],
+                    k_refs[0],
+                    all_not_null.join(" AND ")
+                )
+            } else {
+                format!(
+                    "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
+                    key_exprs[0],
+                    k_refs[0],
+                    all_not_null.join(" AND ")
+                )
+            };
+            let mut keyed = grouped_select(&block.select, keys, self.key_types, Some(&non_null));
+            if keys.len() > 1 {
+                // The rest of a multi-column key is matched on the computed
+                // groups by their identity hash, behind a fence (OFFSET 0):
+                // neither a semi-join with the (often underestimated) key
+                // set nor a filter PostgreSQL cannot estimate may change
+                // how the query itself is joined.
+                keyed = format!(
+                    "SELECT * FROM ({keyed} OFFSET 0) r WHERE r.{ROW_ID} = ANY (ARRAY(SELECT {} FROM __pgt_keys k WHERE {}))",
+                    key_hash(&k_refs, self.key_types),
+                    all_not_null.join(" AND ")
+                );
+            }
+            let matches: Vec<String> = k_refs
+                .iter()
+                .zip(&key_exprs)
+                .map(|(k, e)| format!("{k} IS NOT DISTINCT FROM {e}"))
+                .collect();
+            let nullable = format!(
+                "EXISTS (SELECT 1 FROM __pgt_keys k WHERE ({})) AND \
+                 EXISTS (SELECT 1 FROM __pgt_keys k WHERE ({}) AND {})",
+                some_null.join(" OR "),
+                some_null.join(" OR "),
+                matches.join(" AND ")
+            );
+            format!(
+                "{keyed} UNION ALL {}",
+                grouped_select(&block.select, keys, self.key_types, Some(&nullable))
+            )
+        };
+        self.ctes.push(format!(
+            "__pgt_new({col_list}, {ROW_ID}) AS MATERIALIZED ({recompute})"
+        ));
+        self.read_only_phase("group_recompute", "__pgt_new");
+        let s_row: Vec<String> = cols.iter().map(|c| format!("s.{c}")).collect();
+        let n_row: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
+        let same_row = format!(
+            "n.{ROW_ID} = s.{ROW_ID} AND ROW({})::text IS NOT DISTINCT FROM ROW({})::text",
+            n_row.join(", "),
+            s_row.join(", ")
+        );
+        self.ctes.push(format!(
+            "__pgt_del AS (DELETE FROM {storage} s WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh)) \
+             AND NOT EXISTS (SELECT 1 FROM __pgt_new n WHERE {same_row}) RETURNING 1)"
+        ));
+        self.ctes.push(format!(
+            "__pgt_ins AS (INSERT INTO {storage} ({col_list}, {ROW_ID}) SELECT {}, n.{ROW_ID} FROM __pgt_new n \
+             WHERE NOT EXISTS (SELECT 1 FROM {storage} s WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh)) \
+             AND {same_row}) RETURNING 1)",
+            n_row.join(", ")
+        ));
+        let guard = self.guard_column();
+        format!(
+            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
+             (SELECT pg_catalog.count(*) FROM __pgt_del)::text, pg_catalog.pg_current_snapshot()::text{guard}",
+            self.with_clause()
+        )
+    }
+}
+
+/// The group identity of a grouped stream table row: the keys' hash, each
+/// key entering as its type allows (see [`KeyType`]; none known: hashable).
+pub(super) fn key_hash(keys: &[String], types: &[KeyType]) -> String {
+    if keys.is_empty() {
+        "0::bigint".into()
+    } else {
+        let parts: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match types.get(i).map(|t| &t.identity) {
+                Some(ColumnIdentity::Send(send)) => format!("{send}({k})"),
+                Some(ColumnIdentity::Text) => format!("({k})::pg_catalog.text"),
+                _ => k.clone(),
+            })
+            .collect();
+        format!(
+            "pg_catalog.hash_record_extended(ROW({}), 0)",
+            parts.join(", ")
+        )
+    }
+}
+
+/// The grouped block with the row identity added, optionally restricted by `extra_where`.
+pub(super) fn grouped_select(
+    select: &Select,
+    keys: &[Expr],
+    types: &[KeyType],
+    extra_where: Option<&str>,
+) -> String {
+    let mut s = select.clone();
+    let key_texts: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+    s.projection.push(SelectItem::ExprWithAlias {
+        expr: parse_expr(&key_hash(&key_texts, types)),
+        alias: Ident::new(ROW_ID),
+    });
+    if let Some(extra) = extra_where {
+        let combined = match &s.selection {
+            Some(w) => format!("({w}) AND ({extra})"),
+            None => extra.to_string(),
+        };
+        s.selection = Some(parse_expr(&combined));
+    }
+    s.to_string()
+}

@@ -1,0 +1,107 @@
+//! The CTEs a delta term reads: each source's consumed changes as a signed
+//! bag (`__pgt_d<s>`), its old state (`__pgt_o<s>`: current rows and the
+//! negated delta), and the same pair for a subquery in FROM.
+
+use super::terms::Version;
+use super::{quoted_list, Gen};
+use crate::analyze::{Block, Occ, Rel};
+use crate::sql::quote_ident;
+
+impl Gen<'_> {
+    /// Define `__pgt_d<s>`, the consumed changes of a source, once.
+    pub(super) fn source_delta_cte(&mut self, s: usize) {
+        if self.defined_sources.contains(&s) {
+            return;
+        }
+        self.defined_sources.push(s);
+        let consumed = self.consumed(s);
+        let src = &self.sources[s];
+        let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
+        let new_img: Vec<String> = (1..=src.columns.len())
+            .map(|k| format!("b.__n{k}"))
+            .collect();
+        let old_img: Vec<String> = (1..=src.columns.len())
+            .map(|k| format!("b.__o{k}"))
+            .collect();
+        let buffer = src.buffer_table();
+        self.ctes.push(format!(
+            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
+             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
+             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed})",
+            new_img.join(", "),
+            old_img.join(", ")
+        ));
+    }
+
+    /// Define `__pgt_o<s>`, a source's old state, once (after its delta).
+    pub(super) fn source_old_cte(&mut self, s: usize) {
+        if self.defined_old.contains(&s) {
+            return;
+        }
+        self.defined_old.push(s);
+        let src = &self.sources[s];
+        let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
+        let t_cols: Vec<String> = src
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(c)))
+            .collect();
+        self.ctes.push(format!(
+            "__pgt_o{s}({cols}, __pgt_m) AS NOT MATERIALIZED (\
+             SELECT {}, 1::bigint FROM {} t UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_d{s})",
+            t_cols.join(", "),
+            src.qualified()
+        ));
+    }
+
+    /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`
+    /// (its old state) when `with_old`.
+    pub(super) fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String], with_old: bool) {
+        let delta = self.delta(rel);
+        let cols = quoted_list(columns.iter().map(|c| c.as_str()));
+        self.ctes.push(format!(
+            "__pgt_sd{id}({cols}, __pgt_m) AS MATERIALIZED ({delta})"
+        ));
+        if with_old {
+            self.ctes.push(format!(
+                "__pgt_so{id}({cols}, __pgt_m) AS NOT MATERIALIZED (\
+                 SELECT __pgt_s.*, 1::bigint FROM ({}) __pgt_s UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_sd{id})",
+                rel_sql(rel)
+            ));
+        }
+    }
+
+    /// Make sure the CTEs the block's `versions` read exist: the delta of
+    /// every changed occurrence and, where a term reads it, its old state
+    /// (a general plan defines every old state, as it always has).
+    pub(super) fn prepare_block(&mut self, block: &Block, versions: &[(Vec<Version>, bool)]) {
+        for (i, occ) in block.occs.iter().enumerate() {
+            if !self.occ_changed(occ) {
+                continue;
+            }
+            let with_old =
+                self.changed.is_none() || versions.iter().any(|(v, _)| v[i] == Version::Old);
+            match occ {
+                Occ::Source { source } => {
+                    self.source_delta_cte(*source);
+                    if with_old {
+                        self.source_old_cte(*source);
+                    }
+                }
+                Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns, with_old),
+            }
+        }
+    }
+}
+
+/// The SQL text of a linear relation as written (its "new" state).
+pub(super) fn rel_sql(rel: &Rel) -> String {
+    match rel {
+        Rel::Block(b) => b.select.to_string(),
+        Rel::UnionAll(branches) => branches
+            .iter()
+            .map(|b| format!("({})", rel_sql(b)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL "),
+    }
+}
