@@ -1,7 +1,7 @@
 //! The pure-Rust brain of pg_trickle.
 //!
 //! Everything here runs without a PostgreSQL server: query analysis
-//! ([`analyze`]), the operator tree shown by `explain_stream_table` ([`ir`]),
+//! ([`analyze`]) into the model delta rules work on ([`model`]), the operator tree shown by `explain_stream_table` ([`ir`]),
 //! generation of the SQL that refreshes a stream table, one module per
 //! delta rule family ([`delta`]),
 //! schedules, the dependency graph, SQLSTATE classification and settings
@@ -17,6 +17,7 @@ pub mod delta;
 pub mod error;
 pub mod explain;
 pub mod ir;
+pub mod model;
 pub mod probes;
 pub mod schedule;
 pub mod settings;

@@ -12,7 +12,7 @@
 
 use sqlparser::ast::{Expr, GroupByExpr, Ident, SelectItem};
 
-use crate::analyze::{Analysis, Model};
+use crate::model::{Analysis, Model};
 
 /// What to ask PostgreSQL about a grouped stream table's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

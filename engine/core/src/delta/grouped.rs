@@ -5,8 +5,8 @@
 use sqlparser::ast::{Expr, GroupByExpr, Ident, Select, SelectItem};
 
 use super::{parse_expr, Gen, ROW_ID};
-use crate::analyze::{Block, KeyType};
 use crate::catalog::{ColumnIdentity, OutputColumn};
+use crate::model::{Block, KeyType};
 use crate::sql::quote_ident;
 
 impl Gen<'_> {

@@ -5,8 +5,8 @@
 use sqlparser::ast::{Ident, SelectItem};
 
 use super::{parse_expr, row_hash, Gen, ROW_ID};
-use crate::analyze::Rel;
 use crate::catalog::OutputColumn;
+use crate::model::Rel;
 use crate::sql::quote_ident;
 
 impl Gen<'_> {

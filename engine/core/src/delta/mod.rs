@@ -59,8 +59,8 @@ mod linear;
 mod sources;
 mod terms;
 
-use crate::analyze::{Analysis, KeyType, Model};
 use crate::catalog::{ColumnIdentity, OutputColumn, SourceTable};
+use crate::model::{Analysis, KeyType, Model};
 use crate::sql::quote_ident;
 use grouped::grouped_select;
 

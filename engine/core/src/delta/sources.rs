@@ -4,7 +4,7 @@
 
 use super::terms::Version;
 use super::{quoted_list, Gen};
-use crate::analyze::{Block, Occ, Rel};
+use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;
 
 impl Gen<'_> {

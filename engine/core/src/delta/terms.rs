@@ -8,7 +8,8 @@
 use sqlparser::ast::{Distinct, Ident, ObjectName, Select, TableFactor};
 
 use super::{parse_expr, Gen, MAX_INCLUSION_EXCLUSION};
-use crate::analyze::{alias_of, for_each_factor_mut, Block, Occ, Rel};
+use crate::analyze::{alias_of, for_each_factor_mut};
+use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;
 
 /// Which version of an occurrence a delta term reads.

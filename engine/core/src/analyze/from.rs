@@ -1,0 +1,205 @@
+//! FROM clauses: each occurrence (a table, a CTE reference, a subquery)
+//! becomes a source or a nested relation, in canonical leaf order.
+
+use super::*;
+
+impl Analyzer<'_> {
+    pub(super) fn occurrence(
+        &mut self,
+        factor: &TableFactor,
+    ) -> Result<OccFacts, Box<(OpNode, String)>> {
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                sample: None,
+                inheritance,
+                ..
+            } => {
+                let written = name.to_string();
+                if matches!(inheritance, Some(TableInheritance::Only { .. })) {
+                    let reason = format!(
+                        "FROM ONLY {written} (the rows of one table of an inheritance tree)"
+                    );
+                    return Err(Box::new((
+                        OpNode::new("Scan", format!("ONLY {written}"), vec![]),
+                        reason,
+                    )));
+                }
+                let alias_name = alias
+                    .as_ref()
+                    .map(|a| fold(&a.name))
+                    .or_else(|| last_ident(name).map(|i| fold(&i)))
+                    .unwrap_or_default();
+                let Some(table) = self.catalog.get(&written).cloned() else {
+                    let reason = format!("relation {written} could not be resolved");
+                    return Err(Box::new((OpNode::new("Scan", written, vec![]), reason)));
+                };
+                let detail = if alias_name == table.name {
+                    table.qualified()
+                } else {
+                    format!("{} AS {}", table.qualified(), alias_name)
+                };
+                let node = OpNode::new("Scan", detail, vec![]);
+                if !table.kind.capturable() {
+                    let reason = format!(
+                        "source {} is {}, whose changes cannot be captured",
+                        table.qualified(),
+                        table.kind.described()
+                    );
+                    self.source_index(&table);
+                    return Err(Box::new((node, reason)));
+                }
+                if let Some(problem) = &table.capture_problem {
+                    let reason = format!(
+                        "source {} cannot be captured exactly: {problem}",
+                        table.qualified()
+                    );
+                    self.source_index(&table);
+                    return Err(Box::new((node, reason)));
+                }
+                let source = self.source_index(&table);
+                Ok(OccFacts {
+                    alias: alias_name,
+                    columns: table.columns.clone(),
+                    occ: Occ::Source { source },
+                    node,
+                })
+            }
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                let mut subquery = subquery.as_ref().clone();
+                let (child, shape) = self.query(&mut subquery, false);
+                let alias_name = alias.as_ref().map(|a| fold(&a.name));
+                let node = OpNode::new(
+                    "Subquery",
+                    alias_name.clone().unwrap_or_default(),
+                    vec![child],
+                );
+                if *lateral {
+                    return Err(Box::new((node, "LATERAL subquery".into())));
+                }
+                let rel = match shape {
+                    Ok(Shape::Rel(rel)) => rel,
+                    Ok(Shape::Grouped(..)) => {
+                        return Err(Box::new((
+                            node,
+                            "aggregate or DISTINCT inside a subquery in FROM".into(),
+                        )))
+                    }
+                    Err(e) => return Err(Box::new((node, e))),
+                };
+                let id = self.next_sub;
+                self.next_sub += 1;
+                let columns = match alias.as_ref() {
+                    Some(a) if !a.columns.is_empty() => {
+                        a.columns.iter().map(|c| fold(&c.name)).collect()
+                    }
+                    _ => rel.outputs().to_vec(),
+                };
+                Ok(OccFacts {
+                    alias: alias_name.unwrap_or_else(|| format!("__pgt_sub{id}")),
+                    columns: columns.clone(),
+                    occ: Occ::Sub {
+                        id,
+                        rel: Box::new(rel),
+                        columns,
+                    },
+                    node,
+                })
+            }
+            TableFactor::Table { name, .. } => {
+                let reason = format!("table function or sampled relation {name} in FROM");
+                Err(Box::new((
+                    OpNode::new("FunctionScan", name.to_string(), vec![]),
+                    reason,
+                )))
+            }
+            other => {
+                let text: String = other.to_string().chars().take(40).collect();
+                Err(Box::new((
+                    OpNode::new("Other", text.clone(), vec![]),
+                    format!("FROM item {text}"),
+                )))
+            }
+        }
+    }
+
+    pub(super) fn source_index(&mut self, table: &SourceTable) -> usize {
+        if let Some(i) = self.sources.iter().position(|s| s.oid == table.oid) {
+            return i;
+        }
+        self.sources.push(table.clone());
+        self.sources.len() - 1
+    }
+}
+
+/// Visit every leaf table factor of a FROM clause in canonical order.
+pub fn for_each_factor_mut(from: &mut [TableWithJoins], f: &mut dyn FnMut(&mut TableFactor)) {
+    fn visit(factor: &mut TableFactor, f: &mut dyn FnMut(&mut TableFactor)) {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = factor
+        {
+            for_each_factor_mut(std::slice::from_mut(table_with_joins.as_mut()), f);
+        } else {
+            f(factor);
+        }
+    }
+    for twj in from {
+        visit(&mut twj.relation, f);
+        for join in &mut twj.joins {
+            visit(&mut join.relation, f);
+        }
+    }
+}
+
+pub(super) fn join_operators(from: &[TableWithJoins], out: &mut Vec<JoinOperator>) {
+    for twj in from {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = &twj.relation
+        {
+            join_operators(std::slice::from_ref(table_with_joins.as_ref()), out);
+        }
+        for join in &twj.joins {
+            if let TableFactor::NestedJoin {
+                table_with_joins, ..
+            } = &join.relation
+            {
+                join_operators(std::slice::from_ref(table_with_joins.as_ref()), out);
+            }
+            out.push(join.join_operator.clone());
+        }
+    }
+}
+
+pub(super) fn expand_into(projection: &mut Vec<SelectItem>, alias: &str, columns: &[String]) {
+    for col in columns {
+        projection.push(SelectItem::UnnamedExpr(Expr::CompoundIdentifier(vec![
+            Ident::with_quote('"', alias),
+            Ident::with_quote('"', col),
+        ])));
+    }
+}
+
+/// Build a table alias with explicit `AS`.
+pub fn alias_of(name: Ident, columns: &[String]) -> TableAlias {
+    TableAlias {
+        explicit: true,
+        name,
+        columns: columns
+            .iter()
+            .map(|c| TableAliasColumnDef {
+                name: Ident::with_quote('"', c.as_str()),
+                data_type: None,
+            })
+            .collect(),
+        at: None,
+    }
+}

@@ -1,0 +1,283 @@
+//! Query analysis: from a defining query's text to the model that delta-SQL
+//! generation works on, plus the operator tree and the DIFFERENTIAL verdict.
+//!
+//! PostgreSQL has already validated the query before the core sees it (the
+//! extension prepares it first), so analysis never guesses types or checks
+//! names against the server; it decides *shape*: which operators the query
+//! uses and whether each has a delta rule. Anything outside the supported
+//! grammar yields a reason string, never a wrong plan.
+//!
+//! By clause: `ctes.rs` inlines WITH, `from.rs` turns FROM occurrences into
+//! sources and nested relations, `select.rs` judges one SELECT block
+//! (projection, WHERE, GROUP BY, HAVING, DISTINCT); this module walks the
+//! query and its set operations. What analysis produces lives in
+//! [`crate::model`].
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Distinct, Expr, FunctionArguments, GroupByExpr, Ident, InTarget, JoinConstraint, JoinOperator,
+    ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
+    SetQuantifier, TableAlias, TableAliasColumnDef, TableFactor, TableInheritance, TableWithJoins,
+    Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+mod ctes;
+mod from;
+mod select;
+
+pub use crate::model::{Analysis, Block, KeyType, Model, Occ, QueryRefs, Rel};
+pub use from::{alias_of, for_each_factor_mut};
+pub use select::output_name;
+
+use ctes::inline_ctes;
+use from::{expand_into, join_operators};
+
+use crate::catalog::{Catalog, SourceTable};
+use crate::error::CoreError;
+use crate::ir::OpNode;
+
+/// Aggregates whose affected groups DIFFERENTIAL refresh can recompute.
+pub const SUPPORTED_AGGREGATES: &[&str] = &[
+    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every",
+];
+
+/// Aggregates PostgreSQL ships that the engine does not maintain (order- or
+/// float-accumulation-sensitive); recognised so the reason names them.
+const OTHER_AGGREGATES: &[&str] = &[
+    "string_agg",
+    "array_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "xmlagg",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_slope",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "range_agg",
+    "range_intersect_agg",
+];
+
+/// SQL value functions that read the clock or the session: never maintained.
+const SESSION_FUNCTIONS: &[&str] = &[
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "current_user",
+    "session_user",
+    "user",
+    "current_role",
+    "current_catalog",
+    "current_schema",
+    "now",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timeofday",
+    "random",
+    "gen_random_uuid",
+    "nextval",
+    "currval",
+];
+
+/// Parse a defining query into one `Query`.
+pub fn parse_query(sql: &str) -> Result<Query, CoreError> {
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| CoreError::Syntax(e.to_string()))?;
+    if stmts.len() != 1 {
+        return Err(CoreError::NotASelect(format!(
+            "found {} statements",
+            stmts.len()
+        )));
+    }
+    match stmts.pop() {
+        Some(sqlparser::ast::Statement::Query(q)) => Ok(*q),
+        Some(other) => Err(CoreError::NotASelect(
+            other.to_string().chars().take(60).collect(),
+        )),
+        None => Err(CoreError::NotASelect("empty".into())),
+    }
+}
+
+/// Fold an identifier the way PostgreSQL does: unquoted names are lower-cased.
+pub fn fold(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn last_ident(name: &ObjectName) -> Option<Ident> {
+    name.0.last().and_then(|p| p.as_ident()).cloned()
+}
+
+/// The relations and functions a query names, for the extension to resolve.
+pub fn referenced_tables(sql: &str) -> Result<QueryRefs, CoreError> {
+    let query = parse_query(sql)?;
+    let mut tables = BTreeSet::new();
+    let _ = sqlparser::ast::visit_relations(&query, |name| {
+        tables.insert(name.to_string());
+        ControlFlow::<()>::Continue(())
+    });
+    let mut functions = BTreeSet::new();
+    let _ = sqlparser::ast::visit_expressions(&query, |expr| {
+        if let Expr::Function(f) = expr {
+            if let Some(id) = last_ident(&f.name) {
+                functions.insert(fold(&id));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(QueryRefs {
+        tables: tables.into_iter().collect(),
+        functions: functions.into_iter().collect(),
+    })
+}
+
+/// Analyse a defining query against resolved catalog facts.
+pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
+    let mut query = parse_query(sql)?;
+    let mut an = Analyzer {
+        catalog,
+        sources: Vec::new(),
+        next_sub: 0,
+    };
+    let inline = inline_ctes(&mut query, &[]);
+    let (tree, shape) = an.query(&mut query, true);
+    let model = match (inline, shape) {
+        (Err(reason), _) => Err(reason),
+        (Ok(()), Err(reason)) => Err(reason),
+        (Ok(()), Ok(Shape::Rel(rel))) => Ok(Model::Linear(rel)),
+        (Ok(()), Ok(Shape::Grouped(block, keys))) => Ok(Model::Grouped { block, keys }),
+    };
+    // The tree's first reason wins so explain and the verdict agree.
+    let model = match (model, tree.first_reason()) {
+        (Ok(_), Some(reason)) => Err(reason.to_string()),
+        (m, _) => m,
+    };
+    Ok(Analysis {
+        sources: an.sources,
+        tree,
+        model,
+        key_types: Vec::new(),
+    })
+}
+
+enum Shape {
+    Rel(Rel),
+    Grouped(Box<Block>, Vec<Expr>),
+}
+
+struct Analyzer<'a> {
+    catalog: &'a Catalog,
+    sources: Vec<SourceTable>,
+    next_sub: usize,
+}
+
+/// Facts about one FROM occurrence gathered while walking it.
+struct OccFacts {
+    alias: String,
+    columns: Vec<String>,
+    occ: Occ,
+    node: OpNode,
+}
+
+impl<'a> Analyzer<'a> {
+    fn query(&mut self, query: &mut Query, top: bool) -> (OpNode, Result<Shape, String>) {
+        let mut problems = Vec::new();
+        if query.limit_clause.is_some() || query.fetch.is_some() {
+            problems.push("LIMIT / OFFSET / FETCH".to_string());
+        }
+        if !query.locks.is_empty() {
+            problems.push("FOR UPDATE / FOR SHARE".to_string());
+        }
+        // ORDER BY has no meaning for a stored table and is ignored.
+        let (node, shape) = self.set_expr(&mut query.body, top);
+        match problems.into_iter().next() {
+            Some(p) => {
+                let op = if p.starts_with("FOR ") {
+                    "LockRows"
+                } else {
+                    "Limit"
+                };
+                (
+                    OpNode::new(op, p.clone(), vec![node]).unsupported(p.clone()),
+                    Err(p),
+                )
+            }
+            None => (node, shape),
+        }
+    }
+
+    fn set_expr(&mut self, body: &mut SetExpr, top: bool) -> (OpNode, Result<Shape, String>) {
+        match body {
+            SetExpr::Select(select) => self.block(select, top),
+            SetExpr::Query(q) => self.query(q, top),
+            SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                let (ln, ls) = self.set_expr(left, false);
+                let (rn, rs) = self.set_expr(right, false);
+                let is_union_all =
+                    *op == SetOperator::Union && *set_quantifier == SetQuantifier::All;
+                let label = format!("{op} {set_quantifier}").trim().to_string();
+                if !is_union_all {
+                    let reason = format!("{label} (only UNION ALL is maintained)");
+                    return (
+                        OpNode::new("SetOp", label, vec![ln, rn]).unsupported(reason.clone()),
+                        Err(reason),
+                    );
+                }
+                let node = OpNode::new("UnionAll", "", vec![ln, rn]);
+                let shape = match (ls, rs) {
+                    (Ok(Shape::Rel(l)), Ok(Shape::Rel(r))) => {
+                        let mut branches = Vec::new();
+                        for rel in [l, r] {
+                            match rel {
+                                Rel::UnionAll(inner) => branches.extend(inner),
+                                other => branches.push(other),
+                            }
+                        }
+                        Ok(Shape::Rel(Rel::UnionAll(branches)))
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                    _ => Err("aggregate inside UNION ALL".into()),
+                };
+                (node, shape)
+            }
+            other => {
+                let reason = format!(
+                    "{} as a query body",
+                    other.to_string().chars().take(30).collect::<String>()
+                );
+                (
+                    OpNode::new("Values", "", vec![]).unsupported(reason.clone()),
+                    Err(reason),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! One SELECT block: its projection, WHERE, GROUP BY, HAVING and DISTINCT,
+//! the operator node it shows and whether a delta rule maintains it.
+
+use super::*;
+
+impl Analyzer<'_> {
+    pub(super) fn block(
+        &mut self,
+        select: &mut Select,
+        top: bool,
+    ) -> (OpNode, Result<Shape, String>) {
+        let mut reasons: Vec<String> = Vec::new();
+
+        // FROM: occurrences and join operators.
+        let mut facts = Vec::new();
+        let mut children = Vec::new();
+        let mut factors = Vec::new();
+        for_each_factor_mut(&mut select.from, &mut |f| factors.push(f.clone()));
+        for factor in &factors {
+            match self.occurrence(factor) {
+                Ok(f) => {
+                    children.push(f.node.clone());
+                    facts.push(f);
+                }
+                Err(failed) => {
+                    let (node, reason) = *failed;
+                    children.push(node.unsupported(reason.clone()));
+                    reasons.push(reason);
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        join_operators(&select.from, &mut ops);
+        let mut has_using = false;
+        let mut join_conditions = Vec::new();
+        for op in &ops {
+            let constraint = match op {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => c,
+                JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => {
+                    reasons.push("LEFT JOIN".into());
+                    continue;
+                }
+                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => {
+                    reasons.push("RIGHT JOIN".into());
+                    continue;
+                }
+                JoinOperator::FullOuter(_) => {
+                    reasons.push("FULL JOIN".into());
+                    continue;
+                }
+                other => {
+                    reasons.push(format!("join operator {other:?}"));
+                    continue;
+                }
+            };
+            match constraint {
+                JoinConstraint::On(e) => join_conditions.push(e.to_string()),
+                JoinConstraint::Using(cols) => {
+                    has_using = true;
+                    join_conditions.push(format!(
+                        "USING ({})",
+                        cols.iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                JoinConstraint::Natural => {
+                    has_using = true;
+                    join_conditions.push("NATURAL".into());
+                }
+                _ => {}
+            }
+        }
+
+        // Projection: expand wildcards so every branch and delta term lists its columns.
+        let mut projection = Vec::new();
+        for item in select.projection.drain(..) {
+            match &item {
+                SelectItem::Wildcard(_) => {
+                    if has_using {
+                        reasons.push("SELECT * with JOIN USING / NATURAL".into());
+                    }
+                    for f in &facts {
+                        expand_into(&mut projection, &f.alias, &f.columns);
+                    }
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => {
+                    let wanted = last_ident(name).map(|i| fold(&i)).unwrap_or_default();
+                    match facts.iter().find(|f| f.alias == wanted) {
+                        Some(f) => expand_into(&mut projection, &f.alias, &f.columns),
+                        None => reasons.push(format!("{name}.* could not be expanded")),
+                    }
+                }
+                SelectItem::QualifiedWildcard(..) => reasons.push("expression.* in SELECT".into()),
+                _ => projection.push(item),
+            }
+        }
+        select.projection = projection;
+        let outputs: Vec<String> = select.projection.iter().map(output_name).collect();
+
+        // Clauses outside the grammar.
+        if select.top.is_some()
+            || select.into.is_some()
+            || !select.lateral_views.is_empty()
+            || select.prewhere.is_some()
+            || !select.connect_by.is_empty()
+            || !select.cluster_by.is_empty()
+            || !select.distribute_by.is_empty()
+            || !select.sort_by.is_empty()
+            || !select.named_window.is_empty()
+            || select.qualify.is_some()
+        {
+            reasons.push("a SELECT clause outside the supported grammar".into());
+        }
+
+        // Expressions: functions, subqueries, aggregates.
+        let mut has_agg = false;
+        let mut aggs = Vec::new();
+        {
+            let mut check = |expr: &Expr, in_where: bool| {
+                let _ = sqlparser::ast::visit_expressions(expr, |e| {
+                    match e {
+                        Expr::Subquery(_)
+                        | Expr::Exists { .. }
+                        | Expr::In {
+                            target: InTarget::Subquery(_) | InTarget::Table { .. },
+                            ..
+                        } => {
+                            reasons.push(
+                                "subquery in an expression (EXISTS / IN / scalar subquery)".into(),
+                            );
+                        }
+                        Expr::Function(f) => {
+                            let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
+                            let facts = self.catalog.function(&name);
+                            let is_agg = facts.aggregate
+                                || SUPPORTED_AGGREGATES.contains(&name.as_str())
+                                || OTHER_AGGREGATES.contains(&name.as_str());
+                            if f.over.is_some() || facts.window && !is_agg {
+                                reasons.push(format!("window function {name}"));
+                            } else if is_agg && f.over.is_none() {
+                                has_agg = true;
+                                aggs.push(e.to_string());
+                                if in_where {
+                                    reasons.push(format!("aggregate {name} in WHERE"));
+                                }
+                                if !SUPPORTED_AGGREGATES.contains(&name.as_str()) {
+                                    reasons.push(format!("aggregate {name}"));
+                                }
+                                let ordered = !f.within_group.is_empty()
+                                    || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty());
+                                if ordered {
+                                    reasons.push(format!("ordered aggregate {name}"));
+                                }
+                            } else if SESSION_FUNCTIONS.contains(&name.as_str()) || !facts.immutable
+                            {
+                                reasons.push(format!(
+                                    "function {name}, which is not IMMUTABLE (its result can change without a change to the data)"
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            };
+            for item in &select.projection {
+                if let Some(e) = select_item_expr(item) {
+                    check(e, false);
+                }
+            }
+            if let Some(w) = &select.selection {
+                check(w, true);
+            }
+            for twj in &select.from {
+                for join in &twj.joins {
+                    if let JoinOperator::Join(JoinConstraint::On(e))
+                    | JoinOperator::Inner(JoinConstraint::On(e)) = &join.join_operator
+                    {
+                        check(e, true);
+                    }
+                }
+            }
+            if let Some(h) = &select.having {
+                check(h, false);
+            }
+        }
+
+        // Grouping.
+        let group_exprs: Vec<Expr> = match &select.group_by {
+            GroupByExpr::All(_) => {
+                reasons.push("GROUP BY ALL".into());
+                vec![]
+            }
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                if !modifiers.is_empty() {
+                    reasons.push("GROUP BY modifiers (ROLLUP / CUBE)".into());
+                }
+                for e in exprs {
+                    if matches!(e, Expr::GroupingSets(_) | Expr::Rollup(_) | Expr::Cube(_)) {
+                        reasons.push("GROUPING SETS / ROLLUP / CUBE".into());
+                    }
+                }
+                exprs.clone()
+            }
+        };
+        let distinct = match &select.distinct {
+            None | Some(Distinct::All) => false,
+            Some(Distinct::Distinct) => true,
+            Some(Distinct::On(_)) => {
+                reasons.push("DISTINCT ON".into());
+                true
+            }
+        };
+        let grouped = has_agg || !group_exprs.is_empty() || select.having.is_some();
+        if (grouped || distinct) && !top {
+            reasons.push("aggregate or DISTINCT inside a subquery or UNION ALL branch".into());
+        }
+        if grouped && distinct {
+            reasons.push("DISTINCT combined with GROUP BY or aggregates".into());
+        }
+
+        // The operator tree, bottom-up.
+        let mut node = if children.len() == 1 {
+            children.pop().expect("one child")
+        } else if children.is_empty() {
+            OpNode::new("Result", "no FROM", vec![])
+        } else {
+            OpNode::new("InnerJoin", join_conditions.join(" AND "), children)
+        };
+        if facts.is_empty() && reasons.is_empty() {
+            reasons.push("a query without a FROM relation".into());
+        }
+        if let Some(w) = &select.selection {
+            node = OpNode::new("Filter", w.to_string(), vec![node]);
+        }
+        let keys = resolve_group_keys(&group_exprs, &select.projection, &facts);
+        if grouped {
+            let detail = format!(
+                "keys: [{}] aggregates: [{}]",
+                keys.iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                aggs.join(", ")
+            );
+            node = OpNode::new("Aggregate", detail, vec![node]);
+            if let Some(h) = &select.having {
+                node = OpNode::new("Filter", format!("HAVING {h}"), vec![node]);
+            }
+        }
+        let proj_detail = outputs.join(", ");
+        node = OpNode::new("Project", proj_detail, vec![node]);
+        if distinct {
+            node = OpNode::new("Distinct", "", vec![node]);
+        }
+        if let Some(reason) = reasons.first() {
+            node = node.unsupported(reason.clone());
+        }
+        if !reasons.is_empty() {
+            return (node, Err(reasons.remove(0)));
+        }
+
+        let block = Block {
+            select: select.clone(),
+            occs: facts.into_iter().map(|f| f.occ).collect(),
+            outputs,
+        };
+        let shape = if grouped {
+            Shape::Grouped(Box::new(block), keys)
+        } else if distinct {
+            let keys = block
+                .select
+                .projection
+                .iter()
+                .filter_map(select_item_expr)
+                .cloned()
+                .collect();
+            Shape::Grouped(Box::new(block), keys)
+        } else {
+            Shape::Rel(Rel::Block(Box::new(block)))
+        };
+        (node, Ok(shape))
+    }
+}
+
+/// The output column name PostgreSQL gives a select item.
+pub fn output_name(item: &SelectItem) -> String {
+    match item {
+        SelectItem::ExprWithAlias { alias, .. } => fold(alias),
+        SelectItem::UnnamedExpr(expr) => expr_name(expr),
+        _ => "?column?".into(),
+    }
+}
+
+pub(super) fn expr_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(i) => fold(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(fold).unwrap_or_default(),
+        Expr::Function(f) => last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default(),
+        Expr::Cast { expr, .. } => match expr.as_ref() {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Function(_) => {
+                expr_name(expr)
+            }
+            _ => "?column?".into(),
+        },
+        Expr::Nested(inner) => expr_name(inner),
+        Expr::Case { .. } => "case".into(),
+        _ => "?column?".into(),
+    }
+}
+
+pub(super) fn select_item_expr(item: &SelectItem) -> Option<&Expr> {
+    match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+/// Resolve `GROUP BY 1` and `GROUP BY output_alias` to the expressions they name.
+pub(super) fn resolve_group_keys(
+    exprs: &[Expr],
+    projection: &[SelectItem],
+    facts: &[OccFacts],
+) -> Vec<Expr> {
+    exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| projection.get(i.wrapping_sub(1)))
+                    .and_then(select_item_expr)
+                    .cloned()
+                    .unwrap_or_else(|| e.clone()),
+                _ => e.clone(),
+            },
+            Expr::Identifier(id) => {
+                let name = fold(id);
+                let is_input = facts.iter().any(|f| f.columns.contains(&name));
+                if is_input {
+                    return e.clone();
+                }
+                projection
+                    .iter()
+                    .find_map(|item| match item {
+                        SelectItem::ExprWithAlias { expr, alias } if fold(alias) == name => {
+                            Some(expr.clone())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| e.clone())
+            }
+            _ => e.clone(),
+        })
+        .collect()
+}
