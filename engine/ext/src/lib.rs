@@ -1,10 +1,16 @@
 //! pg_trickle: stream tables kept fresh by DIFFERENTIAL or FULL refresh.
 //!
 //! This crate is the thin layer inside PostgreSQL: the SQL API
-//! ([`api`]), trigger change capture ([`capture`]), the refresh executor
-//! ([`refresh`]), the scheduler background worker ([`scheduler`]), hold,
-//! discard and backpressure ([`operations`]), status and explain
-//! ([`status`]), settings ([`gucs`]) and retired symbols ([`compat`]).
+//! ([`api`]), trigger change capture ([`capture`], [`triggers`], members
+//! of partitioned and inheritance sources in [`sources`]), the refresh
+//! executor ([`refresh`]) with its analysis of the query against the
+//! catalog ([`planning`]) and the statement specialised to the changed
+//! sources ([`specialise`]), the scheduler background worker
+//! ([`scheduler`]) and the commit-time wake that spares it its poll
+//! ([`wake`]), hold, discard and backpressure ([`operations`]), status and
+//! explain ([`status`]), read-only stream tables ([`readonly`]),
+//! dependencies on sources ([`depend`]), settings ([`gucs`]) and retired
+//! symbols ([`compat`]).
 //! Who runs what (caller, extension owner, stream table owner) is decided
 //! in [`security`] and [`buffer_access`]; docs/SECURITY.md has the model.
 //! Query analysis and SQL generation live in `pg_trickle_core`, which

@@ -3,8 +3,11 @@
 //! With `shared_preload_libraries = 'pg_trickle'` one worker connects to the
 //! database named by `pg_trickle.database` and, every
 //! `pg_trickle.scheduler_interval_ms`, refreshes the stream tables whose
-//! schedule is due, upstream before downstream. It only polls: nothing wakes
-//! it early. Each refresh runs in its own transaction; a failure is rolled
+//! schedule is due, upstream before downstream. Between polls it sleeps on
+//! its latch, which a committed change to a captured source sets (see
+//! [`crate::wake`]), so changes are picked up without waiting for the
+//! interval; COMMIT PREPARED does not set it. Each refresh runs in its own
+//! transaction; a failure is rolled
 //! back, recorded with its SQLSTATE in the catalog and history, and retried
 //! when the schedule is next due. A stream table is refreshed as its owner,
 //! never with the scheduler's superuser rights: a refresh its owner may not
