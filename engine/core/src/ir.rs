@@ -7,26 +7,40 @@
 
 use serde::Serialize;
 
-/// The refresh mode the engine will use for a stream table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE")]
+/// A refresh mode: the one the engine chose for a stream table (its
+/// effective mode) or the one a refresh ran. The only place its names are
+/// spelled is here: [`Mode::name`] renders, [`Mode::parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Mode {
     /// Changes flow through generated delta SQL.
     Differential,
-    /// The query is recomputed on every refresh; `reason` says why.
-    Full {
-        /// Why DIFFERENTIAL was not chosen.
-        reason: String,
-    },
+    /// The query is recomputed.
+    Full,
 }
 
 impl Mode {
-    /// `DIFFERENTIAL` or `FULL`.
-    pub fn name(&self) -> &'static str {
+    /// `DIFFERENTIAL` or `FULL`, as the catalog and the SQL API spell it.
+    pub fn name(self) -> &'static str {
         match self {
             Mode::Differential => "DIFFERENTIAL",
-            Mode::Full { .. } => "FULL",
+            Mode::Full => "FULL",
         }
+    }
+
+    /// Read a mode as the catalog stores it; None for anything else.
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "DIFFERENTIAL" => Some(Mode::Differential),
+            "FULL" => Some(Mode::Full),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 
-use pg_trickle_core::ir::RequestedMode;
+use pg_trickle_core::ir::{Mode, RequestedMode};
 use pg_trickle_core::schedule::parse_schedule;
 use pg_trickle_core::sql::split_qualified_name;
 use pgrx::prelude::*;
@@ -156,7 +156,7 @@ fn record_sources(id: i64, planned: &Planned) {
         "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint RETURNING source_relid::text",
         &[Some(id.to_string())],
     );
-    let diff = planned.effective_mode == "DIFFERENTIAL";
+    let diff = planned.effective_mode == Mode::Differential;
     for (i, src) in planned.analysis.sources.iter().enumerate() {
         let position = planned.plan.diff_sources.iter().position(|s| *s == i);
         let captured = diff && position.is_some();
@@ -314,14 +314,14 @@ fn create(
             Some(storage.clone()),
             Some(query.to_string()),
             Some(requested.name().to_string()),
-            Some(planned.effective_mode.to_string()),
+            Some(planned.effective_mode.name().to_string()),
             planned.fallback_reason.clone(),
             schedule.as_ref().map(|s| s.0.clone()),
             schedule.as_ref().map(|s| s.1.to_string()),
             Some(planned.plan.grouped.to_string()),
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
+            if planned.effective_mode == Mode::Differential { planned.plan.diff_sql.clone() } else { None },
             Some(owner.search_path.clone()),
         ],
     )
@@ -603,12 +603,12 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
         &[
             Some(id.to_string()),
             Some(requested.name().to_string()),
-            Some(planned.effective_mode.to_string()),
+            Some(planned.effective_mode.name().to_string()),
             planned.fallback_reason.clone(),
             Some(planned.plan.grouped.to_string()),
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == "DIFFERENTIAL" { planned.plan.diff_sql.clone() } else { None },
+            if planned.effective_mode == Mode::Differential { planned.plan.diff_sql.clone() } else { None },
             Some(reason.to_string()),
         ],
     );

@@ -121,7 +121,7 @@ fn a_change_the_specialised_statement_did_not_expect_forces_full() {
         )
         .unwrap()
     };
-    assert_eq!(refresh().mode, "FULL");
+    assert_eq!(refresh().mode, pg_trickle_core::ir::Mode::Full);
     let reason = Spi::get_one::<String>(
         "SELECT reason FROM pgtrickle.pgt_refresh_history ORDER BY id DESC LIMIT 1",
     )
@@ -131,6 +131,6 @@ fn a_change_the_specialised_statement_did_not_expect_forces_full() {
     assert_eq!(rows_and_differences(), (Some(3), Some(0)));
     // Told the truth, the next refresh is DIFFERENTIAL again.
     Spi::run("INSERT INTO ga VALUES (1, 11)").unwrap();
-    assert_eq!(refresh().mode, "DIFFERENTIAL");
+    assert_eq!(refresh().mode, pg_trickle_core::ir::Mode::Differential);
     assert_eq!(rows_and_differences(), (Some(5), Some(0)));
 }

@@ -5,7 +5,7 @@
 use pg_trickle_core::analyze::{self, Analysis};
 use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceTable};
 use pg_trickle_core::delta::{plan_refresh, RefreshPlan};
-use pg_trickle_core::ir::{OpNode, RequestedMode};
+use pg_trickle_core::ir::{Mode, OpNode, RequestedMode};
 
 use crate::security::Owner;
 use crate::util::{in_subtransaction, raise, rows};
@@ -15,7 +15,7 @@ pub struct Planned {
     /// The core's analysis (sources, tree, model).
     pub analysis: Analysis,
     /// `DIFFERENTIAL` or `FULL`.
-    pub effective_mode: &'static str,
+    pub effective_mode: Mode,
     /// Why FULL was chosen, when it was.
     pub fallback_reason: Option<String>,
     /// Generated SQL.
@@ -203,9 +203,9 @@ pub fn plan(
     }
     Planned {
         effective_mode: if reason.is_some() {
-            "FULL"
+            Mode::Full
         } else {
-            "DIFFERENTIAL"
+            Mode::Differential
         },
         fallback_reason: reason,
         analysis,

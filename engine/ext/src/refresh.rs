@@ -17,6 +17,8 @@ use std::collections::HashMap;
 
 use pgrx::spi::{OwnedPreparedStatement, Spi};
 
+use pg_trickle_core::ir::Mode;
+
 use crate::capture;
 use crate::operations;
 use crate::security::{self, Owner};
@@ -46,8 +48,8 @@ impl Initiator {
 /// What a refresh did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// `DIFFERENTIAL` or `FULL`: the mode that actually ran.
-    pub mode: String,
+    /// The mode that actually ran.
+    pub mode: Mode,
     /// Rows deleted from the stream table.
     pub deleted: i64,
     /// Rows inserted into the stream table.
@@ -109,7 +111,7 @@ pub fn refresh_with(
     // every refresh is FULL until capture resumes, and the mark stays.
     let discarding = operations::discarding_source(id);
     let needs_reinit = st[2].as_deref() == Some("true") || discarding.is_some();
-    let differential = st[1].as_deref() == Some("DIFFERENTIAL");
+    let differential = st[1].as_deref().and_then(Mode::parse) == Some(Mode::Differential);
     let mut reason: Option<String> = None;
 
     let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
@@ -160,14 +162,14 @@ pub fn refresh_with(
                 &[Some(id.to_string())],
             );
             return Some(Outcome {
-                mode: "DIFFERENTIAL".into(),
+                mode: Mode::Differential,
                 deleted: 0,
                 inserted: 0,
             });
         }
     }
     let (mode, sql, args) = if initiator == Initiator::Create {
-        ("FULL", st[5].clone().unwrap_or_default(), vec![])
+        (Mode::Full, st[5].clone().unwrap_or_default(), vec![])
     } else if use_diff {
         let mut args = vec![st[6].clone(), st[7].clone()];
         args.extend(sources.iter().map(|s| s[1].clone()));
@@ -183,7 +185,7 @@ pub fn refresh_with(
         let sql = crate::specialise::specialised(&target, &pending)
             .map(|s| s.sql)
             .unwrap_or(stored);
-        ("DIFFERENTIAL", sql, args)
+        (Mode::Differential, sql, args)
     } else {
         if differential {
             reason = Some(match &discarding {
@@ -196,7 +198,7 @@ pub fn refresh_with(
                     .unwrap_or_else(|| "reinitialisation".into()),
             });
         }
-        ("FULL", st[4].clone().unwrap_or_default(), vec![])
+        (Mode::Full, st[4].clone().unwrap_or_default(), vec![])
     };
     // Generated statements are large and their row estimates pessimistic:
     // JIT compilation would cost far more than the refresh itself. They run
@@ -214,7 +216,7 @@ pub fn refresh_with(
         })
         .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))
     };
-    let buffers: Vec<u32> = if mode == "DIFFERENTIAL" {
+    let buffers: Vec<u32> = if mode == Mode::Differential {
         // The statement may not read the sources themselves: check that the
         // owner still may, as the owner, before reading their changes.
         owner.run(|| check_read_privileges(id, st[11].as_deref().unwrap_or_default()));
@@ -236,8 +238,8 @@ pub fn refresh_with(
     let result = run_refresh(&sql, &args, buffers);
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
-    let mut mode = mode.to_string();
-    let recompute_because = if mode != "DIFFERENTIAL" {
+    let mut mode = mode;
+    let recompute_because = if mode != Mode::Differential {
         None
     } else if result.get(4).cloned().flatten().as_deref() == Some("true") {
         // A source the specialised statement assumed unchanged had changes
@@ -259,7 +261,7 @@ pub fn refresh_with(
         deleted += num(&full[0]);
         inserted = num(&full[1]);
         frontier = full[3].clone();
-        mode = "FULL".into();
+        mode = Mode::Full;
         reason = Some(why.into());
     }
 
@@ -286,14 +288,14 @@ pub fn refresh_with(
             Some(id.to_string()),
             frontier,
             own_xid,
-            Some(mode.clone()),
+            Some(mode.name().to_string()),
             still_reinit,
         ],
     );
     record_history(
         id,
         started,
-        &mode,
+        mode.name(),
         initiator,
         Some((deleted, inserted)),
         reason.as_deref(),

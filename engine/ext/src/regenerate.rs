@@ -11,7 +11,7 @@
 //! re-planned and marked for reinitialisation instead, with a WARNING;
 //! nothing is silently kept.
 
-use pg_trickle_core::ir::RequestedMode;
+use pg_trickle_core::ir::{Mode, RequestedMode};
 use pgrx::prelude::*;
 
 use crate::api::{owner_of, replan};
@@ -169,7 +169,7 @@ fn regenerate_one(id: i64) -> bool {
     .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone()))
     .collect();
     let mut params_planned: Vec<(String, Option<String>)> =
-        if planned.effective_mode == "DIFFERENTIAL" {
+        if planned.effective_mode == Mode::Differential {
             planned
                 .plan
                 .diff_sources
@@ -187,9 +187,9 @@ fn regenerate_one(id: i64) -> bool {
         };
     params_planned.sort();
     params_now.sort();
-    if planned.effective_mode != effective || params_planned != params_now {
+    if Some(planned.effective_mode) != Mode::parse(&effective) || params_planned != params_now {
         let why = match &planned.fallback_reason {
-            Some(r) if planned.effective_mode == "FULL" => format!("the upgrade: {r}"),
+            Some(r) if planned.effective_mode == Mode::Full => format!("the upgrade: {r}"),
             _ => "the upgrade to this version".to_string(),
         };
         replan(id, Some(as_planned), &why);
@@ -213,7 +213,7 @@ fn regenerate_one(id: i64) -> bool {
             Some(id.to_string()),
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == "DIFFERENTIAL" {
+            if planned.effective_mode == Mode::Differential {
                 planned.plan.diff_sql.clone()
             } else {
                 None

@@ -12,6 +12,7 @@ use pgrx::JsonB;
 
 use pg_trickle_core::delta::{plan_refresh, SqlPhase};
 use pg_trickle_core::explain;
+use pg_trickle_core::ir::Mode;
 use pg_trickle_core::OpNode;
 
 use crate::api::{owner_of, resolve};
@@ -214,7 +215,7 @@ impl Explained {
         let Ok(analysis) = &self.analysis else {
             return Vec::new();
         };
-        if self.effective != "FULL" {
+        if Mode::parse(&self.effective) != Some(Mode::Full) {
             // What the next refresh would run: specialised to the sources
             // with changes to consume now.
             let stored_diff = crate::util::value(
@@ -239,7 +240,7 @@ impl Explained {
         }
         let columns = crate::planning::storage_columns(self.st.relid);
         let mut phases = plan_refresh(analysis, &self.query, &self.storage, &columns).phases;
-        if self.effective == "FULL" {
+        if Mode::parse(&self.effective) == Some(Mode::Full) {
             // A FULL stream table never runs its differential phases.
             phases.retain(|p| !p.parameterized);
         }
