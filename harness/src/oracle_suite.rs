@@ -360,7 +360,7 @@ pub fn report_failure(
             text,
             "query of {} ({}): {}",
             st.name,
-            st.mode.sql_name(),
+            st.mode.name(),
             st.query
         );
     }

@@ -9,28 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::gen::{DmlGen, TableSpec};
 
-/// The refresh mode a stream table is created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
-    /// Maintained from captured changes; every refresh must run DIFFERENTIAL.
-    Differential,
-    /// Recomputed; every refresh must run FULL.
-    Full,
-    /// The engine chooses; every refresh must run the mode it chose at
-    /// creation, and a FULL choice is recorded with its reason.
-    Auto,
-}
-
-impl Mode {
-    /// The name used in the SQL API and the refresh history.
-    pub fn sql_name(self) -> &'static str {
-        match self {
-            Mode::Differential => "DIFFERENTIAL",
-            Mode::Full => "FULL",
-            Mode::Auto => "AUTO",
-        }
-    }
-}
+/// The refresh mode a stream table is created with: the engine's own
+/// requested mode. DIFFERENTIAL: every refresh must run DIFFERENTIAL;
+/// FULL: every refresh must run FULL; AUTO: every refresh must run the mode
+/// the engine chose at creation, and a FULL choice is recorded with its
+/// reason.
+pub use pg_trickle_core::ir::RequestedMode as Mode;
 
 /// A stream table the workload creates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +42,7 @@ impl StreamTableDef {
                 .as_ref()
                 .map(|s| format!("'{s}'"))
                 .unwrap_or_else(|| "NULL".into()),
-            self.mode.sql_name()
+            self.mode.name()
         )
     }
 

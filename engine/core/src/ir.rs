@@ -5,7 +5,7 @@
 //! whether DIFFERENTIAL refresh supports it and, when it does not, why; the
 //! first such reason becomes the stream table's FULL fallback reason.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A refresh mode: the one the engine chose for a stream table (its
 /// effective mode) or the one a refresh ran. The only place its names are
@@ -44,15 +44,19 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// The refresh mode a user asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The refresh mode a user asks for. (Saved workloads of the harness
+/// spelled it `Differential`, `Full`, `Auto`; those spellings still read.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RequestedMode {
     /// Always differential; unsupported queries are rejected.
+    #[serde(alias = "Differential")]
     Differential,
     /// Always full recompute.
+    #[serde(alias = "Full")]
     Full,
     /// Differential when supported, else full with the reason recorded.
+    #[serde(alias = "Auto")]
     Auto,
 }
 
@@ -139,6 +143,30 @@ mod tests {
             RequestedMode::Differential
         );
         assert!(RequestedMode::parse("incremental").is_err());
+    }
+
+    #[test]
+    fn modes_parse_and_render_in_one_place() {
+        for m in [Mode::Differential, Mode::Full] {
+            assert_eq!(Mode::parse(m.name()), Some(m));
+            assert_eq!(m.to_string(), m.name());
+        }
+        assert_eq!(Mode::parse("AUTO"), None);
+        for r in [
+            RequestedMode::Differential,
+            RequestedMode::Full,
+            RequestedMode::Auto,
+        ] {
+            let json = serde_json::to_string(&r).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", r.name()));
+            assert_eq!(serde_json::from_str::<RequestedMode>(&json).ok(), Some(r));
+        }
+        // Workloads the harness saved before the mode was the engine's own
+        // still read.
+        assert_eq!(
+            serde_json::from_str::<RequestedMode>("\"Differential\"").ok(),
+            Some(RequestedMode::Differential)
+        );
     }
 
     #[test]

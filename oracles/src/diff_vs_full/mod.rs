@@ -437,8 +437,8 @@ fn create_all(r: &mut Runner<'_>, w: &Workload) -> bool {
             return false;
         }
         let got = r.mode_of(r.run.modes.len() - 1).to_string();
-        if st.mode != Mode::Auto && got != st.mode.sql_name() {
-            let detail = format!("created {} but the engine chose {got}", st.mode.sql_name());
+        if st.mode != Mode::Auto && got != st.mode.name() {
+            let detail = format!("created {} but the engine chose {got}", st.mode.name());
             r.record(&st.name, 0, Outcome::Mismatch, Some(detail));
             return false;
         }
