@@ -116,7 +116,7 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
                 args.tpch_profile
             ))
         })?;
-        let opts = base.run_options(Vec::new());
+        let opts = harness::tpch_gate::run_options(&base, Vec::new());
         let (t, figures) = harness::tpch_suite::tpch_suite(&cluster, &opts);
         suites.push(t);
         suites.extend(harness::tpch_gate::gate_suites(

@@ -124,7 +124,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
     };
     let opts = match &base {
         Some(b) => {
-            let o = b.run_options(injection(args.inject.as_deref())?);
+            let o = tpch_gate::run_options(b, injection(args.inject.as_deref())?);
             if o.only.is_empty() {
                 return Err(Failure::CouldNotRun(format!(
                     "none of {:?} is in the baseline {}",
