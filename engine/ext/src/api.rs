@@ -5,116 +5,19 @@
 
 use std::ffi::CString;
 
-use pg_trickle_core::ir::{Mode, RequestedMode};
+use pg_trickle_core::ir::Mode;
 use pg_trickle_core::schedule::parse_schedule;
 use pg_trickle_core::sql::split_qualified_name;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
 use crate::capture;
-use crate::planning::{self, Planned};
+use crate::catalog::{controlled, owner_of};
+use crate::planning;
 use crate::refresh::{self, Initiator};
+use crate::replan::{parse_mode, record_sources, replan};
 use crate::security::{self, as_extension, Owner};
-use crate::util::{
-    first_column, in_subtransaction, prepare_only, qi, raise, row, rows, run, value,
-};
-
-/// A stream table's catalog identity.
-pub struct StreamTableRef {
-    /// `pgt_stream_tables.id`.
-    pub id: i64,
-    /// Storage relation oid.
-    pub relid: u32,
-    /// Name as recorded.
-    pub name: String,
-    /// The owner of its storage table, who owns the stream table.
-    pub owner: pg_sys::Oid,
-}
-
-/// Find a stream table by (possibly qualified) name, resolved under the
-/// caller's search_path as the caller wrote it, or raise. Call it before
-/// switching to the extension (see `security`).
-pub fn resolve(name: &str) -> StreamTableRef {
-    let Some(relid) = value(
-        "SELECT pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid::pg_catalog.text",
-        &[Some(name.to_string())],
-    ) else {
-        raise(
-            "42P01",
-            format!("stream table \"{name}\" does not exist"),
-            None,
-        )
-    };
-    let r = as_extension(|| {
-        row(
-            "SELECT st.id::text, st.name, c.relowner::text FROM pgtrickle.pgt_stream_tables st \
-             JOIN pg_class c ON c.oid = st.relid WHERE st.relid = $1::text::oid",
-            &[Some(relid.clone())],
-        )
-    });
-    let Some(r) = r else {
-        raise("42809", format!("\"{name}\" is not a stream table"), None)
-    };
-    StreamTableRef {
-        id: r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-        relid: relid.parse().unwrap_or(0),
-        name: r[1].clone().unwrap_or_default(),
-        owner: pg_sys::Oid::from(
-            r[2].as_deref()
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0),
-        ),
-    }
-}
-
-impl StreamTableRef {
-    /// Raise 42501 unless `me` owns it (or is a member of its owner).
-    pub fn require_owner(&self, me: pg_sys::Oid) {
-        security::require_owner(me, self.owner, &format!("stream table {}", self.name));
-    }
-
-    /// Raise 42501 unless `me` owns it or may monitor every stream table
-    /// (`pg_read_all_stats`): for reading its definition and history.
-    pub fn require_reader(&self, me: pg_sys::Oid) {
-        if !security::is_monitor(me) {
-            self.require_owner(me);
-        }
-    }
-}
-
-/// Look a stream table up as the caller, then run `f` as the extension
-/// once the caller is known to own it: the shape of every control function.
-pub(crate) fn controlled<R>(name: &str, f: impl FnOnce(&StreamTableRef) -> R) -> R {
-    let me = security::caller();
-    let st = resolve(name);
-    as_extension(|| {
-        crate::compat::require_current_sql();
-        st.require_owner(me);
-        f(&st)
-    })
-}
-
-/// The owner and recorded search_path of stream table `id`.
-pub fn owner_of(id: i64) -> Owner {
-    let r = row(
-        "SELECT c.relowner::text, st.search_path FROM pgtrickle.pgt_stream_tables st \
-         JOIN pg_class c ON c.oid = st.relid WHERE st.id = $1::text::bigint",
-        &[Some(id.to_string())],
-    )
-    .unwrap_or_else(|| raise("42P01", format!("stream table {id} does not exist"), None));
-    Owner {
-        role: pg_sys::Oid::from(
-            r[0].as_deref()
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0),
-        ),
-        search_path: r[1].clone().unwrap_or_default(),
-    }
-}
-
-fn parse_mode(mode: &str) -> RequestedMode {
-    RequestedMode::parse(mode).unwrap_or_else(|e| raise(e.sqlstate(), e.to_string(), None))
-}
+use crate::spi::{first_column, qi, raise, row, rows, run, value};
 
 /// `None` for a manual-only schedule, else the schedule and its seconds.
 fn parse_schedule_arg(schedule: Option<&str>) -> Option<(String, u64)> {
@@ -148,46 +51,6 @@ fn check_single_select(query: &str) {
             );
         }
     }
-}
-
-/// Write the catalog rows for a planned stream table's sources and set up capture.
-fn record_sources(id: i64, planned: &Planned) {
-    let before: Vec<u32> = first_column(
-        "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint RETURNING source_relid::text",
-        &[Some(id.to_string())],
-    );
-    let diff = planned.effective_mode == Mode::Differential;
-    for (i, src) in planned.analysis.sources.iter().enumerate() {
-        let position = planned.plan.diff_sources.iter().position(|s| *s == i);
-        let captured = diff && position.is_some();
-        if captured {
-            capture::ensure_capture(src);
-        }
-        run(
-            "INSERT INTO pgtrickle.pgt_sources (st_id, source_relid, source_name, param_position, captured) \
-             VALUES ($1::text::bigint, $2::text::oid, $3, $4::int, $5::boolean)",
-            &[
-                Some(id.to_string()),
-                Some(src.oid.to_string()),
-                Some(src.qualified()),
-                position.map(|p| (p + 3).to_string()),
-                Some(captured.to_string()),
-            ],
-        );
-    }
-    let storage: u32 = value(
-        "SELECT relid::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-        &[Some(id.to_string())],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or(0);
-    let query = value(
-        "SELECT query FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-        &[Some(id.to_string())],
-    )
-    .unwrap_or_default();
-    let now = planning::relations_read(&query, &owner_of(id));
-    crate::depend::set(storage, &now, &before);
 }
 
 /// Create a stream table named `name` holding the result of `query`,
@@ -394,19 +257,6 @@ fn drop_stream_table(name: &str) {
     });
 }
 
-impl StreamTableRef {
-    /// The storage relation as SQL text (`regclass` output, quoted as
-    /// needed, qualified unless visible on the current search_path; the
-    /// statement is fully qualified, so any path may be current).
-    pub fn name_sql(&self) -> String {
-        value(
-            "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
-            &[Some(self.relid.to_string())],
-        )
-        .unwrap_or_else(|| self.name.clone())
-    }
-}
-
 /// Remove a stream table's catalog rows and unused capture (not its storage).
 fn forget(id: i64) {
     let sources: Vec<u32> = first_column(
@@ -547,75 +397,6 @@ fn alter_stream_table(
             replan(st.id, Some(parse_mode(mode)), "a refresh mode change");
         }
     });
-}
-
-/// Plan stream table `id` again from its defining query (with `requested`,
-/// or the mode recorded), rewrite its SQL, sources and capture, and mark it
-/// for reinitialisation so its next refresh is FULL. Runs as the extension;
-/// the query itself is checked and planned as its owner.
-pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
-    let Some(r) = row(
-        "SELECT query, requested_mode, relid::text, search_path, name FROM pgtrickle.pgt_stream_tables \
-         WHERE id = $1::text::bigint",
-        &[Some(id.to_string())],
-    ) else {
-        return;
-    };
-    replan_with(id, requested, reason, r)
-}
-
-fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<Option<String>>) {
-    let query = r[0].clone().unwrap_or_default();
-    let requested = requested.unwrap_or_else(|| parse_mode(r[1].as_deref().unwrap_or("AUTO")));
-    let relid: u32 = r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let owner = owner_of(id);
-    let st = StreamTableRef {
-        id,
-        relid,
-        name: String::new(),
-        owner: owner.role,
-    };
-    // The name as the refresh statements print it under the recorded path.
-    let storage = owner.resolve_names(|| st.name_sql());
-    // The defining query must still work over the current sources.
-    let check = query.clone();
-    let as_owner = owner.clone();
-    if let Err(f) = in_subtransaction(move || as_owner.run(|| prepare_only(&check, 0))) {
-        raise(
-            &f.sqlstate,
-            format!(
-                "the defining query of stream table {} no longer works after {reason}: {}",
-                r[4].clone().unwrap_or_default(),
-                f.message
-            ),
-            Some("Drop the stream table first, or keep what its query uses.".into()),
-        );
-    }
-    let planned = planning::plan(&storage, &query, requested, relid, &storage, &owner);
-    let old_sources: Vec<u32> = first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
-        &[Some(id.to_string())],
-    );
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
-         grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
-         reinit_reason = $9 WHERE id = $1::text::bigint",
-        &[
-            Some(id.to_string()),
-            Some(requested.name().to_string()),
-            Some(planned.effective_mode.name().to_string()),
-            planned.fallback_reason.clone(),
-            Some(planned.plan.grouped.to_string()),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == Mode::Differential { planned.plan.diff_sql.clone() } else { None },
-            Some(reason.to_string()),
-        ],
-    );
-    record_sources(id, &planned);
-    for relid in old_sources {
-        capture::drop_capture_if_unused(relid);
-    }
 }
 
 /// Called by the `ddl_command_end` event trigger after ALTER TABLE of a source.

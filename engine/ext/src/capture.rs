@@ -12,7 +12,7 @@
 use pg_trickle_core::backpressure::Lag;
 use pg_trickle_core::catalog::SourceTable;
 
-use crate::util::{qi, raise, row, rows, run, value};
+use crate::spi::{qi, raise, row, rows, run, value};
 
 /// Column names and storage types of a source, in attribute order.
 fn source_columns(oid: u32) -> Vec<(String, String)> {
@@ -169,7 +169,7 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
                 None,
             )
         });
-    let sources: Vec<u32> = crate::util::first_column(
+    let sources: Vec<u32> = crate::spi::first_column(
         "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers ORDER BY source_relid",
         &[],
     );

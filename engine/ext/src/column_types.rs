@@ -15,7 +15,7 @@
 use pg_trickle_core::catalog::ColumnIdentity;
 use pgrx::pg_sys;
 
-use crate::util::{row, rows};
+use crate::spi::{row, rows};
 
 /// Send functions whose bytes depend on nothing but the value.
 const BINARY_SENDS: &[&str] = &[

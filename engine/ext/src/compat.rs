@@ -24,7 +24,7 @@ macro_rules! retired {
         pub unsafe extern "C-unwind" fn $wrapper(
             _fcinfo: pg_sys::FunctionCallInfo,
         ) -> pg_sys::Datum {
-            crate::util::raise(
+            crate::spi::raise(
                 "0A000",
                 concat!(
                     "pgtrickle.",
@@ -48,7 +48,7 @@ retired!(
 
 /// The extension version installed in this database, if any.
 pub fn installed_sql_version() -> Option<String> {
-    crate::util::value(
+    crate::spi::value(
         "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
         &[],
     )
@@ -63,7 +63,7 @@ pub fn sql_matches_library() -> bool {
 /// 0A000): the catalog the library expects may not exist yet.
 pub fn require_current_sql() {
     if let Some(v) = installed_sql_version().filter(|v| v != env!("CARGO_PKG_VERSION")) {
-        crate::util::raise(
+        crate::spi::raise(
             "0A000",
             format!(
                 "the pg_trickle SQL objects in this database are version {v}, but the library is {}",

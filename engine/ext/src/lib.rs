@@ -10,7 +10,9 @@
 //! ([`wake`]), hold, discard and backpressure ([`operations`]), status and
 //! explain ([`status`]), read-only stream tables ([`readonly`]),
 //! dependencies on sources ([`depend`]), settings ([`gucs`]) and retired
-//! symbols ([`compat`]).
+//! symbols ([`compat`]). Every module finds a stream table through
+//! [`catalog`] and re-plans one through [`replan`], so none depends on the
+//! SQL API module; [`spi`] is the layer every statement goes through.
 //! Who runs what (caller, extension owner, stream table owner) is decided
 //! in [`security`] and [`buffer_access`]; docs/SECURITY.md has the model.
 //! Query analysis and SQL generation live in `pg_trickle_core`, which
@@ -21,6 +23,7 @@ use pgrx::prelude::*;
 pub mod api;
 pub mod buffer_access;
 pub mod capture;
+pub mod catalog;
 pub mod column_types;
 pub mod compat;
 pub mod depend;
@@ -30,13 +33,14 @@ pub mod planning;
 pub mod readonly;
 pub mod refresh;
 pub mod regenerate;
+pub mod replan;
 pub mod scheduler;
 pub mod security;
 pub mod sources;
 pub mod specialise;
+pub mod spi;
 pub mod status;
 pub mod triggers;
-pub mod util;
 pub mod wake;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -13,11 +13,11 @@
 use pg_trickle_core::backpressure::{self, Action, Lag, State, Watermark, Watermarks};
 use pgrx::prelude::*;
 
-use crate::api::controlled;
 use crate::capture;
+use crate::catalog::controlled;
 use crate::gucs;
 use crate::security::{self, as_extension};
-use crate::util::{first_column, raise, row, rows, run, value};
+use crate::spi::{first_column, raise, row, rows, run, value};
 
 fn reason_or(reason: Option<&str>, default: &str) -> String {
     reason

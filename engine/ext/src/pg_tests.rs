@@ -62,7 +62,7 @@ fn explain_reports_tree_modes_and_fallback() {
 #[pg_test]
 fn sqlstates_round_trip_through_packed_codes() {
     for code in ["0A000", "42P01", "2BP01", "55P03", "XX000", "22023"] {
-        assert_eq!(crate::util::sqlstate_of(crate::util::errcode(code)), code);
+        assert_eq!(crate::spi::sqlstate_of(crate::spi::errcode(code)), code);
     }
 }
 

@@ -8,7 +8,7 @@ use pg_trickle_core::delta::{plan_refresh, RefreshPlan};
 use pg_trickle_core::ir::{Mode, OpNode, RequestedMode};
 
 use crate::security::Owner;
-use crate::util::{in_subtransaction, raise, rows};
+use crate::spi::{in_subtransaction, raise, rows};
 
 /// A planned stream table: analysis, effective mode and its SQL.
 pub struct Planned {
@@ -55,7 +55,7 @@ pub use crate::sources::source_by_oid;
 pub fn resolve_relation(owner: &Owner, written: &str) -> Option<u32> {
     owner
         .resolve_names(|| {
-            crate::util::value(
+            crate::spi::value(
             "SELECT pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid::pg_catalog.text",
             &[Some(written.to_string())],
         )
@@ -91,7 +91,7 @@ pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
         }
     }
     for name in &refs.functions {
-        let r = crate::util::row(
+        let r = crate::spi::row(
             "SELECT count(*)::text, coalesce(bool_and(provolatile = 'i'), true)::text, \
              coalesce(bool_or(prokind = 'a'), false)::text, coalesce(bool_or(prokind = 'w'), false)::text \
              FROM pg_proc WHERE proname = $1",
@@ -125,7 +125,7 @@ fn key_type_oids(analysis: &Analysis, owner: &Owner) -> Vec<u32> {
     };
     let sql = probe.types_sql();
     let owner = owner.clone();
-    in_subtransaction(move || owner.run(|| crate::util::row(&sql, &[])))
+    in_subtransaction(move || owner.run(|| crate::spi::row(&sql, &[])))
         .map_err(|f| f.reraise_if_transient())
         .ok()
         .flatten()
@@ -181,7 +181,7 @@ pub fn plan(
                 for source in &captured {
                     crate::capture::ensure_capture(source);
                 }
-                as_owner.run(|| crate::util::prepare_only(&sql, nargs))
+                as_owner.run(|| crate::spi::prepare_only(&sql, nargs))
             });
             if let Err(f) = checked {
                 f.reraise_if_transient();
@@ -258,7 +258,7 @@ fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<Str
     if collatable.is_empty() {
         return None;
     }
-    let collations = owner.run(|| crate::util::row(&probe.collations_sql(&collatable), &[]))?;
+    let collations = owner.run(|| crate::spi::row(&probe.collations_sql(&collatable), &[]))?;
     collatable.iter().zip(collations).find_map(|(i, c)| {
         let collation: u32 = c?.parse().ok()?;
         crate::column_types::nondeterministic_collation(collation).map(|name| {

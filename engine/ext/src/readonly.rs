@@ -49,7 +49,7 @@ fn refuse_direct_write<'a>(
             .table_name()
             .map(|t| {
                 let schema = trigger.table_schema().unwrap_or_default();
-                format!("{}.{}", crate::util::qi(&schema), crate::util::qi(&t))
+                format!("{}.{}", crate::spi::qi(&schema), crate::spi::qi(&t))
             })
             .unwrap_or_else(|_| "a stream table".into());
         let literal = name.replace('\'', "''");
@@ -60,7 +60,7 @@ fn refuse_direct_write<'a>(
             Ok(PgTriggerOperation::Truncate) => "TRUNCATE of",
             _ => "a write to",
         };
-        crate::util::raise(
+        crate::spi::raise(
             "42809",
             format!("cannot {op} stream table {name}: only its refreshes change it"),
             Some(format!(
@@ -76,14 +76,14 @@ fn refuse_direct_write<'a>(
 /// apply worker cannot write a stream table either.
 pub fn install(storage_sql: &str) {
     let _own = crate::triggers::OwnDdl::begin();
-    crate::util::run(
+    crate::spi::run(
         &format!(
             "CREATE OR REPLACE TRIGGER pgt_readonly BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {storage_sql} \
              FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.refuse_direct_write()"
         ),
         &[],
     );
-    crate::util::run(
+    crate::spi::run(
         &format!("ALTER TABLE {storage_sql} ENABLE ALWAYS TRIGGER pgt_readonly"),
         &[],
     );

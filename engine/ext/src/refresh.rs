@@ -22,7 +22,7 @@ use pg_trickle_core::ir::Mode;
 use crate::capture;
 use crate::operations;
 use crate::security::{self, Owner};
-use crate::util::{raise, row, rows, run, value, with_setting};
+use crate::spi::{raise, row, rows, run, value, with_setting};
 
 /// Who started a refresh; recorded in the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +141,7 @@ pub fn refresh_with(
                 &[Some(source.to_string())],
             )
             .unwrap_or_default();
-            crate::api::replan(id, None, &format!("row-level security on source {source}"));
+            crate::replan::replan(id, None, &format!("row-level security on source {source}"));
             return refresh_with(id, initiator, skip_locked, None);
         }
     }
@@ -220,7 +220,7 @@ pub fn refresh_with(
         // The statement may not read the sources themselves: check that the
         // owner still may, as the owner, before reading their changes.
         owner.run(|| check_read_privileges(id, st[11].as_deref().unwrap_or_default()));
-        crate::util::first_column(
+        crate::spi::first_column(
             "SELECT to_regclass(buffer_name)::oid::text FROM pgtrickle.pgt_change_buffers \
              WHERE source_relid = ANY ($1::text::oid[])",
             &[Some(format!(

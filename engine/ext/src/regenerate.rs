@@ -14,9 +14,10 @@
 use pg_trickle_core::ir::{Mode, RequestedMode};
 use pgrx::prelude::*;
 
-use crate::api::{owner_of, replan};
+use crate::catalog::owner_of;
+use crate::replan::replan;
 use crate::security::as_extension;
-use crate::util::{first_column, in_subtransaction, row, rows, run};
+use crate::spi::{first_column, in_subtransaction, row, rows, run};
 
 /// Regenerate every capture function, capture trigger and stored refresh
 /// statement in this database with this version's generator, and give

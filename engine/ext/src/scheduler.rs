@@ -25,7 +25,7 @@ use pgrx::prelude::*;
 use crate::gucs::{DATABASE, ENABLED, SCHEDULER_INTERVAL_MS};
 use crate::refresh::{self, Initiator};
 use crate::security::as_extension;
-use crate::util::{in_subtransaction, rows, run};
+use crate::spi::{in_subtransaction, rows, run};
 
 /// Register the worker; called from `_PG_init` during preload.
 pub fn register_worker() {

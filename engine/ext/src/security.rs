@@ -26,7 +26,7 @@ use std::ffi::CString;
 
 use pgrx::pg_sys;
 
-use crate::util::raise;
+use crate::spi::raise;
 
 /// The search_path the extension runs its own statements under.
 pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
@@ -105,7 +105,7 @@ pub fn extension_owner() -> Option<pg_sys::Oid> {
     if ext == pg_sys::InvalidOid {
         return None;
     }
-    crate::util::value(
+    crate::spi::value(
         "SELECT extowner::pg_catalog.text FROM pg_catalog.pg_extension WHERE oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid",
         &[Some(ext.to_u32().to_string())],
     )
@@ -210,7 +210,7 @@ pub fn as_owner<R>(owner: pg_sys::Oid, recorded_search_path: &str, f: impl FnOnc
 
 /// The owner of relation `relid` (a stream table's storage).
 pub fn relation_owner(relid: u32) -> pg_sys::Oid {
-    crate::util::value(
+    crate::spi::value(
         "SELECT relowner::pg_catalog.text FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid",
         &[Some(relid.to_string())],
     )
@@ -225,7 +225,7 @@ pub fn relation_owner(relid: u32) -> pg_sys::Oid {
 /// which holds every row, must not feed the role's stream tables. Decided
 /// from the catalog alone, so `row_security = off` in a session cannot hide it.
 pub fn row_security_applies(relid: u32, role: pg_sys::Oid) -> bool {
-    crate::util::value(
+    crate::spi::value(
         "SELECT (c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls \
          AND NOT (pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE') AND NOT c.relforcerowsecurity))::pg_catalog.text \
          FROM pg_catalog.pg_class c, pg_catalog.pg_roles r \

@@ -11,7 +11,7 @@
 
 use pg_trickle_core::catalog::{SourceKind, SourceTable};
 
-use crate::util::{first_column, row, rows};
+use crate::spi::{first_column, row, rows};
 
 /// Every partition or inheritance descendant of `oid`, at every level, in
 /// oid order (a partition being detached concurrently no longer counts).

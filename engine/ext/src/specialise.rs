@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes, SqlPhase};
 
 use crate::security::Owner;
-use crate::util::in_subtransaction;
+use crate::spi::in_subtransaction;
 
 /// Most cached statements per backend; the cache is emptied when full.
 const MAX_CACHED: usize = 256;
@@ -98,7 +98,7 @@ fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
     let printed = t
         .owner
         .resolve_names(|| {
-            crate::util::value(
+            crate::spi::value(
                 "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
                 &[Some(t.relid.to_string())],
             )
@@ -122,7 +122,7 @@ fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
     let nargs = 2 + plan.diff_sources.len();
     let check = sql.clone();
     let owner = t.owner.clone();
-    let valid = in_subtransaction(move || owner.run(|| crate::util::prepare_only(&check, nargs)));
+    let valid = in_subtransaction(move || owner.run(|| crate::spi::prepare_only(&check, nargs)));
     if let Err(f) = valid {
         // A cancel or lock failure is not a verdict on the statement.
         f.reraise_if_transient();

@@ -15,10 +15,10 @@ use pg_trickle_core::explain;
 use pg_trickle_core::ir::Mode;
 use pg_trickle_core::OpNode;
 
-use crate::api::{owner_of, resolve};
 use crate::capture;
+use crate::catalog::{owner_of, resolve};
 use crate::security::{self, as_extension, Owner};
-use crate::util::{first_column, row, rows};
+use crate::spi::{first_column, row, rows};
 
 /// One row per stream table: modes, schedule, last refresh, what happens
 /// to its changes (captured, held or discarded) and why, its backlog,
@@ -157,7 +157,7 @@ fn status_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<StatusRow> {
 
 /// What explain and the SQL listing need about one stream table.
 struct Explained {
-    st: crate::api::StreamTableRef,
+    st: crate::catalog::StreamTableRef,
     query: String,
     requested: String,
     effective: String,
@@ -180,7 +180,7 @@ fn with_explained<R>(name: &str, f: impl FnOnce(&Explained) -> R) -> R {
     })
 }
 
-fn explained(st: crate::api::StreamTableRef) -> Explained {
+fn explained(st: crate::catalog::StreamTableRef) -> Explained {
     let r = row(
         "SELECT query, requested_mode, effective_mode, fallback_reason, search_path, name \
          FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
@@ -218,7 +218,7 @@ impl Explained {
         if Mode::parse(&self.effective) != Some(Mode::Full) {
             // What the next refresh would run: specialised to the sources
             // with changes to consume now.
-            let stored_diff = crate::util::value(
+            let stored_diff = crate::spi::value(
                 "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
                 &[Some(self.st.id.to_string())],
             );
@@ -292,7 +292,7 @@ fn explain_stream_table(name: &str) -> JsonB {
 #[pg_extern(name = "explain_stream_table")]
 fn explain_stream_table_as(name: &str, format: &str) -> String {
     let Some(f) = explain::Format::parse(format) else {
-        crate::util::raise(
+        crate::spi::raise(
             "22023",
             format!("unknown explain format \"{format}\" for stream table {name}"),
             Some("Use 'json', 'text' or 'dot'.".into()),

@@ -21,7 +21,7 @@ use std::cell::Cell;
 
 use pg_trickle_core::catalog::SourceKind;
 
-use crate::util::{first_column, run, value};
+use crate::spi::{first_column, run, value};
 
 thread_local! {
     /// How many of pg_trickle's own trigger changes are running here.
