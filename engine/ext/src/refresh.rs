@@ -21,7 +21,7 @@ use pg_trickle_core::ir::Mode;
 
 use crate::capture;
 use crate::operations;
-use crate::security::{self, Owner};
+use crate::security;
 use crate::spi::{raise, row, rows, run, value, with_setting};
 
 /// Who started a refresh; recorded in the history.
@@ -76,31 +76,10 @@ pub fn refresh_with(
     assume_pending: Option<Vec<u32>>,
 ) -> Option<Outcome> {
     let started = value("SELECT clock_timestamp()::text", &[]);
-    let lock = if skip_locked {
-        "FOR UPDATE SKIP LOCKED"
-    } else {
-        "FOR UPDATE"
-    };
-    let st = row(
-        &format!(
-            "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
-             frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
-             query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text \
-             FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
-        ),
-        &[Some(id.to_string())],
-    )?;
-    let name = st[0].clone().unwrap_or_default();
-    let owner = Owner {
-        role: pgrx::pg_sys::Oid::from(
-            st[13]
-                .as_deref()
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0),
-        ),
-        search_path: st[9].clone().unwrap_or_default(),
-    };
-    if st[10].as_deref() == Some("true") {
+    let st = crate::catalog::lock_for_refresh(id, skip_locked)?;
+    let name = st.name.clone();
+    let owner = st.owner.clone();
+    if st.held {
         match initiator {
             // A held stream table waits for resume; capture goes on.
             Initiator::Scheduler => return None,
@@ -110,8 +89,8 @@ pub fn refresh_with(
     // With capture discarded on a source there is a gap in its changes:
     // every refresh is FULL until capture resumes, and the mark stays.
     let discarding = operations::discarding_source(id);
-    let needs_reinit = st[2].as_deref() == Some("true") || discarding.is_some();
-    let differential = st[1].as_deref().and_then(Mode::parse) == Some(Mode::Differential);
+    let needs_reinit = st.needs_reinit || discarding.is_some();
+    let differential = st.effective_mode == Some(Mode::Differential);
     let mut reason: Option<String> = None;
 
     let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
@@ -126,7 +105,7 @@ pub fn refresh_with(
         .collect();
 
     let use_diff =
-        initiator != Initiator::Create && differential && !needs_reinit && st[6].is_some();
+        initiator != Initiator::Create && differential && !needs_reinit && st.frontier.is_some();
     if use_diff {
         // Row-level security that applies to the owner now (enabled, forced,
         // or the owner lost BYPASSRLS since creation): the change buffer
@@ -169,17 +148,17 @@ pub fn refresh_with(
         }
     }
     let (mode, sql, args) = if initiator == Initiator::Create {
-        (Mode::Full, st[5].clone().unwrap_or_default(), vec![])
+        (Mode::Full, st.populate_sql.clone(), vec![])
     } else if use_diff {
-        let mut args = vec![st[6].clone(), st[7].clone()];
+        let mut args = vec![st.frontier.clone(), st.frontier_xid.clone()];
         args.extend(sources.iter().map(|s| s[1].clone()));
-        let stored = st[3].clone().unwrap_or_default();
+        let stored = st.diff_sql.clone().unwrap_or_default();
         let target = crate::specialise::Target {
             id,
             stored_diff: &stored,
-            query: st[11].as_deref().unwrap_or_default(),
+            query: &st.query,
             owner: &owner,
-            relid: st[12].as_deref().and_then(|r| r.parse().ok()).unwrap_or(0),
+            relid: st.relid,
             storage: &name,
         };
         let sql = crate::specialise::specialised(&target, &pending)
@@ -192,13 +171,14 @@ pub fn refresh_with(
                 Some(src) => {
                     format!("capture discarded on source {src}: FULL until capture resumes")
                 }
-                None => st[8]
+                None => st
+                    .reinit_reason
                     .clone()
                     .map(|r| format!("reinitialisation after {r}"))
                     .unwrap_or_else(|| "reinitialisation".into()),
             });
         }
-        (Mode::Full, st[4].clone().unwrap_or_default(), vec![])
+        (Mode::Full, st.full_sql.clone(), vec![])
     };
     // Generated statements are large and their row estimates pessimistic:
     // JIT compilation would cost far more than the refresh itself. They run
@@ -219,7 +199,7 @@ pub fn refresh_with(
     let buffers: Vec<u32> = if mode == Mode::Differential {
         // The statement may not read the sources themselves: check that the
         // owner still may, as the owner, before reading their changes.
-        owner.run(|| check_read_privileges(id, st[11].as_deref().unwrap_or_default()));
+        owner.run(|| check_read_privileges(id, &st.query));
         crate::spi::first_column(
             "SELECT to_regclass(buffer_name)::oid::text FROM pgtrickle.pgt_change_buffers \
              WHERE source_relid = ANY ($1::text::oid[])",
@@ -257,7 +237,7 @@ pub fn refresh_with(
         None
     };
     if let Some(why) = recompute_because {
-        let full = run_refresh(&st[4].clone().unwrap_or_default(), &[], Vec::new());
+        let full = run_refresh(&st.full_sql, &[], Vec::new());
         deleted += num(&full[0]);
         inserted = num(&full[1]);
         frontier = full[3].clone();
