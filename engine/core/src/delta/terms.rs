@@ -13,11 +13,58 @@ use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;
 
 /// Which version of an occurrence a delta term reads.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Version {
+    /// The relation as it is now.
     New,
+    /// Its consumed changes, as a signed bag.
     Delta,
+    /// Its state before those changes (now plus the negated delta).
     Old,
+}
+
+/// The terms of a block of `n` occurrences of which those in `changed` may
+/// have changed: for each, the version every occurrence reads and whether
+/// the term is subtracted. `specialised` says the other occurrences are
+/// known not to have changed (a plan for the sources with changes);
+/// otherwise `changed` is every occurrence.
+///
+/// Up to [`MAX_INCLUSION_EXCLUSION`] changed occurrences of a specialised
+/// plan combine by inclusion-exclusion: every non-empty subset reads its
+/// deltas and the rest their new state, a subset of even size subtracted.
+/// Otherwise the delta telescopes: earlier changed occurrences new, this
+/// one its delta, later ones their old state; unchanged ones new. No
+/// changed occurrence: no term.
+pub(super) fn select_terms(
+    n: usize,
+    changed: &[usize],
+    specialised: bool,
+) -> Vec<(Vec<Version>, bool)> {
+    if specialised && changed.len() <= MAX_INCLUSION_EXCLUSION {
+        return (1u32..(1 << changed.len()))
+            .map(|mask| {
+                let mut v = vec![Version::New; n];
+                for (j, &occ) in changed.iter().enumerate() {
+                    if mask & (1 << j) != 0 {
+                        v[occ] = Version::Delta;
+                    }
+                }
+                (v, mask.count_ones() % 2 == 0)
+            })
+            .collect();
+    }
+    changed
+        .iter()
+        .enumerate()
+        .map(|(j, &occ)| {
+            let mut v = vec![Version::New; n];
+            v[occ] = Version::Delta;
+            for &later in &changed[j + 1..] {
+                v[later] = Version::Old;
+            }
+            (v, false)
+        })
+        .collect()
 }
 
 impl Gen<'_> {
@@ -39,36 +86,7 @@ impl Gen<'_> {
         let changed: Vec<usize> = (0..n)
             .filter(|i| self.occ_changed(&block.occs[*i]))
             .collect();
-        if self.changed.is_some() && changed.len() <= MAX_INCLUSION_EXCLUSION {
-            // Inclusion-exclusion: every non-empty subset of the changed
-            // occurrences reads its deltas, the rest their new state; a
-            // subset of even size is subtracted.
-            return (1u32..(1 << changed.len()))
-                .map(|mask| {
-                    let mut v = vec![Version::New; n];
-                    for (j, &occ) in changed.iter().enumerate() {
-                        if mask & (1 << j) != 0 {
-                            v[occ] = Version::Delta;
-                        }
-                    }
-                    (v, mask.count_ones() % 2 == 0)
-                })
-                .collect();
-        }
-        // Telescoping over the changed occurrences: earlier ones new, this
-        // one its delta, later ones their old state; unchanged ones new.
-        changed
-            .iter()
-            .enumerate()
-            .map(|(j, &occ)| {
-                let mut v = vec![Version::New; n];
-                v[occ] = Version::Delta;
-                for &later in &changed[j + 1..] {
-                    v[later] = Version::Old;
-                }
-                (v, false)
-            })
-            .collect()
+        select_terms(n, &changed, self.changed.is_some())
     }
 
     /// The block's terms as SELECTs (with `extra` applied to each), or one
@@ -182,5 +200,51 @@ fn factor_alias(factor: &TableFactor, occ: &Occ) -> String {
             Occ::Sub { id, .. } => format!("__pgt_sub{id}"),
             Occ::Source { source } => format!("__pgt_src{source}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Version::{Delta as D, New as N, Old as O};
+    use super::*;
+
+    #[test]
+    fn a_general_plan_telescopes_once_per_occurrence() {
+        assert_eq!(
+            select_terms(3, &[0, 1, 2], false),
+            vec![
+                (vec![D, O, O], false),
+                (vec![N, D, O], false),
+                (vec![N, N, D], false),
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_occurrences_of_a_specialised_plan_combine_by_inclusion_exclusion() {
+        // a ⋈ b ⋈ c with a and c changed: da·b·c + a·b·dc − da·b·dc.
+        assert_eq!(
+            select_terms(3, &[0, 2], true),
+            vec![
+                (vec![D, N, N], false),
+                (vec![N, N, D], false),
+                (vec![D, N, D], true),
+            ]
+        );
+        // One changed occurrence: one term, the others as they are.
+        assert_eq!(select_terms(2, &[1], true), vec![(vec![N, D], false)]);
+    }
+
+    #[test]
+    fn too_many_changed_occurrences_telescope_over_the_changed_ones() {
+        let terms = select_terms(5, &[0, 1, 2, 4], true);
+        assert_eq!(terms.len(), 4);
+        assert_eq!(terms[1], (vec![N, D, O, N, O], false));
+        assert!(terms.iter().all(|(v, negated)| !negated && v[3] == N));
+    }
+
+    #[test]
+    fn nothing_changed_means_no_term() {
+        assert!(select_terms(3, &[], true).is_empty());
     }
 }

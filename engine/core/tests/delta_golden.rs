@@ -1,0 +1,137 @@
+//! Golden files of the delta rules, without a server: for each rule family
+//! and shape, every statement the core generates, general and specialised
+//! to every subset of changed sources, checked in under `tests/golden/`.
+//! A change to generated SQL shows here as a diff to review with the
+//! change; `PGT_BLESS=1 cargo test -p pg_trickle_core --test delta_golden`
+//! rewrites the files in place. (`harness`'s `e2e_generated_sql` does the
+//! same through a real server for the corpus and TPC-H.)
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{catalog, columns};
+use pg_trickle_core::analyze::analyze;
+use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes};
+
+/// (file name: the rule family and shape; defining query; output columns).
+const SHAPES: &[(&str, &str, &[&str])] = &[
+    (
+        "linear_filter_project",
+        "SELECT k, v + 1 AS w FROM a WHERE v > 0",
+        &["k", "w"],
+    ),
+    (
+        "linear_inner_join",
+        "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
+        &["k", "v", "w"],
+    ),
+    (
+        "linear_three_way_join",
+        "SELECT a.k, b.w, c.amount FROM a JOIN b ON a.k = b.k JOIN c ON c.x = a.v",
+        &["k", "w", "amount"],
+    ),
+    (
+        "linear_self_join",
+        "SELECT x.k, y.v FROM a x JOIN a y ON x.k = y.v",
+        &["k", "v"],
+    ),
+    (
+        "linear_union_all",
+        "SELECT k, v FROM a UNION ALL SELECT k, w FROM b",
+        &["k", "v"],
+    ),
+    (
+        "linear_subquery_in_from",
+        "SELECT s.k, b.w FROM (SELECT k FROM a WHERE v > 0) s JOIN b ON s.k = b.k",
+        &["k", "w"],
+    ),
+    (
+        "grouped_one_key",
+        "SELECT k, count(*) AS n, sum(v) AS total FROM a GROUP BY k",
+        &["k", "n", "total"],
+    ),
+    (
+        "grouped_two_keys",
+        "SELECT k, s, count(*) AS n FROM a GROUP BY k, s",
+        &["k", "s", "n"],
+    ),
+    (
+        "grouped_scalar_aggregate",
+        "SELECT count(*) AS n, max(v) AS hi FROM a",
+        &["n", "hi"],
+    ),
+    ("grouped_distinct", "SELECT DISTINCT k FROM a", &["k"]),
+    (
+        "grouped_over_join",
+        "SELECT a.k, sum(b.w) AS total FROM a JOIN b ON a.k = b.k GROUP BY a.k",
+        &["k", "total"],
+    ),
+];
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Every statement of one shape, as the golden file holds it.
+fn render(query: &str, cols: &[&str]) -> String {
+    let analysis = analyze(query, &catalog()).expect("analysis");
+    let columns = columns(cols);
+    let mut out = format!("-- query: {query}\n");
+    let general = plan_refresh(&analysis, query, "public.st", &columns);
+    for p in &general.phases {
+        out.push_str(&format!("\n-- general, phase {}\n{};\n", p.name, p.sql));
+    }
+    let n = analysis.sources.len();
+    for mask in 0u32..(1 << n) {
+        let changed: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+        let names: Vec<&str> = changed
+            .iter()
+            .map(|i| analysis.sources[*i].name.as_str())
+            .collect();
+        let plan = plan_refresh_for_changes(&analysis, query, "public.st", &columns, &changed);
+        if let Some(diff) = &plan.diff_sql {
+            out.push_str(&format!(
+                "\n-- specialised to changes in [{}], differential statement\n{diff};\n",
+                names.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn delta_rules_generate_the_golden_sql() {
+    let bless = std::env::var("PGT_BLESS").as_deref() == Ok("1");
+    let mut differ = Vec::new();
+    for (file, query, cols) in SHAPES {
+        let text = render(query, cols);
+        let path = golden_dir().join(format!("{file}.sql"));
+        if bless {
+            std::fs::create_dir_all(golden_dir()).expect("golden dir");
+            std::fs::write(&path, &text).expect("write golden");
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_default();
+        if golden != text {
+            let first = golden
+                .lines()
+                .zip(text.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| golden.lines().count().min(text.lines().count()));
+            differ.push(format!(
+                "{} (first difference at line {}):\n  golden: {}\n  now:    {}",
+                path.display(),
+                first + 1,
+                golden.lines().nth(first).unwrap_or("<end>"),
+                text.lines().nth(first).unwrap_or("<end>")
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "generated SQL differs from its golden file; if the change is meant, rewrite them with \
+         PGT_BLESS=1 cargo test -p pg_trickle_core --test delta_golden and review the diff:\n{}",
+        differ.join("\n")
+    );
+}
