@@ -1,7 +1,7 @@
-//! The query grammar in one place: the constructs the generator can emit
-//! (and whether each is inside the engine's DIFFERENTIAL grammar or at its
-//! edge), the query AST, its SQL rendering, and its one-step
-//! simplifications for the shrinker.
+//! The query grammar in one place: the constructs the generator can emit,
+//! the query AST, its SQL rendering, and its one-step simplifications for
+//! the shrinker. Which mode a query gets is the engine's decision, read from
+//! it for every case (SQLancer keeps no list of its own).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -99,20 +99,6 @@ impl Construct {
         Construct::SharedChangeBuffer,
         Construct::ConcurrentWriters,
     ];
-
-    /// Whether the engine is expected to maintain it DIFFERENTIALLY today
-    /// (the rest sit at the edge of its grammar and may fall back to FULL).
-    pub fn differential(self) -> bool {
-        !matches!(
-            self,
-            Construct::DistinctWithGroupBy
-                | Construct::LeftJoin
-                | Construct::Exists
-                | Construct::NotExists
-                | Construct::InSubquery
-                | Construct::ScalarSubquery
-        )
-    }
 }
 
 /// How a FROM item joins the ones before it.
@@ -391,9 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn edge_constructs_are_marked() {
-        assert!(Construct::InnerJoin.differential());
-        assert!(!Construct::LeftJoin.differential());
+    fn every_construct_is_emitted() {
         assert_eq!(Construct::EMITTED.len(), 26);
     }
 }
