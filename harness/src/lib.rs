@@ -8,7 +8,6 @@ pub mod cluster;
 pub mod demo;
 pub mod docs;
 pub mod exactness;
-pub mod gate_html;
 pub mod installation;
 pub mod load;
 pub mod oracle_suite;

@@ -1,12 +1,12 @@
 //! The TPC-H gate's page section: what the gate judged per query, as
 //! `harness/src/tpch_gate.rs` records it in each case's facts. Kept apart
-//! from `report.rs`, which knows nothing of TPC-H.
+//! from the rest of the report, which knows nothing of TPC-H.
 
 use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::report::{xml, CaseReport};
+use super::{xml, CaseReport};
 
 fn num(v: &Value, digits: usize) -> String {
     v.as_f64()
