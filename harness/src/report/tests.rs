@@ -1,3 +1,4 @@
+//! The report model and its renderings, checked without a cluster.
 
 use super::*;
 
