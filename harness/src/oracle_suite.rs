@@ -27,6 +27,14 @@ use crate::report::{CaseReport, Suite};
 /// workloads wait for the live scheduler, which polls this often.
 pub const ORACLE_CLUSTER_SETTINGS: &[&str] = &["pg_trickle.scheduler_interval_ms = 100"];
 
+/// [`ORACLE_CLUSTER_SETTINGS`] as the cluster options take them.
+pub fn oracle_cluster_settings() -> Vec<String> {
+    ORACLE_CLUSTER_SETTINGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// Held while a workload runs in the scheduler's database (there is one
 /// per cluster; tests run in parallel threads).
 static SCHEDULER_DATABASE: Mutex<()> = Mutex::new(());

@@ -36,13 +36,7 @@ pub struct NightlyArgs {
 /// Run `harness nightly`.
 pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "nightly")?;
-    let mut cluster = run.cluster(
-        common,
-        harness::oracle_suite::ORACLE_CLUSTER_SETTINGS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )?;
+    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
     let budget = Duration::from_secs(args.minutes * 60);
     let started = Instant::now();
     let base = args.seed.unwrap_or_else(|| {

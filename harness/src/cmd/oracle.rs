@@ -82,13 +82,7 @@ pub fn run(common: &Common, args: &OracleArgs) -> Result<(), Failure> {
         )));
     }
     let run = Run::begin(common, "oracle")?;
-    let mut cluster = run.cluster(
-        common,
-        harness::oracle_suite::ORACLE_CLUSTER_SETTINGS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )?;
+    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
     let suite = if args.negative_control {
         negative_control_suite(&cluster, &run.dir, args.seed, &common.runner())
     } else {

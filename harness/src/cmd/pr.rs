@@ -77,13 +77,7 @@ fn demo_suite(cluster: &harness::cluster::Cluster, seed: u64, runner: &str) -> S
 /// Run `harness pr`.
 pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "pr")?;
-    let mut cluster = run.cluster(
-        common,
-        harness::oracle_suite::ORACLE_CLUSTER_SETTINGS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )?;
+    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
     let runner = common.runner();
     let mut suites = vec![demo_suite(&cluster, args.oracle.seed.unwrap_or(1), &runner)];
     let opts = args

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use harness::oracle_suite::{run_one, OracleOptions, ORACLE_CLUSTER_SETTINGS};
+use harness::oracle_suite::{run_one, OracleOptions};
 use harness::report::Suite;
 use oracles::shrink::Limits;
 use oracles::workload::Workload;
@@ -47,13 +47,7 @@ pub fn read_workload(path: &PathBuf) -> Result<Workload, Failure> {
 pub fn run(common: &Common, args: &ReplayArgs) -> Result<(), Failure> {
     let w = read_workload(&args.file)?;
     let run = Run::begin(common, "replay")?;
-    let mut cluster = run.cluster(
-        common,
-        ORACLE_CLUSTER_SETTINGS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )?;
+    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
     println!(
         "replay: workload {} (seed {}): {} stream tables, {} steps, {} connections{}",
         w.name,
