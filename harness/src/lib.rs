@@ -1,21 +1,26 @@
-//! The pg_trickle runner as a library: clusters it owns, the oracle suites
-//! it runs, reports, progress output, the scheduler demo and benchmarks.
-//! The `harness` binary and the end-to-end tests both use it.
+//! The pg_trickle runner as a library. The `harness` binary and the
+//! end-to-end tests both use it.
+//!
+//! Layout, one home per thing:
+//! - [`checks`]: one folder per check, each holding the check and its
+//!   subcommand: the DIFF-vs-FULL [`checks::oracle`] (with replay),
+//!   [`checks::sqlancer`] light, [`checks::tpch`] (the suite, the gate
+//!   that judges it and baseline refresh), the [`checks::upgrade`] matrix,
+//!   the [`checks::exactness`] matrix and the [`checks::versions`] check.
+//! - [`plans`]: the jobs that combine checks: the PR gate and nightly.
+//! - [`report`]: the run report as JSON, JUnit and HTML.
+//! - [`tools`]: what is not a check: the scheduler demo, the generated
+//!   settings docs and the benchmarks.
+//! - Shared parts: [`cli`] (options, the run directory, exit status),
+//!   [`cluster`] (real PostgreSQL clusters), [`load`] (the CPU hog),
+//!   [`progress`] and [`testkit`] (fixtures for the end-to-end tests).
 
-pub mod bench;
-pub mod catalog_diff;
+pub mod checks;
+pub mod cli;
 pub mod cluster;
-pub mod demo;
-pub mod docs;
-pub mod exactness;
-pub mod installation;
 pub mod load;
-pub mod oracle_suite;
+pub mod plans;
 pub mod progress;
 pub mod report;
-pub mod sqlancer_suite;
 pub mod testkit;
-pub mod tpch_gate;
-pub mod tpch_suite;
-pub mod upgrade;
-pub mod versions;
+pub mod tools;

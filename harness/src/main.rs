@@ -2,16 +2,19 @@
 //!
 //! Subcommands start their own PostgreSQL clusters (as the unprivileged
 //! `postgres` account when run as root) and drive them as a user would.
-//! Each lives in its own file under `cmd/` with its own clap struct.
+//! Each check's subcommand lives in its folder under `checks/` (the PR and
+//! nightly jobs under `plans/`, the rest under `tools/`), with its own clap
+//! struct; this file only parses and dispatches.
 //! Exit codes: 0 all checks passed, 1 a check failed, 2 the runner could not run.
-
-mod cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{Common, Failure};
+use harness::checks::{oracle, sqlancer, tpch, upgrade, versions};
+use harness::cli::{Common, Failure};
+use harness::plans::{nightly, pr};
+use harness::tools::{bench, demo, docs};
 
 #[derive(Parser)]
 #[command(
@@ -29,30 +32,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The PR gate: scheduler demo, the oracle corpus, the negative control.
-    Pr(cmd::pr::PrArgs),
+    Pr(pr::PrArgs),
     /// The DIFF-vs-FULL oracle over the workload corpus (or the negative control).
-    Oracle(cmd::oracle::OracleArgs),
+    Oracle(oracle::command::OracleArgs),
     /// Run a saved workload (a failure's .workload.json, e.g. a shrunk interleaving) through the oracle again.
-    Replay(cmd::replay::ReplayArgs),
+    Replay(oracle::replay::ReplayArgs),
     /// The long job: the corpus under several seeds, then SQLancer sessions with fresh seeds.
-    Nightly(cmd::nightly::NightlyArgs),
+    Nightly(nightly::NightlyArgs),
     /// SQLancer light: seeded random schemas, queries and DML through the oracle.
-    Sqlancer(cmd::sqlancer::SqlancerArgs),
+    Sqlancer(sqlancer::command::SqlancerArgs),
     /// Write docs/CONFIGURATION.md from the settings table (or --check it).
-    Docs(cmd::docs::DocsArgs),
+    Docs(docs::command::DocsArgs),
     /// Baselines for the TPC-H gate, measured on this machine.
     #[command(subcommand)]
-    Baseline(cmd::baseline::BaselineCommand),
+    Baseline(tpch::baseline::BaselineCommand),
     /// TPC-H through the DIFF-vs-FULL oracle, with per-query modes and refresh times (at SF 1 also against the published answers).
-    Tpch(cmd::tpch::TpchArgs),
+    Tpch(tpch::command::TpchArgs),
     /// The upgrade matrix: old versions built from source, upgraded, checked.
-    Upgrade(cmd::upgrade::UpgradeArgs),
+    Upgrade(upgrade::command::UpgradeArgs),
     /// Check that every place naming the extension version agrees.
-    Versions(cmd::versions::VersionsArgs),
+    Versions(versions::command::VersionsArgs),
     /// Show a stream table being kept fresh by the scheduler.
-    Demo(cmd::demo::DemoArgs),
+    Demo(demo::command::DemoArgs),
     /// Measure refresh time, write latency and write throughput.
-    Bench(harness::bench::BenchConfig),
+    Bench(bench::BenchConfig),
 }
 
 fn main() -> ExitCode {
@@ -63,18 +66,18 @@ fn main() -> ExitCode {
     harness::cluster::install_interrupt_handler();
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Pr(args) => cmd::pr::run(&cli.common, args),
-        Command::Oracle(args) => cmd::oracle::run(&cli.common, args),
-        Command::Nightly(args) => cmd::nightly::run(&cli.common, args),
-        Command::Replay(args) => cmd::replay::run(&cli.common, args),
-        Command::Sqlancer(args) => cmd::sqlancer::run(&cli.common, args),
-        Command::Demo(args) => cmd::demo::run(&cli.common, args),
-        Command::Docs(args) => cmd::docs::run(args),
-        Command::Versions(args) => cmd::versions::run(args),
-        Command::Upgrade(args) => cmd::upgrade::run(&cli.common, args),
-        Command::Tpch(args) => cmd::tpch::run(&cli.common, args),
-        Command::Baseline(c) => cmd::baseline::run(&cli.common, c),
-        Command::Bench(cfg) => cmd::bench::run(&cli.common, cfg),
+        Command::Pr(args) => pr::run(&cli.common, args),
+        Command::Oracle(args) => oracle::command::run(&cli.common, args),
+        Command::Nightly(args) => nightly::run(&cli.common, args),
+        Command::Replay(args) => oracle::replay::run(&cli.common, args),
+        Command::Sqlancer(args) => sqlancer::command::run(&cli.common, args),
+        Command::Demo(args) => demo::command::run(&cli.common, args),
+        Command::Docs(args) => docs::command::run(args),
+        Command::Versions(args) => versions::command::run(args),
+        Command::Upgrade(args) => upgrade::command::run(&cli.common, args),
+        Command::Tpch(args) => tpch::command::run(&cli.common, args),
+        Command::Baseline(c) => tpch::baseline::run(&cli.common, c),
+        Command::Bench(cfg) => bench::command::run(&cli.common, cfg),
     };
     match result {
         Ok(()) => ExitCode::from(0),

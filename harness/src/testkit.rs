@@ -68,12 +68,12 @@ pub fn seed_or(default: u64) -> u64 {
 pub fn check_workload(name: &str) {
     let entry = oracles::corpus::entry(name).unwrap_or_else(|| panic!("no corpus workload {name}"));
     let seed = seed_or(entry.seed);
-    let opts = crate::oracle_suite::OracleOptions::default();
+    let opts = crate::checks::oracle::OracleOptions::default();
     let w = (entry.build)(seed, opts.steps);
     let reproduce = format!(
         "PGT_SEED={seed} cargo test -p harness --test e2e_corpus -- --exact {name}  (or: harness oracle --workload {name} --seed {seed})"
     );
-    let c = crate::oracle_suite::run_one(shared_cluster(), &test_root(), &opts, &w, reproduce);
+    let c = crate::checks::oracle::run_one(shared_cluster(), &test_root(), &opts, &w, reproduce);
     if c.outcome != oracles::outcome::Outcome::Pass {
         panic!(
             "{}\n{}\nreplay files: {:?}\nreproduce: {}",

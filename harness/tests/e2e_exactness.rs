@@ -1,10 +1,10 @@
-//! The exactness matrix (`harness::exactness`) against a real cluster:
+//! The exactness matrix (`harness::checks::exactness`) against a real cluster:
 //! every source kind, column type and write path, cell by cell. A cell
 //! passes when the stream table is created (or refused) as declared, and
 //! after each operation its refresh runs in the declared mode and leaves
 //! it equal to its query. Every failing cell is reported, not just the first.
 
-use harness::exactness::{Outcome, Row, SOURCES, TYPES, TYPE_PRELUDE, WRITES};
+use harness::checks::exactness::{Outcome, Row, SOURCES, TYPES, TYPE_PRELUDE, WRITES};
 use harness::testkit::{shared_cluster, test_root};
 use oracles::compare::{differences, last_refresh_mode};
 use postgres::Client;

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use harness::checks::oracle::{corpus_suite, negative_control_suite, run_one, OracleOptions};
 use harness::cluster::bindir;
-use harness::oracle_suite::{corpus_suite, negative_control_suite, run_one, OracleOptions};
 use harness::report::{Report, Suite};
 use harness::testkit::{pg_config, shared_cluster, test_root};
 use oracles::corpus;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use harness::catalog_diff::{differences as catalog_differences, snapshot};
+use harness::checks::upgrade::catalog_diff::{differences as catalog_differences, snapshot};
 use harness::testkit::{database, shared_cluster};
 use postgres::Client;
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use harness::oracle_suite::OracleOptions;
-use harness::sqlancer_suite::{run_case, sqlancer_suite, Fate, SqlancerOptions};
+use harness::checks::oracle::OracleOptions;
+use harness::checks::sqlancer::{run_case, sqlancer_suite, Fate, SqlancerOptions};
 use harness::testkit::{shared_cluster, test_root};
 use oracles::outcome::Outcome;
 use oracles::shrink::{self, Limits, Sandbox};

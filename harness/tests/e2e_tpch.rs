@@ -3,8 +3,8 @@
 //! scale factor 0.01 every stream table stays equal to its query through
 //! seeded refresh cycles (RF1, RF2, updates), in the mode the engine chose.
 
+use harness::checks::tpch::{tpch_suite, TpchOptions};
 use harness::testkit::{database, shared_cluster};
-use harness::tpch_suite::{tpch_suite, TpchOptions};
 use oracles::outcome::Outcome;
 
 #[test]
@@ -64,7 +64,7 @@ fn tpch_stream_tables_stay_equal_to_their_queries_through_refresh_cycles() {
 /// blocks, and an injected bad join strategy is caught and named.
 #[test]
 fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
-    use harness::tpch_gate::{self, Baseline};
+    use harness::checks::tpch::gate::{self, Baseline};
     use tpch::gate::{RatioThresholds, Verdict};
     let opts = |settings: Vec<String>| TpchOptions {
         sf: 0.01,
@@ -80,14 +80,14 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
         .collect();
     let base = Baseline {
         profile: "test".into(),
-        machine: tpch_gate::machine("test".into()),
+        machine: gate::machine("test".into()),
         commit: "test".into(),
         sf: 0.01,
         cycles: 2,
         runs: 2,
         runs_under_load: 0,
         seed: 3,
-        queries: tpch_gate::measure(&runs),
+        queries: gate::measure(&runs),
     };
     // Unchanged: no plan-shape, temp-block or mode regressions (ratios are
     // left to the runner's load test, `harness tpch --gate --repeat`, not to
@@ -96,14 +96,14 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
     // machine.
     let hog = harness::load::CpuHog::start(0);
     let (_, again) = tpch_suite(shared_cluster(), &opts(Vec::new()));
-    let verdicts = tpch_gate::judge(&base, &again, &RatioThresholds::default());
+    let verdicts = gate::judge(&base, &again, &RatioThresholds::default());
     for (q, v) in &verdicts {
         for x in v {
             if let Verdict::Regressed { .. } = x {
                 assert!(
                     tpch::gate::is_timing(x),
                     "{q}: unexpected {}",
-                    tpch_gate::describe(x)
+                    gate::describe(x)
                 );
             }
         }
@@ -121,12 +121,8 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
         hog.stop().iter().all(|rounds| *rounds > 0),
         "the hog did not run"
     );
-    let verdicts = tpch_gate::judge(&base, &bad, &RatioThresholds::default());
-    let lines: Vec<String> = verdicts
-        .values()
-        .flatten()
-        .map(tpch_gate::describe)
-        .collect();
+    let verdicts = gate::judge(&base, &bad, &RatioThresholds::default());
+    let lines: Vec<String> = verdicts.values().flatten().map(gate::describe).collect();
     assert!(
         lines
             .iter()
@@ -138,7 +134,7 @@ fn the_gate_passes_unchanged_code_and_names_an_injected_regression() {
     // The page a maintainer opens shows it: rendered by a real headless
     // browser, it names the failing query, its mode and what moved.
     let failing = verdicts.keys().next().expect("a failing query").clone();
-    let suites = tpch_gate::gate_suites(&base, &bad, &mut |_| {
+    let suites = gate::gate_suites(&base, &bad, &mut |_| {
         panic!("a plan-shape regression is not re-measured")
     });
     let dir = std::env::temp_dir().join(format!("pgt-gate-page-{}", std::process::id()));
@@ -227,8 +223,8 @@ fn stream_tables_match_the_published_sf1_answers_and_a_wrong_row_is_caught() {
     )
     .expect("copy");
     let answer = tpch::answers::published("q01", 1.0).expect("published");
-    let c =
-        harness::tpch_suite::published_answer_check(&mut db, "q01_wrong", &answer).expect("check");
+    let c = harness::checks::tpch::published_answer_check(&mut db, "q01_wrong", &answer)
+        .expect("check");
     assert!(!c.passed(), "{c}");
     assert!(c.to_string().contains("1478871"), "{c}");
     drop(db);

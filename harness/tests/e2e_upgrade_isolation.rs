@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use harness::checks::upgrade::installation::{is_extension_file, Layout, PrivateInstallation};
 use harness::cluster::{describe, Cluster, ClusterOptions};
-use harness::installation::{is_extension_file, Layout, PrivateInstallation};
 use harness::testkit::{dedicated_cluster, pg_config, test_root};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
@@ -107,8 +107,8 @@ struct Rounds {
 fn the_upgrade_matrix_leaves_the_installation_it_was_given_alone() {
     let root = workspace_root();
     let original = Layout::of(&pg_config()).expect("pg_config");
-    let current = harness::versions::workspace_version(&root).expect("workspace version");
-    let from = harness::upgrade::releases(&root)
+    let current = harness::checks::versions::workspace_version(&root).expect("workspace version");
+    let from = harness::checks::upgrade::releases(&root)
         .expect("releases")
         .into_iter()
         .rfind(|r| r.version != current)
@@ -313,7 +313,7 @@ fn a_private_installation_runs_its_own_files_and_packages() {
     // A package of a made-up version: only the copy offers it.
     let pkg = inst.package_dir("fake");
     let place = |abs: &Path, body: &str| {
-        let p = harness::installation::mirrored(&pkg, abs);
+        let p = harness::checks::upgrade::installation::mirrored(&pkg, abs);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, body).unwrap();
     };
@@ -367,12 +367,12 @@ fn a_private_installation_runs_its_own_files_and_packages() {
     let err = inst.install_package(&pkg).unwrap_err();
     assert!(err.contains("neither"), "{err}");
     // And so is one without a control file, leaving the copy as it was.
-    std::fs::remove_file(harness::installation::mirrored(
+    std::fs::remove_file(harness::checks::upgrade::installation::mirrored(
         &pkg,
         &original.bindir.join("postgres"),
     ))
     .unwrap();
-    std::fs::remove_file(harness::installation::mirrored(
+    std::fs::remove_file(harness::checks::upgrade::installation::mirrored(
         &pkg,
         &original.extension_dir().join("pg_trickle.control"),
     ))

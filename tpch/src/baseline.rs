@@ -5,7 +5,7 @@
 //! [`judge`] names every regression of one run against it: a ratio above
 //! its limit or DIFF becoming slower than FULL ([`crate::gate`]), another
 //! mode, more temp blocks, a new plan shape, a query not measured. The
-//! runner's `tpch_gate` turns verdicts into report cases and applies the
+//! runner's `checks::tpch::gate` turns verdicts into report cases and applies the
 //! confirmation rule ([`needs_confirmation`]).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,5 @@
 //! The TPC-H gate's page section: what the gate judged per query, as
-//! `harness/src/tpch_gate.rs` records it in each case's facts. Kept apart
+//! `harness/src/checks/tpch/gate.rs` records it in each case's facts. Kept apart
 //! from the rest of the report, which knows nothing of TPC-H.
 
 use std::fmt::Write;

@@ -43,7 +43,7 @@
 //! or may not look visible in its own snapshot, which is why it is tracked by
 //! change id instead.
 //!
-//! One module per rule family: `terms.rs` (telescoping and
+//! One module per rule family: `join_terms.rs` (the join rule: telescoping and
 //! inclusion-exclusion: which version of each occurrence a term reads),
 //! `sources.rs` (the delta and old-state CTEs terms read), `linear.rs`
 //! (projection, filter, inner joins, UNION ALL), `grouped.rs` (GROUP BY,
@@ -55,9 +55,9 @@ use sqlparser::ast::Expr;
 
 mod grouped;
 mod guard;
+mod join_terms;
 mod linear;
 mod sources;
-mod terms;
 
 use crate::catalog::{ColumnIdentity, OutputColumn, SourceTable};
 use crate::model::{Analysis, KeyType, Model};

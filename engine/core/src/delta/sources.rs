@@ -2,7 +2,7 @@
 //! bag (`__pgt_d<s>`), its old state (`__pgt_o<s>`: current rows and the
 //! negated delta), and the same pair for a subquery in FROM.
 
-use super::terms::Version;
+use super::join_terms::Version;
 use super::{quoted_list, Gen};
 use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;

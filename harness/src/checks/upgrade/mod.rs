@@ -9,8 +9,12 @@
 //! `git` and `cargo pgrx`. The installation named by `--pg-config` is
 //! never written: builds are packaged (`cargo pgrx package` against its
 //! `pg_config`) and go into a private copy of it beside the run's
-//! clusters ([`crate::installation`]), whose programs run the matrix's
+//! clusters ([`crate::checks::upgrade::installation`]), whose programs run the matrix's
 //! clusters.
+
+pub mod catalog_diff;
+pub mod command;
+pub mod installation;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,9 +23,8 @@ use std::time::Instant;
 use oracles::compare::{differences, last_refresh_mode};
 use oracles::outcome::{Outcome, Tally};
 
-use crate::catalog_diff;
+use crate::checks::upgrade::installation::PrivateInstallation;
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::installation::PrivateInstallation;
 use crate::report::{CaseReport, Suite};
 
 /// A released version and the commit it was released from.

@@ -1,9 +1,9 @@
 //! `harness bench`: refresh time, write latency and write throughput,
 //! written to `bench.json` in the run directory.
 
-use harness::bench::{self, BenchConfig};
+use crate::tools::bench::{self, BenchConfig};
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Run `harness bench`.
 pub fn run(common: &Common, cfg: &BenchConfig) -> Result<(), Failure> {

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::checks::oracle::{corpus_suite, negative_control_suite, OracleOptions};
+use crate::checks::sqlancer::{sqlancer_suite, SqlancerOptions};
 use clap::Args;
-use harness::oracle_suite::{corpus_suite, negative_control_suite, OracleOptions};
-use harness::sqlancer_suite::{sqlancer_suite, SqlancerOptions};
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness nightly`.
 #[derive(Args, Clone)]
@@ -36,7 +36,7 @@ pub struct NightlyArgs {
 /// Run `harness nightly`.
 pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "nightly")?;
-    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
+    let mut cluster = run.cluster(common, crate::checks::oracle::oracle_cluster_settings())?;
     let budget = Duration::from_secs(args.minutes * 60);
     let started = Instant::now();
     let base = args.seed.unwrap_or_else(|| {
@@ -80,7 +80,7 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
             queries: u64::MAX,
             min_checks: 0,
             max_rejected_pct: 10.0,
-            concurrent_pct: harness::sqlancer_suite::DEFAULT_CONCURRENT_PCT,
+            concurrent_pct: crate::checks::sqlancer::DEFAULT_CONCURRENT_PCT,
             oracle: oracle.clone(),
         };
         let (mut s, _) = sqlancer_suite(&cluster, &run.dir, &opts);
@@ -90,7 +90,7 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
     }
     // TPC-H: all 22 queries at larger scales, through the oracle, with artifacts.
     for sf in &args.tpch_sf {
-        let tpch = harness::tpch_suite::TpchOptions {
+        let tpch = crate::checks::tpch::TpchOptions {
             sf: *sf,
             cycles: 3,
             fraction: 0.001,
@@ -99,20 +99,20 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
             settings: Vec::new(),
             database: "tpch".into(),
         };
-        let (mut t, figures) = harness::tpch_suite::tpch_suite(&cluster, &tpch);
-        println!("\n{}", super::tpch::table(&figures));
+        let (mut t, figures) = crate::checks::tpch::tpch_suite(&cluster, &tpch);
+        println!("\n{}", crate::checks::tpch::command::table(&figures));
         t.name = format!("tpch_sf_{sf}");
         suites.push(t);
     }
     // The whole upgrade matrix, on clusters of its own (from a private copy
     // of the installation); this one's work is done, so free the machine.
     let _ = cluster.stop();
-    let up = super::upgrade::UpgradeArgs {
+    let up = crate::checks::upgrade::command::UpgradeArgs {
         from: Vec::new(),
         slice: false,
         base: String::new(),
         root: ".".into(),
     };
-    suites.push(super::upgrade::suite(common, &run, &up)?);
+    suites.push(crate::checks::upgrade::command::suite(common, &run, &up)?);
     run.finish(common, suites, Some(&mut cluster))
 }

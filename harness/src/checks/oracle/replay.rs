@@ -10,13 +10,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::checks::oracle::{run_one, OracleOptions};
+use crate::report::Suite;
 use clap::Args;
-use harness::oracle_suite::{run_one, OracleOptions};
-use harness::report::Suite;
 use oracles::shrink::Limits;
 use oracles::workload::Workload;
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness replay`.
 #[derive(Args, Clone)]
@@ -47,7 +47,7 @@ pub fn read_workload(path: &PathBuf) -> Result<Workload, Failure> {
 pub fn run(common: &Common, args: &ReplayArgs) -> Result<(), Failure> {
     let w = read_workload(&args.file)?;
     let run = Run::begin(common, "replay")?;
-    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
+    let mut cluster = run.cluster(common, crate::checks::oracle::oracle_cluster_settings())?;
     println!(
         "replay: workload {} (seed {}): {} stream tables, {} steps, {} connections{}",
         w.name,

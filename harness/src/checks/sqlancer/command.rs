@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::checks::sqlancer::{sqlancer_suite, workloads_suite, SqlancerOptions};
 use clap::Args;
-use harness::sqlancer_suite::{sqlancer_suite, workloads_suite, SqlancerOptions};
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness sqlancer`.
 #[derive(Args, Clone)]
@@ -34,7 +34,7 @@ pub struct SqlancerArgs {
     pub max_rejected_pct: f64,
     /// Percentage of cases whose DML is split over 2 to 4 connections, in
     /// seeded interleavings of their transactions.
-    #[arg(long = "concurrent", default_value_t = harness::sqlancer_suite::DEFAULT_CONCURRENT_PCT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long = "concurrent", default_value_t = crate::checks::sqlancer::DEFAULT_CONCURRENT_PCT, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub concurrent_pct: u32,
     /// Run the real SQLancer (a jar; needs `java`) and check the SELECTs it logged.
     #[arg(long)]
@@ -61,7 +61,7 @@ impl SqlancerArgs {
             min_checks: self.min_checks,
             max_rejected_pct: self.max_rejected_pct,
             concurrent_pct: self.concurrent_pct,
-            oracle: harness::oracle_suite::OracleOptions {
+            oracle: crate::checks::oracle::OracleOptions {
                 shrink: !self.no_shrink,
                 runner: common.runner(),
                 ..Default::default()
@@ -99,7 +99,7 @@ pub fn run(common: &Common, args: &SqlancerArgs) -> Result<(), Failure> {
 fn external(
     dir: &std::path::Path,
     jar: &std::path::Path,
-    cluster: &harness::cluster::Cluster,
+    cluster: &crate::cluster::Cluster,
     opts: &SqlancerOptions,
 ) -> Result<Vec<oracles::workload::Workload>, Failure> {
     let work = dir.join("sqlancer");

@@ -5,6 +5,9 @@
 //! The `oracle` and `pr` subcommands and the end-to-end tests all run
 //! these, so what CI tests is what a maintainer runs.
 
+pub mod command;
+pub mod replay;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -1,25 +1,12 @@
 //! What every subcommand shares: global options, the run directory, the
 //! cluster it starts, and how a finished report becomes an exit status.
 
-pub mod baseline;
-pub mod bench;
-pub mod demo;
-pub mod docs;
-pub mod nightly;
-pub mod oracle;
-pub mod pr;
-pub mod replay;
-pub mod sqlancer;
-pub mod tpch;
-pub mod upgrade;
-pub mod versions;
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::report::{self, Report, Suite};
 use clap::Args;
-use harness::cluster::{Cluster, ClusterOptions};
-use harness::report::{self, Report, Suite};
 
 /// Options every subcommand takes.
 #[derive(Args, Clone)]

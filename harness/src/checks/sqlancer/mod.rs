@@ -7,6 +7,8 @@
 //! error, rejected by PostgreSQL (discarded), harness error. The same code
 //! ingests the real SQLancer's logs.
 
+pub mod command;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,8 +19,8 @@ use oracles::workload::Workload;
 use serde::Serialize;
 use sqlancer::grammar::{Query, Simplifier};
 
+use crate::checks::oracle::{report_failure, Failed, OracleOptions};
 use crate::cluster::Cluster;
-use crate::oracle_suite::{report_failure, Failed, OracleOptions};
 use crate::report::{CaseReport, Suite};
 
 /// Percentage of cases whose DML interleaves over several connections,

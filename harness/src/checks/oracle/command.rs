@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use crate::checks::oracle::{corpus_suite, negative_control_suite, OracleOptions};
 use clap::Args;
-use harness::oracle_suite::{corpus_suite, negative_control_suite, OracleOptions};
 use oracles::corpus;
 use oracles::shrink::Limits;
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness oracle`.
 #[derive(Args, Clone)]
@@ -82,7 +82,7 @@ pub fn run(common: &Common, args: &OracleArgs) -> Result<(), Failure> {
         )));
     }
     let run = Run::begin(common, "oracle")?;
-    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
+    let mut cluster = run.cluster(common, crate::checks::oracle::oracle_cluster_settings())?;
     let suite = if args.negative_control {
         negative_control_suite(&cluster, &run.dir, args.seed, &common.runner())
     } else {

@@ -5,6 +5,8 @@
 //! the source a few times and waits for the scheduler to catch up, checking
 //! the stream table against its query each time.
 
+pub mod command;
+
 use std::time::{Duration, Instant};
 
 use postgres::Client;

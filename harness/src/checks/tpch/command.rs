@@ -6,11 +6,11 @@
 
 use std::path::PathBuf;
 
+use crate::checks::tpch::gate;
+use crate::checks::tpch::{tpch_suite, TpchOptions};
 use clap::Args;
-use harness::tpch_gate;
-use harness::tpch_suite::{tpch_suite, TpchOptions};
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness tpch`.
 #[derive(Args, Clone)]
@@ -108,7 +108,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         vec!["pg_trickle.scheduler_interval_ms = 600000".into()],
     )?;
     let base = if args.gate {
-        let mut b = tpch_gate::read(&baseline_path(&args.profile)).map_err(|e| {
+        let mut b = gate::read(&baseline_path(&args.profile)).map_err(|e| {
             Failure::CouldNotRun(format!(
                 "{e} (measure one with `harness baseline refresh --profile {}`)",
                 args.profile
@@ -124,7 +124,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
     };
     let opts = match &base {
         Some(b) => {
-            let o = tpch_gate::run_options(b, injection(args.inject.as_deref())?);
+            let o = gate::run_options(b, injection(args.inject.as_deref())?);
             if o.only.is_empty() {
                 return Err(Failure::CouldNotRun(format!(
                     "none of {:?} is in the baseline {}",
@@ -156,7 +156,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         if args.repeat > 1 {
             println!("tpch: run {i} of {}{label}", args.repeat);
         }
-        let hog = loaded.then(|| harness::load::CpuHog::start(0));
+        let hog = loaded.then(|| crate::load::CpuHog::start(0));
         if let Some(h) = &hog {
             println!("tpch: CPU hog of {} busy threads started", h.threads());
         }
@@ -173,7 +173,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
         suite.name.push_str(&label);
         let mut run_suites = vec![suite];
         if let Some(b) = &base {
-            run_suites.extend(tpch_gate::gate_suites(b, &figures, &mut |only| {
+            run_suites.extend(gate::gate_suites(b, &figures, &mut |only| {
                 tpch_suite(
                     &cluster,
                     &TpchOptions {
@@ -211,7 +211,7 @@ pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
 
 /// Bars per query: the DIFF statement (DIFFERENTIAL stream tables only),
 /// the FULL recompute and the refresh wall time, ms.
-fn plot(figures: &[harness::tpch_suite::QueryFigures]) -> Vec<(String, Vec<(String, f64)>)> {
+fn plot(figures: &[crate::checks::tpch::QueryFigures]) -> Vec<(String, Vec<(String, f64)>)> {
     figures
         .iter()
         .map(|f| {
@@ -254,7 +254,7 @@ pub fn load_test_summary(outcomes: &[(u64, bool, Vec<String>)]) -> String {
 /// The per-query table: mode, FULL ms and DIFF ms (server execution,
 /// EXPLAIN ANALYZE, medians of the interleaved pairs), the median DIFF/FULL
 /// ratio of those pairs, the refresh wall time, temp blocks.
-pub fn table(figures: &[harness::tpch_suite::QueryFigures]) -> String {
+pub fn table(figures: &[crate::checks::tpch::QueryFigures]) -> String {
     let mut out = format!(
         "{:<5} {:<13} {:>9} {:>9} {:>9} {:>11} {:>7}  fallback reason\n",
         "query", "mode", "FULL ms", "DIFF ms", "DIFF/FULL", "refresh ms", "temp"
@@ -291,7 +291,7 @@ pub fn table(figures: &[harness::tpch_suite::QueryFigures]) -> String {
 /// `tpch/run-<i>/` for repeated runs).
 fn write_artifacts(
     out: &std::path::Path,
-    figures: &[harness::tpch_suite::QueryFigures],
+    figures: &[crate::checks::tpch::QueryFigures],
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     for f in figures {

@@ -4,12 +4,12 @@
 //! their spreads, modes, temp blocks, plan shapes, the machine and the
 //! commit).
 
+use crate::checks::tpch::gate::{self, Baseline};
+use crate::checks::tpch::{tpch_suite, TpchOptions};
 use clap::{Args, Subcommand};
-use harness::tpch_gate::{self, Baseline};
-use harness::tpch_suite::{tpch_suite, TpchOptions};
 
-use super::tpch::{baseline_path, Hog};
-use super::{Common, Failure, Run};
+use crate::checks::tpch::command::{baseline_path, Hog};
+use crate::cli::{Common, Failure, Run};
 
 /// `harness baseline ...`.
 #[derive(Subcommand, Clone)]
@@ -87,7 +87,7 @@ pub fn run(common: &Common, cmd: &BaselineCommand) -> Result<(), Failure> {
             args.runs,
             if loaded { " (under a CPU hog)" } else { "" }
         );
-        let hog = loaded.then(|| harness::load::CpuHog::start(0));
+        let hog = loaded.then(|| crate::load::CpuHog::start(0));
         let (suite, figures) = tpch_suite(&cluster, &opts);
         drop(hog);
         if suite.failed() > 0 {
@@ -108,7 +108,7 @@ pub fn run(common: &Common, cmd: &BaselineCommand) -> Result<(), Failure> {
         .unwrap_or_default();
     let b = Baseline {
         profile: args.profile.clone(),
-        machine: tpch_gate::machine(postgres),
+        machine: gate::machine(postgres),
         commit,
         sf: args.sf,
         cycles: args.cycles,
@@ -117,10 +117,10 @@ pub fn run(common: &Common, cmd: &BaselineCommand) -> Result<(), Failure> {
             .filter(|i| args.hog.applies_to(*i))
             .count(),
         seed: args.seed,
-        queries: tpch_gate::measure(&runs),
+        queries: gate::measure(&runs),
     };
     let path = baseline_path(&args.profile);
-    tpch_gate::write(&path, &b).map_err(Failure::CouldNotRun)?;
+    gate::write(&path, &b).map_err(Failure::CouldNotRun)?;
     println!(
         "baseline: wrote {} ({} queries, {} runs)",
         path.display(),

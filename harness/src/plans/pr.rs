@@ -5,14 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::checks::oracle::{corpus_suite, negative_control_suite};
+use crate::checks::sqlancer::{sqlancer_suite, SqlancerOptions};
+use crate::report::{CaseReport, Suite};
 use clap::Args;
-use harness::oracle_suite::{corpus_suite, negative_control_suite};
-use harness::report::{CaseReport, Suite};
-use harness::sqlancer_suite::{sqlancer_suite, SqlancerOptions};
 use oracles::outcome::{Outcome, Tally};
 
-use super::oracle::OracleArgs;
-use super::{Common, Failure, Run};
+use crate::checks::oracle::command::OracleArgs;
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness pr`.
 #[derive(Args, Clone)]
@@ -29,7 +29,7 @@ pub struct PrArgs {
     #[arg(long, default_value_t = 150)]
     pub sqlancer_time: u64,
     /// Percentage of SQLancer-light cases whose DML is split over 2 to 4 connections.
-    #[arg(long, default_value_t = harness::sqlancer_suite::DEFAULT_CONCURRENT_PCT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, default_value_t = crate::checks::sqlancer::DEFAULT_CONCURRENT_PCT, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub sqlancer_concurrent: u32,
     /// SQLancer light must check at least this many (query, step) pairs.
     #[arg(long, default_value_t = 1500)]
@@ -52,12 +52,12 @@ pub struct PrArgs {
 /// nightly job explores fresh seeds.
 pub const PR_SQLANCER_SEED: u64 = 20261125;
 
-fn demo_suite(cluster: &harness::cluster::Cluster, seed: u64, runner: &str) -> Suite {
+fn demo_suite(cluster: &crate::cluster::Cluster, seed: u64, runner: &str) -> Suite {
     let t = Instant::now();
     let result = cluster
         .connect("postgres")
         .map_err(|e| e.to_string())
-        .and_then(|mut db| harness::demo::run(&mut db, seed, 3));
+        .and_then(|mut db| crate::tools::demo::run(&mut db, seed, 3));
     let outcome = if result.is_ok() {
         Outcome::Pass
     } else {
@@ -77,7 +77,7 @@ fn demo_suite(cluster: &harness::cluster::Cluster, seed: u64, runner: &str) -> S
 /// Run `harness pr`.
 pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "pr")?;
-    let mut cluster = run.cluster(common, harness::oracle_suite::oracle_cluster_settings())?;
+    let mut cluster = run.cluster(common, crate::checks::oracle::oracle_cluster_settings())?;
     let runner = common.runner();
     let mut suites = vec![demo_suite(&cluster, args.oracle.seed.unwrap_or(1), &runner)];
     let opts = args
@@ -102,24 +102,24 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
     };
     suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);
     if !args.no_tpch {
-        let path = super::tpch::baseline_path(&args.tpch_profile);
-        let base = harness::tpch_gate::read(&path).map_err(|e| {
+        let path = crate::checks::tpch::command::baseline_path(&args.tpch_profile);
+        let base = crate::checks::tpch::gate::read(&path).map_err(|e| {
             Failure::CouldNotRun(format!(
                 "the TPC-H gate needs a baseline: {e} (measure one on this hardware with \
                  `harness baseline refresh --profile {}`, or pass --no-tpch)",
                 args.tpch_profile
             ))
         })?;
-        let opts = harness::tpch_gate::run_options(&base, Vec::new());
-        let (t, figures) = harness::tpch_suite::tpch_suite(&cluster, &opts);
+        let opts = crate::checks::tpch::gate::run_options(&base, Vec::new());
+        let (t, figures) = crate::checks::tpch::tpch_suite(&cluster, &opts);
         suites.push(t);
-        suites.extend(harness::tpch_gate::gate_suites(
+        suites.extend(crate::checks::tpch::gate::gate_suites(
             &base,
             &figures,
             &mut |only| {
-                harness::tpch_suite::tpch_suite(
+                crate::checks::tpch::tpch_suite(
                     &cluster,
-                    &harness::tpch_suite::TpchOptions {
+                    &crate::checks::tpch::TpchOptions {
                         only: only.to_vec(),
                         ..opts.clone()
                     },
@@ -133,13 +133,13 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         // The slice runs its own clusters from a private copy of the
         // installation; this one's work is done, so free the machine.
         let _ = cluster.stop();
-        let up = super::upgrade::UpgradeArgs {
+        let up = crate::checks::upgrade::command::UpgradeArgs {
             from: Vec::new(),
             slice: true,
             base: args.upgrade_base.clone(),
             root: ".".into(),
         };
-        suites.push(super::upgrade::suite(common, &run, &up)?);
+        suites.push(crate::checks::upgrade::command::suite(common, &run, &up)?);
     } else {
         suites.push(Suite::skip("upgrade", "--no-upgrade given"));
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Failure;
+use crate::cli::Failure;
 
 /// Options of `harness versions`.
 #[derive(Args, Clone)]
@@ -17,9 +17,9 @@ pub struct VersionsArgs {
 
 /// Run `harness versions`.
 pub fn run(args: &VersionsArgs) -> Result<(), Failure> {
-    let problems = harness::versions::problems(&args.root);
+    let problems = crate::checks::versions::problems(&args.root);
     if problems.is_empty() {
-        let v = harness::versions::workspace_version(&args.root).unwrap_or_default();
+        let v = crate::checks::versions::workspace_version(&args.root).unwrap_or_default();
         println!("versions: every place says {v}");
         Ok(())
     } else {

@@ -10,6 +10,8 @@
 //! Figures are medians over repeated runs, printed and returned as JSON.
 //! They are measurements, not gates.
 
+pub mod command;
+
 use std::time::{Duration, Instant};
 
 use postgres::Client;

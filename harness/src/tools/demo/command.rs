@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness demo`.
 #[derive(Args, Clone)]
@@ -22,7 +22,7 @@ pub fn run(common: &Common, args: &DemoArgs) -> Result<(), Failure> {
     let mut db = cluster
         .connect("postgres")
         .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
-    let r = harness::demo::run(&mut db, args.seed, args.rounds).map_err(Failure::Check);
+    let r = crate::tools::demo::run(&mut db, args.seed, args.rounds).map_err(Failure::Check);
     if common.keep || r.is_err() {
         cluster.keep();
     }

@@ -15,13 +15,13 @@ use tpch::gate::{ratio_limit, Figure, RatioThresholds, Verdict};
 
 use oracles::outcome::{Outcome, Tally};
 
+use crate::checks::tpch::QueryFigures;
 use crate::report::{CaseReport, Suite};
-use crate::tpch_suite::QueryFigures;
 
 /// Options that repeat the measured runs of `base` (scale, cycles, seed,
 /// queries), with `settings` applied (an injected regression, say).
-pub fn run_options(base: &Baseline, settings: Vec<String>) -> crate::tpch_suite::TpchOptions {
-    crate::tpch_suite::TpchOptions {
+pub fn run_options(base: &Baseline, settings: Vec<String>) -> crate::checks::tpch::TpchOptions {
+    crate::checks::tpch::TpchOptions {
         sf: base.sf,
         cycles: base.cycles,
         fraction: 0.001,

@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
+use crate::checks::upgrade::{self, Matrix, Release};
+use crate::report::Suite;
 use clap::Args;
-use harness::report::Suite;
-use harness::upgrade::{self, Matrix, Release};
 
-use super::{Common, Failure, Run};
+use crate::cli::{Common, Failure, Run};
 
 /// Options of `harness upgrade`.
 #[derive(Args, Clone)]
@@ -31,7 +31,7 @@ pub struct UpgradeArgs {
 /// The paths to run and why; errors are the runner's.
 pub fn plan(args: &UpgradeArgs) -> Result<(Vec<(Release, String)>, String), Failure> {
     let root = &args.root;
-    let current = harness::versions::workspace_version(root).map_err(Failure::CouldNotRun)?;
+    let current = crate::checks::versions::workspace_version(root).map_err(Failure::CouldNotRun)?;
     let releases = upgrade::releases(root).map_err(Failure::CouldNotRun)?;
     let candidates: Vec<Release> = releases
         .iter()
@@ -108,8 +108,7 @@ pub fn suite(common: &Common, run: &Run, args: &UpgradeArgs) -> Result<Suite, Fa
         // Nothing ran: a skipped case with the reason, not a pass.
         let name = if args.slice { "slice" } else { "matrix" };
         let reason = why.strip_prefix("skipped: ").unwrap_or(&why);
-        s.cases
-            .push(harness::report::CaseReport::skip(name, reason));
+        s.cases.push(crate::report::CaseReport::skip(name, reason));
     }
     Ok(s)
 }

@@ -10,6 +10,10 @@
 //! This is the correctness half of the TPC-H work; the per-phase EXPLAIN
 //! artifacts, baselines and the regression gate build on it.
 
+pub mod baseline;
+pub mod command;
+pub mod gate;
+
 use std::time::Instant;
 
 use oracles::compare::{differences, last_refresh_mode};

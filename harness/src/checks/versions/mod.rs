@@ -2,6 +2,8 @@
 //! crate manifests, the control file, the SQL scripts, the changelog and
 //! the upgrade guide (one section per upgrade script).
 
+pub mod command;
+
 use std::path::Path;
 
 fn read(root: &Path, rel: &str) -> Result<String, String> {

@@ -2,6 +2,8 @@
 //! setting (`pg_trickle_core::settings::SETTINGS`), so the documentation
 //! cannot drift from what the extension registers.
 
+pub mod command;
+
 use std::fmt::Write as _;
 
 use pg_trickle_core::settings::{Setting, SettingContext, SettingKind, SETTINGS};

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
+use crate::tools::docs::{configuration_md, CONFIGURATION_MD};
 use clap::Args;
-use harness::docs::{configuration_md, CONFIGURATION_MD};
 
-use super::Failure;
+use crate::cli::Failure;
 
 /// Options of `harness docs`.
 #[derive(Args, Clone)]
@@ -27,11 +27,11 @@ const DIFFERENTIAL_MD: &str = "docs/DIFFERENTIAL.md";
 pub fn run(args: &DocsArgs) -> Result<(), Failure> {
     write_or_check(args, CONFIGURATION_MD, |_| Ok(configuration_md()))?;
     write_or_check(args, DIFFERENTIAL_MD, |current| {
-        harness::exactness::splice(current).ok_or_else(|| {
+        crate::checks::exactness::splice(current).ok_or_else(|| {
             Failure::CouldNotRun(format!(
                 "{DIFFERENTIAL_MD} lacks the marks {} ... {}",
-                harness::exactness::BEGIN_MARK,
-                harness::exactness::END_MARK
+                crate::checks::exactness::BEGIN_MARK,
+                crate::checks::exactness::END_MARK
             ))
         })
     })

@@ -1,0 +1,10 @@
+//! The runner's checks, one folder each: the check itself and the
+//! subcommand that runs it alone. The jobs that combine them live in
+//! [`crate::plans`].
+
+pub mod exactness;
+pub mod oracle;
+pub mod sqlancer;
+pub mod tpch;
+pub mod upgrade;
+pub mod versions;
