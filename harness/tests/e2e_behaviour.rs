@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use harness::testkit::{database, shared_cluster};
-use oracles::compare::{differences as compare, last_refresh_mode};
+use oracles::compare::differences as compare;
+use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
 
 fn sqlstate(result: Result<impl Sized, postgres::Error>) -> String {

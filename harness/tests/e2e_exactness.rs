@@ -6,7 +6,8 @@
 
 use harness::checks::exactness::{Outcome, Row, SOURCES, TYPES, TYPE_PRELUDE, WRITES};
 use harness::testkit::{shared_cluster, test_root};
-use oracles::compare::{differences, last_refresh_mode};
+use oracles::compare::differences;
+use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
 
 /// SQLSTATE and message of a failed statement (`("ok", "")` when it worked).

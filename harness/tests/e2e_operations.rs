@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
 use harness::testkit::{database, dedicated_cluster};
-use oracles::compare::{differences, last_refresh_mode};
+use oracles::compare::differences;
+use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
 
 fn code(r: Result<impl Sized, postgres::Error>) -> (String, String) {

@@ -142,16 +142,6 @@ pub fn differences(
     Ok((stored != fresh).then(|| row_diff(&stored, &fresh)))
 }
 
-/// The mode the most recent refresh of `st` actually ran.
-pub fn last_refresh_mode(client: &mut Client, st: &str) -> Result<Option<String>, postgres::Error> {
-    let row = client.query_opt(
-        "SELECT h.mode FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id \
-         WHERE s.relid = to_regclass($1) ORDER BY h.id DESC LIMIT 1",
-        &[&st],
-    )?;
-    Ok(row.map(|r| r.get(0)))
-}
-
 /// Render a column list as `name type, ...`.
 pub fn render_columns(cols: &[Column]) -> String {
     cols.iter()

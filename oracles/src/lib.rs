@@ -8,6 +8,7 @@
 //! - [`corpus`]: the fixed workloads;
 //! - [`interleave`]: seeded interleavings of several connections' transactions;
 //! - [`diff_vs_full`]: the DIFF-vs-FULL oracle;
+//! - [`engine_api`]: what the checks read from the engine, through its public SQL API;
 //! - [`outcome`]: the four outcome classes every check ends in;
 //! - [`sessions`]: the connections of a concurrent workload, and lock waits;
 //! - [`shrink`], [`repro`]: minimal failing workloads and their `psql` replay files;
@@ -17,6 +18,7 @@
 pub mod compare;
 pub mod corpus;
 pub mod diff_vs_full;
+pub mod engine_api;
 pub mod gen;
 pub mod interleave;
 pub mod outcome;

@@ -38,6 +38,27 @@ impl Outcome {
     }
 }
 
+/// Whose failure a failed workload statement is, judged by SQLSTATE first.
+///
+/// - A statement that calls the engine's API failed in the engine.
+/// - Class `XX` (internal error) and `58` (system error) are never a
+///   workload's doing (a failing COMMIT may carry no context at all).
+/// - Otherwise the SQLSTATE is PostgreSQL's own and says nothing about who
+///   raised it (a capture trigger that names a missing change buffer gets
+///   42P01 like a workload that names a missing table), so the error's
+///   context decides: `in_engine_code` when it names a function or
+///   statement of the engine's schemas. Those are identifiers, which
+///   PostgreSQL never translates, so this holds under any `lc_messages`.
+/// - Anything else is the workload's own statement failing: the runner's.
+pub fn blame(sqlstate: Option<&str>, in_engine_code: bool, engine_call: bool) -> Outcome {
+    let class = sqlstate.and_then(|c| c.get(0..2));
+    if engine_call || matches!(class, Some("XX" | "58")) || in_engine_code {
+        Outcome::EngineError
+    } else {
+        Outcome::HarnessError
+    }
+}
+
 /// One check: a stream table compared after a step (step 0 is creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
@@ -124,6 +145,22 @@ impl std::fmt::Display for Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blame_goes_to_the_engine_for_its_calls_internal_errors_and_its_code() {
+        assert_eq!(blame(Some("23505"), false, true), Outcome::EngineError);
+        assert_eq!(blame(Some("XX000"), false, false), Outcome::EngineError);
+        assert_eq!(blame(Some("58P01"), false, false), Outcome::EngineError);
+        assert_eq!(blame(Some("42P01"), true, false), Outcome::EngineError);
+        assert_eq!(blame(None, true, false), Outcome::EngineError);
+    }
+
+    #[test]
+    fn blame_goes_to_the_runner_for_the_workloads_own_errors() {
+        assert_eq!(blame(Some("42601"), false, false), Outcome::HarnessError);
+        assert_eq!(blame(Some("23505"), false, false), Outcome::HarnessError);
+        assert_eq!(blame(None, false, false), Outcome::HarnessError);
+    }
 
     #[test]
     fn tally_counts_every_outcome() {

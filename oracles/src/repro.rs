@@ -45,8 +45,7 @@ pub fn check_sql(st: &str, columns: &[String], query: &str) -> String {
          UNION ALL\n\
          SELECT 'only in query', r FROM (\n  SELECT ROW(q.*)::text AS r FROM ({query}) q\n  EXCEPT ALL\n  SELECT ROW({list})::text FROM {st} s) d\n\
          ORDER BY 1, 2;\n\
-         SELECT h.mode, h.initiated_by, h.reason FROM pgtrickle.pgt_refresh_history h\n  \
-         JOIN pgtrickle.pgt_stream_tables t ON t.id = h.st_id WHERE t.relid = to_regclass('{st}') ORDER BY h.id DESC LIMIT 1;\n"
+         SELECT mode, initiated_by, reason FROM pgtrickle.refresh_history('{st}') ORDER BY refresh_id DESC LIMIT 1;\n"
     )
 }
 

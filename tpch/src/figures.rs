@@ -80,7 +80,7 @@ impl QueryFigures {
         };
         QueryFigures {
             query: query.into(),
-            mode: "DIFFERENTIAL".into(),
+            mode: pg_trickle_core::ir::Mode::Differential.name().into(),
             fallback_reason: None,
             refresh_ms: vec![diff],
             p50_ms: diff,

@@ -112,6 +112,29 @@ CREATE FUNCTION "refuse_direct_write"()
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', 'refuse_direct_write_wrapper';
 
+-- refresh_history(name) gains refresh_id: it grows with every refresh
+-- recorded, so a reader can ask what ran after a point it noted even after
+-- old rows were pruned. A function's result columns cannot be changed in
+-- place; every role may execute it, as before.
+DROP FUNCTION "refresh_history"(TEXT);
+CREATE FUNCTION "refresh_history"(
+	"name" TEXT
+) RETURNS TABLE (
+	"started_at" TEXT,
+	"finished_at" TEXT,
+	"mode" TEXT,
+	"initiated_by" TEXT,
+	"rows_deleted" bigint,
+	"rows_inserted" bigint,
+	"reason" TEXT,
+	"error_sqlstate" TEXT,
+	"error_message" TEXT,
+	"refresh_id" bigint
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'refresh_history_wrapper';
+
 REVOKE EXECUTE ON FUNCTION
     pgtrickle._structure_changed(oid[], text),
     pgtrickle.refuse_direct_write()

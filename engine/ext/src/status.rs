@@ -383,7 +383,10 @@ fn sql_rows(e: &Explained) -> Vec<SqlRow> {
 /// The refresh history of a stream table, newest first: when each refresh
 /// ran, the mode that actually ran (or ERROR), who started it, rows
 /// deleted and inserted, why FULL ran, and the SQLSTATE and message of a
-/// failure. For its owner (and monitors), since 0.39.1.
+/// failure, and `refresh_id`, which grows with every refresh recorded (so
+/// a reader can ask what ran after a point it noted, even after old rows
+/// were pruned). For its owner (and monitors), since 0.39.1; `refresh_id`
+/// since 0.39.2.
 #[pg_extern]
 #[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
 fn refresh_history(
@@ -400,6 +403,7 @@ fn refresh_history(
         name!(reason, Option<String>),
         name!(error_sqlstate, Option<String>),
         name!(error_message, Option<String>),
+        name!(refresh_id, i64),
     ),
 > {
     let me = security::caller();
@@ -408,7 +412,7 @@ fn refresh_history(
         st.require_reader(me);
         rows(
             "SELECT started_at::text, finished_at::text, mode, initiated_by, rows_deleted::text, \
-             rows_inserted::text, reason, error_sqlstate, error_message \
+             rows_inserted::text, reason, error_sqlstate, error_message, id::text \
              FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint ORDER BY id DESC",
             &[Some(st.id.to_string())],
         )
@@ -426,6 +430,7 @@ fn refresh_history(
             r[6].clone(),
             r[7].clone(),
             r[8].clone(),
+            num(&r[9]).unwrap_or_default(),
         )
     })
     .collect();

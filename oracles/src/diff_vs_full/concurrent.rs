@@ -30,7 +30,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::{create_all, describe, raised_by_engine, Runner};
+use super::{blame_error, create_all, describe, Maintained, Runner};
+use crate::engine_api::{self, Ran};
 use crate::outcome::Outcome;
 use crate::sessions::{Done, Sessions, Stuck};
 use crate::workload::Workload;
@@ -106,11 +107,7 @@ impl Runner<'_> {
                 continue;
             }
             let engine_call = d.sql.contains("pgtrickle.");
-            let outcome = if engine_call || raised_by_engine(&e) {
-                Outcome::EngineError
-            } else {
-                Outcome::HarnessError
-            };
+            let outcome = blame_error(&e, engine_call);
             let object = refreshed_name(&d.sql).unwrap_or("workload").to_string();
             let detail = format!(
                 "statement failed on connection {}: {}\n{}",
@@ -189,11 +186,7 @@ impl Runner<'_> {
                 }
                 for d in mine {
                     if let Err(e) = d.result {
-                        let outcome = if engine_call || raised_by_engine(&e) {
-                            Outcome::EngineError
-                        } else {
-                            Outcome::HarnessError
-                        };
+                        let outcome = blame_error(&e, engine_call);
                         let detail = format!("statement failed: {sql}\n{}", describe(&e));
                         self.record_error(object, step, outcome, detail, &e);
                         return false;
@@ -262,20 +255,23 @@ impl Runner<'_> {
             .stream_tables
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.mode_of(*i) != "DIFFERENTIAL")
+            .filter(|(i, _)| self.mode_of(*i) != Some(Maintained::Differential))
             .map(|(_, st)| st.name.clone())
             .collect();
         loop {
-            let state = self.db.query_one(
-                "SELECT coalesce(sum(s.pending_changes), 0)::bigint, coalesce(bool_or(s.needs_reinit), false), \
-                   (SELECT count(*) FROM unnest($1::text[]) n WHERE NOT EXISTS (\
-                      SELECT 1 FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables t ON t.id = h.st_id \
-                      WHERE t.relid = to_regclass(n) AND h.started_at >= $2::text::timestamptz AND h.mode <> 'ERROR')) \
-                 FROM pgtrickle.stream_table_status() s",
-                &[&not_diff, &mark],
-            );
+            let state = self
+                .db
+                .query_one(
+                    "SELECT coalesce(sum(s.pending_changes), 0)::bigint, coalesce(bool_or(s.needs_reinit), false) \
+                     FROM pgtrickle.stream_table_status() s",
+                    &[],
+                )
+                .and_then(|r| {
+                    let unrefreshed = engine_api::unrefreshed_since(self.db, &not_diff, mark)?;
+                    Ok((r.get(0), r.get(1), unrefreshed))
+                });
             let (pending, reinit, unrefreshed): (i64, bool, i64) = match state {
-                Ok(r) => (r.get(0), r.get(1), r.get(2)),
+                Ok(r) => r,
                 Err(e) => {
                     self.record_error("scheduler", step, Outcome::HarnessError, describe(&e), &e);
                     return false;
@@ -302,47 +298,52 @@ impl Runner<'_> {
         }
     }
 
-    /// Judge every refresh of `st` after history row `after_id` when the
+    /// Judge every refresh of `st` after refresh id `after_id` when the
     /// scheduler refreshes: each must have run `want` (a FULL caused by a
     /// change arriving during planning is correct too); a reinitialising
     /// step needs at least one FULL. Some(why) when one did not.
     pub(super) fn scheduled_modes(
         &mut self,
         st: &str,
-        want: &str,
+        want: Maintained,
         after_id: i64,
     ) -> Result<Option<String>, postgres::Error> {
-        let rows = self.db.query(
-            "SELECT h.mode, coalesce(h.reason, ''), coalesce(h.error_sqlstate, ''), coalesce(h.error_message, ''), h.initiated_by \
-             FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id \
-             WHERE s.relid = to_regclass($1) AND h.id > $2 ORDER BY h.id",
-            &[&st, &after_id],
-        )?;
+        let rows = engine_api::refreshes_after(self.db, st, after_id)?;
         let mut saw_full = false;
         for r in &rows {
-            let (mode, reason, code, message, by): (String, String, String, String, String) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-            if mode == "ERROR" {
-                return Ok(Some(format!(
-                    "a {by} refresh failed with {code}: {message}"
-                )));
-            }
-            saw_full |= mode == "FULL";
+            let by = &r.initiated_by;
+            let mode = match &r.ran {
+                Ran::Mode(m) => *m,
+                Ran::Error => {
+                    return Ok(Some(format!(
+                        "a {by} refresh failed with {}: {}",
+                        r.sqlstate.as_deref().unwrap_or(""),
+                        r.message.as_deref().unwrap_or("")
+                    )))
+                }
+                Ran::Unknown(_) => {
+                    return Ok(Some(format!(
+                        "a {by} refresh ran {}, which is no mode this runner knows",
+                        r.describe()
+                    )))
+                }
+            };
+            saw_full |= mode == Maintained::Full;
+            let planning_race = r
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.starts_with(PLANNING_RACE));
             let fine = mode == want
-                || (want == "FULL" && mode == "DIFFERENTIAL")
-                || (mode == "FULL" && reason.starts_with(PLANNING_RACE));
+                || (want == Maintained::Full && mode == Maintained::Differential)
+                || (mode == Maintained::Full && planning_race);
             if !fine {
                 return Ok(Some(format!(
-                    "a {by} refresh ran {mode}{}, but this stream table must refresh {want} here",
-                    if reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({reason})")
-                    }
+                    "a {by} refresh ran {}, but this stream table must refresh {want} here",
+                    r.describe()
                 )));
             }
         }
-        if want == "FULL" && !rows.is_empty() && !saw_full {
+        if want == Maintained::Full && !rows.is_empty() && !saw_full {
             return Ok(Some("no refresh reinitialised the stream table".into()));
         }
         Ok(None)
@@ -399,7 +400,7 @@ pub(super) fn run_steps(r: &mut Runner<'_>, w: &Workload) {
                 .flatten()
                 .and_then(|name| w.stream_tables.iter().position(|s| s.name == name));
             let mark = match checked {
-                Some(i) => match r.last_history_id(&w.stream_tables[i].name) {
+                Some(i) => match engine_api::last_refresh_id(r.db, &w.stream_tables[i].name) {
                     Ok(id) => Some((i, id)),
                     Err(e) => {
                         r.record_error("workload", n, Outcome::HarnessError, describe(&e), &e);

@@ -20,9 +20,12 @@ use std::time::Instant;
 use postgres::Client;
 use serde::Serialize;
 
+use pg_trickle_core::ir::Mode as Maintained;
+
 use crate::compare::{
     both_sides, multiset_difference, query_columns, render_columns, row_diff, stream_table_columns,
 };
+use crate::engine_api::{self, Ran};
 use crate::outcome::{Check, Outcome, Tally};
 use crate::sessions::Sessions;
 use crate::workload::{Mode, Step, Workload};
@@ -58,6 +61,12 @@ pub struct WorkloadRun {
 }
 
 impl WorkloadRun {
+    /// The mode stream table `i` got at creation; None when it was not
+    /// created or status named a mode this runner does not know.
+    pub fn effective_mode(&self, i: usize) -> Option<Maintained> {
+        self.modes.get(i).and_then(|m| Maintained::parse(&m.1))
+    }
+
     /// The first check that did not pass.
     pub fn failure(&self) -> Option<&Check> {
         self.checks.iter().find(|c| c.outcome != Outcome::Pass)
@@ -95,19 +104,14 @@ pub fn describe(e: &postgres::Error) -> String {
     }
 }
 
-/// Whether a failed workload statement failed inside pg_trickle (its
-/// capture triggers or functions, or with an internal error) rather than
-/// in the workload itself.
-fn raised_by_engine(e: &postgres::Error) -> bool {
-    // An internal error is never the workload's own doing (a failing COMMIT
-    // may carry no context at all).
-    if e.code().is_some_and(|c| c.code().starts_with("XX")) {
-        return true;
-    }
-    e.as_db_error().is_some_and(|db| {
-        db.where_().is_some_and(|w| w.contains("pgtrickle"))
-            || db.routine().is_some_and(|r| r.contains("pgtrickle"))
-    })
+/// Whose failure a failed workload statement is ([`crate::outcome::blame`]):
+/// `engine_call` when the statement calls the engine's API.
+fn blame_error(e: &postgres::Error, engine_call: bool) -> Outcome {
+    let in_engine_code = e.as_db_error().is_some_and(|db| {
+        let names_engine = |t: &str| t.contains("pgtrickle");
+        db.where_().is_some_and(names_engine) || db.routine().is_some_and(names_engine)
+    });
+    crate::outcome::blame(e.code().map(|c| c.code()), in_engine_code, engine_call)
 }
 
 struct Runner<'a> {
@@ -156,11 +160,7 @@ impl Runner<'_> {
         match self.db.batch_execute(sql) {
             Ok(()) => true,
             Err(e) => {
-                let outcome = if engine_call || raised_by_engine(&e) {
-                    Outcome::EngineError
-                } else {
-                    Outcome::HarnessError
-                };
+                let outcome = blame_error(&e, engine_call);
                 let detail = format!("statement failed: {sql}\n{}", describe(&e));
                 // Leave any open transaction so later inspection works.
                 let _ = self.db.batch_execute("ROLLBACK");
@@ -170,20 +170,11 @@ impl Runner<'_> {
         }
     }
 
-    fn last_history_id(&mut self, st: &str) -> Result<i64, postgres::Error> {
-        let row = self.db.query_one(
-            "SELECT coalesce(max(h.id), 0)::bigint FROM pgtrickle.pgt_refresh_history h \
-             JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id WHERE s.relid = to_regclass($1)",
-            &[&st],
-        )?;
-        Ok(row.get(0))
-    }
-
     /// The last history id of every stream table (None after recording a failure).
     fn history_marks(&mut self, w: &Workload, step: usize) -> Option<Vec<i64>> {
         let mut history = Vec::with_capacity(w.stream_tables.len());
         for st in &w.stream_tables {
-            match self.last_history_id(&st.name) {
+            match engine_api::last_refresh_id(self.db, &st.name) {
                 Ok(id) => history.push(id),
                 Err(e) => {
                     self.record_error(&st.name, step, Outcome::HarnessError, describe(&e), &e);
@@ -194,34 +185,20 @@ impl Runner<'_> {
         Some(history)
     }
 
-    fn mode_since(&mut self, st: &str, after_id: i64) -> Result<Option<String>, postgres::Error> {
-        let row = self.db.query_opt(
-            "SELECT h.mode || coalesce(' (' || h.reason || ')', '') FROM pgtrickle.pgt_refresh_history h \
-             JOIN pgtrickle.pgt_stream_tables s ON s.id = h.st_id \
-             WHERE s.relid = to_regclass($1) AND h.id > $2 ORDER BY h.id DESC LIMIT 1",
-            &[&st, &after_id],
-        )?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
     fn record_mode(&mut self, st: &str) -> Result<(), postgres::Error> {
-        let row = self.db.query_one(
-            "SELECT effective_mode, fallback_reason FROM pgtrickle.pgt_stream_tables WHERE relid = to_regclass($1)",
-            &[&st],
-        )?;
-        self.run
-            .modes
-            .push((st.to_string(), row.get(0), row.get(1)));
+        let (mode, reason) = engine_api::effective_mode(self.db, st)?;
+        self.run.modes.push((st.to_string(), mode, reason));
         Ok(())
     }
 
-    /// The mode stream table `i` must refresh in (after creation).
-    fn mode_of(&self, i: usize) -> &str {
-        self.run
-            .modes
-            .get(i)
-            .map(|m| m.1.as_str())
-            .unwrap_or("DIFFERENTIAL")
+    /// The mode stream table `i` must refresh in (after creation); None
+    /// when status named a mode this runner does not know (so no refresh
+    /// can pass as the one wanted).
+    fn mode_of(&self, i: usize) -> Option<Maintained> {
+        match self.run.modes.get(i) {
+            Some(_) => self.run.effective_mode(i),
+            None => Some(Maintained::Differential),
+        }
     }
 
     fn collect_operators(&mut self, st: &str, names: &[String]) -> Result<(), postgres::Error> {
@@ -241,7 +218,7 @@ impl Runner<'_> {
         st: &str,
         query: &str,
         step: usize,
-        mode: ModeCheck<'_>,
+        mode: ModeCheck,
     ) -> Result<Option<String>, postgres::Error> {
         let st_cols = stream_table_columns(self.db, st)?;
         let q_cols = query_columns(self.db, query)?;
@@ -265,13 +242,14 @@ impl Runner<'_> {
         match mode {
             ModeCheck::None => {}
             ModeCheck::Latest(want, after_id) => {
-                let ran = self.mode_since(st, after_id)?;
-                match ran {
+                let last = engine_api::refreshes_after(self.db, st, after_id)?.pop();
+                match last {
                     None => return Ok(Some("the refresh wrote no history row".into())),
-                    Some(m) if m == want || m.starts_with(&format!("{want} (")) => {}
-                    Some(m) => {
+                    Some(r) if r.ran == Ran::Mode(want) => {}
+                    Some(r) => {
                         return Ok(Some(format!(
-                            "the refresh ran {m}, but this stream table must refresh {want} here"
+                            "the refresh ran {}, but this stream table must refresh {want} here",
+                            r.describe()
                         )))
                     }
                 }
@@ -306,13 +284,16 @@ impl Runner<'_> {
     fn check_one(&mut self, w: &Workload, step: usize, i: usize, mark: i64) -> bool {
         let st = &w.stream_tables[i];
         let this: Option<&Step> = step.checked_sub(1).map(|s| &w.steps[s]);
-        let effective = self.mode_of(i).to_string();
+        let effective = self.mode_of(i);
         let want = match this {
             None => None,
-            Some(s) if effective == "DIFFERENTIAL" && s.reinit.iter().all(|r| r != &st.name) => {
-                Some("DIFFERENTIAL")
+            Some(s)
+                if effective == Some(Maintained::Differential)
+                    && s.reinit.iter().all(|r| r != &st.name) =>
+            {
+                Some(Maintained::Differential)
             }
-            Some(_) => Some("FULL"),
+            Some(_) => Some(Maintained::Full),
         };
         let want = match want {
             None => ModeCheck::None,
@@ -345,14 +326,14 @@ impl Runner<'_> {
 
 /// How a check judges the mode of the refreshes a step made.
 #[derive(Debug, Clone, Copy)]
-enum ModeCheck<'a> {
+enum ModeCheck {
     /// Right after creation: no refresh to judge.
     None,
-    /// The last refresh after history row `.1` ran mode `.0`.
-    Latest(&'a str, i64),
-    /// Every refresh after history row `.1` ran mode `.0` (the scheduler
+    /// The last refresh after refresh id `.1` ran mode `.0`.
+    Latest(Maintained, i64),
+    /// Every refresh after refresh id `.1` ran mode `.0` (the scheduler
     /// may have refreshed any number of times, or not at all).
-    Every(&'a str, i64),
+    Every(Maintained, i64),
 }
 
 fn collect_tree(node: &serde_json::Value, st_names: &[String], out: &mut BTreeSet<String>) {
@@ -436,7 +417,7 @@ fn create_all(r: &mut Runner<'_>, w: &Workload) -> bool {
             r.record_error(&st.name, 0, Outcome::EngineError, describe(&e), &e);
             return false;
         }
-        let got = r.mode_of(r.run.modes.len() - 1).to_string();
+        let got = r.run.modes.last().map(|m| m.1.clone()).unwrap_or_default();
         if st.mode != Mode::Auto && got != st.mode.name() {
             let detail = format!("created {} but the engine chose {got}", st.mode.name());
             r.record(&st.name, 0, Outcome::Mismatch, Some(detail));

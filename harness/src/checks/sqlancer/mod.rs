@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use oracles::diff_vs_full::{describe, run, WorkloadRun};
 use oracles::outcome::{Outcome, Tally};
 use oracles::workload::Workload;
+use pg_trickle_core::ir::Mode;
 use serde::Serialize;
 use sqlancer::grammar::{Query, Simplifier};
 
@@ -211,18 +212,18 @@ impl<'a> Session<'a> {
             self.counts.concurrent_checks += run.tally.pass;
             self.counts.conflicts += run.conflicts;
         }
-        let mode = run.modes.first().map(|m| m.1.clone()).unwrap_or_default();
+        let mode = run.effective_mode(0);
         if let Some(q) = query {
             for c in &q.constructs {
                 let e = self.counts.constructs.entry(format!("{c:?}")).or_default();
                 e.0 += 1;
-                if mode == "DIFFERENTIAL" {
+                if mode == Some(Mode::Differential) {
                     e.1 += 1;
                 }
             }
         }
         match run.outcome() {
-            Outcome::Pass if mode == "FULL" => {
+            Outcome::Pass if mode != Some(Mode::Differential) => {
                 self.counts.fell_back_to_full += 1;
                 let reason = run.modes[0].2.clone().unwrap_or_default();
                 *self.counts.fallback_reasons.entry(reason).or_default() += 1;

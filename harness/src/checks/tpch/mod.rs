@@ -16,7 +16,8 @@ pub mod gate;
 
 use std::time::Instant;
 
-use oracles::compare::{differences, last_refresh_mode};
+use oracles::compare::differences;
+use oracles::engine_api::{effective_mode, last_refresh_mode};
 use oracles::outcome::{Outcome, Tally};
 use tpch::gate::percentile;
 
@@ -405,13 +406,7 @@ pub fn tpch_suite(cluster: &Cluster, opts: &TpchOptions) -> (Suite, Vec<QueryFig
             cases.push(c);
             continue;
         }
-        let r = db
-            .query_one(
-                "SELECT effective_mode, fallback_reason FROM pgtrickle.pgt_stream_tables WHERE relid = to_regclass($1)",
-                &[&q.name],
-            )
-            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
-        let (mode, reason) = r.unwrap_or_else(|_| ("?".into(), None));
+        let (mode, reason) = effective_mode(&mut db, q.name).unwrap_or_else(|_| ("?".into(), None));
         figures.push(QueryFigures {
             mode,
             fallback_reason: reason,

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use oracles::compare::{differences, last_refresh_mode};
+use oracles::compare::differences;
+use oracles::engine_api::{last_refresh, Ran};
 use oracles::outcome::{Outcome, Tally};
+use pg_trickle_core::ir::Mode;
 
 use crate::checks::upgrade::installation::PrivateInstallation;
 use crate::cluster::{Cluster, ClusterOptions};
@@ -264,28 +266,28 @@ INSERT INTO js VALUES (1, '[1]');
 /// Stream tables of [`BEFORE`], their queries and the mode their first
 /// refresh after the upgrade must run (the next one runs DIFFERENTIAL
 /// wherever the stream table is DIFFERENTIAL).
-const EXPECT: &[(&str, &str, &str)] = &[
+const EXPECT: &[(&str, &str, Mode)] = &[
     (
         "j",
         "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
-        "DIFFERENTIAL",
+        Mode::Differential,
     ),
     (
         "g",
         "SELECT k, count(*) AS n, sum(v) AS total, max(v) AS hi FROM a GROUP BY k",
-        "DIFFERENTIAL",
+        Mode::Differential,
     ),
     (
         "top",
         "SELECT k, count(*) AS n FROM j GROUP BY k",
-        "DIFFERENTIAL",
+        Mode::Differential,
     ),
-    ("f", "SELECT k, v FROM a ORDER BY v LIMIT 10", "FULL"),
-    ("full_t", "SELECT x, x * 2 AS y FROM t", "FULL"),
-    ("tr", "SELECT x FROM t WHERE x > 3", "FULL"),
-    ("inh", "SELECT k, v FROM par", "FULL"),
-    ("pst", "SELECT k FROM pt", "FULL"),
-    ("jst", "SELECT id, j FROM js", "DIFFERENTIAL"),
+    ("f", "SELECT k, v FROM a ORDER BY v LIMIT 10", Mode::Full),
+    ("full_t", "SELECT x, x * 2 AS y FROM t", Mode::Full),
+    ("tr", "SELECT x FROM t WHERE x > 3", Mode::Full),
+    ("inh", "SELECT k, v FROM par", Mode::Full),
+    ("pst", "SELECT k FROM pt", Mode::Full),
+    ("jst", "SELECT id, j FROM js", Mode::Differential),
 ];
 
 /// Stream tables whose first refresh after the upgrade is FULL only
@@ -513,7 +515,7 @@ fn check_path(
     // 5. States survive: the reinit mark (and the hold, below).
     let reinit: bool = db
         .query_one(
-            "SELECT needs_reinit FROM pgtrickle.pgt_stream_tables WHERE relid = 'tr'::regclass",
+            "SELECT needs_reinit FROM pgtrickle.stream_table_status() WHERE name = 'public.tr'",
             &[],
         )
         .map_err(sql)?
@@ -524,7 +526,7 @@ fn check_path(
     if hold {
         let held: bool = db
             .query_one(
-                "SELECT held FROM pgtrickle.pgt_stream_tables WHERE relid = 'g'::regclass",
+                "SELECT cdc_state = 'holding' FROM pgtrickle.stream_table_status() WHERE name = 'public.g'",
                 &[],
             )
             .map_err(sql)?
@@ -542,8 +544,8 @@ fn check_path(
             problems.push(format!("refreshing {st} failed: {}", sql(e)));
             continue;
         }
-        let ran = last_refresh_mode(&mut db, st).map_err(sql)?;
-        if ran.as_deref() != Some(*mode) {
+        let ran = last_refresh(&mut db, st).map_err(sql)?.map(|r| r.ran);
+        if ran != Some(Ran::Mode(*mode)) {
             problems.push(format!(
                 "{st}: the first refresh ran {ran:?}, expected {mode}"
             ));
@@ -563,12 +565,12 @@ fn check_path(
         db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
             .map_err(sql)?;
         let want = if REINIT_BY_UPGRADE.contains(st) {
-            "DIFFERENTIAL"
+            Mode::Differential
         } else {
-            mode
+            *mode
         };
-        let ran = last_refresh_mode(&mut db, st).map_err(sql)?;
-        if ran.as_deref() != Some(want) {
+        let ran = last_refresh(&mut db, st).map_err(sql)?.map(|r| r.ran);
+        if ran != Some(Ran::Mode(want)) {
             problems.push(format!(
                 "{st}: a refresh after the upgrade ran {ran:?}, expected {want}"
             ));

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 
 use crate::cluster::describe;
-use oracles::compare::{differences as compare, last_refresh_mode};
+use oracles::compare::differences as compare;
+use oracles::engine_api::{last_refresh, Ran};
 use oracles::gen::DmlGen;
+use pg_trickle_core::ir::Mode;
 
 const QUERY: &str =
     "SELECT region, count(*) AS orders, sum(amount) AS revenue, max(amount) AS largest \
@@ -64,15 +66,14 @@ pub fn run(db: &mut Client, seed: u64, rounds: usize) -> Result<(), String> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mode = last_refresh_mode(db, "demo_sales")
-            .map_err(e)?
-            .unwrap_or_default();
+        let ran = last_refresh(db, "demo_sales").map_err(e)?.map(|r| r.ran);
+        let mode = ran.as_ref().map(Ran::to_string).unwrap_or_default();
         println!(
             "demo: round {round}: {} changes -> demo_sales fresh after {} ms ({mode})",
             changes.len(),
             start.elapsed().as_millis()
         );
-        if mode != "DIFFERENTIAL" {
+        if ran != Some(Ran::Mode(Mode::Differential)) {
             return Err(format!(
                 "round {round}: the scheduler refreshed with {mode}, not DIFFERENTIAL"
             ));
