@@ -200,6 +200,66 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
     );
 }
 
+/// Specialisation is keyed by the fingerprint stored with the plan: a
+/// stream table whose stored fingerprint does not match a fresh analysis
+/// (or has none, as before 0.39.2's regeneration) runs its stored general
+/// statement, and stays exact.
+#[test]
+fn a_plan_whose_fingerprint_does_not_match_runs_the_stored_statement() {
+    let mut db = database("sql_fingerprint");
+    setup(&mut db);
+    let query = "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k";
+    let listed_diff = |db: &mut Client| -> String {
+        db.query_one(
+            "SELECT sql FROM pgtrickle.stream_table_sql('j') WHERE phase = 'differential'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let stored: String = db
+        .query_one(
+            "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE relid = 'j'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        listed_diff(&mut db),
+        stored,
+        "specialised while the fingerprint matches"
+    );
+    for (n, fingerprint) in [Some("0000000000000000"), None].into_iter().enumerate() {
+        db.execute(
+            "UPDATE pgtrickle.pgt_stream_tables SET plan_fingerprint = $1 WHERE relid = 'j'::regclass",
+            &[&fingerprint],
+        )
+        .unwrap();
+        assert_eq!(
+            listed_diff(&mut db),
+            stored,
+            "fingerprint {fingerprint:?}: the stored statement is what runs"
+        );
+        let n = n as i32;
+        db.batch_execute(&format!(
+            "INSERT INTO a VALUES (2, {n}); DELETE FROM b WHERE k = 1; INSERT INTO b VALUES (1, {n}); \
+             SELECT pgtrickle.refresh_stream_table('j')"
+        ))
+        .unwrap();
+        assert_eq!(
+            oracles::engine_api::last_refresh_mode(&mut db, "j")
+                .unwrap()
+                .as_deref(),
+            Some("DIFFERENTIAL")
+        );
+        assert_eq!(
+            oracles::compare::differences(&mut db, "j", query).unwrap(),
+            None,
+            "fingerprint {fingerprint:?}: the stored statement kept j exact"
+        );
+    }
+}
+
 #[test]
 fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
     // Stream tables carried across an upgrade (built from the old source)

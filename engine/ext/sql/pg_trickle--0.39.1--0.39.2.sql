@@ -3,6 +3,11 @@
 -- Every object here is created exactly as the 0.39.2 install script creates it;
 -- the upgrade tests compare an upgraded catalog with a fresh install.
 
+-- The identity of the plan the stored statements came from: a refresh
+-- specialises a freshly analysed query only when its fingerprint matches
+-- (filled in by the regeneration at the end of this script).
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN plan_fingerprint text;
+
 -- The partitions and inheritance children (members) of each captured source,
 -- as its triggers were last set.
 ALTER TABLE pgtrickle.pgt_change_buffers ADD COLUMN members oid[] NOT NULL DEFAULT '{}';

@@ -5,7 +5,6 @@
 
 use std::ffi::CString;
 
-use pg_trickle_core::ir::Mode;
 use pg_trickle_core::schedule::parse_schedule;
 use pg_trickle_core::sql::split_qualified_name;
 use pgrx::prelude::*;
@@ -167,29 +166,17 @@ fn create(
     });
 
     let planned = planning::plan(&storage, query, requested, relid, &storage, owner);
-    let id: i64 = value(
-        "INSERT INTO pgtrickle.pgt_stream_tables (relid, name, query, requested_mode, effective_mode, \
-         fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql, search_path) \
-         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, $13) \
-         RETURNING id::text",
-        &[
-            Some(relid.to_string()),
-            Some(storage.clone()),
-            Some(query.to_string()),
-            Some(requested.name().to_string()),
-            Some(planned.effective_mode.name().to_string()),
-            planned.fallback_reason.clone(),
-            schedule.as_ref().map(|s| s.0.clone()),
-            schedule.as_ref().map(|s| s.1.to_string()),
-            Some(planned.plan.grouped.to_string()),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == Mode::Differential { planned.plan.diff_sql.clone() } else { None },
-            Some(owner.search_path.clone()),
-        ],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or_else(|| raise("XX000", "could not record the stream table", None));
+    let id = crate::catalog::stream_tables::insert(
+        &crate::catalog::stream_tables::NewStreamTable {
+            relid,
+            name: &storage,
+            query,
+            requested,
+            schedule: schedule.clone(),
+            search_path: &owner.search_path,
+        },
+        &planned,
+    );
     record_sources(id, &planned);
     crate::readonly::install(&storage);
     refresh::refresh_by_id(id, Initiator::Create, false);

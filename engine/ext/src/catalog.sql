@@ -31,7 +31,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     created_at          timestamptz NOT NULL DEFAULT now(),
     held                boolean NOT NULL DEFAULT false,
     held_since          timestamptz,
-    held_reason         text
+    held_reason         text,
+    plan_fingerprint    text
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
 

@@ -4,7 +4,7 @@
 
 use pg_trickle_core::analyze::{self, Analysis};
 use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceTable};
-use pg_trickle_core::delta::{plan_refresh, RefreshPlan};
+use pg_trickle_core::delta::{plan_fingerprint, plan_refresh, RefreshPlan};
 use pg_trickle_core::ir::{Mode, OpNode, RequestedMode};
 
 use crate::security::Owner;
@@ -20,6 +20,25 @@ pub struct Planned {
     pub fallback_reason: Option<String>,
     /// Generated SQL.
     pub plan: RefreshPlan,
+    /// The plan's identity ([`plan_fingerprint`]): a refresh specialises
+    /// only a fresh analysis with the same one.
+    pub fingerprint: String,
+}
+
+impl Planned {
+    /// The differential statement the catalog stores: only for a stream
+    /// table maintained DIFFERENTIALLY.
+    pub fn stored_diff_sql(&self) -> Option<String> {
+        match self.effective_mode {
+            Mode::Differential => self.plan.diff_sql.clone(),
+            Mode::Full => None,
+        }
+    }
+
+    /// The fingerprint the catalog stores beside [`Self::stored_diff_sql`].
+    pub fn stored_fingerprint(&self) -> Option<String> {
+        self.stored_diff_sql().map(|_| self.fingerprint.clone())
+    }
 }
 
 /// The visible columns of a stream table's storage, in order, each with
@@ -154,6 +173,7 @@ pub fn plan(
         key_types: Vec::new(),
     });
     let plan = plan_refresh(&analysis, query, storage, &columns);
+    let fingerprint = plan_fingerprint(&analysis, query, storage, &columns);
     let mut reason = match (&analysis.model, requested) {
         (_, RequestedMode::Full) => Some("FULL was requested".to_string()),
         (Err(r), _) => Some(format!("DIFFERENTIAL refresh does not support {r}")),
@@ -210,6 +230,7 @@ pub fn plan(
         fallback_reason: reason,
         analysis,
         plan,
+        fingerprint,
     }
 }
 

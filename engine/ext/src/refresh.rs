@@ -155,7 +155,7 @@ pub fn refresh_with(
         let stored = st.diff_sql.clone().unwrap_or_default();
         let target = crate::specialise::Target {
             id,
-            stored_diff: &stored,
+            fingerprint: st.plan_fingerprint.as_deref(),
             query: &st.query,
             owner: &owner,
             relid: st.relid,

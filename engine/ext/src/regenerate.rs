@@ -207,20 +207,7 @@ fn regenerate_one(id: i64) -> bool {
         return false;
     }
     crate::depend::set(relid, &crate::planning::relations_read(&query, &owner), &[]);
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET populate_sql = $2, full_sql = $3, diff_sql = $4 \
-         WHERE id = $1::text::bigint",
-        &[
-            Some(id.to_string()),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == Mode::Differential {
-                planned.plan.diff_sql.clone()
-            } else {
-                None
-            },
-        ],
-    );
+    crate::catalog::stream_tables::store_statements(id, &planned);
     // The sources' rows stay as they are (same oids and parameters);
     // capture was brought up to date by `capture::regenerate_all`.
     true

@@ -103,22 +103,7 @@ fn replan_with(id: i64, requested: Option<RequestedMode>, reason: &str, r: Vec<O
         "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured",
         &[Some(id.to_string())],
     );
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
-         grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
-         reinit_reason = $9 WHERE id = $1::text::bigint",
-        &[
-            Some(id.to_string()),
-            Some(requested.name().to_string()),
-            Some(planned.effective_mode.name().to_string()),
-            planned.fallback_reason.clone(),
-            Some(planned.plan.grouped.to_string()),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            if planned.effective_mode == Mode::Differential { planned.plan.diff_sql.clone() } else { None },
-            Some(reason.to_string()),
-        ],
-    );
+    crate::catalog::stream_tables::store_replan(id, requested, &planned, reason);
     record_sources(id, &planned);
     for relid in old_sources {
         capture::drop_capture_if_unused(relid);

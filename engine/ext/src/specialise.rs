@@ -16,16 +16,24 @@
 //! refresh then recomputes FULL (see `refresh.rs`). Nothing is lost either
 //! way.
 //!
-//! Specialised statements are cached per backend, keyed by the stored
-//! statement (a re-plan changes it) and the set of changed sources, and are
-//! validated once before first use; when the query's analysis no longer
-//! reproduces the stored statement, or validation fails, the stored
-//! statement is used as before.
+//! The stored statement came from one plan, whose fingerprint
+//! (`pg_trickle_core::delta::plan_fingerprint`: a hash of every input of
+//! the generated SQL) is stored beside it. A refresh analyses the query
+//! again and specialises only when the fresh analysis has the same
+//! fingerprint: the same sources in the same parameter order, the same
+//! model, columns and storage name. Otherwise (the catalog moved under the
+//! query, or the stream table predates fingerprints) the stored statement
+//! runs, as it always may.
+//!
+//! Specialised statements are cached per backend, keyed by the fingerprint
+//! (a re-plan changes it) and the set of changed sources, and are
+//! validated once before first use; when validation fails the stored
+//! statement is used.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes, SqlPhase};
+use pg_trickle_core::delta::{plan_fingerprint, plan_refresh_for_changes, SqlPhase};
 
 use crate::security::Owner;
 use crate::spi::in_subtransaction;
@@ -52,8 +60,9 @@ thread_local! {
 pub struct Target<'a> {
     /// Catalog id.
     pub id: i64,
-    /// The stored differential statement.
-    pub stored_diff: &'a str,
+    /// The fingerprint of the plan the stored statement came from (None:
+    /// unknown, never specialise).
+    pub fingerprint: Option<&'a str>,
     /// The defining query.
     pub query: &'a str,
     /// Its owner and the search_path it was created under.
@@ -67,17 +76,14 @@ pub struct Target<'a> {
 /// The statement specialised to the sources in `changed` (relation oids),
 /// or `None` to use the stored one.
 pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
+    let fingerprint = t.fingerprint?;
     let mut changed = changed.to_vec();
     changed.sort_unstable();
-    let key = (
-        t.id,
-        pg_trickle_core::sql::stable_hash(t.stored_diff),
-        changed.clone(),
-    );
+    let key = (t.id, fingerprint.to_string(), changed.clone());
     if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
         return hit;
     }
-    let made = build(t, &changed);
+    let made = build(t, fingerprint, &changed);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= MAX_CACHED {
@@ -88,28 +94,32 @@ pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
     made
 }
 
-fn build(t: &Target, changed: &[u32]) -> Option<Specialised> {
+fn build(t: &Target, fingerprint: &str, changed: &[u32]) -> Option<Specialised> {
     let analysis = crate::planning::analyze_query(t.query, t.owner).ok()?;
     let columns = crate::planning::storage_columns(t.relid);
-    // Specialise only what reproduces the stored statement exactly: same
-    // sources, same parameters, same SQL. Creation names the storage
-    // schema-qualified; a re-plan names it as `regclass` prints it under
-    // the stream table's search_path.
-    let printed = t
-        .owner
-        .resolve_names(|| {
-            crate::spi::value(
-                "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
-                &[Some(t.relid.to_string())],
-            )
-        })
-        .unwrap_or_default();
-    let storage = [t.storage, printed.as_str()].into_iter().find(|storage| {
-        plan_refresh(&analysis, t.query, storage, &columns)
-            .diff_sql
-            .as_deref()
-            == Some(t.stored_diff)
-    })?;
+    let same_plan =
+        |storage: &str| plan_fingerprint(&analysis, t.query, storage, &columns) == fingerprint;
+    // Creation names the storage schema-qualified; a re-plan names it as
+    // `regclass` prints it under the stream table's search_path. The
+    // fingerprint covers the name, so it also says which one was used.
+    let printed;
+    let storage = if same_plan(t.storage) {
+        t.storage
+    } else {
+        printed = t
+            .owner
+            .resolve_names(|| {
+                crate::spi::value(
+                    "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
+                    &[Some(t.relid.to_string())],
+                )
+            })
+            .unwrap_or_default();
+        if !same_plan(&printed) {
+            return None;
+        }
+        printed.as_str()
+    };
     let indexes: Vec<usize> = analysis
         .sources
         .iter()

@@ -218,14 +218,15 @@ impl Explained {
         if Mode::parse(&self.effective) != Some(Mode::Full) {
             // What the next refresh would run: specialised to the sources
             // with changes to consume now.
-            let stored_diff = crate::spi::value(
-                "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+            let fingerprint = crate::spi::value(
+                "SELECT plan_fingerprint FROM pgtrickle.pgt_stream_tables \
+                 WHERE id = $1::text::bigint AND diff_sql IS NOT NULL",
                 &[Some(self.st.id.to_string())],
             );
-            if let Some(stored_diff) = stored_diff {
+            if let Some(fingerprint) = fingerprint {
                 let target = crate::specialise::Target {
                     id: self.st.id,
-                    stored_diff: &stored_diff,
+                    fingerprint: Some(&fingerprint),
                     query: &self.query,
                     owner: &self.owner,
                     relid: self.st.relid,

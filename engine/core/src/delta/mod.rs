@@ -134,6 +134,29 @@ pub fn plan_refresh(
     plan_with(analysis, query, storage, columns, None)
 }
 
+/// The identity of a plan: a stable hash of every input [`plan_refresh`]
+/// and [`plan_refresh_for_changes`] read (the model, the sources, the
+/// group keys' types, the query text, the storage name and columns) and of
+/// this generator's version. Two analyses with equal fingerprints generate
+/// the same statements, so a refresh may specialise a freshly analysed
+/// query only when its fingerprint equals the one stored with the general
+/// statement; otherwise the stored statement runs.
+pub fn plan_fingerprint(
+    analysis: &Analysis,
+    query: &str,
+    storage: &str,
+    columns: &[OutputColumn],
+) -> String {
+    let inputs = format!(
+        "{}\n{query}\n{storage}\n{columns:?}\n{:?}\n{:?}\n{:?}",
+        env!("CARGO_PKG_VERSION"),
+        analysis.sources,
+        analysis.key_types,
+        analysis.model,
+    );
+    crate::sql::stable_hash(&inputs)
+}
+
 /// The refresh SQL specialised to the sources (indexes into
 /// [`Analysis::sources`]) that have changes to consume.
 ///

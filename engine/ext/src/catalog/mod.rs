@@ -4,6 +4,13 @@
 //! ([`owner_of`]), and a stream table's row as a refresh reads it, typed
 //! ([`StreamTableRow`]). Every module that needs a stream table's identity
 //! comes here, so none of them needs the SQL API module.
+//!
+//! [`stream_tables`] reads and writes a stream table's own row: what a
+//! refresh reads, and what creation, a re-plan and regeneration store.
+
+pub mod stream_tables;
+
+pub use stream_tables::{lock_for_refresh, StreamTableRow};
 
 use pgrx::prelude::*;
 
@@ -114,79 +121,4 @@ impl StreamTableRef {
         )
         .unwrap_or_else(|| self.name.clone())
     }
-}
-
-/// What a refresh needs of a stream table's catalog row, typed.
-#[derive(Debug, Clone)]
-pub struct StreamTableRow {
-    /// Name as recorded.
-    pub name: String,
-    /// The mode the engine chose (None: a value this build does not know).
-    pub effective_mode: Option<pg_trickle_core::ir::Mode>,
-    /// Marked for reinitialisation: the next refresh is FULL.
-    pub needs_reinit: bool,
-    /// Why it was marked.
-    pub reinit_reason: Option<String>,
-    /// The stored differential statement (DIFFERENTIAL stream tables).
-    pub diff_sql: Option<String>,
-    /// The FULL refresh statement.
-    pub full_sql: String,
-    /// The statement that populates it at creation.
-    pub populate_sql: String,
-    /// The frontier of the last refresh (`pg_snapshot` text), once refreshed.
-    pub frontier: Option<String>,
-    /// The xid of the transaction that took that frontier.
-    pub frontier_xid: Option<String>,
-    /// Held: refreshes wait for resume.
-    pub held: bool,
-    /// The defining query.
-    pub query: String,
-    /// Storage relation oid.
-    pub relid: u32,
-    /// Its owner and the search_path recorded at creation.
-    pub owner: Owner,
-}
-
-/// Lock stream table `id`'s row for a refresh and read it (`skip_locked`:
-/// None when another session holds it; None too when it does not exist).
-pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
-    let lock = if skip_locked {
-        "FOR UPDATE SKIP LOCKED"
-    } else {
-        "FOR UPDATE"
-    };
-    let r = row(
-        &format!(
-            "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
-             frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
-             query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text \
-             FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
-        ),
-        &[Some(id.to_string())],
-    )?;
-    let text = |i: usize| r[i].clone().unwrap_or_default();
-    let flag = |i: usize| r[i].as_deref() == Some("true");
-    Some(StreamTableRow {
-        name: text(0),
-        effective_mode: r[1].as_deref().and_then(pg_trickle_core::ir::Mode::parse),
-        needs_reinit: flag(2),
-        diff_sql: r[3].clone(),
-        full_sql: text(4),
-        populate_sql: text(5),
-        frontier: r[6].clone(),
-        frontier_xid: r[7].clone(),
-        reinit_reason: r[8].clone(),
-        held: flag(10),
-        query: text(11),
-        relid: r[12].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-        owner: Owner {
-            role: pg_sys::Oid::from(
-                r[13]
-                    .as_deref()
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(0),
-            ),
-            search_path: text(9),
-        },
-    })
 }
