@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use common::{catalog, columns};
 use pg_trickle_core::analyze::analyze;
+use pg_trickle_core::catalog::{ColumnIdentity, OutputColumn};
 use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes};
 
 /// (file name: the rule family and shape; defining query; output columns).
@@ -35,6 +36,13 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         "linear_self_join",
         "SELECT x.k, y.v FROM a x JOIN a y ON x.k = y.v",
         &["k", "v"],
+    ),
+    (
+        // More changed occurrences than inclusion-exclusion combines: the
+        // specialised plans telescope over the changed ones.
+        "linear_four_way_self_join",
+        "SELECT x.k FROM a x, a y, a z, a w WHERE x.k = y.k AND y.k = z.k AND z.k = w.k",
+        &["k"],
     ),
     (
         "linear_union_all",
@@ -73,12 +81,33 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
+/// A shape whose columns have no hash function: a row's identity takes
+/// them by their binary send form or their text.
+const IDENTITY_SHAPE: (&str, &str) = ("linear_identity_by_send_and_text", "SELECT k, v, s FROM a");
+
+fn identity_columns() -> Vec<OutputColumn> {
+    let column = |name: &str, type_sql: &str, identity| OutputColumn {
+        name: name.into(),
+        type_sql: type_sql.into(),
+        identity,
+        nondeterministic: false,
+    };
+    vec![
+        column("k", "integer", ColumnIdentity::Hash),
+        column(
+            "v",
+            "point",
+            ColumnIdentity::Send("pg_catalog.point_send".into()),
+        ),
+        column("s", "json", ColumnIdentity::Text),
+    ]
+}
+
 /// Every statement of one shape, as the golden file holds it.
-fn render(query: &str, cols: &[&str]) -> String {
+fn render(query: &str, columns: &[OutputColumn]) -> String {
     let analysis = analyze(query, &catalog()).expect("analysis");
-    let columns = columns(cols);
     let mut out = format!("-- query: {query}\n");
-    let general = plan_refresh(&analysis, query, "public.st", &columns);
+    let general = plan_refresh(&analysis, query, "public.st", columns);
     for p in &general.phases {
         out.push_str(&format!("\n-- general, phase {}\n{};\n", p.name, p.sql));
     }
@@ -89,7 +118,7 @@ fn render(query: &str, cols: &[&str]) -> String {
             .iter()
             .map(|i| analysis.sources[*i].name.as_str())
             .collect();
-        let plan = plan_refresh_for_changes(&analysis, query, "public.st", &columns, &changed);
+        let plan = plan_refresh_for_changes(&analysis, query, "public.st", columns, &changed);
         if let Some(diff) = &plan.diff_sql {
             out.push_str(&format!(
                 "\n-- specialised to changes in [{}], differential statement\n{diff};\n",
@@ -104,8 +133,12 @@ fn render(query: &str, cols: &[&str]) -> String {
 fn delta_rules_generate_the_golden_sql() {
     let bless = std::env::var("PGT_BLESS").as_deref() == Ok("1");
     let mut differ = Vec::new();
-    for (file, query, cols) in SHAPES {
-        let text = render(query, cols);
+    let shapes = SHAPES
+        .iter()
+        .map(|(file, query, cols)| (*file, *query, columns(cols)))
+        .chain([(IDENTITY_SHAPE.0, IDENTITY_SHAPE.1, identity_columns())]);
+    for (file, query, cols) in shapes {
+        let text = render(query, &cols);
         let path = golden_dir().join(format!("{file}.sql"));
         if bless {
             std::fs::create_dir_all(golden_dir()).expect("golden dir");
