@@ -114,6 +114,16 @@ const FULL_OPS: &[Op] = &[
     ),
 ];
 
+/// Set-up of a postgres_fdw server `loop` back into the test database
+/// (`%PORT%`, `%DB%`), for the rows about foreign tables.
+macro_rules! loopback_server {
+    () => {
+        "CREATE EXTENSION postgres_fdw;
+         CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '%PORT%', dbname '%DB%');
+         CREATE USER MAPPING FOR CURRENT_USER SERVER loop;\n"
+    };
+}
+
 /// Every source kind.
 pub const SOURCES: &[Row] = &[
     Row {
@@ -220,14 +230,14 @@ pub const SOURCES: &[Row] = &[
     },
     Row {
         name: "partitioned table with a foreign partition",
-        setup: "CREATE EXTENSION postgres_fdw;
-                CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '%PORT%', dbname '%DB%');
-                CREATE USER MAPPING FOR CURRENT_USER SERVER loop;
-                CREATE TABLE remote_part (k int, v text); INSERT INTO remote_part VALUES (11, 'remote');
+        setup: concat!(
+            loopback_server!(),
+            "CREATE TABLE remote_part (k int, v text); INSERT INTO remote_part VALUES (11, 'remote');
                 CREATE TABLE src (k int, v text) PARTITION BY RANGE (k);
                 CREATE TABLE src_l PARTITION OF src FOR VALUES FROM (0) TO (10);
                 CREATE FOREIGN TABLE src_f PARTITION OF src FOR VALUES FROM (10) TO (20) SERVER loop OPTIONS (table_name 'remote_part');
-                INSERT INTO src VALUES (1, 'a')",
+                INSERT INTO src VALUES (1, 'a')"
+        ),
         query: "SELECT k, v FROM src",
         created: Full("foreign table"),
         ops: &[op(
@@ -238,11 +248,11 @@ pub const SOURCES: &[Row] = &[
     },
     Row {
         name: "foreign table",
-        setup: "CREATE EXTENSION postgres_fdw;
-                CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '%PORT%', dbname '%DB%');
-                CREATE USER MAPPING FOR CURRENT_USER SERVER loop;
-                CREATE TABLE remote (k int, v text); INSERT INTO remote VALUES (1, 'a');
-                CREATE FOREIGN TABLE src (k int, v text) SERVER loop OPTIONS (table_name 'remote')",
+        setup: concat!(
+            loopback_server!(),
+            "CREATE TABLE remote (k int, v text); INSERT INTO remote VALUES (1, 'a');
+                CREATE FOREIGN TABLE src (k int, v text) SERVER loop OPTIONS (table_name 'remote')"
+        ),
         query: "SELECT k, v FROM src",
         created: Full("foreign table"),
         ops: &[op("INSERT", "INSERT INTO remote VALUES (2, 'b')", Full(""))],

@@ -435,22 +435,10 @@ pub(super) fn run_steps(r: &mut Runner<'_>, w: &Workload) {
             if !r.converge(w, n, &mark) {
                 return;
             }
-        } else {
-            for st in &w.stream_tables {
-                if step.not_refreshed.contains(&st.name) {
-                    continue;
-                }
-                if !r.on_zero(&st.refresh_sql(), &st.name, n, true) {
-                    return;
-                }
-            }
+        } else if !r.refresh_step(w, step, |r, sql, name| r.on_zero(sql, name, n, true)) {
+            return;
         }
-        for sql in &step.after_refresh {
-            if !r.exec(sql, "after refresh", n, false) {
-                return;
-            }
-        }
-        if !r.check_all(w, n, &history) {
+        if !r.close_step(w, step, n, &history) {
             return;
         }
     }

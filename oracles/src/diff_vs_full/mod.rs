@@ -263,6 +263,35 @@ impl Runner<'_> {
         Ok(None)
     }
 
+    /// Refresh every stream table `step` refreshes, each through
+    /// `refresh(runner, sql, stream table)`: the one connection, or
+    /// connection 0 of a concurrent workload. False once one failed (and
+    /// was recorded).
+    fn refresh_step(
+        &mut self,
+        w: &Workload,
+        step: &Step,
+        refresh: impl Fn(&mut Self, &str, &str) -> bool,
+    ) -> bool {
+        w.stream_tables
+            .iter()
+            .filter(|st| !step.not_refreshed.contains(&st.name))
+            .all(|st| refresh(self, &st.refresh_sql(), &st.name))
+    }
+
+    /// The end of step `n` once its refreshes ran: its after-refresh
+    /// statements, then every stream table checked against the refresh
+    /// marks taken before the step (`history`). False once something
+    /// failed (and was recorded).
+    fn close_step(&mut self, w: &Workload, step: &Step, n: usize, history: &[i64]) -> bool {
+        for sql in &step.after_refresh {
+            if !self.exec(sql, "after refresh", n, false) {
+                return false;
+            }
+        }
+        self.check_all(w, n, history)
+    }
+
     /// Compare every stream table the step refreshed; false once one does
     /// not pass.
     fn check_all(&mut self, w: &Workload, step: usize, history: &[i64]) -> bool {
@@ -444,20 +473,8 @@ fn run_steps(r: &mut Runner<'_>, w: &Workload) {
         let Some(history) = r.history_marks(w, n) else {
             return;
         };
-        for st in &w.stream_tables {
-            if step.not_refreshed.contains(&st.name) {
-                continue;
-            }
-            if !r.exec(&st.refresh_sql(), &st.name, n, true) {
-                return;
-            }
-        }
-        for sql in &step.after_refresh {
-            if !r.exec(sql, "after refresh", n, false) {
-                return;
-            }
-        }
-        if !r.check_all(w, n, &history) {
+        let refreshed = r.refresh_step(w, step, |r, sql, name| r.exec(sql, name, n, true));
+        if !refreshed || !r.close_step(w, step, n, &history) {
             return;
         }
     }
