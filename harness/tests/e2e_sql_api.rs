@@ -21,6 +21,17 @@ fn setup(db: &mut Client) {
     .expect("setup");
 }
 
+/// The general differential statement stored at creation (the catalog,
+/// read as the superuser: what `stream_table_sql` lists is specialised).
+fn stored_diff_sql(db: &mut Client, st: &str) -> String {
+    db.query_one(
+        "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE relid = $1::text::regclass",
+        &[&st],
+    )
+    .unwrap()
+    .get(0)
+}
+
 fn explain(db: &mut Client, st: &str, format: &str) -> Result<String, postgres::Error> {
     db.query_one(
         "SELECT pgtrickle.explain_stream_table($1, $2)",
@@ -100,13 +111,7 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
         .iter()
         .all(|p| p.2.len() == 16 && p.2.chars().all(|c| c.is_ascii_hexdigit())));
     assert_eq!(j, phases(&mut db, "j"), "listing is stable");
-    let stored: String = db
-        .query_one(
-            "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE relid = 'j'::regclass",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let stored = stored_diff_sql(&mut db, "j");
     // The listed differential statement is what the next refresh runs:
     // specialised to the sources with pending changes (none yet, so it
     // reads no delta and only checks that none arrived), unlike the
@@ -217,13 +222,7 @@ fn a_plan_whose_fingerprint_does_not_match_runs_the_stored_statement() {
         .unwrap()
         .get(0)
     };
-    let stored: String = db
-        .query_one(
-            "SELECT diff_sql FROM pgtrickle.pgt_stream_tables WHERE relid = 'j'::regclass",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let stored = stored_diff_sql(&mut db, "j");
     assert_ne!(
         listed_diff(&mut db),
         stored,
@@ -290,13 +289,7 @@ fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
     upgraded
         .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
         .expect("upgrade");
-    let version: String = upgraded
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let version = harness::checks::upgrade::installed_version(&mut upgraded).unwrap();
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     let (a, b) = (
         snapshot(&mut fresh).unwrap(),

@@ -65,13 +65,7 @@ fn round(db: &mut postgres::Client, expected: &str) -> Result<(), String> {
     let sql = |e: postgres::Error| describe(&e);
     db.batch_execute("CREATE EXTENSION pg_trickle")
         .map_err(sql)?;
-    let v: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
-            &[],
-        )
-        .map_err(sql)?
-        .get(0);
+    let v = harness::checks::upgrade::installed_version(db).map_err(sql)?;
     if v != expected {
         return Err(format!("CREATE EXTENSION made version {v}, not {expected}"));
     }
@@ -351,13 +345,7 @@ fn a_private_installation_runs_its_own_files_and_packages() {
     let mut db = c.connect("postgres").expect("connect");
     db.batch_execute("CREATE EXTENSION pg_trickle")
         .expect("create the fake extension");
-    let v: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let v = harness::checks::upgrade::installed_version(&mut db).unwrap();
     assert_eq!(v, "9.9.9");
     drop(db);
     drop(c);

@@ -134,7 +134,7 @@ pub fn render(w: &Workload, r: &WorkloadRun, columns: &[String], command: &str) 
 mod tests {
     use super::*;
     use crate::gen::{ColSpec, TableSpec};
-    use crate::outcome::{Check, Outcome, Tally};
+    use crate::outcome::{Check, Outcome};
     use crate::workload::Builder;
 
     #[test]
@@ -145,8 +145,6 @@ mod tests {
             .step(&["INSERT INTO a VALUES (1)"])
             .build();
         let r = WorkloadRun {
-            workload: "w".into(),
-            seed: 5,
             checks: vec![Check {
                 stream_table: "x".into(),
                 step: 1,
@@ -154,13 +152,7 @@ mod tests {
                 detail: Some("rows differ\n-(1)".into()),
                 sqlstate: None,
             }],
-            tally: Tally::default(),
-            expected_comparisons: 2,
-            operators: Default::default(),
-            modes: vec![],
-            trace: vec![],
-            conflicts: 0,
-            millis: 0,
+            ..WorkloadRun::new("w", 5, 2)
         };
         let sql = render(
             &w,
@@ -204,18 +196,7 @@ mod tests {
                 &["y"],
             )
             .build();
-        let r = WorkloadRun {
-            workload: "w".into(),
-            seed: 5,
-            checks: vec![],
-            tally: Tally::default(),
-            expected_comparisons: 2,
-            operators: Default::default(),
-            modes: vec![],
-            trace: vec![],
-            conflicts: 0,
-            millis: 0,
-        };
+        let r = WorkloadRun::new("w", 5, 2);
         let sql = render(&w, &r, &[], "harness replay w.workload.json");
         assert!(sql.contains("psql cannot replay it"), "{sql}");
         assert!(sql.contains("--   c1: INSERT INTO a VALUES (1)"), "{sql}");

@@ -323,21 +323,12 @@ pub fn shrink(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Check, Tally};
-    use std::collections::BTreeSet;
+    use crate::outcome::Check;
 
     fn run_with(check: Check) -> WorkloadRun {
         WorkloadRun {
-            workload: "w".into(),
-            seed: 1,
             checks: vec![check],
-            tally: Tally::default(),
-            expected_comparisons: 1,
-            operators: BTreeSet::new(),
-            modes: vec![],
-            trace: vec![],
-            conflicts: 0,
-            millis: 0,
+            ..WorkloadRun::new("w", 1, 1)
         }
     }
 

@@ -61,6 +61,22 @@ pub struct WorkloadRun {
 }
 
 impl WorkloadRun {
+    /// A run of workload `workload` (seed `seed`) before anything ran.
+    pub fn new(workload: &str, seed: u64, expected_comparisons: usize) -> Self {
+        WorkloadRun {
+            workload: workload.to_string(),
+            seed,
+            checks: Vec::new(),
+            tally: Tally::default(),
+            expected_comparisons,
+            operators: BTreeSet::new(),
+            modes: Vec::new(),
+            trace: Vec::new(),
+            conflicts: 0,
+            millis: 0,
+        }
+    }
+
     /// The mode stream table `i` got at creation; None when it was not
     /// created or status named a mode this runner does not know.
     pub fn effective_mode(&self, i: usize) -> Option<Maintained> {
@@ -400,18 +416,7 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
     let started = Instant::now();
     let mut r = Runner {
         db,
-        run: WorkloadRun {
-            workload: w.name.clone(),
-            seed: w.seed,
-            checks: Vec::new(),
-            tally: Tally::default(),
-            expected_comparisons: w.expected_comparisons(),
-            operators: BTreeSet::new(),
-            modes: Vec::new(),
-            trace: Vec::new(),
-            conflicts: 0,
-            millis: 0,
-        },
+        run: WorkloadRun::new(&w.name, w.seed, w.expected_comparisons()),
         sessions: None,
         aborted: Vec::new(),
     };

@@ -29,6 +29,14 @@ use crate::checks::upgrade::installation::PrivateInstallation;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::report::{CaseReport, Suite};
 
+/// The version of pg_trickle installed in the database `db` is connected to.
+pub fn installed_version(db: &mut postgres::Client) -> Result<String, postgres::Error> {
+    db.query_one(
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+        &[],
+    )
+    .map(|r| r.get(0))
+}
 /// A released version and the commit it was released from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -402,13 +410,7 @@ fn check_path(
         let mut db = cluster
             .fresh_database("upgrade_me")
             .map_err(|e| e.to_string())?;
-        let v: String = db
-            .query_one(
-                "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
-                &[],
-            )
-            .map_err(|e| e.to_string())?
-            .get(0);
+        let v = installed_version(&mut db).map_err(|e| e.to_string())?;
         if v != from.version {
             return Err(format!(
                 "the old build installed version {v}, not {}",
@@ -446,13 +448,7 @@ fn check_path(
             sql(e)
         )]);
     }
-    let v: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
-            &[],
-        )
-        .map_err(sql)?
-        .get(0);
+    let v = installed_version(&mut db).map_err(sql)?;
     if v != current {
         problems.push(format!(
             "after the update the extension is {v}, not {current}"
