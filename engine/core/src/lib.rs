@@ -1,12 +1,14 @@
 //! The pure-Rust brain of pg_trickle.
 //!
 //! Everything here runs without a PostgreSQL server: query analysis
-//! ([`analyze`]) into the model delta rules work on ([`model`]), the operator tree shown by `explain_stream_table` ([`ir`]),
-//! generation of the SQL that refreshes a stream table, one module per
-//! delta rule family ([`delta`]),
-//! schedules, the dependency graph, SQLSTATE classification and settings
+//! ([`analyze`], one file per clause) into the model the delta rules work
+//! on ([`model`]); the modes and the operator tree `explain_stream_table`
+//! shows ([`ir`]) and its renderings ([`explain`]); generation of the SQL
+//! that populates and refreshes a stream table, one module per delta rule
+//! family ([`delta`]: the join rule in `join_terms.rs`); schedules, the
+//! dependency graph, SQLSTATE classification, backpressure and settings
 //! metadata. The extension crate (`engine/ext`) feeds it catalog facts and
-//! runs the SQL text it returns; unit and property tests reach it
+//! runs the SQL text it returns; unit, golden and property tests reach it
 //! directly.
 
 pub mod analyze;
