@@ -1,7 +1,7 @@
 //! The pure-Rust brain of pg_trickle.
 //!
 //! Everything here runs without a PostgreSQL server: query analysis
-//! ([`analyze`], one file per clause) into the model the delta rules work
+//! ([`analyze`](mod@analyze), one file per clause) into the model the delta rules work
 //! on ([`model`]); the modes and the operator tree `explain_stream_table`
 //! shows ([`ir`]) and its renderings ([`explain`]); generation of the SQL
 //! that populates and refreshes a stream table, one module per delta rule
