@@ -11,12 +11,13 @@ use pgrx::prelude::*;
 use pgrx::PgList;
 
 use crate::capture;
-use crate::catalog::{controlled, owner_of};
+use crate::catalog::stream_tables::{self, NewStreamTable};
+use crate::catalog::{controlled, owner_of, sources};
 use crate::planning;
 use crate::refresh::{self, Initiator};
 use crate::replan::{parse_mode, record_sources, replan};
 use crate::security::{self, as_extension, Owner};
-use crate::spi::{first_column, qi, raise, row, rows, run, value};
+use crate::spi::{qi, raise, run, value};
 
 /// `None` for a manual-only schedule, else the schedule and its seconds.
 fn parse_schedule_arg(schedule: Option<&str>) -> Option<(String, u64)> {
@@ -166,8 +167,8 @@ fn create(
     });
 
     let planned = planning::plan(&storage, query, requested, relid, &storage, owner);
-    let id = crate::catalog::stream_tables::insert(
-        &crate::catalog::stream_tables::NewStreamTable {
+    let id = stream_tables::insert(
+        &NewStreamTable {
             relid,
             name: &storage,
             query,
@@ -222,13 +223,8 @@ fn refresh_stream_table(name: &str) {
 #[pg_extern]
 fn drop_stream_table(name: &str) {
     controlled(name, |st| {
-        let readers = rows(
-            "SELECT st.name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
-             WHERE s.source_relid = $1::text::oid ORDER BY 1",
-            &[Some(st.relid.to_string())],
-        );
-        if !readers.is_empty() {
-            let names: Vec<String> = readers.into_iter().filter_map(|r| r[0].clone()).collect();
+        let names = sources::reader_names(st.relid);
+        if !names.is_empty() {
             raise(
                 "2BP01",
                 format!(
@@ -246,15 +242,9 @@ fn drop_stream_table(name: &str) {
 
 /// Remove a stream table's catalog rows and unused capture (not its storage).
 fn forget(id: i64) {
-    let sources: Vec<u32> = first_column(
-        "DELETE FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint RETURNING source_relid::text",
-        &[Some(id.to_string())],
-    );
-    run(
-        "DELETE FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-        &[Some(id.to_string())],
-    );
-    for relid in sources {
+    let read = sources::delete_of(id);
+    stream_tables::delete(id);
+    for relid in read {
         capture::drop_capture_if_unused(relid);
     }
 }
@@ -265,11 +255,7 @@ fn forget(id: i64) {
 #[pg_extern]
 fn reinitialize_stream_table(name: &str) {
     controlled(name, |st| {
-        run(
-            "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
-             reinit_reason = 'reinitialize_stream_table()' WHERE id = $1::text::bigint",
-            &[Some(st.id.to_string())],
-        );
+        stream_tables::mark_for_reinit(st.id, "reinitialize_stream_table()");
         refresh::refresh_by_id(st.id, Initiator::Manual, false);
     });
 }
@@ -296,23 +282,7 @@ fn structure_changed(objids: &[u32], tag: &str) {
     if objids.is_empty() {
         return;
     }
-    let list = format!(
-        "{{{}}}",
-        objids
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let candidates: Vec<u32> = first_column(
-        "WITH RECURSIVE up(oid) AS (SELECT unnest($1::text::oid[]) \
-           UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.oid) \
-         SELECT b.source_relid::text FROM pgtrickle.pgt_change_buffers b \
-         WHERE b.source_relid IN (SELECT oid FROM up) OR b.members && $1::text::oid[] \
-         ORDER BY b.source_relid",
-        &[Some(list)],
-    );
-    for source in candidates {
+    for source in crate::catalog::change_buffers::sources_above(objids) {
         let change = crate::triggers::sync_members(source);
         if change.is_empty() {
             continue;
@@ -320,10 +290,7 @@ fn structure_changed(objids: &[u32], tag: &str) {
         let Some(table) = planning::source_by_oid(source) else {
             continue;
         };
-        let readers: Vec<i64> = first_column(
-            "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured ORDER BY 1",
-            &[Some(source.to_string())],
-        );
+        let readers = sources::capturing_reader_ids(source);
         let what = format!(
             "{tag} changing the partitions or children of source {}",
             table.qualified()
@@ -334,11 +301,7 @@ fn structure_changed(objids: &[u32], tag: &str) {
             }
         } else if tag != "CREATE TABLE" || !change.removed.is_empty() {
             for id in readers {
-                run(
-                    "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, reinit_reason = $2 \
-                     WHERE id = $1::text::bigint",
-                    &[Some(id.to_string()), Some(what.clone())],
-                );
+                stream_tables::mark_for_reinit(id, &what);
             }
         }
     }
@@ -358,11 +321,7 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
 ) {
     controlled(name, |st| {
-        let current = row(
-            "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",
-            &[Some(st.id.to_string())],
-        );
-        if current.is_none() {
+        if !stream_tables::lock(st.id) {
             raise(
                 "42P01",
                 format!("stream table \"{name}\" does not exist"),
@@ -370,15 +329,7 @@ fn alter_stream_table(
             );
         }
         if let Some(s) = schedule {
-            let parsed = parse_schedule_arg(Some(s));
-            run(
-                "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2, schedule_seconds = $3::bigint WHERE id = $1::text::bigint",
-                &[
-                    Some(st.id.to_string()),
-                    parsed.as_ref().map(|p| p.0.clone()),
-                    parsed.as_ref().map(|p| p.1.to_string()),
-                ],
-            );
+            stream_tables::set_schedule(st.id, parse_schedule_arg(Some(s)).as_ref());
         }
         if let Some(mode) = refresh_mode {
             replan(st.id, Some(parse_mode(mode)), "a refresh mode change");
@@ -404,18 +355,14 @@ fn source_altered(relid: u32) {
         return;
     };
     let current = source.qualified();
-    let renamed = rows(
-        "SELECT st.name, s.source_name FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
-         WHERE s.source_relid = $1::text::oid AND s.source_name <> $2 ORDER BY 1",
-        &[Some(relid.to_string()), Some(current.clone())],
-    );
+    let renamed = sources::renamed(relid, &current);
     if let Some(first) = renamed.first() {
-        let readers: Vec<String> = renamed.iter().filter_map(|r| r[0].clone()).collect();
+        let readers: Vec<&str> = renamed.iter().map(|r| r.reader.as_str()).collect();
         raise(
             "0A000",
             format!(
                 "cannot rename or move {}: the defining query of stream table {} names it",
-                first[1].clone().unwrap_or_default(),
+                first.recorded_name,
                 readers.join(", ")
             ),
             Some("Drop the stream tables that read it first.".into()),
@@ -427,10 +374,7 @@ fn source_altered(relid: u32) {
         // be exact, so re-plan (AUTO falls back to FULL; DIFFERENTIAL
         // refuses the ALTER).
         let problem = source.capture_problem.clone();
-        for id in first_column::<i64>(
-            "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured ORDER BY 1",
-            &[Some(relid.to_string())],
-        ) {
+        for id in sources::capturing_reader_ids(relid) {
             if let Some(p) = &problem {
                 replan(id, None, &format!("ALTER TABLE of source {current} ({p})"));
             } else if security::row_security_applies(relid, owner_of(id).role) {
@@ -441,11 +385,7 @@ fn source_altered(relid: u32) {
     }
     capture::drop_capture(relid);
     capture::ensure_capture(&source);
-    let readers: Vec<i64> = first_column(
-        "SELECT st_id::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid ORDER BY 1",
-        &[Some(relid.to_string())],
-    );
-    for id in readers {
+    for id in sources::reader_ids(relid) {
         replan(id, None, &format!("ALTER TABLE of source {current}"));
     }
 }

@@ -12,6 +12,7 @@
 use pg_trickle_core::backpressure::Lag;
 use pg_trickle_core::catalog::SourceTable;
 
+use crate::catalog::{change_buffers, sources};
 use crate::spi::{qi, raise, row, rows, run, value};
 
 /// Column names and storage types of a source, in attribute order.
@@ -56,10 +57,7 @@ fn column_signature(cols: &[(String, String)]) -> Vec<String> {
 /// Make sure `source` has a change buffer and capture triggers whose columns
 /// match what the core planned against.
 pub fn ensure_capture(source: &SourceTable) {
-    let existing = value(
-        "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
-        &[Some(source.oid.to_string())],
-    );
+    let existing = change_buffers::recorded_columns(source.oid);
     let cols = source_columns(source.oid);
     let names = column_signature(&cols);
     if let Some(existing) = existing {
@@ -94,15 +92,7 @@ pub fn ensure_capture(source: &SourceTable) {
     run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
     run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
     install_capture_function(oid, &cols);
-    run(
-        "INSERT INTO pgtrickle.pgt_change_buffers (source_relid, buffer_name, columns) \
-         VALUES ($1::text::oid, $2, ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))",
-        &[
-            Some(oid.to_string()),
-            Some(buffer),
-            Some(serde_json::Value::from(names.clone()).to_string()),
-        ],
-    );
+    change_buffers::insert(oid, &buffer, &names);
     crate::triggers::install_on_source(oid, source.kind);
     crate::triggers::sync_members(oid);
 }
@@ -169,18 +159,11 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
                 None,
             )
         });
-    let sources: Vec<u32> = crate::spi::first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers ORDER BY source_relid",
-        &[],
-    );
+    let captured = change_buffers::all_sources();
     let mut done = 0;
     let mut with_members = Vec::new();
-    for oid in &sources {
-        let recorded = value(
-            "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
-            &[Some(oid.to_string())],
-        )
-        .unwrap_or_default();
+    for oid in &captured {
+        let recorded = change_buffers::recorded_columns(*oid).unwrap_or_default();
         let cols = source_columns(*oid);
         if recorded != column_signature(&cols).join(",") {
             // The table changed since its buffer was made: 0.39.0 would have
@@ -219,21 +202,14 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
 
 /// Drop a source's buffer and triggers once no stream table captures it.
 pub fn drop_capture_if_unused(source_relid: u32) {
-    let still_used = value(
-        "SELECT count(*)::text FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured",
-        &[Some(source_relid.to_string())],
-    );
-    if still_used.as_deref() == Some("0") {
+    if !sources::captured_by_any(source_relid) {
         drop_capture(source_relid);
     }
 }
 
 /// Whether the source's current columns differ from those its buffer was built for.
 pub fn columns_changed(source_relid: u32) -> bool {
-    let recorded = value(
-        "SELECT array_to_string(columns, ',') FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
-        &[Some(source_relid.to_string())],
-    );
+    let recorded = change_buffers::recorded_columns(source_relid);
     let current = column_signature(&source_columns(source_relid));
     recorded.is_some_and(|r| r != current.join(","))
 }
@@ -242,10 +218,7 @@ pub fn columns_changed(source_relid: u32) -> bool {
 pub fn drop_capture(source_relid: u32) {
     // Member triggers are found through the recorded members, before the row goes.
     crate::triggers::drop_members(source_relid);
-    let Some(buffer) = value(
-        "DELETE FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid RETURNING buffer_name",
-        &[Some(source_relid.to_string())],
-    ) else {
+    let Some(buffer) = change_buffers::delete(source_relid) else {
         return;
     };
     // The source may already be gone (DROP ... CASCADE of both).
@@ -260,6 +233,8 @@ pub fn drop_capture(source_relid: u32) {
 /// Delete buffered changes every consumer has already consumed.
 pub fn prune(source_relid: u32) {
     let buffer = format!("pgtrickle_changes.changes_{source_relid}");
+    // A statement on the source's own buffer table (generated per source);
+    // it names the catalog only to read each consumer's position.
     run(
         &format!(
             "DELETE FROM {buffer} b WHERE NOT EXISTS (\
@@ -275,6 +250,7 @@ pub fn prune(source_relid: u32) {
 /// `FROM ... WHERE ...` of the rows in `source_relid`'s buffer (alias `b`)
 /// that stream table `$1` has not consumed yet (`$2` is the source).
 fn unconsumed(source_relid: u32) -> String {
+    // Generated into the statements below, per source buffer.
     format!(
         "FROM pgtrickle_changes.changes_{source_relid} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
          WHERE st.id = $1::text::bigint AND s.st_id = st.id AND s.source_relid = $2::text::oid \

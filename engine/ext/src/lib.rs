@@ -10,8 +10,9 @@
 //! ([`wake`]), hold, discard and backpressure ([`operations`]), status and
 //! explain ([`status`]), read-only stream tables ([`readonly`]),
 //! dependencies on sources ([`depend`]), settings ([`gucs`]) and retired
-//! symbols ([`compat`]). Every module finds a stream table through
-//! [`catalog`] and re-plans one through [`replan`], so none depends on the
+//! symbols ([`compat`]). Every statement on the catalog tables lives in
+//! [`catalog`], which returns typed rows; every module finds a stream
+//! table there and re-plans one through [`replan`], so none depends on the
 //! SQL API module; [`spi`] is the layer every statement goes through.
 //! Who runs what (caller, extension owner, stream table owner) is decided
 //! in [`security`] and [`buffer_access`]; docs/SECURITY.md has the model.

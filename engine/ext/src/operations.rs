@@ -14,10 +14,10 @@ use pg_trickle_core::backpressure::{self, Action, Lag, State, Watermark, Waterma
 use pgrx::prelude::*;
 
 use crate::capture;
-use crate::catalog::controlled;
+use crate::catalog::{change_buffers, controlled, sources, stream_tables};
 use crate::gucs;
 use crate::security::{self, as_extension};
-use crate::spi::{first_column, raise, row, rows, run, value};
+use crate::spi::{raise, run, value};
 
 fn reason_or(reason: Option<&str>, default: &str) -> String {
     reason
@@ -31,14 +31,7 @@ fn reason_or(reason: Option<&str>, default: &str) -> String {
 #[pg_extern]
 fn hold_stream_table(name: &str, reason: default!(Option<&str>, "NULL")) {
     controlled(name, |st| {
-        run(
-        "UPDATE pgtrickle.pgt_stream_tables SET held = true, held_since = coalesce(held_since, now()), \
-         held_reason = $2 WHERE id = $1::text::bigint",
-        &[
-            Some(st.id.to_string()),
-            Some(reason_or(reason, "held by an operator")),
-        ],
-    )
+        stream_tables::hold(st.id, &reason_or(reason, "held by an operator"))
     });
 }
 
@@ -46,19 +39,10 @@ fn hold_stream_table(name: &str, reason: default!(Option<&str>, "NULL")) {
 #[pg_extern]
 fn resume_stream_table(name: &str) {
     controlled(name, |st| {
-        run(
-            "UPDATE pgtrickle.pgt_stream_tables SET held = false, held_since = NULL, held_reason = NULL \
-             WHERE id = $1::text::bigint",
-            &[Some(st.id.to_string())],
-        );
+        stream_tables::resume(st.id);
         evaluate_sources_of(st.id);
     });
 }
-
-/// `WHERE` clause term: the stream table `st` is owned by role `$1` (or a
-/// role `$1` is a member of).
-const OWNED_BY_CALLER: &str =
-    "pg_has_role($1::text::oid, (SELECT c.relowner FROM pg_class c WHERE c.oid = st.relid), 'USAGE')";
 
 /// Hold every stream table the caller owns (every one, for a superuser);
 /// returns how many were not held before.
@@ -67,18 +51,10 @@ fn hold_all_stream_tables(reason: default!(Option<&str>, "NULL")) -> i64 {
     let me = security::caller();
     as_extension(|| {
         crate::compat::require_current_sql();
-        value(
-            &format!(
-                "WITH h AS (UPDATE pgtrickle.pgt_stream_tables st SET held = true, held_since = now(), held_reason = $2 \
-                 WHERE NOT held AND {OWNED_BY_CALLER} RETURNING 1) SELECT count(*)::text FROM h"
-            ),
-            &[
-                Some(me.to_u32().to_string()),
-                Some(reason_or(reason, "held by an operator (all stream tables)")),
-            ],
+        stream_tables::hold_all_owned_by(
+            me,
+            &reason_or(reason, "held by an operator (all stream tables)"),
         )
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
     })
 }
 
@@ -89,47 +65,17 @@ fn resume_all_stream_tables() -> i64 {
     let me = security::caller();
     as_extension(|| {
         crate::compat::require_current_sql();
-        let n = value(
-            &format!(
-                "WITH h AS (UPDATE pgtrickle.pgt_stream_tables st SET held = false, held_since = NULL, held_reason = NULL \
-                 WHERE held AND {OWNED_BY_CALLER} RETURNING 1) SELECT count(*)::text FROM h"
-            ),
-            &[Some(me.to_u32().to_string())],
-        )
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        let n = stream_tables::resume_all_owned_by(me);
         evaluate_all();
         n
     })
-}
-
-/// Captured sources of a stream table.
-fn sources_of(st_id: i64) -> Vec<u32> {
-    first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured \
-         ORDER BY source_relid",
-        &[Some(st_id.to_string())],
-    )
-}
-
-fn all_captured_sources() -> Vec<u32> {
-    first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers ORDER BY source_relid",
-        &[],
-    )
 }
 
 /// Stop capture on one source: disable its capture trigger, drop its
 /// buffered changes, and mark every stream table reading it for
 /// reinitialisation. Returns false when it was already discarding.
 fn discard_source(relid: u32, reason: &str) -> bool {
-    let changed = value(
-        "UPDATE pgtrickle.pgt_change_buffers SET capture_state = 'discarding', capture_reason = $2, \
-         capture_changed_at = now(), backpressure = 'released', backpressure_reason = NULL, write_block = NULL \
-         WHERE source_relid = $1::text::oid AND capture_state <> 'discarding' RETURNING buffer_name",
-        &[Some(relid.to_string()), Some(reason.to_string())],
-    );
-    let Some(buffer) = changed else {
+    let Some(buffer) = change_buffers::set_discarding(relid, reason) else {
         return false;
     };
     let table = switch_capture_trigger(relid, "DISABLE", "capture discarded on source %s");
@@ -148,25 +94,14 @@ fn switch_capture_trigger(relid: u32, action: &str, reason_format: &str) -> Stri
     )
     .unwrap_or_default();
     crate::triggers::set_capture_enabled(relid, action == "ENABLE");
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
-         reinit_reason = format($2, $1::text::oid::regclass) \
-         WHERE id IN (SELECT st_id FROM pgtrickle.pgt_sources WHERE source_relid = $1::text::oid AND captured)",
-        &[Some(relid.to_string()), Some(reason_format.to_string())],
-    );
+    stream_tables::mark_readers_for_reinit(relid, reason_format);
     table
 }
 
 /// Resume capture on one source; its readers stay marked for
 /// reinitialisation until a FULL refresh. Returns false when it was capturing.
 fn resume_source(relid: u32) -> bool {
-    let changed = value(
-        "UPDATE pgtrickle.pgt_change_buffers SET capture_state = 'capturing', capture_reason = NULL, \
-         capture_changed_at = now() WHERE source_relid = $1::text::oid AND capture_state = 'discarding' \
-         RETURNING buffer_name",
-        &[Some(relid.to_string())],
-    );
-    if changed.is_none() {
+    if !change_buffers::set_capturing(relid) {
         return false;
     }
     let table = switch_capture_trigger(
@@ -191,11 +126,11 @@ fn discard_changes(name: &str, reason: default!(Option<&str>, "NULL")) -> i64 {
     let me = security::caller();
     controlled(name, |st| {
         let reason = reason_or(reason, &format!("discarded for stream table {}", st.name));
-        let sources = sources_of(st.id);
-        for relid in &sources {
+        let captured = sources::captured_of(st.id);
+        for relid in &captured {
             require_may_discard(me, *relid);
         }
-        sources
+        captured
             .into_iter()
             .filter(|relid| discard_source(*relid, &reason))
             .count() as i64
@@ -205,24 +140,15 @@ fn discard_changes(name: &str, reason: default!(Option<&str>, "NULL")) -> i64 {
 /// Raise 42501 when `me` may not stop capture on `relid`: another role's
 /// stream table reads it and `me` does not own the table.
 fn require_may_discard(me: pgrx::pg_sys::Oid, relid: u32) {
-    let r = row(
-        &format!(
-            "SELECT $2::text::oid::regclass::text, pg_has_role($1::text::oid, c.relowner, 'USAGE')::text, \
-             (SELECT string_agg(st.name, ', ' ORDER BY st.name) FROM pgtrickle.pgt_sources s \
-              JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
-              WHERE s.source_relid = c.oid AND s.captured AND NOT {OWNED_BY_CALLER}) \
-             FROM pg_class c WHERE c.oid = $2::text::oid"
-        ),
-        &[Some(me.to_u32().to_string()), Some(relid.to_string())],
-    )
-    .unwrap_or_default();
-    let owns_table = r.get(1).cloned().flatten().as_deref() == Some("true");
-    if let (Some(others), false) = (r.get(2).cloned().flatten(), owns_table) {
+    let Some(check) = sources::other_readers(me, relid) else {
+        return;
+    };
+    if let (Some(others), false) = (&check.names, check.owns_source) {
         raise(
             "42501",
             format!(
                 "permission denied to discard changes of {}: stream tables of other roles read it ({others})",
-                r[0].clone().unwrap_or_default()
+                check.source
             ),
             Some("Only the table's owner or a superuser may stop capture that other roles' stream tables rely on.".into()),
         );
@@ -236,7 +162,7 @@ fn discard_all_changes(reason: default!(Option<&str>, "NULL")) -> i64 {
     as_extension(|| {
         crate::compat::require_current_sql();
         let reason = reason_or(reason, "discarded on all sources");
-        all_captured_sources()
+        change_buffers::all_sources()
             .into_iter()
             .filter(|relid| discard_source(*relid, &reason))
             .count() as i64
@@ -247,7 +173,7 @@ fn discard_all_changes(reason: default!(Option<&str>, "NULL")) -> i64 {
 #[pg_extern]
 fn resume_capture(name: &str) -> i64 {
     controlled(name, |st| {
-        sources_of(st.id)
+        sources::captured_of(st.id)
             .into_iter()
             .filter(|relid| resume_source(*relid))
             .count() as i64
@@ -260,7 +186,7 @@ fn resume_all_capture() -> i64 {
     security::require_superuser("resume_all_capture()");
     as_extension(|| {
         crate::compat::require_current_sql();
-        all_captured_sources()
+        change_buffers::all_sources()
             .into_iter()
             .filter(|relid| resume_source(*relid))
             .count() as i64
@@ -269,34 +195,19 @@ fn resume_all_capture() -> i64 {
 
 /// Refuse a manual refresh of a held stream table (SQLSTATE 55000).
 pub fn refuse_if_held(st_id: i64, name: &str) {
-    if let Some(r) = row(
-        "SELECT held_since::text, held_reason FROM pgtrickle.pgt_stream_tables \
-         WHERE id = $1::text::bigint AND held",
-        &[Some(st_id.to_string())],
-    ) {
+    if let Some(hold) = stream_tables::hold_of(st_id) {
         raise(
             "55000",
             format!(
                 "stream table {name} is held since {} ({}); its changes are being captured",
-                r[0].clone().unwrap_or_default(),
-                r[1].clone().unwrap_or_default()
+                hold.since.unwrap_or_default(),
+                hold.reason.unwrap_or_default()
             ),
             Some(format!(
                 "Resume it with SELECT pgtrickle.resume_stream_table('{name}'); its next refresh catches up."
             )),
         );
     }
-}
-
-/// Whether any captured source of the stream table is discarding.
-pub fn discarding_source(st_id: i64) -> Option<String> {
-    value(
-        "SELECT b.source_relid::regclass::text FROM pgtrickle.pgt_change_buffers b \
-         JOIN pgtrickle.pgt_sources s ON s.source_relid = b.source_relid \
-         WHERE s.st_id = $1::text::bigint AND s.captured AND b.capture_state = 'discarding' \
-         ORDER BY 1 LIMIT 1",
-        &[Some(st_id.to_string())],
-    )
 }
 
 fn watermarks() -> Watermarks {
@@ -340,22 +251,14 @@ struct Reader {
 
 /// Every capturing reader of a source with its backlog, measured once.
 fn readers(relid: u32) -> Vec<Reader> {
-    rows(
-        "SELECT st.id::text, st.name, st.held::text FROM pgtrickle.pgt_stream_tables st \
-         JOIN pgtrickle.pgt_sources s ON s.st_id = st.id \
-         WHERE s.source_relid = $1::text::oid AND s.captured ORDER BY st.name",
-        &[Some(relid.to_string())],
-    )
-    .into_iter()
-    .map(|r| {
-        let id: i64 = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        Reader {
-            name: r[1].clone().unwrap_or_default(),
-            held: r[2].as_deref() == Some("true"),
-            lag: capture::lag_for(id, relid),
-        }
-    })
-    .collect()
+    sources::capturing_readers(relid)
+        .into_iter()
+        .map(|r| Reader {
+            lag: capture::lag_for(r.id, relid),
+            name: r.name,
+            held: r.held,
+        })
+        .collect()
 }
 
 /// The lag of a source: the largest backlog any of its readers has.
@@ -384,13 +287,7 @@ fn describe_lag(l: &Lag) -> String {
 /// Re-evaluate backpressure and the held-backlog cap of one source;
 /// returns the new state and the transition's reason when it changed.
 fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
-    let r = row(
-        "SELECT backpressure, capture_state, source_relid::regclass::text FROM pgtrickle.pgt_change_buffers \
-         WHERE source_relid = $1::text::oid",
-        &[Some(relid.to_string())],
-    )?;
-    let state = State::parse(r[0].as_deref().unwrap_or("released"));
-    let source = r[2].clone().unwrap_or_default();
+    let change_buffers::Backpressure { state, source } = change_buffers::backpressure_of(relid)?;
     let readers = readers(relid);
     let lag = largest(&readers);
     let (next, why) = backpressure::next(state, &lag, &watermarks());
@@ -403,12 +300,7 @@ fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
             )),
             State::Released => None,
         };
-        run(
-            "UPDATE pgtrickle.pgt_change_buffers SET backpressure = $2, backpressure_reason = $3, \
-             backpressure_since = now(), backpressure_transitions = backpressure_transitions + 1 \
-             WHERE source_relid = $1::text::oid",
-            &[Some(relid.to_string()), Some(next.name().into()), reason],
-        );
+        change_buffers::set_backpressure(relid, next, reason);
         pgrx::log!(
             "pg_trickle: backpressure on {source} {}: {why} ({})",
             next.name(),
@@ -431,11 +323,7 @@ fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
     } else {
         None
     };
-    run(
-        "UPDATE pgtrickle.pgt_change_buffers SET write_block = $2 \
-         WHERE source_relid = $1::text::oid AND write_block IS DISTINCT FROM $2",
-        &[Some(relid.to_string()), block],
-    );
+    change_buffers::set_write_block(relid, block);
     Some((source, next, why))
 }
 
@@ -452,11 +340,7 @@ fn worth_evaluating(candidates: Vec<u32>) -> Vec<u32> {
     if enforcing() {
         return candidates;
     }
-    let marked: Vec<u32> = first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers \
-         WHERE backpressure = 'engaged' OR write_block IS NOT NULL",
-        &[],
-    );
+    let marked = change_buffers::engaged_or_blocked();
     candidates
         .into_iter()
         .filter(|c| marked.contains(c))
@@ -465,7 +349,7 @@ fn worth_evaluating(candidates: Vec<u32>) -> Vec<u32> {
 
 /// Re-evaluate every source; returns the transitions.
 pub fn evaluate_all() -> Vec<(String, State, String)> {
-    worth_evaluating(all_captured_sources())
+    worth_evaluating(change_buffers::all_sources())
         .into_iter()
         .filter_map(evaluate_source)
         .filter_map(|(s, st, why)| why.map(|w| (s, st, w)))
@@ -474,7 +358,7 @@ pub fn evaluate_all() -> Vec<(String, State, String)> {
 
 /// Re-evaluate the sources of one stream table (after its refresh).
 pub fn evaluate_sources_of(st_id: i64) {
-    for relid in worth_evaluating(sources_of(st_id)) {
+    for relid in worth_evaluating(sources::captured_of(st_id)) {
         evaluate_source(relid);
     }
 }
@@ -522,55 +406,29 @@ fn change_buffer_status() -> TableIterator<
 > {
     let me = security::caller();
     let all = security::is_monitor(me);
-    TableIterator::new(as_extension(|| buffer_rows(me, all)))
-}
-
-type BufferRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-    f64,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<String>,
-);
-
-/// The change buffers of the sources `me` may read (all of them with `all`).
-fn buffer_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<BufferRow> {
-    rows(
-        "SELECT b.source_relid::text, b.source_relid::regclass::text, b.buffer_name, b.capture_state, \
-         b.capture_reason, (SELECT count(*) FROM pgtrickle.pgt_sources s WHERE s.source_relid = b.source_relid \
-         AND s.captured)::text, b.backpressure, b.backpressure_reason, b.backpressure_since::text, \
-         b.backpressure_transitions::text, b.write_block FROM pgtrickle.pgt_change_buffers b \
-         WHERE $2::boolean OR has_table_privilege($1::text::oid, b.source_relid, 'SELECT') ORDER BY 2",
-        &[Some(me.to_u32().to_string()), Some(all.to_string())],
-    )
-    .into_iter()
-    .map(|r| {
-        let relid: u32 = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let lag = source_lag(relid);
-        let num = |v: &Option<String>| v.as_deref().and_then(|x| x.parse().ok()).unwrap_or(0);
-        (
-            r[1].clone().unwrap_or_default(),
-            r[2].clone().unwrap_or_default(),
-            r[3].clone().unwrap_or_default(),
-            r[4].clone(),
-            num(&r[5]),
-            lag.rows,
-            lag.bytes,
-            lag.age_seconds,
-            r[6].clone().unwrap_or_default(),
-            r[7].clone(),
-            r[8].clone(),
-            num(&r[9]),
-            r[10].clone(),
-        )
-    })
-    .collect()
+    // Backlogs are measured as the extension, before the rows are returned.
+    let rows: Vec<_> = as_extension(|| {
+        change_buffers::listing_visible_to(me, all)
+            .into_iter()
+            .map(|b| {
+                let lag = source_lag(b.relid);
+                (
+                    b.source,
+                    b.buffer_name,
+                    b.capture_state,
+                    b.capture_reason,
+                    b.readers,
+                    lag.rows,
+                    lag.bytes,
+                    lag.age_seconds,
+                    b.backpressure,
+                    b.backpressure_reason,
+                    b.backpressure_since,
+                    b.backpressure_transitions,
+                    b.write_block,
+                )
+            })
+            .collect()
+    });
+    TableIterator::new(rows)
 }

@@ -20,30 +20,12 @@ use pgrx::spi::{OwnedPreparedStatement, Spi};
 use pg_trickle_core::ir::Mode;
 
 use crate::capture;
+use crate::catalog::{change_buffers, history, sources, stream_tables};
 use crate::operations;
 use crate::security;
-use crate::spi::{raise, row, rows, run, value, with_setting};
+use crate::spi::{raise, row, run, value, with_setting};
 
-/// Who started a refresh; recorded in the history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initiator {
-    /// `create_stream_table` populating the new table.
-    Create,
-    /// `refresh_stream_table`.
-    Manual,
-    /// The scheduler background worker.
-    Scheduler,
-}
-
-impl Initiator {
-    fn name(self) -> &'static str {
-        match self {
-            Initiator::Create => "create",
-            Initiator::Manual => "manual",
-            Initiator::Scheduler => "scheduler",
-        }
-    }
-}
+pub use crate::catalog::history::Initiator;
 
 /// What a refresh did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,21 +70,14 @@ pub fn refresh_with(
     }
     // With capture discarded on a source there is a gap in its changes:
     // every refresh is FULL until capture resumes, and the mark stays.
-    let discarding = operations::discarding_source(id);
+    let discarding = change_buffers::first_discarding_of(id);
     let needs_reinit = st.needs_reinit || discarding.is_some();
     let differential = st.effective_mode == Some(Mode::Differential);
     let mut reason: Option<String> = None;
 
     let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
-    let sources = rows(
-        "SELECT source_relid::text, own_change_id::text, param_position::text FROM pgtrickle.pgt_sources \
-         WHERE st_id = $1::text::bigint AND captured ORDER BY param_position",
-        &[Some(id.to_string())],
-    );
-    let relids: Vec<u32> = sources
-        .iter()
-        .filter_map(|s| s[0].as_deref().and_then(|v| v.parse().ok()))
-        .collect();
+    let captured = sources::captured_in_param_order(id);
+    let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
 
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st.frontier.is_some();
@@ -136,10 +111,7 @@ pub fn refresh_with(
         let idle = pending.is_empty();
         if idle {
             // Nothing to consume: note the check, skip the statement and the history row.
-            run(
-                "UPDATE pgtrickle.pgt_stream_tables SET last_refresh_at = clock_timestamp() WHERE id = $1::text::bigint",
-                &[Some(id.to_string())],
-            );
+            stream_tables::note_idle_refresh(id);
             return Some(Outcome {
                 mode: Mode::Differential,
                 deleted: 0,
@@ -151,7 +123,7 @@ pub fn refresh_with(
         (Mode::Full, st.populate_sql.clone(), vec![])
     } else if use_diff {
         let mut args = vec![st.frontier.clone(), st.frontier_xid.clone()];
-        args.extend(sources.iter().map(|s| s[1].clone()));
+        args.extend(captured.iter().map(|s| Some(s.own_change_id.to_string())));
         let stored = st.diff_sql.clone().unwrap_or_default();
         let target = crate::specialise::Target {
             id,
@@ -200,18 +172,7 @@ pub fn refresh_with(
         // The statement may not read the sources themselves: check that the
         // owner still may, as the owner, before reading their changes.
         owner.run(|| check_read_privileges(id, &st.query));
-        crate::spi::first_column(
-            "SELECT to_regclass(buffer_name)::oid::text FROM pgtrickle.pgt_change_buffers \
-             WHERE source_relid = ANY ($1::text::oid[])",
-            &[Some(format!(
-                "{{{}}}",
-                relids
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ))],
-        )
+        change_buffers::buffer_oids(&relids)
     } else {
         Vec::new()
     };
@@ -245,42 +206,23 @@ pub fn refresh_with(
         reason = Some(why.into());
     }
 
-    for s in &sources {
-        let relid = s[0].clone().unwrap_or_default();
-        run(
-            &format!(
-                "UPDATE pgtrickle.pgt_sources SET own_change_id = coalesce((SELECT max(change_id) \
-                 FROM pgtrickle_changes.changes_{relid} WHERE xid = $1::xid8), 0) \
-                 WHERE st_id = $2::text::bigint AND source_relid = $3::text::oid"
-            ),
-            &[own_xid.clone(), Some(id.to_string()), Some(relid.clone())],
-        );
+    for s in &captured {
+        sources::store_own_change_id(id, s.relid, own_xid.clone());
     }
     let still_reinit = discarding
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
-    run(
-        "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
-         needs_reinit = $5 IS NOT NULL, reinit_reason = $5, last_refresh_at = clock_timestamp(), \
-         last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL \
-         WHERE id = $1::text::bigint",
-        &[
-            Some(id.to_string()),
-            frontier,
-            own_xid,
-            Some(mode.name().to_string()),
-            still_reinit,
-        ],
-    );
-    record_history(
-        id,
-        started,
-        mode.name(),
+    stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit);
+    history::record(&history::Entry {
+        st_id: id,
+        started_at: started,
+        mode: mode.name(),
         initiator,
-        Some((deleted, inserted)),
-        reason.as_deref(),
-        None,
-    );
+        rows_changed: Some((deleted, inserted)),
+        reason: reason.as_deref(),
+        error: None,
+    });
+    history::prune(id);
     // Prune in oid order so concurrent refreshes lock buffers in one order.
     let mut prune_order = relids;
     prune_order.sort_unstable();
@@ -295,45 +237,6 @@ pub fn refresh_with(
         inserted,
     })
 }
-
-/// Append a refresh-history row.
-pub fn record_history(
-    id: i64,
-    started: Option<String>,
-    mode: &str,
-    initiator: Initiator,
-    rows_changed: Option<(i64, i64)>,
-    reason: Option<&str>,
-    error: Option<(&str, &str)>,
-) {
-    run(
-        "INSERT INTO pgtrickle.pgt_refresh_history (st_id, started_at, finished_at, mode, initiated_by, \
-         rows_deleted, rows_inserted, reason, error_sqlstate, error_message) \
-         VALUES ($1::text::bigint, coalesce($2::timestamptz, clock_timestamp()), clock_timestamp(), $3, $4, \
-         $5::bigint, $6::bigint, $7, $8, $9)",
-        &[
-            Some(id.to_string()),
-            started,
-            Some(mode.to_string()),
-            Some(initiator.name().to_string()),
-            rows_changed.map(|r| r.0.to_string()),
-            rows_changed.map(|r| r.1.to_string()),
-            reason.map(str::to_string),
-            error.map(|e| e.0.to_string()),
-            error.map(|e| e.1.to_string()),
-        ],
-    );
-    // Keep the newest HISTORY_KEPT rows per stream table.
-    run(
-        "DELETE FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint AND id <= \
-         (SELECT id FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint \
-          ORDER BY id DESC OFFSET $2::int LIMIT 1)",
-        &[Some(id.to_string()), Some(HISTORY_KEPT.to_string())],
-    );
-}
-
-/// Refresh-history rows kept per stream table.
-pub const HISTORY_KEPT: usize = 1000;
 
 /// Raise (42501 when a privilege is missing) unless the current role may
 /// read everything `query` reads: every relation and column, through views,

@@ -14,10 +14,10 @@
 use pg_trickle_core::ir::{Mode, RequestedMode};
 use pgrx::prelude::*;
 
-use crate::catalog::owner_of;
+use crate::catalog::{owner_of, sources, stream_tables};
 use crate::replan::replan;
 use crate::security::as_extension;
-use crate::spi::{first_column, in_subtransaction, row, rows, run};
+use crate::spi::in_subtransaction;
 
 /// Regenerate every capture function, capture trigger and stored refresh
 /// statement in this database with this version's generator, and give
@@ -55,12 +55,9 @@ fn _regenerate() {
 /// to a child went uncaptured, so their next refresh recomputes them.
 fn reinitialise_readers_of(sources: &[u32]) {
     for source in sources {
-        let names: Vec<String> = first_column(
-            "UPDATE pgtrickle.pgt_stream_tables st SET needs_reinit = true, \
-             reinit_reason = format('upgrade: source %s has partitions or inheritance children, whose changes earlier versions could miss', $1::text::oid::regclass) \
-             WHERE st.id IN (SELECT s.st_id FROM pgtrickle.pgt_sources s WHERE s.source_relid = $1::text::oid AND s.captured) \
-             RETURNING st.name",
-            &[Some(source.to_string())],
+        let names = stream_tables::mark_readers_for_reinit(
+            *source,
+            "upgrade: source %s has partitions or inheritance children, whose changes earlier versions could miss",
         );
         for name in names {
             pgrx::warning!(
@@ -99,33 +96,25 @@ impl Drop for OutsideExtensionScript {
 /// Regenerate the stored statements of every stream table; returns how
 /// many were regenerated in place and how many were re-planned.
 fn regenerate_statements() -> (usize, usize) {
-    let ids: Vec<i64> = first_column(
-        "SELECT id::text FROM pgtrickle.pgt_stream_tables ORDER BY id",
-        &[],
-    );
     let (mut kept, mut replanned) = (0, 0);
-    for id in ids {
+    for id in stream_tables::ids() {
         match in_subtransaction(move || regenerate_one(id)) {
             Ok(true) => kept += 1,
             Ok(false) => replanned += 1,
             Err(f) => {
                 f.reraise_if_transient();
-                let name = row(
-                    "SELECT name FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-                    &[Some(id.to_string())],
-                )
-                .and_then(|r| r[0].clone())
-                .unwrap_or_default();
+                let name = stream_tables::name_of(id).unwrap_or_default();
                 pgrx::warning!(
                     "pg_trickle: could not regenerate the statements of stream table {name} ({}: {}); it is marked for reinitialisation",
                     f.sqlstate,
                     f.message
                 );
-                run(
-                    "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, \
-                     reinit_reason = 'the upgrade could not regenerate its statements: ' || $2 \
-                     WHERE id = $1::text::bigint",
-                    &[Some(id.to_string()), Some(f.message)],
+                stream_tables::mark_for_reinit(
+                    id,
+                    &format!(
+                        "the upgrade could not regenerate its statements: {}",
+                        f.message
+                    ),
                 );
                 replanned += 1;
             }
@@ -137,19 +126,18 @@ fn regenerate_statements() -> (usize, usize) {
 /// Regenerate one stream table's statements in place when its plan is
 /// otherwise unchanged (true), else re-plan it for reinitialisation (false).
 fn regenerate_one(id: i64) -> bool {
-    let Some(r) = row(
-        "SELECT name, query, requested_mode, effective_mode, relid::text \
-         FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-        &[Some(id.to_string())],
-    ) else {
+    let Some(stream_tables::Definition {
+        name,
+        query,
+        requested_mode,
+        effective_mode,
+        relid,
+        ..
+    }) = stream_tables::definition(id)
+    else {
         return true;
     };
-    let name = r[0].clone().unwrap_or_default();
-    let query = r[1].clone().unwrap_or_default();
-    let requested =
-        RequestedMode::parse(r[2].as_deref().unwrap_or("AUTO")).unwrap_or(RequestedMode::Auto);
-    let effective = r[3].clone().unwrap_or_default();
-    let relid: u32 = r[4].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let requested = requested_mode.unwrap_or(RequestedMode::Auto);
     let owner = owner_of(id);
     // Every stream table is read-only and depends on its sources (0.39.2).
     crate::readonly::install(&name);
@@ -161,44 +149,32 @@ fn regenerate_one(id: i64) -> bool {
         requested
     };
     let planned = crate::planning::plan(&name, &query, as_planned, relid, &name, &owner);
-    let mut params_now: Vec<(String, Option<String>)> = rows(
-        "SELECT source_relid::text, param_position::text FROM pgtrickle.pgt_sources \
-         WHERE st_id = $1::text::bigint AND captured",
-        &[Some(id.to_string())],
-    )
-    .into_iter()
-    .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone()))
-    .collect();
-    let mut params_planned: Vec<(String, Option<String>)> =
+    let mut params_now: Vec<(u32, Option<i32>)> = sources::captured_in_param_order(id)
+        .into_iter()
+        .map(|s| (s.relid, s.param_position))
+        .collect();
+    let mut params_planned: Vec<(u32, Option<i32>)> =
         if planned.effective_mode == Mode::Differential {
             planned
                 .plan
                 .diff_sources
                 .iter()
                 .enumerate()
-                .map(|(p, i)| {
-                    (
-                        planned.analysis.sources[*i].oid.to_string(),
-                        Some((p + 3).to_string()),
-                    )
-                })
+                .map(|(p, i)| (planned.analysis.sources[*i].oid, i32::try_from(p + 3).ok()))
                 .collect()
         } else {
             Vec::new()
         };
     params_planned.sort();
     params_now.sort();
-    if Some(planned.effective_mode) != Mode::parse(&effective) || params_planned != params_now {
+    if Some(planned.effective_mode) != effective_mode || params_planned != params_now {
         let why = match &planned.fallback_reason {
             Some(r) if planned.effective_mode == Mode::Full => format!("the upgrade: {r}"),
             _ => "the upgrade to this version".to_string(),
         };
         replan(id, Some(as_planned), &why);
         if requested == RequestedMode::Differential {
-            run(
-                "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = 'DIFFERENTIAL' WHERE id = $1::text::bigint",
-                &[Some(id.to_string())],
-            );
+            stream_tables::set_requested_mode(id, RequestedMode::Differential);
         }
         pgrx::warning!(
             "pg_trickle: stream table {name} was re-planned ({}); it is recomputed at its next refresh",
@@ -207,7 +183,7 @@ fn regenerate_one(id: i64) -> bool {
         return false;
     }
     crate::depend::set(relid, &crate::planning::relations_read(&query, &owner), &[]);
-    crate::catalog::stream_tables::store_statements(id, &planned);
+    stream_tables::store_statements(id, &planned);
     // The sources' rows stay as they are (same oids and parameters);
     // capture was brought up to date by `capture::regenerate_all`.
     true

@@ -22,10 +22,11 @@ use pg_trickle_core::sqlstate::decide;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use crate::catalog::{history, sources, stream_tables};
 use crate::gucs::{DATABASE, ENABLED, SCHEDULER_INTERVAL_MS};
 use crate::refresh::{self, Initiator};
 use crate::security::as_extension;
-use crate::spi::{in_subtransaction, rows, run};
+use crate::spi::in_subtransaction;
 
 /// Register the worker; called from `_PG_init` during preload.
 pub fn register_worker() {
@@ -101,30 +102,17 @@ fn due_stream_tables() -> Option<Vec<i64>> {
     if !extension_installed() {
         return None;
     }
-    let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
-    let all: Vec<(i64, bool)> = rows(
-        "SELECT id::text, (schedule_seconds IS NOT NULL AND NOT held AND \
-           greatest(last_refresh_at, last_error_at, created_at) + schedule_seconds * interval '1 second' <= now())::text \
-         FROM pgtrickle.pgt_stream_tables",
-        &[],
-    )
-    .into_iter()
-    .filter_map(|r| Some((parse(&r[0])?, r[1].as_deref() == Some("true"))))
-    .collect();
-    let edges: Vec<(i64, i64)> = rows(
-        "SELECT up.id::text, s.st_id::text FROM pgtrickle.pgt_sources s \
-         JOIN pgtrickle.pgt_stream_tables up ON up.relid = s.source_relid",
-        &[],
-    )
-    .into_iter()
-    .filter_map(|r| Some((parse(&r[0])?, parse(&r[1])?)))
-    .collect();
-    let nodes: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
+    let all = stream_tables::schedules();
+    let edges: Vec<(i64, i64)> = sources::edges()
+        .into_iter()
+        .map(|e| (e.upstream, e.downstream))
+        .collect();
+    let nodes: Vec<i64> = all.iter().map(|s| s.id).collect();
     let order = refresh_order(&nodes, &edges).unwrap_or(nodes);
     Some(
         order
             .into_iter()
-            .filter(|id| all.iter().any(|(n, due)| n == id && *due))
+            .filter(|id| all.iter().any(|s| s.id == *id && s.due))
             .collect(),
     )
 }
@@ -161,26 +149,22 @@ fn refresh_one(id: i64) {
                 decision.reason
             );
             // Without last_error_at the stream table stays due: retried next tick.
-            run(
-                "UPDATE pgtrickle.pgt_stream_tables SET last_error_sqlstate = $2, last_error_message = $3, \
-                 last_error_at = CASE WHEN $4::boolean THEN last_error_at ELSE now() END \
-                 WHERE id = $1::text::bigint",
-                &[
-                    Some(id.to_string()),
-                    Some(failure.sqlstate.clone()),
-                    Some(failure.message.clone()),
-                    Some(decision.retry_next_tick.to_string()),
-                ],
-            );
-            refresh::record_history(
+            stream_tables::record_failure(
                 id,
-                None,
-                "ERROR",
-                Initiator::Scheduler,
-                None,
-                Some(&decision.reason),
-                Some((&failure.sqlstate, &failure.message)),
+                &failure.sqlstate,
+                &failure.message,
+                decision.retry_next_tick,
             );
+            history::record(&history::Entry {
+                st_id: id,
+                started_at: None,
+                mode: "ERROR",
+                initiator: Initiator::Scheduler,
+                rows_changed: None,
+                reason: Some(&decision.reason),
+                error: Some((&failure.sqlstate, &failure.message)),
+            });
+            history::prune(id);
         }
     }
 }

@@ -29,7 +29,6 @@ pub fn members(oid: u32) -> Vec<u32> {
 pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
     let r = row(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
-         EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.relid = c.oid)::text, \
          EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)::text \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
         &[Some(oid.to_string())],
@@ -44,7 +43,8 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
         .as_deref()
         .and_then(|k| k.chars().next())
         .unwrap_or(' ');
-    let kind = SourceKind::from_relkind(relkind, flag(4), flag(5));
+    let is_stream_table = crate::catalog::stream_tables::is_storage(oid);
+    let kind = SourceKind::from_relkind(relkind, is_stream_table, flag(4));
     let capture_problem = if kind.capturable() {
         capture_problem(oid, r[3].as_deref().unwrap_or("p"))
     } else {

@@ -12,13 +12,12 @@ use pgrx::JsonB;
 
 use pg_trickle_core::delta::{plan_refresh, SqlPhase};
 use pg_trickle_core::explain;
-use pg_trickle_core::ir::Mode;
+use pg_trickle_core::ir::{Mode, RequestedMode};
 use pg_trickle_core::OpNode;
 
 use crate::capture;
-use crate::catalog::{owner_of, resolve};
+use crate::catalog::{change_buffers, history, owner_of, resolve, sources, stream_tables};
 use crate::security::{self, as_extension, Owner};
-use crate::spi::{first_column, row, rows};
 
 /// One row per stream table: modes, schedule, last refresh, what happens
 /// to its changes (captured, held or discarded) and why, its backlog,
@@ -78,51 +77,35 @@ type StatusRow = (
 
 /// Status of the stream tables `me` may see (all of them with `all`).
 fn status_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<StatusRow> {
-    let sts = rows(
-        "SELECT st.id::text, st.name, st.requested_mode, st.effective_mode, st.schedule, st.last_refresh_at::text, \
-         st.last_refresh_mode, st.needs_reinit::text, st.reinit_reason, st.fallback_reason, st.last_error_sqlstate, \
-         st.last_error_message, st.frontier::text, st.held::text, \
-         CASE WHEN st.held THEN format('held since %s: %s', st.held_since, st.held_reason) END \
-         FROM pgtrickle.pgt_stream_tables st JOIN pg_class c ON c.oid = st.relid \
-         WHERE $2::boolean OR pg_has_role($1::text::oid, c.relowner, 'USAGE') ORDER BY st.name",
-        &[Some(me.to_u32().to_string()), Some(all.to_string())],
-    );
     let mut out = Vec::new();
-    for r in sts {
-        let id: i64 = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let sources = rows(
-            "SELECT s.source_relid::text, s.source_relid::regclass::text, b.capture_state, b.capture_reason, \
-             b.backpressure, b.backpressure_reason, b.write_block FROM pgtrickle.pgt_sources s \
-             JOIN pgtrickle.pgt_change_buffers b ON b.source_relid = s.source_relid \
-             WHERE s.st_id = $1::text::bigint AND s.captured ORDER BY 2",
-            &[Some(id.to_string())],
-        );
+    for st in stream_tables::status_visible_to(me, all) {
         let mut lag = pg_trickle_core::backpressure::Lag::default();
         let (mut discarding, mut engaged, mut blocked) = (None, None, None);
-        for src in &sources {
-            let relid: u32 = src[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-            let l = capture::lag_for(id, relid);
+        for src in change_buffers::capture_of_sources(st.id) {
+            let l = capture::lag_for(st.id, src.relid);
             lag.rows += l.rows;
             lag.bytes += l.bytes;
             lag.age_seconds = lag.age_seconds.max(l.age_seconds);
-            let name = src[1].clone().unwrap_or_default();
-            if src[2].as_deref() == Some("discarding") && discarding.is_none() {
+            let name = &src.name;
+            if src.discarding && discarding.is_none() {
                 discarding = Some(format!(
                     "capture discarded on {name}: {}",
-                    src[3].clone().unwrap_or_default()
+                    src.capture_reason.unwrap_or_default()
                 ));
             }
-            if src[4].as_deref() == Some("engaged") && engaged.is_none() {
-                engaged = Some(format!("{name}: {}", src[5].clone().unwrap_or_default()));
+            if src.engaged && engaged.is_none() {
+                engaged = Some(format!(
+                    "{name}: {}",
+                    src.backpressure_reason.unwrap_or_default()
+                ));
             }
-            if let (Some(b), None) = (&src[6], &blocked) {
+            if let (Some(b), None) = (&src.write_block, &blocked) {
                 blocked = Some(format!("{name}: {b}"));
             }
         }
-        let held = r[13].as_deref() == Some("true");
-        let (cdc_state, cdc_reason) = match (&discarding, held) {
+        let (cdc_state, cdc_reason) = match (&discarding, st.held) {
             (Some(d), _) => ("discarding", Some(d.clone())),
-            (None, true) => ("holding", r[14].clone()),
+            (None, true) => ("holding", st.held_because),
             (None, false) => ("capturing", None),
         };
         let (bp, bp_reason) = match (blocked, engaged) {
@@ -131,19 +114,25 @@ fn status_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<StatusRow> {
             (None, None) => ("released", None),
         };
         out.push((
-            r[1].clone().unwrap_or_default(),
-            r[2].clone().unwrap_or_default(),
-            r[3].clone().unwrap_or_default(),
-            r[4].clone(),
-            r[5].clone(),
-            r[6].clone(),
+            st.name,
+            st.requested_mode
+                .map(RequestedMode::name)
+                .unwrap_or_default()
+                .to_string(),
+            st.effective_mode
+                .map(Mode::name)
+                .unwrap_or_default()
+                .to_string(),
+            st.schedule,
+            st.last_refresh_at,
+            st.last_refresh_mode,
             lag.rows,
-            r[7].as_deref() == Some("true"),
-            r[8].clone(),
-            r[9].clone(),
-            r[10].clone(),
-            r[11].clone(),
-            r[12].clone(),
+            st.needs_reinit,
+            st.reinit_reason,
+            st.fallback_reason,
+            st.last_error_sqlstate,
+            st.last_error_message,
+            st.frontier,
             cdc_state.to_string(),
             cdc_reason,
             lag.bytes,
@@ -159,8 +148,8 @@ fn status_rows(me: pgrx::pg_sys::Oid, all: bool) -> Vec<StatusRow> {
 struct Explained {
     st: crate::catalog::StreamTableRef,
     query: String,
-    requested: String,
-    effective: String,
+    requested: Option<RequestedMode>,
+    effective: Option<Mode>,
     fallback_reason: Option<String>,
     analysis: Result<pg_trickle_core::Analysis, String>,
     /// The recorded storage name the SQL was generated for.
@@ -181,29 +170,33 @@ fn with_explained<R>(name: &str, f: impl FnOnce(&Explained) -> R) -> R {
 }
 
 fn explained(st: crate::catalog::StreamTableRef) -> Explained {
-    let r = row(
-        "SELECT query, requested_mode, effective_mode, fallback_reason, search_path, name \
-         FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-        &[Some(st.id.to_string())],
-    )
-    .unwrap_or_default();
-    let query = r[0].clone().unwrap_or_default();
+    let definition = stream_tables::definition(st.id).unwrap_or_default();
     let owner = owner_of(st.id);
     // Names in the defining query resolve as they did at creation.
-    let analysis = crate::planning::analyze_query(&query, &owner);
+    let analysis = crate::planning::analyze_query(&definition.query, &owner);
     Explained {
         st,
-        query,
-        requested: r[1].clone().unwrap_or_default(),
-        effective: r[2].clone().unwrap_or_default(),
-        fallback_reason: r[3].clone(),
+        query: definition.query,
+        requested: definition.requested_mode,
+        effective: definition.effective_mode,
+        fallback_reason: definition.fallback_reason,
         analysis,
-        storage: r[5].clone().unwrap_or_default(),
+        storage: definition.name,
         owner,
     }
 }
 
 impl Explained {
+    /// The mode asked for, as the catalog spells it.
+    fn requested_name(&self) -> &'static str {
+        self.requested.map(RequestedMode::name).unwrap_or_default()
+    }
+
+    /// The mode the engine chose, as the catalog spells it.
+    fn effective_name(&self) -> &'static str {
+        self.effective.map(Mode::name).unwrap_or_default()
+    }
+
     fn tree(&self) -> OpNode {
         match &self.analysis {
             Ok(a) => a.tree.clone(),
@@ -215,15 +208,10 @@ impl Explained {
         let Ok(analysis) = &self.analysis else {
             return Vec::new();
         };
-        if Mode::parse(&self.effective) != Some(Mode::Full) {
+        if self.effective != Some(Mode::Full) {
             // What the next refresh would run: specialised to the sources
             // with changes to consume now.
-            let fingerprint = crate::spi::value(
-                "SELECT plan_fingerprint FROM pgtrickle.pgt_stream_tables \
-                 WHERE id = $1::text::bigint AND diff_sql IS NOT NULL",
-                &[Some(self.st.id.to_string())],
-            );
-            if let Some(fingerprint) = fingerprint {
+            if let Some(fingerprint) = stream_tables::differential_fingerprint(self.st.id) {
                 let target = crate::specialise::Target {
                     id: self.st.id,
                     fingerprint: Some(&fingerprint),
@@ -241,7 +229,7 @@ impl Explained {
         }
         let columns = crate::planning::storage_columns(self.st.relid);
         let mut phases = plan_refresh(analysis, &self.query, &self.storage, &columns).phases;
-        if Mode::parse(&self.effective) == Some(Mode::Full) {
+        if self.effective == Some(Mode::Full) {
             // A FULL stream table never runs its differential phases.
             phases.retain(|p| !p.parameterized);
         }
@@ -249,19 +237,11 @@ impl Explained {
     }
 
     fn json(&self) -> serde_json::Value {
-        let sources: Vec<serde_json::Value> = rows(
-            "SELECT source_relid::regclass::text, captured::text FROM pgtrickle.pgt_sources \
-             WHERE st_id = $1::text::bigint ORDER BY 1",
-            &[Some(self.st.id.to_string())],
-        )
-        .into_iter()
-        .map(|s| serde_json::json!({ "relation": s[0], "captured": s[1].as_deref() == Some("true") }))
-        .collect();
-        let stored = row(
-            "SELECT diff_sql, full_sql FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-            &[Some(self.st.id.to_string())],
-        )
-        .unwrap_or_default();
+        let sources: Vec<serde_json::Value> = sources::listed_of(self.st.id)
+            .into_iter()
+            .map(|s| serde_json::json!({ "relation": s.relation, "captured": s.captured }))
+            .collect();
+        let stored = stream_tables::stored_sql(self.st.id);
         let phases: Vec<serde_json::Value> = self
             .phases()
             .iter()
@@ -270,12 +250,12 @@ impl Explained {
         serde_json::json!({
             "name": self.st.name,
             "query": self.query,
-            "requested_mode": self.requested,
-            "effective_mode": self.effective,
+            "requested_mode": self.requested_name(),
+            "effective_mode": self.effective_name(),
             "fallback_reason": self.fallback_reason,
             "sources": sources,
             "operator_tree": serde_json::to_value(self.tree()).unwrap_or(serde_json::Value::Null),
-            "sql": { "differential": stored.first().cloned().flatten(), "full": stored.get(1).cloned().flatten() },
+            "sql": { "differential": stored.differential, "full": stored.full },
             "phases": phases,
         })
     }
@@ -302,8 +282,8 @@ fn explain_stream_table_as(name: &str, format: &str) -> String {
     with_explained(name, |e| {
         let header = explain::Header {
             name: &e.st.name,
-            requested: &e.requested,
-            effective: &e.effective,
+            requested: e.requested_name(),
+            effective: e.effective_name(),
             fallback_reason: e.fallback_reason.as_deref(),
         };
         match f {
@@ -349,20 +329,13 @@ type SqlRow = (
 );
 
 fn sql_rows(e: &Explained) -> Vec<SqlRow> {
-    let id = Some(e.st.id.to_string());
-    let mut params: Vec<Option<String>> = row(
-        "SELECT frontier::text, frontier_xid::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
-        std::slice::from_ref(&id),
-    )
-    .unwrap_or_default();
+    let mut params: Vec<Option<String>> = stream_tables::frontier(e.st.id)
+        .map(|f| vec![f.snapshot, f.xid])
+        .unwrap_or_default();
     params.extend(
-        first_column::<String>(
-            "SELECT own_change_id::text FROM pgtrickle.pgt_sources \
-         WHERE st_id = $1::text::bigint AND captured ORDER BY param_position",
-            &[id],
-        )
-        .into_iter()
-        .map(Some),
+        sources::captured_in_param_order(e.st.id)
+            .into_iter()
+            .map(|s| Some(s.own_change_id.to_string())),
     );
     e.phases()
         .into_iter()
@@ -411,27 +384,21 @@ fn refresh_history(
     let st = resolve(name);
     let out: Vec<_> = as_extension(|| {
         st.require_reader(me);
-        rows(
-            "SELECT started_at::text, finished_at::text, mode, initiated_by, rows_deleted::text, \
-             rows_inserted::text, reason, error_sqlstate, error_message, id::text \
-             FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint ORDER BY id DESC",
-            &[Some(st.id.to_string())],
-        )
+        history::of(st.id)
     })
     .into_iter()
-    .map(|r| {
-        let num = |v: &Option<String>| v.as_deref().and_then(|x| x.parse().ok());
+    .map(|h| {
         (
-            r[0].clone().unwrap_or_default(),
-            r[1].clone().unwrap_or_default(),
-            r[2].clone().unwrap_or_default(),
-            r[3].clone().unwrap_or_default(),
-            num(&r[4]),
-            num(&r[5]),
-            r[6].clone(),
-            r[7].clone(),
-            r[8].clone(),
-            num(&r[9]).unwrap_or_default(),
+            h.started_at,
+            h.finished_at,
+            h.mode,
+            h.initiated_by,
+            h.rows_deleted,
+            h.rows_inserted,
+            h.reason,
+            h.error_sqlstate,
+            h.error_message,
+            h.refresh_id,
         )
     })
     .collect();

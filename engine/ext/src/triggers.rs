@@ -21,6 +21,7 @@ use std::cell::Cell;
 
 use pg_trickle_core::catalog::SourceKind;
 
+use crate::catalog::change_buffers;
 use crate::spi::{first_column, run, value};
 
 thread_local! {
@@ -208,31 +209,6 @@ fn drop_on_member(source: u32, member: u32) {
     );
 }
 
-/// The members recorded for `source` when its triggers were last set.
-pub fn recorded_members(source: u32) -> Vec<u32> {
-    first_column(
-        "SELECT unnest(members)::text FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
-        &[Some(source.to_string())],
-    )
-}
-
-fn record_members(source: u32, members: &[u32]) {
-    run(
-        "UPDATE pgtrickle.pgt_change_buffers SET members = $2::text::oid[] WHERE source_relid = $1::text::oid",
-        &[
-            Some(source.to_string()),
-            Some(format!(
-                "{{{}}}",
-                members
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )),
-        ],
-    );
-}
-
 /// How a source's members changed since they were recorded.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MembersChange {
@@ -252,7 +228,7 @@ impl MembersChange {
 /// Bring `source`'s member triggers and recorded members up to date.
 pub fn sync_members(source: u32) -> MembersChange {
     let now = crate::sources::members(source);
-    let before = recorded_members(source);
+    let before = change_buffers::members(source);
     let change = MembersChange {
         added: now
             .iter()
@@ -272,14 +248,14 @@ pub fn sync_members(source: u32) -> MembersChange {
         install_on_member(source, *m);
     }
     if !change.is_empty() {
-        record_members(source, &now);
+        change_buffers::record_members(source, &now);
     }
     change
 }
 
 /// Drop every member trigger of `source` and forget its members.
 pub fn drop_members(source: u32) {
-    for m in recorded_members(source) {
+    for m in change_buffers::members(source) {
         drop_on_member(source, m);
     }
 }
@@ -298,7 +274,7 @@ pub fn set_capture_enabled(source: u32, enabled: bool) {
             &[],
         );
     }
-    for m in recorded_members(source) {
+    for m in change_buffers::members(source) {
         let Some(table) = relation_sql(m) else {
             continue;
         };

@@ -1,13 +1,29 @@
-//! Looking stream tables up in the catalog: by name as the caller wrote it
+//! The extension's catalog tables, and the only place that runs SQL on
+//! them. One file per table, each with small typed functions named for
+//! what they do, so no other module writes a statement on a catalog table
+//! or reads a catalog row by position:
+//!
+//! - [`stream_tables`]: `pgt_stream_tables`, a stream table's own row
+//!   (what a refresh reads, what creation, a re-plan and regeneration
+//!   store, holds, schedules, errors, status);
+//! - [`sources`]: `pgt_sources`, which relations each stream table reads,
+//!   which of them it captures, and how far it consumed their changes;
+//! - [`change_buffers`]: `pgt_change_buffers`, one row per captured
+//!   source (its buffer, capture state, backpressure, members);
+//! - [`history`]: `pgt_refresh_history`, what every refresh did.
+//!
+//! A statement joining several tables lives with the table it is mainly
+//! about. Rows are decoded once, here, into structs with typed fields.
+//!
+//! This module itself finds stream tables: by name as the caller wrote it
 //! ([`resolve`]), with the ownership check every control function makes
 //! ([`controlled`]), and the owner a stream table's statements run as
-//! ([`owner_of`]), and a stream table's row as a refresh reads it, typed
-//! ([`StreamTableRow`]). Every module that needs a stream table's identity
-//! comes here, so none of them needs the SQL API module.
-//!
-//! [`stream_tables`] reads and writes a stream table's own row: what a
-//! refresh reads, and what creation, a re-plan and regeneration store.
+//! ([`owner_of`]). Every module that needs a stream table's identity comes
+//! here, so none of them needs the SQL API module.
 
+pub mod change_buffers;
+pub mod history;
+pub mod sources;
 pub mod stream_tables;
 
 pub use stream_tables::{lock_for_refresh, StreamTableRow};
@@ -15,7 +31,72 @@ pub use stream_tables::{lock_for_refresh, StreamTableRow};
 use pgrx::prelude::*;
 
 use crate::security::{self, as_extension, Owner};
-use crate::spi::{raise, row, value};
+use crate::spi::{raise, value, Row};
+
+/// `WHERE` clause term: the stream table `st` is owned by role `$1` (or a
+/// role `$1` is a member of).
+const OWNED_BY_CALLER: &str =
+    "pg_has_role($1::text::oid, (SELECT c.relowner FROM pg_class c WHERE c.oid = st.relid), 'USAGE')";
+
+/// A catalog row as the SPI layer returns it (every column text, NULL as
+/// `None`), decoded by position here and nowhere else.
+struct Fields(Row);
+
+impl Fields {
+    /// Column `i` as text, if not NULL.
+    fn opt(&self, i: usize) -> Option<String> {
+        self.0.get(i).cloned().flatten()
+    }
+
+    /// Column `i` as text, NULL as empty.
+    fn text(&self, i: usize) -> String {
+        self.opt(i).unwrap_or_default()
+    }
+
+    /// Column `i` as a boolean (`true` only for SQL true).
+    fn flag(&self, i: usize) -> bool {
+        self.0.get(i).and_then(Option::as_deref) == Some("true")
+    }
+
+    /// Column `i` parsed, if not NULL and parsable.
+    fn parsed<T: std::str::FromStr>(&self, i: usize) -> Option<T> {
+        self.0.get(i).and_then(Option::as_deref)?.parse().ok()
+    }
+
+    /// Column `i` parsed, NULL or unparsable as the type's default (0).
+    fn num<T: std::str::FromStr + Default>(&self, i: usize) -> T {
+        self.parsed(i).unwrap_or_default()
+    }
+
+    /// Column `i` as a role oid (0 when NULL).
+    fn oid(&self, i: usize) -> pg_sys::Oid {
+        pg_sys::Oid::from(self.num::<u32>(i))
+    }
+}
+
+/// Run a statement and decode every row.
+fn decoded(sql: &str, args: &[Option<String>]) -> Vec<Fields> {
+    crate::spi::rows(sql, args)
+        .into_iter()
+        .map(Fields)
+        .collect()
+}
+
+/// Run a statement and decode its first row, if any.
+fn decoded_row(sql: &str, args: &[Option<String>]) -> Option<Fields> {
+    crate::spi::row(sql, args).map(Fields)
+}
+
+/// `v` as a statement argument.
+fn arg(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// Oids as an `oid[]` literal argument (`{1,2,3}`).
+fn oid_array(oids: &[u32]) -> Option<String> {
+    let list: Vec<String> = oids.iter().map(u32::to_string).collect();
+    Some(format!("{{{}}}", list.join(",")))
+}
 
 /// A stream table's catalog identity.
 pub struct StreamTableRef {
@@ -43,26 +124,9 @@ pub fn resolve(name: &str) -> StreamTableRef {
             None,
         )
     };
-    let r = as_extension(|| {
-        row(
-            "SELECT st.id::text, st.name, c.relowner::text FROM pgtrickle.pgt_stream_tables st \
-             JOIN pg_class c ON c.oid = st.relid WHERE st.relid = $1::text::oid",
-            &[Some(relid.clone())],
-        )
-    });
-    let Some(r) = r else {
-        raise("42809", format!("\"{name}\" is not a stream table"), None)
-    };
-    StreamTableRef {
-        id: r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-        relid: relid.parse().unwrap_or(0),
-        name: r[1].clone().unwrap_or_default(),
-        owner: pg_sys::Oid::from(
-            r[2].as_deref()
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0),
-        ),
-    }
+    let relid: u32 = relid.parse().unwrap_or(0);
+    as_extension(|| stream_tables::by_relid(relid))
+        .unwrap_or_else(|| raise("42809", format!("\"{name}\" is not a stream table"), None))
 }
 
 impl StreamTableRef {
@@ -92,22 +156,10 @@ pub fn controlled<R>(name: &str, f: impl FnOnce(&StreamTableRef) -> R) -> R {
     })
 }
 
-/// The owner and recorded search_path of stream table `id`.
+/// The owner and recorded search_path of stream table `id`, or raise.
 pub fn owner_of(id: i64) -> Owner {
-    let r = row(
-        "SELECT c.relowner::text, st.search_path FROM pgtrickle.pgt_stream_tables st \
-         JOIN pg_class c ON c.oid = st.relid WHERE st.id = $1::text::bigint",
-        &[Some(id.to_string())],
-    )
-    .unwrap_or_else(|| raise("42P01", format!("stream table {id} does not exist"), None));
-    Owner {
-        role: pg_sys::Oid::from(
-            r[0].as_deref()
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0),
-        ),
-        search_path: r[1].clone().unwrap_or_default(),
-    }
+    stream_tables::owner(id)
+        .unwrap_or_else(|| raise("42P01", format!("stream table {id} does not exist"), None))
 }
 
 impl StreamTableRef {

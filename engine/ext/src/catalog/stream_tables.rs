@@ -1,15 +1,29 @@
-//! A stream table's row in `pgt_stream_tables`, typed: what a refresh
-//! reads ([`lock_for_refresh`]) and what creation ([`insert`]), a re-plan
-//! ([`store_replan`]) and regeneration ([`store_statements`]) write. The
-//! plan's statements and its fingerprint are always written together, so
-//! a stored statement never outlives the identity it was generated from.
+//! `pgt_stream_tables`: a stream table's own row, typed. What a refresh
+//! reads ([`lock_for_refresh`]) and writes after it ([`store_refresh`]),
+//! what creation ([`insert`]), a re-plan ([`store_replan`]) and
+//! regeneration ([`store_statements`]) write, the definition they start
+//! from ([`definition`]), and marks for reinitialisation. The plan's
+//! statements and its fingerprint are always written together, so a
+//! stored statement never outlives the identity it was generated from.
+//!
+//! [`status`] holds what operators control and see of the same row
+//! (holds, schedules, errors, the status listing); its functions are
+//! re-exported here.
+
+pub mod status;
+
+pub use status::{
+    differential_fingerprint, frontier, hold, hold_all_owned_by, hold_of, record_failure, resume,
+    resume_all_owned_by, schedules, status_visible_to, stored_sql, Frontier, Hold, Schedule,
+    Status, StoredSql,
+};
 
 use pg_trickle_core::ir::{Mode, RequestedMode};
-use pgrx::prelude::*;
 
+use super::{arg, decoded_row, StreamTableRef};
 use crate::planning::Planned;
 use crate::security::Owner;
-use crate::spi::{raise, row, run, value};
+use crate::spi::{first_column, raise, run, value};
 
 /// What a refresh needs of a stream table's catalog row, typed.
 #[derive(Debug, Clone)]
@@ -53,41 +67,123 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
     } else {
         "FOR UPDATE"
     };
-    let r = row(
+    let r = decoded_row(
         &format!(
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
              frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
              query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text, \
              plan_fingerprint FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
-        &[Some(id.to_string())],
+        &[arg(id)],
     )?;
-    let text = |i: usize| r[i].clone().unwrap_or_default();
-    let flag = |i: usize| r[i].as_deref() == Some("true");
     Some(StreamTableRow {
-        name: text(0),
-        effective_mode: r[1].as_deref().and_then(Mode::parse),
-        needs_reinit: flag(2),
-        diff_sql: r[3].clone(),
-        full_sql: text(4),
-        populate_sql: text(5),
-        frontier: r[6].clone(),
-        frontier_xid: r[7].clone(),
-        reinit_reason: r[8].clone(),
-        held: flag(10),
-        query: text(11),
-        relid: r[12].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+        name: r.text(0),
+        effective_mode: r.opt(1).as_deref().and_then(Mode::parse),
+        needs_reinit: r.flag(2),
+        diff_sql: r.opt(3),
+        full_sql: r.text(4),
+        populate_sql: r.text(5),
+        frontier: r.opt(6),
+        frontier_xid: r.opt(7),
+        reinit_reason: r.opt(8),
+        held: r.flag(10),
+        query: r.text(11),
+        relid: r.num(12),
         owner: Owner {
-            role: pg_sys::Oid::from(
-                r[13]
-                    .as_deref()
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(0),
-            ),
-            search_path: text(9),
+            role: r.oid(13),
+            search_path: r.text(9),
         },
-        plan_fingerprint: r[14].clone(),
+        plan_fingerprint: r.opt(14),
     })
+}
+
+/// The stream table whose storage is `relid`, if it is one.
+pub fn by_relid(relid: u32) -> Option<StreamTableRef> {
+    let r = decoded_row(
+        "SELECT st.id::text, st.name, c.relowner::text FROM pgtrickle.pgt_stream_tables st \
+         JOIN pg_class c ON c.oid = st.relid WHERE st.relid = $1::text::oid",
+        &[arg(relid)],
+    )?;
+    Some(StreamTableRef {
+        id: r.num(0),
+        relid,
+        name: r.text(1),
+        owner: r.oid(2),
+    })
+}
+
+/// Whether relation `oid` is the storage of a stream table.
+pub fn is_storage(oid: u32) -> bool {
+    value(
+        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.relid = $1::text::oid)::text",
+        &[arg(oid)],
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// The owner and recorded search_path of stream table `id`, if it exists.
+pub fn owner(id: i64) -> Option<Owner> {
+    let r = decoded_row(
+        "SELECT c.relowner::text, st.search_path FROM pgtrickle.pgt_stream_tables st \
+         JOIN pg_class c ON c.oid = st.relid WHERE st.id = $1::text::bigint",
+        &[arg(id)],
+    )?;
+    Some(Owner {
+        role: r.oid(0),
+        search_path: r.text(1),
+    })
+}
+
+/// A stream table's definition: what a re-plan, regeneration and explain
+/// start from.
+#[derive(Debug, Clone, Default)]
+pub struct Definition {
+    /// Name as recorded (the storage, schema-qualified at creation).
+    pub name: String,
+    /// The defining query.
+    pub query: String,
+    /// The mode asked for (None: a value this build does not know).
+    pub requested_mode: Option<RequestedMode>,
+    /// The mode the engine chose (None: a value this build does not know).
+    pub effective_mode: Option<Mode>,
+    /// Why the engine chose FULL over a requested AUTO.
+    pub fallback_reason: Option<String>,
+    /// Storage relation oid.
+    pub relid: u32,
+}
+
+/// Stream table `id`'s definition, if it exists.
+pub fn definition(id: i64) -> Option<Definition> {
+    let r = decoded_row(
+        "SELECT name, query, requested_mode, effective_mode, fallback_reason, relid::text \
+         FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        &[arg(id)],
+    )?;
+    Some(Definition {
+        name: r.text(0),
+        query: r.text(1),
+        requested_mode: r.opt(2).and_then(|m| RequestedMode::parse(&m).ok()),
+        effective_mode: r.opt(3).as_deref().and_then(Mode::parse),
+        fallback_reason: r.opt(4),
+        relid: r.num(5),
+    })
+}
+
+/// The name of stream table `id`, if it exists.
+pub fn name_of(id: i64) -> Option<String> {
+    value(
+        "SELECT name FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        &[arg(id)],
+    )
+}
+
+/// Every stream table's id, in id order.
+pub fn ids() -> Vec<i64> {
+    first_column(
+        "SELECT id::text FROM pgtrickle.pgt_stream_tables ORDER BY id",
+        &[],
+    )
 }
 
 /// What creation records of a new stream table besides its plan.
@@ -115,19 +211,19 @@ pub fn insert(new: &NewStreamTable, planned: &Planned) -> i64 {
          VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, $13, $14) \
          RETURNING id::text",
         &[
-            Some(new.relid.to_string()),
-            Some(new.name.to_string()),
-            Some(new.query.to_string()),
-            Some(new.requested.name().to_string()),
-            Some(planned.effective_mode.name().to_string()),
+            arg(new.relid),
+            arg(new.name),
+            arg(new.query),
+            arg(new.requested.name()),
+            arg(planned.effective_mode.name()),
             planned.fallback_reason.clone(),
             new.schedule.as_ref().map(|s| s.0.clone()),
             new.schedule.as_ref().map(|s| s.1.to_string()),
-            Some(planned.plan.grouped.to_string()),
+            arg(planned.plan.grouped),
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
             planned.stored_diff_sql(),
-            Some(new.search_path.to_string()),
+            arg(new.search_path),
             planned.stored_fingerprint(),
         ],
     )
@@ -143,15 +239,15 @@ pub fn store_replan(id: i64, requested: RequestedMode, planned: &Planned, reason
          grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
          reinit_reason = $9, plan_fingerprint = $10 WHERE id = $1::text::bigint",
         &[
-            Some(id.to_string()),
-            Some(requested.name().to_string()),
-            Some(planned.effective_mode.name().to_string()),
+            arg(id),
+            arg(requested.name()),
+            arg(planned.effective_mode.name()),
             planned.fallback_reason.clone(),
-            Some(planned.plan.grouped.to_string()),
+            arg(planned.plan.grouped),
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
             planned.stored_diff_sql(),
-            Some(reason.to_string()),
+            arg(reason),
             planned.stored_fingerprint(),
         ],
     );
@@ -164,11 +260,97 @@ pub fn store_statements(id: i64, planned: &Planned) {
         "UPDATE pgtrickle.pgt_stream_tables SET populate_sql = $2, full_sql = $3, diff_sql = $4, \
          plan_fingerprint = $5 WHERE id = $1::text::bigint",
         &[
-            Some(id.to_string()),
+            arg(id),
             Some(planned.plan.populate_sql.clone()),
             Some(planned.plan.full_sql.clone()),
             planned.stored_diff_sql(),
             planned.stored_fingerprint(),
         ],
+    );
+}
+
+/// Set the mode stream table `id` asks for (after a re-plan planned it as another).
+pub fn set_requested_mode(id: i64, requested: RequestedMode) {
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2 WHERE id = $1::text::bigint",
+        &[arg(id), arg(requested.name())],
+    );
+}
+
+/// Forget stream table `id`'s row (its sources and history go with it).
+pub fn delete(id: i64) {
+    run(
+        "DELETE FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+        &[arg(id)],
+    );
+}
+
+/// Lock stream table `id`'s row (waiting for a refresh holding it);
+/// false when it does not exist.
+pub fn lock(id: i64) -> bool {
+    value(
+        "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",
+        &[arg(id)],
+    )
+    .is_some()
+}
+
+/// Set stream table `id`'s schedule, as written and in seconds (None: manual only).
+pub fn set_schedule(id: i64, schedule: Option<&(String, u64)>) {
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2, schedule_seconds = $3::bigint WHERE id = $1::text::bigint",
+        &[
+            arg(id),
+            schedule.map(|s| s.0.clone()),
+            schedule.map(|s| s.1.to_string()),
+        ],
+    );
+}
+
+/// Mark stream table `id` for reinitialisation (its next refresh is FULL) with `reason`.
+pub fn mark_for_reinit(id: i64, reason: &str) {
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, reinit_reason = $2 \
+         WHERE id = $1::text::bigint",
+        &[arg(id), arg(reason)],
+    );
+}
+
+/// Mark every stream table capturing `source` for reinitialisation, the
+/// reason being `reason_format` with `%s` the source's name; their names.
+pub fn mark_readers_for_reinit(source: u32, reason_format: &str) -> Vec<String> {
+    first_column(
+        "UPDATE pgtrickle.pgt_stream_tables st SET needs_reinit = true, \
+         reinit_reason = format($2, $1::text::oid::regclass) \
+         WHERE st.id IN (SELECT s.st_id FROM pgtrickle.pgt_sources s WHERE s.source_relid = $1::text::oid AND s.captured) \
+         RETURNING st.name",
+        &[arg(source), arg(reason_format)],
+    )
+}
+
+/// Note that a scheduled refresh of `id` found nothing to consume.
+pub fn note_idle_refresh(id: i64) {
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET last_refresh_at = clock_timestamp() WHERE id = $1::text::bigint",
+        &[arg(id)],
+    );
+}
+
+/// Store what a refresh of `id` reached: the frontier and the xid that
+/// took it, the mode that ran, the reason it stays marked for
+/// reinitialisation (None: no longer marked); clears the last error.
+pub fn store_refresh(
+    id: i64,
+    frontier: Option<String>,
+    frontier_xid: Option<String>,
+    mode: Mode,
+    still_reinit: Option<String>,
+) {
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
+         needs_reinit = $5 IS NOT NULL, reinit_reason = $5, last_refresh_at = clock_timestamp(), \
+         last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL \
+         WHERE id = $1::text::bigint",
+        &[arg(id), frontier, frontier_xid, arg(mode.name()), still_reinit],
     );
 }
