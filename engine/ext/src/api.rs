@@ -176,7 +176,7 @@ fn create(
             schedule: schedule.clone(),
             search_path: &owner.search_path,
         },
-        &planned,
+        &planned.stored(),
     );
     record_sources(id, &planned);
     crate::readonly::install(&storage);

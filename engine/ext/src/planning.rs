@@ -7,6 +7,7 @@ use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceTable
 use pg_trickle_core::delta::{plan_fingerprint, plan_refresh, RefreshPlan};
 use pg_trickle_core::ir::{Mode, OpNode, RequestedMode};
 
+use crate::catalog::stream_tables::StoredPlan;
 use crate::security::Owner;
 use crate::spi::{in_subtransaction, raise, rows};
 
@@ -26,18 +27,23 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// The differential statement the catalog stores: only for a stream
-    /// table maintained DIFFERENTIALLY.
-    pub fn stored_diff_sql(&self) -> Option<String> {
-        match self.effective_mode {
+    /// What the catalog stores of this plan: the differential statement
+    /// and its fingerprint only for a stream table maintained
+    /// DIFFERENTIALLY.
+    pub fn stored(&self) -> StoredPlan {
+        let diff_sql = match self.effective_mode {
             Mode::Differential => self.plan.diff_sql.clone(),
             Mode::Full => None,
+        };
+        StoredPlan {
+            effective_mode: self.effective_mode,
+            fallback_reason: self.fallback_reason.clone(),
+            grouped: self.plan.grouped,
+            populate_sql: self.plan.populate_sql.clone(),
+            full_sql: self.plan.full_sql.clone(),
+            fingerprint: diff_sql.as_ref().map(|_| self.fingerprint.clone()),
+            diff_sql,
         }
-    }
-
-    /// The fingerprint the catalog stores beside [`Self::stored_diff_sql`].
-    pub fn stored_fingerprint(&self) -> Option<String> {
-        self.stored_diff_sql().map(|_| self.fingerprint.clone())
     }
 }
 

@@ -183,7 +183,7 @@ fn regenerate_one(id: i64) -> bool {
         return false;
     }
     crate::depend::set(relid, &crate::planning::relations_read(&query, &owner), &[]);
-    stream_tables::store_statements(id, &planned);
+    stream_tables::store_statements(id, &planned.stored());
     // The sources' rows stay as they are (same oids and parameters);
     // capture was brought up to date by `capture::regenerate_all`.
     true

@@ -79,7 +79,7 @@ pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
     }
     let planned = planning::plan(&storage, &query, requested, relid, &storage, &owner);
     let old_sources = sources::captured_of(id);
-    stream_tables::store_replan(id, requested, &planned, reason);
+    stream_tables::store_replan(id, requested, &planned.stored(), reason);
     record_sources(id, &planned);
     for relid in old_sources {
         capture::drop_capture_if_unused(relid);

@@ -14,6 +14,9 @@
 //!
 //! A statement joining several tables lives with the table it is mainly
 //! about. Rows are decoded once, here, into structs with typed fields.
+//! The catalog sits below every other module: it uses only the SPI layer,
+//! `security` and `compat`, and takes what it stores as plain values
+//! (`stream_tables::StoredPlan`), so no module it serves is imported here.
 //!
 //! This module itself finds stream tables: by name as the caller wrote it
 //! ([`resolve`]), with the ownership check every control function makes

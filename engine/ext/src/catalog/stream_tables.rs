@@ -21,7 +21,6 @@ pub use status::{
 use pg_trickle_core::ir::{Mode, RequestedMode};
 
 use super::{arg, decoded_row, StreamTableRef};
-use crate::planning::Planned;
 use crate::security::Owner;
 use crate::spi::{first_column, raise, run, value};
 
@@ -186,6 +185,26 @@ pub fn ids() -> Vec<i64> {
     )
 }
 
+/// What the catalog stores of a plan: the mode chosen and why, and the
+/// statements with the fingerprint of the plan they came from (built by
+/// `planning::Planned::stored`).
+pub struct StoredPlan {
+    /// DIFFERENTIAL or FULL.
+    pub effective_mode: Mode,
+    /// Why FULL was chosen, when it was.
+    pub fallback_reason: Option<String>,
+    /// One row per group (a grouped query) or a bag of rows.
+    pub grouped: bool,
+    /// Populates the stream table at creation.
+    pub populate_sql: String,
+    /// The FULL refresh.
+    pub full_sql: String,
+    /// The general differential statement (DIFFERENTIAL stream tables only).
+    pub diff_sql: Option<String>,
+    /// The plan's fingerprint, beside `diff_sql`.
+    pub fingerprint: Option<String>,
+}
+
 /// What creation records of a new stream table besides its plan.
 pub struct NewStreamTable<'a> {
     /// Storage relation oid.
@@ -203,7 +222,7 @@ pub struct NewStreamTable<'a> {
 }
 
 /// Record a new stream table and its plan; its catalog id.
-pub fn insert(new: &NewStreamTable, planned: &Planned) -> i64 {
+pub fn insert(new: &NewStreamTable, plan: &StoredPlan) -> i64 {
     value(
         "INSERT INTO pgtrickle.pgt_stream_tables (relid, name, query, requested_mode, effective_mode, \
          fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql, search_path, \
@@ -215,16 +234,16 @@ pub fn insert(new: &NewStreamTable, planned: &Planned) -> i64 {
             arg(new.name),
             arg(new.query),
             arg(new.requested.name()),
-            arg(planned.effective_mode.name()),
-            planned.fallback_reason.clone(),
+            arg(plan.effective_mode.name()),
+            plan.fallback_reason.clone(),
             new.schedule.as_ref().map(|s| s.0.clone()),
             new.schedule.as_ref().map(|s| s.1.to_string()),
-            arg(planned.plan.grouped),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            planned.stored_diff_sql(),
+            arg(plan.grouped),
+            Some(plan.populate_sql.clone()),
+            Some(plan.full_sql.clone()),
+            plan.diff_sql.clone(),
             arg(new.search_path),
-            planned.stored_fingerprint(),
+            plan.fingerprint.clone(),
         ],
     )
     .and_then(|v| v.parse().ok())
@@ -233,7 +252,7 @@ pub fn insert(new: &NewStreamTable, planned: &Planned) -> i64 {
 
 /// Store a re-plan of stream table `id` and mark it for reinitialisation
 /// with `reason`.
-pub fn store_replan(id: i64, requested: RequestedMode, planned: &Planned, reason: &str) {
+pub fn store_replan(id: i64, requested: RequestedMode, plan: &StoredPlan, reason: &str) {
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
          grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
@@ -241,30 +260,30 @@ pub fn store_replan(id: i64, requested: RequestedMode, planned: &Planned, reason
         &[
             arg(id),
             arg(requested.name()),
-            arg(planned.effective_mode.name()),
-            planned.fallback_reason.clone(),
-            arg(planned.plan.grouped),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            planned.stored_diff_sql(),
+            arg(plan.effective_mode.name()),
+            plan.fallback_reason.clone(),
+            arg(plan.grouped),
+            Some(plan.populate_sql.clone()),
+            Some(plan.full_sql.clone()),
+            plan.diff_sql.clone(),
             arg(reason),
-            planned.stored_fingerprint(),
+            plan.fingerprint.clone(),
         ],
     );
 }
 
 /// Store the statements of a plan whose mode and sources did not change
 /// (regeneration by an upgrade).
-pub fn store_statements(id: i64, planned: &Planned) {
+pub fn store_statements(id: i64, plan: &StoredPlan) {
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET populate_sql = $2, full_sql = $3, diff_sql = $4, \
          plan_fingerprint = $5 WHERE id = $1::text::bigint",
         &[
             arg(id),
-            Some(planned.plan.populate_sql.clone()),
-            Some(planned.plan.full_sql.clone()),
-            planned.stored_diff_sql(),
-            planned.stored_fingerprint(),
+            Some(plan.populate_sql.clone()),
+            Some(plan.full_sql.clone()),
+            plan.diff_sql.clone(),
+            plan.fingerprint.clone(),
         ],
     );
 }
