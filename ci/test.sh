@@ -11,6 +11,11 @@ cd "$ROOT"
 echo "== frozen install script"
 "$ROOT/ci/frozen-sql.sh" check
 
+echo "== the gate's mutants still apply (ci/mutants.sh runs them; a stale one would fail only there)"
+for patch in "$ROOT"/ci/mutants/*.patch; do
+    git -C "$ROOT" apply --check "$patch" || { echo "ci/mutants/$(basename "$patch") no longer applies: refresh it" >&2; exit 1; }
+done
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
