@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod settings;
 pub mod sql;
 pub mod sqlstate;
+pub mod wal;
 
 pub use analyze::{analyze, referenced_tables, Analysis};
 pub use catalog::{Catalog, OutputColumn, SourceKind, SourceTable};
