@@ -18,6 +18,7 @@ pub mod dag;
 pub mod delta;
 pub mod error;
 pub mod explain;
+pub mod fuzzing;
 pub mod ir;
 pub mod model;
 pub mod probes;
