@@ -6,7 +6,8 @@
 //!   subcommand: the DIFF-vs-FULL [`checks::oracle`] (with replay),
 //!   [`checks::sqlancer`] light, [`checks::tpch`] (the suite, the gate
 //!   that judges it and baseline refresh), the [`checks::upgrade`] matrix,
-//!   the [`checks::exactness`] matrix and the [`checks::versions`] check.
+//!   the [`checks::exactness`] matrix, the [`checks::versions`] check and
+//!   the bounded [`checks::fuzz`] runs of the fuzz targets.
 //! - [`plans`]: the jobs that combine checks: the PR gate and nightly.
 //! - [`report`]: the run report as JSON, JUnit and HTML.
 //! - [`tools`]: what is not a check: the scheduler demo, the generated

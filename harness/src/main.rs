@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use harness::checks::{oracle, sqlancer, tpch, upgrade, versions};
+use harness::checks::{fuzz, oracle, sqlancer, tpch, upgrade, versions};
 use harness::cli::{Common, Failure};
 use harness::plans::{nightly, pr};
 use harness::tools::{bench, demo, docs};
@@ -50,6 +50,8 @@ enum Command {
     Tpch(tpch::command::TpchArgs),
     /// The upgrade matrix: old versions built from source, upgraded, checked.
     Upgrade(upgrade::command::UpgradeArgs),
+    /// The fuzz targets of fuzz/, each for a bounded time (needs cargo-fuzz and nightly).
+    Fuzz(fuzz::command::FuzzArgs),
     /// Check that every place naming the extension version agrees.
     Versions(versions::command::VersionsArgs),
     /// Show a stream table being kept fresh by the scheduler.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::command::run(&cli.common, args),
         Command::Docs(args) => docs::command::run(args),
         Command::Versions(args) => versions::command::run(args),
+        Command::Fuzz(args) => fuzz::command::run(&cli.common, args),
         Command::Upgrade(args) => upgrade::command::run(&cli.common, args),
         Command::Tpch(args) => tpch::command::run(&cli.common, args),
         Command::Baseline(c) => tpch::baseline::run(&cli.common, c),

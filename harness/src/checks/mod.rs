@@ -3,6 +3,7 @@
 //! [`crate::plans`].
 
 pub mod exactness;
+pub mod fuzz;
 pub mod oracle;
 pub mod sqlancer;
 pub mod tpch;

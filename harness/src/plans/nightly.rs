@@ -2,7 +2,8 @@
 //! the negative control, SQLancer-light sessions with fresh seeds (each
 //! printed) until the time budget is spent, all 22 TPC-H queries at SF 0.1
 //! and at SF 1 (where the results are also checked against the answers
-//! `tpchgen` publishes), then the whole upgrade matrix.
+//! `tpchgen` publishes), the whole upgrade matrix, then every fuzz target
+//! for a bounded time.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub struct NightlyArgs {
     /// SF 1 the results are also checked against the published answers.
     #[arg(long = "tpch-sf", default_values_t = [0.1, 1.0])]
     pub tpch_sf: Vec<f64>,
+    /// Seconds per fuzz target (0: no fuzzing).
+    #[arg(long, default_value_t = 300)]
+    pub fuzz_seconds: u64,
 }
 
 /// Run `harness nightly`.
@@ -114,5 +118,15 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         root: ".".into(),
     };
     suites.push(crate::checks::upgrade::command::suite(common, &run, &up)?);
+    if args.fuzz_seconds > 0 {
+        suites.push(crate::checks::fuzz::fuzz_suite(
+            &crate::checks::fuzz::FuzzOptions {
+                dir: "fuzz".into(),
+                per_target: Duration::from_secs(args.fuzz_seconds),
+                seed: base % 1_000_000,
+                only: Vec::new(),
+            },
+        ));
+    }
     run.finish(common, suites, Some(&mut cluster))
 }
