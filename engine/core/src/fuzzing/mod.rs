@@ -1,12 +1,17 @@
 //! The properties the fuzz targets check, as plain functions of bytes, so
 //! that `fuzz/` (cargo-fuzz, nightly) calls them on what libFuzzer
 //! generates and the committed corpora and crash reproducers replay them
-//! as ordinary tests on stable (`tests/fuzz_corpora.rs`). Each function
+//! as ordinary tests on stable (`tests/fuzz_corpora.rs`). The apply and
+//! column-list property is in `apply_sql.rs`. Each function
 //! panics when a property fails, and only then.
 //!
 //! Input bytes are read with `arbitrary::Unstructured`: the first byte
 //! chooses between raw input (the bytes themselves) and structure-aware
 //! input (a valid value built from the bytes), so one target covers both.
+
+mod apply_sql;
+
+pub use apply_sql::apply_sql;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +33,7 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("analyze", analyze),
     ("dag", dag),
     ("settings_and_schedules", settings_and_schedules),
+    ("apply_sql", apply_sql),
 ];
 
 /// pgoutput decoding: never a panic; a decoded message encodes and decodes

@@ -1,0 +1,187 @@
+//! The `apply_sql` property: the statements that populate and apply
+//! changes to a stream table, generated for arbitrary column names (quotes,
+//! spaces, capitals, Unicode, reserved words, the 63-byte limit, names
+//! that look like the engine's own), types and row-identity kinds, and an
+//! arbitrary schema-qualified storage name. Every statement parses as one
+//! statement, and the populate statement inserts into exactly the storage
+//! table, each output column once, in order, quoted as needed.
+
+use std::ops::ControlFlow;
+
+use arbitrary::{Result as ArbResult, Unstructured};
+
+use crate::analyze::analyze;
+use crate::catalog::{Catalog, ColumnIdentity, OutputColumn, SourceKind, SourceTable};
+use crate::delta::{plan_refresh, plan_refresh_for_changes, RefreshPlan, ROW_ID};
+use crate::sql::quote_ident;
+
+/// PostgreSQL keeps the first 63 bytes of an identifier.
+const NAMEDATALEN: usize = 63;
+
+/// Names that need care, mixed into the generated ones.
+const AWKWARD: &[&str] = &[
+    "select",
+    "from",
+    "order",
+    "user",
+    "K",
+    "my col",
+    "a\"b",
+    "é",
+    "__pgt_m",
+    "__pgt_row_id_2",
+    "1st",
+    "",
+];
+
+fn identifier(u: &mut Unstructured<'_>) -> ArbResult<String> {
+    let base = if u.ratio(1, 3)? {
+        (*u.choose(AWKWARD)?).to_string()
+    } else {
+        let s: String = u.arbitrary()?;
+        s.replace('\0', "")
+    };
+    let mut name = if base.is_empty() {
+        "c".to_string()
+    } else {
+        base
+    };
+    while name.len() > NAMEDATALEN {
+        name.pop();
+    }
+    Ok(name)
+}
+
+fn identity(u: &mut Unstructured<'_>) -> ArbResult<(String, ColumnIdentity)> {
+    Ok(match u.int_in_range(0..=3)? {
+        0 => ("integer".into(), ColumnIdentity::Hash),
+        1 => ("text".into(), ColumnIdentity::Hash),
+        2 => (
+            "point".into(),
+            ColumnIdentity::Send("pg_catalog.point_send".into()),
+        ),
+        _ => ("json".into(), ColumnIdentity::Text),
+    })
+}
+
+/// Check the property for the input; panics when it fails.
+pub fn apply_sql(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(case) = build(&mut u) else { return };
+    let (query, columns, parts, catalog) = case;
+    let storage = format!("{}.{}", quote_ident(&parts[0]), quote_ident(&parts[1]));
+    let Ok(analysis) = analyze(&query, &catalog) else {
+        panic!("the generated query does not analyse: {query}");
+    };
+    if analysis.model.is_err() {
+        return;
+    }
+    let general = plan_refresh(&analysis, &query, &storage, &columns);
+    check(&query, (&storage, &parts), &columns, &general);
+    for changed in [vec![], vec![0]] {
+        let p = plan_refresh_for_changes(&analysis, &query, &storage, &columns, &changed);
+        check(&query, (&storage, &parts), &columns, &p);
+    }
+}
+
+type Case = (String, Vec<OutputColumn>, [String; 2], Catalog);
+
+fn build(u: &mut Unstructured<'_>) -> ArbResult<Case> {
+    let n = u.int_in_range(1..=5)?;
+    let mut names: Vec<String> = Vec::new();
+    while names.len() < n {
+        let name = identifier(u)?;
+        if !names.contains(&name) && name != ROW_ID {
+            names.push(name);
+        }
+        if u.is_empty() && names.len() < n {
+            names.push(format!("c{}", names.len()));
+        }
+    }
+    let mut columns = Vec::with_capacity(n);
+    for name in &names {
+        let (type_sql, identity) = identity(u)?;
+        columns.push(OutputColumn {
+            name: name.clone(),
+            type_sql,
+            identity,
+            nondeterministic: false,
+        });
+    }
+    let schema = identifier(u)?;
+    let table = identifier(u)?;
+    let storage = [schema, table];
+    let mut catalog = Catalog::new();
+    catalog.insert(
+        "src",
+        SourceTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "src".into(),
+            kind: SourceKind::Table,
+            columns: names.clone(),
+            capture_problem: None,
+        },
+    );
+    let list = names
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let query = format!("SELECT {list} FROM src");
+    Ok((query, columns, storage, catalog))
+}
+
+fn check(
+    query: &str,
+    (storage, storage_parts): (&str, &[String; 2]),
+    columns: &[OutputColumn],
+    plan: &RefreshPlan,
+) {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let texts = [&plan.populate_sql, &plan.full_sql]
+        .into_iter()
+        .chain(plan.diff_sql.as_ref())
+        .chain(plan.phases.iter().map(|p| &p.sql));
+    for text in texts {
+        let parsed = sqlparser::parser::Parser::parse_sql(&dialect, text);
+        assert!(
+            parsed.as_ref().map(|s| s.len()) == Ok(1),
+            "generated SQL for {query} into {storage} does not parse as one statement: {parsed:?}\n{text}"
+        );
+    }
+    let statements =
+        sqlparser::parser::Parser::parse_sql(&dialect, &plan.populate_sql).expect("parsed above");
+    // Names as the parser reads them back (quotes removed, doubled quotes
+    // undone), so the check does not depend on how anything prints them.
+    let parts = |name: &sqlparser::ast::ObjectName| -> Vec<String> {
+        name.0
+            .iter()
+            .map(|p| {
+                p.as_ident()
+                    .map(|i| i.value.clone())
+                    .unwrap_or_else(|| p.to_string())
+            })
+            .collect()
+    };
+    let mut inserts = Vec::new();
+    let _ = sqlparser::ast::visit_statements(&statements, |s| {
+        if let sqlparser::ast::Statement::Insert(i) = s {
+            let table = match &i.table {
+                sqlparser::ast::TableObject::TableName(n) => parts(n),
+                other => vec![other.to_string()],
+            };
+            let columns: Vec<String> = i.columns.iter().flat_map(&parts).collect();
+            inserts.push((table, columns));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let mut expected: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    expected.push(ROW_ID.to_string());
+    assert_eq!(
+        inserts,
+        vec![(storage_parts.to_vec(), expected)],
+        "populate for {query} does not insert each column once, in order, into {storage}:\n{}",
+        plan.populate_sql
+    );
+}
