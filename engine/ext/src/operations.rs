@@ -17,7 +17,7 @@ use crate::capture;
 use crate::catalog::{change_buffers, controlled, sources, stream_tables};
 use crate::gucs;
 use crate::security::{self, as_extension};
-use crate::spi::{raise, run, value};
+use crate::spi::{raise, run};
 
 fn reason_or(reason: Option<&str>, default: &str) -> String {
     reason
@@ -88,11 +88,7 @@ fn discard_source(relid: u32, reason: &str) -> bool {
 /// reinitialisation with `reason_format` (`%s` is the source); returns the
 /// source's name.
 fn switch_capture_trigger(relid: u32, action: &str, reason_format: &str) -> String {
-    let table = value(
-        "SELECT $1::text::oid::regclass::text",
-        &[Some(relid.to_string())],
-    )
-    .unwrap_or_default();
+    let table = crate::spi::relation_name(relid).unwrap_or_default();
     crate::triggers::set_capture_enabled(relid, action == "ENABLE");
     stream_tables::mark_readers_for_reinit(relid, reason_format);
     table

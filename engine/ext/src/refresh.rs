@@ -90,11 +90,7 @@ pub fn refresh_with(
             .iter()
             .find(|r| security::row_security_applies(**r, owner.role))
         {
-            let source = value(
-                "SELECT $1::text::oid::regclass::text",
-                &[Some(source.to_string())],
-            )
-            .unwrap_or_default();
+            let source = crate::spi::relation_name(*source).unwrap_or_default();
             crate::replan::replan(id, None, &format!("row-level security on source {source}"));
             return refresh_with(id, initiator, skip_locked, None);
         }

@@ -9,7 +9,7 @@ use pg_trickle_core::ir::{Mode, RequestedMode};
 
 use crate::capture;
 use crate::catalog::stream_tables::{self, Definition};
-use crate::catalog::{owner_of, sources, StreamTableRef};
+use crate::catalog::{owner_of, sources};
 use crate::planning::{self, Planned};
 use crate::spi::{in_subtransaction, prepare_only, raise};
 
@@ -56,14 +56,10 @@ pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
     };
     let requested = requested.or(requested_mode).unwrap_or(RequestedMode::Auto);
     let owner = owner_of(id);
-    let st = StreamTableRef {
-        id,
-        relid,
-        name: String::new(),
-        owner: owner.role,
-    };
     // The name as the refresh statements print it under the recorded path.
-    let storage = owner.resolve_names(|| st.name_sql());
+    let storage = owner
+        .resolve_names(|| crate::spi::relation_name(relid))
+        .unwrap_or_default();
     // The defining query must still work over the current sources.
     let check = query.clone();
     let as_owner = owner.clone();

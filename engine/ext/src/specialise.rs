@@ -108,12 +108,7 @@ fn build(t: &Target, fingerprint: &str, changed: &[u32]) -> Option<Specialised> 
     } else {
         printed = t
             .owner
-            .resolve_names(|| {
-                crate::spi::value(
-                    "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
-                    &[Some(t.relid.to_string())],
-                )
-            })
+            .resolve_names(|| crate::spi::relation_name(t.relid))
             .unwrap_or_default();
         if !same_plan(&printed) {
             return None;

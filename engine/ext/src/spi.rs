@@ -54,6 +54,16 @@ pub fn first_column<T: std::str::FromStr>(sql: &str, args: &[Option<String>]) ->
         .collect()
 }
 
+/// A relation as SQL text: `regclass` output, quoted as needed and
+/// qualified unless visible on the current search_path (the statement is
+/// fully qualified, so any path may be current); None when it is gone.
+pub fn relation_name(relid: u32) -> Option<String> {
+    value(
+        "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
+        &[Some(relid.to_string())],
+    )
+}
+
 /// Run a statement for its effect.
 pub fn run(sql: &str, args: &[Option<String>]) {
     let args = datums(args);

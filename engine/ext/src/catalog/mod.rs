@@ -170,10 +170,6 @@ impl StreamTableRef {
     /// needed, qualified unless visible on the current search_path; the
     /// statement is fully qualified, so any path may be current).
     pub fn name_sql(&self) -> String {
-        value(
-            "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
-            &[Some(self.relid.to_string())],
-        )
-        .unwrap_or_else(|| self.name.clone())
+        crate::spi::relation_name(self.relid).unwrap_or_else(|| self.name.clone())
     }
 }
