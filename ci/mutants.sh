@@ -26,8 +26,17 @@ HARNESS="$ROOT/target/debug/harness"
 install_args=(--pg-config "$PG_CONFIG")
 [ "$(id -u)" = 0 ] || install_args+=(--sudo)
 
+# Remove the scratch worktree if there is one; a removal that fails fails
+# the script (a stale tree would be built in place of the next mutant).
+remove_tree() {
+    git -C "$ROOT" worktree prune
+    if git -C "$ROOT" worktree list --porcelain | grep -qxF "worktree $TREE"; then
+        git -C "$ROOT" worktree remove --force "$TREE"
+    fi
+}
+
 restore() {
-    git -C "$ROOT" worktree remove --force "$TREE" >/dev/null 2>&1 || true
+    remove_tree
     echo "mutants: installing the checkout's own build again"
     "$ROOT/ci/setup.sh" >/dev/null
 }
@@ -39,7 +48,7 @@ for patch in "$ROOT"/ci/mutants/*.patch; do
     name="$(basename "$patch" .patch)"
     case "$name" in *"$FILTER"*) ;; *) continue ;; esac
     ran=$((ran + 1))
-    git -C "$ROOT" worktree remove --force "$TREE" >/dev/null 2>&1 || true
+    remove_tree
     git -C "$ROOT" worktree add --quiet --detach "$TREE" HEAD
     if ! git -C "$TREE" apply "$patch"; then
         echo "mutants: $name no longer applies to this checkout; refresh the patch" >&2
@@ -53,6 +62,8 @@ for patch in "$ROOT"/ci/mutants/*.patch; do
     fi
     run_dir="$WORK/runs/$name"
     rm -rf "$run_dir"
+    # The gate must fail (exit 1) on a mutant: its exit status is the
+    # verdict, judged below, so it may not stop the script here.
     set +e
     "$HARNESS" --pg-config "$PG_CONFIG" --run-dir "$run_dir" pr --no-tpch --no-upgrade "${@:2}" \
         >"$WORK/$name.log" 2>&1
@@ -66,6 +77,7 @@ for patch in "$ROOT"/ci/mutants/*.patch; do
         missed=$((missed + 1))
     fi
     echo "$summary"
+    # Reproduce lines are shown when there are any (a missed mutant has none).
     grep -m3 '^reproduce: ' "$WORK/$name.log" | sed 's/^/    /' || true
 done
 if [ "$ran" = 0 ]; then
