@@ -70,6 +70,37 @@ impl SourceKind {
     }
 }
 
+/// How a source's changes reach its change buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capture {
+    /// Row triggers write each change in the writing transaction.
+    #[default]
+    Trigger,
+    /// The scheduler decodes them from a logical replication slot; a
+    /// refresh also reads, through `pgtrickle_changes.wal_changes_<oid>`,
+    /// the committed changes it sees that were not decoded yet.
+    Wal,
+}
+
+impl Capture {
+    /// The mode's name (`trigger`, `wal`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Capture::Trigger => "trigger",
+            Capture::Wal => "wal",
+        }
+    }
+
+    /// Parse a mode name (case-insensitive).
+    pub fn parse(text: &str) -> Option<Capture> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "trigger" => Some(Capture::Trigger),
+            "wal" => Some(Capture::Wal),
+            _ => None,
+        }
+    }
+}
+
 /// One relation a defining query reads, resolved by the extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceTable {
@@ -87,6 +118,8 @@ pub struct SourceTable {
     /// though its kind is capturable (an unlogged table, or a partition or
     /// child that is foreign or unlogged), as the extension found it.
     pub capture_problem: Option<String>,
+    /// How its changes are captured.
+    pub capture: Capture,
 }
 
 impl SourceTable {
@@ -102,6 +135,22 @@ impl SourceTable {
     /// The change buffer table that holds this source's captured changes.
     pub fn buffer_table(&self) -> String {
         format!("pgtrickle_changes.changes_{}", self.oid)
+    }
+
+    /// What a statement reads this source's changes from: the buffer
+    /// table, and for a source captured from the WAL also the committed
+    /// changes the statement's snapshot sees that the scheduler has not
+    /// decoded into the buffer yet (`$token` is the parameter holding the
+    /// refresh's read token).
+    pub fn changes_relation(&self, token: usize) -> String {
+        match self.capture {
+            Capture::Trigger => self.buffer_table(),
+            Capture::Wal => format!(
+                "(SELECT * FROM {buffer} UNION ALL SELECT * FROM pgtrickle_changes.wal_changes_{oid}(${token}::text, pg_catalog.pg_current_snapshot()))",
+                buffer = self.buffer_table(),
+                oid = self.oid
+            ),
+        }
     }
 }
 

@@ -49,6 +49,12 @@ fn source_columns_with_collation(oid: u32) -> Vec<(String, String, String)> {
     .collect()
 }
 
+/// The names of a source's columns, as its change buffer holds them
+/// (`__o<k>`/`__n<k>` is the k-th).
+pub fn buffer_columns(oid: u32) -> Vec<String> {
+    source_columns(oid).into_iter().map(|(n, _)| n).collect()
+}
+
 /// The `name type` list a buffer is built for, compared to detect column changes.
 fn column_signature(cols: &[(String, String)]) -> Vec<String> {
     cols.iter().map(|(n, t)| format!("{n} {t}")).collect()
@@ -216,6 +222,8 @@ pub fn columns_changed(source_relid: u32) -> bool {
 
 /// Drop a source's buffer, trigger function and triggers unconditionally.
 pub fn drop_capture(source_relid: u32) {
+    // Its slot and read function (capture from the WAL) go first.
+    crate::wal_capture::drop_wal_capture(source_relid);
     // Member triggers are found through the recorded members, before the row goes.
     crate::triggers::drop_members(source_relid);
     let Some(buffer) = change_buffers::delete(source_relid) else {
@@ -288,22 +296,39 @@ pub fn lag_for(st_id: i64, source_relid: u32) -> Lag {
 /// The sources among `relids` on which `st_id` has anything left to
 /// consume: what a refresh specialises its statement to, and the
 /// scheduler's idle check when there are none.
-pub fn pending_sources(st_id: i64, relids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+pub fn pending_sources(
+    st_id: i64,
+    relids: impl IntoIterator<Item = u32>,
+    token: Option<&str>,
+) -> Vec<u32> {
     relids
         .into_iter()
-        .filter(|relid| has_pending(st_id, *relid))
+        .filter(|relid| has_pending(st_id, *relid, token))
         .collect()
 }
 
 /// Whether `st_id` has anything left to consume on `source_relid` (stops
-/// at the first row, measures nothing).
-fn has_pending(st_id: i64, source_relid: u32) -> bool {
-    value(
-        &format!(
-            "SELECT EXISTS (SELECT 1 {})::text",
-            unconsumed(source_relid)
+/// at the first row, measures nothing). A source captured from the WAL
+/// also counts what committed but is not decoded yet, read with the
+/// refresh's `token`.
+fn has_pending(st_id: i64, source_relid: u32, token: Option<&str>) -> bool {
+    let from = match token {
+        Some(_) if crate::catalog::wal_capture::of(source_relid).is_some() => unconsumed(source_relid).replacen(
+            &format!("FROM pgtrickle_changes.changes_{source_relid} b"),
+            &format!(
+                "FROM (SELECT * FROM pgtrickle_changes.changes_{source_relid} UNION ALL                  SELECT * FROM pgtrickle_changes.wal_changes_{source_relid}($3, pg_catalog.pg_current_snapshot())) b"
+            ),
+            1,
         ),
-        &[Some(st_id.to_string()), Some(source_relid.to_string())],
+        _ => unconsumed(source_relid),
+    };
+    value(
+        &format!("SELECT EXISTS (SELECT 1 {from})::text"),
+        &[
+            Some(st_id.to_string()),
+            Some(source_relid.to_string()),
+            token.map(str::to_string),
+        ],
     )
     .as_deref()
         == Some("true")

@@ -81,6 +81,43 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
 CREATE INDEX pgt_refresh_history_st_idx ON pgtrickle.pgt_refresh_history (st_id, id);
 COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'Every refresh: when, which mode actually ran, rows changed, error';
 
+-- Capture from the WAL (0.39.2): one row per source whose changes come
+-- from a logical replication slot instead of its row trigger.
+CREATE TABLE pgtrickle.pgt_wal_capture (
+    source_relid   oid PRIMARY KEY REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
+    slot_name      name NOT NULL UNIQUE,
+    start_lsn      pg_lsn NOT NULL,
+    stop_lsn       pg_lsn,
+    prior_identity "char" NOT NULL,
+    switched_at    timestamptz NOT NULL DEFAULT now(),
+    last_drain_at  timestamptz,
+    last_error     text
+);
+COMMENT ON TABLE pgtrickle.pgt_wal_capture IS 'Sources captured from the WAL: slot, the LSN capture by slot starts at and (switching back) stops at';
+CREATE TABLE pgtrickle.pgt_wal_progress (
+    source_relid  oid NOT NULL REFERENCES pgtrickle.pgt_wal_capture (source_relid) ON DELETE CASCADE,
+    drained_upto  pg_lsn NOT NULL,
+    drained_by    xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    drained_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
+COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
+
+-- The publication capture from the WAL reads. It exists from the start:
+-- pgoutput on PostgreSQL 15 cannot decode through a publication created
+-- after its slot. Without wal_level = logical PostgreSQL warns that it
+-- publishes nothing yet, which is expected here.
+CREATE FUNCTION pgtrickle._create_capture_publication() RETURNS void
+    LANGUAGE plpgsql SET client_min_messages = error SET search_path = pg_catalog, pg_temp AS $pgt$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) 'pgtrickle_capture') THEN
+        CREATE PUBLICATION pgtrickle_capture WITH (publish = 'insert, update, delete');
+    END IF;
+END
+$pgt$;
+SELECT pgtrickle._create_capture_publication();
+DROP FUNCTION pgtrickle._create_capture_publication();
+
 -- Before every statement that writes to a captured source: refuse it (or
 -- warn) while backpressure is engaged, and refuse it while a held reader's
 -- backlog is at pg_trickle.max_held_backlog_rows. One catalog lookup per

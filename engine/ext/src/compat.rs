@@ -48,7 +48,7 @@ retired!(
 
 /// The extension version installed in this database, if any.
 pub fn installed_sql_version() -> Option<String> {
-    crate::spi::value(
+    crate::spi::read_value(
         "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
         &[],
     )

@@ -43,6 +43,7 @@ pub mod spi;
 pub mod status;
 pub mod triggers;
 pub mod wake;
+pub mod wal_capture;
 
 ::pgrx::pg_module_magic!(name, version);
 

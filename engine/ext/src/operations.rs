@@ -74,7 +74,7 @@ fn resume_all_stream_tables() -> i64 {
 /// Stop capture on one source: disable its capture trigger, drop its
 /// buffered changes, and mark every stream table reading it for
 /// reinitialisation. Returns false when it was already discarding.
-fn discard_source(relid: u32, reason: &str) -> bool {
+pub(crate) fn discard_source(relid: u32, reason: &str) -> bool {
     let Some(buffer) = change_buffers::set_discarding(relid, reason) else {
         return false;
     };
@@ -89,7 +89,10 @@ fn discard_source(relid: u32, reason: &str) -> bool {
 /// source's name.
 fn switch_capture_trigger(relid: u32, action: &str, reason_format: &str) -> String {
     let table = crate::spi::relation_name(relid).unwrap_or_default();
-    crate::triggers::set_capture_enabled(relid, action == "ENABLE");
+    // A source captured from the WAL has its row trigger disabled anyway.
+    if crate::catalog::wal_capture::of(relid).is_none() {
+        crate::triggers::set_capture_enabled(relid, action == "ENABLE");
+    }
     stream_tables::mark_readers_for_reinit(relid, reason_format);
     table
 }
@@ -270,7 +273,17 @@ fn largest(readers: &[Reader]) -> Lag {
 
 /// The lag of a source: the largest backlog any of its readers has.
 pub fn source_lag(relid: u32) -> Lag {
-    largest(&readers(relid))
+    with_slot_lag(relid, largest(&readers(relid)))
+}
+
+/// `lag` plus, for a source captured from the WAL, what its slot holds
+/// that is not decoded yet.
+fn with_slot_lag(relid: u32, mut lag: Lag) -> Lag {
+    if let Some((bytes, seconds)) = crate::wal_capture::slot_lag(relid) {
+        lag.bytes += bytes;
+        lag.age_seconds = lag.age_seconds.max(seconds);
+    }
+    lag
 }
 
 fn describe_lag(l: &Lag) -> String {
@@ -285,7 +298,7 @@ fn describe_lag(l: &Lag) -> String {
 fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
     let change_buffers::Backpressure { state, source } = change_buffers::backpressure_of(relid)?;
     let readers = readers(relid);
-    let lag = largest(&readers);
+    let lag = with_slot_lag(relid, largest(&readers));
     let (next, why) = backpressure::next(state, &lag, &watermarks());
     if let Some(why) = &why {
         let reason = match next {

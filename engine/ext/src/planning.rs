@@ -193,7 +193,7 @@ pub fn plan(
     }
     if reason.is_none() {
         if let Some(diff) = &plan.diff_sql {
-            let nargs = 2 + plan.diff_sources.len();
+            let nargs = plan.diff_nargs();
             let sql = diff.clone();
             let captured: Vec<SourceTable> = plan
                 .diff_sources

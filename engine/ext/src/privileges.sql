@@ -20,5 +20,8 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle.on_source_truncate(),
     pgtrickle.on_sql_drop(),
     pgtrickle.on_ddl_end(),
-    pgtrickle.wake_on_commit()
+    pgtrickle.wake_on_commit(),
+    pgtrickle._wal_pending(text, oid, text, text, text),
+    pgtrickle.drain_wal_capture(),
+    pgtrickle.drop_orphaned_capture_slots()
 FROM PUBLIC;

@@ -78,6 +78,13 @@ pub fn refresh_with(
     let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
     let captured = sources::captured_in_param_order(id);
     let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
+    // Sources captured from the WAL: this transaction's own writes to them
+    // are not decodable before it commits, so it may not refresh their
+    // readers; their slots are read by this refresh alone, with its token.
+    crate::wal_capture::refuse_own_writes(&name, &relids);
+    let wal_sources = crate::wal_capture::lock_slots_of(&relids);
+    let token = (!wal_sources.is_empty()).then(crate::wal_capture::ReadToken::issue);
+    let token_text = token.as_ref().map(|t| t.0.clone());
 
     let use_diff =
         initiator != Initiator::Create && differential && !needs_reinit && st.frontier.is_some();
@@ -99,7 +106,7 @@ pub fn refresh_with(
     let pending: Vec<u32> = if let Some(assumed) = assume_pending {
         assumed
     } else if use_diff {
-        capture::pending_sources(id, relids.iter().copied())
+        capture::pending_sources(id, relids.iter().copied(), token_text.as_deref())
     } else {
         Vec::new()
     };
@@ -120,6 +127,9 @@ pub fn refresh_with(
     } else if use_diff {
         let mut args = vec![st.frontier.clone(), st.frontier_xid.clone()];
         args.extend(captured.iter().map(|s| Some(s.own_change_id.to_string())));
+        if token_text.is_some() {
+            args.push(token_text.clone());
+        }
         let stored = st.diff_sql.clone().unwrap_or_default();
         let target = crate::specialise::Target {
             id,

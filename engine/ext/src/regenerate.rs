@@ -125,7 +125,7 @@ fn regenerate_statements() -> (usize, usize) {
 
 /// Regenerate one stream table's statements in place when its plan is
 /// otherwise unchanged (true), else re-plan it for reinitialisation (false).
-fn regenerate_one(id: i64) -> bool {
+pub fn regenerate_one(id: i64) -> bool {
     let Some(stream_tables::Definition {
         name,
         query,

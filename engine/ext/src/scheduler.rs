@@ -66,6 +66,8 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         // None: pg_trickle is not installed here at this version. Every
         // transaction runs as the extension with a pinned search_path; each
         // refresh runs its stream table's statements as that table's owner.
+        // Changes captured from the WAL reach their buffers first.
+        BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
         let Some(due) = BackgroundWorker::transaction(|| as_extension(due_stream_tables)) else {
             continue;
         };

@@ -105,7 +105,7 @@ pub fn extension_owner() -> Option<pg_sys::Oid> {
     if ext == pg_sys::InvalidOid {
         return None;
     }
-    crate::spi::value(
+    crate::spi::read_value(
         "SELECT extowner::pg_catalog.text FROM pg_catalog.pg_extension WHERE oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid",
         &[Some(ext.to_u32().to_string())],
     )
@@ -210,7 +210,7 @@ pub fn as_owner<R>(owner: pg_sys::Oid, recorded_search_path: &str, f: impl FnOnc
 
 /// The owner of relation `relid` (a stream table's storage).
 pub fn relation_owner(relid: u32) -> pg_sys::Oid {
-    crate::spi::value(
+    crate::spi::read_value(
         "SELECT relowner::pg_catalog.text FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid",
         &[Some(relid.to_string())],
     )

@@ -57,6 +57,11 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
         kind,
         columns,
         capture_problem,
+        capture: if crate::catalog::wal_capture::of(oid).is_some() {
+            pg_trickle_core::catalog::Capture::Wal
+        } else {
+            pg_trickle_core::catalog::Capture::Trigger
+        },
     })
 }
 

@@ -123,8 +123,8 @@ fn build(t: &Target, fingerprint: &str, changed: &[u32]) -> Option<Specialised> 
         .map(|(i, _)| i)
         .collect();
     let plan = plan_refresh_for_changes(&analysis, t.query, storage, &columns, &indexes);
+    let nargs = plan.diff_nargs();
     let sql = plan.diff_sql?;
-    let nargs = 2 + plan.diff_sources.len();
     let check = sql.clone();
     let owner = t.owner.clone();
     let valid = in_subtransaction(move || owner.run(|| crate::spi::prepare_only(&check, nargs)));

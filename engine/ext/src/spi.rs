@@ -36,6 +36,22 @@ pub fn rows(sql: &str, args: &[Option<String>]) -> Vec<Row> {
     })
 }
 
+/// Run a read-only statement and return the first column of its first
+/// row. Unlike [`value`] it leaves the transaction without an xid, which
+/// creating a logical replication slot requires of what runs before it.
+pub fn read_value(sql: &str, args: &[Option<String>]) -> Option<String> {
+    let args = datums(args);
+    Spi::connect(|client| {
+        let table = client
+            .select(sql, Some(1), &args)
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        table
+            .into_iter()
+            .next()
+            .and_then(|row| row.get::<String>(1).ok().flatten())
+    })
+}
+
 /// Run a statement and return its first row, if any.
 pub fn row(sql: &str, args: &[Option<String>]) -> Option<Row> {
     rows(sql, args).into_iter().next()

@@ -220,8 +220,11 @@ impl Explained {
                     relid: self.st.relid,
                     storage: &self.storage,
                 };
-                let pending =
-                    capture::pending_sources(self.st.id, analysis.sources.iter().map(|s| s.oid));
+                let pending = capture::pending_sources(
+                    self.st.id,
+                    analysis.sources.iter().map(|s| s.oid),
+                    None,
+                );
                 if let Some(s) = crate::specialise::specialised(&target, &pending) {
                     return s.phases;
                 }

@@ -73,8 +73,11 @@ fn wake_scheduler() {
 /// this transaction commits (once per transaction).
 #[pg_trigger]
 fn wake_on_commit<'a>(
-    _trigger: &'a PgTrigger<'a>,
+    trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    if let Ok(relid) = trigger.relation().map(|r| r.oid().to_u32()) {
+        crate::wal_capture::note_write(relid);
+    }
     if gucs::EVENT_DRIVEN_WAKE.get() && ready() && !REGISTERED.with(Cell::get) {
         REGISTERED.with(|r| r.set(true));
         register_xact_callback(PgXactCallbackEvent::Commit, || {

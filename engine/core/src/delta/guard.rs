@@ -18,7 +18,7 @@ impl Gen<'_> {
                 let consumed = self.consumed(s);
                 format!(
                     "EXISTS (SELECT 1 FROM {} b WHERE {consumed})",
-                    self.sources[s].buffer_table()
+                    self.changes_of(s)
                 )
             })
             .collect();

@@ -59,7 +59,7 @@ mod join_terms;
 mod linear;
 mod sources;
 
-use crate::catalog::{ColumnIdentity, OutputColumn, SourceTable};
+use crate::catalog::{Capture, ColumnIdentity, OutputColumn, SourceTable};
 use crate::model::{Analysis, KeyType, Model};
 use crate::sql::quote_ident;
 use grouped::grouped_select;
@@ -90,6 +90,18 @@ pub struct RefreshPlan {
     /// one of them had changes to consume after all (they arrived between
     /// the check and the statement); the refresh must then recompute FULL.
     pub guarded_sources: Vec<usize>,
+    /// When a source the differential statement reads is captured from the
+    /// WAL: the parameter (`$n`, after the change ids) that carries the
+    /// refresh's read token, which `pgtrickle_changes.wal_changes_<oid>`
+    /// checks before it decodes anything.
+    pub token_param: Option<usize>,
+}
+
+impl RefreshPlan {
+    /// How many parameters the differential statement takes.
+    pub fn diff_nargs(&self) -> usize {
+        2 + self.diff_sources.len() + usize::from(self.token_param.is_some())
+    }
 }
 
 /// At most this many changed FROM occurrences are combined by
@@ -235,6 +247,17 @@ fn plan_with(
     let mut gen = Gen::new(&analysis.sources, &analysis.key_types);
     let mut diff_sql = generate(&mut gen);
     let diff_sources = gen.used_sources.clone();
+    let reads_wal = diff_sources
+        .iter()
+        .any(|s| analysis.sources[*s].capture == Capture::Wal);
+    let token_param = reads_wal.then_some(3 + diff_sources.len());
+    if reads_wal && changed.is_none() {
+        // The token's number follows the change ids, known only now.
+        gen = Gen::new(&analysis.sources, &analysis.key_types);
+        gen.param_order = Some(diff_sources.clone());
+        gen.token_param = token_param;
+        diff_sql = generate(&mut gen);
+    }
     let mut guarded_sources = Vec::new();
     if let (Some(changed), Some(_)) = (changed, &diff_sql) {
         // The same parameter numbering, specialised to the changed sources.
@@ -247,6 +270,7 @@ fn plan_with(
             .filter(|s| !changed.contains(s))
             .collect();
         gen.guarded = guarded_sources.clone();
+        gen.token_param = token_param;
         diff_sql = generate(&mut gen);
     }
     if let Some(sql) = &diff_sql {
@@ -266,6 +290,7 @@ fn plan_with(
         grouped,
         phases,
         guarded_sources,
+        token_param,
     }
 }
 
@@ -319,6 +344,8 @@ struct Gen<'a> {
     changed: Option<Vec<usize>>,
     /// Sources assumed unchanged, checked by the final SELECT.
     guarded: Vec<usize>,
+    /// The read token's parameter, when a source is captured from the WAL.
+    token_param: Option<usize>,
 }
 
 impl<'a> Gen<'a> {
@@ -334,7 +361,16 @@ impl<'a> Gen<'a> {
             param_order: None,
             changed: None,
             guarded: Vec::new(),
+            token_param: None,
         }
+    }
+
+    /// What source `s`'s changes are read from (see
+    /// [`SourceTable::changes_relation`]).
+    fn changes_of(&self, s: usize) -> String {
+        // A first pass over a plan that reads the WAL has no token yet; its
+        // text is thrown away.
+        self.sources[s].changes_relation(self.token_param.unwrap_or(0))
     }
 
     /// The `$n` of source `s`'s consumed change id.

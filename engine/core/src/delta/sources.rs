@@ -23,7 +23,7 @@ impl Gen<'_> {
         let old_img: Vec<String> = (1..=src.columns.len())
             .map(|k| format!("b.__o{k}"))
             .collect();
-        let buffer = src.buffer_table();
+        let buffer = self.changes_of(s);
         self.ctes.push(format!(
             "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
              SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \

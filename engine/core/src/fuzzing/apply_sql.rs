@@ -122,6 +122,7 @@ fn build(u: &mut Unstructured<'_>) -> ArbResult<Case> {
             kind: SourceKind::Table,
             columns: names.clone(),
             capture_problem: None,
+            capture: Default::default(),
         },
     );
     let list = names

@@ -179,6 +179,7 @@ pub fn fuzz_catalog() -> Catalog {
         kind,
         columns: cols.iter().map(|c| c.to_string()).collect(),
         capture_problem: None,
+        capture: Default::default(),
     };
     let mut c = Catalog::new();
     c.insert("a", table(1, "a", SourceKind::Table, &["k", "v", "s"]));

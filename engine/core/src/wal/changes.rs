@@ -34,6 +34,8 @@ pub struct Change {
     pub xid: u32,
     /// LSN of its commit record.
     pub commit_lsn: u64,
+    /// Its commit time, microseconds since 2000-01-01 UTC.
+    pub commit_time: i64,
     /// Relation oid.
     pub relation: u32,
     /// What happened.
@@ -103,7 +105,7 @@ pub enum ChangeError {
 #[derive(Debug, Default)]
 pub struct Assembler {
     relations: HashMap<u32, Relation>,
-    open: Option<(u32, u64)>,
+    open: Option<(u32, u64, i64)>,
 }
 
 impl Assembler {
@@ -115,11 +117,15 @@ impl Assembler {
     /// Take one message; the changes it makes (none for most messages).
     pub fn push(&mut self, m: &Message) -> Result<Vec<Change>, ChangeError> {
         match m {
-            Message::Begin { final_lsn, xid, .. } => {
-                if let Some((open, _)) = self.open {
+            Message::Begin {
+                final_lsn,
+                xid,
+                commit_time,
+            } => {
+                if let Some((open, _, _)) = self.open {
                     return Err(ChangeError::NestedBegin(open));
                 }
-                self.open = Some((*xid, *final_lsn));
+                self.open = Some((*xid, *final_lsn, *commit_time));
                 Ok(Vec::new())
             }
             Message::Commit { .. } => {
@@ -136,7 +142,7 @@ impl Assembler {
                 Ok(Vec::new())
             }
             Message::Insert { relation, new } => {
-                let rel = self.relation(*relation, "an insert")?;
+                let rel = self.described(*relation, "an insert")?;
                 let new = row(rel, new, None)?;
                 Ok(vec![self.change(
                     *relation,
@@ -146,7 +152,7 @@ impl Assembler {
                 )?])
             }
             Message::Update { relation, old, new } => {
-                let rel = self.relation(*relation, "an update")?;
+                let rel = self.described(*relation, "an update")?;
                 let old = full_old(rel, old.as_ref())?;
                 let new = row(rel, new, Some(&old))?;
                 Ok(vec![self.change(
@@ -157,7 +163,7 @@ impl Assembler {
                 )?])
             }
             Message::Delete { relation, old } => {
-                let rel = self.relation(*relation, "a delete")?;
+                let rel = self.described(*relation, "a delete")?;
                 let old = full_old(rel, Some(old))?;
                 Ok(vec![self.change(
                     *relation,
@@ -173,7 +179,12 @@ impl Assembler {
         }
     }
 
-    fn relation(&self, oid: u32, what: &'static str) -> Result<&Relation, ChangeError> {
+    /// The relation `oid` as last described, if it was.
+    pub fn relation(&self, oid: u32) -> Option<&Relation> {
+        self.relations.get(&oid)
+    }
+
+    fn described(&self, oid: u32, what: &'static str) -> Result<&Relation, ChangeError> {
         if self.open.is_none() {
             return Err(ChangeError::OutsideTransaction(what));
         }
@@ -189,12 +200,13 @@ impl Assembler {
         old: Option<Row>,
         new: Option<Row>,
     ) -> Result<Change, ChangeError> {
-        let (xid, commit_lsn) = self
+        let (xid, commit_lsn, commit_time) = self
             .open
             .ok_or(ChangeError::OutsideTransaction("a truncate"))?;
         Ok(Change {
             xid,
             commit_lsn,
+            commit_time,
             relation,
             kind,
             old,

@@ -14,6 +14,7 @@
 //! The format is PostgreSQL's ("Logical Replication Message Formats"):
 //! big-endian integers, NUL-terminated strings, a tag byte per message.
 
+pub mod capture;
 mod changes;
 mod decode;
 mod encode;

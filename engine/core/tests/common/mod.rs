@@ -12,6 +12,7 @@ pub fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTab
         kind,
         columns: cols.iter().map(|c| c.to_string()).collect(),
         capture_problem: None,
+        capture: Default::default(),
     }
 }
 

@@ -100,6 +100,16 @@ pub fn set_discarding(source: u32, reason: &str) -> Option<String> {
     )
 }
 
+/// Whether `source`'s capture is discarding.
+pub fn is_discarding(source: u32) -> bool {
+    value(
+        "SELECT (capture_state = 'discarding')::text FROM pgtrickle.pgt_change_buffers WHERE source_relid = $1::text::oid",
+        &[arg(source)],
+    )
+    .as_deref()
+        == Some("true")
+}
+
 /// Mark `source`'s capture as capturing again; false when it was not discarding.
 pub fn set_capturing(source: u32) -> bool {
     value(

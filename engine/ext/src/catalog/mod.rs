@@ -28,6 +28,7 @@ pub mod change_buffers;
 pub mod history;
 pub mod sources;
 pub mod stream_tables;
+pub mod wal_capture;
 
 pub use stream_tables::{lock_for_refresh, StreamTableRow};
 
