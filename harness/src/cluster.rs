@@ -317,12 +317,41 @@ impl Cluster {
 
     /// Create a database with pg_trickle installed and return a connection to it.
     pub fn fresh_database(&self, name: &str) -> Result<postgres::Client, ClusterError> {
+        self.drop_database(name)?;
         let mut admin = self.connect("postgres")?;
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
         admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
         let mut client = self.connect(name)?;
         client.batch_execute("CREATE EXTENSION pg_trickle")?;
         Ok(client)
+    }
+
+    /// Drop database `name` if it exists, with the logical replication
+    /// slots in it (capture from the WAL), which would keep it from going:
+    /// its sessions are ended first so that no slot is in use.
+    pub fn drop_database(&self, name: &str) -> Result<(), ClusterError> {
+        let mut admin = self.connect("postgres")?;
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )?;
+        for _ in 0..50 {
+            let busy: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_replication_slots WHERE database = $1 AND active",
+                    &[&name],
+                )?
+                .get(0);
+            if busy == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        admin.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active",
+            &[&name],
+        )?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        Ok(())
     }
 
     /// The database the scheduler watches (`pg_trickle.database`), created

@@ -34,7 +34,8 @@ pub fn shared_cluster() -> &'static Cluster {
     SHARED.get_or_init(|| {
         let opts = ClusterOptions {
             pg_config: pg_config(),
-            settings: vec!["pg_trickle.scheduler_interval_ms = 100".into()],
+            // As the oracle's clusters: capture from the WAL works here too.
+            settings: crate::checks::oracle::oracle_cluster_settings(),
             name: "test".into(),
             ..ClusterOptions::default()
         };
@@ -66,12 +67,24 @@ pub fn seed_or(default: u64) -> u64 {
 /// fresh database; on failure, shrink it and panic with the report, the
 /// replay file and the commands that reproduce it.
 pub fn check_workload(name: &str) {
+    check_workload_captured(name, oracles::workload::Capture::Trigger);
+}
+
+/// [`check_workload`] with the workload's sources captured `capture`.
+pub fn check_workload_captured(name: &str, capture: oracles::workload::Capture) {
     let entry = oracles::corpus::entry(name).unwrap_or_else(|| panic!("no corpus workload {name}"));
     let seed = seed_or(entry.seed);
-    let opts = crate::checks::oracle::OracleOptions::default();
-    let w = (entry.build)(seed, opts.steps);
+    let opts = crate::checks::oracle::OracleOptions {
+        capture,
+        ..Default::default()
+    };
+    let w = (entry.build)(seed, opts.steps).with_capture(capture);
+    let (test, flag) = match capture {
+        oracles::workload::Capture::Trigger => (name.to_string(), ""),
+        oracles::workload::Capture::Wal => (format!("wal::{name}"), " --capture wal"),
+    };
     let reproduce = format!(
-        "PGT_SEED={seed} cargo test -p harness --test e2e_corpus -- --exact {name}  (or: harness oracle --workload {name} --seed {seed})"
+        "PGT_SEED={seed} cargo test -p harness --test e2e_corpus -- --exact {test}  (or: harness oracle --workload {name} --seed {seed}{flag})"
     );
     let c = crate::checks::oracle::run_one(shared_cluster(), &test_root(), &opts, &w, reproduce);
     if c.outcome != oracles::outcome::Outcome::Pass {

@@ -18,6 +18,20 @@ macro_rules! corpus_tests {
             }
         )*
 
+        /// The same workloads with every source that can be captured from
+        /// the WAL switched to it after creation.
+        mod wal {
+            $(
+                #[test]
+                fn $name() {
+                    harness::testkit::check_workload_captured(
+                        stringify!($name),
+                        oracles::workload::Capture::Wal,
+                    );
+                }
+            )*
+        }
+
         /// Every corpus workload has a test above, and nothing else does.
         #[test]
         fn every_corpus_workload_has_a_test() {

@@ -49,6 +49,15 @@ pub fn check_sql(st: &str, columns: &[String], query: &str) -> String {
     )
 }
 
+/// What a replay file runs to switch a WAL-capture workload's sources:
+/// each switch in a transaction of its own (a slot is created only in a
+/// transaction that has written nothing), kinds the engine refuses stay
+/// on triggers.
+const WAL_SWITCH_SQL: &str = "DO $$ DECLARE s text; BEGIN \
+FOR s IN SELECT source_relid::regclass::text FROM pgtrickle.pgt_change_buffers ORDER BY 1 LOOP \
+BEGIN PERFORM pgtrickle.set_capture_mode(s, 'wal'); \
+EXCEPTION WHEN feature_not_supported THEN NULL; END; COMMIT; END LOOP; END $$;";
+
 /// Render the replay script for `w`, whose run `r` failed. `columns` are
 /// the failing stream table's visible columns (empty when it was never
 /// created); `command` is the runner command that reproduces the run.
@@ -92,6 +101,15 @@ pub fn render(w: &Workload, r: &WorkloadRun, columns: &[String], command: &str) 
     push_block(&mut out, "seed rows", &w.seed_rows);
     let creates: Vec<String> = w.stream_tables.iter().map(|s| s.create_sql()).collect();
     push_block(&mut out, "stream tables", &creates);
+    if w.capture == crate::workload::Capture::Wal {
+        // As the runner does it (needs wal_level = logical); the kinds the
+        // engine does not capture from the WAL stay on triggers.
+        push_block(
+            &mut out,
+            "capture from the WAL (every source that can be; the runner drains before every other step's refreshes)",
+            &[WAL_SWITCH_SQL.to_string()],
+        );
+    }
     for (i, step) in w.steps.iter().enumerate() {
         let mut stmts = step.dml.clone();
         if !step.actions.is_empty() {

@@ -124,6 +124,45 @@ pub struct Step {
     pub skip_refresh: bool,
 }
 
+/// `sql` with the name of the prepared transaction it prepares, commits
+/// or rolls back prefixed by `wal_` (other statements unchanged).
+fn rename_prepared(sql: &str) -> String {
+    let prepared = [
+        "PREPARE TRANSACTION '",
+        "COMMIT PREPARED '",
+        "ROLLBACK PREPARED '",
+    ];
+    prepared
+        .iter()
+        .find(|p| sql.contains(*p))
+        .map(|p| sql.replacen(p, &format!("{p}wal_"), 1))
+        .unwrap_or_else(|| sql.to_string())
+}
+
+/// How the sources of a workload's stream tables are captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    /// By row triggers (the default).
+    #[default]
+    Trigger,
+    /// From the WAL: after creation every source that can be is switched
+    /// with `pgtrickle.set_capture_mode(source, 'wal')`, and every other
+    /// refreshing step first drains the slots, so refreshes read changes
+    /// both from the buffers and straight from the slots.
+    Wal,
+}
+
+impl Capture {
+    /// The mode's name as `set_capture_mode` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capture::Trigger => "trigger",
+            Capture::Wal => "wal",
+        }
+    }
+}
+
 /// Everything one oracle run executes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
@@ -148,6 +187,9 @@ pub struct Workload {
     /// the stream tables to catch up.
     #[serde(default)]
     pub scheduler: bool,
+    /// How its sources are captured.
+    #[serde(default)]
+    pub capture: Capture,
 }
 
 impl Workload {
@@ -196,6 +238,28 @@ impl Workload {
                 .sum::<usize>()
     }
 
+    /// The same workload with its sources captured `capture`. Its
+    /// prepared transactions are renamed (`wal_` before each name): their
+    /// names are unique in a cluster, where both runs of a workload may
+    /// run at once.
+    pub fn with_capture(&self, capture: Capture) -> Workload {
+        let mut w = Workload {
+            capture,
+            ..self.clone()
+        };
+        if capture == Capture::Wal {
+            for step in &mut w.steps {
+                for sql in step.dml.iter_mut().chain(step.after_refresh.iter_mut()) {
+                    *sql = rename_prepared(sql);
+                }
+                for a in &mut step.actions {
+                    a.sql = rename_prepared(&a.sql);
+                }
+            }
+        }
+        w
+    }
+
     /// The same workload with no DML steps (used to inspect the stream
     /// tables' operator trees cheaply). With no steps the live scheduler has
     /// nothing to race, so the copy runs without it and in any database.
@@ -229,6 +293,7 @@ impl Builder {
                 steps: Vec::new(),
                 connections: Vec::new(),
                 scheduler: false,
+                capture: Capture::Trigger,
             },
             tables: Vec::new(),
             gen: DmlGen::new(seed),
@@ -456,6 +521,19 @@ impl Builder {
 mod tests {
     use super::*;
     use crate::gen::ColSpec;
+
+    #[test]
+    fn wal_runs_rename_their_prepared_transactions() {
+        assert_eq!(
+            rename_prepared("PREPARE TRANSACTION 'w_1'"),
+            "PREPARE TRANSACTION 'wal_w_1'"
+        );
+        assert_eq!(
+            rename_prepared("COMMIT PREPARED 'w_1'"),
+            "COMMIT PREPARED 'wal_w_1'"
+        );
+        assert_eq!(rename_prepared("COMMIT"), "COMMIT");
+    }
 
     #[test]
     fn expected_comparisons_counts_creation_and_every_step() {

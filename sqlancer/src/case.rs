@@ -232,6 +232,7 @@ pub fn case(seed: u64, index: u64, concurrent_pct: u32) -> Case {
             steps,
             connections,
             scheduler: false,
+            capture: Default::default(),
         },
         query: q,
         second,

@@ -132,6 +132,7 @@ pub fn workloads(log: &Log, prefix: &str, max: usize) -> Vec<Workload> {
             steps: steps.clone(),
             connections: Vec::new(),
             scheduler: false,
+            capture: Default::default(),
         })
         .collect()
 }

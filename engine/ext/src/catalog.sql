@@ -91,6 +91,7 @@ CREATE TABLE pgtrickle.pgt_wal_capture (
     prior_identity "char" NOT NULL,
     switched_at    timestamptz NOT NULL DEFAULT now(),
     last_drain_at  timestamptz,
+    drain_end_lsn  pg_lsn,
     last_error     text
 );
 COMMENT ON TABLE pgtrickle.pgt_wal_capture IS 'Sources captured from the WAL: slot, the LSN capture by slot starts at and (switching back) stops at';

@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod column_types;
 pub mod compat;
 pub mod depend;
+pub mod extension_drop;
 pub mod gucs;
 pub mod operations;
 pub mod planning;
@@ -55,6 +56,7 @@ extension_sql_file!("privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     buffer_access::install();
+    extension_drop::install();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         wake::init_shmem();
         scheduler::register_worker();

@@ -79,15 +79,18 @@ pub fn refresh_with(
     let captured = sources::captured_in_param_order(id);
     let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
     // Sources captured from the WAL: this transaction's own writes to them
-    // are not decodable before it commits, so it may not refresh their
-    // readers; their slots are read by this refresh alone, with its token.
-    crate::wal_capture::refuse_own_writes(&name, &relids);
+    // are decoded only after it commits, so a refresh in it recomputes;
+    // their slots are read by this refresh alone, with its token.
+    let own_wal_write = crate::wal_capture::written_wal_source(&relids);
     let wal_sources = crate::wal_capture::lock_slots_of(&relids);
     let token = (!wal_sources.is_empty()).then(crate::wal_capture::ReadToken::issue);
     let token_text = token.as_ref().map(|t| t.0.clone());
 
-    let use_diff =
-        initiator != Initiator::Create && differential && !needs_reinit && st.frontier.is_some();
+    let use_diff = initiator != Initiator::Create
+        && differential
+        && !needs_reinit
+        && st.frontier.is_some()
+        && own_wal_write.is_none();
     if use_diff {
         // Row-level security that applies to the owner now (enabled, forced,
         // or the owner lost BYPASSRLS since creation): the change buffer
@@ -144,7 +147,12 @@ pub fn refresh_with(
             .unwrap_or(stored);
         (Mode::Differential, sql, args)
     } else {
-        if differential {
+        if let (true, Some(src)) = (
+            differential && initiator != Initiator::Create,
+            own_wal_write,
+        ) {
+            reason = Some(crate::wal_capture::own_write_reason(src));
+        } else if differential {
             reason = Some(match &discarding {
                 Some(src) => {
                     format!("capture discarded on source {src}: FULL until capture resumes")
@@ -213,7 +221,11 @@ pub fn refresh_with(
     }
 
     for s in &captured {
-        sources::store_own_change_id(id, s.relid, own_xid.clone());
+        if wal_sources.contains(&s.relid) {
+            sources::store_own_change_lsn(id, s.relid);
+        } else {
+            sources::store_own_change_id(id, s.relid, own_xid.clone());
+        }
     }
     let still_reinit = discarding
         .as_ref()

@@ -74,6 +74,9 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         for id in due {
             BackgroundWorker::transaction(move || as_extension(|| refresh_one(id)));
         }
+        // Slot lag counts the WAL written since the last drain, the
+        // refreshes' own included: drain again before judging it.
+        BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
         BackgroundWorker::transaction(|| as_extension(evaluate_backpressure));
     }
 }

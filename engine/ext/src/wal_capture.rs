@@ -40,10 +40,6 @@ use crate::spi::{raise, run, value};
 /// publication created after its slot).
 pub const PUBLICATION: &str = "pgtrickle_capture";
 
-/// The change id a change decoded at refresh time carries: above every
-/// change id a transaction can have consumed of its own writes.
-const UNDRAINED_CHANGE_ID: i64 = i64::MAX;
-
 /// The prefix of this database's capture slot names.
 pub fn slot_prefix() -> String {
     // SAFETY: MyDatabaseId is set once a backend is connected.
@@ -55,14 +51,36 @@ pub fn slot_name(relid: u32) -> String {
     format!("{}{relid}", slot_prefix())
 }
 
+/// The advisory lock key of `relid`'s slot.
+fn slot_lock_key(relid: u32) -> String {
+    const CLASS: i64 = 0x7067_745f_0000_0000; // "pgt_" in the high bytes
+    (CLASS | i64::from(relid)).to_string()
+}
+
 /// Serialise everything that reads or moves `relid`'s slot (a slot serves
 /// one backend at a time), until the transaction ends.
 fn lock_slot(relid: u32) {
-    const CLASS: i64 = 0x7067_745f_0000_0000; // "pgt_" in the high bytes
     run(
         "SELECT pg_catalog.pg_advisory_xact_lock($1::text::bigint)",
-        &[Some((CLASS | i64::from(relid)).to_string())],
+        &[Some(slot_lock_key(relid))],
     );
+}
+
+/// Whether nothing holds the lock of the slot named `slot` (taking it
+/// until the transaction ends).
+fn slot_free(slot: &str) -> bool {
+    let Some(relid) = slot
+        .strip_prefix(&slot_prefix())
+        .and_then(|r| r.parse::<u32>().ok())
+    else {
+        return true;
+    };
+    value(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock($1::text::bigint)::text",
+        &[Some(slot_lock_key(relid))],
+    )
+    .as_deref()
+        == Some("true")
 }
 
 thread_local! {
@@ -111,9 +129,10 @@ pub fn note_write(relid: u32) {
     }
 }
 
-/// Raise 0A000 when this transaction wrote one of `sources` that is
-/// captured from the WAL (`name` is the stream table being refreshed).
-pub fn refuse_own_writes(name: &str, sources: &[u32]) {
+/// The first of `sources` that this transaction wrote and that is
+/// captured from the WAL: its own changes are decoded only after it
+/// commits, so a refresh in it must recompute FULL.
+pub fn written_wal_source(sources: &[u32]) -> Option<u32> {
     let written: Vec<u32> = WRITTEN.with(|w| {
         sources
             .iter()
@@ -121,19 +140,19 @@ pub fn refuse_own_writes(name: &str, sources: &[u32]) {
             .filter(|s| w.borrow().contains(s))
             .collect()
     });
-    if let Some(src) = wal_capture::among(&written).first() {
-        let src = crate::spi::relation_name(*src).unwrap_or_default();
-        raise(
-            "0A000",
-            format!(
-                "cannot refresh stream table {name} in the transaction that wrote its source {src}: \
-                 {src} is captured from the WAL, where this transaction's changes appear only after it commits"
-            ),
-            Some(format!(
-                "Commit the writes first, or capture {src} with triggers: pgtrickle.set_capture_mode('{src}', 'trigger')."
-            )),
-        );
+    if written.is_empty() {
+        return None;
     }
+    wal_capture::among(&written).first().copied()
+}
+
+/// Why a refresh in a transaction that wrote `source` (captured from the
+/// WAL) ran FULL.
+pub fn own_write_reason(source: u32) -> String {
+    let src = crate::spi::relation_name(source).unwrap_or_default();
+    format!(
+        "this transaction wrote source {src}, which is captured from the WAL, where its own changes appear only after it commits; recomputed FULL"
+    )
 }
 
 /// Lock the slots of the WAL-captured sources among `sources`, in oid
@@ -158,34 +177,41 @@ fn next_full_xid() -> u64 {
 
 /// The changes to `relid` of transactions committing in `[from, upto)`
 /// that `keep` accepts, decoded from its slot (peeked, not consumed), as
-/// records of the buffer's row type.
+/// records of the buffer's row type. A change's id is its WAL position:
+/// a transaction's changes before and after a refresh in it are told
+/// apart by the WAL position that refresh recorded.
 fn decode_slot(
     relid: u32,
     slot: &str,
     from: u64,
     upto: u64,
-    change_id: Option<i64>,
     keep: impl Fn(u64) -> bool,
 ) -> Vec<String> {
     let columns: Vec<String> = crate::capture::buffer_columns(relid);
     let next = next_full_xid();
-    let messages: Vec<Vec<u8>> = Spi::connect(|client| {
+    let messages: Vec<(i64, Vec<u8>)> = Spi::connect(|client| {
         let args: Vec<pgrx::datum::DatumWithOid> = vec![slot.into(), lsn_text(upto).into()];
         client
             .select(
-                "SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes($1::text::name, $2::text::pg_lsn, NULL, \
+                "SELECT (lsn OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8, data \
+                 FROM pg_catalog.pg_logical_slot_peek_binary_changes($1::text::name, $2::text::pg_lsn, NULL, \
                  'proto_version', '1', 'publication_names', 'pgtrickle_capture')",
                 None,
                 &args,
             )
             .unwrap_or_else(|e| raise("55000", format!("reading capture slot {slot} failed: {e}"), None))
-            .map(|row| row.get::<Vec<u8>>(1).ok().flatten().unwrap_or_default())
+            .map(|row| {
+                (
+                    row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    row.get::<Vec<u8>>(2).ok().flatten().unwrap_or_default(),
+                )
+            })
             .collect()
     });
     let source = || crate::spi::relation_name(relid).unwrap_or_else(|| relid.to_string());
     let mut assembler = Assembler::new();
     let mut out = Vec::new();
-    for bytes in &messages {
+    for (lsn, bytes) in &messages {
         let message = decode(bytes).unwrap_or_else(|e| {
             raise(
                 "XX001",
@@ -215,7 +241,7 @@ fn decode_slot(
                 .relation(relid)
                 .unwrap_or_else(|| raise("XX000", "a change to an undescribed relation", None));
             let record = column_map(&columns, relation)
-                .and_then(|map| buffer_record(change_id, xid, &change, &map))
+                .and_then(|map| buffer_record(Some(*lsn), xid, &change, &map))
                 .unwrap_or_else(|e| raise("55000", format!("capture slot {slot}: {e}"), None));
             out.push(record);
         }
@@ -223,12 +249,24 @@ fn decode_slot(
     out
 }
 
-/// The current WAL insert position, flushed: every commit record a
-/// snapshot taken before this call sees is readable by decoding.
+/// The end of the WAL inserted so far, flushed: every commit record a
+/// snapshot taken before this call sees is readable by decoding (a commit
+/// with `synchronous_commit = off` is visible before it is flushed).
 fn flushed_insert_lsn() -> u64 {
     // SAFETY: plain calls into the WAL module of a normal backend.
     unsafe {
-        let lsn = pg_sys::GetXLogInsertRecPtr();
+        let mut lsn = pg_sys::GetXLogInsertRecPtr();
+        // At the start of a page the insert position is past the page's
+        // header, which is not written until a record follows: what is
+        // inserted ends at the page boundary.
+        const SHORT_HEADER: u64 = 24;
+        const LONG_HEADER: u64 = 40;
+        let segment = pg_sys::wal_segment_size as u64;
+        if segment > 0 && lsn % segment == LONG_HEADER {
+            lsn -= LONG_HEADER;
+        } else if lsn % u64::from(pg_sys::XLOG_BLCKSZ) == SHORT_HEADER {
+            lsn -= SHORT_HEADER;
+        }
         pg_sys::XLogFlush(lsn);
         lsn
     }
@@ -271,14 +309,7 @@ fn _wal_pending(
         return Vec::new();
     };
     lock_slot(relid);
-    decode_slot(
-        relid,
-        &capture.slot,
-        from,
-        upto,
-        Some(UNDRAINED_CHANGE_ID),
-        |xid| snapshot.sees(xid),
-    )
+    decode_slot(relid, &capture.slot, from, upto, |xid| snapshot.sees(xid))
 }
 
 /// Create `relid`'s function a refresh reads undrained changes through.
@@ -377,10 +408,7 @@ fn switch_to_wal(relid: u32, table: &str) {
             Some("It is left from an earlier switch of this table or in use by one now; when no switch is running, drop it with pgtrickle.drop_orphaned_capture_slots().".into()),
         );
     }
-    crate::spi::read_value(
-        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')::pg_catalog.text",
-        &[Some(slot.clone())],
-    );
+    create_slot(&slot);
     let for_switch = slot.clone();
     let table_name = table.to_string();
     let switched = crate::spi::in_subtransaction(move || {
@@ -392,6 +420,52 @@ fn switch_to_wal(relid: u32, table: &str) {
             &[Some(slot)],
         );
         raise(&f.sqlstate, f.message, None);
+    }
+}
+
+/// Create logical slot `slot` (a generated name: letters, digits and
+/// `_`) with pgoutput. Run through SPI as a writing statement (which takes
+/// a snapshot of its own) without marking the transaction as writing: the
+/// slot's creation waits for running transactions and must not run on the
+/// calling statement's snapshot, and PostgreSQL refuses it in a
+/// transaction that has an xid.
+fn create_slot(slot: &str) {
+    assert!(
+        slot.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "generated slot name"
+    );
+    let sql = std::ffi::CString::new(format!(
+        "SELECT pg_catalog.pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+    ))
+    .unwrap_or_else(|_| raise("XX000", "slot name contains a NUL byte", None));
+    // In a subtransaction: when the creation had to wait for running
+    // transactions, PostgreSQL 15 can fail the statement that created the
+    // slot at its end ("snapshot reference ... is not owned by resource
+    // owner"), after the slot was made. That failure is rolled back here
+    // and the slot, which is complete, is kept.
+    let made = crate::spi::in_subtransaction(move || {
+        // SAFETY: a plain SPI session around one statement; errors are
+        // raised by PostgreSQL and unwind through pgrx's guard.
+        unsafe {
+            pg_sys::SPI_connect();
+            pg_sys::SPI_execute(sql.as_ptr(), false, 0);
+            pg_sys::SPI_finish();
+        }
+    });
+    if let Err(f) = made {
+        let exists = crate::spi::read_value(
+            "SELECT 'yes' FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 \
+             AND confirmed_flush_lsn IS NOT NULL",
+            &[Some(slot.to_string())],
+        )
+        .is_some();
+        if !exists {
+            raise(&f.sqlstate, f.message, None);
+        }
+        pgrx::debug1!(
+            "pg_trickle: creating slot {slot} reported \"{}\" after the slot was made; kept",
+            f.message
+        );
     }
 }
 
@@ -617,20 +691,21 @@ pub fn drain(capture: &wal_capture::WalSource) -> usize {
     if upto <= drained {
         return 0;
     }
-    let records = decode_slot(relid, &capture.slot, drained, upto, None, |_| true);
+    let records = decode_slot(relid, &capture.slot, drained, upto, |_| true);
     let discarding = change_buffers::is_discarding(relid);
     if !records.is_empty() && !discarding {
         let columns = crate::capture::buffer_columns(relid);
         let olds: Vec<String> = (1..=columns.len()).map(|k| format!("__o{k}")).collect();
         let news: Vec<String> = (1..=columns.len()).map(|k| format!("__n{k}")).collect();
+        // Change ids are the changes' WAL positions (see `decode_slot`).
         let targets = format!(
-            "xid, op, captured_at, {}, {}",
+            "change_id, xid, op, captured_at, {}, {}",
             olds.join(", "),
             news.join(", ")
         );
         run(
             &format!(
-                "INSERT INTO pgtrickle_changes.changes_{relid} ({targets}) \
+                "INSERT INTO pgtrickle_changes.changes_{relid} ({targets}) OVERRIDING SYSTEM VALUE \
                  SELECT {targets} FROM unnest($1::text::text[]::pgtrickle_changes.changes_{relid}[])"
             ),
             &[Some(text_array(&records))],
@@ -746,7 +821,11 @@ thread_local! {
 /// that no capture owns.
 fn report_orphans() {
     for l in wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix()) {
-        if l.state == "orphaned" && REPORTED.with(|r| r.borrow_mut().insert(l.slot.clone())) {
+        // A switch in progress holds its slot's lock while the slot is new.
+        if l.state == "orphaned"
+            && slot_free(&l.slot)
+            && REPORTED.with(|r| r.borrow_mut().insert(l.slot.clone()))
+        {
             pgrx::warning!(
                 "pg_trickle: replication slot {} looks like a capture slot of this database but no source uses it; \
                  it retains WAL until dropped (pgtrickle.drop_orphaned_capture_slots())",
@@ -767,16 +846,8 @@ fn drop_orphaned_capture_slots() -> Vec<String> {
             if l.state != "orphaned" {
                 continue;
             }
-            let relid: u32 = l.slot[slot_prefix().len()..].parse().unwrap_or(0);
             // A switch in progress holds this lock while its slot is new.
-            let free = value(
-                "SELECT pg_catalog.pg_try_advisory_xact_lock($1::text::bigint)::text",
-                &[Some(
-                    (0x7067_745f_0000_0000_i64 | i64::from(relid)).to_string(),
-                )],
-            )
-            .as_deref()
-                == Some("true");
+            let free = slot_free(&l.slot);
             let active = value(
                 "SELECT active::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
                 &[Some(l.slot.clone())],
@@ -833,13 +904,15 @@ fn wal_capture_status() -> TableIterator<
     }))
 }
 
-/// The slot lag of `relid` if it is captured from the WAL: WAL bytes not
-/// yet decoded into its buffer and seconds since it was last drained.
+/// The slot lag of `relid` if it is captured from the WAL: WAL written
+/// since its last drain (which it has not decoded yet; the drain's own
+/// writes do not count) and seconds since that drain.
 pub fn slot_lag(relid: u32) -> Option<(i64, f64)> {
     let _ = wal_capture::of(relid)?;
     let r = crate::spi::row(
-        "SELECT greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), max(p.drained_upto)), 0), 0)::bigint::text, \
-         CASE WHEN pg_current_wal_lsn() > max(p.drained_upto) \
+        "SELECT greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), \
+                greatest(max(p.drained_upto), max(w.drain_end_lsn))), 0), 0)::bigint::text, \
+         CASE WHEN pg_current_wal_lsn() > greatest(max(p.drained_upto), max(w.drain_end_lsn)) \
               THEN coalesce(extract(epoch FROM now() - max(w.last_drain_at)), 0) ELSE 0 END::text \
          FROM pgtrickle.pgt_wal_progress p JOIN pgtrickle.pgt_wal_capture w ON w.source_relid = p.source_relid \
          WHERE p.source_relid = $1::text::oid",

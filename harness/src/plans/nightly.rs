@@ -68,6 +68,15 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         s.name = format!("oracle_seed_{}", opts.seed.unwrap_or_default());
         suites.push(s);
     }
+    // The whole corpus again with every source captured from the WAL.
+    suites.push(corpus_suite(
+        &cluster,
+        &run.dir,
+        &OracleOptions {
+            capture: oracles::workload::Capture::Wal,
+            ..oracle.clone()
+        },
+    ));
     suites.push(negative_control_suite(
         &cluster,
         &run.dir,
@@ -85,10 +94,18 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
             min_checks: 0,
             max_rejected_pct: 10.0,
             concurrent_pct: crate::checks::sqlancer::DEFAULT_CONCURRENT_PCT,
-            oracle: oracle.clone(),
+            // Every other session captures from the WAL.
+            oracle: OracleOptions {
+                capture: if session % 2 == 1 {
+                    oracles::workload::Capture::Wal
+                } else {
+                    oracles::workload::Capture::Trigger
+                },
+                ..oracle.clone()
+            },
         };
         let (mut s, _) = sqlancer_suite(&cluster, &run.dir, &opts);
-        s.name = format!("sqlancer_seed_{}", opts.seed);
+        s.name = format!("{}_seed_{}", s.name, opts.seed);
         suites.push(s);
         session += 1;
     }

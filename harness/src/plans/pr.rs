@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::checks::oracle::{corpus_suite, negative_control_suite};
+use crate::checks::oracle::{corpus_suite, negative_control_suite, OracleOptions};
 use crate::checks::sqlancer::{sqlancer_suite, SqlancerOptions};
 use crate::report::{CaseReport, Suite};
 use clap::Args;
 use oracles::outcome::{Outcome, Tally};
+use oracles::workload::Capture;
 
 use crate::checks::oracle::command::OracleArgs;
 use crate::cli::{Common, Failure, Run};
@@ -34,6 +35,10 @@ pub struct PrArgs {
     /// SQLancer light must check at least this many (query, step) pairs.
     #[arg(long, default_value_t = 1500)]
     pub sqlancer_min_checks: usize,
+    /// Time budget, in seconds, of the second SQLancer-light session, whose
+    /// sources are captured from the WAL (0: skip it).
+    #[arg(long, default_value_t = 45)]
+    pub sqlancer_wal_time: u64,
     /// Base of the change for the upgrade slice (files changed since its merge base).
     #[arg(long, default_value = "origin/main")]
     pub upgrade_base: String,
@@ -51,6 +56,34 @@ pub struct PrArgs {
 /// The PR gate's SQLancer seed: fixed, so the gate is deterministic; the
 /// nightly job explores fresh seeds.
 pub const PR_SQLANCER_SEED: u64 = 20261125;
+
+/// The corpus workloads the PR gate runs again with their sources captured
+/// from the WAL (the nightly job runs the whole corpus both ways): every
+/// interleaving and scheduler workload, and the single-connection shapes
+/// where the frontier matters most.
+pub const PR_WAL_WORKLOADS: &[&str] = &[
+    "several_changes_to_one_row",
+    "rolled_back_transactions",
+    "join_both_sides_change_in_one_step",
+    "update_changes_join_key",
+    "delete_min_max_with_ties",
+    "numeric_avg_scale",
+    "truncate_source",
+    "discard_then_reinitialise",
+    "columns_without_hash",
+    "replica_role_writes",
+    "late_commit",
+    "long_transaction",
+    "refresh_inside_transaction",
+    "writers_during_refresh",
+    "rollback_after_refresh_looked",
+    "aborted_subtransactions",
+    "two_phase_commit",
+    "isolation_levels",
+    "readers_at_different_frontiers",
+    "scheduler_racing_manual_refresh",
+    "scheduler_with_writers",
+];
 
 fn demo_suite(cluster: &crate::cluster::Cluster, seed: u64, runner: &str) -> Suite {
     let t = Instant::now();
@@ -84,6 +117,18 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         .oracle
         .options(common, Some(Duration::from_secs(args.oracle_budget)));
     suites.push(corpus_suite(&cluster, &run.dir, &opts));
+    if opts.capture == Capture::Trigger {
+        let wal = OracleOptions {
+            capture: Capture::Wal,
+            only: if opts.only.is_empty() {
+                PR_WAL_WORKLOADS.iter().map(|w| w.to_string()).collect()
+            } else {
+                opts.only.clone()
+            },
+            ..opts.clone()
+        };
+        suites.push(corpus_suite(&cluster, &run.dir, &wal));
+    }
     suites.push(negative_control_suite(
         &cluster,
         &run.dir,
@@ -101,6 +146,21 @@ pub fn run(common: &Common, args: &PrArgs) -> Result<(), Failure> {
         oracle: opts.clone(),
     };
     suites.push(sqlancer_suite(&cluster, &run.dir, &sq).0);
+    if args.sqlancer_wal_time > 0 && opts.capture == Capture::Trigger {
+        let wal = SqlancerOptions {
+            seed: PR_SQLANCER_SEED + 1,
+            time: Duration::from_secs(args.sqlancer_wal_time),
+            min_checks: args.sqlancer_min_checks * args.sqlancer_wal_time as usize
+                / args.sqlancer_time.max(1) as usize
+                / 2,
+            oracle: OracleOptions {
+                capture: Capture::Wal,
+                ..opts.clone()
+            },
+            ..sq.clone()
+        };
+        suites.push(sqlancer_suite(&cluster, &run.dir, &wal).0);
+    }
     if !args.no_tpch {
         let path = crate::checks::tpch::command::baseline_path(&args.tpch_profile);
         let base = crate::checks::tpch::gate::read(&path).map_err(|e| {

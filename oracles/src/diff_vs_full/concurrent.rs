@@ -34,6 +34,7 @@ use super::{blame_error, create_all, describe, Maintained, Runner};
 use crate::engine_api::{self, Ran};
 use crate::outcome::Outcome;
 use crate::sessions::{Done, Sessions, Stuck};
+use crate::workload::Capture;
 use crate::workload::Workload;
 
 /// SQLSTATEs a workload statement may fail with because of the interleaving.
@@ -48,6 +49,10 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
 /// The FULL reason a refresh records when a source changed between its
 /// plan and its statement: correct, and expected with a live scheduler.
 const PLANNING_RACE: &str = "changes arrived on a source while the refresh was being planned";
+
+/// The reason a refresh records when it ran FULL because its own
+/// transaction wrote a source captured from the WAL (correct, documented).
+pub(super) const OWN_WAL_WRITES: &str = "this transaction wrote source";
 
 /// The stream table a `refresh_stream_table('name')` call names.
 /// How `sql` changes its connection's transaction state: Some(true) opens
@@ -251,6 +256,18 @@ impl Runner<'_> {
     /// `mark`); false (recorded) when it does not within the limit.
     fn converge(&mut self, w: &Workload, step: usize, mark: &str) -> bool {
         let started = Instant::now();
+        // Changes captured from the WAL are pending only once decoded: wait
+        // for every slot to be drained past the WAL written by the step.
+        let wal_end: Option<String> = match w.capture {
+            Capture::Trigger => None,
+            Capture::Wal => match self.db.query_one("SELECT pg_current_wal_lsn()::text", &[]) {
+                Ok(r) => Some(r.get(0)),
+                Err(e) => {
+                    self.record_error("scheduler", step, Outcome::HarnessError, describe(&e), &e);
+                    return false;
+                }
+            },
+        };
         let not_diff: Vec<String> = w
             .stream_tables
             .iter()
@@ -262,9 +279,13 @@ impl Runner<'_> {
             let state = self
                 .db
                 .query_one(
-                    "SELECT coalesce(sum(s.pending_changes), 0)::bigint, coalesce(bool_or(s.needs_reinit), false) \
+                    "SELECT coalesce(sum(s.pending_changes), 0)::bigint \
+                       + (SELECT count(*) FROM pgtrickle.wal_capture_status() c \
+                          WHERE c.source IS NOT NULL AND $1::text IS NOT NULL \
+                          AND coalesce(c.drained_lsn::pg_lsn < $1::text::pg_lsn, true)), \
+                     coalesce(bool_or(s.needs_reinit), false) \
                      FROM pgtrickle.stream_table_status() s",
-                    &[],
+                    &[&wal_end],
                 )
                 .and_then(|r| {
                     let unrefreshed = engine_api::unrefreshed_since(self.db, &not_diff, mark)?;
@@ -333,9 +354,13 @@ impl Runner<'_> {
                 .reason
                 .as_deref()
                 .is_some_and(|x| x.starts_with(PLANNING_RACE));
+            let own_wal_writes = r
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.starts_with(OWN_WAL_WRITES));
             let fine = mode == want
                 || (want == Maintained::Full && mode == Maintained::Differential)
-                || (mode == Maintained::Full && planning_race);
+                || (mode == Maintained::Full && (planning_race || own_wal_writes));
             if !fine {
                 return Ok(Some(format!(
                     "a {by} refresh ran {}, but this stream table must refresh {want} here",

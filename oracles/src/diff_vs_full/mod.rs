@@ -28,7 +28,7 @@ use crate::compare::{
 use crate::engine_api::{self, Ran};
 use crate::outcome::{Check, Outcome, Tally};
 use crate::sessions::Sessions;
-use crate::workload::{Mode, Step, Workload};
+use crate::workload::{Capture, Mode, Step, Workload};
 
 /// The result of running one workload.
 #[derive(Debug, Clone, Serialize)]
@@ -262,6 +262,13 @@ impl Runner<'_> {
                 match last {
                     None => return Ok(Some("the refresh wrote no history row".into())),
                     Some(r) if r.ran == Ran::Mode(want) => {}
+                    // A refresh in a transaction that wrote a source captured
+                    // from the WAL recomputes, and says so.
+                    Some(r)
+                        if r.ran == Ran::Mode(Maintained::Full)
+                            && r.reason
+                                .as_deref()
+                                .is_some_and(|x| x.starts_with(concurrent::OWN_WAL_WRITES)) => {}
                     Some(r) => {
                         return Ok(Some(format!(
                             "the refresh ran {}, but this stream table must refresh {want} here",
@@ -289,10 +296,56 @@ impl Runner<'_> {
         step: &Step,
         refresh: impl Fn(&mut Self, &str, &str) -> bool,
     ) -> bool {
+        // Capture from the WAL: every other step's refreshes find the
+        // changes decoded into the buffers, the others read them from the
+        // slots.
+        let index = w.steps.iter().position(|s| std::ptr::eq(s, step));
+        if w.capture == Capture::Wal
+            && index.is_some_and(|i| i % 2 == 1)
+            && !refresh(self, DRAIN_SQL, "drain")
+        {
+            return false;
+        }
         w.stream_tables
             .iter()
             .filter(|st| !step.not_refreshed.contains(&st.name))
             .all(|st| refresh(self, &st.refresh_sql(), &st.name))
+    }
+
+    /// Switch every captured source that can be to capture from the WAL
+    /// (partitioned tables, inheritance parents and stream tables stay on
+    /// triggers: the engine refuses them with 0A000). False once a switch
+    /// failed otherwise (and was recorded).
+    fn switch_to_wal(&mut self) -> bool {
+        let sources = match self.db.query(
+            "SELECT source FROM pgtrickle.change_buffer_status() ORDER BY source",
+            &[],
+        ) {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                self.record_error("setup", 0, Outcome::EngineError, describe(&e), &e);
+                return false;
+            }
+        };
+        for source in sources {
+            let sql = format!(
+                "SELECT pgtrickle.set_capture_mode('{}', 'wal')",
+                source.replace('\'', "''")
+            );
+            self.run.trace.push(sql.clone());
+            if let Err(e) = self.db.batch_execute(&sql) {
+                if e.code().map(|c| c.code()) == Some("0A000") {
+                    continue;
+                }
+                let detail = format!("statement failed: {sql}\n{}", describe(&e));
+                self.record_error("setup", 0, blame_error(&e, true), detail, &e);
+                return false;
+            }
+        }
+        true
     }
 
     /// The end of step `n` once its refreshes ran: its after-refresh
@@ -458,8 +511,14 @@ fn create_all(r: &mut Runner<'_>, w: &Workload) -> bool {
             return false;
         }
     }
+    if w.capture == Capture::Wal && !r.switch_to_wal() {
+        return false;
+    }
     r.check_all(w, 0, &[])
 }
+
+/// What a WAL-capture workload runs to drain the slots.
+const DRAIN_SQL: &str = "SELECT pgtrickle.drain_wal_capture()";
 
 fn run_steps(r: &mut Runner<'_>, w: &Workload) {
     if !create_all(r, w) {

@@ -84,6 +84,19 @@ pub fn store_own_change_id(st_id: i64, source: u32, own_xid: Option<String>) {
     );
 }
 
+/// For stream table `st_id` and `source`, captured from the WAL (whose
+/// change ids are WAL positions), record the current WAL insert position:
+/// this transaction's changes before it were consumed by this refresh,
+/// those after it were not.
+pub fn store_own_change_lsn(st_id: i64, source: u32) {
+    run(
+        "UPDATE pgtrickle.pgt_sources SET own_change_id = \
+         (pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint \
+         WHERE st_id = $1::text::bigint AND source_relid = $2::text::oid",
+        &[arg(st_id), arg(source)],
+    );
+}
+
 /// A relation a stream table reads, as explain lists it.
 pub struct ListedSource {
     /// The relation as `regclass` prints it.

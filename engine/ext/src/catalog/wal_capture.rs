@@ -113,8 +113,8 @@ pub fn record_progress(source: u32, lsn: &str) {
         &[arg(source), arg(lsn)],
     );
     run(
-        "UPDATE pgtrickle.pgt_wal_capture SET last_drain_at = now(), last_error = NULL \
-         WHERE source_relid = $1::text::oid",
+        "UPDATE pgtrickle.pgt_wal_capture SET last_drain_at = now(), last_error = NULL, \
+         drain_end_lsn = pg_current_wal_insert_lsn() WHERE source_relid = $1::text::oid",
         &[arg(source)],
     );
 }
@@ -159,7 +159,7 @@ pub struct Listing {
     pub confirmed_lsn: Option<String>,
     /// How far changes are decoded into the buffer.
     pub drained_lsn: Option<String>,
-    /// WAL written since then, in bytes.
+    /// WAL written since the last drain (not yet decoded), in bytes.
     pub lag_bytes: i64,
     /// Seconds since the last drain, while there is lag.
     pub lag_seconds: f64,
@@ -178,8 +178,9 @@ pub fn listing(role: pgrx::pg_sys::Oid, all: bool, slot_prefix: &str) -> Vec<Lis
          SELECT w.source_relid::regclass::text, w.slot_name::text, \
            CASE WHEN w.stop_lsn IS NULL THEN 'wal' ELSE 'switching to trigger' END, \
            s.confirmed_flush_lsn::text, p.upto::text, \
-           greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), p.upto), 0), 0)::bigint::text, \
-           CASE WHEN pg_current_wal_lsn() > p.upto THEN coalesce(extract(epoch FROM now() - w.last_drain_at), 0) ELSE 0 END::text, \
+           greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), greatest(p.upto, w.drain_end_lsn)), 0), 0)::bigint::text, \
+           CASE WHEN pg_current_wal_lsn() > greatest(p.upto, w.drain_end_lsn) \
+                THEN coalesce(extract(epoch FROM now() - w.last_drain_at), 0) ELSE 0 END::text, \
            w.last_drain_at::text, w.last_error \
          FROM pgtrickle.pgt_wal_capture w LEFT JOIN progress p ON p.source_relid = w.source_relid \
          LEFT JOIN pg_replication_slots s ON s.slot_name = w.slot_name \

@@ -7,6 +7,7 @@ use crate::checks::oracle::{corpus_suite, negative_control_suite, OracleOptions}
 use clap::Args;
 use oracles::corpus;
 use oracles::shrink::Limits;
+use oracles::workload::Capture;
 
 use crate::cli::{Common, Failure, Run};
 
@@ -37,6 +38,20 @@ pub struct OracleArgs {
     /// List the corpus and exit.
     #[arg(long)]
     pub list: bool,
+    /// How the workloads' sources are captured: `trigger`, or `wal`
+    /// (after creation every source that can be is switched to capture
+    /// from the WAL).
+    #[arg(long, value_parser = parse_capture, default_value = "trigger")]
+    pub capture: Capture,
+}
+
+/// Parse a `--capture` value.
+pub fn parse_capture(text: &str) -> Result<Capture, String> {
+    match text {
+        "trigger" => Ok(Capture::Trigger),
+        "wal" => Ok(Capture::Wal),
+        other => Err(format!("unknown capture mode {other:?} (trigger or wal)")),
+    }
 }
 
 impl OracleArgs {
@@ -54,6 +69,7 @@ impl OracleArgs {
             shrink_total: Duration::from_secs(self.shrink_total_seconds),
             budget,
             runner: common.runner(),
+            capture: self.capture,
         }
     }
 }

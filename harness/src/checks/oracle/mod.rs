@@ -19,7 +19,7 @@ use oracles::diff_vs_full::WorkloadRun;
 use oracles::outcome::{Outcome, Tally};
 use oracles::shrink::{self, Limits, Sandbox};
 use oracles::tamper;
-use oracles::workload::Workload;
+use oracles::workload::{Capture, Workload};
 use oracles::{compare, repro};
 
 use crate::cluster::Cluster;
@@ -28,7 +28,12 @@ use crate::report::{CaseReport, Suite};
 
 /// Server settings of clusters that run the oracle corpus: its scheduler
 /// workloads wait for the live scheduler, which polls this often.
-pub const ORACLE_CLUSTER_SETTINGS: &[&str] = &["pg_trickle.scheduler_interval_ms = 100"];
+/// Capture from the WAL needs logical decoding, one slot per source.
+pub const ORACLE_CLUSTER_SETTINGS: &[&str] = &[
+    "pg_trickle.scheduler_interval_ms = 100",
+    "wal_level = logical",
+    "max_replication_slots = 64",
+];
 
 /// [`ORACLE_CLUSTER_SETTINGS`] as the cluster options take them.
 pub fn oracle_cluster_settings() -> Vec<String> {
@@ -102,6 +107,8 @@ pub struct OracleOptions {
     /// The runner as a user invokes it, with its global options, for
     /// reproduce commands (e.g. `target/debug/harness --pg-config X`).
     pub runner: String,
+    /// How the workloads' sources are captured.
+    pub capture: Capture,
 }
 
 impl Default for OracleOptions {
@@ -115,6 +122,7 @@ impl Default for OracleOptions {
             shrink_total: Duration::from_secs(240),
             budget: None,
             runner: "harness".into(),
+            capture: Capture::Trigger,
         }
     }
 }
@@ -130,10 +138,22 @@ impl OracleOptions {
     }
 
     fn command(&self, workload: &str, seed: u64) -> String {
+        let capture = match self.capture {
+            Capture::Trigger => String::new(),
+            Capture::Wal => " --capture wal".into(),
+        };
         format!(
-            "{} oracle --workload {workload} --seed {seed} --steps {}",
+            "{} oracle --workload {workload} --seed {seed} --steps {}{capture}",
             self.runner, self.steps
         )
+    }
+
+    /// The suite's name: `oracle`, or `oracle_wal` with capture from the WAL.
+    pub fn suite_name(&self) -> &'static str {
+        match self.capture {
+            Capture::Trigger => "oracle",
+            Capture::Wal => "oracle_wal",
+        }
     }
 }
 
@@ -163,7 +183,7 @@ fn verdict(r: &WorkloadRun) -> String {
 pub fn corpus_suite(cluster: &Cluster, run_dir: &Path, opts: &OracleOptions) -> Suite {
     let started = Instant::now();
     let selected = opts.selected();
-    let mut progress = Progress::new("oracle", selected.len());
+    let mut progress = Progress::new(opts.suite_name(), selected.len());
     let mut cases = Vec::new();
     let mut operators = BTreeSet::new();
     let mut shrinking = Duration::ZERO;
@@ -182,7 +202,7 @@ pub fn corpus_suite(cluster: &Cluster, run_dir: &Path, opts: &OracleOptions) -> 
             continue;
         }
         progress.start(entry.name);
-        let w = (entry.build)(seed, opts.steps);
+        let w = (entry.build)(seed, opts.steps).with_capture(opts.capture);
         let mut this = opts.clone();
         let left = opts.shrink_total.saturating_sub(shrinking);
         this.shrink_limits.max_time = this.shrink_limits.max_time.min(left);
@@ -206,11 +226,11 @@ pub fn corpus_suite(cluster: &Cluster, run_dir: &Path, opts: &OracleOptions) -> 
     } else {
         cases.push(CaseReport::skip(
             "operator_coverage",
-            "--workload given: coverage is judged over the whole corpus",
+            "a subset of the corpus ran: coverage is judged over the whole corpus",
         ));
     }
     Suite::new(
-        "oracle",
+        opts.suite_name(),
         cases,
         started.elapsed().as_secs_f64(),
         opts.budget.map(|b| b.as_secs_f64()),
@@ -250,7 +270,11 @@ pub fn run_one(
     w: &Workload,
     reproduce: String,
 ) -> CaseReport {
-    let mut name = db_name("o", &w.name);
+    let prefix = match w.capture {
+        Capture::Trigger => "o",
+        Capture::Wal => "ow",
+    };
+    let mut name = db_name(prefix, &w.name);
     let mut sandbox = Databases::new(cluster);
     let r = match shrink::run_in(&mut sandbox, &name, w) {
         Ok((r, mut db)) => {
@@ -297,8 +321,10 @@ pub fn run_one(
     }
     if r.passed() {
         if !w.scheduler {
-            if let Ok(mut admin) = cluster.connect("postgres") {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+            if let Err(e) = cluster.drop_database(&name) {
+                // A database left behind costs disk only; the next run
+                // of the same workload drops it first.
+                eprintln!("oracle: could not drop database {name} after it passed: {e}");
             }
         }
         return c;

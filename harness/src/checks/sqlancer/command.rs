@@ -42,6 +42,9 @@ pub struct SqlancerArgs {
     /// Do not shrink failures.
     #[arg(long)]
     pub no_shrink: bool,
+    /// How each case's sources are captured: `trigger` or `wal`.
+    #[arg(long, value_parser = crate::checks::oracle::command::parse_capture, default_value = "trigger")]
+    pub capture: oracles::workload::Capture,
 }
 
 impl SqlancerArgs {
@@ -64,6 +67,7 @@ impl SqlancerArgs {
             oracle: crate::checks::oracle::OracleOptions {
                 shrink: !self.no_shrink,
                 runner: common.runner(),
+                capture: self.capture,
                 ..Default::default()
             },
         }
@@ -80,7 +84,7 @@ pub fn run(common: &Common, args: &SqlancerArgs) -> Result<(), Failure> {
         )));
     }
     let run = Run::begin(common, "sqlancer")?;
-    let mut cluster = run.cluster(common, vec![])?;
+    let mut cluster = run.cluster(common, crate::checks::oracle::oracle_cluster_settings())?;
     let (suite, counts) = match &args.external {
         None => sqlancer_suite(&cluster, &run.dir, &opts),
         Some(jar) => {

@@ -370,9 +370,14 @@ pub fn sqlancer_suite(
     let mut last_print = Instant::now();
     let mut i = opts.first;
     while i < opts.first.saturating_add(opts.queries) && started.elapsed() < opts.time {
-        let case = sqlancer::case::case(opts.seed, i, opts.concurrent_pct);
+        let mut case = sqlancer::case::case(opts.seed, i, opts.concurrent_pct);
+        case.workload = case.workload.with_capture(opts.oracle.capture);
+        let capture = match opts.oracle.capture {
+            oracles::workload::Capture::Trigger => "",
+            oracles::workload::Capture::Wal => " --capture wal",
+        };
         let reproduce = format!(
-            "{} sqlancer --seed {} --first {i} --queries 1 --concurrent {}",
+            "{} sqlancer --seed {} --first {i} --queries 1 --concurrent {}{capture}",
             opts.oracle.runner, opts.seed, opts.concurrent_pct
         );
         let fate = run_case(cluster, "s_case", &case.workload);
@@ -426,7 +431,10 @@ fn finish(s: Session<'_>, started: Instant, opts: &SqlancerOptions) -> (Suite, C
     ));
     (
         Suite::new(
-            "sqlancer",
+            match opts.oracle.capture {
+                oracles::workload::Capture::Trigger => "sqlancer",
+                oracles::workload::Capture::Wal => "sqlancer_wal",
+            },
             cases,
             started.elapsed().as_secs_f64(),
             Some(opts.time.as_secs_f64()),
