@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use arbitrary::{Result as ArbResult, Unstructured};
 
 use crate::analyze::analyze;
-use crate::catalog::{Catalog, ColumnIdentity, OutputColumn, SourceKind, SourceTable};
+use crate::catalog::{Capture, Catalog, ColumnIdentity, OutputColumn, SourceKind, SourceTable};
 use crate::delta::{plan_refresh, plan_refresh_for_changes, RefreshPlan, ROW_ID};
 use crate::sql::quote_ident;
 
@@ -82,6 +82,27 @@ pub fn apply_sql(data: &[u8]) {
     for changed in [vec![], vec![0]] {
         let p = plan_refresh_for_changes(&analysis, &query, &storage, &columns, &changed);
         check_plan(&query, (&storage, &parts), &outputs, &p);
+        check_token(&analysis, &p);
+    }
+    check_token(&analysis, &general);
+}
+
+/// A plan over a source captured from the WAL reads its undrained changes
+/// with the read token, one parameter after the change ids; any other plan
+/// takes no token.
+fn check_token(analysis: &crate::Analysis, plan: &crate::RefreshPlan) {
+    let Some(sql) = &plan.diff_sql else { return };
+    let wal = analysis.sources.iter().any(|s| s.capture == Capture::Wal);
+    if wal {
+        let k = 3 + plan.diff_sources.len();
+        assert_eq!(plan.token_param, Some(k));
+        assert!(
+            sql.contains(&format!("pgtrickle_changes.wal_changes_1(${k}::text, ")),
+            "a plan over a WAL-captured source does not read it with token ${k}:\n{sql}"
+        );
+    } else {
+        assert_eq!(plan.token_param, None);
+        assert!(!sql.contains("wal_changes_"), "{sql}");
     }
 }
 
@@ -112,6 +133,12 @@ fn build(u: &mut Unstructured<'_>) -> ArbResult<Case> {
     let schema = identifier(u)?;
     let table = identifier(u)?;
     let storage = [schema, table];
+    // Drawn last, so inputs that end before it keep their meaning.
+    let capture = if u.arbitrary::<bool>().unwrap_or(false) {
+        Capture::Wal
+    } else {
+        Capture::Trigger
+    };
     let mut catalog = Catalog::new();
     catalog.insert(
         "src",
@@ -122,7 +149,7 @@ fn build(u: &mut Unstructured<'_>) -> ArbResult<Case> {
             kind: SourceKind::Table,
             columns: names.clone(),
             capture_problem: None,
-            capture: Default::default(),
+            capture,
         },
     );
     let list = names

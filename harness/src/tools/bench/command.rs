@@ -13,6 +13,7 @@ pub fn run(common: &Common, cfg: &BenchConfig) -> Result<(), Failure> {
         vec![
             "shared_buffers = '1GB'".into(),
             "max_wal_size = '4GB'".into(),
+            "wal_level = logical".into(),
         ],
     )?;
     let report = bench::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;

@@ -3,12 +3,16 @@
 //! * refresh time for a single-row change to a GROUP BY aggregate over
 //!   1,000,000 rows, DIFFERENTIAL vs FULL (with and without an index on the
 //!   group key);
-//! * single-row INSERT and UPDATE latency on that source with and without a
-//!   stream table over it (i.e. with and without capture triggers);
-//! * throughput of 4 concurrent writers, with and without.
+//! * single-row INSERT and UPDATE latency on that source with no stream
+//!   table over it, with one captured by triggers, and with one captured
+//!   from the WAL (three copies of the table, measured in interleaved
+//!   rounds so that background load hits each alike);
+//! * throughput of 4 concurrent writers, the same three ways.
 //!
 //! Figures are medians over repeated runs, printed and returned as JSON.
-//! They are measurements, not gates.
+//! They are measurements, not gates. The cluster runs with
+//! `wal_level = logical` for all three, and its scheduler decodes the
+//! WAL-captured table's slot while the writers write, as in production.
 
 pub mod command;
 
@@ -96,7 +100,16 @@ pub struct BenchReport {
     pub throughput_plain: f64,
     /// Statements per second, 4 writers, with a stream table.
     pub throughput_captured: f64,
+    /// Single-row INSERT latency with a stream table captured from the WAL.
+    pub insert_wal: Stats,
+    /// Single-row UPDATE latency with a stream table captured from the WAL.
+    pub update_wal: Stats,
+    /// Statements per second, 4 writers, with a stream table captured from the WAL.
+    pub throughput_wal: f64,
 }
+
+/// Rounds the latency and throughput figures are interleaved over.
+const ROUNDS: usize = 3;
 
 fn timed(db: &mut Client, sql: &str) -> Result<Duration, String> {
     let start = Instant::now();
@@ -124,15 +137,16 @@ fn refresh_times(
     Ok(stats(samples))
 }
 
-fn latency(
+/// One round of single-row INSERT and UPDATE timings on `table`,
+/// appended to `inserts` and `updates`.
+fn latency_round(
     db: &mut Client,
     table: &str,
     rng: &mut ChaCha8Rng,
     cfg: &BenchConfig,
-) -> Result<(Stats, Stats), String> {
-    let mut inserts = Vec::new();
-    let mut updates = Vec::new();
-    for _ in 0..cfg.latency_ops {
+    (inserts, updates): &mut (Vec<Duration>, Vec<Duration>),
+) -> Result<(), String> {
+    for _ in 0..cfg.latency_ops.div_ceil(ROUNDS) {
         let g = rng.gen_range(0..cfg.groups);
         inserts.push(timed(
             db,
@@ -144,11 +158,12 @@ fn latency(
             &format!("UPDATE {table} SET v = v + 1 WHERE id = {id}"),
         )?);
     }
-    Ok((stats(inserts), stats(updates)))
+    Ok(())
 }
 
-fn throughput(cluster: &Cluster, table: &str, cfg: &BenchConfig) -> Result<f64, String> {
-    let deadline = Instant::now() + Duration::from_secs(cfg.throughput_secs);
+/// Statements 4 writers complete on `table` in `secs` seconds.
+fn throughput(cluster: &Cluster, table: &str, cfg: &BenchConfig, secs: f64) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..4u64)
         .map(|w| {
             let conninfo = cluster.conninfo("postgres");
@@ -176,7 +191,7 @@ fn throughput(cluster: &Cluster, table: &str, cfg: &BenchConfig) -> Result<f64, 
             .join()
             .map_err(|_| "writer thread panicked".to_string())??;
     }
-    Ok(total as f64 / cfg.throughput_secs as f64)
+    Ok(total)
 }
 
 /// Run every benchmark on `cluster` (database `postgres`), printing progress.
@@ -195,12 +210,16 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
          INSERT INTO bench_src (g, v) SELECT i % {groups}, i % 1000 FROM generate_series(1, {rows}) i;
          CREATE TABLE bench_plain (LIKE bench_src INCLUDING ALL);
          INSERT INTO bench_plain SELECT * FROM bench_src;
-         SELECT setval(pg_get_serial_sequence('bench_plain', 'id'), {rows});",
+         SELECT setval(pg_get_serial_sequence('bench_plain', 'id'), {rows});
+         DROP TABLE IF EXISTS bench_wal CASCADE;
+         CREATE TABLE bench_wal (LIKE bench_src INCLUDING ALL);
+         INSERT INTO bench_wal SELECT * FROM bench_src;
+         SELECT setval(pg_get_serial_sequence('bench_wal', 'id'), {rows});",
         groups = cfg.groups,
         rows = cfg.rows
     ))
     .map_err(e)?;
-    for t in ["bench_src", "bench_plain"] {
+    for t in ["bench_src", "bench_plain", "bench_wal"] {
         db.batch_execute(&format!("VACUUM ANALYZE {t}"))
             .map_err(e)?;
     }
@@ -226,26 +245,55 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
     let full_refresh_indexed = refresh_times(&mut db, "bench_full", &mut rng, cfg)?;
     db.batch_execute("DROP INDEX bench_src_g").map_err(e)?;
 
-    println!(
-        "bench: single-row write latency ({} of each)",
-        cfg.latency_ops
-    );
-    let (insert_plain, update_plain) = latency(&mut db, "bench_plain", &mut rng, cfg)?;
-    let (insert_captured, update_captured) = latency(&mut db, "bench_src", &mut rng, cfg)?;
-    db.batch_execute("SELECT pgtrickle.refresh_stream_table('bench_diff')")
+    let q_wal = q.replace("bench_src", "bench_wal");
+    db.execute(
+        "SELECT pgtrickle.create_stream_table('bench_wal_diff', $1, NULL, 'DIFFERENTIAL')",
+        &[&q_wal],
+    )
+    .map_err(e)?;
+    db.batch_execute("SELECT pgtrickle.set_capture_mode('bench_wal', 'wal')")
         .map_err(e)?;
 
+    // Plain, trigger capture and WAL capture, interleaved round by round.
+    let tables = ["bench_plain", "bench_src", "bench_wal"];
     println!(
-        "bench: 4 concurrent writers, {} s each way",
+        "bench: single-row write latency ({} of each, in {ROUNDS} interleaved rounds: no capture, trigger, WAL)",
+        cfg.latency_ops
+    );
+    let mut timings: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); 3];
+    for _ in 0..ROUNDS {
+        for (t, times) in tables.iter().zip(timings.iter_mut()) {
+            latency_round(&mut db, t, &mut rng, cfg, times)?;
+        }
+    }
+    let mut latencies = timings.into_iter().map(|(i, u)| (stats(i), stats(u)));
+    let mut next = || latencies.next().ok_or("no latency figure");
+    let (insert_plain, update_plain) = next()?;
+    let (insert_captured, update_captured) = next()?;
+    let (insert_wal, update_wal) = next()?;
+
+    println!(
+        "bench: 4 concurrent writers, {} s each way (in {ROUNDS} interleaved rounds)",
         cfg.throughput_secs
     );
-    let throughput_plain = throughput(cluster, "bench_plain", cfg)?;
-    let throughput_captured = throughput(cluster, "bench_src", cfg)?;
-    db.batch_execute("SELECT pgtrickle.refresh_stream_table('bench_diff')")
-        .map_err(e)?;
-    let fresh = oracles::compare::differences(&mut db, "bench_diff", q).map_err(e)?;
-    if let Some(m) = fresh {
-        return Err(format!("bench_diff is wrong after the benchmark: {m}"));
+    let mut ops = [0u64; 3];
+    let slice = cfg.throughput_secs as f64 / ROUNDS as f64;
+    for _ in 0..ROUNDS {
+        for (t, n) in tables.iter().zip(ops.iter_mut()) {
+            *n += throughput(cluster, t, cfg, slice)?;
+        }
+    }
+    let per_second = |n: u64| n as f64 / cfg.throughput_secs as f64;
+    let (throughput_plain, throughput_captured, throughput_wal) =
+        (per_second(ops[0]), per_second(ops[1]), per_second(ops[2]));
+    db.batch_execute(
+        "SELECT pgtrickle.drain_wal_capture();          SELECT pgtrickle.refresh_stream_table('bench_diff');          SELECT pgtrickle.refresh_stream_table('bench_wal_diff');",
+    )
+    .map_err(e)?;
+    for (st, query) in [("bench_diff", q.to_string()), ("bench_wal_diff", q_wal)] {
+        if let Some(m) = oracles::compare::differences(&mut db, st, &query).map_err(e)? {
+            return Err(format!("{st} is wrong after the benchmark: {m}"));
+        }
     }
     Ok(BenchReport {
         rows: cfg.rows,
@@ -260,5 +308,8 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
         update_captured,
         throughput_plain,
         throughput_captured,
+        insert_wal,
+        update_wal,
+        throughput_wal,
     })
 }
