@@ -110,3 +110,16 @@ pub fn dedicated_cluster(name: &str, settings: &[&str]) -> Cluster {
     Cluster::start(&test_root(), &opts)
         .unwrap_or_else(|e| panic!("could not start cluster {name}: {e}"))
 }
+
+/// A statement's outcome as (SQLSTATE, message): `("ok", "")` when it
+/// succeeded, `("client", text)` for an error that did not come from the
+/// server.
+pub fn code(r: Result<impl Sized, postgres::Error>) -> (String, String) {
+    match r {
+        Ok(_) => ("ok".into(), String::new()),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| (d.code().code().to_string(), d.message().to_string()))
+            .unwrap_or_else(|| ("client".into(), e.to_string())),
+    }
+}

@@ -6,20 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
-use harness::testkit::{database, dedicated_cluster};
+use harness::testkit::{code, database, dedicated_cluster};
 use oracles::compare::differences;
 use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
-
-fn code(r: Result<impl Sized, postgres::Error>) -> (String, String) {
-    match r {
-        Ok(_) => ("ok".into(), String::new()),
-        Err(e) => e
-            .as_db_error()
-            .map(|d| (d.code().code().to_string(), d.message().to_string()))
-            .unwrap_or_else(|| ("client".into(), e.to_string())),
-    }
-}
 
 /// `stream_table_status()` columns for one stream table, by name.
 fn status(db: &mut Client, st: &str) -> serde_json::Value {

@@ -14,21 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness::cluster::Cluster;
-use harness::testkit::{database, dedicated_cluster, seed_or, shared_cluster};
+use harness::testkit::{code, database, dedicated_cluster, seed_or, shared_cluster};
 use oracles::compare::differences;
 use postgres::Client;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn code(r: Result<impl Sized, postgres::Error>) -> (String, String) {
-    match r {
-        Ok(_) => ("ok".into(), String::new()),
-        Err(e) => e
-            .as_db_error()
-            .map(|d| (d.code().code().to_string(), d.message().to_string()))
-            .unwrap_or_else(|| ("client".into(), e.to_string())),
-    }
-}
 
 fn slots(db: &mut Client) -> Vec<String> {
     db.query(

@@ -139,29 +139,13 @@ fn rename_prepared(sql: &str) -> String {
         .unwrap_or_else(|| sql.to_string())
 }
 
-/// How the sources of a workload's stream tables are captured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capture {
-    /// By row triggers (the default).
-    #[default]
-    Trigger,
-    /// From the WAL: after creation every source that can be is switched
-    /// with `pgtrickle.set_capture_mode(source, 'wal')`, and every other
-    /// refreshing step first drains the slots, so refreshes read changes
-    /// both from the buffers and straight from the slots.
-    Wal,
-}
-
-impl Capture {
-    /// The mode's name as `set_capture_mode` takes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Capture::Trigger => "trigger",
-            Capture::Wal => "wal",
-        }
-    }
-}
+/// How the sources of a workload's stream tables are captured: by
+/// triggers (the default), or from the WAL, where after creation every
+/// source that can be is switched with `pgtrickle.set_capture_mode(source,
+/// 'wal')` and every other refreshing step first drains the slots, so
+/// refreshes read changes both from the buffers and straight from the
+/// slots.
+pub use pg_trickle_core::catalog::Capture;
 
 /// Everything one oracle run executes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,7 +71,8 @@ impl SourceKind {
 }
 
 /// How a source's changes reach its change buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Capture {
     /// Row triggers write each change in the writing transaction.
     #[default]

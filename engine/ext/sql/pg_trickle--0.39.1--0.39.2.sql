@@ -224,6 +224,7 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'wal_capture_status_wrapper';
 
+REVOKE ALL ON pgtrickle.pgt_wal_capture, pgtrickle.pgt_wal_progress FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     pgtrickle._wal_pending(text, oid, text, text, text),
     pgtrickle.drain_wal_capture(),

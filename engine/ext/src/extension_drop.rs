@@ -77,6 +77,8 @@ unsafe extern "C-unwind" fn process_utility(
     } else {
         None
     };
+    // pgrx wraps standard_ProcessUtility as a Rust function, so the two
+    // cannot share one function pointer.
     match PREVIOUS_HOOK {
         Some(previous) => previous(
             pstmt,
