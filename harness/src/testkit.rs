@@ -11,6 +11,12 @@ static SHARED: OnceLock<Cluster> = OnceLock::new();
 extern "C" fn stop_shared() {
     if let Some(c) = SHARED.get() {
         let _ = c.stop();
+        // The server log outlives the cluster, for a failure to be read
+        // after the run (the next run of this binary replaces it).
+        let _ = std::fs::copy(
+            c.dir.join("server.log"),
+            test_root().join("shared-server.log"),
+        );
         let _ = std::fs::remove_dir_all(&c.dir);
     }
 }

@@ -95,6 +95,7 @@ corpus_tests! {
     union_all_equal_values_with_different_scale,
     hold_then_catch_up,
     discard_then_reinitialise,
+    snapshot_then_restore,
     partitioned_source,
     inheritance_source,
     columns_without_hash,

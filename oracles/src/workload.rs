@@ -359,6 +359,20 @@ impl Builder {
         self
     }
 
+    /// `n` random steps that leave the named stream tables unrefreshed
+    /// (they fall behind on the same change buffers).
+    pub fn random_partial_steps(mut self, n: usize, not_refreshed: &[&str]) -> Self {
+        for _ in 0..n {
+            let dml = self.gen.batch(&self.tables);
+            self.workload.steps.push(Step {
+                dml,
+                not_refreshed: not_refreshed.iter().map(|s| s.to_string()).collect(),
+                ..Step::default()
+            });
+        }
+        self
+    }
+
     /// `n` random steps without refreshes.
     pub fn random_dml_only_steps(mut self, n: usize) -> Self {
         for _ in 0..n {

@@ -12,6 +12,27 @@ ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN plan_fingerprint text;
 -- as its triggers were last set.
 ALTER TABLE pgtrickle.pgt_change_buffers ADD COLUMN members oid[] NOT NULL DEFAULT '{}';
 
+-- Snapshots: archival copies of stream tables and the frontier each was
+-- taken at (see engine/ext/src/snapshot.rs); created first, as the
+-- event trigger replaced below forgets dropped snapshot tables.
+CREATE TABLE pgtrickle.pgt_snapshots (
+    snapshot_relid    oid PRIMARY KEY,
+    st_id             bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
+    frontier          pg_snapshot,
+    frontier_xid      xid8,
+    own_change_ids    jsonb NOT NULL,
+    plan_fingerprint  text,
+    reinit_generation bigint NOT NULL,
+    taken_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_snapshots IS 'Snapshot tables of stream tables, with the frontier a restore realigns to';
+CREATE TABLE pgtrickle.pgt_pruned_xids (
+    source_relid oid NOT NULL REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
+    xid          xid8 NOT NULL,
+    PRIMARY KEY (source_relid, xid)
+);
+COMMENT ON TABLE pgtrickle.pgt_pruned_xids IS 'Transactions pruned from a buffer that a snapshot of one of its readers may not have seen';
+
 -- TRUNCATE of a member marks the source's readers; a dropped member, and
 -- tables created, attached, detached, inheriting or not, are noticed.
 CREATE OR REPLACE FUNCTION pgtrickle.on_source_truncate() RETURNS trigger
@@ -61,6 +82,8 @@ BEGIN
     PERFORM pgtrickle._forget_stream_table(st.id)
        FROM pgtrickle.pgt_stream_tables st
       WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
+    -- A dropped snapshot table is no snapshot any more.
+    DELETE FROM pgtrickle.pgt_snapshots WHERE snapshot_relid OPERATOR(pg_catalog.=) ANY (dropped);
     -- A dropped partition or child of a source took its rows with it.
     PERFORM pgtrickle._structure_changed(dropped, 'DROP TABLE');
 END
@@ -163,6 +186,11 @@ CREATE TABLE pgtrickle.pgt_wal_progress (
 CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
 COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
 
+
+-- What a restore checks: whether the stream table was reinitialised since
+-- a snapshot (and, above, which transactions were pruned since).
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_generation bigint NOT NULL DEFAULT 0;
+
 -- The publication capture from the WAL reads. It exists from the start:
 -- pgoutput on PostgreSQL 15 cannot decode through a publication created
 -- after its slot. Without wal_level = logical PostgreSQL warns that it
@@ -224,7 +252,23 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'wal_capture_status_wrapper';
 
-REVOKE ALL ON pgtrickle.pgt_wal_capture, pgtrickle.pgt_wal_progress FROM PUBLIC;
+-- Snapshots: archival copies of stream tables and their restore.
+CREATE FUNCTION "restore_from_snapshot"(
+	"name" TEXT,
+	"source" TEXT
+) RETURNS bigint
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'restore_from_snapshot_wrapper';
+
+CREATE FUNCTION "snapshot_stream_table"(
+	"name" TEXT,
+	"target" TEXT DEFAULT NULL
+) RETURNS TEXT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'snapshot_stream_table_wrapper';
+
+REVOKE ALL ON pgtrickle.pgt_wal_capture, pgtrickle.pgt_wal_progress, pgtrickle.pgt_snapshots, pgtrickle.pgt_pruned_xids FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     pgtrickle._wal_pending(text, oid, text, text, text),
     pgtrickle.drain_wal_capture(),

@@ -243,13 +243,30 @@ pub fn prune(source_relid: u32) {
     let buffer = format!("pgtrickle_changes.changes_{source_relid}");
     // A statement on the source's own buffer table (generated per source);
     // it names the catalog only to read each consumer's position.
+    // While a reader has snapshots, the pruned transactions one of them
+    // may not have seen (at or above its frontier's xmin) are recorded: a
+    // restore that needs them is refused (see `snapshot`). Older records
+    // no snapshot can need go.
+    let horizon = "(SELECT min(pg_snapshot_xmin(sn.frontier)) FROM pgtrickle.pgt_snapshots sn \
+                   JOIN pgtrickle.pgt_sources s ON s.st_id = sn.st_id \
+                   WHERE s.source_relid = $1::text::oid AND s.captured)";
     run(
         &format!(
-            "DELETE FROM {buffer} b WHERE NOT EXISTS (\
+            "WITH pruned AS (DELETE FROM {buffer} b WHERE NOT EXISTS (\
              SELECT 1 FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
              WHERE s.source_relid = $1::text::oid AND s.captured AND NOT coalesce(\
                CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
-                    ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false))"
+                    ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)) RETURNING b.xid) \
+             INSERT INTO pgtrickle.pgt_pruned_xids (source_relid, xid) \
+             SELECT DISTINCT $1::text::oid, p.xid FROM pruned p WHERE p.xid >= {horizon} \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[Some(source_relid.to_string())],
+    );
+    run(
+        &format!(
+            "DELETE FROM pgtrickle.pgt_pruned_xids x WHERE x.source_relid = $1::text::oid \
+             AND (x.xid < {horizon} OR {horizon} IS NULL)"
         ),
         &[Some(source_relid.to_string())],
     );

@@ -32,7 +32,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     held                boolean NOT NULL DEFAULT false,
     held_since          timestamptz,
     held_reason         text,
-    plan_fingerprint    text
+    plan_fingerprint    text,
+    reinit_generation   bigint NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
 
@@ -103,6 +104,26 @@ CREATE TABLE pgtrickle.pgt_wal_progress (
 );
 CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
 COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
+
+-- Snapshots (0.39.2): archival copies of stream tables and the frontier
+-- each was taken at (see engine/ext/src/snapshot.rs).
+CREATE TABLE pgtrickle.pgt_snapshots (
+    snapshot_relid    oid PRIMARY KEY,
+    st_id             bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
+    frontier          pg_snapshot,
+    frontier_xid      xid8,
+    own_change_ids    jsonb NOT NULL,
+    plan_fingerprint  text,
+    reinit_generation bigint NOT NULL,
+    taken_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_snapshots IS 'Snapshot tables of stream tables, with the frontier a restore realigns to';
+CREATE TABLE pgtrickle.pgt_pruned_xids (
+    source_relid oid NOT NULL REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
+    xid          xid8 NOT NULL,
+    PRIMARY KEY (source_relid, xid)
+);
+COMMENT ON TABLE pgtrickle.pgt_pruned_xids IS 'Transactions pruned from a buffer that a snapshot of one of its readers may not have seen';
 
 -- The publication capture from the WAL reads. It exists from the start:
 -- pgoutput on PostgreSQL 15 cannot decode through a publication created
@@ -202,6 +223,8 @@ BEGIN
     PERFORM pgtrickle._forget_stream_table(st.id)
        FROM pgtrickle.pgt_stream_tables st
       WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
+    -- A dropped snapshot table is no snapshot any more.
+    DELETE FROM pgtrickle.pgt_snapshots WHERE snapshot_relid OPERATOR(pg_catalog.=) ANY (dropped);
     -- A dropped partition or child of a source took its rows with it.
     PERFORM pgtrickle._structure_changed(dropped, 'DROP TABLE');
 END

@@ -38,6 +38,7 @@ pub mod regenerate;
 pub mod replan;
 pub mod scheduler;
 pub mod security;
+pub mod snapshot;
 pub mod sources;
 pub mod specialise;
 pub mod spi;

@@ -51,5 +51,34 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
+        Entry::new(
+            "snapshot_then_restore",
+            "snapshots (one named with quotes, a space and a reserved word) restored after the stream tables moved on; the next refresh is DIFFERENTIAL over only later changes",
+            303,
+            |s, n| {
+                // `lag` reads a and b but falls behind while the others
+                // move on, so every change since a snapshot stays buffered.
+                Builder::new("snapshot_then_restore", s)
+                    .table(table_a(), 10)
+                    .table(table_b(), 10)
+                    .diff("g", GROUPED)
+                    .diff("j", JOINED)
+                    .diff("lag", "SELECT a.k, b.w FROM a JOIN b ON a.k = b.k WHERE a.v > b.w")
+                    .random_steps(2)
+                    .step(&[
+                        "CREATE SCHEMA \"J snap\"",
+                        "SELECT pgtrickle.snapshot_stream_table('g', 'g_snap')",
+                        "SELECT pgtrickle.snapshot_stream_table('j', '\"J snap\".\"select\"')",
+                    ])
+                    .random_partial_steps(3, &["lag"])
+                    .step(&[
+                        "SELECT pgtrickle.restore_from_snapshot('g', 'g_snap')",
+                        "SELECT pgtrickle.restore_from_snapshot('j', '\"J snap\".\"select\"')",
+                        "INSERT INTO a VALUES (1, 50, 'after restore')",
+                    ])
+                    .random_steps(n.div_ceil(3))
+                    .build()
+            },
+        ),
     ]
 }

@@ -26,6 +26,7 @@
 
 pub mod change_buffers;
 pub mod history;
+pub mod snapshots;
 pub mod sources;
 pub mod stream_tables;
 pub mod wal_capture;

@@ -367,6 +367,7 @@ pub fn store_refresh(
 ) {
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
+         reinit_generation = reinit_generation + CASE WHEN needs_reinit AND $4 = 'FULL' THEN 1 ELSE 0 END, \
          needs_reinit = $5 IS NOT NULL, reinit_reason = $5, last_refresh_at = clock_timestamp(), \
          last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL \
          WHERE id = $1::text::bigint",
