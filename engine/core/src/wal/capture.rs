@@ -8,12 +8,15 @@
 use super::{Change, ChangeKind, Relation};
 
 /// The full (epoch-extended) transaction id of `xid`, a transaction that
-/// began before `next_full`, the next full transaction id to be assigned
-/// (`pg_snapshot_xmax(pg_current_snapshot())`). Valid while the two are
-/// less than 2^31 apart, which PostgreSQL's wraparound protection keeps.
-pub fn widen_xid(xid: u32, next_full: u64) -> u64 {
-    let back = (next_full as u32).wrapping_sub(xid) as u64;
-    next_full.saturating_sub(back)
+/// was assigned its id before `next_full`, the next full transaction id to
+/// be assigned (`ReadNextFullTransactionId()`; not a snapshot's xmax, which
+/// a transaction whose commit is already in the WAL can still be at or
+/// above). None when `xid` cannot be such a transaction: it is not within
+/// the 2^31 ids before `next_full`, which PostgreSQL's wraparound
+/// protection keeps every live transaction in.
+pub fn widen_xid(xid: u32, next_full: u64) -> Option<u64> {
+    let back = u64::from((next_full as u32).wrapping_sub(xid));
+    ((1..=1 << 31).contains(&back) && back <= next_full).then(|| next_full - back)
 }
 
 /// A `pg_snapshot` (`xmin:xmax:xip,...`): which transactions it sees.
@@ -195,13 +198,29 @@ mod tests {
 
     #[test]
     fn widening_keeps_the_epoch_and_crosses_it() {
-        assert_eq!(widen_xid(700, 1000), 700);
-        assert_eq!(widen_xid(999, 1000), 999);
+        assert_eq!(widen_xid(700, 1000), Some(700));
+        assert_eq!(widen_xid(999, 1000), Some(999));
         let next = (5u64 << 32) | 10;
-        assert_eq!(widen_xid(4, next), (5 << 32) | 4);
+        assert_eq!(widen_xid(4, next), Some((5 << 32) | 4));
         assert_eq!(
             widen_xid(u32::MAX - 5, next),
-            (4 << 32) | (u32::MAX as u64 - 5)
+            Some((4 << 32) | (u32::MAX as u64 - 5))
+        );
+    }
+
+    /// Regression: the scheduler once widened with a snapshot's xmax,
+    /// which a just-committed transaction can be at or above; its changes
+    /// were then written with xid 0 and counted as already consumed.
+    #[test]
+    fn an_xid_at_or_after_next_is_refused_not_wrapped() {
+        assert_eq!(widen_xid(1000, 1000), None);
+        assert_eq!(widen_xid(1001, 1000), None);
+        assert_eq!(widen_xid(5, 3), None);
+        let next = (5u64 << 32) | 10;
+        assert_eq!(widen_xid((1 << 31) + 9, next), None, "more than 2^31 back");
+        assert!(
+            widen_xid((1 << 31) + 11, next).is_some(),
+            "just under 2^31 back"
         );
     }
 

@@ -4,14 +4,13 @@
 
 use super::*;
 
-/// The next full transaction id, to widen decoded 32-bit ids with.
+/// The next full transaction id to be assigned, to widen decoded 32-bit
+/// ids with: every transaction whose commit is in the WAL has an id below
+/// it (a snapshot's xmax can be lower: it counts only transactions already
+/// marked completed).
 pub(super) fn next_full_xid() -> u64 {
-    value(
-        "SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text",
-        &[],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or_else(|| raise("XX000", "could not read the next transaction id", None))
+    // SAFETY: reads shared transaction state under its own lock.
+    unsafe { pg_sys::ReadNextFullTransactionId() }.value
 }
 
 /// The changes to `relid` of transactions committing in `[from, upto)`
@@ -72,7 +71,16 @@ pub(super) fn decode_slot(
             {
                 continue;
             }
-            let xid = widen_xid(change.xid, next);
+            let xid = widen_xid(change.xid, next).unwrap_or_else(|| {
+                raise(
+                    "XX000",
+                    format!(
+                        "capture slot {slot}: decoded transaction {} is not before the next transaction id {next}",
+                        change.xid
+                    ),
+                    None,
+                )
+            });
             if !keep(xid) {
                 continue;
             }

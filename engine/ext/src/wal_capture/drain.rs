@@ -30,7 +30,9 @@ pub(super) fn horizon() -> u64 {
         &[],
     )
     .into_iter()
-    .map(|x| widen_xid(x, next))
+    // An xmin that does not widen cannot be: count it as the most careful
+    // horizon there is.
+    .map(|x| widen_xid(x, next).unwrap_or(0))
     .min()
     .unwrap_or(next)
 }
