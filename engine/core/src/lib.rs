@@ -24,6 +24,7 @@ pub mod model;
 pub mod probes;
 pub mod schedule;
 pub mod settings;
+pub mod snapshot;
 pub mod sql;
 pub mod sqlstate;
 pub mod wal;

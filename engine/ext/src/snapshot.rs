@@ -11,6 +11,7 @@
 //! re-plan broke the continuity of its changes), its plan changed, or the
 //! snapshot table's columns are not the stream table's.
 
+use pg_trickle_core::snapshot::{copy_rows_sql, default_name, qualified};
 use pg_trickle_core::sql::split_qualified_name;
 use pgrx::prelude::*;
 
@@ -35,23 +36,25 @@ fn all_columns(relid: u32) -> Vec<(String, String)> {
     .collect()
 }
 
-fn column_list(cols: &[(String, String)]) -> String {
-    cols.iter()
-        .map(|(n, _)| qi(n))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The names of `cols`.
+fn names(cols: &[(String, String)]) -> Vec<String> {
+    cols.iter().map(|(n, _)| n.clone()).collect()
 }
 
-/// `<name>_snapshot_<n>`, cut to PostgreSQL's 63 bytes at a character
-/// boundary, for the first `n` that names no relation in `schema`.
+/// Copy every row of `from` into `to` with `columns` (see
+/// `pg_trickle_core::snapshot`); the number copied.
+fn copy_rows(from: &str, to: &str, columns: &[String]) -> i64 {
+    first_column(&copy_rows_sql(from, to, columns), &[])
+        .into_iter()
+        .next()
+        .unwrap_or(0)
+}
+
+/// The default snapshot name (`<name>_snapshot_<n>`, within 63 bytes) with
+/// the first `n` that names no relation in `schema`.
 fn default_target(schema: &str, name: &str) -> String {
     for n in 1.. {
-        let suffix = format!("_snapshot_{n}");
-        let mut base = name.to_string();
-        while base.len() + suffix.len() > 63 {
-            base.pop();
-        }
-        let candidate = format!("{base}{suffix}");
+        let candidate = default_name(name, n);
         let taken = value(
             "SELECT 1::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2",
@@ -103,19 +106,13 @@ fn snapshot_stream_table(name: &str, target: default!(Option<&str>, "NULL")) -> 
                 (st_schema.clone(), t)
             }
         };
-        let qualified = format!("{}.{}", qi(&schema), qi(&table));
-        let cols = all_columns(st.relid);
+        let qualified = qualified(&schema, &table);
+        let cols = names(&all_columns(st.relid));
         let storage = st.name_sql();
         let owner = owner_of(st.id);
         owner.run(|| {
             run(&format!("CREATE TABLE {qualified} (LIKE {storage})"), &[]);
-            run(
-                &format!(
-                    "INSERT INTO {qualified} ({list}) SELECT {list} FROM {storage}",
-                    list = column_list(&cols)
-                ),
-                &[],
-            );
+            copy_rows(&storage, &qualified, &cols);
         });
         let relid: u32 = value(
             "SELECT pg_catalog.to_regclass($1)::oid::text",
@@ -221,23 +218,14 @@ fn restore_from_snapshot(name: &str, source: &str) -> i64 {
                 Some("Refresh the stream table instead; a snapshot can be restored only while every change since it is still buffered.".into()),
             );
         }
-        let cols = column_list(&all_columns(st.relid));
+        let cols = names(&all_columns(st.relid));
         let storage = st.name_sql();
+        let snap_sql = crate::spi::relation_name(snap_relid).unwrap_or_default();
         let owner = owner_of(st.id);
         let restored: i64 = owner.run(|| {
             let _applying = crate::readonly::Applying::begin();
             run(&format!("DELETE FROM {storage}"), &[]);
-            first_column(
-                &format!(
-                    "WITH ins AS (INSERT INTO {storage} ({cols}) SELECT {cols} FROM {snap_sql} RETURNING 1) \
-                     SELECT count(*)::text FROM ins",
-                    snap_sql = crate::spi::relation_name(snap_relid).unwrap_or_default()
-                ),
-                &[],
-            )
-            .into_iter()
-            .next()
-            .unwrap_or(0)
+            copy_rows(&snap_sql, &storage, &cols)
         });
         snapshots::restore_frontier(st.id, &snap);
         pgrx::notice!(

@@ -85,6 +85,93 @@ pub fn apply_sql(data: &[u8]) {
         check_token(&analysis, &p);
     }
     check_token(&analysis, &general);
+    let mut every_column: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    every_column.push(ROW_ID.to_string());
+    check_snapshot(&parts, &every_column);
+}
+
+/// The snapshot copy of a stream table `storage` (unquoted schema and
+/// name) with `columns`, and the restore back: each parses as one
+/// statement that inserts into the target exactly `columns`, in order,
+/// from a SELECT of exactly `columns`, in order, from the source, so every
+/// column goes to itself; the default snapshot name fits PostgreSQL's
+/// identifier length.
+fn check_snapshot(storage: &[String; 2], columns: &[String]) {
+    use crate::snapshot::{copy_rows_sql, default_name, qualified, MAX_IDENTIFIER_BYTES};
+    let snapshot_name = default_name(&storage[1], 1);
+    assert!(
+        snapshot_name.len() <= MAX_IDENTIFIER_BYTES,
+        "default snapshot name {snapshot_name:?} is longer than {MAX_IDENTIFIER_BYTES} bytes"
+    );
+    let snapshot = [storage[0].clone(), snapshot_name];
+    for (from, to) in [(storage, &snapshot), (&snapshot, storage)] {
+        let sql = copy_rows_sql(
+            &qualified(&from[0], &from[1]),
+            &qualified(&to[0], &to[1]),
+            columns,
+        );
+        let copied = read_copy(&sql);
+        assert_eq!(
+            copied,
+            Some((
+                to.to_vec(),
+                columns.to_vec(),
+                from.to_vec(),
+                columns.to_vec()
+            )),
+            "the copy from {from:?} to {to:?} does not move each of {columns:?} to itself:\n{sql}"
+        );
+    }
+}
+
+/// What a copy statement does, as the parser reads it back: the insert's
+/// target and columns, and its SELECT's source and plain column names.
+type Copy = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+fn read_copy(sql: &str) -> Option<Copy> {
+    use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, TableFactor, TableObject};
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let statements = sqlparser::parser::Parser::parse_sql(&dialect, sql).ok()?;
+    if statements.len() != 1 {
+        return None;
+    }
+    let parts = |name: &sqlparser::ast::ObjectName| -> Vec<String> {
+        name.0
+            .iter()
+            .map(|p| {
+                p.as_ident()
+                    .map(|i| i.value.clone())
+                    .unwrap_or_else(|| p.to_string())
+            })
+            .collect()
+    };
+    let mut found = None;
+    let _ = sqlparser::ast::visit_statements(&statements, |s| {
+        if let Statement::Insert(i) = s {
+            let TableObject::TableName(target) = &i.table else {
+                return ControlFlow::Break(());
+            };
+            let inserted: Vec<String> = i.columns.iter().flat_map(&parts).collect();
+            let Some(SetExpr::Select(select)) = i.source.as_ref().map(|q| q.body.as_ref()) else {
+                return ControlFlow::Break(());
+            };
+            let selected: Vec<String> = select
+                .projection
+                .iter()
+                .map(|item| match item {
+                    SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value.clone(),
+                    other => format!("<{other}>"),
+                })
+                .collect();
+            let source = match select.from.first().map(|f| &f.relation) {
+                Some(TableFactor::Table { name, .. }) if select.from.len() == 1 => parts(name),
+                _ => return ControlFlow::Break(()),
+            };
+            found = Some((parts(target), inserted, source, selected));
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 /// A plan over a source captured from the WAL reads its undrained changes
