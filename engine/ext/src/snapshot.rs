@@ -178,18 +178,7 @@ fn restore_problem(
 /// exact. Returns the rows restored.
 #[pg_extern]
 fn restore_from_snapshot(name: &str, source: &str) -> i64 {
-    let snap_relid: u32 = value(
-        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::pg_catalog.text",
-        &[Some(source.to_string())],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or_else(|| {
-        raise(
-            "42P01",
-            format!("relation \"{source}\" does not exist"),
-            None,
-        )
-    });
+    let snap_relid = crate::spi::relation_oid_of(source);
     controlled(name, |st| {
         lock_for_refresh(st.id, false);
         let snap_name = crate::spi::relation_name(snap_relid).unwrap_or_else(|| source.to_string());

@@ -52,6 +52,18 @@ pub fn read_value(sql: &str, args: &[Option<String>]) -> Option<String> {
     })
 }
 
+/// The oid of the relation a user named (resolved under the current
+/// search_path, as the caller wrote it), or raise 42P01. Reads without
+/// writing (see [`read_value`]).
+pub fn relation_oid_of(name: &str) -> u32 {
+    read_value(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::pg_catalog.text",
+        &[Some(name.to_string())],
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or_else(|| raise("42P01", format!("relation \"{name}\" does not exist"), None))
+}
+
 /// Run a statement and return its first row, if any.
 pub fn row(sql: &str, args: &[Option<String>]) -> Option<Row> {
     rows(sql, args).into_iter().next()

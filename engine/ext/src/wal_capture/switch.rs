@@ -216,18 +216,7 @@ pub(super) fn regenerate_readers(relid: u32) {
 fn set_capture_mode(source: &str, mode: &str) -> String {
     let me = security::caller();
     // The name resolves under the caller's search_path.
-    let relid: u32 = crate::spi::read_value(
-        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::pg_catalog.text",
-        &[Some(source.to_string())],
-    )
-    .and_then(|v| v.parse().ok())
-    .unwrap_or_else(|| {
-        raise(
-            "42P01",
-            format!("relation \"{source}\" does not exist"),
-            None,
-        )
-    });
+    let relid = crate::spi::relation_oid_of(source);
     as_extension(|| {
         crate::compat::require_current_sql();
         let table = crate::spi::read_value(
