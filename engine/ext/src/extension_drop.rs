@@ -55,7 +55,8 @@ fn capture_slots() -> Option<Vec<String>> {
     )?;
     Some(crate::spi::first_column(
         "SELECT s.slot_name::text FROM pg_catalog.pg_replication_slots s \
-         WHERE s.database = pg_catalog.current_database() AND s.slot_name LIKE $1 || '%'",
+         WHERE s.database = pg_catalog.current_database() \
+         AND pg_catalog.left(s.slot_name, pg_catalog.length($1)) = $1",
         &[Some(crate::wal_capture::slot_prefix())],
     ))
 }

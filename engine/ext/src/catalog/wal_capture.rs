@@ -188,7 +188,8 @@ pub fn listing(role: pgrx::pg_sys::Oid, all: bool, slot_prefix: &str) -> Vec<Lis
          UNION ALL \
          SELECT NULL, s.slot_name::text, 'orphaned', s.confirmed_flush_lsn::text, NULL, \
            greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0), 0)::bigint::text, '0', NULL, NULL \
-         FROM pg_replication_slots s WHERE $2::boolean AND s.slot_name LIKE $3 || '%' \
+         FROM pg_replication_slots s WHERE $2::boolean AND s.database = current_database() \
+           AND left(s.slot_name, length($3)) = $3 \
            AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_wal_capture w WHERE w.slot_name = s.slot_name) \
          ORDER BY 3 DESC, 1, 2",
         &[arg(role.to_u32()), arg(all), arg(slot_prefix)],
