@@ -124,6 +124,20 @@ fn check_snapshot(storage: &[String; 2], columns: &[String]) {
     }
 }
 
+/// The parts of a name as the parser reads them back (quotes removed,
+/// doubled quotes undone), so a check does not depend on how anything
+/// prints them.
+fn name_parts(name: &sqlparser::ast::ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| {
+            p.as_ident()
+                .map(|i| i.value.clone())
+                .unwrap_or_else(|| p.to_string())
+        })
+        .collect()
+}
+
 /// What a copy statement does, as the parser reads it back: the insert's
 /// target and columns, and its SELECT's source and plain column names.
 type Copy = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
@@ -135,23 +149,13 @@ fn read_copy(sql: &str) -> Option<Copy> {
     if statements.len() != 1 {
         return None;
     }
-    let parts = |name: &sqlparser::ast::ObjectName| -> Vec<String> {
-        name.0
-            .iter()
-            .map(|p| {
-                p.as_ident()
-                    .map(|i| i.value.clone())
-                    .unwrap_or_else(|| p.to_string())
-            })
-            .collect()
-    };
     let mut found = None;
     let _ = sqlparser::ast::visit_statements(&statements, |s| {
         if let Statement::Insert(i) = s {
             let TableObject::TableName(target) = &i.table else {
                 return ControlFlow::Break(());
             };
-            let inserted: Vec<String> = i.columns.iter().flat_map(&parts).collect();
+            let inserted: Vec<String> = i.columns.iter().flat_map(name_parts).collect();
             let Some(SetExpr::Select(select)) = i.source.as_ref().map(|q| q.body.as_ref()) else {
                 return ControlFlow::Break(());
             };
@@ -164,10 +168,10 @@ fn read_copy(sql: &str) -> Option<Copy> {
                 })
                 .collect();
             let source = match select.from.first().map(|f| &f.relation) {
-                Some(TableFactor::Table { name, .. }) if select.from.len() == 1 => parts(name),
+                Some(TableFactor::Table { name, .. }) if select.from.len() == 1 => name_parts(name),
                 _ => return ControlFlow::Break(()),
             };
-            found = Some((parts(target), inserted, source, selected));
+            found = Some((name_parts(target), inserted, source, selected));
         }
         ControlFlow::Continue(())
     });
@@ -272,26 +276,14 @@ pub(super) fn check_plan(
     }
     let statements =
         sqlparser::parser::Parser::parse_sql(&dialect, &plan.populate_sql).expect("parsed above");
-    // Names as the parser reads them back (quotes removed, doubled quotes
-    // undone), so the check does not depend on how anything prints them.
-    let parts = |name: &sqlparser::ast::ObjectName| -> Vec<String> {
-        name.0
-            .iter()
-            .map(|p| {
-                p.as_ident()
-                    .map(|i| i.value.clone())
-                    .unwrap_or_else(|| p.to_string())
-            })
-            .collect()
-    };
     let mut inserts = Vec::new();
     let _ = sqlparser::ast::visit_statements(&statements, |s| {
         if let sqlparser::ast::Statement::Insert(i) = s {
             let table = match &i.table {
-                sqlparser::ast::TableObject::TableName(n) => parts(n),
+                sqlparser::ast::TableObject::TableName(n) => name_parts(n),
                 other => vec![other.to_string()],
             };
-            let columns: Vec<String> = i.columns.iter().flat_map(&parts).collect();
+            let columns: Vec<String> = i.columns.iter().flat_map(name_parts).collect();
             inserts.push((table, columns));
         }
         ControlFlow::<()>::Continue(())
