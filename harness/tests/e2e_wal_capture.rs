@@ -546,3 +546,150 @@ fn slot_lag_shows_in_status_and_feeds_backpressure() {
         "after draining",
     );
 }
+
+/// A transaction whose commit is in the WAL but not yet visible (here held
+/// there by a synchronous standby that never answers, as a committing
+/// backend is for a moment between writing its commit record and leaving
+/// the process array) is decoded into the buffer by a drain; a refresh
+/// whose snapshot does not see it yet must leave its changes for later,
+/// not apply them now and again once it is visible.
+#[test]
+fn a_decoded_commit_not_yet_visible_is_left_for_a_later_refresh() {
+    let cluster = dedicated_cluster(
+        "wal_invisible_commit",
+        &[
+            "wal_level = logical",
+            "synchronous_standby_names = 'pgt_absent_standby'",
+            "synchronous_commit = local",
+        ],
+    );
+    let mut db = cluster.fresh_database("w").unwrap();
+    two_stream_tables(&mut db);
+    set_mode(&mut db, "src", "wal").unwrap();
+    let mut writer = cluster.connect("w").unwrap();
+    let writer_pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let committing = std::thread::spawn(move || {
+        // Waits for the absent standby after writing its commit record.
+        writer.batch_execute(
+            "SET synchronous_commit = on; BEGIN; INSERT INTO src VALUES (1000, 1, 5), (1001, 2, 6); \
+             DELETE FROM src WHERE id = 7; UPDATE src SET v = v + 100 WHERE id = 8; COMMIT",
+        )
+    });
+    let mut waited = 0;
+    loop {
+        let state: Option<String> = db
+            .query_one(
+                "SELECT wait_event::text FROM pg_stat_activity WHERE pid = $1",
+                &[&writer_pid],
+            )
+            .unwrap()
+            .get(0);
+        if state.as_deref() == Some("SyncRep") {
+            break;
+        }
+        waited += 1;
+        assert!(
+            waited < 600,
+            "the writer never waited for the standby: {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let drained: i64 = db
+        .query_one("SELECT pgtrickle.drain_wal_capture()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        drained, 4,
+        "the drain decodes the commit the snapshot does not see yet"
+    );
+    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        assert_exact(&mut db, st, q, "while the decoded commit is not visible");
+        assert_eq!(last_refresh(&mut db, st).0, "DIFFERENTIAL");
+    }
+    db.execute("SELECT pg_cancel_backend($1)", &[&writer_pid])
+        .unwrap();
+    committing
+        .join()
+        .unwrap()
+        .expect("the commit completes locally when its wait is cancelled");
+    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        assert_exact(&mut db, st, q, "once the commit is visible");
+        assert_eq!(last_refresh(&mut db, st).0, "DIFFERENTIAL");
+    }
+}
+
+/// PREPARE TRANSACTION ends the session's transaction: a later refresh in
+/// that session is not taken for one in a transaction that wrote the
+/// WAL-captured source (it stays DIFFERENTIAL), and the prepared changes
+/// are applied once committed.
+#[test]
+fn a_prepared_write_does_not_mark_the_sessions_next_transaction() {
+    let mut db = database("wal_prepared");
+    two_stream_tables(&mut db);
+    set_mode(&mut db, "src", "wal").unwrap();
+    db.batch_execute(
+        "BEGIN; INSERT INTO src VALUES (500, 1, 1); DELETE FROM src WHERE id = 3; \
+         PREPARE TRANSACTION 'wal_prepared_write'",
+    )
+    .unwrap();
+    // The session's very next transaction (a prepared statement would
+    // first parse in a transaction of its own).
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('bag')")
+        .unwrap();
+    assert_eq!(
+        last_refresh(&mut db, "bag"),
+        ("DIFFERENTIAL".to_string(), None),
+        "a refresh after PREPARE TRANSACTION"
+    );
+    assert_exact(&mut db, "bag", BAG, "while the write is prepared");
+    db.batch_execute("COMMIT PREPARED 'wal_prepared_write'")
+        .unwrap();
+    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        assert_exact(&mut db, st, q, "after COMMIT PREPARED");
+        assert_eq!(last_refresh(&mut db, st).0, "DIFFERENTIAL");
+    }
+}
+
+/// A transaction that refreshed a reader of a WAL-captured source and
+/// stays open holds up neither the drain nor another reader's refresh
+/// (the slot is locked only while it is read).
+#[test]
+fn an_open_transaction_that_refreshed_holds_up_no_other_reader() {
+    let mut db = database("wal_open_refresh");
+    two_stream_tables(&mut db);
+    set_mode(&mut db, "src", "wal").unwrap();
+    let mut open = shared_cluster().connect("t_wal_open_refresh").unwrap();
+    open.batch_execute(
+        "BEGIN; INSERT INTO src VALUES (900, 2, 9); SELECT pgtrickle.refresh_stream_table('bag')",
+    )
+    .unwrap();
+    db.batch_execute(
+        "SET lock_timeout = '10s'; INSERT INTO src VALUES (901, 3, 9); DELETE FROM src WHERE id = 5",
+    )
+    .unwrap();
+    for sql in [
+        "SELECT pgtrickle.drain_wal_capture()",
+        "SELECT pgtrickle.refresh_stream_table('groups')",
+        "SELECT pgtrickle.refresh_stream_table('groups')",
+    ] {
+        db.batch_execute(sql).unwrap_or_else(|e| {
+            panic!("{sql} while another transaction that refreshed is open: {e}")
+        });
+    }
+    assert_exact(&mut db, "groups", GROUPS, "with the other transaction open");
+    open.batch_execute("COMMIT").unwrap();
+    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        assert_exact(&mut db, st, q, "after it committed");
+    }
+}

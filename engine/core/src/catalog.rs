@@ -139,20 +139,35 @@ impl SourceTable {
     }
 
     /// What a statement reads this source's changes from: the buffer
-    /// table, and for a source captured from the WAL also the committed
-    /// changes the statement's snapshot sees that the scheduler has not
-    /// decoded into the buffer yet (`$token` is the parameter holding the
-    /// refresh's read token).
+    /// table, and for a source captured from the WAL the changes the
+    /// statement's snapshot sees (see [`wal_changes_relation`]; `$token`
+    /// is the parameter holding the refresh's read token).
     pub fn changes_relation(&self, token: usize) -> String {
         match self.capture {
             Capture::Trigger => self.buffer_table(),
-            Capture::Wal => format!(
-                "(SELECT * FROM {buffer} UNION ALL SELECT * FROM pgtrickle_changes.wal_changes_{oid}(${token}::text, pg_catalog.pg_current_snapshot()))",
-                buffer = self.buffer_table(),
-                oid = self.oid
-            ),
+            Capture::Wal => wal_changes_relation(self.oid, token),
         }
     }
+}
+
+/// The changes of source `oid`, captured from the WAL, that a statement's
+/// snapshot sees: the buffered ones of transactions it sees as committed,
+/// and those it sees that the scheduler has not decoded into the buffer
+/// yet, read through `pgtrickle_changes.wal_changes_<oid>` with the read
+/// token in parameter `$token`.
+///
+/// A drain writes a transaction's changes once its commit record is in
+/// the WAL, which is a moment before the transaction is visible (or, with
+/// a synchronous standby, until the standby answers); a snapshot taken in
+/// between sees the buffer rows but not the transaction, and must leave
+/// them for a later refresh. (A trigger-captured buffer needs no such
+/// filter: its rows are written by the transaction itself.)
+pub fn wal_changes_relation(oid: u32, token: usize) -> String {
+    format!(
+        "(SELECT * FROM pgtrickle_changes.changes_{oid} __pgt_w \
+         WHERE pg_catalog.pg_visible_in_snapshot(__pgt_w.xid, pg_catalog.pg_current_snapshot()) \
+         UNION ALL SELECT * FROM pgtrickle_changes.wal_changes_{oid}(${token}::text, pg_catalog.pg_current_snapshot()))"
+    )
 }
 
 /// What the extension knows about a function the query calls.

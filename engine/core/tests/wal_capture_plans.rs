@@ -1,6 +1,7 @@
 //! Plans over sources captured from the WAL: every read of such a source's
-//! changes also reads `pgtrickle_changes.wal_changes_<oid>` with the read
-//! token, which is one parameter after the change ids; a plan over trigger
+//! changes keeps only the buffered changes of transactions the statement
+//! sees as committed and also reads `pgtrickle_changes.wal_changes_<oid>`
+//! with the read token, which is one parameter after the change ids; a plan over trigger
 //! sources only has no token and reads the buffers alone; the capture mode
 //! is an input of the plan fingerprint.
 
@@ -22,8 +23,11 @@ fn b_from_the_wal() -> Catalog {
     c
 }
 
-const B_LATE: &str =
-    "(SELECT * FROM pgtrickle_changes.changes_2 UNION ALL SELECT * FROM pgtrickle_changes.wal_changes_2($5::text, pg_catalog.pg_current_snapshot()))";
+/// How a plan reads `b`'s changes: the buffered ones of transactions the
+/// statement's snapshot sees as committed, and the undecoded ones.
+const B_LATE: &str = "(SELECT * FROM pgtrickle_changes.changes_2 __pgt_w \
+     WHERE pg_catalog.pg_visible_in_snapshot(__pgt_w.xid, pg_catalog.pg_current_snapshot()) \
+     UNION ALL SELECT * FROM pgtrickle_changes.wal_changes_2($5::text, pg_catalog.pg_current_snapshot()))";
 
 #[test]
 fn a_wal_source_is_read_with_the_token_after_the_change_ids() {

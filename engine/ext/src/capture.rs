@@ -275,9 +275,16 @@ pub fn prune(source_relid: u32) {
 /// `FROM ... WHERE ...` of the rows in `source_relid`'s buffer (alias `b`)
 /// that stream table `$1` has not consumed yet (`$2` is the source).
 fn unconsumed(source_relid: u32) -> String {
+    unconsumed_in(&format!("pgtrickle_changes.changes_{source_relid}"))
+}
+
+/// `FROM ... WHERE ...` of the rows of `changes` (a source's changes,
+/// alias `b`) that stream table `$1` has not consumed yet (`$2` is the
+/// source).
+fn unconsumed_in(changes: &str) -> String {
     // Generated into the statements below, per source buffer.
     format!(
-        "FROM pgtrickle_changes.changes_{source_relid} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
+        "FROM {changes} b, pgtrickle.pgt_stream_tables st, pgtrickle.pgt_sources s \
          WHERE st.id = $1::text::bigint AND s.st_id = st.id AND s.source_relid = $2::text::oid \
          AND NOT coalesce(CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
               ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)"
@@ -330,12 +337,9 @@ pub fn pending_sources(
 /// refresh's `token`.
 fn has_pending(st_id: i64, source_relid: u32, token: Option<&str>) -> bool {
     let from = match token {
-        Some(_) if crate::catalog::wal_capture::of(source_relid).is_some() => unconsumed(source_relid).replacen(
-            &format!("FROM pgtrickle_changes.changes_{source_relid} b"),
-            &format!(
-                "FROM (SELECT * FROM pgtrickle_changes.changes_{source_relid} UNION ALL                  SELECT * FROM pgtrickle_changes.wal_changes_{source_relid}($3, pg_catalog.pg_current_snapshot())) b"
-            ),
-            1,
+        // The token is the third parameter of the statement below.
+        Some(_) if crate::catalog::wal_capture::of(source_relid).is_some() => unconsumed_in(
+            &pg_trickle_core::catalog::wal_changes_relation(source_relid, 3),
         ),
         _ => unconsumed(source_relid),
     };

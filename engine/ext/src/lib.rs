@@ -46,6 +46,7 @@ pub mod status;
 pub mod triggers;
 pub mod wake;
 pub mod wal_capture;
+pub mod xact_end;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -80,9 +80,9 @@ pub fn refresh_with(
     let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
     // Sources captured from the WAL: this transaction's own writes to them
     // are decoded only after it commits, so a refresh in it recomputes;
-    // their slots are read by this refresh alone, with its token.
+    // their undecoded changes are read by this refresh alone, with its token.
     let own_wal_write = crate::wal_capture::written_wal_source(&relids);
-    let wal_sources = crate::wal_capture::lock_slots_of(&relids);
+    let wal_sources = crate::catalog::wal_capture::among(&relids);
     let token = (!wal_sources.is_empty()).then(crate::wal_capture::ReadToken::issue);
     let token_text = token.as_ref().map(|t| t.0.clone());
 

@@ -149,6 +149,23 @@ pub struct Failure {
 /// Run `f` in an internal subtransaction; on ERROR roll it back and return
 /// the failure instead of aborting the caller's transaction.
 pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Failure> {
+    subtransaction(f, true)
+}
+
+/// Run `f` in an internal subtransaction that is rolled back whether or
+/// not it succeeds: what `f` returns (in Rust memory) is kept, and the
+/// locks it took are released now instead of at the end of the caller's
+/// transaction.
+pub fn in_rolled_back_subtransaction<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, Failure> {
+    subtransaction(f, false)
+}
+
+fn subtransaction<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+    keep: bool,
+) -> Result<R, Failure> {
     let old_context = unsafe { pg_sys::CurrentMemoryContext };
     let old_owner = unsafe { pg_sys::CurrentResourceOwner };
     unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
@@ -167,7 +184,7 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
         })
         .execute();
     unsafe {
-        if result.is_ok() {
+        if keep && result.is_ok() {
             pg_sys::ReleaseCurrentSubTransaction();
         } else {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();

@@ -80,13 +80,10 @@ fn wake_on_commit<'a>(
     }
     if gucs::EVENT_DRIVEN_WAKE.get() && ready() && !REGISTERED.with(Cell::get) {
         REGISTERED.with(|r| r.set(true));
-        register_xact_callback(PgXactCallbackEvent::Commit, || {
-            REGISTERED.with(|r| r.set(false));
-            wake_scheduler();
-        });
-        register_xact_callback(PgXactCallbackEvent::Abort, || {
-            REGISTERED.with(|r| r.set(false));
-        });
+        register_xact_callback(PgXactCallbackEvent::Commit, wake_scheduler);
+        // A prepared transaction's changes commit later, in whatever
+        // session runs COMMIT PREPARED: the scheduler finds them by polling.
+        crate::xact_end::on_transaction_end(|| REGISTERED.with(|r| r.set(false)));
     }
     Ok(None)
 }

@@ -155,8 +155,14 @@ fn _wal_pending(
     let Some(capture) = wal_capture::of(relid) else {
         return Vec::new();
     };
-    lock_slot(relid);
-    decode_slot(relid, &capture.slot, from, upto, |xid| snapshot.sees(xid))
+    // The slot serves one reader at a time, but this transaction may go on
+    // long after the refresh: the lock is held only while peeking.
+    let slot = capture.slot.clone();
+    crate::spi::in_rolled_back_subtransaction(move || {
+        lock_slot(relid);
+        decode_slot(relid, &slot, from, upto, |xid| snapshot.sees(xid))
+    })
+    .unwrap_or_else(|f| raise(&f.sqlstate, f.message, None))
 }
 
 /// Create `relid`'s function a refresh reads undrained changes through.

@@ -47,10 +47,6 @@ pub fn drain(capture: &wal_capture::WalSource) -> usize {
         return 0;
     };
     let stop = capture.stop_lsn.as_deref().and_then(parse_lsn);
-    if stop.is_some_and(|s| drained >= s) {
-        finish_switch_back(capture);
-        return 0;
-    }
     let slot_exists = value(
         "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
         &[Some(capture.slot.clone())],
@@ -68,14 +64,30 @@ pub fn drain(capture: &wal_capture::WalSource) -> usize {
         );
     };
     // Advance the slot to what every snapshot sees (it never needs to go back).
-    if let Some(settled) = wal_capture::settled_progress(relid, horizon()) {
-        if parse_lsn(&settled) > parse_lsn(&confirmed) {
+    let settled = wal_capture::settled_progress(relid, horizon());
+    if let Some(settled) = &settled {
+        if parse_lsn(settled) > parse_lsn(&confirmed) {
             run(
                 "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1::text::name, $2::pg_lsn)",
                 &[Some(capture.slot.clone()), Some(settled.clone())],
             );
         }
-        wal_capture::forget_progress_before(relid, &settled);
+        wal_capture::forget_progress_before(relid, settled);
+    }
+    if let Some(stop) = stop {
+        // Switching back: the slot goes once every snapshot sees the drain
+        // that reached the cut (a refresh may still read the slot until then).
+        if settled
+            .as_deref()
+            .and_then(parse_lsn)
+            .is_some_and(|s| s >= stop)
+        {
+            finish_switch_back(capture);
+            return 0;
+        }
+        if drained >= stop {
+            return 0;
+        }
     }
     let flushed = value("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
         .as_deref()

@@ -66,7 +66,10 @@ fn slot_lock_key(relid: u32) -> String {
 }
 
 /// Serialise everything that reads or moves `relid`'s slot (a slot serves
-/// one backend at a time), until the transaction ends.
+/// one backend at a time), until the transaction ends. Drains, switches
+/// and drops hold it that long; a refresh's peek takes it in a
+/// subtransaction it rolls back, so a transaction that refreshes never
+/// holds up the scheduler or other readers' refreshes.
 fn lock_slot(relid: u32) {
     run(
         "SELECT pg_catalog.pg_advisory_xact_lock($1::text::bigint)",
@@ -132,8 +135,7 @@ pub fn note_write(relid: u32) {
             WRITTEN.with(|w| w.borrow_mut().clear());
             WRITES_TRACKED.with(|t| t.set(false));
         };
-        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, forget);
-        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, forget);
+        crate::xact_end::on_transaction_end(forget);
     }
 }
 
@@ -161,14 +163,4 @@ pub fn own_write_reason(source: u32) -> String {
     format!(
         "this transaction wrote source {src}, which is captured from the WAL, where its own changes appear only after it commits; recomputed FULL"
     )
-}
-
-/// Lock the slots of the WAL-captured sources among `sources`, in oid
-/// order (a refresh reads them all; one order avoids deadlocks).
-pub fn lock_slots_of(sources: &[u32]) -> Vec<u32> {
-    let wal = wal_capture::among(sources);
-    for relid in &wal {
-        lock_slot(*relid);
-    }
-    wal
 }
