@@ -303,13 +303,7 @@ pub fn lag_for(st_id: i64, source_relid: u32) -> Lag {
         &[Some(st_id.to_string()), Some(source_relid.to_string())],
     )
     .unwrap_or_default();
-    let num = |i: usize| {
-        r.get(i)
-            .cloned()
-            .flatten()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let num = |i| crate::spi::number_at(&r, i);
     Lag {
         rows: num(0) as i64,
         bytes: num(1) as i64,

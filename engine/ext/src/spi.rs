@@ -69,6 +69,15 @@ pub fn row(sql: &str, args: &[Option<String>]) -> Option<Row> {
     rows(sql, args).into_iter().next()
 }
 
+/// Column `i` of `row` as a number; 0 when it is NULL, missing or not a number.
+pub fn number_at(row: &[Option<String>], i: usize) -> f64 {
+    row.get(i)
+        .cloned()
+        .flatten()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// Run a statement and return the first column of its first row.
 pub fn value(sql: &str, args: &[Option<String>]) -> Option<String> {
     row(sql, args).and_then(|r| r.into_iter().next().flatten())

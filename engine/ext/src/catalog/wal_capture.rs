@@ -149,6 +149,8 @@ pub fn record_error(source: u32, error: &str) {
 
 /// One WAL capture as `wal_capture_status()` lists it.
 pub struct Listing {
+    /// The source's oid (None: an orphaned slot).
+    pub relid: Option<u32>,
     /// The source as `regclass` prints it (None: an orphaned slot).
     pub source: Option<String>,
     /// The slot.
@@ -181,13 +183,13 @@ pub fn listing(role: pgrx::pg_sys::Oid, all: bool, slot_prefix: &str) -> Vec<Lis
            greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), greatest(p.upto, w.drain_end_lsn)), 0), 0)::bigint::text, \
            CASE WHEN pg_current_wal_lsn() > greatest(p.upto, w.drain_end_lsn) \
                 THEN coalesce(extract(epoch FROM now() - w.last_drain_at), 0) ELSE 0 END::text, \
-           w.last_drain_at::text, w.last_error \
+           w.last_drain_at::text, w.last_error, w.source_relid::text \
          FROM pgtrickle.pgt_wal_capture w LEFT JOIN progress p ON p.source_relid = w.source_relid \
          LEFT JOIN pg_replication_slots s ON s.slot_name = w.slot_name \
          WHERE $2::boolean OR has_table_privilege($1::text::oid, w.source_relid, 'SELECT') \
          UNION ALL \
          SELECT NULL, s.slot_name::text, 'orphaned', s.confirmed_flush_lsn::text, NULL, \
-           greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0), 0)::bigint::text, '0', NULL, NULL \
+           greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0), 0)::bigint::text, '0', NULL, NULL, NULL \
          FROM pg_replication_slots s WHERE $2::boolean AND s.database = current_database() \
            AND left(s.slot_name, length($3)) = $3 \
            AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_wal_capture w WHERE w.slot_name = s.slot_name) \
@@ -196,6 +198,7 @@ pub fn listing(role: pgrx::pg_sys::Oid, all: bool, slot_prefix: &str) -> Vec<Lis
     )
     .into_iter()
     .map(|r| Listing {
+        relid: r.parsed(9),
         source: r.opt(0),
         slot: r.text(1),
         state: r.text(2),

@@ -97,24 +97,12 @@ fn wal_capture_status() -> TableIterator<
 
 /// The slot lag of `relid` if it is captured from the WAL: WAL written
 /// since its last drain (which it has not decoded yet; the drain's own
-/// writes do not count) and seconds since that drain.
+/// writes do not count) and seconds since that drain, as
+/// `wal_capture_status()` shows them.
 pub fn slot_lag(relid: u32) -> Option<(i64, f64)> {
-    let _ = wal_capture::of(relid)?;
-    let r = crate::spi::row(
-        "SELECT greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), \
-                greatest(max(p.drained_upto), max(w.drain_end_lsn))), 0), 0)::bigint::text, \
-         CASE WHEN pg_current_wal_lsn() > greatest(max(p.drained_upto), max(w.drain_end_lsn)) \
-              THEN coalesce(extract(epoch FROM now() - max(w.last_drain_at)), 0) ELSE 0 END::text \
-         FROM pgtrickle.pgt_wal_progress p JOIN pgtrickle.pgt_wal_capture w ON w.source_relid = p.source_relid \
-         WHERE p.source_relid = $1::text::oid",
-        &[Some(relid.to_string())],
-    )?;
-    let num = |i: usize| {
-        r.get(i)
-            .cloned()
-            .flatten()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Some((num(0) as i64, num(1)))
+    wal_capture::of(relid)?;
+    wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix())
+        .into_iter()
+        .find(|l| l.relid == Some(relid))
+        .map(|l| (l.lag_bytes, l.lag_seconds))
 }
