@@ -10,7 +10,7 @@ use oracles::corpus::{entries, REQUIRED_COVERAGE};
 use oracles::diff_vs_full::run;
 
 macro_rules! corpus_tests {
-    ($($name:ident $([wal_ignore = $why:literal])?,)*) => {
+    ($($name:ident,)*) => {
         $(
             #[test]
             fn $name() {
@@ -23,7 +23,6 @@ macro_rules! corpus_tests {
         mod wal {
             $(
                 #[test]
-                $(#[ignore = $why])?
                 fn $name() {
                     harness::testkit::check_workload_captured(
                         stringify!($name),
@@ -110,7 +109,7 @@ corpus_tests! {
     two_phase_commit,
     isolation_levels,
     readers_at_different_frontiers,
-    scheduler_racing_manual_refresh [wal_ignore = "issue 18: with capture from the WAL a change committed just before the scheduler catches up is intermittently lost (seen 2 in about 4 parallel runs; passes alone); under investigation"],
+    scheduler_racing_manual_refresh,
     scheduler_with_writers,
 }
 

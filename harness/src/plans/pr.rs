@@ -81,8 +81,7 @@ pub const PR_WAL_WORKLOADS: &[&str] = &[
     "two_phase_commit",
     "isolation_levels",
     "readers_at_different_frontiers",
-    // scheduler_racing_manual_refresh is left out in wal mode until its
-    // intermittent lost change is found (issue 18; see e2e_corpus).
+    "scheduler_racing_manual_refresh",
     "scheduler_with_writers",
 ];
 
