@@ -7,7 +7,8 @@
 //! structure changes concern every member, at every level. A member that is
 //! a foreign table (written on another server) or unlogged (emptied by a
 //! crash without any change to capture) makes the whole source inexact for
-//! DIFFERENTIAL refresh; so does an unlogged source itself.
+//! DIFFERENTIAL refresh; so does an unlogged source itself, and a table
+//! Citus distributes (its rows live in shards on other nodes).
 
 use pg_trickle_core::catalog::{SourceKind, SourceTable};
 
@@ -75,17 +76,20 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
         _ => {}
     }
     let members = members(oid);
-    if members.is_empty() {
-        return None;
-    }
     let list = format!(
         "{{{}}}",
-        members
-            .iter()
-            .map(u32::to_string)
+        std::iter::once(oid)
+            .chain(members.iter().copied())
+            .map(|o| o.to_string())
             .collect::<Vec<_>>()
             .join(",")
     );
+    if let Some(problem) = citus_problem(&list) {
+        return Some(problem);
+    }
+    if members.is_empty() {
+        return None;
+    }
     rows(
         "SELECT c.oid::regclass::text, c.relkind::text, c.relpersistence::text FROM pg_class c \
          WHERE c.oid = ANY ($1::text::oid[]) AND (c.relkind = 'f' OR c.relpersistence <> 'p') ORDER BY c.oid",
@@ -100,5 +104,35 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
         } else {
             format!("its partition or child {name} is unlogged: a crash empties it without any change to capture")
         }
+    })
+}
+
+/// Why a relation among `oids` (a `text` oid-array literal) that Citus
+/// manages cannot be captured, when Citus is installed in this database:
+/// a distributed or reference table's rows live in shards, written on the
+/// worker nodes (or in shard relations on this one), where no trigger of
+/// pg_trickle runs and no change buffer exists.
+fn citus_problem(oids: &str) -> Option<String> {
+    let installed = crate::spi::value(
+        "SELECT (pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL)::text",
+        &[],
+    );
+    if installed.as_deref() != Some("true") {
+        return None;
+    }
+    row(
+        "SELECT p.logicalrelid::regclass::text, p.partmethod::text FROM pg_catalog.pg_dist_partition p \
+         WHERE p.logicalrelid OPERATOR(pg_catalog.=) ANY ($1::text::pg_catalog.oid[]) ORDER BY p.logicalrelid LIMIT 1",
+        &[Some(oids.to_string())],
+    )
+    .map(|r| {
+        let name = r[0].clone().unwrap_or_default();
+        let what = match r[1].as_deref() {
+            Some("n") => "a Citus reference or local table",
+            _ => "a Citus distributed table",
+        };
+        format!(
+            "{name} is {what}: its rows live in shards written on the nodes that hold them, where its changes are not captured"
+        )
     })
 }
