@@ -129,3 +129,17 @@ pub fn code(r: Result<impl Sized, postgres::Error>) -> (String, String) {
             .unwrap_or_else(|| ("client".into(), e.to_string())),
     }
 }
+
+/// The first column of every row `sql` returns; panics naming the
+/// statement when it fails.
+pub fn first_column<T: postgres::types::FromSqlOwned>(
+    db: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Vec<T> {
+    db.query(sql, params)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::testkit::{database, shared_cluster};
+use harness::testkit::{database, first_column, shared_cluster};
 use oracles::compare::differences as compare;
 use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
@@ -350,25 +350,17 @@ fn drop_cascade_of_a_source_drops_its_stream_tables_and_their_capture() {
          DROP TABLE src CASCADE;",
     )
     .unwrap();
-    let left: Vec<String> = db
-        .query(
-            "SELECT name FROM pgtrickle.pgt_stream_tables ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = first_column(
+        &mut db,
+        "SELECT name FROM pgtrickle.pgt_stream_tables ORDER BY 1",
+        &[],
+    );
     assert_eq!(left, ["public.keep"]);
-    let buffers: Vec<String> = db
-        .query(
-            "SELECT source_relid::regclass::text FROM pgtrickle.pgt_change_buffers ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let buffers: Vec<String> = first_column(
+        &mut db,
+        "SELECT source_relid::regclass::text FROM pgtrickle.pgt_change_buffers ORDER BY 1",
+        &[],
+    );
     assert_eq!(
         buffers,
         ["other"],

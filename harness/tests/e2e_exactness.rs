@@ -5,7 +5,7 @@
 //! it equal to its query. Every failing cell is reported, not just the first.
 
 use harness::checks::exactness::{Outcome, Row, SOURCES, TYPES, TYPE_PRELUDE, WRITES};
-use harness::testkit::{shared_cluster, test_root};
+use harness::testkit::{first_column, shared_cluster, test_root};
 use oracles::compare::differences;
 use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
@@ -291,15 +291,8 @@ fn a_table_citus_distributes_is_refused_for_differential() {
             "AUTO over {query}: {reason:?}"
         );
     }
-    let triggers: Vec<String> = db
-        .query(
-            "SELECT tgname::text FROM pg_trigger WHERE tgrelid IN ('orders'::regclass, 'nations'::regclass) AND tgname LIKE 'pgt%'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let triggers: Vec<String> = first_column(&mut db, "SELECT tgname::text FROM pg_trigger WHERE tgrelid IN ('orders'::regclass, 'nations'::regclass) AND tgname LIKE 'pgt%'",
+            &[]);
     assert!(
         triggers.is_empty(),
         "capture triggers on Citus tables: {triggers:?}"

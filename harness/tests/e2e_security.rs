@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
-use harness::testkit::{database, dedicated_cluster, shared_cluster};
+use harness::testkit::{database, dedicated_cluster, first_column, shared_cluster};
 use oracles::compare::differences;
 use postgres::Client;
 
@@ -368,17 +368,10 @@ fn every_security_definer_function_pins_its_search_path() {
         "CREATE TABLE s1 (k int, v text); CREATE TABLE s2 (k int);
          SELECT pgtrickle.create_stream_table('d1', 'SELECT s1.k, v FROM s1 JOIN s2 ON s1.k = s2.k', NULL, 'DIFFERENTIAL');",
     );
-    let unpinned: Vec<String> = su
-        .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+    let unpinned: Vec<String> = first_column(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE n.nspname IN ('pgtrickle', 'pgtrickle_changes') AND p.prosecdef \
              AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(
         unpinned.is_empty(),
         "SECURITY DEFINER functions without a pinned search_path: {unpinned:?}"
@@ -393,19 +386,12 @@ fn every_security_definer_function_pins_its_search_path() {
         .get(0);
     assert_eq!(definers, 2, "one capture function per captured source");
     // Nothing the extension installs may be executed by PUBLIC unless it is part of the API.
-    let internal: Vec<String> = su
-        .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+    let internal: Vec<String> = first_column(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE n.nspname IN ('pgtrickle', 'pgtrickle_changes') \
              AND (p.proname LIKE '\\_%' OR n.nspname = 'pgtrickle_changes' \
                   OR p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype)) \
              AND has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+            &[]);
     assert!(
         internal.is_empty(),
         "internal functions executable by PUBLIC: {internal:?}"
@@ -770,12 +756,7 @@ fn the_scheduler_refreshes_as_the_owner_and_nothing_more() {
             .get::<_, i64>(0)
             == 3
     });
-    let who: Vec<String> = a
-        .query("SELECT DISTINCT who FROM alice.who", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let who: Vec<String> = first_column(&mut a, "SELECT DISTINCT who FROM alice.who", &[]);
     assert_eq!(who, vec!["sch_alice".to_string()], "refresh ran as {who:?}");
 
     // Revoke SELECT: the next scheduled refreshes fail with 42501 and apply nothing.
@@ -870,26 +851,17 @@ fn a_defining_query_cannot_read_change_buffers_during_its_refresh() {
     refresh(&mut a, "alice.peeking").unwrap();
     exec(&mut su, "INSERT INTO src VALUES (4, 4)");
     refresh(&mut su, "alice.peeking").unwrap();
-    let keys: Vec<i32> = a
-        .query("SELECT k FROM alice.peeking ORDER BY v", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keys: Vec<i32> = first_column(&mut a, "SELECT k FROM alice.peeking ORDER BY v", &[]);
     assert_eq!(
         keys,
         vec![1, 2, 3, 4],
         "a negative key is a change buffer read by the defining query's function inside a refresh"
     );
-    let modes: Vec<String> = a
-        .query(
-            "SELECT mode FROM pgtrickle.refresh_history('alice.peeking') ORDER BY finished_at",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let modes: Vec<String> = first_column(
+        &mut a,
+        "SELECT mode FROM pgtrickle.refresh_history('alice.peeking') ORDER BY finished_at",
+        &[],
+    );
     assert_eq!(modes, ["FULL", "DIFFERENTIAL", "DIFFERENTIAL"]);
     assert_exact(
         &mut a,
@@ -1110,12 +1082,11 @@ fn a_non_owner_cannot_control_or_inspect_someone_elses_stream_table() {
         .unwrap()
         .get(0);
     assert_eq!(held, 1, "hold_all held more than mallory's own");
-    let st_status: Vec<String> = m
-        .query("SELECT name FROM pgtrickle.stream_table_status()", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let st_status: Vec<String> = first_column(
+        &mut m,
+        "SELECT name FROM pgtrickle.stream_table_status()",
+        &[],
+    );
     assert_eq!(st_status, vec!["public.mallory_st".to_string()]);
     let (alice_held, alice_reinit): (bool, bool) = su
         .query_one(

@@ -6,7 +6,7 @@
 //! checks refresh after restore under random changes, in both capture
 //! modes.)
 
-use harness::testkit::{code, database};
+use harness::testkit::{code, database, first_column};
 use oracles::compare::differences;
 use postgres::Client;
 
@@ -28,11 +28,11 @@ fn last_mode(db: &mut Client, st: &str) -> String {
 }
 
 fn rows_of(db: &mut Client, table: &str) -> Vec<String> {
-    db.query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    first_column(
+        db,
+        &format!("SELECT t::text FROM {table} t ORDER BY 1"),
+        &[],
+    )
 }
 
 /// Names of every shape: a quoted schema with a space, a stream table
@@ -75,15 +75,9 @@ fn snapshots_keep_every_column_under_names_of_any_shape() {
             "snapshot {name}"
         );
         let cols = |db: &mut Client, t: &str| -> Vec<String> {
-            db.query(
-                "SELECT attname::text || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute \
+            first_column(db, "SELECT attname::text || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute \
                  WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                &[&t],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+                &[&t])
         };
         assert_eq!(cols(&mut db, &name), cols(&mut db, st), "columns of {name}");
         taken.push(name);

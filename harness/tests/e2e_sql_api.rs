@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use harness::checks::upgrade::catalog_diff::{differences as catalog_differences, snapshot};
-use harness::testkit::{database, shared_cluster};
+use harness::testkit::{database, first_column, shared_cluster};
 use postgres::Client;
 
 fn setup(db: &mut Client) {
@@ -172,15 +172,11 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
     let net: i64 = out.iter().map(|r| r.get::<_, i64>("__pgt_n")).sum();
     assert_eq!(out.len(), 2, "one row in, one row out");
     assert_eq!(net, 0);
-    let plan: Vec<String> = db
-        .query(
-            &format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE d({args})"),
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan: Vec<String> = first_column(
+        &mut db,
+        &format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE d({args})"),
+        &[],
+    );
     assert!(
         plan.iter().any(|l| l.contains("Execution Time")),
         "{plan:?}"
@@ -388,15 +384,10 @@ fn the_docs_name_only_settings_and_objects_that_exist() {
         }
     }
     let mut db = database("docs_drift");
-    let objects: std::collections::BTreeSet<String> = db
-        .query(
-            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgtrickle' \
+    let objects: std::collections::BTreeSet<String> = first_column::<String>(&mut db, "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgtrickle' \
              UNION SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgtrickle'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
+            &[])
+        .into_iter()
         .collect();
     let mut missing = Vec::new();
     for f in &files {

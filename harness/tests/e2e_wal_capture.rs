@@ -14,21 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness::cluster::Cluster;
-use harness::testkit::{code, database, dedicated_cluster, seed_or, shared_cluster};
+use harness::testkit::{code, database, dedicated_cluster, first_column, seed_or, shared_cluster};
 use oracles::compare::differences;
 use postgres::Client;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn slots(db: &mut Client) -> Vec<String> {
-    db.query(
-        "SELECT slot_name::text FROM pg_replication_slots WHERE database = current_database() ORDER BY 1",
-        &[],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
+    first_column(db, "SELECT slot_name::text FROM pg_replication_slots WHERE database = current_database() ORDER BY 1",
+        &[])
 }
 
 fn set_mode(db: &mut Client, source: &str, mode: &str) -> Result<String, postgres::Error> {
@@ -54,6 +48,18 @@ fn last_refresh(db: &mut Client, st: &str) -> (String, Option<String>) {
         )
         .unwrap();
     (r.get(0), r.get(1))
+}
+
+/// Refresh `bag` and `groups`; each must run DIFFERENTIAL and equal its
+/// query (`what` says where).
+fn refresh_both_differentially(db: &mut Client, what: &str) {
+    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        assert_exact(db, st, q, what);
+        let (mode, reason) = last_refresh(db, st);
+        assert_eq!(mode, "DIFFERENTIAL", "{st} {what}: {reason:?}");
+    }
 }
 
 const BAG: &str = "SELECT id, g, v FROM src";
@@ -158,18 +164,10 @@ fn switching_capture_under_concurrent_writes_loses_and_duplicates_nothing() {
     // Drain what the slot still holds (and finish a switch back), then catch up.
     db.batch_execute("SELECT pgtrickle.drain_wal_capture(); SELECT pgtrickle.drain_wal_capture();")
         .unwrap();
-    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-        assert_exact(
-            &mut db,
-            st,
-            q,
-            &format!("after {writes} concurrent writes and 8 switches (reproduce: {reproduce})"),
-        );
-        let (mode, reason) = last_refresh(&mut db, st);
-        assert_eq!(mode, "DIFFERENTIAL", "{st}: {reason:?}");
-    }
+    refresh_both_differentially(
+        &mut db,
+        &format!("after {writes} concurrent writes and 8 switches (reproduce: {reproduce})"),
+    );
     // No refresh in the run fell back to FULL for lack of changes.
     let fulls: i64 = db
         .query_one(
@@ -352,15 +350,11 @@ fn drops_clean_up_and_orphaned_slots_are_reported() {
         "d",
         "t1's replica identity is back to what it was"
     );
-    let published: Vec<String> = db
-        .query(
-            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'pgtrickle_capture'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let published: Vec<String> = first_column(
+        &mut db,
+        "SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'pgtrickle_capture'",
+        &[],
+    );
     assert_eq!(published, vec!["t2".to_string()]);
     // A slot left behind (as a crash between creating a slot and
     // recording it would leave it).
@@ -503,15 +497,11 @@ fn slot_lag_shows_in_status_and_feeds_backpressure() {
         .unwrap()
         .get(0);
     assert!(lag > 256 * 1024, "slot lag {lag} bytes");
-    let engaged: Vec<String> = db
-        .query(
-            "SELECT backpressure FROM pgtrickle.evaluate_backpressure()",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let engaged: Vec<String> = first_column(
+        &mut db,
+        "SELECT backpressure FROM pgtrickle.evaluate_backpressure()",
+        &[],
+    );
     assert_eq!(engaged, vec!["engaged".to_string()]);
     // As the scheduler does: drain, refresh, drain again (slot lag counts
     // the WAL written since the last drain, the refresh's own included),
@@ -605,24 +595,14 @@ fn a_decoded_commit_not_yet_visible_is_left_for_a_later_refresh() {
         drained, 4,
         "the drain decodes the commit the snapshot does not see yet"
     );
-    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-        assert_exact(&mut db, st, q, "while the decoded commit is not visible");
-        assert_eq!(last_refresh(&mut db, st).0, "DIFFERENTIAL");
-    }
+    refresh_both_differentially(&mut db, "while the decoded commit is not visible");
     db.execute("SELECT pg_cancel_backend($1)", &[&writer_pid])
         .unwrap();
     committing
         .join()
         .unwrap()
         .expect("the commit completes locally when its wait is cancelled");
-    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-        assert_exact(&mut db, st, q, "once the commit is visible");
-        assert_eq!(last_refresh(&mut db, st).0, "DIFFERENTIAL");
-    }
+    refresh_both_differentially(&mut db, "once the commit is visible");
 }
 
 /// PREPARE TRANSACTION ends the session's transaction: a later refresh in
@@ -651,12 +631,7 @@ fn a_prepared_write_does_not_mark_the_sessions_next_transaction() {
     assert_exact(&mut db, "bag", BAG, "while the write is prepared");
     db.batch_execute("COMMIT PREPARED 'wal_prepared_write'")
         .unwrap();
-    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-        assert_exact(&mut db, st, q, "after COMMIT PREPARED");
-        assert_eq!(last_refresh(&mut db, st).0, "DIFFERENTIAL");
-    }
+    refresh_both_differentially(&mut db, "after COMMIT PREPARED");
 }
 
 /// A transaction that refreshed a reader of a WAL-captured source and
@@ -687,9 +662,5 @@ fn an_open_transaction_that_refreshed_holds_up_no_other_reader() {
     }
     assert_exact(&mut db, "groups", GROUPS, "with the other transaction open");
     open.batch_execute("COMMIT").unwrap();
-    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-        assert_exact(&mut db, st, q, "after it committed");
-    }
+    refresh_both_differentially(&mut db, "after it committed");
 }
