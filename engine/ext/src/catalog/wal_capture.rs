@@ -149,8 +149,6 @@ pub fn record_error(source: u32, error: &str) {
 
 /// One WAL capture as `wal_capture_status()` lists it.
 pub struct Listing {
-    /// The source's oid (None: an orphaned slot).
-    pub relid: Option<u32>,
     /// The source as `regclass` prints it (None: an orphaned slot).
     pub source: Option<String>,
     /// The slot.
@@ -173,32 +171,44 @@ pub struct Listing {
 
 /// Every WAL capture of a source `role` may read (every one with `all`),
 /// then, with `all`, every slot named like this database's capture slots
-/// that no capture owns (left behind by a crash or a failed switch).
-pub fn listing(role: pgrx::pg_sys::Oid, all: bool, slot_prefix: &str) -> Vec<Listing> {
+/// that no capture owns (left behind by a crash or a failed switch). With
+/// `only`, just that source's capture (no orphaned slots).
+pub fn listing(
+    role: pgrx::pg_sys::Oid,
+    all: bool,
+    slot_prefix: &str,
+    only: Option<u32>,
+) -> Vec<Listing> {
     decoded(
-        "WITH progress AS (SELECT source_relid, max(drained_upto) AS upto FROM pgtrickle.pgt_wal_progress GROUP BY 1) \
+        "WITH progress AS (SELECT source_relid, max(drained_upto) AS upto FROM pgtrickle.pgt_wal_progress \
+           WHERE $4::text IS NULL OR source_relid = $4::text::oid GROUP BY 1) \
          SELECT w.source_relid::regclass::text, w.slot_name::text, \
            CASE WHEN w.stop_lsn IS NULL THEN 'wal' ELSE 'switching to trigger' END, \
            s.confirmed_flush_lsn::text, p.upto::text, \
            greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), greatest(p.upto, w.drain_end_lsn)), 0), 0)::bigint::text, \
            CASE WHEN pg_current_wal_lsn() > greatest(p.upto, w.drain_end_lsn) \
                 THEN coalesce(extract(epoch FROM now() - w.last_drain_at), 0) ELSE 0 END::text, \
-           w.last_drain_at::text, w.last_error, w.source_relid::text \
+           w.last_drain_at::text, w.last_error \
          FROM pgtrickle.pgt_wal_capture w LEFT JOIN progress p ON p.source_relid = w.source_relid \
          LEFT JOIN pg_replication_slots s ON s.slot_name = w.slot_name \
-         WHERE $2::boolean OR has_table_privilege($1::text::oid, w.source_relid, 'SELECT') \
+         WHERE ($2::boolean OR has_table_privilege($1::text::oid, w.source_relid, 'SELECT')) \
+           AND ($4::text IS NULL OR w.source_relid = $4::text::oid) \
          UNION ALL \
          SELECT NULL, s.slot_name::text, 'orphaned', s.confirmed_flush_lsn::text, NULL, \
-           greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0), 0)::bigint::text, '0', NULL, NULL, NULL \
-         FROM pg_replication_slots s WHERE $2::boolean AND s.database = current_database() \
+           greatest(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0), 0)::bigint::text, '0', NULL, NULL \
+         FROM pg_replication_slots s WHERE $2::boolean AND $4::text IS NULL AND s.database = current_database() \
            AND left(s.slot_name, length($3)) = $3 \
            AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_wal_capture w WHERE w.slot_name = s.slot_name) \
          ORDER BY 3 DESC, 1, 2",
-        &[arg(role.to_u32()), arg(all), arg(slot_prefix)],
+        &[
+            arg(role.to_u32()),
+            arg(all),
+            arg(slot_prefix),
+            only.map(|o| o.to_string()),
+        ],
     )
     .into_iter()
     .map(|r| Listing {
-        relid: r.parsed(9),
         source: r.opt(0),
         slot: r.text(1),
         state: r.text(2),

@@ -11,7 +11,7 @@ thread_local! {
 /// Log (once per slot and process) every capture slot of this database
 /// that no capture owns.
 pub(super) fn report_orphans() {
-    for l in wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix()) {
+    for l in wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix(), None) {
         // A switch in progress holds its slot's lock while the slot is new.
         if l.state == "orphaned"
             && slot_free(&l.slot)
@@ -33,7 +33,7 @@ fn drop_orphaned_capture_slots() -> Vec<String> {
     security::require_superuser("drop_orphaned_capture_slots");
     as_extension(|| {
         let mut dropped = Vec::new();
-        for l in wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix()) {
+        for l in wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix(), None) {
             if l.state != "orphaned" {
                 continue;
             }
@@ -79,7 +79,7 @@ fn wal_capture_status() -> TableIterator<
 > {
     let me = security::caller();
     let all = security::is_superuser(me) || security::is_monitor(me);
-    let rows = as_extension(|| wal_capture::listing(me, all, &slot_prefix()));
+    let rows = as_extension(|| wal_capture::listing(me, all, &slot_prefix(), None));
     TableIterator::new(rows.into_iter().map(|l| {
         (
             l.source,
@@ -100,9 +100,8 @@ fn wal_capture_status() -> TableIterator<
 /// writes do not count) and seconds since that drain, as
 /// `wal_capture_status()` shows them.
 pub fn slot_lag(relid: u32) -> Option<(i64, f64)> {
-    wal_capture::of(relid)?;
-    wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix())
+    wal_capture::listing(pg_sys::Oid::INVALID, true, &slot_prefix(), Some(relid))
         .into_iter()
-        .find(|l| l.relid == Some(relid))
+        .next()
         .map(|l| (l.lag_bytes, l.lag_seconds))
 }
