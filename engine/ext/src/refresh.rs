@@ -81,8 +81,8 @@ pub fn refresh_with(
     // Sources captured from the WAL: this transaction's own writes to them
     // are decoded only after it commits, so a refresh in it recomputes;
     // their undecoded changes are read by this refresh alone, with its token.
-    let own_wal_write = crate::wal_capture::written_wal_source(&relids);
     let wal_sources = crate::catalog::wal_capture::among(&relids);
+    let own_wal_write = crate::wal_capture::written_wal_source(&wal_sources);
     let token = (!wal_sources.is_empty()).then(crate::wal_capture::ReadToken::issue);
     let token_text = token.as_ref().map(|t| t.0.clone());
 

@@ -139,21 +139,14 @@ pub fn note_write(relid: u32) {
     }
 }
 
-/// The first of `sources` that this transaction wrote and that is
-/// captured from the WAL: its own changes are decoded only after it
-/// commits, so a refresh in it must recompute FULL.
-pub fn written_wal_source(sources: &[u32]) -> Option<u32> {
-    let written: Vec<u32> = WRITTEN.with(|w| {
-        sources
-            .iter()
-            .copied()
-            .filter(|s| w.borrow().contains(s))
-            .collect()
-    });
-    if written.is_empty() {
-        return None;
-    }
-    wal_capture::among(&written).first().copied()
+/// The first of `wal_sources` (sources captured from the WAL) that this
+/// transaction wrote: its own changes are decoded only after it commits,
+/// so a refresh in it must recompute FULL.
+pub fn written_wal_source(wal_sources: &[u32]) -> Option<u32> {
+    WRITTEN.with(|w| {
+        let written = w.borrow();
+        wal_sources.iter().copied().find(|s| written.contains(s))
+    })
 }
 
 /// Why a refresh in a transaction that wrote `source` (captured from the
