@@ -600,3 +600,49 @@ fn a_query_without_columns_is_refused_and_for_update_is_named() {
         "{reason}"
     );
 }
+
+/// A change committed between a refresh's check of which sources changed
+/// and its statement: the specialised statement assumed that source
+/// unchanged, so its work is undone and the general statement runs. The
+/// refresh stays DIFFERENTIAL (it used to recompute FULL) and exact.
+#[test]
+fn a_change_arriving_while_the_refresh_is_planned_stays_differential() {
+    let mut db = database("planning_race");
+    db.batch_execute(
+        "CREATE TABLE a (k int, v int); CREATE TABLE b (k int, w int);
+         INSERT INTO a SELECT g, g FROM generate_series(1, 50) g;
+         INSERT INTO b SELECT g, g * 10 FROM generate_series(1, 50) g;
+         SELECT pgtrickle.create_stream_table('st', 'SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL');
+         INSERT INTO a VALUES (51, 51);",
+    )
+    .unwrap();
+    // The writer changes b and holds a lock on a that the refresh needs
+    // only after it checked which buffers hold changes (when it checks the
+    // owner may still read the sources).
+    let mut writer = shared_cluster().connect("t_planning_race").unwrap();
+    writer
+        .batch_execute("BEGIN; INSERT INTO b VALUES (51, 510); UPDATE b SET w = w + 1 WHERE k = 3; LOCK TABLE a IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let refresher = std::thread::spawn(|| {
+        let mut r = shared_cluster().connect("t_planning_race").unwrap();
+        r.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+    });
+    let started = Instant::now();
+    loop {
+        let waiting = count(
+            &mut db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%refresh_stream_table%'",
+        );
+        if waiting == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the refresh never waited for the writer's lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer.batch_execute("COMMIT").unwrap();
+    refresher.join().unwrap().unwrap();
+    let last = oracles::engine_api::last_refresh(&mut db, "st").unwrap().unwrap();
+    assert_eq!(last.describe(), "DIFFERENTIAL", "{last:?}");
+    assert_fresh(&mut db, "st", "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k");
+}

@@ -144,7 +144,7 @@ pub fn refresh_with(
         };
         let sql = crate::specialise::specialised(&target, &pending)
             .map(|s| s.sql)
-            .unwrap_or(stored);
+            .unwrap_or_else(|| stored.clone());
         (Mode::Differential, sql, args)
     } else {
         if let (true, Some(src)) = (
@@ -190,16 +190,33 @@ pub fn refresh_with(
     } else {
         Vec::new()
     };
-    let result = run_refresh(&sql, &args, buffers);
+    let guarded = |r: &Vec<Option<String>>| r.get(4).cloned().flatten().as_deref() == Some("true");
+    let result = if mode == Mode::Differential && st.diff_sql.as_deref() != Some(sql.as_str()) {
+        // A specialised statement guards the sources it assumed unchanged.
+        // When one had changes committed between the check and the
+        // statement, its result is incomplete: undo it and run the general
+        // statement, which reads every source's changes.
+        let (r, kept) = crate::spi::in_subtransaction_kept_if(|| {
+            let r = run_refresh(&sql, &args, buffers.clone());
+            let complete = !guarded(&r);
+            (r, complete)
+        });
+        if kept {
+            r
+        } else {
+            run_refresh(st.diff_sql.as_deref().unwrap_or_default(), &args, buffers)
+        }
+    } else {
+        run_refresh(&sql, &args, buffers)
+    };
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode;
     let recompute_because = if mode != Mode::Differential {
         None
-    } else if result.get(4).cloned().flatten().as_deref() == Some("true") {
-        // A source the specialised statement assumed unchanged had changes
-        // committed between the check and the statement: its result is
-        // incomplete. Recompute; the changes are consumed by this refresh.
+    } else if guarded(&result) {
+        // The general statement guards nothing: only a statement that
+        // lost its general form gets here. Recompute.
         Some("changes arrived on a source while the refresh was being planned; recomputed FULL")
     } else if deleted != expected {
         // The stored rows did not hold what the delta expected to delete: the

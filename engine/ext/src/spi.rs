@@ -171,6 +171,37 @@ pub fn in_rolled_back_subtransaction<R>(
     subtransaction(f, false)
 }
 
+/// Run `f` in an internal subtransaction and keep its work only when `f`
+/// says so (the `bool` it returns); an ERROR rolls it back and is raised
+/// again as it was. What `f` returns in Rust memory is kept either way.
+pub fn in_subtransaction_kept_if<R>(
+    f: impl FnOnce() -> (R, bool) + std::panic::UnwindSafe,
+) -> (R, bool) {
+    let old_context = unsafe { pg_sys::CurrentMemoryContext };
+    let old_owner = unsafe { pg_sys::CurrentResourceOwner };
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let end = |keep: bool| unsafe {
+        if keep {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+    };
+    let result = PgTryBuilder::new(|| Ok(f())).catch_others(Err).execute();
+    match result {
+        Ok((value, keep)) => {
+            end(keep);
+            (value, keep)
+        }
+        Err(caught) => {
+            end(false);
+            caught.rethrow()
+        }
+    }
+}
+
 fn subtransaction<R>(
     f: impl FnOnce() -> R + std::panic::UnwindSafe,
     keep: bool,

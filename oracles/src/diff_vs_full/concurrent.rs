@@ -46,10 +46,6 @@ const AFTER_CONFLICT: &[&str] = &["25P02", "3B001"];
 /// How long the scheduler may take to consume a step's changes.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
 
-/// The FULL reason a refresh records when a source changed between its
-/// plan and its statement: correct, and expected with a live scheduler.
-const PLANNING_RACE: &str = "changes arrived on a source while the refresh was being planned";
-
 /// The reason a refresh records when it ran FULL because its own
 /// transaction wrote a source captured from the WAL (correct, documented).
 pub(super) const OWN_WAL_WRITES: &str = "this transaction wrote source";
@@ -381,17 +377,13 @@ impl Runner<'_> {
                 }
             };
             saw_full |= mode == Maintained::Full;
-            let planning_race = r
-                .reason
-                .as_deref()
-                .is_some_and(|x| x.starts_with(PLANNING_RACE));
             let own_wal_writes = r
                 .reason
                 .as_deref()
                 .is_some_and(|x| x.starts_with(OWN_WAL_WRITES));
             let fine = mode == want
                 || (want == Maintained::Full && mode == Maintained::Differential)
-                || (mode == Maintained::Full && (planning_race || own_wal_writes));
+                || (mode == Maintained::Full && own_wal_writes);
             if !fine {
                 return Ok(Some(format!(
                     "a {by} refresh ran {}, but this stream table must refresh {want} here",
