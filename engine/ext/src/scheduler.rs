@@ -67,18 +67,47 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         // transaction runs as the extension with a pinned search_path; each
         // refresh runs its stream table's statements as that table's owner.
         // Changes captured from the WAL reach their buffers first.
+        report_activity(Some("draining WAL captures"));
         BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
         let Some(due) = BackgroundWorker::transaction(|| as_extension(due_stream_tables)) else {
+            report_activity(None);
             continue;
         };
         for id in due {
-            BackgroundWorker::transaction(move || as_extension(|| refresh_one(id)));
+            BackgroundWorker::transaction(move || {
+                as_extension(|| {
+                    let name = stream_tables::name_of(id).unwrap_or_else(|| id.to_string());
+                    report_activity(Some(&format!("refreshing stream table {name}")));
+                    refresh_one(id)
+                })
+            });
         }
         // Slot lag counts the WAL written since the last drain, the
         // refreshes' own included: drain again before judging it.
+        report_activity(Some("draining WAL captures"));
         BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
+        report_activity(Some("evaluating backpressure"));
         BackgroundWorker::transaction(|| as_extension(evaluate_backpressure));
+        report_activity(None);
     }
+}
+
+/// Show what the scheduler is doing in `pg_stat_activity` (`state` active
+/// with `query` saying what, or idle between ticks), as a backend shows
+/// its statement: operators see which refresh it is in, and `harness
+/// chaos` times its faults by it.
+fn report_activity(doing: Option<&str>) {
+    let (state, text) = match doing {
+        Some(what) => (
+            pg_sys::BackendState::STATE_RUNNING,
+            format!("pg_trickle scheduler: {what}"),
+        ),
+        None => (pg_sys::BackendState::STATE_IDLE, String::new()),
+    };
+    let text = std::ffi::CString::new(text).unwrap_or_default();
+    // SAFETY: called from the worker's own process with a NUL-terminated
+    // string PostgreSQL copies into shared memory.
+    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }
 
 /// Whether pg_trickle is installed here at this library's version (an
