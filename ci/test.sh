@@ -28,6 +28,9 @@ cargo test --workspace --exclude pg_trickle
 echo "== harness upgrade (each released version built from its commit, upgraded in place in a private copy of the installation, checked)"
 cargo run -q -p harness -- --run-dir target/ci-upgrade-run upgrade
 
+echo "== harness chaos (every single-node fault scenario once, fixed seed: kill -9, immediate shutdown, crashes during DDL, cancels, lock timeouts, a full disk)"
+cargo run -q -p harness -- --run-dir target/ci-chaos-run chaos --runs 1 --seed 20261129
+
 echo "== cargo pgrx test (glue tests inside PostgreSQL)"
 PGRX_TEST_DIR="${TMPDIR:-/tmp}/pg_trickle-pgrx-test"
 mkdir -p "$PGRX_TEST_DIR"

@@ -35,6 +35,14 @@ impl Common {
     }
 }
 
+/// A seed from the clock (seconds since the epoch), for runs not given one.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
+}
+
 /// Why the runner stops.
 pub enum Failure {
     /// A check failed (exit 1).

@@ -440,6 +440,44 @@ impl Cluster {
         )
     }
 
+    /// Stop the server with `pg_ctl stop -m immediate`: every process
+    /// exits at once without a checkpoint, as in a power cut; the next
+    /// start runs crash recovery.
+    pub fn stop_immediate(&self) -> Result<(), ClusterError> {
+        unregister(&self.data_dir());
+        stop_data_dir(
+            &self.bindir,
+            &self.data_dir(),
+            self.run_as.as_deref(),
+            "immediate",
+        )
+    }
+
+    /// Connect to `dbname`, retrying until the server accepts connections
+    /// again (after a crash restart or a start) or `limit` has passed.
+    pub fn connect_when_ready(
+        &self,
+        dbname: &str,
+        limit: Duration,
+    ) -> Result<postgres::Client, ClusterError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.connect(dbname) {
+                Ok(c) => return Ok(c),
+                Err(e) if started.elapsed() < limit => {
+                    tracing::debug!("{}: not ready yet: {e}", self.name);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The account the server runs as (`postgres` when the runner is root).
+    pub fn server_account(&self) -> Option<&str> {
+        self.run_as.as_deref()
+    }
+
     /// Copy the server log into the log directory, if one was given.
     fn save_log(&self) {
         if let Some(dir) = &self.log_dir {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use harness::checks::{fuzz, oracle, sqlancer, tpch, upgrade, versions};
+use harness::checks::{chaos, fuzz, oracle, sqlancer, tpch, upgrade, versions};
 use harness::cli::{Common, Failure};
 use harness::plans::{nightly, pr};
 use harness::tools::{bench, demo, docs};
@@ -58,6 +58,8 @@ enum Command {
     Demo(demo::command::DemoArgs),
     /// Measure refresh time, write latency and write throughput.
     Bench(bench::BenchConfig),
+    /// Faults under concurrent writers and the scheduler (kill -9, immediate shutdown, crashes during DDL, cancels, lock timeouts, a full disk), each run checked by the oracle.
+    Chaos(chaos::command::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Tpch(args) => tpch::command::run(&cli.common, args),
         Command::Baseline(c) => tpch::baseline::run(&cli.common, c),
         Command::Bench(cfg) => bench::command::run(&cli.common, cfg),
+        Command::Chaos(args) => chaos::command::run(&cli.common, args),
     };
     match result {
         Ok(()) => ExitCode::from(0),

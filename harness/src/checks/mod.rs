@@ -2,6 +2,7 @@
 //! subcommand that runs it alone. The jobs that combine them live in
 //! [`crate::plans`].
 
+pub mod chaos;
 pub mod exactness;
 pub mod fuzz;
 pub mod oracle;

@@ -2,8 +2,8 @@
 //! the negative control, SQLancer-light sessions with fresh seeds (each
 //! printed) until the time budget is spent, all 22 TPC-H queries at SF 0.1
 //! and at SF 1 (where the results are also checked against the answers
-//! `tpchgen` publishes), the whole upgrade matrix, then every fuzz target
-//! for a bounded time.
+//! `tpchgen` publishes), the whole upgrade matrix, the chaos scenarios,
+//! then every fuzz target for a bounded time.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ pub struct NightlyArgs {
     /// Seconds per fuzz target (0: no fuzzing).
     #[arg(long, default_value_t = 300)]
     pub fuzz_seconds: u64,
+    /// Runs of each chaos scenario (0: no chaos).
+    #[arg(long, default_value_t = 3)]
+    pub chaos_runs: u64,
 }
 
 /// Run `harness nightly`.
@@ -43,12 +46,7 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
     let mut cluster = run.cluster(common, crate::checks::oracle::oracle_cluster_settings())?;
     let budget = Duration::from_secs(args.minutes * 60);
     let started = Instant::now();
-    let base = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(1)
-    });
+    let base = args.seed.unwrap_or_else(crate::cli::clock_seed);
     println!(
         "nightly: base seed {base} (reproduce: {} nightly --seed {base})",
         common.runner()
@@ -135,6 +133,20 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
         root: ".".into(),
     };
     suites.push(crate::checks::upgrade::command::suite(common, &run, &up)?);
+    if args.chaos_runs > 0 {
+        let chaos = crate::checks::chaos::ChaosOptions {
+            seed: base,
+            runs: args.chaos_runs,
+            only: Vec::new(),
+            writers: 3,
+            load_seconds: 2.0,
+            pg_config: common.pg_config.clone(),
+            runner: common.runner(),
+        };
+        let (s, figures) = crate::checks::chaos::chaos_suite(&chaos, &run.dir, common.keep);
+        println!("\n{}", crate::checks::chaos::table(&figures));
+        suites.push(s);
+    }
     if args.fuzz_seconds > 0 {
         suites.push(crate::checks::fuzz::fuzz_suite(
             &crate::checks::fuzz::FuzzOptions {

@@ -29,12 +29,9 @@ pub struct FuzzArgs {
 /// Run `harness fuzz`.
 pub fn run(common: &Common, args: &FuzzArgs) -> Result<(), Failure> {
     let run = Run::begin(common, "fuzz")?;
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() % 1_000_000)
-            .unwrap_or(1)
-    });
+    let seed = args
+        .seed
+        .unwrap_or_else(|| crate::cli::clock_seed() % 1_000_000);
     let opts = FuzzOptions {
         dir: args.dir.clone(),
         per_target: Duration::from_secs(args.seconds),

@@ -50,12 +50,7 @@ pub struct SqlancerArgs {
 impl SqlancerArgs {
     /// The session options these arguments select.
     pub fn options(&self, common: &Common) -> SqlancerOptions {
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(1)
-        });
+        let seed = self.seed.unwrap_or_else(crate::cli::clock_seed);
         SqlancerOptions {
             seed,
             first: self.first,
