@@ -16,6 +16,9 @@ for patch in "$ROOT"/ci/mutants/*.patch; do
     git -C "$ROOT" apply --check "$patch" || { echo "ci/mutants/$(basename "$patch") no longer applies: refresh it" >&2; exit 1; }
 done
 
+echo "== the drop-in GitHub Actions workflows (ci/workflows/): actionlint and zizmor"
+"$ROOT/ci/lint-workflows.sh"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
