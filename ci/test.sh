@@ -33,6 +33,10 @@ cargo run -q -p harness -- --run-dir target/ci-upgrade-run upgrade
 
 echo "== harness chaos (every single-node fault scenario once, fixed seed: kill -9, immediate shutdown, crashes during DDL, cancels, lock timeouts, a full disk)"
 cargo run -q -p harness -- --run-dir target/ci-chaos-run chaos --runs 1 --seed 20261129
+echo "== harness chaos --capture wal (the scenarios where a crash meets a slot, a drain or a full buffer disk)"
+cargo run -q -p harness -- --run-dir target/ci-chaos-wal-run chaos --runs 1 --seed 20261129 --capture wal \
+    --scenario kill_scheduler_mid_refresh --scenario immediate_shutdown_mid_capture \
+    --scenario crash_during_drop --scenario disk_full_change_buffers
 
 echo "== cargo pgrx test (glue tests inside PostgreSQL)"
 PGRX_TEST_DIR="${TMPDIR:-/tmp}/pg_trickle-pgrx-test"

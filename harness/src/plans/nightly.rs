@@ -134,18 +134,24 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
     };
     suites.push(crate::checks::upgrade::command::suite(common, &run, &up)?);
     if args.chaos_runs > 0 {
-        let chaos = crate::checks::chaos::ChaosOptions {
-            seed: base,
-            runs: args.chaos_runs,
-            only: Vec::new(),
-            writers: 3,
-            load_seconds: 2.0,
-            pg_config: common.pg_config.clone(),
-            runner: common.runner(),
-        };
-        let (s, figures) = crate::checks::chaos::chaos_suite(&chaos, &run.dir, common.keep);
-        println!("\n{}", crate::checks::chaos::table(&figures));
-        suites.push(s);
+        for capture in [
+            oracles::workload::Capture::Trigger,
+            oracles::workload::Capture::Wal,
+        ] {
+            let chaos = crate::checks::chaos::ChaosOptions {
+                seed: base,
+                runs: args.chaos_runs,
+                only: Vec::new(),
+                writers: 3,
+                load_seconds: 2.0,
+                pg_config: common.pg_config.clone(),
+                runner: common.runner(),
+                capture,
+            };
+            let (s, figures) = crate::checks::chaos::chaos_suite(&chaos, &run.dir, common.keep);
+            println!("\n{}", crate::checks::chaos::table(&figures));
+            suites.push(s);
+        }
     }
     if args.fuzz_seconds > 0 {
         suites.push(crate::checks::fuzz::fuzz_suite(

@@ -25,6 +25,11 @@ pub struct ChaosArgs {
     /// Seconds of load before the faults and after them.
     #[arg(long, default_value_t = 2.0)]
     pub load_seconds: f64,
+    /// How the sources chaos_orders and chaos_customers are captured:
+    /// `trigger`, or `wal` (switched after creation; chaos_events keeps
+    /// its trigger).
+    #[arg(long, value_parser = crate::checks::oracle::command::parse_capture, default_value = "trigger")]
+    pub capture: oracles::workload::Capture,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
@@ -59,6 +64,7 @@ pub fn options(common: &Common, args: &ChaosArgs, seed: u64) -> Result<ChaosOpti
         load_seconds: args.load_seconds.max(0.2),
         pg_config: common.pg_config.clone(),
         runner: common.runner(),
+        capture: args.capture,
     })
 }
 

@@ -36,6 +36,37 @@ pub struct StreamTable {
 pub fn catch_up(db: &mut Client, sts: &[&StreamTable]) -> Result<(), String> {
     let started = Instant::now();
     let names: Vec<String> = sts.iter().map(|s| s.name.to_string()).collect();
+    // Changes captured from the WAL count as pending only once drained:
+    // first wait for every slot to be drained past the WAL written so far
+    // (in a statement of its own, as the oracle does).
+    let wal_end: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .map_err(|e| describe(&e))?
+        .get(0);
+    loop {
+        let undrained: Vec<String> = db
+            .query(
+                "SELECT c.source || ' at ' || coalesce(c.drained_lsn, 'nothing') || coalesce(' (' || c.last_error || ')', '') \
+                 FROM pgtrickle.wal_capture_status() c \
+                 WHERE c.source IS NOT NULL AND coalesce(c.drained_lsn::pg_lsn < $1::text::pg_lsn, true)",
+                &[&wal_end],
+            )
+            .map_err(|e| describe(&e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if undrained.is_empty() {
+            break;
+        }
+        if started.elapsed() > CATCH_UP_LIMIT {
+            return Err(format!(
+                "the scheduler did not drain the WAL captures to {wal_end} within {} s after the load stopped: {}",
+                CATCH_UP_LIMIT.as_secs(),
+                undrained.join("; ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     loop {
         for st in sts.iter().filter(|s| s.schedule.is_none()) {
             db.batch_execute(&format!(
