@@ -637,12 +637,21 @@ fn a_change_arriving_while_the_refresh_is_planned_stays_differential() {
         if waiting == 1 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the refresh never waited for the writer's lock");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the refresh never waited for the writer's lock"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     writer.batch_execute("COMMIT").unwrap();
     refresher.join().unwrap().unwrap();
-    let last = oracles::engine_api::last_refresh(&mut db, "st").unwrap().unwrap();
+    let last = oracles::engine_api::last_refresh(&mut db, "st")
+        .unwrap()
+        .unwrap();
     assert_eq!(last.describe(), "DIFFERENTIAL", "{last:?}");
-    assert_fresh(&mut db, "st", "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k");
+    assert_fresh(
+        &mut db,
+        "st",
+        "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
+    );
 }
