@@ -14,7 +14,8 @@
 //!   settings docs and the benchmarks.
 //! - Shared parts: [`cli`] (options, the run directory, exit status),
 //!   [`cluster`] (real PostgreSQL clusters), [`load`] (the CPU hog),
-//!   [`progress`] and [`testkit`] (fixtures for the end-to-end tests).
+//!   [`progress`], [`sharding`] (PostgreSQL's own sharding over a
+//!   topology) and [`testkit`] (fixtures for the end-to-end tests).
 
 pub mod checks;
 pub mod cli;
@@ -23,5 +24,6 @@ pub mod load;
 pub mod plans;
 pub mod progress;
 pub mod report;
+pub mod sharding;
 pub mod testkit;
 pub mod tools;

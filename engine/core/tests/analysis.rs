@@ -122,7 +122,7 @@ fn unsupported_constructs_are_named() {
         ),
         (
             "SELECT k FROM ul",
-            "source public.ul cannot be captured exactly: it is unlogged",
+            "source public.ul, which cannot be captured exactly: it is unlogged",
         ),
         (
             "SELECT k FROM ONLY par",

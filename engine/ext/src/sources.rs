@@ -91,7 +91,9 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
         return None;
     }
     rows(
-        "SELECT c.oid::regclass::text, c.relkind::text, c.relpersistence::text FROM pg_class c \
+        "SELECT c.oid::regclass::text, c.relkind::text, c.relpersistence::text, s.srvname::text \
+         FROM pg_class c LEFT JOIN pg_foreign_table f ON f.ftrelid = c.oid \
+         LEFT JOIN pg_foreign_server s ON s.oid = f.ftserver \
          WHERE c.oid = ANY ($1::text::oid[]) AND (c.relkind = 'f' OR c.relpersistence <> 'p') ORDER BY c.oid",
         &[Some(list)],
     )
@@ -100,7 +102,10 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
     .map(|m| {
         let name = m[0].clone().unwrap_or_default();
         if m[1].as_deref() == Some("f") {
-            format!("its partition or child {name} is a foreign table, whose writes on its server are not captured")
+            let server = m[3].clone().unwrap_or_default();
+            format!(
+                "its partition or child {name} is a foreign table on server {server}, whose writes on that server are not captured"
+            )
         } else {
             format!("its partition or child {name} is unlogged: a crash empties it without any change to capture")
         }

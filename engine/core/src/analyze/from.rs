@@ -53,7 +53,7 @@ impl Analyzer<'_> {
                 }
                 if let Some(problem) = &table.capture_problem {
                     let reason = format!(
-                        "source {} cannot be captured exactly: {problem}",
+                        "source {}, which cannot be captured exactly: {problem}",
                         table.qualified()
                     );
                     self.source_index(&table);
