@@ -18,6 +18,7 @@ pub mod capture;
 mod changes;
 mod decode;
 mod encode;
+pub mod remote;
 
 pub use changes::{assemble, Assembler, Change, ChangeError, ChangeKind, Row};
 pub use decode::{decode, DecodeError};
