@@ -176,6 +176,15 @@ pub const SETTINGS: &[Setting] = &[
         description: "Cap on the change rows a held stream table may leave unconsumed on one source (0: no cap). At the cap, statements writing to that source fail with SQLSTATE 53400 until the stream table is resumed and refreshed or its changes are discarded; nothing captured is lost. Checked when backpressure is evaluated.",
         experimental: false,
     },
+    Setting {
+        name: "remote_failed_ticks_warning",
+        kind: SettingKind::Int { default: 5, min: 1, max: 100_000 },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "Capture on other nodes",
+        description: "After this many drains of a node's capture slot fail in a row, each further failure is logged as a WARNING (before, only the status shows it). A failing node is retried with backoff (2, 4, ... up to 60 seconds) while the other nodes keep flowing.",
+        experimental: false,
+    },
 ];
 
 #[cfg(test)]

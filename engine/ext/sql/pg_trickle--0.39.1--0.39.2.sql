@@ -186,6 +186,42 @@ CREATE TABLE pgtrickle.pgt_wal_progress (
 CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
 COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
 
+-- Capture on other nodes (0.39.2): one row per (sharded source, node),
+-- the slot on that node, how much of it is written into the source's
+-- change buffer (settled position and the transactions written past it),
+-- and the lease of whoever drains it on a schedule. The row is locked by
+-- every drain of the slot; progress and lease are written in the same
+-- transaction as the buffer rows.
+CREATE TABLE pgtrickle.pgt_remote_capture (
+    source_relid      oid NOT NULL REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
+    server_oid        oid NOT NULL,
+    slot_name         name NOT NULL,
+    settled_lsn       pg_lsn NOT NULL,
+    written           text NOT NULL DEFAULT '',
+    confirmed_lsn     pg_lsn,
+    lease_holder      text,
+    lease_acquired_at timestamptz,
+    lease_expires_at  timestamptz,
+    last_drain_at     timestamptz,
+    last_error        text,
+    failed_ticks      integer NOT NULL DEFAULT 0,
+    retry_after       timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_relid, server_oid)
+);
+COMMENT ON TABLE pgtrickle.pgt_remote_capture IS 'Sharded sources captured on the nodes that hold their rows: slot, written progress, lease, errors';
+CREATE TABLE pgtrickle.pgt_remote_lease_history (
+    id           bigserial PRIMARY KEY,
+    source_relid oid NOT NULL,
+    server_oid   oid NOT NULL,
+    holder       text NOT NULL,
+    acquired_at  timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    taken_from   text,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_remote_lease_history IS 'Every lease taken or taken over on a node slot, for checking that holders never overlapped';
+
 
 -- What a restore checks: whether the stream table was reinitialised since
 -- a snapshot (and, above, which transactions were pruned since).
@@ -252,6 +288,34 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'wal_capture_status_wrapper';
 
+-- Capture on other nodes: sharded sources (postgres_fdw partitions).
+CREATE FUNCTION "drain_remote_capture"() RETURNS bigint
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'drain_remote_capture_wrapper';
+
+CREATE FUNCTION "drop_orphaned_remote_slots"() RETURNS TEXT[]
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'drop_orphaned_remote_slots_wrapper';
+
+CREATE FUNCTION "remote_capture_status"() RETURNS TABLE (
+	"stream_table" TEXT,
+	"source" TEXT,
+	"server" TEXT,
+	"slot_name" TEXT,
+	"settled_lsn" TEXT,
+	"confirmed_lsn" TEXT,
+	"lease_holder" TEXT,
+	"lease_expires_at" TEXT,
+	"last_drain_at" TEXT,
+	"failed_ticks" INT,
+	"last_error" TEXT
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'remote_capture_status_wrapper';
+
 -- Snapshots: archival copies of stream tables and their restore.
 CREATE FUNCTION "restore_from_snapshot"(
 	"name" TEXT,
@@ -268,12 +332,16 @@ CREATE FUNCTION "snapshot_stream_table"(
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'snapshot_stream_table_wrapper';
 
-REVOKE ALL ON pgtrickle.pgt_wal_capture, pgtrickle.pgt_wal_progress, pgtrickle.pgt_snapshots, pgtrickle.pgt_pruned_xids FROM PUBLIC;
+REVOKE ALL ON pgtrickle.pgt_wal_capture, pgtrickle.pgt_wal_progress, pgtrickle.pgt_snapshots, pgtrickle.pgt_pruned_xids,
+    pgtrickle.pgt_remote_capture, pgtrickle.pgt_remote_lease_history FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     pgtrickle._wal_pending(text, oid, text, text, text),
     pgtrickle.drain_wal_capture(),
-    pgtrickle.drop_orphaned_capture_slots()
+    pgtrickle.drop_orphaned_capture_slots(),
+    pgtrickle.drain_remote_capture(),
+    pgtrickle.drop_orphaned_remote_slots()
 FROM PUBLIC;
+REVOKE ALL ON SEQUENCE pgtrickle.pgt_remote_lease_history_id_seq FROM PUBLIC;
 
 REVOKE EXECUTE ON FUNCTION
     pgtrickle._structure_changed(oid[], text),

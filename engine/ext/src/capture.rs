@@ -129,6 +129,7 @@ fn install_capture_function(oid: u32, cols: &[(String, String)]) {
             "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql \
              SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$\n\
              BEGIN\n\
+             {skip_foreign}\
              IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN\n\
                INSERT INTO {buffer} (op, {n}) VALUES ('I', {nv});\n\
              ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN\n\
@@ -138,6 +139,7 @@ fn install_capture_function(oid: u32, cols: &[(String, String)]) {
              END IF;\n\
              RETURN NULL;\n\
              END\n$pgt$",
+            skip_foreign = skip_foreign(oid),
             n = n_cols.join(", "),
             o = o_cols.join(", "),
             nv = new_vals.join(", "),
@@ -146,6 +148,22 @@ fn install_capture_function(oid: u32, cols: &[(String, String)]) {
         &[],
     );
     run(&format!("REVOKE ALL ON FUNCTION {func}() FROM PUBLIC"), &[]);
+}
+
+/// For a partitioned source, the capture function's first statement:
+/// rows of a foreign partition are captured on its node, from the WAL
+/// (see `remote_capture`), not by the trigger cloned onto it.
+fn skip_foreign(oid: u32) -> String {
+    let partitioned = crate::spi::value(
+        "SELECT (relkind = 'p')::text FROM pg_class WHERE oid = $1::text::oid",
+        &[Some(oid.to_string())],
+    );
+    if partitioned.as_deref() != Some("true") {
+        return String::new();
+    }
+    "IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) TG_RELID) \
+     OPERATOR(pg_catalog.=) 'f' THEN RETURN NULL; END IF;\n"
+        .to_string()
 }
 
 /// Bring every existing capture up to this version: regenerate each
@@ -222,8 +240,10 @@ pub fn columns_changed(source_relid: u32) -> bool {
 
 /// Drop a source's buffer, trigger function and triggers unconditionally.
 pub fn drop_capture(source_relid: u32) {
-    // Its slot and read function (capture from the WAL) go first.
+    // Its slots (capture from the WAL, here and on other nodes) and read
+    // function go first.
     crate::wal_capture::drop_wal_capture(source_relid);
+    crate::remote_capture::drop_for(source_relid);
     // Member triggers are found through the recorded members, before the row goes.
     crate::triggers::drop_members(source_relid);
     let Some(buffer) = change_buffers::delete(source_relid) else {

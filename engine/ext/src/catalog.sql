@@ -105,6 +105,42 @@ CREATE TABLE pgtrickle.pgt_wal_progress (
 CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
 COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
 
+-- Capture on other nodes (0.39.2): one row per (sharded source, node),
+-- the slot on that node, how much of it is written into the source's
+-- change buffer (settled position and the transactions written past it),
+-- and the lease of whoever drains it on a schedule. The row is locked by
+-- every drain of the slot; progress and lease are written in the same
+-- transaction as the buffer rows.
+CREATE TABLE pgtrickle.pgt_remote_capture (
+    source_relid      oid NOT NULL REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
+    server_oid        oid NOT NULL,
+    slot_name         name NOT NULL,
+    settled_lsn       pg_lsn NOT NULL,
+    written           text NOT NULL DEFAULT '',
+    confirmed_lsn     pg_lsn,
+    lease_holder      text,
+    lease_acquired_at timestamptz,
+    lease_expires_at  timestamptz,
+    last_drain_at     timestamptz,
+    last_error        text,
+    failed_ticks      integer NOT NULL DEFAULT 0,
+    retry_after       timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_relid, server_oid)
+);
+COMMENT ON TABLE pgtrickle.pgt_remote_capture IS 'Sharded sources captured on the nodes that hold their rows: slot, written progress, lease, errors';
+CREATE TABLE pgtrickle.pgt_remote_lease_history (
+    id           bigserial PRIMARY KEY,
+    source_relid oid NOT NULL,
+    server_oid   oid NOT NULL,
+    holder       text NOT NULL,
+    acquired_at  timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    taken_from   text,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_remote_lease_history IS 'Every lease taken or taken over on a node slot, for checking that holders never overlapped';
+
 -- Snapshots (0.39.2): archival copies of stream tables and the frontier
 -- each was taken at (see engine/ext/src/snapshot.rs).
 CREATE TABLE pgtrickle.pgt_snapshots (

@@ -35,6 +35,7 @@ pub mod planning;
 pub mod readonly;
 pub mod refresh;
 pub mod regenerate;
+pub mod remote_capture;
 pub mod replan;
 pub mod scheduler;
 pub mod security;

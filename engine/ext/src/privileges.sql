@@ -23,5 +23,7 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle.wake_on_commit(),
     pgtrickle._wal_pending(text, oid, text, text, text),
     pgtrickle.drain_wal_capture(),
-    pgtrickle.drop_orphaned_capture_slots()
+    pgtrickle.drop_orphaned_capture_slots(),
+    pgtrickle.drain_remote_capture(),
+    pgtrickle.drop_orphaned_remote_slots()
 FROM PUBLIC;

@@ -78,6 +78,9 @@ pub fn refresh_with(
     let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
     let captured = sources::captured_in_param_order(id);
     let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
+    // Sources sharded across nodes: the buffer must hold exactly the
+    // nodes' transactions this transaction's reads of them will see.
+    crate::remote_capture::before_read(&relids, &owner);
     // Sources captured from the WAL: this transaction's own writes to them
     // are decoded only after it commits, so a refresh in it recomputes;
     // their undecoded changes are read by this refresh alone, with its token.

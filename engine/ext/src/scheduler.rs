@@ -28,6 +28,16 @@ use crate::refresh::{self, Initiator};
 use crate::security::as_extension;
 use crate::spi::in_subtransaction;
 
+thread_local! {
+    /// Whether this process is the scheduler (set when its loop starts).
+    static IS_SCHEDULER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this backend is the scheduler worker.
+pub fn is_scheduler() -> bool {
+    IS_SCHEDULER.with(|s| s.get())
+}
+
 /// Register the worker; called from `_PG_init` during preload.
 pub fn register_worker() {
     BackgroundWorkerBuilder::new("pg_trickle scheduler")
@@ -51,6 +61,7 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     log!("pg_trickle scheduler started in database \"{database}\"");
     crate::wake::register_scheduler();
+    IS_SCHEDULER.with(|s| s.set(true));
     loop {
         let interval = SCHEDULER_INTERVAL_MS.get().max(1) as u64;
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(interval))) {
@@ -69,6 +80,8 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         // Changes captured from the WAL reach their buffers first.
         report_activity(Some("draining WAL captures"));
         BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
+        report_activity(Some("draining capture on other nodes"));
+        BackgroundWorker::transaction(|| as_extension(drain_remote));
         let Some(due) = BackgroundWorker::transaction(|| as_extension(due_stream_tables)) else {
             report_activity(None);
             continue;
@@ -115,6 +128,23 @@ fn report_activity(doing: Option<&str>) {
 /// `ALTER EXTENSION pg_trickle UPDATE`).
 fn extension_installed() -> bool {
     crate::compat::sql_matches_library()
+}
+
+/// Drain every node's capture slot (sharded sources); a failing node is
+/// recorded and retried with backoff, never fatal.
+fn drain_remote() {
+    if !extension_installed() {
+        return;
+    }
+    if let Err(f) = in_subtransaction(|| {
+        crate::remote_capture::drain_all();
+    }) {
+        warning!(
+            "pg_trickle: draining capture on other nodes failed ({}): {}",
+            f.sqlstate,
+            f.message
+        );
+    }
 }
 
 /// Re-evaluate backpressure on every source; a failure is logged, never fatal.

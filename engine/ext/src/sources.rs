@@ -90,11 +90,16 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
     if members.is_empty() {
         return None;
     }
+    // Foreign partitions on postgres_fdw servers are captured on their
+    // nodes (see `remote_capture`); any other foreign member cannot be.
+    if let Some(problem) = crate::remote_capture::problem(oid) {
+        return Some(problem);
+    }
     rows(
         "SELECT c.oid::regclass::text, c.relkind::text, c.relpersistence::text, s.srvname::text \
          FROM pg_class c LEFT JOIN pg_foreign_table f ON f.ftrelid = c.oid \
          LEFT JOIN pg_foreign_server s ON s.oid = f.ftserver \
-         WHERE c.oid = ANY ($1::text::oid[]) AND (c.relkind = 'f' OR c.relpersistence <> 'p') ORDER BY c.oid",
+         WHERE c.oid = ANY ($1::text::oid[]) AND c.relkind <> 'f' AND c.relpersistence <> 'p' ORDER BY c.oid",
         &[Some(list)],
     )
     .into_iter()

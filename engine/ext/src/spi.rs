@@ -189,7 +189,9 @@ pub fn in_subtransaction_kept_if<R>(
         pg_sys::MemoryContextSwitchTo(old_context);
         pg_sys::CurrentResourceOwner = old_owner;
     };
-    let result = PgTryBuilder::new(|| Ok(f())).catch_others(Err).execute();
+    let result = PgTryBuilder::new(|| Ok(f()))
+        .catch_others(|caught| Err(Box::new(caught)))
+        .execute();
     match result {
         Ok((value, keep)) => {
             end(keep);

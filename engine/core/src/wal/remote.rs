@@ -143,10 +143,16 @@ pub fn decide_lease(current: Option<&Lease>, me: &str, now: i64, length: i64) ->
     }
 }
 
+/// The prefix of every slot database `database` of the coordinator with
+/// `system_identifier` keeps on a node.
+pub fn slot_prefix(system_identifier: u64, database: u32) -> String {
+    format!("pgtrickle_{system_identifier:x}_{database}_")
+}
+
 /// The slot name for source `source` of database `database` on a node,
 /// unique across coordinators by the coordinator's system identifier.
 pub fn slot_name(system_identifier: u64, database: u32, source: u32) -> String {
-    format!("pgtrickle_{system_identifier:x}_{database}_{source}")
+    format!("{}{source}", slot_prefix(system_identifier, database))
 }
 
 #[cfg(test)]

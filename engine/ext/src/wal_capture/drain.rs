@@ -126,7 +126,7 @@ pub fn drain(capture: &wal_capture::WalSource) -> usize {
 }
 
 /// A `text[]` literal of `items`.
-pub(super) fn text_array(items: &[String]) -> String {
+pub fn text_array(items: &[String]) -> String {
     let quoted: Vec<String> = items
         .iter()
         .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))

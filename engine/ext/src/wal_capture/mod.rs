@@ -40,7 +40,7 @@ mod drain;
 mod status;
 mod switch;
 
-pub use drain::{drain, drain_all, drop_wal_capture};
+pub use drain::{drain, drain_all, drop_wal_capture, text_array};
 pub use status::slot_lag;
 
 /// The publication every WAL-captured source of a database belongs to

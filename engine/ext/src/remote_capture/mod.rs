@@ -1,0 +1,656 @@
+//! Capture on other nodes: a partitioned source whose partitions are
+//! `postgres_fdw` foreign tables has its changes captured from the WAL of
+//! the nodes that hold those rows, one slot per (node, source), into the
+//! source's own change buffer. Refresh then works as for any source.
+//!
+//! Exactness across nodes rests on one rule (see
+//! `pg_trickle_core::wal::remote`): a statement that reads a node's rows
+//! reads them in one snapshot of that node (postgres_fdw keeps one
+//! REPEATABLE READ transaction per node and local transaction), and the
+//! buffer then holds exactly the node's transactions that snapshot sees.
+//! So before a refresh (or the populate at creation) reads, it locks each
+//! (source, node) row, which keeps every other drain of that slot out
+//! until it commits, reads the node's snapshot through the
+//! `pgtrickle_changes.node_<server>` foreign table (on the owner's user
+//! mapping, the connection the partitions are read on, so it is the
+//! snapshot their reads use), and drains the slot up to it. The scheduler
+//! drains every slot each tick as well, under a lease, so that refreshes
+//! find little left to decode and slots advance.
+//!
+//! Rows a drain writes carry the draining transaction's own id: for the
+//! coordinator they are changes made by that transaction, visible when it
+//! commits, and consumed by the snapshot frontier like trigger-captured
+//! ones.
+
+use std::collections::BTreeMap;
+
+use pg_trickle_core::wal::capture::{
+    buffer_record, column_map, lsn_text, parse_lsn, widen_xid, Snapshot,
+};
+use pg_trickle_core::wal::remote::{decide_lease, Decoded, LeaseDecision, Progress};
+use pg_trickle_core::wal::{decode, Assembler, ChangeKind};
+use pgrx::prelude::*;
+
+use crate::security::Owner;
+use crate::spi::{first_column, qi, raise, row, rows, run, value};
+
+mod node;
+mod status;
+
+pub use node::dblink_schema;
+
+/// A foreign partition (at any level) of a sharded source.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    /// The foreign table on the coordinator.
+    pub member: u32,
+    /// Its foreign server.
+    pub server: u32,
+    /// The server's name.
+    pub server_name: String,
+    /// The table on the node: schema and name.
+    pub remote: (String, String),
+}
+
+/// The foreign members of `source` and their servers, and the first one
+/// whose server is not a postgres_fdw server (which cannot be captured).
+pub fn shards(source: u32) -> (Vec<Shard>, Option<(String, String)>) {
+    let members = crate::sources::members(source);
+    if members.is_empty() {
+        return (Vec::new(), None);
+    }
+    let list = format!(
+        "{{{}}}",
+        members
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut out = Vec::new();
+    let mut other = None;
+    for r in rows(
+        "SELECT c.oid::text, s.oid::text, s.srvname::text, w.fdwname::text, n.nspname::text, c.relname::text, \
+                (SELECT pg_catalog.substr(o, 13) FROM pg_catalog.unnest(f.ftoptions) o WHERE o LIKE 'schema_name=%'), \
+                (SELECT pg_catalog.substr(o, 12) FROM pg_catalog.unnest(f.ftoptions) o WHERE o LIKE 'table_name=%'), \
+                c.oid::regclass::text \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = c.oid \
+         JOIN pg_catalog.pg_foreign_server s ON s.oid = f.ftserver \
+         JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw \
+         WHERE c.oid = ANY ($1::text::oid[]) ORDER BY c.oid",
+        &[Some(list)],
+    ) {
+        let get = |i: usize| r[i].clone().unwrap_or_default();
+        if get(3) != "postgres_fdw" {
+            other.get_or_insert((get(8), get(2)));
+            continue;
+        }
+        out.push(Shard {
+            member: get(0).parse().unwrap_or(0),
+            server: get(1).parse().unwrap_or(0),
+            server_name: get(2),
+            remote: (
+                r[6].clone().unwrap_or_else(|| get(4)),
+                r[7].clone().unwrap_or_else(|| get(5)),
+            ),
+        });
+    }
+    (out, other)
+}
+
+/// Why `source`'s foreign members cannot be captured on their nodes, if
+/// they cannot (None also when it has none).
+pub fn problem(source: u32) -> Option<String> {
+    let (shards, other) = shards(source);
+    if let Some((member, server)) = other {
+        return Some(format!(
+            "its partition or child {member} is a foreign table on server {server}, which is not a postgres_fdw server: its writes are not captured"
+        ));
+    }
+    if shards.is_empty() {
+        return None;
+    }
+    if dblink_schema().is_none() {
+        let first = &shards[0];
+        return Some(format!(
+            "its partition or child {} is a foreign table on server {}; capture on that node needs the dblink extension in this database (CREATE EXTENSION dblink)",
+            crate::spi::relation_name(first.member).unwrap_or_default(),
+            first.server_name
+        ));
+    }
+    None
+}
+
+/// The prefix of this database's slots on every node.
+pub fn slot_prefix() -> String {
+    let sysid: u64 = value(
+        "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+        &[],
+    )
+    .and_then(|s| s.parse().ok())
+    .unwrap_or(0);
+    // SAFETY: MyDatabaseId is set once a backend is connected.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    pg_trickle_core::wal::remote::slot_prefix(sysid, db)
+}
+
+/// The slot (and publication) name of `source` on every node.
+pub fn slot_for(source: u32) -> String {
+    format!("{}{source}", slot_prefix())
+}
+
+/// The foreign table a reading transaction learns a node's snapshot from.
+fn state_table(server: u32) -> String {
+    format!("pgtrickle_changes.node_{server}")
+}
+
+/// One (source, node) row, locked.
+struct Capture {
+    server: u32,
+    server_name: String,
+    slot: String,
+    progress: Progress,
+    lease: Option<pg_trickle_core::wal::remote::Lease>,
+}
+
+fn written_text(w: &BTreeMap<u64, u64>) -> String {
+    w.iter()
+        .map(|(x, l)| format!("{x}@{}", lsn_text(*l)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_written(text: &str) -> BTreeMap<u64, u64> {
+    text.split(',')
+        .filter_map(|p| {
+            let (x, l) = p.split_once('@')?;
+            Some((x.parse().ok()?, parse_lsn(l)?))
+        })
+        .collect()
+}
+
+/// Lock and read the (source, server) row; `skip_locked`: None when
+/// another drain holds it.
+fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
+    let r = row(
+        &format!(
+            "SELECT r.slot_name::text, r.settled_lsn::text, r.written, s.srvname::text, r.lease_holder, \
+                    (extract(epoch FROM r.lease_acquired_at) * 1e6)::bigint::text, \
+                    (extract(epoch FROM r.lease_expires_at) * 1e6)::bigint::text \
+             FROM pgtrickle.pgt_remote_capture r JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid \
+             WHERE r.source_relid = $1::text::oid AND r.server_oid = $2::text::oid FOR UPDATE OF r{}",
+            if skip_locked { " SKIP LOCKED" } else { "" }
+        ),
+        &[Some(source.to_string()), Some(server.to_string())],
+    )?;
+    let get = |i: usize| r[i].clone().unwrap_or_default();
+    let lease = r[4]
+        .clone()
+        .map(|holder| pg_trickle_core::wal::remote::Lease {
+            holder,
+            acquired_at: get(5).parse().unwrap_or(0),
+            expires_at: get(6).parse().unwrap_or(0),
+        });
+    Some(Capture {
+        server,
+        server_name: get(3),
+        slot: get(0),
+        progress: Progress {
+            settled: parse_lsn(&get(1)).unwrap_or(0),
+            written: parse_written(&get(2)),
+        },
+        lease,
+    })
+}
+
+/// Make sure every node holding rows of `source` has its slot, and the
+/// coordinator its state table and catalog row (a node added since is set
+/// up here, at the next read). Runs as the owner for the nodes.
+fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
+    let mut by_server: BTreeMap<u32, Vec<&Shard>> = BTreeMap::new();
+    for s in shards {
+        by_server.entry(s.server).or_default().push(s);
+    }
+    let slot = slot_for(source);
+    for (server, list) in by_server {
+        let exists = value(
+            "SELECT 1::text FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+            &[Some(source.to_string()), Some(server.to_string())],
+        )
+        .is_some();
+        if exists {
+            continue;
+        }
+        let name = list[0].server_name.clone();
+        let remote: Vec<(String, String)> = list.iter().map(|s| s.remote.clone()).collect();
+        let slot_c = slot.clone();
+        let start = owner.run(|| node::set_up(&name, &slot_c, &remote));
+        let table = state_table(server);
+        if value(
+            "SELECT (pg_catalog.to_regclass($1) IS NOT NULL)::text",
+            &[Some(table.clone())],
+        )
+        .as_deref()
+            != Some("true")
+        {
+            run(
+                &format!(
+                    "CREATE FOREIGN TABLE {table} (snapshot text, lsn text) SERVER {} \
+                     OPTIONS (schema_name 'pgtrickle_node', table_name 'state')",
+                    qi(&name)
+                ),
+                &[],
+            );
+            run(&format!("GRANT SELECT ON {table} TO PUBLIC"), &[]);
+        }
+        run(
+            "INSERT INTO pgtrickle.pgt_remote_capture (source_relid, server_oid, slot_name, settled_lsn, confirmed_lsn) \
+             VALUES ($1::text::oid, $2::text::oid, $3, $4::pg_lsn, $4::pg_lsn)",
+            &[
+                Some(source.to_string()),
+                Some(server.to_string()),
+                Some(slot.clone()),
+                Some(start),
+            ],
+        );
+    }
+}
+
+/// Decode `cap`'s slot up to `upto` and write the transactions `snapshot`
+/// sees that are not written yet into `source`'s buffer; record progress.
+/// Returns how many changes were written.
+fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &str) -> usize {
+    let snap = Snapshot::parse(snapshot).unwrap_or_else(|| {
+        raise(
+            "XX000",
+            format!("server {} sent no pg_snapshot: {snapshot}", cap.server_name),
+            None,
+        )
+    });
+    let (server, slot, up) = (cap.server_name.clone(), cap.slot.clone(), upto.to_string());
+    let messages = owner.run(|| node::peek(&server, &slot, &up));
+    let upto_lsn = parse_lsn(upto).unwrap_or(0);
+    // Every decoded id is below the node's next id; a snapshot's xmax can
+    // be below a transaction whose commit is already in the WAL.
+    let next = snap.xmax + (1 << 20);
+    let shards: BTreeMap<(String, String), u32> = shards(source)
+        .0
+        .into_iter()
+        .filter(|s| s.server == cap.server)
+        .map(|s| (s.remote.clone(), s.member))
+        .collect();
+    let columns = crate::capture::buffer_columns(source);
+    let mut assembler = Assembler::new();
+    let mut decoded: BTreeMap<u64, Decoded> = BTreeMap::new();
+    let mut records: Vec<(u64, String)> = Vec::new();
+    let mut truncated: Vec<(u64, String)> = Vec::new();
+    for (lsn, hex) in &messages {
+        let bytes = hex_bytes(hex);
+        let message = decode(&bytes).unwrap_or_else(|e| {
+            raise(
+                "XX001",
+                format!(
+                    "slot {slot} on server {server} sent a message this version cannot decode: {e}"
+                ),
+                None,
+            )
+        });
+        let changes = assembler.push(&message).unwrap_or_else(|e| {
+            raise(
+                "55000",
+                format!("slot {slot} on server {server}: {e}"),
+                None,
+            )
+        });
+        for change in changes {
+            let Some(xid) = widen_xid(change.xid, next) else {
+                raise(
+                    "XX000",
+                    format!(
+                        "slot {slot} on server {server}: transaction {} is not before {next}",
+                        change.xid
+                    ),
+                    None,
+                )
+            };
+            decoded.insert(
+                xid,
+                Decoded {
+                    xid,
+                    commit_lsn: change.commit_lsn,
+                },
+            );
+            let Some(rel) = assembler.relation(change.relation) else {
+                continue;
+            };
+            if !shards.contains_key(&(rel.namespace.clone(), rel.name.clone())) {
+                continue;
+            }
+            if change.kind == ChangeKind::Truncate {
+                truncated.push((xid, format!("{}.{}", rel.namespace, rel.name)));
+                continue;
+            }
+            let record = column_map(&columns, rel)
+                .and_then(|map| buffer_record(Some(*lsn), xid, &change, &map))
+                .unwrap_or_else(|e| {
+                    raise(
+                        "55000",
+                        format!("slot {slot} on server {server}: {e}"),
+                        None,
+                    )
+                });
+            records.push((xid, record));
+        }
+    }
+    let list: Vec<Decoded> = decoded.into_values().collect();
+    let plan = cap.progress.drain(&list, &snap, upto_lsn);
+    let keep: std::collections::BTreeSet<u64> = plan.write.iter().copied().collect();
+    // A TRUNCATE of a shard removes rows without row changes: its
+    // readers are recomputed (FULL) at their next refresh.
+    if let Some((_, shard)) = truncated.iter().find(|(x, _)| keep.contains(x)) {
+        crate::catalog::stream_tables::mark_readers_for_reinit(
+            source,
+            &format!(
+                "TRUNCATE of shard {shard} on server {} (a source of %s)",
+                cap.server_name
+            ),
+        );
+    }
+    let chosen: Vec<String> = records
+        .into_iter()
+        .filter(|(x, _)| keep.contains(x))
+        .map(|(_, r)| r)
+        .collect();
+    if !chosen.is_empty() {
+        let n = columns.len();
+        let olds: Vec<String> = (1..=n).map(|k| format!("__o{k}")).collect();
+        let news: Vec<String> = (1..=n).map(|k| format!("__n{k}")).collect();
+        let cols = format!("op, captured_at, {}, {}", olds.join(", "), news.join(", "));
+        run(
+            &format!(
+                "INSERT INTO pgtrickle_changes.changes_{source} ({cols}) \
+                 SELECT {cols} FROM pg_catalog.unnest($1::text::text[]::pgtrickle_changes.changes_{source}[])"
+            ),
+            &[Some(crate::wal_capture::text_array(&chosen))],
+        );
+    }
+    run(
+        "UPDATE pgtrickle.pgt_remote_capture SET settled_lsn = $3::pg_lsn, written = $4, last_drain_at = now(), \
+         last_error = NULL, failed_ticks = 0, retry_after = NULL \
+         WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+        &[
+            Some(source.to_string()),
+            Some(cap.server.to_string()),
+            Some(lsn_text(plan.progress.settled)),
+            Some(written_text(&plan.progress.written)),
+        ],
+    );
+    chosen.len()
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// Before a statement reads the sharded sources among `relids` (refresh,
+/// FULL, populate): lock each (source, node) row, learn the snapshot this
+/// transaction reads the node in, and drain the slot up to it. Runs as
+/// the extension; node calls and reads run as `owner`.
+pub fn before_read(relids: &[u32], owner: &Owner) {
+    for &source in relids {
+        let (shards, _) = shards(source);
+        if shards.is_empty() {
+            continue;
+        }
+        ensure(source, owner, &shards);
+        let servers: std::collections::BTreeSet<u32> = shards.iter().map(|s| s.server).collect();
+        for server in servers {
+            let Some(cap) = lock(source, server, false) else {
+                continue;
+            };
+            let table = state_table(server);
+            let state = owner.run(|| row(&format!("SELECT snapshot, lsn FROM {table}"), &[]));
+            let (snapshot, lsn) = match state {
+                Some(r) => (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].clone().unwrap_or_default(),
+                ),
+                None => raise(
+                    "55000",
+                    format!("server {} returned no state", cap.server_name),
+                    None,
+                ),
+            };
+            wait_flushed(&cap, owner, &lsn);
+            drain_to(source, &cap, owner, &snapshot, &lsn);
+        }
+    }
+}
+
+/// Wait (a few seconds at most) until the node has flushed its WAL to
+/// `lsn`: a commit is visible before it is flushed with
+/// `synchronous_commit = off`, and decoding reads flushed WAL only.
+fn wait_flushed(cap: &Capture, owner: &Owner, lsn: &str) {
+    let want = parse_lsn(lsn).unwrap_or(0);
+    for _ in 0..500 {
+        let server = cap.server_name.clone();
+        let have = owner
+            .run(|| node::flushed(&server))
+            .as_deref()
+            .and_then(parse_lsn)
+            .unwrap_or(0);
+        if have >= want {
+            return;
+        }
+        // SAFETY: a plain sleep of this backend, which checks for interrupts.
+        unsafe { pg_sys::pg_usleep(10_000) };
+        pgrx::check_for_interrupts!();
+    }
+    raise(
+        "55000",
+        format!(
+            "server {} did not flush its WAL to {lsn} within 5 s",
+            cap.server_name
+        ),
+        None,
+    );
+}
+
+/// The lease holder name of this backend's drains.
+fn holder() -> String {
+    // SAFETY: MyProcPid is set for every backend.
+    let pid = unsafe { pg_sys::MyProcPid };
+    if crate::scheduler::is_scheduler() {
+        "scheduler".into()
+    } else {
+        format!("session {pid}")
+    }
+}
+
+/// Seconds a drain's lease lasts.
+const LEASE_SECONDS: i64 = 30;
+
+/// Drain every (source, node) row this backend may (the scheduler's tick,
+/// and `drain_remote_capture()`): skip rows another drain has locked or
+/// another holder leases; advance each slot to what committed drains
+/// wrote; decode up to the node's flushed WAL. A failing node is recorded
+/// and retried later with backoff; the others go on. Returns the changes
+/// written.
+pub fn drain_all() -> usize {
+    let mut total = 0;
+    let list: Vec<(u32, u32, String)> = rows(
+        "SELECT r.source_relid::text, r.server_oid::text, st.owner::text FROM pgtrickle.pgt_remote_capture r \
+         CROSS JOIN LATERAL (SELECT c.relowner AS owner FROM pg_catalog.pg_class c WHERE c.oid = r.source_relid) st \
+         WHERE r.retry_after IS NULL OR r.retry_after <= now() ORDER BY 1, 2",
+        &[],
+    )
+    .into_iter()
+    .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].as_ref()?.parse().ok()?, r[2].clone()?)))
+    .collect();
+    for (source, server, owner_oid) in list {
+        let owner = Owner {
+            role: pg_sys::Oid::from(owner_oid.parse::<u32>().unwrap_or(0)),
+            search_path: "pg_catalog, pg_temp".into(),
+        };
+        let result = crate::spi::in_subtransaction(move || drain_one(source, server, &owner));
+        match result {
+            Ok(n) => total += n,
+            Err(f) => record_failure(source, server, &format!("{}: {}", f.sqlstate, f.message)),
+        }
+    }
+    total
+}
+
+fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
+    let Some(cap) = lock(source, server, true) else {
+        return 0;
+    };
+    let me = holder();
+    let now = value(
+        "SELECT (extract(epoch FROM now()) * 1e6)::bigint::text",
+        &[],
+    )
+    .and_then(|s| s.parse::<i64>().ok())
+    .unwrap_or(0);
+    let lease = match decide_lease(cap.lease.as_ref(), &me, now, LEASE_SECONDS * 1_000_000) {
+        LeaseDecision::Wait { .. } => return 0,
+        LeaseDecision::Hold(l) => (l, None),
+        LeaseDecision::TakeOver { lease, from } => (lease, Some(from)),
+    };
+    let (server_name, slot, settled) = (
+        cap.server_name.clone(),
+        cap.slot.clone(),
+        lsn_text(cap.progress.settled),
+    );
+    let confirmed = owner.run(|| node::advance(&server_name, &slot, &settled));
+    let (snapshot, flushed) = owner.run(|| node::own_snapshot(&server_name));
+    let n = drain_to(source, &cap, owner, &snapshot, &flushed);
+    let taken_over = lease.1.clone();
+    let new_holder = cap.lease.as_ref().map(|l| l.holder.as_str()) != Some(lease.0.holder.as_str());
+    run(
+        "UPDATE pgtrickle.pgt_remote_capture SET confirmed_lsn = coalesce($3::pg_lsn, confirmed_lsn), lease_holder = $4, \
+         lease_acquired_at = to_timestamp($5::float8 / 1e6), lease_expires_at = to_timestamp($6::float8 / 1e6) \
+         WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+        &[
+            Some(source.to_string()),
+            Some(server.to_string()),
+            confirmed,
+            Some(lease.0.holder.clone()),
+            Some(lease.0.acquired_at.to_string()),
+            Some(lease.0.expires_at.to_string()),
+        ],
+    );
+    if new_holder {
+        run(
+            "INSERT INTO pgtrickle.pgt_remote_lease_history (source_relid, server_oid, holder, acquired_at, expires_at, taken_from) \
+             VALUES ($1::text::oid, $2::text::oid, $3, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), $6)",
+            &[
+                Some(source.to_string()),
+                Some(server.to_string()),
+                Some(lease.0.holder.clone()),
+                Some(lease.0.acquired_at.to_string()),
+                Some(lease.0.expires_at.to_string()),
+                taken_over,
+            ],
+        );
+    }
+    n
+}
+
+/// Record a failed drain of (source, server): the error, one more failed
+/// tick, and when to try again (backoff doubling to a minute).
+fn record_failure(source: u32, server: u32, error: &str) {
+    run(
+        "UPDATE pgtrickle.pgt_remote_capture SET last_error = $3, failed_ticks = failed_ticks + 1, \
+         retry_after = now() + least(60, power(2, least(failed_ticks, 6))) * interval '1 second' \
+         WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+        &[Some(source.to_string()), Some(server.to_string()), Some(error.to_string())],
+    );
+    let failed: i64 = value(
+        "SELECT failed_ticks::text FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+        &[Some(source.to_string()), Some(server.to_string())],
+    )
+    .and_then(|s| s.parse().ok())
+    .unwrap_or(0);
+    if failed >= i64::from(crate::gucs::REMOTE_FAILED_TICKS_WARNING.get()) {
+        pgrx::warning!(
+            "pg_trickle: capture of source {source} on server {server} failed {failed} times in a row: {error}"
+        );
+    }
+}
+
+/// Remove `source`'s capture on every node (its last reader is gone, or
+/// it is being dropped). A node that cannot be reached keeps its slot;
+/// `drop_orphaned_remote_slots()` removes it later.
+pub fn drop_for(source: u32) {
+    let owner_oid = value(
+        "SELECT relowner::text FROM pg_catalog.pg_class WHERE oid = $1::text::oid",
+        &[Some(source.to_string())],
+    );
+    for r in rows(
+        "SELECT s.srvname::text, r.slot_name::text FROM pgtrickle.pgt_remote_capture r \
+         JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid WHERE r.source_relid = $1::text::oid",
+        &[Some(source.to_string())],
+    ) {
+        let (server, slot) = (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default());
+        let owner = owner_oid.as_deref().and_then(|o| o.parse::<u32>().ok()).map(|o| Owner {
+            role: pg_sys::Oid::from(o),
+            search_path: "pg_catalog, pg_temp".into(),
+        });
+        let teardown = move || match &owner {
+            Some(o) => o.run(|| node::tear_down(&server, &slot)),
+            None => node::tear_down(&server, &slot),
+        };
+        if let Err(f) = crate::spi::in_subtransaction(teardown) {
+            pgrx::warning!("pg_trickle: could not drop a capture slot on its node ({}): {}", f.sqlstate, f.message);
+        }
+    }
+    run(
+        "DELETE FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid",
+        &[Some(source.to_string())],
+    );
+}
+
+/// Drain every node slot now (what the scheduler does each tick).
+/// Superuser only. Returns the changes written.
+#[pg_extern]
+fn drain_remote_capture() -> i64 {
+    crate::security::require_superuser("drain_remote_capture");
+    crate::security::as_extension(|| {
+        crate::compat::require_current_sql();
+        drain_all() as i64
+    })
+}
+
+/// Drop capture slots of this database on the nodes of its postgres_fdw
+/// servers that no sharded source uses (left by a creation that failed
+/// after making its slot, or a node unreachable at drop). Superuser only.
+/// Returns `server/slot` of each dropped slot.
+#[pg_extern]
+fn drop_orphaned_remote_slots() -> Vec<String> {
+    crate::security::require_superuser("drop_orphaned_remote_slots");
+    crate::security::as_extension(|| {
+        let prefix = slot_prefix();
+        let known: Vec<String> = first_column(
+            "SELECT slot_name::text FROM pgtrickle.pgt_remote_capture",
+            &[],
+        );
+        let mut dropped = Vec::new();
+        for server in node::mapped_servers() {
+            let s = server.clone();
+            let p = prefix.clone();
+            let Ok(slots) = crate::spi::in_subtransaction(move || node::slots_with_prefix(&s, &p))
+            else {
+                continue;
+            };
+            for slot in slots.into_iter().filter(|s| !known.contains(s)) {
+                node::tear_down(&server, &slot);
+                dropped.push(format!("{server}/{slot}"));
+            }
+        }
+        dropped
+    })
+}
