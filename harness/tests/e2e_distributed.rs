@@ -195,3 +195,173 @@ fn with_dblink_a_sharded_source_is_maintained_differentially_from_the_nodes_wal(
         assert!(left.is_empty(), "slots left on {}: {left:?}", w.name());
     }
 }
+
+/// A coordinator with dblink and pg_trickle and `orders` sharded over two
+/// workers with 200 rows, and `st` maintained DIFFERENTIALLY over it.
+fn sharded_with_stream_table() -> (harness::cluster::Topology, postgres::Client) {
+    let opts = ClusterOptions {
+        pg_config: pg_config(),
+        ..ClusterOptions::default()
+    };
+    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
+    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    db.batch_execute(
+        "CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle; \
+         INSERT INTO orders SELECT 1 + g % 2, g, g / 10.0 FROM generate_series(1, 200) g",
+    )
+    .unwrap();
+    db.batch_execute(&format!(
+        "SELECT pgtrickle.create_stream_table('st', $q${QUERY}$q$, NULL, 'DIFFERENTIAL')"
+    ))
+    .unwrap();
+    (topo, db)
+}
+
+fn refresh_differentially_and_compare(db: &mut postgres::Client, when: &str) {
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap_or_else(|e| panic!("{when}: refresh failed: {}", harness::cluster::describe(&e)));
+    let mode = oracles::engine_api::last_refresh_mode(db, "st").unwrap();
+    assert_eq!(mode.as_deref(), Some("DIFFERENTIAL"), "{when}");
+    if let Some(diff) = differences(db, "st", QUERY).unwrap() {
+        panic!("{when}: st differs from its query:\n{diff}");
+    }
+}
+
+/// A worker transaction open across a refresh is consumed by the refresh
+/// whose snapshot of the node sees it, not before and not twice.
+#[test]
+fn a_worker_transaction_committing_after_a_refresh_is_consumed_by_the_next() {
+    let (topo, mut db) = sharded_with_stream_table();
+    let mut late = topo.workers[0].connect("postgres").unwrap();
+    late.batch_execute("BEGIN; INSERT INTO orders_w1 VALUES (1, 9001, 50); UPDATE orders_w1 SET amount = 0 WHERE id = 2")
+        .unwrap();
+    on_workers(&topo, |i| {
+        format!("INSERT INTO orders_w{i} VALUES ({i}, 9100 + {i}, 1)")
+    });
+    refresh_differentially_and_compare(&mut db, "with a worker transaction still open");
+    late.batch_execute("COMMIT").unwrap();
+    refresh_differentially_and_compare(&mut db, "after it committed");
+    db.batch_execute("SELECT pgtrickle.drain_remote_capture()")
+        .unwrap();
+    refresh_differentially_and_compare(&mut db, "after a drain on demand");
+}
+
+/// A node that is down: its drains fail and are retried with backoff
+/// while the other node's changes flow; a refresh fails naming it (the
+/// stream table keeps its last exact state); once it is back, the next
+/// refresh catches up exactly.
+#[test]
+fn a_dead_worker_is_retried_while_the_others_flow() {
+    let (topo, mut db) = sharded_with_stream_table();
+    topo.workers[1].stop().unwrap();
+    topo.workers[0]
+        .connect("postgres")
+        .unwrap()
+        .batch_execute("INSERT INTO orders_w1 VALUES (1, 7001, 3)")
+        .unwrap();
+    db.batch_execute("SELECT pgtrickle.drain_remote_capture()")
+        .unwrap();
+    let rows = db
+        .query(
+            "SELECT server, failed_ticks, last_error FROM pgtrickle.remote_capture_status() ORDER BY server",
+            &[],
+        )
+        .unwrap();
+    let w1: (String, i32) = (rows[0].get(0), rows[0].get(1));
+    let w2: (String, i32, Option<String>) = (rows[1].get(0), rows[1].get(1), rows[1].get(2));
+    assert_eq!(w1, ("w1".into(), 0));
+    assert_eq!((w2.0.as_str(), w2.1), ("w2", 1), "{w2:?}");
+    assert!(w2.2.is_some(), "the failure is shown");
+    let pending: i64 = db
+        .query_one(
+            "SELECT pending_changes FROM pgtrickle.stream_table_status()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1, "the live node's change reached the buffer");
+    let e = db
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .expect_err("a refresh cannot read a node that is down");
+    assert!(
+        harness::cluster::describe(&e).contains("w2"),
+        "the error names the node: {}",
+        harness::cluster::describe(&e)
+    );
+    topo.workers[1].start_again().unwrap();
+    refresh_differentially_and_compare(&mut db, "after the node came back");
+}
+
+/// A lease that lapsed is taken over, recorded with whom it was taken
+/// from; an unexpired lease of another holder is left alone.
+#[test]
+fn a_lapsed_lease_is_taken_over_and_recorded() {
+    let (_topo, mut db) = sharded_with_stream_table();
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_remote_capture SET lease_holder = 'another scheduler', \
+         lease_acquired_at = now(), lease_expires_at = now() + interval '1 hour'",
+    )
+    .unwrap();
+    db.batch_execute("SELECT pgtrickle.drain_remote_capture()")
+        .unwrap();
+    let holders: Vec<String> = first_column(
+        &mut db,
+        "SELECT DISTINCT lease_holder FROM pgtrickle.pgt_remote_capture",
+        &[],
+    );
+    assert_eq!(
+        holders,
+        ["another scheduler"],
+        "an unexpired lease is left alone"
+    );
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_remote_capture SET lease_expires_at = now() - interval '1 second'",
+    )
+    .unwrap();
+    db.batch_execute("SELECT pgtrickle.drain_remote_capture()")
+        .unwrap();
+    let taken: Vec<String> = first_column(
+        &mut db,
+        "SELECT holder || ' from ' || taken_from FROM pgtrickle.pgt_remote_lease_history \
+         WHERE taken_from IS NOT NULL ORDER BY id",
+        &[],
+    );
+    assert_eq!(taken.len(), 2, "both node slots were taken over: {taken:?}");
+    assert!(
+        taken
+            .iter()
+            .all(|t| t.starts_with("session ") && t.ends_with(" from another scheduler")),
+        "{taken:?}"
+    );
+    refresh_differentially_and_compare(&mut db, "after the takeover");
+}
+
+/// Creating a stream table in a transaction that already wrote a shard
+/// through postgres_fdw: setting up capture on the node needs the shard
+/// that transaction holds there. It fails with a lock timeout naming the
+/// node instead of waiting forever, and leaves nothing behind.
+#[test]
+fn creating_in_a_transaction_that_holds_a_shard_fails_instead_of_hanging() {
+    let opts = ClusterOptions {
+        pg_config: pg_config(),
+        ..ClusterOptions::default()
+    };
+    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
+    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    db.batch_execute("CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle")
+        .unwrap();
+    let e = db
+        .batch_execute(&format!(
+            "INSERT INTO orders VALUES (1, 1, 1); \
+             SELECT pgtrickle.create_stream_table('st', $q${QUERY}$q$, NULL, 'DIFFERENTIAL')"
+        ))
+        .expect_err("the node's shard is held by this very transaction");
+    let text = harness::cluster::describe(&e);
+    assert!(text.contains("55P03") && text.contains("w1"), "{text}");
+    let left: Vec<String> = first_column(
+        &mut db,
+        "SELECT relname::text FROM pg_class WHERE relname = 'st'",
+        &[],
+    );
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -78,8 +78,10 @@ pub fn set_up(server: &str, slot: &str, shards: &[(String, String)]) -> String {
         .iter()
         .map(|(s, t)| format!("{}.{}", qi(s), qi(t)))
         .collect();
+    // The shards may be held by the very transaction setting this up
+    // (it wrote them through postgres_fdw): wait a bounded time.
     let mut sql = String::from(
-        "CREATE SCHEMA IF NOT EXISTS pgtrickle_node; \
+        "SET lock_timeout = '10s'; CREATE SCHEMA IF NOT EXISTS pgtrickle_node; \
          CREATE OR REPLACE VIEW pgtrickle_node.state AS \
            SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text AS snapshot, \
                   pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn; ",
@@ -97,7 +99,16 @@ pub fn set_up(server: &str, slot: &str, shards: &[(String, String)]) -> String {
         list = tables.join(", "),
         pub_ = qi(slot)
     ));
-    exec(server, &sql);
+    if let Err(f) = crate::spi::in_subtransaction(|| exec(server, &sql)) {
+        raise(
+            &f.sqlstate,
+            format!(
+                "setting up capture on the node of server {server} failed: {} (a transaction holding its shards, this one included if it wrote them through postgres_fdw, must end first)",
+                f.message
+            ),
+            None,
+        );
+    }
     let existing = query_value(
         server,
         &format!(
