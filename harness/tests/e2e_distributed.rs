@@ -365,3 +365,47 @@ fn creating_in_a_transaction_that_holds_a_shard_fails_instead_of_hanging() {
     );
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A node leaves the topology (its partition detached and dropped, its
+/// server dropped): its slot row goes at the next drain, its slot on the
+/// node too, the readers are recomputed once (continuity cannot be
+/// proven) and then go on DIFFERENTIALLY.
+#[test]
+fn a_node_that_leaves_is_forgotten_and_its_readers_reinitialised() {
+    let (topo, mut db) = sharded_with_stream_table();
+    db.batch_execute(
+        "ALTER TABLE orders DETACH PARTITION orders_w2; DROP FOREIGN TABLE orders_w2; \
+         DROP SERVER w2 CASCADE; SELECT pgtrickle.drain_remote_capture()",
+    )
+    .unwrap();
+    let servers: Vec<String> = first_column(
+        &mut db,
+        "SELECT s.srvname::text FROM pgtrickle.pgt_remote_capture r LEFT JOIN pg_foreign_server s ON s.oid = r.server_oid",
+        &[],
+    );
+    assert_eq!(servers, ["w1"]);
+    let mut w2 = topo.workers[1].connect("postgres").unwrap();
+    let left: Vec<String> = first_column(
+        &mut w2,
+        "SELECT slot_name::text FROM pg_replication_slots",
+        &[],
+    );
+    // The server is gone, so the coordinator cannot reach the node any
+    // more: its slot stays for the operator (named in the docs).
+    assert_eq!(left.len(), 1, "{left:?}");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    let first = oracles::engine_api::last_refresh(&mut db, "st")
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.describe().starts_with("FULL (reinitialisation"),
+        "{first:?}"
+    );
+    topo.workers[0]
+        .connect("postgres")
+        .unwrap()
+        .batch_execute("INSERT INTO orders_w1 VALUES (1, 8001, 9)")
+        .unwrap();
+    refresh_differentially_and_compare(&mut db, "after the node left");
+}

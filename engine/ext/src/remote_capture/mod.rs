@@ -204,6 +204,41 @@ fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
     })
 }
 
+/// Forget the nodes that no longer hold rows of `source` (a partition
+/// detached or moved, a server dropped): their slots go (when the node
+/// answers) and so do their rows. Readers of a source whose partitions
+/// changed are already marked for reinitialisation by the structure
+/// change itself.
+fn forget_stale(source: u32, shards: &[Shard], owner: &Owner) {
+    let live: Vec<String> = shards.iter().map(|s| s.server.to_string()).collect();
+    let stale = rows(
+        "SELECT r.server_oid::text, s.srvname::text, r.slot_name::text FROM pgtrickle.pgt_remote_capture r \
+         LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid \
+         WHERE r.source_relid = $1::text::oid AND NOT (r.server_oid::text = ANY ($2::text::text[]))",
+        &[Some(source.to_string()), Some(format!("{{{}}}", live.join(",")))],
+    );
+    for r in stale {
+        let server = r[0].clone().unwrap_or_default();
+        if let (Some(name), Some(slot)) = (r[1].clone(), r[2].clone()) {
+            let (n, sl) = (name.clone(), slot.clone());
+            let own = owner.clone();
+            if let Err(f) =
+                crate::spi::in_subtransaction(move || own.run(|| node::tear_down(&n, &sl)))
+            {
+                pgrx::warning!(
+                    "pg_trickle: server {name} no longer holds rows of source {source}; dropping its slot {slot} failed ({}): {}; drop_orphaned_remote_slots() removes it later",
+                    f.sqlstate,
+                    f.message
+                );
+            }
+        }
+        run(
+            "DELETE FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+            &[Some(source.to_string()), Some(server)],
+        );
+    }
+}
+
 /// Make sure every node holding rows of `source` has its slot, and the
 /// coordinator its state table and catalog row (a node added since is set
 /// up here, at the next read). Runs as the owner for the nodes.
@@ -402,6 +437,7 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 pub fn before_read(relids: &[u32], owner: &Owner) {
     for &source in relids {
         let (shards, _) = shards(source);
+        forget_stale(source, &shards, owner);
         if shards.is_empty() {
             continue;
         }
@@ -490,11 +526,18 @@ pub fn drain_all() -> usize {
     .into_iter()
     .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].as_ref()?.parse().ok()?, r[2].clone()?)))
     .collect();
+    let mut seen = std::collections::BTreeSet::new();
     for (source, server, owner_oid) in list {
         let owner = Owner {
             role: pg_sys::Oid::from(owner_oid.parse::<u32>().unwrap_or(0)),
             search_path: "pg_catalog, pg_temp".into(),
         };
+        if seen.insert(source) {
+            let own = owner.clone();
+            let _ = crate::spi::in_subtransaction(move || {
+                forget_stale(source, &shards(source).0, &own)
+            });
+        }
         let result = crate::spi::in_subtransaction(move || drain_one(source, server, &owner));
         match result {
             Ok(n) => total += n,
