@@ -177,6 +177,15 @@ pub const SETTINGS: &[Setting] = &[
         experimental: false,
     },
     Setting {
+        name: "remote_lease_seconds",
+        kind: SettingKind::Int { default: 30, min: 1, max: 86_400 },
+        unit: "s",
+        context: SettingContext::Reload,
+        category: "Capture on other nodes",
+        description: "How long the lease on a node's capture slot lasts; every drain on a schedule renews it in the transaction that writes its changes. Another holder (a second scheduler, or pgtrickle.drain_remote_capture() in a session) takes it over only once it has lapsed.",
+        experimental: false,
+    },
+    Setting {
         name: "remote_failed_ticks_warning",
         kind: SettingKind::Int { default: 5, min: 1, max: 100_000 },
         unit: "",

@@ -137,6 +137,7 @@ CREATE TABLE pgtrickle.pgt_remote_lease_history (
     acquired_at  timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL,
     taken_from   text,
+    taken_from_expired_at timestamptz,
     recorded_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE pgtrickle.pgt_remote_lease_history IS 'Every lease taken or taken over on a node slot, for checking that holders never overlapped';

@@ -35,6 +35,8 @@ pub static EVENT_DRIVEN_WAKE: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pg_trickle.max_held_backlog_rows`.
 pub static MAX_HELD_BACKLOG_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// `pg_trickle.remote_lease_seconds`.
+pub static REMOTE_LEASE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// `pg_trickle.remote_failed_ticks_warning`.
 pub static REMOTE_FAILED_TICKS_WARNING: GucSetting<i32> = GucSetting::<i32>::new(5);
 
@@ -50,6 +52,7 @@ fn int_storage(name: &str) -> Option<&'static GucSetting<i32>> {
         "backpressure_low_age_s" => &BACKPRESSURE_LOW_AGE_S,
         "max_held_backlog_rows" => &MAX_HELD_BACKLOG_ROWS,
         "remote_failed_ticks_warning" => &REMOTE_FAILED_TICKS_WARNING,
+        "remote_lease_seconds" => &REMOTE_LEASE_SECONDS,
         _ => return None,
     })
 }

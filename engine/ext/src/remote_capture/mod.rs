@@ -506,9 +506,6 @@ fn holder() -> String {
     }
 }
 
-/// Seconds a drain's lease lasts.
-const LEASE_SECONDS: i64 = 30;
-
 /// Drain every (source, node) row this backend may (the scheduler's tick,
 /// and `drain_remote_capture()`): skip rows another drain has locked or
 /// another holder leases; advance each slot to what committed drains
@@ -558,7 +555,8 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
     )
     .and_then(|s| s.parse::<i64>().ok())
     .unwrap_or(0);
-    let lease = match decide_lease(cap.lease.as_ref(), &me, now, LEASE_SECONDS * 1_000_000) {
+    let length = i64::from(crate::gucs::REMOTE_LEASE_SECONDS.get()) * 1_000_000;
+    let lease = match decide_lease(cap.lease.as_ref(), &me, now, length) {
         LeaseDecision::Wait { .. } => return 0,
         LeaseDecision::Hold(l) => (l, None),
         LeaseDecision::TakeOver { lease, from } => (lease, Some(from)),
@@ -572,6 +570,7 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
     let (snapshot, flushed) = owner.run(|| node::own_snapshot(&server_name));
     let n = drain_to(source, &cap, owner, &snapshot, &flushed);
     let taken_over = lease.1.clone();
+    let lapsed_at = cap.lease.as_ref().map(|l| l.expires_at.to_string());
     let new_holder = cap.lease.as_ref().map(|l| l.holder.as_str()) != Some(lease.0.holder.as_str());
     run(
         "UPDATE pgtrickle.pgt_remote_capture SET confirmed_lsn = coalesce($3::pg_lsn, confirmed_lsn), lease_holder = $4, \
@@ -588,8 +587,10 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
     );
     if new_holder {
         run(
-            "INSERT INTO pgtrickle.pgt_remote_lease_history (source_relid, server_oid, holder, acquired_at, expires_at, taken_from) \
-             VALUES ($1::text::oid, $2::text::oid, $3, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), $6)",
+            "INSERT INTO pgtrickle.pgt_remote_lease_history \
+               (source_relid, server_oid, holder, acquired_at, expires_at, taken_from, taken_from_expired_at) \
+             VALUES ($1::text::oid, $2::text::oid, $3, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), $6, \
+                     CASE WHEN $6 IS NULL THEN NULL ELSE to_timestamp($7::float8 / 1e6) END)",
             &[
                 Some(source.to_string()),
                 Some(server.to_string()),
@@ -597,6 +598,7 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
                 Some(lease.0.acquired_at.to_string()),
                 Some(lease.0.expires_at.to_string()),
                 taken_over,
+                lapsed_at,
             ],
         );
     }
