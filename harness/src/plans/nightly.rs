@@ -152,6 +152,24 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
             println!("\n{}", crate::checks::chaos::table(&figures));
             suites.push(s);
         }
+        // The topologies: sharding runs everywhere; Citus is skipped,
+        // loudly, where it cannot run.
+        let chaos = crate::checks::chaos::ChaosOptions {
+            seed: base,
+            runs: args.chaos_runs,
+            only: Vec::new(),
+            writers: 3,
+            load_seconds: 2.0,
+            pg_config: common.pg_config.clone(),
+            runner: common.runner(),
+            capture: oracles::workload::Capture::Trigger,
+        };
+        for topology in ["sharding", "citus"] {
+            let (s, figures) =
+                crate::checks::chaos::topology_suite(&chaos, topology, &[], &run.dir, common.keep);
+            println!("\n{}", crate::checks::chaos::table(&figures));
+            suites.push(s);
+        }
     }
     if args.fuzz_seconds > 0 {
         suites.push(crate::checks::fuzz::fuzz_suite(

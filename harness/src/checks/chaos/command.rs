@@ -30,6 +30,11 @@ pub struct ChaosArgs {
     /// its trigger).
     #[arg(long, value_parser = crate::checks::oracle::command::parse_capture, default_value = "trigger")]
     pub capture: oracles::workload::Capture,
+    /// Where the faults land: `single` (one node), `sharding` (a
+    /// coordinator and two workers, postgres_fdw partitions), or `citus`
+    /// (reported as skipped unless it can run).
+    #[arg(long, default_value = "single", value_parser = ["single", "sharding", "citus"])]
+    pub topology: String,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
@@ -72,17 +77,51 @@ pub fn options(common: &Common, args: &ChaosArgs, seed: u64) -> Result<ChaosOpti
 pub fn run(common: &Common, args: &ChaosArgs) -> Result<(), Failure> {
     if args.list {
         for s in Scenario::ALL {
-            println!("{}", s.name());
+            println!("{} (single)", s.name());
+        }
+        for s in super::topology::TopoScenario::ALL {
+            println!("{} (sharding)", s.name());
         }
         return Ok(());
     }
     let run = Run::begin(common, "chaos")?;
     let seed = args.seed.unwrap_or_else(crate::cli::clock_seed);
     println!(
-        "chaos: seed {seed} (reproduce the whole run: {} chaos --seed {seed} --runs {})",
+        "chaos: seed {seed} (reproduce the whole run: {} chaos --topology {} --seed {seed} --runs {})",
         common.runner(),
+        args.topology,
         args.runs
     );
+    if args.topology != "single" {
+        let known: Vec<&str> = super::topology::TopoScenario::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        if let Some(bad) = args.scenarios.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(Failure::CouldNotRun(format!(
+                "unknown {} scenario {bad:?} (known: {})",
+                args.topology,
+                known.join(", ")
+            )));
+        }
+        let opts = options(
+            common,
+            &ChaosArgs {
+                scenarios: Vec::new(),
+                ..args.clone()
+            },
+            seed,
+        )?;
+        let (suite, figures) = super::topology_suite(
+            &opts,
+            &args.topology,
+            &args.scenarios,
+            &run.dir,
+            common.keep,
+        );
+        println!("\n{}", table(&figures));
+        return run.finish(common, vec![suite], None);
+    }
     let opts = options(common, args, seed)?;
     let (suite, figures) = chaos_suite(&opts, &run.dir, common.keep);
     println!("\n{}", table(&figures));

@@ -16,6 +16,7 @@ pub mod command;
 mod faults;
 mod run;
 mod scenarios;
+mod topology;
 mod verdict;
 mod writers;
 
@@ -25,7 +26,6 @@ use std::time::Instant;
 use oracles::outcome::{Outcome, Tally};
 use serde::Serialize;
 
-use crate::cluster::Cluster;
 use crate::report::{CaseReport, Suite};
 use run::run_once;
 use scenarios::Injected;
@@ -247,31 +247,6 @@ pub fn chaos_suite(
                 opts.runs
             );
             let (facts, result, cluster) = run_once(sc, seed, opts, &parent, &log_dir);
-            let outcome = match &result {
-                Ok(()) => Outcome::Pass,
-                Err(e)
-                    if e.contains("differs from its query") || e.contains("FULL that nobody") =>
-                {
-                    Outcome::Mismatch
-                }
-                Err(e) if e.starts_with("could not start") => Outcome::HarnessError,
-                Err(_) => Outcome::EngineError,
-            };
-            let mut tally = Tally::default();
-            tally.add(outcome);
-            let name = format!("{}{suffix}_seed_{seed}", sc.name());
-            let mut case = CaseReport::new(&name, outcome, tally, started.elapsed().as_millis());
-            case.facts = serde_json::to_value(&facts).unwrap_or_default();
-            fig.runs += 1;
-            fig.faults += facts.injected.faults.len();
-            fig.mid_operation += facts.injected.mid_operation;
-            fig.changes_written += facts.load.rows;
-            fig.transactions += facts.load.committed;
-            fig.in_doubt += facts.load.in_doubt;
-            fig.lost += facts.lost;
-            fig.duplicated += facts.duplicated;
-            fig.failed_refreshes += facts.failed_refreshes.len();
-            fig.refused_writes += facts.load.tolerated.values().sum::<u64>();
             let reproduce = format!(
                 "{} chaos --scenario {} --seed {seed} --runs 1 --writers {} --capture {}",
                 opts.runner,
@@ -279,38 +254,20 @@ pub fn chaos_suite(
                 opts.writers,
                 opts.capture_name()
             );
-            match result {
-                Ok(()) => {
-                    fig.passed += 1;
-                    println!(
-                        "chaos: {} seed {seed}: passed: {} faults ({} mid-operation), {} rows written in {} transactions, {} rows compared, 0 lost, 0 duplicated",
-                        sc.name(),
-                        facts.injected.faults.len(),
-                        facts.injected.mid_operation,
-                        facts.load.rows,
-                        facts.load.committed,
-                        facts.rows_compared
-                    );
-                    if let Some(c) = cluster {
-                        drop_or_keep(c, keep);
-                    }
-                }
-                Err(e) => {
-                    println!(
-                        "chaos: {} seed {seed}: FAILED: {}",
-                        sc.name(),
-                        e.lines().next().unwrap_or("")
-                    );
-                    println!("chaos:   reproduce: {reproduce}");
-                    case.message = Some(e.lines().next().unwrap_or("").to_string());
-                    case.details = Some(format!(
-                        "{e}\n\nfaults: {:#?}\nload: {:#?}",
-                        facts.injected, facts.load
-                    ));
-                    case.reproduce = Some(reproduce);
-                    if let Some(c) = cluster {
-                        drop_or_keep(c, true);
-                    }
+            let name = format!("{}{suffix}_seed_{seed}", sc.name());
+            let (case, passed) = record_run(
+                sc.name(),
+                &name,
+                seed,
+                &facts,
+                result,
+                started,
+                reproduce,
+                &mut fig,
+            );
+            if let Some(mut c) = cluster {
+                if keep || !passed {
+                    c.keep();
                 }
             }
             cases.push(case);
@@ -328,11 +285,161 @@ pub fn chaos_suite(
     )
 }
 
-fn drop_or_keep(mut cluster: Cluster, keep: bool) {
-    if keep {
-        cluster.keep();
+/// Turn one run's facts and verdict into its report case, add it to the
+/// scenario's figures and print its line; returns the case and whether
+/// it passed.
+#[allow(clippy::too_many_arguments)]
+fn record_run(
+    scenario: &str,
+    name: &str,
+    seed: u64,
+    facts: &RunFacts,
+    result: Result<(), String>,
+    started: Instant,
+    reproduce: String,
+    fig: &mut ScenarioFigures,
+) -> (CaseReport, bool) {
+    let outcome = match &result {
+        Ok(()) => Outcome::Pass,
+        Err(e)
+            if e.contains("differs from its query")
+                || e.contains("FULL that nobody")
+                || e.contains("FULL unasked") =>
+        {
+            Outcome::Mismatch
+        }
+        Err(e) if e.starts_with("could not start") => Outcome::HarnessError,
+        Err(_) => Outcome::EngineError,
+    };
+    let mut tally = Tally::default();
+    tally.add(outcome);
+    let mut case = CaseReport::new(name, outcome, tally, started.elapsed().as_millis());
+    case.facts = serde_json::to_value(facts).unwrap_or_default();
+    fig.runs += 1;
+    fig.faults += facts.injected.faults.len();
+    fig.mid_operation += facts.injected.mid_operation;
+    fig.changes_written += facts.load.rows;
+    fig.transactions += facts.load.committed;
+    fig.in_doubt += facts.load.in_doubt;
+    fig.lost += facts.lost;
+    fig.duplicated += facts.duplicated;
+    fig.failed_refreshes += facts.failed_refreshes.len();
+    fig.refused_writes += facts.load.tolerated.values().sum::<u64>();
+    match result {
+        Ok(()) => {
+            fig.passed += 1;
+            println!(
+                "chaos: {scenario} seed {seed}: passed: {} faults ({} mid-operation), {} rows written in {} transactions, {} rows compared, 0 lost, 0 duplicated",
+                facts.injected.faults.len(),
+                facts.injected.mid_operation,
+                facts.load.rows,
+                facts.load.committed,
+                facts.rows_compared
+            );
+            (case, true)
+        }
+        Err(e) => {
+            println!(
+                "chaos: {scenario} seed {seed}: FAILED: {}",
+                e.lines().next().unwrap_or("")
+            );
+            println!("chaos:   reproduce: {reproduce}");
+            case.message = Some(e.lines().next().unwrap_or("").to_string());
+            case.details = Some(format!(
+                "{e}\n\nfaults: {:#?}\nload: {:#?}",
+                facts.injected, facts.load
+            ));
+            case.reproduce = Some(reproduce);
+            (case, false)
+        }
     }
-    drop(cluster);
+}
+
+/// Run the topology scenarios `only` names (all when empty) on
+/// `topology` (`sharding`, or `citus`, skipped when it cannot run).
+pub fn topology_suite(
+    opts: &ChaosOptions,
+    topology: &str,
+    only: &[String],
+    run_dir: &Path,
+    keep: bool,
+) -> (Suite, Vec<ScenarioFigures>) {
+    let t = Instant::now();
+    let suite_name = format!("chaos_{topology}");
+    if topology == "citus" {
+        let why = topology::citus_unavailable(&opts.pg_config).unwrap_or_default();
+        println!("chaos: the Citus topology is SKIPPED: {why}");
+        let fig = ScenarioFigures {
+            scenario: "citus topology".into(),
+            skipped: Some(why.clone()),
+            ..ScenarioFigures::default()
+        };
+        return (Suite::skip(&suite_name, &why), vec![fig]);
+    }
+    let parent = std::env::temp_dir().join("pg_trickle-runs").join(
+        run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "chaos".into()),
+    );
+    let _ = std::fs::create_dir_all(&parent);
+    let log_dir = run_dir.join("logs");
+    let mut cases = Vec::new();
+    let mut table = Vec::new();
+    for sc in topology::TopoScenario::ALL
+        .into_iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name()))
+    {
+        let mut fig = ScenarioFigures {
+            scenario: format!("{}_{topology}", sc.name()),
+            ..ScenarioFigures::default()
+        };
+        for k in 0..opts.runs {
+            let seed = opts.seed.wrapping_add(k);
+            let started = Instant::now();
+            println!(
+                "chaos: {} ({topology}) run {} of {} (seed {seed}) ...",
+                sc.name(),
+                k + 1,
+                opts.runs
+            );
+            let (facts, result, topo) = topology::run_once(
+                sc,
+                seed,
+                opts.load_seconds,
+                &parent,
+                &log_dir,
+                &opts.pg_config,
+            );
+            let reproduce = format!(
+                "{} chaos --topology {topology} --scenario {} --seed {seed} --runs 1",
+                opts.runner,
+                sc.name()
+            );
+            let name = format!("{}_{topology}_seed_{seed}", sc.name());
+            let (case, passed) = record_run(
+                sc.name(),
+                &name,
+                seed,
+                &facts,
+                result,
+                started,
+                reproduce,
+                &mut fig,
+            );
+            if let Some(mut topo) = topo {
+                if keep || !passed {
+                    topo.keep();
+                }
+            }
+            cases.push(case);
+        }
+        table.push(fig);
+    }
+    (
+        Suite::new(&suite_name, cases, t.elapsed().as_secs_f64(), None),
+        table,
+    )
 }
 
 /// The closing table: one row per scenario.

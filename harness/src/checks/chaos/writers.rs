@@ -51,7 +51,7 @@ pub struct LoadTally {
 }
 
 impl LoadTally {
-    fn add(&mut self, other: LoadTally) {
+    pub(super) fn add(&mut self, other: LoadTally) {
         self.committed += other.committed;
         self.rows += other.rows;
         self.rolled_back += other.rolled_back;
@@ -163,7 +163,7 @@ impl Load {
 }
 
 /// Connect, or count the refusal and pause (the server is down or recovering).
-fn session(conninfo: &str, tally: &mut LoadTally) -> Option<Client> {
+pub(super) fn session(conninfo: &str, tally: &mut LoadTally) -> Option<Client> {
     match Client::connect(conninfo, postgres::NoTls) {
         Ok(c) => Some(c),
         Err(_) => {
@@ -282,7 +282,7 @@ fn writer(w: usize, opts: &LoadOptions, stop: &AtomicBool) -> LoadTally {
 }
 
 /// Count a failure; a lost session is dropped so the loop reconnects.
-fn note(
+pub(super) fn note(
     e: &postgres::Error,
     tolerated: &[String],
     tally: &mut LoadTally,
