@@ -409,3 +409,110 @@ fn a_node_that_leaves_is_forgotten_and_its_readers_reinitialised() {
         .unwrap();
     refresh_differentially_and_compare(&mut db, "after the node left");
 }
+
+/// A partition moves to another node (region 2 from worker 2 to a new
+/// shard on worker 1): the readers are recomputed once, the publication
+/// on worker 1 takes the new shard, and writes to it directly on worker
+/// 1 flow DIFFERENTIALLY from then on.
+#[test]
+fn a_partition_moved_to_another_node_keeps_flowing() {
+    let (topo, mut db) = sharded_with_stream_table();
+    topo.workers[0]
+        .connect("postgres")
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE public.orders_r2 ({})",
+            orders().columns
+        ))
+        .unwrap();
+    db.batch_execute(
+        "BEGIN; \
+         CREATE FOREIGN TABLE orders_r2 (region int NOT NULL, id bigint NOT NULL, amount numeric(10,2) NOT NULL) \
+           SERVER w1 OPTIONS (schema_name 'public', table_name 'orders_r2'); \
+         INSERT INTO orders_r2 SELECT * FROM orders_w2; \
+         ALTER TABLE orders DETACH PARTITION orders_w2; \
+         ALTER TABLE orders ATTACH PARTITION orders_r2 FOR VALUES IN (2); \
+         DROP FOREIGN TABLE orders_w2; \
+         COMMIT",
+    )
+    .unwrap();
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    let first = oracles::engine_api::last_refresh(&mut db, "st")
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.describe().starts_with("FULL (reinitialisation"),
+        "{first:?}"
+    );
+    let mut w1 = topo.workers[0].connect("postgres").unwrap();
+    w1.batch_execute(
+        "INSERT INTO orders_r2 VALUES (2, 6001, 11); UPDATE orders_r2 SET amount = amount + 1 WHERE id < 30; \
+         INSERT INTO orders_w1 VALUES (1, 6002, 12)",
+    )
+    .unwrap();
+    refresh_differentially_and_compare(&mut db, "after the move");
+    let servers: Vec<String> = first_column(
+        &mut db,
+        "SELECT s.srvname::text FROM pgtrickle.pgt_remote_capture r JOIN pg_foreign_server s ON s.oid = r.server_oid",
+        &[],
+    );
+    assert_eq!(servers, ["w1"], "worker 2 holds no rows of orders any more");
+}
+
+/// A refresh in a transaction that wrote a shard through postgres_fdw
+/// would read its own writes there and consume them again once they are
+/// drained after commit: refused naming the node. A refresh in a
+/// transaction that read a node before a drain committed newer changes
+/// of it would consume changes it does not see: a serialization failure.
+/// A TRUNCATE of a shard on its node reinitialises the readers.
+#[test]
+fn refreshes_that_could_not_be_exact_across_nodes_are_refused() {
+    let (topo, mut db) = sharded_with_stream_table();
+    let e = db
+        .batch_execute(
+            "BEGIN; INSERT INTO orders VALUES (1, 77001, 1); SELECT pgtrickle.refresh_stream_table('st')",
+        )
+        .expect_err("its own remote writes would be counted twice");
+    let text = harness::cluster::describe(&e);
+    assert!(
+        text.contains("0A000") && text.contains("server w1"),
+        "{text}"
+    );
+    db.batch_execute("ROLLBACK").unwrap();
+
+    db.batch_execute("BEGIN; SELECT count(*) FROM orders")
+        .unwrap();
+    topo.workers[0]
+        .connect("postgres")
+        .unwrap()
+        .batch_execute("INSERT INTO orders_w1 VALUES (1, 77002, 2)")
+        .unwrap();
+    let mut other = topo.coordinator.connect("postgres").unwrap();
+    other
+        .batch_execute("SELECT pgtrickle.drain_remote_capture()")
+        .unwrap();
+    let e = db
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .expect_err("the transaction reads the node in a snapshot older than what was drained");
+    let text = harness::cluster::describe(&e);
+    assert!(text.contains("40001") && text.contains("w1"), "{text}");
+    db.batch_execute("ROLLBACK").unwrap();
+    refresh_differentially_and_compare(&mut db, "in a transaction of its own");
+
+    topo.workers[1]
+        .connect("postgres")
+        .unwrap()
+        .batch_execute("TRUNCATE orders_w2")
+        .unwrap();
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    let r = oracles::engine_api::last_refresh(&mut db, "st")
+        .unwrap()
+        .unwrap();
+    assert!(r.describe().starts_with("FULL (reinitialisation"), "{r:?}");
+    if let Some(diff) = differences(&mut db, "st", QUERY).unwrap() {
+        panic!("after a shard's TRUNCATE:\n{diff}");
+    }
+    refresh_differentially_and_compare(&mut db, "after the reinitialisation");
+}

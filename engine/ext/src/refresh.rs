@@ -81,6 +81,9 @@ pub fn refresh_with(
     // Sources sharded across nodes: the buffer must hold exactly the
     // nodes' transactions this transaction's reads of them will see.
     crate::remote_capture::before_read(&relids, &owner);
+    // A drain just now may have met a TRUNCATE of a shard (it marks the
+    // readers for reinitialisation): read the mark again.
+    let needs_reinit = needs_reinit || crate::remote_capture::marked_for_reinit(id, &relids);
     // Sources captured from the WAL: this transaction's own writes to them
     // are decoded only after it commits, so a refresh in it recomputes;
     // their undecoded changes are read by this refresh alone, with its token.

@@ -81,7 +81,12 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         report_activity(Some("draining WAL captures"));
         BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
         report_activity(Some("draining capture on other nodes"));
-        BackgroundWorker::transaction(|| as_extension(drain_remote));
+        let remote = BackgroundWorker::transaction(|| as_extension(remote_drains));
+        for (source, server, owner) in remote {
+            BackgroundWorker::transaction(move || {
+                as_extension(|| crate::remote_capture::drain_entry(source, server, &owner))
+            });
+        }
         let Some(due) = BackgroundWorker::transaction(|| as_extension(due_stream_tables)) else {
             report_activity(None);
             continue;
@@ -130,21 +135,21 @@ fn extension_installed() -> bool {
     crate::compat::sql_matches_library()
 }
 
-/// Drain every node's capture slot (sharded sources); a failing node is
-/// recorded and retried with backoff, never fatal.
-fn drain_remote() {
+/// The node capture slots due for a drain (sharded sources), each then
+/// drained in a transaction of its own; a failing node is recorded and
+/// retried with backoff, never fatal.
+fn remote_drains() -> Vec<(u32, u32, String)> {
     if !extension_installed() {
-        return;
+        return Vec::new();
     }
-    if let Err(f) = in_subtransaction(|| {
-        crate::remote_capture::drain_all();
-    }) {
+    in_subtransaction(crate::remote_capture::drain_list).unwrap_or_else(|f| {
         warning!(
-            "pg_trickle: draining capture on other nodes failed ({}): {}",
+            "pg_trickle: listing capture on other nodes failed ({}): {}",
             f.sqlstate,
             f.message
         );
-    }
+        Vec::new()
+    })
 }
 
 /// Re-evaluate backpressure on every source; a failure is logged, never fatal.

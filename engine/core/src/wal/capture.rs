@@ -56,6 +56,21 @@ impl Snapshot {
     pub fn sees(&self, xid: u64) -> bool {
         xid < self.xmin || (xid < self.xmax && !self.running.contains(&xid))
     }
+
+    /// Whether this snapshot sees every transaction `older` sees (it was
+    /// taken later, or is the same). Conservative: an id below `older`'s
+    /// xmax that this snapshot does not see, and that `older` did not
+    /// list as running, counts as seen by `older`.
+    pub fn includes(&self, older: &Snapshot) -> bool {
+        let older_sees = |x: u64| older.sees(x);
+        if self.running.iter().any(|x| older_sees(*x)) {
+            return false;
+        }
+        if self.xmax < older.xmax {
+            return (self.xmax..older.xmax).all(|x| !older_sees(x));
+        }
+        true
+    }
 }
 
 /// Parse an LSN as PostgreSQL prints it (`16/B374D848`).
@@ -195,6 +210,21 @@ pub fn record_literal(fields: &[Option<&str>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_snapshot_includes_an_earlier_one_and_not_the_reverse() {
+        let early = Snapshot::parse("100:105:101,103").unwrap();
+        let later = Snapshot::parse("103:110:103,107").unwrap();
+        assert!(later.includes(&early));
+        assert!(
+            !early.includes(&later),
+            "104, 105, 106, 108, 109 and 101 are seen by the later one only"
+        );
+        assert!(early.includes(&early));
+        // Still running in the later one though the earlier one saw it.
+        let odd = Snapshot::parse("100:110:102").unwrap();
+        assert!(!odd.includes(&early));
+    }
 
     #[test]
     fn widening_keeps_the_epoch_and_crosses_it() {

@@ -152,6 +152,8 @@ struct Capture {
     slot: String,
     progress: Progress,
     lease: Option<pg_trickle_core::wal::remote::Lease>,
+    /// The node snapshot the last committed drain wrote up to.
+    last_snapshot: Option<String>,
 }
 
 fn written_text(w: &BTreeMap<u64, u64>) -> String {
@@ -177,7 +179,7 @@ fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
         &format!(
             "SELECT r.slot_name::text, r.settled_lsn::text, r.written, s.srvname::text, r.lease_holder, \
                     (extract(epoch FROM r.lease_acquired_at) * 1e6)::bigint::text, \
-                    (extract(epoch FROM r.lease_expires_at) * 1e6)::bigint::text \
+                    (extract(epoch FROM r.lease_expires_at) * 1e6)::bigint::text, r.last_snapshot \
              FROM pgtrickle.pgt_remote_capture r JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid \
              WHERE r.source_relid = $1::text::oid AND r.server_oid = $2::text::oid FOR UPDATE OF r{}",
             if skip_locked { " SKIP LOCKED" } else { "" }
@@ -201,6 +203,7 @@ fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
             written: parse_written(&get(2)),
         },
         lease,
+        last_snapshot: r[7].clone(),
     })
 }
 
@@ -249,16 +252,40 @@ fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
     }
     let slot = slot_for(source);
     for (server, list) in by_server {
-        let exists = value(
-            "SELECT 1::text FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
-            &[Some(source.to_string()), Some(server.to_string())],
-        )
-        .is_some();
-        if exists {
-            continue;
-        }
         let name = list[0].server_name.clone();
-        let remote: Vec<(String, String)> = list.iter().map(|s| s.remote.clone()).collect();
+        let mut remote: Vec<(String, String)> = list.iter().map(|s| s.remote.clone()).collect();
+        remote.sort();
+        let tables = remote
+            .iter()
+            .map(|(s, t)| format!("{}.{}", qi(s), qi(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let recorded = value(
+            "SELECT shard_tables FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+            &[Some(source.to_string()), Some(server.to_string())],
+        );
+        match recorded {
+            Some(r) if r == tables => continue,
+            Some(_) => {
+                // A shard joined or left this node (a partition attached,
+                // moved or detached): the publication follows, and the
+                // changes from then on are decoded. The structure change
+                // already marked the readers for reinitialisation.
+                let slot_c = slot.clone();
+                owner.run(|| node::set_up(&name, &slot_c, &remote));
+                run(
+                    "UPDATE pgtrickle.pgt_remote_capture SET shard_tables = $3 \
+                     WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+                    &[
+                        Some(source.to_string()),
+                        Some(server.to_string()),
+                        Some(tables),
+                    ],
+                );
+                continue;
+            }
+            None => {}
+        }
         let slot_c = slot.clone();
         let start = owner.run(|| node::set_up(&name, &slot_c, &remote));
         let table = state_table(server);
@@ -271,7 +298,7 @@ fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
         {
             run(
                 &format!(
-                    "CREATE FOREIGN TABLE {table} (snapshot text, lsn text) SERVER {} \
+                    "CREATE FOREIGN TABLE {table} (snapshot text, lsn text, own_xact text) SERVER {} \
                      OPTIONS (schema_name 'pgtrickle_node', table_name 'state')",
                     qi(&name)
                 ),
@@ -280,13 +307,14 @@ fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
             run(&format!("GRANT SELECT ON {table} TO PUBLIC"), &[]);
         }
         run(
-            "INSERT INTO pgtrickle.pgt_remote_capture (source_relid, server_oid, slot_name, settled_lsn, confirmed_lsn) \
-             VALUES ($1::text::oid, $2::text::oid, $3, $4::pg_lsn, $4::pg_lsn)",
+            "INSERT INTO pgtrickle.pgt_remote_capture (source_relid, server_oid, slot_name, settled_lsn, confirmed_lsn, shard_tables) \
+             VALUES ($1::text::oid, $2::text::oid, $3, $4::pg_lsn, $4::pg_lsn, $5)",
             &[
                 Some(source.to_string()),
                 Some(server.to_string()),
                 Some(slot.clone()),
                 Some(start),
+                Some(tables),
             ],
         );
     }
@@ -412,13 +440,14 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
     }
     run(
         "UPDATE pgtrickle.pgt_remote_capture SET settled_lsn = $3::pg_lsn, written = $4, last_drain_at = now(), \
-         last_error = NULL, failed_ticks = 0, retry_after = NULL \
+         last_error = NULL, failed_ticks = 0, retry_after = NULL, last_snapshot = $5 \
          WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
         &[
             Some(source.to_string()),
             Some(cap.server.to_string()),
             Some(lsn_text(plan.progress.settled)),
             Some(written_text(&plan.progress.written)),
+            Some(snapshot.to_string()),
         ],
     );
     chosen.len()
@@ -445,14 +474,20 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
         let servers: std::collections::BTreeSet<u32> = shards.iter().map(|s| s.server).collect();
         for server in servers {
             let Some(cap) = lock(source, server, false) else {
-                continue;
+                raise(
+                    "XX000",
+                    format!("source {source} has no capture row for server {server} after set-up"),
+                    None,
+                )
             };
             let table = state_table(server);
-            let state = owner.run(|| row(&format!("SELECT snapshot, lsn FROM {table}"), &[]));
-            let (snapshot, lsn) = match state {
+            let state =
+                owner.run(|| row(&format!("SELECT snapshot, lsn, own_xact FROM {table}"), &[]));
+            let (snapshot, lsn, own_xact) = match state {
                 Some(r) => (
                     r[0].clone().unwrap_or_default(),
                     r[1].clone().unwrap_or_default(),
+                    r[2].clone(),
                 ),
                 None => raise(
                     "55000",
@@ -460,6 +495,38 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
                     None,
                 ),
             };
+            if own_xact.is_some() {
+                // Its own writes on the node are in what it reads but
+                // reach the buffer only after it commits: counted twice.
+                raise(
+                    "0A000",
+                    format!(
+                        "this transaction wrote on server {} through postgres_fdw; a stream table over {} is refreshed or created in a transaction of its own",
+                        cap.server_name,
+                        crate::spi::relation_name(source).unwrap_or_default()
+                    ),
+                    None,
+                );
+            }
+            let now = Snapshot::parse(&snapshot).unwrap_or_else(|| {
+                raise(
+                    "XX000",
+                    format!("server {} sent no pg_snapshot: {snapshot}", cap.server_name),
+                    None,
+                )
+            });
+            if let Some(last) = cap.last_snapshot.as_deref().and_then(Snapshot::parse) {
+                if !now.includes(&last) {
+                    raise(
+                        "40001",
+                        format!(
+                            "this transaction reads server {} in a snapshot older than changes already captured from it (it read the node before this refresh); retry the refresh in a transaction of its own",
+                            cap.server_name
+                        ),
+                        None,
+                    );
+                }
+            }
             wait_flushed(&cap, owner, &lsn);
             drain_to(source, &cap, owner, &snapshot, &lsn);
         }
@@ -495,6 +562,19 @@ fn wait_flushed(cap: &Capture, owner: &Owner, lsn: &str) {
     );
 }
 
+/// Whether stream table `id` is marked for reinitialisation now, when
+/// one of `relids` is sharded (a drain may have just marked it).
+pub fn marked_for_reinit(id: i64, relids: &[u32]) -> bool {
+    let sharded = relids.iter().any(|r| !shards(*r).0.is_empty());
+    sharded
+        && value(
+            "SELECT needs_reinit::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint",
+            &[Some(id.to_string())],
+        )
+        .as_deref()
+            == Some("true")
+}
+
 /// The lease holder name of this backend's drains.
 fn holder() -> String {
     // SAFETY: MyProcPid is set for every backend.
@@ -513,8 +593,15 @@ fn holder() -> String {
 /// and retried later with backoff; the others go on. Returns the changes
 /// written.
 pub fn drain_all() -> usize {
-    let mut total = 0;
-    let list: Vec<(u32, u32, String)> = rows(
+    drain_list()
+        .into_iter()
+        .map(|(source, server, owner)| drain_entry(source, server, &owner))
+        .sum()
+}
+
+/// The (source, server, source owner) rows due for a drain.
+pub fn drain_list() -> Vec<(u32, u32, String)> {
+    rows(
         "SELECT r.source_relid::text, r.server_oid::text, st.owner::text FROM pgtrickle.pgt_remote_capture r \
          CROSS JOIN LATERAL (SELECT c.relowner AS owner FROM pg_catalog.pg_class c WHERE c.oid = r.source_relid) st \
          WHERE r.retry_after IS NULL OR r.retry_after <= now() ORDER BY 1, 2",
@@ -522,26 +609,26 @@ pub fn drain_all() -> usize {
     )
     .into_iter()
     .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].as_ref()?.parse().ok()?, r[2].clone()?)))
-    .collect();
-    let mut seen = std::collections::BTreeSet::new();
-    for (source, server, owner_oid) in list {
-        let owner = Owner {
-            role: pg_sys::Oid::from(owner_oid.parse::<u32>().unwrap_or(0)),
-            search_path: "pg_catalog, pg_temp".into(),
-        };
-        if seen.insert(source) {
-            let own = owner.clone();
-            let _ = crate::spi::in_subtransaction(move || {
-                forget_stale(source, &shards(source).0, &own)
-            });
-        }
-        let result = crate::spi::in_subtransaction(move || drain_one(source, server, &owner));
-        match result {
-            Ok(n) => total += n,
-            Err(f) => record_failure(source, server, &format!("{}: {}", f.sqlstate, f.message)),
+    .collect()
+}
+
+/// Drain one (source, server) row as the source's owner (`owner_oid`);
+/// a failure is recorded, never raised. The scheduler runs each in a
+/// transaction of its own, so a slow node holds up only its own row.
+pub fn drain_entry(source: u32, server: u32, owner_oid: &str) -> usize {
+    let owner = Owner {
+        role: pg_sys::Oid::from(owner_oid.parse::<u32>().unwrap_or(0)),
+        search_path: "pg_catalog, pg_temp".into(),
+    };
+    let own = owner.clone();
+    let _ = crate::spi::in_subtransaction(move || forget_stale(source, &shards(source).0, &own));
+    match crate::spi::in_subtransaction(move || drain_one(source, server, &owner)) {
+        Ok(n) => n,
+        Err(f) => {
+            record_failure(source, server, &format!("{}: {}", f.sqlstate, f.message));
+            0
         }
     }
-    total
 }
 
 fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
@@ -659,7 +746,9 @@ pub fn drop_for(source: u32) {
     );
 }
 
-/// Drain every node slot now (what the scheduler does each tick).
+/// Drain every node slot now, as a holder of its own: a slot whose lease
+/// another holder (the scheduler) still holds is skipped; a lapsed lease is
+/// taken over.
 /// Superuser only. Returns the changes written.
 #[pg_extern]
 fn drain_remote_capture() -> i64 {
@@ -692,8 +781,15 @@ fn drop_orphaned_remote_slots() -> Vec<String> {
                 continue;
             };
             for slot in slots.into_iter().filter(|s| !known.contains(s)) {
-                node::tear_down(&server, &slot);
-                dropped.push(format!("{server}/{slot}"));
+                let (sv, sl) = (server.clone(), slot.clone());
+                match crate::spi::in_subtransaction(move || node::tear_down(&sv, &sl)) {
+                    Ok(()) => dropped.push(format!("{server}/{slot}")),
+                    Err(f) => pgrx::warning!(
+                        "pg_trickle: could not drop slot {slot} on server {server} ({}): {}",
+                        f.sqlstate,
+                        f.message
+                    ),
+                }
             }
         }
         dropped

@@ -32,6 +32,26 @@ fn dblink() -> String {
     })
 }
 
+/// The dblink schema, after making sure `server` reaches the server of
+/// that name: dblink prefers a session's named connection to a server
+/// of the same name, which would let a session feed forged changes into
+/// a shared change buffer.
+fn dblink_for(server: &str) -> String {
+    let schema = dblink();
+    let shadowed = value(
+        &format!("SELECT 1::text FROM pg_catalog.unnest({schema}.dblink_get_connections()) c WHERE c = $1"),
+        &[Some(server.to_string())],
+    );
+    if shadowed.is_some() {
+        raise(
+            "42501",
+            format!("this session has a dblink connection named {server}, which hides the foreign server of that name from capture"),
+            Some(format!("SELECT dblink_disconnect('{server}');")),
+        );
+    }
+    schema
+}
+
 /// A SQL string literal.
 pub fn lit(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -40,7 +60,7 @@ pub fn lit(text: &str) -> String {
 /// Run `sql` (statements, no result) on the node of `server`.
 pub fn exec(server: &str, sql: &str) {
     run(
-        &format!("SELECT {}.dblink_exec($1, $2)", dblink()),
+        &format!("SELECT {}.dblink_exec($1, $2)", dblink_for(server)),
         &[Some(server.to_string()), Some(sql.to_string())],
     );
 }
@@ -52,7 +72,7 @@ pub fn query(server: &str, sql: &str, columns: usize) -> Vec<Vec<Option<String>>
     rows(
         &format!(
             "SELECT * FROM {}.dblink($1, $2) AS t({})",
-            dblink(),
+            dblink_for(server),
             defs.join(", ")
         ),
         &[Some(server.to_string()), Some(sql.to_string())],
@@ -74,6 +94,16 @@ pub fn query_value(server: &str, sql: &str) -> Option<String> {
 /// view. Returns the slot's confirmed position. The slot is not
 /// transactional: see `drop_orphans`.
 pub fn set_up(server: &str, slot: &str, shards: &[(String, String)]) -> String {
+    if let Some((s, t)) = shards
+        .iter()
+        .find(|(s, t)| s.contains('$') || t.contains('$'))
+    {
+        raise(
+            "0A000",
+            format!("shard {s}.{t} on server {server}: capture on other nodes does not support '$' in shard names"),
+            None,
+        );
+    }
     let tables: Vec<String> = shards
         .iter()
         .map(|(s, t)| format!("{}.{}", qi(s), qi(t)))
@@ -84,7 +114,8 @@ pub fn set_up(server: &str, slot: &str, shards: &[(String, String)]) -> String {
         "SET lock_timeout = '10s'; CREATE SCHEMA IF NOT EXISTS pgtrickle_node; \
          CREATE OR REPLACE VIEW pgtrickle_node.state AS \
            SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text AS snapshot, \
-                  pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn; ",
+                  pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn, \
+                  pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS own_xact; ",
     );
     for t in &tables {
         sql.push_str(&format!("ALTER TABLE {t} REPLICA IDENTITY FULL; "));
@@ -172,8 +203,16 @@ pub fn flushed(server: &str) -> Option<String> {
     query_value(server, "SELECT pg_catalog.pg_current_wal_flush_lsn()::text")
 }
 
+/// An LSN as this side prints it (what a node sent is parsed first).
+fn clean_lsn(lsn: &str) -> String {
+    pg_trickle_core::wal::capture::parse_lsn(lsn)
+        .map(pg_trickle_core::wal::capture::lsn_text)
+        .unwrap_or_else(|| raise("22P02", format!("not an LSN: {lsn}"), None))
+}
+
 /// Peek `slot` up to `upto`: (WAL position, message bytes as hex).
 pub fn peek(server: &str, slot: &str, upto: &str) -> Vec<(i64, String)> {
+    let upto = clean_lsn(upto);
     query(
         server,
         &format!(
@@ -182,7 +221,7 @@ pub fn peek(server: &str, slot: &str, upto: &str) -> Vec<(i64, String)> {
              FROM pg_catalog.pg_logical_slot_peek_binary_changes({s}, {u}::pg_catalog.pg_lsn, NULL, \
                'proto_version', '1', 'publication_names', {p})",
             s = lit(slot),
-            u = lit(upto),
+            u = lit(&upto),
             p = lit(slot)
         ),
         2,
@@ -204,12 +243,13 @@ pub fn peek(server: &str, slot: &str, upto: &str) -> Vec<(i64, String)> {
 /// Advance `slot` to `to` (what committed drains wrote); returns its
 /// confirmed position.
 pub fn advance(server: &str, slot: &str, to: &str) -> Option<String> {
+    let to = clean_lsn(to);
     query_value(
         server,
         &format!(
             "SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance({}, {}::pg_catalog.pg_lsn)",
             lit(slot),
-            lit(to)
+            lit(&to)
         ),
     )
 }

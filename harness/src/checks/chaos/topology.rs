@@ -37,15 +37,18 @@ pub enum TopoScenario {
     LeaseLapsesUnderSecondDrainer,
     /// A node's partition is detached and its server dropped while writes go on.
     DropNode,
+    /// A partition moves to another node (copied, detached, attached) while writes go on.
+    MovePartition,
 }
 
 impl TopoScenario {
     /// Every scenario, in run order.
-    pub const ALL: [TopoScenario; 4] = [
+    pub const ALL: [TopoScenario; 5] = [
         TopoScenario::KillWorkerMidRefresh,
         TopoScenario::RestartCoordinatorHoldingLease,
         TopoScenario::LeaseLapsesUnderSecondDrainer,
         TopoScenario::DropNode,
+        TopoScenario::MovePartition,
     ];
 
     /// Its name in reports and on the command line.
@@ -55,7 +58,13 @@ impl TopoScenario {
             TopoScenario::RestartCoordinatorHoldingLease => "restart_coordinator_holding_lease",
             TopoScenario::LeaseLapsesUnderSecondDrainer => "lease_lapses_under_second_drainer",
             TopoScenario::DropNode => "drop_node",
+            TopoScenario::MovePartition => "move_partition",
         }
+    }
+
+    /// Whether worker 2 stops holding rows of the source.
+    fn leaves_worker_2(self) -> bool {
+        matches!(self, TopoScenario::DropNode | TopoScenario::MovePartition)
     }
 }
 
@@ -359,6 +368,38 @@ fn inject(
                     .into(),
             );
         }
+        TopoScenario::MovePartition => {
+            topo.workers[0]
+                .connect("postgres")
+                .map_err(|e| e.to_string())?
+                .batch_execute(&format!("CREATE TABLE public.orders_r2 ({ORDERS})"))
+                .map_err(|e| describe(&e))?;
+            // The whole table first, so no lock is upgraded midway; a
+            // deadlock with the writers is retried, as an operator would.
+            let mv = format!(
+                "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; \
+                 CREATE FOREIGN TABLE orders_r2 ({ORDERS}) SERVER w1 OPTIONS (schema_name 'public', table_name 'orders_r2'); \
+                 INSERT INTO orders_r2 SELECT * FROM orders_w2; \
+                 ALTER TABLE orders DETACH PARTITION orders_w2; \
+                 ALTER TABLE orders ATTACH PARTITION orders_r2 FOR VALUES IN (2); \
+                 DROP FOREIGN TABLE orders_w2; COMMIT"
+            );
+            let mut attempt = 0;
+            loop {
+                match db.batch_execute(&mv) {
+                    Ok(()) => break,
+                    Err(e) if attempt < 5 && e.code().map(|c| c.code()) == Some("40P01") => {
+                        let _ = db.batch_execute("ROLLBACK");
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(describe(&e)),
+                }
+            }
+            note(
+                "region 2 moved from worker 2 to a new shard on worker 1 while the writers went on"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }
@@ -377,9 +418,10 @@ fn judge(
     }
     let mut db = faults::recovered(&topo.coordinator)?;
     // Every node slot drained past the WAL its worker has written.
-    let live: Vec<usize> = match scenario {
-        TopoScenario::DropNode => vec![0],
-        _ => (0..topo.workers.len()).collect(),
+    let live: Vec<usize> = if scenario.leaves_worker_2() {
+        vec![0]
+    } else {
+        (0..topo.workers.len()).collect()
     };
     for k in &live {
         let mut w = topo.workers[*k]
@@ -429,8 +471,7 @@ fn judge(
             .failed_refreshes
             .extend(h.errors.iter().map(|e| format!("{}: {e}", st.name)));
         for f in h.full {
-            let asked =
-                scenario == TopoScenario::DropNode && f.starts_with("FULL (reinitialisation");
+            let asked = scenario.leaves_worker_2() && f.starts_with("FULL (reinitialisation");
             if !asked {
                 problems.push(format!("{} ran FULL unasked: {f}", st.name));
             }
