@@ -134,26 +134,6 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
     };
     suites.push(crate::checks::upgrade::command::suite(common, &run, &up)?);
     if args.chaos_runs > 0 {
-        for capture in [
-            oracles::workload::Capture::Trigger,
-            oracles::workload::Capture::Wal,
-        ] {
-            let chaos = crate::checks::chaos::ChaosOptions {
-                seed: base,
-                runs: args.chaos_runs,
-                only: Vec::new(),
-                writers: 3,
-                load_seconds: 2.0,
-                pg_config: common.pg_config.clone(),
-                runner: common.runner(),
-                capture,
-            };
-            let (s, figures) = crate::checks::chaos::chaos_suite(&chaos, &run.dir, common.keep);
-            println!("\n{}", crate::checks::chaos::table(&figures));
-            suites.push(s);
-        }
-        // The topologies: sharding runs everywhere; Citus is skipped,
-        // loudly, where it cannot run.
         let chaos = crate::checks::chaos::ChaosOptions {
             seed: base,
             runs: args.chaos_runs,
@@ -164,6 +144,20 @@ pub fn run(common: &Common, args: &NightlyArgs) -> Result<(), Failure> {
             runner: common.runner(),
             capture: oracles::workload::Capture::Trigger,
         };
+        for capture in [
+            oracles::workload::Capture::Trigger,
+            oracles::workload::Capture::Wal,
+        ] {
+            let opts = crate::checks::chaos::ChaosOptions {
+                capture,
+                ..chaos.clone()
+            };
+            let (s, figures) = crate::checks::chaos::chaos_suite(&opts, &run.dir, common.keep);
+            println!("\n{}", crate::checks::chaos::table(&figures));
+            suites.push(s);
+        }
+        // The topologies: sharding runs everywhere; Citus is skipped,
+        // loudly, where it cannot run.
         for topology in ["sharding", "citus"] {
             let (s, figures) =
                 crate::checks::chaos::topology_suite(&chaos, topology, &[], &run.dir, common.keep);

@@ -197,13 +197,9 @@ pub struct ScenarioFigures {
     pub refused_writes: u64,
 }
 
-/// Run the chosen scenarios, `runs` times each; the suite and the table.
-pub fn chaos_suite(
-    opts: &ChaosOptions,
-    run_dir: &Path,
-    keep: bool,
-) -> (Suite, Vec<ScenarioFigures>) {
-    let t = Instant::now();
+/// Where a run's clusters live: under the temporary directory (the
+/// server account reaches it from any checkout), named after the run.
+fn clusters_dir(run_dir: &Path) -> std::path::PathBuf {
     let parent = std::env::temp_dir().join("pg_trickle-runs").join(
         run_dir
             .file_name()
@@ -211,6 +207,17 @@ pub fn chaos_suite(
             .unwrap_or_else(|| "chaos".into()),
     );
     let _ = std::fs::create_dir_all(&parent);
+    parent
+}
+
+/// Run the chosen scenarios, `runs` times each; the suite and the table.
+pub fn chaos_suite(
+    opts: &ChaosOptions,
+    run_dir: &Path,
+    keep: bool,
+) -> (Suite, Vec<ScenarioFigures>) {
+    let t = Instant::now();
+    let parent = clusters_dir(run_dir);
     let log_dir = run_dir.join("logs");
     let scenarios: Vec<Scenario> = if opts.only.is_empty() {
         Scenario::ALL.to_vec()
@@ -376,13 +383,7 @@ pub fn topology_suite(
         };
         return (Suite::skip(&suite_name, &why), vec![fig]);
     }
-    let parent = std::env::temp_dir().join("pg_trickle-runs").join(
-        run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "chaos".into()),
-    );
-    let _ = std::fs::create_dir_all(&parent);
+    let parent = clusters_dir(run_dir);
     let log_dir = run_dir.join("logs");
     let mut cases = Vec::new();
     let mut table = Vec::new();
