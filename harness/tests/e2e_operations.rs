@@ -524,3 +524,79 @@ fn retry_decisions_follow_the_sqlstate_in_any_message_language() {
     );
     assert_eq!(en_reason, de_reason);
 }
+
+/// The scheduler's backend pid, waiting for it to be up.
+fn scheduler_pid(db: &mut Client) -> i32 {
+    let started = Instant::now();
+    loop {
+        let r = db
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler'",
+                &[],
+            )
+            .unwrap();
+        if let Some(r) = r {
+            return r.get(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no scheduler running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_refresh_whose_commit_fails_is_rolled_back_and_the_scheduler_goes_on() {
+    // A deferred trigger on the refresh history fails the scheduled
+    // refresh's commit while `fail_commit` says so (as Citus fails a
+    // commit when a node goes away): the refresh is rolled back and
+    // logged, and the same scheduler process refreshes once the cause is
+    // gone. Before, the scheduler exited and was restarted 5 s later.
+    let cluster = dedicated_cluster(
+        "commit-failure-scheduler",
+        &["pg_trickle.scheduler_interval_ms = 100"],
+    );
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute(
+        "CREATE EXTENSION pg_trickle; CREATE TABLE src (k int); INSERT INTO src VALUES (1), (2);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT k FROM src', '1s', 'DIFFERENTIAL');
+         CREATE TABLE public.fail_commit (fail bool NOT NULL);
+         INSERT INTO public.fail_commit VALUES (true);
+         CREATE FUNCTION public.fail_if_asked() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF (SELECT fail FROM public.fail_commit) THEN
+               RAISE EXCEPTION 'injected commit failure';
+             END IF;
+             RETURN NULL;
+           END $$;
+         CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON pgtrickle.pgt_refresh_history
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.fail_if_asked();",
+    )
+    .unwrap();
+    let pid = scheduler_pid(&mut db);
+    db.batch_execute("INSERT INTO src VALUES (3)").unwrap();
+    // Several ticks whose refresh fails at commit.
+    std::thread::sleep(Duration::from_millis(3000));
+    let query = "SELECT k FROM src";
+    assert!(
+        differences(&mut db, "st", query).unwrap().is_some(),
+        "a refresh whose commit failed left its rows"
+    );
+    assert_eq!(
+        scheduler_pid(&mut db),
+        pid,
+        "the scheduler exited on a failed commit"
+    );
+    db.batch_execute("UPDATE public.fail_commit SET fail = false")
+        .unwrap();
+    let started = Instant::now();
+    while differences(&mut db, "st", query).unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not refreshed after the cause was removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(scheduler_pid(&mut db), pid, "the same scheduler refreshed");
+}

@@ -29,6 +29,8 @@ use crate::security::as_extension;
 use crate::spi::in_subtransaction;
 
 thread_local! {
+    /// What the scheduler last reported doing (for naming a failed step).
+    static DOING: RefCell<String> = const { RefCell::new(String::new()) };
     /// Whether this process is the scheduler (set when its loop starts).
     static IS_SCHEDULER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -79,20 +81,20 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         // refresh runs its stream table's statements as that table's owner.
         // Changes captured from the WAL reach their buffers first.
         report_activity(Some("draining WAL captures"));
-        BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
+        tick_transaction(|| as_extension(crate::wal_capture::drain_all));
         report_activity(Some("draining capture on other nodes"));
-        let remote = BackgroundWorker::transaction(|| as_extension(remote_drains));
-        for (source, server, owner) in remote {
-            BackgroundWorker::transaction(move || {
-                as_extension(|| crate::remote_capture::drain_entry(source, server, &owner))
+        let remote = tick_transaction(|| as_extension(remote_drains));
+        for (source, node, owner) in remote {
+            tick_transaction(move || {
+                as_extension(|| crate::remote_capture::drain_entry(source, &node, &owner))
             });
         }
-        let Some(due) = BackgroundWorker::transaction(|| as_extension(due_stream_tables)) else {
+        let Some(due) = tick_transaction(|| as_extension(due_stream_tables)) else {
             report_activity(None);
             continue;
         };
         for id in due {
-            BackgroundWorker::transaction(move || {
+            tick_transaction(move || {
                 as_extension(|| {
                     let name = stream_tables::name_of(id).unwrap_or_else(|| id.to_string());
                     report_activity(Some(&format!("refreshing stream table {name}")));
@@ -103,11 +105,38 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         // Slot lag counts the WAL written since the last drain, the
         // refreshes' own included: drain again before judging it.
         report_activity(Some("draining WAL captures"));
-        BackgroundWorker::transaction(|| as_extension(crate::wal_capture::drain_all));
+        tick_transaction(|| as_extension(crate::wal_capture::drain_all));
         report_activity(Some("evaluating backpressure"));
-        BackgroundWorker::transaction(|| as_extension(evaluate_backpressure));
+        tick_transaction(|| as_extension(evaluate_backpressure));
         report_activity(None);
     }
+}
+
+/// Run `f` in a transaction of its own. An error that escapes it, or
+/// that the commit itself raises (Citus committing on a node that just
+/// went away), is logged and the transaction aborted: the scheduler goes
+/// on with its next step instead of exiting, and what the transaction
+/// did is undone (a refresh that did not commit is due again).
+fn tick_transaction<R: Default>(f: impl FnOnce() -> R) -> R {
+    let f = std::panic::AssertUnwindSafe(f);
+    PgTryBuilder::new(move || BackgroundWorker::transaction(f))
+        .catch_others(|e| {
+            // SAFETY: the error is caught and its state copied by pgrx;
+            // leaving every (sub)transaction is how a worker recovers from
+            // an error outside a transaction block, as autovacuum does.
+            unsafe { pg_sys::AbortOutOfAnyTransaction() };
+            let message = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            };
+            let doing = DOING.with(|d| d.borrow().clone());
+            warning!("pg_trickle scheduler: {doing} failed and was rolled back: {message}");
+            R::default()
+        })
+        .execute()
 }
 
 /// Show what the scheduler is doing in `pg_stat_activity` (`state` active
@@ -115,6 +144,7 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
 /// its statement: operators see which refresh it is in, and `harness
 /// chaos` times its faults by it.
 fn report_activity(doing: Option<&str>) {
+    DOING.with(|d| *d.borrow_mut() = doing.unwrap_or("idle").to_string());
     let (state, text) = match doing {
         Some(what) => (
             pg_sys::BackendState::STATE_RUNNING,
@@ -138,7 +168,7 @@ fn extension_installed() -> bool {
 /// The node capture slots due for a drain (sharded sources), each then
 /// drained in a transaction of its own; a failing node is recorded and
 /// retried with backoff, never fatal.
-fn remote_drains() -> Vec<(u32, u32, String)> {
+fn remote_drains() -> Vec<(u32, String, String)> {
     if !extension_installed() {
         return Vec::new();
     }
