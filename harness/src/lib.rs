@@ -15,9 +15,11 @@
 //! - Shared parts: [`cli`] (options, the run directory, exit status),
 //!   [`cluster`] (real PostgreSQL clusters), [`load`] (the CPU hog),
 //!   [`progress`], [`sharding`] (PostgreSQL's own sharding over a
-//!   topology) and [`testkit`] (fixtures for the end-to-end tests).
+//!   topology), [`citus`] (Citus over a topology) and [`testkit`]
+//!   (fixtures for the end-to-end tests).
 
 pub mod checks;
+pub mod citus;
 pub mod cli;
 pub mod cluster;
 pub mod load;

@@ -130,13 +130,13 @@ fn with_dblink_a_sharded_source_is_maintained_differentially_from_the_nodes_wal(
     .unwrap();
     let slots: Vec<String> = first_column(
         &mut db,
-        "SELECT server || ':' || slot_name FROM pgtrickle.remote_capture_status() \
+        "SELECT node || ':' || slot_name FROM pgtrickle.remote_capture_status() \
          WHERE to_regclass(stream_table) = 'st'::regclass ORDER BY 1",
         &[],
     );
     let all: Vec<String> = first_column(
         &mut db,
-        "SELECT source_relid::regclass::text || '@' || server_oid FROM pgtrickle.pgt_remote_capture",
+        "SELECT source_relid::regclass::text || '@' || node FROM pgtrickle.pgt_remote_capture",
         &[],
     );
     assert_eq!(
@@ -263,14 +263,14 @@ fn a_dead_worker_is_retried_while_the_others_flow() {
         .unwrap();
     let rows = db
         .query(
-            "SELECT server, failed_ticks, last_error FROM pgtrickle.remote_capture_status() ORDER BY server",
+            "SELECT node, failed_ticks, last_error FROM pgtrickle.remote_capture_status() ORDER BY node",
             &[],
         )
         .unwrap();
     let w1: (String, i32) = (rows[0].get(0), rows[0].get(1));
     let w2: (String, i32, Option<String>) = (rows[1].get(0), rows[1].get(1), rows[1].get(2));
-    assert_eq!(w1, ("w1".into(), 0));
-    assert_eq!((w2.0.as_str(), w2.1), ("w2", 1), "{w2:?}");
+    assert_eq!(w1, ("server w1".into(), 0));
+    assert_eq!((w2.0.as_str(), w2.1), ("server w2", 1), "{w2:?}");
     assert!(w2.2.is_some(), "the failure is shown");
     let pending: i64 = db
         .query_one(

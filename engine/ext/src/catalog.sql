@@ -113,7 +113,9 @@ COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded int
 -- transaction as the buffer rows.
 CREATE TABLE pgtrickle.pgt_remote_capture (
     source_relid      oid NOT NULL REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
-    server_oid        oid NOT NULL,
+    node              text NOT NULL,
+    node_label        text NOT NULL,
+    server_oid        oid,
     slot_name         name NOT NULL,
     shard_tables      text NOT NULL DEFAULT '',
     settled_lsn       pg_lsn NOT NULL,
@@ -128,13 +130,14 @@ CREATE TABLE pgtrickle.pgt_remote_capture (
     failed_ticks      integer NOT NULL DEFAULT 0,
     retry_after       timestamptz,
     created_at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (source_relid, server_oid)
+    PRIMARY KEY (source_relid, node)
 );
 COMMENT ON TABLE pgtrickle.pgt_remote_capture IS 'Sharded sources captured on the nodes that hold their rows: slot, written progress, lease, errors';
 CREATE TABLE pgtrickle.pgt_remote_lease_history (
     id           bigserial PRIMARY KEY,
     source_relid oid NOT NULL,
-    server_oid   oid NOT NULL,
+    node         text NOT NULL,
+    server_oid   oid,
     holder       text NOT NULL,
     acquired_at  timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL,

@@ -180,7 +180,45 @@ pub fn as_extension<R>(f: impl FnOnce() -> R) -> R {
         extension_owner()
     };
     let _switch = Switch::enter(owner.unwrap_or_else(caller), 0, PINNED_SEARCH_PATH);
+    keep_ddl_local();
     f()
+}
+
+/// With Citus loaded, keep pg_trickle's own objects (buffers, capture
+/// functions, stream table storage) on this node: Citus would otherwise
+/// create them on every node, inside the transaction that also sets up
+/// capture there, which then waits on itself. Undone with the enclosing
+/// [`Switch`]'s settings.
+fn keep_ddl_local() {
+    set_citus_ddl_propagation(false);
+}
+
+/// Set `citus.enable_ddl_propagation` for the rest of the enclosing
+/// [`Switch`], when Citus is loaded (nothing otherwise).
+pub fn set_citus_ddl_propagation(on: bool) {
+    // SAFETY: reading a setting by name; missing_ok returns NULL when the
+    // setting does not exist (Citus not loaded).
+    let exists = unsafe {
+        !pg_sys::GetConfigOption(c"citus.enable_ddl_propagation".as_ptr(), true, false).is_null()
+    };
+    if !exists {
+        return;
+    }
+    let value = if on { c"on" } else { c"off" };
+    // SAFETY: as in `Switch::enter`: saved at the nest level it opened and
+    // restored when it closes (or by the abort of an error).
+    unsafe {
+        pg_sys::set_config_option(
+            c"citus.enable_ddl_propagation".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
 }
 
 /// The search_path a stream table's statements run under: the one

@@ -7,8 +7,9 @@
 //! structure changes concern every member, at every level. A member that is
 //! a foreign table (written on another server) or unlogged (emptied by a
 //! crash without any change to capture) makes the whole source inexact for
-//! DIFFERENTIAL refresh; so does an unlogged source itself, and a table
-//! Citus distributes (its rows live in shards on other nodes).
+//! DIFFERENTIAL refresh; so does an unlogged source itself, and a Citus
+//! table among the members. Foreign partitions on postgres_fdw servers and
+//! Citus tables themselves are captured on their nodes (`remote_capture`).
 
 use pg_trickle_core::catalog::{SourceKind, SourceTable};
 
@@ -74,6 +75,11 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
         }
         "t" => return Some("it is a temporary table of one session".into()),
         _ => {}
+    }
+    // A Citus table is captured on the nodes that hold its shards (see
+    // `remote_capture::citus`); a Citus table among the members is not.
+    if crate::remote_capture::citus::is_citus_table(oid) {
+        return crate::remote_capture::problem(oid);
     }
     let members = members(oid);
     let list = format!(

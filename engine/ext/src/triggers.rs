@@ -80,6 +80,11 @@ fn relation_sql(relid: u32) -> Option<String> {
 
 /// Install the source's own triggers (its buffer and capture function exist).
 pub fn install_on_source(relid: u32, kind: SourceKind) {
+    // A Citus table's changes are captured on its nodes only: Citus runs
+    // no trigger of the coordinator's for writes to its shards.
+    if crate::remote_capture::citus::is_citus_table(relid) {
+        return;
+    }
     let _own = OwnDdl::begin();
     let Some(table) = relation_sql(relid) else {
         return;

@@ -155,9 +155,38 @@ pub fn slot_name(system_identifier: u64, database: u32, source: u32) -> String {
     format!("{}{source}", slot_prefix(system_identifier, database))
 }
 
+/// PostgreSQL's limit on an identifier, in bytes.
+pub const NAME_LIMIT: usize = 63;
+
+/// The relation that holds shard `shard_id` of Citus table `table` on a
+/// node (`orders_102008`), or None when the name would pass
+/// [`NAME_LIMIT`]: Citus then shortens it with a hash, which capture does
+/// not follow.
+pub fn citus_shard_relation(table: &str, shard_id: i64) -> Option<String> {
+    let name = format!("{table}_{shard_id}");
+    (name.len() <= NAME_LIMIT).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn citus_shard_relations_append_the_shard_id_within_the_name_limit() {
+        assert_eq!(
+            citus_shard_relation("orders", 102008).as_deref(),
+            Some("orders_102008")
+        );
+        let long = "t".repeat(NAME_LIMIT - 7);
+        assert_eq!(
+            citus_shard_relation(&long, 102008).map(|n| n.len()),
+            Some(NAME_LIMIT)
+        );
+        assert_eq!(citus_shard_relation(&format!("{long}x"), 102008), None);
+        // Bytes, not characters: a multibyte name reaches the limit sooner.
+        let wide = "é".repeat(29);
+        assert_eq!(citus_shard_relation(&wide, 102008), None);
+    }
     use proptest::prelude::*;
 
     fn snap(xmin: u64, xmax: u64, running: &[u64]) -> Snapshot {

@@ -1,7 +1,9 @@
-//! Capture on other nodes: a partitioned source whose partitions are
-//! `postgres_fdw` foreign tables has its changes captured from the WAL of
-//! the nodes that hold those rows, one slot per (node, source), into the
-//! source's own change buffer. Refresh then works as for any source.
+//! Capture on other nodes: a source whose rows live on other nodes has its
+//! changes captured from the WAL of the nodes that hold those rows, one
+//! slot per (node, source), into the source's own change buffer. Refresh
+//! then works as for any source. Two kinds of source are sharded: a
+//! partitioned table whose partitions are `postgres_fdw` foreign tables,
+//! and a Citus table (see `citus`).
 //!
 //! Exactness across nodes rests on one rule (see
 //! `pg_trickle_core::wal::remote`): a statement that reads a node's rows
@@ -16,6 +18,13 @@
 //! snapshot their reads use), and drains the slot up to it. The scheduler
 //! drains every slot each tick as well, under a lease, so that refreshes
 //! find little left to decode and slots advance.
+//!
+//! A Citus table is read through Citus's own connections, whose snapshots
+//! on a node no query of pg_trickle can share. So a refresh of a Citus
+//! source takes a SHARE lock on it first, which Citus takes on every node
+//! as well: writes through Citus wait until the refresh commits, every
+//! write before it is committed, and the drain up to each node's present
+//! snapshot is exactly what every read of the refresh sees.
 //!
 //! Rows a drain writes carry the draining transaction's own id: for the
 //! coordinator they are changes made by that transaction, visible when it
@@ -34,27 +43,66 @@ use pgrx::prelude::*;
 use crate::security::Owner;
 use crate::spi::{first_column, qi, raise, row, rows, run, value};
 
+pub mod citus;
 mod node;
 mod status;
 
-pub use node::dblink_schema;
+pub use node::{dblink_schema, Link};
 
-/// A foreign partition (at any level) of a sharded source.
+/// A node that holds rows of a sharded source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its key in the capture catalog: `server:<oid>` or `citus:<nodeid>`.
+    pub key: String,
+    /// The foreign server, for a postgres_fdw node.
+    pub server_oid: Option<u32>,
+    /// How to reach it.
+    pub link: Link,
+}
+
+/// Where some rows of a sharded source live: a foreign partition (at any
+/// level) or a Citus shard.
 #[derive(Debug, Clone)]
 pub struct Shard {
-    /// The foreign table on the coordinator.
-    pub member: u32,
-    /// Its foreign server.
-    pub server: u32,
-    /// The server's name.
-    pub server_name: String,
+    /// The coordinator's name for it (foreign table or shard relation).
+    pub member: String,
+    /// The node holding it.
+    pub node: Node,
     /// The table on the node: schema and name.
     pub remote: (String, String),
 }
 
-/// The foreign members of `source` and their servers, and the first one
-/// whose server is not a postgres_fdw server (which cannot be captured).
+/// The link of the node a catalog key names, if it still exists.
+fn resolve(key: &str) -> Option<Link> {
+    if let Some(oid) = key.strip_prefix("server:") {
+        return value(
+            "SELECT srvname::text FROM pg_catalog.pg_foreign_server WHERE oid::text = $1",
+            &[Some(oid.to_string())],
+        )
+        .map(Link::Server);
+    }
+    citus::resolve(key)
+}
+
+/// The link of `key`, or an error naming the node that is gone.
+fn link_of(key: &str) -> Link {
+    resolve(key).unwrap_or_else(|| {
+        raise(
+            "55000",
+            format!("node {key} is no longer known to this database"),
+            None,
+        )
+    })
+}
+
+/// Where `source`'s rows live on other nodes (its foreign members on
+/// postgres_fdw servers, or a Citus table's shards), and the first foreign
+/// member whose server is not a postgres_fdw server (which cannot be
+/// captured).
 pub fn shards(source: u32) -> (Vec<Shard>, Option<(String, String)>) {
+    if citus::is_citus_table(source) {
+        return (citus::shards(source), None);
+    }
     let members = crate::sources::members(source);
     if members.is_empty() {
         return (Vec::new(), None);
@@ -87,9 +135,12 @@ pub fn shards(source: u32) -> (Vec<Shard>, Option<(String, String)>) {
             continue;
         }
         out.push(Shard {
-            member: get(0).parse().unwrap_or(0),
-            server: get(1).parse().unwrap_or(0),
-            server_name: get(2),
+            member: get(8),
+            node: Node {
+                key: format!("server:{}", get(1)),
+                server_oid: get(1).parse().ok(),
+                link: Link::Server(get(2)),
+            },
             remote: (
                 r[6].clone().unwrap_or_else(|| get(4)),
                 r[7].clone().unwrap_or_else(|| get(5)),
@@ -102,6 +153,9 @@ pub fn shards(source: u32) -> (Vec<Shard>, Option<(String, String)>) {
 /// Why `source`'s foreign members cannot be captured on their nodes, if
 /// they cannot (None also when it has none).
 pub fn problem(source: u32) -> Option<String> {
+    if citus::is_citus_table(source) {
+        return citus::problem(source);
+    }
     let (shards, other) = shards(source);
     if let Some((member, server)) = other {
         return Some(format!(
@@ -114,9 +168,8 @@ pub fn problem(source: u32) -> Option<String> {
     if dblink_schema().is_none() {
         let first = &shards[0];
         return Some(format!(
-            "its partition or child {} is a foreign table on server {}; capture on that node needs the dblink extension in this database (CREATE EXTENSION dblink)",
-            crate::spi::relation_name(first.member).unwrap_or_default(),
-            first.server_name
+            "its partition or child {} is a foreign table on {}; capture on that node needs the dblink extension in this database (CREATE EXTENSION dblink)",
+            first.member, first.node.link
         ));
     }
     None
@@ -147,8 +200,8 @@ fn state_table(server: u32) -> String {
 
 /// One (source, node) row, locked.
 struct Capture {
-    server: u32,
-    server_name: String,
+    key: String,
+    link: Link,
     slot: String,
     progress: Progress,
     lease: Option<pg_trickle_core::wal::remote::Lease>,
@@ -172,19 +225,19 @@ fn parse_written(text: &str) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-/// Lock and read the (source, server) row; `skip_locked`: None when
+/// Lock and read the (source, node) row; `skip_locked`: None when
 /// another drain holds it.
-fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
+fn lock(source: u32, key: &str, skip_locked: bool) -> Option<Capture> {
     let r = row(
         &format!(
-            "SELECT r.slot_name::text, r.settled_lsn::text, r.written, s.srvname::text, r.lease_holder, \
+            "SELECT r.slot_name::text, r.settled_lsn::text, r.written, NULL::text, r.lease_holder, \
                     (extract(epoch FROM r.lease_acquired_at) * 1e6)::bigint::text, \
                     (extract(epoch FROM r.lease_expires_at) * 1e6)::bigint::text, r.last_snapshot \
-             FROM pgtrickle.pgt_remote_capture r JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid \
-             WHERE r.source_relid = $1::text::oid AND r.server_oid = $2::text::oid FOR UPDATE OF r{}",
+             FROM pgtrickle.pgt_remote_capture r \
+             WHERE r.source_relid = $1::text::oid AND r.node = $2 FOR UPDATE OF r{}",
             if skip_locked { " SKIP LOCKED" } else { "" }
         ),
-        &[Some(source.to_string()), Some(server.to_string())],
+        &[Some(source.to_string()), Some(key.to_string())],
     )?;
     let get = |i: usize| r[i].clone().unwrap_or_default();
     let lease = r[4]
@@ -195,8 +248,8 @@ fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
             expires_at: get(6).parse().unwrap_or(0),
         });
     Some(Capture {
-        server,
-        server_name: get(3),
+        key: key.to_string(),
+        link: link_of(key),
         slot: get(0),
         progress: Progress {
             settled: parse_lsn(&get(1)).unwrap_or(0),
@@ -208,36 +261,46 @@ fn lock(source: u32, server: u32, skip_locked: bool) -> Option<Capture> {
 }
 
 /// Forget the nodes that no longer hold rows of `source` (a partition
-/// detached or moved, a server dropped): their slots go (when the node
-/// answers) and so do their rows. Readers of a source whose partitions
-/// changed are already marked for reinitialisation by the structure
-/// change itself.
+/// detached or moved, a server dropped, Citus shards moved away or a
+/// Citus node removed): their slots go (when the node answers) and so do
+/// their rows. Readers of a source whose partitions changed are already
+/// marked for reinitialisation by the structure change itself; readers
+/// of a Citus table are marked here, since nothing proves that the
+/// changes around the move reached the buffer exactly once.
 fn forget_stale(source: u32, shards: &[Shard], owner: &Owner) {
-    let live: Vec<String> = shards.iter().map(|s| s.server.to_string()).collect();
+    let live: Vec<String> = shards.iter().map(|s| s.node.key.clone()).collect();
     let stale = rows(
-        "SELECT r.server_oid::text, s.srvname::text, r.slot_name::text FROM pgtrickle.pgt_remote_capture r \
-         LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid \
-         WHERE r.source_relid = $1::text::oid AND NOT (r.server_oid::text = ANY ($2::text::text[]))",
-        &[Some(source.to_string()), Some(format!("{{{}}}", live.join(",")))],
+        "SELECT r.node, r.slot_name::text FROM pgtrickle.pgt_remote_capture r \
+         WHERE r.source_relid = $1::text::oid AND NOT (r.node = ANY ($2::text::text[]))",
+        &[
+            Some(source.to_string()),
+            Some(format!("{{{}}}", live.join(","))),
+        ],
     );
     for r in stale {
-        let server = r[0].clone().unwrap_or_default();
-        if let (Some(name), Some(slot)) = (r[1].clone(), r[2].clone()) {
-            let (n, sl) = (name.clone(), slot.clone());
+        let key = r[0].clone().unwrap_or_default();
+        if key.starts_with("citus:") {
+            crate::catalog::stream_tables::mark_readers_for_reinit(
+                source,
+                &format!("Citus node {key} no longer holds shards of %s"),
+            );
+        }
+        if let (Some(link), Some(slot)) = (resolve(&key), r[1].clone()) {
+            let (l, sl) = (link.clone(), slot.clone());
             let own = owner.clone();
             if let Err(f) =
-                crate::spi::in_subtransaction(move || own.run(|| node::tear_down(&n, &sl)))
+                crate::spi::in_subtransaction(move || own.run(|| node::tear_down(&l, &sl)))
             {
                 pgrx::warning!(
-                    "pg_trickle: server {name} no longer holds rows of source {source}; dropping its slot {slot} failed ({}): {}; drop_orphaned_remote_slots() removes it later",
+                    "pg_trickle: {link} no longer holds rows of source {source}; dropping its slot {slot} failed ({}): {}; drop_orphaned_remote_slots() removes it later",
                     f.sqlstate,
                     f.message
                 );
             }
         }
         run(
-            "DELETE FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
-            &[Some(source.to_string()), Some(server)],
+            "DELETE FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND node = $2",
+            &[Some(source.to_string()), Some(key)],
         );
     }
 }
@@ -246,13 +309,19 @@ fn forget_stale(source: u32, shards: &[Shard], owner: &Owner) {
 /// coordinator its state table and catalog row (a node added since is set
 /// up here, at the next read). Runs as the owner for the nodes.
 fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
-    let mut by_server: BTreeMap<u32, Vec<&Shard>> = BTreeMap::new();
+    let mut by_node: BTreeMap<String, Vec<&Shard>> = BTreeMap::new();
     for s in shards {
-        by_server.entry(s.server).or_default().push(s);
+        by_node.entry(s.node.key.clone()).or_default().push(s);
     }
+    let citus = shards.iter().any(|s| s.node.server_oid.is_none());
+    let captured_before = value(
+        "SELECT 'true' FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid LIMIT 1",
+        &[Some(source.to_string())],
+    )
+    .is_some();
     let slot = slot_for(source);
-    for (server, list) in by_server {
-        let name = list[0].server_name.clone();
+    for (key, list) in by_node {
+        let node = list[0].node.clone();
         let mut remote: Vec<(String, String)> = list.iter().map(|s| s.remote.clone()).collect();
         remote.sort();
         let tables = remote
@@ -261,57 +330,72 @@ fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
             .collect::<Vec<_>>()
             .join(", ");
         let recorded = value(
-            "SELECT shard_tables FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
-            &[Some(source.to_string()), Some(server.to_string())],
+            "SELECT shard_tables FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND node = $2",
+            &[Some(source.to_string()), Some(key.clone())],
         );
         match recorded {
             Some(r) if r == tables => continue,
             Some(_) => {
                 // A shard joined or left this node (a partition attached,
-                // moved or detached): the publication follows, and the
-                // changes from then on are decoded. The structure change
-                // already marked the readers for reinitialisation.
+                // moved or detached, a Citus shard moved or split): the
+                // publication follows, and the changes from then on are
+                // decoded. A partition's structure change already marked
+                // the readers for reinitialisation; a Citus move is marked
+                // here.
+                if citus {
+                    crate::catalog::stream_tables::mark_readers_for_reinit(
+                        source,
+                        &format!("the shards of %s on {} changed", node.link),
+                    );
+                }
                 let slot_c = slot.clone();
-                owner.run(|| node::set_up(&name, &slot_c, &remote));
+                owner.run(|| node::set_up(&node.link, &slot_c, &remote));
                 run(
                     "UPDATE pgtrickle.pgt_remote_capture SET shard_tables = $3 \
-                     WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
-                    &[
-                        Some(source.to_string()),
-                        Some(server.to_string()),
-                        Some(tables),
-                    ],
+                     WHERE source_relid = $1::text::oid AND node = $2",
+                    &[Some(source.to_string()), Some(key.clone()), Some(tables)],
                 );
                 continue;
             }
             None => {}
         }
-        let slot_c = slot.clone();
-        let start = owner.run(|| node::set_up(&name, &slot_c, &remote));
-        let table = state_table(server);
-        if value(
-            "SELECT (pg_catalog.to_regclass($1) IS NOT NULL)::text",
-            &[Some(table.clone())],
-        )
-        .as_deref()
-            != Some("true")
-        {
-            run(
-                &format!(
-                    "CREATE FOREIGN TABLE {table} (snapshot text, lsn text, own_xact text) SERVER {} \
-                     OPTIONS (schema_name 'pgtrickle_node', table_name 'state')",
-                    qi(&name)
-                ),
-                &[],
+        if citus && captured_before {
+            crate::catalog::stream_tables::mark_readers_for_reinit(
+                source,
+                &format!("shards of %s moved to {}", node.link),
             );
-            run(&format!("GRANT SELECT ON {table} TO PUBLIC"), &[]);
+        }
+        let slot_c = slot.clone();
+        let start = owner.run(|| node::set_up(&node.link, &slot_c, &remote));
+        if let (Some(server), Link::Server(name)) = (node.server_oid, &node.link) {
+            let table = state_table(server);
+            if value(
+                "SELECT (pg_catalog.to_regclass($1) IS NOT NULL)::text",
+                &[Some(table.clone())],
+            )
+            .as_deref()
+                != Some("true")
+            {
+                run(
+                    &format!(
+                        "CREATE FOREIGN TABLE {table} (snapshot text, lsn text, own_xact text) SERVER {} \
+                         OPTIONS (schema_name 'pgtrickle_node', table_name 'state')",
+                        qi(name)
+                    ),
+                    &[],
+                );
+                run(&format!("GRANT SELECT ON {table} TO PUBLIC"), &[]);
+            }
         }
         run(
-            "INSERT INTO pgtrickle.pgt_remote_capture (source_relid, server_oid, slot_name, settled_lsn, confirmed_lsn, shard_tables) \
-             VALUES ($1::text::oid, $2::text::oid, $3, $4::pg_lsn, $4::pg_lsn, $5)",
+            "INSERT INTO pgtrickle.pgt_remote_capture \
+               (source_relid, node, node_label, server_oid, slot_name, settled_lsn, confirmed_lsn, shard_tables) \
+             VALUES ($1::text::oid, $2, $3, $4::text::oid, $5, $6::pg_lsn, $6::pg_lsn, $7)",
             &[
                 Some(source.to_string()),
-                Some(server.to_string()),
+                Some(key.clone()),
+                Some(node.link.to_string()),
+                node.server_oid.map(|o| o.to_string()),
                 Some(slot.clone()),
                 Some(start),
                 Some(tables),
@@ -327,20 +411,20 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
     let snap = Snapshot::parse(snapshot).unwrap_or_else(|| {
         raise(
             "XX000",
-            format!("server {} sent no pg_snapshot: {snapshot}", cap.server_name),
+            format!("{} sent no pg_snapshot: {snapshot}", cap.link),
             None,
         )
     });
-    let (server, slot, up) = (cap.server_name.clone(), cap.slot.clone(), upto.to_string());
+    let (server, slot, up) = (cap.link.clone(), cap.slot.clone(), upto.to_string());
     let messages = owner.run(|| node::peek(&server, &slot, &up));
     let upto_lsn = parse_lsn(upto).unwrap_or(0);
     // Every decoded id is below the node's next id; a snapshot's xmax can
     // be below a transaction whose commit is already in the WAL.
     let next = snap.xmax + (1 << 20);
-    let shards: BTreeMap<(String, String), u32> = shards(source)
+    let shards: BTreeMap<(String, String), String> = shards(source)
         .0
         .into_iter()
-        .filter(|s| s.server == cap.server)
+        .filter(|s| s.node.key == cap.key)
         .map(|s| (s.remote.clone(), s.member))
         .collect();
     let columns = crate::capture::buffer_columns(source);
@@ -353,25 +437,19 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
         let message = decode(&bytes).unwrap_or_else(|e| {
             raise(
                 "XX001",
-                format!(
-                    "slot {slot} on server {server} sent a message this version cannot decode: {e}"
-                ),
+                format!("slot {slot} on {server} sent a message this version cannot decode: {e}"),
                 None,
             )
         });
-        let changes = assembler.push(&message).unwrap_or_else(|e| {
-            raise(
-                "55000",
-                format!("slot {slot} on server {server}: {e}"),
-                None,
-            )
-        });
+        let changes = assembler
+            .push(&message)
+            .unwrap_or_else(|e| raise("55000", format!("slot {slot} on {server}: {e}"), None));
         for change in changes {
             let Some(xid) = widen_xid(change.xid, next) else {
                 raise(
                     "XX000",
                     format!(
-                        "slot {slot} on server {server}: transaction {} is not before {next}",
+                        "slot {slot} on {server}: transaction {} is not before {next}",
                         change.xid
                     ),
                     None,
@@ -396,13 +474,7 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
             }
             let record = column_map(&columns, rel)
                 .and_then(|map| buffer_record(Some(*lsn), xid, &change, &map))
-                .unwrap_or_else(|e| {
-                    raise(
-                        "55000",
-                        format!("slot {slot} on server {server}: {e}"),
-                        None,
-                    )
-                });
+                .unwrap_or_else(|e| raise("55000", format!("slot {slot} on {server}: {e}"), None));
             records.push((xid, record));
         }
     }
@@ -414,10 +486,7 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
     if let Some((_, shard)) = truncated.iter().find(|(x, _)| keep.contains(x)) {
         crate::catalog::stream_tables::mark_readers_for_reinit(
             source,
-            &format!(
-                "TRUNCATE of shard {shard} on server {} (a source of %s)",
-                cap.server_name
-            ),
+            &format!("TRUNCATE of shard {shard} on {} (a source of %s)", cap.link),
         );
     }
     let chosen: Vec<String> = records
@@ -441,10 +510,10 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
     run(
         "UPDATE pgtrickle.pgt_remote_capture SET settled_lsn = $3::pg_lsn, written = $4, last_drain_at = now(), \
          last_error = NULL, failed_ticks = 0, retry_after = NULL, last_snapshot = $5 \
-         WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+         WHERE source_relid = $1::text::oid AND node = $2",
         &[
             Some(source.to_string()),
-            Some(cap.server.to_string()),
+            Some(cap.key.clone()),
             Some(lsn_text(plan.progress.settled)),
             Some(written_text(&plan.progress.written)),
             Some(snapshot.to_string()),
@@ -471,66 +540,164 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
             continue;
         }
         ensure(source, owner, &shards);
-        let servers: std::collections::BTreeSet<u32> = shards.iter().map(|s| s.server).collect();
-        for server in servers {
-            let Some(cap) = lock(source, server, false) else {
+        let citus = shards.iter().any(|s| s.node.server_oid.is_none());
+        if citus {
+            hold_citus_writers(source);
+        }
+        let keys: std::collections::BTreeSet<String> =
+            shards.iter().map(|s| s.node.key.clone()).collect();
+        for key in keys {
+            let Some(cap) = lock(source, &key, false) else {
                 raise(
                     "XX000",
-                    format!("source {source} has no capture row for server {server} after set-up"),
+                    format!("source {source} has no capture row for node {key} after set-up"),
                     None,
                 )
             };
-            let table = state_table(server);
-            let state =
-                owner.run(|| row(&format!("SELECT snapshot, lsn, own_xact FROM {table}"), &[]));
-            let (snapshot, lsn, own_xact) = match state {
-                Some(r) => (
-                    r[0].clone().unwrap_or_default(),
-                    r[1].clone().unwrap_or_default(),
-                    r[2].clone(),
-                ),
-                None => raise(
-                    "55000",
-                    format!("server {} returned no state", cap.server_name),
-                    None,
-                ),
+            let (snapshot, lsn) = if citus {
+                citus_state(source, &cap, owner, &shards)
+            } else {
+                fdw_state(source, &cap, owner)
             };
-            if own_xact.is_some() {
-                // Its own writes on the node are in what it reads but
-                // reach the buffer only after it commits: counted twice.
-                raise(
-                    "0A000",
-                    format!(
-                        "this transaction wrote on server {} through postgres_fdw; a stream table over {} is refreshed or created in a transaction of its own",
-                        cap.server_name,
-                        crate::spi::relation_name(source).unwrap_or_default()
-                    ),
-                    None,
-                );
-            }
-            let now = Snapshot::parse(&snapshot).unwrap_or_else(|| {
-                raise(
-                    "XX000",
-                    format!("server {} sent no pg_snapshot: {snapshot}", cap.server_name),
-                    None,
-                )
-            });
-            if let Some(last) = cap.last_snapshot.as_deref().and_then(Snapshot::parse) {
-                if !now.includes(&last) {
-                    raise(
-                        "40001",
-                        format!(
-                            "this transaction reads server {} in a snapshot older than changes already captured from it (it read the node before this refresh); retry the refresh in a transaction of its own",
-                            cap.server_name
-                        ),
-                        None,
-                    );
-                }
-            }
             wait_flushed(&cap, owner, &lsn);
             drain_to(source, &cap, owner, &snapshot, &lsn);
         }
     }
+}
+
+/// The node snapshot this transaction's postgres_fdw reads use, and the
+/// node's WAL insert position then; refused when the transaction wrote on
+/// the node or read it before a committed drain.
+fn fdw_state(source: u32, cap: &Capture, owner: &Owner) -> (String, String) {
+    let server: u32 = cap
+        .key
+        .strip_prefix("server:")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    let table = state_table(server);
+    let state = owner.run(|| row(&format!("SELECT snapshot, lsn, own_xact FROM {table}"), &[]));
+    let (snapshot, lsn, own_xact) = match state {
+        Some(r) => (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+            r[2].clone(),
+        ),
+        None => raise("55000", format!("{} returned no state", cap.link), None),
+    };
+    if own_xact.is_some() {
+        // Its own writes on the node are in what it reads but reach the
+        // buffer only after it commits: counted twice.
+        raise(
+            "0A000",
+            format!(
+                "this transaction wrote on {} through postgres_fdw; a stream table over {} is refreshed or created in a transaction of its own",
+                cap.link,
+                crate::spi::relation_name(source).unwrap_or_default()
+            ),
+            None,
+        );
+    }
+    let now = Snapshot::parse(&snapshot).unwrap_or_else(|| {
+        raise(
+            "XX000",
+            format!("{} sent no pg_snapshot: {snapshot}", cap.link),
+            None,
+        )
+    });
+    if let Some(last) = cap.last_snapshot.as_deref().and_then(Snapshot::parse) {
+        if !now.includes(&last) {
+            raise(
+                "40001",
+                format!(
+                    "this transaction reads {} in a snapshot older than changes already captured from it (it read the node before this refresh); retry the refresh in a transaction of its own",
+                    cap.link
+                ),
+                None,
+            );
+        }
+    }
+    (snapshot, lsn)
+}
+
+/// Keep writes to Citus table `source` out until this transaction ends:
+/// a SHARE lock, which Citus takes on every node with its metadata too.
+/// Refused when this transaction wrote the table (its writes would be
+/// read now and decoded again after it commits) or reads at an isolation
+/// level whose node snapshots may predate the lock.
+fn hold_citus_writers(source: u32) {
+    let name = crate::spi::relation_name(source).unwrap_or_default();
+    let wrote = value(
+        "SELECT 'true' FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() \
+         AND locktype = 'relation' AND relation = $1::text::oid AND mode = 'RowExclusiveLock'",
+        &[Some(source.to_string())],
+    );
+    if wrote.is_some() {
+        raise(
+            "0A000",
+            format!("this transaction wrote {name}; a stream table over this Citus table is refreshed or created in a transaction of its own"),
+            None,
+        );
+    }
+    let isolation = value(
+        "SELECT pg_catalog.current_setting('transaction_isolation')",
+        &[],
+    );
+    if isolation.as_deref() != Some("read committed") {
+        raise(
+            "0A000",
+            format!(
+                "a stream table over the Citus table {name} is refreshed or created at READ COMMITTED, not {}",
+                isolation.unwrap_or_default().to_uppercase()
+            ),
+            None,
+        );
+    }
+    // Citus takes the lock on its other nodes only with DDL propagation
+    // on, which pg_trickle's own work otherwise turns off.
+    crate::security::set_citus_ddl_propagation(true);
+    run(&format!("LOCK TABLE {name} IN SHARE MODE"), &[]);
+    crate::security::set_citus_ddl_propagation(false);
+}
+
+/// A Citus node's present snapshot and WAL insert position, with writes
+/// held out (see `hold_citus_writers`). Refused while a prepared
+/// transaction holds one of `source`'s shards on the node (a distributed
+/// transaction being committed or recovered: it would become visible to
+/// the refresh's reads after the drain).
+fn citus_state(source: u32, cap: &Capture, owner: &Owner, shards: &[Shard]) -> (String, String) {
+    let names: Vec<String> = shards
+        .iter()
+        .filter(|s| s.node.key == cap.key)
+        .map(|s| node::lit(&format!("{}.{}", qi(&s.remote.0), qi(&s.remote.1))))
+        .collect();
+    let sql = format!(
+        "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text, pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text, \
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l WHERE l.pid IS NULL AND l.locktype = 'relation' \
+                 AND l.relation = ANY (ARRAY[{}]::pg_catalog.regclass[]::pg_catalog.oid[]))::pg_catalog.text",
+        names.join(", ")
+    );
+    let link = cap.link.clone();
+    let r = owner
+        .run(|| node::query(&link, &sql, 3))
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    if get(2) != "0" {
+        raise(
+            "40001",
+            format!(
+                "a prepared transaction on {} holds shards of {}; retry the refresh when it is committed or rolled back",
+                cap.link,
+                crate::spi::relation_name(source).unwrap_or_default()
+            ),
+            None,
+        );
+    }
+    if Snapshot::parse(&get(0)).is_none() {
+        raise("55000", format!("{} returned no snapshot", cap.link), None);
+    }
+    (get(0), get(1))
 }
 
 /// Wait (a few seconds at most) until the node has flushed its WAL to
@@ -539,9 +706,9 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
 fn wait_flushed(cap: &Capture, owner: &Owner, lsn: &str) {
     let want = parse_lsn(lsn).unwrap_or(0);
     for _ in 0..500 {
-        let server = cap.server_name.clone();
+        let link = cap.link.clone();
         let have = owner
-            .run(|| node::flushed(&server))
+            .run(|| node::flushed(&link))
             .as_deref()
             .and_then(parse_lsn)
             .unwrap_or(0);
@@ -554,10 +721,7 @@ fn wait_flushed(cap: &Capture, owner: &Owner, lsn: &str) {
     }
     raise(
         "55000",
-        format!(
-            "server {} did not flush its WAL to {lsn} within 5 s",
-            cap.server_name
-        ),
+        format!("{} did not flush its WAL to {lsn} within 5 s", cap.link),
         None,
     );
 }
@@ -595,44 +759,45 @@ fn holder() -> String {
 pub fn drain_all() -> usize {
     drain_list()
         .into_iter()
-        .map(|(source, server, owner)| drain_entry(source, server, &owner))
+        .map(|(source, node, owner)| drain_entry(source, &node, &owner))
         .sum()
 }
 
-/// The (source, server, source owner) rows due for a drain.
-pub fn drain_list() -> Vec<(u32, u32, String)> {
+/// The (source, node, source owner) rows due for a drain.
+pub fn drain_list() -> Vec<(u32, String, String)> {
     rows(
-        "SELECT r.source_relid::text, r.server_oid::text, st.owner::text FROM pgtrickle.pgt_remote_capture r \
+        "SELECT r.source_relid::text, r.node, st.owner::text FROM pgtrickle.pgt_remote_capture r \
          CROSS JOIN LATERAL (SELECT c.relowner AS owner FROM pg_catalog.pg_class c WHERE c.oid = r.source_relid) st \
          WHERE r.retry_after IS NULL OR r.retry_after <= now() ORDER BY 1, 2",
         &[],
     )
     .into_iter()
-    .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].as_ref()?.parse().ok()?, r[2].clone()?)))
+    .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].clone()?, r[2].clone()?)))
     .collect()
 }
 
-/// Drain one (source, server) row as the source's owner (`owner_oid`);
+/// Drain one (source, node) row as the source's owner (`owner_oid`);
 /// a failure is recorded, never raised. The scheduler runs each in a
 /// transaction of its own, so a slow node holds up only its own row.
-pub fn drain_entry(source: u32, server: u32, owner_oid: &str) -> usize {
+pub fn drain_entry(source: u32, node: &str, owner_oid: &str) -> usize {
     let owner = Owner {
         role: pg_sys::Oid::from(owner_oid.parse::<u32>().unwrap_or(0)),
         search_path: "pg_catalog, pg_temp".into(),
     };
     let own = owner.clone();
     let _ = crate::spi::in_subtransaction(move || forget_stale(source, &shards(source).0, &own));
-    match crate::spi::in_subtransaction(move || drain_one(source, server, &owner)) {
+    let key = node.to_string();
+    match crate::spi::in_subtransaction(move || drain_one(source, &key, &owner)) {
         Ok(n) => n,
         Err(f) => {
-            record_failure(source, server, &format!("{}: {}", f.sqlstate, f.message));
+            record_failure(source, node, &format!("{}: {}", f.sqlstate, f.message));
             0
         }
     }
 }
 
-fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
-    let Some(cap) = lock(source, server, true) else {
+fn drain_one(source: u32, key: &str, owner: &Owner) -> usize {
+    let Some(cap) = lock(source, key, true) else {
         return 0;
     };
     let me = holder();
@@ -648,13 +813,13 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
         LeaseDecision::Hold(l) => (l, None),
         LeaseDecision::TakeOver { lease, from } => (lease, Some(from)),
     };
-    let (server_name, slot, settled) = (
-        cap.server_name.clone(),
+    let (link, slot, settled) = (
+        cap.link.clone(),
         cap.slot.clone(),
         lsn_text(cap.progress.settled),
     );
-    let confirmed = owner.run(|| node::advance(&server_name, &slot, &settled));
-    let (snapshot, flushed) = owner.run(|| node::own_snapshot(&server_name));
+    let confirmed = owner.run(|| node::advance(&link, &slot, &settled));
+    let (snapshot, flushed) = owner.run(|| node::own_snapshot(&link));
     let n = drain_to(source, &cap, owner, &snapshot, &flushed);
     let taken_over = lease.1.clone();
     let lapsed_at = cap.lease.as_ref().map(|l| l.expires_at.to_string());
@@ -662,10 +827,10 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
     run(
         "UPDATE pgtrickle.pgt_remote_capture SET confirmed_lsn = coalesce($3::pg_lsn, confirmed_lsn), lease_holder = $4, \
          lease_acquired_at = to_timestamp($5::float8 / 1e6), lease_expires_at = to_timestamp($6::float8 / 1e6) \
-         WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
+         WHERE source_relid = $1::text::oid AND node = $2",
         &[
             Some(source.to_string()),
-            Some(server.to_string()),
+            Some(key.to_string()),
             confirmed,
             Some(lease.0.holder.clone()),
             Some(lease.0.acquired_at.to_string()),
@@ -675,41 +840,52 @@ fn drain_one(source: u32, server: u32, owner: &Owner) -> usize {
     if new_holder {
         run(
             "INSERT INTO pgtrickle.pgt_remote_lease_history \
-               (source_relid, server_oid, holder, acquired_at, expires_at, taken_from, taken_from_expired_at) \
-             VALUES ($1::text::oid, $2::text::oid, $3, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), $6, \
+               (source_relid, node, server_oid, holder, acquired_at, expires_at, taken_from, taken_from_expired_at) \
+             VALUES ($1::text::oid, $2, $8::text::oid, $3, to_timestamp($4::float8 / 1e6), to_timestamp($5::float8 / 1e6), $6, \
                      CASE WHEN $6 IS NULL THEN NULL ELSE to_timestamp($7::float8 / 1e6) END)",
             &[
                 Some(source.to_string()),
-                Some(server.to_string()),
+                Some(key.to_string()),
                 Some(lease.0.holder.clone()),
                 Some(lease.0.acquired_at.to_string()),
                 Some(lease.0.expires_at.to_string()),
                 taken_over,
                 lapsed_at,
+                key.strip_prefix("server:").map(str::to_string),
             ],
         );
     }
     n
 }
 
-/// Record a failed drain of (source, server): the error, one more failed
+/// Record a failed drain of (source, node): the error, one more failed
 /// tick, and when to try again (backoff doubling to a minute).
-fn record_failure(source: u32, server: u32, error: &str) {
+fn record_failure(source: u32, node: &str, error: &str) {
     run(
         "UPDATE pgtrickle.pgt_remote_capture SET last_error = $3, failed_ticks = failed_ticks + 1, \
          retry_after = now() + least(60, power(2, least(failed_ticks, 6))) * interval '1 second' \
-         WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
-        &[Some(source.to_string()), Some(server.to_string()), Some(error.to_string())],
+         WHERE source_relid = $1::text::oid AND node = $2",
+        &[Some(source.to_string()), Some(node.to_string()), Some(error.to_string())],
     );
-    let failed: i64 = value(
-        "SELECT failed_ticks::text FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND server_oid = $2::text::oid",
-        &[Some(source.to_string()), Some(server.to_string())],
+    let r = row(
+        "SELECT failed_ticks::text, node_label FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND node = $2",
+        &[Some(source.to_string()), Some(node.to_string())],
     )
-    .and_then(|s| s.parse().ok())
-    .unwrap_or(0);
+    .unwrap_or_default();
+    let failed: i64 = r
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let label = r
+        .get(1)
+        .cloned()
+        .flatten()
+        .unwrap_or_else(|| node.to_string());
     if failed >= i64::from(crate::gucs::REMOTE_FAILED_TICKS_WARNING.get()) {
         pgrx::warning!(
-            "pg_trickle: capture of source {source} on server {server} failed {failed} times in a row: {error}"
+            "pg_trickle: capture of source {source} on {label} failed {failed} times in a row: {error}"
         );
     }
 }
@@ -723,18 +899,24 @@ pub fn drop_for(source: u32) {
         &[Some(source.to_string())],
     );
     for r in rows(
-        "SELECT s.srvname::text, r.slot_name::text FROM pgtrickle.pgt_remote_capture r \
-         JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid WHERE r.source_relid = $1::text::oid",
+        "SELECT r.node, r.slot_name::text, r.node_label FROM pgtrickle.pgt_remote_capture r WHERE r.source_relid = $1::text::oid",
         &[Some(source.to_string())],
     ) {
-        let (server, slot) = (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default());
+        let (key, slot) = (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default());
+        let Some(link) = resolve(&key) else {
+            pgrx::warning!(
+                "pg_trickle: {} is gone; its capture slot {slot} stays on it",
+                r[2].clone().unwrap_or(key)
+            );
+            continue;
+        };
         let owner = owner_oid.as_deref().and_then(|o| o.parse::<u32>().ok()).map(|o| Owner {
             role: pg_sys::Oid::from(o),
             search_path: "pg_catalog, pg_temp".into(),
         });
         let teardown = move || match &owner {
-            Some(o) => o.run(|| node::tear_down(&server, &slot)),
-            None => node::tear_down(&server, &slot),
+            Some(o) => o.run(|| node::tear_down(&link, &slot)),
+            None => node::tear_down(&link, &slot),
         };
         if let Err(f) = crate::spi::in_subtransaction(teardown) {
             pgrx::warning!("pg_trickle: could not drop a capture slot on its node ({}): {}", f.sqlstate, f.message);
@@ -760,9 +942,9 @@ fn drain_remote_capture() -> i64 {
 }
 
 /// Drop capture slots of this database on the nodes of its postgres_fdw
-/// servers that no sharded source uses (left by a creation that failed
-/// after making its slot, or a node unreachable at drop). Superuser only.
-/// Returns `server/slot` of each dropped slot.
+/// servers and on the Citus nodes that no sharded source uses (left by a
+/// creation that failed after making its slot, or a node unreachable at
+/// drop). Superuser only. Returns `node/slot` of each dropped slot.
 #[pg_extern]
 fn drop_orphaned_remote_slots() -> Vec<String> {
     crate::security::require_superuser("drop_orphaned_remote_slots");
@@ -773,7 +955,11 @@ fn drop_orphaned_remote_slots() -> Vec<String> {
             &[],
         );
         let mut dropped = Vec::new();
-        for server in node::mapped_servers() {
+        let links = node::mapped_servers()
+            .into_iter()
+            .map(Link::Server)
+            .chain(citus::nodes());
+        for server in links {
             let s = server.clone();
             let p = prefix.clone();
             let Ok(slots) = crate::spi::in_subtransaction(move || node::slots_with_prefix(&s, &p))
@@ -785,7 +971,7 @@ fn drop_orphaned_remote_slots() -> Vec<String> {
                 match crate::spi::in_subtransaction(move || node::tear_down(&sv, &sl)) {
                     Ok(()) => dropped.push(format!("{server}/{slot}")),
                     Err(f) => pgrx::warning!(
-                        "pg_trickle: could not drop slot {slot} on server {server} ({}): {}",
+                        "pg_trickle: could not drop slot {slot} on {server} ({}): {}",
                         f.sqlstate,
                         f.message
                     ),

@@ -16,7 +16,7 @@ fn remote_capture_status() -> TableIterator<
     (
         name!(stream_table, String),
         name!(source, String),
-        name!(server, String),
+        name!(node, String),
         name!(slot_name, String),
         name!(settled_lsn, String),
         name!(confirmed_lsn, Option<String>),
@@ -31,11 +31,10 @@ fn remote_capture_status() -> TableIterator<
     let all = crate::security::is_superuser(me);
     let list = as_extension(|| {
         rows(
-            "SELECT st.name, r.source_relid::regclass::text, s.srvname::text, r.slot_name::text, r.settled_lsn::text, \
+            "SELECT st.name, r.source_relid::regclass::text, r.node_label, r.slot_name::text, r.settled_lsn::text, \
                     r.confirmed_lsn::text, r.lease_holder, r.lease_expires_at::text, r.last_drain_at::text, \
                     r.failed_ticks::text, r.last_error \
              FROM pgtrickle.pgt_remote_capture r \
-             JOIN pg_catalog.pg_foreign_server s ON s.oid = r.server_oid \
              JOIN pgtrickle.pgt_sources src ON src.source_relid = r.source_relid \
              JOIN pgtrickle.pgt_stream_tables st ON st.id = src.st_id \
              JOIN pg_catalog.pg_class c ON c.oid = st.relid \

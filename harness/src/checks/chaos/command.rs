@@ -32,7 +32,8 @@ pub struct ChaosArgs {
     pub capture: oracles::workload::Capture,
     /// Where the faults land: `single` (one node), `sharding` (a
     /// coordinator and two workers, postgres_fdw partitions), or `citus`
-    /// (reported as skipped unless it can run).
+    /// (a Citus distributed table on a coordinator and two workers;
+    /// reported as skipped when Citus is not installed).
     #[arg(long, default_value = "single", value_parser = ["single", "sharding", "citus"])]
     pub topology: String,
     /// List the scenarios and exit.
@@ -80,7 +81,7 @@ pub fn run(common: &Common, args: &ChaosArgs) -> Result<(), Failure> {
             println!("{} (single)", s.name());
         }
         for s in super::topology::TopoScenario::ALL {
-            println!("{} (sharding)", s.name());
+            println!("{} (sharding, citus)", s.name());
         }
         return Ok(());
     }

@@ -373,16 +373,20 @@ pub fn topology_suite(
 ) -> (Suite, Vec<ScenarioFigures>) {
     let t = Instant::now();
     let suite_name = format!("chaos_{topology}");
-    if topology == "citus" {
-        let why = topology::citus_unavailable(&opts.pg_config).unwrap_or_default();
-        println!("chaos: the Citus topology is SKIPPED: {why}");
-        let fig = ScenarioFigures {
-            scenario: "citus topology".into(),
-            skipped: Some(why.clone()),
-            ..ScenarioFigures::default()
-        };
-        return (Suite::skip(&suite_name, &why), vec![fig]);
-    }
+    let kind = if topology == "citus" {
+        if let Some(why) = crate::citus::unavailable(&opts.pg_config) {
+            println!("chaos: the Citus topology is SKIPPED: {why}");
+            let fig = ScenarioFigures {
+                scenario: "citus topology".into(),
+                skipped: Some(why.clone()),
+                ..ScenarioFigures::default()
+            };
+            return (Suite::skip(&suite_name, &why), vec![fig]);
+        }
+        topology::Kind::Citus
+    } else {
+        topology::Kind::Sharding
+    };
     let parent = clusters_dir(run_dir);
     let log_dir = run_dir.join("logs");
     let mut cases = Vec::new();
@@ -405,6 +409,7 @@ pub fn topology_suite(
                 opts.runs
             );
             let (facts, result, topo) = topology::run_once(
+                kind,
                 sc,
                 seed,
                 opts.load_seconds,

@@ -1,8 +1,14 @@
-//! `harness chaos --topology sharding`: faults on a coordinator and two
-//! worker clusters (PostgreSQL's own sharding: `orders` partitioned by
-//! region, each region a postgres_fdw foreign table on one worker),
-//! under writers that write through the coordinator and directly on each
-//! worker, with the scheduler draining the workers' slots and refreshing.
+//! `harness chaos --topology sharding|citus`: faults on a coordinator and
+//! two worker clusters, under writers on every node, with the scheduler
+//! draining the workers' slots and refreshing. Two kinds of sharding:
+//!
+//! - `sharding`, PostgreSQL's own: `orders` partitioned by region, each
+//!   region a postgres_fdw foreign table on one worker; the workers'
+//!   writers write their shard directly.
+//! - `citus`: `orders` a Citus distributed table (four shards over the
+//!   two workers); every writer writes `orders` through its node. A
+//!   partition move is a shard move there, and dropping a node drains its
+//!   shards to the other worker and removes it.
 //!
 //! After the faults the load stops and the run requires: every slot
 //! drained past the WAL each worker had written, the scheduler caught up,
@@ -10,7 +16,7 @@
 //! the reinitialisation a topology change asks for, no lease taken over
 //! before it lapsed (from the lease history), and catalog rows only for
 //! the nodes that still hold rows. `--topology citus` needs Citus
-//! installed and is otherwise reported as skipped.
+//! installed (see `crate::citus`) and is otherwise reported as skipped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +31,25 @@ use super::writers::{note, session, LoadTally};
 use super::{faults, RunFacts};
 use crate::cluster::{describe, ClusterOptions, Topology};
 use crate::sharding::{self, ShardedTable};
+
+/// Which sharding a topology run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// PostgreSQL's own: postgres_fdw partitions.
+    Sharding,
+    /// A Citus distributed table.
+    Citus,
+}
+
+impl Kind {
+    /// How pg_trickle names worker `k` (0-based) in its capture status.
+    fn label(self, topo: &Topology, k: usize) -> String {
+        match self {
+            Kind::Sharding => format!("server w{}", k + 1),
+            Kind::Citus => crate::citus::node_label(&topo.workers[k]),
+        }
+    }
+}
 
 /// A topology scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +87,19 @@ impl TopoScenario {
         }
     }
 
-    /// Whether worker 2 stops holding rows of the source.
-    fn leaves_worker_2(self) -> bool {
+    /// Whether worker 2 stops holding rows of the source (a Citus shard
+    /// move moves one of its two shards).
+    fn leaves_worker_2(self, kind: Kind) -> bool {
+        match self {
+            TopoScenario::DropNode => true,
+            TopoScenario::MovePartition => kind == Kind::Sharding,
+            _ => false,
+        }
+    }
+
+    /// Whether the scenario changes where rows live, so that the readers
+    /// are reinitialised (one FULL refresh each, asked for).
+    fn moves_rows(self) -> bool {
         matches!(self, TopoScenario::DropNode | TopoScenario::MovePartition)
     }
 }
@@ -96,18 +132,19 @@ fn settings() -> Vec<String> {
 /// The writers: thread 0 through the coordinator, thread `i` directly on
 /// worker `i`; each owns its id range.
 struct TopoLoad {
-    stop: Arc<AtomicBool>,
+    /// One stop flag per thread.
+    stops: Vec<Arc<AtomicBool>>,
     threads: Vec<std::thread::JoinHandle<LoadTally>>,
 }
 
-/// SQLSTATEs a writer through the coordinator meets while a worker is
-/// down or gone (postgres_fdw's connection failures, a row for a region
-/// with no partition left).
-const COORDINATOR_TOLERATED: &[&str] = &["08001", "08006", "HV00N", "23514", "42P01"];
+/// SQLSTATEs a writer meets while a worker is down or gone
+/// (postgres_fdw's and Citus's connection failures, a row for a region
+/// with no partition left, a node whose Citus metadata went with it).
+const TOLERATED: &[&str] = &["08001", "08006", "HV00N", "23514", "42P01"];
 
 impl TopoLoad {
-    fn start(topo: &Topology, seed: u64) -> TopoLoad {
-        let stop = Arc::new(AtomicBool::new(false));
+    fn start(kind: Kind, topo: &Topology, seed: u64) -> TopoLoad {
+        let mut stops = Vec::new();
         let mut threads = Vec::new();
         let targets: Vec<(String, Option<usize>)> =
             std::iter::once((topo.coordinator.conninfo("postgres"), None))
@@ -119,16 +156,25 @@ impl TopoLoad {
                 )
                 .collect();
         for (t, (conninfo, worker)) in targets.into_iter().enumerate() {
-            let stop = stop.clone();
+            let stop = Arc::new(AtomicBool::new(false));
+            stops.push(stop.clone());
             threads.push(std::thread::spawn(move || {
-                write_loop(t, &conninfo, worker, seed, &stop)
+                write_loop(kind, t, &conninfo, worker, seed, &stop)
             }));
         }
-        TopoLoad { stop, threads }
+        TopoLoad { stops, threads }
+    }
+
+    /// Stop the writer on worker `i` (1-based), before its node leaves:
+    /// clients stop using a node that is taken out of the cluster.
+    fn retire_worker(&self, i: usize) {
+        self.stops[i].store(true, Ordering::SeqCst);
     }
 
     fn stop(self) -> LoadTally {
-        self.stop.store(true, Ordering::SeqCst);
+        for s in &self.stops {
+            s.store(true, Ordering::SeqCst);
+        }
         let mut total = LoadTally::default();
         for t in self.threads {
             match t.join() {
@@ -141,6 +187,7 @@ impl TopoLoad {
 }
 
 fn write_loop(
+    kind: Kind,
     t: usize,
     conninfo: &str,
     worker: Option<usize>,
@@ -149,10 +196,7 @@ fn write_loop(
 ) -> LoadTally {
     let mut rng = ChaCha8Rng::seed_from_u64(sqlancer::case::case_seed(seed, t as u64));
     let mut tally = LoadTally::default();
-    let tolerated: Vec<String> = COORDINATOR_TOLERATED
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let tolerated: Vec<String> = TOLERATED.iter().map(|s| s.to_string()).collect();
     let base = (t as i64 + 1) * 1_000_000;
     let mut next = base;
     let mut client: Option<Client> = None;
@@ -161,9 +205,10 @@ fn write_loop(
             client = session(conninfo, &mut tally);
             continue;
         };
-        let (table, region) = match worker {
-            Some(i) => (format!("orders_w{i}"), i as i64),
-            None => ("orders".to_string(), rng.gen_range(1..=2)),
+        let (table, region) = match (kind, worker) {
+            (Kind::Sharding, Some(i)) => (format!("orders_w{i}"), i as i64),
+            (Kind::Sharding, None) => ("orders".to_string(), rng.gen_range(1..=2)),
+            (Kind::Citus, _) => ("orders".to_string(), rng.gen_range(1..=8)),
         };
         let sql = match rng.gen_range(0..10) {
             0..=4 => {
@@ -201,6 +246,7 @@ fn write_loop(
 
 /// Start the topology, shard `orders` and create the stream tables.
 fn set_up(
+    kind: Kind,
     parent: &std::path::Path,
     log_dir: &std::path::Path,
     pg_config: &std::path::Path,
@@ -211,17 +257,29 @@ fn set_up(
         log_dir: Some(log_dir.to_path_buf()),
         ..ClusterOptions::default()
     };
-    let topo = sharding::start(parent, &opts, 2)
-        .map_err(|e| format!("could not start the topology: {e}"))?;
-    let table = ShardedTable {
-        name: "orders".into(),
-        columns: ORDERS.into(),
+    let (topo, mut db) = match kind {
+        Kind::Sharding => {
+            let topo = sharding::start(parent, &opts, 2)
+                .map_err(|e| format!("could not start the topology: {e}"))?;
+            let table = ShardedTable {
+                name: "orders".into(),
+                columns: ORDERS.into(),
+            };
+            let db = sharding::create(&topo, "postgres", &table)?;
+            (topo, db)
+        }
+        Kind::Citus => {
+            let topo = crate::citus::start(parent, &opts, 2)
+                .map_err(|e| format!("could not start the topology: {e}"))?;
+            let db = crate::citus::create(&topo, "postgres", "orders", ORDERS, "region")?;
+            (topo, db)
+        }
     };
-    let mut db = sharding::create(&topo, "postgres", &table)?;
-    db.batch_execute(
-        "CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle; \
-         INSERT INTO orders SELECT 1 + g % 2, g, (g % 89) + 0.25 FROM generate_series(1, 4000) g",
-    )
+    let regions = if kind == Kind::Citus { 8 } else { 2 };
+    db.batch_execute(&format!(
+        "CREATE EXTENSION IF NOT EXISTS dblink; CREATE EXTENSION pg_trickle; \
+         INSERT INTO orders SELECT 1 + g % {regions}, g, (g % 89) + 0.25 FROM generate_series(1, 4000) g"
+    ))
     .map_err(|e| describe(&e))?;
     for st in [&COPY, &TOTALS] {
         db.batch_execute(&format!(
@@ -237,6 +295,7 @@ fn set_up(
 
 /// One run of `scenario`; the topology comes back for keeping on failure.
 pub fn run_once(
+    kind: Kind,
     scenario: TopoScenario,
     seed: u64,
     load_seconds: f64,
@@ -248,7 +307,7 @@ pub fn run_once(
         seed,
         ..RunFacts::default()
     };
-    let (topo, mut db) = match set_up(parent, log_dir, pg_config) {
+    let (topo, mut db) = match set_up(kind, parent, log_dir, pg_config) {
         Ok(x) => x,
         Err(e) => return (facts, Err(e), None),
     };
@@ -256,22 +315,28 @@ pub fn run_once(
         .iter()
         .map(|st| oracles::engine_api::last_refresh_id(&mut db, st.name).unwrap_or(0))
         .collect();
-    let load = TopoLoad::start(&topo, seed);
+    let load = TopoLoad::start(kind, &topo, seed);
     let pause = Duration::from_secs_f64(load_seconds);
     std::thread::sleep(pause);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let injected = inject(scenario, &topo, &mut db, &mut rng, &mut facts);
+    if kind == Kind::Citus && scenario == TopoScenario::DropNode {
+        // A removed Citus node keeps its copy of the metadata and would
+        // route writes past the lock a refresh takes (see DISTRIBUTED.md).
+        load.retire_worker(2);
+    }
+    let injected = inject(kind, scenario, &topo, &mut db, &mut rng, &mut facts);
     if injected.is_ok() {
         std::thread::sleep(pause);
     }
     facts.load = load.stop();
     let result = injected
         .map_err(|e| format!("injecting the fault: {e}"))
-        .and_then(|()| judge(scenario, &topo, &marks, &mut facts));
+        .and_then(|()| judge(kind, scenario, &topo, &marks, &mut facts));
     (facts, result, Some(topo))
 }
 
 fn inject(
+    kind: Kind,
     scenario: TopoScenario,
     topo: &Topology,
     db: &mut Client,
@@ -358,6 +423,37 @@ fn inject(
             }
             note(format!("the scheduler paused past its lease; a session took over {taken} node leases, then the scheduler took them back"));
         }
+        TopoScenario::DropNode if kind == Kind::Citus => {
+            let port = topo.workers[1].port;
+            retry_deadlocks(
+                db,
+                &format!(
+                    "SELECT citus_drain_node('127.0.0.1', {port}, shard_transfer_mode => 'block_writes'); \
+                     SELECT citus_remove_node('127.0.0.1', {port})"
+                ),
+            )?;
+            note("worker 2's shards drained to worker 1 and the node removed while the writers went on".into());
+        }
+        TopoScenario::MovePartition if kind == Kind::Citus => {
+            let (from, to) = (topo.workers[1].port, topo.workers[0].port);
+            let shard: i64 = db
+                .query_one(
+                    "SELECT min(p.shardid) FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) \
+                     JOIN pg_dist_shard s USING (shardid) WHERE s.logicalrelid = 'orders'::regclass AND n.nodeport = $1",
+                    &[&i32::from(from)],
+                )
+                .map_err(|e| describe(&e))?
+                .get(0);
+            retry_deadlocks(
+                db,
+                &format!(
+                    "SELECT citus_move_shard_placement({shard}, '127.0.0.1', {from}, '127.0.0.1', {to})"
+                ),
+            )?;
+            note(format!(
+                "shard {shard} moved from worker 2 to worker 1 (logical replication) while the writers went on"
+            ));
+        }
         TopoScenario::DropNode => {
             db.batch_execute(
                 "ALTER TABLE orders DETACH PARTITION orders_w2; DROP FOREIGN TABLE orders_w2; DROP SERVER w2 CASCADE",
@@ -384,17 +480,7 @@ fn inject(
                  ALTER TABLE orders ATTACH PARTITION orders_r2 FOR VALUES IN (2); \
                  DROP FOREIGN TABLE orders_w2; COMMIT"
             );
-            let mut attempt = 0;
-            loop {
-                match db.batch_execute(&mv) {
-                    Ok(()) => break,
-                    Err(e) if attempt < 5 && e.code().map(|c| c.code()) == Some("40P01") => {
-                        let _ = db.batch_execute("ROLLBACK");
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(describe(&e)),
-                }
-            }
+            retry_deadlocks(db, &mv)?;
             note(
                 "region 2 moved from worker 2 to a new shard on worker 1 while the writers went on"
                     .into(),
@@ -404,7 +490,24 @@ fn inject(
     Ok(())
 }
 
+/// Run `sql`, again after a deadlock with the writers (five times at
+/// most), as an operator would.
+fn retry_deadlocks(db: &mut Client, sql: &str) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        match db.batch_execute(sql) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && e.code().map(|c| c.code()) == Some("40P01") => {
+                let _ = db.batch_execute("ROLLBACK");
+                attempt += 1;
+            }
+            Err(e) => return Err(describe(&e)),
+        }
+    }
+}
+
 fn judge(
+    kind: Kind,
     scenario: TopoScenario,
     topo: &Topology,
     marks: &[i64],
@@ -418,7 +521,7 @@ fn judge(
     }
     let mut db = faults::recovered(&topo.coordinator)?;
     // Every node slot drained past the WAL its worker has written.
-    let live: Vec<usize> = if scenario.leaves_worker_2() {
+    let live: Vec<usize> = if scenario.leaves_worker_2(kind) {
         vec![0]
     } else {
         (0..topo.workers.len()).collect()
@@ -431,13 +534,13 @@ fn judge(
             .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
             .map_err(|e| describe(&e))?
             .get(0);
-        let server = format!("w{}", k + 1);
+        let server = kind.label(topo, *k);
         let started = Instant::now();
         loop {
             let behind: i64 = db
                 .query_one(
-                    "SELECT count(*) FROM pgtrickle.pgt_remote_capture r JOIN pg_foreign_server s ON s.oid = r.server_oid \
-                     WHERE s.srvname = $1 AND r.settled_lsn < $2::text::pg_lsn",
+                    "SELECT count(*) FROM pgtrickle.pgt_remote_capture \
+                     WHERE node_label = $1 AND settled_lsn < $2::text::pg_lsn",
                     &[&server, &end],
                 )
                 .map_err(|e| describe(&e))?
@@ -471,7 +574,7 @@ fn judge(
             .failed_refreshes
             .extend(h.errors.iter().map(|e| format!("{}: {e}", st.name)));
         for f in h.full {
-            let asked = scenario.leaves_worker_2() && f.starts_with("FULL (reinitialisation");
+            let asked = scenario.moves_rows() && f.starts_with("FULL (reinitialisation");
             if !asked {
                 problems.push(format!("{} ran FULL unasked: {f}", st.name));
             }
@@ -492,15 +595,15 @@ fn judge(
     }
     let servers: Vec<String> = db
         .query(
-            "SELECT coalesce(s.srvname::text, r.server_oid::text) FROM pgtrickle.pgt_remote_capture r \
-             LEFT JOIN pg_foreign_server s ON s.oid = r.server_oid ORDER BY 1",
+            "SELECT node_label FROM pgtrickle.pgt_remote_capture ORDER BY 1",
             &[],
         )
         .map_err(|e| describe(&e))?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let want: Vec<String> = live.iter().map(|k| format!("w{}", k + 1)).collect();
+    let mut want: Vec<String> = live.iter().map(|k| kind.label(topo, *k)).collect();
+    want.sort();
     if servers != want {
         problems.push(format!(
             "capture rows for nodes {servers:?}, expected {want:?}"
@@ -511,25 +614,6 @@ fn judge(
     } else {
         Err(problems.join("\n"))
     }
-}
-
-/// Why the Citus topology cannot run here, if it cannot.
-pub fn citus_unavailable(pg_config: &std::path::Path) -> Option<String> {
-    let libdir = std::process::Command::new(pg_config)
-        .arg("--pkglibdir")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    if !std::path::Path::new(&libdir).join("citus.so").exists() {
-        return Some(format!(
-            "Citus is not installed in {libdir} (install Citus 13 for this PostgreSQL and pass its --pg-config)"
-        ));
-    }
-    Some(
-        "Citus is installed, but capture on Citus workers is not built yet: distributed tables are refused for DIFFERENTIAL (see docs/DISTRIBUTED.md)"
-            .into(),
-    )
 }
 
 #[cfg(test)]
@@ -545,8 +629,10 @@ mod tests {
     }
 
     #[test]
-    fn without_citus_the_reason_names_where_it_looked() {
-        let why = citus_unavailable(std::path::Path::new("pg_config")).unwrap();
-        assert!(why.contains("Citus"), "{why}");
+    fn a_citus_shard_move_keeps_worker_2_but_moves_rows() {
+        assert!(!TopoScenario::MovePartition.leaves_worker_2(Kind::Citus));
+        assert!(TopoScenario::MovePartition.leaves_worker_2(Kind::Sharding));
+        assert!(TopoScenario::MovePartition.moves_rows());
+        assert!(!TopoScenario::KillWorkerMidRefresh.moves_rows());
     }
 }

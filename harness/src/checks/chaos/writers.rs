@@ -82,6 +82,24 @@ enum Failed {
     Unexpected(String),
 }
 
+/// How Citus words the loss of a connection to another node (SQLSTATE
+/// XX000): the write's outcome on that node is in doubt, as with 08xxx.
+const CITUS_CONNECTION_FAILURES: &[&str] = &[
+    "failure on connection marked as essential",
+    "connection to the remote node",
+    "connection not open",
+];
+
+fn citus_connection_failure(e: &postgres::Error) -> bool {
+    e.as_db_error()
+        .map(|d| {
+            CITUS_CONNECTION_FAILURES
+                .iter()
+                .any(|m| d.message().starts_with(m))
+        })
+        .unwrap_or(false)
+}
+
 fn classify(e: &postgres::Error, tolerated: &[String]) -> Failed {
     if e.is_closed() {
         return Failed::Connection;
@@ -89,6 +107,8 @@ fn classify(e: &postgres::Error, tolerated: &[String]) -> Failed {
     match e.code() {
         // Admin or crash shutdown, cannot connect now, connection failures.
         Some(c) if c.code().starts_with("57P") || c.code().starts_with("08") => Failed::Connection,
+        // Citus reports a lost node connection as an internal error.
+        Some(c) if c.code() == "XX000" && citus_connection_failure(e) => Failed::Connection,
         Some(c)
             if ALWAYS_TOLERATED.contains(&c.code()) || tolerated.iter().any(|t| t == c.code()) =>
         {

@@ -1,0 +1,94 @@
+//! Citus, set up on a [`Topology`]: every node preloads Citus (before
+//! pg_trickle) with `wal_level = logical`, the coordinator registers
+//! itself and the workers, and a table is distributed over the workers'
+//! shards. Citus syncs its metadata to the workers, so clients may write
+//! the distributed table through any node.
+//!
+//! Citus is not packaged for Debian: the topology runs only against a
+//! PostgreSQL whose `pg_config --pkglibdir` holds `citus.so`.
+
+use crate::cluster::{describe, Cluster, ClusterError, ClusterOptions, Topology, TopologySpec};
+
+/// Why Citus cannot run with the PostgreSQL of `pg_config`, if it cannot.
+pub fn unavailable(pg_config: &std::path::Path) -> Option<String> {
+    let libdir = std::process::Command::new(pg_config)
+        .arg("--pkglibdir")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if std::path::Path::new(&libdir).join("citus.so").exists() {
+        None
+    } else {
+        Some(format!(
+            "Citus is not installed in {libdir:?} (install Citus 13 for this PostgreSQL and pass its --pg-config)"
+        ))
+    }
+}
+
+/// Settings every node of a Citus topology runs with.
+pub fn node_settings() -> Vec<String> {
+    let mut s = crate::sharding::node_settings();
+    s.extend([
+        "shared_preload_libraries = 'citus,pg_trickle'".to_string(),
+        "citus.shard_count = 4".to_string(),
+    ]);
+    s
+}
+
+/// Start a coordinator and `workers` workers with [`node_settings`] (on
+/// top of `opts.settings`).
+pub fn start(
+    parent: &std::path::Path,
+    opts: &ClusterOptions,
+    workers: usize,
+) -> Result<Topology, ClusterError> {
+    let mut opts = opts.clone();
+    opts.settings.extend(node_settings());
+    Topology::start(parent, &opts, TopologySpec { workers })
+}
+
+/// How pg_trickle names `node` in its capture status.
+pub fn node_label(node: &Cluster) -> String {
+    format!("Citus node 127.0.0.1:{}", node.port)
+}
+
+/// Create Citus in `database` on every node, register the nodes, and
+/// distribute `table` (`columns`, distributed by `column`, with
+/// `REPLICA IDENTITY FULL`, which capture on the nodes needs). Returns a
+/// connection to the coordinator.
+pub fn create(
+    topo: &Topology,
+    database: &str,
+    table: &str,
+    columns: &str,
+    column: &str,
+) -> Result<postgres::Client, String> {
+    for (k, w) in topo.workers.iter().enumerate() {
+        let mut c = w.connect(database).map_err(|e| e.to_string())?;
+        c.batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
+            .map_err(|e| format!("worker {}: {}", k + 1, describe(&e)))?;
+    }
+    let mut db = topo
+        .coordinator
+        .connect(database)
+        .map_err(|e| e.to_string())?;
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
+        .map_err(|e| format!("coordinator: {}", describe(&e)))?;
+    db.batch_execute(&format!(
+        "SELECT citus_set_coordinator_host('127.0.0.1', {})",
+        topo.coordinator.port
+    ))
+    .map_err(|e| format!("coordinator: {}", describe(&e)))?;
+    for w in &topo.workers {
+        db.batch_execute(&format!("SELECT citus_add_node('127.0.0.1', {})", w.port))
+            .map_err(|e| format!("adding worker on port {}: {}", w.port, describe(&e)))?;
+    }
+    db.batch_execute(&format!(
+        "CREATE TABLE public.{table} ({columns}); \
+         ALTER TABLE public.{table} REPLICA IDENTITY FULL; \
+         SELECT create_distributed_table('public.{table}', '{column}')"
+    ))
+    .map_err(|e| format!("distributing {table}: {}", describe(&e)))?;
+    Ok(db)
+}
