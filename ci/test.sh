@@ -37,10 +37,10 @@ echo "== harness chaos --capture wal (the scenarios where a crash meets a slot, 
 cargo run -q -p harness -- --run-dir target/ci-chaos-wal-run chaos --runs 1 --seed 20261129 --capture wal \
     --scenario kill_scheduler_mid_refresh --scenario immediate_shutdown_mid_capture \
     --scenario crash_during_drop --scenario disk_full_change_buffers
-echo "== harness chaos --topology sharding (a coordinator and two workers: a worker killed mid-refresh, the coordinator restarted holding leases, a lease lapsing under a second drainer, a node dropped, a partition moved)"
+echo "== harness chaos --topology sharding (a coordinator and two workers: a worker killed mid-refresh, the coordinator restarted holding leases, a lease lapsing under a second drainer, a node dropped, a partition moved, a link cut mid-refresh, a slow link)"
 cargo run -q -p harness -- --run-dir target/ci-chaos-sharding-run chaos --topology sharding --runs 1 --seed 20261129
-echo "== harness chaos --topology citus (runs only with Citus installed; its skip is reported)"
-cargo run -q -p harness -- --run-dir target/ci-chaos-citus-run chaos --topology citus
+echo "== harness chaos --topology citus (the same scenarios on Citus; runs only with Citus installed, and its skip is reported)"
+cargo run -q -p harness -- --run-dir target/ci-chaos-citus-run chaos --topology citus --runs 1 --seed 20261129
 
 echo "== cargo pgrx test (glue tests inside PostgreSQL)"
 PGRX_TEST_DIR="${TMPDIR:-/tmp}/pg_trickle-pgrx-test"

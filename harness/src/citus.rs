@@ -50,7 +50,12 @@ pub fn start(
 
 /// How pg_trickle names `node` in its capture status.
 pub fn node_label(node: &Cluster) -> String {
-    format!("Citus node 127.0.0.1:{}", node.port)
+    port_label(node.port)
+}
+
+/// How pg_trickle names the Citus node registered on `port`.
+pub fn port_label(port: u16) -> String {
+    format!("Citus node 127.0.0.1:{port}")
 }
 
 /// Create Citus in `database` on every node, register the nodes, and
@@ -63,6 +68,20 @@ pub fn create(
     table: &str,
     columns: &str,
     column: &str,
+) -> Result<postgres::Client, String> {
+    let ports: Vec<u16> = topo.workers.iter().map(|w| w.port).collect();
+    create_through(topo, database, table, columns, column, &ports)
+}
+
+/// [`create`], with worker `k` registered (so reached by every node) on
+/// `ports[k]` (a [`crate::link::Link`] in front of it, say).
+pub fn create_through(
+    topo: &Topology,
+    database: &str,
+    table: &str,
+    columns: &str,
+    column: &str,
+    ports: &[u16],
 ) -> Result<postgres::Client, String> {
     for (k, w) in topo.workers.iter().enumerate() {
         let mut c = w.connect(database).map_err(|e| e.to_string())?;
@@ -80,9 +99,9 @@ pub fn create(
         topo.coordinator.port
     ))
     .map_err(|e| format!("coordinator: {}", describe(&e)))?;
-    for w in &topo.workers {
-        db.batch_execute(&format!("SELECT citus_add_node('127.0.0.1', {})", w.port))
-            .map_err(|e| format!("adding worker on port {}: {}", w.port, describe(&e)))?;
+    for port in ports {
+        db.batch_execute(&format!("SELECT citus_add_node('127.0.0.1', {port})"))
+            .map_err(|e| format!("adding the worker on port {port}: {}", describe(&e)))?;
     }
     db.batch_execute(&format!(
         "CREATE TABLE public.{table} ({columns}); \

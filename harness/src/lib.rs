@@ -15,13 +15,15 @@
 //! - Shared parts: [`cli`] (options, the run directory, exit status),
 //!   [`cluster`] (real PostgreSQL clusters), [`load`] (the CPU hog),
 //!   [`progress`], [`sharding`] (PostgreSQL's own sharding over a
-//!   topology), [`citus`] (Citus over a topology) and [`testkit`]
-//!   (fixtures for the end-to-end tests).
+//!   topology), [`citus`] (Citus over a topology), [`link`] (links
+//!   between nodes that chaos cuts and slows) and [`testkit`] (fixtures
+//!   for the end-to-end tests).
 
 pub mod checks;
 pub mod citus;
 pub mod cli;
 pub mod cluster;
+pub mod link;
 pub mod load;
 pub mod plans;
 pub mod progress;

@@ -62,6 +62,18 @@ pub fn create(
     database: &str,
     table: &ShardedTable,
 ) -> Result<postgres::Client, String> {
+    let ports: Vec<u16> = topo.workers.iter().map(|w| w.port).collect();
+    create_through(topo, database, table, &ports)
+}
+
+/// [`create`], with the coordinator reaching worker `k` on `ports[k]` (a
+/// [`crate::link::Link`] in front of it, say).
+pub fn create_through(
+    topo: &Topology,
+    database: &str,
+    table: &ShardedTable,
+    ports: &[u16],
+) -> Result<postgres::Client, String> {
     for (k, w) in topo.workers.iter().enumerate() {
         let i = k + 1;
         let mut c = w.connect(database).map_err(|e| e.to_string())?;
@@ -94,7 +106,7 @@ pub fn create(
              END IF; END$$; \
              CREATE FOREIGN TABLE public.{shard} PARTITION OF public.{name} FOR VALUES IN ({i}) \
                SERVER w{i} OPTIONS (schema_name 'public', table_name '{shard}')",
-            port = w.port,
+            port = ports[k],
             user = w.user,
             shard = table.shard(i),
             name = table.name,

@@ -30,6 +30,7 @@ use super::verdict::{self, StreamTable};
 use super::writers::{note, session, LoadTally};
 use super::{faults, RunFacts};
 use crate::cluster::{describe, ClusterOptions, Topology};
+use crate::link::Link;
 use crate::sharding::{self, ShardedTable};
 
 /// Which sharding a topology run uses.
@@ -43,10 +44,10 @@ pub enum Kind {
 
 impl Kind {
     /// How pg_trickle names worker `k` (0-based) in its capture status.
-    fn label(self, topo: &Topology, k: usize) -> String {
+    fn label(self, links: &[Link], k: usize) -> String {
         match self {
             Kind::Sharding => format!("server w{}", k + 1),
-            Kind::Citus => crate::citus::node_label(&topo.workers[k]),
+            Kind::Citus => crate::citus::port_label(links[k].port()),
         }
     }
 }
@@ -64,16 +65,22 @@ pub enum TopoScenario {
     DropNode,
     /// A partition moves to another node (copied, detached, attached) while writes go on.
     MovePartition,
+    /// The link from the coordinator to a worker is cut while the scheduler refreshes, then restored.
+    CutLinkMidRefresh,
+    /// The link from the coordinator to a worker is slowed while writes and refreshes go on.
+    SlowLink,
 }
 
 impl TopoScenario {
     /// Every scenario, in run order.
-    pub const ALL: [TopoScenario; 5] = [
+    pub const ALL: [TopoScenario; 7] = [
         TopoScenario::KillWorkerMidRefresh,
         TopoScenario::RestartCoordinatorHoldingLease,
         TopoScenario::LeaseLapsesUnderSecondDrainer,
         TopoScenario::DropNode,
         TopoScenario::MovePartition,
+        TopoScenario::CutLinkMidRefresh,
+        TopoScenario::SlowLink,
     ];
 
     /// Its name in reports and on the command line.
@@ -84,6 +91,8 @@ impl TopoScenario {
             TopoScenario::LeaseLapsesUnderSecondDrainer => "lease_lapses_under_second_drainer",
             TopoScenario::DropNode => "drop_node",
             TopoScenario::MovePartition => "move_partition",
+            TopoScenario::CutLinkMidRefresh => "cut_link_mid_refresh",
+            TopoScenario::SlowLink => "slow_link",
         }
     }
 
@@ -244,35 +253,43 @@ fn write_loop(
     tally
 }
 
-/// Start the topology, shard `orders` and create the stream tables.
+/// Start the topology with a [`Link`] in front of each worker (the
+/// coordinator, and with Citus every node, reach the workers through
+/// them), shard `orders` and create the stream tables.
 fn set_up(
     kind: Kind,
     parent: &std::path::Path,
     log_dir: &std::path::Path,
     pg_config: &std::path::Path,
-) -> Result<(Topology, Client), String> {
+) -> Result<(Topology, Client, Vec<Link>), String> {
     let opts = ClusterOptions {
         pg_config: pg_config.to_path_buf(),
         settings: settings(),
         log_dir: Some(log_dir.to_path_buf()),
         ..ClusterOptions::default()
     };
-    let (topo, mut db) = match kind {
+    let topo = match kind {
+        Kind::Sharding => sharding::start(parent, &opts, 2),
+        Kind::Citus => crate::citus::start(parent, &opts, 2),
+    }
+    .map_err(|e| format!("could not start the topology: {e}"))?;
+    let links = topo
+        .workers
+        .iter()
+        .map(|w| Link::start(w.port))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("could not start the links to the workers: {e}"))?;
+    let ports: Vec<u16> = links.iter().map(Link::port).collect();
+    let mut db = match kind {
         Kind::Sharding => {
-            let topo = sharding::start(parent, &opts, 2)
-                .map_err(|e| format!("could not start the topology: {e}"))?;
             let table = ShardedTable {
                 name: "orders".into(),
                 columns: ORDERS.into(),
             };
-            let db = sharding::create(&topo, "postgres", &table)?;
-            (topo, db)
+            sharding::create_through(&topo, "postgres", &table, &ports)?
         }
         Kind::Citus => {
-            let topo = crate::citus::start(parent, &opts, 2)
-                .map_err(|e| format!("could not start the topology: {e}"))?;
-            let db = crate::citus::create(&topo, "postgres", "orders", ORDERS, "region")?;
-            (topo, db)
+            crate::citus::create_through(&topo, "postgres", "orders", ORDERS, "region", &ports)?
         }
     };
     let regions = if kind == Kind::Citus { 8 } else { 2 };
@@ -290,7 +307,7 @@ fn set_up(
         ))
         .map_err(|e| format!("creating {}: {}", st.name, describe(&e)))?;
     }
-    Ok((topo, db))
+    Ok((topo, db, links))
 }
 
 /// One run of `scenario`; the topology comes back for keeping on failure.
@@ -307,7 +324,7 @@ pub fn run_once(
         seed,
         ..RunFacts::default()
     };
-    let (topo, mut db) = match set_up(kind, parent, log_dir, pg_config) {
+    let (topo, mut db, links) = match set_up(kind, parent, log_dir, pg_config) {
         Ok(x) => x,
         Err(e) => return (facts, Err(e), None),
     };
@@ -324,14 +341,14 @@ pub fn run_once(
         // route writes past the lock a refresh takes (see DISTRIBUTED.md).
         load.retire_worker(2);
     }
-    let injected = inject(kind, scenario, &topo, &mut db, &mut rng, &mut facts);
+    let injected = inject(kind, scenario, &topo, &links, &mut db, &mut rng, &mut facts);
     if injected.is_ok() {
         std::thread::sleep(pause);
     }
     facts.load = load.stop();
     let result = injected
         .map_err(|e| format!("injecting the fault: {e}"))
-        .and_then(|()| judge(kind, scenario, &topo, &marks, &mut facts));
+        .and_then(|()| judge(kind, scenario, &topo, &links, &marks, &mut facts));
     (facts, result, Some(topo))
 }
 
@@ -339,6 +356,7 @@ fn inject(
     kind: Kind,
     scenario: TopoScenario,
     topo: &Topology,
+    links: &[Link],
     db: &mut Client,
     rng: &mut ChaCha8Rng,
     facts: &mut RunFacts,
@@ -423,8 +441,36 @@ fn inject(
             }
             note(format!("the scheduler paused past its lease; a session took over {taken} node leases, then the scheduler took them back"));
         }
+        TopoScenario::CutLinkMidRefresh => {
+            let w = rng.gen_range(0..links.len());
+            faults::wait_for(
+                db,
+                "the scheduler refreshing",
+                "backend_type = 'pg_trickle scheduler' AND query LIKE 'pg_trickle scheduler: refreshing%'",
+                |a| a.state == "active",
+            )?;
+            links[w].cut();
+            let held = rng.gen_range(1000..3000);
+            std::thread::sleep(Duration::from_millis(held));
+            links[w].restore();
+            note(format!(
+                "the link from the coordinator to worker {} cut for {held} ms while the scheduler refreshed",
+                w + 1
+            ));
+        }
+        TopoScenario::SlowLink => {
+            let w = rng.gen_range(0..links.len());
+            let delay = rng.gen_range(50..200);
+            links[w].set_delay(Duration::from_millis(delay));
+            std::thread::sleep(Duration::from_millis(4000));
+            links[w].set_delay(Duration::ZERO);
+            note(format!(
+                "the link from the coordinator to worker {} held every chunk {delay} ms for 4 s",
+                w + 1
+            ));
+        }
         TopoScenario::DropNode if kind == Kind::Citus => {
-            let port = topo.workers[1].port;
+            let port = links[1].port();
             retry_deadlocks(
                 db,
                 &format!(
@@ -435,7 +481,7 @@ fn inject(
             note("worker 2's shards drained to worker 1 and the node removed while the writers went on".into());
         }
         TopoScenario::MovePartition if kind == Kind::Citus => {
-            let (from, to) = (topo.workers[1].port, topo.workers[0].port);
+            let (from, to) = (links[1].port(), links[0].port());
             let shard: i64 = db
                 .query_one(
                     "SELECT min(p.shardid) FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) \
@@ -510,6 +556,7 @@ fn judge(
     kind: Kind,
     scenario: TopoScenario,
     topo: &Topology,
+    links: &[Link],
     marks: &[i64],
     facts: &mut RunFacts,
 ) -> Result<(), String> {
@@ -534,7 +581,7 @@ fn judge(
             .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
             .map_err(|e| describe(&e))?
             .get(0);
-        let server = kind.label(topo, *k);
+        let server = kind.label(links, *k);
         let started = Instant::now();
         loop {
             let behind: i64 = db
@@ -602,7 +649,7 @@ fn judge(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut want: Vec<String> = live.iter().map(|k| kind.label(topo, *k)).collect();
+    let mut want: Vec<String> = live.iter().map(|k| kind.label(links, *k)).collect();
     want.sort();
     if servers != want {
         problems.push(format!(
