@@ -7,7 +7,7 @@
 //! Citus is not packaged for Debian: the topology runs only against a
 //! PostgreSQL whose `pg_config --pkglibdir` holds `citus.so`.
 
-use crate::cluster::{describe, Cluster, ClusterError, ClusterOptions, Topology, TopologySpec};
+use crate::cluster::{describe, Cluster, ClusterError, ClusterOptions, Topology};
 
 /// Why Citus cannot run with the PostgreSQL of `pg_config`, if it cannot.
 pub fn unavailable(pg_config: &std::path::Path) -> Option<String> {
@@ -43,9 +43,7 @@ pub fn start(
     opts: &ClusterOptions,
     workers: usize,
 ) -> Result<Topology, ClusterError> {
-    let mut opts = opts.clone();
-    opts.settings.extend(node_settings());
-    Topology::start(parent, &opts, TopologySpec { workers })
+    crate::sharding::start_with(parent, opts, workers, node_settings())
 }
 
 /// How pg_trickle names `node` in its capture status.

@@ -26,8 +26,19 @@ pub fn start(
     opts: &ClusterOptions,
     workers: usize,
 ) -> Result<Topology, ClusterError> {
+    start_with(parent, opts, workers, node_settings())
+}
+
+/// Start a coordinator and `workers` workers with `settings` on top of
+/// `opts.settings`.
+pub fn start_with(
+    parent: &std::path::Path,
+    opts: &ClusterOptions,
+    workers: usize,
+    settings: Vec<String>,
+) -> Result<Topology, ClusterError> {
     let mut opts = opts.clone();
-    opts.settings.extend(node_settings());
+    opts.settings.extend(settings);
     Topology::start(parent, &opts, TopologySpec { workers })
 }
 

@@ -368,12 +368,7 @@ fn inject(
     match scenario {
         TopoScenario::KillWorkerMidRefresh => {
             let w = rng.gen_range(0..topo.workers.len());
-            faults::wait_for(
-                db,
-                "the scheduler refreshing",
-                "backend_type = 'pg_trickle scheduler' AND query LIKE 'pg_trickle scheduler: refreshing%'",
-                |a| a.state == "active",
-            )?;
+            scheduler_refreshing(db)?;
             topo.workers[w]
                 .stop_immediate()
                 .map_err(|e| e.to_string())?;
@@ -443,12 +438,7 @@ fn inject(
         }
         TopoScenario::CutLinkMidRefresh => {
             let w = rng.gen_range(0..links.len());
-            faults::wait_for(
-                db,
-                "the scheduler refreshing",
-                "backend_type = 'pg_trickle scheduler' AND query LIKE 'pg_trickle scheduler: refreshing%'",
-                |a| a.state == "active",
-            )?;
+            scheduler_refreshing(db)?;
             links[w].cut();
             let held = rng.gen_range(1000..3000);
             std::thread::sleep(Duration::from_millis(held));
@@ -534,6 +524,17 @@ fn inject(
         }
     }
     Ok(())
+}
+
+/// Wait until the scheduler is in a refresh (as `pg_stat_activity` shows).
+fn scheduler_refreshing(db: &mut Client) -> Result<(), String> {
+    faults::wait_for(
+        db,
+        "the scheduler refreshing",
+        "backend_type = 'pg_trickle scheduler' AND query LIKE 'pg_trickle scheduler: refreshing%'",
+        |a| a.state == "active",
+    )
+    .map(|_| ())
 }
 
 /// Run `sql`, again after a deadlock with the writers (five times at
