@@ -227,4 +227,49 @@ fn a_moved_shard_reinitialises_the_readers_once_and_keeps_flowing() {
             .any(|t| t.contains(&format!("orders_{shard}"))),
         "the moved shard is published on its new node: {tables:?}"
     );
+    // There and back again between two refreshes: the same shard name on
+    // worker 2, but a new relation its publication does not hold.
+    let mv = |a: i32, b: i32| {
+        format!("SELECT citus_move_shard_placement({shard}, '127.0.0.1', {a}, '127.0.0.1', {b}, shard_transfer_mode => 'block_writes')")
+    };
+    for sql in [
+        mv(to, from),
+        "SELECT pgtrickle.refresh_stream_table('st')".to_string(),
+        mv(from, to),
+        mv(to, from),
+        "SELECT pgtrickle.refresh_stream_table('st')".to_string(),
+    ] {
+        db.batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    }
+    db.batch_execute("UPDATE orders SET amount = amount + 1 WHERE id % 3 = 0")
+        .unwrap();
+    refresh_and_compare(&mut db, "after the shard came back to worker 2");
+}
+
+#[test]
+fn an_owner_who_may_only_read_a_citus_table_cannot_hold_its_writers_out() {
+    let Some((_topo, mut db)) = citus_orders(true) else {
+        return;
+    };
+    db.batch_execute(
+        "CREATE ROLE reader LOGIN; GRANT SELECT ON orders TO reader; GRANT CREATE ON SCHEMA public TO reader",
+    )
+    .unwrap();
+    db.batch_execute("SET ROLE reader").unwrap();
+    let e = create(&mut db, "DIFFERENTIAL").expect_err("refused");
+    let dbe = e.as_db_error().expect("a server error");
+    assert_eq!(dbe.code().code(), "42501", "{}", dbe.message());
+    assert!(
+        dbe.message().contains("UPDATE, DELETE or TRUNCATE") && dbe.message().contains("orders"),
+        "{}",
+        dbe.message()
+    );
+    db.batch_execute("RESET ROLE").unwrap();
+    let left: Vec<String> = first_column(
+        &mut db,
+        "SELECT relname::text FROM pg_class WHERE relname = 'st'",
+        &[],
+    );
+    assert!(left.is_empty(), "a refused create leaves nothing: {left:?}");
 }

@@ -125,15 +125,17 @@ fn tick_transaction<R: Default>(f: impl FnOnce() -> R) -> R {
             // leaving every (sub)transaction is how a worker recovers from
             // an error outside a transaction block, as autovacuum does.
             unsafe { pg_sys::AbortOutOfAnyTransaction() };
-            let message = match &e {
+            let (message, code) = match &e {
                 pg_sys::panic::CaughtError::PostgresError(r)
                 | pg_sys::panic::CaughtError::ErrorReport(r)
                 | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
-                    r.message().to_string()
+                    (r.message().to_string(), r.sql_error_code())
                 }
             };
             let doing = DOING.with(|d| d.borrow().clone());
-            warning!("pg_trickle scheduler: {doing} failed and was rolled back: {message}");
+            warning!(
+                "pg_trickle scheduler: {doing} failed and was rolled back ({code:?}): {message}"
+            );
             R::default()
         })
         .execute()

@@ -38,24 +38,29 @@ pub fn is_citus_table(relid: u32) -> bool {
         .is_some()
 }
 
-/// The key of Citus node `nodeid` in the capture catalog.
-fn key(nodeid: &str) -> String {
-    format!("citus:{nodeid}")
+/// The key of Citus node `nodeid` at `host:port` in the capture catalog:
+/// a node moved to another host (`citus_update_node`, a failover) is a
+/// new node, whose slot is set up again (and whose readers are
+/// reinitialised).
+fn key(nodeid: &str, host: &str, port: i32) -> String {
+    format!("citus:{nodeid}@{host}:{port}")
 }
 
-/// The link of the node a catalog key names, if Citus still has it.
+/// The link of the node a catalog key names, if Citus still has it there.
 pub fn resolve(key: &str) -> Option<Link> {
-    let id = key.strip_prefix("citus:")?;
+    let rest = key.strip_prefix("citus:")?;
+    let (id, at) = rest.split_once('@')?;
+    let (host, port) = at.rsplit_once(':')?;
     if !installed() {
         return None;
     }
-    let r = row(
-        "SELECT nodename::text, nodeport::text FROM pg_catalog.pg_dist_node WHERE nodeid::text = $1",
-        &[Some(id.to_string())],
+    row(
+        "SELECT 1::text FROM pg_catalog.pg_dist_node WHERE nodeid::text = $1 AND nodename = $2 AND nodeport::text = $3",
+        &[Some(id.to_string()), Some(host.to_string()), Some(port.to_string())],
     )?;
     Some(Link::Citus {
-        host: r[0].clone()?,
-        port: r[1].as_deref()?.parse().ok()?,
+        host: host.to_string(),
+        port: port.parse().ok()?,
     })
 }
 
@@ -64,12 +69,12 @@ pub fn resolve(key: &str) -> Option<Link> {
 /// rows could not be captured anywhere.
 pub fn shards(source: u32) -> Vec<Shard> {
     let list = rows(
-        "SELECT s.shardid::text, ns.nspname::text, c.relname::text, n.nodeid::text, n.nodename::text, n.nodeport::text \
+        "SELECT s.shardid::text, ns.nspname::text, c.relname::text, n.nodeid::text, n.nodename::text, n.nodeport::text, n.placementid::text \
          FROM pg_catalog.pg_dist_shard s \
          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid \
          JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace \
          LEFT JOIN LATERAL ( \
-           SELECT d.nodeid, d.nodename, d.nodeport FROM pg_catalog.pg_dist_placement p \
+           SELECT d.nodeid, d.nodename, d.nodeport, p.placementid FROM pg_catalog.pg_dist_placement p \
            JOIN pg_catalog.pg_dist_node d ON d.groupid OPERATOR(pg_catalog.=) p.groupid \
            WHERE p.shardid OPERATOR(pg_catalog.=) s.shardid AND d.isactive AND d.noderole OPERATOR(pg_catalog.=) 'primary' \
            ORDER BY d.groupid LIMIT 1) n ON true \
@@ -100,7 +105,7 @@ pub fn shards(source: u32) -> Vec<Shard> {
             Shard {
                 member: shard.clone(),
                 node: Node {
-                    key: key(&nodeid),
+                    key: key(&nodeid, &get(4), port),
                     server_oid: None,
                     link: Link::Citus {
                         host: get(4),
@@ -108,6 +113,7 @@ pub fn shards(source: u32) -> Vec<Shard> {
                     },
                 },
                 remote: (get(1), shard),
+                placement: r[6].as_deref().and_then(|p| p.parse().ok()),
             }
         })
         .collect()

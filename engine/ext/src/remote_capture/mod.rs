@@ -70,6 +70,9 @@ pub struct Shard {
     pub node: Node,
     /// The table on the node: schema and name.
     pub remote: (String, String),
+    /// The Citus placement id (a shard that leaves a node and comes back
+    /// is a new relation under the same name, and a new placement).
+    pub placement: Option<i64>,
 }
 
 /// The link of the node a catalog key names, if it still exists.
@@ -145,6 +148,7 @@ pub fn shards(source: u32) -> (Vec<Shard>, Option<(String, String)>) {
                 r[6].clone().unwrap_or_else(|| get(4)),
                 r[7].clone().unwrap_or_else(|| get(5)),
             ),
+            placement: None,
         });
     }
     (out, other)
@@ -329,6 +333,16 @@ fn ensure(source: u32, owner: &Owner, shards: &[Shard]) {
             .map(|(s, t)| format!("{}.{}", qi(s), qi(t)))
             .collect::<Vec<_>>()
             .join(", ");
+        // Citus placements too: the same shard name back on a node is a
+        // new relation its publication does not hold.
+        let mut placements: Vec<i64> = list.iter().filter_map(|s| s.placement).collect();
+        placements.sort_unstable();
+        let tables = if placements.is_empty() {
+            tables
+        } else {
+            let ids: Vec<String> = placements.iter().map(i64::to_string).collect();
+            format!("{tables} (placements {})", ids.join(", "))
+        };
         let recorded = value(
             "SELECT shard_tables FROM pgtrickle.pgt_remote_capture WHERE source_relid = $1::text::oid AND node = $2",
             &[Some(source.to_string()), Some(key.clone())],
@@ -421,12 +435,6 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
     // Every decoded id is below the node's next id; a snapshot's xmax can
     // be below a transaction whose commit is already in the WAL.
     let next = snap.xmax + (1 << 20);
-    let shards: BTreeMap<(String, String), String> = shards(source)
-        .0
-        .into_iter()
-        .filter(|s| s.node.key == cap.key)
-        .map(|s| (s.remote.clone(), s.member))
-        .collect();
     let columns = crate::capture::buffer_columns(source);
     let mut assembler = Assembler::new();
     let mut decoded: BTreeMap<u64, Decoded> = BTreeMap::new();
@@ -462,12 +470,13 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
                     commit_lsn: change.commit_lsn,
                 },
             );
+            // The slot's publication holds this source's shards on the
+            // node and nothing else: every change decoded is one of
+            // them (a shard that has just moved away included, whose
+            // changes from before the move are still the source's).
             let Some(rel) = assembler.relation(change.relation) else {
                 continue;
             };
-            if !shards.contains_key(&(rel.namespace.clone(), rel.name.clone())) {
-                continue;
-            }
             if change.kind == ChangeKind::Truncate {
                 truncated.push((xid, format!("{}.{}", rel.namespace, rel.name)));
                 continue;
@@ -533,6 +542,19 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 /// transaction reads the node in, and drain the slot up to it. Runs as
 /// the extension; node calls and reads run as `owner`.
 pub fn before_read(relids: &[u32], owner: &Owner) {
+    // Citus tables first, in oid order (two refreshes lock them alike):
+    // writers held out before where the shards live is read, so that the
+    // list read next is the one every read of this refresh sees.
+    let mut citus_sources: Vec<u32> = relids
+        .iter()
+        .copied()
+        .filter(|r| citus::is_citus_table(*r))
+        .collect();
+    citus_sources.sort_unstable();
+    citus_sources.dedup();
+    for &source in &citus_sources {
+        hold_citus_writers(source, owner);
+    }
     for &source in relids {
         let (shards, _) = shards(source);
         forget_stale(source, &shards, owner);
@@ -540,10 +562,7 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
             continue;
         }
         ensure(source, owner, &shards);
-        let citus = shards.iter().any(|s| s.node.server_oid.is_none());
-        if citus {
-            hold_citus_writers(source);
-        }
+        let citus = citus_sources.contains(&source);
         let keys: std::collections::BTreeSet<String> =
             shards.iter().map(|s| s.node.key.clone()).collect();
         for key in keys {
@@ -562,7 +581,37 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
             wait_flushed(&cap, owner, &lsn);
             drain_to(source, &cap, owner, &snapshot, &lsn);
         }
+        if citus && signature(&shards) != signature(&self::shards(source).0) {
+            // A shard move committed while this refresh set up: its reads
+            // could meet a placement no drain covered. The next attempt
+            // sees the move (and reinitialises).
+            raise(
+                "40001",
+                format!(
+                    "the shards of {} moved while this refresh drained them; retry the refresh",
+                    crate::spi::relation_name(source).unwrap_or_default()
+                ),
+                None,
+            );
+        }
     }
+}
+
+/// Where `shards` live, comparable across two reads of the metadata.
+fn signature(shards: &[Shard]) -> Vec<(String, String, String, Option<i64>)> {
+    let mut v: Vec<_> = shards
+        .iter()
+        .map(|s| {
+            (
+                s.node.key.clone(),
+                s.remote.0.clone(),
+                s.remote.1.clone(),
+                s.placement,
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// The node snapshot this transaction's postgres_fdw reads use, and the
@@ -620,11 +669,14 @@ fn fdw_state(source: u32, cap: &Capture, owner: &Owner) -> (String, String) {
 }
 
 /// Keep writes to Citus table `source` out until this transaction ends:
-/// a SHARE lock, which Citus takes on every node with its metadata too.
+/// a SHARE lock, which Citus takes on every node with its metadata too,
+/// taken as `owner` (it needs UPDATE, DELETE or TRUNCATE on the table,
+/// as any role holding writers out should) and waiting 10 s at most (a
+/// lock request queued behind a long writer holds later writers too).
 /// Refused when this transaction wrote the table (its writes would be
 /// read now and decoded again after it commits) or reads at an isolation
 /// level whose node snapshots may predate the lock.
-fn hold_citus_writers(source: u32) {
+fn hold_citus_writers(source: u32, owner: &Owner) {
     let name = crate::spi::relation_name(source).unwrap_or_default();
     let wrote = value(
         "SELECT 'true' FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() \
@@ -652,10 +704,34 @@ fn hold_citus_writers(source: u32) {
             None,
         );
     }
+    let may = owner.run(|| {
+        value(
+            "SELECT pg_catalog.has_table_privilege($1::text::pg_catalog.oid, 'UPDATE, DELETE, TRUNCATE')::pg_catalog.text",
+            &[Some(source.to_string())],
+        )
+    });
+    if may.as_deref() != Some("true") {
+        raise(
+            "42501",
+            format!(
+                "a refresh over the Citus table {name} holds its writers out, which needs UPDATE, DELETE or TRUNCATE on it; the stream table's owner has none"
+            ),
+            Some(format!("GRANT UPDATE ON {name} TO <the stream table's owner>, or let its owner create the stream table")),
+        );
+    }
     // Citus takes the lock on its other nodes only with DDL propagation
     // on, which pg_trickle's own work otherwise turns off.
     crate::security::set_citus_ddl_propagation(true);
-    run(&format!("LOCK TABLE {name} IN SHARE MODE"), &[]);
+    let previous = value("SELECT pg_catalog.current_setting('lock_timeout')", &[]);
+    run(
+        "SELECT pg_catalog.set_config('lock_timeout', '10s', true)",
+        &[],
+    );
+    owner.run(|| run(&format!("LOCK TABLE {name} IN SHARE MODE"), &[]));
+    run(
+        "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+        &[Some(previous.unwrap_or_else(|| "0".into()))],
+    );
     crate::security::set_citus_ddl_propagation(false);
 }
 
@@ -677,11 +753,9 @@ fn citus_state(source: u32, cap: &Capture, owner: &Owner, shards: &[Shard]) -> (
         names.join(", ")
     );
     let link = cap.link.clone();
-    let r = owner
-        .run(|| node::query(&link, &sql, 3))
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let Some(r) = owner.run(|| node::query(&link, &sql, 3)).into_iter().next() else {
+        raise("55000", format!("{} returned no state", cap.link), None)
+    };
     let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
     if get(2) != "0" {
         raise(
@@ -705,7 +779,8 @@ fn citus_state(source: u32, cap: &Capture, owner: &Owner, shards: &[Shard]) -> (
 /// `synchronous_commit = off`, and decoding reads flushed WAL only.
 fn wait_flushed(cap: &Capture, owner: &Owner, lsn: &str) {
     let want = parse_lsn(lsn).unwrap_or(0);
-    for _ in 0..500 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
         let link = cap.link.clone();
         let have = owner
             .run(|| node::flushed(&link))

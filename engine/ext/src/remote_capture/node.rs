@@ -117,8 +117,8 @@ fn citus_run(link: &Link, command: &str) -> Option<String> {
         unreachable!("citus_run on {link}")
     };
     let r = row(
-        "SELECT success::text, result FROM pg_catalog.master_run_on_worker( \
-           ARRAY[$1]::text[], ARRAY[$2::text::int4], ARRAY[$3]::text[], false)",
+        "SELECT success::pg_catalog.text, result FROM pg_catalog.master_run_on_worker( \
+           ARRAY[$1]::pg_catalog.text[], ARRAY[$2::pg_catalog.text::pg_catalog.int4], ARRAY[$3]::pg_catalog.text[], false)",
         &[
             Some(host.clone()),
             Some(port.to_string()),
@@ -127,11 +127,25 @@ fn citus_run(link: &Link, command: &str) -> Option<String> {
     );
     match r {
         Some(r) if r[0].as_deref() == Some("true") => r[1].clone().filter(|v| !v.is_empty()),
-        Some(r) => raise(
-            "08000",
-            format!("{link}: {}", r[1].clone().unwrap_or_default()),
-            None,
-        ),
+        Some(r) => {
+            // Citus passes on the node's message without its SQLSTATE:
+            // a failure to reach the node is a connection failure (retried
+            // as transient), anything else the node refused.
+            let text = r[1].clone().unwrap_or_default();
+            let unreachable = [
+                "could not connect",
+                "connection to the remote node",
+                "failed to connect",
+                "could not establish",
+            ]
+            .iter()
+            .any(|m| text.contains(m));
+            raise(
+                if unreachable { "08000" } else { "55000" },
+                format!("{link}: {text}"),
+                None,
+            )
+        }
         None => raise("08000", format!("{link} returned no result"), None),
     }
 }
@@ -152,11 +166,12 @@ pub fn query(link: &Link, sql: &str, columns: usize) -> Vec<Vec<Option<String>>>
             )
         }
         Link::Citus { .. } => {
+            // One value per call: the rows as a JSON array, in the order
+            // `sql` returns them (kept by numbering them as they come).
             let wrapped = format!(
-                "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array({}))::pg_catalog.text, '[]') \
-                 FROM ({sql}) AS t({})",
-                defs.join(", "),
-                defs.join(", ")
+                "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array({cols}) ORDER BY t.pgt_ord)::pg_catalog.text, '[]') \
+                 FROM (SELECT q.*, pg_catalog.row_number() OVER () AS pgt_ord FROM ({sql}) AS q({cols})) AS t",
+                cols = defs.join(", ")
             );
             let json = citus_run(link, &wrapped).unwrap_or_else(|| "[]".into());
             let picks: Vec<String> = (0..columns)
@@ -164,7 +179,7 @@ pub fn query(link: &Link, sql: &str, columns: usize) -> Vec<Vec<Option<String>>>
                 .collect();
             rows(
                 &format!(
-                    "SELECT {} FROM pg_catalog.json_array_elements($1::text::json) e",
+                    "SELECT {} FROM pg_catalog.json_array_elements($1::pg_catalog.text::pg_catalog.json) e",
                     picks.join(", ")
                 ),
                 &[Some(json)],
@@ -209,14 +224,18 @@ pub fn set_up(link: &Link, slot: &str, shards: &[(String, String)]) -> String {
     let mut sql = vec![
         "SET LOCAL lock_timeout = '10s'".to_string(),
         "SET LOCAL citus.enable_ddl_propagation = off".to_string(),
-        "CREATE SCHEMA IF NOT EXISTS pgtrickle_node".to_string(),
-        "CREATE OR REPLACE VIEW pgtrickle_node.state AS \
-           SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text AS snapshot, \
-                  pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn, \
-                  pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS own_xact"
-            .to_string(),
     ];
+    // The state view serves postgres_fdw reads; a Citus node is asked
+    // directly (and the view's owner would be the first owner only).
     if matches!(link, Link::Server(_)) {
+        sql.push("CREATE SCHEMA IF NOT EXISTS pgtrickle_node".to_string());
+        sql.push(
+            "CREATE OR REPLACE VIEW pgtrickle_node.state AS \
+               SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text AS snapshot, \
+                      pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn, \
+                      pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS own_xact"
+                .to_string(),
+        );
         for t in &tables {
             sql.push(format!("ALTER TABLE {t} REPLICA IDENTITY FULL"));
         }
@@ -251,10 +270,16 @@ pub fn set_up(link: &Link, slot: &str, shards: &[(String, String)]) -> String {
     if let Some(lsn) = existing {
         return lsn;
     }
+    // Creating a slot waits for every transaction with an id on the node
+    // to end, this one's own included (through Citus or postgres_fdw):
+    // 10 s at most. The lateral reference makes the setting come first.
     query_value(
         link,
         &format!(
-            "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')",
+            "SELECT s.lsn::pg_catalog.text \
+             FROM (SELECT pg_catalog.set_config('lock_timeout', '10s', false) AS t) c \
+             CROSS JOIN LATERAL pg_catalog.pg_create_logical_replication_slot( \
+               CASE WHEN c.t IS NOT NULL THEN {} END, 'pgoutput') s",
             lit(slot)
         ),
     )
