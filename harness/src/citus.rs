@@ -109,3 +109,26 @@ pub fn create_through(
     .map_err(|e| format!("distributing {table}: {}", describe(&e)))?;
     Ok(db)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_citus_so_the_topology_is_unavailable_naming_where_it_looked() {
+        let dir = std::env::temp_dir().join(format!("pgt-no-citus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("pg_config");
+        std::fs::write(&script, format!("#!/bin/sh\necho {}\n", dir.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let why = unavailable(&script).expect("no citus.so there");
+        assert!(
+            why.contains("Citus") && why.contains(&dir.display().to_string()),
+            "{why}"
+        );
+        std::fs::write(dir.join("citus.so"), b"").unwrap();
+        assert_eq!(unavailable(&script), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
