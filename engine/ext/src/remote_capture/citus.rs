@@ -127,6 +127,41 @@ pub fn shards(source: u32) -> Vec<Shard> {
 /// capture is being set up on).
 pub fn problem(source: u32) -> Option<String> {
     let name = crate::spi::relation_name(source).unwrap_or_default();
+    let kind = match value(
+        "SELECT partmethod::text FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1::text::pg_catalog.oid",
+        &[Some(source.to_string())],
+    )
+    .as_deref()
+    {
+        Some("n") => "a Citus reference or local table",
+        _ => "a Citus distributed table",
+    };
+    // Fail closed on metadata that is not all there (a Citus that is
+    // being installed or removed): never half-captured.
+    for needed in [
+        "pg_catalog.pg_dist_shard",
+        "pg_catalog.pg_dist_placement",
+        "pg_catalog.pg_dist_node",
+    ] {
+        let present = value(
+            "SELECT (pg_catalog.to_regclass($1) IS NOT NULL)::text",
+            &[Some(needed.to_string())],
+        );
+        if present.as_deref() != Some("true") {
+            return Some(format!(
+                "{name} is {kind}, but Citus's metadata here has no {needed}: capture on its nodes cannot be set up"
+            ));
+        }
+    }
+    let runner = value(
+        "SELECT (pg_catalog.to_regprocedure('pg_catalog.master_run_on_worker(text[],integer[],text[],boolean)') IS NOT NULL)::text",
+        &[],
+    );
+    if runner.as_deref() != Some("true") {
+        return Some(format!(
+            "{name} is {kind}, but Citus's master_run_on_worker() is missing here: capture on its nodes cannot be set up"
+        ));
+    }
     if !crate::sources::members(source).is_empty() {
         return Some(format!(
             "{name} is a partitioned Citus table: capture on its nodes follows unpartitioned Citus tables only"
