@@ -21,6 +21,7 @@ pub mod explain;
 pub mod fuzzing;
 pub mod ir;
 pub mod model;
+pub mod outbox;
 pub mod probes;
 pub mod schedule;
 pub mod settings;

@@ -1,0 +1,328 @@
+//! A consumer group's delivery state over an outbox whose messages are
+//! numbered 1, 2, ... in commit order: which messages are committed, and
+//! which batches are leased to which worker. The rules:
+//!
+//! - **No double delivery within a lease:** a poll hands out only messages
+//!   that are neither committed nor in another live lease.
+//! - **At least once:** a message is handed out again once its lease
+//!   lapsed uncommitted (its worker crashed or was too slow), until a
+//!   commit.
+//! - **Monotonic offset:** the group's offset (every message up to it is
+//!   committed) only grows, except by an explicit replay.
+//! - **Retention:** rows at or below the smallest offset of all groups may
+//!   be dropped; nothing a group has not committed is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use thiserror::Error;
+
+use super::lease::{Lease, LeaseError};
+
+/// A run of messages `first..=last` handed to one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Its first message.
+    pub first: u64,
+    /// Its last message.
+    pub last: u64,
+    /// Who holds it, until when.
+    pub lease: Lease,
+}
+
+/// Why a poll, commit or extension is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GroupError {
+    /// The batch size is not in 1..=10000.
+    #[error("a batch holds 1 to 10000 messages, not {0}")]
+    BadBatchSize(u64),
+    /// No batch starts at this message (committed already, or never polled).
+    #[error("no batch starting at message {0} is leased")]
+    NoBatch(u64),
+    /// The lease rules refused it.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// The largest batch a poll hands out.
+pub const MAX_BATCH: u64 = 10_000;
+
+/// One consumer group's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    /// Every message up to and including this one is committed.
+    pub offset: u64,
+    /// Messages above `offset` committed ahead of a gap.
+    pub done: BTreeSet<u64>,
+    /// Batches handed out and not committed, by first message.
+    pub batches: BTreeMap<u64, Batch>,
+}
+
+impl Group {
+    /// Whether message `m` is committed.
+    pub fn is_done(&self, m: u64) -> bool {
+        m <= self.offset || self.done.contains(&m)
+    }
+
+    /// The live batch holding message `m` at `now`, if any.
+    pub fn leased(&self, m: u64, now: i64) -> Option<&Batch> {
+        self.batches
+            .range(..=m)
+            .next_back()
+            .map(|(_, b)| b)
+            .filter(|b| m <= b.last && b.lease.is_live(now))
+    }
+
+    /// Hand `holder` the first run of at most `size` messages up to `head`
+    /// that are neither committed nor in a live lease, leased for
+    /// `seconds` from `now`; None when there is none. Lapsed batches are
+    /// forgotten first, so their messages are handed out again.
+    pub fn poll(
+        &mut self,
+        head: u64,
+        holder: &str,
+        size: u64,
+        now: i64,
+        seconds: i64,
+    ) -> Result<Option<(u64, u64)>, GroupError> {
+        if !(1..=MAX_BATCH).contains(&size) {
+            return Err(GroupError::BadBatchSize(size));
+        }
+        let lease = Lease::take(holder, now, seconds)?;
+        self.batches.retain(|_, b| b.lease.is_live(now));
+        let free = |g: &Group, m: u64| !g.is_done(m) && g.leased(m, now).is_none();
+        let Some(first) = (self.offset + 1..=head).find(|m| free(self, *m)) else {
+            return Ok(None);
+        };
+        let mut last = first;
+        while last < head && last - first + 1 < size && free(self, last + 1) {
+            last += 1;
+        }
+        self.batches.insert(first, Batch { first, last, lease });
+        Ok(Some((first, last)))
+    }
+
+    /// Commit the batch starting at `first`, which `holder` must hold live
+    /// at `now` (a lapsed batch may be another worker's by now: it is
+    /// delivered again instead). Returns the group's offset after it.
+    pub fn commit(&mut self, holder: &str, first: u64, now: i64) -> Result<u64, GroupError> {
+        let batch = self.batches.get(&first).ok_or(GroupError::NoBatch(first))?;
+        if batch.lease.holder != holder {
+            return Err(LeaseError::NotHolder(batch.lease.holder.clone()).into());
+        }
+        if !batch.lease.is_live(now) {
+            return Err(LeaseError::Lapsed(batch.lease.expires_at).into());
+        }
+        let last = batch.last;
+        self.batches.remove(&first);
+        self.done.extend(first..=last);
+        while self.done.remove(&(self.offset + 1)) {
+            self.offset += 1;
+        }
+        Ok(self.offset)
+    }
+
+    /// Extend `holder`'s lease on the batch starting at `first`.
+    pub fn extend(
+        &mut self,
+        holder: &str,
+        first: u64,
+        now: i64,
+        seconds: i64,
+    ) -> Result<(), GroupError> {
+        let batch = self
+            .batches
+            .get_mut(&first)
+            .ok_or(GroupError::NoBatch(first))?;
+        batch.lease = batch.lease.extend(holder, now, seconds)?;
+        Ok(())
+    }
+
+    /// Deliver every message from `from` on again: the offset goes back
+    /// to `from - 1` (never forward) and every batch is forgotten.
+    pub fn replay(&mut self, from: u64) {
+        let to = from.saturating_sub(1);
+        self.offset = self.offset.min(to);
+        self.done.retain(|m| *m < from);
+        while self.done.remove(&(self.offset + 1)) {
+            self.offset += 1;
+        }
+        self.batches.clear();
+    }
+}
+
+/// The highest message that every group has committed: rows up to it may
+/// be dropped. With no group, nothing is retained for anyone (`head`).
+pub fn retention_floor(groups: &[&Group], head: u64) -> u64 {
+    groups.iter().map(|g| g.offset).min().unwrap_or(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const S: i64 = 1_000_000;
+
+    #[test]
+    fn two_workers_get_disjoint_batches_and_commits_close_gaps() {
+        let mut g = Group::default();
+        assert_eq!(g.poll(10, "a", 4, 0, 30).unwrap(), Some((1, 4)));
+        assert_eq!(g.poll(10, "b", 4, 0, 30).unwrap(), Some((5, 8)));
+        assert_eq!(g.commit("b", 5, S).unwrap(), 0, "a gap stays open");
+        assert_eq!(g.commit("a", 1, S).unwrap(), 8);
+        assert_eq!(g.poll(10, "a", 4, S, 30).unwrap(), Some((9, 10)));
+        assert_eq!(g.poll(10, "b", 4, S, 30).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lapsed_batch_is_delivered_again_and_its_late_commit_refused() {
+        let mut g = Group::default();
+        assert_eq!(g.poll(3, "a", 10, 0, 1).unwrap(), Some((1, 3)));
+        assert_eq!(g.poll(3, "b", 10, S / 2, 1).unwrap(), None);
+        assert_eq!(g.poll(3, "b", 10, S, 1).unwrap(), Some((1, 3)));
+        assert!(matches!(
+            g.commit("a", 1, S),
+            Err(GroupError::Lease(LeaseError::NotHolder(_)))
+        ));
+        assert_eq!(g.commit("b", 1, S + 1).unwrap(), 3);
+    }
+
+    #[test]
+    fn replay_goes_back_never_forward() {
+        let mut g = Group::default();
+        g.poll(5, "a", 5, 0, 30).unwrap();
+        g.commit("a", 1, 1).unwrap();
+        g.replay(3);
+        assert_eq!(g.offset, 2);
+        g.replay(9);
+        assert_eq!(g.offset, 2);
+        assert_eq!(g.poll(5, "a", 5, 2, 30).unwrap(), Some((3, 5)));
+    }
+
+    /// What a random history does.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Publish(u64),
+        Poll(usize, u64),
+        Commit(usize),
+        Extend(usize),
+        Wait(i64),
+        Replay(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u64..6).prop_map(Op::Publish),
+            (0usize..3, 1u64..5).prop_map(|(w, n)| Op::Poll(w, n)),
+            (0usize..3).prop_map(Op::Commit),
+            (0usize..3).prop_map(Op::Extend),
+            (0i64..4_000_000).prop_map(Op::Wait),
+            (1u64..20).prop_map(Op::Replay),
+        ]
+    }
+
+    const WORKERS: [&str; 3] = ["w0", "w1", "w2"];
+    const LEASE: i64 = 2;
+
+    proptest! {
+        /// Random polls, commits, extensions, waits (a worker that stops
+        /// committing is a crashed one) and replays, against a reference
+        /// model that tracks, per message, whether it is committed and
+        /// who holds it until when.
+        #[test]
+        fn deliveries_follow_the_contract(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut g = Group::default();
+            let mut head = 0u64;
+            let mut now = 0i64;
+            // Reference: committed flags, and the live holder of each message.
+            let mut committed: Vec<bool> = vec![false];
+            let mut holder: Vec<Option<(usize, i64)>> = vec![None];
+            // Each worker's batches, oldest first.
+            let mut held: Vec<Vec<(u64, u64)>> = vec![Vec::new(); WORKERS.len()];
+            for op in ops {
+                let before = g.offset;
+                match op {
+                    Op::Publish(n) => {
+                        head += n;
+                        committed.resize(head as usize + 1, false);
+                        holder.resize(head as usize + 1, None);
+                    }
+                    Op::Poll(w, n) => {
+                        if let Some((a, b)) = g.poll(head, WORKERS[w], n, now, LEASE).unwrap() {
+                            prop_assert!(b - a < n);
+                            for m in a..=b {
+                                let m = m as usize;
+                                prop_assert!(!committed[m], "message {} delivered after its commit", m);
+                                if let Some((other, until)) = holder[m] {
+                                    prop_assert!(until <= now, "message {} delivered while {} held it live", m, other);
+                                }
+                                holder[m] = Some((w, now + LEASE * S));
+                            }
+                            // A batch is known by its first message: a new one
+                            // there replaces whatever was handed out there before.
+                            for h in held.iter_mut() {
+                                h.retain(|(x, _)| *x != a);
+                            }
+                            held[w].push((a, b));
+                        }
+                    }
+                    Op::Commit(w) => {
+                        if let Some((a, b)) = held[w].first().copied() {
+                            held[w].remove(0);
+                            let live_mine = (a..=b).all(|m| matches!(holder[m as usize], Some((h, until)) if h == w && until > now));
+                            match g.commit(WORKERS[w], a, now) {
+                                Ok(_) => {
+                                    prop_assert!(live_mine, "a commit of {}..={} accepted without a live lease", a, b);
+                                    for m in a..=b {
+                                        committed[m as usize] = true;
+                                        holder[m as usize] = None;
+                                    }
+                                }
+                                Err(_) => prop_assert!(!live_mine, "a commit of a live batch {}..={} refused", a, b),
+                            }
+                        }
+                    }
+                    Op::Extend(w) => {
+                        if let Some((a, b)) = held[w].first().copied() {
+                            if g.extend(WORKERS[w], a, now, LEASE).is_ok() {
+                                for m in a..=b {
+                                    if let Some((h, until)) = holder[m as usize] {
+                                        prop_assert_eq!(h, w);
+                                        holder[m as usize] = Some((h, until.max(now + LEASE * S)));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Op::Wait(dt) => now += dt,
+                    Op::Replay(from) => {
+                        g.replay(from);
+                        for c in committed.iter_mut().skip(from as usize) {
+                            *c = false;
+                        }
+                        for h in holder.iter_mut() {
+                            *h = None;
+                        }
+                        for h in held.iter_mut() {
+                            h.clear();
+                        }
+                    }
+                }
+                if !matches!(op, Op::Replay(_)) {
+                    prop_assert!(g.offset >= before, "the offset went back without a replay");
+                }
+                // The offset is exactly the committed prefix.
+                let prefix = (1..committed.len()).take_while(|m| committed[*m]).count() as u64;
+                prop_assert_eq!(g.offset, prefix);
+                prop_assert!(retention_floor(&[&g], head) <= prefix);
+            }
+            // At least once: after every lease lapses, one worker drains
+            // whatever is left, and everything ends committed.
+            now += 10 * LEASE * S;
+            while let Some((a, _)) = g.poll(head, "w0", 7, now, LEASE).unwrap() {
+                g.commit("w0", a, now).unwrap();
+            }
+            prop_assert_eq!(g.offset, head);
+        }
+    }
+}
