@@ -21,6 +21,11 @@ use super::lease::{Lease, LeaseError};
 /// A run of messages `first..=last` handed to one worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
+    /// The poll that handed it out: a commit or an extension names it, so
+    /// a worker's late commit of a batch that lapsed and was handed out
+    /// again (even to the same worker, even from the same first message)
+    /// never commits the new delivery.
+    pub id: u64,
     /// Its first message.
     pub first: u64,
     /// Its last message.
@@ -35,8 +40,9 @@ pub enum GroupError {
     /// The batch size is not in 1..=10000.
     #[error("a batch holds 1 to 10000 messages, not {0}")]
     BadBatchSize(u64),
-    /// No batch starts at this message (committed already, or never polled).
-    #[error("no batch starting at message {0} is leased")]
+    /// No such delivery is leased (committed already, lapsed and handed
+    /// out again, or never polled).
+    #[error("delivery {0} is not leased")]
     NoBatch(u64),
     /// The lease rules refused it.
     #[error(transparent)]
@@ -55,6 +61,19 @@ pub struct Group {
     pub done: BTreeSet<u64>,
     /// Batches handed out and not committed, by first message.
     pub batches: BTreeMap<u64, Batch>,
+    /// The id of the last delivery handed out.
+    pub last_id: u64,
+}
+
+/// What a poll hands a worker: delivery `id` of messages `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Names the delivery in a commit or an extension.
+    pub id: u64,
+    /// Its first message.
+    pub first: u64,
+    /// Its last message.
+    pub last: u64,
 }
 
 impl Group {
@@ -83,7 +102,7 @@ impl Group {
         size: u64,
         now: i64,
         seconds: i64,
-    ) -> Result<Option<(u64, u64)>, GroupError> {
+    ) -> Result<Option<Delivery>, GroupError> {
         if !(1..=MAX_BATCH).contains(&size) {
             return Err(GroupError::BadBatchSize(size));
         }
@@ -97,15 +116,35 @@ impl Group {
         while last < head && last - first + 1 < size && free(self, last + 1) {
             last += 1;
         }
-        self.batches.insert(first, Batch { first, last, lease });
-        Ok(Some((first, last)))
+        self.last_id += 1;
+        let id = self.last_id;
+        self.batches.insert(
+            first,
+            Batch {
+                id,
+                first,
+                last,
+                lease,
+            },
+        );
+        Ok(Some(Delivery { id, first, last }))
     }
 
-    /// Commit the batch starting at `first`, which `holder` must hold live
-    /// at `now` (a lapsed batch may be another worker's by now: it is
-    /// delivered again instead). Returns the group's offset after it.
-    pub fn commit(&mut self, holder: &str, first: u64, now: i64) -> Result<u64, GroupError> {
-        let batch = self.batches.get(&first).ok_or(GroupError::NoBatch(first))?;
+    /// The first message of delivery `id`, if it is still leased.
+    fn find(&self, id: u64) -> Result<u64, GroupError> {
+        self.batches
+            .values()
+            .find(|b| b.id == id)
+            .map(|b| b.first)
+            .ok_or(GroupError::NoBatch(id))
+    }
+
+    /// Commit delivery `id`, which `holder` must hold live at `now` (a
+    /// lapsed batch may be another worker's by now: it is delivered again
+    /// instead). Returns the group's offset after it.
+    pub fn commit(&mut self, holder: &str, id: u64, now: i64) -> Result<u64, GroupError> {
+        let first = self.find(id)?;
+        let batch = &self.batches[&first];
         if batch.lease.holder != holder {
             return Err(LeaseError::NotHolder(batch.lease.holder.clone()).into());
         }
@@ -121,18 +160,16 @@ impl Group {
         Ok(self.offset)
     }
 
-    /// Extend `holder`'s lease on the batch starting at `first`.
+    /// Extend `holder`'s lease on delivery `id`.
     pub fn extend(
         &mut self,
         holder: &str,
-        first: u64,
+        id: u64,
         now: i64,
         seconds: i64,
     ) -> Result<(), GroupError> {
-        let batch = self
-            .batches
-            .get_mut(&first)
-            .ok_or(GroupError::NoBatch(first))?;
+        let first = self.find(id)?;
+        let batch = self.batches.get_mut(&first).expect("found above");
         batch.lease = batch.lease.extend(holder, now, seconds)?;
         Ok(())
     }
@@ -166,37 +203,56 @@ mod tests {
     #[test]
     fn two_workers_get_disjoint_batches_and_commits_close_gaps() {
         let mut g = Group::default();
-        assert_eq!(g.poll(10, "a", 4, 0, 30).unwrap(), Some((1, 4)));
-        assert_eq!(g.poll(10, "b", 4, 0, 30).unwrap(), Some((5, 8)));
-        assert_eq!(g.commit("b", 5, S).unwrap(), 0, "a gap stays open");
+        assert_eq!(span(g.poll(10, "a", 4, 0, 30)), Some((1, 4)));
+        assert_eq!(span(g.poll(10, "b", 4, 0, 30)), Some((5, 8)));
+        assert_eq!(g.commit("b", 2, S).unwrap(), 0, "a gap stays open");
         assert_eq!(g.commit("a", 1, S).unwrap(), 8);
-        assert_eq!(g.poll(10, "a", 4, S, 30).unwrap(), Some((9, 10)));
-        assert_eq!(g.poll(10, "b", 4, S, 30).unwrap(), None);
+        assert_eq!(span(g.poll(10, "a", 4, S, 30)), Some((9, 10)));
+        assert_eq!(span(g.poll(10, "b", 4, S, 30)), None);
     }
 
     #[test]
     fn a_lapsed_batch_is_delivered_again_and_its_late_commit_refused() {
         let mut g = Group::default();
-        assert_eq!(g.poll(3, "a", 10, 0, 1).unwrap(), Some((1, 3)));
-        assert_eq!(g.poll(3, "b", 10, S / 2, 1).unwrap(), None);
-        assert_eq!(g.poll(3, "b", 10, S, 1).unwrap(), Some((1, 3)));
-        assert!(matches!(
-            g.commit("a", 1, S),
-            Err(GroupError::Lease(LeaseError::NotHolder(_)))
-        ));
-        assert_eq!(g.commit("b", 1, S + 1).unwrap(), 3);
+        assert_eq!(span(g.poll(3, "a", 10, 0, 1)), Some((1, 3)));
+        assert_eq!(span(g.poll(3, "b", 10, S / 2, 1)), None);
+        assert_eq!(span(g.poll(3, "b", 10, S, 1)), Some((1, 3)));
+        assert_eq!(g.commit("a", 1, S), Err(GroupError::NoBatch(1)));
+        assert_eq!(
+            g.commit("a", 2, S),
+            Err(LeaseError::NotHolder("b".into()).into())
+        );
+        assert_eq!(g.commit("b", 2, S + 1).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_late_commit_never_commits_the_same_workers_new_delivery() {
+        // The case the model test found: a worker's batch lapses, the same
+        // worker is handed a longer run from the same first message, and
+        // its late commit of the old batch must not commit the new one.
+        let mut g = Group::default();
+        let old = g.poll(3, "a", 1, 0, 1).unwrap().unwrap();
+        let new = g.poll(3, "a", 3, S, 1).unwrap().unwrap();
+        assert_eq!((new.first, new.last), (1, 3));
+        assert_eq!(g.commit("a", old.id, S), Err(GroupError::NoBatch(old.id)));
+        assert_eq!(g.offset, 0);
+        assert_eq!(g.commit("a", new.id, S).unwrap(), 3);
+    }
+
+    fn span(d: Result<Option<Delivery>, GroupError>) -> Option<(u64, u64)> {
+        d.unwrap().map(|d| (d.first, d.last))
     }
 
     #[test]
     fn replay_goes_back_never_forward() {
         let mut g = Group::default();
-        g.poll(5, "a", 5, 0, 30).unwrap();
-        g.commit("a", 1, 1).unwrap();
+        let d = g.poll(5, "a", 5, 0, 30).unwrap().unwrap();
+        g.commit("a", d.id, 1).unwrap();
         g.replay(3);
         assert_eq!(g.offset, 2);
         g.replay(9);
         assert_eq!(g.offset, 2);
-        assert_eq!(g.poll(5, "a", 5, 2, 30).unwrap(), Some((3, 5)));
+        assert_eq!(span(g.poll(5, "a", 5, 2, 30)), Some((3, 5)));
     }
 
     /// What a random history does.
@@ -236,9 +292,12 @@ mod tests {
             let mut now = 0i64;
             // Reference: committed flags, and the live holder of each message.
             let mut committed: Vec<bool> = vec![false];
-            let mut holder: Vec<Option<(usize, i64)>> = vec![None];
-            // Each worker's batches, oldest first.
-            let mut held: Vec<Vec<(u64, u64)>> = vec![Vec::new(); WORKERS.len()];
+            // (worker, until, delivery id) of the delivery holding each message.
+            let mut holder: Vec<Option<(usize, i64, u64)>> = vec![None];
+            // Each worker's deliveries (id, first, last), oldest first; a
+            // worker keeps a delivery that lapsed and was handed out again,
+            // and its commit must then be refused.
+            let mut held: Vec<Vec<(u64, u64, u64)>> = vec![Vec::new(); WORKERS.len()];
             for op in ops {
                 let before = g.offset;
                 match op {
@@ -248,29 +307,25 @@ mod tests {
                         holder.resize(head as usize + 1, None);
                     }
                     Op::Poll(w, n) => {
-                        if let Some((a, b)) = g.poll(head, WORKERS[w], n, now, LEASE).unwrap() {
-                            prop_assert!(b - a < n);
+                        if let Some(d) = g.poll(head, WORKERS[w], n, now, LEASE).unwrap() {
+                            let (a, b) = (d.first, d.last);
+                            prop_assert!(a <= b && b <= head && b - a < n);
                             for m in a..=b {
                                 let m = m as usize;
                                 prop_assert!(!committed[m], "message {} delivered after its commit", m);
-                                if let Some((other, until)) = holder[m] {
+                                if let Some((other, until, _)) = holder[m] {
                                     prop_assert!(until <= now, "message {} delivered while {} held it live", m, other);
                                 }
-                                holder[m] = Some((w, now + LEASE * S));
+                                holder[m] = Some((w, now + LEASE * S, d.id));
                             }
-                            // A batch is known by its first message: a new one
-                            // there replaces whatever was handed out there before.
-                            for h in held.iter_mut() {
-                                h.retain(|(x, _)| *x != a);
-                            }
-                            held[w].push((a, b));
+                            held[w].push((d.id, a, b));
                         }
                     }
                     Op::Commit(w) => {
-                        if let Some((a, b)) = held[w].first().copied() {
+                        if let Some((id, a, b)) = held[w].first().copied() {
                             held[w].remove(0);
-                            let live_mine = (a..=b).all(|m| matches!(holder[m as usize], Some((h, until)) if h == w && until > now));
-                            match g.commit(WORKERS[w], a, now) {
+                            let live_mine = (a..=b).all(|m| holder[m as usize].is_some_and(|(h, until, i)| h == w && i == id && until > now));
+                            match g.commit(WORKERS[w], id, now) {
                                 Ok(_) => {
                                     prop_assert!(live_mine, "a commit of {}..={} accepted without a live lease", a, b);
                                     for m in a..=b {
@@ -283,12 +338,14 @@ mod tests {
                         }
                     }
                     Op::Extend(w) => {
-                        if let Some((a, b)) = held[w].first().copied() {
-                            if g.extend(WORKERS[w], a, now, LEASE).is_ok() {
+                        if let Some((id, a, b)) = held[w].first().copied() {
+                            let live_mine = (a..=b).all(|m| holder[m as usize].is_some_and(|(h, until, i)| h == w && i == id && until > now));
+                            let extended = g.extend(WORKERS[w], id, now, LEASE).is_ok();
+                            prop_assert_eq!(extended, live_mine, "extension of {}..={} (delivery {})", a, b, id);
+                            if extended {
                                 for m in a..=b {
-                                    if let Some((h, until)) = holder[m as usize] {
-                                        prop_assert_eq!(h, w);
-                                        holder[m as usize] = Some((h, until.max(now + LEASE * S)));
+                                    if let Some((h, until, i)) = holder[m as usize] {
+                                        holder[m as usize] = Some((h, until.max(now + LEASE * S), i));
                                     }
                                 }
                             }
@@ -319,8 +376,8 @@ mod tests {
             // At least once: after every lease lapses, one worker drains
             // whatever is left, and everything ends committed.
             now += 10 * LEASE * S;
-            while let Some((a, _)) = g.poll(head, "w0", 7, now, LEASE).unwrap() {
-                g.commit("w0", a, now).unwrap();
+            while let Some(d) = g.poll(head, "w0", 7, now, LEASE).unwrap() {
+                g.commit("w0", d.id, now).unwrap();
             }
             prop_assert_eq!(g.offset, head);
         }
