@@ -49,6 +49,23 @@ pub enum GroupError {
     Lease(#[from] LeaseError),
 }
 
+impl GroupError {
+    /// The SQLSTATE to raise it with: bad arguments are 22023, a
+    /// delivery that is not (or no longer) the caller's is 55000, an expiry
+    /// past the end of time 22008.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            GroupError::BadBatchSize(_)
+            | GroupError::Lease(LeaseError::BadLength(_))
+            | GroupError::Lease(LeaseError::NoHolder) => "22023",
+            GroupError::NoBatch(_)
+            | GroupError::Lease(LeaseError::NotHolder(_))
+            | GroupError::Lease(LeaseError::Lapsed(_)) => "55000",
+            GroupError::Lease(LeaseError::Overflow) => "22008",
+        }
+    }
+}
+
 /// The largest batch a poll hands out.
 pub const MAX_BATCH: u64 = 10_000;
 
