@@ -98,6 +98,32 @@ fn rolled_back_changes_never_appear() {
     assert_eq!(count(&mut db, "SELECT count(*) FROM st"), 2);
 }
 
+/// A refresh whose transaction rolls back consumed nothing: the next
+/// refresh in the same session applies the changes it would have.
+#[test]
+fn a_rolled_back_refresh_leaves_its_changes_for_the_next_one() {
+    let q = "SELECT k, count(*) AS n, sum(v) AS total FROM src GROUP BY k";
+    let mut db = database("rolled_back_refresh");
+    db.batch_execute(&format!(
+        "CREATE TABLE src (k int, v int); INSERT INTO src SELECT i % 4, i FROM generate_series(1, 20) i;
+         SELECT pgtrickle.create_stream_table('st', '{q}', NULL, 'DIFFERENTIAL');"
+    ))
+    .unwrap();
+    // Separate statements: one multi-statement string is one transaction.
+    for sql in [
+        "INSERT INTO src VALUES (7, 7)",
+        "BEGIN",
+        "SELECT pgtrickle.refresh_stream_table('st')",
+        "ROLLBACK",
+        "BEGIN",
+        "SELECT pgtrickle.refresh_stream_table('st')",
+        "COMMIT",
+    ] {
+        db.batch_execute(sql).unwrap();
+    }
+    assert_fresh(&mut db, "st", q);
+}
+
 #[test]
 fn refreshing_twice_in_one_transaction_keeps_later_writes() {
     let mut db = database("own_xact");

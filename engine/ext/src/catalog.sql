@@ -305,3 +305,87 @@ $$;
 CREATE EVENT TRIGGER pgt_ddl_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION pgtrickle.on_ddl_end();
+
+-- Outboxes (0.39.2): a stream table's outbox, its messages (one per
+-- refresh that changed it, numbered in commit order under the head
+-- counter's row lock), the rows of claim-checked messages, the rows a
+-- refresh statement staged for its message, and consumer groups with
+-- their committed offset and leased deliveries (see
+-- engine/ext/src/outbox and docs/OUTBOX.md).
+CREATE TABLE pgtrickle.pgt_outboxes (
+    st_id              bigint PRIMARY KEY REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
+    inline_limit_bytes integer NOT NULL CHECK (inline_limit_bytes >= 0),
+    retention          interval NOT NULL,
+    head               bigint NOT NULL DEFAULT 0,
+    enabled_at         timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_outboxes IS 'Stream tables with an outbox: inline limit, retention, last message written';
+CREATE TABLE pgtrickle.pgt_outbox_messages (
+    st_id      bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes (st_id) ON DELETE CASCADE,
+    message    bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    inserted   bigint NOT NULL,
+    deleted    bigint NOT NULL,
+    envelope   jsonb NOT NULL,
+    PRIMARY KEY (st_id, message)
+);
+COMMENT ON TABLE pgtrickle.pgt_outbox_messages IS 'One message per refresh that changed a stream table with an outbox';
+CREATE TABLE pgtrickle.pgt_outbox_rows (
+    st_id    bigint NOT NULL,
+    message  bigint NOT NULL,
+    op       "char" NOT NULL,
+    ordinal  bigint NOT NULL,
+    row_data jsonb NOT NULL,
+    PRIMARY KEY (st_id, message, op, ordinal),
+    FOREIGN KEY (st_id, message) REFERENCES pgtrickle.pgt_outbox_messages (st_id, message) ON DELETE CASCADE
+);
+COMMENT ON TABLE pgtrickle.pgt_outbox_rows IS 'The rows of claim-checked outbox messages (too large to carry inline)';
+CREATE TABLE pgtrickle.pgt_outbox_staging (
+    st_relid oid NOT NULL,
+    op       "char" NOT NULL,
+    row_data jsonb NOT NULL
+);
+CREATE INDEX pgt_outbox_staging_relid_idx ON pgtrickle.pgt_outbox_staging (st_relid);
+COMMENT ON TABLE pgtrickle.pgt_outbox_staging IS 'Rows a refresh statement inserted or deleted, netted into its outbox message before it commits';
+CREATE TABLE pgtrickle.pgt_consumer_groups (
+    st_id         bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes (st_id) ON DELETE CASCADE,
+    group_name    text NOT NULL,
+    committed     bigint NOT NULL,
+    done          bigint[] NOT NULL DEFAULT '{}',
+    last_delivery bigint NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (st_id, group_name)
+);
+COMMENT ON TABLE pgtrickle.pgt_consumer_groups IS 'Outbox consumer groups: every message up to committed is done, done lists commits past a gap';
+CREATE TABLE pgtrickle.pgt_outbox_leases (
+    st_id         bigint NOT NULL,
+    group_name    text NOT NULL,
+    delivery      bigint NOT NULL,
+    first_message bigint NOT NULL,
+    last_message  bigint NOT NULL,
+    holder        text NOT NULL,
+    acquired_at   timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    PRIMARY KEY (st_id, group_name, delivery),
+    FOREIGN KEY (st_id, group_name) REFERENCES pgtrickle.pgt_consumer_groups (st_id, group_name) ON DELETE CASCADE
+);
+COMMENT ON TABLE pgtrickle.pgt_outbox_leases IS 'Outbox deliveries handed to a worker of a consumer group and not committed';
+
+-- After every refresh statement on a stream table with an outbox: stage
+-- the rows it inserted and deleted (hidden columns, named by the trigger's
+-- arguments, left out). The refresh nets them into one message before it
+-- commits. SECURITY DEFINER: it fires in the owner's refresh statement.
+CREATE FUNCTION pgtrickle._outbox_stage() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data)
+        SELECT TG_RELID, 'I', pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) COALESCE(TG_ARGV, ARRAY[]::pg_catalog.text[]) FROM pgt_new AS __pgt_staged;
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' OR TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data)
+        SELECT TG_RELID, 'D', pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) COALESCE(TG_ARGV, ARRAY[]::pg_catalog.text[]) FROM pgt_old AS __pgt_staged;
+    END IF;
+    RETURN NULL;
+END
+$$;

@@ -31,6 +31,7 @@ pub mod depend;
 pub mod extension_drop;
 pub mod gucs;
 pub mod operations;
+pub mod outbox;
 pub mod planning;
 pub mod readonly;
 pub mod refresh;

@@ -25,5 +25,6 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle.drain_wal_capture(),
     pgtrickle.drop_orphaned_capture_slots(),
     pgtrickle.drain_remote_capture(),
-    pgtrickle.drop_orphaned_remote_slots()
+    pgtrickle.drop_orphaned_remote_slots(),
+    pgtrickle._outbox_stage()
 FROM PUBLIC;

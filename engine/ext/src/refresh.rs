@@ -254,6 +254,8 @@ pub fn refresh_with(
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
     stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit);
+    // With an outbox: its message, in this transaction.
+    crate::outbox::publish::after_refresh(id, st.relid, &name, mode.name());
     history::record(&history::Entry {
         st_id: id,
         started_at: started,

@@ -12,6 +12,8 @@
 //!  "claim_check":{"table":"pgtrickle.pgt_outbox_rows","inserted":90000,"deleted":90000}}
 //! ```
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -40,12 +42,13 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// The rows themselves: one JSON object per row, column name to value
-    /// (SQL NULL is JSON null).
+    /// (SQL NULL is JSON null), each kept as its exact text (so that a
+    /// numeric keeps the scale PostgreSQL printed: `1.50` is not `1.5`).
     Inline {
         /// Rows the refresh added.
-        inserted: Vec<Value>,
+        inserted: Vec<String>,
         /// Rows the refresh removed.
-        deleted: Vec<Value>,
+        deleted: Vec<String>,
     },
     /// Too large to carry: how many rows, kept in [`CLAIM_CHECK_TABLE`].
     ClaimCheck {
@@ -84,6 +87,19 @@ pub fn fits_inline(bytes: u64, limit: u64) -> bool {
     bytes <= limit
 }
 
+/// The row lists of a message, each row's text kept exactly.
+#[derive(Deserialize)]
+struct RawRows<'a> {
+    #[serde(borrow, default)]
+    inserted: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    deleted: Option<Vec<&'a RawValue>>,
+}
+
+fn array_text(rows: &[String]) -> String {
+    format!("[{}]", rows.join(","))
+}
+
 impl Envelope {
     /// The message as JSON text.
     pub fn encode(&self) -> String {
@@ -96,10 +112,7 @@ impl Envelope {
         o.insert("message".into(), Value::from(self.message));
         o.insert("mode".into(), Value::from(self.mode.clone()));
         match &self.payload {
-            Payload::Inline { inserted, deleted } => {
-                o.insert("inserted".into(), Value::Array(inserted.clone()));
-                o.insert("deleted".into(), Value::Array(deleted.clone()));
-            }
+            Payload::Inline { .. } => {}
             Payload::ClaimCheck { inserted, deleted } => {
                 let mut c = Map::new();
                 c.insert("table".into(), Value::from(CLAIM_CHECK_TABLE));
@@ -108,7 +121,16 @@ impl Envelope {
                 o.insert("claim_check".into(), Value::Object(c));
             }
         }
-        Value::Object(o).to_string()
+        let head = Value::Object(o).to_string();
+        match &self.payload {
+            Payload::Inline { inserted, deleted } => format!(
+                "{},\"inserted\":{},\"deleted\":{}}}",
+                &head[..head.len() - 1],
+                array_text(inserted),
+                array_text(deleted)
+            ),
+            Payload::ClaimCheck { .. } => head,
+        }
     }
 
     /// Read a message back, checking every field.
@@ -133,20 +155,28 @@ impl Envelope {
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(version));
         }
-        let rows = |k: &'static str| -> Result<Option<Vec<Value>>, EnvelopeError> {
+        for k in ["inserted", "deleted"] {
             match o.get(k) {
-                None => Ok(None),
-                Some(Value::Array(a)) => {
-                    if a.iter().all(Value::is_object) {
-                        Ok(Some(a.clone()))
-                    } else {
-                        Err(EnvelopeError::Row)
-                    }
-                }
-                Some(_) => Err(EnvelopeError::Field(k, "an array")),
+                None => {}
+                Some(Value::Array(a)) if a.iter().all(Value::is_object) => {}
+                Some(Value::Array(_)) => return Err(EnvelopeError::Row),
+                Some(_) => return Err(EnvelopeError::Field(k, "an array")),
             }
+        }
+        let raw: RawRows =
+            serde_json::from_str(text).map_err(|e| EnvelopeError::NotAnObject(e.to_string()))?;
+        let texts = |v: Option<Vec<&RawValue>>| {
+            v.map(|rows| {
+                rows.into_iter()
+                    .map(|r| r.get().to_string())
+                    .collect::<Vec<_>>()
+            })
         };
-        let payload = match (rows("inserted")?, rows("deleted")?, o.get("claim_check")) {
+        let payload = match (
+            texts(raw.inserted),
+            texts(raw.deleted),
+            o.get("claim_check"),
+        ) {
             (Some(inserted), Some(deleted), None) => Payload::Inline { inserted, deleted },
             (None, None, Some(c)) => {
                 let count = |k: &'static str| {
@@ -186,11 +216,16 @@ mod tests {
             message: 3,
             mode: "DIFFERENTIAL".into(),
             payload: Payload::Inline {
-                inserted: vec![json!({"k": null, "n": 1}), json!({})],
-                deleted: vec![],
+                inserted: vec![json!({"k": null, "n": 1}).to_string(), "{}".into()],
+                deleted: vec![r#"{"total": 1.50}"#.into()],
             },
         };
-        assert_eq!(Envelope::decode(&e.encode()), Ok(e));
+        let text = e.encode();
+        assert!(
+            text.contains(r#"{"total": 1.50}"#),
+            "rows are spliced verbatim: {text}"
+        );
+        assert_eq!(Envelope::decode(&text), Ok(e));
     }
 
     #[test]
@@ -235,18 +270,26 @@ mod tests {
         assert!(!fits_inline(1, 0));
     }
 
-    fn scalar() -> impl Strategy<Value = Value> {
+    /// A column value as the JSON text PostgreSQL prints: NULL, booleans,
+    /// integers, numerics with trailing zeros, any text.
+    fn scalar() -> impl Strategy<Value = String> {
         prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            ".{0,40}".prop_map(Value::from),
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            "-?(0|[1-9][0-9]{0,5})\\.[0-9]{0,3}0{1,3}",
+            ".{0,40}".prop_map(|t| Value::from(t).to_string()),
         ]
     }
 
-    fn row() -> impl Strategy<Value = Value> {
-        proptest::collection::btree_map("[a-z_\"' ]{1,8}", scalar(), 0..6)
-            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    fn row() -> impl Strategy<Value = String> {
+        proptest::collection::btree_map("[a-z_\"' ]{1,8}", scalar(), 0..6).prop_map(|m| {
+            let cols: Vec<String> = m
+                .into_iter()
+                .map(|(k, v)| format!("{}: {v}", Value::from(k)))
+                .collect();
+            format!("{{{}}}", cols.join(", "))
+        })
     }
 
     fn payload() -> impl Strategy<Value = Payload> {

@@ -1,0 +1,384 @@
+//! Consuming an outbox: `poll_outbox`, `commit_offset`, `extend_lease`,
+//! `replay_outbox` and `outbox_rows`. Each call locks its consumer group's
+//! catalog row, loads the group's state into `pg_trickle_core`'s [`Group`],
+//! applies the one rule it asks for, and writes the state back in the
+//! caller's transaction: two workers of one group are serialised on that
+//! row and never hold the same message, and a call that fails changes
+//! nothing. Times are the database's clock (`clock_timestamp()`).
+
+use pg_trickle_core::outbox::group::{Batch, Group, GroupError};
+use pg_trickle_core::outbox::lease::Lease;
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+use super::{consumer, first_retained, no_group, JsonbText};
+use crate::catalog::StreamTableRef;
+use crate::security::as_extension;
+use crate::spi::{internal, raise, rows, run, value};
+
+const NOW_US: &str = "SELECT ((EXTRACT(epoch FROM pg_catalog.clock_timestamp())) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text";
+
+fn us(col: &str) -> String {
+    format!("((EXTRACT(epoch FROM {col})) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text")
+}
+
+/// Microseconds since the epoch (parameter `$X`) as a timestamptz, exactly.
+const AT_US: &str = "('epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) \
+     ($X::pg_catalog.int8 OPERATOR(pg_catalog.*) '1 microsecond'::pg_catalog.interval))";
+
+fn at(param: &str) -> String {
+    AT_US.replace("$X", param)
+}
+
+fn parse<T: std::str::FromStr>(v: &Option<String>) -> T {
+    v.as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| internal(format!("outbox catalog value {v:?} does not parse")))
+}
+
+/// The group's state, its row locked to the end of the transaction.
+fn load(st: &StreamTableRef, group_name: &str) -> Group {
+    let args = [Some(st.id.to_string()), Some(group_name.to_string())];
+    let Some(g) = rows(
+        "SELECT committed::pg_catalog.text, pg_catalog.array_to_string(done, ','), last_delivery::pg_catalog.text \
+           FROM pgtrickle.pgt_consumer_groups \
+          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+        &args,
+    )
+    .into_iter()
+    .next() else {
+        no_group(st, group_name)
+    };
+    let mut group = Group {
+        offset: parse(&g[0]),
+        done: g[1]
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap_or_else(|_| internal(format!("done {s}"))))
+            .collect(),
+        last_id: parse(&g[2]),
+        ..Group::default()
+    };
+    for l in rows(
+        &format!(
+            "SELECT delivery::pg_catalog.text, first_message::pg_catalog.text, last_message::pg_catalog.text, holder, {}, {} \
+               FROM pgtrickle.pgt_outbox_leases \
+              WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2",
+            us("acquired_at"),
+            us("expires_at")
+        ),
+        &args,
+    ) {
+        let first = parse(&l[1]);
+        group.batches.insert(
+            first,
+            Batch {
+                id: parse(&l[0]),
+                first,
+                last: parse(&l[2]),
+                lease: Lease {
+                    holder: l[3].clone().unwrap_or_default(),
+                    acquired_at: parse(&l[4]),
+                    expires_at: parse(&l[5]),
+                },
+            },
+        );
+    }
+    group
+}
+
+/// Write the group's state back (its row is locked by [`load`]).
+fn store(st: &StreamTableRef, group_name: &str, g: &Group) {
+    let done: Vec<String> = g.done.iter().map(u64::to_string).collect();
+    let args = |extra: Vec<Option<String>>| {
+        let mut a = vec![Some(st.id.to_string()), Some(group_name.to_string())];
+        a.extend(extra);
+        a
+    };
+    run(
+        "UPDATE pgtrickle.pgt_consumer_groups SET committed = $3::pg_catalog.int8, \
+                done = $4::pg_catalog.int8[], last_delivery = $5::pg_catalog.int8 \
+          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2",
+        &args(vec![
+            Some(g.offset.to_string()),
+            Some(format!("{{{}}}", done.join(","))),
+            Some(g.last_id.to_string()),
+        ]),
+    );
+    run(
+        "DELETE FROM pgtrickle.pgt_outbox_leases \
+          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2",
+        &args(vec![]),
+    );
+    for b in g.batches.values() {
+        run(
+            &format!(
+                "INSERT INTO pgtrickle.pgt_outbox_leases \
+                 (st_id, group_name, delivery, first_message, last_message, holder, acquired_at, expires_at) \
+                 VALUES ($1::pg_catalog.int8, $2, $3::pg_catalog.int8, $4::pg_catalog.int8, $5::pg_catalog.int8, $6, {}, {})",
+                at("$7"),
+                at("$8")
+            ),
+            &args(vec![
+                Some(b.id.to_string()),
+                Some(b.first.to_string()),
+                Some(b.last.to_string()),
+                Some(b.lease.holder.clone()),
+                Some(b.lease.acquired_at.to_string()),
+                Some(b.lease.expires_at.to_string()),
+            ]),
+        );
+    }
+}
+
+fn missing<T>() -> T {
+    internal("an outbox message row has a NULL column".into())
+}
+
+fn now_us() -> i64 {
+    parse(&value(NOW_US, &[]))
+}
+
+fn fail(st: &StreamTableRef, group_name: &str, e: GroupError) -> ! {
+    raise(
+        e.sqlstate(),
+        format!(
+            "outbox of stream table {}, consumer group \"{group_name}\": {e}",
+            st.name
+        ),
+        matches!(e.sqlstate(), "55000").then(|| {
+            "A lease that lapsed is delivered again to the next poll; poll again and process what it returns.".to_string()
+        }),
+    )
+}
+
+/// The holder a worker is known by: its name, or one shared name when the
+/// worker gives none (the delivery id alone then names the batch).
+fn holder(worker: Option<&str>) -> String {
+    worker.unwrap_or("anonymous").to_string()
+}
+
+/// Lease the next batch of at most `batch_size` messages of `name`'s
+/// outbox that group `group_name` has neither committed nor handed to a
+/// live lease, for `lease_seconds`. Returns its messages in order, each
+/// with the batch's delivery id (commit or extend it by that id); no rows
+/// when there is nothing to deliver.
+#[pg_extern]
+fn poll_outbox(
+    name: &str,
+    group_name: &str,
+    batch_size: default!(i32, 100),
+    lease_seconds: default!(i32, 30),
+    worker: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(delivery, i64),
+        name!(message, i64),
+        name!(created_at, TimestampWithTimeZone),
+        name!(envelope, JsonbText),
+    ),
+> {
+    let st = consumer(name);
+    let out = as_extension(|| {
+        let mut g = load(&st, group_name);
+        let head: u64 = parse(&value(
+            "SELECT head::pg_catalog.text FROM pgtrickle.pgt_outboxes WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
+            &[Some(st.id.to_string())],
+        ));
+        let size = u64::try_from(batch_size).unwrap_or(0);
+        let d = g
+            .poll(
+                head,
+                &holder(worker),
+                size,
+                now_us(),
+                i64::from(lease_seconds),
+            )
+            .unwrap_or_else(|e| fail(&st, group_name, e));
+        store(&st, group_name, &g);
+        let Some(d) = d else {
+            return Vec::new();
+        };
+        Spi::connect(|client| {
+            let t = client
+                .select(
+                    "SELECT message, created_at, envelope::pg_catalog.text FROM pgtrickle.pgt_outbox_messages \
+                      WHERE st_id OPERATOR(pg_catalog.=) $1 AND message OPERATOR(pg_catalog.>=) $2 \
+                        AND message OPERATOR(pg_catalog.<=) $3 ORDER BY message",
+                    None,
+                    &[
+                        st.id.into(),
+                        (d.first as i64).into(),
+                        (d.last as i64).into(),
+                    ],
+                )
+                .unwrap_or_else(|e| internal(format!("reading outbox messages: {e}")));
+            t.map(|r| {
+                (
+                    d.id as i64,
+                    r.get::<i64>(1).ok().flatten().unwrap_or_else(missing),
+                    r.get::<TimestampWithTimeZone>(2)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(missing),
+                    JsonbText(
+                        r.get::<String>(3)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(missing),
+                    ),
+                )
+            })
+            .collect::<Vec<_>>()
+        })
+    });
+    if let Some(first) = out.first() {
+        let expected = out.len();
+        let span = out.last().map(|l| l.1 - first.1 + 1).unwrap_or(0);
+        if span as usize != expected {
+            internal(format!(
+                "outbox of stream table {}: delivery {} is missing messages (retention ran ahead of group \"{group_name}\")",
+                st.name, first.0
+            ));
+        }
+    }
+    TableIterator::new(out)
+}
+
+/// Commit delivery `delivery` of group `group_name`: its messages are done
+/// for the group. Refused (55000) when the lease lapsed (its messages are
+/// delivered again) or is another worker's. Returns the group's offset:
+/// every message up to it is committed.
+#[pg_extern]
+fn commit_offset(
+    name: &str,
+    group_name: &str,
+    delivery: i64,
+    worker: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let st = consumer(name);
+    as_extension(|| {
+        let mut g = load(&st, group_name);
+        let offset = g
+            .commit(&holder(worker), delivery.max(0) as u64, now_us())
+            .unwrap_or_else(|e| fail(&st, group_name, e));
+        store(&st, group_name, &g);
+        offset as i64
+    })
+}
+
+/// Extend the lease on delivery `delivery` to `lease_seconds` from now
+/// (never shortening it). Returns when it lapses now.
+#[pg_extern]
+fn extend_lease(
+    name: &str,
+    group_name: &str,
+    delivery: i64,
+    lease_seconds: default!(i32, 30),
+    worker: default!(Option<&str>, "NULL"),
+) -> TimestampWithTimeZone {
+    let st = consumer(name);
+    as_extension(|| {
+        let mut g = load(&st, group_name);
+        let id = delivery.max(0) as u64;
+        g.extend(&holder(worker), id, now_us(), i64::from(lease_seconds))
+            .unwrap_or_else(|e| fail(&st, group_name, e));
+        store(&st, group_name, &g);
+        Spi::get_one_with_args::<TimestampWithTimeZone>(
+            "SELECT expires_at FROM pgtrickle.pgt_outbox_leases WHERE st_id OPERATOR(pg_catalog.=) $1 \
+               AND group_name OPERATOR(pg_catalog.=) $2 AND delivery OPERATOR(pg_catalog.=) $3",
+            &[st.id.into(), group_name.into(), delivery.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| internal("extended lease vanished".into()))
+    })
+}
+
+/// Deliver group `group_name` every message from `from_message` on again:
+/// its offset goes back (never forward) and its leases are cancelled.
+/// Refused (22023) when retention already dropped `from_message`.
+/// Returns the group's offset after it.
+#[pg_extern]
+fn replay_outbox(name: &str, group_name: &str, from_message: i64) -> i64 {
+    let st = consumer(name);
+    as_extension(|| {
+        let mut g = load(&st, group_name);
+        let first = first_retained(st.id);
+        if from_message < first {
+            raise(
+                "22023",
+                format!(
+                    "outbox of stream table {} keeps messages from {first} on: cannot replay from {from_message}",
+                    st.name
+                ),
+                None,
+            );
+        }
+        g.replay(from_message as u64);
+        store(&st, group_name, &g);
+        g.offset as i64
+    })
+}
+
+/// The rows of message `message`, inline or claim-checked alike: `op` is
+/// `insert` or `delete`, `row_data` one row as a JSON object.
+#[pg_extern]
+fn outbox_rows(
+    name: &str,
+    message: i64,
+) -> TableIterator<'static, (name!(op, String), name!(row_data, JsonbText))> {
+    let st = consumer(name);
+    let out = as_extension(|| {
+        Spi::connect(|client| {
+            let t = client
+                .select(
+                    "SELECT 'insert', r::pg_catalog.text FROM pgtrickle.pgt_outbox_messages m, \
+                            pg_catalog.jsonb_array_elements(m.envelope OPERATOR(pg_catalog.->) 'inserted') r \
+                      WHERE m.st_id OPERATOR(pg_catalog.=) $1 AND m.message OPERATOR(pg_catalog.=) $2 \
+                     UNION ALL \
+                     SELECT 'delete', r::pg_catalog.text FROM pgtrickle.pgt_outbox_messages m, \
+                            pg_catalog.jsonb_array_elements(m.envelope OPERATOR(pg_catalog.->) 'deleted') r \
+                      WHERE m.st_id OPERATOR(pg_catalog.=) $1 AND m.message OPERATOR(pg_catalog.=) $2 \
+                     UNION ALL \
+                     SELECT CASE WHEN op OPERATOR(pg_catalog.=) 'I' THEN 'insert' ELSE 'delete' END, row_data::pg_catalog.text \
+                       FROM (SELECT op, row_data FROM pgtrickle.pgt_outbox_rows \
+                              WHERE st_id OPERATOR(pg_catalog.=) $1 AND message OPERATOR(pg_catalog.=) $2 \
+                              ORDER BY op DESC, ordinal) c",
+                    None,
+                    &[st.id.into(), message.into()],
+                )
+                .unwrap_or_else(|e| internal(format!("reading outbox rows: {e}")));
+            t.filter_map(|r| {
+                Some((
+                    r.get::<String>(1).ok().flatten()?,
+                    JsonbText(r.get::<String>(2).ok().flatten()?),
+                ))
+            })
+            .collect::<Vec<_>>()
+        })
+    });
+    if out.is_empty()
+        && as_extension(|| {
+            value(
+                "SELECT 'x' FROM pgtrickle.pgt_outbox_messages WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 \
+                   AND message OPERATOR(pg_catalog.=) $2::pg_catalog.int8",
+                &[Some(st.id.to_string()), Some(message.to_string())],
+            )
+        })
+        .is_none()
+    {
+        raise(
+            "42704",
+            format!(
+                "outbox of stream table {} has no message {message} (never written, or dropped by retention)",
+                st.name
+            ),
+            None,
+        );
+    }
+    TableIterator::new(out)
+}

@@ -1,0 +1,174 @@
+//! Publishing: the refresh that changed a stream table writes its outbox
+//! message in its own transaction, so a message exists exactly when the
+//! change committed.
+//!
+//! Statement triggers with transition tables on the stream table's storage
+//! (installed by `enable_outbox`) stage every row a refresh statement
+//! deleted or inserted. At the end of the refresh the staged rows are
+//! netted (a FULL refresh deletes and re-inserts every row; only the rows
+//! that really came or went remain, compared by their exact JSON text),
+//! and one message is written: the rows inline while they fit under the
+//! outbox's inline limit, a claim-check otherwise. Consumers are told by
+//! `NOTIFY pgtrickle_outbox`, which PostgreSQL delivers only at commit.
+
+use pg_trickle_core::outbox::envelope::{fits_inline, Envelope, Payload};
+
+use crate::spi::{internal, row, rows, run, value};
+
+/// Hidden storage columns left out of published rows.
+pub const HIDDEN_PREFIX: &str = "__pgt_";
+
+/// The trigger statements that stage a stream table's changes.
+pub fn install_triggers(storage_sql: &str, hidden: &[String]) {
+    let args = hidden
+        .iter()
+        .map(|h| format!("'{}'", h.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _own = crate::triggers::OwnDdl::begin();
+    for (name, event, referencing) in [
+        ("pgt_outbox_ins", "INSERT", "NEW TABLE AS pgt_new"),
+        ("pgt_outbox_del", "DELETE", "OLD TABLE AS pgt_old"),
+        (
+            "pgt_outbox_upd",
+            "UPDATE",
+            "OLD TABLE AS pgt_old NEW TABLE AS pgt_new",
+        ),
+    ] {
+        run(
+            &format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {storage_sql} REFERENCING {referencing} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._outbox_stage({args})"
+            ),
+            &[],
+        );
+    }
+}
+
+/// Drop the staging triggers (idempotent).
+pub fn drop_triggers(storage_sql: &str) {
+    let _own = crate::triggers::OwnDdl::begin();
+    for name in ["pgt_outbox_ins", "pgt_outbox_del", "pgt_outbox_upd"] {
+        run(
+            &format!("DROP TRIGGER IF EXISTS {name} ON {storage_sql}"),
+            &[],
+        );
+    }
+}
+
+/// The staged rows of storage `$1` netted: `e(ins, row_text)`, one row
+/// per row that really came (`ins`) or went, as exact JSON text (so a
+/// numeric whose scale changed counts as changed, as FULL would print it).
+const NET: &str = "WITH n AS (SELECT row_data::pg_catalog.text AS r, \
+        pg_catalog.sum(CASE WHEN op OPERATOR(pg_catalog.=) 'I' THEN 1 ELSE -1 END) AS k \
+      FROM pgtrickle.pgt_outbox_staging WHERE st_relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid GROUP BY 1), \
+    e AS (SELECT n.k OPERATOR(pg_catalog.>) 0 AS ins, n.r AS row_text FROM n, \
+        pg_catalog.generate_series(1, pg_catalog.abs(n.k)::pg_catalog.int8) \
+      WHERE n.k OPERATOR(pg_catalog.<>) 0)";
+
+fn clear_staged(relid: u32) {
+    run(
+        "DELETE FROM pgtrickle.pgt_outbox_staging WHERE st_relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+        &[Some(relid.to_string())],
+    );
+}
+
+/// After a refresh of stream table `id` (storage `relid`, printed `name`)
+/// in mode `mode`: write its outbox message when the outbox is enabled and
+/// the stream table changed. Returns the message number written.
+pub fn after_refresh(id: i64, relid: u32, name: &str, mode: &str) -> Option<u64> {
+    let limit: u64 = value(
+        "SELECT inline_limit_bytes::pg_catalog.text FROM pgtrickle.pgt_outboxes \
+         WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
+        &[Some(id.to_string())],
+    )?
+    .parse()
+    .unwrap_or(0);
+    let relid_arg = Some(relid.to_string());
+    let stats = row(
+        &format!(
+            "{NET} SELECT pg_catalog.count(*) FILTER (WHERE ins)::pg_catalog.text, \
+                    pg_catalog.count(*) FILTER (WHERE NOT ins)::pg_catalog.text, \
+                    COALESCE(pg_catalog.sum(pg_catalog.octet_length(row_text) OPERATOR(pg_catalog.+) 1), 0)::pg_catalog.text \
+               FROM e"
+        ),
+        std::slice::from_ref(&relid_arg),
+    )
+    .unwrap_or_default();
+    let num = |i: usize| -> u64 {
+        stats
+            .get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (inserted, deleted, bytes) = (num(0), num(1), num(2));
+    if inserted == 0 && deleted == 0 {
+        clear_staged(relid);
+        return None;
+    }
+    // The head counter's row lock is held to commit: messages are numbered
+    // in commit order, without gaps, and a reader that sees head N sees
+    // every message up to N.
+    let message: u64 = value(
+        "UPDATE pgtrickle.pgt_outboxes SET head = head OPERATOR(pg_catalog.+) 1 \
+          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 RETURNING head::pg_catalog.text",
+        &[Some(id.to_string())],
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or_else(|| internal(format!("outbox of stream table {name} vanished")));
+    let payload = if fits_inline(bytes, limit) {
+        let side = |ins: bool| -> Vec<String> {
+            rows(
+                &format!("{NET} SELECT row_text FROM e WHERE ins OPERATOR(pg_catalog.=) $2::pg_catalog.bool ORDER BY row_text"),
+                &[relid_arg.clone(), Some(ins.to_string())],
+            )
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect()
+        };
+        Payload::Inline {
+            inserted: side(true),
+            deleted: side(false),
+        }
+    } else {
+        Payload::ClaimCheck { inserted, deleted }
+    };
+    let envelope = Envelope {
+        stream_table: name.to_string(),
+        message,
+        mode: mode.to_string(),
+        payload,
+    };
+    run(
+        "INSERT INTO pgtrickle.pgt_outbox_messages (st_id, message, inserted, deleted, envelope) \
+         VALUES ($1::pg_catalog.int8, $2::pg_catalog.int8, $3::pg_catalog.int8, $4::pg_catalog.int8, $5::pg_catalog.jsonb)",
+        &[
+            Some(id.to_string()),
+            Some(message.to_string()),
+            Some(inserted.to_string()),
+            Some(deleted.to_string()),
+            Some(envelope.encode()),
+        ],
+    );
+    if matches!(envelope.payload, Payload::ClaimCheck { .. }) {
+        run(
+                &format!(
+                    "{NET} INSERT INTO pgtrickle.pgt_outbox_rows (st_id, message, op, ordinal, row_data) \
+                     SELECT $2::pg_catalog.int8, $3::pg_catalog.int8, CASE WHEN ins THEN 'I' ELSE 'D' END::\"char\", \
+                            pg_catalog.row_number() OVER (PARTITION BY ins ORDER BY row_text), row_text::pg_catalog.jsonb \
+                       FROM e"
+                ),
+                &[relid_arg.clone(), Some(id.to_string()), Some(message.to_string())],
+            );
+    }
+    clear_staged(relid);
+    let note = serde_json::json!({"stream_table": name, "message": message}).to_string();
+    run(
+        "SELECT pg_catalog.pg_notify('pgtrickle_outbox', $1)",
+        &[Some(note)],
+    );
+    super::prune(id);
+    Some(message)
+}
