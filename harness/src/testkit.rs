@@ -143,3 +143,49 @@ pub fn first_column<T: postgres::types::FromSqlOwned>(
         .map(|r| r.get(0))
         .collect()
 }
+
+/// Run the worked example of a document (the first `sql` block after its
+/// `## A worked example` heading) in `db` as one simple-protocol batch,
+/// and panic unless the rows of its last statement, tab-separated, equal
+/// the `text` block that follows it. Keeps the docs' examples true.
+pub fn check_doc_example(db: &mut postgres::Client, doc: &std::path::Path) {
+    let text = std::fs::read_to_string(doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
+    let after = text
+        .split_once("## A worked example")
+        .unwrap_or_else(|| panic!("{} has no worked example", doc.display()))
+        .1;
+    let block = |s: &str, fence: &str| -> (String, usize) {
+        let start = s
+            .find(fence)
+            .unwrap_or_else(|| panic!("{}: no {fence} block in the worked example", doc.display()))
+            + fence.len();
+        let len = s[start..].find("\n```").expect("a closed block");
+        (s[start..start + len].trim().to_string(), start + len + 4)
+    };
+    let (sql, end) = block(after, "```sql\n");
+    let (expected, _) = block(&after[end..], "```text\n");
+    let messages = db
+        .simple_query(&sql)
+        .unwrap_or_else(|e| panic!("the worked example of {} fails: {e}", doc.display()));
+    // The rows of each statement, closed by its CommandComplete.
+    let (mut current, mut last) = (Vec::new(), Vec::new());
+    for m in messages {
+        match m {
+            postgres::SimpleQueryMessage::Row(r) => {
+                let cols: Vec<&str> = (0..r.len()).map(|i| r.get(i).unwrap_or("")).collect();
+                current.push(cols.join("\t"));
+            }
+            postgres::SimpleQueryMessage::CommandComplete(_) => {
+                last = std::mem::take(&mut current);
+            }
+            _ => {}
+        }
+    }
+    let got = last.join("\n");
+    assert_eq!(
+        got,
+        expected,
+        "the worked example of {} prints something else than the document says",
+        doc.display()
+    );
+}

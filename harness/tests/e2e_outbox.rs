@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::testkit::{code, database, first_column, shared_cluster};
+use harness::testkit::{check_doc_example, code, database, first_column, shared_cluster};
 use pg_trickle_core::outbox::envelope::{Envelope, Payload};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
@@ -571,4 +571,13 @@ fn an_ordinary_role_consumes_what_it_may_read_and_nothing_else() {
     let (state, msg) = code(reader.execute("SELECT * FROM pgtrickle.poll_outbox('st', 'g')", &[]));
     assert_eq!(state, "42501", "{msg}");
     assert!(msg.contains("row-level security"), "{msg}");
+}
+
+#[test]
+fn the_worked_example_in_the_docs_runs() {
+    let mut db = database("outbox_docs");
+    check_doc_example(
+        &mut db,
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/OUTBOX.md"),
+    );
 }

@@ -84,6 +84,8 @@ BEGIN
       WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
     -- A dropped snapshot table is no snapshot any more.
     DELETE FROM pgtrickle.pgt_snapshots WHERE snapshot_relid OPERATOR(pg_catalog.=) ANY (dropped);
+    -- A dropped inbox table is no inbox any more.
+    DELETE FROM pgtrickle.pgt_inboxes WHERE relid OPERATOR(pg_catalog.=) ANY (dropped);
     -- A dropped partition or child of a source took its rows with it.
     PERFORM pgtrickle._structure_changed(dropped, 'DROP TABLE');
 END
@@ -543,6 +545,106 @@ AS 'MODULE_PATHNAME', 'outbox_status_wrapper';
 REVOKE ALL ON pgtrickle.pgt_outboxes, pgtrickle.pgt_outbox_messages, pgtrickle.pgt_outbox_rows,
     pgtrickle.pgt_outbox_staging, pgtrickle.pgt_consumer_groups, pgtrickle.pgt_outbox_leases FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgtrickle._outbox_stage() FROM PUBLIC;
+
+-- Inboxes (0.39.2): tables made or adopted as inboxes, their settings and
+-- how many duplicate events each ignored (see engine/ext/src/inbox.rs and
+-- docs/INBOX.md). The table itself belongs to its creator.
+CREATE TABLE pgtrickle.pgt_inboxes (
+    relid        oid PRIMARY KEY,
+    name         text NOT NULL,
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    ordered      boolean NOT NULL,
+    duplicates   bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_inboxes IS 'Inbox tables: retry limit, order per aggregate key, duplicates ignored';
+
+-- The inbox's API (see docs/INBOX.md).
+CREATE FUNCTION "create_inbox"(
+	"name" TEXT,
+	"max_attempts" INT DEFAULT 5,
+	"ordered" bool DEFAULT false,
+	"schedule" TEXT DEFAULT '1s',
+	"adopt" bool DEFAULT false
+) RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_inbox_wrapper';
+
+CREATE FUNCTION "drop_inbox"(
+	"name" TEXT,
+	"keep_table" bool DEFAULT false
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'drop_inbox_wrapper';
+
+CREATE FUNCTION "_inbox_ingest"(
+	"inbox" TEXT,
+	"event_id" TEXT,
+	"payload" TEXT,
+	"event_type" TEXT,
+	"aggregate_key" TEXT
+) RETURNS bool
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_inbox_ingest_wrapper';
+
+CREATE FUNCTION "inbox_claim"(
+	"inbox" TEXT,
+	"batch_size" INT DEFAULT 10
+) RETURNS TABLE (
+	"event_id" TEXT,
+	"event_type" TEXT,
+	"aggregate_key" TEXT,
+	"payload" jsonb,
+	"attempts" INT
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'inbox_claim_wrapper';
+
+CREATE FUNCTION "inbox_done"(
+	"inbox" TEXT,
+	"event_id" TEXT
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'inbox_done_wrapper';
+
+CREATE FUNCTION "inbox_fail"(
+	"inbox" TEXT,
+	"event_id" TEXT,
+	"error" TEXT DEFAULT NULL
+) RETURNS TEXT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'inbox_fail_wrapper';
+
+CREATE FUNCTION "inbox_retry"(
+	"inbox" TEXT,
+	"event_id" TEXT
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'inbox_retry_wrapper';
+
+CREATE FUNCTION "inbox_status"() RETURNS TABLE (
+	"inbox" TEXT,
+	"max_attempts" INT,
+	"ordered" bool,
+	"duplicates" bigint
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'inbox_status_wrapper';
+
+CREATE FUNCTION pgtrickle.inbox_ingest(
+    inbox text, event_id text, payload jsonb DEFAULT NULL,
+    event_type text DEFAULT '', aggregate_key text DEFAULT NULL
+) RETURNS boolean LANGUAGE sql
+AS $$ SELECT pgtrickle._inbox_ingest(inbox, event_id, payload::pg_catalog.text, event_type, aggregate_key) $$;
+COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, jsonb, text, text) IS
+    'Ingest one event into an inbox: true when new, false for a duplicate event id (ignored and counted)';
+
+REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
 
 -- Everything generated for existing stream tables, made again by this
 -- version: capture triggers on every partition and inheritance child (the

@@ -267,6 +267,8 @@ BEGIN
       WHERE st.relid OPERATOR(pg_catalog.=) ANY (dropped);
     -- A dropped snapshot table is no snapshot any more.
     DELETE FROM pgtrickle.pgt_snapshots WHERE snapshot_relid OPERATOR(pg_catalog.=) ANY (dropped);
+    -- A dropped inbox table is no inbox any more.
+    DELETE FROM pgtrickle.pgt_inboxes WHERE relid OPERATOR(pg_catalog.=) ANY (dropped);
     -- A dropped partition or child of a source took its rows with it.
     PERFORM pgtrickle._structure_changed(dropped, 'DROP TABLE');
 END
@@ -389,3 +391,16 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- Inboxes (0.39.2): tables made or adopted as inboxes, their settings and
+-- how many duplicate events each ignored (see engine/ext/src/inbox.rs and
+-- docs/INBOX.md). The table itself belongs to its creator.
+CREATE TABLE pgtrickle.pgt_inboxes (
+    relid        oid PRIMARY KEY,
+    name         text NOT NULL,
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    ordered      boolean NOT NULL,
+    duplicates   bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_inboxes IS 'Inbox tables: retry limit, order per aggregate key, duplicates ignored';

@@ -30,6 +30,7 @@ pub mod compat;
 pub mod depend;
 pub mod extension_drop;
 pub mod gucs;
+pub mod inbox;
 pub mod operations;
 pub mod outbox;
 pub mod planning;
