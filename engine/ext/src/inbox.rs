@@ -390,6 +390,7 @@ fn _inbox_ingest(
 /// `inbox_fail`; an event whose worker's transaction ends without either
 /// is simply pending again.
 #[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
 fn inbox_claim(
     inbox: &str,
     batch_size: default!(i32, 10),
