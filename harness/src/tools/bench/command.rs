@@ -1,7 +1,8 @@
-//! `harness bench`: refresh time, write latency and write throughput,
-//! written to `bench.json` in the run directory.
+//! `harness bench [engine|outbox]`: refresh time, write latency and write
+//! throughput, or an outbox's refresh cost and polling throughput, written
+//! to `bench.json` in the run directory.
 
-use crate::tools::bench::{self, BenchConfig};
+use crate::tools::bench::{self, BenchConfig, Suite};
 
 use crate::cli::{Common, Failure, Run};
 
@@ -16,8 +17,16 @@ pub fn run(common: &Common, cfg: &BenchConfig) -> Result<(), Failure> {
             "wal_level = logical".into(),
         ],
     )?;
-    let report = bench::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let json = match cfg.suite {
+        Suite::Engine => {
+            let report = bench::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        }
+        Suite::Outbox => {
+            let report = bench::outbox::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        }
+    };
     println!("{json}");
     let path = run.dir.join("bench.json");
     std::fs::write(&path, json).map_err(|e| Failure::CouldNotRun(e.to_string()))?;

@@ -15,6 +15,7 @@
 //! WAL-captured table's slot while the writers write, as in production.
 
 pub mod command;
+pub mod outbox;
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ use crate::cluster::{describe, Cluster};
 /// Benchmark parameters.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
+    /// Which benchmark: `engine` (refresh, write latency and throughput)
+    /// or `outbox` (an outbox's refresh cost and polling throughput).
+    #[arg(value_enum, default_value = "engine")]
+    pub suite: Suite,
     /// Rows in the source table.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: i64,
@@ -43,9 +48,21 @@ pub struct BenchConfig {
     /// Seconds per throughput figure.
     #[arg(long, default_value_t = 10)]
     pub throughput_secs: u64,
+    /// Messages the outbox benchmark's consumers drain.
+    #[arg(long, default_value_t = 2000)]
+    pub outbox_messages: i64,
     /// Seed for the random row choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// The benchmarks `harness bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Refresh time, write latency and write throughput.
+    Engine,
+    /// An outbox's refresh cost and four consumers' polling throughput.
+    Outbox,
 }
 
 /// Summary statistics of a list of durations, in milliseconds.
