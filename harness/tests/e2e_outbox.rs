@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::testkit::{check_doc_example, code, database, first_column, shared_cluster};
+use harness::testkit::{
+    check_doc_example, code, database, dedicated_cluster, first_column, shared_cluster,
+};
 use pg_trickle_core::outbox::envelope::{Envelope, Payload};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
@@ -580,4 +582,76 @@ fn the_worked_example_in_the_docs_runs() {
         &mut db,
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/OUTBOX.md"),
     );
+}
+
+#[test]
+fn the_schedulers_refreshes_publish_and_notify_too() {
+    let cluster = dedicated_cluster("outbox_scheduler", &[]);
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute(&format!(
+        "CREATE EXTENSION pg_trickle;
+         CREATE TABLE src (k int, v numeric);
+         SELECT pgtrickle.create_stream_table('st', '{Q}', '1s', 'DIFFERENTIAL');
+         SELECT pgtrickle.enable_outbox('st');
+         SELECT pgtrickle.create_consumer_group('st', 'g');"
+    ))
+    .unwrap();
+    let baseline = rows_now(&mut db);
+    let mut listener = cluster.connect("postgres").unwrap();
+    listener.batch_execute("LISTEN pgtrickle_outbox").unwrap();
+    db.batch_execute("INSERT INTO src VALUES (1, 1), (2, 2)")
+        .unwrap();
+    let note = listener
+        .notifications()
+        .timeout_iter(Duration::from_secs(30))
+        .next()
+        .expect("listening")
+        .expect("the scheduler's refresh announced its message within 30 s");
+    let v: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
+    assert_eq!(v["message"], 1);
+    // Hold the scheduler back so the stream table stays as the message left it.
+    db.batch_execute("SELECT pgtrickle.hold_stream_table('st')")
+        .unwrap();
+    let by_scheduler: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'scheduler'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(by_scheduler >= 1);
+    replay_equals_stream_table(&mut db, &baseline);
+}
+
+#[test]
+fn a_restore_from_a_snapshot_publishes_its_change() {
+    let mut db = database("outbox_restore");
+    setup(&mut db, 65536);
+    let baseline = rows_now(&mut db);
+    // A second reader that is not refreshed keeps the changes buffered,
+    // which a restore needs.
+    db.batch_execute(&format!(
+        "SELECT pgtrickle.create_stream_table('st_other', '{Q}', NULL, 'DIFFERENTIAL')"
+    ))
+    .unwrap();
+    db.batch_execute(
+        "SELECT pgtrickle.snapshot_stream_table('st', 'st_snap');
+         INSERT INTO src VALUES (50, 5);
+         SELECT pgtrickle.refresh_stream_table('st');
+         SELECT pgtrickle.restore_from_snapshot('st', 'st_snap');",
+    )
+    .unwrap();
+    assert_eq!(
+        head(&mut db),
+        2,
+        "the refresh and the restore each wrote one"
+    );
+    let messages = all_messages(&mut db);
+    assert_eq!(messages[1].mode, "RESTORE");
+    replay_equals_stream_table(&mut db, &baseline);
+    // The next refresh brings the row back, and says so.
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(head(&mut db), 3);
+    replay_equals_stream_table(&mut db, &baseline);
 }

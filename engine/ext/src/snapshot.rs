@@ -217,6 +217,9 @@ fn restore_from_snapshot(name: &str, source: &str) -> i64 {
             copy_rows(&snap_sql, &storage, &cols)
         });
         snapshots::restore_frontier(st.id, &snap);
+        // With an outbox: the restore changed the stream table, so it
+        // writes its message too, in this transaction.
+        crate::outbox::publish::after_refresh(st.id, st.relid, &st.name, "RESTORE");
         pgrx::notice!(
             "stream table {} restored from {snap_name} ({restored} rows); its next refresh applies the changes made since",
             st.name

@@ -280,6 +280,7 @@ mod tests {
         Commit(usize),
         Extend(usize),
         Wait(i64),
+        Crash(usize),
         Replay(u64),
     }
 
@@ -290,6 +291,7 @@ mod tests {
             (0usize..3).prop_map(Op::Commit),
             (0usize..3).prop_map(Op::Extend),
             (0i64..4_000_000).prop_map(Op::Wait),
+            (0usize..3).prop_map(Op::Crash),
             (1u64..20).prop_map(Op::Replay),
         ]
     }
@@ -298,8 +300,8 @@ mod tests {
     const LEASE: i64 = 2;
 
     proptest! {
-        /// Random polls, commits, extensions, waits (a worker that stops
-        /// committing is a crashed one) and replays, against a reference
+        /// Random polls, commits, extensions, waits, worker crashes and
+        /// replays, against a reference
         /// model that tracks, per message, whether it is committed and
         /// who holds it until when.
         #[test]
@@ -369,6 +371,9 @@ mod tests {
                         }
                     }
                     Op::Wait(dt) => now += dt,
+                    // A crashed worker forgets its deliveries and never
+                    // commits them: they must come back after their lease.
+                    Op::Crash(w) => held[w].clear(),
                     Op::Replay(from) => {
                         g.replay(from);
                         for c in committed.iter_mut().skip(from as usize) {
