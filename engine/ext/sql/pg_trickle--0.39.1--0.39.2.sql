@@ -55,6 +55,20 @@ BEGIN
 END
 $$;
 
+-- Inboxes (0.39.2), created before the event trigger below reads the
+-- table (this script's own DROPs fire it): tables made or adopted as inboxes, their settings and
+-- how many duplicate events each ignored (see engine/ext/src/inbox.rs and
+-- docs/INBOX.md). The table itself belongs to its creator.
+CREATE TABLE pgtrickle.pgt_inboxes (
+    relid        oid PRIMARY KEY,
+    name         text NOT NULL,
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    ordered      boolean NOT NULL,
+    duplicates   bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_inboxes IS 'Inbox tables: retry limit, order per aggregate key, duplicates ignored';
+
 CREATE OR REPLACE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -546,18 +560,6 @@ REVOKE ALL ON pgtrickle.pgt_outboxes, pgtrickle.pgt_outbox_messages, pgtrickle.p
     pgtrickle.pgt_outbox_staging, pgtrickle.pgt_consumer_groups, pgtrickle.pgt_outbox_leases FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgtrickle._outbox_stage() FROM PUBLIC;
 
--- Inboxes (0.39.2): tables made or adopted as inboxes, their settings and
--- how many duplicate events each ignored (see engine/ext/src/inbox.rs and
--- docs/INBOX.md). The table itself belongs to its creator.
-CREATE TABLE pgtrickle.pgt_inboxes (
-    relid        oid PRIMARY KEY,
-    name         text NOT NULL,
-    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
-    ordered      boolean NOT NULL,
-    duplicates   bigint NOT NULL DEFAULT 0,
-    created_at   timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE pgtrickle.pgt_inboxes IS 'Inbox tables: retry limit, order per aggregate key, duplicates ignored';
 
 -- The inbox's API (see docs/INBOX.md).
 CREATE FUNCTION "create_inbox"(
