@@ -129,11 +129,7 @@ fn capture_problem(oid: u32, persistence: &str) -> Option<String> {
 /// worker nodes (or in shard relations on this one), where no trigger of
 /// pg_trickle runs and no change buffer exists.
 fn citus_problem(oids: &str) -> Option<String> {
-    let installed = crate::spi::value(
-        "SELECT (pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL)::text",
-        &[],
-    );
-    if installed.as_deref() != Some("true") {
+    if !crate::remote_capture::citus::installed() {
         return None;
     }
     row(
@@ -143,10 +139,7 @@ fn citus_problem(oids: &str) -> Option<String> {
     )
     .map(|r| {
         let name = r[0].clone().unwrap_or_default();
-        let what = match r[1].as_deref() {
-            Some("n") => "a Citus reference or local table",
-            _ => "a Citus distributed table",
-        };
+        let what = crate::remote_capture::citus::kind_label(r[1].as_deref());
         format!(
             "{name} is {what}: its rows live in shards written on the nodes that hold them, where its changes are not captured"
         )

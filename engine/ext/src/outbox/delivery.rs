@@ -224,12 +224,7 @@ fn poll_outbox(
                         .ok()
                         .flatten()
                         .unwrap_or_else(missing),
-                    JsonbText(
-                        r.get::<String>(3)
-                            .ok()
-                            .flatten()
-                            .unwrap_or_else(missing),
-                    ),
+                    JsonbText(r.get::<String>(3).ok().flatten().unwrap_or_else(missing)),
                 )
             })
             .collect::<Vec<_>>()

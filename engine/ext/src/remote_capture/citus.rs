@@ -18,7 +18,7 @@ use super::{Node, Shard};
 use crate::spi::{first_column, raise, row, rows, value};
 
 /// Whether Citus's metadata exists in this database.
-fn installed() -> bool {
+pub fn installed() -> bool {
     value(
         "SELECT (pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL)::text",
         &[],
@@ -119,6 +119,15 @@ pub fn shards(source: u32) -> Vec<Shard> {
         .collect()
 }
 
+/// What kind of Citus table a `pg_dist_partition.partmethod` makes, for
+/// messages.
+pub fn kind_label(partmethod: Option<&str>) -> &'static str {
+    match partmethod {
+        Some("n") => "a Citus reference or local table",
+        _ => "a Citus distributed table",
+    }
+}
+
 /// Why Citus table `source` cannot be captured on its nodes, if it
 /// cannot: a partitioned Citus table (its partitions are Citus tables of
 /// their own) is not supported yet, and old rows must carry every column
@@ -127,15 +136,13 @@ pub fn shards(source: u32) -> Vec<Shard> {
 /// capture is being set up on).
 pub fn problem(source: u32) -> Option<String> {
     let name = crate::spi::relation_name(source).unwrap_or_default();
-    let kind = match value(
-        "SELECT partmethod::text FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1::text::pg_catalog.oid",
-        &[Some(source.to_string())],
-    )
-    .as_deref()
-    {
-        Some("n") => "a Citus reference or local table",
-        _ => "a Citus distributed table",
-    };
+    let kind = kind_label(
+        value(
+            "SELECT partmethod::text FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1::text::pg_catalog.oid",
+            &[Some(source.to_string())],
+        )
+        .as_deref(),
+    );
     // Fail closed on metadata that is not all there (a Citus that is
     // being installed or removed): never half-captured.
     for needed in [
