@@ -315,3 +315,86 @@ fn the_worked_example_in_the_docs_runs() {
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/INBOX.md"),
     );
 }
+
+#[test]
+fn adopting_refuses_rows_and_columns_an_inbox_would_lose() {
+    let mut db = database("inbox_adopt_bad");
+    db.batch_execute(
+        "CREATE TABLE seqless (event_id text PRIMARY KEY, received_seq bigint);
+         CREATE TABLE blank_id (event_id text UNIQUE); INSERT INTO blank_id VALUES (NULL);
+         CREATE TABLE odd_status (event_id text PRIMARY KEY, status text); INSERT INTO odd_status VALUES ('e', 'maybe');",
+    )
+    .unwrap();
+    for (sql, state, text) in [
+        (
+            "SELECT pgtrickle.create_inbox('seqless', adopt => true)",
+            "42804",
+            "received_seq",
+        ),
+        (
+            "SELECT pgtrickle.create_inbox('blank_id', adopt => true)",
+            "23514",
+            "event_id NULL",
+        ),
+        (
+            "SELECT pgtrickle.create_inbox('odd_status', adopt => true)",
+            "23514",
+            "status 'maybe'",
+        ),
+    ] {
+        let (got, msg) = code(db.execute(sql, &[]));
+        assert_eq!(got, state, "{sql}: {msg}");
+        assert!(msg.contains(text), "{sql}: {msg}");
+    }
+    let inboxes: i64 = db
+        .query_one("SELECT count(*) FROM pgtrickle.pgt_inboxes", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(inboxes, 0);
+}
+
+/// Producers of one aggregate key are serialised, so a later event of a
+/// key never becomes claimable before an earlier one commits.
+#[test]
+fn producers_of_one_key_wait_for_each_other_in_an_ordered_inbox() {
+    let mut db = database("inbox_producers");
+    db.batch_execute("SELECT pgtrickle.create_inbox('ib', ordered => true, schedule => NULL)")
+        .unwrap();
+    let mut p1 = shared_cluster().connect("t_inbox_producers").unwrap();
+    p1.batch_execute("BEGIN").unwrap();
+    assert!(ingest(&mut p1, "first", Some("K")));
+    let second = std::thread::spawn(|| {
+        let mut p2 = shared_cluster().connect("t_inbox_producers").unwrap();
+        ingest(&mut p2, "second", Some("K"))
+    });
+    // p2 waits on p1's key lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second producer never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(claim(&mut db, 10).is_empty(), "nothing of K is visible yet");
+    p1.batch_execute("COMMIT").unwrap();
+    assert!(second.join().unwrap());
+    assert_eq!(claim(&mut db, 10), ["first"], "second waits for first");
+    // A keyless or other-key producer never waits.
+    let mut p3 = shared_cluster().connect("t_inbox_producers").unwrap();
+    p3.batch_execute("BEGIN").unwrap();
+    assert!(ingest(&mut p3, "third", Some("K")));
+    assert!(ingest(&mut db, "other", Some("L")));
+    assert!(ingest(&mut db, "keyless", None));
+    p3.batch_execute("COMMIT").unwrap();
+}

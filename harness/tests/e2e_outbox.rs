@@ -655,3 +655,115 @@ fn a_restore_from_a_snapshot_publishes_its_change() {
     assert_eq!(head(&mut db), 3);
     replay_equals_stream_table(&mut db, &baseline);
 }
+
+#[test]
+fn a_group_with_a_consumer_role_is_that_roles_alone() {
+    let mut su = database("outbox_group_roles");
+    su.batch_execute(
+        "CREATE ROLE og_owner LOGIN; CREATE ROLE og_team LOGIN; CREATE ROLE og_other LOGIN;
+         GRANT CREATE ON SCHEMA public TO og_owner;",
+    )
+    .unwrap();
+    let mut owner = shared_cluster()
+        .connect_as("t_outbox_group_roles", "og_owner")
+        .unwrap();
+    setup(&mut owner, 65536);
+    owner
+        .batch_execute(
+            "SELECT pgtrickle.create_consumer_group('st', 'billing', consumer_role => 'og_team');
+             GRANT SELECT ON st TO og_team, og_other;",
+        )
+        .unwrap();
+    let (state, msg) = code(owner.execute(
+        "SELECT pgtrickle.create_consumer_group('st', 'x', consumer_role => 'no_such_role')",
+        &[],
+    ));
+    assert_eq!(
+        (state.as_str(), msg.contains("no_such_role")),
+        ("42704", true),
+        "{msg}"
+    );
+    publish(&mut owner, 2);
+    let mut other = shared_cluster()
+        .connect_as("t_outbox_group_roles", "og_other")
+        .unwrap();
+    for sql in [
+        "SELECT * FROM pgtrickle.poll_outbox('st', 'billing')",
+        "SELECT pgtrickle.commit_offset('st', 'billing', 1)",
+        "SELECT pgtrickle.replay_outbox('st', 'billing', 1)",
+    ] {
+        let (state, msg) = code(other.execute(sql, &[]));
+        assert_eq!(state, "42501", "{sql}: {msg}");
+        assert!(msg.contains("is for role og_team"), "{sql}: {msg}");
+    }
+    // The group without a role stays open to every reader.
+    assert!(poll(&mut other, "o", 10, 30).is_some());
+    let mut team = shared_cluster()
+        .connect_as("t_outbox_group_roles", "og_team")
+        .unwrap();
+    let rows = team
+        .query(
+            "SELECT delivery FROM pgtrickle.poll_outbox('st', 'billing', 10, 30)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let d: i64 = rows[0].get(0);
+    team.execute("SELECT pgtrickle.commit_offset('st', 'billing', $1)", &[&d])
+        .unwrap();
+}
+
+/// An owner's own cast to json, used when its rows are published, runs
+/// with the owner's rights, never with the extension's.
+#[test]
+fn an_owners_cast_to_json_runs_as_the_owner() {
+    let mut su = database("outbox_cast");
+    su.batch_execute("CREATE ROLE oc_owner LOGIN; GRANT CREATE ON SCHEMA public TO oc_owner;")
+        .unwrap();
+    let mut owner = shared_cluster()
+        .connect_as("t_outbox_cast", "oc_owner")
+        .unwrap();
+    owner
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('sad', 'happy');
+             CREATE TABLE seen (who text, superuser bool);
+             CREATE FUNCTION mood_json(m mood) RETURNS json LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO public.seen SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+                 RETURN to_json(m::text || '!');
+             END $$;
+             CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood);
+             CREATE TABLE msrc (k int, m mood);
+             SELECT pgtrickle.create_stream_table('mst', 'SELECT k, m FROM msrc', NULL, 'DIFFERENTIAL');
+             SELECT pgtrickle.enable_outbox('mst');
+             INSERT INTO msrc VALUES (1, 'happy');
+             SELECT pgtrickle.refresh_stream_table('mst');",
+        )
+        .unwrap();
+    let seen: Vec<String> = first_column(
+        &mut su,
+        "SELECT DISTINCT who || ':' || superuser FROM seen",
+        &[],
+    );
+    assert_eq!(seen, ["oc_owner:false"], "the cast ran only as the owner");
+    let rows: Vec<String> = first_column(
+        &mut owner,
+        "SELECT row_data::text FROM pgtrickle.outbox_rows('mst', 1)",
+        &[],
+    );
+    assert_eq!(rows, [r#"{"k": 1, "m": "happy!"}"#]);
+}
+
+#[test]
+fn a_refresh_in_replica_mode_publishes_too() {
+    let mut db = database("outbox_replica");
+    setup(&mut db, 65536);
+    db.batch_execute(
+        "SET session_replication_role = replica;
+         INSERT INTO src VALUES (42, 1);
+         SELECT pgtrickle.refresh_stream_table('st');
+         RESET session_replication_role;",
+    )
+    .unwrap();
+    assert_eq!(head(&mut db), 1);
+}

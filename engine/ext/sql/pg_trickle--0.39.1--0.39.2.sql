@@ -417,6 +417,7 @@ CREATE TABLE pgtrickle.pgt_consumer_groups (
     committed     bigint NOT NULL,
     done          bigint[] NOT NULL DEFAULT '{}',
     last_delivery bigint NOT NULL DEFAULT 0,
+    consumer_role oid,
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (st_id, group_name)
 );
@@ -436,23 +437,11 @@ CREATE TABLE pgtrickle.pgt_outbox_leases (
 COMMENT ON TABLE pgtrickle.pgt_outbox_leases IS 'Outbox deliveries handed to a worker of a consumer group and not committed';
 
 -- After every refresh statement on a stream table with an outbox: stage
--- the rows it inserted and deleted (hidden columns, named by the trigger's
--- arguments, left out). The refresh nets them into one message before it
--- commits. SECURITY DEFINER: it fires in the owner's refresh statement.
-CREATE FUNCTION pgtrickle._outbox_stage() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data)
-        SELECT TG_RELID, 'I', pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) COALESCE(TG_ARGV, ARRAY[]::pg_catalog.text[]) FROM pgt_new AS __pgt_staged;
-    END IF;
-    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' OR TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data)
-        SELECT TG_RELID, 'D', pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) COALESCE(TG_ARGV, ARRAY[]::pg_catalog.text[]) FROM pgt_old AS __pgt_staged;
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- the rows it inserted and deleted, turned into JSON as the stream
+-- table's owner (engine/ext/src/outbox/publish.rs).
+CREATE FUNCTION "_outbox_stage"() RETURNS TRIGGER
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_outbox_stage_wrapper';
 
 -- The outbox's API (see docs/OUTBOX.md).
 CREATE FUNCTION "enable_outbox"(
@@ -474,7 +463,8 @@ AS 'MODULE_PATHNAME', 'disable_outbox_wrapper';
 CREATE FUNCTION "create_consumer_group"(
 	"name" TEXT,
 	"group_name" TEXT,
-	"from_message" bigint DEFAULT NULL
+	"from_message" bigint DEFAULT NULL,
+	"consumer_role" TEXT DEFAULT NULL
 ) RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'create_consumer_group_wrapper';
@@ -580,7 +570,7 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'drop_inbox_wrapper';
 
-CREATE FUNCTION "_inbox_ingest"(
+CREATE FUNCTION "inbox_ingest_json"(
 	"inbox" TEXT,
 	"event_id" TEXT,
 	"payload" TEXT,
@@ -588,7 +578,7 @@ CREATE FUNCTION "_inbox_ingest"(
 	"aggregate_key" TEXT
 ) RETURNS bool
 LANGUAGE c
-AS 'MODULE_PATHNAME', '_inbox_ingest_wrapper';
+AS 'MODULE_PATHNAME', 'inbox_ingest_json_wrapper';
 
 CREATE FUNCTION "inbox_claim"(
 	"inbox" TEXT,
@@ -642,7 +632,7 @@ CREATE FUNCTION pgtrickle.inbox_ingest(
     inbox text, event_id text, payload jsonb DEFAULT NULL,
     event_type text DEFAULT '', aggregate_key text DEFAULT NULL
 ) RETURNS boolean LANGUAGE sql
-AS $$ SELECT pgtrickle._inbox_ingest(inbox, event_id, payload::pg_catalog.text, event_type, aggregate_key) $$;
+AS $$ SELECT pgtrickle.inbox_ingest_json(inbox, event_id, payload::pg_catalog.text, event_type, aggregate_key) $$;
 COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, jsonb, text, text) IS
     'Ingest one event into an inbox: true when new, false for a duplicate event id (ignored and counted)';
 

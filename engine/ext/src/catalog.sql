@@ -355,6 +355,7 @@ CREATE TABLE pgtrickle.pgt_consumer_groups (
     committed     bigint NOT NULL,
     done          bigint[] NOT NULL DEFAULT '{}',
     last_delivery bigint NOT NULL DEFAULT 0,
+    consumer_role oid,
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (st_id, group_name)
 );
@@ -373,24 +374,6 @@ CREATE TABLE pgtrickle.pgt_outbox_leases (
 );
 COMMENT ON TABLE pgtrickle.pgt_outbox_leases IS 'Outbox deliveries handed to a worker of a consumer group and not committed';
 
--- After every refresh statement on a stream table with an outbox: stage
--- the rows it inserted and deleted (hidden columns, named by the trigger's
--- arguments, left out). The refresh nets them into one message before it
--- commits. SECURITY DEFINER: it fires in the owner's refresh statement.
-CREATE FUNCTION pgtrickle._outbox_stage() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data)
-        SELECT TG_RELID, 'I', pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) COALESCE(TG_ARGV, ARRAY[]::pg_catalog.text[]) FROM pgt_new AS __pgt_staged;
-    END IF;
-    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' OR TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data)
-        SELECT TG_RELID, 'D', pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) COALESCE(TG_ARGV, ARRAY[]::pg_catalog.text[]) FROM pgt_old AS __pgt_staged;
-    END IF;
-    RETURN NULL;
-END
-$$;
 
 -- Inboxes (0.39.2): tables made or adopted as inboxes, their settings and
 -- how many duplicate events each ignored (see engine/ext/src/inbox.rs and

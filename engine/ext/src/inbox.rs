@@ -257,6 +257,40 @@ fn adopt_table(table: &str) {
             ),
         }
     }
+    let identity = value(
+        "SELECT attidentity::pg_catalog.text FROM pg_catalog.pg_attribute \
+          WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)::pg_catalog.oid \
+            AND attname OPERATOR(pg_catalog.=) 'received_seq'",
+        &[Some(table.to_string())],
+    );
+    if identity.as_deref().unwrap_or("").is_empty() {
+        raise(
+            "42804",
+            format!("column received_seq of {table} is not an identity column; an inbox numbers arrivals with one"),
+            Some(format!("ALTER TABLE {table} ALTER COLUMN received_seq ADD GENERATED ALWAYS AS IDENTITY")),
+        );
+    }
+    // Rows an inbox could not process or tell apart are refused, not
+    // adopted to be lost: a missing or empty id, an unknown status.
+    let bad = value(
+        &format!(
+            "SELECT pg_catalog.format('event_id %s, status %s, attempts %s', \
+                    pg_catalog.quote_nullable(event_id), pg_catalog.quote_nullable(status), \
+                    pg_catalog.quote_nullable(attempts)) \
+               FROM {table} WHERE event_id IS NULL OR pg_catalog.btrim(event_id) OPERATOR(pg_catalog.=) '' \
+                  OR status IS NULL OR status OPERATOR(pg_catalog.<>) ALL (ARRAY['pending', 'done', 'dead']) \
+                  OR attempts IS NULL \
+              LIMIT 1"
+        ),
+        &[],
+    );
+    if let Some(bad) = bad {
+        raise(
+            "23514",
+            format!("{table} has a row an inbox cannot hold ({bad}): ids must be set, status pending, done or dead, attempts set"),
+            None,
+        );
+    }
     let unique = value(
         "SELECT 'x' FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a \
              ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0] \
@@ -332,19 +366,19 @@ CREATE FUNCTION pgtrickle.inbox_ingest(
     inbox text, event_id text, payload jsonb DEFAULT NULL,
     event_type text DEFAULT '', aggregate_key text DEFAULT NULL
 ) RETURNS boolean LANGUAGE sql
-AS $$ SELECT pgtrickle._inbox_ingest(inbox, event_id, payload::pg_catalog.text, event_type, aggregate_key) $$;
+AS $$ SELECT pgtrickle.inbox_ingest_json(inbox, event_id, payload::pg_catalog.text, event_type, aggregate_key) $$;
 COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, jsonb, text, text) IS
     'Ingest one event into an inbox: true when new, false for a duplicate event id (ignored and counted)';
 "#,
     name = "inbox_ingest_sql",
-    requires = [_inbox_ingest],
+    requires = [inbox_ingest_json],
 );
 
 /// Ingest one event into inbox `inbox` (see `inbox_ingest`). Returns true
 /// when it is new, false for a duplicate of an event id already there
 /// (ignored and counted). A NULL event id raises 22004, an empty one 22023.
 #[pg_extern]
-fn _inbox_ingest(
+fn inbox_ingest_json(
     inbox: Option<&str>,
     event_id: Option<&str>,
     payload: Option<&str>,
@@ -357,10 +391,20 @@ fn _inbox_ingest(
     let ib = resolve(inbox);
     let payload_text = payload.map(str::to_string);
     let event_type = event_type.unwrap_or("");
+    if let (true, Some(key)) = (ib.ordered, aggregate_key) {
+        // One producer of a key at a time, to the end of its transaction:
+        // arrival numbers of a key then follow commit order, so a later
+        // event of a key is never claimable before an earlier one commits.
+        run(
+            "SELECT pg_catalog.pg_advisory_xact_lock(($1::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) \
+                    OPERATOR(pg_catalog.|) (pg_catalog.hashtext($2)::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295))",
+            &[Some(ib.relid.to_string()), Some(key.to_string())],
+        );
+    }
     let new = value(
         &format!(
-            "INSERT INTO {} (event_id, event_type, aggregate_key, payload) \
-             VALUES ($1, $2, $3, $4::pg_catalog.jsonb) ON CONFLICT (event_id) DO NOTHING RETURNING 'x'",
+            "INSERT INTO {} (event_id, event_type, aggregate_key, payload, status, attempts) \
+             VALUES ($1, $2, $3, $4::pg_catalog.jsonb, 'pending', 0) ON CONFLICT (event_id) DO NOTHING RETURNING 'x'",
             ib.table
         ),
         &[

@@ -31,6 +31,12 @@ impl Applying {
     }
 }
 
+/// Whether one of pg_trickle's own refresh statements is running in this
+/// backend.
+pub fn applying() -> bool {
+    APPLYING.with(Cell::get) > 0
+}
+
 impl Drop for Applying {
     fn drop(&mut self) {
         APPLYING.with(|a| a.set(a.get().saturating_sub(1)));

@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 
 use super::{consumer, first_retained, no_group, JsonbText};
 use crate::catalog::StreamTableRef;
-use crate::security::as_extension;
+use crate::security::{self, as_extension};
 use crate::spi::{internal, raise, rows, run, value};
 
 const NOW_US: &str = "SELECT ((EXTRACT(epoch FROM pg_catalog.clock_timestamp())) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text";
@@ -36,11 +36,36 @@ fn parse<T: std::str::FromStr>(v: &Option<String>) -> T {
         .unwrap_or_else(|| internal(format!("outbox catalog value {v:?} does not parse")))
 }
 
-/// The group's state, its row locked to the end of the transaction.
-fn load(st: &StreamTableRef, group_name: &str) -> Group {
+/// Raise 42501 unless `me` is the stream table's owner or the group has
+/// no consumer role, or `me` has the privileges of that role.
+fn require_member(st: &StreamTableRef, group_name: &str, me: pg_sys::Oid, role: Option<u32>) {
+    let Some(role) = role.map(pg_sys::Oid::from) else {
+        return;
+    };
+    if !security::has_privs_of(me, role) && !security::has_privs_of(me, st.owner) {
+        raise(
+            "42501",
+            format!(
+                "consumer group \"{group_name}\" of stream table {} is for role {}",
+                st.name,
+                security::role_name(role)
+            ),
+            Some(format!(
+                "{} is not a member of {}; its owner can grant that role.",
+                security::role_name(me),
+                security::role_name(role)
+            )),
+        );
+    }
+}
+
+/// The group's state, its row locked to the end of the transaction, after
+/// checking that `me` may consume as this group.
+fn load(st: &StreamTableRef, group_name: &str, me: pg_sys::Oid) -> Group {
     let args = [Some(st.id.to_string()), Some(group_name.to_string())];
     let Some(g) = rows(
-        "SELECT committed::pg_catalog.text, pg_catalog.array_to_string(done, ','), last_delivery::pg_catalog.text \
+        "SELECT committed::pg_catalog.text, pg_catalog.array_to_string(done, ','), last_delivery::pg_catalog.text, \
+                consumer_role::pg_catalog.text \
            FROM pgtrickle.pgt_consumer_groups \
           WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2 FOR UPDATE",
         &args,
@@ -49,6 +74,12 @@ fn load(st: &StreamTableRef, group_name: &str) -> Group {
     .next() else {
         no_group(st, group_name)
     };
+    require_member(
+        st,
+        group_name,
+        me,
+        g[3].as_deref().and_then(|r| r.parse().ok()),
+    );
     let mut group = Group {
         offset: parse(&g[0]),
         done: g[1]
@@ -181,9 +212,10 @@ fn poll_outbox(
         name!(envelope, JsonbText),
     ),
 > {
+    let me = crate::security::caller();
     let st = consumer(name);
     let out = as_extension(|| {
-        let mut g = load(&st, group_name);
+        let mut g = load(&st, group_name, me);
         let head: u64 = parse(&value(
             "SELECT head::pg_catalog.text FROM pgtrickle.pgt_outboxes WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
             &[Some(st.id.to_string())],
@@ -202,7 +234,7 @@ fn poll_outbox(
         let Some(d) = d else {
             return Vec::new();
         };
-        Spi::connect(|client| {
+        let got: Vec<_> = Spi::connect(|client| {
             let t = client
                 .select(
                     "SELECT message, created_at, envelope::pg_catalog.text FROM pgtrickle.pgt_outbox_messages \
@@ -228,18 +260,20 @@ fn poll_outbox(
                 )
             })
             .collect::<Vec<_>>()
-        })
-    });
-    if let Some(first) = out.first() {
-        let expected = out.len();
-        let span = out.last().map(|l| l.1 - first.1 + 1).unwrap_or(0);
-        if span as usize != expected {
+        });
+        // Every message of the leased range must be there: a gap would be
+        // a message skipped for good once the delivery is committed.
+        // Raising undoes the lease with the rest of the transaction.
+        let numbers: Vec<i64> = got.iter().map(|m| m.1).collect();
+        let wanted: Vec<i64> = (d.first as i64..=d.last as i64).collect();
+        if numbers != wanted {
             internal(format!(
-                "outbox of stream table {}: delivery {} is missing messages (retention ran ahead of group \"{group_name}\")",
-                st.name, first.0
+                "outbox of stream table {}: messages {}..={} leased to group \"{group_name}\" are not all kept (found {numbers:?})",
+                st.name, d.first, d.last
             ));
         }
-    }
+        got
+    });
     TableIterator::new(out)
 }
 
@@ -254,13 +288,15 @@ fn commit_offset(
     delivery: i64,
     worker: default!(Option<&str>, "NULL"),
 ) -> i64 {
+    let me = crate::security::caller();
     let st = consumer(name);
     as_extension(|| {
-        let mut g = load(&st, group_name);
+        let mut g = load(&st, group_name, me);
         let offset = g
             .commit(&holder(worker), delivery.max(0) as u64, now_us())
             .unwrap_or_else(|e| fail(&st, group_name, e));
         store(&st, group_name, &g);
+        super::prune_if_free(st.id);
         offset as i64
     })
 }
@@ -275,9 +311,10 @@ fn extend_lease(
     lease_seconds: default!(i32, 30),
     worker: default!(Option<&str>, "NULL"),
 ) -> TimestampWithTimeZone {
+    let me = crate::security::caller();
     let st = consumer(name);
     as_extension(|| {
-        let mut g = load(&st, group_name);
+        let mut g = load(&st, group_name, me);
         let id = delivery.max(0) as u64;
         g.extend(&holder(worker), id, now_us(), i64::from(lease_seconds))
             .unwrap_or_else(|e| fail(&st, group_name, e));
@@ -299,9 +336,12 @@ fn extend_lease(
 /// Returns the group's offset after it.
 #[pg_extern]
 fn replay_outbox(name: &str, group_name: &str, from_message: i64) -> i64 {
+    let me = crate::security::caller();
     let st = consumer(name);
     as_extension(|| {
-        let mut g = load(&st, group_name);
+        let mut g = load(&st, group_name, me);
+        // Retention waits for this transaction: the check below stays true.
+        super::lock_against_retention(st.id);
         let first = first_retained(st.id);
         if from_message < first {
             raise(

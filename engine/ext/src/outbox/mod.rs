@@ -175,18 +175,32 @@ fn first_retained(id: i64) -> i64 {
 
 /// Create consumer group `group_name` on stream table `name`'s outbox. It
 /// starts at `from_message` (the first message it will get), by default
-/// the oldest message still kept.
+/// the oldest message still kept. With `consumer_role`, only members of
+/// that role (and the owner) may poll, commit, extend or replay as this
+/// group; without, any role that may read the stream table may.
 #[pg_extern]
 fn create_consumer_group(
     name: &str,
     group_name: &str,
     from_message: default!(Option<i64>, "NULL"),
+    consumer_role: default!(Option<&str>, "NULL"),
 ) {
     if group_name.trim().is_empty() {
         raise("22023", "a consumer group needs a name", None);
     }
+    // Resolved before switching to the extension.
+    let role: Option<u32> = consumer_role.map(|r| {
+        value(
+            "SELECT oid::pg_catalog.text FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) $1",
+            &[Some(r.to_string())],
+        )
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| raise("42704", format!("role \"{r}\" does not exist"), None))
+    });
     controlled(name, |st| {
         require_outbox(st);
+        // Retention waits for this transaction: the group's start stays kept.
+        lock_against_retention(st.id);
         let first = first_retained(st.id);
         let start = from_message.unwrap_or(first);
         if start < first {
@@ -200,13 +214,14 @@ fn create_consumer_group(
             );
         }
         let inserted = value(
-            "INSERT INTO pgtrickle.pgt_consumer_groups (st_id, group_name, committed) \
-             VALUES ($1::pg_catalog.int8, $2, $3::pg_catalog.int8 OPERATOR(pg_catalog.-) 1) \
+            "INSERT INTO pgtrickle.pgt_consumer_groups (st_id, group_name, committed, consumer_role) \
+             VALUES ($1::pg_catalog.int8, $2, $3::pg_catalog.int8 OPERATOR(pg_catalog.-) 1, $4::pg_catalog.oid) \
              ON CONFLICT DO NOTHING RETURNING 'x'",
             &[
                 Some(st.id.to_string()),
                 Some(group_name.to_string()),
                 Some(start.to_string()),
+                role.map(|r| r.to_string()),
             ],
         );
         if inserted.is_none() {
@@ -305,9 +320,35 @@ pub fn consumer(name: &str) -> StreamTableRef {
     st
 }
 
+/// Hold retention back until this transaction ends (it prunes under the
+/// outbox row's lock): for a check of the first message kept that must
+/// stay true until a new offset is committed.
+pub fn lock_against_retention(id: i64) {
+    run(
+        "SELECT 1 FROM pgtrickle.pgt_outboxes WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 FOR SHARE",
+        &[Some(id.to_string())],
+    );
+}
+
+/// [`prune`], unless a refresh, a replay or a new group holds the outbox
+/// row right now (the next commit or publish prunes instead).
+pub fn prune_if_free(id: i64) {
+    let free = value(
+        "SELECT 'x' FROM pgtrickle.pgt_outboxes WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 \
+         FOR NO KEY UPDATE SKIP LOCKED",
+        &[Some(id.to_string())],
+    );
+    if free.is_some() {
+        prune(id);
+    }
+}
+
 /// Drop messages of stream table `id` that every group has committed and
 /// that are older than the outbox's retention (with no group, every
-/// message older than the retention). Called after each publish.
+/// message older than the retention). Runs with the outbox row locked:
+/// after each publish (which holds it) and each commit
+/// ([`prune_if_free`]), so that a group being created or replayed is
+/// never pruned ahead of.
 pub fn prune(id: i64) {
     run(
         "DELETE FROM pgtrickle.pgt_outbox_messages m USING pgtrickle.pgt_outboxes o \

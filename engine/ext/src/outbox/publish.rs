@@ -4,7 +4,10 @@
 //!
 //! Statement triggers with transition tables on the stream table's storage
 //! (installed by `enable_outbox`) stage every row a refresh statement
-//! deleted or inserted. At the end of the refresh the staged rows are
+//! deleted or inserted. The trigger turns the rows into JSON as the
+//! stream table's owner (whose statement fired it: a cast to `json` the
+//! owner created runs as the owner, never with the extension's rights),
+//! and only then writes them into the staging table as the extension. At the end of the refresh the staged rows are
 //! netted (a FULL refresh deletes and re-inserts every row; only the rows
 //! that really came or went remain, compared by their exact JSON text),
 //! and one message is written: the rows inline while they fit under the
@@ -12,8 +15,79 @@
 //! `NOTIFY pgtrickle_outbox`, which PostgreSQL delivers only at commit.
 
 use pg_trickle_core::outbox::envelope::{fits_inline, Envelope, Payload};
+use pgrx::prelude::*;
 
 use crate::spi::{internal, row, rows, run, value};
+
+/// Statement trigger on a stream table with an outbox: stage the rows in
+/// the statement's transition tables (`pgt_new`, `pgt_old`), without the
+/// hidden columns named by the trigger's arguments. Only pg_trickle's own
+/// refresh and restore statements reach it (direct writes are refused
+/// before it by `pgt_readonly`). Not executable by anyone: it only fires.
+#[pg_trigger]
+fn _outbox_stage<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    if !crate::readonly::applying() {
+        return Ok(None);
+    }
+    let hidden = text_array(&trigger.extra_args().unwrap_or_default());
+    let relid = trigger
+        .relid()
+        .unwrap_or_else(|e| internal(format!("outbox trigger: {e}")))
+        .to_u32();
+    let td = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+    let sides = [
+        ('I', trigger.new_transition_table_name().ok().flatten()),
+        ('D', trigger.old_transition_table_name().ok().flatten()),
+    ];
+    for (op, table) in sides {
+        let Some(table) = table else { continue };
+        // As the owner: the rows as JSON text.
+        let rows: Vec<String> = Spi::connect(|client| {
+            // SAFETY: registers this trigger's transition tables with the
+            // SPI connection just opened; `td` is the live TriggerData of
+            // the call we are in.
+            unsafe { pg_sys::SPI_register_trigger_data(td) };
+            let sql = format!(
+                "SELECT (pg_catalog.to_jsonb(__pgt_staged.*) OPERATOR(pg_catalog.-) $1::pg_catalog.text[])::pg_catalog.text \
+                   FROM {} AS __pgt_staged",
+                crate::spi::qi(table)
+            );
+            client
+                .select(&sql, None, &[hidden.as_str().into()])
+                .unwrap_or_else(|e| internal(format!("reading the transition table: {e}")))
+                .filter_map(|r| r.get::<String>(1).ok().flatten())
+                .collect()
+        });
+        if rows.is_empty() {
+            continue;
+        }
+        // As the extension: into the staging table.
+        crate::security::as_extension(|| {
+            run(
+                "INSERT INTO pgtrickle.pgt_outbox_staging (st_relid, op, row_data) \
+                 SELECT $1::pg_catalog.oid, $2::\"char\", r::pg_catalog.jsonb \
+                   FROM pg_catalog.unnest($3::pg_catalog.text[]) r",
+                &[
+                    Some(relid.to_string()),
+                    Some(op.to_string()),
+                    Some(text_array(&rows)),
+                ],
+            )
+        });
+    }
+    Ok(None)
+}
+
+/// Strings as a `text[]` literal.
+fn text_array(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
 
 /// Hidden storage columns left out of published rows.
 pub const HIDDEN_PREFIX: &str = "__pgt_";
@@ -25,6 +99,8 @@ pub fn install_triggers(storage_sql: &str, hidden: &[String]) {
         .map(|h| format!("'{}'", h.replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(", ");
+    // Fired in every session_replication_role, like pgt_readonly: a
+    // refresh run in replica mode changes the stream table too.
     let _own = crate::triggers::OwnDdl::begin();
     for (name, event, referencing) in [
         ("pgt_outbox_ins", "INSERT", "NEW TABLE AS pgt_new"),
@@ -40,6 +116,10 @@ pub fn install_triggers(storage_sql: &str, hidden: &[String]) {
                 "CREATE TRIGGER {name} AFTER {event} ON {storage_sql} REFERENCING {referencing} \
                  FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._outbox_stage({args})"
             ),
+            &[],
+        );
+        run(
+            &format!("ALTER TABLE {storage_sql} ENABLE ALWAYS TRIGGER {name}"),
             &[],
         );
     }
