@@ -333,6 +333,21 @@ pub fn lock_against_retention(id: i64) {
 /// [`prune`], unless a refresh, a replay or a new group holds the outbox
 /// row right now (the next commit or publish prunes instead).
 pub fn prune_if_free(id: i64) {
+    // Cheap first: is the oldest message kept droppable at all?
+    let due = value(
+        "SELECT 'x' FROM (SELECT m.message, m.created_at FROM pgtrickle.pgt_outbox_messages m \
+                           WHERE m.st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 \
+                           ORDER BY m.message LIMIT 1) f, pgtrickle.pgt_outboxes o \
+          WHERE o.st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 \
+            AND f.created_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) o.retention) \
+            AND f.message OPERATOR(pg_catalog.<=) COALESCE( \
+                (SELECT pg_catalog.min(g.committed) FROM pgtrickle.pgt_consumer_groups g \
+                  WHERE g.st_id OPERATOR(pg_catalog.=) o.st_id), o.head)",
+        &[Some(id.to_string())],
+    );
+    if due.is_none() {
+        return;
+    }
     let free = value(
         "SELECT 'x' FROM pgtrickle.pgt_outboxes WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 \
          FOR NO KEY UPDATE SKIP LOCKED",
