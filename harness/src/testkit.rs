@@ -189,3 +189,24 @@ pub fn check_doc_example(db: &mut postgres::Client, doc: &std::path::Path) {
         doc.display()
     );
 }
+
+/// A fresh database `t_<name>` (see [`database`]) with login roles
+/// `owner` (which may create in schema public) and `others`: returns the
+/// superuser's client and one connected as `owner`.
+pub fn database_with_owner(
+    name: &str,
+    owner: &str,
+    others: &[&str],
+) -> (postgres::Client, postgres::Client) {
+    let mut su = database(name);
+    let mut sql = format!("CREATE ROLE {owner} LOGIN; GRANT CREATE ON SCHEMA public TO {owner};");
+    for r in others {
+        sql.push_str(&format!(" CREATE ROLE {r} LOGIN;"));
+    }
+    su.batch_execute(&sql)
+        .unwrap_or_else(|e| panic!("creating roles for {name}: {e}"));
+    let as_owner = shared_cluster()
+        .connect_as(&format!("t_{name}"), owner)
+        .unwrap_or_else(|e| panic!("connecting as {owner}: {e}"));
+    (su, as_owner)
+}

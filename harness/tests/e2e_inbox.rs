@@ -6,7 +6,9 @@
 //! tables are DIFFERENTIAL and equal their queries; ordinary roles do only
 //! what the table's privileges allow.
 
-use harness::testkit::{check_doc_example, code, database, first_column, shared_cluster};
+use harness::testkit::{
+    check_doc_example, code, database, database_with_owner, first_column, shared_cluster,
+};
 use oracles::compare::differences;
 use oracles::engine_api::last_refresh_mode;
 use postgres::Client;
@@ -264,15 +266,8 @@ fn existing_tables_are_adopted_or_refused_by_name() {
 
 #[test]
 fn an_ordinary_role_does_what_the_tables_privileges_allow() {
-    let mut su = database("inbox_roles");
-    su.batch_execute(
-        "CREATE ROLE ib_owner LOGIN; CREATE ROLE ib_producer LOGIN; CREATE ROLE ib_stranger LOGIN;
-         GRANT CREATE ON SCHEMA public TO ib_owner;",
-    )
-    .unwrap();
-    let mut owner = shared_cluster()
-        .connect_as("t_inbox_roles", "ib_owner")
-        .unwrap();
+    let (mut su, mut owner) =
+        database_with_owner("inbox_roles", "ib_owner", &["ib_producer", "ib_stranger"]);
     owner
         .batch_execute(
             "SELECT pgtrickle.create_inbox('ib', schedule => NULL);

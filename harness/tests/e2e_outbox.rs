@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::testkit::{
-    check_doc_example, code, database, dedicated_cluster, first_column, shared_cluster,
+    check_doc_example, code, database, database_with_owner, dedicated_cluster, first_column,
+    shared_cluster,
 };
 use pg_trickle_core::outbox::envelope::{Envelope, Payload};
 use postgres::fallible_iterator::FallibleIterator;
@@ -525,15 +526,8 @@ fn bad_calls_are_refused_by_name_and_change_nothing() {
 
 #[test]
 fn an_ordinary_role_consumes_what_it_may_read_and_nothing_else() {
-    let mut su = database("outbox_roles");
-    su.batch_execute(
-        "CREATE ROLE ob_owner LOGIN; CREATE ROLE ob_reader LOGIN; CREATE ROLE ob_stranger LOGIN;
-         GRANT CREATE ON SCHEMA public TO ob_owner;",
-    )
-    .unwrap();
-    let mut owner = shared_cluster()
-        .connect_as("t_outbox_roles", "ob_owner")
-        .unwrap();
+    let (_su, mut owner) =
+        database_with_owner("outbox_roles", "ob_owner", &["ob_reader", "ob_stranger"]);
     setup(&mut owner, 65536);
     publish(&mut owner, 2);
     owner
@@ -658,15 +652,8 @@ fn a_restore_from_a_snapshot_publishes_its_change() {
 
 #[test]
 fn a_group_with_a_consumer_role_is_that_roles_alone() {
-    let mut su = database("outbox_group_roles");
-    su.batch_execute(
-        "CREATE ROLE og_owner LOGIN; CREATE ROLE og_team LOGIN; CREATE ROLE og_other LOGIN;
-         GRANT CREATE ON SCHEMA public TO og_owner;",
-    )
-    .unwrap();
-    let mut owner = shared_cluster()
-        .connect_as("t_outbox_group_roles", "og_owner")
-        .unwrap();
+    let (_su, mut owner) =
+        database_with_owner("outbox_group_roles", "og_owner", &["og_team", "og_other"]);
     setup(&mut owner, 65536);
     owner
         .batch_execute(
@@ -717,12 +704,7 @@ fn a_group_with_a_consumer_role_is_that_roles_alone() {
 /// with the owner's rights, never with the extension's.
 #[test]
 fn an_owners_cast_to_json_runs_as_the_owner() {
-    let mut su = database("outbox_cast");
-    su.batch_execute("CREATE ROLE oc_owner LOGIN; GRANT CREATE ON SCHEMA public TO oc_owner;")
-        .unwrap();
-    let mut owner = shared_cluster()
-        .connect_as("t_outbox_cast", "oc_owner")
-        .unwrap();
+    let (mut su, mut owner) = database_with_owner("outbox_cast", "oc_owner", &[]);
     owner
         .batch_execute(
             "CREATE TYPE mood AS ENUM ('sad', 'happy');
