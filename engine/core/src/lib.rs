@@ -28,6 +28,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod sql;
 pub mod sqlstate;
+pub mod telemetry;
 pub mod wal;
 
 pub use analyze::{analyze, referenced_tables, Analysis};
