@@ -868,3 +868,23 @@ fn replayed(db: &mut Client, st: &str, baseline: &[String]) -> Vec<String> {
     out.sort();
     out
 }
+
+#[test]
+fn dropping_the_stream_table_takes_its_outbox_with_it() {
+    let mut db = database("outbox_drop");
+    setup(&mut db, 0);
+    publish(&mut db, 3);
+    poll(&mut db, "w", 2, 30).unwrap();
+    db.batch_execute("SELECT pgtrickle.drop_stream_table('st')")
+        .unwrap();
+    let left: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgtrickle.pgt_outboxes) + (SELECT count(*) FROM pgtrickle.pgt_outbox_messages)
+                  + (SELECT count(*) FROM pgtrickle.pgt_outbox_rows) + (SELECT count(*) FROM pgtrickle.pgt_outbox_staging)
+                  + (SELECT count(*) FROM pgtrickle.pgt_consumer_groups) + (SELECT count(*) FROM pgtrickle.pgt_outbox_leases)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "nothing of the outbox is left behind");
+}
