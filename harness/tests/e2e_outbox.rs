@@ -888,3 +888,25 @@ fn dropping_the_stream_table_takes_its_outbox_with_it() {
         .get(0);
     assert_eq!(left, 0, "nothing of the outbox is left behind");
 }
+
+/// An upgrade's regeneration puts the staging triggers on again (with the
+/// hidden columns of the version upgraded to) and publishing goes on.
+#[test]
+fn regeneration_keeps_the_outbox_publishing() {
+    let mut db = database("outbox_regenerate");
+    setup(&mut db, 65536);
+    let baseline = rows_now(&mut db);
+    publish(&mut db, 1);
+    db.batch_execute("SELECT pgtrickle._regenerate()").unwrap();
+    let triggers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'st'::regclass AND tgname LIKE 'pgt_outbox%' AND tgenabled = 'A'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 3, "three staging triggers, firing always");
+    publish(&mut db, 1);
+    assert_eq!(head(&mut db), 2);
+    replay_equals_stream_table(&mut db, &baseline);
+}

@@ -141,6 +141,10 @@ pub fn regenerate_one(id: i64) -> bool {
     let owner = owner_of(id);
     // Every stream table is read-only and depends on its sources (0.39.2).
     crate::readonly::install(&name);
+    // An outbox's staging triggers leave out this version's hidden columns.
+    if crate::outbox::enabled(id) {
+        crate::outbox::publish::install_triggers(&name, &crate::outbox::hidden_columns(relid));
+    }
     // Planned as AUTO, so that a DIFFERENTIAL stream table this version no
     // longer maintains that way is reported, not a failed upgrade.
     let as_planned = if requested == RequestedMode::Differential {

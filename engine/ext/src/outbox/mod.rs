@@ -68,7 +68,8 @@ pub fn enabled(id: i64) -> bool {
     .is_some()
 }
 
-fn hidden_columns(relid: u32) -> Vec<String> {
+/// The hidden (`__pgt_*`) columns of storage `relid`, left out of messages.
+pub fn hidden_columns(relid: u32) -> Vec<String> {
     rows(
         "SELECT attname::pg_catalog.text FROM pg_catalog.pg_attribute \
           WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid AND attnum OPERATOR(pg_catalog.>) 0 \

@@ -92,7 +92,8 @@ fn text_array(items: &[String]) -> String {
 /// Hidden storage columns left out of published rows.
 pub const HIDDEN_PREFIX: &str = "__pgt_";
 
-/// The trigger statements that stage a stream table's changes.
+/// Put (or put again, with the current hidden columns) the triggers that
+/// stage a stream table's changes.
 pub fn install_triggers(storage_sql: &str, hidden: &[String]) {
     let args = hidden
         .iter()
@@ -113,7 +114,7 @@ pub fn install_triggers(storage_sql: &str, hidden: &[String]) {
     ] {
         run(
             &format!(
-                "CREATE TRIGGER {name} AFTER {event} ON {storage_sql} REFERENCING {referencing} \
+                "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {storage_sql} REFERENCING {referencing} \
                  FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._outbox_stage({args})"
             ),
             &[],
