@@ -16,8 +16,6 @@ use crate::catalog::StreamTableRef;
 use crate::security::{self, as_extension};
 use crate::spi::{internal, raise, rows, run, value};
 
-const NOW_US: &str = "SELECT ((EXTRACT(epoch FROM pg_catalog.clock_timestamp())) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text";
-
 fn us(col: &str) -> String {
     format!("((EXTRACT(epoch FROM {col})) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text")
 }
@@ -59,15 +57,30 @@ fn require_member(st: &StreamTableRef, group_name: &str, me: pg_sys::Oid, role: 
     }
 }
 
+/// A group's state as loaded, with the outbox's head and the time.
+struct Loaded {
+    group: Group,
+    /// The last message of the outbox (every message up to it committed).
+    head: u64,
+    /// The database's clock now, in microseconds.
+    now: i64,
+}
+
 /// The group's state, its row locked to the end of the transaction, after
 /// checking that `me` may consume as this group.
-fn load(st: &StreamTableRef, group_name: &str, me: pg_sys::Oid) -> Group {
+fn load(st: &StreamTableRef, group_name: &str, me: pg_sys::Oid) -> Loaded {
     let args = [Some(st.id.to_string()), Some(group_name.to_string())];
     let Some(g) = rows(
-        "SELECT committed::pg_catalog.text, pg_catalog.array_to_string(done, ','), last_delivery::pg_catalog.text, \
-                consumer_role::pg_catalog.text \
-           FROM pgtrickle.pgt_consumer_groups \
-          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+        &format!(
+            "SELECT g.committed::pg_catalog.text, pg_catalog.array_to_string(g.done, ','), \
+                    g.last_delivery::pg_catalog.text, g.consumer_role::pg_catalog.text, \
+                    o.head::pg_catalog.text, {} \
+               FROM pgtrickle.pgt_consumer_groups g \
+               JOIN pgtrickle.pgt_outboxes o ON o.st_id OPERATOR(pg_catalog.=) g.st_id \
+              WHERE g.st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND g.group_name OPERATOR(pg_catalog.=) $2 \
+                FOR UPDATE OF g",
+            us("pg_catalog.clock_timestamp()")
+        ),
         &args,
     )
     .into_iter()
@@ -117,7 +130,11 @@ fn load(st: &StreamTableRef, group_name: &str, me: pg_sys::Oid) -> Group {
             },
         );
     }
-    group
+    Loaded {
+        group,
+        head: parse(&g[4]),
+        now: parse(&g[5]),
+    }
 }
 
 /// Write the group's state back (its row is locked by [`load`]).
@@ -138,38 +155,52 @@ fn store(st: &StreamTableRef, group_name: &str, g: &Group) {
             Some(g.last_id.to_string()),
         ]),
     );
+    // The leases: those no longer held go, new ones come, extended ones
+    // take their new expiry.
+    let batches: Vec<&pg_trickle_core::outbox::group::Batch> = g.batches.values().collect();
+    let list = |f: &dyn Fn(&pg_trickle_core::outbox::group::Batch) -> String| {
+        Some(format!(
+            "{{{}}}",
+            batches.iter().map(|b| f(b)).collect::<Vec<_>>().join(",")
+        ))
+    };
+    let ids = list(&|b| b.id.to_string());
     run(
         "DELETE FROM pgtrickle.pgt_outbox_leases \
-          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2",
-        &args(vec![]),
+          WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8 AND group_name OPERATOR(pg_catalog.=) $2 \
+            AND delivery OPERATOR(pg_catalog.<>) ALL ($3::pg_catalog.int8[])",
+        &args(vec![ids.clone()]),
     );
-    for b in g.batches.values() {
-        run(
-            &format!(
-                "INSERT INTO pgtrickle.pgt_outbox_leases \
-                 (st_id, group_name, delivery, first_message, last_message, holder, acquired_at, expires_at) \
-                 VALUES ($1::pg_catalog.int8, $2, $3::pg_catalog.int8, $4::pg_catalog.int8, $5::pg_catalog.int8, $6, {}, {})",
-                at("$7"),
-                at("$8")
-            ),
-            &args(vec![
-                Some(b.id.to_string()),
-                Some(b.first.to_string()),
-                Some(b.last.to_string()),
-                Some(b.lease.holder.clone()),
-                Some(b.lease.acquired_at.to_string()),
-                Some(b.lease.expires_at.to_string()),
-            ]),
-        );
+    if batches.is_empty() {
+        return;
     }
+    let holders: Vec<String> = batches.iter().map(|b| b.lease.holder.clone()).collect();
+    run(
+        &format!(
+            "INSERT INTO pgtrickle.pgt_outbox_leases \
+             (st_id, group_name, delivery, first_message, last_message, holder, acquired_at, expires_at) \
+             SELECT $1::pg_catalog.int8, $2, u.d, u.f, u.l, u.h, {}, {} \
+               FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]), pg_catalog.unnest($4::pg_catalog.int8[]), \
+                              pg_catalog.unnest($5::pg_catalog.int8[]), pg_catalog.unnest($6::pg_catalog.text[]), \
+                              pg_catalog.unnest($7::pg_catalog.int8[]), pg_catalog.unnest($8::pg_catalog.int8[])) \
+                    AS u(d, f, l, h, a, e) \
+             ON CONFLICT (st_id, group_name, delivery) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+            at("u.a"),
+            at("u.e")
+        ),
+        &args(vec![
+            ids,
+            list(&|b| b.first.to_string()),
+            list(&|b| b.last.to_string()),
+            Some(crate::wal_capture::text_array(&holders)),
+            list(&|b| b.lease.acquired_at.to_string()),
+            list(&|b| b.lease.expires_at.to_string()),
+        ]),
+    );
 }
 
 fn missing<T>() -> T {
     internal("an outbox message row has a NULL column".into())
-}
-
-fn now_us() -> i64 {
-    parse(&value(NOW_US, &[]))
 }
 
 fn fail(st: &StreamTableRef, group_name: &str, e: GroupError) -> ! {
@@ -215,20 +246,14 @@ fn poll_outbox(
     let me = crate::security::caller();
     let st = consumer(name);
     let out = as_extension(|| {
-        let mut g = load(&st, group_name, me);
-        let head: u64 = parse(&value(
-            "SELECT head::pg_catalog.text FROM pgtrickle.pgt_outboxes WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
-            &[Some(st.id.to_string())],
-        ));
+        let Loaded {
+            group: mut g,
+            head,
+            now,
+        } = load(&st, group_name, me);
         let size = u64::try_from(batch_size).unwrap_or(0);
         let d = g
-            .poll(
-                head,
-                &holder(worker),
-                size,
-                now_us(),
-                i64::from(lease_seconds),
-            )
+            .poll(head, &holder(worker), size, now, i64::from(lease_seconds))
             .unwrap_or_else(|e| fail(&st, group_name, e));
         store(&st, group_name, &g);
         let Some(d) = d else {
@@ -291,9 +316,11 @@ fn commit_offset(
     let me = crate::security::caller();
     let st = consumer(name);
     as_extension(|| {
-        let mut g = load(&st, group_name, me);
+        let Loaded {
+            group: mut g, now, ..
+        } = load(&st, group_name, me);
         let offset = g
-            .commit(&holder(worker), delivery.max(0) as u64, now_us())
+            .commit(&holder(worker), delivery.max(0) as u64, now)
             .unwrap_or_else(|e| fail(&st, group_name, e));
         store(&st, group_name, &g);
         super::prune_if_free(st.id);
@@ -314,9 +341,11 @@ fn extend_lease(
     let me = crate::security::caller();
     let st = consumer(name);
     as_extension(|| {
-        let mut g = load(&st, group_name, me);
+        let Loaded {
+            group: mut g, now, ..
+        } = load(&st, group_name, me);
         let id = delivery.max(0) as u64;
-        g.extend(&holder(worker), id, now_us(), i64::from(lease_seconds))
+        g.extend(&holder(worker), id, now, i64::from(lease_seconds))
             .unwrap_or_else(|e| fail(&st, group_name, e));
         store(&st, group_name, &g);
         Spi::get_one_with_args::<TimestampWithTimeZone>(
@@ -339,7 +368,7 @@ fn replay_outbox(name: &str, group_name: &str, from_message: i64) -> i64 {
     let me = crate::security::caller();
     let st = consumer(name);
     as_extension(|| {
-        let mut g = load(&st, group_name, me);
+        let mut g = load(&st, group_name, me).group;
         // Retention waits for this transaction: the check below stays true.
         super::lock_against_retention(st.id);
         let first = first_retained(st.id);

@@ -18,6 +18,7 @@ use pg_trickle_core::outbox::envelope::{fits_inline, Envelope, Payload};
 use pgrx::prelude::*;
 
 use crate::spi::{internal, row, rows, run, value};
+use crate::wal_capture::text_array;
 
 /// Statement trigger on a stream table with an outbox: stage the rows in
 /// the statement's transition tables (`pgt_new`, `pgt_old`), without the
@@ -78,15 +79,6 @@ fn _outbox_stage<'a>(
         });
     }
     Ok(None)
-}
-
-/// Strings as a `text[]` literal.
-fn text_array(items: &[String]) -> String {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    format!("{{{}}}", quoted.join(","))
 }
 
 /// Hidden storage columns left out of published rows.
