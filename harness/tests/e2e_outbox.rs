@@ -387,6 +387,15 @@ fn four_concurrent_consumers_never_share_a_message_and_together_get_all() {
     assert_eq!(committed, 60);
 }
 
+fn first_retained(db: &mut Client) -> i64 {
+    db.query_one(
+        "SELECT min(first_retained) FROM pgtrickle.outbox_status()",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
 #[test]
 fn retention_drops_only_what_every_group_committed() {
     let mut db = database("outbox_retention");
@@ -403,24 +412,12 @@ fn retention_drops_only_what_every_group_committed() {
     db.execute("SELECT pgtrickle.commit_offset('st', 'g', $1, 'w')", &[&d])
         .unwrap();
     publish(&mut db, 1);
-    let first: i64 = db
-        .query_one(
-            "SELECT min(first_retained) FROM pgtrickle.outbox_status()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let first = first_retained(&mut db);
     assert_eq!(first, 1, "group slow committed nothing: everything is kept");
     db.execute("SELECT pgtrickle.drop_consumer_group('st', 'slow')", &[])
         .unwrap();
     publish(&mut db, 1);
-    let first: i64 = db
-        .query_one(
-            "SELECT min(first_retained) FROM pgtrickle.outbox_status()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let first = first_retained(&mut db);
     assert_eq!(
         first, 5,
         "what g committed is dropped, message 5 on is kept"

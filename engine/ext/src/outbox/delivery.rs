@@ -199,6 +199,25 @@ fn store(st: &StreamTableRef, group_name: &str, g: &Group) {
     );
 }
 
+/// The shape of every group operation: resolve the outbox as the caller,
+/// then, as the extension, load the group (locked), apply `op` to it and
+/// store it back.
+fn on_group<R>(
+    name: &str,
+    group_name: &str,
+    op: impl FnOnce(&StreamTableRef, &mut Loaded) -> R,
+) -> (StreamTableRef, R) {
+    let me = security::caller();
+    let st = consumer(name);
+    let r = as_extension(|| {
+        let mut loaded = load(&st, group_name, me);
+        let r = op(&st, &mut loaded);
+        store(&st, group_name, &loaded.group);
+        r
+    });
+    (st, r)
+}
+
 fn missing<T>() -> T {
     internal("an outbox message row has a NULL column".into())
 }
@@ -243,19 +262,19 @@ fn poll_outbox(
         name!(envelope, JsonbText),
     ),
 > {
-    let me = crate::security::caller();
-    let st = consumer(name);
+    let size = u64::try_from(batch_size).unwrap_or(0);
+    let (st, d) = on_group(name, group_name, |st, l| {
+        l.group
+            .poll(
+                l.head,
+                &holder(worker),
+                size,
+                l.now,
+                i64::from(lease_seconds),
+            )
+            .unwrap_or_else(|e| fail(st, group_name, e))
+    });
     let out = as_extension(|| {
-        let Loaded {
-            group: mut g,
-            head,
-            now,
-        } = load(&st, group_name, me);
-        let size = u64::try_from(batch_size).unwrap_or(0);
-        let d = g
-            .poll(head, &holder(worker), size, now, i64::from(lease_seconds))
-            .unwrap_or_else(|e| fail(&st, group_name, e));
-        store(&st, group_name, &g);
         let Some(d) = d else {
             return Vec::new();
         };
@@ -313,19 +332,13 @@ fn commit_offset(
     delivery: i64,
     worker: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    let me = crate::security::caller();
-    let st = consumer(name);
-    as_extension(|| {
-        let Loaded {
-            group: mut g, now, ..
-        } = load(&st, group_name, me);
-        let offset = g
-            .commit(&holder(worker), delivery.max(0) as u64, now)
-            .unwrap_or_else(|e| fail(&st, group_name, e));
-        store(&st, group_name, &g);
-        super::prune_if_free(st.id);
-        offset as i64
-    })
+    let (st, offset) = on_group(name, group_name, |st, l| {
+        l.group
+            .commit(&holder(worker), delivery.max(0) as u64, l.now)
+            .unwrap_or_else(|e| fail(st, group_name, e))
+    });
+    as_extension(|| super::prune_if_free(st.id));
+    offset as i64
 }
 
 /// Extend the lease on delivery `delivery` to `lease_seconds` from now
@@ -338,16 +351,17 @@ fn extend_lease(
     lease_seconds: default!(i32, 30),
     worker: default!(Option<&str>, "NULL"),
 ) -> TimestampWithTimeZone {
-    let me = crate::security::caller();
-    let st = consumer(name);
+    let (st, ()) = on_group(name, group_name, |st, l| {
+        l.group
+            .extend(
+                &holder(worker),
+                delivery.max(0) as u64,
+                l.now,
+                i64::from(lease_seconds),
+            )
+            .unwrap_or_else(|e| fail(st, group_name, e))
+    });
     as_extension(|| {
-        let Loaded {
-            group: mut g, now, ..
-        } = load(&st, group_name, me);
-        let id = delivery.max(0) as u64;
-        g.extend(&holder(worker), id, now, i64::from(lease_seconds))
-            .unwrap_or_else(|e| fail(&st, group_name, e));
-        store(&st, group_name, &g);
         Spi::get_one_with_args::<TimestampWithTimeZone>(
             "SELECT expires_at FROM pgtrickle.pgt_outbox_leases WHERE st_id OPERATOR(pg_catalog.=) $1 \
                AND group_name OPERATOR(pg_catalog.=) $2 AND delivery OPERATOR(pg_catalog.=) $3",
@@ -365,10 +379,7 @@ fn extend_lease(
 /// Returns the group's offset after it.
 #[pg_extern]
 fn replay_outbox(name: &str, group_name: &str, from_message: i64) -> i64 {
-    let me = crate::security::caller();
-    let st = consumer(name);
-    as_extension(|| {
-        let mut g = load(&st, group_name, me).group;
+    let (_, offset) = on_group(name, group_name, |st, l| {
         // Retention waits for this transaction: the check below stays true.
         super::lock_against_retention(st.id);
         let first = first_retained(st.id);
@@ -382,10 +393,10 @@ fn replay_outbox(name: &str, group_name: &str, from_message: i64) -> i64 {
                 None,
             );
         }
-        g.replay(from_message as u64);
-        store(&st, group_name, &g);
-        g.offset as i64
-    })
+        l.group.replay(from_message as u64);
+        l.group.offset
+    });
+    offset as i64
 }
 
 /// The rows of message `message`, inline or claim-checked alike: `op` is
