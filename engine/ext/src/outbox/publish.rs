@@ -192,18 +192,22 @@ pub fn after_refresh(id: i64, relid: u32, name: &str, mode: &str) -> Option<u64>
     .and_then(|v| v.parse().ok())
     .unwrap_or_else(|| internal(format!("outbox of stream table {name} vanished")));
     let payload = if fits_inline(bytes, limit) {
-        let side = |ins: bool| -> Vec<String> {
-            rows(
-                &format!("{NET} SELECT row_text FROM e WHERE ins OPERATOR(pg_catalog.=) $2::pg_catalog.bool ORDER BY row_text"),
-                &[relid_arg.clone(), Some(ins.to_string())],
-            )
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-        };
+        // Both sides in one pass over the netted rows, each in row order.
+        let (mut came, mut went) = (Vec::new(), Vec::new());
+        for r in rows(
+            &format!("{NET} SELECT ins::pg_catalog.text, row_text FROM e ORDER BY row_text"),
+            std::slice::from_ref(&relid_arg),
+        ) {
+            let text = r[1].clone().unwrap_or_default();
+            if r[0].as_deref() == Some("true") {
+                came.push(text);
+            } else {
+                went.push(text);
+            }
+        }
         Payload::Inline {
-            inserted: side(true),
-            deleted: side(false),
+            inserted: came,
+            deleted: went,
         }
     } else {
         Payload::ClaimCheck { inserted, deleted }
