@@ -356,6 +356,11 @@ fn the_server_reports_exactly_the_declared_settings() {
                 Some(min.to_string()),
                 Some(max.to_string()),
             ),
+            SettingKind::Real { default, min, max } => (
+                default.to_string(),
+                Some(min.to_string()),
+                Some(max.to_string()),
+            ),
             SettingKind::Text { default } => (default.to_string(), None, None),
         };
         let context = match s.context {

@@ -20,6 +20,15 @@ pub enum SettingKind {
         /// Largest allowed value.
         max: i32,
     },
+    /// A floating-point number with its default and bounds.
+    Real {
+        /// Default value.
+        default: f64,
+        /// Smallest allowed value.
+        min: f64,
+        /// Largest allowed value.
+        max: f64,
+    },
     /// A string with its default.
     Text {
         /// Default value.
@@ -194,6 +203,69 @@ pub const SETTINGS: &[Setting] = &[
         description: "After this many drains of a node's capture slot fail in a row, each further failure is logged as a WARNING (before, only the status shows it). A failing node is retried with backoff (2, 4, ... up to 60 seconds) while the other nodes keep flowing.",
         experimental: false,
     },
+    Setting {
+        name: "traceparent",
+        kind: SettingKind::Text { default: "" },
+        unit: "",
+        context: SettingContext::Session,
+        category: "OpenTelemetry",
+        description: "The W3C trace context (00-<32 hex trace id>-<16 hex span id>-<2 hex flags>) of what the session is doing. Trigger capture stores it with every change the session writes, and the refresh that consumes the change continues that trace. A malformed value is refused by SET, naming what is wrong. Empty: no trace context.",
+        experimental: false,
+    },
+    Setting {
+        name: "otel_enabled",
+        kind: SettingKind::Bool { default: false },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "OpenTelemetry",
+        description: "When on, every refresh records a span (with child spans for its phases) into a bounded shared-memory queue, and the telemetry background worker exports the queue over OTLP to pg_trickle.otel_endpoint. A refresh never waits on the network. When off, refreshes record nothing. Needs shared_preload_libraries = 'pg_trickle'.",
+        experimental: false,
+    },
+    Setting {
+        name: "otel_endpoint",
+        kind: SettingKind::Text { default: "http://127.0.0.1:4318/v1/traces" },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "OpenTelemetry",
+        description: "The OTLP traces URL spans are posted to (for OTLP over HTTP, the collector's port 4318 and path /v1/traces). Plain http only.",
+        experimental: false,
+    },
+    Setting {
+        name: "otel_protocol",
+        kind: SettingKind::Text { default: "http/protobuf" },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "OpenTelemetry",
+        description: "How spans are encoded: http/protobuf (OTLP over HTTP with protobuf bodies, what every collector accepts) or http/json. Any other value is refused by SET and in the configuration file.",
+        experimental: false,
+    },
+    Setting {
+        name: "otel_timeout_ms",
+        kind: SettingKind::Int { default: 2000, min: 100, max: 60_000 },
+        unit: "ms",
+        context: SettingContext::Reload,
+        category: "OpenTelemetry",
+        description: "How long one export request may take before it counts as failed. While a request is outstanding, new spans wait in the queue; when the queue is full they are dropped and counted.",
+        experimental: false,
+    },
+    Setting {
+        name: "otel_queue_size",
+        kind: SettingKind::Int { default: 1024, min: 16, max: 65_536 },
+        unit: "",
+        context: SettingContext::Restart,
+        category: "OpenTelemetry",
+        description: "Spans the shared-memory queue between refreshes and the exporter holds (1 kB of shared memory each). A span that finds the queue full is dropped and counted in pgtrickle.telemetry_status().",
+        experimental: false,
+    },
+    Setting {
+        name: "otel_sampling_ratio",
+        kind: SettingKind::Real { default: 1.0, min: 0.0, max: 1.0 },
+        unit: "",
+        context: SettingContext::Reload,
+        category: "OpenTelemetry",
+        description: "Fraction of refreshes that start their own trace which are exported, decided by trace id. A refresh that continues a writer's trace follows the writer's sampled flag instead.",
+        experimental: false,
+    },
 ];
 
 #[cfg(test)]
@@ -208,6 +280,9 @@ mod tests {
         assert_eq!(names.len(), SETTINGS.len());
         for s in SETTINGS {
             if let SettingKind::Int { default, min, max } = s.kind {
+                assert!(min <= default && default <= max, "{}", s.name);
+            }
+            if let SettingKind::Real { default, min, max } = s.kind {
                 assert!(min <= default && default <= max, "{}", s.name);
             }
             assert!(["", "ms", "s", "kB"].contains(&s.unit), "{}", s.name);

@@ -638,6 +638,30 @@ COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, jsonb, text, text) IS
 
 REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
 
+-- OpenTelemetry: the export's status (the settings and the queue need no
+-- SQL objects; change buffers gain their traceparent column in
+-- _regenerate below).
+CREATE FUNCTION "telemetry_status"() RETURNS TABLE (
+	"enabled" bool,
+	"preloaded" bool,
+	"worker_running" bool,
+	"endpoint" TEXT,
+	"protocol" TEXT,
+	"queue_capacity" bigint,
+	"queued" bigint,
+	"spans_queued" bigint,
+	"spans_dropped" bigint,
+	"spans_exported" bigint,
+	"spans_failed" bigint,
+	"failed_requests" bigint,
+	"last_error" TEXT,
+	"last_error_at" timestamp with time zone,
+	"last_export_at" timestamp with time zone
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'telemetry_status_wrapper';
+
 -- Everything generated for existing stream tables, made again by this
 -- version: capture triggers on every partition and inheritance child (the
 -- readers of such sources are recomputed at their next refresh, with a
@@ -646,5 +670,6 @@ REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
 -- send form or text; a stream table this version does not maintain
 -- DIFFERENTIALLY is re-planned FULL, with a WARNING and its reason in
 -- stream_table_status()), the read-only trigger of every stream table and
--- its dependencies on its sources.
+-- its dependencies on its sources, and the traceparent column of every
+-- change buffer.
 SELECT pgtrickle._regenerate();

@@ -87,6 +87,7 @@ pub fn ensure_capture(source: &SourceTable) {
         "xid xid8 NOT NULL DEFAULT pg_current_xact_id()".to_string(),
         "op \"char\" NOT NULL".to_string(),
         "captured_at timestamptz NOT NULL DEFAULT now()".to_string(),
+        TRACEPARENT_COLUMN.to_string(),
     ];
     let collated = source_columns_with_collation(source.oid);
     for (k, (_, ty, coll)) in collated.iter().enumerate() {
@@ -102,6 +103,13 @@ pub fn ensure_capture(source: &SourceTable) {
     crate::triggers::install_on_source(oid, source.kind);
     crate::triggers::sync_members(oid);
 }
+
+/// The buffer column that keeps the writing session's trace context
+/// (`pg_trickle.traceparent`, checked when it was set), filled by its
+/// default so that the capture functions stay as they are. NULL when the
+/// session set none.
+const TRACEPARENT_COLUMN: &str = "traceparent text DEFAULT \
+     NULLIF(pg_catalog.current_setting('pg_trickle.traceparent', true), '')";
 
 /// The capture trigger function of source `oid`.
 fn capture_function(oid: u32) -> String {
@@ -202,6 +210,11 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
         let func = capture_function(*oid);
         run(
             &format!("ALTER FUNCTION {func}() OWNER TO {}", qi(&owner)),
+            &[],
+        );
+        // Buffers made before 0.39.2 gain the trace context column.
+        run(
+            &format!("ALTER TABLE {buffer} ADD COLUMN IF NOT EXISTS {TRACEPARENT_COLUMN}"),
             &[],
         );
         install_capture_function(*oid, &cols);
@@ -309,6 +322,32 @@ fn unconsumed_in(changes: &str) -> String {
          AND NOT coalesce(CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
               ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)"
     )
+}
+
+/// What stream table `st_id` is about to consume from `source_relid`'s
+/// buffer: the number of change rows and the distinct trace contexts
+/// stored with them, earliest first (at most 64). For the refresh's span;
+/// read only while exporting is on.
+pub fn consumed_trace_context(st_id: i64, source_relid: u32) -> (i64, Vec<String>) {
+    let from = unconsumed(source_relid);
+    let r = row(
+        &format!(
+            "SELECT (SELECT count(*) {from})::text, \
+             (SELECT string_agg(t.tp, ' ' ORDER BY t.first) FROM (\
+               SELECT b.traceparent AS tp, min(b.change_id) AS first {from} \
+               AND b.traceparent IS NOT NULL GROUP BY b.traceparent ORDER BY 2 LIMIT 64) t)"
+        ),
+        &[Some(st_id.to_string()), Some(source_relid.to_string())],
+    )
+    .unwrap_or_default();
+    let rows = crate::spi::number_at(&r, 0) as i64;
+    let traceparents = r
+        .get(1)
+        .cloned()
+        .flatten()
+        .map(|s| s.split(' ').map(str::to_string).collect())
+        .unwrap_or_default();
+    (rows, traceparents)
 }
 
 /// The backlog `st_id` has on `source_relid`: rows it has not consumed,

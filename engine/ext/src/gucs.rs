@@ -4,6 +4,7 @@
 use std::ffi::{CStr, CString};
 
 use pg_trickle_core::settings::{SettingContext, SettingKind, SETTINGS};
+use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// `pg_trickle.enabled`.
@@ -40,6 +41,23 @@ pub static REMOTE_LEASE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// `pg_trickle.remote_failed_ticks_warning`.
 pub static REMOTE_FAILED_TICKS_WARNING: GucSetting<i32> = GucSetting::<i32>::new(5);
 
+/// `pg_trickle.traceparent`.
+pub static TRACEPARENT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+/// `pg_trickle.otel_enabled`.
+pub static OTEL_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pg_trickle.otel_endpoint`.
+pub static OTEL_ENDPOINT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"http://127.0.0.1:4318/v1/traces"));
+/// `pg_trickle.otel_protocol`.
+pub static OTEL_PROTOCOL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"http/protobuf"));
+/// `pg_trickle.otel_timeout_ms`.
+pub static OTEL_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
+/// `pg_trickle.otel_queue_size`.
+pub static OTEL_QUEUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+/// `pg_trickle.otel_sampling_ratio`.
+pub static OTEL_SAMPLING_RATIO: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+
 /// The integer settings and their storage.
 fn int_storage(name: &str) -> Option<&'static GucSetting<i32>> {
     Some(match name {
@@ -53,6 +71,8 @@ fn int_storage(name: &str) -> Option<&'static GucSetting<i32>> {
         "max_held_backlog_rows" => &MAX_HELD_BACKLOG_ROWS,
         "remote_failed_ticks_warning" => &REMOTE_FAILED_TICKS_WARNING,
         "remote_lease_seconds" => &REMOTE_LEASE_SECONDS,
+        "otel_timeout_ms" => &OTEL_TIMEOUT_MS,
+        "otel_queue_size" => &OTEL_QUEUE_SIZE,
         _ => return None,
     })
 }
@@ -63,6 +83,7 @@ fn bool_storage(name: &str) -> Option<&'static GucSetting<bool>> {
         "enabled" => &ENABLED,
         "enforce_backpressure" => &ENFORCE_BACKPRESSURE,
         "event_driven_wake" => &EVENT_DRIVEN_WAKE,
+        "otel_enabled" => &OTEL_ENABLED,
         _ => return None,
     })
 }
@@ -72,8 +93,83 @@ fn text_storage(name: &str) -> Option<&'static GucSetting<Option<CString>>> {
     Some(match name {
         "database" => &DATABASE,
         "backpressure_action" => &BACKPRESSURE_ACTION,
+        "traceparent" => &TRACEPARENT,
+        "otel_endpoint" => &OTEL_ENDPOINT,
+        "otel_protocol" => &OTEL_PROTOCOL,
         _ => return None,
     })
+}
+
+/// The floating-point settings and their storage.
+fn real_storage(name: &str) -> Option<&'static GucSetting<f64>> {
+    Some(match name {
+        "otel_sampling_ratio" => &OTEL_SAMPLING_RATIO,
+        _ => return None,
+    })
+}
+
+/// The text settings whose values are checked when set: a malformed value
+/// is refused by `SET` (22023, naming what is wrong) instead of being kept.
+fn text_check(name: &str) -> pg_sys::GucStringCheckHook {
+    match name {
+        "traceparent" => Some(check_traceparent),
+        "otel_protocol" => Some(check_otel_protocol),
+        _ => None,
+    }
+}
+
+/// Refuse a value with `detail` as the reason (PostgreSQL reports 22023).
+fn refuse_value(detail: &str) -> bool {
+    let detail = CString::new(detail.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: GUC check hooks report their reason through this global,
+    // which PostgreSQL reads right after the hook returns false.
+    unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+    false
+}
+
+/// The text a string check hook is offered.
+///
+/// # Safety
+/// `newval` is the pointer PostgreSQL passes to a string check hook.
+unsafe fn offered<'a>(newval: *mut *mut std::ffi::c_char) -> std::borrow::Cow<'a, str> {
+    // SAFETY: per the caller; a NULL value is an unset string setting.
+    unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return std::borrow::Cow::Borrowed("");
+        }
+        CStr::from_ptr(*newval).to_string_lossy()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_traceparent(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: called by PostgreSQL as a string check hook.
+    let value = unsafe { offered(newval) };
+    if value.is_empty() {
+        return true;
+    }
+    match pg_trickle_core::telemetry::traceparent::TraceParent::parse(&value) {
+        Ok(_) => true,
+        Err(e) => refuse_value(&e.to_string()),
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_otel_protocol(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: called by PostgreSQL as a string check hook.
+    let value = unsafe { offered(newval) };
+    match pg_trickle_otlp::Protocol::parse(&value) {
+        Ok(_) => true,
+        Err(e) => refuse_value(&e.to_string()),
+    }
 }
 
 /// A text setting's current value.
@@ -138,14 +234,30 @@ pub fn register() {
                 context(s.context),
                 flags(s.unit),
             ),
-            SettingKind::Text { .. } => GucRegistry::define_string_guc(
+            SettingKind::Real { min, max, .. } => GucRegistry::define_float_guc(
                 name,
                 short,
                 long,
-                text_storage(s.name).unwrap_or_else(|| missing(s.name)),
+                real_storage(s.name).unwrap_or_else(|| missing(s.name)),
+                min,
+                max,
                 context(s.context),
                 flags(s.unit),
             ),
+            // SAFETY: the check hooks are #[pg_guard]ed.
+            SettingKind::Text { .. } => unsafe {
+                GucRegistry::define_string_guc_with_hooks(
+                    name,
+                    short,
+                    long,
+                    text_storage(s.name).unwrap_or_else(|| missing(s.name)),
+                    context(s.context),
+                    flags(s.unit),
+                    text_check(s.name),
+                    None,
+                    None,
+                )
+            },
         }
     }
 }

@@ -8,7 +8,8 @@
 //! sources ([`specialise`]), the scheduler background worker
 //! ([`scheduler`]) and the commit-time wake that spares it its poll
 //! ([`wake`]), hold, discard and backpressure ([`operations`]), status and
-//! explain ([`status`]), read-only stream tables ([`readonly`]),
+//! explain ([`status`]), refresh spans exported over OTLP
+//! ([`telemetry`]), read-only stream tables ([`readonly`]),
 //! dependencies on sources ([`depend`]), settings ([`gucs`]) and retired
 //! symbols ([`compat`]). Every statement on the catalog tables lives in
 //! [`catalog`], which returns typed rows; every module finds a stream
@@ -46,6 +47,7 @@ pub mod sources;
 pub mod specialise;
 pub mod spi;
 pub mod status;
+pub mod telemetry;
 pub mod triggers;
 pub mod wake;
 pub mod wal_capture;
@@ -64,7 +66,9 @@ pub extern "C-unwind" fn _PG_init() {
     extension_drop::install();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         wake::init_shmem();
+        telemetry::queue::init_shmem();
         scheduler::register_worker();
+        telemetry::worker::register_worker();
     }
 }
 

@@ -34,6 +34,7 @@ fn settings_match_the_core_table() {
         let expected = match s.kind {
             SettingKind::Bool { default } => if default { "on" } else { "off" }.to_string(),
             SettingKind::Int { default, .. } => default.to_string(),
+            SettingKind::Real { default, .. } => default.to_string(),
             SettingKind::Text { default } => default.to_string(),
         };
         assert_eq!(

@@ -51,15 +51,49 @@ pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option
 /// [`refresh_by_id`], with the sources that have changes to consume given
 /// instead of checked (`assume_pending`): tests use it to stand for a change
 /// that commits between the check and the statement.
+///
+/// With exporting on (`pg_trickle.otel_enabled`), the refresh is recorded
+/// as a span, a failed one with its SQLSTATE (the error goes on as it was).
 pub fn refresh_with(
     id: i64,
     initiator: Initiator,
     skip_locked: bool,
     assume_pending: Option<Vec<u32>>,
 ) -> Option<Outcome> {
+    use crate::telemetry::recorder::{self, Ending};
+    if !recorder::active() {
+        return refresh_recorded(id, initiator, skip_locked, assume_pending);
+    }
+    recorder::begin(initiator.name());
+    pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let outcome = refresh_recorded(id, initiator, skip_locked, assume_pending.clone());
+        recorder::finish(match &outcome {
+            Some(o) => Ending::Ran(o.mode.name(), o.deleted, o.inserted),
+            None => Ending::Nothing,
+        });
+        outcome
+    }))
+    .catch_others(|e| {
+        let (state, message) = crate::telemetry::failure(&e);
+        recorder::finish(Ending::Failed(state, &message));
+        e.rethrow()
+    })
+    .execute()
+}
+
+/// The refresh itself; [`refresh_with`] records it when exporting is on.
+fn refresh_recorded(
+    id: i64,
+    initiator: Initiator,
+    skip_locked: bool,
+    assume_pending: Option<Vec<u32>>,
+) -> Option<Outcome> {
+    use crate::telemetry::recorder;
+    use pg_trickle_core::telemetry::span::PhaseKind;
     let started = value("SELECT clock_timestamp()::text", &[]);
     let st = crate::catalog::lock_for_refresh(id, skip_locked)?;
     let name = st.name.clone();
+    recorder::note_stream_table(&name);
     let owner = st.owner.clone();
     if st.held {
         match initiator {
@@ -108,7 +142,7 @@ pub fn refresh_with(
         {
             let source = crate::spi::relation_name(*source).unwrap_or_default();
             crate::replan::replan(id, None, &format!("row-level security on source {source}"));
-            return refresh_with(id, initiator, skip_locked, None);
+            return refresh_recorded(id, initiator, skip_locked, None);
         }
     }
     // Sources with changes to consume (checked again inside the statement).
@@ -196,6 +230,21 @@ pub fn refresh_with(
     } else {
         Vec::new()
     };
+    recorder::note_mode(mode.name());
+    if mode == Mode::Differential && recorder::recording() {
+        // What the statement is about to consume, with the writers' trace
+        // contexts (changes that commit from here on are consumed too, but
+        // not linked).
+        for relid in &pending {
+            let (rows, traceparents) = capture::consumed_trace_context(id, *relid);
+            recorder::note_changes(rows, &traceparents);
+        }
+    }
+    recorder::phase(if mode == Mode::Differential {
+        PhaseKind::DeltaApply
+    } else {
+        PhaseKind::FullRecompute
+    });
     let guarded = |r: &Vec<Option<String>>| r.get(4).cloned().flatten().as_deref() == Some("true");
     let result = if mode == Mode::Differential && st.diff_sql.as_deref() != Some(sql.as_str()) {
         // A specialised statement guards the sources it assumed unchanged.
@@ -235,6 +284,7 @@ pub fn refresh_with(
         None
     };
     if let Some(why) = recompute_because {
+        recorder::phase(PhaseKind::FullRecompute);
         let full = run_refresh(&st.full_sql, &[], Vec::new());
         deleted += num(&full[0]);
         inserted = num(&full[1]);
@@ -242,6 +292,7 @@ pub fn refresh_with(
         mode = Mode::Full;
         reason = Some(why.into());
     }
+    recorder::phase(PhaseKind::Record);
 
     for s in &captured {
         if wal_sources.contains(&s.relid) {

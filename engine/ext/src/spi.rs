@@ -131,6 +131,19 @@ pub fn sqlstate_of(code: PgSqlErrorCode) -> String {
         .collect()
 }
 
+/// The SQLSTATE and message of a caught error.
+pub fn failure_of(caught: &CaughtError) -> (String, String) {
+    match caught {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+            (sqlstate_of(r.sql_error_code()), r.message().to_string())
+        }
+        CaughtError::RustPanic { ereport, .. } => (
+            sqlstate_of(ereport.sql_error_code()),
+            ereport.message().to_string(),
+        ),
+    }
+}
+
 /// Raise an ERROR with a SQLSTATE, a message and an optional hint.
 pub fn raise(sqlstate: &str, message: impl Into<String>, hint: Option<String>) -> ! {
     let mut report = ErrorReport::new(errcode(sqlstate), message.into(), "pg_trickle");
@@ -213,15 +226,7 @@ fn subtransaction<R>(
     unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
     let result = PgTryBuilder::new(|| Ok(f()))
         .catch_others(|caught| {
-            let (sqlstate, message) = match &caught {
-                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-                    (sqlstate_of(r.sql_error_code()), r.message().to_string())
-                }
-                CaughtError::RustPanic { ereport, .. } => (
-                    sqlstate_of(ereport.sql_error_code()),
-                    ereport.message().to_string(),
-                ),
-            };
+            let (sqlstate, message) = failure_of(&caught);
             Err(Failure { sqlstate, message })
         })
         .execute();

@@ -21,6 +21,9 @@ fn kind(s: &Setting) -> (&'static str, String, String) {
         SettingKind::Int { default, min, max } => {
             ("integer", default.to_string(), format!("{min} to {max}"))
         }
+        SettingKind::Real { default, min, max } => {
+            ("real", default.to_string(), format!("{min} to {max}"))
+        }
         SettingKind::Text { default } => ("string", format!("'{default}'"), String::new()),
     }
 }
