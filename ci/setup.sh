@@ -23,7 +23,7 @@ quietly() { # quietly NAME CMD...: run, keep the log, show it on failure
     fi
 }
 
-packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo locales chromium)
+packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo locales chromium python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -50,6 +50,16 @@ PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
 if ! grep -qs "^pg15 = \"${PG_CONFIG}\"" "$PGRX_HOME/config.toml"; then
     echo "setup: cargo pgrx init --pg15 ${PG_CONFIG}"
     quietly pgrx-init cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+# The OTLP receiver the telemetry tests export to (a real collector from
+# PyPI, on loopback), in a venv of the system Python so that any user may run it.
+OTELTAP_VERSION=1.0.0
+OTEL_VENV="${ROOT}/target/otel-venv"
+if ! "$OTEL_VENV/bin/pip" show oteltap 2>/dev/null | grep -q "^Version: ${OTELTAP_VERSION}\$"; then
+    echo "setup: installing the OTLP receiver oteltap ${OTELTAP_VERSION} into ${OTEL_VENV}"
+    quietly otel-venv /usr/bin/python3 -m venv "$OTEL_VENV"
+    quietly oteltap "$OTEL_VENV/bin/pip" install --quiet "oteltap==${OTELTAP_VERSION}"
 fi
 
 install_args=(--pg-config "$PG_CONFIG")

@@ -16,8 +16,9 @@
 //!   [`cluster`] (real PostgreSQL clusters), [`load`] (the CPU hog),
 //!   [`progress`], [`sharding`] (PostgreSQL's own sharding over a
 //!   topology), [`citus`] (Citus over a topology), [`link`] (links
-//!   between nodes that chaos cuts and slows) and [`testkit`] (fixtures
-//!   for the end-to-end tests).
+//!   between nodes that chaos cuts and slows), [`otel`] (OTLP
+//!   collectors, real and misbehaving) and [`testkit`] (fixtures for the
+//!   end-to-end tests).
 
 pub mod checks;
 pub mod citus;
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod cluster;
 pub mod link;
 pub mod load;
+pub mod otel;
 pub mod plans;
 pub mod progress;
 pub mod report;

@@ -1,6 +1,7 @@
-//! `harness bench [engine|outbox]`: refresh time, write latency and write
-//! throughput, or an outbox's refresh cost and polling throughput, written
-//! to `bench.json` in the run directory.
+//! `harness bench [engine|outbox|telemetry]`: refresh time, write latency
+//! and write throughput, an outbox's refresh cost and polling throughput,
+//! or what exporting refresh spans costs, written to `bench.json` in the
+//! run directory.
 
 use crate::tools::bench::{self, BenchConfig, Suite};
 
@@ -24,6 +25,10 @@ pub fn run(common: &Common, cfg: &BenchConfig) -> Result<(), Failure> {
         }
         Suite::Outbox => {
             let report = bench::outbox::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        }
+        Suite::Telemetry => {
+            let report = bench::telemetry::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
             serde_json::to_string_pretty(&report).unwrap_or_default()
         }
     };

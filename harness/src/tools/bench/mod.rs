@@ -16,6 +16,7 @@
 
 pub mod command;
 pub mod outbox;
+pub mod telemetry;
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +30,9 @@ use crate::cluster::{describe, Cluster};
 /// Benchmark parameters.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
-    /// Which benchmark: `engine` (refresh, write latency and throughput)
-    /// or `outbox` (an outbox's refresh cost and polling throughput).
+    /// Which benchmark: `engine` (refresh, write latency and throughput),
+    /// `outbox` (an outbox's refresh cost and polling throughput) or
+    /// `telemetry` (refresh latency with span export off, live and dead).
     #[arg(value_enum, default_value = "engine")]
     pub suite: Suite,
     /// Rows in the source table.
@@ -63,6 +65,9 @@ pub enum Suite {
     Engine,
     /// An outbox's refresh cost and four consumers' polling throughput.
     Outbox,
+    /// Refresh latency with span export off, to a live receiver and to a
+    /// dead endpoint; what keeping the trace context costs a write.
+    Telemetry,
 }
 
 /// Summary statistics of a list of durations, in milliseconds.
@@ -74,6 +79,8 @@ pub struct Stats {
     pub p50_ms: f64,
     /// 90th percentile.
     pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
     /// Minimum.
     pub min_ms: f64,
 }
@@ -86,6 +93,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
         n: samples.len(),
         p50_ms: pick(0.5),
         p90_ms: pick(0.9),
+        p99_ms: pick(0.99),
         min_ms: ms(samples[0]),
     }
 }
