@@ -51,6 +51,15 @@ const QUERIES: &[&str] = &[
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid \
      LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
      WHERE n.nspname = 'pgtrickle' AND c.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped",
+    // Change buffers' columns, by source (a buffer's name holds an oid).
+    "SELECT 'buffer column of ' || b.source_relid::regclass::text || '.' || a.attname, \
+     format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END \
+     || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
+     FROM pgtrickle.pgt_change_buffers b \
+     JOIN pg_class c ON c.relname = 'changes_' || b.source_relid::text \
+     JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'pgtrickle_changes' \
+     JOIN pg_attribute a ON a.attrelid = c.oid LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
+     WHERE a.attnum > 0 AND NOT a.attisdropped",
     "SELECT 'index ' || c.relname, pg_get_indexdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = 'pgtrickle' AND c.relkind = 'i'",
     "SELECT 'constraint ' || c.conrelid::regclass::text || ' ' || c.conname, pg_get_constraintdef(c.oid) \
