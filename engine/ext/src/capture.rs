@@ -87,7 +87,6 @@ pub fn ensure_capture(source: &SourceTable) {
         "xid xid8 NOT NULL DEFAULT pg_current_xact_id()".to_string(),
         "op \"char\" NOT NULL".to_string(),
         "captured_at timestamptz NOT NULL DEFAULT now()".to_string(),
-        TRACEPARENT_COLUMN.to_string(),
     ];
     let collated = source_columns_with_collation(source.oid);
     for (k, (_, ty, coll)) in collated.iter().enumerate() {
@@ -96,6 +95,9 @@ pub fn ensure_capture(source: &SourceTable) {
     for (k, (_, ty, coll)) in collated.iter().enumerate() {
         defs.push(format!("__n{} {ty}{coll}", k + 1));
     }
+    // Last, where an upgrade adds it to older buffers too: WAL and remote
+    // capture write rows as composite literals in this column order.
+    defs.push(TRACEPARENT_COLUMN.to_string());
     run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
     run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
     install_capture_function(oid, &cols);
@@ -325,29 +327,48 @@ fn unconsumed_in(changes: &str) -> String {
 }
 
 /// What stream table `st_id` is about to consume from `source_relid`'s
-/// buffer: the number of change rows and the distinct trace contexts
-/// stored with them, earliest first (at most 64). For the refresh's span;
-/// read only while exporting is on.
-pub fn consumed_trace_context(st_id: i64, source_relid: u32) -> (i64, Vec<String>) {
+/// buffer, for the refresh's span: the change rows, how many distinct
+/// trace contexts they carry, and the first few of those (earliest change
+/// first), in one pass over the unconsumed rows. Read only while exporting
+/// is on. Telemetry never fails a refresh: a buffer this version has not
+/// brought up to date yet (no `traceparent` column before `ALTER
+/// EXTENSION ... UPDATE`) reads as nothing; any other error goes on.
+pub fn consumed_trace_context(st_id: i64, source_relid: u32) -> TraceContexts {
     let from = unconsumed(source_relid);
-    let r = row(
-        &format!(
-            "SELECT (SELECT count(*) {from})::text, \
-             (SELECT string_agg(t.tp, ' ' ORDER BY t.first) FROM (\
-               SELECT b.traceparent AS tp, min(b.change_id) AS first {from} \
-               AND b.traceparent IS NOT NULL GROUP BY b.traceparent ORDER BY 2 LIMIT 64) t)"
-        ),
-        &[Some(st_id.to_string()), Some(source_relid.to_string())],
-    )
-    .unwrap_or_default();
-    let rows = crate::spi::number_at(&r, 0) as i64;
-    let traceparents = r
-        .get(1)
-        .cloned()
-        .flatten()
-        .map(|s| s.split(' ').map(str::to_string).collect())
-        .unwrap_or_default();
-    (rows, traceparents)
+    let sql = format!(
+        "SELECT g.total::text, g.traces::text, g.tp FROM (\
+           SELECT b.traceparent AS tp, min(b.change_id) AS first, \
+                  sum(count(*)) OVER () AS total, count(b.traceparent) OVER () AS traces \
+           {from} GROUP BY b.traceparent) g \
+         ORDER BY g.tp IS NULL, g.first LIMIT {}",
+        pg_trickle_core::telemetry::span::MAX_LINKS + 1
+    );
+    let args = [Some(st_id.to_string()), Some(source_relid.to_string())];
+    let read = crate::spi::in_rolled_back_subtransaction(|| rows(&sql, &args));
+    let found = match read {
+        Ok(found) => found,
+        Err(f) if f.sqlstate == "42703" => Vec::new(),
+        Err(f) => raise(&f.sqlstate, f.message, None),
+    };
+    let Some(first) = found.first() else {
+        return TraceContexts::default();
+    };
+    TraceContexts {
+        rows: crate::spi::number_at(first, 0) as i64,
+        distinct: crate::spi::number_at(first, 1) as i64,
+        first: found.iter().filter_map(|r| r[2].clone()).collect(),
+    }
+}
+
+/// The trace contexts a refresh consumes from one source.
+#[derive(Debug, Clone, Default)]
+pub struct TraceContexts {
+    /// Change rows.
+    pub rows: i64,
+    /// Distinct trace contexts among them.
+    pub distinct: i64,
+    /// The first few, earliest change first.
+    pub first: Vec<String>,
 }
 
 /// The backlog `st_id` has on `source_relid`: rows it has not consumed,

@@ -154,7 +154,8 @@ pub fn column_map(columns: &[String], relation: &Relation) -> Result<Vec<usize>,
 /// The change-buffer row of `change` as a composite literal of the
 /// buffer's row type: `change_id` (None: NULL, the buffer assigns it),
 /// `xid`, `op`, `captured_at` (the commit time), the old image, the new
-/// image, each image's values in buffer column order (`map`).
+/// image, each image's values in buffer column order (`map`), and a NULL
+/// `traceparent` (the WAL carries no session's trace context).
 pub fn buffer_record(
     change_id: Option<i64>,
     xid: u64,
@@ -181,6 +182,7 @@ pub fn buffer_record(
             );
         }
     }
+    fields.push(None);
     Ok(record_literal(&fields))
 }
 

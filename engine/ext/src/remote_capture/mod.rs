@@ -507,7 +507,11 @@ fn drain_to(source: u32, cap: &Capture, owner: &Owner, snapshot: &str, upto: &st
         let n = columns.len();
         let olds: Vec<String> = (1..=n).map(|k| format!("__o{k}")).collect();
         let news: Vec<String> = (1..=n).map(|k| format!("__n{k}")).collect();
-        let cols = format!("op, captured_at, {}, {}", olds.join(", "), news.join(", "));
+        let cols = format!(
+            "op, captured_at, {}, {}, traceparent",
+            olds.join(", "),
+            news.join(", ")
+        );
         run(
             &format!(
                 "INSERT INTO pgtrickle_changes.changes_{source} ({cols}) \

@@ -105,7 +105,7 @@ pub fn drain(capture: &wal_capture::WalSource) -> usize {
         let news: Vec<String> = (1..=columns.len()).map(|k| format!("__n{k}")).collect();
         // Change ids are the changes' WAL positions (see `decode_slot`).
         let targets = format!(
-            "change_id, xid, op, captured_at, {}, {}",
+            "change_id, xid, op, captured_at, {}, {}, traceparent",
             olds.join(", "),
             news.join(", ")
         );
