@@ -417,6 +417,10 @@ fn the_docs_name_only_settings_and_objects_that_exist() {
                 }
                 let exists = if known {
                     SETTINGS.iter().any(|s| s.name == name)
+                        || pg_trickle_otlp::convert::EXPORTED_NAMES
+                            .iter()
+                            .map(|n| &n[prefix.len()..])
+                            .any(|n| n == name || n.starts_with(&format!("{name}.")))
                 } else {
                     objects.contains(&name)
                 };

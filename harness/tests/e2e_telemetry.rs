@@ -15,6 +15,15 @@ use harness::testkit::{code, dedicated_cluster};
 use postgres::Client;
 use serde_json::Value;
 
+/// The tests of this binary run one at a time: the failure test compares
+/// refresh latencies, which other clusters' work on a 2-core machine would
+/// disturb.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 const WRITER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const WRITER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -70,6 +79,7 @@ fn link_traces(span: &Value) -> Vec<String> {
 
 #[test]
 fn a_refresh_continues_the_writers_trace_with_its_phases_and_links() {
+    let _serial = serial();
     let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
     let cluster = dedicated_cluster(
         "otel_live",
@@ -160,14 +170,26 @@ fn a_refresh_continues_the_writers_trace_with_its_phases_and_links() {
         "INSERT INTO orders VALUES (6, 60); SELECT pgtrickle.refresh_stream_table('totals');",
     )
     .unwrap();
-    let own = rx
-        .wait_for(Duration::from_secs(20), |s| {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let own = loop {
+        // Only spans received after the FULL refresh, and only a manual
+        // one (creating the stream table exported a FULL span too).
+        let received = rx.spans();
+        let found = received[before..].iter().find(|s| {
             s["name"] == "pg_trickle.refresh"
                 && s["parentSpanId"] == ""
-                && s["traceId"] != WRITER_TRACE
-                && s["traceId"] != t1
-        })
-        .unwrap_or_else(|| panic!("no root refresh span; got {:?}", &rx.spans()[before..]));
+                && attribute(s, "pg_trickle.initiator").as_deref() == Some("manual")
+        });
+        if let Some(s) = found {
+            break s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no root refresh span; got {:?}",
+            &rx.spans()[before..]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         attribute(&own, "pg_trickle.mode").as_deref(),
         Some("FULL"),
@@ -197,6 +219,7 @@ fn a_refresh_continues_the_writers_trace_with_its_phases_and_links() {
 
 #[test]
 fn a_failed_refresh_exports_its_sqlstate_and_the_error_goes_on() {
+    let _serial = serial();
     let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
     let cluster = dedicated_cluster(
         "otel_fail",
@@ -246,6 +269,7 @@ fn a_failed_refresh_exports_its_sqlstate_and_the_error_goes_on() {
 
 #[test]
 fn malformed_trace_contexts_and_protocols_are_refused_by_name() {
+    let _serial = serial();
     let cluster = dedicated_cluster("otel_refuse", &[]);
     let mut db = cluster.fresh_database("otel").unwrap();
     db.batch_execute("LOAD 'pg_trickle'").unwrap();
@@ -405,6 +429,7 @@ fn failure_lines(cluster: &Cluster) -> usize {
 /// and counts, and export resumes once the collector is back.
 #[test]
 fn a_refused_silent_failing_or_restarted_collector_never_slows_a_refresh() {
+    let _serial = serial();
     const N: usize = 20;
     let cluster = dedicated_cluster("otel_faults", &["pg_trickle.otel_queue_size = 16"]);
     let started = Instant::now();
@@ -504,5 +529,80 @@ fn a_refused_silent_failing_or_restarted_collector_never_slows_a_refresh() {
         lines >= 1 && lines <= windows + 1 && (lines as i64) < failed,
         "{lines} log lines for {failed} failed requests over {} s",
         started.elapsed().as_secs()
+    );
+}
+
+/// A refresh whose transaction rolls back is exported as failed (40000):
+/// a span never reports a change that did not stay. Changes captured from
+/// the WAL are consumed with telemetry on, and carry no trace context.
+#[test]
+fn a_rolled_back_refresh_is_exported_failed_and_wal_captured_changes_flow() {
+    let _serial = serial();
+    let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = dedicated_cluster(
+        "otel_rollback",
+        &[
+            "wal_level = logical",
+            "pg_trickle.otel_enabled = on",
+            &format!("pg_trickle.otel_endpoint = '{}'", rx.endpoint()),
+        ],
+    );
+    let mut db = cluster.fresh_database("otel").unwrap();
+    setup(&mut db);
+    let trace = "55555555555555555555555555555555";
+    db.batch_execute(&format!(
+        "SET pg_trickle.traceparent = '{}'; INSERT INTO orders VALUES (2, 20); RESET pg_trickle.traceparent;
+         BEGIN; SELECT pgtrickle.refresh_stream_table('totals'); ROLLBACK;",
+        traceparent(trace, "5555555555555555")
+    ))
+    .unwrap();
+    let span = refresh_span(&rx, trace);
+    assert_eq!(
+        attribute(&span, "db.response.status_code").as_deref(),
+        Some("40000"),
+        "{span}"
+    );
+    assert_eq!(span["status"]["code"], 2, "{span}");
+
+    // The same change, consumed for real this time; then a source captured
+    // from the WAL.
+    db.batch_execute(
+        "SELECT pgtrickle.refresh_stream_table('totals');
+         CREATE TABLE events (id int PRIMARY KEY, kind text NOT NULL);
+         SELECT pgtrickle.create_stream_table('kinds',
+             'SELECT kind, count(*) AS n FROM events GROUP BY kind', NULL, 'DIFFERENTIAL');",
+    )
+    .unwrap();
+    db.batch_execute("SELECT pgtrickle.set_capture_mode('events', 'wal')")
+        .unwrap();
+    db.batch_execute(&format!(
+        "SET pg_trickle.traceparent = '{}'; INSERT INTO events VALUES (1, 'a'), (2, 'b'); RESET pg_trickle.traceparent;",
+        traceparent("66666666666666666666666666666666", "6666666666666666")
+    ))
+    .unwrap();
+    db.batch_execute(
+        "SELECT pgtrickle.drain_wal_capture(); SELECT pgtrickle.refresh_stream_table('kinds')",
+    )
+    .unwrap();
+    let kinds: i64 = db
+        .query_one("SELECT count(*) FROM kinds", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kinds, 2);
+    let kinds_span = rx
+        .wait_for(Duration::from_secs(20), |s| {
+            s["name"] == "pg_trickle.refresh"
+                && attribute(s, "pg_trickle.stream_table").as_deref() == Some("public.kinds")
+                && attribute(s, "pg_trickle.initiator").as_deref() == Some("manual")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no span for the WAL-captured stream table: {:?}",
+                rx.spans()
+            )
+        });
+    assert_eq!(
+        kinds_span["parentSpanId"], "",
+        "WAL changes carry no trace context: {kinds_span}"
     );
 }

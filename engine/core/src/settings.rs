@@ -227,7 +227,7 @@ pub const SETTINGS: &[Setting] = &[
         unit: "",
         context: SettingContext::Reload,
         category: "OpenTelemetry",
-        description: "The OTLP traces URL spans are posted to (for OTLP over HTTP, the collector's port 4318 and path /v1/traces). Plain http only.",
+        description: "The OTLP traces URL spans are posted to (for OTLP over HTTP, the collector's port 4318 and path /v1/traces). Plain http only. Shown to superusers and members of pg_read_all_settings only, since a URL may carry credentials.",
         experimental: false,
     },
     Setting {

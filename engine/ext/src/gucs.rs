@@ -196,12 +196,19 @@ fn context(c: SettingContext) -> GucContext {
     }
 }
 
-fn flags(unit: &str) -> GucFlags {
-    match unit {
+fn flags(name: &str, unit: &str) -> GucFlags {
+    let unit = match unit {
         "ms" => GucFlags::UNIT_MS,
         "s" => GucFlags::UNIT_S,
         "kB" => GucFlags::UNIT_KB,
         _ => GucFlags::default(),
+    };
+    // A collector's URL may carry credentials: shown to superusers and
+    // pg_read_all_settings members only.
+    if name == "otel_endpoint" {
+        unit | GucFlags::SUPERUSER_ONLY
+    } else {
+        unit
     }
 }
 
@@ -222,7 +229,7 @@ pub fn register() {
                 long,
                 bool_storage(s.name).unwrap_or_else(|| missing(s.name)),
                 context(s.context),
-                flags(s.unit),
+                flags(s.name, s.unit),
             ),
             SettingKind::Int { min, max, .. } => GucRegistry::define_int_guc(
                 name,
@@ -232,7 +239,7 @@ pub fn register() {
                 min,
                 max,
                 context(s.context),
-                flags(s.unit),
+                flags(s.name, s.unit),
             ),
             SettingKind::Real { min, max, .. } => GucRegistry::define_float_guc(
                 name,
@@ -242,7 +249,7 @@ pub fn register() {
                 min,
                 max,
                 context(s.context),
-                flags(s.unit),
+                flags(s.name, s.unit),
             ),
             // SAFETY: the check hooks are #[pg_guard]ed.
             SettingKind::Text { .. } => unsafe {
@@ -252,7 +259,7 @@ pub fn register() {
                     long,
                     text_storage(s.name).unwrap_or_else(|| missing(s.name)),
                     context(s.context),
-                    flags(s.unit),
+                    flags(s.name, s.unit),
                     text_check(s.name),
                     None,
                     None,

@@ -236,8 +236,8 @@ fn refresh_recorded(
         // contexts (changes that commit from here on are consumed too, but
         // not linked).
         for relid in &pending {
-            let (rows, traceparents) = capture::consumed_trace_context(id, *relid);
-            recorder::note_changes(rows, &traceparents);
+            let seen = capture::consumed_trace_context(id, *relid);
+            recorder::note_changes(seen.rows, seen.distinct, &seen.first);
         }
     }
     recorder::phase(if mode == Mode::Differential {

@@ -15,6 +15,23 @@ use pg_trickle_core::telemetry::span::SpanRecord;
 /// The refresh span's name.
 pub const REFRESH_SPAN: &str = "pg_trickle.refresh";
 
+/// Every `pg_trickle.*` name a span carries (span names and attribute
+/// keys), so that documentation naming them can be checked.
+pub const EXPORTED_NAMES: &[&str] = &[
+    REFRESH_SPAN,
+    "pg_trickle.refresh.plan",
+    "pg_trickle.refresh.delta_apply",
+    "pg_trickle.refresh.full_recompute",
+    "pg_trickle.refresh.record",
+    "pg_trickle.stream_table",
+    "pg_trickle.initiator",
+    "pg_trickle.changes_in",
+    "pg_trickle.rows_inserted",
+    "pg_trickle.rows_deleted",
+    "pg_trickle.mode",
+    "pg_trickle.links_dropped",
+];
+
 fn at(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
@@ -181,6 +198,16 @@ mod tests {
         assert!(root
             .attributes
             .contains(&KeyValue::new("pg_trickle.mode", "DIFFERENTIAL")));
+        for s in &spans {
+            assert!(EXPORTED_NAMES.contains(&s.name.as_ref()), "{}", s.name);
+            for kv in &s.attributes {
+                let key = kv.key.as_str();
+                assert!(
+                    !key.starts_with("pg_trickle.") || EXPORTED_NAMES.contains(&key),
+                    "{key} is exported but not listed"
+                );
+            }
+        }
         assert_eq!(spans[1].name, "pg_trickle.refresh.plan");
         assert_eq!(spans[2].name, "pg_trickle.refresh.delta_apply");
         for child in &spans[1..] {

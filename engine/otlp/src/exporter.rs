@@ -98,11 +98,24 @@ impl ExportThread {
             .spawn(move || {
                 let mut current: Option<(Config, opentelemetry_otlp::SpanExporter)> = None;
                 while let Ok((config, batch)) = from_caller.recv() {
-                    let spans: Vec<_> = batch.iter().flat_map(to_span_data).collect();
-                    let n = spans.len() as u64;
-                    let started = Instant::now();
-                    let result = exporter_for(&mut current, &config)
-                        .and_then(|e| export(e, spans, config.timeout, started));
+                    let n = batch.iter().map(|r| 1 + r.phases.len() as u64).sum::<u64>();
+                    // A panic in the exporter costs this batch, never the
+                    // thread: the caller would otherwise wait on it forever.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let spans: Vec<_> = batch.iter().flat_map(to_span_data).collect();
+                        let started = Instant::now();
+                        exporter_for(&mut current, &config)
+                            .and_then(|e| export(e, spans, config.timeout, started))
+                    }))
+                    .unwrap_or_else(|panic| {
+                        current = None;
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(format!("the exporter panicked: {what}"))
+                    });
                     let mut stats = mine.stats.lock().unwrap_or_else(|p| p.into_inner());
                     match result {
                         Ok(()) => {

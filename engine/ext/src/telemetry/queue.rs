@@ -205,7 +205,7 @@ pub fn take(max: u32) -> Vec<SpanRecord> {
     out
 }
 
-/// The exporter's counters, as the telemetry worker last published them.
+/// The exporter's counters (or what to add to them).
 #[derive(Debug, Clone, Default)]
 pub struct ExportCounters {
     /// Spans the collector accepted.
@@ -222,23 +222,27 @@ pub struct ExportCounters {
     pub last_ok_at_us: Option<i64>,
 }
 
-/// Publish the exporter's counters (the telemetry worker, after each batch).
-pub fn publish(c: &ExportCounters) {
+/// Add what the exporter did since the last call (the telemetry worker,
+/// each round): counts are added, so they run from server start across
+/// export threads and worker restarts; the last error and the times are
+/// replaced when given.
+pub fn publish(delta: &ExportCounters) {
     let Some(mut locked) = Locked::new(pg_sys::LWLockMode::LW_EXCLUSIVE) else {
         return;
     };
     let h = locked.header();
-    h.exported_spans = c.exported_spans;
-    h.failed_spans = c.failed_spans;
-    h.failed_requests = c.failed_requests;
-    h.last_error_at_us = c.last_error_at_us.unwrap_or(0);
-    h.last_ok_at_us = c.last_ok_at_us.unwrap_or(0);
-    let e = pg_trickle_core::telemetry::span::truncate(
-        c.last_error.as_deref().unwrap_or(""),
-        ERROR_BYTES,
-    );
-    h.last_error[..e.len()].copy_from_slice(e.as_bytes());
-    h.last_error_len = e.len() as u32;
+    h.exported_spans += delta.exported_spans;
+    h.failed_spans += delta.failed_spans;
+    h.failed_requests += delta.failed_requests;
+    if let Some(at) = delta.last_ok_at_us {
+        h.last_ok_at_us = at;
+    }
+    if let (Some(e), Some(at)) = (&delta.last_error, delta.last_error_at_us) {
+        h.last_error_at_us = at;
+        let e = pg_trickle_core::telemetry::span::truncate(e, ERROR_BYTES);
+        h.last_error[..e.len()].copy_from_slice(e.as_bytes());
+        h.last_error_len = e.len() as u32;
+    }
 }
 
 /// Record whether the telemetry worker runs (its pid, or 0).

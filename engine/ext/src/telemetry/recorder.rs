@@ -6,7 +6,10 @@
 //!
 //! Idle refreshes (the scheduler's check that finds nothing to consume)
 //! and refreshes that were skipped record nothing; a refresh that ran a
-//! statement, or failed, records one span.
+//! statement, or failed, records one span. A failed refresh's span is
+//! queued at once; a successful one's when its transaction commits (or,
+//! marked failed, when it rolls back), so that a span never reports a
+//! change that did not stay.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +18,7 @@ use pg_trickle_core::telemetry::sampling::Sampler;
 use pg_trickle_core::telemetry::span::{Link, Phase, PhaseKind, SpanRecord, MAX_LINKS};
 use pg_trickle_core::telemetry::traceparent::TraceParent;
 use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
 
 use crate::gucs;
 
@@ -139,12 +143,16 @@ pub fn note_mode(mode: &str) {
     with_open(|open| open.mode = mode.to_string());
 }
 
-/// What the refresh is about to consume: change rows, and the trace
-/// contexts stored with them, earliest first (malformed ones are skipped:
-/// `SET` refuses them, so only a hand-written buffer row could hold one).
-pub fn note_changes(rows: i64, traceparents: &[String]) {
+/// What the refresh is about to consume from one source: change rows,
+/// how many distinct trace contexts they carry, and the first of those,
+/// earliest first. Malformed ones are skipped: `SET` refuses them once the
+/// library is loaded, but a value set before that is a placeholder nobody
+/// checked.
+pub fn note_changes(rows: i64, distinct: i64, traceparents: &[String]) {
     with_open(|open| {
         open.changes_in += rows;
+        let unread = distinct.saturating_sub(traceparents.len() as i64).max(0);
+        open.links_dropped = open.links_dropped.saturating_add(unread as u32);
         for text in traceparents {
             let Ok(tp) = TraceParent::parse(text) else {
                 continue;
@@ -224,5 +232,34 @@ pub fn finish(ending: Ending<'_>) {
             .collect(),
         links_dropped: open.links_dropped,
     };
-    super::queue::push(&record);
+    if record.sqlstate.is_some() {
+        // The transaction is aborting with this error.
+        super::queue::push(&record);
+    } else {
+        queue_at_transaction_end(record);
+    }
+}
+
+/// Queue a refresh's span when its transaction ends: as it is when the
+/// transaction commits or is prepared, as failed (40000) when it rolls
+/// back, since nothing of the refresh then stays.
+fn queue_at_transaction_end(record: SpanRecord) {
+    let pending = std::rc::Rc::new(RefCell::new(Some(record)));
+    for event in [
+        PgXactCallbackEvent::Commit,
+        PgXactCallbackEvent::Prepare,
+        PgXactCallbackEvent::Abort,
+    ] {
+        let pending = std::panic::AssertUnwindSafe(pending.clone());
+        register_xact_callback(event, move || {
+            let Some(mut record) = pending.borrow_mut().take() else {
+                return;
+            };
+            if event == PgXactCallbackEvent::Abort {
+                record.sqlstate = Some(*b"40000");
+                record.message = "the transaction of the refresh rolled back".into();
+            }
+            super::queue::push(&record);
+        });
+    }
 }

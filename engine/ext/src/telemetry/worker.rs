@@ -63,18 +63,41 @@ fn spawn_export_thread() -> std::io::Result<ExportThread> {
     }
 }
 
+/// Clear the worker's pid in the status however the worker exits.
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
+    queue::set_worker(0);
+}
+
+/// What `now` adds to `before` (the same export thread's stats).
+fn delta(before: &Stats, now: &Stats) -> ExportCounters {
+    let newer = |a: Option<SystemTime>, b: Option<SystemTime>| if a != b { b } else { None };
+    let error_at = newer(before.last_error_at, now.last_error_at);
+    ExportCounters {
+        exported_spans: now.exported_spans - before.exported_spans,
+        failed_spans: now.failed_spans - before.failed_spans,
+        failed_requests: now.failed_requests - before.failed_requests,
+        last_error: error_at.and(now.last_error.clone()),
+        last_error_at_us: micros(error_at),
+        last_ok_at_us: micros(newer(before.last_ok_at, now.last_ok_at)),
+    }
+}
+
 /// Worker entry point.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // SAFETY: MyProcPid is set for every process.
-    queue::set_worker(unsafe { pg_sys::MyProcPid });
+    // SAFETY: MyProcPid is set for every process; the callback is a
+    // plain function, registered once.
+    unsafe {
+        queue::set_worker(pg_sys::MyProcPid);
+        pg_sys::on_proc_exit(Some(forget_worker), pg_sys::Datum::from(0));
+    }
     let mut thread: Option<ExportThread> = None;
+    // The current thread's stats as last published.
+    let mut published = Stats::default();
     let mut limit = LogLimit::default();
-    let mut logged_failures = 0u64;
-    // Spans lost by a thread that died (only a panic in it could).
-    let mut lost = 0u64;
     loop {
         let enabled = gucs::OTEL_ENABLED.get();
         let nap = Duration::from_millis(if enabled { 100 } else { 1000 });
@@ -88,7 +111,10 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
         let queued = queue::status().map(|s| s.queued).unwrap_or(0);
         if thread.is_none() && (enabled || queued > 0) {
             match spawn_export_thread() {
-                Ok(t) => thread = Some(t),
+                Ok(t) => {
+                    thread = Some(t);
+                    published = Stats::default();
+                }
                 Err(e) => {
                     log!("pg_trickle telemetry: could not start the export thread: {e}");
                     continue;
@@ -99,15 +125,10 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
             continue;
         };
         let stats = t.stats();
-        note_failures(&stats, &mut logged_failures, &mut limit);
-        queue::publish(&ExportCounters {
-            exported_spans: stats.exported_spans,
-            failed_spans: stats.failed_spans + lost,
-            failed_requests: stats.failed_requests,
-            last_error: stats.last_error.clone(),
-            last_error_at_us: micros(stats.last_error_at),
-            last_ok_at_us: micros(stats.last_ok_at),
-        });
+        let new = delta(&published, &stats);
+        note_failures(&new, stats.failed_spans, &mut limit);
+        queue::publish(&new);
+        published = stats;
         if t.busy() || queued == 0 {
             continue;
         }
@@ -117,7 +138,11 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
         }
         if let Err(back) = t.try_submit(config(), batch) {
             // Idle but not taking: the thread is gone. Count and start anew.
-            lost += back.len() as u64;
+            let lost: u64 = back.iter().map(|r| 1 + r.phases.len() as u64).sum();
+            queue::publish(&ExportCounters {
+                failed_spans: lost,
+                ..ExportCounters::default()
+            });
             log!(
                 "pg_trickle telemetry: the export thread stopped; {} spans lost, starting it again",
                 back.len()
@@ -125,26 +150,23 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
             thread = None;
         }
     }
-    queue::set_worker(0);
 }
 
 /// Log new export failures, at most once per [`LOG_EVERY`], saying how
 /// many went unlogged since the last line.
-fn note_failures(stats: &Stats, logged: &mut u64, limit: &mut LogLimit) {
-    if stats.failed_requests <= *logged {
+fn note_failures(new: &ExportCounters, lost_so_far: u64, limit: &mut LogLimit) {
+    if new.failed_requests == 0 {
         return;
     }
-    let new = stats.failed_requests - *logged;
-    *logged = stats.failed_requests;
     let now = micros(Some(SystemTime::now())).unwrap_or(0);
     match limit.allow(now, LOG_EVERY.as_micros() as i64) {
         Some(unlogged) => log!(
-            "pg_trickle telemetry: exporting spans failed: {} ({} failed requests since the last such line; spans lost so far: {})",
-            stats.last_error.as_deref().unwrap_or("unknown error"),
-            unlogged + new,
-            stats.failed_spans
+            "pg_trickle telemetry: exporting spans failed: {} ({} failed requests since the last such line; spans this export thread lost so far: {})",
+            new.last_error.as_deref().unwrap_or("unknown error"),
+            unlogged + new.failed_requests,
+            lost_so_far
         ),
         // `allow` counted one of them.
-        None => limit.suppressed += new - 1,
+        None => limit.suppressed += new.failed_requests - 1,
     }
 }
