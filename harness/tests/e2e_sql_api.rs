@@ -408,10 +408,18 @@ fn the_docs_name_only_settings_and_objects_that_exist() {
                 {
                     continue;
                 }
+                // Span names are dotted (`pg_trickle.refresh.plan`): keep
+                // the dots, not a sentence's full stop.
                 let name: String = text[i + prefix.len()..]
                     .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .take_while(|c| {
+                        c.is_ascii_lowercase()
+                            || c.is_ascii_digit()
+                            || *c == '_'
+                            || (known && *c == '.')
+                    })
                     .collect();
+                let name = name.trim_end_matches('.').to_string();
                 if name.is_empty() {
                     continue;
                 }
@@ -419,8 +427,7 @@ fn the_docs_name_only_settings_and_objects_that_exist() {
                     SETTINGS.iter().any(|s| s.name == name)
                         || pg_trickle_otlp::convert::EXPORTED_NAMES
                             .iter()
-                            .map(|n| &n[prefix.len()..])
-                            .any(|n| n == name || n.starts_with(&format!("{name}.")))
+                            .any(|n| n[prefix.len()..] == name)
                 } else {
                     objects.contains(&name)
                 };

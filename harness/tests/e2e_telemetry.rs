@@ -564,6 +564,44 @@ fn a_rolled_back_refresh_is_exported_failed_and_wal_captured_changes_flow() {
     );
     assert_eq!(span["status"]["code"], 2, "{span}");
 
+    // The same in a savepoint rolled back inside a transaction that commits.
+    let trace = "57575757575757575757575757575757";
+    db.batch_execute(&format!(
+        "SET pg_trickle.traceparent = '{}'; INSERT INTO orders VALUES (3, 30); RESET pg_trickle.traceparent;
+         BEGIN; SAVEPOINT s; SELECT pgtrickle.refresh_stream_table('totals'); ROLLBACK TO SAVEPOINT s; COMMIT;",
+        traceparent(trace, "5757575757575757")
+    ))
+    .unwrap();
+    let span = refresh_span(&rx, trace);
+    assert_eq!(
+        attribute(&span, "db.response.status_code").as_deref(),
+        Some("40000"),
+        "{span}"
+    );
+    // And a savepoint released: the refresh stays, its span is a success.
+    // It consumes the change the rolled-back one left too, so it continues
+    // that (earlier) trace and links to both.
+    let later = "58585858585858585858585858585858";
+    db.batch_execute(&format!(
+        "SET pg_trickle.traceparent = '{}'; INSERT INTO orders VALUES (4, 40); RESET pg_trickle.traceparent;
+         BEGIN; SAVEPOINT s; SELECT pgtrickle.refresh_stream_table('totals'); RELEASE SAVEPOINT s; COMMIT;",
+        traceparent(later, "5858585858585858")
+    ))
+    .unwrap();
+    let span = rx
+        .wait_for(Duration::from_secs(20), |s| {
+            s["name"] == "pg_trickle.refresh" && link_traces(s).contains(&later.to_string())
+        })
+        .unwrap_or_else(|| panic!("no refresh span linking {later}: {:?}", rx.spans()));
+    assert_eq!(span["traceId"], trace, "{span}");
+    assert_eq!(span["status"]["code"], 0, "{span}");
+    assert_eq!(attribute(&span, "db.response.status_code"), None, "{span}");
+    assert_eq!(
+        attribute(&span, "pg_trickle.changes_in").as_deref(),
+        Some("2"),
+        "{span}"
+    );
+
     // The same change, consumed for real this time; then a source captured
     // from the WAL.
     db.batch_execute(
@@ -575,13 +613,19 @@ fn a_rolled_back_refresh_is_exported_failed_and_wal_captured_changes_flow() {
     .unwrap();
     db.batch_execute("SELECT pgtrickle.set_capture_mode('events', 'wal')")
         .unwrap();
+    // The drain runs in a session with a trace context of its own (each
+    // statement its own transaction): the drained changes must not take it.
     db.batch_execute(&format!(
-        "SET pg_trickle.traceparent = '{}'; INSERT INTO events VALUES (1, 'a'), (2, 'b'); RESET pg_trickle.traceparent;",
+        "SET pg_trickle.traceparent = '{}'",
         traceparent("66666666666666666666666666666666", "6666666666666666")
     ))
     .unwrap();
+    db.batch_execute("INSERT INTO events VALUES (1, 'a'), (2, 'b')")
+        .unwrap();
+    db.batch_execute("SELECT pgtrickle.drain_wal_capture()")
+        .unwrap();
     db.batch_execute(
-        "SELECT pgtrickle.drain_wal_capture(); SELECT pgtrickle.refresh_stream_table('kinds')",
+        "RESET pg_trickle.traceparent; SELECT pgtrickle.refresh_stream_table('kinds')",
     )
     .unwrap();
     let kinds: i64 = db

@@ -8,8 +8,8 @@
 //! and refreshes that were skipped record nothing; a refresh that ran a
 //! statement, or failed, records one span. A failed refresh's span is
 //! queued at once; a successful one's when its transaction commits (or,
-//! marked failed, when it rolls back), so that a span never reports a
-//! change that did not stay.
+//! marked failed, when it or the savepoint the refresh ran in rolls back),
+//! so that a span never reports a change that did not stay.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,7 +18,9 @@ use pg_trickle_core::telemetry::sampling::Sampler;
 use pg_trickle_core::telemetry::span::{Link, Phase, PhaseKind, SpanRecord, MAX_LINKS};
 use pg_trickle_core::telemetry::traceparent::TraceParent;
 use pgrx::prelude::*;
-use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use pgrx::{
+    register_subxact_callback, register_xact_callback, PgSubXactCallbackEvent, PgXactCallbackEvent,
+};
 
 use crate::gucs;
 
@@ -240,11 +242,32 @@ pub fn finish(ending: Ending<'_>) {
     }
 }
 
-/// Queue a refresh's span when its transaction ends: as it is when the
-/// transaction commits or is prepared, as failed (40000) when it rolls
-/// back, since nothing of the refresh then stays.
+/// Queue a refresh's span when its work is settled: as it is when the
+/// transaction commits or is prepared; as failed (40000) when the
+/// transaction, or a savepoint the refresh ran in, rolls back, since
+/// nothing of the refresh then stays.
 fn queue_at_transaction_end(record: SpanRecord) {
-    let pending = std::rc::Rc::new(RefCell::new(Some(record)));
+    /// The span, and the subtransaction whose fate it shares.
+    struct Pending {
+        record: Option<SpanRecord>,
+        subid: pg_sys::SubTransactionId,
+    }
+    fn settle(pending: &RefCell<Pending>, rolled_back: bool) {
+        let Some(mut record) = pending.borrow_mut().record.take() else {
+            return;
+        };
+        if rolled_back {
+            record.sqlstate = Some(*b"40000");
+            record.message = "the transaction of the refresh rolled back".into();
+        }
+        super::queue::push(&record);
+    }
+    // SAFETY: inside a transaction (a refresh just ran in it).
+    let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let pending = std::rc::Rc::new(RefCell::new(Pending {
+        record: Some(record),
+        subid,
+    }));
     for event in [
         PgXactCallbackEvent::Commit,
         PgXactCallbackEvent::Prepare,
@@ -252,14 +275,25 @@ fn queue_at_transaction_end(record: SpanRecord) {
     ] {
         let pending = std::panic::AssertUnwindSafe(pending.clone());
         register_xact_callback(event, move || {
-            let Some(mut record) = pending.borrow_mut().take() else {
-                return;
-            };
-            if event == PgXactCallbackEvent::Abort {
-                record.sqlstate = Some(*b"40000");
-                record.message = "the transaction of the refresh rolled back".into();
+            settle(&pending, event == PgXactCallbackEvent::Abort)
+        });
+    }
+    // PostgreSQL's TopSubTransactionId (a macro, not in the bindings).
+    const TOP_SUBTRANSACTION: pg_sys::SubTransactionId = 1;
+    if subid != TOP_SUBTRANSACTION {
+        // A savepoint released: the span now shares its parent's fate.
+        let on_commit = std::panic::AssertUnwindSafe(pending.clone());
+        register_subxact_callback(PgSubXactCallbackEvent::CommitSub, move |mine, parent| {
+            let mut p = on_commit.borrow_mut();
+            if p.subid == mine {
+                p.subid = parent;
             }
-            super::queue::push(&record);
+        });
+        let on_abort = std::panic::AssertUnwindSafe(pending);
+        register_subxact_callback(PgSubXactCallbackEvent::AbortSub, move |mine, _| {
+            if on_abort.borrow().subid == mine {
+                settle(&on_abort, true);
+            }
         });
     }
 }

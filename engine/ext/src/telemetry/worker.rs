@@ -92,7 +92,8 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
     // plain function, registered once.
     unsafe {
         queue::set_worker(pg_sys::MyProcPid);
-        pg_sys::on_proc_exit(Some(forget_worker), pg_sys::Datum::from(0));
+        // Before shared memory is detached: the lock needs this process's PGPROC.
+        pg_sys::before_shmem_exit(Some(forget_worker), pg_sys::Datum::from(0));
     }
     let mut thread: Option<ExportThread> = None;
     // The current thread's stats as last published.
