@@ -10,26 +10,45 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use pg_trickle_core::telemetry::span::SpanRecord;
+use pg_trickle_core::telemetry::span::{PhaseKind, SpanRecord};
 
 /// The refresh span's name.
 pub const REFRESH_SPAN: &str = "pg_trickle.refresh";
+
+/// The attribute keys of the refresh span (the phase children carry
+/// [`attr::STREAM_TABLE`] alone).
+pub mod attr {
+    /// The stream table, schema-qualified.
+    pub const STREAM_TABLE: &str = "pg_trickle.stream_table";
+    /// `manual`, `scheduler` or `create`.
+    pub const INITIATOR: &str = "pg_trickle.initiator";
+    /// Change rows consumed.
+    pub const CHANGES_IN: &str = "pg_trickle.changes_in";
+    /// Rows the refresh inserted.
+    pub const ROWS_INSERTED: &str = "pg_trickle.rows_inserted";
+    /// Rows the refresh deleted.
+    pub const ROWS_DELETED: &str = "pg_trickle.rows_deleted";
+    /// The mode that ran.
+    pub const MODE: &str = "pg_trickle.mode";
+    /// Links left out beyond the first eight.
+    pub const LINKS_DROPPED: &str = "pg_trickle.links_dropped";
+}
 
 /// Every `pg_trickle.*` name a span carries (span names and attribute
 /// keys), so that documentation naming them can be checked.
 pub const EXPORTED_NAMES: &[&str] = &[
     REFRESH_SPAN,
-    "pg_trickle.refresh.plan",
-    "pg_trickle.refresh.delta_apply",
-    "pg_trickle.refresh.full_recompute",
-    "pg_trickle.refresh.record",
-    "pg_trickle.stream_table",
-    "pg_trickle.initiator",
-    "pg_trickle.changes_in",
-    "pg_trickle.rows_inserted",
-    "pg_trickle.rows_deleted",
-    "pg_trickle.mode",
-    "pg_trickle.links_dropped",
+    PhaseKind::Plan.span_name(),
+    PhaseKind::DeltaApply.span_name(),
+    PhaseKind::FullRecompute.span_name(),
+    PhaseKind::Record.span_name(),
+    attr::STREAM_TABLE,
+    attr::INITIATOR,
+    attr::CHANGES_IN,
+    attr::ROWS_INSERTED,
+    attr::ROWS_DELETED,
+    attr::MODE,
+    attr::LINKS_DROPPED,
 ];
 
 fn at(ns: u64) -> SystemTime {
@@ -84,18 +103,18 @@ fn span(
 pub fn to_span_data(rec: &SpanRecord) -> Vec<SpanData> {
     let mut attributes = vec![
         KeyValue::new("db.system.name", "postgresql"),
-        KeyValue::new("pg_trickle.stream_table", rec.stream_table.clone()),
-        KeyValue::new("pg_trickle.initiator", rec.initiator.clone()),
-        KeyValue::new("pg_trickle.changes_in", rec.changes_in),
-        KeyValue::new("pg_trickle.rows_inserted", rec.rows_inserted),
-        KeyValue::new("pg_trickle.rows_deleted", rec.rows_deleted),
+        KeyValue::new(attr::STREAM_TABLE, rec.stream_table.clone()),
+        KeyValue::new(attr::INITIATOR, rec.initiator.clone()),
+        KeyValue::new(attr::CHANGES_IN, rec.changes_in),
+        KeyValue::new(attr::ROWS_INSERTED, rec.rows_inserted),
+        KeyValue::new(attr::ROWS_DELETED, rec.rows_deleted),
     ];
     if !rec.mode.is_empty() {
-        attributes.push(KeyValue::new("pg_trickle.mode", rec.mode.clone()));
+        attributes.push(KeyValue::new(attr::MODE, rec.mode.clone()));
     }
     if rec.links_dropped > 0 {
         attributes.push(KeyValue::new(
-            "pg_trickle.links_dropped",
+            attr::LINKS_DROPPED,
             i64::from(rec.links_dropped),
         ));
     }
@@ -129,10 +148,7 @@ pub fn to_span_data(rec: &SpanRecord) -> Vec<SpanData> {
             (rec.span_id, false),
             p.kind.span_name(),
             (p.start_ns, p.end_ns),
-            vec![KeyValue::new(
-                "pg_trickle.stream_table",
-                rec.stream_table.clone(),
-            )],
+            vec![KeyValue::new(attr::STREAM_TABLE, rec.stream_table.clone())],
             SpanLinks::default(),
             Status::Unset,
         ));

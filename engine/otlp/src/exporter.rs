@@ -98,7 +98,7 @@ impl ExportThread {
             .spawn(move || {
                 let mut current: Option<(Config, opentelemetry_otlp::SpanExporter)> = None;
                 while let Ok((config, batch)) = from_caller.recv() {
-                    let n = batch.iter().map(|r| 1 + r.phases.len() as u64).sum::<u64>();
+                    let n = batch.iter().map(SpanRecord::span_count).sum::<u64>();
                     // A panic in the exporter costs this batch, never the
                     // thread: the caller would otherwise wait on it forever.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

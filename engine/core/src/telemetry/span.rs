@@ -41,7 +41,7 @@ impl PhaseKind {
     ];
 
     /// The child span's name.
-    pub fn span_name(self) -> &'static str {
+    pub const fn span_name(self) -> &'static str {
         match self {
             PhaseKind::Plan => "pg_trickle.refresh.plan",
             PhaseKind::DeltaApply => "pg_trickle.refresh.delta_apply",
@@ -206,6 +206,11 @@ impl Reader<'_> {
 }
 
 impl SpanRecord {
+    /// The spans this record is exported as: the refresh and one child per phase.
+    pub fn span_count(&self) -> u64 {
+        1 + self.phases.len() as u64
+    }
+
     /// Write the span into a slot. Text over its limit is cut and links
     /// beyond [`MAX_LINKS`] are counted in `links_dropped`; phases beyond
     /// [`MAX_PHASES`] are left out (a refresh has at most four).

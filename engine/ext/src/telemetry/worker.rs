@@ -139,7 +139,7 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
         }
         if let Err(back) = t.try_submit(config(), batch) {
             // Idle but not taking: the thread is gone. Count and start anew.
-            let lost: u64 = back.iter().map(|r| 1 + r.phases.len() as u64).sum();
+            let lost: u64 = back.iter().map(|r| r.span_count()).sum();
             queue::publish(&ExportCounters {
                 failed_spans: lost,
                 ..ExportCounters::default()
