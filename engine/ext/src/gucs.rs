@@ -127,17 +127,26 @@ fn refuse_value(detail: &str) -> bool {
     false
 }
 
-/// The text a string check hook is offered.
+/// Check the text a string check hook is offered with `valid` (empty
+/// means unset), refusing it with the validator's reason.
 ///
 /// # Safety
 /// `newval` is the pointer PostgreSQL passes to a string check hook.
-unsafe fn offered<'a>(newval: *mut *mut std::ffi::c_char) -> std::borrow::Cow<'a, str> {
+unsafe fn check_text(
+    newval: *mut *mut std::ffi::c_char,
+    valid: impl FnOnce(&str) -> Result<(), String>,
+) -> bool {
     // SAFETY: per the caller; a NULL value is an unset string setting.
-    unsafe {
+    let value = unsafe {
         if newval.is_null() || (*newval).is_null() {
-            return std::borrow::Cow::Borrowed("");
+            std::borrow::Cow::Borrowed("")
+        } else {
+            CStr::from_ptr(*newval).to_string_lossy()
         }
-        CStr::from_ptr(*newval).to_string_lossy()
+    };
+    match valid(&value) {
+        Ok(()) => true,
+        Err(why) => refuse_value(&why),
     }
 }
 
@@ -148,13 +157,13 @@ unsafe extern "C-unwind" fn check_traceparent(
     _source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: called by PostgreSQL as a string check hook.
-    let value = unsafe { offered(newval) };
-    if value.is_empty() {
-        return true;
-    }
-    match pg_trickle_core::telemetry::traceparent::TraceParent::parse(&value) {
-        Ok(_) => true,
-        Err(e) => refuse_value(&e.to_string()),
+    unsafe {
+        check_text(newval, |v| match v {
+            "" => Ok(()),
+            v => pg_trickle_core::telemetry::traceparent::TraceParent::parse(v)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        })
     }
 }
 
@@ -165,10 +174,12 @@ unsafe extern "C-unwind" fn check_otel_protocol(
     _source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: called by PostgreSQL as a string check hook.
-    let value = unsafe { offered(newval) };
-    match pg_trickle_otlp::Protocol::parse(&value) {
-        Ok(_) => true,
-        Err(e) => refuse_value(&e.to_string()),
+    unsafe {
+        check_text(newval, |v| {
+            pg_trickle_otlp::Protocol::parse(v)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -62,11 +62,11 @@ pub fn refresh_with(
 ) -> Option<Outcome> {
     use crate::telemetry::recorder::{self, Ending};
     if !recorder::active() {
-        return refresh_recorded(id, initiator, skip_locked, assume_pending);
+        return perform_refresh(id, initiator, skip_locked, assume_pending);
     }
     recorder::begin(initiator.name());
-    pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
-        let outcome = refresh_recorded(id, initiator, skip_locked, assume_pending.clone());
+    pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(move || {
+        let outcome = perform_refresh(id, initiator, skip_locked, assume_pending);
         recorder::finish(match &outcome {
             Some(o) => Ending::Ran(o.mode.name(), o.deleted, o.inserted),
             None => Ending::Nothing,
@@ -82,7 +82,7 @@ pub fn refresh_with(
 }
 
 /// The refresh itself; [`refresh_with`] records it when exporting is on.
-fn refresh_recorded(
+fn perform_refresh(
     id: i64,
     initiator: Initiator,
     skip_locked: bool,
@@ -142,7 +142,7 @@ fn refresh_recorded(
         {
             let source = crate::spi::relation_name(*source).unwrap_or_default();
             crate::replan::replan(id, None, &format!("row-level security on source {source}"));
-            return refresh_recorded(id, initiator, skip_locked, None);
+            return perform_refresh(id, initiator, skip_locked, None);
         }
     }
     // Sources with changes to consume (checked again inside the statement).

@@ -252,6 +252,13 @@ pub fn set_worker(pid: i32) {
     }
 }
 
+/// Spans waiting in the queue (0 without a queue).
+pub fn queued() -> u32 {
+    Locked::new(pg_sys::LWLockMode::LW_SHARED)
+        .map(|locked| locked.read().ring.len)
+        .unwrap_or(0)
+}
+
 /// Everything the status shows, read at once.
 #[derive(Debug, Clone, Default)]
 pub struct QueueStatus {

@@ -109,7 +109,7 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
             // SAFETY: the documented way for a worker to reload its settings.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let queued = queue::status().map(|s| s.queued).unwrap_or(0);
+        let queued = queue::queued();
         if thread.is_none() && (enabled || queued > 0) {
             match spawn_export_thread() {
                 Ok(t) => {
@@ -126,10 +126,12 @@ pub extern "C-unwind" fn pg_trickle_telemetry_main(_arg: pg_sys::Datum) {
             continue;
         };
         let stats = t.stats();
-        let new = delta(&published, &stats);
-        note_failures(&new, stats.failed_spans, &mut limit);
-        queue::publish(&new);
-        published = stats;
+        if stats != published {
+            let new = delta(&published, &stats);
+            note_failures(&new, stats.failed_spans, &mut limit);
+            queue::publish(&new);
+            published = stats;
+        }
         if t.busy() || queued == 0 {
             continue;
         }
