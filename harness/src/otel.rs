@@ -138,6 +138,43 @@ impl Drop for Receiver {
     }
 }
 
+/// Set `settings` with `ALTER SYSTEM` (one statement each: it may not run
+/// in a transaction block), reload, wait until this session sees the first
+/// of them, then a little more than the telemetry worker's longest nap
+/// (one second), so that it exports with them too.
+pub fn reload_settings(
+    db: &mut postgres::Client,
+    settings: &[(&str, String)],
+) -> Result<(), String> {
+    let fail = |e: postgres::Error| crate::cluster::describe(&e);
+    for (name, value) in settings {
+        db.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+            .map_err(fail)?;
+    }
+    db.batch_execute("SELECT pg_reload_conf()").map_err(fail)?;
+    let Some((name, value)) = settings.first() else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown: String = db
+            .query_one(&format!("SHOW {name}"), &[])
+            .map_err(fail)?
+            .get(0);
+        if &shown == value {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} is {shown}, not {value}, 10 s after the reload"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    Ok(())
+}
+
 /// A span attribute's value as text (OTLP JSON gives 64-bit integers as strings).
 pub fn attribute(span: &Value, key: &str) -> Option<String> {
     span["attributes"].as_array()?.iter().find_map(|a| {

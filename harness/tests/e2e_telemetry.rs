@@ -101,36 +101,20 @@ fn a_refresh_continues_the_writers_trace_with_its_phases_and_links() {
     .unwrap();
     let span = refresh_span(&rx, WRITER_TRACE);
     assert_eq!(span["parentSpanId"], WRITER_SPAN, "{span}");
-    assert_eq!(
-        attribute(&span, "pg_trickle.stream_table").as_deref(),
-        Some("public.totals"),
-        "{span}"
-    );
-    assert_eq!(
-        attribute(&span, "pg_trickle.mode").as_deref(),
-        Some("DIFFERENTIAL"),
-        "{span}"
-    );
-    assert_eq!(
-        attribute(&span, "pg_trickle.initiator").as_deref(),
-        Some("manual"),
-        "{span}"
-    );
-    assert_eq!(
-        attribute(&span, "pg_trickle.changes_in").as_deref(),
-        Some("3"),
-        "{span}"
-    );
-    assert_eq!(
-        attribute(&span, "pg_trickle.rows_inserted").as_deref(),
-        Some("1"),
-        "{span}"
-    );
-    assert_eq!(
-        attribute(&span, "pg_trickle.rows_deleted").as_deref(),
-        Some("1"),
-        "{span}"
-    );
+    for (key, want) in [
+        ("pg_trickle.stream_table", "public.totals"),
+        ("pg_trickle.mode", "DIFFERENTIAL"),
+        ("pg_trickle.initiator", "manual"),
+        ("pg_trickle.changes_in", "3"),
+        ("pg_trickle.rows_inserted", "1"),
+        ("pg_trickle.rows_deleted", "1"),
+    ] {
+        assert_eq!(
+            attribute(&span, key).as_deref(),
+            Some(want),
+            "{key}: {span}"
+        );
+    }
     assert_eq!(link_traces(&span), vec![WRITER_TRACE.to_string()], "{span}");
     assert_eq!(
         children_of(&rx, &span),
@@ -327,26 +311,9 @@ fn malformed_trace_contexts_and_protocols_are_refused_by_name() {
         .unwrap();
 }
 
-/// Set `settings` in postgresql.auto.conf, reload, and wait until this
-/// session sees the first of them (the worker reloads within its nap).
+/// Set `settings` and wait until the session and the worker use them.
 fn reconfigure(db: &mut Client, settings: &[(&str, String)]) {
-    for (name, value) in settings {
-        db.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
-            .unwrap();
-    }
-    db.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let (name, value) = &settings[0];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let shown: String = db.query_one(&format!("SHOW {name}"), &[]).unwrap().get(0);
-        if &shown == value {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{name} never became {value}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The telemetry worker naps at most a second between reloads.
-    std::thread::sleep(Duration::from_millis(1200));
+    harness::otel::reload_settings(db, settings).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `n` refreshes of one changed row each, client-side milliseconds.

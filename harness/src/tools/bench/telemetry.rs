@@ -14,8 +14,6 @@
 //!   The difference is what capturing the trace context costs a write
 //!   when no session sets one.
 
-use std::time::Duration;
-
 use postgres::Client;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -23,7 +21,7 @@ use serde::Serialize;
 
 use super::{stats, timed, BenchConfig, Stats};
 use crate::cluster::{describe, Cluster};
-use crate::otel::{endpoint, free_port, Receiver};
+use crate::otel::{endpoint, free_port, reload_settings, Receiver};
 
 /// Rounds per configuration.
 const ROUNDS: usize = 5;
@@ -62,30 +60,13 @@ fn configure(db: &mut Client, how: Export, live: &str, dead: &str) -> Result<(),
         Export::Live => ("on", live),
         Export::Dead => ("on", dead),
     };
-    // One statement each: ALTER SYSTEM may not run in a transaction block.
-    db.batch_execute(&format!(
-        "ALTER SYSTEM SET pg_trickle.otel_enabled = '{enabled}'"
-    ))
-    .and_then(|_| {
-        db.batch_execute(&format!(
-            "ALTER SYSTEM SET pg_trickle.otel_endpoint = '{url}'"
-        ))
-    })
-    .and_then(|_| db.batch_execute("SELECT pg_reload_conf()"))
-    .map_err(|e| describe(&e))?;
-    // The session applies the reload at its next statement; the telemetry
-    // worker within its nap (at most a second).
-    std::thread::sleep(Duration::from_millis(1200));
-    let shown: String = db
-        .query_one("SHOW pg_trickle.otel_enabled", &[])
-        .map_err(|e| describe(&e))?
-        .get(0);
-    if shown != enabled {
-        return Err(format!(
-            "pg_trickle.otel_enabled is {shown}, not {enabled}, after the reload"
-        ));
-    }
-    Ok(())
+    reload_settings(
+        db,
+        &[
+            ("pg_trickle.otel_enabled", enabled.to_string()),
+            ("pg_trickle.otel_endpoint", url.to_string()),
+        ],
+    )
 }
 
 /// Run the telemetry benchmark on `cluster` (database `postgres`).
