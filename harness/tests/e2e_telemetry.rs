@@ -77,18 +77,22 @@ fn link_traces(span: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A live receiver, a cluster of its own exporting to it (with `extra`
+/// settings), and a fresh database there.
+fn exporting_cluster(name: &str, extra: &[&str]) -> (Receiver, Cluster, Client) {
+    let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = format!("pg_trickle.otel_endpoint = '{}'", rx.endpoint());
+    let mut settings = vec!["pg_trickle.otel_enabled = on", endpoint.as_str()];
+    settings.extend_from_slice(extra);
+    let cluster = dedicated_cluster(name, &settings);
+    let db = cluster.fresh_database("otel").unwrap();
+    (rx, cluster, db)
+}
+
 #[test]
 fn a_refresh_continues_the_writers_trace_with_its_phases_and_links() {
     let _serial = serial();
-    let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = dedicated_cluster(
-        "otel_live",
-        &[
-            "pg_trickle.otel_enabled = on",
-            &format!("pg_trickle.otel_endpoint = '{}'", rx.endpoint()),
-        ],
-    );
-    let mut db = cluster.fresh_database("otel").unwrap();
+    let (rx, _cluster, mut db) = exporting_cluster("otel_live", &[]);
     setup(&mut db);
     db.batch_execute(&format!(
         "SET pg_trickle.traceparent = '{}';
@@ -204,15 +208,7 @@ fn a_refresh_continues_the_writers_trace_with_its_phases_and_links() {
 #[test]
 fn a_failed_refresh_exports_its_sqlstate_and_the_error_goes_on() {
     let _serial = serial();
-    let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = dedicated_cluster(
-        "otel_fail",
-        &[
-            "pg_trickle.otel_enabled = on",
-            &format!("pg_trickle.otel_endpoint = '{}'", rx.endpoint()),
-        ],
-    );
-    let mut db = cluster.fresh_database("otel").unwrap();
+    let (rx, _cluster, mut db) = exporting_cluster("otel_fail", &[]);
     db.batch_execute(
         "CREATE TABLE orders (id int PRIMARY KEY, amount int NOT NULL);
          INSERT INTO orders VALUES (1, 10);
@@ -505,16 +501,7 @@ fn a_refused_silent_failing_or_restarted_collector_never_slows_a_refresh() {
 #[test]
 fn a_rolled_back_refresh_is_exported_failed_and_wal_captured_changes_flow() {
     let _serial = serial();
-    let rx = Receiver::start(0).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = dedicated_cluster(
-        "otel_rollback",
-        &[
-            "wal_level = logical",
-            "pg_trickle.otel_enabled = on",
-            &format!("pg_trickle.otel_endpoint = '{}'", rx.endpoint()),
-        ],
-    );
-    let mut db = cluster.fresh_database("otel").unwrap();
+    let (rx, _cluster, mut db) = exporting_cluster("otel_rollback", &["wal_level = logical"]);
     setup(&mut db);
     let trace = "55555555555555555555555555555555";
     db.batch_execute(&format!(
