@@ -50,6 +50,12 @@ pub enum Construct {
     InSubquery,
     /// A scalar subquery in the SELECT list (edge).
     ScalarSubquery,
+    /// `x NOT IN (SELECT ...)`, whose NULLs turn every row NULL (edge).
+    NotInSubquery,
+    /// A scalar subquery compared in WHERE or HAVING, correlated or not (edge).
+    ScalarSubqueryInPredicate,
+    /// A subquery inside a subquery (edge).
+    NestedSubquery,
     /// A second stream table reading the generated one.
     StreamTableOverStreamTable,
     /// A TRUNCATE of a source in the DML stream.
@@ -71,7 +77,7 @@ pub enum Construct {
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 26] = [
+    pub const EMITTED: [Construct; 29] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -91,6 +97,9 @@ impl Construct {
         Construct::NotExists,
         Construct::InSubquery,
         Construct::ScalarSubquery,
+        Construct::NotInSubquery,
+        Construct::ScalarSubqueryInPredicate,
+        Construct::NestedSubquery,
         Construct::StreamTableOverStreamTable,
         Construct::TruncateSource,
         Construct::PartitionedSource,
@@ -378,6 +387,6 @@ mod tests {
 
     #[test]
     fn every_construct_is_emitted() {
-        assert_eq!(Construct::EMITTED.len(), 26);
+        assert_eq!(Construct::EMITTED.len(), 29);
     }
 }

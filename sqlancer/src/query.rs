@@ -338,12 +338,18 @@ impl Gen<'_> {
         (s, families)
     }
 
-    /// An edge construct added to `s`: EXISTS, NOT EXISTS, IN or a scalar subquery.
+    /// An edge construct added to `s`: EXISTS, NOT EXISTS, [NOT] IN, a
+    /// scalar subquery (in the select list, WHERE or HAVING), correlated or
+    /// not, sometimes with a subquery of its own.
     fn edge(&mut self, s: &mut Select, grouped: bool) {
         let outer = s.from[0].alias.clone();
         let t = self.table();
         let a = self.alias();
         let corr = format!("{a}.c0 = {outer}.c0");
+        if grouped && self.rng.gen_bool(0.5) {
+            self.grouped_edge(s, &outer, &t.name, &a, &corr);
+            return;
+        }
         match self.rng.gen_range(0..4) {
             0 => {
                 self.used.insert(Construct::Exists);
@@ -376,6 +382,60 @@ impl Gen<'_> {
                 s.filters.push(format!(
                     "EXISTS (SELECT 1 FROM {} {a} WHERE {corr})",
                     t.name
+                ));
+            }
+        }
+    }
+}
+
+impl Gen<'_> {
+    /// The subquery edges a grouped query maintains differentially.
+    fn grouped_edge(&mut self, s: &mut Select, outer: &str, t: &str, a: &str, corr: &str) {
+        // Now and then the subquery filters its rows with one of its own.
+        let nested = if self.rng.gen_bool(0.3) {
+            self.used.insert(Construct::NestedSubquery);
+            let u = self.table();
+            let b = self.alias();
+            if self.rng.gen_bool(0.5) {
+                format!(
+                    " AND EXISTS (SELECT 1 FROM {} {b} WHERE {b}.c0 = {a}.c0)",
+                    u.name
+                )
+            } else {
+                format!(" AND {a}.c0 NOT IN (SELECT {b}.c0 FROM {} {b})", u.name)
+            }
+        } else {
+            String::new()
+        };
+        match self.rng.gen_range(0..5) {
+            0 => {
+                self.used.insert(Construct::NotInSubquery);
+                s.filters.push(format!(
+                    "{outer}.c0 NOT IN (SELECT {a}.c0 FROM {t} {a} WHERE true{nested})"
+                ));
+            }
+            1 => {
+                self.used.insert(Construct::ScalarSubqueryInPredicate);
+                s.filters.push(format!(
+                    "{outer}.c0 >= (SELECT min({a}.c0) FROM {t} {a} WHERE {corr}{nested})"
+                ));
+            }
+            2 => {
+                self.used.insert(Construct::ScalarSubqueryInPredicate);
+                s.filters.push(format!(
+                    "{outer}.c0 < (SELECT max({a}.c0) + 1 FROM {t} {a} WHERE true{nested})"
+                ));
+            }
+            3 if !s.group_by.is_empty() => {
+                self.used.insert(Construct::ScalarSubqueryInPredicate);
+                s.having.push(format!(
+                    "count(*) >= (SELECT count(*) FROM {t} {a} WHERE {a}.c0 IS NULL{nested})"
+                ));
+            }
+            _ => {
+                self.used.insert(Construct::InSubquery);
+                s.filters.push(format!(
+                    "{outer}.c0 IN (SELECT {a}.c0 FROM {t} {a} WHERE {a}.c0 IS NOT NULL{nested})"
                 ));
             }
         }

@@ -44,6 +44,99 @@ pub struct Block {
     pub occs: Vec<Occ>,
     /// Output column names.
     pub outputs: Vec<String>,
+    /// Each FROM occurrence's alias and columns, in `occs` order: the names
+    /// the block's expressions resolve against.
+    pub scope: Vec<(String, Vec<String>)>,
+    /// The outermost subqueries in the block's expressions (WHERE, HAVING,
+    /// the select list), with how a change to what they read reaches the
+    /// block's rows. Only a grouped (or DISTINCT) block, or a subquery's
+    /// own block, has any.
+    pub subs: Vec<ExprSub>,
+}
+
+impl Rel {
+    /// Every source the relation reads (indexes into [`Analysis::sources`]),
+    /// subqueries included, possibly repeated.
+    pub fn sources(&self) -> Vec<usize> {
+        match self {
+            Rel::Block(b) => b.sources(),
+            Rel::UnionAll(branches) => branches.iter().flat_map(Rel::sources).collect(),
+        }
+    }
+
+    /// Whether a block of the relation, or of a subquery in its FROM,
+    /// holds a subquery in an expression: its changes are then known only
+    /// as the rows they may reach (see [`ExprSub`]), not exactly.
+    pub fn has_expr_subqueries(&self) -> bool {
+        match self {
+            Rel::Block(b) => {
+                !b.subs.is_empty()
+                    || b.occs.iter().any(|o| match o {
+                        Occ::Sub { rel, .. } => rel.has_expr_subqueries(),
+                        Occ::Source { .. } => false,
+                    })
+            }
+            Rel::UnionAll(branches) => branches.iter().any(Rel::has_expr_subqueries),
+        }
+    }
+}
+
+impl Block {
+    /// Every source the block reads (indexes into [`Analysis::sources`]):
+    /// its FROM occurrences and its subqueries, possibly repeated.
+    pub fn sources(&self) -> Vec<usize> {
+        let from = self.occs.iter().flat_map(|o| match o {
+            Occ::Source { source } => vec![*source],
+            Occ::Sub { rel, .. } => rel.sources(),
+        });
+        from.chain(self.subs.iter().flat_map(|s| s.sources.iter().copied()))
+            .collect()
+    }
+}
+
+/// A subquery inside an expression (EXISTS, IN, a scalar subquery, ANY):
+/// what it reads and which rows of the enclosing block a change to that
+/// can affect. A grouped block recomputes the groups of those rows, with
+/// the subquery evaluated as written.
+#[derive(Debug, Clone)]
+pub struct ExprSub {
+    /// How it was written (`EXISTS`, `NOT IN`, `scalar`, ...), for explain.
+    pub kind: String,
+    /// The subquery's own block. Its WHERE keeps only the conjuncts over
+    /// its own FROM, so that its delta terms run without the enclosing
+    /// query.
+    pub body: Box<Block>,
+    /// How its rows reach the enclosing block's rows.
+    pub link: SubLink,
+    /// Every source it reads, nested subqueries included.
+    pub sources: Vec<usize>,
+}
+
+/// How the rows of a subquery reach the rows of the enclosing block.
+#[derive(Debug, Clone)]
+pub enum SubLink {
+    /// Correlated by equalities `inner = outer` in its WHERE: a changed
+    /// subquery row can only affect the enclosing rows whose `outer`
+    /// values equal its `inner` values (a NULL matches nothing).
+    Equal {
+        /// Expressions over the subquery's FROM.
+        inner: Vec<Expr>,
+        /// The matching expressions over the enclosing block's FROM.
+        outer: Vec<Expr>,
+    },
+    /// `outer [NOT] IN (SELECT inner ...)` with no correlating equality:
+    /// as [`SubLink::Equal`], except that a changed row whose `inner` is
+    /// NULL may change every enclosing row (`NOT IN` turns NULL), and any
+    /// change may change those whose `outer` is NULL (the subquery may have
+    /// become empty or non-empty).
+    In {
+        /// The subquery's output expression.
+        inner: Box<Expr>,
+        /// The tested expression of the enclosing block.
+        outer: Box<Expr>,
+    },
+    /// Not correlated by an equality: any change may affect every row.
+    Every,
 }
 
 /// One relation occurrence in a FROM clause.
@@ -77,6 +170,11 @@ pub enum Model {
         block: Box<Block>,
         /// Group key expressions (empty for a scalar aggregate).
         keys: Vec<Expr>,
+        /// The block is not grouped: a query without grouping whose rows
+        /// subqueries filter, kept by its rows' values. `keys` are its
+        /// outputs, a key may hold several equal rows, and recomputed
+        /// keys replace their rows as a bag.
+        bag: bool,
     },
 }
 

@@ -60,7 +60,7 @@ impl KeyProbe {
 /// The key probe of a grouped analysis; `None` for a linear model or a
 /// scalar aggregate.
 pub fn key_probe(analysis: &Analysis) -> Option<KeyProbe> {
-    let Ok(Model::Grouped { block, keys }) = &analysis.model else {
+    let Ok(Model::Grouped { block, keys, .. }) = &analysis.model else {
         return None;
     };
     if keys.is_empty() {

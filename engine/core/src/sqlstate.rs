@@ -26,6 +26,17 @@ pub fn classify(sqlstate: &str) -> RetryClass {
     }
 }
 
+/// Whether a DIFFERENTIAL refresh that raised `sqlstate` is recomputed
+/// FULL instead of failing: a data exception (class 22: a division by
+/// zero, a failed cast, ...) or a cardinality violation (class 21: a
+/// scalar subquery with two rows) can come from values a delta evaluates
+/// that the query itself never does (rows a subquery predicate filters
+/// out, an old row joined with a new one), so only FULL can tell whether
+/// the query fails; if it does, FULL raises the query's own error.
+pub fn full_may_succeed(sqlstate: &str) -> bool {
+    matches!(sqlstate.get(0..2), Some("22") | Some("21"))
+}
+
 /// Consecutive transient failures retried on the next scheduler tick before
 /// a stream table waits for its schedule like after a permanent failure.
 pub const MAX_QUICK_RETRIES: u32 = 3;
@@ -92,5 +103,15 @@ mod tests {
         assert!(!d.retry_next_tick && d.reason.contains("persisted"));
         let d = decide("42P01", 0);
         assert!(!d.retry_next_tick && d.reason.starts_with("permanent"));
+    }
+
+    #[test]
+    fn data_errors_of_a_delta_are_left_to_full() {
+        assert!(full_may_succeed("22012"));
+        assert!(full_may_succeed("22P02"));
+        assert!(full_may_succeed("21000"));
+        for other in ["40001", "57014", "42501", "53100", "XX000", "23505", ""] {
+            assert!(!full_may_succeed(other), "{other}");
+        }
     }
 }

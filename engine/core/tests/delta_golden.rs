@@ -75,6 +75,39 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         "SELECT a.k, sum(b.w) AS total FROM a JOIN b ON a.k = b.k GROUP BY a.k",
         &["k", "total"],
     ),
+    (
+        // A correlated subquery: b's changes reach the groups of the rows
+        // of a whose k they name.
+        "grouped_exists_correlated",
+        "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > 0) GROUP BY k",
+        &["k", "n"],
+    ),
+    (
+        // NOT IN without correlation: NULLs and emptiness reach further.
+        "grouped_not_in",
+        "SELECT k, count(*) AS n FROM a WHERE v NOT IN (SELECT w FROM b) GROUP BY k",
+        &["k", "n"],
+    ),
+    (
+        // A subquery in FROM whose rows a subquery filters: what its
+        // changes may reach stands in for its delta.
+        "grouped_over_subquery_with_exists",
+        "SELECT s.k, count(*) AS n FROM (SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)) s GROUP BY s.k",
+        &["k", "n"],
+    ),
+    (
+        // No grouping: rows are kept by their values, as a bag, and the
+        // values a change reaches are recomputed.
+        "rows_filtered_by_in",
+        "SELECT k, v FROM a WHERE k IN (SELECT k FROM b WHERE w > 0)",
+        &["k", "v"],
+    ),
+    (
+        // An uncorrelated scalar subquery: any change to c revisits every group.
+        "grouped_scalar_subquery_uncorrelated",
+        "SELECT k, sum(v) AS total FROM a GROUP BY k HAVING sum(v) > (SELECT max(amount) FROM c)",
+        &["k", "total"],
+    ),
 ];
 
 fn golden_dir() -> PathBuf {

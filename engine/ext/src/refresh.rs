@@ -246,7 +246,10 @@ fn perform_refresh(
         PhaseKind::FullRecompute
     });
     let guarded = |r: &Vec<Option<String>>| r.get(4).cloned().flatten().as_deref() == Some("true");
-    let result = if mode == Mode::Differential && st.diff_sql.as_deref() != Some(sql.as_str()) {
+    let differential = || {
+        if st.diff_sql.as_deref() == Some(sql.as_str()) {
+            return run_refresh(&sql, &args, buffers.clone());
+        }
         // A specialised statement guards the sources it assumed unchanged.
         // When one had changes committed between the check and the
         // statement, its result is incomplete: undo it and run the general
@@ -259,7 +262,24 @@ fn perform_refresh(
         if kept {
             r
         } else {
-            run_refresh(st.diff_sql.as_deref().unwrap_or_default(), &args, buffers)
+            run_refresh(
+                st.diff_sql.as_deref().unwrap_or_default(),
+                &args,
+                buffers.clone(),
+            )
+        }
+    };
+    // A data error of the delta may come from values the query itself
+    // never evaluates: FULL decides (and raises the query's own error).
+    let mut delta_error = None;
+    let result = if mode == Mode::Differential {
+        match crate::spi::in_subtransaction(std::panic::AssertUnwindSafe(differential)) {
+            Ok(r) => r,
+            Err(f) if pg_trickle_core::sqlstate::full_may_succeed(&f.sqlstate) => {
+                delta_error = Some(f);
+                vec![None; 4]
+            }
+            Err(f) => raise(&f.sqlstate, f.message, None),
         }
     } else {
         run_refresh(&sql, &args, buffers)
@@ -267,8 +287,16 @@ fn perform_refresh(
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode;
+    let delta_failed = delta_error.as_ref().map(|f| {
+        format!(
+            "the differential statement raised {} ({}) on values the query may not evaluate; recomputed FULL",
+            f.sqlstate, f.message
+        )
+    });
     let recompute_because = if mode != Mode::Differential {
         None
+    } else if let Some(why) = delta_failed.as_deref() {
+        Some(why)
     } else if guarded(&result) {
         // The general statement guards nothing: only a statement that
         // lost its general form gets here. Recompute.

@@ -152,7 +152,16 @@ pub fn regenerate_one(id: i64) -> bool {
     } else {
         requested
     };
-    let planned = crate::planning::plan(&name, &query, as_planned, relid, &name, &owner);
+    let mut planned = crate::planning::plan(&name, &query, as_planned, relid, &name, &owner);
+    // A query this version newly maintains DIFFERENTIALLY stays FULL until
+    // its owner asks (alter_stream_table(..., refresh_mode => 'AUTO')):
+    // an upgrade does not change how a stream table is maintained.
+    if requested == RequestedMode::Auto
+        && effective_mode == Some(Mode::Full)
+        && planned.effective_mode == Mode::Differential
+    {
+        planned.effective_mode = Mode::Full;
+    }
     let mut params_now: Vec<(u32, Option<i32>)> = sources::captured_in_param_order(id)
         .into_iter()
         .map(|s| (s.relid, s.param_position))

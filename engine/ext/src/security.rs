@@ -136,16 +136,11 @@ impl Switch {
                 saved_sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | extra_sec as i32,
             );
             let nest_level = pg_sys::NewGUCNestLevel();
-            pg_sys::set_config_option(
-                c"search_path".as_ptr(),
-                path.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
+            set_in_switch(c"search_path", &path);
+            // Row images are compared by their text (netting changes,
+            // matching stored rows): floats must print exactly, whatever
+            // the session that runs the refresh set.
+            set_in_switch(c"extra_float_digits", c"1");
             Switch {
                 user: saved_user,
                 sec_context: saved_sec,
@@ -205,11 +200,17 @@ pub fn set_citus_ddl_propagation(on: bool) {
         return;
     }
     let value = if on { c"on" } else { c"off" };
-    // SAFETY: as in `Switch::enter`: saved at the nest level it opened and
-    // restored when it closes (or by the abort of an error).
+    set_in_switch(c"citus.enable_ddl_propagation", value);
+}
+
+/// Set a setting until the enclosing [`Switch`]'s GUC nest level closes
+/// (or the abort of an error restores it).
+fn set_in_switch(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    // SAFETY: saved at the nest level the switch opened (GUC_ACTION_SAVE)
+    // and restored by `AtEOXact_GUC` in its Drop, or by the abort.
     unsafe {
         pg_sys::set_config_option(
-            c"citus.enable_ddl_propagation".as_ptr(),
+            name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,

@@ -5,7 +5,8 @@
 //! --workload NAME --seed N` replays exactly what a failing run did.
 //! [`operators`] holds one or more workloads per operator with random DML;
 //! [`hard_cases`] holds scripted edge cases followed by random DML;
-//! [`controls`] holds the hold and discard catch-up paths; [`sources`]
+//! [`subqueries`] holds EXISTS, IN, NOT IN and scalar subqueries under
+//! grouped queries; [`controls`] holds the hold and discard catch-up paths; [`sources`]
 //! holds partitioned and inheritance sources, columns without a hash
 //! function, and writes in the replica role; [`concurrency`] holds
 //! transactions of several connections interleaved with refreshes and the
@@ -16,6 +17,7 @@ mod controls;
 mod hard_cases;
 mod operators;
 mod sources;
+mod subqueries;
 
 use crate::gen::{ColSpec, TableSpec};
 use crate::workload::Workload;
@@ -57,6 +59,7 @@ impl Entry {
 pub fn entries() -> Vec<Entry> {
     let mut all = operators::entries();
     all.extend(hard_cases::entries());
+    all.extend(subqueries::entries());
     all.extend(controls::entries());
     all.extend(sources::entries());
     all.extend(concurrency::entries());
@@ -79,6 +82,7 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "Distinct",
     "UnionAll",
     "Subquery",
+    "SubPlan",
     "Scan of a stream table",
     "Aggregate count",
     "Aggregate sum",

@@ -62,7 +62,8 @@ pub(super) fn inline_set_expr(
                     _ => {}
                 }
             });
-            result
+            result?;
+            inline_in_expressions(select, scope)
         }
         SetExpr::Query(q) => inline_ctes(q, scope),
         SetExpr::SetOperation { left, right, .. } => {
@@ -71,4 +72,52 @@ pub(super) fn inline_set_expr(
         }
         _ => Ok(()),
     }
+}
+
+/// Inline CTE references inside the subqueries of a block's expressions
+/// (WHERE, HAVING, the select list, JOIN conditions): a CTE's name
+/// shadows a table's there too.
+fn inline_in_expressions(
+    select: &mut Select,
+    scope: &[(String, TableAlias, Query)],
+) -> Result<(), String> {
+    use sqlparser::ast::{VisitMut, VisitorMut};
+    struct Inliner<'s> {
+        depth: usize,
+        scope: &'s [(String, TableAlias, Query)],
+        result: Result<(), String>,
+    }
+    impl VisitorMut for Inliner<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if self.depth == 0 && self.result.is_ok() {
+                self.result = inline_ctes(q, self.scope);
+            }
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &mut Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    if scope.is_empty() {
+        return Ok(());
+    }
+    let mut inliner = Inliner {
+        depth: 0,
+        scope,
+        result: Ok(()),
+    };
+    for item in &mut select.projection {
+        let _ = item.visit(&mut inliner);
+    }
+    let _ = select.selection.visit(&mut inliner);
+    let _ = select.having.visit(&mut inliner);
+    for twj in &mut select.from {
+        for join in &mut twj.joins {
+            let _ = join.join_operator.visit(&mut inliner);
+        }
+    }
+    inliner.result
 }

@@ -60,9 +60,17 @@ impl Analyzer<'_> {
                     return Err(Box::new((node, reason)));
                 }
                 let source = self.source_index(&table);
+                // `t AS x(a, b)` renames the first columns.
+                let mut columns = table.columns.clone();
+                for (slot, renamed) in columns
+                    .iter_mut()
+                    .zip(alias.iter().flat_map(|a| a.columns.iter()))
+                {
+                    *slot = fold(&renamed.name);
+                }
                 Ok(OccFacts {
                     alias: alias_name,
-                    columns: table.columns.clone(),
+                    columns,
                     occ: Occ::Source { source },
                     node,
                 })
@@ -96,12 +104,14 @@ impl Analyzer<'_> {
                 };
                 let id = self.next_sub;
                 self.next_sub += 1;
-                let columns = match alias.as_ref() {
-                    Some(a) if !a.columns.is_empty() => {
-                        a.columns.iter().map(|c| fold(&c.name)).collect()
-                    }
-                    _ => rel.outputs().to_vec(),
-                };
+                // `(...) AS s(a, b)` renames the first outputs.
+                let mut columns = rel.outputs().to_vec();
+                for (slot, renamed) in columns
+                    .iter_mut()
+                    .zip(alias.iter().flat_map(|a| a.columns.iter()))
+                {
+                    *slot = fold(&renamed.name);
+                }
                 Ok(OccFacts {
                     alias: alias_name.unwrap_or_else(|| format!("__pgt_sub{id}")),
                     columns: columns.clone(),

@@ -28,10 +28,12 @@ use sqlparser::parser::Parser;
 mod ctes;
 mod from;
 mod select;
+mod subqueries;
 
-pub use crate::model::{Analysis, Block, KeyType, Model, Occ, QueryRefs, Rel};
+pub use crate::model::{Analysis, Block, ExprSub, KeyType, Model, Occ, QueryRefs, Rel, SubLink};
 pub use from::{alias_of, for_each_factor_mut};
 pub use select::output_name;
+pub use subqueries::{and_all, without_subquery_conjuncts};
 
 use ctes::inline_ctes;
 use from::{expand_into, join_operators};
@@ -163,12 +165,20 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         next_sub: 0,
     };
     let inline = inline_ctes(&mut query, &[]);
-    let (tree, shape) = an.query(&mut query, true);
+    let (mut tree, shape) = an.query(&mut query, true);
     let model = match (inline, shape) {
         (Err(reason), _) => Err(reason),
         (Ok(()), Err(reason)) => Err(reason),
+        // A subquery in an expression inside a subquery in FROM reaches
+        // rows only by links, which yield the groups to recompute, never
+        // the exact row changes a linear query applies.
+        (Ok(()), Ok(Shape::Rel(rel))) if rel.has_expr_subqueries() => {
+            let reason = "subquery in an expression (EXISTS / IN / scalar subquery) inside a subquery in FROM or a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT".to_string();
+            tree = tree.unsupported(reason.clone());
+            Err(reason)
+        }
         (Ok(()), Ok(Shape::Rel(rel))) => Ok(Model::Linear(rel)),
-        (Ok(()), Ok(Shape::Grouped(block, keys))) => Ok(Model::Grouped { block, keys }),
+        (Ok(()), Ok(Shape::Grouped(block, keys, bag))) => Ok(Model::Grouped { block, keys, bag }),
     };
     // The tree's first reason wins so explain and the verdict agree.
     let model = match (model, tree.first_reason()) {
@@ -183,9 +193,23 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
     })
 }
 
+/// Where a SELECT block sits, which decides what it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    /// The defining query itself (or its top set operation's operand).
+    Top,
+    /// A subquery in FROM or a UNION ALL branch: linear only.
+    Nested,
+    /// A subquery in an expression: recomputed as written wherever its
+    /// links reach, so it may group, aggregate and nest subqueries.
+    Body,
+}
+
 enum Shape {
     Rel(Rel),
-    Grouped(Box<Block>, Vec<Expr>),
+    /// A block recomputed by keys; `true` when it is not grouped (its
+    /// outputs are the keys and it keeps duplicates).
+    Grouped(Box<Block>, Vec<Expr>, bool),
 }
 
 struct Analyzer<'a> {
@@ -231,7 +255,7 @@ impl<'a> Analyzer<'a> {
 
     fn set_expr(&mut self, body: &mut SetExpr, top: bool) -> (OpNode, Result<Shape, String>) {
         match body {
-            SetExpr::Select(select) => self.block(select, top),
+            SetExpr::Select(select) => self.block(select, if top { Ctx::Top } else { Ctx::Nested }),
             SetExpr::Query(q) => self.query(q, top),
             SetExpr::SetOperation {
                 left,

@@ -7,7 +7,7 @@ impl Analyzer<'_> {
     pub(super) fn block(
         &mut self,
         select: &mut Select,
-        top: bool,
+        ctx: Ctx,
     ) -> (OpNode, Result<Shape, String>) {
         let mut reasons: Vec<String> = Vec::new();
 
@@ -117,76 +117,109 @@ impl Analyzer<'_> {
             reasons.push("a SELECT clause outside the supported grammar".into());
         }
 
-        // Expressions: functions, subqueries, aggregates.
+        // Expressions: functions, aggregates, and subqueries (each
+        // analysed as a block of its own below; nothing inside one counts
+        // as this block's).
         let mut has_agg = false;
         let mut aggs = Vec::new();
+        let mut sub_exprs: Vec<Expr> = Vec::new();
         {
-            let mut check = |expr: &Expr, in_where: bool| {
-                let _ = sqlparser::ast::visit_expressions(expr, |e| {
-                    match e {
-                        Expr::Subquery(_)
-                        | Expr::Exists { .. }
-                        | Expr::In {
-                            target: InTarget::Subquery(_) | InTarget::Table { .. },
-                            ..
-                        } => {
-                            reasons.push(
-                                "subquery in an expression (EXISTS / IN / scalar subquery)".into(),
-                            );
+            let mut check = |expr: &Expr, in_where: bool, in_join: bool| {
+                let complete = subqueries::walk_outside_subqueries(expr, &mut |e| match e {
+                    e if subqueries::subquery_of(e).is_some() => {
+                        if in_join {
+                            reasons.push("subquery in a JOIN condition".into());
+                        } else {
+                            sub_exprs.push(e.clone());
                         }
-                        Expr::Function(f) => {
-                            let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
-                            let facts = self.catalog.function(&name);
-                            let is_agg = facts.aggregate
-                                || SUPPORTED_AGGREGATES.contains(&name.as_str())
-                                || OTHER_AGGREGATES.contains(&name.as_str());
-                            if f.over.is_some() || facts.window && !is_agg {
-                                reasons.push(format!("window function {name}"));
-                            } else if is_agg && f.over.is_none() {
-                                has_agg = true;
-                                aggs.push(e.to_string());
-                                if in_where {
-                                    reasons.push(format!("aggregate {name} in WHERE"));
-                                }
-                                if !SUPPORTED_AGGREGATES.contains(&name.as_str()) {
-                                    reasons.push(format!("aggregate {name}"));
-                                }
-                                let ordered = !f.within_group.is_empty()
-                                    || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty());
-                                if ordered {
-                                    reasons.push(format!("ordered aggregate {name}"));
-                                }
-                            } else if SESSION_FUNCTIONS.contains(&name.as_str()) || !facts.immutable
-                            {
-                                reasons.push(format!(
+                    }
+                    Expr::In {
+                        target: InTarget::Table { .. },
+                        ..
+                    } => {
+                        reasons.push("IN with a table name".into());
+                    }
+                    Expr::Function(f) if matches!(f.args, FunctionArguments::Subquery(_)) => {
+                        reasons.push(format!(
+                            "a subquery as the argument of {} (such as ARRAY(SELECT ...))",
+                            f.name
+                        ));
+                    }
+                    Expr::Function(f) => {
+                        let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
+                        let facts = self.catalog.function(&name);
+                        let is_agg = facts.aggregate
+                            || SUPPORTED_AGGREGATES.contains(&name.as_str())
+                            || OTHER_AGGREGATES.contains(&name.as_str());
+                        if f.over.is_some() || facts.window && !is_agg {
+                            reasons.push(format!("window function {name}"));
+                        } else if is_agg && f.over.is_none() {
+                            has_agg = true;
+                            aggs.push(e.to_string());
+                            if in_where {
+                                reasons.push(format!("aggregate {name} in WHERE"));
+                            }
+                            if !SUPPORTED_AGGREGATES.contains(&name.as_str()) {
+                                reasons.push(format!("aggregate {name}"));
+                            }
+                            let ordered = !f.within_group.is_empty()
+                                || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty());
+                            if ordered {
+                                reasons.push(format!("ordered aggregate {name}"));
+                            }
+                        } else if SESSION_FUNCTIONS.contains(&name.as_str()) || !facts.immutable {
+                            reasons.push(format!(
                                     "function {name}, which is not IMMUTABLE (its result can change without a change to the data)"
                                 ));
-                            }
                         }
-                        _ => {}
                     }
-                    ControlFlow::<()>::Continue(())
+                    _ => {}
                 });
+                if !complete {
+                    reasons.push(
+                        "a subquery in a position other than EXISTS, IN or a scalar subquery"
+                            .into(),
+                    );
+                }
             };
             for item in &select.projection {
                 if let Some(e) = select_item_expr(item) {
-                    check(e, false);
+                    check(e, false, false);
                 }
             }
             if let Some(w) = &select.selection {
-                check(w, true);
+                check(w, true, false);
             }
             for twj in &select.from {
                 for join in &twj.joins {
                     if let JoinOperator::Join(JoinConstraint::On(e))
                     | JoinOperator::Inner(JoinConstraint::On(e)) = &join.join_operator
                     {
-                        check(e, true);
+                        check(e, true, true);
                     }
                 }
             }
             if let Some(h) = &select.having {
-                check(h, false);
+                check(h, false, false);
+            }
+        }
+        let scope: Vec<(String, Vec<String>)> = facts
+            .iter()
+            .map(|f| (f.alias.clone(), f.columns.clone()))
+            .collect();
+        let mut subs = Vec::new();
+        let mut sub_nodes = Vec::new();
+        for e in &sub_exprs {
+            match self.expr_sub(e, &scope) {
+                Ok((sub, node)) => {
+                    subs.push(sub);
+                    sub_nodes.push(node);
+                }
+                Err(failed) => {
+                    let (node, reason) = *failed;
+                    sub_nodes.push(node);
+                    reasons.push(reason);
+                }
             }
         }
 
@@ -217,8 +250,25 @@ impl Analyzer<'_> {
             }
         };
         let grouped = has_agg || !group_exprs.is_empty() || select.having.is_some();
-        if (grouped || distinct) && !top {
+        if (grouped || distinct) && ctx == Ctx::Nested {
             reasons.push("aggregate or DISTINCT inside a subquery or UNION ALL branch".into());
+        }
+        let in_select_list = select
+            .projection
+            .iter()
+            .filter_map(select_item_expr)
+            .any(subqueries::has_subquery);
+        if in_select_list && ctx == Ctx::Nested {
+            // Its old values are not known: the rows it changes could not
+            // be named by the groups they leave.
+            reasons.push(
+                "a subquery in the select list of a subquery in FROM or a UNION ALL branch".into(),
+            );
+        } else if in_select_list && ctx == Ctx::Top && !grouped && !distinct {
+            reasons.push(
+                "a subquery in the select list of a query without GROUP BY, aggregates or DISTINCT"
+                    .into(),
+            );
         }
         if grouped && distinct {
             reasons.push("DISTINCT combined with GROUP BY or aggregates".into());
@@ -239,6 +289,16 @@ impl Analyzer<'_> {
             node = OpNode::new("Filter", w.to_string(), vec![node]);
         }
         let keys = resolve_group_keys(&group_exprs, &select.projection, &facts);
+        let distinct_keys = || {
+            select
+                .projection
+                .iter()
+                .filter_map(select_item_expr)
+                .any(subqueries::has_subquery)
+        };
+        if (grouped && keys.iter().any(subqueries::has_subquery)) || (distinct && distinct_keys()) {
+            reasons.push("a subquery in a GROUP BY key or a DISTINCT select list".into());
+        }
         if grouped {
             let detail = format!(
                 "keys: [{}] aggregates: [{}]",
@@ -254,7 +314,9 @@ impl Analyzer<'_> {
             }
         }
         let proj_detail = outputs.join(", ");
-        node = OpNode::new("Project", proj_detail, vec![node]);
+        let mut children = vec![node];
+        children.extend(sub_nodes);
+        node = OpNode::new("Project", proj_detail, children);
         if distinct {
             node = OpNode::new("Distinct", "", vec![node]);
         }
@@ -269,18 +331,31 @@ impl Analyzer<'_> {
             select: select.clone(),
             occs: facts.into_iter().map(|f| f.occ).collect(),
             outputs,
+            scope,
+            subs,
         };
-        let shape = if grouped {
-            Shape::Grouped(Box::new(block), keys)
-        } else if distinct {
-            let keys = block
+        let outputs_as_keys = |block: &Block| {
+            block
                 .select
                 .projection
                 .iter()
                 .filter_map(select_item_expr)
                 .cloned()
-                .collect();
-            Shape::Grouped(Box::new(block), keys)
+                .collect()
+        };
+        // A top block whose rows subqueries filter has no exact delta: it
+        // is kept by its rows' values, the keys its changes reach being
+        // recomputed (see `delta/subqueries.rs`).
+        let reached_only =
+            ctx == Ctx::Top && Rel::Block(Box::new(block.clone())).has_expr_subqueries();
+        let shape = if grouped {
+            Shape::Grouped(Box::new(block), keys, false)
+        } else if distinct {
+            let keys = outputs_as_keys(&block);
+            Shape::Grouped(Box::new(block), keys, false)
+        } else if reached_only {
+            let keys = outputs_as_keys(&block);
+            Shape::Grouped(Box::new(block), keys, true)
         } else {
             Shape::Rel(Rel::Block(Box::new(block)))
         };

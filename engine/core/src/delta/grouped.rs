@@ -2,7 +2,7 @@
 //! the affected group keys; those groups are recomputed from the sources
 //! and replace the stored ones that differ.
 
-use sqlparser::ast::{Expr, GroupByExpr, Ident, Select, SelectItem};
+use sqlparser::ast::{Expr, Ident, Select, SelectItem};
 
 use super::{parse_expr, Gen, ROW_ID};
 use crate::catalog::{ColumnIdentity, OutputColumn};
@@ -14,23 +14,14 @@ impl Gen<'_> {
         &mut self,
         block: &Block,
         keys: &[Expr],
+        bag: bool,
         storage: &str,
         columns: &[OutputColumn],
     ) -> String {
         let key_names: Vec<String> = (1..=keys.len()).map(|k| format!("__pgt_k{k}")).collect();
-        // Affected group keys: the keys of every row any delta term touches.
-        let terms = self.term_selects(block, &|select, _| {
-            select.projection = if keys.is_empty() {
-                vec![SelectItem::UnnamedExpr(parse_expr("1"))]
-            } else {
-                keys.iter()
-                    .map(|k| SelectItem::UnnamedExpr(k.clone()))
-                    .collect()
-            };
-            select.distinct = None;
-            select.group_by = GroupByExpr::Expressions(vec![], vec![]);
-            select.having = None;
-        });
+        // Affected group keys: the keys of every row a change may have
+        // touched (see `subqueries.rs`).
+        let terms = self.affected_rows(block, keys);
         let key_cols = if keys.is_empty() {
             "__pgt_one".to_string()
         } else {
@@ -117,6 +108,23 @@ impl Gen<'_> {
             "__pgt_new({col_list}, {ROW_ID}) AS MATERIALIZED ({recompute})"
         ));
         self.read_only_phase("group_recompute", "__pgt_new");
+        if bag {
+            self.replace_bag(storage, &cols);
+        } else {
+            self.replace_groups(storage, &cols);
+        }
+        let guard = self.guard_column();
+        format!(
+            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
+             (SELECT pg_catalog.count(*) FROM __pgt_del)::text, pg_catalog.pg_current_snapshot()::text{guard}",
+            self.with_clause()
+        )
+    }
+
+    /// Replace the stored groups of the affected keys that differ from
+    /// their recomputation (one row per key).
+    fn replace_groups(&mut self, storage: &str, cols: &[String]) {
+        let col_list = cols.join(", ");
         let s_row: Vec<String> = cols.iter().map(|c| format!("s.{c}")).collect();
         let n_row: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
         let same_row = format!(
@@ -134,12 +142,45 @@ impl Gen<'_> {
              AND {same_row}) RETURNING 1)",
             n_row.join(", ")
         ));
-        let guard = self.guard_column();
-        format!(
-            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
-             (SELECT pg_catalog.count(*) FROM __pgt_del)::text, pg_catalog.pg_current_snapshot()::text{guard}",
-            self.with_clause()
-        )
+    }
+
+    /// Replace the stored rows of the affected keys by their
+    /// recomputation as a bag: equal rows are numbered on both sides, so
+    /// that the n-th copy of a row stays when the n-th copy is recomputed,
+    /// and only the copies that differ are deleted or inserted.
+    fn replace_bag(&mut self, storage: &str, cols: &[String]) {
+        let col_list = cols.join(", ");
+        let s_row: Vec<String> = cols.iter().map(|c| format!("s.{c}")).collect();
+        let n_row: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
+        self.ctes.push(format!(
+            "__pgt_newc AS MATERIALIZED (SELECT n.*, ROW({})::text AS __pgt_txt, \
+             pg_catalog.row_number() OVER (PARTITION BY n.{ROW_ID}, ROW({})::text) AS __pgt_c FROM __pgt_new n)",
+            n_row.join(", "),
+            n_row.join(", ")
+        ));
+        self.ctes.push(format!(
+            "__pgt_oldc AS MATERIALIZED (SELECT s.ctid AS __pgt_ctid, s.{ROW_ID}, ROW({})::text AS __pgt_txt, \
+             pg_catalog.row_number() OVER (PARTITION BY s.{ROW_ID}, ROW({})::text) AS __pgt_c FROM {storage} s \
+             WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh)))",
+            s_row.join(", "),
+            s_row.join(", ")
+        ));
+        let same = |a: &str, b: &str| {
+            format!(
+                "{a}.{ROW_ID} = {b}.{ROW_ID} AND {a}.__pgt_txt = {b}.__pgt_txt AND {a}.__pgt_c = {b}.__pgt_c"
+            )
+        };
+        self.ctes.push(format!(
+            "__pgt_del AS (DELETE FROM {storage} s USING __pgt_oldc o WHERE s.ctid = o.__pgt_ctid \
+             AND NOT EXISTS (SELECT 1 FROM __pgt_newc n WHERE {}) RETURNING 1)",
+            same("n", "o")
+        ));
+        self.ctes.push(format!(
+            "__pgt_ins AS (INSERT INTO {storage} ({col_list}, {ROW_ID}) SELECT {}, n.{ROW_ID} FROM __pgt_newc n \
+             WHERE NOT EXISTS (SELECT 1 FROM __pgt_oldc o WHERE {}) RETURNING 1)",
+            n_row.join(", "),
+            same("o", "n")
+        ));
     }
 }
 

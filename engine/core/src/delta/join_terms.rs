@@ -9,7 +9,7 @@ use sqlparser::ast::{Distinct, Ident, ObjectName, Select, TableFactor};
 
 use super::{parse_expr, Gen, MAX_INCLUSION_EXCLUSION};
 use crate::analyze::{alias_of, for_each_factor_mut};
-use crate::model::{Block, Occ, Rel};
+use crate::model::{Block, Occ};
 use crate::sql::quote_ident;
 
 /// Which version of an occurrence a delta term reads.
@@ -75,7 +75,7 @@ impl Gen<'_> {
         };
         match occ {
             Occ::Source { source } => changed.contains(source),
-            Occ::Sub { rel, .. } => rel_sources(rel).iter().any(|s| changed.contains(s)),
+            Occ::Sub { rel, .. } => rel.sources().iter().any(|s| changed.contains(s)),
         }
     }
 
@@ -134,6 +134,16 @@ pub(super) fn substituted(block: &Block, versions: &[Version]) -> (Select, Strin
             return;
         }
         let alias = factor_alias(factor, occ);
+        // A column list renaming a table's columns applies to its delta
+        // and old state too (their columns are the table's).
+        let renamed: Vec<String> = match (&*factor, occ) {
+            (TableFactor::Table { alias: Some(a), .. }, Occ::Source { .. }) => a
+                .columns
+                .iter()
+                .map(|c| crate::analyze::fold(&c.name))
+                .collect(),
+            _ => Vec::new(),
+        };
         let cte = match (occ, version) {
             (Occ::Source { source }, Version::Delta) => format!("__pgt_d{source}"),
             (Occ::Source { source }, _) => format!("__pgt_o{source}"),
@@ -143,7 +153,7 @@ pub(super) fn substituted(block: &Block, versions: &[Version]) -> (Select, Strin
         mult.push(format!("{}.__pgt_m", quote_ident(&alias)));
         *factor = TableFactor::Table {
             name: ObjectName::from(vec![Ident::new(cte)]),
-            alias: Some(alias_of(Ident::with_quote('"', alias), &[])),
+            alias: Some(alias_of(Ident::with_quote('"', alias), &renamed)),
             args: None,
             with_hints: vec![],
             version: None,
@@ -165,21 +175,6 @@ pub(super) fn substituted(block: &Block, versions: &[Version]) -> (Select, Strin
         mult.join(" * ")
     };
     (select, mult)
-}
-
-/// Every source a linear relation reads, subqueries included.
-pub(super) fn rel_sources(rel: &Rel) -> Vec<usize> {
-    match rel {
-        Rel::Block(b) => b
-            .occs
-            .iter()
-            .flat_map(|o| match o {
-                Occ::Source { source } => vec![*source],
-                Occ::Sub { rel, .. } => rel_sources(rel),
-            })
-            .collect(),
-        Rel::UnionAll(branches) => branches.iter().flat_map(rel_sources).collect(),
-    }
 }
 
 /// The name a FROM occurrence is referenced by.

@@ -58,6 +58,7 @@ mod guard;
 mod join_terms;
 mod linear;
 mod sources;
+mod subqueries;
 
 use crate::catalog::{Capture, ColumnIdentity, OutputColumn, SourceTable};
 use crate::model::{Analysis, KeyType, Model};
@@ -203,7 +204,7 @@ fn plan_with(
     let grouped = matches!(analysis.model, Ok(Model::Grouped { .. }));
 
     let full_select = match &analysis.model {
-        Ok(Model::Grouped { block, keys }) => {
+        Ok(Model::Grouped { block, keys, .. }) => {
             grouped_select(&block.select, keys, &analysis.key_types, None)
         }
         _ => {
@@ -241,7 +242,9 @@ fn plan_with(
     ];
     let generate = |gen: &mut Gen| match analysis.model.as_ref() {
         Ok(Model::Linear(rel)) => Some(gen.linear(rel, storage, columns)),
-        Ok(Model::Grouped { block, keys }) => Some(gen.grouped(block, keys, storage, columns)),
+        Ok(Model::Grouped { block, keys, bag }) => {
+            Some(gen.grouped(block, keys, *bag, storage, columns))
+        }
         Err(_) => None,
     };
     let mut gen = Gen::new(&analysis.sources, &analysis.key_types);
@@ -346,6 +349,8 @@ struct Gen<'a> {
     guarded: Vec<usize>,
     /// The read token's parameter, when a source is captured from the WAL.
     token_param: Option<usize>,
+    /// The number of the next `__pgt_y<n>` CTE (a subquery's affected values).
+    next_values: usize,
 }
 
 impl<'a> Gen<'a> {
@@ -362,6 +367,7 @@ impl<'a> Gen<'a> {
             changed: None,
             guarded: Vec::new(),
             token_param: None,
+            next_values: 0,
         }
     }
 

@@ -244,6 +244,7 @@ SELECT pgtrickle.create_stream_table('j', 'SELECT a.k, a.v, b.w FROM a JOIN b ON
 SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n, sum(v) AS total, max(v) AS hi FROM a GROUP BY k', NULL, 'DIFFERENTIAL');
 SELECT pgtrickle.create_stream_table('top', 'SELECT k, count(*) AS n FROM j GROUP BY k', NULL, 'DIFFERENTIAL');
 SELECT pgtrickle.create_stream_table('f', 'SELECT k, v FROM a ORDER BY v LIMIT 10', NULL, 'AUTO');
+SELECT pgtrickle.create_stream_table('sub', 'SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
 SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
 -- pending changes, not yet refreshed
@@ -271,6 +272,10 @@ SELECT pgtrickle.create_stream_table('jst', 'SELECT id, j FROM js', NULL, 'DIFFE
 INSERT INTO js VALUES (1, '[1]');
 ";
 
+/// A query released versions refresh FULL and this one DIFFERENTIALLY.
+const SUB_QUERY: &str =
+    "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) GROUP BY k";
+
 /// Stream tables of [`BEFORE`], their queries and the mode their first
 /// refresh after the upgrade must run (the next one runs DIFFERENTIAL
 /// wherever the stream table is DIFFERENTIAL).
@@ -291,6 +296,9 @@ const EXPECT: &[(&str, &str, Mode)] = &[
         Mode::Differential,
     ),
     ("f", "SELECT k, v FROM a ORDER BY v LIMIT 10", Mode::Full),
+    // FULL before the upgrade (a subquery in an expression), maintainable
+    // DIFFERENTIALLY after it: stays FULL until altered (checked below).
+    ("sub", SUB_QUERY, Mode::Full),
     ("full_t", "SELECT x, x * 2 AS y FROM t", Mode::Full),
     ("tr", "SELECT x FROM t WHERE x > 3", Mode::Full),
     ("inh", "SELECT k, v FROM par", Mode::Full),
@@ -574,6 +582,26 @@ fn check_path(
         if let Some(d) = differences(&mut db, st, query).map_err(sql)? {
             problems.push(format!("{st} is wrong after a post-upgrade change:\n{d}"));
         }
+    }
+    // A stream table the new version maintains DIFFERENTIALLY moves there
+    // only when its owner asks: its next refresh reinitialises it, the one
+    // after runs DIFFERENTIAL.
+    for step in [
+        "SELECT pgtrickle.alter_stream_table('sub', refresh_mode => 'AUTO')",
+        "SELECT pgtrickle.refresh_stream_table('sub')",
+        "DELETE FROM b WHERE k = 4",
+        "SELECT pgtrickle.refresh_stream_table('sub')",
+    ] {
+        db.batch_execute(step).map_err(sql)?;
+    }
+    let ran = last_refresh(&mut db, "sub").map_err(sql)?.map(|r| r.ran);
+    if ran != Some(Ran::Mode(Mode::Differential)) {
+        problems.push(format!(
+            "sub: after alter_stream_table(refresh_mode => 'AUTO') a refresh ran {ran:?}, expected DIFFERENTIAL"
+        ));
+    }
+    if let Some(d) = differences(&mut db, "sub", SUB_QUERY).map_err(sql)? {
+        problems.push(format!("sub is wrong after it moved to DIFFERENTIAL:\n{d}"));
     }
     // 7. Downgrade is refused, clearly.
     match db.batch_execute(&format!(
