@@ -273,13 +273,15 @@ fn perform_refresh(
     // never evaluates: FULL decides (and raises the query's own error).
     let mut delta_error = None;
     let result = if mode == Mode::Differential {
-        match crate::spi::in_subtransaction(std::panic::AssertUnwindSafe(differential)) {
+        match crate::spi::in_subtransaction_handling(
+            std::panic::AssertUnwindSafe(differential),
+            pg_trickle_core::sqlstate::full_may_succeed,
+        ) {
             Ok(r) => r,
-            Err(f) if pg_trickle_core::sqlstate::full_may_succeed(&f.sqlstate) => {
+            Err(f) => {
                 delta_error = Some(f);
                 vec![None; 4]
             }
-            Err(f) => raise(&f.sqlstate, f.message, None),
         }
     } else {
         run_refresh(&sql, &args, buffers)
@@ -288,10 +290,12 @@ fn perform_refresh(
     let mut frontier = result[3].clone();
     let mut mode = mode;
     let delta_failed = delta_error.as_ref().map(|f| {
-        format!(
+        let why = format!(
             "the differential statement raised {} ({}) on values the query may not evaluate; recomputed FULL",
             f.sqlstate, f.message
-        )
+        );
+        pgrx::warning!("stream table {name}: {why}");
+        why
     });
     let recompute_because = if mode != Mode::Differential {
         None

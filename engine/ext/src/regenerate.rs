@@ -152,16 +152,42 @@ pub fn regenerate_one(id: i64) -> bool {
     } else {
         requested
     };
-    let mut planned = crate::planning::plan(&name, &query, as_planned, relid, &name, &owner);
-    // A query this version newly maintains DIFFERENTIALLY stays FULL until
-    // its owner asks (alter_stream_table(..., refresh_mode => 'AUTO')):
-    // an upgrade does not change how a stream table is maintained.
-    if requested == RequestedMode::Auto
-        && effective_mode == Some(Mode::Full)
-        && planned.effective_mode == Mode::Differential
-    {
-        planned.effective_mode = Mode::Full;
+    // An AUTO stream table refreshed FULL stays FULL, even when this
+    // version maintains its query DIFFERENTIALLY, until its owner asks
+    // (alter_stream_table(..., refresh_mode => 'AUTO')): an upgrade does
+    // not change how a stream table is maintained. It is planned FULL, so
+    // no capture is set up for it; whether it could move is found in a
+    // rolled-back subtransaction (planning checks its delta SQL with
+    // capture in place).
+    let keep_full = requested == RequestedMode::Auto && effective_mode == Some(Mode::Full);
+    if keep_full {
+        let (q, n, o) = (query.clone(), name.clone(), owner.clone());
+        let movable = crate::spi::in_rolled_back_subtransaction(move || {
+            crate::planning::plan(&n, &q, RequestedMode::Auto, relid, &n, &o).effective_mode
+                == Mode::Differential
+        })
+        .unwrap_or(false);
+        if movable {
+            let reason = format!(
+                "kept FULL across the upgrade: this version maintains its query DIFFERENTIALLY; \
+                 SELECT pgtrickle.alter_stream_table('{name}', refresh_mode => 'AUTO') moves it"
+            );
+            stream_tables::set_fallback_reason(id, &reason);
+            pgrx::warning!("pg_trickle: stream table {name} was {reason}");
+        }
     }
+    let planned = crate::planning::plan(
+        &name,
+        &query,
+        if keep_full {
+            RequestedMode::Full
+        } else {
+            as_planned
+        },
+        relid,
+        &name,
+        &owner,
+    );
     let mut params_now: Vec<(u32, Option<i32>)> = sources::captured_in_param_order(id)
         .into_iter()
         .map(|s| (s.relid, s.param_position))

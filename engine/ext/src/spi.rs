@@ -184,6 +184,31 @@ pub fn in_rolled_back_subtransaction<R>(
     subtransaction(f, false)
 }
 
+/// Run `f` in an internal subtransaction, keeping its work when it
+/// succeeds. An ERROR rolls it back; when `handled` accepts its SQLSTATE
+/// the failure is returned, otherwise it is raised again as it was
+/// (detail, hint and context included).
+pub fn in_subtransaction_handling<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+    handled: fn(&str) -> bool,
+) -> Result<R, Failure> {
+    let (result, _) = in_subtransaction_kept_if(|| {
+        let r = PgTryBuilder::new(|| Ok(f()))
+            .catch_others(|caught| {
+                let (sqlstate, message) = failure_of(&caught);
+                if handled(&sqlstate) {
+                    Err(Failure { sqlstate, message })
+                } else {
+                    caught.rethrow()
+                }
+            })
+            .execute();
+        let keep = r.is_ok();
+        (r, keep)
+    });
+    result
+}
+
 /// Run `f` in an internal subtransaction and keep its work only when `f`
 /// says so (the `bool` it returns); an ERROR rolls it back and is raised
 /// again as it was. What `f` returns in Rust memory is kept either way.

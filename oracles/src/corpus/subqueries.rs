@@ -116,7 +116,9 @@ pub(super) fn entries() -> Vec<Entry> {
                     )
                     .step(&["INSERT INTO b VALUES (1, 100)"])
                     .step(&["UPDATE b SET w = 0 WHERE k = 1"])
-                    .step(&["DELETE FROM b WHERE k = 1"])
+                    // Step 3 leaves a matched pair (k = 2): the negative
+                    // control doubles b there and must see `listed` change.
+                    .step(&["DELETE FROM b WHERE k = 1", "INSERT INTO a VALUES (2, 2, 'two')", "INSERT INTO b VALUES (2, 2)"])
                     .step(&["INSERT INTO b VALUES (2, 1)", "UPDATE a SET v = v + 5 WHERE k = 2"])
                     .step(&["DELETE FROM b"])
                     .random_steps(tail(n))

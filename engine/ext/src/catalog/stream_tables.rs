@@ -288,6 +288,14 @@ pub fn store_statements(id: i64, plan: &StoredPlan) {
     );
 }
 
+/// Record why stream table `id` is refreshed FULL.
+pub fn set_fallback_reason(id: i64, reason: &str) {
+    run(
+        "UPDATE pgtrickle.pgt_stream_tables SET fallback_reason = $2 WHERE id = $1::text::bigint",
+        &[arg(id), Some(reason.to_string())],
+    );
+}
+
 /// Set the mode stream table `id` asks for (after a re-plan planned it as another).
 pub fn set_requested_mode(id: i64, requested: RequestedMode) {
     run(
