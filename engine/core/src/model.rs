@@ -2,7 +2,7 @@
 //! defining query (linear relations of blocks and FROM occurrences, or a
 //! grouped block on a linear input), with its sources and operator tree.
 
-use sqlparser::ast::{Expr, Select};
+use sqlparser::ast::{Expr, Select, SelectItem};
 
 use crate::catalog::SourceTable;
 use crate::ir::OpNode;
@@ -69,19 +69,38 @@ impl Rel {
     /// as the rows they may reach (see [`ExprSub`]), not exactly.
     pub fn has_expr_subqueries(&self) -> bool {
         match self {
-            Rel::Block(b) => {
-                !b.subs.is_empty()
-                    || b.occs.iter().any(|o| match o {
-                        Occ::Sub { rel, .. } => rel.has_expr_subqueries(),
-                        Occ::Source { .. } => false,
-                    })
-            }
+            Rel::Block(b) => b.has_expr_subqueries(),
             Rel::UnionAll(branches) => branches.iter().any(Rel::has_expr_subqueries),
         }
     }
 }
 
 impl Block {
+    /// Whether the block, or a subquery in its FROM, holds a subquery in
+    /// an expression (see [`Rel::has_expr_subqueries`]).
+    pub fn has_expr_subqueries(&self) -> bool {
+        !self.subs.is_empty()
+            || self.occs.iter().any(|o| match o {
+                Occ::Sub { rel, .. } => rel.has_expr_subqueries(),
+                Occ::Source { .. } => false,
+            })
+    }
+
+    /// The expressions of the select list, in order (wildcards are
+    /// expanded by analysis, so there is one per output).
+    pub fn output_exprs(&self) -> Vec<Expr> {
+        self.select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every source the block reads (indexes into [`Analysis::sources`]):
     /// its FROM occurrences and its subqueries, possibly repeated.
     pub fn sources(&self) -> Vec<usize> {

@@ -167,10 +167,8 @@ impl Analyzer<'_> {
                             if ordered {
                                 reasons.push(format!("ordered aggregate {name}"));
                             }
-                        } else if SESSION_FUNCTIONS.contains(&name.as_str()) || !facts.immutable {
-                            reasons.push(format!(
-                                    "function {name}, which is not IMMUTABLE (its result can change without a change to the data)"
-                                ));
+                        } else if let Some(reason) = self.not_immutable(&name) {
+                            reasons.push(reason);
                         }
                     }
                     _ => {}
@@ -289,14 +287,7 @@ impl Analyzer<'_> {
             node = OpNode::new("Filter", w.to_string(), vec![node]);
         }
         let keys = resolve_group_keys(&group_exprs, &select.projection, &facts);
-        let distinct_keys = || {
-            select
-                .projection
-                .iter()
-                .filter_map(select_item_expr)
-                .any(subqueries::has_subquery)
-        };
-        if (grouped && keys.iter().any(subqueries::has_subquery)) || (distinct && distinct_keys()) {
+        if (grouped && keys.iter().any(subqueries::has_subquery)) || (distinct && in_select_list) {
             reasons.push("a subquery in a GROUP BY key or a DISTINCT select list".into());
         }
         if grouped {
@@ -334,27 +325,17 @@ impl Analyzer<'_> {
             scope,
             subs,
         };
-        let outputs_as_keys = |block: &Block| {
-            block
-                .select
-                .projection
-                .iter()
-                .filter_map(select_item_expr)
-                .cloned()
-                .collect()
-        };
         // A top block whose rows subqueries filter has no exact delta: it
         // is kept by its rows' values, the keys its changes reach being
         // recomputed (see `delta/subqueries.rs`).
-        let reached_only =
-            ctx == Ctx::Top && Rel::Block(Box::new(block.clone())).has_expr_subqueries();
+        let reached_only = ctx == Ctx::Top && block.has_expr_subqueries();
         let shape = if grouped {
             Shape::Grouped(Box::new(block), keys, false)
         } else if distinct {
-            let keys = outputs_as_keys(&block);
+            let keys = block.output_exprs();
             Shape::Grouped(Box::new(block), keys, false)
         } else if reached_only {
-            let keys = outputs_as_keys(&block);
+            let keys = block.output_exprs();
             Shape::Grouped(Box::new(block), keys, true)
         } else {
             Shape::Rel(Rel::Block(Box::new(block)))

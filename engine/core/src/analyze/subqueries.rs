@@ -238,6 +238,16 @@ fn split_where(
 }
 
 impl Analyzer<'_> {
+    /// Why a call of function `name` (folded, unqualified) cannot be
+    /// maintained: it reads the clock or the session, or is not IMMUTABLE.
+    pub(super) fn not_immutable(&self, name: &str) -> Option<String> {
+        (SESSION_FUNCTIONS.contains(&name) || !self.catalog.function(name).immutable).then(|| {
+            format!(
+                "function {name}, which is not IMMUTABLE (its result can change without a change to the data)"
+            )
+        })
+    }
+
     /// What keeps a subquery's ORDER BY, LIMIT, OFFSET or FETCH from being
     /// recomputed as written: a subquery there (its sources would go
     /// unwatched) or a function that is not IMMUTABLE.
@@ -256,12 +266,7 @@ impl Analyzer<'_> {
                 }
                 Expr::Function(f) => {
                     let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
-                    let facts = self.catalog.function(&name);
-                    if SESSION_FUNCTIONS.contains(&name.as_str()) || !facts.immutable {
-                        problem = Some(format!(
-                            "function {name}, which is not IMMUTABLE (its result can change without a change to the data)"
-                        ));
-                    }
+                    problem = self.not_immutable(&name);
                 }
                 _ => {}
             }

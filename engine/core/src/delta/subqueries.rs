@@ -61,18 +61,7 @@ impl Gen<'_> {
     pub(super) fn reached_rows(&mut self, rel: &Rel) -> String {
         match rel {
             Rel::Block(block) => {
-                let outputs: Vec<Expr> = block
-                    .select
-                    .projection
-                    .iter()
-                    .filter_map(|item| match item {
-                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                            Some(e.clone())
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let selects = self.affected_rows(block, &outputs);
+                let selects = self.affected_rows(block, &block.output_exprs());
                 format!(
                     "SELECT __pgt_r.*, 1::bigint FROM ({}) __pgt_r",
                     selects.join(" UNION ALL ")
