@@ -79,8 +79,9 @@ pub struct Target {
 }
 
 /// The workloads the negative control damages: linear, join, grouped, a
-/// stream table over a stream table, and a correlated scalar subquery
-/// (whose skipped changes are the subquery's source's).
+/// stream table over a stream table, a correlated scalar subquery
+/// (whose skipped changes are the subquery's source's) and a LEFT JOIN
+/// (whose skipped changes are the padded side's).
 pub const TARGETS: &[Target] = &[
     Target {
         workload: "select_star",
@@ -105,6 +106,11 @@ pub const TARGETS: &[Target] = &[
     Target {
         workload: "scalar_subqueries",
         stream_table: "listed",
+        source: "b",
+    },
+    Target {
+        workload: "left_join_rows",
+        stream_table: "lj",
         source: "b",
     },
 ];

@@ -42,6 +42,10 @@ pub enum Construct {
     DistinctWithGroupBy,
     /// LEFT JOIN (edge).
     LeftJoin,
+    /// RIGHT JOIN (edge).
+    RightJoin,
+    /// FULL JOIN (edge).
+    FullJoin,
     /// EXISTS (edge).
     Exists,
     /// NOT EXISTS (edge).
@@ -77,7 +81,7 @@ pub enum Construct {
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 29] = [
+    pub const EMITTED: [Construct; 31] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -93,6 +97,8 @@ impl Construct {
         Construct::SubqueryInFrom,
         Construct::DistinctWithGroupBy,
         Construct::LeftJoin,
+        Construct::RightJoin,
+        Construct::FullJoin,
         Construct::Exists,
         Construct::NotExists,
         Construct::InSubquery,
@@ -121,6 +127,10 @@ pub enum JoinKind {
     Inner(String),
     /// `LEFT JOIN item ON cond`.
     Left(String),
+    /// `RIGHT JOIN item ON cond`.
+    Right(String),
+    /// `FULL JOIN item ON cond`.
+    Full(String),
 }
 
 /// What a FROM item reads.
@@ -185,6 +195,12 @@ impl Select {
                 JoinKind::Inner(on) => out.push_str(&format!(" JOIN {src} {} ON {on}", f.alias)),
                 JoinKind::Left(on) => {
                     out.push_str(&format!(" LEFT JOIN {src} {} ON {on}", f.alias))
+                }
+                JoinKind::Right(on) => {
+                    out.push_str(&format!(" RIGHT JOIN {src} {} ON {on}", f.alias))
+                }
+                JoinKind::Full(on) => {
+                    out.push_str(&format!(" FULL JOIN {src} {} ON {on}", f.alias))
                 }
             }
         }
@@ -387,6 +403,6 @@ mod tests {
 
     #[test]
     fn every_construct_is_emitted() {
-        assert_eq!(Construct::EMITTED.len(), 29);
+        assert_eq!(Construct::EMITTED.len(), 31);
     }
 }

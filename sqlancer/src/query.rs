@@ -172,8 +172,15 @@ impl Gen<'_> {
             let join = if i == 0 {
                 JoinKind::First
             } else {
-                let cond = self.join_condition(&scope, &cols);
-                match if comma { 0 } else { self.rng.gen_range(0..10) } {
+                // RIGHT and FULL only join the first item: the side they
+                // pad is then one relation, as the engine maintains.
+                let kind = match if comma { 0 } else { self.rng.gen_range(0..12) } {
+                    10..=11 if i > 1 => 3,
+                    k => k,
+                };
+                // FULL JOIN needs a merge- or hash-joinable condition.
+                let cond = self.join_condition(&scope, &cols, kind == 11);
+                match kind {
                     0..=1 => {
                         comma = true;
                         self.used.insert(Construct::CommaJoin);
@@ -183,6 +190,14 @@ impl Gen<'_> {
                     2 => {
                         self.used.insert(Construct::LeftJoin);
                         JoinKind::Left(cond)
+                    }
+                    10 => {
+                        self.used.insert(Construct::RightJoin);
+                        JoinKind::Right(cond)
+                    }
+                    11 => {
+                        self.used.insert(Construct::FullJoin);
+                        JoinKind::Full(cond)
                     }
                     _ => {
                         self.used.insert(Construct::InnerJoin);
@@ -203,7 +218,7 @@ impl Gen<'_> {
         (items, scope)
     }
 
-    fn join_condition(&mut self, left: &[Col], right: &[Col]) -> String {
+    fn join_condition(&mut self, left: &[Col], right: &[Col], equi: bool) -> String {
         // Every table has an int c0, so an equi-join on c0 always type-checks.
         let l = left
             .iter()
@@ -217,7 +232,7 @@ impl Gen<'_> {
             .find(|c| c.expr.ends_with(".c0"))
             .map(|c| c.expr.clone())
             .unwrap_or_else(|| right[0].expr.clone());
-        match self.rng.gen_range(0..8) {
+        match self.rng.gen_range(if equi { 2 } else { 0 }..8) {
             0 => {
                 self.used.insert(Construct::NonEquiJoin);
                 format!("{l} < {r}")

@@ -52,6 +52,34 @@ pub struct Block {
     /// block's rows. Only a grouped (or DISTINCT) block, or a subquery's
     /// own block, has any.
     pub subs: Vec<ExprSub>,
+    /// The block's outer joins, in the canonical order of its joins. A
+    /// block with any is kept by the rows its changes reach, like one
+    /// with subqueries in its expressions.
+    pub outer: Vec<OuterJoin>,
+}
+
+/// The most FROM occurrences a block with an outer join may have: its
+/// delta terms combine every changed occurrence by inclusion-exclusion
+/// (2^n - 1 terms), since padding is only right against exact states.
+pub const MAX_OUTER_JOIN_OCCURRENCES: usize = 6;
+
+/// A LEFT, RIGHT or FULL join of a block: which occurrences its sides
+/// hold and which side's unmatched rows it keeps, NULL-padded.
+#[derive(Debug, Clone)]
+pub struct OuterJoin {
+    /// Position among the block's joins (the canonical order of
+    /// `analyze::for_each_join_mut`).
+    pub join: usize,
+    /// The occurrences (indexes into [`Block::occs`]) left of the join.
+    pub left: std::ops::Range<usize>,
+    /// The occurrences right of the join.
+    pub right: std::ops::Range<usize>,
+    /// The left side's unmatched rows are kept (LEFT and FULL).
+    pub keeps_left: bool,
+    /// The right side's unmatched rows are kept (RIGHT and FULL).
+    pub keeps_right: bool,
+    /// The ON condition.
+    pub on: Expr,
 }
 
 impl Rel {
@@ -65,23 +93,25 @@ impl Rel {
     }
 
     /// Whether a block of the relation, or of a subquery in its FROM,
-    /// holds a subquery in an expression: its changes are then known only
-    /// as the rows they may reach (see [`ExprSub`]), not exactly.
-    pub fn has_expr_subqueries(&self) -> bool {
+    /// holds a subquery in an expression or an outer join: its changes
+    /// are then known only as the rows they may reach (see [`ExprSub`]
+    /// and [`OuterJoin`]), not exactly.
+    pub fn reached_only(&self) -> bool {
         match self {
-            Rel::Block(b) => b.has_expr_subqueries(),
-            Rel::UnionAll(branches) => branches.iter().any(Rel::has_expr_subqueries),
+            Rel::Block(b) => b.reached_only(),
+            Rel::UnionAll(branches) => branches.iter().any(Rel::reached_only),
         }
     }
 }
 
 impl Block {
     /// Whether the block, or a subquery in its FROM, holds a subquery in
-    /// an expression (see [`Rel::has_expr_subqueries`]).
-    pub fn has_expr_subqueries(&self) -> bool {
+    /// an expression or an outer join (see [`Rel::reached_only`]).
+    pub fn reached_only(&self) -> bool {
         !self.subs.is_empty()
+            || !self.outer.is_empty()
             || self.occs.iter().any(|o| match o {
-                Occ::Sub { rel, .. } => rel.has_expr_subqueries(),
+                Occ::Sub { rel, .. } => rel.reached_only(),
                 Occ::Source { .. } => false,
             })
     }

@@ -60,6 +60,56 @@ fn supported_shapes() {
     }
 }
 
+#[test]
+fn outer_joins_are_kept_by_the_rows_they_reach() {
+    // Without grouping: by their rows' values, as a bag.
+    for sql in [
+        "SELECT a.k, b.w FROM a LEFT JOIN b ON a.k = b.k",
+        "SELECT a.k, b.w FROM a RIGHT JOIN b ON a.k = b.k AND b.w > 1",
+        "SELECT a.k, b.w FROM a FULL JOIN b ON a.k = b.k WHERE b.w IS NULL",
+        "SELECT s.k FROM (SELECT a.k FROM a LEFT JOIN b ON a.k = b.k) s JOIN c ON s.k = c.x",
+    ] {
+        assert!(
+            matches!(supported(sql), Model::Grouped { bag: true, .. }),
+            "{sql}"
+        );
+    }
+    // Grouped: by their groups.
+    let Model::Grouped { block, bag, .. } = supported(
+        "SELECT a.k, count(b.w), count(c.x) FROM a LEFT JOIN b ON a.k = b.k \
+         LEFT JOIN c ON b.w = c.x JOIN a a2 ON a2.k = a.k GROUP BY a.k",
+    ) else {
+        panic!("grouped")
+    };
+    assert!(!bag);
+    let sides: Vec<_> = block
+        .outer
+        .iter()
+        .map(|o| {
+            (
+                o.join,
+                o.left.clone(),
+                o.right.clone(),
+                o.keeps_left,
+                o.keeps_right,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sides,
+        vec![(0, 0..1, 1..2, true, false), (1, 0..2, 2..3, true, false)]
+    );
+    // A parenthesised join counts before the join holding it.
+    let Model::Grouped { block, .. } =
+        supported("SELECT count(*) FROM a JOIN (b FULL JOIN c ON b.w = c.x) ON a.k = b.k")
+    else {
+        panic!("grouped")
+    };
+    let o = &block.outer[0];
+    assert_eq!((o.join, o.left.clone(), o.right.clone()), (0, 1..2, 2..3));
+    assert!(o.keeps_left && o.keeps_right);
+}
+
 /// How each subquery of a grouped query's top block reaches its rows.
 fn links(sql: &str) -> Vec<String> {
     let Model::Grouped { block, .. } = supported(sql) else {
@@ -205,8 +255,30 @@ fn unsupported_constructs_are_named() {
     // The reasons are what users read in fallback_reason and in the 0A000
     // error: pinned word for word.
     let cases = [
-        ("SELECT a.k FROM a LEFT JOIN b ON a.k = b.k", "LEFT JOIN"),
-        ("SELECT a.k FROM a FULL JOIN b ON a.k = b.k", "FULL JOIN"),
+        (
+            "SELECT a.k FROM a LEFT JOIN b USING (k)",
+            "LEFT JOIN with USING or NATURAL (write it with ON)",
+        ),
+        (
+            "SELECT a.k FROM a JOIN b ON a.k = b.k RIGHT JOIN c ON b.w = c.x",
+            "RIGHT JOIN whose padded side joins several relations (write that side as a subquery in FROM)",
+        ),
+        (
+            "SELECT a.k FROM a FULL JOIN (b JOIN c ON b.w = c.x) ON a.k = b.k",
+            "FULL JOIN whose padded side joins several relations (write that side as a subquery in FROM)",
+        ),
+        (
+            "SELECT a.k FROM a LEFT JOIN b ON a.k = (SELECT max(w) FROM b)",
+            "subquery in a JOIN condition",
+        ),
+        (
+            "SELECT a1.k FROM a a1 LEFT JOIN b ON a1.k = b.k, a a2, a a3, a a4, a a5, a a6",
+            "an outer join in a FROM clause of more than 6 relations",
+        ),
+        (
+            "SELECT a.k FROM a LEFT JOIN b ON a.k = b.k UNION ALL SELECT k FROM c",
+            "subquery in an expression (EXISTS / IN / scalar subquery) or outer join inside a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT",
+        ),
         ("SELECT k FROM a LIMIT 3", "LIMIT / OFFSET / FETCH"),
         ("SELECT k, row_number() OVER () FROM a", "window function row_number"),
         (
@@ -215,7 +287,7 @@ fn unsupported_constructs_are_named() {
         ),
         (
             "SELECT k FROM a WHERE EXISTS (SELECT 1 FROM b) UNION ALL SELECT k FROM b",
-            "subquery in an expression (EXISTS / IN / scalar subquery) inside a subquery in FROM or a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT",
+            "subquery in an expression (EXISTS / IN / scalar subquery) or outer join inside a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT",
         ),
         (
             "SELECT s.m, count(*) FROM (SELECT k, (SELECT max(w) FROM b) AS m FROM a) s GROUP BY s.m",
@@ -362,7 +434,7 @@ fn syntax_errors_and_non_selects_are_errors() {
 
 #[test]
 fn explain_tree_marks_the_unsupported_node() {
-    let a = analyze("SELECT a.k FROM a LEFT JOIN b ON a.k = b.k", &catalog()).unwrap();
+    let a = analyze("SELECT a.k FROM a LEFT JOIN b USING (k)", &catalog()).unwrap();
     assert!(!a.tree.diff_supported);
     let a = analyze("SELECT k, sum(v) FROM a GROUP BY k", &catalog()).unwrap();
     let ops = |n: &pg_trickle_core::OpNode| (n.op.clone(), n.detail.clone());

@@ -103,6 +103,20 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "v"],
     ),
     (
+        // An outer join without grouping: kept by its rows' values; a
+        // change to b reaches a's rows as matches, or as rows whose
+        // padding may have come or gone.
+        "rows_of_a_left_join",
+        "SELECT a.k, b.w FROM a LEFT JOIN b ON a.k = b.k",
+        &["k", "w"],
+    ),
+    (
+        // A FULL join under grouping: each side's delta pads the other's rows.
+        "grouped_over_full_join",
+        "SELECT a.k, count(b.w) AS n FROM a FULL JOIN b ON a.k = b.k AND b.w > 0 GROUP BY a.k",
+        &["k", "n"],
+    ),
+    (
         // An uncorrelated scalar subquery: any change to c revisits every group.
         "grouped_scalar_subquery_uncorrelated",
         "SELECT k, sum(v) AS total FROM a GROUP BY k HAVING sum(v) > (SELECT max(amount) FROM c)",

@@ -6,7 +6,8 @@
 //! [`operators`] holds one or more workloads per operator with random DML;
 //! [`hard_cases`] holds scripted edge cases followed by random DML;
 //! [`subqueries`] holds EXISTS, IN, NOT IN and scalar subqueries under
-//! grouped queries; [`controls`] holds the hold and discard catch-up paths; [`sources`]
+//! grouped queries; [`outer_joins`] holds LEFT, RIGHT and FULL joins with and
+//! without grouping; [`controls`] holds the hold and discard catch-up paths; [`sources`]
 //! holds partitioned and inheritance sources, columns without a hash
 //! function, and writes in the replica role; [`concurrency`] holds
 //! transactions of several connections interleaved with refreshes and the
@@ -16,6 +17,7 @@ mod concurrency;
 mod controls;
 mod hard_cases;
 mod operators;
+mod outer_joins;
 mod sources;
 mod subqueries;
 
@@ -60,6 +62,7 @@ pub fn entries() -> Vec<Entry> {
     let mut all = operators::entries();
     all.extend(hard_cases::entries());
     all.extend(subqueries::entries());
+    all.extend(outer_joins::entries());
     all.extend(controls::entries());
     all.extend(sources::entries());
     all.extend(concurrency::entries());
@@ -78,6 +81,7 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "Filter",
     "Project",
     "InnerJoin",
+    "OuterJoin",
     "Aggregate",
     "Distinct",
     "UnionAll",

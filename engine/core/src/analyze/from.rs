@@ -1,6 +1,8 @@
 //! FROM clauses: each occurrence (a table, a CTE reference, a subquery)
 //! becomes a source or a nested relation, in canonical leaf order.
 
+use std::ops::Range;
+
 use super::*;
 
 impl Analyzer<'_> {
@@ -165,6 +167,54 @@ pub fn for_each_factor_mut(from: &mut [TableWithJoins], f: &mut dyn FnMut(&mut T
         visit(&mut twj.relation, f);
         for join in &mut twj.joins {
             visit(&mut join.relation, f);
+        }
+    }
+}
+
+/// Each join of a FROM clause, in the canonical order of
+/// [`join_operators`] (a parenthesised join before the join holding it):
+/// the occurrences (in canonical leaf order) left and right of it.
+pub(super) fn join_sides(from: &[TableWithJoins]) -> Vec<(Range<usize>, Range<usize>)> {
+    fn twj(t: &TableWithJoins, next: &mut usize, out: &mut Vec<(Range<usize>, Range<usize>)>) {
+        let start = *next;
+        factor(&t.relation, next, out);
+        for join in &t.joins {
+            let mid = *next;
+            factor(&join.relation, next, out);
+            out.push((start..mid, mid..*next));
+        }
+    }
+    fn factor(f: &TableFactor, next: &mut usize, out: &mut Vec<(Range<usize>, Range<usize>)>) {
+        match f {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => twj(table_with_joins, next, out),
+            _ => *next += 1,
+        }
+    }
+    let mut out = Vec::new();
+    let mut next = 0;
+    for t in from {
+        twj(t, &mut next, &mut out);
+    }
+    out
+}
+
+/// Visit every join of a FROM clause in the canonical order of [`join_operators`].
+pub fn for_each_join_mut(from: &mut [TableWithJoins], f: &mut dyn FnMut(&mut Join)) {
+    fn visit(factor: &mut TableFactor, f: &mut dyn FnMut(&mut Join)) {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = factor
+        {
+            for_each_join_mut(std::slice::from_mut(table_with_joins.as_mut()), f);
+        }
+    }
+    for twj in from {
+        visit(&mut twj.relation, f);
+        for join in &mut twj.joins {
+            visit(&mut join.relation, f);
+            f(join);
         }
     }
 }

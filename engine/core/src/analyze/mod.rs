@@ -17,10 +17,10 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Distinct, Expr, FunctionArguments, GroupByExpr, Ident, InTarget, JoinConstraint, JoinOperator,
-    ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
-    SetQuantifier, TableAlias, TableAliasColumnDef, TableFactor, TableInheritance, TableWithJoins,
-    Value,
+    Distinct, Expr, FunctionArguments, GroupByExpr, Ident, InTarget, Join, JoinConstraint,
+    JoinOperator, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    SetOperator, SetQuantifier, TableAlias, TableAliasColumnDef, TableFactor, TableInheritance,
+    TableWithJoins, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -30,13 +30,15 @@ mod from;
 mod select;
 mod subqueries;
 
-pub use crate::model::{Analysis, Block, ExprSub, KeyType, Model, Occ, QueryRefs, Rel, SubLink};
-pub use from::{alias_of, for_each_factor_mut};
+pub use crate::model::{
+    Analysis, Block, ExprSub, KeyType, Model, Occ, OuterJoin, QueryRefs, Rel, SubLink,
+};
+pub use from::{alias_of, for_each_factor_mut, for_each_join_mut};
 pub use select::output_name;
 pub use subqueries::{and_all, without_subquery_conjuncts};
 
 use ctes::inline_ctes;
-use from::{expand_into, join_operators};
+use from::{expand_into, join_operators, join_sides};
 
 use crate::catalog::{Catalog, SourceTable};
 use crate::error::CoreError;
@@ -172,8 +174,8 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         // A subquery in an expression inside a subquery in FROM reaches
         // rows only by links, which yield the groups to recompute, never
         // the exact row changes a linear query applies.
-        (Ok(()), Ok(Shape::Rel(rel))) if rel.has_expr_subqueries() => {
-            let reason = "subquery in an expression (EXISTS / IN / scalar subquery) inside a subquery in FROM or a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT".to_string();
+        (Ok(()), Ok(Shape::Rel(rel))) if rel.reached_only() => {
+            let reason = "subquery in an expression (EXISTS / IN / scalar subquery) or outer join inside a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT".to_string();
             tree = tree.unsupported(reason.clone());
             Err(reason)
         }

@@ -31,30 +31,59 @@ impl Analyzer<'_> {
         }
         let mut ops = Vec::new();
         join_operators(&select.from, &mut ops);
+        let sides = join_sides(&select.from);
         let mut has_using = false;
         let mut join_conditions = Vec::new();
-        for op in &ops {
-            let constraint = match op {
-                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => c,
-                JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => {
-                    reasons.push("LEFT JOIN".into());
-                    continue;
+        let mut on_exprs = Vec::new();
+        let mut outer = Vec::new();
+        for (j, op) in ops.iter().enumerate() {
+            let (constraint, kind) = match op {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
+                    (c, None)
                 }
-                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => {
-                    reasons.push("RIGHT JOIN".into());
-                    continue;
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => {
+                    (c, Some(("LEFT JOIN", true, false)))
                 }
-                JoinOperator::FullOuter(_) => {
-                    reasons.push("FULL JOIN".into());
-                    continue;
+                JoinOperator::Right(c) | JoinOperator::RightOuter(c) => {
+                    (c, Some(("RIGHT JOIN", false, true)))
                 }
+                JoinOperator::FullOuter(c) => (c, Some(("FULL JOIN", true, true))),
                 other => {
                     reasons.push(format!("join operator {other:?}"));
                     continue;
                 }
             };
+            if let Some((name, keeps_left, keeps_right)) = kind {
+                let (left, right) = sides[j].clone();
+                // The padded side is read by one occurrence, whose
+                // changes decide which kept rows gain or lose a match.
+                if keeps_left && right.len() != 1 || keeps_right && left.len() != 1 {
+                    reasons.push(format!(
+                        "{name} whose padded side joins several relations (write that side as a subquery in FROM)"
+                    ));
+                    continue;
+                }
+                let JoinConstraint::On(on) = constraint else {
+                    reasons.push(format!("{name} with USING or NATURAL (write it with ON)"));
+                    continue;
+                };
+                join_conditions.push(format!("{name} ON {on}"));
+                on_exprs.push(on.clone());
+                outer.push(OuterJoin {
+                    join: j,
+                    left,
+                    right,
+                    keeps_left,
+                    keeps_right,
+                    on: on.clone(),
+                });
+                continue;
+            }
             match constraint {
-                JoinConstraint::On(e) => join_conditions.push(e.to_string()),
+                JoinConstraint::On(e) => {
+                    join_conditions.push(e.to_string());
+                    on_exprs.push(e.clone());
+                }
                 JoinConstraint::Using(cols) => {
                     has_using = true;
                     join_conditions.push(format!(
@@ -71,6 +100,13 @@ impl Analyzer<'_> {
                 }
                 _ => {}
             }
+        }
+
+        if !outer.is_empty() && factors.len() > crate::model::MAX_OUTER_JOIN_OCCURRENCES {
+            reasons.push(format!(
+                "an outer join in a FROM clause of more than {} relations",
+                crate::model::MAX_OUTER_JOIN_OCCURRENCES
+            ));
         }
 
         // Projection: expand wildcards so every branch and delta term lists its columns.
@@ -188,14 +224,8 @@ impl Analyzer<'_> {
             if let Some(w) = &select.selection {
                 check(w, true, false);
             }
-            for twj in &select.from {
-                for join in &twj.joins {
-                    if let JoinOperator::Join(JoinConstraint::On(e))
-                    | JoinOperator::Inner(JoinConstraint::On(e)) = &join.join_operator
-                    {
-                        check(e, true, true);
-                    }
-                }
+            for e in &on_exprs {
+                check(e, true, true);
             }
             if let Some(h) = &select.having {
                 check(h, false, false);
@@ -278,7 +308,12 @@ impl Analyzer<'_> {
         } else if children.is_empty() {
             OpNode::new("Result", "no FROM", vec![])
         } else {
-            OpNode::new("InnerJoin", join_conditions.join(" AND "), children)
+            let kind = if outer.is_empty() {
+                "InnerJoin"
+            } else {
+                "OuterJoin"
+            };
+            OpNode::new(kind, join_conditions.join(" AND "), children)
         };
         if facts.is_empty() && reasons.is_empty() {
             reasons.push("a query without a FROM relation".into());
@@ -324,11 +359,13 @@ impl Analyzer<'_> {
             outputs,
             scope,
             subs,
+            outer,
         };
-        // A top block whose rows subqueries filter has no exact delta: it
-        // is kept by its rows' values, the keys its changes reach being
-        // recomputed (see `delta/subqueries.rs`).
-        let reached_only = ctx == Ctx::Top && block.has_expr_subqueries();
+        // A top block whose rows subqueries filter, or that outer joins,
+        // has no exact delta: it is kept by its rows' values, the keys its
+        // changes reach being recomputed (see `delta/subqueries.rs` and
+        // `delta/outer_joins.rs`).
+        let reached_only = ctx == Ctx::Top && block.reached_only();
         let shape = if grouped {
             Shape::Grouped(Box::new(block), keys, false)
         } else if distinct {

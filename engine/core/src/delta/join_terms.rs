@@ -7,7 +7,7 @@
 
 use sqlparser::ast::{Distinct, Ident, ObjectName, Select, TableFactor};
 
-use super::{parse_expr, Gen, MAX_INCLUSION_EXCLUSION};
+use super::{outer_joins, parse_expr, Gen, MAX_INCLUSION_EXCLUSION};
 use crate::analyze::{alias_of, for_each_factor_mut};
 use crate::model::{Block, Occ};
 use crate::sql::quote_ident;
@@ -32,15 +32,16 @@ pub(super) enum Version {
 /// Up to [`MAX_INCLUSION_EXCLUSION`] changed occurrences of a specialised
 /// plan combine by inclusion-exclusion: every non-empty subset reads its
 /// deltas and the rest their new state, a subset of even size subtracted.
-/// Otherwise the delta telescopes: earlier changed occurrences new, this
+/// So do any number when `new_states_only`. Otherwise the delta telescopes: earlier changed occurrences new, this
 /// one its delta, later ones their old state; unchanged ones new. No
 /// changed occurrence: no term.
 pub(super) fn select_terms(
     n: usize,
     changed: &[usize],
     specialised: bool,
+    new_states_only: bool,
 ) -> Vec<(Vec<Version>, bool)> {
-    if specialised && changed.len() <= MAX_INCLUSION_EXCLUSION {
+    if specialised && (changed.len() <= MAX_INCLUSION_EXCLUSION || new_states_only) {
         return (1u32..(1 << changed.len()))
             .map(|mask| {
                 let mut v = vec![Version::New; n];
@@ -86,7 +87,15 @@ impl Gen<'_> {
         let changed: Vec<usize> = (0..n)
             .filter(|i| self.occ_changed(&block.occs[*i]))
             .collect();
-        select_terms(n, &changed, self.changed.is_some())
+        // Outer joins never read an old state (see `outer_joins.rs`);
+        // analysis bounds how many occurrences such a block has.
+        let exact_states = !block.outer.is_empty();
+        select_terms(
+            n,
+            &changed,
+            self.changed.is_some() || exact_states,
+            exact_states,
+        )
     }
 
     /// The block's terms as SELECTs (with `extra` applied to each), or one
@@ -100,13 +109,19 @@ impl Gen<'_> {
         self.prepare_block(block, &versions);
         let mut terms: Vec<String> = versions
             .iter()
-            .map(|(versions, negate)| {
-                let (mut select, mut mult) = substituted(block, versions);
-                if *negate {
-                    mult = format!("-({mult})");
-                }
-                extra(&mut select, mult);
-                format!("({select})")
+            .flat_map(|(versions, negate)| {
+                outer_joins::variants(block, versions)
+                    .into_iter()
+                    .map(|forms| {
+                        let (mut select, mut mult) = substituted(block, versions);
+                        outer_joins::apply(block, &mut select, &forms);
+                        if *negate {
+                            mult = format!("-({mult})");
+                        }
+                        extra(&mut select, mult);
+                        format!("({select})")
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         if terms.is_empty() {
@@ -206,7 +221,7 @@ mod tests {
     #[test]
     fn a_general_plan_telescopes_once_per_occurrence() {
         assert_eq!(
-            select_terms(3, &[0, 1, 2], false),
+            select_terms(3, &[0, 1, 2], false, false),
             vec![
                 (vec![D, O, O], false),
                 (vec![N, D, O], false),
@@ -219,7 +234,7 @@ mod tests {
     fn changed_occurrences_of_a_specialised_plan_combine_by_inclusion_exclusion() {
         // a ⋈ b ⋈ c with a and c changed: da·b·c + a·b·dc − da·b·dc.
         assert_eq!(
-            select_terms(3, &[0, 2], true),
+            select_terms(3, &[0, 2], true, false),
             vec![
                 (vec![D, N, N], false),
                 (vec![N, N, D], false),
@@ -227,12 +242,15 @@ mod tests {
             ]
         );
         // One changed occurrence: one term, the others as they are.
-        assert_eq!(select_terms(2, &[1], true), vec![(vec![N, D], false)]);
+        assert_eq!(
+            select_terms(2, &[1], true, false),
+            vec![(vec![N, D], false)]
+        );
     }
 
     #[test]
     fn too_many_changed_occurrences_telescope_over_the_changed_ones() {
-        let terms = select_terms(5, &[0, 1, 2, 4], true);
+        let terms = select_terms(5, &[0, 1, 2, 4], true, false);
         assert_eq!(terms.len(), 4);
         assert_eq!(terms[1], (vec![N, D, O, N, O], false));
         assert!(terms.iter().all(|(v, negated)| !negated && v[3] == N));
@@ -240,6 +258,6 @@ mod tests {
 
     #[test]
     fn nothing_changed_means_no_term() {
-        assert!(select_terms(3, &[], true).is_empty());
+        assert!(select_terms(3, &[], true, false).is_empty());
     }
 }

@@ -57,6 +57,7 @@ mod grouped;
 mod guard;
 mod join_terms;
 mod linear;
+mod outer_joins;
 mod sources;
 mod subqueries;
 

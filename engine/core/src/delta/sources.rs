@@ -75,13 +75,13 @@ impl Gen<'_> {
     /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`
     /// (its old state) when `with_old`.
     ///
-    /// A subquery holding subqueries in expressions has no exact delta:
+    /// A subquery holding subqueries in expressions or outer joins has no exact delta:
     /// `__pgt_sd<id>` then holds every row of it a change may have added,
     /// removed or altered (old and new values alike, see
     /// `subqueries.rs`), which is what the affected keys of an enclosing
     /// grouped block need, and nothing reads it as an exact delta.
     pub(super) fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String], with_old: bool) {
-        let delta = if rel.has_expr_subqueries() {
+        let delta = if rel.reached_only() {
             self.reached_rows(rel)
         } else {
             self.delta(rel)
