@@ -72,6 +72,16 @@ pub fn both_sides(
             &format!("SELECT ROW({})::text FROM ({query}) q", list("q")),
         )?
     };
+    if stored != fresh {
+        // Under ORDER BY ... LIMIT, rows tied at a kept boundary may be
+        // kept either way (see `ties`).
+        let names: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
+        if let Some(ranked) = crate::ties::ranked(query, &names) {
+            if crate::ties::tie_equivalent(client, st, columns, query, &ranked, &list)? {
+                return Ok((stored.clone(), stored));
+            }
+        }
+    }
     Ok((stored, fresh))
 }
 

@@ -27,4 +27,5 @@ pub mod sessions;
 pub mod shrink;
 pub mod spelling;
 pub mod tamper;
+pub mod ties;
 pub mod workload;

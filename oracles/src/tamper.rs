@@ -80,8 +80,8 @@ pub struct Target {
 
 /// The workloads the negative control damages: linear, join, grouped, a
 /// stream table over a stream table, a correlated scalar subquery
-/// (whose skipped changes are the subquery's source's) and a LEFT JOIN
-/// (whose skipped changes are the padded side's).
+/// (whose skipped changes are the subquery's source's), a LEFT JOIN
+/// (whose skipped changes are the padded side's) and a top-k of groups.
 pub const TARGETS: &[Target] = &[
     Target {
         workload: "select_star",
@@ -112,6 +112,11 @@ pub const TARGETS: &[Target] = &[
         workload: "left_join_rows",
         stream_table: "lj",
         source: "b",
+    },
+    Target {
+        workload: "top_k_groups",
+        stream_table: "biggest",
+        source: "a",
     },
 ];
 

@@ -224,7 +224,58 @@ pub enum Model {
         /// outputs, a key may hold several equal rows, and recomputed
         /// keys replace their rows as a bag.
         bag: bool,
+        /// `ORDER BY ... LIMIT`: only the first rows are stored (see [`TopK`]).
+        top: Option<TopK>,
     },
+}
+
+/// A query's `ORDER BY ... LIMIT n [OFFSET m]`: the stored rows are the
+/// first `n` after `m` of its result. Rows that sort before the last
+/// stored one are exact; of the rows tied with it, as many as fit are
+/// stored, whichever they are (SQL leaves their order unspecified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopK {
+    /// The ORDER BY items, each an output column.
+    pub order: Vec<OrderItem>,
+    /// LIMIT.
+    pub limit: u64,
+    /// OFFSET (0 without one).
+    pub offset: u64,
+}
+
+/// One ORDER BY item of a [`TopK`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItem {
+    /// The output column it sorts by (0-based).
+    pub output: usize,
+    /// `DESC`.
+    pub desc: bool,
+    /// `NULLS FIRST` (`Some(true)`) or `NULLS LAST`; `None`: the default
+    /// for the direction.
+    pub nulls_first: Option<bool>,
+}
+
+impl TopK {
+    /// The ORDER BY list over `names` (SQL column references, one per
+    /// output).
+    pub fn order_by(&self, names: &[String]) -> String {
+        self.order
+            .iter()
+            .map(|o| {
+                let mut item = names[o.output].clone();
+                if o.desc {
+                    item.push_str(" DESC");
+                }
+                match o.nulls_first {
+                    Some(true) => item.push_str(" NULLS FIRST"),
+                    Some(false) => item.push_str(" NULLS LAST"),
+                    None => {}
+                }
+                item
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The result of analysing a defining query.

@@ -117,6 +117,19 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "n"],
     ),
     (
+        // Top-k over groups: the recomputed groups merge with the stored
+        // rows of the others; too few certain rows recompute the query.
+        "top_k_of_groups",
+        "SELECT k, sum(v) AS total FROM a GROUP BY k ORDER BY total DESC, k LIMIT 3",
+        &["k", "total"],
+    ),
+    (
+        // Top-k of rows with an OFFSET: any reached change recomputes it.
+        "top_k_of_rows_with_offset",
+        "SELECT k, v FROM a ORDER BY v DESC NULLS LAST LIMIT 5 OFFSET 1",
+        &["k", "v"],
+    ),
+    (
         // An uncorrelated scalar subquery: any change to c revisits every group.
         "grouped_scalar_subquery_uncorrelated",
         "SELECT k, sum(v) AS total FROM a GROUP BY k HAVING sum(v) > (SELECT max(amount) FROM c)",

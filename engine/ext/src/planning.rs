@@ -134,11 +134,42 @@ pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
         );
     }
     let mut analysis = analyze::analyze(query, &catalog).map_err(|e| e.to_string())?;
-    analysis.key_types = key_type_oids(&analysis, owner)
+    let probed = key_type_oids(&analysis, owner);
+    let oids = without_unhashable_bag_keys(&mut analysis, probed);
+    analysis.key_types = oids
         .into_iter()
         .map(crate::column_types::key_type)
         .collect();
     Ok(analysis)
+}
+
+/// A bag (rows kept by their values) may be kept by any of its outputs:
+/// those of a type without a hash function (json, point, money, ...) are
+/// left out of its keys rather than sending it to FULL. Returns the types
+/// of the keys kept.
+fn without_unhashable_bag_keys(analysis: &mut Analysis, oids: Vec<u32>) -> Vec<u32> {
+    let Ok(pg_trickle_core::analyze::Model::Grouped {
+        keys, bag: true, ..
+    }) = &mut analysis.model
+    else {
+        return oids;
+    };
+    if oids.len() != keys.len() {
+        return oids;
+    }
+    let hashable: Vec<bool> = oids
+        .iter()
+        .map(|t| crate::column_types::hashable(*t))
+        .collect();
+    let mut i = 0;
+    keys.retain(|_| {
+        i += 1;
+        hashable[i - 1]
+    });
+    oids.into_iter()
+        .zip(hashable)
+        .filter_map(|(t, h)| h.then_some(t))
+        .collect()
 }
 
 /// The type of each group key of a grouped analysis, asked of PostgreSQL

@@ -7,7 +7,7 @@
 //! [`hard_cases`] holds scripted edge cases followed by random DML;
 //! [`subqueries`] holds EXISTS, IN, NOT IN and scalar subqueries under
 //! grouped queries; [`outer_joins`] holds LEFT, RIGHT and FULL joins with and
-//! without grouping; [`controls`] holds the hold and discard catch-up paths; [`sources`]
+//! without grouping; [`top_k`] holds ORDER BY ... LIMIT; [`controls`] holds the hold and discard catch-up paths; [`sources`]
 //! holds partitioned and inheritance sources, columns without a hash
 //! function, and writes in the replica role; [`concurrency`] holds
 //! transactions of several connections interleaved with refreshes and the
@@ -20,6 +20,7 @@ mod operators;
 mod outer_joins;
 mod sources;
 mod subqueries;
+mod top_k;
 
 use crate::gen::{ColSpec, TableSpec};
 use crate::workload::Workload;
@@ -63,6 +64,7 @@ pub fn entries() -> Vec<Entry> {
     all.extend(hard_cases::entries());
     all.extend(subqueries::entries());
     all.extend(outer_joins::entries());
+    all.extend(top_k::entries());
     all.extend(controls::entries());
     all.extend(sources::entries());
     all.extend(concurrency::entries());
@@ -82,6 +84,7 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "Project",
     "InnerJoin",
     "OuterJoin",
+    "TopK",
     "Aggregate",
     "Distinct",
     "UnionAll",

@@ -46,6 +46,13 @@ pub(super) fn entries() -> Vec<Entry> {
                         "SELECT a.k, b.w, c.amount, b2.w AS w2 FROM a LEFT JOIN b ON a.k = b.k \
                          LEFT JOIN c ON b.w = c.x LEFT JOIN b b2 ON b2.k = a.v",
                     )
+                    .diff(
+                        // `v` in the condition is a's alone there, not
+                        // once another a joins the FROM.
+                        "unqualified",
+                        "SELECT a.k, b.w, a2.s FROM a LEFT JOIN b ON b.k = a.k AND v > 3 \
+                         JOIN a a2 ON a2.k = a.k",
+                    )
                     .step(&["INSERT INTO a VALUES (40, 1, 'lonely')"])
                     .step(&["INSERT INTO b VALUES (40, 7)"])
                     .step(&["INSERT INTO b VALUES (40, 7), (40, 2)"])
@@ -124,6 +131,11 @@ pub(super) fn entries() -> Vec<Entry> {
                         "over_sub",
                         "SELECT s.w, count(*) AS n FROM (SELECT a.k, b.w FROM a LEFT JOIN b \
                          ON a.k = b.k) s GROUP BY s.w",
+                    )
+                    .diff(
+                        "unioned",
+                        "SELECT a.k, b.w FROM a LEFT JOIN b ON a.k = b.k UNION ALL \
+                         SELECT b.k, c.x FROM b FULL JOIN c ON b.w = c.x",
                     )
                     .diff(
                         "in_exists",

@@ -227,5 +227,42 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
+        Entry::new(
+            "bags_by_plain_outputs",
+            "rows a select-list subquery changes without their FROM row changing, kept as a bag by              their other outputs: without grouping, under DISTINCT (only subquery outputs too),              DISTINCT over groups, and a UNION ALL with a filtered branch",
+            507,
+            |s, n| {
+                Builder::new("bags_by_plain_outputs", s)
+                    .table(table_a(), 10)
+                    .table(table_b(), 8)
+                    .diff(
+                        "listed",
+                        "SELECT k, v, (SELECT max(w) FROM b WHERE b.k = a.k) AS top FROM a",
+                    )
+                    .diff(
+                        "dlisted",
+                        "SELECT DISTINCT s, (SELECT count(*) FROM b WHERE b.k = a.k) AS n FROM a",
+                    )
+                    .diff(
+                        "only_sub",
+                        "SELECT DISTINCT (SELECT count(*) FROM b WHERE b.k = a.k) AS n FROM a",
+                    )
+                    .diff(
+                        "dgroups",
+                        "SELECT DISTINCT k, count(*) AS n FROM a GROUP BY k, s",
+                    )
+                    .diff(
+                        "unioned",
+                        "SELECT k, v FROM a WHERE k IN (SELECT k FROM b) UNION ALL SELECT k, w FROM b",
+                    )
+                    .step(&["INSERT INTO a VALUES (70, 1, 'x'), (70, 1, 'x')", "INSERT INTO b VALUES (70, 3)"])
+                    .step(&["INSERT INTO b VALUES (70, 9)"])
+                    .step(&["UPDATE b SET w = NULL WHERE k = 70 AND w = 9", "INSERT INTO a VALUES (70, 2, 'y')"])
+                    .step(&["DELETE FROM b WHERE k = 70"])
+                    .step(&["UPDATE a SET s = 'x' WHERE k = 70", "INSERT INTO a VALUES (NULL, NULL, NULL)"])
+                    .random_steps(tail(n))
+                    .build()
+            },
+        ),
     ]
 }

@@ -200,6 +200,50 @@ pub(super) fn join_sides(from: &[TableWithJoins]) -> Vec<(Range<usize>, Range<us
     out
 }
 
+/// Whether a FROM clause holds a parenthesised join with an alias (`(a
+/// JOIN b ON ...) AS j`), whose alias hides the names inside it.
+pub(super) fn has_aliased_join(from: &[TableWithJoins]) -> bool {
+    fn factor(f: &TableFactor) -> bool {
+        match f {
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                alias.is_some() || has_aliased_join(std::slice::from_ref(table_with_joins.as_ref()))
+            }
+            _ => false,
+        }
+    }
+    from.iter()
+        .any(|t| factor(&t.relation) || t.joins.iter().any(|j| factor(&j.relation)))
+}
+
+/// `on` with every unqualified column that names a column of exactly one
+/// of `scope`'s occurrences qualified by that occurrence's alias: moved
+/// out of its join (see `delta/outer_joins.rs`), it still means what it
+/// meant there. Other names (of an enclosing query) are left as written.
+pub(super) fn qualified(on: &Expr, scope: &[(String, Vec<String>)]) -> Expr {
+    let mut e = on.clone();
+    let _ = sqlparser::ast::visit_expressions_mut(&mut e, |x| {
+        if let Expr::Identifier(id) = x {
+            let name = fold(id);
+            let owners: Vec<&String> = scope
+                .iter()
+                .filter(|(_, cols)| cols.contains(&name))
+                .map(|(alias, _)| alias)
+                .collect();
+            if let [alias] = owners.as_slice() {
+                *x = Expr::CompoundIdentifier(vec![
+                    Ident::with_quote('"', alias.as_str()),
+                    Ident::with_quote('"', name),
+                ]);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    e
+}
+
 /// Visit every join of a FROM clause in the canonical order of [`join_operators`].
 pub fn for_each_join_mut(from: &mut [TableWithJoins], f: &mut dyn FnMut(&mut Join)) {
     fn visit(factor: &mut TableFactor, f: &mut dyn FnMut(&mut Join)) {

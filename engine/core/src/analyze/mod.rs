@@ -29,16 +29,18 @@ mod ctes;
 mod from;
 mod select;
 mod subqueries;
+mod top_k;
 
 pub use crate::model::{
-    Analysis, Block, ExprSub, KeyType, Model, Occ, OuterJoin, QueryRefs, Rel, SubLink,
+    Analysis, Block, ExprSub, KeyType, Model, Occ, OrderItem, OuterJoin, QueryRefs, Rel, SubLink,
+    TopK,
 };
 pub use from::{alias_of, for_each_factor_mut, for_each_join_mut};
 pub use select::output_name;
 pub use subqueries::{and_all, without_subquery_conjuncts};
 
 use ctes::inline_ctes;
-use from::{expand_into, join_operators, join_sides};
+use from::{expand_into, has_aliased_join, join_operators, join_sides, qualified};
 
 use crate::catalog::{Catalog, SourceTable};
 use crate::error::CoreError;
@@ -165,22 +167,40 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         catalog,
         sources: Vec::new(),
         next_sub: 0,
+        top: None,
     };
     let inline = inline_ctes(&mut query, &[]);
-    let (mut tree, shape) = an.query(&mut query, true);
+    let (tree, shape) = an.query(&mut query, true);
+    let top = an.top.take();
     let model = match (inline, shape) {
         (Err(reason), _) => Err(reason),
         (Ok(()), Err(reason)) => Err(reason),
-        // A subquery in an expression inside a subquery in FROM reaches
-        // rows only by links, which yield the groups to recompute, never
-        // the exact row changes a linear query applies.
-        (Ok(()), Ok(Shape::Rel(rel))) if rel.reached_only() => {
-            let reason = "subquery in an expression (EXISTS / IN / scalar subquery) or outer join inside a UNION ALL branch of a query without GROUP BY, aggregates or DISTINCT".to_string();
-            tree = tree.unsupported(reason.clone());
-            Err(reason)
+        // A UNION ALL whose branches are not all exact (a subquery in an
+        // expression, an outer join), or that keeps its first rows only:
+        // kept by its rows' values, as a bag over the union as one
+        // subquery in FROM.
+        (Ok(()), Ok(Shape::Rel(rel @ Rel::UnionAll(_)))) if rel.reached_only() || top.is_some() => {
+            let id = an.next_sub;
+            an.next_sub += 1;
+            Ok(bag_over_union(rel, id, top))
+        }
+        // A block that keeps its first rows only: kept by its rows' values.
+        (Ok(()), Ok(Shape::Rel(Rel::Block(block)))) if top.is_some() => {
+            let keys = block.output_exprs();
+            Ok(Model::Grouped {
+                block,
+                keys,
+                bag: true,
+                top,
+            })
         }
         (Ok(()), Ok(Shape::Rel(rel))) => Ok(Model::Linear(rel)),
-        (Ok(()), Ok(Shape::Grouped(block, keys, bag))) => Ok(Model::Grouped { block, keys, bag }),
+        (Ok(()), Ok(Shape::Grouped(block, keys, bag))) => Ok(Model::Grouped {
+            block,
+            keys,
+            bag,
+            top,
+        }),
     };
     // The tree's first reason wins so explain and the verdict agree.
     let model = match (model, tree.first_reason()) {
@@ -193,6 +213,59 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         model,
         key_types: Vec::new(),
     })
+}
+
+/// The model of a union kept by its rows' values: a block reading the
+/// union as one subquery in FROM (`__pgt_u`, columns named by position so
+/// that repeated output names stay apart), keyed by every output. What
+/// its changes may reach ([`Rel::reached_only`]) stands in for its delta.
+fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Model {
+    fn text(rel: &Rel) -> String {
+        match rel {
+            Rel::Block(b) => b.select.to_string(),
+            Rel::UnionAll(branches) => branches
+                .iter()
+                .map(|b| format!("({})", text(b)))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+        }
+    }
+    let outputs = rel.outputs().to_vec();
+    let columns: Vec<String> = (1..=outputs.len()).map(|i| format!("__pgt_c{i}")).collect();
+    let items: Vec<String> = columns
+        .iter()
+        .zip(&outputs)
+        .map(|(c, o)| format!("__pgt_u.{c} AS {}", crate::sql::quote_ident(o)))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM ({}) AS __pgt_u({})",
+        items.join(", "),
+        text(&rel),
+        columns.join(", ")
+    );
+    let query = parse_query(&sql).expect("a union the analysis printed parses");
+    let SetExpr::Select(select) = *query.body else {
+        unreachable!("a SELECT was printed")
+    };
+    let block = Block {
+        select: *select,
+        occs: vec![Occ::Sub {
+            id,
+            rel: Box::new(rel),
+            columns: columns.clone(),
+        }],
+        outputs,
+        scope: vec![("__pgt_u".to_string(), columns)],
+        subs: Vec::new(),
+        outer: Vec::new(),
+    };
+    let keys = block.output_exprs();
+    Model::Grouped {
+        block: Box::new(block),
+        keys,
+        bag: true,
+        top,
+    }
 }
 
 /// Where a SELECT block sits, which decides what it may hold.
@@ -218,6 +291,16 @@ struct Analyzer<'a> {
     catalog: &'a Catalog,
     sources: Vec<SourceTable>,
     next_sub: usize,
+    /// The defining query's `ORDER BY ... LIMIT`, once found.
+    top: Option<TopK>,
+}
+
+/// How many output columns a shape has.
+fn shape_width(shape: &Shape) -> usize {
+    match shape {
+        Shape::Rel(rel) => rel.outputs().len(),
+        Shape::Grouped(b, ..) => b.outputs.len(),
+    }
 }
 
 /// Facts about one FROM occurrence gathered while walking it.
@@ -231,14 +314,47 @@ struct OccFacts {
 impl<'a> Analyzer<'a> {
     fn query(&mut self, query: &mut Query, top: bool) -> (OpNode, Result<Shape, String>) {
         let mut problems = Vec::new();
-        if query.limit_clause.is_some() || query.fetch.is_some() {
-            problems.push("LIMIT / OFFSET / FETCH".to_string());
-        }
+        // Only the defining query itself may keep its first rows.
+        let written = match top_k::Written::of(query) {
+            Ok(Some(_)) if !top => {
+                problems.push(
+                    "LIMIT / OFFSET / FETCH inside a subquery in FROM or a UNION ALL branch"
+                        .to_string(),
+                );
+                None
+            }
+            Ok(w) => w,
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
         if !query.locks.is_empty() {
             problems.push("FOR UPDATE / FOR SHARE".to_string());
         }
-        // ORDER BY has no meaning for a stored table and is ignored.
-        let (node, shape) = self.set_expr(&mut query.body, top);
+        // Without LIMIT, ORDER BY has no meaning for a stored table and is
+        // ignored.
+        let (mut node, shape) = self.set_expr(&mut query.body, top);
+        if let (Some(written), Ok(shape)) = (written, &shape) {
+            match written.resolve(shape) {
+                Err(p) => problems.push(p),
+                Ok(_) if self.top.is_some() => {
+                    problems.push("LIMIT on a query that is limited already".to_string())
+                }
+                Ok(t) => {
+                    let names: Vec<String> =
+                        (1..=shape_width(shape)).map(|i| i.to_string()).collect();
+                    let detail = format!(
+                        "ORDER BY {} LIMIT {} OFFSET {}: the first rows, ties at the last one in any order",
+                        t.order_by(&names),
+                        t.limit,
+                        t.offset
+                    );
+                    node = OpNode::new("TopK", detail, vec![node]);
+                    self.top = Some(t);
+                }
+            }
+        }
         match problems.into_iter().next() {
             Some(p) => {
                 let op = if p.starts_with("FOR ") {

@@ -69,13 +69,20 @@ impl Analyzer<'_> {
                 };
                 join_conditions.push(format!("{name} ON {on}"));
                 on_exprs.push(on.clone());
+                // Names the condition sees: the two sides' occurrences.
+                let sides_scope: Vec<(String, Vec<String>)> = facts
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| left.contains(k) || right.contains(k))
+                    .map(|(_, f)| (f.alias.clone(), f.columns.clone()))
+                    .collect();
                 outer.push(OuterJoin {
                     join: j,
+                    on: qualified(on, &sides_scope),
                     left,
                     right,
                     keeps_left,
                     keeps_right,
-                    on: on.clone(),
                 });
                 continue;
             }
@@ -102,6 +109,11 @@ impl Analyzer<'_> {
             }
         }
 
+        if !outer.is_empty() && has_aliased_join(&select.from) {
+            // Its alias hides the names inside, which a condition moved
+            // out of the join (`delta/outer_joins.rs`) would then miss.
+            reasons.push("a parenthesised join with an alias in a FROM with outer joins".into());
+        }
         if !outer.is_empty() && factors.len() > crate::model::MAX_OUTER_JOIN_OCCURRENCES {
             reasons.push(format!(
                 "an outer join in a FROM clause of more than {} relations",
@@ -292,14 +304,6 @@ impl Analyzer<'_> {
             reasons.push(
                 "a subquery in the select list of a subquery in FROM or a UNION ALL branch".into(),
             );
-        } else if in_select_list && ctx == Ctx::Top && !grouped && !distinct {
-            reasons.push(
-                "a subquery in the select list of a query without GROUP BY, aggregates or DISTINCT"
-                    .into(),
-            );
-        }
-        if grouped && distinct {
-            reasons.push("DISTINCT combined with GROUP BY or aggregates".into());
         }
 
         // The operator tree, bottom-up.
@@ -322,8 +326,8 @@ impl Analyzer<'_> {
             node = OpNode::new("Filter", w.to_string(), vec![node]);
         }
         let keys = resolve_group_keys(&group_exprs, &select.projection, &facts);
-        if (grouped && keys.iter().any(subqueries::has_subquery)) || (distinct && in_select_list) {
-            reasons.push("a subquery in a GROUP BY key or a DISTINCT select list".into());
+        if grouped && keys.iter().any(subqueries::has_subquery) {
+            reasons.push("a subquery in a GROUP BY key".into());
         }
         if grouped {
             let detail = format!(
@@ -366,14 +370,38 @@ impl Analyzer<'_> {
         // changes reach being recomputed (see `delta/subqueries.rs` and
         // `delta/outer_joins.rs`).
         let reached_only = ctx == Ctx::Top && block.reached_only();
-        let shape = if grouped {
+        // Outputs holding no subquery: the values a bag is kept by when a
+        // subquery in the select list may change a row without its FROM
+        // row changing (the row's old value is then not known, its other
+        // outputs are).
+        let plain_outputs = || -> Vec<Expr> {
+            block
+                .output_exprs()
+                .into_iter()
+                .filter(|e| !subqueries::has_subquery(e))
+                .collect()
+        };
+        let shape = if grouped && distinct {
+            // Several groups may give one row: kept as a bag by the
+            // outputs that are group keys (any subset of them would do).
+            let written: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let by: Vec<Expr> = block
+                .output_exprs()
+                .into_iter()
+                .filter(|e| written.contains(&e.to_string()))
+                .collect();
+            Shape::Grouped(Box::new(block), by, true)
+        } else if grouped {
             Shape::Grouped(Box::new(block), keys, false)
+        } else if distinct && in_select_list {
+            let by = plain_outputs();
+            Shape::Grouped(Box::new(block), by, true)
         } else if distinct {
             let keys = block.output_exprs();
             Shape::Grouped(Box::new(block), keys, false)
         } else if reached_only {
-            let keys = block.output_exprs();
-            Shape::Grouped(Box::new(block), keys, true)
+            let by = plain_outputs();
+            Shape::Grouped(Box::new(block), by, true)
         } else {
             Shape::Rel(Rel::Block(Box::new(block)))
         };

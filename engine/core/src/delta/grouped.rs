@@ -18,6 +18,36 @@ impl Gen<'_> {
         storage: &str,
         columns: &[OutputColumn],
     ) -> String {
+        let recompute = self.affected_recomputed(block, keys);
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let col_list = cols.join(", ");
+        self.ctes.push(format!(
+            "__pgt_new({col_list}, {ROW_ID}) AS MATERIALIZED ({recompute})"
+        ));
+        self.read_only_phase("group_recompute", "__pgt_new");
+        if bag {
+            self.replace_bag(storage, &cols, true);
+        } else {
+            self.replace_groups(storage, &cols);
+        }
+        self.counts_statement()
+    }
+
+    /// The statement's final SELECT: rows deleted, inserted, deleted as
+    /// expected, and the new frontier.
+    pub(super) fn counts_statement(&mut self) -> String {
+        let guard = self.guard_column();
+        format!(
+            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
+             (SELECT pg_catalog.count(*) FROM __pgt_del)::text, pg_catalog.pg_current_snapshot()::text{guard}",
+            self.with_clause()
+        )
+    }
+
+    /// Define the affected keys (`__pgt_keys`, their identities in
+    /// `__pgt_kh`) and return the recomputation of their rows: the
+    /// block's columns plus the row identity.
+    pub(super) fn affected_recomputed(&mut self, block: &Block, keys: &[Expr]) -> String {
         let key_names: Vec<String> = (1..=keys.len()).map(|k| format!("__pgt_k{k}")).collect();
         // Affected group keys: the keys of every row a change may have
         // touched (see `subqueries.rs`).
@@ -37,10 +67,7 @@ impl Gen<'_> {
             key_hash(&k_refs, self.key_types)
         ));
         self.read_only_phase("affected_groups", "__pgt_keys");
-
-        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let col_list = cols.join(", ");
-        let recompute = if keys.is_empty() {
+        if keys.is_empty() {
             format!(
                 "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",
                 grouped_select(&block.select, keys, self.key_types, None)
@@ -103,22 +130,7 @@ impl Gen<'_> {
                 "{keyed} UNION ALL {}",
                 grouped_select(&block.select, keys, self.key_types, Some(&nullable))
             )
-        };
-        self.ctes.push(format!(
-            "__pgt_new({col_list}, {ROW_ID}) AS MATERIALIZED ({recompute})"
-        ));
-        self.read_only_phase("group_recompute", "__pgt_new");
-        if bag {
-            self.replace_bag(storage, &cols);
-        } else {
-            self.replace_groups(storage, &cols);
         }
-        let guard = self.guard_column();
-        format!(
-            "{}\nSELECT (SELECT pg_catalog.count(*) FROM __pgt_del)::text, (SELECT pg_catalog.count(*) FROM __pgt_ins)::text, \
-             (SELECT pg_catalog.count(*) FROM __pgt_del)::text, pg_catalog.pg_current_snapshot()::text{guard}",
-            self.with_clause()
-        )
     }
 
     /// Replace the stored groups of the affected keys that differ from
@@ -148,7 +160,15 @@ impl Gen<'_> {
     /// recomputation as a bag: equal rows are numbered on both sides, so
     /// that the n-th copy of a row stays when the n-th copy is recomputed,
     /// and only the copies that differ are deleted or inserted.
-    fn replace_bag(&mut self, storage: &str, cols: &[String]) {
+    ///
+    /// `affected_only`: only the stored rows of the affected keys are
+    /// compared; otherwise every stored row (a top-k's few rows).
+    pub(super) fn replace_bag(&mut self, storage: &str, cols: &[String], affected_only: bool) {
+        let scope = if affected_only {
+            format!(" WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh))")
+        } else {
+            String::new()
+        };
         let col_list = cols.join(", ");
         let s_row: Vec<String> = cols.iter().map(|c| format!("s.{c}")).collect();
         let n_row: Vec<String> = cols.iter().map(|c| format!("n.{c}")).collect();
@@ -160,8 +180,7 @@ impl Gen<'_> {
         ));
         self.ctes.push(format!(
             "__pgt_oldc AS MATERIALIZED (SELECT s.ctid AS __pgt_ctid, s.{ROW_ID}, ROW({})::text AS __pgt_txt, \
-             pg_catalog.row_number() OVER (PARTITION BY s.{ROW_ID}, ROW({})::text) AS __pgt_c FROM {storage} s \
-             WHERE s.{ROW_ID} = ANY (ARRAY(SELECT __pgt_rid FROM __pgt_kh)))",
+             pg_catalog.row_number() OVER (PARTITION BY s.{ROW_ID}, ROW({})::text) AS __pgt_c FROM {storage} s{scope})",
             s_row.join(", "),
             s_row.join(", ")
         ));

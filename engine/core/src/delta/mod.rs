@@ -47,7 +47,9 @@
 //! inclusion-exclusion: which version of each occurrence a term reads),
 //! `sources.rs` (the delta and old-state CTEs terms read), `linear.rs`
 //! (projection, filter, inner joins, UNION ALL), `grouped.rs` (GROUP BY,
-//! aggregates, DISTINCT: affected keys, recomputed groups) and `guard.rs`
+//! aggregates, DISTINCT: affected keys, recomputed groups), `subqueries.rs`
+//! (the rows a subquery's changes reach), `outer_joins.rs` (LEFT, RIGHT
+//! and FULL joins in terms), `top_k.rs` (ORDER BY ... LIMIT) and `guard.rs`
 //! (a specialised plan's check that its assumption held). This module
 //! holds the plans and what the rules share.
 
@@ -60,6 +62,7 @@ mod linear;
 mod outer_joins;
 mod sources;
 mod subqueries;
+mod top_k;
 
 use crate::catalog::{Capture, ColumnIdentity, OutputColumn, SourceTable};
 use crate::model::{Analysis, KeyType, Model};
@@ -205,6 +208,12 @@ fn plan_with(
     let grouped = matches!(analysis.model, Ok(Model::Grouped { .. }));
 
     let full_select = match &analysis.model {
+        Ok(Model::Grouped {
+            block,
+            keys,
+            top: Some(top),
+            ..
+        }) => top_k::top_select(&block.select, keys, &analysis.key_types, top),
         Ok(Model::Grouped { block, keys, .. }) => {
             grouped_select(&block.select, keys, &analysis.key_types, None)
         }
@@ -243,9 +252,18 @@ fn plan_with(
     ];
     let generate = |gen: &mut Gen| match analysis.model.as_ref() {
         Ok(Model::Linear(rel)) => Some(gen.linear(rel, storage, columns)),
-        Ok(Model::Grouped { block, keys, bag }) => {
-            Some(gen.grouped(block, keys, *bag, storage, columns))
-        }
+        Ok(Model::Grouped {
+            block,
+            keys,
+            top: Some(top),
+            ..
+        }) => Some(gen.top_k(block, keys, top, storage, columns)),
+        Ok(Model::Grouped {
+            block,
+            keys,
+            bag,
+            top: None,
+        }) => Some(gen.grouped(block, keys, *bag, storage, columns)),
         Err(_) => None,
     };
     let mut gen = Gen::new(&analysis.sources, &analysis.key_types);
