@@ -60,6 +60,11 @@ pub enum Construct {
     ScalarSubqueryInPredicate,
     /// A subquery inside a subquery (edge).
     NestedSubquery,
+    /// `ORDER BY ... LIMIT [OFFSET]` on the query: its first rows (edge).
+    TopK,
+    /// Window functions (`count(*) OVER (PARTITION BY ...)`, `rank() OVER
+    /// (ORDER BY ...)`), whose results are determined even with ties (edge).
+    WindowFunction,
     /// A second stream table reading the generated one.
     StreamTableOverStreamTable,
     /// A TRUNCATE of a source in the DML stream.
@@ -81,7 +86,7 @@ pub enum Construct {
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 31] = [
+    pub const EMITTED: [Construct; 33] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -106,6 +111,8 @@ impl Construct {
         Construct::NotInSubquery,
         Construct::ScalarSubqueryInPredicate,
         Construct::NestedSubquery,
+        Construct::TopK,
+        Construct::WindowFunction,
         Construct::StreamTableOverStreamTable,
         Construct::TruncateSource,
         Construct::PartitionedSource,
@@ -270,22 +277,34 @@ pub struct Query {
     pub constructs: BTreeSet<Construct>,
     /// Whether the first output column compares with `=` (may be grouped on).
     pub first_comparable: bool,
+    /// ` ORDER BY ... LIMIT n`, ranking the whole query by its outputs.
+    pub top: Option<String>,
 }
 
 impl Query {
     /// The query as SQL.
     pub fn sql(&self) -> String {
-        self.branches
+        let body = self
+            .branches
             .iter()
             .map(|b| b.sql())
             .collect::<Vec<_>>()
-            .join(" UNION ALL ")
+            .join(" UNION ALL ");
+        match &self.top {
+            Some(top) => format!("{body}{top}"),
+            None => body,
+        }
     }
 
     /// One-step simplifications, for shrinking: a branch dropped, a filter,
     /// HAVING conjunct, DISTINCT, output column or joined item removed.
     pub fn simpler(&self) -> Vec<Query> {
         let mut out = Vec::new();
+        if self.top.is_some() {
+            let mut q = self.clone();
+            q.top = None;
+            out.push(q);
+        }
         if self.branches.len() > 1 {
             for i in 0..self.branches.len() {
                 let mut q = self.clone();
@@ -369,6 +388,7 @@ mod tests {
             }],
             constructs: BTreeSet::new(),
             first_comparable: true,
+            top: Some(" ORDER BY 1 DESC LIMIT 3".into()),
         }
     }
 
@@ -377,7 +397,7 @@ mod tests {
         assert_eq!(
             sample().sql(),
             "SELECT DISTINCT a.c0 AS o0, b.c1 AS o1 FROM t0 a JOIN t1 b ON a.c0 = b.c0 \
-             WHERE a.c0 > 1 AND b.c1 IS NULL"
+             WHERE a.c0 > 1 AND b.c1 IS NULL ORDER BY 1 DESC LIMIT 3"
         );
     }
 
@@ -403,6 +423,6 @@ mod tests {
 
     #[test]
     fn every_construct_is_emitted() {
-        assert_eq!(Construct::EMITTED.len(), 31);
+        assert_eq!(Construct::EMITTED.len(), 33);
     }
 }

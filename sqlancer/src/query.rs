@@ -544,10 +544,50 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
             g.edge(b, (4..=6).contains(&shape));
         }
     }
+    let first_comparable = first_family != Family::Json;
+    // Window functions over a block without grouping, by its first output.
+    if branches.len() == 1
+        && first_comparable
+        && !g.used.contains(&Construct::ScalarAggregate)
+        && g.rng.gen_ratio(1, 6)
+    {
+        let b = &mut branches[0];
+        if !b.distinct && b.group_by.is_empty() && b.having.is_empty() {
+            g.used.insert(Construct::WindowFunction);
+            let key = b.items[0].0.clone();
+            let n = b.items.len();
+            b.items.push((
+                format!("count(*) OVER (PARTITION BY {key})"),
+                format!("w{n}"),
+            ));
+            if g.rng.gen_bool(0.5) {
+                b.items.push((
+                    format!("rank() OVER (ORDER BY {key} DESC)"),
+                    format!("w{}", n + 1),
+                ));
+            }
+        }
+    }
+    // Its first rows: ties are common (small domains), which the oracle
+    // accepts only as SQL allows.
+    let top = (first_comparable && g.rng.gen_ratio(1, 6)).then(|| {
+        g.used.insert(Construct::TopK);
+        let direction = ["", " DESC", " NULLS FIRST", " DESC NULLS LAST"][g.rng.gen_range(0..4)];
+        let offset = if g.rng.gen_ratio(1, 4) {
+            " OFFSET 1"
+        } else {
+            ""
+        };
+        format!(
+            " ORDER BY 1{direction} LIMIT {}{offset}",
+            g.rng.gen_range(1..=5)
+        )
+    });
     Query {
         branches,
         constructs: g.used,
-        first_comparable: first_family != Family::Json,
+        first_comparable,
+        top,
     }
 }
 

@@ -109,7 +109,7 @@ impl OpNode {
             op: op.to_string(),
             detail: detail.into(),
             diff_supported: true,
-            row_id_sensitive: !matches!(op, "Aggregate" | "Distinct"),
+            row_id_sensitive: !matches!(op, "Aggregate" | "Distinct" | "Window"),
             reason: None,
             children,
         }

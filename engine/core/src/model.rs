@@ -92,6 +92,18 @@ impl Rel {
         }
     }
 
+    /// The relation's SQL as written (its blocks after analysis' rewrites).
+    pub fn sql(&self) -> String {
+        match self {
+            Rel::Block(b) => b.select.to_string(),
+            Rel::UnionAll(branches) => branches
+                .iter()
+                .map(|b| format!("({})", b.sql()))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+        }
+    }
+
     /// Whether a block of the relation, or of a subquery in its FROM,
     /// holds a subquery in an expression or an outer join: its changes
     /// are then known only as the rows they may reach (see [`ExprSub`]

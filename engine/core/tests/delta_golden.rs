@@ -117,6 +117,12 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "n"],
     ),
     (
+        // Window functions: the partitions the changes reach are recomputed.
+        "rows_by_window_partition",
+        "SELECT k, v, rank() OVER (PARTITION BY k ORDER BY v) AS r FROM a",
+        &["k", "v", "r"],
+    ),
+    (
         // Top-k over groups: the recomputed groups merge with the stored
         // rows of the others; too few certain rows recompute the query.
         "top_k_of_groups",

@@ -402,8 +402,46 @@ pub(super) fn entries() -> Vec<Entry> {
             },
         ),
         Entry::new(
+            "window_functions",
+            "window functions recomputed by partition: ranks, running sums and frames within a \
+             partition, two windows sharing part of their keys, a window over the whole table \
+             (ordered by unique keys: a tie would let row_number differ from any fresh run)",
+            129,
+            |s, n| {
+                Builder::new("window_functions", s)
+                    .table(table_p(), 12)
+                    .diff(
+                        "ranked",
+                        "SELECT id, k, v, rank() OVER (PARTITION BY k ORDER BY v) AS r, \
+                         dense_rank() OVER (PARTITION BY k ORDER BY v DESC) AS d FROM p",
+                    )
+                    .diff(
+                        "running",
+                        "SELECT id, k, sum(v) OVER (PARTITION BY k ORDER BY id) AS run, \
+                         avg(v) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS near, \
+                         count(*) OVER (PARTITION BY k) AS n FROM p",
+                    )
+                    .diff(
+                        "shared",
+                        "SELECT id, row_number() OVER (PARTITION BY k, v ORDER BY id) AS a, \
+                         lag(id) OVER (PARTITION BY k ORDER BY id) AS b FROM p WHERE v IS NOT NULL",
+                    )
+                    .diff(
+                        "global",
+                        "SELECT id, row_number() OVER (ORDER BY id) AS rn, \
+                         max(v) OVER () AS top FROM p",
+                    )
+                    .step(&["INSERT INTO p (k, v) VALUES (1, 100), (1, 100), (NULL, 3)"])
+                    .step(&["UPDATE p SET k = 2 WHERE v = 100"])
+                    .step(&["DELETE FROM p WHERE id = (SELECT min(id) FROM p)"])
+                    .step(&["UPDATE p SET v = NULL WHERE k = 2"])
+                    .random_steps(n.div_ceil(2))
+                    .build()
+            },
+        ),
+        Entry::new(
             "full_mode_window_function",
-            "a FULL stream table (window functions are not maintained differentially)",
+            "a FULL stream table (requested FULL) beside a DIFFERENTIAL one",
             128,
             |s, n| {
                 Builder::new("full_mode_window_function", s)

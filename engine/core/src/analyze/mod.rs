@@ -20,7 +20,7 @@ use sqlparser::ast::{
     Distinct, Expr, FunctionArguments, GroupByExpr, Ident, InTarget, Join, JoinConstraint,
     JoinOperator, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
     SetOperator, SetQuantifier, TableAlias, TableAliasColumnDef, TableFactor, TableInheritance,
-    TableWithJoins, Value,
+    TableWithJoins, Value, WindowType,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -220,16 +220,6 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
 /// that repeated output names stay apart), keyed by every output. What
 /// its changes may reach ([`Rel::reached_only`]) stands in for its delta.
 fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Model {
-    fn text(rel: &Rel) -> String {
-        match rel {
-            Rel::Block(b) => b.select.to_string(),
-            Rel::UnionAll(branches) => branches
-                .iter()
-                .map(|b| format!("({})", text(b)))
-                .collect::<Vec<_>>()
-                .join(" UNION ALL "),
-        }
-    }
     let outputs = rel.outputs().to_vec();
     let columns: Vec<String> = (1..=outputs.len()).map(|i| format!("__pgt_c{i}")).collect();
     let items: Vec<String> = columns
@@ -240,7 +230,7 @@ fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Model {
     let sql = format!(
         "SELECT {} FROM ({}) AS __pgt_u({})",
         items.join(", "),
-        text(&rel),
+        rel.sql(),
         columns.join(", ")
     );
     let query = parse_query(&sql).expect("a union the analysis printed parses");

@@ -170,6 +170,8 @@ impl Analyzer<'_> {
         // as this block's).
         let mut has_agg = false;
         let mut aggs = Vec::new();
+        // The PARTITION BY list of each window function.
+        let mut windows: Vec<Vec<Expr>> = Vec::new();
         let mut sub_exprs: Vec<Expr> = Vec::new();
         {
             let mut check = |expr: &Expr, in_where: bool, in_join: bool| {
@@ -199,7 +201,21 @@ impl Analyzer<'_> {
                         let is_agg = facts.aggregate
                             || SUPPORTED_AGGREGATES.contains(&name.as_str())
                             || OTHER_AGGREGATES.contains(&name.as_str());
-                        if f.over.is_some() || facts.window && !is_agg {
+                        if let Some(over) = &f.over {
+                            // Recomputed by partition (see below).
+                            match over {
+                                WindowType::WindowSpec(spec) if spec.window_name.is_none() => {
+                                    windows.push(spec.partition_by.clone());
+                                }
+                                _ => reasons
+                                    .push(format!("window function {name} over a named window")),
+                            }
+                            if in_where || in_join {
+                                reasons.push(format!(
+                                    "window function {name} in WHERE or a JOIN condition"
+                                ));
+                            }
+                        } else if facts.window && !is_agg {
                             reasons.push(format!("window function {name}"));
                         } else if is_agg && f.over.is_none() {
                             has_agg = true;
@@ -329,6 +345,26 @@ impl Analyzer<'_> {
         if grouped && keys.iter().any(subqueries::has_subquery) {
             reasons.push("a subquery in a GROUP BY key".into());
         }
+        if !windows.is_empty() {
+            if grouped || distinct {
+                reasons.push("a window function over GROUP BY, aggregates or DISTINCT".into());
+            }
+            if ctx != Ctx::Top {
+                reasons.push("a window function inside a subquery or UNION ALL branch".into());
+            }
+            node = OpNode::new(
+                "Window",
+                format!(
+                    "recomputed by partition: [{}]",
+                    window_keys(&windows)
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                vec![node],
+            );
+        }
         if grouped {
             let detail = format!(
                 "keys: [{}] aggregates: [{}]",
@@ -381,7 +417,11 @@ impl Analyzer<'_> {
                 .filter(|e| !subqueries::has_subquery(e))
                 .collect()
         };
-        let shape = if grouped && distinct {
+        let shape = if !windows.is_empty() {
+            // Kept by partition: the partitions a change reaches are
+            // recomputed whole (a window sees its partition only).
+            Shape::Grouped(Box::new(block), window_keys(&windows), true)
+        } else if grouped && distinct {
             // Several groups may give one row: kept as a bag by the
             // outputs that are group keys (any subset of them would do).
             let written: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -407,6 +447,24 @@ impl Analyzer<'_> {
         };
         (node, Ok(shape))
     }
+}
+
+/// The partition keys every window shares (by their text): a partition
+/// of each window is a union of groups of these. None shared (or a window
+/// without PARTITION BY): the whole query is one partition.
+fn window_keys(windows: &[Vec<Expr>]) -> Vec<Expr> {
+    let Some((first, rest)) = windows.split_first() else {
+        return Vec::new();
+    };
+    let mut keys: Vec<Expr> = Vec::new();
+    for k in first {
+        let text = k.to_string();
+        let shared = rest.iter().all(|w| w.iter().any(|e| e.to_string() == text));
+        if shared && !keys.iter().any(|e| e.to_string() == text) {
+            keys.push(k.clone());
+        }
+    }
+    keys
 }
 
 /// The output column name PostgreSQL gives a select item.

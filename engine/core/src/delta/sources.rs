@@ -94,7 +94,7 @@ impl Gen<'_> {
             self.ctes.push(format!(
                 "__pgt_so{id}({cols}, __pgt_m) AS NOT MATERIALIZED (\
                  SELECT __pgt_s.*, 1::bigint FROM ({}) __pgt_s UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_sd{id})",
-                rel_sql(rel)
+                rel.sql()
             ));
         }
     }
@@ -119,17 +119,5 @@ impl Gen<'_> {
                 Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns, with_old),
             }
         }
-    }
-}
-
-/// The SQL text of a linear relation as written (its "new" state).
-pub(super) fn rel_sql(rel: &Rel) -> String {
-    match rel {
-        Rel::Block(b) => b.select.to_string(),
-        Rel::UnionAll(branches) => branches
-            .iter()
-            .map(|b| format!("({})", rel_sql(b)))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL "),
     }
 }
