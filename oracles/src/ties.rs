@@ -35,11 +35,16 @@ pub struct Ranked {
 /// expression); `names` are its output names.
 pub fn ranked(query: &str, names: &[String]) -> Option<Ranked> {
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
-    let Some(Statement::Query(q)) = stmts.first() else {
+    let Some(Statement::Query(mut q)) = stmts.into_iter().next() else {
         return None;
     };
-    if q.limit_clause.is_none() && q.fetch.is_none() {
-        return None;
+    // `(SELECT ... ORDER BY ... LIMIT n)`: the parenthesised query is the
+    // one limited.
+    while q.limit_clause.is_none() && q.fetch.is_none() {
+        let SetExpr::Query(inner) = *q.body else {
+            return None;
+        };
+        q = inner;
     }
     if let Some(LimitClause::OffsetCommaLimit { .. }) = &q.limit_clause {
         return None;
@@ -47,7 +52,7 @@ pub fn ranked(query: &str, names: &[String]) -> Option<Ranked> {
     let OrderByKind::Expressions(items) = &q.order_by.as_ref()?.kind else {
         return None;
     };
-    let exprs = projection_texts(q);
+    let exprs = projection_texts(&q);
     let mut order = Vec::new();
     for item in items {
         let e = &item.expr;
@@ -97,18 +102,22 @@ pub fn ranked(query: &str, names: &[String]) -> Option<Ranked> {
     })
 }
 
+/// The select list's expressions by output position; none when a `*`
+/// stands in it (its columns would shift every later position).
 fn projection_texts(q: &Query) -> Vec<String> {
     let SetExpr::Select(select) = q.body.as_ref() else {
         return Vec::new();
     };
-    select
-        .projection
-        .iter()
-        .map(|item| match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.to_string(),
-            _ => String::new(),
-        })
-        .collect()
+    let mut texts = Vec::new();
+    for item in &select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                texts.push(e.to_string())
+            }
+            _ => return Vec::new(),
+        }
+    }
+    texts
 }
 
 /// Whether stream table `st` keeps rows `query` may keep: the same rows
@@ -220,6 +229,58 @@ mod tests {
         assert_eq!(r.unlimited, "SELECT k, sum(v) AS total FROM a GROUP BY k");
         assert!(ranked("SELECT k FROM a ORDER BY k", &["k".into()]).is_none());
         assert!(ranked("SELECT k FROM a ORDER BY v LIMIT 1", &["k".into()]).is_none());
+        // Parenthesised, the inner query is the limited one.
+        let r = ranked(
+            "(SELECT k, v FROM a ORDER BY v LIMIT 3)",
+            &["k".into(), "v".into()],
+        )
+        .unwrap();
+        assert_eq!(r.order, vec![(1, String::new())]);
+        // After a `*`, positions of expressions are unknown: no ranking
+        // (a strict comparison) rather than ranking by the wrong column.
+        let names: Vec<String> = ["k", "v", "s", "k1"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert!(ranked(
+            "SELECT *, k + 1 AS k1 FROM a ORDER BY k + 1 LIMIT 2",
+            &names
+        )
+        .is_none());
+        assert!(ranked("SELECT *, k + 1 AS k1 FROM a ORDER BY k1 LIMIT 2", &names).is_some());
+    }
+
+    #[test]
+    fn ties_at_the_first_kept_rank_under_offset_and_short_results() {
+        // OFFSET 1 LIMIT 2 over ranks 1, 2, 2, 3: the query keeps one row
+        // ranked 2 and the one ranked 3, or both rows ranked 2.
+        let u = [
+            t("u", "(1)", 1),
+            t("u", "(2,a)", 2),
+            t("u", "(2,b)", 2),
+            t("u", "(3)", 3),
+        ];
+        let with = |rows: &[(String, String, i64)]| {
+            let mut v = u.to_vec();
+            v.extend_from_slice(rows);
+            judge(&v)
+        };
+        let f23 = [t("f", "(2,a)", 2), t("f", "(3)", 3)];
+        assert!(with(
+            &[f23.clone(), [t("s", "(2,b)", 2), t("s", "(3)", 3)]].concat()
+        ));
+        assert!(!with(
+            &[f23.clone(), [t("s", "(1)", 1), t("s", "(3)", 3)]].concat()
+        ));
+        let f22 = [t("f", "(2,a)", 2), t("f", "(2,b)", 2)];
+        assert!(with(
+            &[f22.clone(), [t("s", "(2,b)", 2), t("s", "(2,a)", 2)]].concat()
+        ));
+        // An empty result keeps nothing; a short one keeps all of it.
+        assert!(judge(&[]));
+        assert!(!judge(&[t("s", "(1)", 1)]));
+        let all: Vec<_> = u.iter().map(|(_, x, r)| t("f", x, *r)).collect();
+        assert!(!with(&[all, vec![t("s", "(1)", 1)]].concat()));
     }
 
     #[test]
