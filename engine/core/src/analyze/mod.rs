@@ -182,7 +182,7 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         (Ok(()), Ok(Shape::Rel(rel @ Rel::UnionAll(_)))) if rel.reached_only() || top.is_some() => {
             let id = an.next_sub;
             an.next_sub += 1;
-            Ok(bag_over_union(rel, id, top))
+            bag_over_union(rel, id, top)
         }
         // A block that keeps its first rows only: kept by its rows' values.
         (Ok(()), Ok(Shape::Rel(Rel::Block(block)))) if top.is_some() => {
@@ -207,6 +207,10 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         (Ok(_), Some(reason)) => Err(reason.to_string()),
         (m, _) => m,
     };
+    let tree = match (&model, tree.first_reason()) {
+        (Err(reason), None) => tree.unsupported(reason.clone()),
+        _ => tree,
+    };
     Ok(Analysis {
         sources: an.sources,
         tree,
@@ -219,7 +223,7 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
 /// union as one subquery in FROM (`__pgt_u`, columns named by position so
 /// that repeated output names stay apart), keyed by every output. What
 /// its changes may reach ([`Rel::reached_only`]) stands in for its delta.
-fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Model {
+fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Result<Model, String> {
     let outputs = rel.outputs().to_vec();
     let columns: Vec<String> = (1..=outputs.len()).map(|i| format!("__pgt_c{i}")).collect();
     let items: Vec<String> = columns
@@ -233,9 +237,11 @@ fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Model {
         rel.sql(),
         columns.join(", ")
     );
-    let query = parse_query(&sql).expect("a union the analysis printed parses");
+    let Ok(query) = parse_query(&sql) else {
+        return Err("a UNION ALL whose text does not parse back".into());
+    };
     let SetExpr::Select(select) = *query.body else {
-        unreachable!("a SELECT was printed")
+        return Err("a UNION ALL whose text does not parse back".into());
     };
     let block = Block {
         select: *select,
@@ -250,12 +256,12 @@ fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Model {
         outer: Vec::new(),
     };
     let keys = block.output_exprs();
-    Model::Grouped {
+    Ok(Model::Grouped {
         block: Box::new(block),
         keys,
         bag: true,
         top,
-    }
+    })
 }
 
 /// Where a SELECT block sits, which decides what it may hold.
