@@ -199,8 +199,8 @@ fn auto_falls_back_to_full_with_the_reason() {
         ("vw", "SELECT k FROM va", "view"),
         (
             "win",
-            "SELECT k FROM a UNION SELECT k FROM b",
-            "UNION (only UNION ALL is maintained)",
+            "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
+            "INTERSECT ALL",
         ),
         (
             "ex",

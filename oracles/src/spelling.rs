@@ -12,7 +12,9 @@
 //! is compared exactly as PostgreSQL prints it (docs/DIFFERENTIAL.md,
 //! "Guarantees and limits").
 
-use sqlparser::ast::{Distinct, Expr, GroupByExpr, SelectItem, SetExpr, Statement, Value};
+use sqlparser::ast::{
+    Distinct, Expr, GroupByExpr, SelectItem, SetExpr, SetQuantifier, Statement, Value,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -26,10 +28,21 @@ pub fn plan_spelled_columns(query: &str) -> Vec<String> {
     let Some(Statement::Query(q)) = stmts.first() else {
         return Vec::new();
     };
-    let SetExpr::Select(select) = q.body.as_ref() else {
-        return Vec::new();
+    // UNION, INTERSECT and EXCEPT without ALL keep one row of equal ones,
+    // whichever the plan met: every column is plan-spelled.
+    let (select, set_distinct) = match q.body.as_ref() {
+        SetExpr::Select(select) => (select.as_ref(), false),
+        SetExpr::SetOperation {
+            left,
+            set_quantifier,
+            ..
+        } if !matches!(set_quantifier, SetQuantifier::All) => match leftmost(left) {
+            Some(select) => (select, true),
+            None => return Vec::new(),
+        },
+        _ => return Vec::new(),
     };
-    let distinct = matches!(select.distinct, Some(Distinct::Distinct));
+    let distinct = set_distinct || matches!(select.distinct, Some(Distinct::Distinct));
     let group_exprs: Vec<&Expr> = match &select.group_by {
         GroupByExpr::Expressions(exprs, _) => exprs.iter().collect(),
         GroupByExpr::All(_) => Vec::new(),
@@ -58,6 +71,16 @@ pub fn plan_spelled_columns(query: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The first SELECT of a set operation's operands, which names its columns.
+fn leftmost(body: &SetExpr) -> Option<&sqlparser::ast::Select> {
+    match body {
+        SetExpr::Select(s) => Some(s),
+        SetExpr::SetOperation { left, .. } => leftmost(left),
+        SetExpr::Query(q) => leftmost(&q.body),
+        _ => None,
+    }
 }
 
 fn unnamed(expr: &Expr, i: usize) -> String {
@@ -97,6 +120,15 @@ pub fn canonical(alias: &str, col: &str, typname: &str, plan_spelled: bool) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_column_of_a_distinct_set_operation_is_plan_spelled() {
+        assert_eq!(
+            plan_spelled_columns("SELECT k, v AS x FROM a UNION SELECT k, w FROM b"),
+            ["k", "x"]
+        );
+        assert!(plan_spelled_columns("SELECT k FROM a UNION ALL SELECT k FROM b").is_empty());
+    }
 
     #[test]
     fn keys_and_min_max_are_plan_spelled_sums_are_not() {

@@ -205,6 +205,47 @@ fn window_functions_are_kept_by_the_partitions_every_window_shares() {
     .is_empty());
 }
 
+#[test]
+fn set_operations_are_groups_of_their_rows_with_the_side_they_came_from() {
+    for (sql, having) in [
+        ("SELECT k FROM a UNION SELECT x FROM c", None),
+        (
+            "SELECT k, v FROM a INTERSECT SELECT k, w FROM b",
+            Some(
+                "pg_catalog.min(__pgt_u.__pgt_side) = 1 AND pg_catalog.max(__pgt_u.__pgt_side) = 2",
+            ),
+        ),
+        (
+            "SELECT k FROM a EXCEPT SELECT k FROM b",
+            Some("pg_catalog.max(__pgt_u.__pgt_side) = 1"),
+        ),
+    ] {
+        let Model::Grouped {
+            block, keys, bag, ..
+        } = supported(sql)
+        else {
+            panic!("{sql}: not grouped")
+        };
+        assert!(!bag, "{sql}");
+        assert_eq!(keys.len(), block.outputs.len(), "{sql}");
+        assert_eq!(
+            block
+                .select
+                .having
+                .as_ref()
+                .map(|h| h.to_string())
+                .as_deref(),
+            having,
+            "{sql}"
+        );
+    }
+    // Ranked, too.
+    assert!(matches!(
+        supported("SELECT k FROM a EXCEPT SELECT k FROM b ORDER BY k DESC LIMIT 2"),
+        Model::Grouped { top: Some(_), .. }
+    ));
+}
+
 /// How each subquery of a grouped query's top block reaches its rows.
 fn links(sql: &str) -> Vec<String> {
     let Model::Grouped { block, .. } = supported(sql) else {
@@ -450,8 +491,12 @@ fn unsupported_constructs_are_named() {
             "source public.va is a view, whose changes cannot be captured",
         ),
         (
-            "SELECT k FROM a UNION SELECT k FROM b",
-            "UNION (only UNION ALL is maintained)",
+            "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
+            "INTERSECT ALL (UNION, INTERSECT and EXCEPT are maintained, and UNION ALL)",
+        ),
+        (
+            "SELECT k FROM a UNION SELECT k FROM b UNION ALL SELECT x FROM c",
+            "UNION inside a subquery or another set operation",
         ),
         ("SELECT DISTINCT ON (k) k, v FROM a", "DISTINCT ON"),
         (

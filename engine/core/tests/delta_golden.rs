@@ -117,6 +117,12 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "n"],
     ),
     (
+        // EXCEPT: groups of both sides' rows tagged with their side.
+        "set_operation_except",
+        "SELECT k FROM a EXCEPT SELECT k FROM b",
+        &["k"],
+    ),
+    (
         // Window functions: the partitions the changes reach are recomputed.
         "rows_by_window_partition",
         "SELECT k, v, rank() OVER (PARTITION BY k ORDER BY v) AS r FROM a",

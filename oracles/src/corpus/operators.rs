@@ -440,6 +440,31 @@ pub(super) fn entries() -> Vec<Entry> {
             },
         ),
         Entry::new(
+            "set_operations",
+            "UNION, INTERSECT and EXCEPT (without ALL): a row's last copy leaves one side, a row \
+             enters the other side, NULLs compare equal, duplicates collapse, ranked with LIMIT",
+            130,
+            |s, n| {
+                Builder::new("set_operations", s)
+                    .table(table_a(), 10)
+                    .table(table_b(), 10)
+                    .diff("uni", "SELECT k, v FROM a UNION SELECT k, w FROM b")
+                    .diff("in_both", "SELECT k, v FROM a INTERSECT SELECT k, w FROM b")
+                    .diff("only_a", "SELECT k, v FROM a EXCEPT SELECT k, w FROM b")
+                    .diff(
+                        "only_b_ranked",
+                        "SELECT k FROM b EXCEPT SELECT k FROM a WHERE v > 5 ORDER BY k DESC LIMIT 2",
+                    )
+                    .step(&["INSERT INTO a VALUES (80, 1, 'x'), (80, 1, 'y')", "INSERT INTO b VALUES (81, 1)"])
+                    .step(&["INSERT INTO b VALUES (80, 1)"])
+                    .step(&["DELETE FROM a WHERE s = 'x'"])
+                    .step(&["DELETE FROM a WHERE k = 80", "INSERT INTO a VALUES (NULL, NULL, 'n')", "INSERT INTO b VALUES (NULL, NULL)"])
+                    .step(&["DELETE FROM b WHERE k IS NULL"])
+                    .random_steps(n.div_ceil(2))
+                    .build()
+            },
+        ),
+        Entry::new(
             "full_mode_window_function",
             "a FULL stream table (requested FULL) beside a DIFFERENTIAL one",
             128,

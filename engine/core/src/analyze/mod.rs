@@ -264,6 +264,76 @@ fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Result<Model, Strin
     })
 }
 
+/// A top-level UNION, INTERSECT or EXCEPT (without ALL): one group per
+/// distinct row of the branches, read as one UNION ALL subquery in FROM
+/// whose rows carry the side they came from (`__pgt_side`: 1 left, 2
+/// right); INTERSECT keeps the groups both sides reach, EXCEPT those only
+/// the left one does. Equality is GROUP BY's, which is the set operation's.
+fn set_operation(op: SetOperator, left: Rel, right: Rel, id: usize) -> Result<Shape, String> {
+    fn with_side(rel: Rel, side: u8) -> Vec<Rel> {
+        match rel {
+            Rel::Block(mut b) => {
+                b.select.projection.push(SelectItem::ExprWithAlias {
+                    expr: Expr::value(Value::Number(side.to_string(), false)),
+                    alias: Ident::new("__pgt_side"),
+                });
+                b.outputs.push("__pgt_side".into());
+                vec![Rel::Block(b)]
+            }
+            Rel::UnionAll(branches) => branches
+                .into_iter()
+                .flat_map(|b| with_side(b, side))
+                .collect(),
+        }
+    }
+    let outputs = left.outputs().to_vec();
+    let mut branches = with_side(left, 1);
+    branches.extend(with_side(right, 2));
+    let rel = Rel::UnionAll(branches);
+    let columns: Vec<String> = (1..=outputs.len()).map(|i| format!("__pgt_c{i}")).collect();
+    let keys: Vec<String> = columns.iter().map(|c| format!("__pgt_u.{c}")).collect();
+    let items: Vec<String> = keys
+        .iter()
+        .zip(&outputs)
+        .map(|(k, o)| format!("{k} AS {}", crate::sql::quote_ident(o)))
+        .collect();
+    let having = match op {
+        SetOperator::Intersect => {
+            " HAVING pg_catalog.min(__pgt_u.__pgt_side) = 1 AND pg_catalog.max(__pgt_u.__pgt_side) = 2"
+        }
+        SetOperator::Except => " HAVING pg_catalog.max(__pgt_u.__pgt_side) = 1",
+        _ => "",
+    };
+    let mut all_columns = columns.clone();
+    all_columns.push("__pgt_side".into());
+    let sql = format!(
+        "SELECT {} FROM ({}) AS __pgt_u({}) GROUP BY {}{having}",
+        items.join(", "),
+        rel.sql(),
+        all_columns.join(", "),
+        keys.join(", ")
+    );
+    let unparsed = || format!("{op} whose text does not parse back");
+    let query = parse_query(&sql).map_err(|_| unparsed())?;
+    let SetExpr::Select(select) = *query.body else {
+        return Err(unparsed());
+    };
+    let block = Block {
+        select: *select,
+        occs: vec![Occ::Sub {
+            id,
+            rel: Box::new(rel),
+            columns: all_columns.clone(),
+        }],
+        outputs,
+        scope: vec![("__pgt_u".to_string(), all_columns)],
+        subs: Vec::new(),
+        outer: Vec::new(),
+    };
+    let keys = block.output_exprs();
+    Ok(Shape::Grouped(Box::new(block), keys, false))
+}
+
 /// Where a SELECT block sits, which decides what it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ctx {
@@ -382,8 +452,39 @@ impl<'a> Analyzer<'a> {
                 let is_union_all =
                     *op == SetOperator::Union && *set_quantifier == SetQuantifier::All;
                 let label = format!("{op} {set_quantifier}").trim().to_string();
+                let distinct = matches!(
+                    set_quantifier,
+                    SetQuantifier::None | SetQuantifier::Distinct
+                );
+                let kind = match op {
+                    SetOperator::Union | SetOperator::Intersect | SetOperator::Except => Some(*op),
+                    _ => None,
+                };
+                if let (true, true, Some(kind)) = (top, distinct, kind.filter(|_| !is_union_all)) {
+                    let node = OpNode::new(
+                        "SetOp",
+                        format!("{label}: kept by its rows' values, as groups"),
+                        vec![ln, rn],
+                    );
+                    let shape = match (ls, rs) {
+                        (Ok(Shape::Rel(l)), Ok(Shape::Rel(r))) => {
+                            let id = self.next_sub;
+                            self.next_sub += 1;
+                            set_operation(kind, l, r, id)
+                        }
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                        _ => Err(format!("aggregate inside {label}")),
+                    };
+                    return (node, shape);
+                }
                 if !is_union_all {
-                    let reason = format!("{label} (only UNION ALL is maintained)");
+                    let reason = if kind.is_some() && distinct {
+                        format!("{label} inside a subquery or another set operation")
+                    } else {
+                        format!(
+                            "{label} (UNION, INTERSECT and EXCEPT are maintained, and UNION ALL)"
+                        )
+                    };
                     return (
                         OpNode::new("SetOp", label, vec![ln, rn]).unsupported(reason.clone()),
                         Err(reason),

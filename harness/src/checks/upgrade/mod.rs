@@ -280,6 +280,18 @@ INSERT INTO js VALUES (1, '[1]');
 const SUB_QUERY: &str =
     "SELECT k, count(*) AS n FROM u WHERE EXISTS (SELECT 1 FROM b WHERE b.k = u.k) GROUP BY k";
 
+/// Another such query (a top-k), over sources other stream tables read.
+const TOP_QUERY: &str = "SELECT k, v FROM a ORDER BY v LIMIT 10";
+
+/// The stream tables of [`BEFORE`] released versions refresh FULL and this
+/// one maintains DIFFERENTIALLY: the upgrade keeps them FULL, says so, and
+/// `alter_stream_table` moves them; `(name, query, a statement changing
+/// what it reads)`.
+const KEPT_FULL: &[(&str, &str, &str)] = &[
+    ("sub", SUB_QUERY, "INSERT INTO u VALUES (1, 99)"),
+    ("f", TOP_QUERY, "INSERT INTO a VALUES (0, -5, 'lowest')"),
+];
+
 /// Stream tables of [`BEFORE`], their queries and the mode their first
 /// refresh after the upgrade must run (the next one runs DIFFERENTIAL
 /// wherever the stream table is DIFFERENTIAL).
@@ -299,9 +311,10 @@ const EXPECT: &[(&str, &str, Mode)] = &[
         "SELECT k, count(*) AS n FROM j GROUP BY k",
         Mode::Differential,
     ),
-    ("f", "SELECT k, v FROM a ORDER BY v LIMIT 10", Mode::Full),
-    // FULL before the upgrade (a subquery in an expression), maintainable
-    // DIFFERENTIALLY after it: stays FULL until altered (checked below).
+    // FULL before the upgrade (a top-k and a subquery in an expression),
+    // maintainable DIFFERENTIALLY after it: stay FULL until altered
+    // (checked below).
+    ("f", TOP_QUERY, Mode::Full),
     ("sub", SUB_QUERY, Mode::Full),
     ("full_t", "SELECT x, x * 2 AS y FROM t", Mode::Full),
     ("tr", "SELECT x FROM t WHERE x > 3", Mode::Full),
@@ -483,14 +496,17 @@ fn check_path(
             .batch_execute("SELECT pgtrickle.hold_stream_table('g', 'upgrade check')")
             .map_err(sql)?;
     }
-    // The upgrade keeps `sub` FULL (its query is newly maintained
-    // DIFFERENTIALLY): so is the fresh install's, for the comparison.
-    fresh
-        .batch_execute(&format!(
-            "SELECT pgtrickle.drop_stream_table('sub'); \
-             SELECT pgtrickle.create_stream_table('sub', '{SUB_QUERY}', NULL, 'FULL')"
-        ))
-        .map_err(sql)?;
+    // The upgrade keeps `sub` and `f` FULL (their queries are newly
+    // maintained DIFFERENTIALLY): so are the fresh install's, for the
+    // comparison.
+    for (st, query, _) in KEPT_FULL {
+        fresh
+            .batch_execute(&format!(
+                "SELECT pgtrickle.drop_stream_table('{st}'); \
+                 SELECT pgtrickle.create_stream_table('{st}', '{query}', NULL, 'FULL')"
+            ))
+            .map_err(sql)?;
+    }
     let diff = catalog_diff::differences(
         &catalog_diff::snapshot(&mut fresh).map_err(sql)?,
         &catalog_diff::snapshot(&mut db).map_err(sql)?,
@@ -505,10 +521,14 @@ fn check_path(
     // 4b. What earlier versions kept wrongly is reported, in a WARNING (an
     // extension script cannot send NOTICEs) and in status.
     let said = notices.lock().map(|n| n.join("\n")).unwrap_or_default();
-    if !said.contains("stream table public.sub was kept FULL across the upgrade") {
-        problems.push(format!(
-            "the upgrade did not say that sub was kept FULL although its query is now maintained DIFFERENTIALLY; it said:\n{said}"
-        ));
+    for (st, ..) in KEPT_FULL {
+        if !said.contains(&format!(
+            "stream table public.{st} was kept FULL across the upgrade"
+        )) {
+            problems.push(format!(
+                "the upgrade did not say that {st} was kept FULL although its query is now maintained DIFFERENTIALLY; it said:\n{said}"
+            ));
+        }
     }
     for st in ["inh", "pst"] {
         if !said.contains(&format!("stream table public.{st} is recomputed")) {
@@ -603,22 +623,26 @@ fn check_path(
     // A stream table the new version maintains DIFFERENTIALLY moves there
     // only when its owner asks: its next refresh reinitialises it, the one
     // after runs DIFFERENTIAL.
-    for step in [
-        "SELECT pgtrickle.alter_stream_table('sub', refresh_mode => 'AUTO')",
-        "SELECT pgtrickle.refresh_stream_table('sub')",
-        "INSERT INTO u VALUES (1, 99)",
-        "SELECT pgtrickle.refresh_stream_table('sub')",
-    ] {
-        db.batch_execute(step).map_err(sql)?;
-    }
-    let ran = last_refresh(&mut db, "sub").map_err(sql)?.map(|r| r.ran);
-    if ran != Some(Ran::Mode(Mode::Differential)) {
-        problems.push(format!(
-            "sub: after alter_stream_table(refresh_mode => 'AUTO') a refresh ran {ran:?}, expected DIFFERENTIAL"
-        ));
-    }
-    if let Some(d) = differences(&mut db, "sub", SUB_QUERY).map_err(sql)? {
-        problems.push(format!("sub is wrong after it moved to DIFFERENTIAL:\n{d}"));
+    for (st, query, change) in KEPT_FULL {
+        for step in [
+            format!("SELECT pgtrickle.alter_stream_table('{st}', refresh_mode => 'AUTO')"),
+            format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
+            change.to_string(),
+            format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
+        ] {
+            db.batch_execute(&step).map_err(sql)?;
+        }
+        let ran = last_refresh(&mut db, st).map_err(sql)?.map(|r| r.ran);
+        if ran != Some(Ran::Mode(Mode::Differential)) {
+            problems.push(format!(
+                "{st}: after alter_stream_table(refresh_mode => 'AUTO') a refresh ran {ran:?}, expected DIFFERENTIAL"
+            ));
+        }
+        if let Some(d) = differences(&mut db, st, query).map_err(sql)? {
+            problems.push(format!(
+                "{st} is wrong after it moved to DIFFERENTIAL:\n{d}"
+            ));
+        }
     }
     // 7. Downgrade is refused, clearly.
     match db.batch_execute(&format!(
