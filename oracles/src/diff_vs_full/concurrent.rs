@@ -182,6 +182,7 @@ impl Runner<'_> {
                 // The statement itself must succeed; others may conflict.
                 let (mine, others): (Vec<Done>, Vec<Done>) =
                     done.into_iter().partition(|d| d.id == id);
+                self.others_finished |= !others.is_empty();
                 if !self.absorb(others, step) {
                     return false;
                 }
@@ -511,8 +512,28 @@ pub(super) fn run_steps(r: &mut Runner<'_>, w: &Workload) {
                 }
                 Converged::Failed => return,
             }
-        } else if !r.refresh_step(w, step, |r, sql, name| r.on_zero(sql, name, n, true)) {
-            return;
+        } else {
+            // Statements that were queued behind a broken stall may commit
+            // during the step's refreshes, after an earlier stream table
+            // was refreshed: the refreshes run again until a round sees
+            // nothing else finish (a change lost by the engine stays lost).
+            for round in 0.. {
+                r.others_finished = false;
+                if !r.refresh_step(w, step, |r, sql, name| r.on_zero(sql, name, n, true)) {
+                    return;
+                }
+                if !r.others_finished {
+                    break;
+                }
+                if round == 3 {
+                    let why = "other connections kept finishing statements during four rounds of the step's refreshes".to_string();
+                    r.record("workload", n, Outcome::HarnessError, Some(why));
+                    return;
+                }
+                r.run
+                    .trace
+                    .push("-- another connection finished a statement during the refreshes: they run again".into());
+            }
         }
         let history = deferred.take().unwrap_or(history);
         if !r.close_step(w, step, n, &history) {

@@ -136,6 +136,10 @@ struct Runner<'a> {
     sessions: Option<Sessions>,
     /// Per connection: its transaction was aborted by a tolerated failure.
     aborted: Vec<bool>,
+    /// A statement of another connection finished while connection 0 ran
+    /// one of the step's refreshes (a stall was broken and what was queued
+    /// behind it ran): a refresh before it may have missed its changes.
+    others_finished: bool,
 }
 
 impl Runner<'_> {
@@ -472,6 +476,7 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
         run: WorkloadRun::new(&w.name, w.seed, w.expected_comparisons()),
         sessions: None,
         aborted: Vec::new(),
+        others_finished: false,
     };
     if w.concurrent() {
         concurrent::run_steps(&mut r, w);
