@@ -41,9 +41,14 @@ pub fn ranked(query: &str, names: &[String]) -> Option<Ranked> {
     // `(SELECT ... ORDER BY ... LIMIT n)`: the parenthesised query is the
     // one limited.
     while q.limit_clause.is_none() && q.fetch.is_none() {
-        let SetExpr::Query(inner) = *q.body else {
+        let with = q.with.take();
+        let SetExpr::Query(mut inner) = *q.body else {
             return None;
         };
+        // `WITH x AS (...) (SELECT ... FROM x ... LIMIT n)`: x stays defined.
+        if inner.with.is_none() {
+            inner.with = with;
+        }
         q = inner;
     }
     if let Some(LimitClause::OffsetCommaLimit { .. }) = &q.limit_clause {
@@ -236,6 +241,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.order, vec![(1, String::new())]);
+        let r = ranked(
+            "WITH x AS (SELECT k, v FROM a) (SELECT k, v FROM x ORDER BY v LIMIT 3)",
+            &["k".into(), "v".into()],
+        )
+        .unwrap();
+        assert!(r.unlimited.starts_with("WITH x AS"), "{}", r.unlimited);
         // After a `*`, positions of expressions are unknown: no ranking
         // (a strict comparison) rather than ranking by the wrong column.
         let names: Vec<String> = ["k", "v", "s", "k1"]

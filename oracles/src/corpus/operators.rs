@@ -410,6 +410,7 @@ pub(super) fn entries() -> Vec<Entry> {
             |s, n| {
                 Builder::new("window_functions", s)
                     .table(table_p(), 12)
+                    .table(table_b(), 6)
                     .diff(
                         "ranked",
                         "SELECT id, k, v, rank() OVER (PARTITION BY k ORDER BY v) AS r, \
@@ -431,7 +432,15 @@ pub(super) fn entries() -> Vec<Entry> {
                         "SELECT id, row_number() OVER (ORDER BY id) AS rn, \
                          max(v) OVER () AS top FROM p",
                     )
+                    .diff(
+                        // A partition key a subquery computes: its old
+                        // value is unknown, so the query is recomputed.
+                        "by_sub",
+                        "SELECT id, k, count(*) OVER (PARTITION BY (SELECT max(w) FROM b WHERE b.k = p.k)) AS n FROM p",
+                    )
                     .step(&["INSERT INTO p (k, v) VALUES (1, 100), (1, 100), (NULL, 3)"])
+                    .step(&["INSERT INTO b VALUES (1, 50)"])
+                    .step(&["UPDATE b SET w = w + 1 WHERE k = 1"])
                     .step(&["UPDATE p SET k = 2 WHERE v = 100"])
                     .step(&["DELETE FROM p WHERE id = (SELECT min(id) FROM p)"])
                     .step(&["UPDATE p SET v = NULL WHERE k = 2"])
@@ -449,6 +458,12 @@ pub(super) fn entries() -> Vec<Entry> {
                     .table(table_a(), 10)
                     .table(table_b(), 10)
                     .diff("uni", "SELECT k, v FROM a UNION SELECT k, w FROM b")
+                    .diff(
+                        // x's type comes from the right side's nested
+                        // UNION ALL, resolved before the UNION.
+                        "typed_by_right",
+                        "SELECT k, NULL AS x FROM a UNION (SELECT k, NULL FROM b UNION ALL SELECT k, w FROM b)",
+                    )
                     .diff("in_both", "SELECT k, v FROM a INTERSECT SELECT k, w FROM b")
                     .diff("only_a", "SELECT k, v FROM a EXCEPT SELECT k, w FROM b")
                     .diff(

@@ -270,7 +270,9 @@ fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Result<Model, Strin
 /// right); INTERSECT keeps the groups both sides reach, EXCEPT those only
 /// the left one does. Equality is GROUP BY's, which is the set operation's.
 fn set_operation(op: SetOperator, left: Rel, right: Rel, id: usize) -> Result<Shape, String> {
-    fn with_side(rel: Rel, side: u8) -> Vec<Rel> {
+    // Each side keeps its own nesting: PostgreSQL resolves the column
+    // types of set operations pair by pair, as written.
+    fn with_side(rel: Rel, side: u8) -> Rel {
         match rel {
             Rel::Block(mut b) => {
                 b.select.projection.push(SelectItem::ExprWithAlias {
@@ -278,18 +280,15 @@ fn set_operation(op: SetOperator, left: Rel, right: Rel, id: usize) -> Result<Sh
                     alias: Ident::new("__pgt_side"),
                 });
                 b.outputs.push("__pgt_side".into());
-                vec![Rel::Block(b)]
+                Rel::Block(b)
             }
-            Rel::UnionAll(branches) => branches
-                .into_iter()
-                .flat_map(|b| with_side(b, side))
-                .collect(),
+            Rel::UnionAll(branches) => {
+                Rel::UnionAll(branches.into_iter().map(|b| with_side(b, side)).collect())
+            }
         }
     }
     let outputs = left.outputs().to_vec();
-    let mut branches = with_side(left, 1);
-    branches.extend(with_side(right, 2));
-    let rel = Rel::UnionAll(branches);
+    let rel = Rel::UnionAll(vec![with_side(left, 1), with_side(right, 2)]);
     let columns: Vec<String> = (1..=outputs.len()).map(|i| format!("__pgt_c{i}")).collect();
     let keys: Vec<String> = columns.iter().map(|c| format!("__pgt_u.{c}")).collect();
     let items: Vec<String> = keys

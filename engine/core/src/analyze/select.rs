@@ -215,6 +215,19 @@ impl Analyzer<'_> {
                                     "window function {name} in WHERE or a JOIN condition"
                                 ));
                             }
+                            // An order-sensitive aggregate (string_agg, ...)
+                            // over a window depends on the scan order.
+                            // (`rank` is also a hypothetical-set aggregate:
+                            // a name with a window overload is a window
+                            // function here.)
+                            if is_agg
+                                && !facts.window
+                                && !SUPPORTED_AGGREGATES.contains(&name.as_str())
+                            {
+                                reasons.push(format!("aggregate {name} over a window"));
+                            } else if let Some(reason) = self.not_immutable(&name) {
+                                reasons.push(reason);
+                            }
                         } else if facts.window && !is_agg {
                             reasons.push(format!("window function {name}"));
                         } else if is_agg && f.over.is_none() {
@@ -451,7 +464,8 @@ impl Analyzer<'_> {
 
 /// The partition keys every window shares (by their text): a partition
 /// of each window is a union of groups of these. None shared (or a window
-/// without PARTITION BY): the whole query is one partition.
+/// without PARTITION BY): the whole query is one partition. A key holding
+/// a subquery is left out: its old value is not known to a refresh.
 fn window_keys(windows: &[Vec<Expr>]) -> Vec<Expr> {
     let Some((first, rest)) = windows.split_first() else {
         return Vec::new();
@@ -460,7 +474,7 @@ fn window_keys(windows: &[Vec<Expr>]) -> Vec<Expr> {
     for k in first {
         let text = k.to_string();
         let shared = rest.iter().all(|w| w.iter().any(|e| e.to_string() == text));
-        if shared && !keys.iter().any(|e| e.to_string() == text) {
+        if shared && !subqueries::has_subquery(k) && !keys.iter().any(|e| e.to_string() == text) {
             keys.push(k.clone());
         }
     }

@@ -56,6 +56,18 @@ pub fn catalog() -> Catalog {
             },
         );
     }
+    // As in PostgreSQL: rank and dense_rank are also hypothetical-set
+    // aggregates.
+    for (f, aggregate) in [("rank", true), ("dense_rank", true), ("lag", false)] {
+        c.insert_function(
+            f,
+            FunctionFacts {
+                immutable: true,
+                aggregate,
+                window: true,
+            },
+        );
+    }
     c.insert_function(
         "row_number",
         FunctionFacts {
