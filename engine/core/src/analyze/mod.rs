@@ -237,24 +237,7 @@ fn bag_over_union(rel: Rel, id: usize, top: Option<TopK>) -> Result<Model, Strin
         rel.sql(),
         columns.join(", ")
     );
-    let Ok(query) = parse_query(&sql) else {
-        return Err("a UNION ALL whose text does not parse back".into());
-    };
-    let SetExpr::Select(select) = *query.body else {
-        return Err("a UNION ALL whose text does not parse back".into());
-    };
-    let block = Block {
-        select: *select,
-        occs: vec![Occ::Sub {
-            id,
-            rel: Box::new(rel),
-            columns: columns.clone(),
-        }],
-        outputs,
-        scope: vec![("__pgt_u".to_string(), columns)],
-        subs: Vec::new(),
-        outer: Vec::new(),
-    };
+    let block = block_over(&sql, rel, id, columns, outputs, "a UNION ALL")?;
     let keys = block.output_exprs();
     Ok(Model::Grouped {
         block: Box::new(block),
@@ -312,25 +295,39 @@ fn set_operation(op: SetOperator, left: Rel, right: Rel, id: usize) -> Result<Sh
         all_columns.join(", "),
         keys.join(", ")
     );
-    let unparsed = || format!("{op} whose text does not parse back");
-    let query = parse_query(&sql).map_err(|_| unparsed())?;
+    let block = block_over(&sql, rel, id, all_columns, outputs, &op.to_string())?;
+    let keys = block.output_exprs();
+    Ok(Shape::Grouped(Box::new(block), keys, false))
+}
+
+/// The block `sql` (printed by analysis) reading `rel` as its one
+/// subquery in FROM, `__pgt_u` with `columns`; `what` names `rel` in the
+/// reason when the text does not parse back.
+fn block_over(
+    sql: &str,
+    rel: Rel,
+    id: usize,
+    columns: Vec<String>,
+    outputs: Vec<String>,
+    what: &str,
+) -> Result<Block, String> {
+    let unparsed = || format!("{what} whose text does not parse back");
+    let query = parse_query(sql).map_err(|_| unparsed())?;
     let SetExpr::Select(select) = *query.body else {
         return Err(unparsed());
     };
-    let block = Block {
+    Ok(Block {
         select: *select,
         occs: vec![Occ::Sub {
             id,
             rel: Box::new(rel),
-            columns: all_columns.clone(),
+            columns: columns.clone(),
         }],
         outputs,
-        scope: vec![("__pgt_u".to_string(), all_columns)],
+        scope: vec![("__pgt_u".to_string(), columns)],
         subs: Vec::new(),
         outer: Vec::new(),
-    };
-    let keys = block.output_exprs();
-    Ok(Shape::Grouped(Box::new(block), keys, false))
+    })
 }
 
 /// Where a SELECT block sits, which decides what it may hold.
