@@ -102,6 +102,17 @@ pub fn baseline_path(profile: &str) -> PathBuf {
 
 /// Run `harness tpch`.
 pub fn run(common: &Common, args: &TpchArgs) -> Result<(), Failure> {
+    // A name that is no query would narrow the run to nothing, and an
+    // empty run proves nothing.
+    let known: Vec<String> = tpch::queries::queries(args.sf)
+        .into_iter()
+        .map(|q| q.name.to_string())
+        .collect();
+    if let Some(unknown) = args.queries.iter().find(|q| !known.contains(q)) {
+        return Err(Failure::CouldNotRun(format!(
+            "--query {unknown} names no TPC-H query (they are q01 ... q22)"
+        )));
+    }
     let run = Run::begin(common, "tpch")?;
     let mut cluster = run.cluster(
         common,
