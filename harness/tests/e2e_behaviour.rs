@@ -198,9 +198,14 @@ fn auto_falls_back_to_full_with_the_reason() {
         ("lim", "SELECT k FROM a LIMIT 1", "LIMIT without ORDER BY"),
         ("vw", "SELECT k FROM va", "view"),
         (
-            "win",
-            "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
-            "INTERSECT ALL",
+            "flt",
+            "SELECT s.t FROM (SELECT k, sum(v::float8) AS t FROM a GROUP BY k) s",
+            "floating-point value",
+        ),
+        (
+            "smp",
+            "SELECT k FROM a TABLESAMPLE BERNOULLI (50)",
+            "sampled relation",
         ),
         (
             "ex",

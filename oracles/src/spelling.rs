@@ -13,7 +13,7 @@
 //! "Guarantees and limits").
 
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, SelectItem, SetExpr, SetQuantifier, Statement, Value,
+    Distinct, Expr, GroupByExpr, SelectItem, SetExpr, SetOperator, SetQuantifier, Statement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -29,22 +29,44 @@ pub fn plan_spelled_columns(query: &str) -> Vec<String> {
         return Vec::new();
     };
     // UNION, INTERSECT and EXCEPT without ALL keep one row of equal ones,
-    // whichever the plan met: every column is plan-spelled.
+    // whichever the plan met, and INTERSECT ALL and EXCEPT ALL keep some
+    // of the copies of equal values from either side: every column is
+    // plan-spelled.
     let (select, set_distinct) = match q.body.as_ref() {
         SetExpr::Select(select) => (select.as_ref(), false),
         SetExpr::SetOperation {
             left,
+            op,
             set_quantifier,
             ..
-        } if !matches!(set_quantifier, SetQuantifier::All) => match leftmost(left) {
-            Some(select) => (select, true),
-            None => return Vec::new(),
-        },
+        } if !matches!(set_quantifier, SetQuantifier::All)
+            || matches!(op, SetOperator::Intersect | SetOperator::Except) =>
+        {
+            match leftmost(left) {
+                Some(select) => (select, true),
+                None => return Vec::new(),
+            }
+        }
         _ => return Vec::new(),
     };
-    let distinct = set_distinct || matches!(select.distinct, Some(Distinct::Distinct));
+    // DISTINCT ON keeps the first of rows its ORDER BY ties, and values
+    // equal but spelled differently tie.
+    let distinct = set_distinct
+        || matches!(
+            select.distinct,
+            Some(Distinct::Distinct) | Some(Distinct::On(_))
+        );
+    // The keys of grouping sets, ROLLUP and CUBE are group keys too.
     let group_exprs: Vec<&Expr> = match &select.group_by {
-        GroupByExpr::Expressions(exprs, _) => exprs.iter().collect(),
+        GroupByExpr::Expressions(exprs, _) => exprs
+            .iter()
+            .flat_map(|e| match e {
+                Expr::GroupingSets(sets) | Expr::Rollup(sets) | Expr::Cube(sets) => {
+                    sets.iter().flatten().collect::<Vec<_>>()
+                }
+                e => vec![e],
+            })
+            .collect(),
         GroupByExpr::All(_) => Vec::new(),
     };
     let names: Vec<(String, Option<&Expr>)> = select

@@ -121,6 +121,10 @@ pub struct SourceTable {
     pub capture_problem: Option<String>,
     /// How its changes are captured.
     pub capture: Capture,
+    /// The columns of a primary key that holds over every row the
+    /// relation shows (no inheritance children), each of a built-in type:
+    /// a row's key then names it. Empty when there is none.
+    pub key: Vec<String>,
 }
 
 impl SourceTable {
@@ -171,7 +175,7 @@ pub fn wal_changes_relation(oid: u32, token: usize) -> String {
 }
 
 /// What the extension knows about a function the query calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FunctionFacts {
     /// Every overload with this name is IMMUTABLE.
     pub immutable: bool,
@@ -179,6 +183,13 @@ pub struct FunctionFacts {
     pub aggregate: bool,
     /// Some overload with this name is a window function.
     pub window: bool,
+    /// The numbers of arguments for which every overload that accepts
+    /// them is IMMUTABLE (`generate_series` with 2 arguments is; with 3,
+    /// the `timestamptz` one is not).
+    pub immutable_arities: Vec<usize>,
+    /// Every overload with this name returns a set of one column (not a
+    /// composite row, no OUT parameters): in FROM it gives one column.
+    pub single_column: bool,
 }
 
 /// Resolved relations keyed by the name exactly as the query wrote it, and
@@ -212,7 +223,7 @@ impl Catalog {
 
     /// Facts about a function name; unknown names are treated as volatile.
     pub fn function(&self, name: &str) -> FunctionFacts {
-        self.functions.get(name).copied().unwrap_or_default()
+        self.functions.get(name).cloned().unwrap_or_default()
     }
 }
 

@@ -23,6 +23,27 @@ pub enum Rel {
     Block(Box<Block>),
     /// UNION ALL of branches with positionally matching columns.
     UnionAll(Vec<Rel>),
+    /// A subquery in FROM (or a UNION ALL branch) that groups, aggregates
+    /// or is DISTINCT: it has no row delta, only the rows of the keys a
+    /// change reaches, in their old and new values (see [`Keyed`]).
+    Keyed(Box<Keyed>),
+}
+
+/// A nested block recomputed by keys: its rows a change may reach are
+/// those of the affected keys, recomputed as written over the new state
+/// of what it reads and over the old state (every table it names read as
+/// it was before the consumed changes).
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// The block (grouped, DISTINCT or with window functions).
+    pub block: Block,
+    /// Its keys: group keys, DISTINCT outputs or shared window partition
+    /// keys; empty for a scalar aggregate (one row, reached by any change).
+    pub keys: Vec<Expr>,
+    /// Every relation its text names (as written, at any depth) with its
+    /// source (index into [`Analysis::sources`]): what the old state
+    /// replaces.
+    pub tables: Vec<(String, usize)>,
 }
 
 impl Rel {
@@ -31,6 +52,7 @@ impl Rel {
         match self {
             Rel::Block(b) => &b.outputs,
             Rel::UnionAll(branches) => branches[0].outputs(),
+            Rel::Keyed(k) => &k.block.outputs,
         }
     }
 }
@@ -56,6 +78,9 @@ pub struct Block {
     /// block with any is kept by the rows its changes reach, like one
     /// with subqueries in its expressions.
     pub outer: Vec<OuterJoin>,
+    /// The ORDER BY the block is evaluated with (its items as written):
+    /// `SELECT DISTINCT ON (...)` keeps each key's first row by it.
+    pub order: Option<String>,
 }
 
 /// The most FROM occurrences a block with an outer join may have: its
@@ -89,6 +114,7 @@ impl Rel {
         match self {
             Rel::Block(b) => b.sources(),
             Rel::UnionAll(branches) => branches.iter().flat_map(Rel::sources).collect(),
+            Rel::Keyed(k) => k.block.sources(),
         }
     }
 
@@ -101,17 +127,20 @@ impl Rel {
                 .map(|b| format!("({})", b.sql()))
                 .collect::<Vec<_>>()
                 .join(" UNION ALL "),
+            Rel::Keyed(k) => k.block.select.to_string(),
         }
     }
 
     /// Whether a block of the relation, or of a subquery in its FROM,
-    /// holds a subquery in an expression or an outer join: its changes
-    /// are then known only as the rows they may reach (see [`ExprSub`]
-    /// and [`OuterJoin`]), not exactly.
+    /// holds a subquery in an expression or an outer join, or the
+    /// relation is (or holds) a [`Keyed`] one: its changes are then known
+    /// only as the rows they may reach (see [`ExprSub`], [`OuterJoin`]
+    /// and [`Keyed`]), not exactly.
     pub fn reached_only(&self) -> bool {
         match self {
             Rel::Block(b) => b.reached_only(),
             Rel::UnionAll(branches) => branches.iter().any(Rel::reached_only),
+            Rel::Keyed(_) => true,
         }
     }
 }
@@ -124,7 +153,7 @@ impl Block {
             || !self.outer.is_empty()
             || self.occs.iter().any(|o| match o {
                 Occ::Sub { rel, .. } => rel.reached_only(),
-                Occ::Source { .. } => false,
+                Occ::Source { .. } | Occ::Invariant => false,
             })
     }
 
@@ -149,6 +178,7 @@ impl Block {
         let from = self.occs.iter().flat_map(|o| match o {
             Occ::Source { source } => vec![*source],
             Occ::Sub { rel, .. } => rel.sources(),
+            Occ::Invariant => Vec::new(),
         });
         from.chain(self.subs.iter().flat_map(|s| s.sources.iter().copied()))
             .collect()
@@ -217,6 +247,12 @@ pub enum Occ {
         /// Column names the occurrence exposes (alias column list, else the subquery's outputs).
         columns: Vec<String>,
     },
+    /// A FROM item without changes of its own: a `VALUES` list, or an
+    /// IMMUTABLE set-returning function over constants and the columns of
+    /// earlier FROM items (`generate_series(1, t.n)`, `unnest(t.tags)`).
+    /// A delta term reads it as written, so it is evaluated over whichever
+    /// version of those items the term reads.
+    Invariant,
 }
 
 /// What DIFFERENTIAL refresh maintains.

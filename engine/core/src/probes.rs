@@ -1,5 +1,6 @@
 //! Queries the extension runs to learn what the core cannot know from SQL
-//! text alone: the types and collations of a grouped stream table's keys.
+//! text alone: the types and collations of a grouped stream table's keys,
+//! and the types of what a subquery kept by keys computes.
 //!
 //! Groups are matched by key, so a key type without a hash function or a
 //! key under a nondeterministic collation cannot be maintained exactly (see
@@ -12,7 +13,7 @@
 
 use sqlparser::ast::{Expr, GroupByExpr, Ident, SelectItem};
 
-use crate::model::{Analysis, Model};
+use crate::model::{Analysis, Block, Keyed, Model, Occ, Rel};
 
 /// What to ask PostgreSQL about a grouped stream table's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,4 +83,97 @@ pub fn key_probe(analysis: &Analysis) -> Option<KeyProbe> {
         keys: keys.iter().map(Expr::to_string).collect(),
         inner: select.to_string(),
     })
+}
+
+/// What to ask PostgreSQL about a subquery kept by keys ([`Keyed`]): the
+/// types of its outputs that aggregates or window functions compute. A
+/// refresh recomputes such a subquery's old rows and finds the enclosing
+/// rows by their values, so these must come out bit for bit as they did;
+/// a floating-point sum or average depends on the order rows are added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestedProbe {
+    /// The computed outputs, as written (for messages), in `types_sql` order.
+    pub outputs: Vec<String>,
+    /// One row: the type oid of each of `outputs`, as text.
+    pub types_sql: String,
+}
+
+/// The probes of every keyed subquery of an analysis, at any depth.
+pub fn nested_probes(analysis: &Analysis) -> Vec<NestedProbe> {
+    let mut out = Vec::new();
+    match &analysis.model {
+        Ok(Model::Grouped { block, .. }) => block_probes(block, &mut out),
+        Ok(Model::Linear(rel)) => rel_probes(rel, &mut out),
+        Err(_) => {}
+    }
+    out
+}
+
+fn rel_probes(rel: &Rel, out: &mut Vec<NestedProbe>) {
+    match rel {
+        Rel::Block(b) => block_probes(b, out),
+        Rel::UnionAll(branches) => branches.iter().for_each(|b| rel_probes(b, out)),
+        Rel::Keyed(k) => {
+            keyed_probe(k, out);
+            block_probes(&k.block, out);
+        }
+    }
+}
+
+fn block_probes(block: &Block, out: &mut Vec<NestedProbe>) {
+    for occ in &block.occs {
+        if let Occ::Sub { rel, .. } = occ {
+            rel_probes(rel, out);
+        }
+    }
+    for sub in &block.subs {
+        block_probes(&sub.body, out);
+    }
+}
+
+fn keyed_probe(k: &Keyed, out: &mut Vec<NestedProbe>) {
+    let computed: Vec<(usize, Expr)> = k
+        .block
+        .output_exprs()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, e)| computes(e))
+        .collect();
+    if computed.is_empty() {
+        return;
+    }
+    let n = k.block.outputs.len();
+    let columns: Vec<String> = (1..=n).map(|i| format!("__pgt_o{i}")).collect();
+    let facts: Vec<String> = computed
+        .iter()
+        .map(|(i, _)| {
+            format!(
+                "pg_catalog.pg_typeof(q.__pgt_o{})::pg_catalog.oid::pg_catalog.text",
+                i + 1
+            )
+        })
+        .collect();
+    out.push(NestedProbe {
+        outputs: computed.iter().map(|(_, e)| e.to_string()).collect(),
+        types_sql: format!(
+            "SELECT {} FROM (VALUES (1)) AS __pgt_one(x) LEFT JOIN \
+             (SELECT * FROM ({}) AS s({}) LIMIT 0) AS q ON true",
+            facts.join(", "),
+            k.block.select,
+            columns.join(", ")
+        ),
+    });
+}
+
+/// Whether `e` calls a function (an aggregate or window function among
+/// them) outside subqueries: its value is computed, not read.
+fn computes(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(e, |x| {
+        if matches!(x, Expr::Function(_)) {
+            found = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
 }

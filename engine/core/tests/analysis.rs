@@ -452,10 +452,6 @@ fn unsupported_constructs_are_named() {
             "aggregate string_agg over a window",
         ),
         (
-            "SELECT s.r FROM (SELECT k, row_number() OVER (PARTITION BY k ORDER BY v) AS r FROM a) s",
-            "a window function inside a subquery or UNION ALL branch",
-        ),
-        (
             "SELECT k, sum(v) OVER w FROM a WINDOW w AS (PARTITION BY k)",
             "a SELECT clause outside the supported grammar",
         ),
@@ -504,17 +500,49 @@ fn unsupported_constructs_are_named() {
             "source public.va is a view, whose changes cannot be captured",
         ),
         (
-            "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
-            "INTERSECT ALL (UNION, INTERSECT and EXCEPT are maintained, and UNION ALL)",
+            "SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, (SELECT max(w) FROM b WHERE b.k = a.k)",
+            "a subquery in the ORDER BY of DISTINCT ON",
         ),
         (
-            "SELECT k FROM a UNION SELECT k FROM b UNION ALL SELECT x FROM c",
-            "UNION inside a subquery or another set operation",
+            "SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, count(*) OVER (PARTITION BY v)",
+            "a window function in the ORDER BY of DISTINCT ON",
         ),
-        ("SELECT DISTINCT ON (k) k, v FROM a", "DISTINCT ON"),
         (
-            "SELECT s.k FROM (SELECT k, count(*) FROM a GROUP BY k) s",
-            "aggregate or DISTINCT inside a subquery or UNION ALL branch",
+            "SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, random()",
+            "function random, which is not IMMUTABLE (its result can change without a change to the data)",
+        ),
+        (
+            "SELECT k FROM a INTERSECT ALL SELECT k FROM b INTERSECT ALL SELECT k FROM b \
+             INTERSECT ALL SELECT k FROM b EXCEPT ALL SELECT k FROM b EXCEPT ALL SELECT x FROM c",
+            "more than 4 INTERSECT ALL / EXCEPT ALL in one query",
+        ),
+        (
+            "SELECT DISTINCT k, count(*) FROM a GROUP BY ROLLUP (k)",
+            "DISTINCT over GROUPING SETS / ROLLUP / CUBE",
+        ),
+        (
+            "SELECT DISTINCT ON (k) k, v FROM a",
+            "DISTINCT ON without ORDER BY, or with LIMIT (which row of each key it keeps is not determined)",
+        ),
+        (
+            "SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, v LIMIT 3",
+            "DISTINCT ON without ORDER BY, or with LIMIT (which row of each key it keeps is not determined)",
+        ),
+        (
+            "SELECT s.k FROM (SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, v) s",
+            "DISTINCT ON inside a subquery or a set operation",
+        ),
+        (
+            "SELECT DISTINCT ON (k) k, count(*) FROM a GROUP BY k ORDER BY k",
+            "DISTINCT ON over GROUP BY or aggregates",
+        ),
+        (
+            "SELECT s.r FROM (SELECT k, v, row_number() OVER (PARTITION BY k ORDER BY v) AS r FROM a) s",
+            "window function row_number in a subquery (its value for rows tied in its ORDER BY depends on the order they are read; rank, dense_rank and aggregates without a frame clause do not)",
+        ),
+        (
+            "SELECT s.t FROM (SELECT k, sum(v) OVER (PARTITION BY k ORDER BY v ROWS 1 PRECEDING) AS t FROM a) s",
+            "window function sum in a subquery (its value for rows tied in its ORDER BY depends on the order they are read; rank, dense_rank and aggregates without a frame clause do not)",
         ),
         (
             "SELECT k, string_agg(s, ',') FROM a GROUP BY k",
@@ -541,6 +569,127 @@ fn unsupported_constructs_are_named() {
         (
             "SELECT k FROM ONLY par",
             "FROM ONLY par (the rows of one table of an inheritance tree)",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(reason(sql), expected, "{sql}");
+    }
+}
+
+#[test]
+fn subqueries_that_group_are_kept_by_keys_in_the_enclosing_query() {
+    use pg_trickle_core::analyze::{Occ, Rel};
+    // Grouped, DISTINCT and windowed subqueries in FROM, in a CTE and in
+    // UNION ALL branches: the enclosing query is kept by keys.
+    for sql in [
+        "SELECT s.k FROM (SELECT k, count(*) FROM a GROUP BY k) s",
+        "SELECT n, count(*) FROM (SELECT k, count(v) AS n FROM a GROUP BY k) s GROUP BY n",
+        "WITH t AS (SELECT k, sum(v) AS total FROM a GROUP BY k) \
+         SELECT b.w, t.total FROM b JOIN t ON t.k = b.k WHERE t.total = (SELECT max(total) FROM t)",
+        "SELECT s.r FROM (SELECT k, rank() OVER (PARTITION BY k ORDER BY v) AS r FROM a) s",
+        "SELECT s.k, s.n FROM (SELECT k, row_number() OVER (PARTITION BY k) AS n FROM a) s",
+        "SELECT d.k FROM (SELECT DISTINCT k FROM a) d JOIN b ON b.k = d.k",
+        "SELECT k, count(*) FROM a GROUP BY k UNION ALL SELECT k, 1 FROM b",
+        "SELECT k FROM (SELECT k, count(*) FROM a GROUP BY k) s UNION SELECT k FROM b",
+        "SELECT s.c FROM (SELECT count(*) AS c FROM a) s",
+        // Set operations at any depth, with and without ALL.
+        "SELECT k FROM a UNION SELECT k FROM b UNION ALL SELECT x FROM c",
+        "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
+        "SELECT k FROM a EXCEPT ALL SELECT k FROM b",
+        "SELECT k FROM a UNION SELECT k FROM b EXCEPT SELECT x FROM c",
+        "SELECT s.k FROM (SELECT k FROM a INTERSECT SELECT k FROM b) s JOIN b ON b.k = s.k",
+    ] {
+        let Model::Grouped { block, .. } = supported(sql) else {
+            panic!("{sql}: not kept by keys");
+        };
+        let keyed = block.occs.iter().any(|o| match o {
+            Occ::Sub { rel, .. } => matches!(**rel, Rel::Keyed(_)) || rel.reached_only(),
+            Occ::Source { .. } | Occ::Invariant => false,
+        });
+        assert!(keyed, "{sql}: no keyed subquery");
+    }
+    // The old state replaces every table the subquery names, at any depth.
+    let Model::Grouped { block, .. } = supported(
+        "SELECT n, count(*) FROM (SELECT a.k, count(b.w) AS n FROM a LEFT JOIN b ON b.k = a.k \
+         WHERE EXISTS (SELECT 1 FROM c WHERE c.x = a.k) GROUP BY a.k) s GROUP BY n",
+    ) else {
+        panic!("not grouped");
+    };
+    let Occ::Sub { rel, .. } = &block.occs[0] else {
+        panic!("not a subquery");
+    };
+    let Rel::Keyed(keyed) = &**rel else {
+        panic!("not keyed");
+    };
+    let names: Vec<&str> = keyed.tables.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
+#[test]
+fn distinct_on_keys_resolve_output_names_first() {
+    // As in ORDER BY: a bare name that is an output's name is that output.
+    let Model::Grouped { keys, .. } =
+        supported("SELECT DISTINCT ON (s) lower(s) AS s, v FROM a ORDER BY s, v DESC")
+    else {
+        panic!("not kept by keys");
+    };
+    assert_eq!(keys[0].to_string(), "lower(s)");
+    let Model::Grouped { keys, .. } = supported("SELECT DISTINCT ON (2) k, v FROM a ORDER BY v, k")
+    else {
+        panic!("not kept by keys");
+    };
+    assert_eq!(keys[0].to_string(), "v");
+}
+
+#[test]
+fn values_and_set_returning_functions_are_read_as_written() {
+    for sql in [
+        "SELECT a.k, v.label FROM a JOIN (VALUES (1, 'one'), (2, 'two')) AS v(k, label) ON v.k = a.k",
+        "SELECT a.k, g FROM a, generate_series(1, a.v) g",
+        "SELECT a.k, u.x, u.n FROM a CROSS JOIN LATERAL unnest(ARRAY[a.k, a.v]) WITH ORDINALITY AS u(x, n)",
+        "SELECT g, count(*) FROM a, generate_series(1, 3) g GROUP BY g",
+        "VALUES (1, 'a'), (2, 'b')",
+        // Grouping sets: one grouped query per set, as a UNION ALL.
+        "SELECT k, s, count(*), sum(v) FROM a GROUP BY ROLLUP (k, s)",
+        "SELECT k, s, grouping(k, s) AS g, count(*) FROM a GROUP BY CUBE (k, s)",
+        "SELECT k, s, count(*) FROM a GROUP BY GROUPING SETS ((k), (s), ())",
+        "SELECT k, count(*) FROM a GROUP BY k, ROLLUP (s) HAVING count(*) > 1",
+        "SELECT k, count(*) FROM a GROUP BY GROUPING SETS ((k), ROLLUP (s))",
+        // DISTINCT ON, kept by its keys with the query's ORDER BY.
+        "SELECT DISTINCT ON (k) k, v, s FROM a ORDER BY k, v DESC, s",
+        "SELECT DISTINCT ON (a.k) a.k, b.w FROM a JOIN b ON b.k = a.k WHERE a.v > 0 ORDER BY a.k, b.w",
+        "SELECT column1 FROM (VALUES (1), (2)) AS v",
+    ] {
+        supported(sql);
+    }
+    let cases = [
+        (
+            "SELECT a.k, j.key FROM a, json_each('{}') j",
+            "table function json_each, which returns several columns (give it a column list only if it returns one)",
+        ),
+        (
+            "SELECT a.k, g FROM a, generate_series(1, 3) g WHERE EXISTS (SELECT 1 FROM b WHERE b.k = g)",
+            "VALUES or a table function in a FROM whose query holds subqueries in expressions",
+        ),
+        (
+            "SELECT a.k, x FROM a, unnest(ARRAY[a.k], ARRAY[a.v]) x",
+            "table function unnest, which returns several columns (give it a column list only if it returns one)",
+        ),
+        (
+            "SELECT a.k, g FROM a, generate_series(1, (random() * 3)::int) g",
+            "function random, which is not IMMUTABLE (its result can change without a change to the data)",
+        ),
+        (
+            "SELECT a.k, g FROM a LEFT JOIN generate_series(1, 3) g ON g = a.k",
+            "VALUES or a table function in a FROM with an outer join",
+        ),
+        (
+            "SELECT k FROM a WHERE EXISTS (SELECT 1 FROM generate_series(1, 3) g WHERE g = a.k)",
+            "VALUES or a table function in the FROM of a subquery in an expression",
+        ),
+        (
+            "SELECT v.x FROM (VALUES ((SELECT max(k) FROM b))) AS v(x)",
+            "a subquery inside VALUES or a table function's arguments in FROM",
         ),
     ];
     for (sql, expected) in cases {

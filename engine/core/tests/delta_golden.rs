@@ -147,6 +147,19 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         "SELECT k, sum(v) AS total FROM a GROUP BY k HAVING sum(v) > (SELECT max(amount) FROM c)",
         &["k", "total"],
     ),
+    (
+        // TPC-H Q13's shape: groups keyed by an aggregate of a grouped
+        // subquery, whose reached keys are recomputed new and old.
+        "grouped_by_an_aggregate_of_a_subquery",
+        "SELECT n, count(*) AS c FROM (SELECT a.k, count(b.w) AS n FROM a LEFT JOIN b ON b.k = a.k GROUP BY a.k) s GROUP BY n",
+        &["n", "c"],
+    ),
+    (
+        // DISTINCT ON: kept by its keys, each recomputed with ORDER BY.
+        "first_row_per_key",
+        "SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, v DESC",
+        &["k", "v"],
+    ),
 ];
 
 fn golden_dir() -> PathBuf {

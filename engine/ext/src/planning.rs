@@ -118,8 +118,15 @@ pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
     for name in &refs.functions {
         let r = crate::spi::row(
             "SELECT count(*)::text, coalesce(bool_and(provolatile = 'i'), true)::text, \
-             coalesce(bool_or(prokind = 'a'), false)::text, coalesce(bool_or(prokind = 'w'), false)::text \
-             FROM pg_proc WHERE proname = $1",
+             coalesce(bool_or(prokind = 'a'), false)::text, coalesce(bool_or(prokind = 'w'), false)::text, \
+             coalesce(bool_and(p.proretset AND p.prorettype <> 'pg_catalog.record'::pg_catalog.regtype \
+               AND t.typtype <> 'c' AND NOT coalesce('o' = ANY (p.proargmodes) OR 't' = ANY (p.proargmodes), false)), false)::text, \
+             (SELECT pg_catalog.string_agg(n::text, ',') FROM pg_catalog.generate_series(0, 100) AS n \
+               WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_proc q WHERE q.proname = $1 \
+                 AND n BETWEEN q.pronargs - q.pronargdefaults AND q.pronargs) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc q WHERE q.proname = $1 AND q.provolatile <> 'i' \
+                 AND (n BETWEEN q.pronargs - q.pronargdefaults AND q.pronargs OR q.provariadic <> 0))) \
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.prorettype WHERE p.proname = $1",
             &[Some(name.clone())],
         )
         .unwrap_or_default();
@@ -130,6 +137,16 @@ pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
                 immutable: flag(1),
                 aggregate: flag(2),
                 window: flag(3),
+                single_column: flag(4),
+                // Arities at which every overload taking them is IMMUTABLE.
+                immutable_arities: r
+                    .get(5)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|n| n.parse().ok())
+                    .collect(),
             },
         );
     }
@@ -223,6 +240,9 @@ pub fn plan(
         reason = grouping_reason(&analysis, relid, owner);
     }
     if reason.is_none() {
+        reason = nested_reason(&analysis, owner);
+    }
+    if reason.is_none() {
         if let Some(diff) = &plan.diff_sql {
             let nargs = plan.diff_nargs();
             let sql = diff.clone();
@@ -293,6 +313,37 @@ pub fn row_security_reason(analysis: &Analysis, owner: &Owner) -> Option<String>
 /// without a hash function, or a key or value under a nondeterministic
 /// collation (see `column_types`). The key types come from PostgreSQL,
 /// asked as the owner by a probe that reads no row.
+/// Why a subquery kept by keys cannot be maintained exactly: an output
+/// it computes is floating point (a sum or average of float4/float8
+/// depends on the order rows are added, and a refresh finds the enclosing
+/// rows by the values it recomputes). The probes read no row and run as
+/// the owner; one that fails leaves the query's own error to surface
+/// where it runs.
+fn nested_reason(analysis: &Analysis, owner: &Owner) -> Option<String> {
+    const FLOAT4: u32 = 700;
+    const FLOAT8: u32 = 701;
+    for probe in pg_trickle_core::probes::nested_probes(analysis) {
+        let sql = probe.types_sql.clone();
+        let as_owner = owner.clone();
+        let types = in_subtransaction(move || as_owner.run(|| crate::spi::row(&sql, &[])))
+            .map_err(|f| f.reraise_if_transient())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for (output, t) in probe.outputs.iter().zip(types) {
+            let typid: u32 = t.and_then(|t| t.parse().ok()).unwrap_or(0);
+            if typid == FLOAT4 || typid == FLOAT8 {
+                return Some(format!(
+                    "{output} of type {} in a subquery kept by keys (a floating-point value computed \
+                     over its rows depends on the order they are read)",
+                    crate::column_types::type_name(typid)
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<String> {
     if let Some((column, collation)) = crate::column_types::nondeterministic_column(relid) {
         return Some(format!(

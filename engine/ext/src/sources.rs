@@ -52,6 +52,18 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
     } else {
         None
     };
+    // An inheritance parent shows its children's rows, which its key does
+    // not cover; a partitioned table's key covers its partitions.
+    let key = if relkind == 'r' && flag(4) {
+        Vec::new()
+    } else {
+        primary_key(oid)
+    };
+    let key = if key.iter().all(|k| columns.contains(k)) {
+        key
+    } else {
+        Vec::new()
+    };
     Some(SourceTable {
         oid,
         schema: r[0].clone().unwrap_or_default(),
@@ -64,7 +76,28 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
         } else {
             pg_trickle_core::catalog::Capture::Trigger
         },
+        key,
     })
+}
+
+/// The columns of `oid`'s primary key, in key order, when it is not
+/// deferrable and every column's type is built in (the refresh compares
+/// them with `OPERATOR(pg_catalog.=)`); otherwise none. The refresh only
+/// uses it to lead its search for rows, and stays exact without it.
+fn primary_key(oid: u32) -> Vec<String> {
+    let cols = rows(
+        "SELECT a.attname::text, (t.typnamespace = 'pg_catalog'::regnamespace)::text \
+         FROM pg_catalog.pg_constraint c \
+         CROSS JOIN LATERAL pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(attnum, n) \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum \
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         WHERE c.conrelid = $1::text::oid AND c.contype = 'p' AND NOT c.condeferrable ORDER BY k.n",
+        &[Some(oid.to_string())],
+    );
+    if cols.iter().any(|r| r[1].as_deref() != Some("true")) {
+        return Vec::new();
+    }
+    cols.into_iter().filter_map(|r| r[0].clone()).collect()
 }
 
 /// Why capture of a capturable relation would not be exact, if it would not.

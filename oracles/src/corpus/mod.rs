@@ -16,6 +16,7 @@
 mod concurrency;
 mod controls;
 mod hard_cases;
+mod nested_aggregates;
 mod operators;
 mod outer_joins;
 mod sources;
@@ -65,6 +66,7 @@ pub fn entries() -> Vec<Entry> {
     all.extend(subqueries::entries());
     all.extend(outer_joins::entries());
     all.extend(top_k::entries());
+    all.extend(nested_aggregates::entries());
     all.extend(controls::entries());
     all.extend(sources::entries());
     all.extend(concurrency::entries());
@@ -90,6 +92,10 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "UnionAll",
     "Subquery",
     "SubPlan",
+    "Window",
+    "SetOp",
+    "Values",
+    "FunctionScan",
     "Scan of a stream table",
     "Aggregate count",
     "Aggregate sum",

@@ -78,6 +78,58 @@ impl Analyzer<'_> {
                 })
             }
             TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias,
+                ..
+            } if matches!(*subquery.body, SetExpr::Values(_)) => {
+                self.values_occurrence(subquery, alias)
+            }
+            TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                with_ordinality,
+                sample: None,
+                ..
+            } => {
+                let exprs: Vec<&Expr> = args.args.iter().filter_map(function_arg_expr).collect();
+                if exprs.len() != args.args.len() {
+                    return Err(Box::new((
+                        OpNode::new("FunctionScan", name.to_string(), vec![]),
+                        format!("table function {name} with named arguments"),
+                    )));
+                }
+                self.function_occurrence(name, &exprs, alias.as_ref(), *with_ordinality)
+            }
+            TableFactor::Function {
+                name,
+                args,
+                alias,
+                with_ordinality,
+                ..
+            } => {
+                let exprs: Vec<&Expr> = args.iter().filter_map(function_arg_expr).collect();
+                if exprs.len() != args.len() {
+                    return Err(Box::new((
+                        OpNode::new("FunctionScan", name.to_string(), vec![]),
+                        format!("table function {name} with named arguments"),
+                    )));
+                }
+                self.function_occurrence(name, &exprs, alias.as_ref(), *with_ordinality)
+            }
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset: false,
+                with_ordinality,
+                ..
+            } => {
+                let name = ObjectName::from(vec![Ident::new("unnest")]);
+                let exprs: Vec<&Expr> = array_exprs.iter().collect();
+                self.function_occurrence(&name, &exprs, alias.as_ref(), *with_ordinality)
+            }
+            TableFactor::Derived {
                 lateral,
                 subquery,
                 alias,
@@ -94,14 +146,8 @@ impl Analyzer<'_> {
                 if *lateral {
                     return Err(Box::new((node, "LATERAL subquery".into())));
                 }
-                let rel = match shape {
-                    Ok(Shape::Rel(rel)) => rel,
-                    Ok(Shape::Grouped(..)) => {
-                        return Err(Box::new((
-                            node,
-                            "aggregate or DISTINCT inside a subquery in FROM".into(),
-                        )))
-                    }
+                let rel = match shape.and_then(|shape| self.nested_rel(shape)) {
+                    Ok(rel) => rel,
                     Err(e) => return Err(Box::new((node, e))),
                 };
                 let id = self.next_sub;
@@ -142,12 +188,185 @@ impl Analyzer<'_> {
         }
     }
 
+    /// A nested query's shape as a relation of its enclosing one: a block
+    /// kept by keys (grouped, DISTINCT, windows) becomes [`Rel::Keyed`],
+    /// with every relation its text names resolved to its source.
+    pub(super) fn nested_rel(&mut self, shape: Shape) -> Result<Rel, String> {
+        let (block, keys) = match shape {
+            Shape::Rel(rel) => return Ok(rel),
+            Shape::Grouped(block, keys, _) => (block, keys),
+        };
+        // Every table at any depth; set-returning functions are no tables.
+        struct Tables(Vec<String>);
+        impl sqlparser::ast::Visitor for Tables {
+            type Break = ();
+            fn pre_visit_table_factor(&mut self, f: &TableFactor) -> std::ops::ControlFlow<()> {
+                if let TableFactor::Table {
+                    name, args: None, ..
+                } = f
+                {
+                    self.0.push(name.to_string());
+                }
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+        let mut found = Tables(Vec::new());
+        let _ = sqlparser::ast::Visit::visit(&block.select, &mut found);
+        let names = found.0;
+        let mut tables: Vec<(String, usize)> = Vec::new();
+        for name in names {
+            let Some(table) = self.catalog.get(&name).cloned() else {
+                return Err(format!("relation {name} could not be resolved"));
+            };
+            let source = self.source_index(&table);
+            if !tables.iter().any(|(n, _)| *n == name) {
+                tables.push((name, source));
+            }
+        }
+        Ok(Rel::Keyed(Box::new(Keyed {
+            block: *block,
+            keys,
+            tables,
+        })))
+    }
+
+    /// A `VALUES` list in FROM: constant rows, an [`Occ::Invariant`].
+    fn values_occurrence(
+        &mut self,
+        subquery: &Query,
+        alias: &Option<TableAlias>,
+    ) -> Result<OccFacts, Box<(OpNode, String)>> {
+        let SetExpr::Values(values) = subquery.body.as_ref() else {
+            unreachable!("matched as VALUES");
+        };
+        let alias_name = alias.as_ref().map(|a| fold(&a.name));
+        let node = OpNode::new("Values", alias_name.clone().unwrap_or_default(), vec![]);
+        let width = values.rows.first().map_or(0, |r| r.content.len());
+        if subquery.order_by.is_some() || subquery.limit_clause.is_some() || subquery.with.is_some()
+        {
+            return Err(Box::new((
+                node,
+                "VALUES with ORDER BY or LIMIT in FROM".into(),
+            )));
+        }
+        for row in &values.rows {
+            for e in &row.content {
+                if let Err(reason) = self.invariant_expr(e) {
+                    return Err(Box::new((node, reason)));
+                }
+            }
+        }
+        // `AS v(a, b)` names the first columns; PostgreSQL names the
+        // rest `column<n>`.
+        let mut columns: Vec<String> = (1..=width).map(|i| format!("column{i}")).collect();
+        for (slot, renamed) in columns
+            .iter_mut()
+            .zip(alias.iter().flat_map(|a| a.columns.iter()))
+        {
+            *slot = fold(&renamed.name);
+        }
+        let id = self.next_sub;
+        self.next_sub += 1;
+        Ok(OccFacts {
+            alias: alias_name.unwrap_or_else(|| format!("__pgt_sub{id}")),
+            columns,
+            occ: Occ::Invariant,
+            node,
+        })
+    }
+
+    /// A set-returning function in FROM: an [`Occ::Invariant`] when it is
+    /// IMMUTABLE, returns one column (plus `ordinality`) and its
+    /// arguments are constants, columns of earlier FROM items and
+    /// IMMUTABLE functions of those.
+    fn function_occurrence(
+        &mut self,
+        name: &ObjectName,
+        args: &[&Expr],
+        alias: Option<&TableAlias>,
+        with_ordinality: bool,
+    ) -> Result<OccFacts, Box<(OpNode, String)>> {
+        let node = OpNode::new("FunctionScan", name.to_string(), vec![]);
+        let fail = |reason: String| Err(Box::new((node.clone(), reason)));
+        let fname = last_ident(name).map(|i| fold(&i)).unwrap_or_default();
+        if let Some(reason) = self.not_immutable(&fname, args.len()) {
+            return fail(reason);
+        }
+        let facts = self.catalog.function(&fname);
+        // `unnest` of one array gives one column (of a tsvector, three:
+        // the names a query uses are then checked when its delta
+        // statement is prepared at creation, and fail there).
+        let one_column = if fname == "unnest" {
+            args.len() == 1
+        } else {
+            facts.single_column
+        };
+        if !one_column {
+            return fail(format!(
+                "table function {name}, which returns several columns (give it a column list only if it returns one)"
+            ));
+        }
+        for e in args {
+            if let Err(reason) = self.invariant_expr(e) {
+                return fail(reason);
+            }
+        }
+        let alias_name = alias
+            .map(|a| fold(&a.name))
+            .unwrap_or_else(|| fname.clone());
+        // A scalar function's column is named by its alias, else by the
+        // function; `AS f(a, b)` names it and the ordinality.
+        let mut columns = vec![alias_name.clone()];
+        if with_ordinality {
+            columns.push("ordinality".into());
+        }
+        for (slot, renamed) in columns
+            .iter_mut()
+            .zip(alias.iter().flat_map(|a| a.columns.iter()))
+        {
+            *slot = fold(&renamed.name);
+        }
+        Ok(OccFacts {
+            alias: alias_name,
+            columns,
+            occ: Occ::Invariant,
+            node,
+        })
+    }
+
+    /// An expression an invariant FROM item may compute: no subquery, and
+    /// only IMMUTABLE functions.
+    fn invariant_expr(&self, e: &Expr) -> Result<(), String> {
+        if super::subqueries::has_subquery(e) {
+            return Err("a subquery inside VALUES or a table function's arguments in FROM".into());
+        }
+        let mut problem = None;
+        let _ = sqlparser::ast::visit_expressions(e, |x| {
+            if let Expr::Function(f) = x {
+                let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
+                if problem.is_none() {
+                    problem = self.not_immutable(&name, arg_count(f));
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        problem.map_or(Ok(()), Err)
+    }
+
     pub(super) fn source_index(&mut self, table: &SourceTable) -> usize {
         if let Some(i) = self.sources.iter().position(|s| s.oid == table.oid) {
             return i;
         }
         self.sources.push(table.clone());
         self.sources.len() - 1
+    }
+}
+
+/// The expression of a positional function argument.
+fn function_arg_expr(arg: &sqlparser::ast::FunctionArg) -> Option<&Expr> {
+    match arg {
+        sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e)) => Some(e),
+        _ => None,
     }
 }
 

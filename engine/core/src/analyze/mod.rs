@@ -27,13 +27,14 @@ use sqlparser::parser::Parser;
 
 mod ctes;
 mod from;
+mod grouping_sets;
 mod select;
 mod subqueries;
 mod top_k;
 
 pub use crate::model::{
-    Analysis, Block, ExprSub, KeyType, Model, Occ, OrderItem, OuterJoin, QueryRefs, Rel, SubLink,
-    TopK,
+    Analysis, Block, ExprSub, KeyType, Keyed, Model, Occ, OrderItem, OuterJoin, QueryRefs, Rel,
+    SubLink, TopK,
 };
 pub use from::{alias_of, for_each_factor_mut, for_each_join_mut};
 pub use select::output_name;
@@ -146,6 +147,15 @@ pub fn referenced_tables(sql: &str) -> Result<QueryRefs, CoreError> {
         ControlFlow::<()>::Continue(())
     });
     let mut functions = BTreeSet::new();
+    // Set-returning functions in FROM (`generate_series(...) g`); their
+    // names also stand among the relations, where nothing resolves them.
+    functions.extend(table_functions(&query));
+    // INTERSECT ALL and EXCEPT ALL are maintained through row_number()
+    // (see `numbered_set_operation`), whose facts analysis then asks for.
+    let text = query.to_string();
+    if text.contains("INTERSECT ALL") || text.contains("EXCEPT ALL") {
+        functions.insert("row_number".to_string());
+    }
     let _ = sqlparser::ast::visit_expressions(&query, |expr| {
         if let Expr::Function(f) = expr {
             if let Some(id) = last_ident(&f.name) {
@@ -160,6 +170,47 @@ pub fn referenced_tables(sql: &str) -> Result<QueryRefs, CoreError> {
     })
 }
 
+/// How many arguments a function call passes (its overloads' volatility
+/// may differ by arity: see [`crate::catalog::FunctionFacts`]).
+pub(crate) fn arg_count(f: &sqlparser::ast::Function) -> usize {
+    match &f.args {
+        FunctionArguments::List(l) => l.args.len(),
+        FunctionArguments::Subquery(_) => 1,
+        FunctionArguments::None => 0,
+    }
+}
+
+/// The names of the set-returning functions a query calls in FROM,
+/// lower-cased (`unnest` for `UNNEST(...)`).
+fn table_functions(query: &Query) -> BTreeSet<String> {
+    struct Found(BTreeSet<String>);
+    impl sqlparser::ast::Visitor for Found {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            match factor {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    ..
+                }
+                | TableFactor::Function { name, .. } => {
+                    if let Some(id) = last_ident(name) {
+                        self.0.insert(fold(&id));
+                    }
+                }
+                TableFactor::UNNEST { .. } => {
+                    self.0.insert("unnest".into());
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut found = Found(BTreeSet::new());
+    let _ = sqlparser::ast::Visit::visit(query, &mut found);
+    found.0
+}
+
 /// Analyse a defining query against resolved catalog facts.
 pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
     let mut query = parse_query(sql)?;
@@ -168,6 +219,7 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         sources: Vec::new(),
         next_sub: 0,
         top: None,
+        order: None,
     };
     let inline = inline_ctes(&mut query, &[]);
     let (tree, shape) = an.query(&mut query, true);
@@ -268,6 +320,16 @@ fn set_operation(op: SetOperator, left: Rel, right: Rel, id: usize) -> Result<Sh
             Rel::UnionAll(branches) => {
                 Rel::UnionAll(branches.into_iter().map(|b| with_side(b, side)).collect())
             }
+            Rel::Keyed(mut k) => {
+                // A constant output: it changes neither the groups nor
+                // which rows are distinct.
+                k.block.select.projection.push(SelectItem::ExprWithAlias {
+                    expr: Expr::value(Value::Number(side.to_string(), false)),
+                    alias: Ident::new("__pgt_side"),
+                });
+                k.block.outputs.push("__pgt_side".into());
+                Rel::Keyed(k)
+            }
         }
     }
     let outputs = left.outputs().to_vec();
@@ -300,6 +362,84 @@ fn set_operation(op: SetOperator, left: Rel, right: Rel, id: usize) -> Result<Sh
     Ok(Shape::Grouped(Box::new(block), keys, false))
 }
 
+/// `left INTERSECT ALL right` (or `EXCEPT ALL`) as a grouped query: the
+/// rows of both sides, tagged with their side and combined by `UNION ALL`
+/// (so that PostgreSQL resolves the column types as it does for the set
+/// operation), are numbered among their equals on each side; a value with
+/// `l` copies on the left and `r` on the right then has numbers `1..l` and
+/// `1..r`, and grouping by value and number keeps `min(l, r)` of them
+/// (`INTERSECT`: both sides) or `l - r` (`EXCEPT`: the left side only).
+/// `names` are the outputs the result exposes (the left side's). `None`
+/// when a side has a leaf the tag cannot be added to.
+fn numbered_set_operation(
+    op: SetOperator,
+    left: &SetExpr,
+    right: &SetExpr,
+    names: &[String],
+) -> Option<String> {
+    fn tagged(side: &SetExpr, tag: u8) -> Option<SetExpr> {
+        let mut side = side.clone();
+        tag_leaves(&mut side, tag).then_some(side)
+    }
+    fn tag_leaves(e: &mut SetExpr, tag: u8) -> bool {
+        let value = || Expr::value(Value::Number(tag.to_string(), false));
+        match e {
+            SetExpr::Select(s) => {
+                s.projection.push(SelectItem::ExprWithAlias {
+                    expr: value(),
+                    alias: Ident::new("__pgt_side"),
+                });
+                true
+            }
+            SetExpr::Query(q) => tag_leaves(&mut q.body, tag),
+            SetExpr::SetOperation { left, right, .. } => {
+                tag_leaves(left, tag) && tag_leaves(right, tag)
+            }
+            SetExpr::Values(v) => {
+                for row in &mut v.rows {
+                    row.content.push(value());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+    let (l, r) = (tagged(left, 1)?, tagged(right, 2)?);
+    let columns: Vec<String> = (1..=names.len()).map(|i| format!("__pgt_c{i}")).collect();
+    let of =
+        |alias: &str| -> Vec<String> { columns.iter().map(|c| format!("{alias}.{c}")).collect() };
+    let items: Vec<String> = of("__pgt_x")
+        .iter()
+        .zip(names)
+        .map(|(c, n)| format!("{c} AS {}", crate::sql::quote_ident(n)))
+        .collect();
+    let having = match op {
+        SetOperator::Intersect => {
+            "pg_catalog.min(__pgt_x.__pgt_side) = 1 AND pg_catalog.max(__pgt_x.__pgt_side) = 2"
+        }
+        _ => "pg_catalog.max(__pgt_x.__pgt_side) = 1",
+    };
+    Some(format!(
+        "SELECT {} FROM (SELECT {}, __pgt_t.__pgt_side, pg_catalog.row_number() OVER \
+         (PARTITION BY {}, __pgt_t.__pgt_side) AS __pgt_n FROM (({l}) UNION ALL ({r})) \
+         AS __pgt_t({}, __pgt_side)) AS __pgt_x GROUP BY {}, __pgt_x.__pgt_n HAVING {having}",
+        items.join(", "),
+        of("__pgt_t").join(", "),
+        of("__pgt_t").join(", "),
+        columns.join(", "),
+        of("__pgt_x").join(", "),
+    ))
+}
+
+/// The most INTERSECT ALL / EXCEPT ALL one query may chain or nest (each
+/// level analyses the one below it again).
+const MAX_CHAINED_ALL: usize = 4;
+
+/// The text of a set operation's two sides.
+fn body_text(left: &SetExpr, right: &SetExpr) -> String {
+    format!("{left} {right}")
+}
+
 /// The block `sql` (printed by analysis) reading `rel` as its one
 /// subquery in FROM, `__pgt_u` with `columns`; `what` names `rel` in the
 /// reason when the text does not parse back.
@@ -327,6 +467,7 @@ fn block_over(
         scope: vec![("__pgt_u".to_string(), columns)],
         subs: Vec::new(),
         outer: Vec::new(),
+        order: None,
     })
 }
 
@@ -355,6 +496,9 @@ struct Analyzer<'a> {
     next_sub: usize,
     /// The defining query's `ORDER BY ... LIMIT`, once found.
     top: Option<TopK>,
+    /// The defining query's ORDER BY, for its block when that is
+    /// `SELECT DISTINCT ON`.
+    order: Option<String>,
 }
 
 /// How many output columns a shape has.
@@ -395,7 +539,45 @@ impl<'a> Analyzer<'a> {
             problems.push("FOR UPDATE / FOR SHARE".to_string());
         }
         // Without LIMIT, ORDER BY has no meaning for a stored table and is
-        // ignored.
+        // ignored, but for DISTINCT ON it picks the row each key keeps.
+        let distinct_on = matches!(query.body.as_ref(), SetExpr::Select(s) if matches!(s.distinct, Some(Distinct::On(_))));
+        if distinct_on && top && written.is_none() {
+            // The ORDER BY is evaluated with the query when it recomputes
+            // a key: what it may hold is what an output may.
+            if let Some(order) = &query.order_by {
+                let mut problem = None;
+                let _ = sqlparser::ast::visit_expressions(order, |e| {
+                    if problem.is_none() {
+                        problem = match e {
+                            e if subqueries::has_subquery(e) => {
+                                Some("a subquery in the ORDER BY of DISTINCT ON".to_string())
+                            }
+                            Expr::Function(f) if f.over.is_some() => {
+                                Some("a window function in the ORDER BY of DISTINCT ON".to_string())
+                            }
+                            Expr::Function(f) => {
+                                let name =
+                                    last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
+                                self.not_immutable(&name, arg_count(f))
+                            }
+                            _ => None,
+                        };
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+                problems.extend(problem);
+            }
+            self.order = query.order_by.as_ref().and_then(|o| match &o.kind {
+                sqlparser::ast::OrderByKind::Expressions(items) if !items.is_empty() => Some(
+                    items
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                _ => None,
+            });
+        }
         let (mut node, shape) = self.set_expr(&mut query.body, top);
         if let (Some(written), Ok(shape)) = (written, &shape) {
             match written.resolve(shape) {
@@ -435,6 +617,29 @@ impl<'a> Analyzer<'a> {
 
     fn set_expr(&mut self, body: &mut SetExpr, top: bool) -> (OpNode, Result<Shape, String>) {
         match body {
+            SetExpr::Select(select) if grouping_sets::has_grouping_sets(select) => {
+                // One grouped query per set, as a UNION ALL.
+                let label = "GROUPING SETS / ROLLUP / CUBE";
+                let rewritten = grouping_sets::as_union(select)
+                    .and_then(|text| parse_query(&text).map_err(|e| format!("{label}: {e}")));
+                match rewritten {
+                    Ok(mut q) => {
+                        let (child, shape) = self.set_expr(&mut q.body, top);
+                        (
+                            OpNode::new(
+                                "GroupingSets",
+                                "one grouped query per set, as a UNION ALL",
+                                vec![child],
+                            ),
+                            shape,
+                        )
+                    }
+                    Err(reason) => (
+                        OpNode::new("GroupingSets", label, vec![]).unsupported(reason.clone()),
+                        Err(reason),
+                    ),
+                }
+            }
             SetExpr::Select(select) => self.block(select, if top { Ctx::Top } else { Ctx::Nested }),
             SetExpr::Query(q) => self.query(q, top),
             SetExpr::SetOperation {
@@ -443,6 +648,21 @@ impl<'a> Analyzer<'a> {
                 set_quantifier,
                 right,
             } => {
+                // INTERSECT ALL / EXCEPT ALL analyse their sides again
+                // inside their rewrite: bounded before anything is analysed.
+                let text = body_text(left, right);
+                let chained =
+                    text.matches("INTERSECT ALL").count() + text.matches("EXCEPT ALL").count();
+                if chained >= MAX_CHAINED_ALL {
+                    let reason = format!(
+                        "more than {MAX_CHAINED_ALL} INTERSECT ALL / EXCEPT ALL in one query"
+                    );
+                    return (
+                        OpNode::new("SetOp", format!("{op} {set_quantifier}"), vec![])
+                            .unsupported(reason.clone()),
+                        Err(reason),
+                    );
+                }
                 let (ln, ls) = self.set_expr(left, false);
                 let (rn, rs) = self.set_expr(right, false);
                 let is_union_all =
@@ -456,52 +676,93 @@ impl<'a> Analyzer<'a> {
                     SetOperator::Union | SetOperator::Intersect | SetOperator::Except => Some(*op),
                     _ => None,
                 };
-                if let (true, true, Some(kind)) = (top, distinct, kind.filter(|_| !is_union_all)) {
+                let all_of = matches!(op, SetOperator::Intersect | SetOperator::Except)
+                    && *set_quantifier == SetQuantifier::All;
+                if all_of {
+                    let (node, shape) = match (&ls, &rs) {
+                        (Ok(l), Ok(_)) => {
+                            let names = match l {
+                                Shape::Rel(rel) => rel.outputs().to_vec(),
+                                Shape::Grouped(b, ..) => b.outputs.clone(),
+                            };
+                            let rewritten = numbered_set_operation(*op, left, right, &names);
+                            match rewritten.as_deref().map(parse_query) {
+                                Some(Ok(mut q)) => self.set_expr(&mut q.body, top),
+                                _ => {
+                                    let reason = format!(
+                                        "{label} whose sides cannot be tagged (a side other than SELECT or VALUES)"
+                                    );
+                                    (OpNode::new("SetOp", label.clone(), vec![]), Err(reason))
+                                }
+                            }
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            (OpNode::new("SetOp", label.clone(), vec![]), Err(e.clone()))
+                        }
+                    };
+                    let node = OpNode::new(
+                        "SetOp",
+                        format!("{label}: each side's equal rows numbered, kept as {op} of those"),
+                        vec![ln, rn, node],
+                    );
+                    return (node, shape);
+                }
+                if let (true, Some(kind)) = (distinct, kind.filter(|_| !is_union_all)) {
                     let node = OpNode::new(
                         "SetOp",
                         format!("{label}: kept by its rows' values, as groups"),
                         vec![ln, rn],
                     );
-                    let shape = match (ls, rs) {
-                        (Ok(Shape::Rel(l)), Ok(Shape::Rel(r))) => {
-                            let id = self.next_sub;
-                            self.next_sub += 1;
-                            set_operation(kind, l, r, id)
-                        }
-                        (Err(e), _) | (_, Err(e)) => Err(e),
-                        _ => Err(format!("aggregate inside {label}")),
-                    };
+                    let sides = ls
+                        .and_then(|l| self.nested_rel(l))
+                        .and_then(|l| Ok((l, rs.and_then(|r| self.nested_rel(r))?)));
+                    let shape = sides.and_then(|(l, r)| {
+                        let id = self.next_sub;
+                        self.next_sub += 1;
+                        set_operation(kind, l, r, id)
+                    });
                     return (node, shape);
                 }
                 if !is_union_all {
-                    let reason = if kind.is_some() && distinct {
-                        format!("{label} inside a subquery or another set operation")
-                    } else {
-                        format!(
-                            "{label} (UNION, INTERSECT and EXCEPT are maintained, and UNION ALL)"
-                        )
-                    };
+                    let reason = format!(
+                        "{label} (UNION, INTERSECT and EXCEPT are maintained, with and without ALL)"
+                    );
                     return (
                         OpNode::new("SetOp", label, vec![ln, rn]).unsupported(reason.clone()),
                         Err(reason),
                     );
                 }
                 let node = OpNode::new("UnionAll", "", vec![ln, rn]);
-                let shape = match (ls, rs) {
-                    (Ok(Shape::Rel(l)), Ok(Shape::Rel(r))) => {
-                        let mut branches = Vec::new();
-                        for rel in [l, r] {
-                            match rel {
-                                Rel::UnionAll(inner) => branches.extend(inner),
-                                other => branches.push(other),
-                            }
+                let sides = ls
+                    .and_then(|l| self.nested_rel(l))
+                    .and_then(|l| Ok((l, rs.and_then(|r| self.nested_rel(r))?)));
+                let shape = sides.map(|(l, r)| {
+                    let mut branches = Vec::new();
+                    for rel in [l, r] {
+                        match rel {
+                            Rel::UnionAll(inner) => branches.extend(inner),
+                            other => branches.push(other),
                         }
-                        Ok(Shape::Rel(Rel::UnionAll(branches)))
                     }
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                    _ => Err("aggregate inside UNION ALL".into()),
-                };
+                    Shape::Rel(Rel::UnionAll(branches))
+                });
                 (node, shape)
+            }
+            SetExpr::Values(values) => {
+                // Constant rows: the same as reading them in FROM.
+                let width = values.rows.first().map_or(0, |r| r.content.len());
+                let columns: Vec<String> = (1..=width).map(|i| format!("column{i}")).collect();
+                let text = format!("SELECT * FROM ({body}) AS __pgt_v({})", columns.join(", "));
+                match parse_query(&text) {
+                    Ok(mut q) => self.set_expr(&mut q.body, top),
+                    Err(_) => {
+                        let reason = "VALUES whose text does not parse back".to_string();
+                        (
+                            OpNode::new("Values", "", vec![]).unsupported(reason.clone()),
+                            Err(reason),
+                        )
+                    }
+                }
             }
             other => {
                 let reason = format!(

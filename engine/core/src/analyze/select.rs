@@ -172,6 +172,9 @@ impl Analyzer<'_> {
         let mut aggs = Vec::new();
         // The PARTITION BY list of each window function.
         let mut windows: Vec<Vec<Expr>> = Vec::new();
+        // Each window function whose value for rows tied in its ORDER BY
+        // depends on the order they are read, with its PARTITION BY list.
+        let mut tie_sensitive: Vec<(String, Vec<Expr>)> = Vec::new();
         let mut sub_exprs: Vec<Expr> = Vec::new();
         {
             let mut check = |expr: &Expr, in_where: bool, in_join: bool| {
@@ -206,6 +209,15 @@ impl Analyzer<'_> {
                             match over {
                                 WindowType::WindowSpec(spec) if spec.window_name.is_none() => {
                                     windows.push(spec.partition_by.clone());
+                                    // Peers share rank and default (RANGE) frame.
+                                    let tie_safe = matches!(
+                                        name.as_str(),
+                                        "rank" | "dense_rank" | "percent_rank" | "cume_dist"
+                                    ) || (is_agg && spec.window_frame.is_none());
+                                    if !tie_safe {
+                                        tie_sensitive
+                                            .push((name.clone(), spec.partition_by.clone()));
+                                    }
                                 }
                                 _ => reasons
                                     .push(format!("window function {name} over a named window")),
@@ -225,7 +237,7 @@ impl Analyzer<'_> {
                                 && !SUPPORTED_AGGREGATES.contains(&name.as_str())
                             {
                                 reasons.push(format!("aggregate {name} over a window"));
-                            } else if let Some(reason) = self.not_immutable(&name) {
+                            } else if let Some(reason) = self.not_immutable(&name, arg_count(f)) {
                                 reasons.push(reason);
                             }
                         } else if facts.window && !is_agg {
@@ -236,7 +248,11 @@ impl Analyzer<'_> {
                             if in_where {
                                 reasons.push(format!("aggregate {name} in WHERE"));
                             }
-                            if !SUPPORTED_AGGREGATES.contains(&name.as_str()) {
+                            // `FILTER (WHERE false)` aggregates no row: a
+                            // typed NULL (see `grouping_sets.rs`).
+                            let no_row = matches!(f.filter.as_deref(),
+                                Some(Expr::Value(v)) if v.value == Value::Boolean(false));
+                            if !SUPPORTED_AGGREGATES.contains(&name.as_str()) && !no_row {
                                 reasons.push(format!("aggregate {name}"));
                             }
                             let ordered = !f.within_group.is_empty()
@@ -244,7 +260,7 @@ impl Analyzer<'_> {
                             if ordered {
                                 reasons.push(format!("ordered aggregate {name}"));
                             }
-                        } else if let Some(reason) = self.not_immutable(&name) {
+                        } else if let Some(reason) = self.not_immutable(&name, arg_count(f)) {
                             reasons.push(reason);
                         }
                     }
@@ -292,6 +308,28 @@ impl Analyzer<'_> {
             }
         }
 
+        // An invariant item (VALUES, a set-returning function) is read as
+        // written by every delta term: under an outer join's padding, or
+        // beside subqueries whose correlation is judged by the names a
+        // FROM exposes (a function's may not be known), that is not known
+        // to be exact.
+        if facts.iter().any(|f| matches!(f.occ, Occ::Invariant)) {
+            if !outer.is_empty() {
+                reasons.push("VALUES or a table function in a FROM with an outer join".into());
+            }
+            if ctx == Ctx::Body {
+                reasons.push(
+                    "VALUES or a table function in the FROM of a subquery in an expression".into(),
+                );
+            }
+            if !sub_exprs.is_empty() {
+                reasons.push(
+                    "VALUES or a table function in a FROM whose query holds subqueries in expressions"
+                        .into(),
+                );
+            }
+        }
+
         // Grouping.
         let group_exprs: Vec<Expr> = match &select.group_by {
             GroupByExpr::All(_) => {
@@ -313,23 +351,28 @@ impl Analyzer<'_> {
         let distinct = match &select.distinct {
             None | Some(Distinct::All) => false,
             Some(Distinct::Distinct) => true,
-            Some(Distinct::On(_)) => {
-                reasons.push("DISTINCT ON".into());
+            Some(Distinct::On(_)) if ctx != Ctx::Top => {
+                reasons.push("DISTINCT ON inside a subquery or a set operation".into());
                 true
             }
+            Some(Distinct::On(_)) if self.order.is_none() => {
+                reasons.push(
+                    "DISTINCT ON without ORDER BY, or with LIMIT (which row of each key it keeps is not determined)"
+                        .into(),
+                );
+                true
+            }
+            Some(Distinct::On(_)) => true,
         };
         let grouped = has_agg || !group_exprs.is_empty() || select.having.is_some();
-        if (grouped || distinct) && ctx == Ctx::Nested {
-            reasons.push("aggregate or DISTINCT inside a subquery or UNION ALL branch".into());
-        }
         let in_select_list = select
             .projection
             .iter()
             .filter_map(select_item_expr)
             .any(subqueries::has_subquery);
-        if in_select_list && ctx == Ctx::Nested {
-            // Its old values are not known: the rows it changes could not
-            // be named by the groups they leave.
+        if in_select_list && ctx == Ctx::Nested && !grouped && !distinct {
+            // Kept by keys, its rows would be a bag keyed by outputs whose
+            // types may have no equality to recompute them by.
             reasons.push(
                 "a subquery in the select list of a subquery in FROM or a UNION ALL branch".into(),
             );
@@ -355,6 +398,21 @@ impl Analyzer<'_> {
             node = OpNode::new("Filter", w.to_string(), vec![node]);
         }
         let keys = resolve_group_keys(&group_exprs, &select.projection, &facts);
+        // DISTINCT ON keeps one row per key: kept by those keys, each
+        // key's row recomputed with the query's ORDER BY.
+        let distinct_on = match &select.distinct {
+            Some(Distinct::On(on)) => {
+                let on = resolve_distinct_on(on, &select.projection);
+                if grouped {
+                    reasons.push("DISTINCT ON over GROUP BY or aggregates".into());
+                }
+                if on.iter().any(subqueries::has_subquery) {
+                    reasons.push("a subquery in a DISTINCT ON key".into());
+                }
+                Some(on)
+            }
+            _ => None,
+        };
         if grouped && keys.iter().any(subqueries::has_subquery) {
             reasons.push("a subquery in a GROUP BY key".into());
         }
@@ -362,8 +420,32 @@ impl Analyzer<'_> {
             if grouped || distinct {
                 reasons.push("a window function over GROUP BY, aggregates or DISTINCT".into());
             }
-            if ctx != Ctx::Top {
-                reasons.push("a window function inside a subquery or UNION ALL branch".into());
+            if ctx == Ctx::Body {
+                reasons.push("a window function inside a subquery in an expression".into());
+            }
+            if ctx == Ctx::Nested {
+                // A refresh recomputes the old rows of a subquery kept by
+                // keys and finds the enclosing rows by their values, so
+                // these must come out as they did. `row_number()` does
+                // when every other output is a key of its partition (the
+                // rows numbered are then alike).
+                let plain: Vec<String> = select
+                    .projection
+                    .iter()
+                    .filter_map(select_item_expr)
+                    .filter(|e| !has_window_function(e))
+                    .map(|e| e.to_string())
+                    .collect();
+                for (name, by) in &tie_sensitive {
+                    let by: Vec<String> = by.iter().map(|e| e.to_string()).collect();
+                    let numbers_alike =
+                        name == "row_number" && plain.iter().all(|o| by.contains(o));
+                    if !numbers_alike {
+                        reasons.push(format!(
+                            "window function {name} in a subquery (its value for rows tied in its ORDER BY depends on the order they are read; rank, dense_rank and aggregates without a frame clause do not)"
+                        ));
+                    }
+                }
             }
             node = OpNode::new(
                 "Window",
@@ -406,14 +488,18 @@ impl Analyzer<'_> {
             return (node, Err(reasons.remove(0)));
         }
 
-        let block = Block {
+        let mut block = Block {
             select: select.clone(),
             occs: facts.into_iter().map(|f| f.occ).collect(),
             outputs,
             scope,
             subs,
             outer,
+            order: None,
         };
+        if distinct_on.is_some() {
+            block.order = self.order.take();
+        }
         // A top block whose rows subqueries filter, or that outer joins,
         // has no exact delta: it is kept by its rows' values, the keys its
         // changes reach being recomputed (see `delta/subqueries.rs` and
@@ -430,7 +516,9 @@ impl Analyzer<'_> {
                 .filter(|e| !subqueries::has_subquery(e))
                 .collect()
         };
-        let shape = if !windows.is_empty() {
+        let shape = if let Some(on) = distinct_on {
+            Shape::Grouped(Box::new(block), on, false)
+        } else if !windows.is_empty() {
             // Kept by partition: the partitions a change reaches are
             // recomputed whole (a window sees its partition only).
             Shape::Grouped(Box::new(block), window_keys(&windows), true)
@@ -505,6 +593,45 @@ pub(super) fn expr_name(expr: &Expr) -> String {
         Expr::Case { .. } => "case".into(),
         _ => "?column?".into(),
     }
+}
+
+/// DISTINCT ON expressions resolved as ORDER BY items are: a position or
+/// a bare name of an output stands for that output's expression (an
+/// output name wins over an input column of the same name).
+fn resolve_distinct_on(on: &[Expr], projection: &[SelectItem]) -> Vec<Expr> {
+    on.iter()
+        .map(|e| {
+            let output = match e {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| i.checked_sub(1))
+                        .and_then(|i| projection.get(i)),
+                    _ => None,
+                },
+                Expr::Identifier(id) => {
+                    projection.iter().find(|item| output_name(item) == fold(id))
+                }
+                _ => None,
+            };
+            output
+                .and_then(select_item_expr)
+                .cloned()
+                .unwrap_or_else(|| e.clone())
+        })
+        .collect()
+}
+
+/// Whether `e` calls a window function (outside subqueries).
+fn has_window_function(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = subqueries::walk_outside_subqueries(e, &mut |x| {
+        if matches!(x, Expr::Function(f) if f.over.is_some()) {
+            found = true;
+        }
+    });
+    found
 }
 
 pub(super) fn select_item_expr(item: &SelectItem) -> Option<&Expr> {

@@ -240,8 +240,10 @@ fn split_where(
 impl Analyzer<'_> {
     /// Why a call of function `name` (folded, unqualified) cannot be
     /// maintained: it reads the clock or the session, or is not IMMUTABLE.
-    pub(super) fn not_immutable(&self, name: &str) -> Option<String> {
-        (SESSION_FUNCTIONS.contains(&name) || !self.catalog.function(name).immutable).then(|| {
+    pub(super) fn not_immutable(&self, name: &str, nargs: usize) -> Option<String> {
+        let facts = self.catalog.function(name);
+        let immutable = facts.immutable || facts.immutable_arities.contains(&nargs);
+        (SESSION_FUNCTIONS.contains(&name) || !immutable).then(|| {
             format!(
                 "function {name}, which is not IMMUTABLE (its result can change without a change to the data)"
             )
@@ -266,7 +268,7 @@ impl Analyzer<'_> {
                 }
                 Expr::Function(f) => {
                     let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
-                    problem = self.not_immutable(&name);
+                    problem = self.not_immutable(&name, arg_count(f));
                 }
                 _ => {}
             }
@@ -350,7 +352,7 @@ impl Analyzer<'_> {
         let (mut block, keys) = match shape {
             Ok(Shape::Rel(Rel::Block(b))) => (*b, None),
             Ok(Shape::Grouped(b, keys, _)) => (*b, Some(keys)),
-            Ok(Shape::Rel(Rel::UnionAll(_))) => {
+            Ok(Shape::Rel(Rel::UnionAll(_) | Rel::Keyed(_))) => {
                 return fail(child, "UNION ALL as a subquery in an expression".into())
             }
             Err(reason) => {

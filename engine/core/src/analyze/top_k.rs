@@ -82,7 +82,9 @@ impl Written {
                 b.outputs.clone(),
                 b.select.projection.iter().map(item_text).collect(),
             ),
-            Shape::Rel(rel @ Rel::UnionAll(_)) => (rel.outputs().to_vec(), Vec::new()),
+            Shape::Rel(rel @ (Rel::UnionAll(_) | Rel::Keyed(_))) => {
+                (rel.outputs().to_vec(), Vec::new())
+            }
         };
         let mut order = Vec::new();
         for (expr, desc, nulls_first) in self.items {

@@ -70,7 +70,7 @@ impl Gen<'_> {
         if keys.is_empty() {
             format!(
                 "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",
-                grouped_select(&block.select, keys, self.key_types, None)
+                evaluated(block, keys, self.key_types, None)
             )
         } else {
             let key_exprs: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
@@ -101,7 +101,7 @@ impl Gen<'_> {
                     all_not_null.join(" AND ")
                 )
             };
-            let mut keyed = grouped_select(&block.select, keys, self.key_types, Some(&non_null));
+            let mut keyed = evaluated(block, keys, self.key_types, Some(&non_null));
             if keys.len() > 1 {
                 // The rest of a multi-column key is matched on the computed
                 // groups by their identity hash, behind a fence (OFFSET 0):
@@ -128,7 +128,7 @@ impl Gen<'_> {
             );
             format!(
                 "{keyed} UNION ALL {}",
-                grouped_select(&block.select, keys, self.key_types, Some(&nullable))
+                evaluated(block, keys, self.key_types, Some(&nullable))
             )
         }
     }
@@ -225,6 +225,21 @@ pub(super) fn key_hash(keys: &[String], types: &[KeyType]) -> String {
     }
 }
 
+/// The block as [`grouped_select`] gives it, evaluated with its ORDER BY
+/// when it has one (`DISTINCT ON`), parenthesised so that it composes.
+pub(super) fn evaluated(
+    block: &Block,
+    keys: &[Expr],
+    types: &[KeyType],
+    extra_where: Option<&str>,
+) -> String {
+    let sql = grouped_select(&block.select, keys, types, extra_where);
+    match &block.order {
+        Some(order) => format!("({sql} ORDER BY {order})"),
+        None => sql,
+    }
+}
+
 /// The grouped block with the row identity added, optionally restricted by `extra_where`.
 pub(super) fn grouped_select(
     select: &Select,
@@ -239,11 +254,16 @@ pub(super) fn grouped_select(
         alias: Ident::new(ROW_ID),
     });
     if let Some(extra) = extra_where {
-        let combined = match &s.selection {
-            Some(w) => format!("({w}) AND ({extra})"),
-            None => extra.to_string(),
-        };
-        s.selection = Some(parse_expr(&combined));
+        with_where(&mut s, extra);
     }
     s.to_string()
+}
+
+/// Add `extra` to a block's WHERE (applied before any grouping).
+pub(super) fn with_where(select: &mut Select, extra: &str) {
+    let combined = match &select.selection {
+        Some(w) => format!("({w}) AND ({extra})"),
+        None => extra.to_string(),
+    };
+    select.selection = Some(parse_expr(&combined));
 }

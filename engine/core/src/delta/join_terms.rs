@@ -71,12 +71,16 @@ pub(super) fn select_terms(
 impl Gen<'_> {
     /// Whether occurrence `occ` may have changed.
     pub(super) fn occ_changed(&self, occ: &Occ) -> bool {
+        if matches!(occ, Occ::Invariant) {
+            return false;
+        }
         let Some(changed) = &self.changed else {
             return true;
         };
         match occ {
             Occ::Source { source } => changed.contains(source),
             Occ::Sub { rel, .. } => rel.sources().iter().any(|s| changed.contains(s)),
+            Occ::Invariant => false,
         }
     }
 
@@ -164,6 +168,7 @@ pub(super) fn substituted(block: &Block, versions: &[Version]) -> (Select, Strin
             (Occ::Source { source }, _) => format!("__pgt_o{source}"),
             (Occ::Sub { id, .. }, Version::Delta) => format!("__pgt_sd{id}"),
             (Occ::Sub { id, .. }, _) => format!("__pgt_so{id}"),
+            (Occ::Invariant, _) => unreachable!("an invariant FROM item is read as written"),
         };
         mult.push(format!("{}.__pgt_m", quote_ident(&alias)));
         *factor = TableFactor::Table {
@@ -209,6 +214,7 @@ fn factor_alias(factor: &TableFactor, occ: &Occ) -> String {
         _ => match occ {
             Occ::Sub { id, .. } => format!("__pgt_sub{id}"),
             Occ::Source { source } => format!("__pgt_src{source}"),
+            Occ::Invariant => String::new(),
         },
     }
 }

@@ -48,7 +48,8 @@
 //! `sources.rs` (the delta and old-state CTEs terms read), `linear.rs`
 //! (projection, filter, inner joins, UNION ALL), `grouped.rs` (GROUP BY,
 //! aggregates, DISTINCT: affected keys, recomputed groups), `subqueries.rs`
-//! (the rows a subquery's changes reach), `outer_joins.rs` (LEFT, RIGHT
+//! (the rows a subquery's changes reach), `keyed.rs` (those of a subquery
+//! in FROM that groups, is DISTINCT or has windows), `outer_joins.rs` (LEFT, RIGHT
 //! and FULL joins in terms), `top_k.rs` (ORDER BY ... LIMIT) and `guard.rs`
 //! (a specialised plan's check that its assumption held). This module
 //! holds the plans and what the rules share.
@@ -58,6 +59,7 @@ use sqlparser::ast::Expr;
 mod grouped;
 mod guard;
 mod join_terms;
+mod keyed;
 mod linear;
 mod outer_joins;
 mod sources;
@@ -67,7 +69,6 @@ mod top_k;
 use crate::catalog::{Capture, ColumnIdentity, OutputColumn, SourceTable};
 use crate::model::{Analysis, KeyType, Model};
 use crate::sql::quote_ident;
-use grouped::grouped_select;
 
 /// Hidden column holding each row's identity hash.
 pub const ROW_ID: &str = "__pgt_row_id";
@@ -215,7 +216,7 @@ fn plan_with(
             ..
         }) => top_k::top_select(&block.select, keys, &analysis.key_types, top),
         Ok(Model::Grouped { block, keys, .. }) => {
-            grouped_select(&block.select, keys, &analysis.key_types, None)
+            grouped::evaluated(block, keys, &analysis.key_types, None)
         }
         _ => {
             let q_cols = quoted_list(columns.iter().map(|c| c.name.as_str()));
@@ -358,6 +359,7 @@ struct Gen<'a> {
     ctes: Vec<String>,
     defined_sources: Vec<usize>,
     defined_old: Vec<usize>,
+    defined_unsigned_old: Vec<usize>,
     used_sources: Vec<usize>,
     phases: Vec<SqlPhase>,
     /// Parameter order fixed by the general plan (specialised plans only).
@@ -380,6 +382,7 @@ impl<'a> Gen<'a> {
             ctes: Vec::new(),
             defined_sources: Vec::new(),
             defined_old: Vec::new(),
+            defined_unsigned_old: Vec::new(),
             used_sources: Vec::new(),
             phases: Vec::new(),
             param_order: None,

@@ -165,6 +165,7 @@ mod tests {
             scope: vec![],
             subs: vec![],
             outer,
+            order: None,
         }
     }
 

@@ -72,6 +72,81 @@ impl Gen<'_> {
         ));
     }
 
+    /// Define `__pgt_u<s>`, source `s` as it was before the consumed
+    /// changes as a plain (unsigned) relation, once: what a [`Rel::Keyed`]
+    /// subquery's old rows are recomputed from. Its current rows less
+    /// those the changes added, plus those they removed. A row added is
+    /// found by its exact text, and of equal rows only as many copies as
+    /// were added are left out. The source's primary key, when it has
+    /// one, only leads the search: a current row can be an added one only
+    /// if its key equals that row's key (rows with a NULL in the key,
+    /// which a dropped key may leave, are searched by text alone), so the
+    /// result stays exact if the key went away since planning.
+    /// A source without changes to consume is read as it is.
+    pub(super) fn source_unsigned_old_cte(&mut self, s: usize) {
+        if self.defined_unsigned_old.contains(&s) {
+            return;
+        }
+        let changed = self.changed.as_ref().is_none_or(|c| c.contains(&s));
+        if changed {
+            self.source_delta_cte(s);
+        }
+        self.defined_unsigned_old.push(s);
+        let src = &self.sources[s];
+        let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
+        let prefixed = |p: &str| -> String {
+            src.columns
+                .iter()
+                .map(|c| format!("{p}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (t_cols, d_cols, x_cols) = (prefixed("t"), prefixed("d"), prefixed("x"));
+        let table = src.qualified();
+        if !changed {
+            self.ctes.push(format!(
+                "__pgt_u{s}({cols}) AS NOT MATERIALIZED (SELECT {t_cols} FROM {table} t)"
+            ));
+            return;
+        }
+        let same_row = format!(
+            "ROW({d_cols})::pg_catalog.text OPERATOR(pg_catalog.=) ROW({t_cols})::pg_catalog.text"
+        );
+        // The current rows of `t` for which `rows` holds, less the added
+        // ones (`lead`: a condition every added row equal to `t` meets).
+        let kept = |rows: &str, lead: &str| {
+            format!(
+                "SELECT {t_cols} FROM {table} t WHERE {rows} AND NOT EXISTS (SELECT 1 FROM __pgt_d{s} d \
+                 WHERE d.__pgt_m > 0 AND {lead} AND {same_row}) \
+                 UNION ALL SELECT {x_cols} FROM (SELECT {t_cols}, d.__pgt_m AS __pgt_dm, \
+                 pg_catalog.row_number() OVER (PARTITION BY ROW({d_cols})::pg_catalog.text) AS __pgt_c \
+                 FROM {table} t JOIN __pgt_d{s} d ON d.__pgt_m > 0 AND {lead} AND {same_row} WHERE {rows}) \
+                 x({cols}, __pgt_dm, __pgt_c) WHERE x.__pgt_c > x.__pgt_dm"
+            )
+        };
+        let current = if src.key.is_empty() {
+            kept("true", "true")
+        } else {
+            let key: Vec<String> = src.key.iter().map(|k| quote_ident(k)).collect();
+            let whole: Vec<String> = key.iter().map(|k| format!("t.{k} IS NOT NULL")).collect();
+            let same_key: Vec<String> = key
+                .iter()
+                .map(|k| format!("d.{k} OPERATOR(pg_catalog.=) t.{k}"))
+                .collect();
+            let whole = whole.join(" AND ");
+            format!(
+                "{} UNION ALL {}",
+                kept(&whole, &same_key.join(" AND ")),
+                kept(&format!("NOT ({whole})"), "true")
+            )
+        };
+        self.ctes.push(format!(
+            "__pgt_u{s}({cols}) AS NOT MATERIALIZED ({current} \
+             UNION ALL SELECT {d_cols} FROM __pgt_d{s} d \
+             CROSS JOIN LATERAL pg_catalog.generate_series(1, -d.__pgt_m) WHERE d.__pgt_m < 0)"
+        ));
+    }
+
     /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`
     /// (its old state) when `with_old`.
     ///
@@ -117,6 +192,7 @@ impl Gen<'_> {
                     }
                 }
                 Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns, with_old),
+                Occ::Invariant => {}
             }
         }
     }

@@ -72,6 +72,7 @@ impl Gen<'_> {
                 .map(|b| format!("({})", self.reached_rows(b)))
                 .collect::<Vec<_>>()
                 .join(" UNION ALL "),
+            Rel::Keyed(keyed) => self.keyed_reached_rows(keyed),
         }
     }
 

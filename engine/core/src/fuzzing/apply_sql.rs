@@ -241,6 +241,7 @@ fn build(u: &mut Unstructured<'_>) -> ArbResult<Case> {
             columns: names.clone(),
             capture_problem: None,
             capture,
+            key: Vec::new(),
         },
     );
     let list = names

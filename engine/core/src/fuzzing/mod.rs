@@ -180,6 +180,7 @@ pub fn fuzz_catalog() -> Catalog {
         columns: cols.iter().map(|c| c.to_string()).collect(),
         capture_problem: None,
         capture: Default::default(),
+        key: Vec::new(),
     };
     let mut c = Catalog::new();
     c.insert("a", table(1, "a", SourceKind::Table, &["k", "v", "s"]));
@@ -201,6 +202,8 @@ pub fn fuzz_catalog() -> Catalog {
                 immutable: true,
                 aggregate: true,
                 window: false,
+                single_column: false,
+                immutable_arities: Vec::new(),
             },
         );
     }

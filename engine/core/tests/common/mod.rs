@@ -13,6 +13,7 @@ pub fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTab
         columns: cols.iter().map(|c| c.to_string()).collect(),
         capture_problem: None,
         capture: Default::default(),
+        key: Vec::new(),
     }
 }
 
@@ -53,6 +54,8 @@ pub fn catalog() -> Catalog {
                 immutable: true,
                 aggregate: true,
                 window: false,
+                single_column: false,
+                immutable_arities: Vec::new(),
             },
         );
     }
@@ -65,6 +68,8 @@ pub fn catalog() -> Catalog {
                 immutable: true,
                 aggregate,
                 window: true,
+                single_column: false,
+                immutable_arities: Vec::new(),
             },
         );
     }
@@ -74,9 +79,28 @@ pub fn catalog() -> Catalog {
             immutable: true,
             aggregate: false,
             window: true,
+            single_column: false,
+            immutable_arities: Vec::new(),
         },
     );
     c.insert_function("random", FunctionFacts::default());
+    c.insert_function(
+        "generate_series",
+        FunctionFacts {
+            immutable: true,
+            single_column: true,
+            ..Default::default()
+        },
+    );
+    for f in ["unnest", "json_each"] {
+        c.insert_function(
+            f,
+            FunctionFacts {
+                immutable: true,
+                ..Default::default()
+            },
+        );
+    }
     c
 }
 

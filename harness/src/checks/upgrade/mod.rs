@@ -247,6 +247,7 @@ SELECT pgtrickle.create_stream_table('f', 'SELECT k, v FROM a ORDER BY v LIMIT 1
 CREATE TABLE u (k int, v int);
 INSERT INTO u SELECT i % 4, i FROM generate_series(1, 30) i;
 SELECT pgtrickle.create_stream_table('sub', 'SELECT k, count(*) AS n FROM u WHERE EXISTS (SELECT 1 FROM b WHERE b.k = u.k) GROUP BY k', NULL, 'AUTO');
+SELECT pgtrickle.create_stream_table('nest', 'SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
 SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
 -- pending changes, not yet refreshed
@@ -283,6 +284,10 @@ const SUB_QUERY: &str =
 /// Another such query (a top-k), over sources other stream tables read.
 const TOP_QUERY: &str = "SELECT k, v FROM a ORDER BY v LIMIT 10";
 
+/// Another (an aggregate of an aggregated subquery, TPC-H Q13's shape).
+const NEST_QUERY: &str =
+    "SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n";
+
 /// The stream tables of [`BEFORE`] released versions refresh FULL and this
 /// one maintains DIFFERENTIALLY: the upgrade keeps them FULL, says so, and
 /// `alter_stream_table` moves them; `(name, query, a statement changing
@@ -290,6 +295,7 @@ const TOP_QUERY: &str = "SELECT k, v FROM a ORDER BY v LIMIT 10";
 const KEPT_FULL: &[(&str, &str, &str)] = &[
     ("sub", SUB_QUERY, "INSERT INTO u VALUES (1, 99)"),
     ("f", TOP_QUERY, "INSERT INTO a VALUES (0, -5, 'lowest')"),
+    ("nest", NEST_QUERY, "INSERT INTO u VALUES (1, 98)"),
 ];
 
 /// Stream tables of [`BEFORE`], their queries and the mode their first
@@ -316,6 +322,7 @@ const EXPECT: &[(&str, &str, Mode)] = &[
     // (checked below).
     ("f", TOP_QUERY, Mode::Full),
     ("sub", SUB_QUERY, Mode::Full),
+    ("nest", NEST_QUERY, Mode::Full),
     ("full_t", "SELECT x, x * 2 AS y FROM t", Mode::Full),
     ("tr", "SELECT x FROM t WHERE x > 3", Mode::Full),
     ("inh", "SELECT k, v FROM par", Mode::Full),
@@ -496,7 +503,7 @@ fn check_path(
             .batch_execute("SELECT pgtrickle.hold_stream_table('g', 'upgrade check')")
             .map_err(sql)?;
     }
-    // The upgrade keeps `sub` and `f` FULL (their queries are newly
+    // The upgrade keeps `sub`, `f` and `nest` FULL (their queries are newly
     // maintained DIFFERENTIALLY): so are the fresh install's, for the
     // comparison.
     for (st, query, _) in KEPT_FULL {
