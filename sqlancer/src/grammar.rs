@@ -38,6 +38,14 @@ pub enum Construct {
     UnionAll,
     /// A subquery in FROM.
     SubqueryInFrom,
+    /// A subquery in FROM that groups, aggregates or is DISTINCT, read
+    /// (and sometimes grouped again by its aggregate) outside (edge).
+    AggregateInSubquery,
+    /// UNION, INTERSECT or EXCEPT, with or without ALL, instead of UNION
+    /// ALL (edge).
+    SetOperation,
+    /// `SELECT DISTINCT ON (...) ... ORDER BY ...` (edge).
+    DistinctOn,
     /// DISTINCT together with GROUP BY (edge).
     DistinctWithGroupBy,
     /// LEFT JOIN (edge).
@@ -86,7 +94,7 @@ pub enum Construct {
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 33] = [
+    pub const EMITTED: [Construct; 36] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -100,6 +108,9 @@ impl Construct {
         Construct::Distinct,
         Construct::UnionAll,
         Construct::SubqueryInFrom,
+        Construct::AggregateInSubquery,
+        Construct::SetOperation,
+        Construct::DistinctOn,
         Construct::DistinctWithGroupBy,
         Construct::LeftJoin,
         Construct::RightJoin,
@@ -271,14 +282,20 @@ impl Select {
 /// constructs it contains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
-    /// UNION ALL branches (usually one).
+    /// Branches (usually one), combined by `set_op`.
     pub branches: Vec<Select>,
+    /// What combines the branches: `UNION ALL`, or `UNION`, `INTERSECT`
+    /// or `EXCEPT` with or without `ALL`.
+    pub set_op: &'static str,
     /// Constructs used.
     pub constructs: BTreeSet<Construct>,
     /// Whether the first output column compares with `=` (may be grouped on).
     pub first_comparable: bool,
     /// ` ORDER BY ... LIMIT n`, ranking the whole query by its outputs.
     pub top: Option<String>,
+    /// `SELECT DISTINCT ON (1) ... ORDER BY 1, 2, ...` (one branch, no
+    /// `top`): the first row per first output, every output ordered.
+    pub distinct_on: bool,
 }
 
 impl Query {
@@ -289,7 +306,17 @@ impl Query {
             .iter()
             .map(|b| b.sql())
             .collect::<Vec<_>>()
-            .join(" UNION ALL ");
+            .join(&format!(" {} ", self.set_op));
+        if self.distinct_on && self.branches.len() == 1 {
+            let order: Vec<String> = (1..=self.branches[0].items.len())
+                .map(|i| i.to_string())
+                .collect();
+            let rest = body.strip_prefix("SELECT ").unwrap_or(&body);
+            return format!(
+                "SELECT DISTINCT ON (1) {rest} ORDER BY {}",
+                order.join(", ")
+            );
+        }
         match &self.top {
             Some(top) => format!("{body}{top}"),
             None => body,
@@ -303,6 +330,11 @@ impl Query {
         if self.top.is_some() {
             let mut q = self.clone();
             q.top = None;
+            out.push(q);
+        }
+        if self.distinct_on {
+            let mut q = self.clone();
+            q.distinct_on = false;
             out.push(q);
         }
         if self.branches.len() > 1 {
@@ -386,9 +418,11 @@ mod tests {
                 group_by: vec![],
                 having: vec![],
             }],
+            set_op: "UNION ALL",
             constructs: BTreeSet::new(),
             first_comparable: true,
             top: Some(" ORDER BY 1 DESC LIMIT 3".into()),
+            distinct_on: false,
         }
     }
 
@@ -423,6 +457,6 @@ mod tests {
 
     #[test]
     fn every_construct_is_emitted() {
-        assert_eq!(Construct::EMITTED.len(), 33);
+        assert_eq!(Construct::EMITTED.len(), 36);
     }
 }

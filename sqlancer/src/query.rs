@@ -467,10 +467,13 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
     };
     let shape = g.rng.gen_range(0..10);
     let first_family;
+    let mut all_comparable = false;
+    let mut set_op = "UNION ALL";
     let mut branches = match shape {
         0..=6 => {
             let (b, families) = g.block(shape >= 4);
             first_family = families.first().copied().unwrap_or(Family::Num);
+            all_comparable = families.iter().all(|f| *f != Family::Json);
             vec![b]
         }
         7 => {
@@ -494,14 +497,33 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
                 filters,
                 ..Select::default()
             };
+            // Sometimes another set operation: its rows compare by
+            // equality, which json has not.
+            if families.iter().all(|f| *f != Family::Json) && g.rng.gen_ratio(1, 3) {
+                g.used.insert(Construct::SetOperation);
+                set_op = *[
+                    "UNION",
+                    "INTERSECT",
+                    "EXCEPT",
+                    "INTERSECT ALL",
+                    "EXCEPT ALL",
+                ]
+                .choose(g.rng)
+                .expect("operators");
+            }
             vec![first, second]
         }
         _ => {
-            // A subquery in FROM, filtered or aggregated outside.
+            // A subquery in FROM, filtered or aggregated outside; half of
+            // them group themselves (the outer query may then group by
+            // one of their aggregates, as TPC-H Q13 does).
             g.used.insert(Construct::SubqueryInFrom);
-            let (mut inner, families) = g.block(false);
+            let grouped = g.rng.gen_bool(0.5);
+            let (inner, families) = g.block(grouped);
             first_family = families.first().copied().unwrap_or(Family::Num);
-            inner.distinct = false;
+            if grouped || inner.distinct {
+                g.used.insert(Construct::AggregateInSubquery);
+            }
             let alias = g.alias();
             let scope: Vec<Col> = inner
                 .items
@@ -583,8 +605,24 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
             g.rng.gen_range(1..=5)
         )
     });
+    // The first row per first output, every output ordered so that the
+    // row kept is decided (json cannot be ordered).
+    let distinct_on = top.is_none()
+        && all_comparable
+        && branches.len() == 1
+        && !branches[0].distinct
+        && branches[0].group_by.is_empty()
+        && !branches[0].items[0].0.contains("SELECT")
+        && !g.used.contains(&Construct::ScalarAggregate)
+        && !g.used.contains(&Construct::WindowFunction)
+        && g.rng.gen_ratio(1, 8);
+    if distinct_on {
+        g.used.insert(Construct::DistinctOn);
+    }
     Query {
         branches,
+        set_op,
+        distinct_on,
         constructs: g.used,
         first_comparable,
         top,
