@@ -64,12 +64,7 @@ impl Analyzer<'_> {
                 let source = self.source_index(&table);
                 // `t AS x(a, b)` renames the first columns.
                 let mut columns = table.columns.clone();
-                for (slot, renamed) in columns
-                    .iter_mut()
-                    .zip(alias.iter().flat_map(|a| a.columns.iter()))
-                {
-                    *slot = fold(&renamed.name);
-                }
+                renamed(&mut columns, alias_columns(alias));
                 Ok(OccFacts {
                     alias: alias_name,
                     columns,
@@ -93,13 +88,7 @@ impl Analyzer<'_> {
                 sample: None,
                 ..
             } => {
-                let exprs: Vec<&Expr> = args.args.iter().filter_map(function_arg_expr).collect();
-                if exprs.len() != args.args.len() {
-                    return Err(Box::new((
-                        OpNode::new("FunctionScan", name.to_string(), vec![]),
-                        format!("table function {name} with named arguments"),
-                    )));
-                }
+                let exprs = positional_args(name, &args.args)?;
                 self.function_occurrence(name, &exprs, alias.as_ref(), *with_ordinality)
             }
             TableFactor::Function {
@@ -109,13 +98,7 @@ impl Analyzer<'_> {
                 with_ordinality,
                 ..
             } => {
-                let exprs: Vec<&Expr> = args.iter().filter_map(function_arg_expr).collect();
-                if exprs.len() != args.len() {
-                    return Err(Box::new((
-                        OpNode::new("FunctionScan", name.to_string(), vec![]),
-                        format!("table function {name} with named arguments"),
-                    )));
-                }
+                let exprs = positional_args(name, args)?;
                 self.function_occurrence(name, &exprs, alias.as_ref(), *with_ordinality)
             }
             TableFactor::UNNEST {
@@ -154,12 +137,7 @@ impl Analyzer<'_> {
                 self.next_sub += 1;
                 // `(...) AS s(a, b)` renames the first outputs.
                 let mut columns = rel.outputs().to_vec();
-                for (slot, renamed) in columns
-                    .iter_mut()
-                    .zip(alias.iter().flat_map(|a| a.columns.iter()))
-                {
-                    *slot = fold(&renamed.name);
-                }
+                renamed(&mut columns, alias_columns(alias));
                 Ok(OccFacts {
                     alias: alias_name.unwrap_or_else(|| format!("__pgt_sub{id}")),
                     columns: columns.clone(),
@@ -259,12 +237,7 @@ impl Analyzer<'_> {
         // `AS v(a, b)` names the first columns; PostgreSQL names the
         // rest `column<n>`.
         let mut columns: Vec<String> = (1..=width).map(|i| format!("column{i}")).collect();
-        for (slot, renamed) in columns
-            .iter_mut()
-            .zip(alias.iter().flat_map(|a| a.columns.iter()))
-        {
-            *slot = fold(&renamed.name);
-        }
+        renamed(&mut columns, alias_columns(alias));
         let id = self.next_sub;
         self.next_sub += 1;
         Ok(OccFacts {
@@ -320,12 +293,7 @@ impl Analyzer<'_> {
         if with_ordinality {
             columns.push("ordinality".into());
         }
-        for (slot, renamed) in columns
-            .iter_mut()
-            .zip(alias.iter().flat_map(|a| a.columns.iter()))
-        {
-            *slot = fold(&renamed.name);
-        }
+        renamed(&mut columns, alias_columns(alias));
         Ok(OccFacts {
             alias: alias_name,
             columns,
@@ -362,12 +330,35 @@ impl Analyzer<'_> {
     }
 }
 
-/// The expression of a positional function argument.
-fn function_arg_expr(arg: &sqlparser::ast::FunctionArg) -> Option<&Expr> {
-    match arg {
-        sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e)) => Some(e),
-        _ => None,
+/// The column list of a FROM item's alias (`AS x(a, b)`), if any.
+fn alias_columns<'a>(alias: impl IntoIterator<Item = &'a TableAlias>) -> Vec<&'a Ident> {
+    alias
+        .into_iter()
+        .flat_map(|a| a.columns.iter().map(|c| &c.name))
+        .collect()
+}
+
+/// Rename the first `columns` as an alias' column list does.
+fn renamed(columns: &mut [String], names: Vec<&Ident>) {
+    for (slot, name) in columns.iter_mut().zip(names) {
+        *slot = fold(name);
     }
+}
+
+/// The arguments of a table function in FROM, when all are positional.
+fn positional_args<'q>(
+    name: &ObjectName,
+    args: &'q [sqlparser::ast::FunctionArg],
+) -> Result<Vec<&'q Expr>, Box<(OpNode, String)>> {
+    args.iter()
+        .map(|arg| match arg {
+            sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(Box::new((
+                OpNode::new("FunctionScan", name.to_string(), vec![]),
+                format!("table function {name} with named arguments"),
+            ))),
+        })
+        .collect()
 }
 
 /// Visit every leaf table factor of a FROM clause in canonical order.
