@@ -118,6 +118,11 @@ pub const TARGETS: &[Target] = &[
         stream_table: "biggest",
         source: "a",
     },
+    Target {
+        workload: "grouped_subqueries",
+        stream_table: "per_count",
+        source: "b",
+    },
 ];
 
 /// A concurrent workload whose transaction is open (or prepared) at the
