@@ -193,6 +193,14 @@ pub fn stable_hash(text: &str) -> String {
     format!("{h:016x}")
 }
 
+/// Parse an expression the engine generated itself (a failure is a bug).
+pub(crate) fn parse_expr(text: &str) -> sqlparser::ast::Expr {
+    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .expect("generated expression parses")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,22 +175,7 @@ impl Analyzer<'_> {
             Shape::Grouped(block, keys, _) => (block, keys),
         };
         // Every table at any depth; set-returning functions are no tables.
-        struct Tables(Vec<String>);
-        impl sqlparser::ast::Visitor for Tables {
-            type Break = ();
-            fn pre_visit_table_factor(&mut self, f: &TableFactor) -> std::ops::ControlFlow<()> {
-                if let TableFactor::Table {
-                    name, args: None, ..
-                } = f
-                {
-                    self.0.push(name.to_string());
-                }
-                std::ops::ControlFlow::Continue(())
-            }
-        }
-        let mut found = Tables(Vec::new());
-        let _ = sqlparser::ast::Visit::visit(&block.select, &mut found);
-        let names = found.0;
+        let names = super::from_names(&block.select).tables;
         let mut tables: Vec<(String, usize)> = Vec::new();
         for name in names {
             let Some(table) = self.catalog.get(&name).cloned() else {
@@ -305,20 +290,12 @@ impl Analyzer<'_> {
     /// An expression an invariant FROM item may compute: no subquery, and
     /// only IMMUTABLE functions.
     fn invariant_expr(&self, e: &Expr) -> Result<(), String> {
-        if super::subqueries::has_subquery(e) {
-            return Err("a subquery inside VALUES or a table function's arguments in FROM".into());
-        }
-        let mut problem = None;
-        let _ = sqlparser::ast::visit_expressions(e, |x| {
-            if let Expr::Function(f) = x {
-                let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
-                if problem.is_none() {
-                    problem = self.not_immutable(&name, arg_count(f));
-                }
-            }
-            std::ops::ControlFlow::<()>::Continue(())
-        });
-        problem.map_or(Ok(()), Err)
+        self.unrecomputable(
+            e,
+            "inside VALUES or a table function's arguments in FROM",
+            true,
+        )
+        .map_or(Ok(()), Err)
     }
 
     pub(super) fn source_index(&mut self, table: &SourceTable) -> usize {

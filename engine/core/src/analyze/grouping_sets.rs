@@ -15,13 +15,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, GroupByExpr, Select, SelectItem, VisitMut, VisitorMut};
 
 use super::{fold, last_ident, select::output_name, Ident, SUPPORTED_AGGREGATES};
-
-fn parse_expr(text: &str) -> Expr {
-    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .expect("a generated expression parses")
-}
+use crate::sql::parse_expr;
 
 /// Whether a block groups by grouping sets, ROLLUP or CUBE.
 pub(super) fn has_grouping_sets(select: &Select) -> bool {
@@ -62,15 +56,13 @@ pub(super) fn as_union(select: &Select) -> Result<String, String> {
             sets.len()
         ));
     }
-    let all: Vec<Expr> = {
-        let mut all: Vec<Expr> = Vec::new();
-        for e in sets.iter().flatten() {
-            if !all.iter().any(|a| a.to_string() == e.to_string()) {
-                all.push(e.clone());
-            }
+    // Every grouping expression, by its text.
+    let mut all: Vec<String> = Vec::new();
+    for e in sets.iter().flatten().map(Expr::to_string) {
+        if !all.contains(&e) {
+            all.push(e);
         }
-        all
-    };
+    }
     let branches: Vec<String> = sets
         .iter()
         .map(|set| branch(select, set, &all))
@@ -126,12 +118,12 @@ fn alternatives(element: &Expr) -> Result<Vec<Vec<Expr>>, String> {
 
 /// The grouped block of one set: grouping expressions outside it NULL,
 /// `GROUPING(...)` constant.
-fn branch(select: &Select, set: &[Expr], all: &[Expr]) -> Result<String, String> {
+fn branch(select: &Select, set: &[Expr], all: &[String]) -> Result<String, String> {
     let inside: Vec<String> = set.iter().map(|e| e.to_string()).collect();
     let outside: Vec<String> = all
         .iter()
-        .map(|e| e.to_string())
         .filter(|e| !inside.contains(e))
+        .cloned()
         .collect();
     let mut s = select.clone();
     s.group_by = GroupByExpr::Expressions(set.to_vec(), vec![]);

@@ -149,7 +149,7 @@ pub fn referenced_tables(sql: &str) -> Result<QueryRefs, CoreError> {
     let mut functions = BTreeSet::new();
     // Set-returning functions in FROM (`generate_series(...) g`); their
     // names also stand among the relations, where nothing resolves them.
-    functions.extend(table_functions(&query));
+    functions.extend(from_names(&query).functions);
     // INTERSECT ALL and EXCEPT ALL are maintained through row_number()
     // (see `numbered_set_operation`), whose facts analysis then asks for.
     let text = query.to_string();
@@ -180,35 +180,40 @@ pub(crate) fn arg_count(f: &sqlparser::ast::Function) -> usize {
     }
 }
 
-/// The names of the set-returning functions a query calls in FROM,
+/// What the FROM clauses of a query (or block) name, at any depth: its
+/// tables as written, and the set-returning functions it calls there,
 /// lower-cased (`unnest` for `UNNEST(...)`).
-fn table_functions(query: &Query) -> BTreeSet<String> {
-    struct Found(BTreeSet<String>);
-    impl sqlparser::ast::Visitor for Found {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-            match factor {
-                TableFactor::Table {
-                    name,
-                    args: Some(_),
-                    ..
+#[derive(Default)]
+struct FromNames {
+    tables: Vec<String>,
+    functions: BTreeSet<String>,
+}
+
+impl sqlparser::ast::Visitor for FromNames {
+    type Break = ();
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name, args: None, ..
+            } => self.tables.push(name.to_string()),
+            TableFactor::Table { name, .. } | TableFactor::Function { name, .. } => {
+                if let Some(id) = last_ident(name) {
+                    self.functions.insert(fold(&id));
                 }
-                | TableFactor::Function { name, .. } => {
-                    if let Some(id) = last_ident(name) {
-                        self.0.insert(fold(&id));
-                    }
-                }
-                TableFactor::UNNEST { .. } => {
-                    self.0.insert("unnest".into());
-                }
-                _ => {}
             }
-            ControlFlow::Continue(())
+            TableFactor::UNNEST { .. } => {
+                self.functions.insert("unnest".into());
+            }
+            _ => {}
         }
+        ControlFlow::Continue(())
     }
-    let mut found = Found(BTreeSet::new());
-    let _ = sqlparser::ast::Visit::visit(query, &mut found);
-    found.0
+}
+
+fn from_names(node: &impl sqlparser::ast::Visit) -> FromNames {
+    let mut found = FromNames::default();
+    let _ = node.visit(&mut found);
+    found
 }
 
 /// Analyse a defining query against resolved catalog facts.
@@ -435,11 +440,6 @@ fn numbered_set_operation(
 /// level analyses the one below it again).
 const MAX_CHAINED_ALL: usize = 4;
 
-/// The text of a set operation's two sides.
-fn body_text(left: &SetExpr, right: &SetExpr) -> String {
-    format!("{left} {right}")
-}
-
 /// The block `sql` (printed by analysis) reading `rel` as its one
 /// subquery in FROM, `__pgt_u` with `columns`; `what` names `rel` in the
 /// reason when the text does not parse back.
@@ -544,29 +544,11 @@ impl<'a> Analyzer<'a> {
         if distinct_on && top && written.is_none() {
             // The ORDER BY is evaluated with the query when it recomputes
             // a key: what it may hold is what an output may.
-            if let Some(order) = &query.order_by {
-                let mut problem = None;
-                let _ = sqlparser::ast::visit_expressions(order, |e| {
-                    if problem.is_none() {
-                        problem = match e {
-                            e if subqueries::has_subquery(e) => {
-                                Some("a subquery in the ORDER BY of DISTINCT ON".to_string())
-                            }
-                            Expr::Function(f) if f.over.is_some() => {
-                                Some("a window function in the ORDER BY of DISTINCT ON".to_string())
-                            }
-                            Expr::Function(f) => {
-                                let name =
-                                    last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
-                                self.not_immutable(&name, arg_count(f))
-                            }
-                            _ => None,
-                        };
-                    }
-                    ControlFlow::<()>::Continue(())
-                });
-                problems.extend(problem);
-            }
+            problems.extend(self.unrecomputable(
+                &query.order_by,
+                "in the ORDER BY of DISTINCT ON",
+                false,
+            ));
             self.order = query.order_by.as_ref().and_then(|o| match &o.kind {
                 sqlparser::ast::OrderByKind::Expressions(items) if !items.is_empty() => Some(
                     items
@@ -650,7 +632,7 @@ impl<'a> Analyzer<'a> {
             } => {
                 // INTERSECT ALL / EXCEPT ALL analyse their sides again
                 // inside their rewrite: bounded before anything is analysed.
-                let text = body_text(left, right);
+                let text = format!("{left} {right}");
                 let chained =
                     text.matches("INTERSECT ALL").count() + text.matches("EXCEPT ALL").count();
                 if chained >= MAX_CHAINED_ALL {

@@ -250,34 +250,45 @@ impl Analyzer<'_> {
         })
     }
 
-    /// What keeps a subquery's ORDER BY, LIMIT, OFFSET or FETCH from being
-    /// recomputed as written: a subquery there (its sources would go
-    /// unwatched) or a function that is not IMMUTABLE.
-    fn clause_problem(&self, query: &Query) -> Option<String> {
+    /// The first thing in `node` a recomputation cannot evaluate as
+    /// written: a subquery (its sources would go unwatched), a window
+    /// function unless `windows` allows them, or a function that is not
+    /// IMMUTABLE. `place` ends the message ("in the ORDER BY of ...").
+    pub(super) fn unrecomputable(
+        &self,
+        node: &impl sqlparser::ast::Visit,
+        place: &str,
+        windows: bool,
+    ) -> Option<String> {
         let mut problem = None;
-        let mut check = |e: &Expr| {
-            if problem.is_some() {
-                return;
+        let _ = sqlparser::ast::visit_expressions(node, |e| {
+            if problem.is_none() {
+                problem = match e {
+                    e if subquery_of(e).is_some() => Some(format!("a subquery {place}")),
+                    Expr::Function(f) if f.over.is_some() && !windows => {
+                        Some(format!("a window function {place}"))
+                    }
+                    Expr::Function(f) => {
+                        let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
+                        self.not_immutable(&name, arg_count(f))
+                    }
+                    _ => None,
+                };
             }
-            match e {
-                e if subquery_of(e).is_some() => {
-                    problem = Some(
-                        "a subquery in the ORDER BY or LIMIT of a subquery in an expression"
-                            .to_string(),
-                    );
-                }
-                Expr::Function(f) => {
-                    let name = last_ident(&f.name).map(|i| fold(&i)).unwrap_or_default();
-                    problem = self.not_immutable(&name, arg_count(f));
-                }
-                _ => {}
-            }
-        };
-        let mut complete = true;
-        let _ = sqlparser::ast::visit_expressions(&query.order_by, |e| {
-            check(e);
             ControlFlow::<()>::Continue(())
         });
+        problem
+    }
+
+    /// What keeps a subquery's ORDER BY, LIMIT, OFFSET or FETCH from being
+    /// recomputed as written (see [`Self::unrecomputable`]).
+    fn clause_problem(&self, query: &Query) -> Option<String> {
+        let problem = self.unrecomputable(
+            &query.order_by,
+            "in the ORDER BY or LIMIT of a subquery in an expression",
+            true,
+        );
+        let mut complete = true;
         for clause in [
             query.limit_clause.as_ref().map(|l| l.to_string()),
             query.fetch.as_ref().map(|f| f.to_string()),

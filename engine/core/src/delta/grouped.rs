@@ -74,14 +74,7 @@ impl Gen<'_> {
             )
         } else {
             let key_exprs: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
-            let all_not_null: Vec<String> =
-                k_refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
-            // `NOT (k IS NOT NULL)`, not `k IS NULL`: a composite key with
-            // some NULL fields is neither, and `=` cannot match it.
-            let some_null: Vec<String> = k_refs
-                .iter()
-                .map(|k| format!("NOT ({k} IS NOT NULL)"))
-                .collect();
+            let matching = KeyMatch::new("__pgt_keys", &k_refs, &key_exprs);
             // `= ANY(ARRAY(...))` is evaluated once and lets the planner use an
             // index on the first key; an array key would be compared with
             // the elements of that array, so it is matched with IN.
@@ -89,16 +82,12 @@ impl Gen<'_> {
             let non_null = if first_is_array {
                 format!(
                     "{} IN (SELECT DISTINCT {} FROM __pgt_keys k WHERE {})",
-                    key_exprs[0],
-                    k_refs[0],
-                    all_not_null.join(" AND ")
+                    key_exprs[0], k_refs[0], matching.all_not_null
                 )
             } else {
                 format!(
                     "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
-                    key_exprs[0],
-                    k_refs[0],
-                    all_not_null.join(" AND ")
+                    key_exprs[0], k_refs[0], matching.all_not_null
                 )
             };
             let mut keyed = evaluated(block, keys, self.key_types, Some(&non_null));
@@ -111,24 +100,12 @@ impl Gen<'_> {
                 keyed = format!(
                     "SELECT * FROM ({keyed} OFFSET 0) r WHERE r.{ROW_ID} = ANY (ARRAY(SELECT {} FROM __pgt_keys k WHERE {}))",
                     key_hash(&k_refs, self.key_types),
-                    all_not_null.join(" AND ")
+                    matching.all_not_null
                 );
             }
-            let matches: Vec<String> = k_refs
-                .iter()
-                .zip(&key_exprs)
-                .map(|(k, e)| format!("{k} IS NOT DISTINCT FROM {e}"))
-                .collect();
-            let nullable = format!(
-                "EXISTS (SELECT 1 FROM __pgt_keys k WHERE ({})) AND \
-                 EXISTS (SELECT 1 FROM __pgt_keys k WHERE ({}) AND {})",
-                some_null.join(" OR "),
-                some_null.join(" OR "),
-                matches.join(" AND ")
-            );
             format!(
                 "{keyed} UNION ALL {}",
-                evaluated(block, keys, self.key_types, Some(&nullable))
+                evaluated(block, keys, self.key_types, Some(&matching.nullable))
             )
         }
     }
@@ -200,6 +177,44 @@ impl Gen<'_> {
             n_row.join(", "),
             same("o", "n")
         ));
+    }
+}
+
+/// How rows are matched with the keys of a key CTE (aliased `k`, its
+/// columns `refs`; `exprs` the rows' key expressions): keys without a
+/// NULL by the types' equality, as grouping matches them; a key with a
+/// NULL, in a branch of its own, by `IS NOT DISTINCT FROM`.
+pub(super) struct KeyMatch {
+    /// Every key column is not NULL.
+    pub all_not_null: String,
+    /// The condition of the branch of keys with a NULL: some key has one,
+    /// and one such key is the row's.
+    pub nullable: String,
+}
+
+impl KeyMatch {
+    pub(super) fn new(keys_cte: &str, refs: &[String], exprs: &[String]) -> Self {
+        let all_not_null: Vec<String> = refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
+        // `NOT (k IS NOT NULL)`, not `k IS NULL`: a composite key with
+        // some NULL fields is neither, and `=` cannot match it.
+        let some_null: Vec<String> = refs
+            .iter()
+            .map(|k| format!("NOT ({k} IS NOT NULL)"))
+            .collect();
+        let matches: Vec<String> = refs
+            .iter()
+            .zip(exprs)
+            .map(|(k, e)| format!("{k} IS NOT DISTINCT FROM {e}"))
+            .collect();
+        let some_null = some_null.join(" OR ");
+        KeyMatch {
+            all_not_null: all_not_null.join(" AND "),
+            nullable: format!(
+                "EXISTS (SELECT 1 FROM {keys_cte} k WHERE ({some_null})) AND \
+                 EXISTS (SELECT 1 FROM {keys_cte} k WHERE ({some_null}) AND {})",
+                matches.join(" AND ")
+            ),
+        }
     }
 }
 

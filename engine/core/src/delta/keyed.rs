@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{Ident, ObjectName, Select, TableFactor, VisitMut, VisitorMut};
 
-use super::grouped::with_where;
+use super::grouped::{with_where, KeyMatch};
 use super::Gen;
 use crate::analyze::{alias_of, fold};
 use crate::model::Keyed;
@@ -104,16 +104,7 @@ fn restricted(select: &Select, keyed: &Keyed, keys: &str) -> String {
         .map(|k| format!("k.__pgt_k{k}"))
         .collect();
     let exprs: Vec<String> = keyed.keys.iter().map(|e| format!("({e})")).collect();
-    let all_not_null: Vec<String> = refs.iter().map(|k| format!("{k} IS NOT NULL")).collect();
-    let some_null: Vec<String> = refs
-        .iter()
-        .map(|k| format!("NOT ({k} IS NOT NULL)"))
-        .collect();
-    let matches: Vec<String> = refs
-        .iter()
-        .zip(&exprs)
-        .map(|(k, e)| format!("{k} IS NOT DISTINCT FROM {e}"))
-        .collect();
+    let matching = KeyMatch::new(keys, &refs, &exprs);
     let mut non_null = select.clone();
     with_where(
         &mut non_null,
@@ -121,18 +112,10 @@ fn restricted(select: &Select, keyed: &Keyed, keys: &str) -> String {
             "({}) IN (SELECT {} FROM {keys} k WHERE {})",
             exprs.join(", "),
             refs.join(", "),
-            all_not_null.join(" AND ")
+            matching.all_not_null
         ),
     );
     let mut nullable = select.clone();
-    with_where(
-        &mut nullable,
-        &format!(
-            "EXISTS (SELECT 1 FROM {keys} k WHERE ({})) AND EXISTS (SELECT 1 FROM {keys} k WHERE ({}) AND {})",
-            some_null.join(" OR "),
-            some_null.join(" OR "),
-            matches.join(" AND ")
-        ),
-    );
+    with_where(&mut nullable, &matching.nullable);
     format!("({non_null}) UNION ALL ({nullable})")
 }

@@ -54,8 +54,6 @@
 //! (a specialised plan's check that its assumption held). This module
 //! holds the plans and what the rules share.
 
-use sqlparser::ast::Expr;
-
 mod grouped;
 mod guard;
 mod join_terms;
@@ -68,7 +66,7 @@ mod top_k;
 
 use crate::catalog::{Capture, ColumnIdentity, OutputColumn, SourceTable};
 use crate::model::{Analysis, KeyType, Model};
-use crate::sql::quote_ident;
+use crate::sql::{parse_expr, quote_ident};
 
 /// Hidden column holding each row's identity hash.
 pub const ROW_ID: &str = "__pgt_row_id";
@@ -344,13 +342,6 @@ fn row_hash(alias: &str, columns: &[OutputColumn]) -> String {
         "pg_catalog.hash_record_extended(ROW({}), 0)",
         parts.join(", ")
     )
-}
-
-fn parse_expr(text: &str) -> Expr {
-    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .expect("generated expression parses")
 }
 
 struct Gen<'a> {
