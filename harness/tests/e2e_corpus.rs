@@ -113,6 +113,7 @@ corpus_tests! {
     values_and_table_functions,
     distinct_on,
     grouping_sets,
+    ordered_aggregates,
     hold_then_catch_up,
     discard_then_reinitialise,
     snapshot_then_restore,

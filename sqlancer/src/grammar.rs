@@ -46,6 +46,9 @@ pub enum Construct {
     SetOperation,
     /// `SELECT DISTINCT ON (...) ... ORDER BY ...` (edge).
     DistinctOn,
+    /// `string_agg` / `array_agg` with an ORDER BY over its argument, in
+    /// the query's own groups (edge).
+    OrderedAggregate,
     /// DISTINCT together with GROUP BY (edge).
     DistinctWithGroupBy,
     /// LEFT JOIN (edge).
@@ -94,7 +97,7 @@ pub enum Construct {
 
 impl Construct {
     /// Every construct the generator can emit.
-    pub const EMITTED: [Construct; 36] = [
+    pub const EMITTED: [Construct; 37] = [
         Construct::InnerJoin,
         Construct::MultiWayJoin,
         Construct::SelfJoin,
@@ -111,6 +114,7 @@ impl Construct {
         Construct::AggregateInSubquery,
         Construct::SetOperation,
         Construct::DistinctOn,
+        Construct::OrderedAggregate,
         Construct::DistinctWithGroupBy,
         Construct::LeftJoin,
         Construct::RightJoin,
@@ -457,6 +461,6 @@ mod tests {
 
     #[test]
     fn every_construct_is_emitted() {
-        assert_eq!(Construct::EMITTED.len(), 36);
+        assert_eq!(Construct::EMITTED.len(), 37);
     }
 }

@@ -27,6 +27,10 @@ struct Gen<'a> {
     schema: &'a Schema,
     used: BTreeSet<Construct>,
     aliases: usize,
+    /// Whether the next grouped block is the query itself, whose groups
+    /// are recomputed as written, so that it may hold an ordered aggregate
+    /// (refused in a subquery or a set-operation branch).
+    top_block: bool,
 }
 
 impl Gen<'_> {
@@ -291,6 +295,22 @@ impl Gen<'_> {
         (e, format!("a{i}"), fam)
     }
 
+    /// `string_agg` or `array_agg` of a column's text, ordered by that text
+    /// so that the order of tied rows cannot show (text equal under the
+    /// collation is equal byte for byte).
+    fn ordered_aggregate(&mut self, scope: &[Col], i: usize) -> (String, String, Family) {
+        self.used.insert(Construct::OrderedAggregate);
+        let c = scope.choose(self.rng).expect("scope").clone();
+        let arg = format!("({})::text", c.expr);
+        let direction = ["", " DESC", " NULLS FIRST", " DESC NULLS LAST"][self.rng.gen_range(0..4)];
+        let e = if self.rng.gen_bool(0.5) {
+            format!("string_agg({arg}, ',' ORDER BY {arg}{direction})")
+        } else {
+            format!("array_agg({arg} ORDER BY {arg}{direction})")
+        };
+        (e, format!("a{i}"), Family::Text)
+    }
+
     /// A plain or grouped block over 1 to 3 tables, with its output families.
     fn block(&mut self, grouped: bool) -> (Select, Vec<Family>) {
         let n = *[1, 1, 2, 2, 2, 3].choose(self.rng).expect("sizes");
@@ -319,6 +339,11 @@ impl Gen<'_> {
             }
             for i in 0..self.rng.gen_range(1..=3) {
                 let (e, a, f) = self.aggregate(&scope, i);
+                s.items.push((e, a));
+                families.push(f);
+            }
+            if std::mem::take(&mut self.top_block) && self.rng.gen_ratio(1, 4) {
+                let (e, a, f) = self.ordered_aggregate(&scope, s.items.len());
                 s.items.push((e, a));
                 families.push(f);
             }
@@ -464,6 +489,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
         schema,
         used: BTreeSet::new(),
         aliases: 0,
+        top_block: false,
     };
     let shape = g.rng.gen_range(0..10);
     let first_family;
@@ -471,7 +497,9 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
     let mut set_op = "UNION ALL";
     let mut branches = match shape {
         0..=6 => {
+            g.top_block = true;
             let (b, families) = g.block(shape >= 4);
+            g.top_block = false;
             first_family = families.first().copied().unwrap_or(Family::Num);
             all_comparable = families.iter().all(|f| *f != Family::Json);
             vec![b]

@@ -923,3 +923,48 @@ fn every_plan_lists_its_phases_with_stable_hashes() {
     let names: Vec<&str> = full_only.phases.iter().map(|p| p.name).collect();
     assert_eq!(names, ["populate", "full_recompute"]);
 }
+
+#[test]
+fn ordered_aggregates_are_recomputed_by_group_when_their_order_by_fixes_them() {
+    for sql in [
+        "SELECT k, string_agg(s, ',' ORDER BY s) FROM a GROUP BY k",
+        "SELECT k, array_agg(v ORDER BY v DESC NULLS LAST) FILTER (WHERE v > 0) FROM a GROUP BY k",
+        "SELECT k, string_agg(DISTINCT s, ';' ORDER BY s), count(*) FROM a GROUP BY k HAVING count(*) > 1",
+        "SELECT string_agg(s || 'x', ',' ORDER BY v, s || 'x') FROM a",
+        "SELECT k, array_agg(s ORDER BY v, s) FROM a GROUP BY k",
+        "SELECT b.k, (SELECT string_agg(a.s, ',' ORDER BY a.s) FROM a WHERE a.k = b.k) FROM b",
+    ] {
+        assert!(
+            matches!(supported(sql), Model::Grouped { .. } | Model::Linear(_)),
+            "{sql}"
+        );
+    }
+    for (sql, want) in [
+        (
+            "SELECT k, array_agg(s ORDER BY v) FROM a GROUP BY k",
+            "ordered aggregate array_agg whose ORDER BY leaves the order of rows with equal keys and different s open (order by every argument, for example ORDER BY ..., s)",
+        ),
+        (
+            "SELECT k, string_agg(s, ',') FROM a GROUP BY k",
+            "aggregate string_agg",
+        ),
+        (
+            "SELECT k, string_agg(s, upper(s) ORDER BY lower(s)) FROM a GROUP BY k",
+            "ordered aggregate string_agg whose ORDER BY leaves the order of rows with equal keys and different s open (order by every argument, for example ORDER BY ..., s)",
+        ),
+        (
+            "SELECT x.k, x.l FROM (SELECT k, string_agg(s, ',' ORDER BY s) AS l FROM a GROUP BY k) x",
+            "ordered aggregate string_agg in a subquery in FROM, a CTE or a set-operation branch",
+        ),
+        (
+            "SELECT k, string_agg(s, ',' ORDER BY s) FROM a GROUP BY k UNION ALL SELECT k, s FROM b",
+            "ordered aggregate string_agg in a subquery in FROM, a CTE or a set-operation branch",
+        ),
+        (
+            "SELECT k, string_agg(s, ',' ORDER BY s) FROM a GROUP BY k UNION SELECT k, 'x' FROM b",
+            "ordered aggregate string_agg in a subquery in FROM, a CTE or a set-operation branch",
+        ),
+    ] {
+        assert!(reason(sql).contains(want), "{sql}: {}", reason(sql));
+    }
+}

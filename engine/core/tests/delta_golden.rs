@@ -55,6 +55,11 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "w"],
     ),
     (
+        "grouped_ordered_aggregate",
+        "SELECT k, string_agg(s, ',' ORDER BY s DESC) AS names FROM a GROUP BY k",
+        &["k", "names"],
+    ),
+    (
         "grouped_one_key",
         "SELECT k, count(*) AS n, sum(v) AS total FROM a GROUP BY k",
         &["k", "n", "total"],

@@ -9,7 +9,8 @@
 //! and a key moved, several changes to one row. Also VALUES lists and
 //! set-returning functions in FROM, which have no changes of their own,
 //! `SELECT DISTINCT ON`, kept by its keys, and grouping sets, as the
-//! `UNION ALL` of one grouped query per set.
+//! `UNION ALL` of one grouped query per set. And ordered aggregates
+//! (`string_agg(s, ',' ORDER BY s)`), whose groups are recomputed.
 
 use super::{table_a, table_b, Entry};
 use crate::workload::Builder;
@@ -299,6 +300,50 @@ pub(super) fn entries() -> Vec<Entry> {
                     .step(&["INSERT INTO ord VALUES (7, 1, 3.00, NULL)", "INSERT INTO ord VALUES (NULL, 2, 1.00, NULL)"])
                     .step(&["DELETE FROM ord WHERE ctid = (SELECT min(ctid) FROM ord WHERE id = 7)"])
                     .step(&["UPDATE ord SET amount = 2.00 WHERE id IS NULL"])
+                    .build()
+            },
+        ),
+        Entry::new(
+            "ordered_aggregates",
+            "string_agg, array_agg and jsonb_agg with an ORDER BY over every argument, \
+             recomputed by group: equal values tied in the order, NULLs first and last, \
+             DISTINCT and FILTER, over a join, in a correlated scalar subquery, a group \
+             emptied and a row moved between groups",
+            807,
+            |s, n| {
+                Builder::new("ordered_aggregates", s)
+                    .table(table_a(), 12)
+                    .table(table_b(), 8)
+                    .diff(
+                        "names",
+                        "SELECT k, string_agg(s, ',' ORDER BY s) AS names, \
+                         array_agg(v ORDER BY v NULLS FIRST) AS vs, count(*) AS c FROM a GROUP BY k",
+                    )
+                    .diff(
+                        "distinct_filtered",
+                        "SELECT k, string_agg(DISTINCT s, ';' ORDER BY s DESC) FILTER (WHERE v > 5) AS big \
+                         FROM a GROUP BY k HAVING count(*) > 1",
+                    )
+                    .diff(
+                        "joined",
+                        "SELECT a.k, array_agg(b.w ORDER BY b.w DESC NULLS LAST, a.v) AS ws, \
+                         jsonb_agg(a.v ORDER BY a.v) AS js FROM a JOIN b ON b.k = a.k GROUP BY a.k",
+                    )
+                    .diff(
+                        "everything",
+                        "SELECT string_agg(s || ':' || v, '|' ORDER BY v, s || ':' || v) AS all_rows FROM a",
+                    )
+                    .diff(
+                        "per_b_row",
+                        "SELECT b.k, b.w, (SELECT string_agg(a.s, ',' ORDER BY a.s) FROM a \
+                         WHERE a.k = b.k) AS names FROM b",
+                    )
+                    .step(&["INSERT INTO a VALUES (1, 7, 'dup'), (1, 7, 'dup'), (1, NULL, NULL)"])
+                    .step(&["UPDATE a SET s = 'aaa' WHERE s = 'dup' AND ctid = (SELECT min(ctid) FROM a WHERE s = 'dup')"])
+                    .step(&["UPDATE a SET k = 2 WHERE s = 'aaa'", "INSERT INTO b VALUES (2, NULL)"])
+                    .step(&["DELETE FROM a WHERE k = 1"])
+                    .step(&["UPDATE a SET v = v + 1 WHERE k = 2", "UPDATE a SET v = v - 1 WHERE k = 2"])
+                    .random_steps(n.div_ceil(2))
                     .build()
             },
         ),

@@ -252,13 +252,25 @@ impl Analyzer<'_> {
                             // typed NULL (see `grouping_sets.rs`).
                             let no_row = matches!(f.filter.as_deref(),
                                 Some(Expr::Value(v)) if v.value == Value::Boolean(false));
-                            if !SUPPORTED_AGGREGATES.contains(&name.as_str()) && !no_row {
-                                reasons.push(format!("aggregate {name}"));
-                            }
-                            let ordered = !f.within_group.is_empty()
-                                || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty());
-                            if ordered {
-                                reasons.push(format!("ordered aggregate {name}"));
+                            match ordered_aggregates::order_fixed(&name, f) {
+                                // Its groups are recomputed as written; a
+                                // subquery kept by keys also recomputes its
+                                // old rows, which must match bit for bit.
+                                Some(Ok(())) if ctx == Ctx::Nested => reasons.push(format!(
+                                    "ordered aggregate {name} in a subquery in FROM, a CTE or a set-operation branch"
+                                )),
+                                Some(Ok(())) => {}
+                                Some(Err(reason)) => reasons.push(reason),
+                                None => {
+                                    if !SUPPORTED_AGGREGATES.contains(&name.as_str()) && !no_row {
+                                        reasons.push(format!("aggregate {name}"));
+                                    }
+                                    let ordered = !f.within_group.is_empty()
+                                        || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty());
+                                    if ordered {
+                                        reasons.push(format!("ordered aggregate {name}"));
+                                    }
+                                }
                             }
                         } else if let Some(reason) = self.not_immutable(&name, arg_count(f)) {
                             reasons.push(reason);
