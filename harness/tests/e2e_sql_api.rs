@@ -203,7 +203,7 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
 
 /// Specialisation is keyed by the fingerprint stored with the plan: a
 /// stream table whose stored fingerprint does not match a fresh analysis
-/// (or has none, as before 0.39.2's regeneration) runs its stored general
+/// (or has none, as before 0.40.0's regeneration) runs its stored general
 /// statement, and stays exact.
 #[test]
 fn a_plan_whose_fingerprint_does_not_match_runs_the_stored_statement() {

@@ -5,7 +5,7 @@
 //! pg_trickle files must be byte-identical (and not rewritten) afterwards.
 //! The old runner, which installed builds into it and put the current
 //! build back at the end, failed most rounds ("CREATE EXTENSION made
-//! version 0.39.1, not 0.39.2"). Also: a private
+//! version 0.39.1, not 0.40.0"). Also: a private
 //! installation finds its own files, takes packages and is removed when
 //! dropped.
 

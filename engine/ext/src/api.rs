@@ -251,7 +251,7 @@ fn forget(id: i64) {
 
 /// Recompute a stream table from scratch now (FULL), then go on
 /// DIFFERENTIALLY: the repair for a stream table that drifted from its
-/// query (for example after its read-only trigger was disabled). Since 0.39.2.
+/// query (for example after its read-only trigger was disabled). Since 0.40.0.
 #[pg_extern]
 fn reinitialize_stream_table(name: &str) {
     controlled(name, |st| {

@@ -182,7 +182,7 @@ fn skip_foreign(oid: u32) -> String {
 /// functions to the extension owner with no rights for anyone else. Run
 /// by `regenerate::_regenerate`, as the extension owner. Returns how many
 /// sources were brought up to date, and those found with partitions or
-/// inheritance children (whose changes versions before 0.39.2 could miss).
+/// inheritance children (whose changes versions before 0.40.0 could miss).
 pub fn regenerate_all() -> (i64, Vec<u32>) {
     let owner = crate::security::extension_owner()
         .map(crate::security::role_name)
@@ -214,7 +214,7 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
             &format!("ALTER FUNCTION {func}() OWNER TO {}", qi(&owner)),
             &[],
         );
-        // Buffers made before 0.39.2 gain the trace context column.
+        // Buffers made before 0.40.0 gain the trace context column.
         run(
             &format!("ALTER TABLE {buffer} ADD COLUMN IF NOT EXISTS {TRACEPARENT_COLUMN}"),
             &[],

@@ -82,7 +82,7 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
 CREATE INDEX pgt_refresh_history_st_idx ON pgtrickle.pgt_refresh_history (st_id, id);
 COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'Every refresh: when, which mode actually ran, rows changed, error';
 
--- Capture from the WAL (0.39.2): one row per source whose changes come
+-- Capture from the WAL (0.40.0): one row per source whose changes come
 -- from a logical replication slot instead of its row trigger.
 CREATE TABLE pgtrickle.pgt_wal_capture (
     source_relid   oid PRIMARY KEY REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
@@ -105,7 +105,7 @@ CREATE TABLE pgtrickle.pgt_wal_progress (
 CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
 COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
 
--- Capture on other nodes (0.39.2): one row per (sharded source, node),
+-- Capture on other nodes (0.40.0): one row per (sharded source, node),
 -- the slot on that node, how much of it is written into the source's
 -- change buffer (settled position and the transactions written past it),
 -- and the lease of whoever drains it on a schedule. The row is locked by
@@ -147,7 +147,7 @@ CREATE TABLE pgtrickle.pgt_remote_lease_history (
 );
 COMMENT ON TABLE pgtrickle.pgt_remote_lease_history IS 'Every lease taken or taken over on a node slot, for checking that holders never overlapped';
 
--- Snapshots (0.39.2): archival copies of stream tables and the frontier
+-- Snapshots (0.40.0): archival copies of stream tables and the frontier
 -- each was taken at (see engine/ext/src/snapshot.rs).
 CREATE TABLE pgtrickle.pgt_snapshots (
     snapshot_relid    oid PRIMARY KEY,
@@ -308,7 +308,7 @@ CREATE EVENT TRIGGER pgt_ddl_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION pgtrickle.on_ddl_end();
 
--- Outboxes (0.39.2): a stream table's outbox, its messages (one per
+-- Outboxes (0.40.0): a stream table's outbox, its messages (one per
 -- refresh that changed it, numbered in commit order under the head
 -- counter's row lock), the rows of claim-checked messages, the rows a
 -- refresh statement staged for its message, and consumer groups with
@@ -375,7 +375,7 @@ CREATE TABLE pgtrickle.pgt_outbox_leases (
 COMMENT ON TABLE pgtrickle.pgt_outbox_leases IS 'Outbox deliveries handed to a worker of a consumer group and not committed';
 
 
--- Inboxes (0.39.2): tables made or adopted as inboxes, their settings and
+-- Inboxes (0.40.0): tables made or adopted as inboxes, their settings and
 -- how many duplicate events each ignored (see engine/ext/src/inbox.rs and
 -- docs/INBOX.md). The table itself belongs to its creator.
 CREATE TABLE pgtrickle.pgt_inboxes (

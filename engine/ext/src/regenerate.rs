@@ -51,7 +51,7 @@ fn _regenerate() {
 }
 
 /// Readers of sources with partitions or inheritance children: before
-/// 0.39.2 their TRUNCATE, ATTACH, DETACH and, for inheritance, every write
+/// 0.40.0 their TRUNCATE, ATTACH, DETACH and, for inheritance, every write
 /// to a child went uncaptured, so their next refresh recomputes them.
 fn reinitialise_readers_of(sources: &[u32]) {
     for source in sources {
@@ -139,7 +139,7 @@ pub fn regenerate_one(id: i64) -> bool {
     };
     let requested = requested_mode.unwrap_or(RequestedMode::Auto);
     let owner = owner_of(id);
-    // Every stream table is read-only and depends on its sources (0.39.2).
+    // Every stream table is read-only and depends on its sources (0.40.0).
     crate::readonly::install(&name);
     // An outbox's staging triggers leave out this version's hidden columns.
     if crate::outbox::enabled(id) {

@@ -363,7 +363,7 @@ fn sql_rows(e: &Explained) -> Vec<SqlRow> {
 /// failure, and `refresh_id`, which grows with every refresh recorded (so
 /// a reader can ask what ran after a point it noted, even after old rows
 /// were pruned). For its owner (and monitors), since 0.39.1; `refresh_id`
-/// since 0.39.2.
+/// since 0.40.0.
 #[pg_extern]
 #[allow(clippy::type_complexity)] // pgrx needs the column list spelled out here
 fn refresh_history(

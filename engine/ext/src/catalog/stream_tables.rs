@@ -54,7 +54,7 @@ pub struct StreamTableRow {
     /// Its owner and the search_path recorded at creation.
     pub owner: Owner,
     /// The fingerprint of the plan the stored statements came from (None
-    /// before 0.39.2's regeneration, or for a FULL stream table).
+    /// before 0.40.0's regeneration, or for a FULL stream table).
     pub plan_fingerprint: Option<String>,
 }
 

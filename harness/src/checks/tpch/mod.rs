@@ -112,7 +112,7 @@ fn explain_prepared(
         // A writing phase run by hand is a direct write, which the
         // stream table's read-only trigger refuses: switch it off for
         // the measurement, in the transaction that is rolled back.
-        // (Builds before 0.39.2 have no such trigger: the harness
+        // (Builds before 0.40.0 have no such trigger: the harness
         // measures them too, for side-by-side comparisons.)
         db.batch_execute(&format!(
             "BEGIN; DO $pgt$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger \

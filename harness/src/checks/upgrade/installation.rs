@@ -487,8 +487,8 @@ mod tests {
             "pg_trickle.so",
             "pg_trickle-0.39.0.so",
             "pg_trickle.control",
-            "pg_trickle--0.39.2.sql",
-            "pg_trickle--0.39.1--0.39.2.sql",
+            "pg_trickle--0.40.0.sql",
+            "pg_trickle--0.39.1--0.40.0.sql",
         ] {
             assert!(is_extension_file(yes), "{yes}");
         }
@@ -512,8 +512,8 @@ mod tests {
         for ok in [
             "usr/lib/postgresql/15/lib/pg_trickle.so",
             "usr/share/postgresql/15/extension/pg_trickle.control",
-            "usr/share/postgresql/15/extension/pg_trickle--0.39.2.sql",
-            "usr/share/postgresql/15/extension/pg_trickle--0.39.1--0.39.2.sql",
+            "usr/share/postgresql/15/extension/pg_trickle--0.40.0.sql",
+            "usr/share/postgresql/15/extension/pg_trickle--0.39.1--0.40.0.sql",
         ] {
             assert_eq!(
                 placement(Path::new(ok), &l).unwrap(),
@@ -526,7 +526,7 @@ mod tests {
             "usr/lib/postgresql/15/lib/plpgsql.so",
             "usr/share/postgresql/15/extension/pg_trickle.so",
             "usr/lib/postgresql/15/lib/pg_trickle.control",
-            "usr/share/postgresql/15/pg_trickle--0.39.2.sql",
+            "usr/share/postgresql/15/pg_trickle--0.40.0.sql",
             "usr/share/postgresql/15/extension/../../../../etc/pg_trickle.control",
         ] {
             assert!(placement(Path::new(bad), &l).is_err(), "{bad}");

@@ -248,6 +248,7 @@ CREATE TABLE u (k int, v int);
 INSERT INTO u SELECT i % 4, i FROM generate_series(1, 30) i;
 SELECT pgtrickle.create_stream_table('sub', 'SELECT k, count(*) AS n FROM u WHERE EXISTS (SELECT 1 FROM b WHERE b.k = u.k) GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('nest', 'SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n', NULL, 'AUTO');
+SELECT pgtrickle.create_stream_table('ord', 'SELECT k, string_agg(v::text, '','' ORDER BY v::text) AS vs FROM u GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
 SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
 -- pending changes, not yet refreshed
@@ -257,14 +258,14 @@ DELETE FROM b WHERE k = 3;
 -- a stream table marked for reinitialisation
 TRUNCATE t;
 INSERT INTO t VALUES (4), (5);
--- stream tables versions before 0.39.2 kept wrongly or could not refresh:
+-- stream tables versions before 0.40.0 kept wrongly or could not refresh:
 -- an inheritance parent (a child's change was missed), a partitioned
 -- table, and a json column (refreshes failed once it had rows)
 CREATE TABLE par (k int, v text);
 CREATE TABLE par_c () INHERITS (par);
 INSERT INTO par VALUES (1, 'p'); INSERT INTO par_c VALUES (2, 'c');
 SELECT pgtrickle.create_stream_table('inh', 'SELECT k, v FROM par', NULL, 'DIFFERENTIAL');
-INSERT INTO par_c VALUES (3, 'missed before 0.39.2');
+INSERT INTO par_c VALUES (3, 'missed before 0.40.0');
 CREATE TABLE pt (k int) PARTITION BY RANGE (k);
 CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (100);
 INSERT INTO pt VALUES (1);
@@ -288,6 +289,10 @@ const TOP_QUERY: &str = "SELECT k, v FROM a ORDER BY v LIMIT 10";
 const NEST_QUERY: &str =
     "SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n";
 
+/// Another (an ordered aggregate).
+const ORDERED_QUERY: &str =
+    "SELECT k, string_agg(v::text, ',' ORDER BY v::text) AS vs FROM u GROUP BY k";
+
 /// The stream tables of [`BEFORE`] released versions refresh FULL and this
 /// one maintains DIFFERENTIALLY: the upgrade keeps them FULL, says so, and
 /// `alter_stream_table` moves them; `(name, query, a statement changing
@@ -296,6 +301,7 @@ const KEPT_FULL: &[(&str, &str, &str)] = &[
     ("sub", SUB_QUERY, "INSERT INTO u VALUES (1, 99)"),
     ("f", TOP_QUERY, "INSERT INTO a VALUES (0, -5, 'lowest')"),
     ("nest", NEST_QUERY, "INSERT INTO u VALUES (1, 98)"),
+    ("ord", ORDERED_QUERY, "INSERT INTO u VALUES (2, 97)"),
 ];
 
 /// Stream tables of [`BEFORE`], their queries and the mode their first
@@ -323,6 +329,7 @@ const EXPECT: &[(&str, &str, Mode)] = &[
     ("f", TOP_QUERY, Mode::Full),
     ("sub", SUB_QUERY, Mode::Full),
     ("nest", NEST_QUERY, Mode::Full),
+    ("ord", ORDERED_QUERY, Mode::Full),
     ("full_t", "SELECT x, x * 2 AS y FROM t", Mode::Full),
     ("tr", "SELECT x FROM t WHERE x > 3", Mode::Full),
     ("inh", "SELECT k, v FROM par", Mode::Full),

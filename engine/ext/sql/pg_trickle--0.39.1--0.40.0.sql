@@ -1,6 +1,7 @@
--- pg_trickle 0.39.1 -> 0.39.2: exact or refused.
+-- pg_trickle 0.39.1 -> 0.40.0: exact or refused, more queries DIFFERENTIAL, WAL and
+-- sharded capture, snapshots, outbox and inbox, OpenTelemetry.
 -- Run by ALTER EXTENSION pg_trickle UPDATE (search_path is the extension's schema).
--- Every object here is created exactly as the 0.39.2 install script creates it;
+-- Every object here is created exactly as the 0.40.0 install script creates it;
 -- the upgrade tests compare an upgraded catalog with a fresh install.
 
 -- The identity of the plan the stored statements came from: a refresh
@@ -55,7 +56,7 @@ BEGIN
 END
 $$;
 
--- Inboxes (0.39.2), created before the event trigger below reads the
+-- Inboxes (0.40.0), created before the event trigger below reads the
 -- table (this script's own DROPs fire it): tables made or adopted as inboxes, their settings and
 -- how many duplicate events each ignored (see engine/ext/src/inbox.rs and
 -- docs/INBOX.md). The table itself belongs to its creator.
@@ -179,7 +180,7 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'refresh_history_wrapper';
 
--- Capture from the WAL (0.39.2): one row per source whose changes come
+-- Capture from the WAL (0.40.0): one row per source whose changes come
 -- from a logical replication slot instead of its row trigger.
 CREATE TABLE pgtrickle.pgt_wal_capture (
     source_relid   oid PRIMARY KEY REFERENCES pgtrickle.pgt_change_buffers (source_relid) ON DELETE CASCADE,
@@ -202,7 +203,7 @@ CREATE TABLE pgtrickle.pgt_wal_progress (
 CREATE INDEX pgt_wal_progress_source_idx ON pgtrickle.pgt_wal_progress (source_relid, drained_upto);
 COMMENT ON TABLE pgtrickle.pgt_wal_progress IS 'How far each slot is decoded into its change buffer, written with the buffer rows';
 
--- Capture on other nodes (0.39.2): one row per (sharded source, node),
+-- Capture on other nodes (0.40.0): one row per (sharded source, node),
 -- the slot on that node, how much of it is written into the source's
 -- change buffer (settled position and the transactions written past it),
 -- and the lease of whoever drains it on a schedule. The row is locked by
@@ -370,7 +371,7 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle.refuse_direct_write()
 FROM PUBLIC;
 
--- Outboxes (0.39.2): a stream table's outbox, its messages (one per
+-- Outboxes (0.40.0): a stream table's outbox, its messages (one per
 -- refresh that changed it, numbered in commit order under the head
 -- counter's row lock), the rows of claim-checked messages, the rows a
 -- refresh statement staged for its message, and consumer groups with
