@@ -185,10 +185,28 @@ fn auto_falls_back_to_full_with_the_reason() {
     db.batch_execute(
         "CREATE TABLE a (k int, v int); CREATE TABLE b (k int, w int);
          INSERT INTO a VALUES (1, 1), (2, 2); INSERT INTO b VALUES (1, 10);
-         CREATE VIEW va AS SELECT * FROM a;",
+         CREATE VIEW va AS SELECT * FROM a;
+         CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE c (k int, s text COLLATE ci); INSERT INTO c VALUES (1, 'a');",
     )
     .unwrap();
     let cases = [
+        (
+            // 'a' and 'A' tie: their order in the array is the plan's.
+            "ci",
+            "SELECT k, jsonb_agg(s ORDER BY s) AS j FROM c GROUP BY k",
+            "ORDER BY key s of an ordered aggregate uses the nondeterministic collation",
+        ),
+        (
+            "cic",
+            "SELECT string_agg(s, ',' ORDER BY s) COLLATE \"C\" AS l FROM c",
+            "ORDER BY key s of an ordered aggregate uses the nondeterministic collation",
+        ),
+        (
+            "tie",
+            "SELECT k, array_agg(v ORDER BY k) AS vs FROM a GROUP BY k",
+            "leaves the order of rows with equal keys and different v open",
+        ),
         (
             "lj",
             "SELECT a.k, b.w FROM a LEFT JOIN b USING (k)",

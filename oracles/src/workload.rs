@@ -318,8 +318,14 @@ impl Builder {
         self.stream_table(name, query, Mode::Full)
     }
 
-    /// A stream table in any mode.
+    /// A stream table in any mode. Its name must read as a table name
+    /// unquoted (not a reserved word such as `having`): the oracle's
+    /// statements write it as it is.
     pub fn stream_table(mut self, name: &str, query: &str, mode: Mode) -> Self {
+        assert!(
+            plain_identifier(name),
+            "stream table name {name:?} is not a plain SQL identifier (the oracle writes it unquoted)"
+        );
         self.workload.stream_tables.push(StreamTableDef {
             name: name.into(),
             query: query.into(),
@@ -515,8 +521,132 @@ impl Builder {
     }
 }
 
+/// Whether `name` is one lower-case identifier PostgreSQL reads unquoted as
+/// a table name: not one of its reserved (or type and function name)
+/// keywords, which `SELECT 1 FROM having` would stumble on.
+fn plain_identifier(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "array",
+        "as",
+        "asc",
+        "asymmetric",
+        "authorization",
+        "binary",
+        "both",
+        "case",
+        "cast",
+        "check",
+        "collate",
+        "collation",
+        "column",
+        "concurrently",
+        "constraint",
+        "create",
+        "cross",
+        "current_catalog",
+        "current_date",
+        "current_role",
+        "current_schema",
+        "current_time",
+        "current_timestamp",
+        "current_user",
+        "default",
+        "deferrable",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "except",
+        "false",
+        "fetch",
+        "for",
+        "foreign",
+        "freeze",
+        "from",
+        "full",
+        "grant",
+        "group",
+        "having",
+        "ilike",
+        "in",
+        "initially",
+        "inner",
+        "intersect",
+        "into",
+        "is",
+        "isnull",
+        "join",
+        "lateral",
+        "leading",
+        "left",
+        "like",
+        "limit",
+        "localtime",
+        "localtimestamp",
+        "natural",
+        "not",
+        "notnull",
+        "null",
+        "offset",
+        "on",
+        "only",
+        "or",
+        "order",
+        "outer",
+        "overlaps",
+        "placing",
+        "primary",
+        "references",
+        "returning",
+        "right",
+        "select",
+        "session_user",
+        "similar",
+        "some",
+        "symmetric",
+        "system_user",
+        "table",
+        "tablesample",
+        "then",
+        "to",
+        "trailing",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "variadic",
+        "verbose",
+        "when",
+        "where",
+        "window",
+        "with",
+    ];
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !RESERVED.contains(&name)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stream_table_names_are_plain_identifiers() {
+        assert!(super::plain_identifier("by_having"));
+        assert!(super::plain_identifier("q13"));
+        for bad in ["having", "select", "Upper", "a b", "x;y", ""] {
+            assert!(!super::plain_identifier(bad), "{bad}");
+        }
+    }
+
     use super::*;
     use crate::gen::ColSpec;
 

@@ -1,6 +1,7 @@
 //! Queries the extension runs to learn what the core cannot know from SQL
-//! text alone: the types and collations of a grouped stream table's keys,
-//! and the types of what a subquery kept by keys computes.
+//! text alone: the types and collations of a grouped stream table's keys
+//! (and of its ordered aggregates' `ORDER BY` keys), and the types of what
+//! a subquery kept by keys computes.
 //!
 //! Groups are matched by key, so a key type without a hash function or a
 //! key under a nondeterministic collation cannot be maintained exactly (see
@@ -64,11 +65,29 @@ pub fn key_probe(analysis: &Analysis) -> Option<KeyProbe> {
     let Ok(Model::Grouped { block, keys, .. }) = &analysis.model else {
         return None;
     };
-    if keys.is_empty() {
+    probe_over(block, keys)
+}
+
+/// The probe of the `ORDER BY` keys of a grouped query's ordered aggregates
+/// (`string_agg(s, ',' ORDER BY s)`): rows they tie hold equal arguments
+/// only under a deterministic collation. `None` when it has none.
+pub fn order_key_probe(analysis: &Analysis) -> Option<KeyProbe> {
+    let Ok(Model::Grouped { block, .. }) = &analysis.model else {
+        return None;
+    };
+    probe_over(
+        block,
+        &crate::analyze::ordered_aggregates::order_keys(&block.select),
+    )
+}
+
+/// `exprs` evaluated over `block`'s FROM and WHERE, reading no row.
+fn probe_over(block: &Block, exprs: &[Expr]) -> Option<KeyProbe> {
+    if exprs.is_empty() {
         return None;
     }
     let mut select = block.select.clone();
-    select.projection = keys
+    select.projection = exprs
         .iter()
         .enumerate()
         .map(|(i, k)| SelectItem::ExprWithAlias {
@@ -80,7 +99,7 @@ pub fn key_probe(analysis: &Analysis) -> Option<KeyProbe> {
     select.having = None;
     select.distinct = None;
     Some(KeyProbe {
-        keys: keys.iter().map(Expr::to_string).collect(),
+        keys: exprs.iter().map(Expr::to_string).collect(),
         inner: select.to_string(),
     })
 }

@@ -193,9 +193,14 @@ fn without_unhashable_bag_keys(analysis: &mut Analysis, oids: Vec<u32>) -> Vec<u
 /// as the owner by a probe that reads no row (empty for anything else, or
 /// when the probe fails: the query's own error surfaces where it runs).
 fn key_type_oids(analysis: &Analysis, owner: &Owner) -> Vec<u32> {
-    let Some(probe) = pg_trickle_core::probes::key_probe(analysis) else {
-        return Vec::new();
-    };
+    match pg_trickle_core::probes::key_probe(analysis) {
+        Some(probe) => probe_type_oids(&probe, owner),
+        None => Vec::new(),
+    }
+}
+
+/// The type of each of `probe`'s keys (empty when the probe fails).
+fn probe_type_oids(probe: &pg_trickle_core::probes::KeyProbe, owner: &Owner) -> Vec<u32> {
     let sql = probe.types_sql();
     let owner = owner.clone();
     in_subtransaction(move || owner.run(|| crate::spi::row(&sql, &[])))
@@ -309,10 +314,6 @@ pub fn row_security_reason(analysis: &Analysis, owner: &Owner) -> Option<String>
         })
 }
 
-/// Why a grouped stream table cannot be maintained exactly: a group key
-/// without a hash function, or a key or value under a nondeterministic
-/// collation (see `column_types`). The key types come from PostgreSQL,
-/// asked as the owner by a probe that reads no row.
 /// Why a subquery kept by keys cannot be maintained exactly: an output
 /// it computes is floating point (a sum or average of float4/float8
 /// depends on the order rows are added, and a refresh finds the enclosing
@@ -344,6 +345,11 @@ fn nested_reason(analysis: &Analysis, owner: &Owner) -> Option<String> {
     None
 }
 
+/// Why a grouped stream table cannot be maintained exactly: a group key
+/// without a hash function, or a key, a value or an ordered aggregate's
+/// `ORDER BY` key under a nondeterministic collation (see `column_types`).
+/// The key types come from PostgreSQL, asked as the owner by probes that
+/// read no row.
 fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<String> {
     if let Some((column, collation)) = crate::column_types::nondeterministic_column(relid) {
         return Some(format!(
@@ -351,16 +357,40 @@ fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<Str
              (equal values spelled differently: which one a group shows depends on the plan)"
         ));
     }
-    let probe = pg_trickle_core::probes::key_probe(analysis)?;
-    let types = key_type_oids(analysis, owner);
-    for (key, typid) in probe.keys.iter().zip(&types) {
-        if !crate::column_types::hashable(*typid) {
+    if let Some(probe) = pg_trickle_core::probes::key_probe(analysis) {
+        let types = key_type_oids(analysis, owner);
+        for (key, typid) in probe.keys.iter().zip(&types) {
+            if !crate::column_types::hashable(*typid) {
+                return Some(format!(
+                    "GROUP BY key {key} of type {}, which has no hash function",
+                    crate::column_types::type_name(*typid)
+                ));
+            }
+        }
+        if let Some((key, name)) = nondeterministic_key(&probe, &types, owner) {
             return Some(format!(
-                "GROUP BY key {key} of type {}, which has no hash function",
-                crate::column_types::type_name(*typid)
+                "GROUP BY key {key} uses the nondeterministic collation {name} \
+                 (equal values spelled differently: which one a group shows depends on the plan)"
             ));
         }
     }
+    let probe = pg_trickle_core::probes::order_key_probe(analysis)?;
+    let types = probe_type_oids(&probe, owner);
+    nondeterministic_key(&probe, &types, owner).map(|(key, name)| {
+        format!(
+            "ORDER BY key {key} of an ordered aggregate uses the nondeterministic collation {name} \
+             (rows it ties may differ, and their order in the aggregate depends on the plan)"
+        )
+    })
+}
+
+/// The first of `probe`'s keys (of types `types`) under a nondeterministic
+/// collation, with that collation's name.
+fn nondeterministic_key(
+    probe: &pg_trickle_core::probes::KeyProbe,
+    types: &[u32],
+    owner: &Owner,
+) -> Option<(String, String)> {
     let collatable: Vec<usize> = (0..types.len())
         .filter(|i| crate::column_types::collatable(types[*i]))
         .collect();
@@ -370,12 +400,7 @@ fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<Str
     let collations = owner.run(|| crate::spi::row(&probe.collations_sql(&collatable), &[]))?;
     collatable.iter().zip(collations).find_map(|(i, c)| {
         let collation: u32 = c?.parse().ok()?;
-        crate::column_types::nondeterministic_collation(collation).map(|name| {
-            format!(
-                "GROUP BY key {} uses the nondeterministic collation {name} \
-                 (equal values spelled differently: which one a group shows depends on the plan)",
-                probe.keys[*i]
-            )
-        })
+        crate::column_types::nondeterministic_collation(collation)
+            .map(|name| (probe.keys[*i].clone(), name))
     })
 }

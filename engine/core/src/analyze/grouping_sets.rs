@@ -14,7 +14,10 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{Expr, GroupByExpr, Select, SelectItem, VisitMut, VisitorMut};
 
-use super::{fold, last_ident, select::output_name, Ident, SUPPORTED_AGGREGATES};
+use super::{
+    fold, last_ident, ordered_aggregates::ORDERED_AGGREGATES, select::output_name, Ident,
+    SUPPORTED_AGGREGATES,
+};
 use crate::sql::parse_expr;
 
 /// Whether a block groups by grouping sets, ROLLUP or CUBE.
@@ -164,13 +167,26 @@ struct Branch<'a> {
 fn is_aggregate(e: &Expr) -> bool {
     matches!(e, Expr::Function(f) if f.over.is_none()
         && last_ident(&f.name).is_some_and(|i| SUPPORTED_AGGREGATES.contains(&fold(&i).as_str())
-            || fold(&i) == "array_agg"))
+            || ORDERED_AGGREGATES.contains(&fold(&i).as_str())))
 }
 
 impl VisitorMut for Branch<'_> {
     type Break = ();
 
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        // Each set becomes a grouped subquery, where an ordered aggregate
+        // is not maintained: name the construct the user wrote.
+        if let Expr::Function(f) = e {
+            let ordered = matches!(&f.args, sqlparser::ast::FunctionArguments::List(l)
+                if !l.clauses.is_empty())
+                || !f.within_group.is_empty();
+            if ordered && f.over.is_none() {
+                self.problem = Some(format!(
+                    "ordered aggregate {} with GROUPING SETS / ROLLUP / CUBE",
+                    f.name
+                ));
+            }
+        }
         if is_aggregate(e) {
             self.aggregate_depth += 1;
             return ControlFlow::Continue(());

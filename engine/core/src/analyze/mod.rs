@@ -28,7 +28,7 @@ use sqlparser::parser::Parser;
 mod ctes;
 mod from;
 mod grouping_sets;
-mod ordered_aggregates;
+pub(crate) mod ordered_aggregates;
 mod select;
 mod subqueries;
 mod top_k;

@@ -10,8 +10,14 @@
 //! that leaves two different arguments tied leaves their order open, and
 //! is refused with the argument it leaves open.
 
-use sqlparser::ast::FunctionArguments;
-use sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Query,
+    Select, SelectItem, Visit, Visitor,
+};
+
+use super::{fold, last_ident};
 
 /// Aggregates whose value follows the order of their input rows, which the
 /// engine maintains when an `ORDER BY` in the call fixes that order.
@@ -56,7 +62,7 @@ pub(super) fn order_fixed(name: &str, f: &Function) -> Option<Result<(), String>
             }
         };
         // A constant (string_agg's delimiter) is the same in every row.
-        if matches!(expr, Expr::Value(_)) {
+        if constant(expr) {
             continue;
         }
         let text = expr.to_string();
@@ -68,4 +74,65 @@ pub(super) fn order_fixed(name: &str, f: &Function) -> Option<Result<(), String>
         }
     }
     Some(Ok(()))
+}
+
+/// A literal, possibly cast or parenthesised (`','`, `','::text`).
+fn constant(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(_) => true,
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => constant(expr),
+        _ => false,
+    }
+}
+
+/// The `ORDER BY` keys of the ordered aggregates (see [`ORDERED_AGGREGATES`])
+/// that `select`'s list and `HAVING` compute, outside subqueries. Rows these
+/// keys tie hold equal arguments only under deterministic collations, so
+/// the extension asks PostgreSQL for their collations (`probes`).
+pub(crate) fn order_keys(select: &Select) -> Vec<Expr> {
+    struct Keys {
+        depth: usize,
+        keys: Vec<Expr>,
+    }
+    impl Visitor for Keys {
+        type Break = ();
+        fn pre_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let ordered = last_ident(&f.name)
+                .is_some_and(|i| ORDERED_AGGREGATES.contains(&fold(&i).as_str()));
+            if self.depth == 0 && ordered {
+                if let FunctionArguments::List(list) = &f.args {
+                    for clause in &list.clauses {
+                        if let FunctionArgumentClause::OrderBy(order) = clause {
+                            self.keys.extend(order.iter().map(|o| o.expr.clone()));
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut keys = Keys {
+        depth: 0,
+        keys: Vec::new(),
+    };
+    for item in &select.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            let _ = e.visit(&mut keys);
+        }
+    }
+    if let Some(h) = &select.having {
+        let _ = h.visit(&mut keys);
+    }
+    keys.keys
 }

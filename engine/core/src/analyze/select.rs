@@ -253,11 +253,14 @@ impl Analyzer<'_> {
                             let no_row = matches!(f.filter.as_deref(),
                                 Some(Expr::Value(v)) if v.value == Value::Boolean(false));
                             match ordered_aggregates::order_fixed(&name, f) {
-                                // Its groups are recomputed as written; a
-                                // subquery kept by keys also recomputes its
-                                // old rows, which must match bit for bit.
-                                Some(Ok(())) if ctx == Ctx::Nested => reasons.push(format!(
-                                    "ordered aggregate {name} in a subquery in FROM, a CTE or a set-operation branch"
+                                // The query's own groups are recomputed as
+                                // written; a subquery may be recomputed
+                                // over old states too, whose rows must
+                                // match bit for bit, and its collations are
+                                // not probed.
+                                Some(Ok(())) if ctx != Ctx::Top => reasons.push(format!(
+                                    "ordered aggregate {name} inside a subquery, a CTE or a set-operation branch \
+                                     (only the query's own groups are recomputed as written)"
                                 )),
                                 Some(Ok(())) => {}
                                 Some(Err(reason)) => reasons.push(reason),
