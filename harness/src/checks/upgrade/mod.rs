@@ -248,7 +248,7 @@ CREATE TABLE u (k int, v int);
 INSERT INTO u SELECT i % 4, i FROM generate_series(1, 30) i;
 SELECT pgtrickle.create_stream_table('sub', 'SELECT k, count(*) AS n FROM u WHERE EXISTS (SELECT 1 FROM b WHERE b.k = u.k) GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('nest', 'SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n', NULL, 'AUTO');
-SELECT pgtrickle.create_stream_table('ord', 'SELECT k, string_agg(v::text, '','' ORDER BY v::text) AS vs FROM u GROUP BY k', NULL, 'AUTO');
+SELECT pgtrickle.create_stream_table('ord', 'SELECT k, array_agg(v ORDER BY v) AS vs FROM u GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
 SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
 -- pending changes, not yet refreshed
@@ -290,8 +290,7 @@ const NEST_QUERY: &str =
     "SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n";
 
 /// Another (an ordered aggregate).
-const ORDERED_QUERY: &str =
-    "SELECT k, string_agg(v::text, ',' ORDER BY v::text) AS vs FROM u GROUP BY k";
+const ORDERED_QUERY: &str = "SELECT k, array_agg(v ORDER BY v) AS vs FROM u GROUP BY k";
 
 /// The stream tables of [`BEFORE`] released versions refresh FULL and this
 /// one maintains DIFFERENTIALLY: the upgrade keeps them FULL, says so, and
