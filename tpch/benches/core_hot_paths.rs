@@ -1,0 +1,181 @@
+//! The core's hot paths on the 22 TPC-H queries, without a server: query
+//! analysis, refresh-plan generation (every statement a stream table
+//! stores) and specialisation (the plan for one changed source, which a
+//! backend makes on its first refresh after each kind of change). A slower
+//! generator shows here before it reaches a refresh.
+//!
+//!   cargo bench -p tpch --bench core_hot_paths
+//!
+//! The catalog is built from the TPC-H DDL (columns and primary keys) with
+//! the functions the queries call; every query must analyse as
+//! DIFFERENTIAL, or the bench stops (it would measure the FULL path).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pg_trickle_core::analyze::analyze;
+use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
+use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes};
+use pg_trickle_core::model::{Analysis, Model};
+
+/// The TPC-H tables with their columns and primary keys, read from the DDL.
+fn catalog() -> Catalog {
+    let mut c = Catalog::new();
+    for (i, ddl) in tpch::schema::ddl().into_iter().enumerate() {
+        let Some(rest) = ddl.strip_prefix("CREATE TABLE ") else {
+            continue;
+        };
+        let (name, body) = rest.split_once(" (").expect("CREATE TABLE name (...)");
+        let body = body.strip_suffix(')').expect("closing parenthesis");
+        let mut columns = Vec::new();
+        let mut key = Vec::new();
+        // Split at top-level commas (types such as numeric(15,2) hold some).
+        let mut depth = 0;
+        let mut part = String::new();
+        let mut parts = Vec::new();
+        for ch in body.chars() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(std::mem::take(&mut part));
+                    continue;
+                }
+                _ => {}
+            }
+            part.push(ch);
+        }
+        parts.push(part);
+        for p in parts.iter().map(|p| p.trim()) {
+            if let Some(list) = p.strip_prefix("PRIMARY KEY (") {
+                key = list
+                    .trim_end_matches(')')
+                    .split(',')
+                    .map(|k| k.trim().to_string())
+                    .collect();
+            } else {
+                let column = p.split_whitespace().next().expect("column name");
+                if p.contains("PRIMARY KEY") {
+                    key = vec![column.to_string()];
+                }
+                columns.push(column.to_string());
+            }
+        }
+        c.insert(
+            name,
+            SourceTable {
+                oid: 16_384 + i as u32,
+                schema: "public".into(),
+                name: name.into(),
+                kind: SourceKind::Table,
+                columns,
+                capture_problem: None,
+                capture: Default::default(),
+                key,
+            },
+        );
+    }
+    for f in ["count", "sum", "avg", "min", "max"] {
+        c.insert_function(
+            f,
+            FunctionFacts {
+                immutable: true,
+                aggregate: true,
+                ..Default::default()
+            },
+        );
+    }
+    for f in [
+        "substring",
+        "substr",
+        "extract",
+        "date_part",
+        "coalesce",
+        "round",
+    ] {
+        c.insert_function(
+            f,
+            FunctionFacts {
+                immutable: true,
+                ..Default::default()
+            },
+        );
+    }
+    c
+}
+
+/// The output columns of an analysed query (their types do not matter to
+/// the generator's speed).
+fn columns(analysis: &Analysis) -> Vec<OutputColumn> {
+    let names: Vec<String> = match &analysis.model {
+        Ok(Model::Linear(rel)) => rel.outputs().to_vec(),
+        Ok(Model::Grouped { block, .. }) => block.outputs.clone(),
+        Err(reason) => panic!("not DIFFERENTIAL: {reason}"),
+    };
+    names
+        .into_iter()
+        .map(|name| OutputColumn {
+            name,
+            type_sql: "numeric".into(),
+            identity: Default::default(),
+            nondeterministic: false,
+        })
+        .collect()
+}
+
+fn hot_paths(c: &mut Criterion) {
+    let catalog = catalog();
+    let queries = tpch::queries::queries(1.0);
+    let analysed: Vec<(String, Analysis, Vec<OutputColumn>)> = queries
+        .iter()
+        .map(|q| {
+            let a = analyze(&q.sql, &catalog).unwrap_or_else(|e| panic!("{}: {e}", q.name));
+            let cols = columns(&a);
+            (q.sql.clone(), a, cols)
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("tpch_22");
+    group.sample_size(20);
+    group.bench_function("analyze", |b| {
+        b.iter(|| {
+            for q in &queries {
+                black_box(analyze(black_box(&q.sql), &catalog).expect("analysis"));
+            }
+        })
+    });
+    group.bench_function("plan", |b| {
+        b.iter(|| {
+            for (sql, a, cols) in &analysed {
+                black_box(plan_refresh(a, sql, "public.st", cols));
+            }
+        })
+    });
+    group.bench_function("specialise_one_changed_source", |b| {
+        b.iter(|| {
+            for (sql, a, cols) in &analysed {
+                for s in 0..a.sources.len() {
+                    black_box(plan_refresh_for_changes(a, sql, "public.st", cols, &[s]));
+                }
+            }
+        })
+    });
+    group.finish();
+
+    // The slowest shapes on their own: nested aggregation (Q13, Q15), a
+    // correlated subquery (Q17), top-k over groups (Q18), many joins (Q8).
+    let mut group = c.benchmark_group("tpch_query");
+    group.sample_size(20);
+    for name in ["q08", "q13", "q15", "q17", "q18"] {
+        let q = queries.iter().find(|q| q.name == name).expect("query");
+        let (sql, a, cols) = &analysed[queries.iter().position(|x| x.name == name).unwrap()];
+        group.bench_function(format!("{name}/analyze"), |b| {
+            b.iter(|| black_box(analyze(black_box(&q.sql), &catalog).expect("analysis")))
+        });
+        group.bench_function(format!("{name}/plan"), |b| {
+            b.iter(|| black_box(plan_refresh(a, sql, "public.st", cols)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);
