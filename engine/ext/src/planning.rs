@@ -358,7 +358,7 @@ fn grouping_reason(analysis: &Analysis, relid: u32, owner: &Owner) -> Option<Str
         ));
     }
     if let Some(probe) = pg_trickle_core::probes::key_probe(analysis) {
-        let types = key_type_oids(analysis, owner);
+        let types = probe_type_oids(&probe, owner);
         for (key, typid) in probe.keys.iter().zip(&types) {
             if !crate::column_types::hashable(*typid) {
                 return Some(format!(

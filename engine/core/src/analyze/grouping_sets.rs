@@ -15,8 +15,10 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, GroupByExpr, Select, SelectItem, VisitMut, VisitorMut};
 
 use super::{
-    fold, last_ident, ordered_aggregates::ORDERED_AGGREGATES, select::output_name, Ident,
-    SUPPORTED_AGGREGATES,
+    fold, last_ident,
+    ordered_aggregates::{has_own_order, ORDERED_AGGREGATES},
+    select::output_name,
+    Ident, SUPPORTED_AGGREGATES,
 };
 use crate::sql::parse_expr;
 
@@ -177,10 +179,7 @@ impl VisitorMut for Branch<'_> {
         // Each set becomes a grouped subquery, where an ordered aggregate
         // is not maintained: name the construct the user wrote.
         if let Expr::Function(f) = e {
-            let ordered = matches!(&f.args, sqlparser::ast::FunctionArguments::List(l)
-                if !l.clauses.is_empty())
-                || !f.within_group.is_empty();
-            if ordered && f.over.is_none() {
+            if f.over.is_none() && has_own_order(f) {
                 self.problem = Some(format!(
                     "ordered aggregate {} with GROUPING SETS / ROLLUP / CUBE",
                     f.name

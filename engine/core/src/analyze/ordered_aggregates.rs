@@ -10,14 +10,12 @@
 //! that leaves two different arguments tied leaves their order open, and
 //! is refused with the argument it leaves open.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Query,
-    Select, SelectItem, Visit, Visitor,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments,
+    Select, SelectItem,
 };
 
-use super::{fold, last_ident};
+use super::{fold, last_ident, subqueries::walk_outside_subqueries};
 
 /// Aggregates whose value follows the order of their input rows, which the
 /// engine maintains when an `ORDER BY` in the call fixes that order.
@@ -36,19 +34,16 @@ pub(super) fn order_fixed(name: &str, f: &Function) -> Option<Result<(), String>
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    let mut keys: Vec<String> = Vec::new();
-    for clause in &list.clauses {
-        match clause {
-            FunctionArgumentClause::OrderBy(order) => {
-                keys.extend(order.iter().map(|o| o.expr.to_string()));
-            }
-            other => {
-                return Some(Err(format!(
-                    "ordered aggregate {name} with a clause outside the supported grammar ({other})"
-                )))
-            }
-        }
+    if let Some(other) = list
+        .clauses
+        .iter()
+        .find(|c| !matches!(c, FunctionArgumentClause::OrderBy(_)))
+    {
+        return Some(Err(format!(
+            "ordered aggregate {name} with a clause outside the supported grammar ({other})"
+        )));
     }
+    let keys: Vec<String> = call_order_keys(f).map(Expr::to_string).collect();
     if keys.is_empty() {
         return None;
     }
@@ -85,54 +80,45 @@ fn constant(expr: &Expr) -> bool {
     }
 }
 
+/// Whether `f` is written with an order of its own: an `ORDER BY` (or
+/// another clause) in its argument list, or `WITHIN GROUP`.
+pub(super) fn has_own_order(f: &Function) -> bool {
+    !f.within_group.is_empty()
+        || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty())
+}
+
+/// The keys of the `ORDER BY` in `f`'s argument list.
+fn call_order_keys(f: &Function) -> impl Iterator<Item = &Expr> {
+    let clauses = match &f.args {
+        FunctionArguments::List(list) => list.clauses.as_slice(),
+        _ => &[],
+    };
+    clauses.iter().flat_map(|c| match c {
+        FunctionArgumentClause::OrderBy(order) => order.iter().map(|o| &o.expr).collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// The `ORDER BY` keys of the ordered aggregates (see [`ORDERED_AGGREGATES`])
 /// that `select`'s list and `HAVING` compute, outside subqueries. Rows these
 /// keys tie hold equal arguments only under deterministic collations, so
 /// the extension asks PostgreSQL for their collations (`probes`).
 pub(crate) fn order_keys(select: &Select) -> Vec<Expr> {
-    struct Keys {
-        depth: usize,
-        keys: Vec<Expr>,
-    }
-    impl Visitor for Keys {
-        type Break = ();
-        fn pre_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            let Expr::Function(f) = e else {
-                return ControlFlow::Continue(());
-            };
-            let ordered = last_ident(&f.name)
-                .is_some_and(|i| ORDERED_AGGREGATES.contains(&fold(&i).as_str()));
-            if self.depth == 0 && ordered {
-                if let FunctionArguments::List(list) = &f.args {
-                    for clause in &list.clauses {
-                        if let FunctionArgumentClause::OrderBy(order) = clause {
-                            self.keys.extend(order.iter().map(|o| o.expr.clone()));
-                        }
-                    }
-                }
+    let mut keys = Vec::new();
+    let mut collect = |e: &Expr| {
+        if let Expr::Function(f) = e {
+            if last_ident(&f.name).is_some_and(|i| ORDERED_AGGREGATES.contains(&fold(&i).as_str()))
+            {
+                keys.extend(call_order_keys(f).cloned());
             }
-            ControlFlow::Continue(())
         }
-    }
-    let mut keys = Keys {
-        depth: 0,
-        keys: Vec::new(),
     };
-    for item in &select.projection {
-        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
-            let _ = e.visit(&mut keys);
-        }
+    let items = select.projection.iter().filter_map(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    });
+    for e in items.chain(select.having.as_ref()) {
+        walk_outside_subqueries(e, &mut collect);
     }
-    if let Some(h) = &select.having {
-        let _ = h.visit(&mut keys);
-    }
-    keys.keys
+    keys
 }

@@ -268,9 +268,7 @@ impl Analyzer<'_> {
                                     if !SUPPORTED_AGGREGATES.contains(&name.as_str()) && !no_row {
                                         reasons.push(format!("aggregate {name}"));
                                     }
-                                    let ordered = !f.within_group.is_empty()
-                                        || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty());
-                                    if ordered {
+                                    if ordered_aggregates::has_own_order(f) {
                                         reasons.push(format!("ordered aggregate {name}"));
                                     }
                                 }
