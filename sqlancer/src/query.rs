@@ -27,10 +27,6 @@ struct Gen<'a> {
     schema: &'a Schema,
     used: BTreeSet<Construct>,
     aliases: usize,
-    /// Whether the next grouped block is the query itself, whose groups
-    /// are recomputed as written, so that it may hold an ordered aggregate
-    /// (refused in a subquery or a set-operation branch).
-    top_block: bool,
 }
 
 impl Gen<'_> {
@@ -312,7 +308,10 @@ impl Gen<'_> {
     }
 
     /// A plain or grouped block over 1 to 3 tables, with its output families.
-    fn block(&mut self, grouped: bool) -> (Select, Vec<Family>) {
+    /// `top`: the block is the query itself, whose groups are recomputed as
+    /// written, so that it may hold an ordered aggregate (refused in a
+    /// subquery or a set-operation branch).
+    fn block(&mut self, grouped: bool, top: bool) -> (Select, Vec<Family>) {
         let n = *[1, 1, 2, 2, 2, 3].choose(self.rng).expect("sizes");
         let mut filters = Vec::new();
         let (from, scope) = self.from(n, &mut filters);
@@ -342,7 +341,7 @@ impl Gen<'_> {
                 s.items.push((e, a));
                 families.push(f);
             }
-            if std::mem::take(&mut self.top_block) && self.rng.gen_ratio(1, 4) {
+            if top && self.rng.gen_ratio(1, 4) {
                 let (e, a, f) = self.ordered_aggregate(&scope, s.items.len());
                 s.items.push((e, a));
                 families.push(f);
@@ -489,7 +488,6 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
         schema,
         used: BTreeSet::new(),
         aliases: 0,
-        top_block: false,
     };
     let shape = g.rng.gen_range(0..10);
     let first_family;
@@ -497,9 +495,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
     let mut set_op = "UNION ALL";
     let mut branches = match shape {
         0..=6 => {
-            g.top_block = true;
-            let (b, families) = g.block(shape >= 4);
-            g.top_block = false;
+            let (b, families) = g.block(shape >= 4, true);
             first_family = families.first().copied().unwrap_or(Family::Num);
             all_comparable = families.iter().all(|f| *f != Family::Json);
             vec![b]
@@ -507,7 +503,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
         7 => {
             // UNION ALL of two plain blocks with matching column families.
             g.used.insert(Construct::UnionAll);
-            let (mut first, families) = g.block(false);
+            let (mut first, families) = g.block(false, false);
             first_family = families.first().copied().unwrap_or(Family::Num);
             first.distinct = false;
             let mut filters = Vec::new();
@@ -547,7 +543,7 @@ pub fn query(rng: &mut ChaCha8Rng, schema: &Schema) -> Query {
             // one of their aggregates, as TPC-H Q13 does).
             g.used.insert(Construct::SubqueryInFrom);
             let grouped = g.rng.gen_bool(0.5);
-            let (inner, families) = g.block(grouped);
+            let (inner, families) = g.block(grouped, false);
             first_family = families.first().copied().unwrap_or(Family::Num);
             if grouped || inner.distinct {
                 g.used.insert(Construct::AggregateInSubquery);
