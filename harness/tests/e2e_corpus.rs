@@ -114,6 +114,7 @@ corpus_tests! {
     distinct_on,
     grouping_sets,
     ordered_aggregates,
+    algebraic_aggregates,
     hold_then_catch_up,
     discard_then_reinitialise,
     snapshot_then_restore,

@@ -21,6 +21,13 @@ pub enum ColKind {
         /// Exclusive upper bound of the integer part.
         domain: i64,
     },
+    /// Unconstrained `numeric` in `-domain..domain` with 0 to 3 decimals,
+    /// trailing zeros included (`2`, `1.5`, `-0.125`, `3.10`): a sum prints
+    /// with the largest scale among its values.
+    Decimal {
+        /// Exclusive bound of the integer part's magnitude.
+        domain: i64,
+    },
     /// Short text from a fixed vocabulary (with quotes and spaces).
     Text,
     /// Booleans.
@@ -83,6 +90,10 @@ impl ColSpec {
     pub fn numeric(name: &str, domain: i64, null_pct: u32) -> Self {
         Self::new(name, ColKind::Numeric { domain }, null_pct)
     }
+    /// An unconstrained numeric column of mixed scales.
+    pub fn decimal(name: &str, domain: i64, null_pct: u32) -> Self {
+        Self::new(name, ColKind::Decimal { domain }, null_pct)
+    }
     /// A text column.
     pub fn text(name: &str, null_pct: u32) -> Self {
         Self::new(name, ColKind::Text, null_pct)
@@ -114,6 +125,7 @@ impl ColSpec {
         match self.kind {
             ColKind::Int { .. } => "int",
             ColKind::Numeric { .. } => "numeric(12,2)",
+            ColKind::Decimal { .. } => "numeric",
             ColKind::Text => "text",
             ColKind::Bool => "boolean",
             ColKind::Identity => "int GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
@@ -237,6 +249,13 @@ impl DmlGen {
                     self.rng.gen_range(0..domain),
                     self.rng.gen_range(0..4) * 25
                 )
+            }
+            ColKind::Decimal { domain } => {
+                let whole = self.rng.gen_range(-domain + 1..domain);
+                let decimals = ["", ".5", ".25", ".125", ".10", ".0", ".75"]
+                    .choose(&mut self.rng)
+                    .expect("non-empty");
+                format!("{whole}{decimals}")
             }
             ColKind::Text => {
                 let w = WORDS.choose(&mut self.rng).expect("non-empty");

@@ -338,6 +338,15 @@ pub struct Analysis {
     /// For a grouped model, what the extension learned of each group key's
     /// type (see `probes`); empty means every key is a hashable scalar.
     pub key_types: Vec<KeyType>,
+    /// For a grouped model with an algebraic shape
+    /// ([`crate::delta::algebraic::shape`]), the type class of each
+    /// aggregate argument, as the extension probed it; empty: not known.
+    pub aggregate_arg_types: Vec<crate::delta::algebraic::ArgType>,
+    /// Whether the storage holds the support columns
+    /// ([`crate::delta::algebraic::support_columns`]): only then is the
+    /// stream table kept algebraically (stream tables created before
+    /// 0.40.0 gain them when reinitialised).
+    pub support_stored: bool,
 }
 
 /// What the SQL generator needs to know about a group key's type.

@@ -81,6 +81,17 @@ pub fn order_key_probe(analysis: &Analysis) -> Option<KeyProbe> {
     )
 }
 
+/// The probe of the arguments of a grouped query's algebraic aggregates
+/// (see [`crate::delta::algebraic`]): only integer and numeric arguments
+/// are summed exactly. `None` when the query has no algebraic shape.
+pub fn aggregate_arg_probe(analysis: &Analysis) -> Option<KeyProbe> {
+    let shape = crate::delta::algebraic::shape(analysis)?;
+    let Ok(Model::Grouped { block, .. }) = &analysis.model else {
+        return None;
+    };
+    probe_over(block, &shape.args)
+}
+
 /// `exprs` evaluated over `block`'s FROM and WHERE, reading no row.
 fn probe_over(block: &Block, exprs: &[Expr]) -> Option<KeyProbe> {
     if exprs.is_empty() {

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use common::{catalog, columns};
 use pg_trickle_core::analyze::analyze;
 use pg_trickle_core::catalog::{ColumnIdentity, OutputColumn};
+use pg_trickle_core::delta::algebraic::ArgType;
 use pg_trickle_core::delta::{plan_refresh, plan_refresh_for_changes};
 
 /// (file name: the rule family and shape; defining query; output columns).
@@ -167,6 +168,23 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// Shapes kept algebraically (count, sum, avg over support columns), with
+/// the type class of each aggregate argument the extension would probe.
+const ALGEBRAIC_SHAPES: &[(&str, &str, &[&str], &[ArgType])] = &[
+    (
+        "algebraic_grouped",
+        "SELECT k, count(*) AS n, sum(v) AS total, avg(v) AS mean FROM a GROUP BY k",
+        &["k", "n", "total", "mean"],
+        &[ArgType::Numeric],
+    ),
+    (
+        "algebraic_scalar_over_join",
+        "SELECT 100.00 * sum(a.v) / sum(b.w) AS ratio, count(b.w) AS c FROM a JOIN b ON a.k = b.k",
+        &["ratio", "c"],
+        &[ArgType::Numeric, ArgType::Int],
+    ),
+];
+
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
@@ -194,8 +212,16 @@ fn identity_columns() -> Vec<OutputColumn> {
 }
 
 /// Every statement of one shape, as the golden file holds it.
-fn render(query: &str, columns: &[OutputColumn]) -> String {
-    let analysis = analyze(query, &catalog()).expect("analysis");
+fn render(query: &str, columns: &[OutputColumn], arg_types: Option<&[ArgType]>) -> String {
+    let mut analysis = analyze(query, &catalog()).expect("analysis");
+    if let Some(types) = arg_types {
+        analysis.aggregate_arg_types = types.to_vec();
+        analysis.support_stored = true;
+        assert!(
+            pg_trickle_core::delta::algebraic::support_columns(&analysis).is_some(),
+            "{query} has no algebraic form"
+        );
+    }
     let mut out = format!("-- query: {query}\n");
     let general = plan_refresh(&analysis, query, "public.st", columns);
     for p in &general.phases {
@@ -225,10 +251,15 @@ fn delta_rules_generate_the_golden_sql() {
     let mut differ = Vec::new();
     let shapes = SHAPES
         .iter()
-        .map(|(file, query, cols)| (*file, *query, columns(cols)))
-        .chain([(IDENTITY_SHAPE.0, IDENTITY_SHAPE.1, identity_columns())]);
-    for (file, query, cols) in shapes {
-        let text = render(query, &cols);
+        .map(|(file, query, cols)| (*file, *query, columns(cols), None))
+        .chain([(IDENTITY_SHAPE.0, IDENTITY_SHAPE.1, identity_columns(), None)])
+        .chain(
+            ALGEBRAIC_SHAPES
+                .iter()
+                .map(|(file, query, cols, types)| (*file, *query, columns(cols), Some(*types))),
+        );
+    for (file, query, cols, types) in shapes {
+        let text = render(query, &cols, types);
         let path = golden_dir().join(format!("{file}.sql"));
         if bless {
             std::fs::create_dir_all(golden_dir()).expect("golden dir");

@@ -663,6 +663,20 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'telemetry_status_wrapper';
 
+-- Algebraic maintenance of count, sum and avg: the largest scale among a
+-- group's numeric values and how many have it (see
+-- engine/ext/src/aggregates.rs). Stream tables created before 0.40.0 gain
+-- their support columns when reinitialised or re-planned.
+CREATE FUNCTION pgtrickle._scale_top_step(bigint, integer) RETURNS bigint
+    IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_scale_top_step';
+CREATE AGGREGATE pgtrickle._scale_top(integer) (
+    SFUNC = pgtrickle._scale_top_step,
+    STYPE = bigint,
+    INITCOND = '-1',
+    PARALLEL = SAFE
+);
+
 -- Everything generated for existing stream tables, made again by this
 -- version: capture triggers on every partition and inheritance child (the
 -- readers of such sources are recomputed at their next refresh, with a

@@ -165,6 +165,7 @@ fn create(
         // the query reads (CREATE TABLE AS ... WITH NO DATA checks nothing).
         crate::refresh::require_read_privileges(query);
     });
+    planning::add_support_columns(&storage, relid, query, owner);
 
     let planned = planning::plan(&storage, query, requested, relid, &storage, owner);
     let id = stream_tables::insert(
@@ -251,11 +252,15 @@ fn forget(id: i64) {
 
 /// Recompute a stream table from scratch now (FULL), then go on
 /// DIFFERENTIALLY: the repair for a stream table that drifted from its
-/// query (for example after its read-only trigger was disabled). Since 0.40.0.
+/// query (for example after its read-only trigger was disabled), and the
+/// way a stream table created before 0.40.0 gains the support columns of
+/// algebraic maintenance. It is planned again first. Since 0.40.0.
 #[pg_extern]
 fn reinitialize_stream_table(name: &str) {
     controlled(name, |st| {
-        stream_tables::mark_for_reinit(st.id, "reinitialize_stream_table()");
+        // A stream table created before 0.40.0 gains the support columns
+        // of algebraic maintenance here (see `planning::add_support_columns`).
+        replan(st.id, None, "reinitialize_stream_table()");
         refresh::refresh_by_id(st.id, Initiator::Manual, false);
     });
 }

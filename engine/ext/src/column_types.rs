@@ -117,3 +117,16 @@ pub fn key_type(typid: u32) -> pg_trickle_core::analyze::KeyType {
         array: is_array(typid),
     }
 }
+
+/// The type class of an aggregate argument of type `typid`, for algebraic
+/// maintenance (`pg_trickle_core::delta::algebraic`): a domain is not
+/// looked through, so it is only counted, never summed that way.
+pub fn aggregate_arg_type(typid: u32) -> pg_trickle_core::delta::algebraic::ArgType {
+    use pg_trickle_core::delta::algebraic::ArgType;
+    match typid {
+        21 | 23 => ArgType::Int,
+        20 => ArgType::BigInt,
+        1700 => ArgType::Numeric,
+        _ => ArgType::Other,
+    }
+}

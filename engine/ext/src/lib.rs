@@ -22,6 +22,7 @@
 
 use pgrx::prelude::*;
 
+pub mod aggregates;
 pub mod api;
 pub mod buffer_access;
 pub mod capture;

@@ -4,6 +4,7 @@
 
 use pg_trickle_core::analyze::{self, Analysis};
 use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceTable};
+use pg_trickle_core::delta::algebraic::support_columns;
 use pg_trickle_core::delta::{plan_fingerprint, plan_refresh, RefreshPlan};
 use pg_trickle_core::ir::{Mode, OpNode, RequestedMode};
 
@@ -106,8 +107,9 @@ pub fn relations_read(query: &str, owner: &Owner) -> Vec<u32> {
 }
 
 /// Analyse `query`, resolving the names it writes as its owner's recorded
-/// search_path does.
-pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
+/// search_path does; `storage` (the stream table's relation, once it
+/// exists) says whether it holds the algebraic form's support columns.
+pub fn analyze_query(query: &str, owner: &Owner, storage: Option<u32>) -> Result<Analysis, String> {
     let refs = analyze::referenced_tables(query).map_err(|e| e.to_string())?;
     let mut catalog = Catalog::new();
     for written in &refs.tables {
@@ -157,7 +159,65 @@ pub fn analyze_query(query: &str, owner: &Owner) -> Result<Analysis, String> {
         .into_iter()
         .map(crate::column_types::key_type)
         .collect();
+    if let Some(probe) = pg_trickle_core::probes::aggregate_arg_probe(&analysis) {
+        analysis.aggregate_arg_types = probe_type_oids(&probe, owner)
+            .into_iter()
+            .map(crate::column_types::aggregate_arg_type)
+            .collect();
+    }
+    analysis.support_stored = storage.is_some_and(|relid| has_support_columns(relid, &analysis));
     Ok(analysis)
+}
+
+/// Whether the storage holds every support column of the algebraic form,
+/// each of its type (see [`support_columns`]).
+fn has_support_columns(relid: u32, analysis: &Analysis) -> bool {
+    let Some(wanted) = support_columns(analysis) else {
+        return false;
+    };
+    if wanted.is_empty() {
+        return true;
+    }
+    let names: Vec<String> = wanted.iter().map(|c| c.name.clone()).collect();
+    let types: Vec<String> = wanted.iter().map(|c| c.type_sql.to_string()).collect();
+    crate::spi::value(
+        "SELECT (pg_catalog.count(*) = pg_catalog.cardinality($2::text[]))::text \
+         FROM pg_catalog.pg_attribute a JOIN ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[])) AS w(name, type) \
+         ON a.attname::text = w.name AND pg_catalog.format_type(a.atttypid, a.atttypmod) = w.type \
+         WHERE a.attrelid = $1::text::oid AND a.attnum > 0 AND NOT a.attisdropped",
+        &[
+            Some(relid.to_string()),
+            Some(format!("{{{}}}", names.join(","))),
+            Some(format!("{{{}}}", types.join(","))),
+        ],
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// Add the algebraic form's support columns the storage lacks (as its
+/// owner, who owns the storage): at creation and at reinitialisation.
+/// Returns whether any was added.
+pub fn add_support_columns(storage: &str, relid: u32, query: &str, owner: &Owner) -> bool {
+    let Ok(analysis) = analyze_query(query, owner, Some(relid)) else {
+        return false;
+    };
+    if analysis.support_stored {
+        return false;
+    }
+    let Some(wanted) = support_columns(&analysis) else {
+        return false;
+    };
+    if wanted.is_empty() {
+        return false;
+    }
+    let adds: Vec<String> = wanted
+        .iter()
+        .map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", c.name, c.type_sql))
+        .collect();
+    let _own = crate::triggers::OwnDdl::begin();
+    owner.run(|| crate::spi::run(&format!("ALTER TABLE {storage} {}", adds.join(", ")), &[]));
+    true
 }
 
 /// A bag (rows kept by their values) may be kept by any of its outputs:
@@ -224,12 +284,14 @@ pub fn plan(
     owner: &Owner,
 ) -> Planned {
     let columns = storage_columns(relid);
-    let analysis = analyze_query(query, owner).unwrap_or_else(|reason| Analysis {
+    let analysis = analyze_query(query, owner, Some(relid)).unwrap_or_else(|reason| Analysis {
         sources: Vec::new(),
         tree: OpNode::new("Query", "", vec![])
             .unsupported(format!("queries the analyzer cannot read ({reason})")),
         model: Err(format!("queries the analyzer cannot read ({reason})")),
         key_types: Vec::new(),
+        aggregate_arg_types: Vec::new(),
+        support_stored: false,
     });
     let plan = plan_refresh(&analysis, query, storage, &columns);
     let fingerprint = plan_fingerprint(&analysis, query, storage, &columns);

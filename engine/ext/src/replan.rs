@@ -73,6 +73,9 @@ pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
             Some("Drop the stream table first, or keep what its query uses.".into()),
         );
     }
+    // Its next refresh is FULL: the time to add support columns a stream
+    // table created before 0.40.0 lacks.
+    planning::add_support_columns(&storage, relid, &query, &owner);
     let planned = planning::plan(&storage, &query, requested, relid, &storage, &owner);
     let old_sources = sources::captured_of(id);
     stream_tables::store_replan(id, requested, &planned.stored(), reason);

@@ -95,7 +95,7 @@ pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
 }
 
 fn build(t: &Target, fingerprint: &str, changed: &[u32]) -> Option<Specialised> {
-    let analysis = crate::planning::analyze_query(t.query, t.owner).ok()?;
+    let analysis = crate::planning::analyze_query(t.query, t.owner, Some(t.relid)).ok()?;
     let columns = crate::planning::storage_columns(t.relid);
     let same_plan =
         |storage: &str| plan_fingerprint(&analysis, t.query, storage, &columns) == fingerprint;

@@ -173,7 +173,7 @@ fn explained(st: crate::catalog::StreamTableRef) -> Explained {
     let definition = stream_tables::definition(st.id).unwrap_or_default();
     let owner = owner_of(st.id);
     // Names in the defining query resolve as they did at creation.
-    let analysis = crate::planning::analyze_query(&definition.query, &owner);
+    let analysis = crate::planning::analyze_query(&definition.query, &owner, Some(st.relid));
     Explained {
         st,
         query: definition.query,

@@ -5,6 +5,7 @@
 //! --workload NAME --seed N` replays exactly what a failing run did.
 //! [`operators`] holds one or more workloads per operator with random DML;
 //! [`hard_cases`] holds scripted edge cases followed by random DML;
+//! [`algebraic`] holds count, sum and avg kept as old plus delta;
 //! [`subqueries`] holds EXISTS, IN, NOT IN and scalar subqueries under
 //! grouped queries; [`outer_joins`] holds LEFT, RIGHT and FULL joins with and
 //! without grouping; [`top_k`] holds ORDER BY ... LIMIT; [`controls`] holds the hold and discard catch-up paths; [`sources`]
@@ -13,6 +14,7 @@
 //! transactions of several connections interleaved with refreshes and the
 //! live scheduler.
 
+mod algebraic;
 mod concurrency;
 mod controls;
 mod hard_cases;
@@ -67,6 +69,7 @@ pub fn entries() -> Vec<Entry> {
     all.extend(outer_joins::entries());
     all.extend(top_k::entries());
     all.extend(nested_aggregates::entries());
+    all.extend(algebraic::entries());
     all.extend(controls::entries());
     all.extend(sources::entries());
     all.extend(concurrency::entries());

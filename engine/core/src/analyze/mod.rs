@@ -39,6 +39,7 @@ pub use crate::model::{
 };
 pub use from::{alias_of, for_each_factor_mut, for_each_join_mut};
 pub use select::output_name;
+pub(crate) use subqueries::has_subquery;
 pub use subqueries::{and_all, without_subquery_conjuncts};
 
 use ctes::inline_ctes;
@@ -274,6 +275,8 @@ pub fn analyze(sql: &str, catalog: &Catalog) -> Result<Analysis, CoreError> {
         tree,
         model,
         key_types: Vec::new(),
+        aggregate_arg_types: Vec::new(),
+        support_stored: false,
     })
 }
 

@@ -72,7 +72,7 @@ pub(super) fn subquery_of(e: &Expr) -> Option<&Query> {
 }
 
 /// Whether an expression holds a subquery anywhere.
-pub(super) fn has_subquery(expr: &Expr) -> bool {
+pub(crate) fn has_subquery(expr: &Expr) -> bool {
     let mut found = false;
     let complete = walk_outside_subqueries(expr, &mut |e| found |= subquery_of(e).is_some());
     found || !complete

@@ -54,6 +54,7 @@
 //! (a specialised plan's check that its assumption held). This module
 //! holds the plans and what the rules share.
 
+pub mod algebraic;
 mod grouped;
 mod guard;
 mod join_terms;
@@ -164,11 +165,13 @@ pub fn plan_fingerprint(
     columns: &[OutputColumn],
 ) -> String {
     let inputs = format!(
-        "{}\n{query}\n{storage}\n{columns:?}\n{:?}\n{:?}\n{:?}",
+        "{}\n{query}\n{storage}\n{columns:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}",
         env!("CARGO_PKG_VERSION"),
         analysis.sources,
         analysis.key_types,
         analysis.model,
+        analysis.aggregate_arg_types,
+        analysis.support_stored,
     );
     crate::sql::stable_hash(&inputs)
 }
@@ -203,8 +206,15 @@ fn plan_with(
     changed: Option<&[usize]>,
 ) -> RefreshPlan {
     let col_list = quoted_list(columns.iter().map(|c| c.name.as_str()));
-    let insert_cols = format!("{col_list}, {ROW_ID}");
     let grouped = matches!(analysis.model, Ok(Model::Grouped { .. }));
+    let algebraic = analysis
+        .support_stored
+        .then(|| algebraic::typed(analysis))
+        .flatten();
+    let insert_cols = match &algebraic {
+        Some((shape, types)) => algebraic::insert_columns(&col_list, (shape, types)),
+        None => format!("{col_list}, {ROW_ID}"),
+    };
 
     let full_select = match &analysis.model {
         Ok(Model::Grouped {
@@ -213,9 +223,12 @@ fn plan_with(
             top: Some(top),
             ..
         }) => top_k::top_select(&block.select, keys, &analysis.key_types, top),
-        Ok(Model::Grouped { block, keys, .. }) => {
-            grouped::evaluated(block, keys, &analysis.key_types, None)
-        }
+        Ok(Model::Grouped { block, keys, .. }) => match &algebraic {
+            Some((shape, types)) => {
+                algebraic::support_select(block, keys, &analysis.key_types, (shape, types), None)
+            }
+            None => grouped::evaluated(block, keys, &analysis.key_types, None),
+        },
         _ => {
             let q_cols = quoted_list(columns.iter().map(|c| c.name.as_str()));
             format!(
@@ -257,6 +270,15 @@ fn plan_with(
             top: Some(top),
             ..
         }) => Some(gen.top_k(block, keys, top, storage, columns)),
+        Ok(Model::Grouped {
+            block,
+            keys,
+            top: None,
+            ..
+        }) if algebraic.is_some() => {
+            let (shape, types) = algebraic.as_ref().expect("checked");
+            Some(gen.algebraic(block, keys, (shape, types), storage, columns))
+        }
         Ok(Model::Grouped {
             block,
             keys,

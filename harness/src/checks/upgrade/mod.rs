@@ -249,6 +249,7 @@ INSERT INTO u SELECT i % 4, i FROM generate_series(1, 30) i;
 SELECT pgtrickle.create_stream_table('sub', 'SELECT k, count(*) AS n FROM u WHERE EXISTS (SELECT 1 FROM b WHERE b.k = u.k) GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('nest', 'SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('ord', 'SELECT k, array_agg(v ORDER BY v) AS vs FROM u GROUP BY k', NULL, 'AUTO');
+SELECT pgtrickle.create_stream_table('alg', 'SELECT k, sum(v) AS total, avg(v) AS mean FROM u GROUP BY k', NULL, 'DIFFERENTIAL');
 SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
 SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
 -- pending changes, not yet refreshed
@@ -292,6 +293,12 @@ const NEST_QUERY: &str =
 /// Another (an ordered aggregate).
 const ORDERED_QUERY: &str = "SELECT k, array_agg(v ORDER BY v) AS vs FROM u GROUP BY k";
 
+/// A grouped query kept algebraically since 0.40.0 (count, sum and avg
+/// over support columns): a stream table created earlier has none, keeps
+/// recomputing its groups across the upgrade, and gains them when
+/// reinitialised.
+const ALGEBRAIC_QUERY: &str = "SELECT k, sum(v) AS total, avg(v) AS mean FROM u GROUP BY k";
+
 /// The stream tables of [`BEFORE`] released versions refresh FULL and this
 /// one maintains DIFFERENTIALLY: the upgrade keeps them FULL, says so, and
 /// `alter_stream_table` moves them; `(name, query, a statement changing
@@ -329,6 +336,7 @@ const EXPECT: &[(&str, &str, Mode)] = &[
     ("sub", SUB_QUERY, Mode::Full),
     ("nest", NEST_QUERY, Mode::Full),
     ("ord", ORDERED_QUERY, Mode::Full),
+    ("alg", ALGEBRAIC_QUERY, Mode::Differential),
     ("full_t", "SELECT x, x * 2 AS y FROM t", Mode::Full),
     ("tr", "SELECT x FROM t WHERE x > 3", Mode::Full),
     ("inh", "SELECT k, v FROM par", Mode::Full),
@@ -492,6 +500,10 @@ fn check_path(
             "after the update the extension is {v}, not {current}"
         ));
     }
+    // 3b. A grouped stream table made before algebraic maintenance keeps
+    // recomputing its groups, then gains support columns when reinitialised
+    // (before the comparison: a fresh install creates it with them).
+    problems.extend(support_columns_on_reinit(&mut db).map_err(sql)?);
     // 4. The catalog equals a fresh install's with the same stream tables
     // (so capture made by the old version, brought up to date by the
     // upgrade, must equal capture made by the new one).
@@ -512,6 +524,12 @@ fn check_path(
     // The upgrade keeps `sub`, `f` and `nest` FULL (their queries are newly
     // maintained DIFFERENTIALLY): so are the fresh install's, for the
     // comparison.
+    // `alg` was re-planned by its reinitialisation, which names its
+    // storage as the stream table's search_path prints it: so is the fresh
+    // install's.
+    fresh
+        .batch_execute("SELECT pgtrickle.reinitialize_stream_table('alg')")
+        .map_err(sql)?;
     for (st, query, _) in KEPT_FULL {
         fresh
             .batch_execute(&format!(
@@ -667,6 +685,56 @@ fn check_path(
     }
     if !problems.is_empty() {
         cluster.keep();
+    }
+    Ok(problems)
+}
+
+/// What 3b checks of stream table `alg` ([`ALGEBRAIC_QUERY`]): without
+/// support columns after the upgrade, refreshed DIFFERENTIALLY and right;
+/// with them after `reinitialize_stream_table`, its stored statement the
+/// algebraic one, and right after a change.
+fn support_columns_on_reinit(db: &mut postgres::Client) -> Result<Vec<String>, postgres::Error> {
+    let mut problems = Vec::new();
+    let has_support = |db: &mut postgres::Client| -> Result<(bool, bool), postgres::Error> {
+        let row = db.query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'public.alg'::regclass \
+             AND attname = '__pgt_count' AND NOT attisdropped), \
+             coalesce((SELECT sql LIKE '%__pgt_mg%' FROM pgtrickle.stream_table_sql('alg') \
+             WHERE phase = 'differential'), false)",
+            &[],
+        )?;
+        Ok((row.get(0), row.get(1)))
+    };
+    if has_support(db)? != (false, false) {
+        problems.push(
+            "alg: a stream table created before 0.40.0 has support columns or an algebraic statement right after the upgrade".into(),
+        );
+    }
+    for step in [
+        "INSERT INTO u VALUES (3, 40)",
+        "SELECT pgtrickle.refresh_stream_table('alg')",
+        "SELECT pgtrickle.reinitialize_stream_table('alg')",
+        "INSERT INTO u VALUES (3, 41), (7, NULL)",
+        "DELETE FROM u WHERE k = 0",
+        "SELECT pgtrickle.refresh_stream_table('alg')",
+    ] {
+        db.batch_execute(step)?;
+        if step.starts_with("SELECT pgtrickle.refresh") {
+            let ran = last_refresh(db, "alg")?.map(|r| r.ran);
+            if ran != Some(Ran::Mode(Mode::Differential)) {
+                problems.push(format!(
+                    "alg: after `{step}` the refresh ran {ran:?}, expected DIFFERENTIAL"
+                ));
+            }
+            if let Some(d) = differences(db, "alg", ALGEBRAIC_QUERY)? {
+                problems.push(format!("alg differs from its query after `{step}`:\n{d}"));
+            }
+        }
+    }
+    if has_support(db)? != (true, true) {
+        problems.push(
+            "alg: reinitialize_stream_table did not add the support columns and the algebraic statement".into(),
+        );
     }
     Ok(problems)
 }

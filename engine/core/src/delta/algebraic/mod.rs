@@ -1,0 +1,670 @@
+//! Algebraic maintenance of grouped aggregates: `new = old + delta`.
+//!
+//! Recomputing the groups a change touches costs about a full scan when a
+//! query has few groups (TPC-H Q01 has four). `count`, `sum` and `avg` need
+//! no scan: each stored group keeps support values, and a refresh adds the
+//! delta's per-group sums to them and derives the visible values from them,
+//! exactly as PostgreSQL's own aggregates print them.
+//!
+//! Support values ([`support`]), each a hidden column added to the storage
+//! at creation or at reinitialisation, or a visible output that already
+//! holds the same value (`count(*)`, `count(x)`, `sum(x)` written as an
+//! output):
+//! - `count`: the group's row count. A group whose count reaches zero is
+//!   deleted (a scalar aggregate keeps its one row).
+//! - `nn<j>`: the non-NULL count of aggregate argument `j`.
+//! - `sum<j>`: its sum, exact for integer and numeric arguments (floating
+//!   point arguments are not maintained this way: their sums depend on the
+//!   order rows are added).
+//! - `sctop<j>` (numeric arguments): the largest display scale among the
+//!   values and how many have it, packed as `scale << 48 | count` (`-1`:
+//!   no value), computed by the extension's aggregate
+//!   `pgtrickle._scale_top`. A numeric sum prints with the largest scale
+//!   of its inputs; when the last value of that scale leaves, or the
+//!   largest scale cannot be told from the delta (a value of a larger one
+//!   came and went), the group is recomputed from the sources (`redo`).
+//!
+//! Populate, FULL and a redone group compute the support values beside the
+//! visible ones in one pass ([`support_select`]): the keys and aggregate
+//! arguments are evaluated once per row in a subquery, and every aggregate,
+//! visible or not, reads them from there.
+//!
+//! A refresh reads only the delta, the stored rows of the groups it
+//! touches and, for redone groups, those groups' rows in the sources.
+
+mod statement;
+
+use sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    SelectItem, VisitMut, VisitorMut,
+};
+use std::ops::ControlFlow;
+
+use super::grouped::{key_hash, with_where};
+use super::subqueries::project;
+use super::{parse_expr, ROW_ID};
+use crate::model::{Analysis, Block, KeyType, Model};
+
+/// The type class of an aggregate argument, as the extension probed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgType {
+    /// `smallint` or `integer`: `sum` is `bigint`.
+    Int,
+    /// `bigint`: `sum` is `numeric` with scale 0.
+    BigInt,
+    /// `numeric`: `sum` keeps the largest scale of its inputs.
+    Numeric,
+    /// Anything else: counted, never summed.
+    Other,
+}
+
+/// The mask of the count in a packed scale state (`scale << 48 | count`).
+pub const SCALE_COUNT_MASK: i64 = (1 << 48) - 1;
+
+/// One step of `pgtrickle._scale_top`: the packed largest scale and its
+/// count (`-1`: no value yet) after one more value of display scale
+/// `scale`.
+pub fn scale_top_step(state: i64, scale: i32) -> i64 {
+    let scale = i64::from(scale.max(0));
+    let (top, count) = (state >> 48, state & SCALE_COUNT_MASK);
+    if state < 0 || scale > top {
+        (scale << 48) | 1
+    } else if scale == top {
+        (top << 48) | (count + 1)
+    } else {
+        state
+    }
+}
+
+/// An aggregate kept algebraically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Agg {
+    /// `count(*)`.
+    CountStar,
+    /// `count(arg)`.
+    Count(usize),
+    /// `sum(arg)`.
+    Sum(usize),
+    /// `avg(arg)`.
+    Avg(usize),
+}
+
+/// How one visible output is derived.
+#[derive(Debug, Clone)]
+pub(super) enum Output {
+    /// Group key `i`.
+    Key(usize),
+    /// An expression over aggregates, each replaced by `__pgt_agg<n>`
+    /// (`n` indexes [`Shape::aggs`]).
+    Computed(Box<Expr>),
+}
+
+/// The algebraic form of a grouped query, before argument types are known.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Distinct aggregate arguments, in order of first use.
+    pub args: Vec<Expr>,
+    /// The aggregates, each replaced by `__pgt_agg<n>` in the outputs.
+    aggs: Vec<Agg>,
+    /// How each visible output is derived.
+    outputs: Vec<Output>,
+}
+
+/// The algebraic shape of a grouped analysis, when it has one: a plain
+/// `GROUP BY` (or scalar aggregate) over an exact delta, every output a
+/// group key or an expression of `count`, `sum` and `avg` calls, every
+/// key an output. `None` keeps the recompute form.
+pub fn shape(analysis: &Analysis) -> Option<Shape> {
+    let Ok(Model::Grouped {
+        block,
+        keys,
+        bag: false,
+        top: None,
+    }) = &analysis.model
+    else {
+        return None;
+    };
+    block_shape(block, keys)
+}
+
+fn block_shape(block: &Block, keys: &[Expr]) -> Option<Shape> {
+    let s = &block.select;
+    let plain_grouping = match &s.group_by {
+        GroupByExpr::Expressions(_, modifiers) => modifiers.is_empty(),
+        GroupByExpr::All(_) => false,
+    };
+    if !plain_grouping
+        || s.having.is_some()
+        || s.distinct.is_some()
+        || block.order.is_some()
+        || block.reached_only()
+    {
+        return None;
+    }
+    let key_texts: Vec<String> = keys.iter().map(Expr::to_string).collect();
+    let mut shape = Shape {
+        args: Vec::new(),
+        aggs: Vec::new(),
+        outputs: Vec::new(),
+    };
+    for expr in block.output_exprs() {
+        if let Some(k) = key_texts.iter().position(|t| *t == expr.to_string()) {
+            shape.outputs.push(Output::Key(k));
+            continue;
+        }
+        let mut replaced = expr.clone();
+        let mut swap = Swap {
+            shape: &mut shape,
+            failed: false,
+        };
+        let _ = replaced.visit(&mut swap);
+        if swap.failed || !only_aggregates(&replaced) {
+            return None;
+        }
+        shape.outputs.push(Output::Computed(Box::new(replaced)));
+    }
+    // Stored rows are matched by their keys, so each must be an output.
+    let all_keys_stored = (0..keys.len()).all(|k| {
+        shape
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Key(i) if *i == k))
+    });
+    all_keys_stored.then_some(shape)
+}
+
+/// Replaces algebraic aggregate calls by placeholders; fails on any other
+/// aggregate form it recognises (DISTINCT, FILTER, ORDER BY, windows).
+struct Swap<'a> {
+    shape: &'a mut Shape,
+    failed: bool,
+}
+
+impl VisitorMut for Swap<'_> {
+    type Break = ();
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            if let Some(agg) = self.aggregate(f) {
+                let n = self.shape.aggs.len();
+                self.shape.aggs.push(agg);
+                *expr = Expr::Identifier(Ident::new(format!("__pgt_agg{n}")));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Swap<'_> {
+    fn aggregate(&mut self, f: &Function) -> Option<Agg> {
+        let name = f.name.to_string().to_ascii_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        if !matches!(name, "count" | "sum" | "avg") {
+            return None;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        if f.over.is_some()
+            || f.filter.is_some()
+            || !f.within_group.is_empty()
+            || list.duplicate_treatment.is_some()
+            || !list.clauses.is_empty()
+            || list.args.len() != 1
+        {
+            self.failed = true;
+            return None;
+        }
+        match (&list.args[0], name) {
+            (FunctionArg::Unnamed(FunctionArgExpr::Wildcard), "count") => Some(Agg::CountStar),
+            (FunctionArg::Unnamed(FunctionArgExpr::Expr(arg)), _) => {
+                if !only_columns_and_constants(arg) {
+                    self.failed = true;
+                    return None;
+                }
+                let j = self.arg_index(arg);
+                Some(match name {
+                    "count" => Agg::Count(j),
+                    "sum" => Agg::Sum(j),
+                    _ => Agg::Avg(j),
+                })
+            }
+            _ => {
+                self.failed = true;
+                None
+            }
+        }
+    }
+
+    fn arg_index(&mut self, arg: &Expr) -> usize {
+        let text = arg.to_string();
+        match self.shape.args.iter().position(|a| a.to_string() == text) {
+            Some(j) => j,
+            None => {
+                self.shape.args.push(arg.clone());
+                self.shape.args.len() - 1
+            }
+        }
+    }
+}
+
+/// An aggregate argument without calls that might be aggregates or
+/// windows of their own and without subqueries (analysis refused
+/// volatile functions already).
+fn only_columns_and_constants(arg: &Expr) -> bool {
+    let mut ok = true;
+    let _ = sqlparser::ast::visit_expressions(arg, |e| {
+        if let Expr::Function(f) = e {
+            if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+                ok = false;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    ok && !crate::analyze::has_subquery(arg)
+}
+
+/// An output with its aggregates replaced reads no column, and every call
+/// left in it takes a replaced aggregate (so it cannot itself be one: an
+/// aggregate of an aggregate is not SQL).
+fn only_aggregates(expr: &Expr) -> bool {
+    let mut ok = true;
+    let _ = sqlparser::ast::visit_expressions(expr, |e| {
+        match e {
+            Expr::Identifier(id) if !id.value.starts_with("__pgt_agg") => ok = false,
+            Expr::CompoundIdentifier(_) => ok = false,
+            Expr::Function(f) => {
+                let text = f.to_string();
+                if f.over.is_some() || !text.contains("__pgt_agg") {
+                    ok = false;
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    ok && !crate::analyze::has_subquery(expr)
+}
+
+/// The algebraic form of an analysis whose argument types are known and
+/// all maintainable (integer or numeric where summed).
+pub(super) fn typed(analysis: &Analysis) -> Option<(Shape, Vec<ArgType>)> {
+    let shape = shape(analysis)?;
+    let types = analysis.aggregate_arg_types.clone();
+    if types.len() != shape.args.len() {
+        return None;
+    }
+    let summable = shape.aggs.iter().all(|a| match a {
+        Agg::Sum(j) | Agg::Avg(j) => types[*j] != ArgType::Other,
+        Agg::CountStar | Agg::Count(_) => true,
+    });
+    summable.then_some((shape, types))
+}
+
+/// Where a support value is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Home {
+    /// A hidden column `__pgt_<tag>` of this type.
+    Hidden(&'static str),
+    /// Visible output `i`, which holds the same value.
+    Visible(usize),
+}
+
+/// One support value of the algebraic form.
+#[derive(Debug, Clone)]
+pub(super) struct Item {
+    /// `count`, `nn<j>`, `sum<j>` or `sctop<j>` (`j` from 1).
+    pub tag: String,
+    /// Where it is stored.
+    pub home: Home,
+    /// How populate and FULL compute it over the argument values
+    /// (`__pgt_r.__pgt_x<j>`, see [`support_select`]).
+    pub aggregate: String,
+}
+
+/// The support values of an algebraic shape, in storage order.
+pub(super) fn support(shape: &Shape, types: &[ArgType]) -> Vec<Item> {
+    let visible = |agg: Agg| {
+        shape.outputs.iter().position(|o| match o {
+            Output::Computed(e) => match e.as_ref() {
+                Expr::Identifier(id) => id
+                    .value
+                    .strip_prefix("__pgt_agg")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| shape.aggs[n] == agg),
+                _ => false,
+            },
+            Output::Key(_) => false,
+        })
+    };
+    let item = |tag: String, ty: &'static str, agg: Option<Agg>, aggregate: String| Item {
+        home: agg
+            .and_then(visible)
+            .map_or(Home::Hidden(ty), Home::Visible),
+        tag,
+        aggregate,
+    };
+    let mut out = vec![item(
+        "count".into(),
+        "bigint",
+        Some(Agg::CountStar),
+        "pg_catalog.count(*)".into(),
+    )];
+    for (j, ty) in types.iter().enumerate().take(shape.args.len()) {
+        let n = j + 1;
+        let arg = format!("__pgt_r.__pgt_x{n}");
+        out.push(item(
+            format!("nn{n}"),
+            "bigint",
+            Some(Agg::Count(j)),
+            format!("pg_catalog.count({arg})"),
+        ));
+        if !summed(shape, j) {
+            continue;
+        }
+        // A visible integer sum is a bigint, and a visible numeric sum is
+        // exact: either holds the sum.
+        out.push(item(
+            format!("sum{n}"),
+            "numeric",
+            Some(Agg::Sum(j)),
+            format!("pg_catalog.sum(({arg})::pg_catalog.numeric)"),
+        ));
+        if *ty == ArgType::Numeric {
+            out.push(item(
+                format!("sctop{n}"),
+                "bigint",
+                None,
+                format!("pgtrickle._scale_top(pg_catalog.scale({arg}))"),
+            ));
+        }
+    }
+    out
+}
+
+/// Whether argument `j` is summed (by `sum` or `avg`).
+pub(super) fn summed(shape: &Shape, j: usize) -> bool {
+    shape
+        .aggs
+        .iter()
+        .any(|a| matches!(a, Agg::Sum(i) | Agg::Avg(i) if *i == j))
+}
+
+/// One hidden column of the algebraic form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupportColumn {
+    /// Its name (`__pgt_...`).
+    pub name: String,
+    /// Its SQL type.
+    pub type_sql: &'static str,
+}
+
+/// The hidden columns a grouped stream table's storage needs to be kept
+/// algebraically (possibly none: `SELECT k, count(*) ... GROUP BY k`
+/// keeps its one support value in its output); `None` when it is not
+/// kept so (or its argument types are not known).
+pub fn support_columns(analysis: &Analysis) -> Option<Vec<SupportColumn>> {
+    let (shape, types) = typed(analysis)?;
+    Some(
+        support(&shape, &types)
+            .into_iter()
+            .filter_map(|i| match i.home {
+                Home::Hidden(type_sql) => Some(SupportColumn {
+                    name: format!("__pgt_{}", i.tag),
+                    type_sql,
+                }),
+                Home::Visible(_) => None,
+            })
+            .collect(),
+    )
+}
+
+/// The block's visible outputs, its row identity and its hidden support
+/// values: what populate, FULL and a redone group insert. The keys and
+/// aggregate arguments are evaluated once per row over the block's FROM
+/// and WHERE (`extra_where` added) in a subquery `__pgt_r` (columns
+/// `__pgt_g<i>`, `__pgt_x<j>`; fenced by `OFFSET 0` so that it is not
+/// flattened back); the outer query groups by the keys and computes every
+/// aggregate from those columns, each the aggregate the query wrote.
+pub(super) fn support_select(
+    block: &Block,
+    keys: &[Expr],
+    key_types: &[KeyType],
+    (shape, types): (&Shape, &[ArgType]),
+    extra_where: Option<&str>,
+) -> String {
+    let mut inner = block.select.clone();
+    if let Some(extra) = extra_where {
+        with_where(&mut inner, extra);
+    }
+    let mut columns: Vec<Expr> = keys.to_vec();
+    columns.extend(shape.args.iter().cloned());
+    project(&mut inner, &columns);
+    let names: Vec<String> = (1..=keys.len())
+        .map(|i| format!("__pgt_g{i}"))
+        .chain((1..=shape.args.len()).map(|j| format!("__pgt_x{j}")))
+        .collect();
+    inner.projection = columns
+        .into_iter()
+        .zip(&names)
+        .map(|(expr, alias)| SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::new(alias),
+        })
+        .collect();
+    if inner.projection.is_empty() {
+        inner
+            .projection
+            .push(SelectItem::UnnamedExpr(parse_expr("1")));
+    }
+    let group: Vec<String> = (1..=keys.len())
+        .map(|i| format!("__pgt_r.__pgt_g{i}"))
+        .collect();
+    let mut items: Vec<String> = shape
+        .outputs
+        .iter()
+        .zip(&block.outputs)
+        .map(|(o, name)| {
+            let value = match o {
+                Output::Key(i) => group[*i].clone(),
+                Output::Computed(e) => with_aggregates(e, shape, &|agg| match agg {
+                    Agg::CountStar => "pg_catalog.count(*)".into(),
+                    Agg::Count(j) => format!("pg_catalog.count(__pgt_r.__pgt_x{})", j + 1),
+                    Agg::Sum(j) => format!("pg_catalog.sum(__pgt_r.__pgt_x{})", j + 1),
+                    Agg::Avg(j) => format!("pg_catalog.avg(__pgt_r.__pgt_x{})", j + 1),
+                }),
+            };
+            format!("{value} AS {}", crate::sql::quote_ident(name))
+        })
+        .collect();
+    items.push(format!("{} AS {ROW_ID}", key_hash(&group, key_types)));
+    for item in support(shape, types) {
+        if let Home::Hidden(_) = item.home {
+            items.push(format!("{} AS __pgt_{}", item.aggregate, item.tag));
+        }
+    }
+    let group_by = if group.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", group.join(", "))
+    };
+    format!(
+        "SELECT {} FROM ({inner} OFFSET 0) AS __pgt_r{group_by}",
+        items.join(", ")
+    )
+}
+
+/// The insert column list of populate and FULL: visible columns, the row
+/// identity, then the hidden support columns.
+pub(super) fn insert_columns(visible: &str, (shape, types): (&Shape, &[ArgType])) -> String {
+    let mut cols = format!("{visible}, {ROW_ID}");
+    for item in support(shape, types) {
+        if let Home::Hidden(_) = item.home {
+            cols.push_str(&format!(", __pgt_{}", item.tag));
+        }
+    }
+    cols
+}
+
+/// The output column holding group key `i` (every key is one: [`shape`]).
+pub(super) fn key_output(shape: &Shape, i: usize) -> usize {
+    shape
+        .outputs
+        .iter()
+        .position(|o| matches!(o, Output::Key(k) if *k == i))
+        .expect("every key is an output")
+}
+
+/// An output expression with each placeholder replaced by the aggregate's
+/// value derived from the new support values (alias `m`), exactly as
+/// PostgreSQL's own aggregate prints it.
+pub(super) fn derived(expr: &Expr, shape: &Shape, types: &[ArgType]) -> String {
+    with_aggregates(expr, shape, &|agg| aggregate_value(agg, types))
+}
+
+/// `expr` with each placeholder `__pgt_agg<n>` replaced by `value` of
+/// aggregate `n`, parenthesised.
+fn with_aggregates(expr: &Expr, shape: &Shape, value: &dyn Fn(Agg) -> String) -> String {
+    let mut e = expr.clone();
+    let _ = sqlparser::ast::visit_expressions_mut(&mut e, |x| {
+        if let Expr::Identifier(id) = x {
+            if let Some(n) = id.value.strip_prefix("__pgt_agg") {
+                let n: usize = n.parse().unwrap_or(0);
+                *x = parse_expr(&format!("({})", value(shape.aggs[n])));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    e.to_string()
+}
+
+/// The value of one aggregate from the new support values: `sum` of
+/// integers is a `bigint`, of `bigint` a `numeric` of scale 0, of numeric
+/// the exact sum at the largest scale; `avg` is that sum divided by the
+/// count as `numeric`, as PostgreSQL's `avg` divides.
+fn aggregate_value(agg: Agg, types: &[ArgType]) -> String {
+    let sum = |j: usize| {
+        let n = j + 1;
+        match types[j] {
+            ArgType::Int => format!("m.__pgt_nsum{n}::pg_catalog.int8"),
+            ArgType::BigInt | ArgType::Other => format!("m.__pgt_nsum{n}"),
+            // Stored at the largest scale of the group's values.
+            ArgType::Numeric => format!("m.__pgt_nsum{n}"),
+        }
+    };
+    match agg {
+        Agg::CountStar => "m.__pgt_ncount".into(),
+        Agg::Count(j) => format!("m.__pgt_nnn{}", j + 1),
+        Agg::Sum(j) => sum(j),
+        Agg::Avg(j) => format!(
+            "CASE WHEN m.__pgt_nnn{n} = 0 THEN NULL ELSE ({})::pg_catalog.numeric / m.__pgt_nnn{n}::pg_catalog.numeric END",
+            sum(j),
+            n = j + 1
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, FunctionFacts, SourceKind, SourceTable};
+
+    fn analysis(query: &str) -> Analysis {
+        let mut c = Catalog::new();
+        let a = SourceTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "a".into(),
+            kind: SourceKind::Table,
+            columns: vec!["k".into(), "v".into(), "w".into()],
+            capture_problem: None,
+            capture: Default::default(),
+            key: Vec::new(),
+        };
+        c.insert("a", a);
+        for f in ["count", "sum", "avg", "max", "string_agg"] {
+            c.insert_function(
+                f,
+                FunctionFacts {
+                    immutable: true,
+                    aggregate: true,
+                    ..Default::default()
+                },
+            );
+        }
+        c.insert_function(
+            "round",
+            FunctionFacts {
+                immutable: true,
+                ..Default::default()
+            },
+        );
+        crate::analyze::analyze(query, &c).expect("analysis")
+    }
+
+    #[test]
+    fn count_sum_and_avg_of_keyed_groups_have_an_algebraic_shape() {
+        let s = shape(&analysis(
+            "SELECT k, count(*) AS n, sum(v) AS t, avg(v) AS m, round(sum(v) / count(w), 2) AS r FROM a GROUP BY k",
+        ))
+        .expect("algebraic");
+        assert_eq!(
+            s.args.iter().map(Expr::to_string).collect::<Vec<_>>(),
+            ["v", "w"]
+        );
+        assert!(shape(&analysis("SELECT sum(v) AS t FROM a")).is_some());
+    }
+
+    #[test]
+    fn other_aggregates_and_forms_keep_the_recompute_form() {
+        for q in [
+            "SELECT k, max(v) AS m FROM a GROUP BY k",
+            "SELECT k, count(DISTINCT v) AS n FROM a GROUP BY k",
+            "SELECT k, count(*) FILTER (WHERE v > 0) AS n FROM a GROUP BY k",
+            "SELECT k, sum(v) AS t FROM a GROUP BY k HAVING sum(v) > 0",
+            "SELECT sum(v) AS t FROM a GROUP BY k",
+            "SELECT k, sum(v) + k AS t FROM a GROUP BY k",
+            "SELECT DISTINCT k, sum(v) AS t FROM a GROUP BY k",
+            "SELECT k, v FROM a",
+            "SELECT k, count(*) AS n FROM a GROUP BY k ORDER BY n DESC LIMIT 3",
+        ] {
+            assert!(shape(&analysis(q)).is_none(), "{q}");
+        }
+    }
+
+    #[test]
+    fn scale_top_keeps_the_largest_scale_and_its_count() {
+        let mut state = -1;
+        for scale in [2, 1, 2, 0] {
+            state = scale_top_step(state, scale);
+        }
+        assert_eq!((state >> 48, state & SCALE_COUNT_MASK), (2, 2));
+        state = scale_top_step(state, 3);
+        assert_eq!((state >> 48, state & SCALE_COUNT_MASK), (3, 1));
+    }
+
+    #[test]
+    fn support_columns_follow_the_argument_types() {
+        let mut a = analysis("SELECT k, sum(v) AS t, count(w) AS c, avg(w) AS m FROM a GROUP BY k");
+        assert!(support_columns(&a).is_none(), "types unknown");
+        a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Int];
+        let names: Vec<String> = support_columns(&a)
+            .expect("algebraic")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        // sum(v) and count(w) are outputs: they hold those support values.
+        assert_eq!(
+            names,
+            ["__pgt_count", "__pgt_nn1", "__pgt_sctop1", "__pgt_sum2"]
+        );
+        a.aggregate_arg_types = vec![ArgType::Other, ArgType::Int];
+        assert!(support_columns(&a).is_none(), "a float sum is not exact");
+        let mut counted = analysis("SELECT k, count(*) AS n FROM a GROUP BY k");
+        counted.aggregate_arg_types = Vec::new();
+        assert_eq!(
+            support_columns(&counted),
+            Some(Vec::new()),
+            "the count is an output"
+        );
+    }
+}
