@@ -58,6 +58,14 @@ pub(super) fn entries() -> Vec<Entry> {
                     "only_avg",
                     "SELECT k % 2 AS parity, avg(x) AS ax, round(avg(x), 1) AS rx FROM d GROUP BY k % 2",
                 )
+                // A FROM alias the statement's own aliases must not capture,
+                // and a composite argument (counted when not NULL as a
+                // whole, although `ROW(NULL, 1) IS NOT NULL` is false).
+                .diff(
+                    "aliased",
+                    "SELECT r.k, count(*) AS n, sum(r.x) AS sx, count(ROW(r.v, r.x)) AS nr \
+                     FROM d r GROUP BY r.k",
+                )
                 // A value of a larger scale arrives, then leaves.
                 .step(&["INSERT INTO d VALUES (1, 1, 1.125)"])
                 .step(&["DELETE FROM d WHERE x = 1.125"])
@@ -74,6 +82,12 @@ pub(super) fn entries() -> Vec<Entry> {
                 .step(&["DELETE FROM d WHERE k = 1"])
                 .step(&["INSERT INTO d VALUES (1, NULL, NULL), (1, NULL, NULL)"])
                 .step(&["UPDATE d SET k = 4 WHERE k = 3", "UPDATE b SET w = w + 1 WHERE k = 4"])
+                // NaN and the infinities come and go (PostgreSQL counts them
+                // apart: the sum is finite again once they left).
+                .step(&["INSERT INTO d VALUES (2, 1, 'NaN'), (4, NULL, 'Infinity')"])
+                .step(&["DELETE FROM d WHERE x = 'NaN'"])
+                .step(&["INSERT INTO d VALUES (4, 2, '-Infinity')"])
+                .step(&["DELETE FROM d WHERE x IN ('Infinity', '-Infinity')"])
                 .step(&["DELETE FROM d", "INSERT INTO d VALUES (0, 7, -0.001)"])
                 .random_steps(n)
                 .build()

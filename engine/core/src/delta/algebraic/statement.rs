@@ -85,11 +85,11 @@ impl Gen<'_> {
         for j in 0..na {
             let (n, arg) = (j + 1, format!("d.{}", a(j)));
             per_group.push(format!(
-                "coalesce(pg_catalog.sum(CASE WHEN {arg} IS NOT NULL THEN d.__pgt_m ELSE 0 END), 0)::pg_catalog.int8 AS __pgt_dnn{n}"
+                "coalesce(pg_catalog.sum(CASE WHEN pg_catalog.num_nonnulls({arg}) = 1 THEN d.__pgt_m ELSE 0 END), 0)::pg_catalog.int8 AS __pgt_dnn{n}"
             ));
             if summed(shape, j) {
                 per_group.push(format!(
-                    "pg_catalog.sum(({arg})::pg_catalog.numeric * d.__pgt_m) AS __pgt_ds{n}"
+                    "pg_catalog.sum(({arg})::pg_catalog.numeric * (d.__pgt_m)::pg_catalog.numeric) AS __pgt_ds{n}"
                 ));
             }
             if numeric.contains(&j) {
@@ -162,7 +162,9 @@ impl Gen<'_> {
             if !summed(shape, j) {
                 continue;
             }
-            let total = format!("coalesce(x.__pgt_osum{n}, 0) + coalesce(x.__pgt_ds{n}, 0)");
+            let total = format!(
+                "coalesce((x.__pgt_osum{n})::pg_catalog.numeric, 0) + coalesce(x.__pgt_ds{n}, 0)"
+            );
             if !numeric.contains(&j) {
                 sums.push(format!(
                     "CASE WHEN x.__pgt_nnn{n} = 0 THEN NULL ELSE {total} END AS __pgt_nsum{n}"
@@ -188,6 +190,15 @@ impl Gen<'_> {
                  END AS __pgt_nsctop{n}"
             ));
             redo.push(format!("x.__pgt_nsctop{n} IS NULL"));
+            // NaN and the infinities have no scale, and a sum holding one
+            // cannot take it away again (NaN - NaN is NaN): PostgreSQL
+            // counts them apart, so such a group is recomputed.
+            redo.push(format!(
+                "(x.__pgt_osum{n} IS NOT NULL AND pg_catalog.scale(x.__pgt_osum{n}) IS NULL)"
+            ));
+            redo.push(format!(
+                "(x.__pgt_ds{n} IS NOT NULL AND pg_catalog.scale(x.__pgt_ds{n}) IS NULL)"
+            ));
         }
         let sums: String = sums.iter().map(|s| format!(", {s}")).collect();
         self.ctes.push(format!(
@@ -265,10 +276,12 @@ impl Gen<'_> {
             let matches: Vec<String> = keys
                 .iter()
                 .enumerate()
-                .map(|(i, e)| format!("r.__pgt_k{} IS NOT DISTINCT FROM ({e})", i + 1))
+                .map(|(i, e)| format!("__pgt_rr.__pgt_k{} IS NOT DISTINCT FROM ({e})", i + 1))
                 .collect();
+            // The keys are spliced in as written: the alias is one no query
+            // can use.
             format!(
-                "EXISTS (SELECT 1 FROM __pgt_mg r WHERE r.__pgt_redo AND NOT r.__pgt_bad AND {})",
+                "EXISTS (SELECT 1 FROM __pgt_mg __pgt_rr WHERE __pgt_rr.__pgt_redo AND NOT __pgt_rr.__pgt_bad AND {})",
                 matches.join(" AND ")
             )
         });
