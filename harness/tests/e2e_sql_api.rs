@@ -182,9 +182,18 @@ fn generated_sql_lists_every_phase_and_read_only_phases_run_as_listed() {
         "{plan:?}"
     );
 
+    // count and sum are kept algebraically: one read-only phase, the
+    // delta summed per group beside the stored groups.
     let g: Vec<String> = phases(&mut db, "g").into_iter().map(|p| p.0).collect();
+    assert_eq!(g, ["populate", "full_recompute", "delta", "differential"]);
+    // max is not: the touched groups are recomputed.
+    db.batch_execute(
+        "SELECT pgtrickle.create_stream_table('gm', 'SELECT k, max(v) AS hi FROM a GROUP BY k', NULL, 'DIFFERENTIAL')",
+    )
+    .unwrap();
+    let gm: Vec<String> = phases(&mut db, "gm").into_iter().map(|p| p.0).collect();
     assert_eq!(
-        g,
+        gm,
         [
             "populate",
             "full_recompute",

@@ -670,12 +670,16 @@ AS 'MODULE_PATHNAME', 'telemetry_status_wrapper';
 CREATE FUNCTION pgtrickle._scale_top_step(bigint, integer) RETURNS bigint
     IMMUTABLE STRICT PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_scale_top_step';
-CREATE AGGREGATE pgtrickle._scale_top(integer) (
+CREATE AGGREGATE pgtrickle.numeric_scale_top(integer) (
     SFUNC = pgtrickle._scale_top_step,
     STYPE = bigint,
     INITCOND = '-1',
     PARALLEL = SAFE
 );
+-- Refresh statements run as stream table owners call the aggregate (every
+-- role may: it reads nothing); its transition function is checked against
+-- the aggregate's owner only.
+REVOKE EXECUTE ON FUNCTION pgtrickle._scale_top_step(bigint, integer) FROM PUBLIC;
 
 -- Everything generated for existing stream tables, made again by this
 -- version: capture triggers on every partition and inheritance child (the

@@ -1,6 +1,6 @@
 //! Aggregates the generated refresh statements call.
 //!
-//! `pgtrickle._scale_top(integer)` keeps, over a group's numeric values
+//! `pgtrickle.numeric_scale_top(integer)` keeps, over a group's numeric values
 //! (their display scales), the largest scale and how many values have it,
 //! packed into one `bigint` (see `pg_trickle_core::delta::algebraic`).
 //! Populate and FULL compute it for every group, so a refresh knows when
@@ -22,7 +22,7 @@ pub extern "C" fn pg_finfo_pgtrickle_scale_top_step() -> &'static pg_sys::Pg_fin
     &V1_API
 }
 
-/// Transition function of `pgtrickle._scale_top`: `(state bigint, scale
+/// Transition function of `pgtrickle.numeric_scale_top`: `(state bigint, scale
 /// integer) -> bigint`, declared STRICT, so neither argument is NULL.
 ///
 /// # Safety
@@ -48,7 +48,7 @@ pgrx::extension_sql!(
 CREATE FUNCTION pgtrickle._scale_top_step(bigint, integer) RETURNS bigint
     IMMUTABLE STRICT PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_scale_top_step';
-CREATE AGGREGATE pgtrickle._scale_top(integer) (
+CREATE AGGREGATE pgtrickle.numeric_scale_top(integer) (
     SFUNC = pgtrickle._scale_top_step,
     STYPE = bigint,
     INITCOND = '-1',

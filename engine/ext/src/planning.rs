@@ -217,6 +217,19 @@ pub fn add_support_columns(storage: &str, relid: u32, query: &str, owner: &Owner
         .collect();
     let _own = crate::triggers::OwnDdl::begin();
     owner.run(|| crate::spi::run(&format!("ALTER TABLE {storage} {}", adds.join(", ")), &[]));
+    // An outbox's triggers name the hidden columns they leave out of its
+    // messages: name the new ones too.
+    if crate::spi::value(
+        "SELECT 'x' FROM pgtrickle.pgt_outboxes o JOIN pgtrickle.pgt_stream_tables s \
+         ON s.id OPERATOR(pg_catalog.=) o.st_id WHERE s.relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+        &[Some(relid.to_string())],
+    )
+    .is_some()
+    {
+        // Named as this (the extension's) search_path prints it.
+        let name = crate::spi::relation_name(relid).unwrap_or_else(|| storage.to_string());
+        crate::outbox::publish::install_triggers(&name, &crate::outbox::hidden_columns(relid));
+    }
     true
 }
 

@@ -26,5 +26,6 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle.drop_orphaned_capture_slots(),
     pgtrickle.drain_remote_capture(),
     pgtrickle.drop_orphaned_remote_slots(),
-    pgtrickle._outbox_stage()
+    pgtrickle._outbox_stage(),
+    pgtrickle._scale_top_step(bigint, integer)
 FROM PUBLIC;

@@ -19,7 +19,7 @@
 //! - `sctop<j>` (numeric arguments): the largest display scale among the
 //!   values and how many have it, packed as `scale << 48 | count` (`-1`:
 //!   no value), computed by the extension's aggregate
-//!   `pgtrickle._scale_top`. A numeric sum prints with the largest scale
+//!   `pgtrickle.numeric_scale_top`. A numeric sum prints with the largest scale
 //!   of its inputs; when the last value of that scale leaves, or the
 //!   largest scale cannot be told from the delta (a value of a larger one
 //!   came and went), the group is recomputed from the sources (`redo`).
@@ -61,7 +61,7 @@ pub enum ArgType {
 /// The mask of the count in a packed scale state (`scale << 48 | count`).
 pub const SCALE_COUNT_MASK: i64 = (1 << 48) - 1;
 
-/// One step of `pgtrickle._scale_top`: the packed largest scale and its
+/// One step of `pgtrickle.numeric_scale_top`: the packed largest scale and its
 /// count (`-1`: no value yet) after one more value of display scale
 /// `scale`.
 pub fn scale_top_step(state: i64, scale: i32) -> i64 {
@@ -374,7 +374,7 @@ pub(super) fn support(shape: &Shape, types: &[ArgType]) -> Vec<Item> {
                 format!("sctop{n}"),
                 "bigint",
                 None,
-                format!("pgtrickle._scale_top(pg_catalog.scale({arg}))"),
+                format!("pgtrickle.numeric_scale_top(pg_catalog.scale({arg}))"),
             ));
         }
     }
