@@ -262,16 +262,6 @@ pub(super) fn grouped_select(
     types: &[KeyType],
     extra_where: Option<&str>,
 ) -> String {
-    grouped_select_ast(select, keys, types, extra_where).to_string()
-}
-
-/// [`grouped_select`], before it is printed.
-pub(super) fn grouped_select_ast(
-    select: &Select,
-    keys: &[Expr],
-    types: &[KeyType],
-    extra_where: Option<&str>,
-) -> Select {
     let mut s = select.clone();
     let key_texts: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
     s.projection.push(SelectItem::ExprWithAlias {
@@ -281,7 +271,7 @@ pub(super) fn grouped_select_ast(
     if let Some(extra) = extra_where {
         with_where(&mut s, extra);
     }
-    s
+    s.to_string()
 }
 
 /// Add `extra` to a block's WHERE (applied before any grouping).

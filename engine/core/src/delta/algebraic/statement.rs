@@ -7,7 +7,7 @@
 use sqlparser::ast::{Expr, Ident, SelectItem};
 
 use super::{
-    derived, key_output, summed, support, support_select, ArgType, Home, Output, Shape,
+    derived, key_output, summed, support, support_select, ArgType, Home, Item, Output, Shape,
     SCALE_COUNT_MASK,
 };
 use crate::catalog::OutputColumn;
@@ -16,6 +16,22 @@ use crate::delta::subqueries::project;
 use crate::delta::{parse_expr, Gen, ROW_ID};
 use crate::model::Block;
 use crate::sql::quote_ident;
+
+/// What both halves of the statement read: the grouped block, its
+/// algebraic shape, the storage, and its support values with the storage
+/// column holding each.
+struct Form<'a> {
+    block: &'a Block,
+    keys: &'a [Expr],
+    shape: &'a Shape,
+    types: &'a [ArgType],
+    storage: &'a str,
+    columns: &'a [OutputColumn],
+    items: Vec<Item>,
+    /// The column holding each of `items`: `__pgt_<tag>`, or the visible
+    /// output that holds the same value.
+    stored: Vec<String>,
+}
 
 impl Gen<'_> {
     /// The differential statement of an algebraic grouped stream table.
@@ -27,6 +43,40 @@ impl Gen<'_> {
         storage: &str,
         columns: &[OutputColumn],
     ) -> String {
+        let items = support(shape, types);
+        let stored = items
+            .iter()
+            .map(|i| match i.home {
+                Home::Hidden(_) => format!("__pgt_{}", i.tag),
+                Home::Visible(o) => quote_ident(&columns[o].name),
+            })
+            .collect();
+        let form = Form {
+            block,
+            keys,
+            shape,
+            types,
+            storage,
+            columns,
+            items,
+            stored,
+        };
+        self.merge_algebraic(&form);
+        self.apply_algebraic(&form)
+    }
+
+    /// The CTEs up to `__pgt_mg`: the delta summed per group, the stored
+    /// groups it touches, and their new support values.
+    fn merge_algebraic(&mut self, form: &Form) {
+        let Form {
+            block,
+            keys,
+            shape,
+            types,
+            storage,
+            columns,
+            ..
+        } = *form;
         let nk = keys.len();
         let na = shape.args.len();
         let k = |i: usize| format!("__pgt_k{}", i + 1);
@@ -111,15 +161,6 @@ impl Gen<'_> {
 
         // The stored rows of those groups, matched by identity and key, with
         // their support values as `__pgt_o<tag>`.
-        let items = support(shape, types);
-        let home = |h: Home| match h {
-            Home::Hidden(_) => None,
-            Home::Visible(i) => Some(quote_ident(&columns[i].name)),
-        };
-        let stored: Vec<String> = items
-            .iter()
-            .map(|i| home(i.home).unwrap_or_else(|| format!("__pgt_{}", i.tag)))
-            .collect();
         let matched: Vec<String> = std::iter::once(format!("o.{ROW_ID} = g.__pgt_rid"))
             .chain((0..nk).map(|i| {
                 format!(
@@ -129,9 +170,10 @@ impl Gen<'_> {
                 )
             }))
             .collect();
-        let olds: Vec<String> = items
+        let olds: Vec<String> = form
+            .items
             .iter()
-            .zip(&stored)
+            .zip(&form.stored)
             .map(|(i, c)| format!("o.{c} AS __pgt_o{}", i.tag))
             .collect();
         self.ctes.push(format!(
@@ -208,22 +250,21 @@ impl Gen<'_> {
             redo.join(" OR "),
             news.join(", ")
         ));
-
-        self.apply_algebraic(block, keys, (shape, types), storage, columns, &stored)
     }
 
     /// The data-modifying CTEs and the final counts of the algebraic form.
-    fn apply_algebraic(
-        &mut self,
-        block: &Block,
-        keys: &[Expr],
-        (shape, types): (&Shape, &[ArgType]),
-        storage: &str,
-        columns: &[OutputColumn],
-        stored: &[String],
-    ) -> String {
+    fn apply_algebraic(&mut self, form: &Form) -> String {
+        let Form {
+            block,
+            keys,
+            shape,
+            types,
+            storage,
+            columns,
+            ref items,
+            ref stored,
+        } = *form;
         let nk = keys.len();
-        let items = support(shape, types);
         let visible: Vec<String> = shape
             .outputs
             .iter()
