@@ -165,9 +165,8 @@ fn create(
         // the query reads (CREATE TABLE AS ... WITH NO DATA checks nothing).
         crate::refresh::require_read_privileges(query);
     });
-    planning::add_support_columns(&storage, relid, query, owner);
 
-    let planned = planning::plan(&storage, query, requested, relid, &storage, owner);
+    let planned = planning::plan_adding_support(&storage, query, requested, relid, &storage, owner);
     let id = stream_tables::insert(
         &NewStreamTable {
             relid,
@@ -259,7 +258,7 @@ fn forget(id: i64) {
 fn reinitialize_stream_table(name: &str) {
     controlled(name, |st| {
         // A stream table created before 0.40.0 gains the support columns
-        // of algebraic maintenance here (see `planning::add_support_columns`).
+        // of algebraic maintenance here (see `planning::plan_adding_support`).
         replan(st.id, None, "reinitialize_stream_table()");
         refresh::refresh_by_id(st.id, Initiator::Manual, false);
     });

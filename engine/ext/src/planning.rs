@@ -196,20 +196,16 @@ fn has_support_columns(relid: u32, analysis: &Analysis) -> bool {
 }
 
 /// Add the algebraic form's support columns the storage lacks (as its
-/// owner, who owns the storage): at creation and at reinitialisation.
-/// Returns whether any was added.
-pub fn add_support_columns(storage: &str, relid: u32, query: &str, owner: &Owner) -> bool {
-    let Ok(analysis) = analyze_query(query, owner, Some(relid)) else {
-        return false;
-    };
+/// owner, who owns the storage), then say again whether it holds them all.
+fn add_support_columns(storage: &str, relid: u32, owner: &Owner, analysis: &mut Analysis) {
     if analysis.support_stored {
-        return false;
+        return;
     }
-    let Some(wanted) = support_columns(&analysis) else {
-        return false;
+    let Some(wanted) = support_columns(analysis) else {
+        return;
     };
     if wanted.is_empty() {
-        return false;
+        return;
     }
     let adds: Vec<String> = wanted
         .iter()
@@ -230,7 +226,7 @@ pub fn add_support_columns(storage: &str, relid: u32, query: &str, owner: &Owner
         let name = crate::spi::relation_name(relid).unwrap_or_else(|| storage.to_string());
         crate::outbox::publish::install_triggers(&name, &crate::outbox::hidden_columns(relid));
     }
-    true
+    analysis.support_stored = has_support_columns(relid, analysis);
 }
 
 /// A bag (rows kept by their values) may be kept by any of its outputs:
@@ -296,8 +292,33 @@ pub fn plan(
     storage: &str,
     owner: &Owner,
 ) -> Planned {
+    plan_with(name, query, requested, (relid, storage), owner, false)
+}
+
+/// [`plan`], first adding the algebraic form's support columns the storage
+/// lacks: at creation, and at a re-plan, whose next refresh is FULL (how a
+/// stream table created before 0.40.0 gains them).
+pub fn plan_adding_support(
+    name: &str,
+    query: &str,
+    requested: RequestedMode,
+    relid: u32,
+    storage: &str,
+    owner: &Owner,
+) -> Planned {
+    plan_with(name, query, requested, (relid, storage), owner, true)
+}
+
+fn plan_with(
+    name: &str,
+    query: &str,
+    requested: RequestedMode,
+    (relid, storage): (u32, &str),
+    owner: &Owner,
+    add_support: bool,
+) -> Planned {
     let columns = storage_columns(relid);
-    let analysis = analyze_query(query, owner, Some(relid)).unwrap_or_else(|reason| Analysis {
+    let mut analysis = analyze_query(query, owner, Some(relid)).unwrap_or_else(|reason| Analysis {
         sources: Vec::new(),
         tree: OpNode::new("Query", "", vec![])
             .unsupported(format!("queries the analyzer cannot read ({reason})")),
@@ -306,6 +327,9 @@ pub fn plan(
         aggregate_arg_types: Vec::new(),
         support_stored: false,
     });
+    if add_support {
+        add_support_columns(storage, relid, owner, &mut analysis);
+    }
     let plan = plan_refresh(&analysis, query, storage, &columns);
     let fingerprint = plan_fingerprint(&analysis, query, storage, &columns);
     let mut reason = match (&analysis.model, requested) {

@@ -75,8 +75,8 @@ pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
     }
     // Its next refresh is FULL: the time to add support columns a stream
     // table created before 0.40.0 lacks.
-    planning::add_support_columns(&storage, relid, &query, &owner);
-    let planned = planning::plan(&storage, &query, requested, relid, &storage, &owner);
+    let planned =
+        planning::plan_adding_support(&storage, &query, requested, relid, &storage, &owner);
     let old_sources = sources::captured_of(id);
     stream_tables::store_replan(id, requested, &planned.stored(), reason);
     record_sources(id, &planned);
