@@ -376,15 +376,27 @@ fn every_security_definer_function_pins_its_search_path() {
         unpinned.is_empty(),
         "SECURITY DEFINER functions without a pinned search_path: {unpinned:?}"
     );
-    let definers: i64 = su
+    // Capture runs no SECURITY DEFINER code: both sources' row triggers
+    // call the one C function, and no per-source function is left.
+    let per_source: i64 = su
         .query_one(
             "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = 'pgtrickle_changes' AND p.prosecdef",
+             WHERE n.nspname = 'pgtrickle_changes'",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(definers, 2, "one capture function per captured source");
+    assert_eq!(per_source, 0, "functions in pgtrickle_changes");
+    let capture: Vec<String> = first_column(
+        &mut su,
+        "SELECT t.tgrelid::regclass::text || ' ' || t.tgfoid::regprocedure::text FROM pg_trigger t \
+         WHERE t.tgname = 'pgt_capture' ORDER BY 1",
+        &[],
+    );
+    assert_eq!(
+        capture,
+        ["s1 pgtrickle._capture_row()", "s2 pgtrickle._capture_row()"]
+    );
     // Nothing the extension installs may be executed by PUBLIC unless it is part of the API.
     let internal: Vec<String> = first_column(&mut su, "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE n.nspname IN ('pgtrickle', 'pgtrickle_changes') \
@@ -395,6 +407,50 @@ fn every_security_definer_function_pins_its_search_path() {
     assert!(
         internal.is_empty(),
         "internal functions executable by PUBLIC: {internal:?}"
+    );
+}
+
+/// The capture trigger function cannot be turned against another role's
+/// source: an ordinary role may not create a trigger with it, and a
+/// trigger naming one source on another table (which only a superuser
+/// could create) refuses the write instead of forging changes.
+#[test]
+fn the_capture_function_cannot_forge_another_sources_changes() {
+    let mut su = database("sec_forge");
+    create_roles(&mut su, &["forger"]);
+    exec(
+        &mut su,
+        "CREATE TABLE victim (k int, v int);
+         INSERT INTO victim VALUES (1, 1);
+         SELECT pgtrickle.create_stream_table('vst', 'SELECT k, sum(v) AS s FROM victim GROUP BY k', NULL, 'DIFFERENTIAL');
+         CREATE TABLE public.mine (k int, v int);
+         ALTER TABLE public.mine OWNER TO forger;",
+    );
+    let victim: u32 = su
+        .query_one("SELECT 'victim'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    let cluster = shared_cluster();
+    let mut f = connect_as(cluster, "t_sec_forge", "forger");
+    let forge = format!(
+        "CREATE TRIGGER forge AFTER INSERT ON public.mine FOR EACH ROW EXECUTE FUNCTION pgtrickle._capture_row('{victim}')"
+    );
+    assert_eq!(sqlstate(f.batch_execute(&forge)), "42501", "{forge}");
+    // A superuser's misplaced trigger: the write is refused and names both.
+    exec(&mut su, &forge);
+    let (state, message) = failure(f.batch_execute("INSERT INTO public.mine VALUES (1, 100)"));
+    assert_eq!(state, "42501", "{message}");
+    assert!(
+        message.contains("victim") && message.contains("mine"),
+        "{message}"
+    );
+    exec(&mut su, "DROP TRIGGER forge ON public.mine");
+    exec(&mut f, "INSERT INTO public.mine VALUES (1, 100)");
+    refresh(&mut su, "vst").unwrap();
+    assert_exact(
+        &mut su,
+        "vst",
+        "SELECT k, sum(v) AS s FROM victim GROUP BY k",
     );
 }
 

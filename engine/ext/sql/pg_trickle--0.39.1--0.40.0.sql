@@ -681,6 +681,42 @@ CREATE AGGREGATE pgtrickle.numeric_scale_top(integer) (
 -- the aggregate's owner only.
 REVOKE EXECUTE ON FUNCTION pgtrickle._scale_top_step(bigint, integer) FROM PUBLIC;
 
+-- The write path without per-row PL/pgSQL (see engine/ext/src/capture_row.rs
+-- and write_guard.rs): one C row trigger function for every source, whose
+-- triggers _regenerate below sets in place of the per-source functions
+-- (dropped there), and a statement guard that looks nothing up while
+-- backpressure and the held-backlog cap are off.
+CREATE FUNCTION pgtrickle._capture_row() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_capture_row';
+CREATE OR REPLACE FUNCTION pgtrickle.guard_writes() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_guard_writes';
+CREATE FUNCTION pgtrickle._guard_writes_check(relid oid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b record;
+BEGIN
+    SELECT c.backpressure, c.backpressure_reason, c.write_block INTO b
+      FROM pgtrickle.pgt_change_buffers c WHERE c.source_relid OPERATOR(pg_catalog.=) relid;
+    IF b.write_block IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_trickle: writes to % are refused: %', relid::pg_catalog.regclass, b.write_block
+            USING ERRCODE = '53400',
+                  HINT = 'Resume and refresh the held stream table, or discard its changes.';
+    END IF;
+    IF b.backpressure OPERATOR(pg_catalog.=) 'engaged' THEN
+        IF COALESCE(pg_catalog.current_setting('pg_trickle.backpressure_action', true), 'reject') OPERATOR(pg_catalog.=) 'warn' THEN
+            RAISE WARNING 'pg_trickle: backpressure on %: %', relid::pg_catalog.regclass, b.backpressure_reason;
+        ELSE
+            RAISE EXCEPTION 'pg_trickle: backpressure on %: %', relid::pg_catalog.regclass, b.backpressure_reason
+                USING ERRCODE = '53400',
+                      HINT = 'Refresh the stream tables reading it (resume them if held) to drain the backlog; pg_trickle.backpressure_action = warn only warns.';
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION pgtrickle._capture_row(), pgtrickle._guard_writes_check(oid),
+    pgtrickle.guard_writes() FROM PUBLIC;
+
 -- Everything generated for existing stream tables, made again by this
 -- version: capture triggers on every partition and inheritance child (the
 -- readers of such sources are recomputed at their next refresh, with a

@@ -4,7 +4,8 @@
 //! shared by every stream table that reads it: a change id from a sequence
 //! (no hot counter row), the writing transaction's top-level xid, the
 //! operation, and the old and new row images as typed columns. An AFTER row
-//! trigger writes one buffer row per changed row; an AFTER TRUNCATE trigger
+//! trigger (`pgtrickle._capture_row`, see `capture_row`) writes one buffer
+//! row per changed row; an AFTER TRUNCATE trigger
 //! marks dependent stream tables for reinitialisation. Writers never take a
 //! table-level lock on the buffer. The triggers themselves, on the source
 //! and on its partitions or inheritance children, are set by `triggers`.
@@ -35,7 +36,7 @@ fn source_columns_with_collation(oid: u32) -> Vec<(String, String, String)> {
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_collation c ON c.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace \
          WHERE a.attrelid = $1::text::oid AND a.attnum > 0 AND NOT a.attisdropped \
-         AND a.attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY a.attnum",
+         AND left(a.attname, 6) <> '__pgt_' ORDER BY a.attnum",
         &[Some(oid.to_string())],
     )
     .into_iter()
@@ -98,9 +99,13 @@ pub fn ensure_capture(source: &SourceTable) {
     // Last, where an upgrade adds it to older buffers too: WAL and remote
     // capture write rows as composite literals in this column order.
     defs.push(TRACEPARENT_COLUMN.to_string());
-    run(&format!("CREATE TABLE {buffer} ({})", defs.join(", ")), &[]);
+    // A heap table whatever default_table_access_method says: capture
+    // writes its heap directly (see `capture_row`).
+    run(
+        &format!("CREATE TABLE {buffer} ({}) USING heap", defs.join(", ")),
+        &[],
+    );
     run(&format!("REVOKE ALL ON {buffer} FROM PUBLIC"), &[]);
-    install_capture_function(oid, &cols);
     change_buffers::insert(oid, &buffer, &names);
     crate::triggers::install_on_source(oid, source.kind);
     crate::triggers::sync_members(oid);
@@ -112,69 +117,6 @@ pub fn ensure_capture(source: &SourceTable) {
 /// session set none.
 const TRACEPARENT_COLUMN: &str = "traceparent text DEFAULT \
      NULLIF(pg_catalog.current_setting('pg_trickle.traceparent', true), '')";
-
-/// The capture trigger function of source `oid`.
-fn capture_function(oid: u32) -> String {
-    format!("pgtrickle_changes.capture_{oid}")
-}
-
-/// Create (or replace) the capture trigger function of source `oid`,
-/// whose buffer has one old and one new column per source column.
-///
-/// It runs in every writer's session with the extension owner's rights
-/// (writers may not touch the buffer themselves), so nothing in it is
-/// resolved through the writer's search_path: the path is pinned, the one
-/// operator is schema-qualified, the buffer is named with its schema, and
-/// the row images are copied field by field with no cast or function call.
-/// Only the extension owner may execute it.
-fn install_capture_function(oid: u32, cols: &[(String, String)]) {
-    let buffer = format!("pgtrickle_changes.changes_{oid}");
-    let o_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__o{k}")).collect();
-    let n_cols: Vec<String> = (1..=cols.len()).map(|k| format!("__n{k}")).collect();
-    let old_vals: Vec<String> = cols.iter().map(|(n, _)| format!("OLD.{}", qi(n))).collect();
-    let new_vals: Vec<String> = cols.iter().map(|(n, _)| format!("NEW.{}", qi(n))).collect();
-    let func = capture_function(oid);
-    run(
-        &format!(
-            "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql \
-             SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$\n\
-             BEGIN\n\
-             {skip_foreign}\
-             IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN\n\
-               INSERT INTO {buffer} (op, {n}) VALUES ('I', {nv});\n\
-             ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN\n\
-               INSERT INTO {buffer} (op, {o}, {n}) VALUES ('U', {ov}, {nv});\n\
-             ELSE\n\
-               INSERT INTO {buffer} (op, {o}) VALUES ('D', {ov});\n\
-             END IF;\n\
-             RETURN NULL;\n\
-             END\n$pgt$",
-            skip_foreign = skip_foreign(oid),
-            n = n_cols.join(", "),
-            o = o_cols.join(", "),
-            nv = new_vals.join(", "),
-            ov = old_vals.join(", "),
-        ),
-        &[],
-    );
-    run(&format!("REVOKE ALL ON FUNCTION {func}() FROM PUBLIC"), &[]);
-}
-
-/// For a partitioned source, the capture function's first statement:
-/// rows of a foreign partition are captured on its node, from the WAL
-/// (see `remote_capture`), not by the trigger cloned onto it.
-fn skip_foreign(oid: u32) -> String {
-    let partitioned = crate::spi::value(
-        "SELECT (relkind = 'p')::text FROM pg_class WHERE oid = $1::text::oid",
-        &[Some(oid.to_string())],
-    );
-    if partitioned.as_deref() != Some("true") {
-        return String::new();
-    }
-    "IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) TG_RELID) \
-     OPERATOR(pg_catalog.=) 'f' THEN RETURN NULL; END IF;\n"
-        .to_string()
-}
 
 /// Bring every existing capture up to this version: regenerate each
 /// capture function (a 0.39.0 one resolved its operators through the
@@ -209,17 +151,11 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
             continue;
         }
         let buffer = format!("pgtrickle_changes.changes_{oid}");
-        let func = capture_function(*oid);
-        run(
-            &format!("ALTER FUNCTION {func}() OWNER TO {}", qi(&owner)),
-            &[],
-        );
         // Buffers made before 0.40.0 gain the trace context column.
         run(
             &format!("ALTER TABLE {buffer} ADD COLUMN IF NOT EXISTS {TRACEPARENT_COLUMN}"),
             &[],
         );
-        install_capture_function(*oid, &cols);
         run(
             &format!("ALTER TABLE {buffer} OWNER TO {}", qi(&owner)),
             &[],
@@ -229,6 +165,9 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
         // every partition or inheritance child.
         if let Some(source) = crate::sources::source_by_oid(*oid) {
             crate::triggers::drop_on_source(*oid);
+            // Versions before 0.40.0 captured through a PL/pgSQL function
+            // per source; the triggers now share `pgtrickle._capture_row`.
+            drop_old_capture_function(*oid);
             crate::triggers::install_on_source(*oid, source.kind);
             if !crate::triggers::sync_members(*oid).added.is_empty() {
                 with_members.push(*oid);
@@ -267,8 +206,16 @@ pub fn drop_capture(source_relid: u32) {
     // The source may already be gone (DROP ... CASCADE of both).
     crate::triggers::drop_on_source(source_relid);
     run(&format!("DROP TABLE IF EXISTS {buffer}"), &[]);
+    // A source whose capture the upgrade to 0.40.0 left alone (its table
+    // no longer matched its buffer) may still have its old function.
+    drop_old_capture_function(source_relid);
+}
+
+/// Drop the PL/pgSQL capture function versions before 0.40.0 made for
+/// source `oid` (`pgtrickle_changes.capture_<oid>`), once no trigger uses it.
+fn drop_old_capture_function(oid: u32) {
     run(
-        &format!("DROP FUNCTION IF EXISTS pgtrickle_changes.capture_{source_relid}()"),
+        &format!("DROP FUNCTION IF EXISTS pgtrickle_changes.capture_{oid}()"),
         &[],
     );
 }

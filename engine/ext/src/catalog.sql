@@ -184,34 +184,48 @@ DROP FUNCTION pgtrickle._create_capture_publication();
 
 -- Before every statement that writes to a captured source: refuse it (or
 -- warn) while backpressure is engaged, and refuse it while a held reader's
--- backlog is at pg_trickle.max_held_backlog_rows. One catalog lookup per
--- statement; the state is set by pgtrickle.evaluate_backpressure().
+-- backlog is at pg_trickle.max_held_backlog_rows. A C function that
+-- returns at once while neither setting is on (see
+-- engine/ext/src/write_guard.rs); otherwise it calls the check below,
+-- one catalog lookup per statement, through the function manager (which
+-- checks no EXECUTE right). The state is set by
+-- pgtrickle.evaluate_backpressure().
+CREATE FUNCTION pgtrickle.guard_writes() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_guard_writes';
 -- Like every SECURITY DEFINER function of pg_trickle, it pins search_path
 -- and schema-qualifies what it uses: it runs in writers' sessions.
-CREATE FUNCTION pgtrickle.guard_writes() RETURNS trigger
+CREATE FUNCTION pgtrickle._guard_writes_check(relid oid) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b record;
 BEGIN
     SELECT c.backpressure, c.backpressure_reason, c.write_block INTO b
-      FROM pgtrickle.pgt_change_buffers c WHERE c.source_relid OPERATOR(pg_catalog.=) TG_RELID;
+      FROM pgtrickle.pgt_change_buffers c WHERE c.source_relid OPERATOR(pg_catalog.=) relid;
     IF b.write_block IS NOT NULL THEN
-        RAISE EXCEPTION 'pg_trickle: writes to % are refused: %', TG_RELID::pg_catalog.regclass, b.write_block
+        RAISE EXCEPTION 'pg_trickle: writes to % are refused: %', relid::pg_catalog.regclass, b.write_block
             USING ERRCODE = '53400',
                   HINT = 'Resume and refresh the held stream table, or discard its changes.';
     END IF;
     IF b.backpressure OPERATOR(pg_catalog.=) 'engaged' THEN
         IF COALESCE(pg_catalog.current_setting('pg_trickle.backpressure_action', true), 'reject') OPERATOR(pg_catalog.=) 'warn' THEN
-            RAISE WARNING 'pg_trickle: backpressure on %: %', TG_RELID::pg_catalog.regclass, b.backpressure_reason;
+            RAISE WARNING 'pg_trickle: backpressure on %: %', relid::pg_catalog.regclass, b.backpressure_reason;
         ELSE
-            RAISE EXCEPTION 'pg_trickle: backpressure on %: %', TG_RELID::pg_catalog.regclass, b.backpressure_reason
+            RAISE EXCEPTION 'pg_trickle: backpressure on %: %', relid::pg_catalog.regclass, b.backpressure_reason
                 USING ERRCODE = '53400',
                       HINT = 'Refresh the stream tables reading it (resume them if held) to drain the backlog; pg_trickle.backpressure_action = warn only warns.';
         END IF;
     END IF;
-    RETURN NULL;
+    RETURN true;
 END
 $$;
+
+
+-- The AFTER row trigger of every captured source, its partitions and its
+-- inheritance children: one buffer row per changed row, written into the
+-- buffer's heap (see engine/ext/src/capture_row.rs). Its one argument is
+-- the source's oid.
+CREATE FUNCTION pgtrickle._capture_row() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_capture_row';
 
 -- A TRUNCATE of a source, or of one of its partitions or inheritance
 -- children (its members), breaks the change stream: mark every dependent

@@ -26,6 +26,7 @@ pub mod aggregates;
 pub mod api;
 pub mod buffer_access;
 pub mod capture;
+pub mod capture_row;
 pub mod catalog;
 pub mod column_types;
 pub mod compat;
@@ -52,6 +53,7 @@ pub mod telemetry;
 pub mod triggers;
 pub mod wake;
 pub mod wal_capture;
+pub mod write_guard;
 pub mod xact_end;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -336,17 +336,12 @@ fn evaluate_source(relid: u32) -> Option<(String, State, Option<String>)> {
     Some((source, next, why))
 }
 
-/// Whether backpressure or the held-backlog cap is switched on; when
-/// neither is, only sources still marked need a look (to release them).
-fn enforcing() -> bool {
-    gucs::ENFORCE_BACKPRESSURE.get() || gucs::MAX_HELD_BACKLOG_ROWS.get() > 0
-}
-
 /// Of `candidates`, the sources worth evaluating: all while enforcing,
 /// else those still engaged or blocked. Keeps the scheduler tick and every
 /// refresh free of backlog counting when the features are off.
 fn worth_evaluating(candidates: Vec<u32>) -> Vec<u32> {
-    if enforcing() {
+    // When neither is on, only sources still marked need a look (to release them).
+    if crate::write_guard::enforcing() {
         return candidates;
     }
     let marked = change_buffers::engaged_or_blocked();

@@ -17,6 +17,8 @@ REVOKE EXECUTE ON FUNCTION
     pgtrickle._structure_changed(oid[], text),
     pgtrickle.refuse_direct_write(),
     pgtrickle.guard_writes(),
+    pgtrickle._guard_writes_check(oid),
+    pgtrickle._capture_row(),
     pgtrickle.on_source_truncate(),
     pgtrickle.on_sql_drop(),
     pgtrickle.on_ddl_end(),

@@ -78,7 +78,7 @@ fn relation_sql(relid: u32) -> Option<String> {
     )
 }
 
-/// Install the source's own triggers (its buffer and capture function exist).
+/// Install the source's own triggers (its buffer exists).
 pub fn install_on_source(relid: u32, kind: SourceKind) {
     // A Citus table's changes are captured on its nodes only: Citus runs
     // no trigger of the coordinator's for writes to its shards.
@@ -97,7 +97,7 @@ pub fn install_on_source(relid: u32, kind: SourceKind) {
     for sql in [
         format!(
             "CREATE TRIGGER {capture} AFTER INSERT OR UPDATE OR DELETE ON {table} \
-             FOR EACH ROW EXECUTE FUNCTION pgtrickle_changes.capture_{relid}()"
+             FOR EACH ROW EXECUTE FUNCTION pgtrickle._capture_row('{relid}')"
         ),
         format!(
             "CREATE TRIGGER pgt_truncate AFTER TRUNCATE ON {table} \
@@ -181,7 +181,7 @@ fn install_on_member(source: u32, member: u32) {
         run(
             &format!(
                 "CREATE TRIGGER pgt_capture_{source} AFTER INSERT OR UPDATE OR DELETE ON {table} \
-                 FOR EACH ROW EXECUTE FUNCTION pgtrickle_changes.capture_{source}()"
+                 FOR EACH ROW EXECUTE FUNCTION pgtrickle._capture_row('{source}')"
             ),
             &[],
         );

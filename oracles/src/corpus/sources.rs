@@ -57,13 +57,23 @@ pub(super) fn entries() -> Vec<Entry> {
                     .step(&["CREATE TABLE a_p2 PARTITION OF a FOR VALUES FROM (100) TO (110)", "INSERT INTO a VALUES (105, 7, 'new partition')"])
                     .reinit_step(
                         &[
-                            "CREATE TABLE a_extra (k int, v int, s text)",
-                            "INSERT INTO a_extra VALUES (20, 5, 'attached'), (21, NULL, 'attached')",
+                            // Another physical layout: the columns in another
+                            // order, behind a dropped one.
+                            "CREATE TABLE a_extra (gone int, s text, v int, k int)",
+                            "ALTER TABLE a_extra DROP COLUMN gone",
+                            "INSERT INTO a_extra VALUES ('attached', 5, 20), ('attached', NULL, 21)",
                             "ALTER TABLE a DETACH PARTITION a_default",
                             "ALTER TABLE a ATTACH PARTITION a_extra FOR VALUES FROM (20) TO (30)",
                         ],
                         &["st", "g", "j"],
                     )
+                    .step(&[
+                        "INSERT INTO a_extra VALUES ('direct', 6, 22)",
+                        "INSERT INTO a VALUES (23, 7, 'routed')",
+                        "UPDATE a SET v = v + 1, s = s || '+' WHERE k BETWEEN 20 AND 29",
+                        "UPDATE a SET k = 3 WHERE k = 21",
+                        "DELETE FROM a_extra WHERE k = 20",
+                    ])
                     .reinit_step(&["ALTER TABLE a ATTACH PARTITION a_default DEFAULT"], &["st", "g", "j"])
                     .reinit_step(&["DROP TABLE a_p2"], &["st", "g", "j"])
                     .random_steps(n)
@@ -85,10 +95,21 @@ pub(super) fn entries() -> Vec<Entry> {
                     .step(&["DELETE FROM a_c1 WHERE k = 2", "UPDATE a_c0 SET k = 5 WHERE v = 2"])
                     .reinit_step(&["TRUNCATE a_c1"], &["st", "g", "j"])
                     .reinit_step(
-                        &["CREATE TABLE a_x (k int, v int, s text)", "INSERT INTO a_x VALUES (3, 3, 'adopted')", "ALTER TABLE a_x INHERIT a"],
+                        // A child with a column of its own first and the
+                        // parent's in another order.
+                        &[
+                            "CREATE TABLE a_x (own int, s text, v int, k int)",
+                            "INSERT INTO a_x VALUES (0, 'adopted', 3, 3)",
+                            "ALTER TABLE a_x INHERIT a",
+                        ],
                         &["st", "g", "j"],
                     )
-                    .step(&["INSERT INTO a_x VALUES (4, 4, 'adopted later')"])
+                    .step(&[
+                        "INSERT INTO a_x VALUES (1, 'adopted later', 4, 4)",
+                        "UPDATE a SET v = v + 10 WHERE s LIKE 'adopted%'",
+                        "UPDATE a_x SET own = 2, k = 5 WHERE v = 14",
+                        "DELETE FROM a WHERE s = 'adopted'",
+                    ])
                     .reinit_step(&["ALTER TABLE a_x NO INHERIT a"], &["st", "g", "j"])
                     .random_steps(n)
                     .build()
