@@ -365,16 +365,21 @@ fn the_held_backlog_cap_refuses_writes_until_the_hold_is_resolved() {
 /// A scheduler that polls every ten minutes, with event-driven wake on or off,
 /// and a due stream table in database "postgres" (the one it watches).
 fn wake_cluster(name: &str, wake: bool) -> (Cluster, Client) {
+    wake_cluster_with(
+        name,
+        if wake {
+            "pg_trickle.event_driven_wake = on"
+        } else {
+            "pg_trickle.event_driven_wake = off"
+        },
+    )
+}
+
+/// [`wake_cluster`] with `setting` in place of the wake setting.
+fn wake_cluster_with(name: &str, setting: &str) -> (Cluster, Client) {
     let cluster = dedicated_cluster(
         name,
-        &[
-            "pg_trickle.scheduler_interval_ms = 600000",
-            if wake {
-                "pg_trickle.event_driven_wake = on"
-            } else {
-                "pg_trickle.event_driven_wake = off"
-            },
-        ],
+        &["pg_trickle.scheduler_interval_ms = 600000", setting],
     );
     let mut db = cluster.connect("postgres").unwrap();
     db.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
@@ -431,6 +436,27 @@ fn without_event_driven_wake_the_scheduler_only_polls() {
         fresh_within(&mut db, Duration::from_secs(4)),
         None,
         "refreshed before the next poll although event-driven wake is off"
+    );
+}
+
+/// Commit wakes start scheduler runs no closer together than
+/// `pg_trickle.wake_min_interval_ms` (here 5 s): a commit that comes 1.2 s
+/// after a run waits for the rest of the interval (at least 3.6 s; at
+/// least 2 s is asserted). Any run counts, whatever set the latch, so only
+/// this lower bound is exact; `a_commit_wakes_the_scheduler...` checks that
+/// at the default a commit is picked up at once.
+#[test]
+fn commit_wakes_start_runs_no_closer_than_the_minimum_interval() {
+    let (_cluster, mut db) =
+        wake_cluster_with("wake-spaced", "pg_trickle.wake_min_interval_ms = 5000");
+    fresh_within(&mut db, Duration::from_secs(15))
+        .expect("a committed change was not refreshed within 15 s");
+    std::thread::sleep(Duration::from_millis(1200)); // the schedule is due again
+    let latency = fresh_within(&mut db, Duration::from_secs(15))
+        .expect("a committed change was not refreshed within 15 s");
+    assert!(
+        latency >= Duration::from_secs(2),
+        "a commit 1.2 s after a run was refreshed {latency:?} later although runs are 5 s apart"
     );
 }
 

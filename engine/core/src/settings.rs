@@ -96,6 +96,15 @@ pub const SETTINGS: &[Setting] = &[
         experimental: false,
     },
     Setting {
+        name: "wake_min_interval_ms",
+        kind: SettingKind::Int { default: 50, min: 0, max: 60_000 },
+        unit: "ms",
+        context: SettingContext::Reload,
+        category: "Scheduler",
+        description: "The shortest time between two scheduler runs: commit wakes that come sooner after the last run start the next one this long after it, so a stream of small committed writes costs the scheduler at most one run per interval instead of one per commit. 0 runs at every wake.",
+        experimental: false,
+    },
+    Setting {
         name: "database",
         kind: SettingKind::Text { default: "postgres" },
         unit: "",

@@ -11,6 +11,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pg_trickle.scheduler_interval_ms`.
 pub static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_trickle.wake_min_interval_ms`.
+pub static WAKE_MIN_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(50);
 /// `pg_trickle.database`.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -62,6 +64,7 @@ pub static OTEL_SAMPLING_RATIO: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 fn int_storage(name: &str) -> Option<&'static GucSetting<i32>> {
     Some(match name {
         "scheduler_interval_ms" => &SCHEDULER_INTERVAL_MS,
+        "wake_min_interval_ms" => &WAKE_MIN_INTERVAL_MS,
         "backpressure_high_rows" => &BACKPRESSURE_HIGH_ROWS,
         "backpressure_low_rows" => &BACKPRESSURE_LOW_ROWS,
         "backpressure_high_kb" => &BACKPRESSURE_HIGH_KB,

@@ -54,7 +54,6 @@ pub mod triggers;
 pub mod wake;
 pub mod wal_capture;
 pub mod write_guard;
-pub mod xact_end;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -6,7 +6,8 @@
 //! schedule is due, upstream before downstream. Between polls it sleeps on
 //! its latch, which a committed change to a captured source sets (see
 //! [`crate::wake`]), so changes are picked up without waiting for the
-//! interval; COMMIT PREPARED does not set it. Each refresh runs in its own
+//! interval; COMMIT PREPARED does not set it. Runs start at least
+//! `pg_trickle.wake_min_interval_ms` apart, however often commits wake it. Each refresh runs in its own
 //! transaction; a failure is rolled
 //! back, recorded with its SQLSTATE in the catalog and history, and retried
 //! when the schedule is next due. A stream table is refreshed as its owner,
@@ -15,7 +16,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pg_trickle_core::dag::refresh_order;
 use pg_trickle_core::sqlstate::decide;
@@ -23,7 +24,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 
 use crate::catalog::{history, sources, stream_tables};
-use crate::gucs::{DATABASE, ENABLED, SCHEDULER_INTERVAL_MS};
+use crate::gucs::{DATABASE, ENABLED, SCHEDULER_INTERVAL_MS, WAKE_MIN_INTERVAL_MS};
 use crate::refresh::{self, Initiator};
 use crate::security::as_extension;
 use crate::spi::in_subtransaction;
@@ -64,12 +65,18 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_trickle scheduler started in database \"{database}\"");
     crate::wake::register_scheduler();
     IS_SCHEDULER.with(|s| s.set(true));
+    let mut last_run: Option<Instant> = None;
     loop {
         let interval = SCHEDULER_INTERVAL_MS.get().max(1) as u64;
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(interval))) {
             crate::wake::unregister_scheduler();
             break;
         }
+        // Commits wake the scheduler as often as writers commit; runs are
+        // spaced so that a stream of small writes costs one run per
+        // interval, not one per commit.
+        space_from(last_run);
+        last_run = Some(Instant::now());
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
@@ -109,6 +116,31 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         report_activity(Some("evaluating backpressure"));
         tick_transaction(|| as_extension(evaluate_backpressure));
         report_activity(None);
+    }
+}
+
+/// Sleep until `pg_trickle.wake_min_interval_ms` has passed since `last`
+/// (the start of the previous run), ignoring the latch: wakes that come
+/// meanwhile are served by the run that follows. Exits with the
+/// postmaster.
+fn space_from(last: Option<Instant>) {
+    let Some(last) = last else { return };
+    let min = Duration::from_millis(WAKE_MIN_INTERVAL_MS.get().max(0) as u64);
+    let Some(rest) = min.checked_sub(last.elapsed()) else {
+        return;
+    };
+    if rest.is_zero() {
+        return;
+    }
+    // SAFETY: waiting on our own latch for a timeout only, as any
+    // background worker may.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            rest.as_millis() as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
     }
 }
 

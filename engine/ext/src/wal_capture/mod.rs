@@ -21,7 +21,7 @@
 //! running in this backend, passed as a statement parameter: a function in
 //! a defining query cannot call it to read the source's history.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use pg_trickle_core::catalog::SourceKind;
@@ -97,7 +97,6 @@ fn slot_free(slot: &str) -> bool {
 thread_local! {
     static TOKEN: RefCell<Option<String>> = const { RefCell::new(None) };
     static WRITTEN: RefCell<BTreeSet<u32>> = const { RefCell::new(BTreeSet::new()) };
-    static WRITES_TRACKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The read token of the refresh running in this backend, valid until dropped.
@@ -125,18 +124,25 @@ impl Drop for ReadToken {
 }
 
 /// Note that this transaction wrote `relid` (from the statement trigger
-/// every captured source has): its changes reach a WAL-captured buffer
-/// only after commit, so this transaction may not refresh its readers.
+/// every captured source has, `wake::wake_on_commit_wrapper`, whose
+/// transaction callback calls [`forget_writes`] when the transaction
+/// ends): its changes reach a WAL-captured buffer only after commit, so
+/// this transaction may not refresh its readers.
 pub fn note_write(relid: u32) {
-    WRITTEN.with(|w| w.borrow_mut().insert(relid));
-    if !WRITES_TRACKED.with(Cell::get) {
-        WRITES_TRACKED.with(|t| t.set(true));
-        let forget = || {
-            WRITTEN.with(|w| w.borrow_mut().clear());
-            WRITES_TRACKED.with(|t| t.set(false));
-        };
-        crate::xact_end::on_transaction_end(forget);
-    }
+    WRITTEN.with(|w| {
+        if !w.borrow().contains(&relid) {
+            w.borrow_mut().insert(relid);
+        }
+    });
+}
+
+/// Forget the writes noted in the transaction that is ending.
+pub fn forget_writes() {
+    WRITTEN.with(|w| {
+        if let Ok(mut w) = w.try_borrow_mut() {
+            w.clear();
+        }
+    });
 }
 
 /// The first of `wal_sources` (sources captured from the WAL) that this
