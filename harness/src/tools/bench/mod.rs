@@ -3,11 +3,16 @@
 //! * refresh time for a single-row change to a GROUP BY aggregate over
 //!   1,000,000 rows, DIFFERENTIAL vs FULL (with and without an index on the
 //!   group key);
+//! * the server time of a single-row INSERT and UPDATE (a server-side
+//!   loop, so no round trip or commit blurs a few microseconds), whose
+//!   difference between a captured and a plain table is capture's cost;
 //! * single-row INSERT and UPDATE latency on that source with no stream
 //!   table over it, with one captured by triggers, and with one captured
 //!   from the WAL (three copies of the table, measured in interleaved
 //!   rounds so that background load hits each alike);
-//! * throughput of 4 concurrent writers, the same three ways.
+//! * throughput of 4 concurrent writers, the same three ways;
+//! * DIFFERENTIAL refresh from a new connection (cold start);
+//! * one `INSERT ... SELECT` of a million rows with and without capture.
 //!
 //! Figures are medians over repeated runs, printed and returned as JSON.
 //! They are measurements, not gates. The cluster runs with
@@ -50,6 +55,9 @@ pub struct BenchConfig {
     /// Seconds per throughput figure.
     #[arg(long, default_value_t = 10)]
     pub throughput_secs: u64,
+    /// Rows one `INSERT ... SELECT` writes for the bulk-insert figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bulk_rows: i64,
     /// Messages the outbox benchmark's consumers drain.
     #[arg(long, default_value_t = 2000)]
     pub outbox_messages: i64,
@@ -111,6 +119,8 @@ pub struct BenchReport {
     pub full_refresh_noindex: Stats,
     /// DIFFERENTIAL refresh after one updated row, with an index on the group key.
     pub diff_refresh_indexed: Stats,
+    /// The same, each refresh from a new connection (no statement kept).
+    pub diff_refresh_new_connection: Stats,
     /// FULL refresh, with an index on the group key.
     pub full_refresh_indexed: Stats,
     /// Single-row INSERT latency without a stream table.
@@ -121,6 +131,16 @@ pub struct BenchReport {
     pub update_plain: Stats,
     /// Single-row UPDATE latency with a stream table (capture).
     pub update_captured: Stats,
+    /// Server time of single-row statements, no stream table.
+    pub server_plain: ServerTimes,
+    /// The same with a stream table (trigger capture).
+    pub server_captured: ServerTimes,
+    /// The same with a stream table captured from the WAL.
+    pub server_wal: ServerTimes,
+    /// What trigger capture adds per changed row (UPDATE), microseconds.
+    pub capture_cost_update_us: f64,
+    /// What trigger capture adds per changed row (INSERT), microseconds.
+    pub capture_cost_insert_us: f64,
     /// Statements per second, 4 writers, no stream table.
     pub throughput_plain: f64,
     /// Statements per second, 4 writers, with a stream table.
@@ -131,10 +151,25 @@ pub struct BenchReport {
     pub update_wal: Stats,
     /// Statements per second, 4 writers, with a stream table captured from the WAL.
     pub throughput_wal: f64,
+    /// One `INSERT ... SELECT` of `bulk_rows` rows into an empty table.
+    pub bulk_insert_plain: Stats,
+    /// The same with a stream table over the table (trigger capture).
+    pub bulk_insert_captured: Stats,
 }
 
 /// Rounds the latency and throughput figures are interleaved over.
 const ROUNDS: usize = 3;
+/// Rounds the server-time figures are interleaved over.
+const SERVER_ROUNDS: usize = 7;
+
+/// Server time of single-row statements, median over rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerTimes {
+    /// One single-row UPDATE, microseconds.
+    pub update_us: f64,
+    /// One single-row INSERT, microseconds.
+    pub insert_us: f64,
+}
 
 fn timed(db: &mut Client, sql: &str) -> Result<Duration, String> {
     let start = Instant::now();
@@ -160,6 +195,116 @@ fn refresh_times(
         )?);
     }
     Ok(stats(samples))
+}
+
+/// DIFFERENTIAL refreshes of `st` after one updated row, each from a new
+/// connection: what a backend pays before it has kept anything.
+fn new_connection_refresh_times(
+    cluster: &Cluster,
+    st: &str,
+    rng: &mut ChaCha8Rng,
+    cfg: &BenchConfig,
+) -> Result<Stats, String> {
+    let mut samples = Vec::new();
+    for _ in 0..cfg.refresh_reps {
+        let mut db = cluster.connect("postgres").map_err(|e| e.to_string())?;
+        let id = rng.gen_range(1..=cfg.rows);
+        db.batch_execute(&format!("UPDATE bench_src SET v = v + 1 WHERE id = {id}"))
+            .map_err(|e| describe(&e))?;
+        samples.push(timed(
+            &mut db,
+            &format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
+        )?);
+    }
+    Ok(stats(samples))
+}
+
+/// One `INSERT ... SELECT` of `cfg.bulk_rows` rows into an empty table
+/// without and then with a stream table over it (trigger capture), in
+/// interleaved rounds, each round on fresh tables. Returns (plain, captured).
+fn bulk_insert_times(db: &mut Client, cfg: &BenchConfig) -> Result<(Stats, Stats), String> {
+    let e = |err: postgres::Error| describe(&err);
+    let (mut plain, mut captured) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        db.batch_execute(
+            "CREATE TABLE bulk_plain (id bigserial PRIMARY KEY, g int NOT NULL, v int NOT NULL);
+             CREATE TABLE bulk_src (LIKE bulk_plain INCLUDING ALL);",
+        )
+        .map_err(e)?;
+        db.execute(
+            "SELECT pgtrickle.create_stream_table('bulk_st', $1, NULL, 'DIFFERENTIAL')",
+            &[&"SELECT g, count(*) AS n, sum(v) AS total FROM bulk_src GROUP BY g"],
+        )
+        .map_err(e)?;
+        let insert = |t: &str| {
+            format!(
+                "INSERT INTO {t} (g, v) SELECT i % {groups}, i % 1000 FROM generate_series(1, {n}) i",
+                groups = cfg.groups,
+                n = cfg.bulk_rows
+            )
+        };
+        plain.push(timed(db, &insert("bulk_plain"))?);
+        captured.push(timed(db, &insert("bulk_src"))?);
+        db.batch_execute(
+            "SELECT pgtrickle.drop_stream_table('bulk_st'); DROP TABLE bulk_plain, bulk_src;",
+        )
+        .map_err(e)?;
+    }
+    Ok((stats(plain), stats(captured)))
+}
+
+/// Server time of one single-row UPDATE and one single-row INSERT on
+/// `table`, in microseconds: `ops` statements of each run in a PL/pgSQL
+/// loop (one plan, no client round trip, no commit), timed by the server.
+/// The capture cost of a changed row is the difference between a captured
+/// table's figure and the plain table's, measured in the same round.
+fn server_time_round(
+    db: &mut Client,
+    table: &str,
+    ops: usize,
+    round: usize,
+    cfg: &BenchConfig,
+) -> Result<(f64, f64), String> {
+    let row = db
+        .query_one(
+            &format!("SELECT bench_loop_{table}($1, $2, $3)::text"),
+            &[&(ops as i32), &cfg.rows, &((round as i64) * 104_729)],
+        )
+        .map_err(|e| describe(&e))?;
+    let text: String = row.get(0);
+    let parse = |v: &str| v.trim().parse::<f64>().map_err(|e| format!("{text}: {e}"));
+    let (u, i) = text
+        .trim_matches(|c| c == '(' || c == ')')
+        .split_once(',')
+        .ok_or_else(|| format!("bench_loop_{table} returned {text}"))?;
+    Ok((parse(u)?, parse(i)?))
+}
+
+/// The per-table PL/pgSQL loops [`server_time_round`] calls: static
+/// statements, so each keeps one cached plan as an application's would.
+fn create_server_time_loops(db: &mut Client, tables: &[&str]) -> Result<(), String> {
+    for t in tables {
+        db.batch_execute(&format!(
+            "CREATE OR REPLACE FUNCTION bench_loop_{t}(n int, nrows bigint, salt bigint, \
+               OUT update_us float8, OUT insert_us float8) LANGUAGE plpgsql AS $b$ \
+             DECLARE s timestamptz; BEGIN \
+               s := clock_timestamp(); \
+               FOR i IN 1..n LOOP UPDATE {t} SET v = v + 1 WHERE id = 1 + (i * 7919 + salt) % nrows; END LOOP; \
+               update_us := extract(epoch FROM clock_timestamp() - s) * 1e6 / n; \
+               s := clock_timestamp(); \
+               FOR i IN 1..n LOOP INSERT INTO {t} (g, v) VALUES (i % 1000, 1); END LOOP; \
+               insert_us := extract(epoch FROM clock_timestamp() - s) * 1e6 / n; \
+             END $b$"
+        ))
+        .map_err(|e| describe(&e))?;
+    }
+    Ok(())
+}
+
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// One round of single-row INSERT and UPDATE timings on `table`,
@@ -269,6 +414,9 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
     let diff_refresh_indexed = refresh_times(&mut db, "bench_diff", &mut rng, cfg)?;
     let full_refresh_indexed = refresh_times(&mut db, "bench_full", &mut rng, cfg)?;
     db.batch_execute("DROP INDEX bench_src_g").map_err(e)?;
+    println!("bench: refresh after a single-row change, each from a new connection");
+    let diff_refresh_new_connection =
+        new_connection_refresh_times(cluster, "bench_diff", &mut rng, cfg)?;
 
     let q_wal = q.replace("bench_src", "bench_wal");
     db.execute(
@@ -291,6 +439,27 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
             latency_round(&mut db, t, &mut rng, cfg, times)?;
         }
     }
+    println!(
+        "bench: server time of single-row UPDATE and INSERT ({SERVER_ROUNDS} interleaved rounds of {} each)",
+        cfg.latency_ops
+    );
+    create_server_time_loops(&mut db, &tables)?;
+    let mut server: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); 3];
+    for round in 0..SERVER_ROUNDS {
+        for (t, (u, i)) in tables.iter().zip(server.iter_mut()) {
+            let (update_us, insert_us) =
+                server_time_round(&mut db, t, cfg.latency_ops, round, cfg)?;
+            u.push(update_us);
+            i.push(insert_us);
+        }
+    }
+    let mut server = server.into_iter().map(|(u, i)| ServerTimes {
+        update_us: median(u),
+        insert_us: median(i),
+    });
+    let mut next_server = || server.next().ok_or("no server time figure");
+    let (server_plain, server_captured, server_wal) =
+        (next_server()?, next_server()?, next_server()?);
     let mut latencies = timings.into_iter().map(|(i, u)| (stats(i), stats(u)));
     let mut next = || latencies.next().ok_or("no latency figure");
     let (insert_plain, update_plain) = next()?;
@@ -311,6 +480,11 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
     let per_second = |n: u64| n as f64 / cfg.throughput_secs as f64;
     let (throughput_plain, throughput_captured, throughput_wal) =
         (per_second(ops[0]), per_second(ops[1]), per_second(ops[2]));
+    println!(
+        "bench: INSERT ... SELECT of {} rows into an empty table, without and with capture ({ROUNDS} rounds)",
+        cfg.bulk_rows
+    );
+    let (bulk_insert_plain, bulk_insert_captured) = bulk_insert_times(&mut db, cfg)?;
     db.batch_execute(
         "SELECT pgtrickle.drain_wal_capture();          SELECT pgtrickle.refresh_stream_table('bench_diff');          SELECT pgtrickle.refresh_stream_table('bench_wal_diff');",
     )
@@ -327,14 +501,22 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<BenchReport, String> 
         full_refresh_noindex,
         diff_refresh_indexed,
         full_refresh_indexed,
+        diff_refresh_new_connection,
         insert_plain,
         insert_captured,
         update_plain,
         update_captured,
+        capture_cost_update_us: server_captured.update_us - server_plain.update_us,
+        capture_cost_insert_us: server_captured.insert_us - server_plain.insert_us,
+        server_plain,
+        server_captured,
+        server_wal,
         throughput_plain,
         throughput_captured,
         insert_wal,
         update_wal,
         throughput_wal,
+        bulk_insert_plain,
+        bulk_insert_captured,
     })
 }
