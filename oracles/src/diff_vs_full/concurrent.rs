@@ -587,14 +587,22 @@ pub(super) fn clean_up(r: &mut Runner<'_>) {
     if let Some(mut s) = r.sessions.take() {
         s.close(r.db);
     }
-    if let Ok(rows) = r.db.query(
+    roll_back_prepared(r.db);
+}
+
+/// Roll back the prepared transactions left in `db`'s database (a run
+/// that stopped between PREPARE and COMMIT PREPARED, in any workload): a
+/// prepared transaction holds its locks and its xmin cluster-wide, so the
+/// next run's replication slot creation, which waits for every running
+/// transaction, would wait for it forever.
+pub(super) fn roll_back_prepared(db: &mut postgres::Client) {
+    if let Ok(rows) = db.query(
         "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
         &[],
     ) {
         for row in rows {
             let gid: String = row.get(0);
-            let _ =
-                r.db.batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")));
+            let _ = db.batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")));
         }
     }
 }

@@ -483,6 +483,9 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
         concurrent::clean_up(&mut r);
     } else {
         run_steps(&mut r, w);
+        // A step list cut by the shrinker can stop between PREPARE and
+        // COMMIT PREPARED without being concurrent any more.
+        concurrent::roll_back_prepared(r.db);
     }
     r.run.millis = started.elapsed().as_millis();
     r.run
