@@ -1,18 +1,12 @@
 //! SPI helpers and error raising shared by the extension's modules.
 //!
 //! Statements take text arguments and return text columns, which keeps the
-//! glue small; SQL casts do the typing. The extension's own parameterised
-//! statements keep their plans per backend (see [`keepable`]). Errors raised here always carry a
+//! glue small; SQL casts do the typing. Errors raised here always carry a
 //! SQLSTATE.
-
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
 
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{datum::DatumWithOid, PgBuiltInOids, PgOid, PgSqlErrorCode};
+use pgrx::{datum::DatumWithOid, PgSqlErrorCode};
 
 /// One result row, every column as text (NULL as `None`).
 pub type Row = Vec<Option<String>>;
@@ -21,77 +15,13 @@ fn datums(args: &[Option<String>]) -> Vec<DatumWithOid<'static>> {
     args.iter().map(|a| a.clone().into()).collect()
 }
 
-/// Most statements [`kept`] keeps plans for per backend; all are dropped
-/// when it is full.
-const MAX_KEPT: usize = 512;
-
-thread_local! {
-    /// Kept plans of the extension's own parameterised statements, by
-    /// (text, whether it may write).
-    static KEPT: RefCell<HashMap<(String, bool), Rc<OwnedPreparedStatement>>> =
-        RefCell::new(HashMap::new());
-}
-
-/// Whether `sql` (with `nargs` parameters) is one of the extension's own
-/// small parameterised statements, whose plan is kept per backend instead
-/// of parsed and planned at every call (a refresh runs about thirty). A
-/// generated refresh statement (it names `__pgt_` columns) is planned at
-/// every run, against its change buffers' size at that moment.
-fn keepable(sql: &str, nargs: usize) -> bool {
-    if nargs == 0 || sql.len() > 4096 || sql.contains("__pgt_") {
-        return false;
-    }
-    let head: String = sql
-        .trim_start()
-        .chars()
-        .take(6)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    ["SELECT", "UPDATE", "INSERT", "DELETE", "WITH"]
-        .iter()
-        .any(|k| head.starts_with(k))
-}
-
-/// The kept plan of `sql`, prepared with `nargs` text parameters on first
-/// use. PostgreSQL re-plans it when what it reads changes, and re-analyses
-/// it when the search_path differs from the one it was made under, so it
-/// resolves names as the statement text would; privileges are checked at
-/// every execution.
-fn kept(sql: &str, nargs: usize, mutating: bool) -> Rc<OwnedPreparedStatement> {
-    let key = (sql.to_string(), mutating);
-    if let Some(plan) = KEPT.with(|k| k.borrow().get(&key).cloned()) {
-        return plan;
-    }
-    let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); nargs];
-    let plan = Spi::connect(|client| {
-        if mutating {
-            client.prepare_mut(sql, &types).map(|p| p.keep())
-        } else {
-            client.prepare(sql, &types).map(|p| p.keep())
-        }
-    })
-    .unwrap_or_else(|e| internal(format!("SPI prepare failed: {e}")));
-    let plan = Rc::new(plan);
-    KEPT.with(|k| {
-        let mut k = k.borrow_mut();
-        if k.len() >= MAX_KEPT {
-            k.clear();
-        }
-        k.insert(key, plan.clone());
-    });
-    plan
-}
-
 /// Run a statement with text arguments; every result column must be text.
 pub fn rows(sql: &str, args: &[Option<String>]) -> Vec<Row> {
-    let plan = keepable(sql, args.len()).then(|| kept(sql, args.len(), true));
     let args = datums(args);
     Spi::connect_mut(|client| {
-        let table = match &plan {
-            Some(plan) => client.update(&**plan, None, &args),
-            None => client.update(sql, None, &args),
-        }
-        .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        let table = client
+            .update(sql, None, &args)
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
         let ncols = table.columns().unwrap_or(0);
         table
             .map(|row| {
@@ -110,14 +40,11 @@ pub fn rows(sql: &str, args: &[Option<String>]) -> Vec<Row> {
 /// row. Unlike [`value`] it leaves the transaction without an xid, which
 /// creating a logical replication slot requires of what runs before it.
 pub fn read_value(sql: &str, args: &[Option<String>]) -> Option<String> {
-    let plan = keepable(sql, args.len()).then(|| kept(sql, args.len(), false));
     let args = datums(args);
     Spi::connect(|client| {
-        let table = match &plan {
-            Some(plan) => client.select(&**plan, Some(1), &args),
-            None => client.select(sql, Some(1), &args),
-        }
-        .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        let table = client
+            .select(sql, Some(1), &args)
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
         table
             .into_iter()
             .next()
@@ -176,14 +103,11 @@ pub fn relation_name(relid: u32) -> Option<String> {
 
 /// Run a statement for its effect.
 pub fn run(sql: &str, args: &[Option<String>]) {
-    let plan = keepable(sql, args.len()).then(|| kept(sql, args.len(), true));
     let args = datums(args);
     Spi::connect_mut(|client| {
-        match &plan {
-            Some(plan) => client.update(&**plan, None, &args),
-            None => client.update(sql, None, &args),
-        }
-        .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        client
+            .update(sql, None, &args)
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
     });
 }
 
