@@ -52,6 +52,30 @@ impl Drop for OwnDdl {
     }
 }
 
+/// The TriggerData of a C trigger function's call, or 39P01 naming
+/// `function` when it was not called as a trigger.
+///
+/// # Safety
+/// `fcinfo` is the valid call info PostgreSQL's function manager passed.
+pub unsafe fn trigger_data<'a>(
+    fcinfo: pgrx::pg_sys::FunctionCallInfo,
+    function: &str,
+) -> &'a pgrx::pg_sys::TriggerData {
+    // SAFETY: caller; the context is checked to be TriggerData before it
+    // is read as one.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pgrx::pg_sys::NodeTag::T_TriggerData {
+            crate::spi::raise(
+                "39P01",
+                format!("{function} may only run as a trigger"),
+                None,
+            );
+        }
+        &*(context as *const pgrx::pg_sys::TriggerData)
+    }
+}
+
 /// The name of a source's own row capture trigger.
 pub fn capture_trigger(relid: u32) -> String {
     if is_partitioned(relid) {

@@ -99,18 +99,10 @@ pub extern "C" fn pg_finfo_wake_on_commit_wrapper() -> &'static pg_sys::Pg_finfo
 pub unsafe extern "C-unwind" fn wake_on_commit_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: the function manager passes a valid fcinfo; its context is
-    // checked to be TriggerData before it is read as one.
+    // SAFETY: the function manager passes a valid fcinfo; the firing
+    // relation is open while its trigger runs.
     let relid = unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            crate::spi::raise(
-                "39P01",
-                "pgtrickle.wake_on_commit() may only run as a trigger",
-                None,
-            );
-        }
-        (*(*(context as *const pg_sys::TriggerData)).tg_relation).rd_id
+        (*crate::triggers::trigger_data(fcinfo, "pgtrickle.wake_on_commit()").tg_relation).rd_id
     };
     if !CALLBACK.with(Cell::get) {
         // SAFETY: registers a callback that lives as long as the library.

@@ -42,18 +42,10 @@ pub extern "C" fn pg_finfo_pgtrickle_guard_writes() -> &'static pg_sys::Pg_finfo
 pub unsafe extern "C-unwind" fn pgtrickle_guard_writes(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: the function manager passes a valid fcinfo; its context is
-    // checked to be TriggerData before it is read as one.
+    // SAFETY: the function manager passes a valid fcinfo; the firing
+    // relation is open while its trigger runs.
     let relid = unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            raise(
-                "39P01",
-                "pgtrickle.guard_writes() may only run as a trigger",
-                None,
-            );
-        }
-        (*(*(context as *const pg_sys::TriggerData)).tg_relation).rd_id
+        (*crate::triggers::trigger_data(fcinfo, "pgtrickle.guard_writes()").tg_relation).rd_id
     };
     if !enforcing() {
         return pg_sys::Datum::from(0);

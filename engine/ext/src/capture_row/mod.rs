@@ -53,20 +53,13 @@ pub extern "C" fn pg_finfo_pgtrickle_capture_row() -> &'static pg_sys::Pg_finfo_
 pub unsafe extern "C-unwind" fn pgtrickle_capture_row(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: the function manager passes a valid fcinfo; its context is
-    // checked to be TriggerData before it is read as one.
+    // SAFETY: the function manager passes a valid fcinfo.
     unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            raise(
-                "39P01",
-                "pgtrickle._capture_row() may only run as a trigger",
-                None,
-            );
-        }
-        let td = &*(context as *const pg_sys::TriggerData);
-        capture(td);
-    }
+        capture(crate::triggers::trigger_data(
+            fcinfo,
+            "pgtrickle._capture_row()",
+        ))
+    };
     pg_sys::Datum::from(0)
 }
 
