@@ -186,15 +186,25 @@ fn refresh_times(
 ) -> Result<Stats, String> {
     let mut samples = Vec::new();
     for _ in 0..cfg.refresh_reps {
-        let id = rng.gen_range(1..=cfg.rows);
-        db.batch_execute(&format!("UPDATE bench_src SET v = v + 1 WHERE id = {id}"))
-            .map_err(|e| describe(&e))?;
-        samples.push(timed(
-            db,
-            &format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
-        )?);
+        samples.push(change_and_refresh(db, st, rng, cfg)?);
     }
     Ok(stats(samples))
+}
+
+/// Update one random row of `bench_src`, then time a refresh of `st`.
+fn change_and_refresh(
+    db: &mut Client,
+    st: &str,
+    rng: &mut ChaCha8Rng,
+    cfg: &BenchConfig,
+) -> Result<Duration, String> {
+    let id = rng.gen_range(1..=cfg.rows);
+    db.batch_execute(&format!("UPDATE bench_src SET v = v + 1 WHERE id = {id}"))
+        .map_err(|e| describe(&e))?;
+    timed(
+        db,
+        &format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
+    )
 }
 
 /// DIFFERENTIAL refreshes of `st` after one updated row, each from a new
@@ -208,13 +218,7 @@ fn new_connection_refresh_times(
     let mut samples = Vec::new();
     for _ in 0..cfg.refresh_reps {
         let mut db = cluster.connect("postgres").map_err(|e| e.to_string())?;
-        let id = rng.gen_range(1..=cfg.rows);
-        db.batch_execute(&format!("UPDATE bench_src SET v = v + 1 WHERE id = {id}"))
-            .map_err(|e| describe(&e))?;
-        samples.push(timed(
-            &mut db,
-            &format!("SELECT pgtrickle.refresh_stream_table('{st}')"),
-        )?);
+        samples.push(change_and_refresh(&mut db, st, rng, cfg)?);
     }
     Ok(stats(samples))
 }
