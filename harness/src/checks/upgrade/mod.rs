@@ -194,6 +194,10 @@ pub fn package_build(
         .arg(out)
         .current_dir(tree.join("engine/ext"))
         .env("CARGO_TARGET_DIR", target_dir)
+        // Older trees predate the workspace's lean debug profile; the same
+        // setting keeps their builds as small (and matches the current
+        // tree's profile, so its cached artifacts still serve).
+        .env("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
         .output()
         .map_err(|e| format!("cargo pgrx package in {}: {e}", tree.display()))?;
     let text = format!(
