@@ -626,3 +626,122 @@ fn a_refresh_whose_commit_fails_is_rolled_back_and_the_scheduler_goes_on() {
     }
     assert_eq!(scheduler_pid(&mut db), pid, "the same scheduler refreshed");
 }
+
+/// Wait until the backend `pid` waits for a lock.
+fn wait_for_lock_wait(db: &mut Client, pid: i32, what: &str) {
+    let started = Instant::now();
+    loop {
+        let waiting: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if waiting {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what} never waited for a lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A refresh that meets DDL holding a source (here: a partition attached
+/// in a transaction that locked the table first, as an operator moving a
+/// partition does) waits for the DDL before it locks its stream table's
+/// catalog row; the DDL's event trigger, which marks that row for
+/// reinitialisation, must not find it locked by the waiting refresh. Both
+/// used to wait for each other and one was killed with 40P01.
+#[test]
+fn ddl_holding_a_source_and_a_refresh_waiting_for_it_do_not_deadlock() {
+    let name = "ddl_refresh_deadlock";
+    let mut db = database(name);
+    db.batch_execute(
+        "CREATE TABLE src (k int, v int) PARTITION BY LIST (k);
+         CREATE TABLE src_0 PARTITION OF src FOR VALUES IN (0);
+         CREATE TABLE src_1 PARTITION OF src FOR VALUES IN (1);
+         INSERT INTO src SELECT i % 2, i FROM generate_series(1, 10) i;
+         CREATE TABLE src_2 (k int, v int);
+         INSERT INTO src_2 VALUES (2, 100);",
+    )
+    .unwrap();
+    db.execute(
+        &format!("SELECT pgtrickle.create_stream_table('st', '{QUERY}', NULL, 'DIFFERENTIAL')"),
+        &[],
+    )
+    .unwrap();
+    db.batch_execute("INSERT INTO src VALUES (1, 1)").unwrap();
+    let cluster = harness::testkit::shared_cluster();
+    let dbname = format!("t_{name}");
+    let mut mover = cluster.connect(&dbname).unwrap();
+    mover
+        .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut refresher = cluster.connect(&dbname).unwrap();
+    let refresher_pid: i32 = refresher
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let refresh = std::thread::spawn(move || {
+        refresher
+            .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+            .map_err(|e| harness::cluster::describe(&e))
+    });
+    wait_for_lock_wait(&mut db, refresher_pid, "the refresh");
+    let attached =
+        mover.batch_execute("ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES IN (2); COMMIT");
+    let refreshed = refresh.join().unwrap();
+    assert!(
+        attached.is_ok(),
+        "the ATTACH failed: {}",
+        harness::cluster::describe(&attached.unwrap_err())
+    );
+    assert_eq!(refreshed, Ok(()), "the refresh failed");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
+}
+
+/// The scheduler does not queue behind DDL holding a source: it skips the
+/// stream table (holding nothing) and refreshes it on a later tick, once
+/// the DDL is done.
+#[test]
+fn the_scheduler_skips_a_stream_table_whose_source_ddl_holds() {
+    let cluster = dedicated_cluster(
+        "skip-locked-source",
+        &["pg_trickle.scheduler_interval_ms = 100"],
+    );
+    let mut db = cluster.connect("postgres").unwrap();
+    db.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
+    setup(&mut db, "'1s'");
+    db.batch_execute("INSERT INTO src VALUES (1, 1)").unwrap();
+    let mut locker = cluster.connect("postgres").unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    // Several ticks and one schedule period with the lock held.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let waiting: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' \
+                 AND wait_event_type = 'Lock')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!waiting, "the scheduler queued for the source's lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    locker.batch_execute("COMMIT").unwrap();
+    while differences(&mut db, "st", QUERY).unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not refreshed after the DDL was done"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

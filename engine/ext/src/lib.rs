@@ -39,6 +39,7 @@ pub mod outbox;
 pub mod planning;
 pub mod readonly;
 pub mod refresh;
+pub mod refresh_locks;
 pub mod regenerate;
 pub mod remote_capture;
 pub mod replan;

@@ -43,7 +43,8 @@ fn num(v: &Option<String>) -> i64 {
 }
 
 /// Refresh stream table `id`. With `skip_locked`, returns `None` when another
-/// session is refreshing it right now instead of waiting.
+/// session is refreshing it right now, or holds one of its sources against
+/// reading (DDL), instead of waiting.
 pub fn refresh_by_id(id: i64, initiator: Initiator, skip_locked: bool) -> Option<Outcome> {
     refresh_with(id, initiator, skip_locked, None)
 }
@@ -91,6 +92,10 @@ fn perform_refresh(
     use crate::telemetry::recorder;
     use pg_trickle_core::telemetry::span::PhaseKind;
     let started = value("SELECT clock_timestamp()::text", &[]);
+    // The sources before the row (see refresh_locks).
+    if !crate::refresh_locks::lock_sources(id, !skip_locked) {
+        return None;
+    }
     let st = crate::catalog::lock_for_refresh(id, skip_locked)?;
     let name = st.name.clone();
     recorder::note_stream_table(&name);

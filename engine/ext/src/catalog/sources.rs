@@ -34,6 +34,15 @@ pub fn delete_of(st_id: i64) -> Vec<u32> {
     )
 }
 
+/// Every source stream table `st_id` reads (captured or not), in oid order.
+pub fn all_of(st_id: i64) -> Vec<u32> {
+    first_column(
+        "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint \
+         ORDER BY source_relid",
+        &[arg(st_id)],
+    )
+}
+
 /// The sources stream table `st_id` captures, in oid order.
 pub fn captured_of(st_id: i64) -> Vec<u32> {
     first_column(

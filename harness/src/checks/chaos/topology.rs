@@ -135,6 +135,9 @@ fn settings() -> Vec<String> {
         "pg_trickle.scheduler_interval_ms = 200".into(),
         "pg_trickle.remote_lease_seconds = 2".into(),
         "log_min_messages = warning".into(),
+        // A lock wait past deadlock_timeout is logged with who holds the
+        // lock: the evidence when a fault's DDL meets a deadlock.
+        "log_lock_waits = on".into(),
     ]
 }
 
@@ -538,15 +541,31 @@ fn scheduler_refreshing(db: &mut Client) -> Result<(), String> {
 }
 
 /// Run `sql`, again after a deadlock with the writers (five times at
-/// most), as an operator would.
+/// most, waiting a little longer each time), as an operator would. When
+/// it gives up, the error names every deadlock's cycle (the server's
+/// DETAIL), so a failure says which processes and locks met.
 fn retry_deadlocks(db: &mut Client, sql: &str) -> Result<(), String> {
-    let mut attempt = 0;
+    let mut cycles = Vec::new();
     loop {
         match db.batch_execute(sql) {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < 5 && e.code().map(|c| c.code()) == Some("40P01") => {
+            Err(e) if e.code().map(|c| c.code()) == Some("40P01") => {
                 let _ = db.batch_execute("ROLLBACK");
-                attempt += 1;
+                cycles.push(
+                    e.as_db_error()
+                        .and_then(|d| d.detail())
+                        .unwrap_or("no detail")
+                        .replace('\n', " "),
+                );
+                if cycles.len() > 5 {
+                    return Err(format!(
+                        "{} (deadlocked {} times in a row: {})",
+                        describe(&e),
+                        cycles.len(),
+                        cycles.join(" | ")
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200 << cycles.len()));
             }
             Err(e) => return Err(describe(&e)),
         }
