@@ -102,14 +102,11 @@ fn the_scheduler_skips_held_stream_tables() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
-    let started = Instant::now();
-    while differences(&mut db, "st", QUERY).unwrap().is_some() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "not refreshed after resume"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "not refreshed after resume",
+        || differences(&mut db, "st", QUERY).unwrap().is_none(),
+    );
 }
 
 #[test]
@@ -627,26 +624,29 @@ fn a_refresh_whose_commit_fails_is_rolled_back_and_the_scheduler_goes_on() {
     assert_eq!(scheduler_pid(&mut db), pid, "the same scheduler refreshed");
 }
 
+/// Poll `done` until it holds; panic with `failure` after `limit`.
+fn wait_until(limit: Duration, failure: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{failure}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Wait until the backend `pid` waits for a lock.
 fn wait_for_lock_wait(db: &mut Client, pid: i32, what: &str) {
-    let started = Instant::now();
-    loop {
-        let waiting: bool = db
-            .query_one(
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{what} never waited for a lock"),
+        || {
+            db.query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
                 &[&pid],
             )
             .unwrap()
-            .get(0);
-        if waiting {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{what} never waited for a lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .get(0)
+        },
+    );
 }
 
 /// A refresh that meets DDL holding a source (here: a partition attached
@@ -737,11 +737,9 @@ fn the_scheduler_skips_a_stream_table_whose_source_ddl_holds() {
         std::thread::sleep(Duration::from_millis(20));
     }
     locker.batch_execute("COMMIT").unwrap();
-    while differences(&mut db, "st", QUERY).unwrap().is_some() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not refreshed after the DDL was done"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "not refreshed after the DDL was done",
+        || differences(&mut db, "st", QUERY).unwrap().is_none(),
+    );
 }
