@@ -717,12 +717,20 @@ fn the_scheduler_skips_a_stream_table_whose_source_ddl_holds() {
     let mut db = cluster.connect("postgres").unwrap();
     db.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
     setup(&mut db, "'1s'");
+    // The scheduler runs and refreshes this stream table on its schedule.
+    scheduler_pid(&mut db);
     db.batch_execute("INSERT INTO src VALUES (1, 1)").unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the scheduler never refreshed",
+        || differences(&mut db, "st", QUERY).unwrap().is_none(),
+    );
+    db.batch_execute("INSERT INTO src VALUES (2, 2)").unwrap();
     let mut locker = cluster.connect("postgres").unwrap();
     locker
         .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    // Several ticks and one schedule period with the lock held.
+    // Several ticks and more than one schedule period with the lock held.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
         let waiting: bool = db
@@ -742,4 +750,46 @@ fn the_scheduler_skips_a_stream_table_whose_source_ddl_holds() {
         "not refreshed after the DDL was done",
         || differences(&mut db, "st", QUERY).unwrap().is_none(),
     );
+}
+
+/// The other order: a session holds the stream table's row and then needs
+/// the source exclusively (a refresh-mode change drops the source's
+/// capture trigger). A refresh waiting for that row must not hold the
+/// source meanwhile, or each waits for the other.
+#[test]
+fn a_refresh_waiting_for_its_row_holds_no_source_a_mode_change_needs() {
+    let name = "row_holder_needs_source";
+    let mut db = database(name);
+    setup(&mut db, "NULL");
+    db.batch_execute("INSERT INTO src VALUES (1, 1)").unwrap();
+    let cluster = harness::testkit::shared_cluster();
+    let dbname = format!("t_{name}");
+    // Stands for a session in the middle of alter_stream_table.
+    let mut holder = cluster.connect(&dbname).unwrap();
+    holder
+        .batch_execute(
+            "BEGIN; SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE name = 'public.st' FOR UPDATE",
+        )
+        .unwrap();
+    let mut refresher = cluster.connect(&dbname).unwrap();
+    let refresher_pid: i32 = refresher
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let refresh = std::thread::spawn(move || {
+        refresher
+            .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+            .map_err(|e| harness::cluster::describe(&e))
+    });
+    wait_for_lock_wait(&mut db, refresher_pid, "the refresh");
+    let changed = holder
+        .batch_execute("SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL'); COMMIT");
+    let refreshed = refresh.join().unwrap();
+    assert!(
+        changed.is_ok(),
+        "the mode change failed: {}",
+        harness::cluster::describe(&changed.unwrap_err())
+    );
+    assert_eq!(refreshed, Ok(()), "the refresh failed");
+    assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
 }

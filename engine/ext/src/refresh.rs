@@ -93,10 +93,7 @@ fn perform_refresh(
     use pg_trickle_core::telemetry::span::PhaseKind;
     let started = value("SELECT clock_timestamp()::text", &[]);
     // The sources before the row (see refresh_locks).
-    if !crate::refresh_locks::lock_sources(id, !skip_locked) {
-        return None;
-    }
-    let st = crate::catalog::lock_for_refresh(id, skip_locked)?;
+    let st = crate::refresh_locks::lock_for_refresh_in_order(id, !skip_locked)?;
     let name = st.name.clone();
     recorder::note_stream_table(&name);
     let owner = st.owner.clone();

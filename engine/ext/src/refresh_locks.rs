@@ -11,9 +11,51 @@
 //! before the row makes the refresh wait for the DDL holding nothing the
 //! DDL needs. The scheduler does not wait at all: a source locked against
 //! reading skips the stream table until the next tick.
+//!
+//! The other order exists too: a session holding the row may go on to need
+//! a source exclusively (a refresh-mode change or a drop removes the
+//! source's capture trigger). So a refresh never waits for the row while
+//! holding its sources: it takes them and tries the row in a
+//! subtransaction, and when the row is busy it gives the sources back,
+//! waits for the row's holder holding nothing, and starts again.
 
 use pgrx::pg_sys;
 use pgrx::PgList;
+
+use crate::catalog::{lock_for_refresh, StreamTableRow};
+use crate::spi::in_subtransaction_kept_if;
+
+/// Lock what a refresh of stream table `id` reads, then its catalog row,
+/// and read the row (see the module comment). `wait` false (the
+/// scheduler): None at once when another session holds a source against
+/// reading or holds the row. None too when the stream table is gone.
+pub fn lock_for_refresh_in_order(id: i64, wait: bool) -> Option<StreamTableRow> {
+    if !wait {
+        if !lock_sources(id, false) {
+            return None;
+        }
+        return lock_for_refresh(id, true);
+    }
+    loop {
+        let (row, got) = in_subtransaction_kept_if(|| {
+            lock_sources(id, true);
+            let row = lock_for_refresh(id, true);
+            let got = row.is_some();
+            (row, got)
+        });
+        if got {
+            return row;
+        }
+        // Busy or gone: wait for the row's holder with nothing held (the
+        // subtransaction gave the sources back, and this one gives the row
+        // back), then start again; gone ends it.
+        let (exists, _) =
+            in_subtransaction_kept_if(|| (lock_for_refresh(id, false).is_some(), false));
+        if !exists {
+            return None;
+        }
+    }
+}
 
 unsafe extern "C-unwind" {
     /// `parent` and every partition or inheritance child below it,
@@ -48,7 +90,7 @@ fn members(parent: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> 
 /// at the first relation another session holds against reading (or is
 /// queued to), true waits for each. Locks are kept to the end of the
 /// transaction.
-pub fn lock_sources(st_id: i64, wait: bool) -> bool {
+fn lock_sources(st_id: i64, wait: bool) -> bool {
     let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
     for source in crate::catalog::sources::all_of(st_id) {
         let oid = pg_sys::Oid::from(source);
