@@ -858,3 +858,33 @@ fn rows_text(db: &mut Client, sql: &str) -> Vec<String> {
         .map(|r| r.get(0))
         .collect()
 }
+
+/// A re-plan that cannot take a lock in time (a source held by another
+/// session, `lock_timeout` set) fails with the lock's own error, not as a
+/// verdict that the defining query no longer works.
+#[test]
+fn a_lock_timeout_while_re_planning_is_not_called_a_broken_query() {
+    let name = "replan_lock_timeout";
+    let mut db = database(name);
+    db.batch_execute(
+        "CREATE TABLE a (k int PRIMARY KEY, v int);
+         CREATE TABLE b (k int PRIMARY KEY, w int);
+         INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 2);
+         SELECT pgtrickle.create_stream_table('ab', 'SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL');",
+    )
+    .unwrap();
+    let mut holder = shared_cluster().connect(&format!("t_{name}")).unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE b IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let altered = db.batch_execute("SET lock_timeout = '200ms'; ALTER TABLE a ADD COLUMN z int");
+    holder.batch_execute("ROLLBACK").unwrap();
+    let err = altered.expect_err("the ALTER went through a held lock");
+    let db_err = err.as_db_error().expect("a server error");
+    assert!(
+        db_err.code().code() == "55P03" && !db_err.message().contains("no longer works"),
+        "expected the lock timeout itself, got: {} ({})",
+        db_err.message(),
+        db_err.code().code()
+    );
+}

@@ -793,3 +793,56 @@ fn a_refresh_waiting_for_its_row_holds_no_source_a_mode_change_needs() {
     assert_eq!(refreshed, Ok(()), "the refresh failed");
     assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
 }
+
+/// `alter_stream_table` locks the stream table's row and re-plans, which
+/// reads the sources: it takes them before the row too, so DDL holding a
+/// source (whose event trigger marks the row) does not meet it holding
+/// the row.
+#[test]
+fn a_mode_change_takes_the_sources_before_the_row() {
+    let name = "alter_lock_order";
+    let mut db = database(name);
+    db.batch_execute(
+        "CREATE TABLE src (k int, v int) PARTITION BY LIST (k);
+         CREATE TABLE src_0 PARTITION OF src FOR VALUES IN (0);
+         CREATE TABLE src_1 PARTITION OF src FOR VALUES IN (1);
+         INSERT INTO src SELECT i % 2, i FROM generate_series(1, 10) i;
+         CREATE TABLE src_2 (k int, v int);
+         INSERT INTO src_2 VALUES (2, 100);",
+    )
+    .unwrap();
+    db.execute(
+        &format!("SELECT pgtrickle.create_stream_table('st', '{QUERY}', NULL, 'AUTO')"),
+        &[],
+    )
+    .unwrap();
+    let cluster = harness::testkit::shared_cluster();
+    let dbname = format!("t_{name}");
+    let mut mover = cluster.connect(&dbname).unwrap();
+    mover
+        .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut alter = cluster.connect(&dbname).unwrap();
+    let alter_pid: i32 = alter
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let altered = std::thread::spawn(move || {
+        alter
+            .batch_execute("SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL')")
+            .map_err(|e| harness::cluster::describe(&e))
+    });
+    wait_for_lock_wait(&mut db, alter_pid, "the mode change");
+    let attached =
+        mover.batch_execute("ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES IN (2); COMMIT");
+    let altered = altered.join().unwrap();
+    assert!(
+        attached.is_ok(),
+        "the ATTACH failed: {}",
+        harness::cluster::describe(&attached.unwrap_err())
+    );
+    assert_eq!(altered, Ok(()), "the mode change failed");
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
+}

@@ -325,7 +325,9 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
 ) {
     controlled(name, |st| {
-        if !stream_tables::lock(st.id) {
+        // The sources, then the row (see refresh_locks): a mode change may
+        // drop a source's capture trigger, which needs the source alone.
+        if crate::refresh_locks::lock_for_refresh_in_order(st.id, true).is_none() {
             raise(
                 "42P01",
                 format!("stream table \"{name}\" does not exist"),

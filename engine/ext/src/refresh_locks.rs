@@ -18,6 +18,12 @@
 //! holding its sources: it takes them and tries the row in a
 //! subtransaction, and when the row is busy it gives the sources back,
 //! waits for the row's holder holding nothing, and starts again.
+//! `alter_stream_table`, which locks the row and then re-plans (reading
+//! the sources), takes them the same way first.
+//!
+//! What this does not cover: sources are taken one after another (in oid
+//! order), so DDL that locks a later source exclusively and then an
+//! earlier one can still meet a refresh holding the earlier one.
 
 use pgrx::pg_sys;
 use pgrx::PgList;

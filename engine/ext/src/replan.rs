@@ -64,6 +64,8 @@ pub fn replan(id: i64, requested: Option<RequestedMode>, reason: &str) {
     let check = query.clone();
     let as_owner = owner.clone();
     if let Err(f) = in_subtransaction(move || as_owner.run(|| prepare_only(&check, 0))) {
+        // A lock timeout, a deadlock or a cancel says nothing about the query.
+        f.reraise_if_transient();
         raise(
             &f.sqlstate,
             format!(

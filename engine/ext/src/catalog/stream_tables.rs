@@ -312,16 +312,6 @@ pub fn delete(id: i64) {
     );
 }
 
-/// Lock stream table `id`'s row (waiting for a refresh holding it);
-/// false when it does not exist.
-pub fn lock(id: i64) -> bool {
-    value(
-        "SELECT id::text FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint FOR UPDATE",
-        &[arg(id)],
-    )
-    .is_some()
-}
-
 /// Set stream table `id`'s schedule, as written and in seconds (None: manual only).
 pub fn set_schedule(id: i64, schedule: Option<&(String, u64)>) {
     run(
