@@ -649,15 +649,12 @@ fn wait_for_lock_wait(db: &mut Client, pid: i32, what: &str) {
     );
 }
 
-/// A refresh that meets DDL holding a source (here: a partition attached
-/// in a transaction that locked the table first, as an operator moving a
-/// partition does) waits for the DDL before it locks its stream table's
-/// catalog row; the DDL's event trigger, which marks that row for
-/// reinitialisation, must not find it locked by the waiting refresh. Both
-/// used to wait for each other and one was killed with 40P01.
-#[test]
-fn ddl_holding_a_source_and_a_refresh_waiting_for_it_do_not_deadlock() {
-    let name = "ddl_refresh_deadlock";
+/// Partitioned source `src` (two partitions) and `src_2` to attach; a
+/// stream table `st` (`mode`) over it. One session locks `src` as an
+/// operator moving a partition does; another runs `sql` (`what`), which
+/// must wait for it; then the first attaches `src_2` and commits. Both
+/// must succeed, and `st` end up exact.
+fn ddl_holding_a_source_meets(name: &str, mode: &str, what: &str, sql: &'static str) {
     let mut db = database(name);
     db.batch_execute(
         "CREATE TABLE src (k int, v int) PARTITION BY LIST (k);
@@ -669,7 +666,7 @@ fn ddl_holding_a_source_and_a_refresh_waiting_for_it_do_not_deadlock() {
     )
     .unwrap();
     db.execute(
-        &format!("SELECT pgtrickle.create_stream_table('st', '{QUERY}', NULL, 'DIFFERENTIAL')"),
+        &format!("SELECT pgtrickle.create_stream_table('st', '{QUERY}', NULL, '{mode}')"),
         &[],
     )
     .unwrap();
@@ -680,29 +677,45 @@ fn ddl_holding_a_source_and_a_refresh_waiting_for_it_do_not_deadlock() {
     mover
         .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let mut refresher = cluster.connect(&dbname).unwrap();
-    let refresher_pid: i32 = refresher
+    let mut other = cluster.connect(&dbname).unwrap();
+    let other_pid: i32 = other
         .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
         .get(0);
-    let refresh = std::thread::spawn(move || {
-        refresher
-            .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+    let ran = std::thread::spawn(move || {
+        other
+            .batch_execute(sql)
             .map_err(|e| harness::cluster::describe(&e))
     });
-    wait_for_lock_wait(&mut db, refresher_pid, "the refresh");
+    wait_for_lock_wait(&mut db, other_pid, what);
     let attached =
         mover.batch_execute("ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES IN (2); COMMIT");
-    let refreshed = refresh.join().unwrap();
+    let ran = ran.join().unwrap();
     assert!(
         attached.is_ok(),
         "the ATTACH failed: {}",
         harness::cluster::describe(&attached.unwrap_err())
     );
-    assert_eq!(refreshed, Ok(()), "the refresh failed");
+    assert_eq!(ran, Ok(()), "{what} failed");
     db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
         .unwrap();
     assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
+}
+
+/// A refresh that meets DDL holding a source (here: a partition attached
+/// in a transaction that locked the table first, as an operator moving a
+/// partition does) waits for the DDL before it locks its stream table's
+/// catalog row; the DDL's event trigger, which marks that row for
+/// reinitialisation, must not find it locked by the waiting refresh. Both
+/// used to wait for each other and one was killed with 40P01.
+#[test]
+fn ddl_holding_a_source_and_a_refresh_waiting_for_it_do_not_deadlock() {
+    ddl_holding_a_source_meets(
+        "ddl_refresh_deadlock",
+        "DIFFERENTIAL",
+        "the refresh",
+        "SELECT pgtrickle.refresh_stream_table('st')",
+    );
 }
 
 /// The scheduler does not queue behind DDL holding a source: it skips the
@@ -800,49 +813,10 @@ fn a_refresh_waiting_for_its_row_holds_no_source_a_mode_change_needs() {
 /// the row.
 #[test]
 fn a_mode_change_takes_the_sources_before_the_row() {
-    let name = "alter_lock_order";
-    let mut db = database(name);
-    db.batch_execute(
-        "CREATE TABLE src (k int, v int) PARTITION BY LIST (k);
-         CREATE TABLE src_0 PARTITION OF src FOR VALUES IN (0);
-         CREATE TABLE src_1 PARTITION OF src FOR VALUES IN (1);
-         INSERT INTO src SELECT i % 2, i FROM generate_series(1, 10) i;
-         CREATE TABLE src_2 (k int, v int);
-         INSERT INTO src_2 VALUES (2, 100);",
-    )
-    .unwrap();
-    db.execute(
-        &format!("SELECT pgtrickle.create_stream_table('st', '{QUERY}', NULL, 'AUTO')"),
-        &[],
-    )
-    .unwrap();
-    let cluster = harness::testkit::shared_cluster();
-    let dbname = format!("t_{name}");
-    let mut mover = cluster.connect(&dbname).unwrap();
-    mover
-        .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let mut alter = cluster.connect(&dbname).unwrap();
-    let alter_pid: i32 = alter
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let altered = std::thread::spawn(move || {
-        alter
-            .batch_execute("SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL')")
-            .map_err(|e| harness::cluster::describe(&e))
-    });
-    wait_for_lock_wait(&mut db, alter_pid, "the mode change");
-    let attached =
-        mover.batch_execute("ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES IN (2); COMMIT");
-    let altered = altered.join().unwrap();
-    assert!(
-        attached.is_ok(),
-        "the ATTACH failed: {}",
-        harness::cluster::describe(&attached.unwrap_err())
+    ddl_holding_a_source_meets(
+        "alter_lock_order",
+        "AUTO",
+        "the mode change",
+        "SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL')",
     );
-    assert_eq!(altered, Ok(()), "the mode change failed");
-    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
-        .unwrap();
-    assert_eq!(differences(&mut db, "st", QUERY).unwrap(), None);
 }
