@@ -184,10 +184,15 @@ fn refresh_times(
     rng: &mut ChaCha8Rng,
     cfg: &BenchConfig,
 ) -> Result<Stats, String> {
-    let mut samples = Vec::new();
-    for _ in 0..cfg.refresh_reps {
-        samples.push(change_and_refresh(db, st, rng, cfg)?);
-    }
+    sampled(cfg.refresh_reps, || change_and_refresh(db, st, rng, cfg))
+}
+
+/// `reps` timings of `one`, summarised.
+fn sampled(
+    reps: usize,
+    mut one: impl FnMut() -> Result<Duration, String>,
+) -> Result<Stats, String> {
+    let samples = (0..reps).map(|_| one()).collect::<Result<Vec<_>, _>>()?;
     Ok(stats(samples))
 }
 
@@ -215,12 +220,10 @@ fn new_connection_refresh_times(
     rng: &mut ChaCha8Rng,
     cfg: &BenchConfig,
 ) -> Result<Stats, String> {
-    let mut samples = Vec::new();
-    for _ in 0..cfg.refresh_reps {
+    sampled(cfg.refresh_reps, || {
         let mut db = cluster.connect("postgres").map_err(|e| e.to_string())?;
-        samples.push(change_and_refresh(&mut db, st, rng, cfg)?);
-    }
-    Ok(stats(samples))
+        change_and_refresh(&mut db, st, rng, cfg)
+    })
 }
 
 /// One `INSERT ... SELECT` of `cfg.bulk_rows` rows into an empty table
