@@ -633,8 +633,24 @@ fn wait_until(limit: Duration, failure: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Wait until the backend `pid` waits for a lock.
-fn wait_for_lock_wait(db: &mut Client, pid: i32, what: &str) {
+/// Run `sql` (`what`) in a new session of database `dbname` on a thread,
+/// and return once that session waits for a lock (`db` watches it).
+fn run_until_it_waits(
+    db: &mut Client,
+    dbname: &str,
+    sql: &'static str,
+    what: &str,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let mut other = harness::testkit::shared_cluster().connect(dbname).unwrap();
+    let pid: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let ran = std::thread::spawn(move || {
+        other
+            .batch_execute(sql)
+            .map_err(|e| harness::cluster::describe(&e))
+    });
     wait_until(
         Duration::from_secs(20),
         &format!("{what} never waited for a lock"),
@@ -647,6 +663,7 @@ fn wait_for_lock_wait(db: &mut Client, pid: i32, what: &str) {
             .get(0)
         },
     );
+    ran
 }
 
 /// Partitioned source `src` (two partitions) and `src_2` to attach; a
@@ -677,17 +694,7 @@ fn ddl_holding_a_source_meets(name: &str, mode: &str, what: &str, sql: &'static 
     mover
         .batch_execute("BEGIN; LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let mut other = cluster.connect(&dbname).unwrap();
-    let other_pid: i32 = other
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let ran = std::thread::spawn(move || {
-        other
-            .batch_execute(sql)
-            .map_err(|e| harness::cluster::describe(&e))
-    });
-    wait_for_lock_wait(&mut db, other_pid, what);
+    let ran = run_until_it_waits(&mut db, &dbname, sql, what);
     let attached =
         mover.batch_execute("ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES IN (2); COMMIT");
     let ran = ran.join().unwrap();
@@ -784,17 +791,12 @@ fn a_refresh_waiting_for_its_row_holds_no_source_a_mode_change_needs() {
             "BEGIN; SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE name = 'public.st' FOR UPDATE",
         )
         .unwrap();
-    let mut refresher = cluster.connect(&dbname).unwrap();
-    let refresher_pid: i32 = refresher
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let refresh = std::thread::spawn(move || {
-        refresher
-            .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
-            .map_err(|e| harness::cluster::describe(&e))
-    });
-    wait_for_lock_wait(&mut db, refresher_pid, "the refresh");
+    let refresh = run_until_it_waits(
+        &mut db,
+        &dbname,
+        "SELECT pgtrickle.refresh_stream_table('st')",
+        "the refresh",
+    );
     let changed = holder
         .batch_execute("SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL'); COMMIT");
     let refreshed = refresh.join().unwrap();
