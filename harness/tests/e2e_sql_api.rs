@@ -264,6 +264,122 @@ fn a_plan_whose_fingerprint_does_not_match_runs_the_stored_statement() {
     }
 }
 
+/// The rows of `pgt_specialised_statements` for stream table `st`:
+/// (changed sources as regclass text, whether a statement is stored).
+fn specialisations(db: &mut Client, st: &str) -> Vec<(String, bool)> {
+    db.query(
+        "SELECT array_to_string(array(SELECT c::regclass::text FROM unnest(p.changed) c ORDER BY 1), ','), \
+         p.sql IS NOT NULL FROM pgtrickle.pgt_specialised_statements p \
+         JOIN pgtrickle.pgt_stream_tables st ON st.id = p.st_id \
+         WHERE st.relid = $1::text::regclass ORDER BY 1",
+        &[&st],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// A specialised statement is made and validated once and stored under
+/// the plan it came from; a new connection runs the stored statement
+/// (here damaged on purpose, so that running it shows), a re-plan forgets
+/// the old plan's statements and dropping the stream table drops them.
+#[test]
+fn a_specialised_statement_is_stored_once_and_run_by_new_connections() {
+    let mut db = database("sql_stored_specialisation");
+    setup(&mut db);
+    let query = "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k";
+    assert_eq!(
+        specialisations(&mut db, "j"),
+        [],
+        "nothing before a refresh"
+    );
+    db.batch_execute("INSERT INTO a VALUES (2, 21); SELECT pgtrickle.refresh_stream_table('j')")
+        .unwrap();
+    assert_eq!(specialisations(&mut db, "j"), [("a".to_string(), true)]);
+    let key: String = db
+        .query_one(
+            "SELECT p.fingerprint FROM pgtrickle.pgt_specialised_statements p \
+             JOIN pgtrickle.pgt_stream_tables st ON st.id = p.st_id WHERE st.relid = 'j'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let fingerprint: String = db
+        .query_one(
+            "SELECT plan_fingerprint FROM pgtrickle.pgt_stream_tables WHERE relid = 'j'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        key.starts_with(&format!("{fingerprint}/")),
+        "stored under the plan's fingerprint and the library version: {key}"
+    );
+    db.batch_execute("INSERT INTO b VALUES (2, 9); SELECT pgtrickle.refresh_stream_table('j')")
+        .unwrap();
+    assert_eq!(
+        specialisations(&mut db, "j"),
+        [("a".to_string(), true), ("b".to_string(), true)]
+    );
+
+    // A new connection runs what is stored: a statement that divides by
+    // zero raises, and the refresh recomputes FULL saying why.
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_specialised_statements SET sql = 'SELECT 0, 0, 0, NULL::text, 1/0 = 0' \
+         WHERE changed = ARRAY['a'::regclass::oid]",
+    )
+    .unwrap();
+    let mut other = shared_cluster()
+        .connect("t_sql_stored_specialisation")
+        .unwrap();
+    other
+        .batch_execute("INSERT INTO a VALUES (1, 11); SELECT pgtrickle.refresh_stream_table('j')")
+        .unwrap();
+    let reason: Option<String> = other
+        .query_one(
+            "SELECT reason FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables st \
+             ON st.id = h.st_id WHERE st.relid = 'j'::regclass ORDER BY h.id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("22012")),
+        "the new connection did not run the stored statement: {reason:?}"
+    );
+    assert_eq!(
+        oracles::compare::differences(&mut other, "j", query).unwrap(),
+        None
+    );
+
+    // A re-plan stores another plan and forgets the old one's statements.
+    db.batch_execute("SELECT pgtrickle.alter_stream_table('j', refresh_mode => 'FULL')")
+        .unwrap();
+    assert_eq!(specialisations(&mut db, "j"), [], "kept after a re-plan");
+    db.batch_execute(
+        "SELECT pgtrickle.alter_stream_table('j', refresh_mode => 'DIFFERENTIAL'); \
+         SELECT pgtrickle.refresh_stream_table('j'); INSERT INTO a VALUES (1, 12); \
+         SELECT pgtrickle.refresh_stream_table('j')",
+    )
+    .unwrap();
+    assert_eq!(specialisations(&mut db, "j"), [("a".to_string(), true)]);
+    assert_eq!(
+        oracles::compare::differences(&mut db, "j", query).unwrap(),
+        None
+    );
+    db.batch_execute("SELECT pgtrickle.drop_stream_table('j')")
+        .unwrap();
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_specialised_statements",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "kept after the stream table was dropped");
+}
+
 #[test]
 fn upgrading_from_0_38_0_gives_the_catalog_of_a_fresh_install() {
     // Stream tables carried across an upgrade (built from the old source)
