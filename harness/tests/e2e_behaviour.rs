@@ -888,3 +888,32 @@ fn a_lock_timeout_while_re_planning_is_not_called_a_broken_query() {
         db_err.code().code()
     );
 }
+
+/// A refresh runs its statement with JIT off (compiling a generated
+/// statement costs more than running it) and leaves the session's setting
+/// as it was, in and outside a transaction block (the API's own setting
+/// scope would restore it too; the refresh restores it itself for the
+/// scheduler, which has none).
+#[test]
+fn a_refresh_runs_without_jit_and_restores_the_setting() {
+    let mut db = database("refresh_jit");
+    db.batch_execute(
+        "CREATE TABLE jit_src (k int PRIMARY KEY);
+         INSERT INTO jit_src VALUES (1);
+         SELECT pgtrickle.create_stream_table('jit_seen', 'SELECT k, current_setting(''jit'') AS jit FROM jit_src', NULL, 'FULL');
+         SET jit = on;
+         SELECT pgtrickle.refresh_stream_table('jit_seen');",
+    )
+    .unwrap();
+    let seen: Vec<String> = first_column(&mut db, "SELECT jit FROM jit_seen", &[]);
+    assert_eq!(seen, ["off"], "the refresh statement ran with JIT on");
+    let after: Vec<String> = first_column(&mut db, "SHOW jit", &[]);
+    assert_eq!(after, ["on"], "the session's setting was not restored");
+    db.batch_execute(
+        "BEGIN; SET LOCAL jit = on; SELECT pgtrickle.refresh_stream_table('jit_seen');",
+    )
+    .unwrap();
+    let inside: Vec<String> = first_column(&mut db, "SHOW jit", &[]);
+    assert_eq!(inside, ["on"], "the transaction's setting was not restored");
+    db.batch_execute("COMMIT").unwrap();
+}

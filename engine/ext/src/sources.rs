@@ -13,11 +13,18 @@
 
 use pg_trickle_core::catalog::{SourceKind, SourceTable};
 
+use pgrx::pg_sys;
+
 use crate::spi::{first_column, row, rows};
 
 /// Every partition or inheritance descendant of `oid`, at every level, in
 /// oid order (a partition being detached concurrently no longer counts).
 pub fn members(oid: u32) -> Vec<u32> {
+    // Most sources have none: a syscache lookup says so without a
+    // statement (the flag may stay set after the last child went).
+    if !has_members(oid) {
+        return Vec::new();
+    }
     first_column(
         "WITH RECURSIVE d(oid) AS ( \
            SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = $1::text::oid AND NOT i.inhdetachpending \
@@ -25,6 +32,21 @@ pub fn members(oid: u32) -> Vec<u32> {
          SELECT oid::text FROM d ORDER BY oid",
         &[Some(oid.to_string())],
     )
+}
+
+unsafe extern "C-unwind" {
+    /// Whether `pg_class.relhassubclass` is set for the relation
+    /// (catalog/pg_inherits.h; the same signature in every supported
+    /// major). Not in pgrx's bindings; call it through [`has_members`].
+    fn has_subclass(relation: pg_sys::Oid) -> bool;
+}
+
+/// Whether `oid` may have partitions or inheritance children: false only
+/// when it certainly has none.
+fn has_members(oid: u32) -> bool {
+    // SAFETY: a syscache lookup that may raise an ERROR, which the
+    // boundary guard turns into a Rust panic.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| has_subclass(pg_sys::Oid::from(oid))) }
 }
 
 /// Resolve one relation by oid, with its kind and capture problem.

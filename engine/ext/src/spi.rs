@@ -300,19 +300,54 @@ pub fn qi(name: &str) -> String {
 
 /// Run `f` with a setting changed for the current transaction, restoring the
 /// previous value afterwards (an error aborts the transaction, which restores it too).
+/// As `set_config(name, value, true)` does, through the GUC functions
+/// rather than statements: a refresh runs this every time.
 pub fn with_setting<R>(name: &str, value_: &str, f: impl FnOnce() -> R) -> R {
-    let previous = value(
-        "SELECT pg_catalog.current_setting($1::pg_catalog.text)",
-        &[Some(name.to_string())],
-    );
-    run(
-        "SELECT pg_catalog.set_config($1::pg_catalog.text, $2::pg_catalog.text, true)",
-        &[Some(name.to_string()), Some(value_.to_string())],
-    );
+    let name_c =
+        std::ffi::CString::new(name).unwrap_or_else(|_| internal(format!("setting name {name:?}")));
+    // SAFETY: GetConfigOption returns a string valid until the setting
+    // changes (or NULL when unset); it is copied right away. An unknown
+    // name raises an ERROR, which the boundary guard turns into a panic.
+    let previous = unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            let p = pg_sys::GetConfigOption(name_c.as_ptr(), false, false);
+            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_owned())
+        })
+    };
+    set_local(&name_c, Some(value_));
     let result = f();
-    run(
-        "SELECT pg_catalog.set_config($1::pg_catalog.text, $2::pg_catalog.text, true)",
-        &[Some(name.to_string()), previous],
+    set_local(
+        &name_c,
+        previous.as_ref().map(|p| p.to_str().unwrap_or_default()),
     );
     result
+}
+
+/// Set a setting for the current transaction, as `set_config(name,
+/// value, true)` does (NULL resets it to its session value).
+fn set_local(name: &std::ffi::CStr, value_: Option<&str>) {
+    let value_c = value_.map(|v| {
+        std::ffi::CString::new(v).unwrap_or_else(|_| internal(format!("setting value {v:?}")))
+    });
+    // SAFETY: both strings outlive the call; an invalid value raises an
+    // ERROR, which the boundary guard turns into a panic.
+    unsafe {
+        let context = if pg_sys::superuser() {
+            pg_sys::GucContext::PGC_SUSET
+        } else {
+            pg_sys::GucContext::PGC_USERSET
+        };
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value_c.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+                context,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                PgLogLevel::ERROR as i32,
+                false,
+            )
+        });
+    }
 }

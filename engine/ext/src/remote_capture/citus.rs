@@ -12,6 +12,7 @@
 //! decoded once.
 
 use pg_trickle_core::wal::remote::{citus_shard_relation, NAME_LIMIT};
+use pgrx::pg_sys;
 
 use super::node::Link;
 use super::{Node, Shard};
@@ -19,12 +20,18 @@ use crate::spi::{first_column, raise, row, rows, value};
 
 /// Whether Citus's metadata exists in this database.
 pub fn installed() -> bool {
-    value(
-        "SELECT (pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL)::text",
-        &[],
-    )
-    .as_deref()
-        == Some("true")
+    // A syscache lookup, not a statement: every refresh asks, per source.
+    // SAFETY: get_relname_relid reads the syscache and returns InvalidOid
+    // for a missing relation.
+    let oid = unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            pg_sys::get_relname_relid(
+                c"pg_dist_partition".as_ptr(),
+                pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+            )
+        })
+    };
+    oid != pg_sys::InvalidOid
 }
 
 /// Whether `relid` is a table Citus manages (distributed, reference or
