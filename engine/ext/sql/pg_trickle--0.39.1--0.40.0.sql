@@ -9,19 +9,6 @@
 -- (filled in by the regeneration at the end of this script).
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN plan_fingerprint text;
 
--- Specialised differential statements, made and validated once and read
--- by every new backend (see engine/ext/src/specialise.rs); stream tables
--- of earlier versions gain rows on their next refreshes.
-CREATE TABLE pgtrickle.pgt_specialised_statements (
-    st_id       bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
-    fingerprint text NOT NULL,
-    changed     oid[] NOT NULL,
-    sql         text,
-    PRIMARY KEY (st_id, fingerprint, changed)
-);
-COMMENT ON TABLE pgtrickle.pgt_specialised_statements IS 'Differential statements specialised to the sources with changes, validated once and shared by every backend (no statement: the general one runs)';
-REVOKE ALL ON pgtrickle.pgt_specialised_statements FROM PUBLIC;
-
 -- The partitions and inheritance children (members) of each captured source,
 -- as its triggers were last set.
 ALTER TABLE pgtrickle.pgt_change_buffers ADD COLUMN members oid[] NOT NULL DEFAULT '{}';

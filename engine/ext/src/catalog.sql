@@ -49,15 +49,6 @@ CREATE TABLE pgtrickle.pgt_sources (
 CREATE INDEX pgt_sources_source_idx ON pgtrickle.pgt_sources (source_relid);
 COMMENT ON TABLE pgtrickle.pgt_sources IS 'Relations each stream table reads; captured ones feed its differential refresh';
 
-CREATE TABLE pgtrickle.pgt_specialised_statements (
-    st_id       bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (id) ON DELETE CASCADE,
-    fingerprint text NOT NULL,
-    changed     oid[] NOT NULL,
-    sql         text,
-    PRIMARY KEY (st_id, fingerprint, changed)
-);
-COMMENT ON TABLE pgtrickle.pgt_specialised_statements IS 'Differential statements specialised to the sources with changes, validated once and shared by every backend (no statement: the general one runs)';
-
 CREATE TABLE pgtrickle.pgt_change_buffers (
     source_relid oid PRIMARY KEY,
     buffer_name  text NOT NULL,

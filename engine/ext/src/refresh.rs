@@ -184,8 +184,9 @@ fn perform_refresh(
             relid: st.relid,
             storage: &name,
         };
-        let sql =
-            crate::specialise::specialised_sql(&target, &pending).unwrap_or_else(|| stored.clone());
+        let sql = crate::specialise::specialised(&target, &pending)
+            .map(|s| s.sql)
+            .unwrap_or_else(|| stored.clone());
         (Mode::Differential, sql, args)
     } else {
         if let (true, Some(src)) = (

@@ -25,22 +25,16 @@
 //! query, or the stream table predates fingerprints) the stored statement
 //! runs, as it always may.
 //!
-//! A specialised statement is validated once, when it is first made, and
-//! stored in the catalog (`pgt_specialised_statements`) under the
-//! fingerprint (a re-plan changes it), this library's version and the set
-//! of changed sources; when validation fails that is stored too, and the
-//! general statement is used. A new backend reads the stored statement
-//! instead of analysing the query and validating the statement again: a
-//! stored specialisation came from the same plan as the stored general
-//! statement, so it may run wherever that one may. Each backend also keeps
-//! what it read or made in memory.
+//! Specialised statements are cached per backend, keyed by the fingerprint
+//! (a re-plan changes it) and the set of changed sources, and are
+//! validated once before first use; when validation fails the stored
+//! statement is used.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pg_trickle_core::delta::{plan_fingerprint, plan_refresh_for_changes, SqlPhase};
 
-use crate::catalog::specialisations::{self, Stored};
 use crate::security::Owner;
 use crate::spi::in_subtransaction;
 
@@ -59,14 +53,7 @@ pub struct Specialised {
 type Key = (i64, String, Vec<u32>);
 
 thread_local! {
-    static CACHE: RefCell<HashMap<Key, Option<String>>> = RefCell::new(HashMap::new());
-}
-
-/// The key a specialisation is stored under: the plan's fingerprint and
-/// the version of the library that generated it (a new build may write
-/// different SQL for the same plan).
-fn stored_key(fingerprint: &str) -> String {
-    format!("{fingerprint}/{}", env!("CARGO_PKG_VERSION"))
+    static CACHE: RefCell<HashMap<Key, Option<Specialised>>> = RefCell::new(HashMap::new());
 }
 
 /// What the specialisation needs to know about a stream table.
@@ -87,81 +74,28 @@ pub struct Target<'a> {
 }
 
 /// The statement specialised to the sources in `changed` (relation oids),
-/// or `None` to use the stored general one. Reads the catalog, or makes,
-/// validates and stores the statement, the first time a backend needs it.
-pub fn specialised_sql(t: &Target, changed: &[u32]) -> Option<String> {
-    let fingerprint = stored_key(t.fingerprint?);
+/// or `None` to use the stored one.
+pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
+    let fingerprint = t.fingerprint?;
     let mut changed = changed.to_vec();
     changed.sort_unstable();
-    let key = (t.id, fingerprint.clone(), changed.clone());
+    let key = (t.id, fingerprint.to_string(), changed.clone());
     if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
         return hit;
     }
-    let sql = match specialisations::find(t.id, &fingerprint, &changed) {
-        Some(Stored::Statement(sql)) => Some(sql),
-        Some(Stored::General) => None,
-        None => match build(t, &changed) {
-            Made::Valid(s) => {
-                specialisations::store(
-                    t.id,
-                    &fingerprint,
-                    &changed,
-                    &Stored::Statement(s.sql.clone()),
-                );
-                Some(s.sql)
-            }
-            Made::Invalid => {
-                specialisations::store(t.id, &fingerprint, &changed, &Stored::General);
-                None
-            }
-            // Kept in this backend only: another may analyse it as the plan.
-            Made::NotThisPlan => None,
-        },
-    };
+    let made = build(t, fingerprint, &changed);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= MAX_CACHED {
             c.clear();
         }
-        c.insert(key, sql.clone());
+        c.insert(key, made.clone());
     });
-    sql
+    made
 }
 
-/// The statement specialised to `changed`, with its phases, made afresh
-/// (for `stream_table_sql`; stores nothing), or `None` when the general
-/// statement would run.
-pub fn specialised(t: &Target, changed: &[u32]) -> Option<Specialised> {
-    let mut changed = changed.to_vec();
-    changed.sort_unstable();
-    match build(t, &changed) {
-        Made::Valid(s) => Some(s),
-        Made::Invalid | Made::NotThisPlan => None,
-    }
-}
-
-/// What [`build`] made.
-enum Made {
-    /// A specialised statement that validated.
-    Valid(Specialised),
-    /// The specialisation of this plan does not validate (or there is
-    /// none): the general statement runs.
-    Invalid,
-    /// The fresh analysis is not the plan behind the stored statement (or
-    /// it failed): nothing to say about that plan.
-    NotThisPlan,
-}
-
-/// Analyse the query again and, when the analysis is the plan behind the
-/// stored statement, specialise it to `changed` and validate it as the
-/// owner.
-fn build(t: &Target, changed: &[u32]) -> Made {
-    let Some(fingerprint) = t.fingerprint else {
-        return Made::NotThisPlan;
-    };
-    let Ok(analysis) = crate::planning::analyze_query(t.query, t.owner, Some(t.relid)) else {
-        return Made::NotThisPlan;
-    };
+fn build(t: &Target, fingerprint: &str, changed: &[u32]) -> Option<Specialised> {
+    let analysis = crate::planning::analyze_query(t.query, t.owner, Some(t.relid)).ok()?;
     let columns = crate::planning::storage_columns(t.relid);
     let same_plan =
         |storage: &str| plan_fingerprint(&analysis, t.query, storage, &columns) == fingerprint;
@@ -177,7 +111,7 @@ fn build(t: &Target, changed: &[u32]) -> Made {
             .resolve_names(|| crate::spi::relation_name(t.relid))
             .unwrap_or_default();
         if !same_plan(&printed) {
-            return Made::NotThisPlan;
+            return None;
         }
         printed.as_str()
     };
@@ -190,9 +124,7 @@ fn build(t: &Target, changed: &[u32]) -> Made {
         .collect();
     let plan = plan_refresh_for_changes(&analysis, t.query, storage, &columns, &indexes);
     let nargs = plan.diff_nargs();
-    let Some(sql) = plan.diff_sql else {
-        return Made::Invalid;
-    };
+    let sql = plan.diff_sql?;
     let check = sql.clone();
     let owner = t.owner.clone();
     let valid = in_subtransaction(move || owner.run(|| crate::spi::prepare_only(&check, nargs)));
@@ -205,9 +137,9 @@ fn build(t: &Target, changed: &[u32]) -> Made {
             f.sqlstate,
             f.message
         );
-        return Made::Invalid;
+        return None;
     }
-    Made::Valid(Specialised {
+    Some(Specialised {
         sql,
         phases: plan.phases,
     })

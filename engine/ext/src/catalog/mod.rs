@@ -11,8 +11,6 @@
 //! - [`change_buffers`]: `pgt_change_buffers`, one row per captured
 //!   source (its buffer, capture state, backpressure, members);
 //! - [`history`]: `pgt_refresh_history`, what every refresh did.
-//! - [`specialisations`]: `pgt_specialised_statements`, differential
-//!   statements specialised to the sources with changes, shared by backends.
 //!
 //! A statement joining several tables lives with the table it is mainly
 //! about. Rows are decoded once, here, into structs with typed fields.
@@ -30,7 +28,6 @@ pub mod change_buffers;
 pub mod history;
 pub mod snapshots;
 pub mod sources;
-pub mod specialisations;
 pub mod stream_tables;
 pub mod wal_capture;
 

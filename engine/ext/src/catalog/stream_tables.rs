@@ -270,7 +270,6 @@ pub fn store_replan(id: i64, requested: RequestedMode, plan: &StoredPlan, reason
             plan.fingerprint.clone(),
         ],
     );
-    super::specialisations::forget(id);
 }
 
 /// Store the statements of a plan whose mode and sources did not change
@@ -287,7 +286,6 @@ pub fn store_statements(id: i64, plan: &StoredPlan) {
             plan.fingerprint.clone(),
         ],
     );
-    super::specialisations::forget(id);
 }
 
 /// Record why stream table `id` is refreshed FULL.
