@@ -917,3 +917,41 @@ fn a_refresh_runs_without_jit_and_restores_the_setting() {
     assert_eq!(inside, ["on"], "the transaction's setting was not restored");
     db.batch_execute("COMMIT").unwrap();
 }
+
+/// A backend keeps the plans of the catalog statements it runs: dropping
+/// the extension and creating it again in the same session (every catalog
+/// table replaced) must leave them working, refresh after refresh.
+#[test]
+fn a_session_keeps_working_after_the_extension_is_created_again() {
+    let mut db = database("kept_plans_recreated");
+    let query = "SELECT g, count(*) AS n, sum(v) AS s FROM kp_src GROUP BY g";
+    let setup = format!(
+        "CREATE TABLE kp_src (id int PRIMARY KEY, g int, v int);
+         INSERT INTO kp_src SELECT i, i % 3, i FROM generate_series(1, 30) i;
+         SELECT pgtrickle.create_stream_table('kp', '{query}', NULL, 'DIFFERENTIAL');"
+    );
+    db.batch_execute(&setup).unwrap();
+    for round in 0..2 {
+        for i in 1..=7 {
+            db.batch_execute(&format!(
+                "UPDATE kp_src SET v = v + 1 WHERE id = {i}; INSERT INTO kp_src VALUES ({}, {i}, 1);
+                 SELECT pgtrickle.refresh_stream_table('kp');",
+                100 * (round + 1) + i
+            ))
+            .unwrap();
+            assert_eq!(
+                last_refresh_mode(&mut db, "kp").unwrap().as_deref(),
+                Some("DIFFERENTIAL"),
+                "round {round}, refresh {i}"
+            );
+            assert_fresh(&mut db, "kp", query);
+        }
+        if round == 0 {
+            db.batch_execute(
+                "DROP EXTENSION pg_trickle CASCADE; DROP TABLE kp_src CASCADE; CREATE EXTENSION pg_trickle;",
+            )
+            .unwrap();
+            db.batch_execute(&setup).unwrap();
+        }
+    }
+}

@@ -23,7 +23,7 @@ use crate::capture;
 use crate::catalog::{change_buffers, history, sources, stream_tables};
 use crate::operations;
 use crate::security;
-use crate::spi::{raise, row, run, value, with_setting};
+use crate::spi::{raise, row_planned_afresh, run, value, with_setting};
 
 pub use crate::catalog::history::Initiator;
 
@@ -219,7 +219,7 @@ fn perform_refresh(
                 let _grant = (!buffers.is_empty())
                     .then(|| crate::buffer_access::allow(sql, buffers, owner.role, extension));
                 let _applying = crate::readonly::Applying::begin();
-                row(sql, args)
+                row_planned_afresh(sql, args)
             })
         })
         .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))

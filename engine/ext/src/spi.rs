@@ -2,10 +2,17 @@
 //!
 //! Statements take text arguments and return text columns, which keeps the
 //! glue small; SQL casts do the typing. Errors raised here always carry a
-//! SQLSTATE.
+//! SQLSTATE. Plain queries and DML are prepared once per backend and their
+//! plans kept ([`rows`]); generated refresh statements are planned afresh
+//! ([`row_planned_afresh`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{datum::DatumWithOid, PgSqlErrorCode};
 
 /// One result row, every column as text (NULL as `None`).
@@ -15,13 +22,81 @@ fn datums(args: &[Option<String>]) -> Vec<DatumWithOid<'static>> {
     args.iter().map(|a| a.clone().into()).collect()
 }
 
+/// Most statements whose plans a backend keeps; emptied when full.
+const MAX_KEPT: usize = 256;
+
+thread_local! {
+    /// Prepared statements by (text, number of arguments). Parsing and
+    /// planning the catalog statements of a refresh cost more than running
+    /// them; a kept plan is parsed once per backend, and PostgreSQL plans
+    /// it again only when what it reads changes (or keeps a generic plan).
+    static KEPT: RefCell<HashMap<(String, usize), Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+/// Whether a statement's plan is kept: plain DML and queries. Recursive
+/// queries are planned each time (their generic plans estimate the
+/// recursion poorly), and so are utility statements.
+fn keepable(sql: &str) -> bool {
+    let head = sql.trim_start();
+    let verb = head
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        verb.as_str(),
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "WITH"
+    ) && !head.to_ascii_uppercase().contains("WITH RECURSIVE")
+}
+
 /// Run a statement with text arguments; every result column must be text.
+/// Its plan is kept (see [`KEPT`]) when it is [`keepable`].
 pub fn rows(sql: &str, args: &[Option<String>]) -> Vec<Row> {
+    execute(sql, args, true)
+}
+
+/// Run `sql`, through its kept plan when it is [`keepable`], collecting
+/// its rows when `collect` (a statement run for its effect may return
+/// columns of any type).
+fn execute(sql: &str, args: &[Option<String>], collect: bool) -> Vec<Row> {
+    if !keepable(sql) {
+        return execute_query(sql, args, collect);
+    }
+    let key = (sql.to_string(), args.len());
+    // The plan is taken out of the cache before it runs: the statement
+    // may fire code that runs (and keeps) statements of its own.
+    let kept = KEPT.with(|k| k.borrow().get(&key).cloned());
+    let plan = kept.unwrap_or_else(|| {
+        let types = vec![PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID); args.len()];
+        let plan = Spi::connect_mut(|client| client.prepare_mut(sql, &types).map(|p| p.keep()))
+            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        let plan = Rc::new(plan);
+        KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= MAX_KEPT {
+                k.clear();
+            }
+            k.insert(key, plan.clone());
+        });
+        plan
+    });
+    execute_query(&*plan, args, collect)
+}
+
+/// Run `query` (text or a prepared statement), collecting its rows as
+/// text when `collect`.
+fn execute_query<Q>(query: Q, args: &[Option<String>], collect: bool) -> Vec<Row>
+where
+    for<'c> Q: pgrx::spi::Query<'c>,
+{
     let args = datums(args);
     Spi::connect_mut(|client| {
         let table = client
-            .update(sql, None, &args)
+            .update(query, None, &args)
             .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+        if !collect {
+            return Vec::new();
+        }
         let ncols = table.columns().unwrap_or(0);
         table
             .map(|row| {
@@ -101,14 +176,15 @@ pub fn relation_name(relid: u32) -> Option<String> {
     )
 }
 
-/// Run a statement for its effect.
+/// Run a statement for its effect (its plan kept as [`rows`] keeps it).
 pub fn run(sql: &str, args: &[Option<String>]) {
-    let args = datums(args);
-    Spi::connect_mut(|client| {
-        client
-            .update(sql, None, &args)
-            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
-    });
+    execute(sql, args, false);
+}
+
+/// [`row`], planned afresh every time: for generated statements, which
+/// are large, run once per refresh and planned with their arguments.
+pub fn row_planned_afresh(sql: &str, args: &[Option<String>]) -> Option<Row> {
+    execute_query(sql, args, true).into_iter().next()
 }
 
 /// Convert a five-character SQLSTATE into PostgreSQL's packed error code.
