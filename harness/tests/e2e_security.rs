@@ -1388,3 +1388,44 @@ fn row_level_security_gives_the_owner_exactly_its_rows() {
         .get(0);
     assert_eq!(n, 2, "n_auto holds rows alice's policy hides");
 }
+
+/// A backend keeps the plans of the statements a refresh runs, among them
+/// the probe that checks the owner may still read what the defining query
+/// reads. A privilege revoked between two refreshes in one session is
+/// still refused: the checks run whenever a kept plan starts.
+#[test]
+fn a_privilege_revoked_between_refreshes_of_one_session_is_refused() {
+    let mut su = database("sec_kept_probe");
+    create_roles(&mut su, &["kept_owner"]);
+    exec(
+        &mut su,
+        "CREATE TABLE kept_src (k int PRIMARY KEY, g int, v int);
+         INSERT INTO kept_src SELECT i, i % 4, i FROM generate_series(1, 40) i;
+         CREATE SCHEMA kept AUTHORIZATION kept_owner;
+         GRANT SELECT ON kept_src TO kept_owner;",
+    );
+    let mut owner = connect_as(shared_cluster(), "t_sec_kept_probe", "kept_owner");
+    exec(
+        &mut owner,
+        // A projection: its differential statement reads only the change
+        // buffer, so only the probe can see the revoked privilege.
+        "SELECT pgtrickle.create_stream_table('kept.sums', 'SELECT k, v FROM public.kept_src WHERE v > 0', NULL, 'DIFFERENTIAL');",
+    );
+    // More refreshes than PostgreSQL needs before it keeps a generic plan.
+    for i in 1..=8 {
+        exec(
+            &mut su,
+            &format!("UPDATE kept_src SET v = v + 1 WHERE k = {i}"),
+        );
+        refresh(&mut owner, "kept.sums").unwrap();
+    }
+    exec(
+        &mut su,
+        "REVOKE SELECT ON kept_src FROM kept_owner; UPDATE kept_src SET v = v + 1 WHERE k = 9;",
+    );
+    assert_eq!(
+        sqlstate(refresh(&mut owner, "kept.sums")),
+        "42501",
+        "a refresh in the same session read a source its owner may no longer read"
+    );
+}

@@ -12,11 +12,6 @@
 //! (see `buffer_access`) after a probe has checked, as the owner, that the
 //! owner may still read everything the defining query reads.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use pgrx::spi::{OwnedPreparedStatement, Spi};
-
 use pg_trickle_core::ir::Mode;
 
 use crate::capture;
@@ -227,7 +222,7 @@ fn perform_refresh(
     let buffers: Vec<u32> = if mode == Mode::Differential {
         // The statement may not read the sources themselves: check that the
         // owner still may, as the owner, before reading their changes.
-        owner.run(|| check_read_privileges(id, &st.query));
+        owner.run(|| require_read_privileges(&st.query));
         change_buffers::buffer_oids(&relids)
     } else {
         Vec::new()
@@ -370,58 +365,13 @@ fn perform_refresh(
 /// read everything `query` reads: every relation and column, through views,
 /// subqueries and CTEs, and execute every function it calls. The query is
 /// planned and started with `LIMIT 0`, which runs PostgreSQL's own
-/// permission checks and no row. Call it as the owner.
+/// permission checks and no row; the plan is kept per backend (see
+/// `spi::rows`), and the checks run at every start, as the current role.
+/// Call it as the owner.
 pub fn require_read_privileges(query: &str) {
     run(&probe_sql(query), &[]);
 }
 
 fn probe_sql(query: &str) -> String {
     format!("SELECT 1 FROM ({query}) __pgt_probe LIMIT 0")
-}
-
-/// Most probes kept per backend; the cache is emptied when full.
-const MAX_PROBES: usize = 256;
-
-type ProbeKey = (i64, pgrx::pg_sys::Oid, String);
-
-thread_local! {
-    /// Planned probes per (stream table, role, query): a refresh starts a
-    /// kept plan instead of planning the defining query again. PostgreSQL
-    /// re-plans it when what it reads changes; privileges are checked at
-    /// every start.
-    static PROBES: RefCell<HashMap<ProbeKey, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
-}
-
-/// [`require_read_privileges`] for a stream table's refresh, with its
-/// probe planned once per backend. Call it as the owner.
-fn check_read_privileges(id: i64, query: &str) {
-    let key = (id, security::caller(), query.to_string());
-    let cached = PROBES.with(|p| p.borrow().contains_key(&key));
-    if !cached {
-        let plan = Spi::connect(|client| {
-            client
-                .prepare(probe_sql(query).as_str(), &[])
-                .map(|p| p.keep())
-        })
-        .unwrap_or_else(|e| raise("XX000", format!("preparing the privilege probe: {e}"), None));
-        PROBES.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() >= MAX_PROBES {
-                p.clear();
-            }
-            p.insert(key.clone(), plan);
-        });
-    }
-    PROBES.with(|p| {
-        let p = p.borrow();
-        let plan = p.get(&key).expect("probe cached above");
-        Spi::connect_mut(|client| {
-            client
-                .update(plan, None, &[])
-                .map(|_| ())
-                .unwrap_or_else(|e| {
-                    raise("XX000", format!("running the privilege probe: {e}"), None)
-                })
-        })
-    });
 }
