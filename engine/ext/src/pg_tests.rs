@@ -138,3 +138,36 @@ fn a_change_the_specialised_statement_did_not_expect_runs_the_general_statement(
     assert_eq!(refresh().mode, pg_trickle_core::ir::Mode::Differential);
     assert_eq!(rows_and_differences(), (Some(5), Some(0)));
 }
+
+/// A kept plan belongs to the role it was planned as: PostgreSQL checks
+/// EXECUTE on a SQL function it inlines while it plans, so a role that may
+/// not call the function must never run another role's plan of it.
+#[pg_test]
+fn a_kept_plan_is_never_run_by_another_role() {
+    for sql in [
+        "CREATE ROLE kp_allowed",
+        "CREATE ROLE kp_denied",
+        "CREATE FUNCTION public.kp_one() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "REVOKE EXECUTE ON FUNCTION public.kp_one() FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION public.kp_one() TO kp_allowed",
+    ] {
+        Spi::run(sql).unwrap();
+    }
+    let role = |name: &str| {
+        Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regrole::oid"))
+            .unwrap()
+            .unwrap()
+    };
+    let (allowed, denied) = (role("kp_allowed"), role("kp_denied"));
+    let call = || crate::spi::value("SELECT public.kp_one()::text", &[]);
+    for _ in 0..3 {
+        let got = crate::security::as_owner(allowed, "public", call);
+        assert_eq!(got.as_deref(), Some("1"));
+    }
+    let refused =
+        crate::spi::in_subtransaction(move || crate::security::as_owner(denied, "public", call));
+    match refused {
+        Err(f) => assert_eq!(f.sqlstate, "42501", "{}", f.message),
+        Ok(v) => panic!("a role without EXECUTE ran another role's plan and got {v:?}"),
+    }
+}

@@ -365,8 +365,8 @@ fn perform_refresh(
 /// read everything `query` reads: every relation and column, through views,
 /// subqueries and CTEs, and execute every function it calls. The query is
 /// planned and started with `LIMIT 0`, which runs PostgreSQL's own
-/// permission checks and no row; the plan is kept per backend (see
-/// `spi::rows`), and the checks run at every start, as the current role.
+/// permission checks and no row; the plan is kept per backend and role
+/// (see `spi::rows`), and the checks made at start run at every start.
 /// Call it as the owner.
 pub fn require_read_privileges(query: &str) {
     run(&probe_sql(query), &[]);

@@ -42,11 +42,18 @@ unsafe extern "C-unwind" {
 }
 
 /// Whether `oid` may have partitions or inheritance children: false only
-/// when it certainly has none.
+/// when it certainly has none, or no longer exists (as the query finds no
+/// children of a dropped relation).
 fn has_members(oid: u32) -> bool {
-    // SAFETY: a syscache lookup that may raise an ERROR, which the
-    // boundary guard turns into a Rust panic.
-    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| has_subclass(pg_sys::Oid::from(oid))) }
+    let oid = pg_sys::Oid::from(oid);
+    // SAFETY: syscache lookups; get_rel_relkind returns 0 for a missing
+    // relation (has_subclass would raise), and an ERROR from either is
+    // turned into a Rust panic by the boundary guard.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            pg_sys::get_rel_relkind(oid) != 0 && has_subclass(oid)
+        })
+    }
 }
 
 /// Resolve one relation by oid, with its kind and capture problem.

@@ -6,7 +6,7 @@
 //! plans kept ([`rows`]); generated refresh statements are planned afresh
 //! ([`row_planned_afresh`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -22,15 +22,71 @@ fn datums(args: &[Option<String>]) -> Vec<DatumWithOid<'static>> {
     args.iter().map(|a| a.clone().into()).collect()
 }
 
-/// Most statements whose plans a backend keeps; emptied when full.
+/// Most statements whose plans a backend keeps; when full, the least
+/// recently used half is dropped.
 const MAX_KEPT: usize = 256;
 
+/// What a plan is kept under: its text, its number of arguments and the
+/// role it is planned and run as. PostgreSQL checks most privileges when
+/// a plan starts, but some when it plans (a SQL function it inlines, an
+/// immutable call it folds), so one role never runs another's plan.
+type KeptKey = (String, usize, pg_sys::Oid);
+
+/// A kept plan and the tick of its last use.
+struct KeptPlan {
+    plan: Rc<OwnedPreparedStatement>,
+    used: Cell<u64>,
+}
+
 thread_local! {
-    /// Prepared statements by (text, number of arguments). Parsing and
-    /// planning the catalog statements of a refresh cost more than running
-    /// them; a kept plan is parsed once per backend, and PostgreSQL plans
-    /// it again only when what it reads changes (or keeps a generic plan).
-    static KEPT: RefCell<HashMap<(String, usize), Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    /// Prepared statements per [`KeptKey`]. Parsing and planning the
+    /// catalog statements of a refresh cost more than running them; a kept
+    /// plan is parsed once per backend, and PostgreSQL plans it again only
+    /// when what it reads changes (or keeps a generic plan).
+    static KEPT: RefCell<HashMap<KeptKey, KeptPlan>> = RefCell::new(HashMap::new());
+    /// Ticks of [`KEPT`] uses.
+    static KEPT_CLOCK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The kept plan of `sql` with `nargs` text arguments for the current
+/// role, prepared and kept the first time.
+fn kept_plan(sql: &str, nargs: usize) -> Rc<OwnedPreparedStatement> {
+    // SAFETY: reads a backend global; valid in any initialised backend.
+    let key = (sql.to_string(), nargs, unsafe { pg_sys::GetUserId() });
+    let now = KEPT_CLOCK.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let hit = KEPT.with(|k| {
+        k.borrow().get(&key).map(|e| {
+            e.used.set(now);
+            e.plan.clone()
+        })
+    });
+    if let Some(plan) = hit {
+        return plan;
+    }
+    let types = vec![PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID); nargs];
+    let plan = Spi::connect_mut(|client| client.prepare_mut(sql, &types).map(|p| p.keep()))
+        .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
+    let plan = Rc::new(plan);
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.len() >= MAX_KEPT {
+            let mut ticks: Vec<u64> = k.values().map(|e| e.used.get()).collect();
+            ticks.sort_unstable();
+            let cut = ticks[ticks.len() / 2];
+            k.retain(|_, e| e.used.get() > cut);
+        }
+        k.insert(
+            key,
+            KeptPlan {
+                plan: plan.clone(),
+                used: Cell::new(now),
+            },
+        );
+    });
+    plan
 }
 
 /// Whether a statement's plan is kept: plain DML and queries. Recursive
@@ -62,24 +118,9 @@ fn execute(sql: &str, args: &[Option<String>], collect: bool) -> Vec<Row> {
     if !keepable(sql) {
         return execute_query(sql, args, collect);
     }
-    let key = (sql.to_string(), args.len());
     // The plan is taken out of the cache before it runs: the statement
     // may fire code that runs (and keeps) statements of its own.
-    let kept = KEPT.with(|k| k.borrow().get(&key).cloned());
-    let plan = kept.unwrap_or_else(|| {
-        let types = vec![PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID); args.len()];
-        let plan = Spi::connect_mut(|client| client.prepare_mut(sql, &types).map(|p| p.keep()))
-            .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
-        let plan = Rc::new(plan);
-        KEPT.with(|k| {
-            let mut k = k.borrow_mut();
-            if k.len() >= MAX_KEPT {
-                k.clear();
-            }
-            k.insert(key, plan.clone());
-        });
-        plan
-    });
+    let plan = kept_plan(sql, args.len());
     execute_query(&*plan, args, collect)
 }
 
