@@ -11,6 +11,7 @@
 //! runs the SQL text it returns; unit, golden and property tests reach it
 //! directly.
 
+pub mod adaptive;
 pub mod analyze;
 pub mod backpressure;
 pub mod catalog;

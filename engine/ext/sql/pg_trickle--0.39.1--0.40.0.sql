@@ -250,6 +250,13 @@ COMMENT ON TABLE pgtrickle.pgt_remote_lease_history IS 'Every lease taken or tak
 -- a snapshot (and, above, which transactions were pruned since).
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_generation bigint NOT NULL DEFAULT 0;
 
+-- What an AUTO stream table's refreshes measured, for choosing between
+-- DIFFERENTIAL and FULL before each refresh (see engine/core/src/adaptive.rs);
+-- stream tables created earlier start with none and learn from their next
+-- refreshes.
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN full_ms_estimate double precision;
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN diff_ms_per_change_estimate double precision;
+
 -- The publication capture from the WAL reads. It exists from the start:
 -- pgoutput on PostgreSQL 15 cannot decode through a publication created
 -- after its slot. Without wal_level = logical PostgreSQL warns that it

@@ -346,17 +346,31 @@ pub fn pending_sources(
     relids: impl IntoIterator<Item = u32>,
     token: Option<&str>,
 ) -> Vec<u32> {
-    relids
+    pending_counts(st_id, relids, token, 1)
         .into_iter()
-        .filter(|relid| has_pending(st_id, *relid, token))
+        .filter(|(_, n)| *n > 0)
+        .map(|(relid, _)| relid)
         .collect()
 }
 
-/// Whether `st_id` has anything left to consume on `source_relid` (stops
-/// at the first row, measures nothing). A source captured from the WAL
-/// also counts what committed but is not decoded yet, read with the
-/// refresh's `token`.
-fn has_pending(st_id: i64, source_relid: u32, token: Option<&str>) -> bool {
+/// How many changes `st_id` has left to consume on each of `relids`,
+/// counting at most `limit` per source (so 1 only says whether there are
+/// any, stopping at the first row). A source captured from the WAL also
+/// counts what committed but is not decoded yet, read with the refresh's
+/// `token`.
+pub fn pending_counts(
+    st_id: i64,
+    relids: impl IntoIterator<Item = u32>,
+    token: Option<&str>,
+    limit: u64,
+) -> Vec<(u32, u64)> {
+    relids
+        .into_iter()
+        .map(|relid| (relid, count_pending(st_id, relid, token, limit.max(1))))
+        .collect()
+}
+
+fn count_pending(st_id: i64, source_relid: u32, token: Option<&str>, limit: u64) -> u64 {
     let from = match token {
         // The token is the third parameter of the statement below.
         Some(_) if crate::catalog::wal_capture::of(source_relid).is_some() => unconsumed_in(
@@ -365,13 +379,14 @@ fn has_pending(st_id: i64, source_relid: u32, token: Option<&str>) -> bool {
         _ => unconsumed(source_relid),
     };
     value(
-        &format!("SELECT EXISTS (SELECT 1 {from})::text"),
+        &format!("SELECT count(*)::text FROM (SELECT 1 {from} LIMIT $4::text::bigint) p"),
         &[
             Some(st_id.to_string()),
             Some(source_relid.to_string()),
             token.map(str::to_string),
+            Some(limit.min(i64::MAX as u64).to_string()),
         ],
     )
-    .as_deref()
-        == Some("true")
+    .and_then(|n| n.parse().ok())
+    .unwrap_or(0)
 }

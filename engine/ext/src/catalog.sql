@@ -33,7 +33,9 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     held_since          timestamptz,
     held_reason         text,
     plan_fingerprint    text,
-    reinit_generation   bigint NOT NULL DEFAULT 0
+    reinit_generation   bigint NOT NULL DEFAULT 0,
+    full_ms_estimate    double precision,
+    diff_ms_per_change_estimate double precision
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
 

@@ -38,6 +38,13 @@ pub static EVENT_DRIVEN_WAKE: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pg_trickle.max_held_backlog_rows`.
 pub static MAX_HELD_BACKLOG_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// `pg_trickle.adaptive_auto`.
+pub static ADAPTIVE_AUTO: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `pg_trickle.adaptive_min_changes`.
+pub static ADAPTIVE_MIN_CHANGES: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_trickle.adaptive_full_fraction`.
+pub static ADAPTIVE_FULL_FRACTION: GucSetting<f64> = GucSetting::<f64>::new(0.02);
+
 /// `pg_trickle.remote_lease_seconds`.
 pub static REMOTE_LEASE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// `pg_trickle.remote_failed_ticks_warning`.
@@ -72,6 +79,7 @@ fn int_storage(name: &str) -> Option<&'static GucSetting<i32>> {
         "backpressure_high_age_s" => &BACKPRESSURE_HIGH_AGE_S,
         "backpressure_low_age_s" => &BACKPRESSURE_LOW_AGE_S,
         "max_held_backlog_rows" => &MAX_HELD_BACKLOG_ROWS,
+        "adaptive_min_changes" => &ADAPTIVE_MIN_CHANGES,
         "remote_failed_ticks_warning" => &REMOTE_FAILED_TICKS_WARNING,
         "remote_lease_seconds" => &REMOTE_LEASE_SECONDS,
         "otel_timeout_ms" => &OTEL_TIMEOUT_MS,
@@ -87,6 +95,7 @@ fn bool_storage(name: &str) -> Option<&'static GucSetting<bool>> {
         "enforce_backpressure" => &ENFORCE_BACKPRESSURE,
         "event_driven_wake" => &EVENT_DRIVEN_WAKE,
         "otel_enabled" => &OTEL_ENABLED,
+        "adaptive_auto" => &ADAPTIVE_AUTO,
         _ => return None,
     })
 }
@@ -107,6 +116,7 @@ fn text_storage(name: &str) -> Option<&'static GucSetting<Option<CString>>> {
 fn real_storage(name: &str) -> Option<&'static GucSetting<f64>> {
     Some(match name {
         "otel_sampling_ratio" => &OTEL_SAMPLING_RATIO,
+        "adaptive_full_fraction" => &ADAPTIVE_FULL_FRACTION,
         _ => return None,
     })
 }

@@ -24,6 +24,7 @@ use pgrx::prelude::*;
 
 pub mod aggregates;
 pub mod api;
+pub mod auto_choice;
 pub mod buffer_access;
 pub mod capture;
 pub mod capture_row;

@@ -12,7 +12,8 @@
 //! (see `buffer_access`) after a probe has checked, as the owner, that the
 //! owner may still read everything the defining query reads.
 
-use pg_trickle_core::ir::Mode;
+use pg_trickle_core::adaptive::{self, Choice};
+use pg_trickle_core::ir::{Mode, RequestedMode};
 
 use crate::capture;
 use crate::catalog::{change_buffers, history, sources, stream_tables};
@@ -104,7 +105,7 @@ fn perform_refresh(
     let discarding = change_buffers::first_discarding_of(id);
     let needs_reinit = st.needs_reinit || discarding.is_some();
     let differential = st.effective_mode == Some(Mode::Differential);
-    let mut reason: Option<String> = None;
+    let mut reason: Option<String>;
 
     let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
     let captured = sources::captured_in_param_order(id);
@@ -142,14 +143,33 @@ fn perform_refresh(
             return perform_refresh(id, initiator, skip_locked, None);
         }
     }
+    // AUTO weighs a large backlog: counting its changes (only as far as
+    // the choice needs) and comparing with what earlier refreshes took.
+    let adaptive =
+        crate::auto_choice::settings(use_diff && st.requested_mode == Some(RequestedMode::Auto));
+    let source_rows = (adaptive.enabled
+        && (st.estimates.full_ms.is_none() || st.estimates.diff_ms_per_change.is_none()))
+    .then(|| crate::auto_choice::source_rows(&relids))
+    .flatten();
+    let count_limit = adaptive::count_limit(&adaptive, &st.estimates, source_rows);
     // Sources with changes to consume (checked again inside the statement).
-    let pending: Vec<u32> = if let Some(assumed) = assume_pending {
-        assumed
-    } else if use_diff {
-        capture::pending_sources(id, relids.iter().copied(), token_text.as_deref())
-    } else {
-        Vec::new()
-    };
+    let (pending, pending_changes, counted_all): (Vec<u32>, u64, bool) =
+        if let Some(assumed) = assume_pending {
+            (assumed, 0, true)
+        } else if use_diff {
+            let counts = capture::pending_counts(
+                id,
+                relids.iter().copied(),
+                token_text.as_deref(),
+                count_limit,
+            );
+            let total = counts.iter().map(|(_, n)| *n).sum();
+            let all = counts.iter().all(|(_, n)| *n < count_limit);
+            let pending = counts.into_iter().filter(|(_, n)| *n > 0).map(|(r, _)| r);
+            (pending.collect(), total, all)
+        } else {
+            (Vec::new(), 0, true)
+        };
     if use_diff && initiator == Initiator::Scheduler {
         let idle = pending.is_empty();
         if idle {
@@ -162,9 +182,29 @@ fn perform_refresh(
             });
         }
     }
+    let choice = if use_diff {
+        let pending = adaptive::Pending {
+            changes: pending_changes,
+            complete: counted_all,
+            source_rows,
+        };
+        adaptive::choose(&adaptive, &st.estimates, &pending)
+    } else {
+        Choice::Differential { reason: None }
+    };
+    let (chose_full, estimates) = match &choice {
+        Choice::Full { reason: why } => {
+            reason = Some(why.clone());
+            (true, adaptive::after_full_choice(&st.estimates))
+        }
+        Choice::Differential { reason: why } => {
+            reason = why.clone();
+            (false, st.estimates)
+        }
+    };
     let (mode, sql, args) = if initiator == Initiator::Create {
         (Mode::Full, st.populate_sql.clone(), vec![])
-    } else if use_diff {
+    } else if use_diff && !chose_full {
         let mut args = vec![st.frontier.clone(), st.frontier_xid.clone()];
         args.extend(captured.iter().map(|s| Some(s.own_change_id.to_string())));
         if token_text.is_some() {
@@ -183,6 +223,8 @@ fn perform_refresh(
             .map(|s| s.sql)
             .unwrap_or_else(|| stored.clone());
         (Mode::Differential, sql, args)
+    } else if chose_full {
+        (Mode::Full, st.full_sql.clone(), vec![])
     } else {
         if let (true, Some(src)) = (
             differential && initiator != Initiator::Create,
@@ -269,6 +311,7 @@ fn perform_refresh(
     // A data error of the delta may come from values the query itself
     // never evaluates: FULL decides (and raises the query's own error).
     let mut delta_error = None;
+    let statement_started = std::time::Instant::now();
     let result = if mode == Mode::Differential {
         match crate::spi::in_subtransaction_handling(
             std::panic::AssertUnwindSafe(differential),
@@ -283,6 +326,7 @@ fn perform_refresh(
     } else {
         run_refresh(&sql, &args, buffers)
     };
+    let statement_ms = statement_started.elapsed().as_secs_f64() * 1000.0;
     let (mut deleted, mut inserted, expected) = (num(&result[0]), num(&result[1]), num(&result[2]));
     let mut frontier = result[3].clone();
     let mut mode = mode;
@@ -312,9 +356,26 @@ fn perform_refresh(
     } else {
         None
     };
+    // What this refresh measured, for AUTO's next choices.
+    let track = st.requested_mode == Some(RequestedMode::Auto);
+    let mut estimates = estimates;
+    if track && mode == Mode::Full {
+        estimates.full_ms = Some(adaptive::learn(estimates.full_ms, statement_ms));
+    } else if let (None, true, Some(per)) = (
+        recompute_because,
+        counted_all,
+        adaptive::per_change(&adaptive, pending_changes, statement_ms),
+    ) {
+        estimates.diff_ms_per_change = Some(adaptive::learn(estimates.diff_ms_per_change, per));
+    }
     if let Some(why) = recompute_because {
         recorder::phase(PhaseKind::FullRecompute);
+        let full_started = std::time::Instant::now();
         let full = run_refresh(&st.full_sql, &[], Vec::new());
+        if track {
+            let ms = full_started.elapsed().as_secs_f64() * 1000.0;
+            estimates.full_ms = Some(adaptive::learn(estimates.full_ms, ms));
+        }
         deleted += num(&full[0]);
         inserted = num(&full[1]);
         frontier = full[3].clone();
@@ -333,7 +394,7 @@ fn perform_refresh(
     let still_reinit = discarding
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
-    stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit);
+    stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit, &estimates);
     // With an outbox: its message, in this transaction.
     crate::outbox::publish::after_refresh(id, st.relid, &name, mode.name());
     history::record(&history::Entry {

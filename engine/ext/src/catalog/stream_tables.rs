@@ -18,6 +18,7 @@ pub use status::{
     Status, StoredSql,
 };
 
+use pg_trickle_core::adaptive::Estimates;
 use pg_trickle_core::ir::{Mode, RequestedMode};
 
 use super::{arg, decoded_row, StreamTableRef};
@@ -56,6 +57,10 @@ pub struct StreamTableRow {
     /// The fingerprint of the plan the stored statements came from (None
     /// before 0.40.0's regeneration, or for a FULL stream table).
     pub plan_fingerprint: Option<String>,
+    /// The mode its creator asked for (None: a value this build does not know).
+    pub requested_mode: Option<RequestedMode>,
+    /// What its earlier refreshes measured, for AUTO's choice.
+    pub estimates: Estimates,
 }
 
 /// Lock stream table `id`'s row for a refresh and read it (`skip_locked`:
@@ -71,7 +76,8 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
              frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
              query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text, \
-             plan_fingerprint FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
+             plan_fingerprint, requested_mode, full_ms_estimate::text, diff_ms_per_change_estimate::text \
+             FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[arg(id)],
     )?;
@@ -93,6 +99,14 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
             search_path: r.text(9),
         },
         plan_fingerprint: r.opt(14),
+        requested_mode: r
+            .opt(15)
+            .as_deref()
+            .and_then(|m| RequestedMode::parse(m).ok()),
+        estimates: Estimates {
+            full_ms: r.opt(16).and_then(|v| v.parse().ok()),
+            diff_ms_per_change: r.opt(17).and_then(|v| v.parse().ok()),
+        },
     })
 }
 
@@ -362,13 +376,24 @@ pub fn store_refresh(
     frontier_xid: Option<String>,
     mode: Mode,
     still_reinit: Option<String>,
+    estimates: &Estimates,
 ) {
+    let figure = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| v.to_string());
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
          reinit_generation = reinit_generation + CASE WHEN needs_reinit AND $4 = 'FULL' THEN 1 ELSE 0 END, \
          needs_reinit = $5 IS NOT NULL, reinit_reason = $5, last_refresh_at = clock_timestamp(), \
-         last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL \
+         last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL, \
+         full_ms_estimate = $6::float8, diff_ms_per_change_estimate = $7::float8 \
          WHERE id = $1::text::bigint",
-        &[arg(id), frontier, frontier_xid, arg(mode.name()), still_reinit],
+        &[
+            arg(id),
+            frontier,
+            frontier_xid,
+            arg(mode.name()),
+            still_reinit,
+            figure(estimates.full_ms),
+            figure(estimates.diff_ms_per_change),
+        ],
     );
 }

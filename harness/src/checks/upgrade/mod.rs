@@ -679,6 +679,7 @@ fn check_path(
             ));
         }
     }
+    problems.extend(adaptive_choice_after_upgrade(&mut db).map_err(sql)?);
     // 7. Downgrade is refused, clearly.
     match db.batch_execute(&format!(
         "ALTER EXTENSION pg_trickle UPDATE TO '{}'",
@@ -739,6 +740,49 @@ fn support_columns_on_reinit(db: &mut postgres::Client) -> Result<Vec<String>, p
         problems.push(
             "alg: reinitialize_stream_table did not add the support columns and the algebraic statement".into(),
         );
+    }
+    Ok(problems)
+}
+
+/// An AUTO stream table created before 0.40.0 (`ord`, moved to
+/// DIFFERENTIAL above) gains the estimates its adaptive choice reads: its
+/// reinitialising refresh measured a FULL, and a backlog far past
+/// `pg_trickle.adaptive_full_fraction` of its source is recomputed, with
+/// the reason recorded.
+fn adaptive_choice_after_upgrade(
+    db: &mut postgres::Client,
+) -> Result<Vec<String>, postgres::Error> {
+    let mut problems = Vec::new();
+    let full_ms: Option<f64> = db
+        .query_one(
+            "SELECT full_ms_estimate FROM pgtrickle.pgt_stream_tables WHERE name = 'public.ord'",
+            &[],
+        )?
+        .get(0);
+    if full_ms.is_none() {
+        problems.push(
+            "ord: no FULL refresh measured after the upgrade (full_ms_estimate is NULL)".into(),
+        );
+    }
+    db.batch_execute(
+        "ANALYZE u; INSERT INTO u SELECT i % 4, i FROM generate_series(1, 1500) i; \
+         SELECT pgtrickle.refresh_stream_table('ord')",
+    )?;
+    let last = last_refresh(db, "ord")?;
+    let chose = last
+        .as_ref()
+        .and_then(|r| r.reason.as_deref())
+        .unwrap_or("");
+    if last.as_ref().map(|r| &r.ran) != Some(&Ran::Mode(Mode::Full))
+        || !chose.starts_with("AUTO chose FULL: at least 1,001 pending changes")
+    {
+        problems.push(format!(
+            "ord: 1,500 changes to a 30-row source were not recomputed by AUTO's choice after the upgrade: {}",
+            last.map(|r| r.describe()).unwrap_or_else(|| "no refresh recorded".into())
+        ));
+    }
+    if let Some(d) = differences(db, "ord", ORDERED_QUERY)? {
+        problems.push(format!("ord is wrong after AUTO recomputed it:\n{d}"));
     }
     Ok(problems)
 }

@@ -1,5 +1,6 @@
-//! `harness bench [engine|outbox|telemetry]`: refresh time, write latency
-//! and write throughput, an outbox's refresh cost and polling throughput,
+//! `harness bench [engine|change-rate|outbox|telemetry]`: refresh time,
+//! write latency and write throughput, AUTO against DIFFERENTIAL and FULL
+//! across change rates, an outbox's refresh cost and polling throughput,
 //! or what exporting refresh spans costs, written to `bench.json` in the
 //! run directory.
 
@@ -21,6 +22,10 @@ pub fn run(common: &Common, cfg: &BenchConfig) -> Result<(), Failure> {
     let json = match cfg.suite {
         Suite::Engine => {
             let report = bench::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        }
+        Suite::ChangeRate => {
+            let report = bench::change_rate::run(&cluster, cfg).map_err(Failure::CouldNotRun)?;
             serde_json::to_string_pretty(&report).unwrap_or_default()
         }
         Suite::Outbox => {

@@ -19,6 +19,7 @@
 //! `wal_level = logical` for all three, and its scheduler decodes the
 //! WAL-captured table's slot while the writers write, as in production.
 
+pub mod change_rate;
 pub mod command;
 pub mod outbox;
 pub mod telemetry;
@@ -36,8 +37,10 @@ use crate::cluster::{describe, Cluster};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
     /// Which benchmark: `engine` (refresh, write latency and throughput),
-    /// `outbox` (an outbox's refresh cost and polling throughput) or
-    /// `telemetry` (refresh latency with span export off, live and dead).
+    /// `change-rate` (AUTO against DIFFERENTIAL and FULL from 0.01% to 20%
+    /// of the rows changed), `outbox` (an outbox's refresh cost and polling
+    /// throughput) or `telemetry` (refresh latency with span export off,
+    /// live and dead).
     #[arg(value_enum, default_value = "engine")]
     pub suite: Suite,
     /// Rows in the source table.
@@ -71,6 +74,9 @@ pub struct BenchConfig {
 pub enum Suite {
     /// Refresh time, write latency and write throughput.
     Engine,
+    /// AUTO's refresh time against the cheaper of DIFFERENTIAL and FULL,
+    /// at five change rates.
+    ChangeRate,
     /// An outbox's refresh cost and four consumers' polling throughput.
     Outbox,
     /// Refresh latency with span export off, to a live receiver and to a

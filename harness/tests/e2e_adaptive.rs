@@ -1,0 +1,199 @@
+//! AUTO's adaptive choice between DIFFERENTIAL and FULL, end to end: what
+//! it chooses for a backlog, what it records and learns, and that neither
+//! mode's result differs from the query's.
+
+use harness::testkit::database;
+use oracles::compare::differences;
+use oracles::engine_api::last_refresh;
+use postgres::Client;
+
+const QUERY: &str = "SELECT k, count(*) AS n, sum(v) AS total FROM src GROUP BY k";
+
+/// A database with `src` (20,000 rows in 100 groups, analysed) and AUTO
+/// and DIFFERENTIAL stream tables over the same query.
+fn setup(name: &str) -> Client {
+    let mut db = database(name);
+    db.batch_execute(&format!(
+        "CREATE TABLE src (id int PRIMARY KEY, k int NOT NULL, v int NOT NULL);
+         INSERT INTO src SELECT i, i % 100, i FROM generate_series(1, 20000) i;
+         ANALYZE src;
+         SELECT pgtrickle.create_stream_table('auto_st', '{QUERY}', NULL, 'AUTO');
+         SELECT pgtrickle.create_stream_table('diff_st', '{QUERY}', NULL, 'DIFFERENTIAL');"
+    ))
+    .unwrap();
+    db
+}
+
+/// Refresh both stream tables; return what the AUTO one ran and why.
+fn refresh_both(db: &mut Client) -> (String, Option<String>) {
+    db.batch_execute(
+        "SELECT pgtrickle.refresh_stream_table('auto_st');
+         SELECT pgtrickle.refresh_stream_table('diff_st');",
+    )
+    .unwrap();
+    for st in ["auto_st", "diff_st"] {
+        if let Some(m) = differences(db, st, QUERY).unwrap() {
+            panic!("{st} differs from its query: {m}");
+        }
+    }
+    let diff = last_refresh(db, "diff_st").unwrap().unwrap();
+    assert_eq!(
+        diff.ran.to_string(),
+        "DIFFERENTIAL",
+        "a DIFFERENTIAL stream table never adapts: {}",
+        diff.describe()
+    );
+    let auto = last_refresh(db, "auto_st").unwrap().unwrap();
+    (auto.ran.to_string(), auto.reason)
+}
+
+fn estimates(db: &mut Client) -> (Option<f64>, Option<f64>) {
+    let r = db
+        .query_one(
+            "SELECT full_ms_estimate, diff_ms_per_change_estimate FROM pgtrickle.pgt_stream_tables WHERE name = 'public.auto_st'",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn a_backlog_past_the_fraction_of_the_source_is_recomputed_and_says_why() {
+    let mut db = setup("adaptive_fraction");
+    let (full_ms, per_change) = estimates(&mut db);
+    assert!(
+        full_ms.is_some_and(|ms| ms > 0.0),
+        "creation measures a FULL: {full_ms:?}"
+    );
+    assert_eq!(per_change, None);
+
+    db.batch_execute("UPDATE src SET v = v + 1").unwrap();
+    let (ran, reason) = refresh_both(&mut db);
+    assert_eq!(ran, "FULL", "20,000 changes to 20,000 rows");
+    assert_eq!(
+        reason.as_deref(),
+        Some(
+            "AUTO chose FULL: at least 1,001 pending changes, more than 2.00% \
+             (pg_trickle.adaptive_full_fraction) of the sources' 20,000 rows; no differential refresh measured yet"
+        )
+    );
+
+    // A handful of changes is applied, without weighing.
+    db.batch_execute("UPDATE src SET v = v + 1 WHERE id <= 5")
+        .unwrap();
+    assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
+
+    // Off: the same backlog is applied.
+    db.batch_execute("SET pg_trickle.adaptive_auto = off; UPDATE src SET v = v + 1")
+        .unwrap();
+    assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
+    assert_eq!(estimates(&mut db).1, None, "nothing is learned while off");
+
+    // On, with a fraction no backlog reaches: a large differential refresh
+    // is measured, and from then on the estimates decide, and say so.
+    db.batch_execute(
+        "SET pg_trickle.adaptive_auto = on; SET pg_trickle.adaptive_full_fraction = 1;
+         UPDATE src SET v = v + 1 WHERE id <= 5000",
+    )
+    .unwrap();
+    assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
+    let (_, per_change) = estimates(&mut db);
+    assert!(
+        per_change.is_some_and(|p| p > 0.0),
+        "a 5,000-change refresh is measured: {per_change:?}"
+    );
+    db.batch_execute("UPDATE src SET v = v + 1 WHERE id <= 5000")
+        .unwrap();
+    let (ran, reason) = refresh_both(&mut db);
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("AUTO chose {ran}: "))
+            && reason.contains(" pending changes: DIFFERENTIAL estimated at "),
+        "{ran}: {reason}"
+    );
+}
+
+#[test]
+fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
+    let mut db = setup("adaptive_estimates");
+    // Measurements stated outright, so that the choice does not depend on
+    // this machine's speed.
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 1, diff_ms_per_change_estimate = 1 \
+         WHERE name = 'public.auto_st';
+         UPDATE src SET v = v + 1 WHERE id <= 2000;",
+    )
+    .unwrap();
+    let (ran, reason) = refresh_both(&mut db);
+    assert_eq!(ran, "FULL");
+    assert_eq!(
+        reason.as_deref(),
+        Some(
+            "AUTO chose FULL: at least 1,001 pending changes: DIFFERENTIAL estimated at 1001 ms or more \
+             against 1.0 ms for FULL"
+        )
+    );
+    let (full_ms, per_change) = estimates(&mut db);
+    assert_eq!(per_change, Some(0.95), "a FULL choice lowers the estimate");
+    assert!(
+        full_ms.is_some_and(|ms| ms > 0.5),
+        "the FULL was measured: {full_ms:?}"
+    );
+
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 100000000, diff_ms_per_change_estimate = 0.001 \
+         WHERE name = 'public.auto_st';
+         UPDATE src SET v = v + 1 WHERE id <= 2000;",
+    )
+    .unwrap();
+    let (ran, reason) = refresh_both(&mut db);
+    assert_eq!(ran, "DIFFERENTIAL");
+    assert_eq!(
+        reason.as_deref(),
+        Some("AUTO chose DIFFERENTIAL: 2,000 pending changes: DIFFERENTIAL estimated at 2.0 ms against 100000000 ms for FULL")
+    );
+    let (_, per_change) = estimates(&mut db);
+    assert!(
+        per_change.is_some_and(|p| p != 0.001),
+        "the differential refresh was measured: {per_change:?}"
+    );
+
+    // Below pg_trickle.adaptive_min_changes nothing is weighed, whatever
+    // the estimates say.
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 1, diff_ms_per_change_estimate = 1 \
+         WHERE name = 'public.auto_st';
+         UPDATE src SET v = v + 1 WHERE id <= 999;",
+    )
+    .unwrap();
+    assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
+}
+
+#[test]
+fn a_partitioned_source_is_weighed_by_its_partitions_rows() {
+    let mut db = database("adaptive_partitions");
+    db.batch_execute(&format!(
+        "CREATE TABLE src (id int, k int NOT NULL, v int NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE src_a PARTITION OF src FOR VALUES FROM (1) TO (10001);
+         CREATE TABLE src_b PARTITION OF src FOR VALUES FROM (10001) TO (20001);
+         INSERT INTO src SELECT i, i % 100, i FROM generate_series(1, 20000) i;
+         ANALYZE src_a; ANALYZE src_b;
+         SELECT pgtrickle.create_stream_table('auto_st', '{QUERY}', NULL, 'AUTO');
+         UPDATE src SET v = v + 1 WHERE id <= 3000;
+         SELECT pgtrickle.refresh_stream_table('auto_st');"
+    ))
+    .unwrap();
+    let last = last_refresh(&mut db, "auto_st").unwrap().unwrap();
+    assert_eq!(
+        last.reason.as_deref(),
+        Some(
+            "AUTO chose FULL: at least 1,001 pending changes, more than 2.00% \
+             (pg_trickle.adaptive_full_fraction) of the sources' 20,000 rows; no differential refresh measured yet"
+        ),
+        "{}",
+        last.describe()
+    );
+    if let Some(m) = differences(&mut db, "auto_st", QUERY).unwrap() {
+        panic!("auto_st differs from its query: {m}");
+    }
+}
