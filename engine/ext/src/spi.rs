@@ -3,12 +3,15 @@
 //! Statements take text arguments and return text columns, which keeps the
 //! glue small; SQL casts do the typing. Errors raised here always carry a
 //! SQLSTATE. Plain queries and DML are prepared once per backend and their
-//! plans kept ([`rows`]); generated refresh statements are planned afresh
-//! ([`row_planned_afresh`]).
+//! plans kept ([`rows`]); generated refresh statements are parsed and
+//! analysed once per backend and planned afresh with their arguments at
+//! every run ([`row_planned_afresh`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::{CStr, CString};
 use std::rc::Rc;
+use std::thread::LocalKey;
 
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
@@ -25,6 +28,11 @@ fn datums(args: &[Option<String>]) -> Vec<DatumWithOid<'static>> {
 /// Most statements whose plans a backend keeps; when full, the least
 /// recently used half is dropped.
 const MAX_KEPT: usize = 256;
+
+/// Most generated refresh statements a backend keeps parsed and analysed
+/// (each holds its query trees, some hundred kB for a large statement);
+/// when full, the least recently used half is dropped.
+const MAX_KEPT_REFRESH: usize = 32;
 
 /// What a plan is kept under: its text, its number of arguments and the
 /// role it is planned and run as. PostgreSQL checks most privileges when
@@ -44,20 +52,36 @@ thread_local! {
     /// plan is parsed once per backend, and PostgreSQL plans it again only
     /// when what it reads changes (or keeps a generic plan).
     static KEPT: RefCell<HashMap<KeptKey, KeptPlan>> = RefCell::new(HashMap::new());
-    /// Ticks of [`KEPT`] uses.
+    /// Generated refresh statements per [`KeptKey`], apart from [`KEPT`]
+    /// so that a scheduler refreshing many stream tables does not push the
+    /// catalog statements out; see [`row_planned_afresh`].
+    static KEPT_REFRESH: RefCell<HashMap<KeptKey, KeptPlan>> = RefCell::new(HashMap::new());
+    /// Ticks of [`KEPT`] and [`KEPT_REFRESH`] uses.
     static KEPT_CLOCK: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The kept plan of `sql` with `nargs` text arguments for the current
 /// role, prepared and kept the first time.
 fn kept_plan(sql: &str, nargs: usize) -> Rc<OwnedPreparedStatement> {
+    kept_in(&KEPT, MAX_KEPT, sql, nargs)
+}
+
+type KeptCache = RefCell<HashMap<KeptKey, KeptPlan>>;
+
+/// [`kept_plan`] in `cache`, which holds at most `max` statements.
+fn kept_in(
+    cache: &'static LocalKey<KeptCache>,
+    max: usize,
+    sql: &str,
+    nargs: usize,
+) -> Rc<OwnedPreparedStatement> {
     // SAFETY: reads a backend global; valid in any initialised backend.
     let key = (sql.to_string(), nargs, unsafe { pg_sys::GetUserId() });
     let now = KEPT_CLOCK.with(|c| {
         c.set(c.get() + 1);
         c.get()
     });
-    let hit = KEPT.with(|k| {
+    let hit = cache.with(|k| {
         k.borrow().get(&key).map(|e| {
             e.used.set(now);
             e.plan.clone()
@@ -70,9 +94,9 @@ fn kept_plan(sql: &str, nargs: usize) -> Rc<OwnedPreparedStatement> {
     let plan = Spi::connect_mut(|client| client.prepare_mut(sql, &types).map(|p| p.keep()))
         .unwrap_or_else(|e| internal(format!("SPI failed: {e}")));
     let plan = Rc::new(plan);
-    KEPT.with(|k| {
+    cache.with(|k| {
         let mut k = k.borrow_mut();
-        if k.len() >= MAX_KEPT {
+        if k.len() >= max {
             let mut ticks: Vec<u64> = k.values().map(|e| e.used.get()).collect();
             ticks.sort_unstable();
             let cut = ticks[ticks.len() / 2];
@@ -225,7 +249,17 @@ pub fn run(sql: &str, args: &[Option<String>]) {
 /// [`row`], planned afresh every time: for generated statements, which
 /// are large, run once per refresh and planned with their arguments.
 pub fn row_planned_afresh(sql: &str, args: &[Option<String>]) -> Option<Row> {
-    execute_query(sql, args, true).into_iter().next()
+    // Parsing and analysing a generated statement costs about as much as
+    // planning it: keep the analysed statement, and plan it with its
+    // arguments at every run (a custom plan, built for that run and
+    // dropped after it), so that its estimates see this refresh's frontier
+    // and no plan is ever reused (the buffer grant marks the plan it starts).
+    let plan = kept_in(&KEPT_REFRESH, MAX_KEPT_REFRESH, sql, args.len());
+    with_setting("plan_cache_mode", "force_custom_plan", || {
+        execute_query(&*plan, args, true)
+    })
+    .into_iter()
+    .next()
 }
 
 /// Convert a five-character SQLSTATE into PostgreSQL's packed error code.
@@ -420,32 +454,27 @@ pub fn qi(name: &str) -> String {
 /// As `set_config(name, value, true)` does, through the GUC functions
 /// rather than statements: a refresh runs this every time.
 pub fn with_setting<R>(name: &str, value_: &str, f: impl FnOnce() -> R) -> R {
-    let name_c =
-        std::ffi::CString::new(name).unwrap_or_else(|_| internal(format!("setting name {name:?}")));
+    let name_c = CString::new(name).unwrap_or_else(|_| internal(format!("setting name {name:?}")));
+    let value_c =
+        CString::new(value_).unwrap_or_else(|_| internal(format!("setting value {value_:?}")));
     // SAFETY: GetConfigOption returns a string valid until the setting
     // changes (or NULL when unset); it is copied right away. An unknown
     // name raises an ERROR, which the boundary guard turns into a panic.
     let previous = unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             let p = pg_sys::GetConfigOption(name_c.as_ptr(), false, false);
-            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_owned())
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_owned())
         })
     };
-    set_local(&name_c, Some(value_));
+    set_local(&name_c, Some(&value_c));
     let result = f();
-    set_local(
-        &name_c,
-        previous.as_ref().map(|p| p.to_str().unwrap_or_default()),
-    );
+    set_local(&name_c, previous.as_deref());
     result
 }
 
 /// Set a setting for the current transaction, as `set_config(name,
 /// value, true)` does (NULL resets it to its session value).
-fn set_local(name: &std::ffi::CStr, value_: Option<&str>) {
-    let value_c = value_.map(|v| {
-        std::ffi::CString::new(v).unwrap_or_else(|_| internal(format!("setting value {v:?}")))
-    });
+fn set_local(name: &CStr, value_: Option<&CStr>) {
     // SAFETY: both strings outlive the call; an invalid value raises an
     // ERROR, which the boundary guard turns into a panic.
     unsafe {
@@ -457,7 +486,7 @@ fn set_local(name: &std::ffi::CStr, value_: Option<&str>) {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             pg_sys::set_config_option(
                 name.as_ptr(),
-                value_c.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+                value_.map_or(std::ptr::null(), |v| v.as_ptr()),
                 context,
                 pg_sys::GucSource::PGC_S_SESSION,
                 pg_sys::GucAction::GUC_ACTION_LOCAL,
