@@ -4,10 +4,12 @@
 //! A differential refresh costs about a fixed part plus a part per pending
 //! change; a full one costs about the same whatever is pending. Past some
 //! volume (a few percent of the sources, for a plain aggregate) recomputing
-//! is cheaper. The extension counts the pending changes (up to the
-//! [`count_limit`], so that counting never costs more than the decision is
-//! worth), reads what earlier refreshes of the stream table measured, and
-//! asks [`choose`]. It records every measurement with [`learn`].
+//! is cheaper. The extension counts the pending changes, only as far as
+//! the choice needs ([`count_limit`], and [`recount_limit`] when the
+//! backlog is large and the stream table has not measured enough yet),
+//! reads what earlier refreshes of the stream table measured, and asks
+//! [`choose`]. It records every measurement with [`learn_full`] and
+//! [`learn_differential`].
 //!
 //! The choice is an estimate: it never changes what a refresh computes,
 //! only how, so a poor estimate costs time, never correctness.
@@ -21,33 +23,47 @@ pub struct AdaptiveSettings {
     /// `pg_trickle.adaptive_min_changes`: fewer pending changes than this
     /// always refresh DIFFERENTIAL, without an estimate.
     pub min_changes: u64,
-    /// `pg_trickle.adaptive_full_fraction`: with no differential refresh
-    /// measured yet, pending changes above this fraction of the sources'
-    /// rows refresh FULL.
+    /// `pg_trickle.adaptive_full_fraction`: with no estimates yet, pending
+    /// changes above this fraction of the sources' rows refresh FULL.
     pub full_fraction: f64,
 }
 
 /// What earlier refreshes of one stream table measured (None: never yet).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Estimates {
-    /// Milliseconds a FULL refresh (or the population at creation) took.
+    /// Milliseconds a FULL refresh took.
     pub full_ms: Option<f64>,
-    /// Milliseconds a DIFFERENTIAL refresh took per pending change, from
-    /// refreshes of at least `min_changes` changes.
+    /// Milliseconds a DIFFERENTIAL refresh of fewer than `min_changes`
+    /// changes took: the fixed part of its cost.
+    pub diff_fixed_ms: Option<f64>,
+    /// Milliseconds a DIFFERENTIAL refresh took per pending change beyond
+    /// its fixed part, from refreshes of at least `min_changes` changes.
     pub diff_ms_per_change: Option<f64>,
+}
+
+impl Estimates {
+    /// The estimated time of a DIFFERENTIAL refresh of `changes` changes,
+    /// and of a FULL one, once both have been measured.
+    fn weigh(&self, changes: u64) -> Option<(f64, f64)> {
+        let (full, per) = (self.full_ms?, self.diff_ms_per_change?);
+        Some((
+            self.diff_fixed_ms.unwrap_or(0.0) + per * changes as f64,
+            full,
+        ))
+    }
 }
 
 /// What is pending for one refresh.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pending {
     /// Pending changes counted over the sources (each source counted up to
-    /// [`count_limit`], so this may be less than what is there).
+    /// a limit, so this may be less than what is there).
     pub changes: u64,
     /// False when some source's count stopped at the limit: there are
     /// more than `changes`.
     pub complete: bool,
     /// The sources' rows as the planner estimates them (`reltuples`); None
-    /// when no source has been analysed or vacuumed yet.
+    /// when not read (or no source has been analysed or vacuumed yet).
     pub source_rows: Option<f64>,
 }
 
@@ -66,24 +82,51 @@ pub enum Choice {
     },
 }
 
-/// How many pending changes per source are worth counting: past this
-/// many the choice is FULL whatever the exact count (or the choice is
-/// DIFFERENTIAL whatever it is). 1 when the choice is off: counting then
-/// only says whether anything is pending.
-pub fn count_limit(
-    settings: &AdaptiveSettings,
-    estimates: &Estimates,
-    source_rows: Option<f64>,
-) -> u64 {
+/// How many times `min_changes` a large backlog is counted to, to learn
+/// from, when neither estimates nor the sources' rows settle the choice.
+pub const LEARN_COUNT: u64 = 100;
+
+fn limit_at(threshold: f64, settings: &AdaptiveSettings) -> u64 {
+    let at = threshold.ceil().clamp(0.0, u64::MAX as f64 / 4.0) as u64;
+    at.max(settings.min_changes).saturating_add(1)
+}
+
+/// How many pending changes per source the first count goes to: with
+/// both estimates, as far as settles the choice; without, one past
+/// `min_changes` (whether the backlog is worth weighing). 1 when the
+/// choice is off: counting then only says whether anything is pending.
+pub fn count_limit(settings: &AdaptiveSettings, estimates: &Estimates) -> u64 {
     if !settings.enabled {
         return 1;
     }
-    let full_at = match (estimates.full_ms, estimates.diff_ms_per_change) {
-        (Some(full), Some(per)) if per > 0.0 => full / per,
-        _ => source_rows.map_or(0.0, |rows| rows * settings.full_fraction),
-    };
-    let limit = full_at.ceil().clamp(0.0, u64::MAX as f64 / 2.0) as u64;
-    limit.max(settings.min_changes).saturating_add(1)
+    match (estimates.full_ms, estimates.diff_ms_per_change) {
+        (Some(full), Some(per)) if per > 0.0 => limit_at(
+            (full - estimates.diff_fixed_ms.unwrap_or(0.0)) / per,
+            settings,
+        ),
+        _ => limit_at(0.0, settings),
+    }
+}
+
+/// Whether the first count leaves the choice to the fraction rule: a
+/// backlog of at least `min_changes` without both estimates. Then the
+/// sources' rows are read, and, when the first count stopped at its
+/// limit, the changes are counted again to [`recount_limit`].
+pub fn needs_rows(settings: &AdaptiveSettings, estimates: &Estimates, first: &Pending) -> bool {
+    settings.enabled && first.changes >= settings.min_changes && estimates.weigh(0).is_none()
+}
+
+/// How far the second count goes: past `adaptive_full_fraction` of the
+/// sources' rows (which settles the fraction rule), or [`LEARN_COUNT`]
+/// times `min_changes` when the rows are unknown (enough to learn from).
+pub fn recount_limit(settings: &AdaptiveSettings, source_rows: Option<f64>) -> u64 {
+    match source_rows {
+        Some(rows) if rows > 0.0 => limit_at(rows * settings.full_fraction, settings),
+        _ => settings
+            .min_changes
+            .saturating_mul(LEARN_COUNT)
+            .saturating_add(1),
+    }
 }
 
 /// Choose the mode of one refresh of an `AUTO` stream table whose query
@@ -98,8 +141,7 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
     } else {
         ("at least ", " or more")
     };
-    if let (Some(full), Some(per)) = (estimates.full_ms, estimates.diff_ms_per_change) {
-        let diff = per * n as f64;
+    if let Some((diff, full)) = estimates.weigh(n) {
         let weighed = format!(
             "{at_least}{} pending changes: DIFFERENTIAL estimated at {}{or_more} against {} for FULL",
             thousands(n),
@@ -120,7 +162,7 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
         Some(rows) if rows > 0.0 && n as f64 > rows * settings.full_fraction => Choice::Full {
             reason: format!(
                 "AUTO chose FULL: {at_least}{} pending changes, more than {} \
-                 (pg_trickle.adaptive_full_fraction) of the sources' {} rows; no differential refresh measured yet",
+                 (pg_trickle.adaptive_full_fraction) of the sources' {} rows; not measured enough yet to estimate",
                 thousands(n),
                 percent(settings.full_fraction),
                 thousands(rows.round() as u64),
@@ -130,25 +172,13 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
     }
 }
 
-/// The estimate after one more measurement: the mean of the old estimate
-/// and the new figure, so that one noisy refresh moves it only halfway.
-pub fn learn(old: Option<f64>, measured: f64) -> f64 {
-    if !measured.is_finite() || measured < 0.0 {
-        return old.unwrap_or(0.0);
-    }
-    match old {
-        Some(o) if o.is_finite() && o >= 0.0 => (o + measured) / 2.0,
-        _ => measured,
-    }
-}
-
 /// How far the per-change estimate drops each time it makes a refresh
 /// FULL: a stream table whose differential refreshes got cheaper (an index
 /// was added, the data changed shape) retries DIFFERENTIAL after a few
 /// dozen such refreshes at most, and learns again from what that costs.
 pub const FORGET: f64 = 0.95;
 
-/// The estimates to store after a refresh that `choice` made FULL.
+/// The estimates to store after a refresh that the estimates made FULL.
 pub fn after_full_choice(estimates: &Estimates) -> Estimates {
     Estimates {
         diff_ms_per_change: estimates.diff_ms_per_change.map(|p| p * FORGET),
@@ -156,11 +186,50 @@ pub fn after_full_choice(estimates: &Estimates) -> Estimates {
     }
 }
 
-/// The per-change figure one DIFFERENTIAL refresh of `changes` changes
-/// taking `ms` gives, when it is large enough to count (None otherwise:
-/// small refreshes are mostly fixed cost).
-pub fn per_change(settings: &AdaptiveSettings, changes: u64, ms: f64) -> Option<f64> {
-    (settings.enabled && changes >= settings.min_changes.max(1)).then(|| ms / changes as f64)
+/// The mean of the old figure and a new measurement, so that one noisy
+/// refresh moves it only halfway; a measurement that is no duration
+/// leaves the old figure.
+fn mean_with(old: Option<f64>, measured: f64) -> Option<f64> {
+    if !measured.is_finite() || measured < 0.0 {
+        return old;
+    }
+    Some(match old {
+        Some(o) if o.is_finite() && o >= 0.0 => (o + measured) / 2.0,
+        _ => measured,
+    })
+}
+
+/// The estimates after a FULL refresh that took `ms`.
+pub fn learn_full(estimates: &Estimates, ms: f64) -> Estimates {
+    Estimates {
+        full_ms: mean_with(estimates.full_ms, ms),
+        ..*estimates
+    }
+}
+
+/// The estimates after a DIFFERENTIAL refresh of exactly `changes`
+/// changes (a complete count) that took `ms`: a small one measures the
+/// fixed part, a large one the part per change beyond it.
+pub fn learn_differential(
+    settings: &AdaptiveSettings,
+    estimates: &Estimates,
+    changes: u64,
+    ms: f64,
+) -> Estimates {
+    if !settings.enabled {
+        return *estimates;
+    }
+    if changes < settings.min_changes {
+        return Estimates {
+            diff_fixed_ms: mean_with(estimates.diff_fixed_ms, ms),
+            ..*estimates
+        };
+    }
+    let beyond = (ms - estimates.diff_fixed_ms.unwrap_or(0.0)).max(0.0);
+    Estimates {
+        diff_ms_per_change: mean_with(estimates.diff_ms_per_change, beyond / changes as f64),
+        ..*estimates
+    }
 }
 
 fn thousands(n: u64) -> String {
@@ -211,12 +280,17 @@ mod tests {
         }
     }
 
+    fn measured(full: f64, fixed: f64, per: f64) -> Estimates {
+        Estimates {
+            full_ms: Some(full),
+            diff_fixed_ms: Some(fixed),
+            diff_ms_per_change: Some(per),
+        }
+    }
+
     #[test]
     fn few_changes_are_applied_without_weighing() {
-        let e = Estimates {
-            full_ms: Some(1.0),
-            diff_ms_per_change: Some(10.0),
-        };
+        let e = measured(1.0, 5.0, 10.0);
         assert_eq!(
             choose(&ON, &e, &pending(999, 1000.0)),
             Choice::Differential { reason: None }
@@ -236,7 +310,7 @@ mod tests {
         assert_eq!(
             reason,
             "AUTO chose FULL: 50,000 pending changes, more than 2.00% \
-             (pg_trickle.adaptive_full_fraction) of the sources' 1,000,000 rows; no differential refresh measured yet"
+             (pg_trickle.adaptive_full_fraction) of the sources' 1,000,000 rows; not measured enough yet to estimate"
         );
         let counted = Pending {
             complete: false,
@@ -262,15 +336,12 @@ mod tests {
 
     #[test]
     fn measurements_decide_once_there_are_both() {
-        let e = Estimates {
-            full_ms: Some(180.0),
-            diff_ms_per_change: Some(0.007),
-        };
+        let e = measured(180.0, 5.0, 0.007);
         assert_eq!(
             choose(&ON, &e, &pending(10_000, 1_000_000.0)),
             Choice::Differential {
                 reason: Some(
-                    "AUTO chose DIFFERENTIAL: 10,000 pending changes: DIFFERENTIAL estimated at 70.0 ms against 180 ms for FULL"
+                    "AUTO chose DIFFERENTIAL: 10,000 pending changes: DIFFERENTIAL estimated at 75.0 ms against 180 ms for FULL"
                         .into()
                 )
             }
@@ -278,7 +349,7 @@ mod tests {
         assert_eq!(
             choose(&ON, &e, &pending(50_000, 1_000_000.0)),
             Choice::Full {
-                reason: "AUTO chose FULL: 50,000 pending changes: DIFFERENTIAL estimated at 350 ms against 180 ms for FULL"
+                reason: "AUTO chose FULL: 50,000 pending changes: DIFFERENTIAL estimated at 355 ms against 180 ms for FULL"
                     .into()
             }
         );
@@ -294,30 +365,61 @@ mod tests {
             choose(&off, &Estimates::default(), &pending(u64::MAX, 1.0)),
             Choice::Differential { reason: None }
         );
-        assert_eq!(count_limit(&off, &Estimates::default(), Some(1e9)), 1);
-        assert_eq!(per_change(&off, 5000, 10.0), None);
+        assert_eq!(count_limit(&off, &Estimates::default()), 1);
+        let e = Estimates::default();
+        assert_eq!(learn_differential(&off, &e, 5000, 10.0), e);
     }
 
     #[test]
     fn counting_stops_where_the_choice_is_settled() {
-        assert_eq!(
-            count_limit(&ON, &Estimates::default(), Some(1_000_000.0)),
-            20_001
-        );
-        assert_eq!(count_limit(&ON, &Estimates::default(), None), 1001);
-        let e = Estimates {
-            full_ms: Some(180.0),
-            diff_ms_per_change: Some(0.01),
+        assert_eq!(count_limit(&ON, &Estimates::default()), 1001);
+        assert_eq!(count_limit(&ON, &measured(180.0, 0.0, 0.01)), 18_001);
+        assert_eq!(count_limit(&ON, &measured(180.0, 80.0, 0.01)), 10_001);
+        assert_eq!(recount_limit(&ON, Some(1_000_000.0)), 20_001);
+        assert_eq!(recount_limit(&ON, Some(1000.0)), 1001);
+        assert_eq!(recount_limit(&ON, None), 100_001);
+        let first = Pending {
+            changes: 1001,
+            complete: false,
+            source_rows: None,
         };
-        assert_eq!(count_limit(&ON, &e, Some(1_000_000.0)), 18_001);
+        assert!(needs_rows(&ON, &Estimates::default(), &first));
+        assert!(!needs_rows(&ON, &measured(1.0, 1.0, 1.0), &first));
+        let exactly = Pending {
+            changes: 1000,
+            complete: true,
+            source_rows: None,
+        };
+        assert!(needs_rows(&ON, &Estimates::default(), &exactly));
+        let small = Pending {
+            changes: 999,
+            ..exactly
+        };
+        assert!(!needs_rows(&ON, &Estimates::default(), &small));
+    }
+
+    #[test]
+    fn small_refreshes_measure_the_fixed_part_and_large_ones_the_rest() {
+        let e = learn_differential(&ON, &Estimates::default(), 10, 4.0);
+        assert_eq!(e.diff_fixed_ms, Some(4.0));
+        assert_eq!(e.diff_ms_per_change, None);
+        let e = learn_differential(&ON, &e, 2000, 24.0);
+        assert_eq!(e.diff_ms_per_change, Some(0.01));
+        let e = learn_differential(&ON, &e, 2000, 44.0);
+        assert_eq!(e.diff_ms_per_change, Some(0.015));
+        let e = learn_full(&e, 100.0);
+        assert_eq!(e.full_ms, Some(100.0));
+        assert_eq!(learn_full(&e, f64::NAN), e);
+        assert_eq!(learn_full(&e, -1.0), e);
+        assert_eq!(
+            learn_full(&Estimates::default(), f64::INFINITY).full_ms,
+            None
+        );
     }
 
     #[test]
     fn a_full_choice_lowers_the_per_change_estimate_until_differential_is_tried_again() {
-        let mut e = Estimates {
-            full_ms: Some(180.0),
-            diff_ms_per_change: Some(0.01),
-        };
+        let mut e = measured(180.0, 0.0, 0.01);
         let p = pending(50_000, 1_000_000.0);
         let mut fulls = 0;
         while matches!(choose(&ON, &e, &p), Choice::Full { .. }) {
@@ -329,49 +431,58 @@ mod tests {
         assert_eq!(e.full_ms, Some(180.0));
     }
 
-    #[test]
-    fn learning_moves_halfway_and_ignores_nonsense() {
-        assert_eq!(learn(None, 10.0), 10.0);
-        assert_eq!(learn(Some(10.0), 20.0), 15.0);
-        assert_eq!(learn(Some(10.0), f64::NAN), 10.0);
-        assert_eq!(learn(Some(10.0), -1.0), 10.0);
-        assert_eq!(per_change(&ON, 999, 10.0), None);
-        assert_eq!(per_change(&ON, 2000, 10.0), Some(0.005));
+    fn estimates() -> impl Strategy<Value = Estimates> {
+        (
+            proptest::option::of(0.1f64..10_000.0),
+            proptest::option::of(0.0f64..1_000.0),
+            proptest::option::of(0.000_1f64..10.0),
+        )
+            .prop_map(|(full_ms, diff_fixed_ms, diff_ms_per_change)| Estimates {
+                full_ms,
+                diff_fixed_ms,
+                diff_ms_per_change,
+            })
     }
 
     proptest! {
-        /// The exact count past the limit never changes the choice: counting
-        /// up to `count_limit` is enough.
+        /// The exact count past the limit never changes the choice:
+        /// counting to `count_limit`, then (when asked) to `recount_limit`,
+        /// is enough.
         #[test]
-        fn the_count_limit_settles_the_choice(
-            full in proptest::option::of(0.1f64..10_000.0),
-            per in proptest::option::of(0.000_1f64..10.0),
+        fn the_count_limits_settle_the_choice(
+            e in estimates(),
             rows in proptest::option::of(1.0f64..1e9),
-            extra in 0u64..1_000_000,
-            min in 1u64..100_000,
+            actual in prop_oneof![0u64..10_000_000, 990u64..1010],
+            min in prop_oneof![1u64..100_000, Just(1000u64)],
             fraction in 0.000_1f64..1.0,
         ) {
             let s = AdaptiveSettings { enabled: true, min_changes: min, full_fraction: fraction };
-            let e = Estimates { full_ms: full, diff_ms_per_change: per };
-            let limit = count_limit(&s, &e, rows);
-            let at = choose(&s, &e, &Pending { changes: limit, complete: false, source_rows: rows });
-            let past = choose(&s, &e, &Pending { changes: limit + extra, complete: extra == 0, source_rows: rows });
+            let truth = choose(&s, &e, &Pending { changes: actual, complete: true, source_rows: rows });
+            let limit = count_limit(&s, &e);
+            let mut seen = Pending { changes: actual.min(limit), complete: actual < limit, source_rows: None };
+            if needs_rows(&s, &e, &seen) {
+                seen.source_rows = rows;
+                if !seen.complete {
+                    let limit = recount_limit(&s, rows);
+                    seen.changes = actual.min(limit);
+                    seen.complete = actual < limit;
+                }
+            }
+            let counted = choose(&s, &e, &seen);
             prop_assert_eq!(
-                matches!(at, Choice::Full { .. }),
-                matches!(past, Choice::Full { .. })
+                matches!(truth, Choice::Full { .. }),
+                matches!(counted, Choice::Full { .. })
             );
         }
 
         /// More pending changes never turn a FULL choice back to DIFFERENTIAL.
         #[test]
         fn the_choice_is_monotone_in_the_pending_volume(
-            full in proptest::option::of(0.1f64..10_000.0),
-            per in proptest::option::of(0.000_1f64..10.0),
+            e in estimates(),
             rows in proptest::option::of(1.0f64..1e9),
             n in 0u64..10_000_000,
             more in 0u64..10_000_000,
         ) {
-            let e = Estimates { full_ms: full, diff_ms_per_change: per };
             let full_at_n = matches!(choose(&ON, &e, &Pending { changes: n, complete: true, source_rows: rows }), Choice::Full { .. });
             let full_after = matches!(choose(&ON, &e, &Pending { changes: n + more, complete: true, source_rows: rows }), Choice::Full { .. });
             prop_assert!(!full_at_n || full_after);

@@ -200,7 +200,7 @@ pub const SETTINGS: &[Setting] = &[
         unit: "",
         context: SettingContext::Session,
         category: "Refresh",
-        description: "When on, each refresh of an AUTO stream table whose query runs DIFFERENTIAL first weighs its pending changes: with at least pg_trickle.adaptive_min_changes of them it recomputes (FULL) when that is estimated to be cheaper, from what earlier refreshes of the stream table took, and records the choice and the estimate in its history reason. When off, AUTO always applies the changes. DIFFERENTIAL and FULL stream tables are never affected.",
+        description: "When on, each refresh of an AUTO stream table whose query runs DIFFERENTIAL first weighs its pending changes: with at least pg_trickle.adaptive_min_changes of them it recomputes (FULL) when that is estimated to be cheaper, from what earlier refreshes of the stream table took (or, until it has measured both kinds, when they exceed pg_trickle.adaptive_full_fraction of its sources' rows). A FULL so chosen, and a choice made from estimates, give their reason in the refresh history. When off, AUTO always applies the changes. DIFFERENTIAL and FULL stream tables are never affected. Scheduled refreshes use the scheduler's value (the server's or the database's), a SET only the session's manual refreshes.",
         experimental: false,
     },
     Setting {
@@ -209,7 +209,7 @@ pub const SETTINGS: &[Setting] = &[
         unit: "",
         context: SettingContext::Session,
         category: "Refresh",
-        description: "Pending changes below which an AUTO stream table always refreshes DIFFERENTIAL, without counting further or estimating. Differential refreshes of at least this many changes are also the ones whose time per change is learned.",
+        description: "Pending changes below which an AUTO stream table always refreshes DIFFERENTIAL, without estimating (a smaller backlog is counted only up to this many). Differential refreshes of fewer changes measure the fixed part of a differential refresh's time, larger ones its time per change.",
         experimental: false,
     },
     Setting {
@@ -218,7 +218,7 @@ pub const SETTINGS: &[Setting] = &[
         unit: "",
         context: SettingContext::Session,
         category: "Refresh",
-        description: "Until an AUTO stream table has measured both a FULL refresh and a DIFFERENTIAL refresh of at least pg_trickle.adaptive_min_changes changes, it recomputes when its pending changes exceed this fraction of its sources' rows (as the planner estimates them, pg_class.reltuples).",
+        description: "Until an AUTO stream table has measured both a FULL refresh and a DIFFERENTIAL refresh of at least pg_trickle.adaptive_min_changes changes, it recomputes when its pending changes exceed this fraction of its sources' rows (as the planner estimates them, pg_class.reltuples, summed over partitions and children; with no estimate it applies the changes).",
         experimental: false,
     },
     Setting {

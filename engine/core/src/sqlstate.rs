@@ -37,6 +37,19 @@ pub fn full_may_succeed(sqlstate: &str) -> bool {
     matches!(sqlstate.get(0..2), Some("22") | Some("21"))
 }
 
+/// Whether a FULL refresh that AUTO's adaptive choice made, failing with
+/// `sqlstate`, should give way to applying the changes: a recompute can
+/// run out of memory or disk (class 53) or past a program limit (54)
+/// where the smaller differential statement does not, and a data error
+/// (22, 21) can come from rows the changes never touch. Anything else
+/// (a cancellation, a lock or serialization failure) is raised as it is.
+pub fn differential_may_succeed_after_full(sqlstate: &str) -> bool {
+    matches!(
+        sqlstate.get(0..2),
+        Some("53") | Some("54") | Some("22") | Some("21")
+    )
+}
+
 /// Consecutive transient failures retried on the next scheduler tick before
 /// a stream table waits for its schedule like after a permanent failure.
 pub const MAX_QUICK_RETRIES: u32 = 3;

@@ -255,6 +255,7 @@ ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_generation bigint NOT 
 -- stream tables created earlier start with none and learn from their next
 -- refreshes.
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN full_ms_estimate double precision;
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN diff_fixed_ms_estimate double precision;
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN diff_ms_per_change_estimate double precision;
 
 -- The publication capture from the WAL reads. It exists from the start:

@@ -1,11 +1,10 @@
 //! What an `AUTO` refresh needs from the server to choose between
-//! DIFFERENTIAL and FULL: the `pg_trickle.adaptive_*` settings and the
-//! sources' row estimates. The choice itself is
-//! `pg_trickle_core::adaptive`; counting the pending changes is
+//! DIFFERENTIAL and FULL: the `pg_trickle.adaptive_*` settings, the
+//! backlog as counted, and the sources' row estimates. The choice itself
+//! is `pg_trickle_core::adaptive`; counting the pending changes is
 //! `capture::pending_counts`.
 
-use pg_trickle_core::adaptive::AdaptiveSettings;
-use pgrx::pg_sys;
+use pg_trickle_core::adaptive::{AdaptiveSettings, Pending};
 
 use crate::gucs;
 
@@ -21,44 +20,30 @@ pub fn settings(applies: bool) -> AdaptiveSettings {
     }
 }
 
-/// The planner's row estimate (`reltuples`) summed over `relids` and their
-/// partitions and inheritance children; None when none of them has one
-/// (never analysed or vacuumed). The relations are locked by the refresh.
-pub fn source_rows(relids: &[u32]) -> Option<f64> {
-    let mut total: Option<f64> = None;
-    for relid in relids {
-        let members = crate::sources::members(*relid);
-        for oid in std::iter::once(*relid).chain(members) {
-            if let Some(rows) = reltuples(oid) {
-                *total.get_or_insert(0.0) += rows;
-            }
-        }
+/// The backlog that per-source `counts`, each stopped at `limit`, make.
+pub fn backlog(counts: &[(u32, u64)], limit: u64) -> Pending {
+    Pending {
+        changes: counts.iter().map(|(_, n)| *n).sum(),
+        complete: counts.iter().all(|(_, n)| *n < limit),
+        source_rows: None,
     }
-    total
 }
 
-/// `pg_class.reltuples` of `oid` from the relation cache; None for a
-/// relation that no longer exists, has no estimate (-1) or no storage of
-/// its own (a partitioned table, whose rows its partitions count).
-fn reltuples(oid: u32) -> Option<f64> {
-    // SAFETY: a relcache lookup of a relation the refresh holds a lock on
-    // (or of its member, read only); the reference is closed at once, and
-    // an ERROR is turned into a Rust panic by the boundary guard.
-    let rows = unsafe {
-        pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            let rel = pg_sys::RelationIdGetRelation(pg_sys::Oid::from(oid));
-            if rel.is_null() {
-                return -1.0;
-            }
-            let class = &*(*rel).rd_rel;
-            let rows = if class.relkind as u8 == pg_sys::RELKIND_PARTITIONED_TABLE {
-                -1.0
-            } else {
-                class.reltuples
-            };
-            pg_sys::RelationClose(rel);
-            rows
-        })
-    };
-    (rows >= 0.0).then_some(f64::from(rows))
+/// The planner's row estimate (`pg_class.reltuples`) summed over `relids`
+/// and their partitions and inheritance children, leaving out relations
+/// with no estimate (never analysed or vacuumed) and partitioned tables
+/// (whose partitions hold their rows); None when no relation has one.
+/// Read only for a backlog worth weighing.
+pub fn source_rows(relids: &[u32]) -> Option<f64> {
+    let mut all: Vec<String> = Vec::new();
+    for relid in relids {
+        all.push(relid.to_string());
+        all.extend(crate::sources::members(*relid).iter().map(u32::to_string));
+    }
+    crate::spi::value(
+        "SELECT sum(c.reltuples)::float8::text FROM pg_class c \
+         WHERE c.oid = ANY ($1::text::oid[]) AND c.reltuples >= 0 AND c.relkind <> 'p'",
+        &[Some(format!("{{{}}}", all.join(",")))],
+    )
+    .and_then(|v| v.parse().ok())
 }

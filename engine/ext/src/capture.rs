@@ -371,13 +371,32 @@ pub fn pending_counts(
 }
 
 fn count_pending(st_id: i64, source_relid: u32, token: Option<&str>, limit: u64) -> u64 {
-    let from = match token {
+    let wal = token.is_some() && crate::catalog::wal_capture::of(source_relid).is_some();
+    if wal && limit > 1 {
+        // What is not decoded yet would be decoded here and again by the
+        // refresh statement: count what the buffer holds (the scheduler
+        // drains the slot into it), and check for the rest only when the
+        // buffer holds nothing.
+        let drained = count_from(&unconsumed(source_relid), st_id, source_relid, None, limit);
+        if drained > 0 {
+            return drained;
+        }
+        return count_pending(st_id, source_relid, token, 1);
+    }
+    let from = if wal {
         // The token is the third parameter of the statement below.
-        Some(_) if crate::catalog::wal_capture::of(source_relid).is_some() => unconsumed_in(
-            &pg_trickle_core::catalog::wal_changes_relation(source_relid, 3),
-        ),
-        _ => unconsumed(source_relid),
+        unconsumed_in(&pg_trickle_core::catalog::wal_changes_relation(
+            source_relid,
+            3,
+        ))
+    } else {
+        unconsumed(source_relid)
     };
+    count_from(&from, st_id, source_relid, token, limit)
+}
+
+/// The rows `from` (an [`unconsumed_in`] clause) yields, counted up to `limit`.
+fn count_from(from: &str, st_id: i64, source_relid: u32, token: Option<&str>, limit: u64) -> u64 {
     value(
         &format!("SELECT count(*)::text FROM (SELECT 1 {from} LIMIT $4::text::bigint) p"),
         &[

@@ -35,6 +35,7 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     plan_fingerprint    text,
     reinit_generation   bigint NOT NULL DEFAULT 0,
     full_ms_estimate    double precision,
+    diff_fixed_ms_estimate double precision,
     diff_ms_per_change_estimate double precision
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';

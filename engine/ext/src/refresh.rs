@@ -59,11 +59,11 @@ pub fn refresh_with(
 ) -> Option<Outcome> {
     use crate::telemetry::recorder::{self, Ending};
     if !recorder::active() {
-        return perform_refresh(id, initiator, skip_locked, assume_pending);
+        return perform_refresh(id, initiator, skip_locked, assume_pending, None);
     }
     recorder::begin(initiator.name());
     pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(move || {
-        let outcome = perform_refresh(id, initiator, skip_locked, assume_pending);
+        let outcome = perform_refresh(id, initiator, skip_locked, assume_pending, None);
         recorder::finish(match &outcome {
             Some(o) => Ending::Ran(o.mode.name(), o.deleted, o.inserted),
             None => Ending::Nothing,
@@ -79,11 +79,14 @@ pub fn refresh_with(
 }
 
 /// The refresh itself; [`refresh_with`] records it when exporting is on.
+/// `full_failed`: AUTO's choice of FULL failed in this refresh (why, as
+/// recorded): apply the changes instead, without choosing again.
 fn perform_refresh(
     id: i64,
     initiator: Initiator,
     skip_locked: bool,
     assume_pending: Option<Vec<u32>>,
+    full_failed: Option<String>,
 ) -> Option<Outcome> {
     use crate::telemetry::recorder;
     use pg_trickle_core::telemetry::span::PhaseKind;
@@ -140,36 +143,48 @@ fn perform_refresh(
         {
             let source = crate::spi::relation_name(*source).unwrap_or_default();
             crate::replan::replan(id, None, &format!("row-level security on source {source}"));
-            return perform_refresh(id, initiator, skip_locked, None);
+            return perform_refresh(id, initiator, skip_locked, None, full_failed);
         }
     }
     // AUTO weighs a large backlog: counting its changes (only as far as
     // the choice needs) and comparing with what earlier refreshes took.
-    let adaptive =
-        crate::auto_choice::settings(use_diff && st.requested_mode == Some(RequestedMode::Auto));
-    let source_rows = (adaptive.enabled
-        && (st.estimates.full_ms.is_none() || st.estimates.diff_ms_per_change.is_none()))
-    .then(|| crate::auto_choice::source_rows(&relids))
-    .flatten();
-    let count_limit = adaptive::count_limit(&adaptive, &st.estimates, source_rows);
+    let auto = st.requested_mode == Some(RequestedMode::Auto);
+    let adaptive = crate::auto_choice::settings(use_diff && auto && full_failed.is_none());
+    let limit = adaptive::count_limit(&adaptive, &st.estimates);
     // Sources with changes to consume (checked again inside the statement).
-    let (pending, pending_changes, counted_all): (Vec<u32>, u64, bool) =
-        if let Some(assumed) = assume_pending {
-            (assumed, 0, true)
-        } else if use_diff {
-            let counts = capture::pending_counts(
-                id,
-                relids.iter().copied(),
-                token_text.as_deref(),
-                count_limit,
-            );
-            let total = counts.iter().map(|(_, n)| *n).sum();
-            let all = counts.iter().all(|(_, n)| *n < count_limit);
-            let pending = counts.into_iter().filter(|(_, n)| *n > 0).map(|(r, _)| r);
-            (pending.collect(), total, all)
-        } else {
-            (Vec::new(), 0, true)
+    let (pending, mut backlog) = if let Some(assumed) = assume_pending {
+        let unknown = adaptive::Pending {
+            changes: 0,
+            complete: false,
+            source_rows: None,
         };
+        (assumed, unknown)
+    } else if use_diff {
+        let token = token_text.as_deref();
+        let counts = capture::pending_counts(id, relids.iter().copied(), token, limit);
+        let backlog = crate::auto_choice::backlog(&counts, limit);
+        let pending = counts.into_iter().filter(|(_, n)| *n > 0).map(|(r, _)| r);
+        (pending.collect::<Vec<u32>>(), backlog)
+    } else {
+        let none = adaptive::Pending {
+            changes: 0,
+            complete: true,
+            source_rows: None,
+        };
+        (Vec::new(), none)
+    };
+    if adaptive::needs_rows(&adaptive, &st.estimates, &backlog) {
+        backlog.source_rows = crate::auto_choice::source_rows(&relids);
+        if !backlog.complete {
+            let limit = adaptive::recount_limit(&adaptive, backlog.source_rows);
+            let token = token_text.as_deref();
+            let counts = capture::pending_counts(id, pending.iter().copied(), token, limit);
+            backlog = adaptive::Pending {
+                source_rows: backlog.source_rows,
+                ..crate::auto_choice::backlog(&counts, limit)
+            };
+        }
+    }
     if use_diff && initiator == Initiator::Scheduler {
         let idle = pending.is_empty();
         if idle {
@@ -183,22 +198,17 @@ fn perform_refresh(
         }
     }
     let choice = if use_diff {
-        let pending = adaptive::Pending {
-            changes: pending_changes,
-            complete: counted_all,
-            source_rows,
-        };
-        adaptive::choose(&adaptive, &st.estimates, &pending)
+        adaptive::choose(&adaptive, &st.estimates, &backlog)
     } else {
         Choice::Differential { reason: None }
     };
-    let (chose_full, estimates) = match &choice {
+    let (chose_full, mut estimates) = match &choice {
         Choice::Full { reason: why } => {
             reason = Some(why.clone());
             (true, adaptive::after_full_choice(&st.estimates))
         }
         Choice::Differential { reason: why } => {
-            reason = why.clone();
+            reason = why.clone().or_else(|| full_failed.clone());
             (false, st.estimates)
         }
     };
@@ -323,6 +333,24 @@ fn perform_refresh(
                 vec![None; 4]
             }
         }
+    } else if chose_full {
+        // A FULL the choice made may fail where applying the changes would
+        // not (out of memory or disk for a large recompute): the choice
+        // would fail the same way at every refresh, so apply them instead.
+        match crate::spi::in_subtransaction_handling(
+            std::panic::AssertUnwindSafe(|| run_refresh(&sql, &args, buffers)),
+            pg_trickle_core::sqlstate::differential_may_succeed_after_full,
+        ) {
+            Ok(r) => r,
+            Err(f) => {
+                let why = format!(
+                    "AUTO chose FULL, which failed with SQLSTATE {} ({}); applied the changes instead",
+                    f.sqlstate, f.message
+                );
+                pgrx::warning!("stream table {name}: {why}");
+                return perform_refresh(id, initiator, skip_locked, None, Some(why));
+            }
+        }
     } else {
         run_refresh(&sql, &args, buffers)
     };
@@ -356,17 +384,14 @@ fn perform_refresh(
     } else {
         None
     };
-    // What this refresh measured, for AUTO's next choices.
-    let track = st.requested_mode == Some(RequestedMode::Auto);
-    let mut estimates = estimates;
+    // What this refresh measured, for AUTO's next choices (population at
+    // creation writes into an empty table: it is no FULL refresh).
+    let track = auto && initiator != Initiator::Create;
     if track && mode == Mode::Full {
-        estimates.full_ms = Some(adaptive::learn(estimates.full_ms, statement_ms));
-    } else if let (None, true, Some(per)) = (
-        recompute_because,
-        counted_all,
-        adaptive::per_change(&adaptive, pending_changes, statement_ms),
-    ) {
-        estimates.diff_ms_per_change = Some(adaptive::learn(estimates.diff_ms_per_change, per));
+        estimates = adaptive::learn_full(&estimates, statement_ms);
+    } else if mode == Mode::Differential && recompute_because.is_none() && backlog.complete {
+        estimates =
+            adaptive::learn_differential(&adaptive, &estimates, backlog.changes, statement_ms);
     }
     if let Some(why) = recompute_because {
         recorder::phase(PhaseKind::FullRecompute);
@@ -374,7 +399,7 @@ fn perform_refresh(
         let full = run_refresh(&st.full_sql, &[], Vec::new());
         if track {
             let ms = full_started.elapsed().as_secs_f64() * 1000.0;
-            estimates.full_ms = Some(adaptive::learn(estimates.full_ms, ms));
+            estimates = adaptive::learn_full(&estimates, ms);
         }
         deleted += num(&full[0]);
         inserted = num(&full[1]);
@@ -394,7 +419,8 @@ fn perform_refresh(
     let still_reinit = discarding
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
-    stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit, &estimates);
+    let learned = track.then_some(&estimates);
+    stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit, learned);
     // With an outbox: its message, in this transaction.
     crate::outbox::publish::after_refresh(id, st.relid, &name, mode.name());
     history::record(&history::Entry {

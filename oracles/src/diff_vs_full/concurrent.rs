@@ -50,6 +50,11 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
 /// transaction wrote a source captured from the WAL (correct, documented).
 pub(super) const OWN_WAL_WRITES: &str = "this transaction wrote source";
 
+/// How the reason of a FULL refresh that AUTO's adaptive choice made
+/// begins. The scheduler refreshes with the server's settings, where the
+/// choice may be on (the runner turns it off in its own session only).
+pub(super) const AUTO_CHOSE_FULL: &str = "AUTO chose FULL:";
+
 /// The stream table a `refresh_stream_table('name')` call names.
 /// How `sql` changes its connection's transaction state: Some(true) opens
 /// a transaction block, Some(false) ends one, None leaves it as it was.
@@ -382,9 +387,13 @@ impl Runner<'_> {
                 .reason
                 .as_deref()
                 .is_some_and(|x| x.starts_with(OWN_WAL_WRITES));
+            let chosen = r
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.starts_with(AUTO_CHOSE_FULL));
             let fine = mode == want
                 || (want == Maintained::Full && mode == Maintained::Differential)
-                || (mode == Maintained::Full && own_wal_writes);
+                || (mode == Maintained::Full && (own_wal_writes || chosen));
             if !fine {
                 return Ok(Some(format!(
                     "a {by} refresh ran {}, but this stream table must refresh {want} here",

@@ -478,6 +478,17 @@ pub fn run(db: &mut Client, w: &Workload) -> WorkloadRun {
         aborted: Vec::new(),
         others_finished: false,
     };
+    // The oracle checks the differential statement at every step: AUTO's
+    // adaptive choice must not recompute a large step instead. Versions
+    // without the setting have no such choice (the statement sets nothing
+    // there, and fails nothing).
+    if let Err(e) = r.db.batch_execute(
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'pg_trickle.adaptive_auto'",
+    ) {
+        r.record_error("setup", 0, Outcome::HarnessError, describe(&e), &e);
+        r.run.millis = started.elapsed().as_millis();
+        return r.run;
+    }
     if w.concurrent() {
         concurrent::run_steps(&mut r, w);
         concurrent::clean_up(&mut r);

@@ -76,7 +76,8 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
             "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
              frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
              query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text, \
-             plan_fingerprint, requested_mode, full_ms_estimate::text, diff_ms_per_change_estimate::text \
+             plan_fingerprint, requested_mode, full_ms_estimate::text, diff_fixed_ms_estimate::text, \
+             diff_ms_per_change_estimate::text \
              FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[arg(id)],
@@ -105,7 +106,8 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
             .and_then(|m| RequestedMode::parse(m).ok()),
         estimates: Estimates {
             full_ms: r.opt(16).and_then(|v| v.parse().ok()),
-            diff_ms_per_change: r.opt(17).and_then(|v| v.parse().ok()),
+            diff_fixed_ms: r.opt(17).and_then(|v| v.parse().ok()),
+            diff_ms_per_change: r.opt(18).and_then(|v| v.parse().ok()),
         },
     })
 }
@@ -268,9 +270,9 @@ pub fn insert(new: &NewStreamTable, plan: &StoredPlan) -> i64 {
 /// with `reason`.
 pub fn store_replan(id: i64, requested: RequestedMode, plan: &StoredPlan, reason: &str) {
     run(
-        "UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
+        &format!("UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
          grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
-         reinit_reason = $9, plan_fingerprint = $10 WHERE id = $1::text::bigint",
+         reinit_reason = $9, plan_fingerprint = $10, {NO_ESTIMATES} WHERE id = $1::text::bigint"),
         &[
             arg(id),
             arg(requested.name()),
@@ -286,12 +288,19 @@ pub fn store_replan(id: i64, requested: RequestedMode, plan: &StoredPlan, reason
     );
 }
 
+/// What AUTO's estimates become when the statements they measured are
+/// replaced: nothing (see `pg_trickle_core::adaptive`).
+const NO_ESTIMATES: &str =
+    "full_ms_estimate = NULL, diff_fixed_ms_estimate = NULL, diff_ms_per_change_estimate = NULL";
+
 /// Store the statements of a plan whose mode and sources did not change
 /// (regeneration by an upgrade).
 pub fn store_statements(id: i64, plan: &StoredPlan) {
     run(
-        "UPDATE pgtrickle.pgt_stream_tables SET populate_sql = $2, full_sql = $3, diff_sql = $4, \
-         plan_fingerprint = $5 WHERE id = $1::text::bigint",
+        &format!(
+            "UPDATE pgtrickle.pgt_stream_tables SET populate_sql = $2, full_sql = $3, diff_sql = $4, \
+             plan_fingerprint = $5, {NO_ESTIMATES} WHERE id = $1::text::bigint"
+        ),
         &[
             arg(id),
             Some(plan.populate_sql.clone()),
@@ -376,15 +385,23 @@ pub fn store_refresh(
     frontier_xid: Option<String>,
     mode: Mode,
     still_reinit: Option<String>,
-    estimates: &Estimates,
+    learned: Option<&Estimates>,
 ) {
-    let figure = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| v.to_string());
+    // Only an AUTO stream table's refreshes write what they measured; a
+    // value that is no duration is stored as none.
+    let figure = |v: Option<f64>| {
+        v.filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|v| v.to_string())
+    };
+    let e = learned.copied().unwrap_or_default();
     run(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2::pg_snapshot, frontier_xid = $3::xid8, \
          reinit_generation = reinit_generation + CASE WHEN needs_reinit AND $4 = 'FULL' THEN 1 ELSE 0 END, \
          needs_reinit = $5 IS NOT NULL, reinit_reason = $5, last_refresh_at = clock_timestamp(), \
          last_refresh_mode = $4, last_error_sqlstate = NULL, last_error_message = NULL, last_error_at = NULL, \
-         full_ms_estimate = $6::float8, diff_ms_per_change_estimate = $7::float8 \
+         full_ms_estimate = CASE WHEN $6::boolean THEN $7::float8 ELSE full_ms_estimate END, \
+         diff_fixed_ms_estimate = CASE WHEN $6::boolean THEN $8::float8 ELSE diff_fixed_ms_estimate END, \
+         diff_ms_per_change_estimate = CASE WHEN $6::boolean THEN $9::float8 ELSE diff_ms_per_change_estimate END \
          WHERE id = $1::text::bigint",
         &[
             arg(id),
@@ -392,8 +409,10 @@ pub fn store_refresh(
             frontier_xid,
             arg(mode.name()),
             still_reinit,
-            figure(estimates.full_ms),
-            figure(estimates.diff_ms_per_change),
+            arg(learned.is_some()),
+            figure(e.full_ms),
+            figure(e.diff_fixed_ms),
+            figure(e.diff_ms_per_change),
         ],
     );
 }
