@@ -114,17 +114,24 @@ fn a_backlog_past_the_fraction_of_the_source_is_recomputed_and_says_why() {
     );
 }
 
+/// State `auto_st`'s estimates outright (no fixed part), so that the
+/// choice does not depend on this machine's speed, then change the first
+/// `changed` rows.
+fn state_estimates(db: &mut Client, full_ms: f64, per_change_ms: f64, changed: i32) {
+    db.execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = $1, diff_fixed_ms_estimate = 0, \
+         diff_ms_per_change_estimate = $2 WHERE name = 'public.auto_st'",
+        &[&full_ms, &per_change_ms],
+    )
+    .unwrap();
+    db.execute("UPDATE src SET v = v + 1 WHERE id <= $1", &[&changed])
+        .unwrap();
+}
+
 #[test]
 fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
     let mut db = setup("adaptive_estimates");
-    // Measurements stated outright, so that the choice does not depend on
-    // this machine's speed.
-    db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 1, diff_fixed_ms_estimate = 0, \
-         diff_ms_per_change_estimate = 1 WHERE name = 'public.auto_st';
-         UPDATE src SET v = v + 1 WHERE id <= 2000;",
-    )
-    .unwrap();
+    state_estimates(&mut db, 1.0, 1.0, 2000);
     let (ran, reason) = refresh_both(&mut db);
     assert_eq!(ran, "FULL");
     assert_eq!(
@@ -141,12 +148,7 @@ fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
         "the FULL was measured: {full_ms:?}"
     );
 
-    db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 100000000, diff_fixed_ms_estimate = 0, \
-         diff_ms_per_change_estimate = 0.001 WHERE name = 'public.auto_st';
-         UPDATE src SET v = v + 1 WHERE id <= 2000;",
-    )
-    .unwrap();
+    state_estimates(&mut db, 100_000_000.0, 0.001, 2000);
     let (ran, reason) = refresh_both(&mut db);
     assert_eq!(ran, "DIFFERENTIAL");
     assert_eq!(
@@ -161,12 +163,7 @@ fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
 
     // Below pg_trickle.adaptive_min_changes nothing is weighed, whatever
     // the estimates say.
-    db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 1, diff_ms_per_change_estimate = 1 \
-         WHERE name = 'public.auto_st';
-         UPDATE src SET v = v + 1 WHERE id <= 999;",
-    )
-    .unwrap();
+    state_estimates(&mut db, 1.0, 1.0, 999);
     assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
 }
 

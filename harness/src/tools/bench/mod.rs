@@ -177,6 +177,30 @@ pub struct ServerTimes {
     pub insert_us: f64,
 }
 
+/// Create the extension and `table` (`id`, group `g`, value `v`) with
+/// `cfg.rows` rows in `cfg.groups` groups, run `extra` (an index, say),
+/// then vacuum and analyse it.
+fn load_grouped_source(
+    db: &mut Client,
+    table: &str,
+    cfg: &BenchConfig,
+    extra: &str,
+) -> Result<(), String> {
+    let e = |err: postgres::Error| describe(&err);
+    db.batch_execute(&format!(
+        "CREATE EXTENSION IF NOT EXISTS pg_trickle;
+         DROP TABLE IF EXISTS {table} CASCADE;
+         CREATE TABLE {table} (id bigserial PRIMARY KEY, g int NOT NULL, v int NOT NULL);
+         INSERT INTO {table} (g, v) SELECT i % {groups}, i % 1000 FROM generate_series(1, {rows}) i;
+         {extra}",
+        groups = cfg.groups,
+        rows = cfg.rows
+    ))
+    .map_err(e)?;
+    db.batch_execute(&format!("VACUUM ANALYZE {table}"))
+        .map_err(e)
+}
+
 fn timed(db: &mut Client, sql: &str) -> Result<Duration, String> {
     let start = Instant::now();
     db.batch_execute(sql)

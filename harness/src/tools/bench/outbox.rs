@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{stats, timed, BenchConfig, Stats};
+use super::{load_grouped_source, stats, timed, BenchConfig, Stats};
 use crate::cluster::{describe, Cluster};
 
 /// Consumers draining the outbox at once.
@@ -109,17 +109,12 @@ pub fn run(cluster: &Cluster, cfg: &BenchConfig) -> Result<OutboxReport, String>
         "bench outbox: loading {} rows in {} groups",
         cfg.rows, cfg.groups
     );
-    db.batch_execute(&format!(
-        "CREATE EXTENSION IF NOT EXISTS pg_trickle;
-         DROP TABLE IF EXISTS ob_src CASCADE;
-         CREATE TABLE ob_src (id bigserial PRIMARY KEY, g int NOT NULL, v int NOT NULL);
-         INSERT INTO ob_src (g, v) SELECT i % {groups}, i % 1000 FROM generate_series(1, {rows}) i;
-         CREATE INDEX ob_src_g ON ob_src (g);",
-        groups = cfg.groups,
-        rows = cfg.rows
-    ))
-    .map_err(e)?;
-    db.batch_execute("VACUUM ANALYZE ob_src").map_err(e)?;
+    load_grouped_source(
+        &mut db,
+        "ob_src",
+        cfg,
+        "CREATE INDEX ob_src_g ON ob_src (g);",
+    )?;
     let q = "SELECT g, count(*) AS n, sum(v) AS total FROM ob_src GROUP BY g";
     for st in ["bench_plain_st", "bench_outbox"] {
         db.execute(
