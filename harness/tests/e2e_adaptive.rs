@@ -227,6 +227,32 @@ fn a_full_choice_that_fails_gives_way_to_applying_the_changes() {
             "AUTO chose FULL, which failed with SQLSTATE 22012 (f met 7); applied the changes instead"
         )
     );
+    // FULL is not chosen again (it would fail again) until one succeeds.
+    let full_ms: Option<f64> = db
+        .query_one(
+            "SELECT full_ms_estimate FROM pgtrickle.pgt_stream_tables WHERE name = 'public.auto_st'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(full_ms, Some(f64::INFINITY));
+    db.batch_execute(
+        "UPDATE src SET v = v + 1 WHERE v > 7;
+         SELECT pgtrickle.refresh_stream_table('auto_st');",
+    )
+    .unwrap();
+    let last = last_refresh(&mut db, "auto_st").unwrap().unwrap();
+    assert_eq!(
+        (last.ran.to_string(), last.reason.as_deref()),
+        (
+            "DIFFERENTIAL".to_string(),
+            Some(
+                "AUTO chose DIFFERENTIAL: at least 1,001 pending changes; FULL failed when last chosen \
+                 (it is weighed again after a FULL refresh succeeds)"
+            )
+        )
+    );
+    // The query itself fails while `adaptive.fail` is on.
     db.batch_execute("RESET adaptive.fail").unwrap();
     if let Some(m) = differences(&mut db, "auto_st", query).unwrap() {
         panic!("auto_st differs from its query: {m}");

@@ -31,7 +31,8 @@ pub struct AdaptiveSettings {
 /// What earlier refreshes of one stream table measured (None: never yet).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Estimates {
-    /// Milliseconds a FULL refresh took.
+    /// Milliseconds a FULL refresh took; infinite after a FULL the choice
+    /// made failed ([`after_failed_full`]), until a FULL refresh succeeds.
     pub full_ms: Option<f64>,
     /// Milliseconds a DIFFERENTIAL refresh of fewer than `min_changes`
     /// changes took: the fixed part of its cost.
@@ -100,7 +101,7 @@ pub fn count_limit(settings: &AdaptiveSettings, estimates: &Estimates) -> u64 {
         return 1;
     }
     match (estimates.full_ms, estimates.diff_ms_per_change) {
-        (Some(full), Some(per)) if per > 0.0 => limit_at(
+        (Some(full), Some(per)) if per > 0.0 && full.is_finite() => limit_at(
             (full - estimates.diff_fixed_ms.unwrap_or(0.0)) / per,
             settings,
         ),
@@ -141,6 +142,15 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
     } else {
         ("at least ", " or more")
     };
+    if estimates.full_ms == Some(f64::INFINITY) {
+        return Choice::Differential {
+            reason: Some(format!(
+                "AUTO chose DIFFERENTIAL: {at_least}{} pending changes; FULL failed when last chosen \
+                 (it is weighed again after a FULL refresh succeeds)",
+                thousands(n)
+            )),
+        };
+    }
     if let Some((diff, full)) = estimates.weigh(n) {
         let weighed = format!(
             "{at_least}{} pending changes: DIFFERENTIAL estimated at {}{or_more} against {} for FULL",
@@ -182,6 +192,17 @@ pub const FORGET: f64 = 0.95;
 pub fn after_full_choice(estimates: &Estimates) -> Estimates {
     Estimates {
         diff_ms_per_change: estimates.diff_ms_per_change.map(|p| p * FORGET),
+        ..*estimates
+    }
+}
+
+/// The estimates after a FULL the choice made failed (and the changes were
+/// applied instead): FULL is not chosen again until a FULL refresh (a
+/// reinitialisation, say) succeeds, which [`learn_full`] measures anew.
+pub fn after_failed_full(estimates: &Estimates) -> Estimates {
+    Estimates {
+        full_ms: Some(f64::INFINITY),
+        diff_ms_per_change: estimates.diff_ms_per_change.or(Some(0.0)),
         ..*estimates
     }
 }
@@ -418,6 +439,28 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_full_choice_is_not_made_again_until_a_full_refresh_succeeds() {
+        let e = after_failed_full(&Estimates::default());
+        for n in [1000, 1_000_000, u64::MAX / 4] {
+            let Choice::Differential { reason: Some(why) } = choose(&ON, &e, &pending(n, 1000.0))
+            else {
+                panic!("FULL chosen again after it failed");
+            };
+            assert!(why.contains("FULL failed when last chosen"), "{why}");
+        }
+        let e = learn_full(&e, 50.0);
+        assert_eq!(e.full_ms, Some(50.0));
+        assert!(matches!(
+            choose(
+                &ON,
+                &learn_differential(&ON, &e, 2000, 200.0),
+                &pending(2000, 1000.0)
+            ),
+            Choice::Full { .. }
+        ));
+    }
+
+    #[test]
     fn a_full_choice_lowers_the_per_change_estimate_until_differential_is_tried_again() {
         let mut e = measured(180.0, 0.0, 0.01);
         let p = pending(50_000, 1_000_000.0);
@@ -433,7 +476,7 @@ mod tests {
 
     fn estimates() -> impl Strategy<Value = Estimates> {
         (
-            proptest::option::of(0.1f64..10_000.0),
+            proptest::option::of(prop_oneof![9 => 0.1f64..10_000.0, 1 => Just(f64::INFINITY)]),
             proptest::option::of(0.0f64..1_000.0),
             proptest::option::of(0.000_1f64..10.0),
         )

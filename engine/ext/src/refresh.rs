@@ -149,8 +149,14 @@ fn perform_refresh(
     // AUTO weighs a large backlog: counting its changes (only as far as
     // the choice needs) and comparing with what earlier refreshes took.
     let auto = st.requested_mode == Some(RequestedMode::Auto);
-    let adaptive = crate::auto_choice::settings(use_diff && auto && full_failed.is_none());
-    let limit = adaptive::count_limit(&adaptive, &st.estimates);
+    let adaptive = crate::auto_choice::settings(use_diff && auto);
+    // After a FULL the choice made failed, the changes are applied without
+    // choosing again, and FULL is not chosen until one succeeds.
+    let start = match full_failed {
+        Some(_) => adaptive::after_failed_full(&st.estimates),
+        None => st.estimates,
+    };
+    let limit = adaptive::count_limit(&adaptive, &start);
     // Sources with changes to consume (checked again inside the statement).
     let (pending, mut backlog) = if let Some(assumed) = assume_pending {
         let unknown = adaptive::Pending {
@@ -173,7 +179,7 @@ fn perform_refresh(
         };
         (Vec::new(), none)
     };
-    if adaptive::needs_rows(&adaptive, &st.estimates, &backlog) {
+    if adaptive::needs_rows(&adaptive, &start, &backlog) {
         backlog.source_rows = crate::auto_choice::source_rows(&relids);
         if !backlog.complete {
             let limit = adaptive::recount_limit(&adaptive, backlog.source_rows);
@@ -197,19 +203,19 @@ fn perform_refresh(
             });
         }
     }
-    let choice = if use_diff {
-        adaptive::choose(&adaptive, &st.estimates, &backlog)
+    let choice = if use_diff && full_failed.is_none() {
+        adaptive::choose(&adaptive, &start, &backlog)
     } else {
         Choice::Differential { reason: None }
     };
     let (chose_full, mut estimates) = match &choice {
         Choice::Full { reason: why } => {
             reason = Some(why.clone());
-            (true, adaptive::after_full_choice(&st.estimates))
+            (true, adaptive::after_full_choice(&start))
         }
         Choice::Differential { reason: why } => {
             reason = why.clone().or_else(|| full_failed.clone());
-            (false, st.estimates)
+            (false, start)
         }
     };
     let (mode, sql, args) = if initiator == Initiator::Create {

@@ -388,10 +388,16 @@ pub fn store_refresh(
     learned: Option<&Estimates>,
 ) {
     // Only an AUTO stream table's refreshes write what they measured; a
-    // value that is no duration is stored as none.
+    // value that is no duration is stored as none (infinity, FULL failed
+    // when chosen, is kept: see `adaptive::after_failed_full`).
     let figure = |v: Option<f64>| {
-        v.filter(|v| v.is_finite() && *v >= 0.0)
-            .map(|v| v.to_string())
+        v.filter(|v| !v.is_nan() && *v >= 0.0).map(|v| {
+            if v.is_finite() {
+                v.to_string()
+            } else {
+                "Infinity".into()
+            }
+        })
     };
     let e = learned.copied().unwrap_or_default();
     run(
