@@ -43,10 +43,22 @@ pub struct Estimates {
 }
 
 impl Estimates {
+    /// The per-change figure, when there is one to go by (a figure of 0,
+    /// which a refresh faster than its fixed part measures, is none).
+    fn per_change(&self) -> Option<f64> {
+        self.diff_ms_per_change
+            .filter(|p| p.is_finite() && *p > 0.0)
+    }
+
+    /// Whether a FULL the choice made failed and none has succeeded since.
+    fn full_failed(&self) -> bool {
+        self.full_ms == Some(f64::INFINITY)
+    }
+
     /// The estimated time of a DIFFERENTIAL refresh of `changes` changes,
     /// and of a FULL one, once both have been measured.
     fn weigh(&self, changes: u64) -> Option<(f64, f64)> {
-        let (full, per) = (self.full_ms?, self.diff_ms_per_change?);
+        let (full, per) = (self.full_ms?, self.per_change()?);
         Some((
             self.diff_fixed_ms.unwrap_or(0.0) + per * changes as f64,
             full,
@@ -100,8 +112,8 @@ pub fn count_limit(settings: &AdaptiveSettings, estimates: &Estimates) -> u64 {
     if !settings.enabled {
         return 1;
     }
-    match (estimates.full_ms, estimates.diff_ms_per_change) {
-        (Some(full), Some(per)) if per > 0.0 && full.is_finite() => limit_at(
+    match (estimates.full_ms, estimates.per_change()) {
+        (Some(full), Some(per)) if full.is_finite() => limit_at(
             (full - estimates.diff_fixed_ms.unwrap_or(0.0)) / per,
             settings,
         ),
@@ -114,7 +126,10 @@ pub fn count_limit(settings: &AdaptiveSettings, estimates: &Estimates) -> u64 {
 /// sources' rows are read, and, when the first count stopped at its
 /// limit, the changes are counted again to [`recount_limit`].
 pub fn needs_rows(settings: &AdaptiveSettings, estimates: &Estimates, first: &Pending) -> bool {
-    settings.enabled && first.changes >= settings.min_changes && estimates.weigh(0).is_none()
+    settings.enabled
+        && first.changes >= settings.min_changes
+        && estimates.weigh(0).is_none()
+        && !estimates.full_failed()
 }
 
 /// How far the second count goes: past `adaptive_full_fraction` of the
@@ -142,7 +157,7 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
     } else {
         ("at least ", " or more")
     };
-    if estimates.full_ms == Some(f64::INFINITY) {
+    if estimates.full_failed() {
         return Choice::Differential {
             reason: Some(format!(
                 "AUTO chose DIFFERENTIAL: {at_least}{} pending changes; FULL failed when last chosen \
@@ -202,7 +217,6 @@ pub fn after_full_choice(estimates: &Estimates) -> Estimates {
 pub fn after_failed_full(estimates: &Estimates) -> Estimates {
     Estimates {
         full_ms: Some(f64::INFINITY),
-        diff_ms_per_change: estimates.diff_ms_per_change.or(Some(0.0)),
         ..*estimates
     }
 }
@@ -441,6 +455,17 @@ mod tests {
     #[test]
     fn a_failed_full_choice_is_not_made_again_until_a_full_refresh_succeeds() {
         let e = after_failed_full(&Estimates::default());
+        assert_eq!(e.diff_ms_per_change, None, "nothing made up");
+        assert_eq!(count_limit(&ON, &e), 1001);
+        let large = Pending {
+            changes: 1001,
+            complete: false,
+            source_rows: None,
+        };
+        assert!(
+            !needs_rows(&ON, &e, &large),
+            "the choice is DIFFERENTIAL anyway"
+        );
         for n in [1000, 1_000_000, u64::MAX / 4] {
             let Choice::Differential { reason: Some(why) } = choose(&ON, &e, &pending(n, 1000.0))
             else {
@@ -458,6 +483,32 @@ mod tests {
             ),
             Choice::Full { .. }
         ));
+    }
+
+    #[test]
+    fn a_per_change_figure_of_zero_counts_as_unmeasured() {
+        // A large refresh faster than the fixed part measures 0 per change:
+        // the next large backlog is counted and weighed as if unmeasured,
+        // so that a complete count can be learned from.
+        let e = learn_differential(&ON, &measured(100.0, 10.0, 0.01), 2000, 5.0);
+        let e = learn_differential(
+            &ON,
+            &Estimates {
+                diff_ms_per_change: Some(0.0),
+                ..e
+            },
+            2000,
+            5.0,
+        );
+        assert_eq!(e.diff_ms_per_change, Some(0.0));
+        assert_eq!(count_limit(&ON, &e), 1001);
+        let large = Pending {
+            changes: 1001,
+            complete: false,
+            source_rows: None,
+        };
+        assert!(needs_rows(&ON, &e, &large));
+        assert_eq!(recount_limit(&ON, None), 100_001);
     }
 
     #[test]

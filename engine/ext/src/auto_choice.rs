@@ -6,6 +6,7 @@
 
 use pg_trickle_core::adaptive::{AdaptiveSettings, Pending};
 
+use crate::capture::PendingCount;
 use crate::gucs;
 
 /// The settings as this session has them; disabled unless `applies`
@@ -20,11 +21,11 @@ pub fn settings(applies: bool) -> AdaptiveSettings {
     }
 }
 
-/// The backlog that per-source `counts`, each stopped at `limit`, make.
-pub fn backlog(counts: &[(u32, u64)], limit: u64) -> Pending {
+/// The backlog that per-source `counts` make.
+pub fn backlog(counts: &[PendingCount]) -> Pending {
     Pending {
-        changes: counts.iter().map(|(_, n)| *n).sum(),
-        complete: counts.iter().all(|(_, n)| *n < limit),
+        changes: counts.iter().map(|c| c.changes).sum(),
+        complete: counts.iter().all(|c| c.exact),
         source_rows: None,
     }
 }

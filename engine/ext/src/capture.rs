@@ -348,40 +348,63 @@ pub fn pending_sources(
 ) -> Vec<u32> {
     pending_counts(st_id, relids, token, 1)
         .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(relid, _)| relid)
+        .filter(|c| c.changes > 0)
+        .map(|c| c.relid)
         .collect()
+}
+
+/// What [`pending_counts`] found on one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCount {
+    /// The source.
+    pub relid: u32,
+    /// Changes counted, at most the limit.
+    pub changes: u64,
+    /// Whether `changes` is all there is: below the limit, and nothing
+    /// left uncounted (changes of a WAL-captured source not decoded yet).
+    pub exact: bool,
 }
 
 /// How many changes `st_id` has left to consume on each of `relids`,
 /// counting at most `limit` per source (so 1 only says whether there are
 /// any, stopping at the first row). A source captured from the WAL also
-/// counts what committed but is not decoded yet, read with the refresh's
-/// `token`.
+/// has changes that committed but are not decoded yet, read with the
+/// refresh's `token`: with a limit above 1 only what its buffer holds is
+/// counted, and the count is not exact.
 pub fn pending_counts(
     st_id: i64,
     relids: impl IntoIterator<Item = u32>,
     token: Option<&str>,
     limit: u64,
-) -> Vec<(u32, u64)> {
+) -> Vec<PendingCount> {
+    let limit = limit.max(1);
     relids
         .into_iter()
-        .map(|relid| (relid, count_pending(st_id, relid, token, limit.max(1))))
+        .map(|relid| {
+            let (changes, all) = count_pending(st_id, relid, token, limit);
+            PendingCount {
+                relid,
+                changes,
+                exact: all && changes < limit,
+            }
+        })
         .collect()
 }
 
-fn count_pending(st_id: i64, source_relid: u32, token: Option<&str>, limit: u64) -> u64 {
+/// The count, and whether it covers every kind of pending change.
+fn count_pending(st_id: i64, source_relid: u32, token: Option<&str>, limit: u64) -> (u64, bool) {
     let wal = token.is_some() && crate::catalog::wal_capture::of(source_relid).is_some();
     if wal && limit > 1 {
         // What is not decoded yet would be decoded here and again by the
         // refresh statement: count what the buffer holds (the scheduler
         // drains the slot into it), and check for the rest only when the
-        // buffer holds nothing.
+        // buffer holds nothing. Either way more may be waiting.
         let drained = count_from(&unconsumed(source_relid), st_id, source_relid, None, limit);
         if drained > 0 {
-            return drained;
+            return (drained, false);
         }
-        return count_pending(st_id, source_relid, token, 1);
+        let (any, _) = count_pending(st_id, source_relid, token, 1);
+        return (any, any == 0);
     }
     let from = if wal {
         // The token is the third parameter of the statement below.
@@ -392,7 +415,7 @@ fn count_pending(st_id: i64, source_relid: u32, token: Option<&str>, limit: u64)
     } else {
         unconsumed(source_relid)
     };
-    count_from(&from, st_id, source_relid, token, limit)
+    (count_from(&from, st_id, source_relid, token, limit), true)
 }
 
 /// The rows `from` (an [`unconsumed_in`] clause) yields, counted up to `limit`.

@@ -78,19 +78,28 @@ pub fn refresh_with(
     .execute()
 }
 
+/// AUTO's choice of FULL failed in this refresh: why (as recorded), and
+/// when the refresh started.
+struct FullFailed {
+    why: String,
+    started: Option<String>,
+}
+
 /// The refresh itself; [`refresh_with`] records it when exporting is on.
-/// `full_failed`: AUTO's choice of FULL failed in this refresh (why, as
-/// recorded): apply the changes instead, without choosing again.
+/// With `full_failed`, the changes are applied without choosing again.
 fn perform_refresh(
     id: i64,
     initiator: Initiator,
     skip_locked: bool,
     assume_pending: Option<Vec<u32>>,
-    full_failed: Option<String>,
+    full_failed: Option<FullFailed>,
 ) -> Option<Outcome> {
     use crate::telemetry::recorder;
     use pg_trickle_core::telemetry::span::PhaseKind;
-    let started = value("SELECT clock_timestamp()::text", &[]);
+    let (full_failed, started) = match full_failed {
+        Some(f) => (Some(f.why), f.started),
+        None => (None, value("SELECT clock_timestamp()::text", &[])),
+    };
     // The sources before the row (see refresh_locks).
     let st = crate::refresh_locks::lock_for_refresh_in_order(id, !skip_locked)?;
     let name = st.name.clone();
@@ -143,7 +152,11 @@ fn perform_refresh(
         {
             let source = crate::spi::relation_name(*source).unwrap_or_default();
             crate::replan::replan(id, None, &format!("row-level security on source {source}"));
-            return perform_refresh(id, initiator, skip_locked, None, full_failed);
+            let retry = full_failed.map(|why| FullFailed {
+                why,
+                started: started.clone(),
+            });
+            return perform_refresh(id, initiator, skip_locked, None, retry);
         }
     }
     // AUTO weighs a large backlog: counting its changes (only as far as
@@ -168,8 +181,8 @@ fn perform_refresh(
     } else if use_diff {
         let token = token_text.as_deref();
         let counts = capture::pending_counts(id, relids.iter().copied(), token, limit);
-        let backlog = crate::auto_choice::backlog(&counts, limit);
-        let pending = counts.into_iter().filter(|(_, n)| *n > 0).map(|(r, _)| r);
+        let backlog = crate::auto_choice::backlog(&counts);
+        let pending = counts.iter().filter(|c| c.changes > 0).map(|c| c.relid);
         (pending.collect::<Vec<u32>>(), backlog)
     } else {
         let none = adaptive::Pending {
@@ -187,7 +200,7 @@ fn perform_refresh(
             let counts = capture::pending_counts(id, pending.iter().copied(), token, limit);
             backlog = adaptive::Pending {
                 source_rows: backlog.source_rows,
-                ..crate::auto_choice::backlog(&counts, limit)
+                ..crate::auto_choice::backlog(&counts)
             };
         }
     }
@@ -354,7 +367,8 @@ fn perform_refresh(
                     f.sqlstate, f.message
                 );
                 pgrx::warning!("stream table {name}: {why}");
-                return perform_refresh(id, initiator, skip_locked, None, Some(why));
+                let retry = FullFailed { why, started };
+                return perform_refresh(id, initiator, skip_locked, None, Some(retry));
             }
         }
     } else {

@@ -254,6 +254,11 @@ pub fn row_planned_afresh(sql: &str, args: &[Option<String>]) -> Option<Row> {
     // arguments at every run (a custom plan, built for that run and
     // dropped after it), so that its estimates see this refresh's frontier
     // and no plan is ever reused (the buffer grant marks the plan it starts).
+    // PostgreSQL reuses the generic plan of a statement without arguments
+    // whatever plan_cache_mode says: those (FULL, population) run once-off.
+    if args.is_empty() {
+        return execute_query(sql, args, true).into_iter().next();
+    }
     let plan = kept_in(&KEPT_REFRESH, MAX_KEPT_REFRESH, sql, args.len());
     with_setting("plan_cache_mode", "force_custom_plan", || {
         execute_query(&*plan, args, true)
