@@ -3,9 +3,10 @@
 //! Statements take text arguments and return text columns, which keeps the
 //! glue small; SQL casts do the typing. Errors raised here always carry a
 //! SQLSTATE. Plain queries and DML are prepared once per backend and their
-//! plans kept ([`rows`]); generated refresh statements are parsed and
-//! analysed once per backend and planned afresh with their arguments at
-//! every run ([`row_planned_afresh`]).
+//! plans kept ([`rows`]); generated refresh statements with arguments are
+//! parsed and analysed once per backend and planned afresh with their
+//! arguments at every run, those without run once-off
+//! ([`row_planned_afresh`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
