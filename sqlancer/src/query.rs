@@ -278,13 +278,18 @@ impl Gen<'_> {
         } else {
             c.expr.clone()
         };
-        let (e, fam) = match (f, self.rng.gen_range(0..6)) {
+        let (e, fam) = match (f, self.rng.gen_range(0..7)) {
             (_, 0) => ("count(*)".to_string(), Family::Num),
             (Family::Json, _) | (_, 1) => (format!("count({arg})"), Family::Num),
             (Family::Num, 2) => (format!("sum({arg})"), Family::Num),
             (Family::Num, 3) => (format!("avg({arg})"), Family::Num),
             (Family::Bool, 2) => (format!("bool_and({arg})"), Family::Bool),
             (Family::Bool, _) => (format!("bool_or({arg})"), Family::Bool),
+            (Family::Num, 5) => {
+                let spread =
+                    ["variance", "var_pop", "stddev", "stddev_pop"][self.rng.gen_range(0..4)];
+                (format!("{spread}({arg})"), Family::Num)
+            }
             (_, 4) => (format!("min({arg})"), f),
             _ => (format!("max({arg})"), f),
         };

@@ -183,6 +183,15 @@ const ALGEBRAIC_SHAPES: &[(&str, &str, &[&str], &[ArgType])] = &[
         &["ratio", "c"],
         &[ArgType::Numeric, ArgType::Int],
     ),
+    (
+        // Variances from sums of squares; a standard deviation rounded
+        // as PostgreSQL rounds it.
+        "algebraic_variance",
+        "SELECT a.k, var_samp(a.v) AS vs, stddev_pop(a.v) AS sp, variance(b.w) AS vw \
+         FROM a JOIN b ON b.k = a.k GROUP BY a.k",
+        &["k", "vs", "sp", "vw"],
+        &[ArgType::Numeric, ArgType::Int],
+    ),
 ];
 
 fn golden_dir() -> PathBuf {

@@ -1,5 +1,5 @@
 //! Aggregates kept algebraically (`new = old + delta` over support
-//! values): count, sum and avg of integers of every width and of numerics,
+//! values): count, sum, avg and the variances of integers of every width and of numerics,
 //! expressions of them, scalar aggregates and aggregates over a join. The
 //! hard cases are a numeric sum's printed scale (the largest among its
 //! values) as values of that scale come and go, values that arrive and
@@ -25,8 +25,8 @@ fn table_d() -> TableSpec {
 pub(super) fn entries() -> Vec<Entry> {
     vec![Entry::new(
         "algebraic_aggregates",
-        "count, sum and avg kept as old plus delta: int2, int4, int8 and numeric \
-         arguments, the printed scale of a numeric sum as values of the largest scale \
+        "count, sum, avg, variances and standard deviations kept as old plus delta: \
+         int2, int4, int8 and numeric arguments, the printed scale of a numeric sum as values of the largest scale \
          come and go, values in and out within one refresh, NULLs, scalar aggregates, \
          a join, groups emptied and refilled, rows moved between groups",
         901,
@@ -57,6 +57,24 @@ pub(super) fn entries() -> Vec<Entry> {
                 .diff(
                     "only_avg",
                     "SELECT k % 2 AS parity, avg(x) AS ax, round(avg(x), 1) AS rx FROM d GROUP BY k % 2",
+                )
+                // Variances from sums of squares, printed at the scale
+                // PostgreSQL's numeric division chooses; standard
+                // deviations rounded as its square root rounds; groups of
+                // one value (NULL sample variance) and of equal values (0).
+                .diff(
+                    "spreads",
+                    "SELECT k, variance(x) AS vx, stddev_pop(x) AS sx, var_pop(v) AS vv, \
+                     stddev(v::int8) AS sv, stddev_samp(x) + var_samp(v::int2) AS mixed FROM d GROUP BY k",
+                )
+                .diff(
+                    "total_spread",
+                    "SELECT stddev(x) AS sx, var_pop(x) AS vx, var_samp(v) AS vv, count(*) AS n FROM d",
+                )
+                // The same aggregates where groups are recomputed (HAVING).
+                .diff(
+                    "spread_having",
+                    "SELECT k, stddev_pop(x) AS sx, variance(v) AS vv FROM d GROUP BY k HAVING count(*) > 1",
                 )
                 // A FROM alias the statement's own aliases must not capture,
                 // and a composite argument (counted when not NULL as a

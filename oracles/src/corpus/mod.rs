@@ -108,6 +108,12 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "Aggregate bool_and",
     "Aggregate bool_or",
     "Aggregate every",
+    "Aggregate variance",
+    "Aggregate var_samp",
+    "Aggregate var_pop",
+    "Aggregate stddev",
+    "Aggregate stddev_samp",
+    "Aggregate stddev_pop",
 ];
 
 /// `a(k int, v int, s text)`: no key, small domains, NULLs.

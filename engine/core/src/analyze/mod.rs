@@ -51,7 +51,20 @@ use crate::ir::OpNode;
 
 /// Aggregates whose affected groups DIFFERENTIAL refresh can recompute.
 pub const SUPPORTED_AGGREGATES: &[&str] = &[
-    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "variance",
+    "var_samp",
+    "var_pop",
+    "stddev",
+    "stddev_samp",
+    "stddev_pop",
 ];
 
 /// Aggregates PostgreSQL ships that the engine does not maintain (order- or
@@ -63,12 +76,6 @@ const OTHER_AGGREGATES: &[&str] = &[
     "jsonb_agg",
     "json_object_agg",
     "jsonb_object_agg",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
     "xmlagg",
     "percentile_cont",
     "percentile_disc",

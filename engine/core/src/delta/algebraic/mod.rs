@@ -87,6 +87,43 @@ pub(super) enum Agg {
     Sum(usize),
     /// `avg(arg)`.
     Avg(usize),
+    /// `variance`, `var_samp`, `var_pop`, `stddev`, `stddev_samp` or
+    /// `stddev_pop` of `arg`.
+    Var(usize, Spread),
+}
+
+/// Which of PostgreSQL's variance aggregates: sample or population, and
+/// whether the square root (standard deviation) is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Spread {
+    /// Divides by `n (n - 1)` (sample) rather than `n * n` (population).
+    pub sample: bool,
+    /// The standard deviation rather than the variance.
+    pub root: bool,
+}
+
+impl Spread {
+    /// The aggregate of that name, if it is one of the six.
+    fn named(name: &str) -> Option<Spread> {
+        let (sample, root) = match name {
+            "variance" | "var_samp" => (true, false),
+            "var_pop" => (false, false),
+            "stddev" | "stddev_samp" => (true, true),
+            "stddev_pop" => (false, true),
+            _ => return None,
+        };
+        Some(Spread { sample, root })
+    }
+
+    /// The canonical name of the aggregate.
+    fn name(self) -> &'static str {
+        match (self.sample, self.root) {
+            (true, false) => "var_samp",
+            (false, false) => "var_pop",
+            (true, true) => "stddev_samp",
+            (false, true) => "stddev_pop",
+        }
+    }
 }
 
 /// How one visible output is derived.
@@ -198,7 +235,8 @@ impl Swap<'_> {
     fn aggregate(&mut self, f: &Function) -> Option<Agg> {
         let name = f.name.to_string().to_ascii_lowercase();
         let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
-        if !matches!(name, "count" | "sum" | "avg") {
+        let spread = Spread::named(name);
+        if !matches!(name, "count" | "sum" | "avg") && spread.is_none() {
             return None;
         }
         let FunctionArguments::List(list) = &f.args else {
@@ -222,9 +260,10 @@ impl Swap<'_> {
                     return None;
                 }
                 let j = self.arg_index(arg);
-                Some(match name {
-                    "count" => Agg::Count(j),
-                    "sum" => Agg::Sum(j),
+                Some(match (name, spread) {
+                    (_, Some(spread)) => Agg::Var(j, spread),
+                    ("count", _) => Agg::Count(j),
+                    ("sum", _) => Agg::Sum(j),
                     _ => Agg::Avg(j),
                 })
             }
@@ -294,7 +333,7 @@ pub(super) fn typed(analysis: &Analysis) -> Option<(Shape, Vec<ArgType>)> {
         return None;
     }
     let summable = shape.aggs.iter().all(|a| match a {
-        Agg::Sum(j) | Agg::Avg(j) => types[*j] != ArgType::Other,
+        Agg::Sum(j) | Agg::Avg(j) | Agg::Var(j, _) => types[*j] != ArgType::Other,
         Agg::CountStar | Agg::Count(_) => true,
     });
     summable.then_some((shape, types))
@@ -369,6 +408,16 @@ pub(super) fn support(shape: &Shape, types: &[ArgType]) -> Vec<Item> {
             Some(Agg::Sum(j)),
             format!("pg_catalog.sum(({arg})::pg_catalog.numeric)"),
         ));
+        if squared(shape, j) {
+            out.push(item(
+                format!("sq{n}"),
+                "numeric",
+                None,
+                format!(
+                    "pg_catalog.sum(({arg})::pg_catalog.numeric * ({arg})::pg_catalog.numeric)"
+                ),
+            ));
+        }
         if *ty == ArgType::Numeric {
             out.push(item(
                 format!("sctop{n}"),
@@ -381,12 +430,20 @@ pub(super) fn support(shape: &Shape, types: &[ArgType]) -> Vec<Item> {
     out
 }
 
-/// Whether argument `j` is summed (by `sum` or `avg`).
+/// Whether argument `j` is summed (by `sum`, `avg` or a variance).
 pub(super) fn summed(shape: &Shape, j: usize) -> bool {
     shape
         .aggs
         .iter()
-        .any(|a| matches!(a, Agg::Sum(i) | Agg::Avg(i) if *i == j))
+        .any(|a| matches!(a, Agg::Sum(i) | Agg::Avg(i) | Agg::Var(i, _) if *i == j))
+}
+
+/// Whether the squares of argument `j` are summed (by a variance).
+pub(super) fn squared(shape: &Shape, j: usize) -> bool {
+    shape
+        .aggs
+        .iter()
+        .any(|a| matches!(a, Agg::Var(i, _) if *i == j))
 }
 
 /// One hidden column of the algebraic form.
@@ -471,6 +528,9 @@ pub(super) fn support_select(
                     Agg::Count(j) => format!("pg_catalog.count(__pgt_r.__pgt_x{})", j + 1),
                     Agg::Sum(j) => format!("pg_catalog.sum(__pgt_r.__pgt_x{})", j + 1),
                     Agg::Avg(j) => format!("pg_catalog.avg(__pgt_r.__pgt_x{})", j + 1),
+                    Agg::Var(j, spread) => {
+                        format!("pg_catalog.{}(__pgt_r.__pgt_x{})", spread.name(), j + 1)
+                    }
                 }),
             };
             format!("{value} AS {}", crate::sql::quote_ident(name))
@@ -560,7 +620,60 @@ fn aggregate_value(agg: Agg, types: &[ArgType]) -> String {
             sum(j),
             n = j + 1
         ),
+        Agg::Var(j, spread) => spread_value(j + 1, spread),
     }
+}
+
+/// A variance or standard deviation from the new non-NULL count `N`, sum
+/// `S` (at the largest scale of the values) and sum of squares `Q` (at
+/// twice that scale), computed as PostgreSQL's numeric variance computes
+/// it, digit for digit: `(N Q - S S) / (N (N - 1))` (population: `N N`)
+/// at the scale numeric division chooses, 0 when the numerator is not
+/// positive, NULL for fewer than two values (population: none).
+fn spread_value(n: usize, spread: Spread) -> String {
+    let count = format!("m.__pgt_nnn{n}");
+    let (sum, squares) = (format!("m.__pgt_nsum{n}"), format!("m.__pgt_nsq{n}"));
+    let numerator = format!(
+        "({count})::pg_catalog.numeric * {squares} - ({sum})::pg_catalog.numeric * ({sum})::pg_catalog.numeric"
+    );
+    let (fewest, denominator) = if spread.sample {
+        (
+            1,
+            format!("({count})::pg_catalog.numeric * ({count} - 1)::pg_catalog.numeric"),
+        )
+    } else {
+        (
+            0,
+            format!("({count})::pg_catalog.numeric * ({count})::pg_catalog.numeric"),
+        )
+    };
+    let variance = format!(
+        "CASE WHEN {count} <= {fewest} THEN NULL WHEN {numerator} <= 0 THEN 0::pg_catalog.numeric \
+         ELSE ({numerator}) / ({denominator}) END"
+    );
+    if spread.root {
+        rounded_root(&variance)
+    } else {
+        variance
+    }
+}
+
+/// The square root of a non-negative numeric `v` rounded half up to `v`'s
+/// own scale, as PostgreSQL's standard deviation rounds it (`sqrt(v)`
+/// chooses a scale of its own, and rounding its result again can land one
+/// unit off): the root rounded to that scale, then moved by one unit `u`
+/// when it is not within half a unit `h` of the exact root, which the
+/// exact squares of numeric tell. 0 stays 0, as PostgreSQL prints it.
+fn rounded_root(v: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN z.v IS NULL OR z.v = 0 THEN z.v \
+       WHEN (z.c + z.h) * (z.c + z.h) <= z.v THEN z.c + z.u \
+       WHEN (z.c - z.h) * (z.c - z.h) > z.v THEN z.c - z.u ELSE z.c END \
+     FROM (SELECT y.v, pg_catalog.round(pg_catalog.sqrt(y.v), pg_catalog.scale(y.v)) AS c, \
+       ('1e-' || pg_catalog.scale(y.v)::pg_catalog.text)::pg_catalog.numeric AS u, \
+       ('5e-' || (pg_catalog.scale(y.v) + 1)::pg_catalog.text)::pg_catalog.numeric AS h \
+     FROM (SELECT {v} AS v) y) z)"
+    )
 }
 
 #[cfg(test)]
@@ -612,6 +725,79 @@ mod tests {
             ["v", "w"]
         );
         assert!(shape(&analysis("SELECT sum(v) AS t FROM a")).is_some());
+    }
+
+    #[test]
+    fn variances_keep_sums_of_squares_beside_the_sum() {
+        let mut a = analysis(
+            "SELECT k, variance(v) AS a, var_pop(v) AS b, stddev(w) AS c, stddev_pop(v) AS d FROM a GROUP BY k",
+        );
+        let s = shape(&a).expect("algebraic");
+        assert_eq!(
+            s.aggs,
+            [
+                Agg::Var(
+                    0,
+                    Spread {
+                        sample: true,
+                        root: false
+                    }
+                ),
+                Agg::Var(
+                    0,
+                    Spread {
+                        sample: false,
+                        root: false
+                    }
+                ),
+                Agg::Var(
+                    1,
+                    Spread {
+                        sample: true,
+                        root: true
+                    }
+                ),
+                Agg::Var(
+                    0,
+                    Spread {
+                        sample: false,
+                        root: true
+                    }
+                ),
+            ]
+        );
+        a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Int];
+        let names: Vec<String> = support_columns(&a)
+            .expect("algebraic")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "__pgt_count",
+                "__pgt_nn1",
+                "__pgt_sum1",
+                "__pgt_sq1",
+                "__pgt_sctop1",
+                "__pgt_nn2",
+                "__pgt_sum2",
+                "__pgt_sq2"
+            ]
+        );
+        a.aggregate_arg_types = vec![ArgType::Other, ArgType::Int];
+        assert!(
+            support_columns(&a).is_none(),
+            "a float variance depends on the order rows are added"
+        );
+        // The square root is rounded to the variance's own scale.
+        let sql = derived(
+            &parse_expr("__pgt_agg2"),
+            &s,
+            &[ArgType::Numeric, ArgType::Int],
+        );
+        assert!(sql.contains("pg_catalog.scale(y.v)"), "{sql}");
+        assert!(sql.contains("m.__pgt_nsq2"), "{sql}");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use sqlparser::ast::{Expr, Ident, SelectItem};
 
 use super::{
-    derived, key_output, summed, support, support_select, ArgType, Home, Item, Output, Shape,
-    SCALE_COUNT_MASK,
+    derived, key_output, squared, summed, support, support_select, ArgType, Home, Item, Output,
+    Shape, SCALE_COUNT_MASK,
 };
 use crate::catalog::OutputColumn;
 use crate::delta::grouped::key_hash;
@@ -142,6 +142,11 @@ impl Gen<'_> {
                     "pg_catalog.sum(({arg})::pg_catalog.numeric * (d.__pgt_m)::pg_catalog.numeric) AS __pgt_ds{n}"
                 ));
             }
+            if squared(shape, j) {
+                per_group.push(format!(
+                    "pg_catalog.sum(({arg})::pg_catalog.numeric * ({arg})::pg_catalog.numeric * (d.__pgt_m)::pg_catalog.numeric) AS __pgt_dq{n}"
+                ));
+            }
             if numeric.contains(&j) {
                 per_group.push(format!("pg_catalog.max(d.__pgt_hi{n}) AS __pgt_dhi{n}"));
                 per_group.push(format!(
@@ -207,16 +212,31 @@ impl Gen<'_> {
             let total = format!(
                 "coalesce((x.__pgt_osum{n})::pg_catalog.numeric, 0) + coalesce(x.__pgt_ds{n}, 0)"
             );
+            // The sum of squares (variances only), at twice the sum's scale
+            // as PostgreSQL keeps it.
+            let squares = squared(shape, j)
+                .then(|| format!("coalesce(x.__pgt_osq{n}, 0) + coalesce(x.__pgt_dq{n}, 0)"));
             if !numeric.contains(&j) {
                 sums.push(format!(
                     "CASE WHEN x.__pgt_nnn{n} = 0 THEN NULL ELSE {total} END AS __pgt_nsum{n}"
                 ));
+                if let Some(squares) = squares {
+                    sums.push(format!(
+                        "CASE WHEN x.__pgt_nnn{n} = 0 THEN NULL ELSE {squares} END AS __pgt_nsq{n}"
+                    ));
+                }
                 continue;
             }
             sums.push(format!(
                 "CASE WHEN x.__pgt_nnn{n} = 0 THEN NULL \
                  ELSE pg_catalog.round({total}, (x.__pgt_nsctop{n} >> 48)::pg_catalog.int4) END AS __pgt_nsum{n}"
             ));
+            if let Some(squares) = squares {
+                sums.push(format!(
+                    "CASE WHEN x.__pgt_nnn{n} = 0 THEN NULL \
+                     ELSE pg_catalog.round({squares}, 2 * (x.__pgt_nsctop{n} >> 48)::pg_catalog.int4) END AS __pgt_nsq{n}"
+                ));
+            }
             // S, C: the stored largest scale and its count. The new state is
             // unknown (NULL: redo) when a larger scale's values all went
             // again, or when the last value of the largest scale left.
