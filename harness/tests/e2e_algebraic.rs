@@ -239,3 +239,66 @@ fn variances_match_postgres_digit_for_digit() {
         assert_fresh(&mut db, "st", q);
     }
 }
+
+/// `min` and `max` are kept in their output columns: a change that leaves
+/// a group's extremes in place updates its one stored row from the delta
+/// alone, and a group whose extreme row goes is recomputed, right.
+#[test]
+fn extremes_are_recomputed_only_when_a_row_holding_one_goes() {
+    let mut db = database("algebraic_extremes");
+    let q = "SELECT k, min(x) AS lo, max(x) AS hi, max(d) AS last_day, count(*) AS n FROM src GROUP BY k";
+    db.batch_execute(&format!(
+        "CREATE TABLE src (id int PRIMARY KEY, k int, x numeric, d date);
+         INSERT INTO src SELECT i, i % 10, i * 0.5, date '2026-01-01' + i FROM generate_series(1, 1000) i;
+         SELECT pgtrickle.create_stream_table('st', '{q}', NULL, 'DIFFERENTIAL');"
+    ))
+    .unwrap();
+    let algebraic: bool = db
+        .query_one(
+            "SELECT sql LIKE '%__pgt_dlo1out%' FROM pgtrickle.stream_table_sql('st') WHERE phase = 'differential'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(algebraic, "min and max are not kept in their columns");
+    let steps = [
+        // Neither extreme moves and nothing shows: no stored row is
+        // touched (a recomputed group would be deleted and inserted).
+        ("UPDATE src SET x = x + 0.25 WHERE id = 500", Some((0, 0))),
+        // A row between the extremes arrives: one stored row updated.
+        (
+            "INSERT INTO src VALUES (2000, 0, 100, date '2026-02-01')",
+            Some((1, 1)),
+        ),
+        // A new minimum and a new maximum arrive.
+        (
+            "INSERT INTO src VALUES (1001, 3, -7.125, date '2030-01-01'), (1002, 3, 9999, NULL)",
+            Some((1, 1)),
+        ),
+        // The row holding group 3's minimum goes: recomputed.
+        ("DELETE FROM src WHERE id = 1001", None),
+        // Its maximum goes too, and a group loses every value.
+        ("DELETE FROM src WHERE id = 1002 OR k = 7", None),
+        // A value as extreme as the stored one comes and goes.
+        (
+            "INSERT INTO src VALUES (1003, 4, 2.000, date '2026-01-05'); DELETE FROM src WHERE id = 1003",
+            None,
+        ),
+        ("UPDATE src SET x = NULL WHERE k = 5", None),
+    ];
+    for (change, counts) in steps {
+        db.batch_execute(&format!(
+            "{change}; SELECT pgtrickle.refresh_stream_table('st');"
+        ))
+        .unwrap();
+        assert_eq!(
+            last_refresh(&mut db, "st").unwrap().unwrap().describe(),
+            "DIFFERENTIAL",
+            "{change}"
+        );
+        if let Some(expected) = counts {
+            assert_eq!(last_counts(&mut db, "st"), expected, "{change}");
+        }
+        assert_fresh(&mut db, "st", q);
+    }
+}

@@ -192,6 +192,14 @@ const ALGEBRAIC_SHAPES: &[(&str, &str, &[&str], &[ArgType])] = &[
         &["k", "vs", "sp", "vw"],
         &[ArgType::Numeric, ArgType::Int],
     ),
+    (
+        // min and max kept in their output columns; a group whose extreme
+        // may have left is recomputed.
+        "algebraic_extremes",
+        "SELECT k, min(v) AS lo, max(v) AS hi, count(*) AS n FROM a GROUP BY k",
+        &["k", "lo", "hi", "n"],
+        &[ArgType::Ordered],
+    ),
 ];
 
 fn golden_dir() -> PathBuf {

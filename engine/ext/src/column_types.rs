@@ -120,13 +120,16 @@ pub fn key_type(typid: u32) -> pg_trickle_core::analyze::KeyType {
 
 /// The type class of an aggregate argument of type `typid`, for algebraic
 /// maintenance (`pg_trickle_core::delta::algebraic`): a domain is not
-/// looked through, so it is only counted, never summed that way.
+/// looked through, so it is only counted, never summed or kept as an
+/// extreme that way.
 pub fn aggregate_arg_type(typid: u32) -> pg_trickle_core::delta::algebraic::ArgType {
     use pg_trickle_core::delta::algebraic::ArgType;
     match typid {
         21 | 23 => ArgType::Int,
         20 => ArgType::BigInt,
         1700 => ArgType::Numeric,
+        // float4, float8, date, time, timestamp, timestamptz
+        700 | 701 | 1082 | 1083 | 1114 | 1184 => ArgType::Ordered,
         _ => ArgType::Other,
     }
 }

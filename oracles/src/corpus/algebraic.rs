@@ -1,5 +1,5 @@
 //! Aggregates kept algebraically (`new = old + delta` over support
-//! values): count, sum, avg and the variances of integers of every width and of numerics,
+//! values): count, sum, avg, the variances, min and max of integers of every width and of numerics,
 //! expressions of them, scalar aggregates and aggregates over a join. The
 //! hard cases are a numeric sum's printed scale (the largest among its
 //! values) as values of that scale come and go, values that arrive and
@@ -25,7 +25,7 @@ fn table_d() -> TableSpec {
 pub(super) fn entries() -> Vec<Entry> {
     vec![Entry::new(
         "algebraic_aggregates",
-        "count, sum, avg, variances and standard deviations kept as old plus delta: \
+        "count, sum, avg, variances, standard deviations, min and max kept as old plus delta: \
          int2, int4, int8 and numeric arguments, the printed scale of a numeric sum as values of the largest scale \
          come and go, values in and out within one refresh, NULLs, scalar aggregates, \
          a join, groups emptied and refilled, rows moved between groups",
@@ -71,6 +71,15 @@ pub(super) fn entries() -> Vec<Entry> {
                     "total_spread",
                     "SELECT stddev(x) AS sx, var_pop(x) AS vx, var_samp(v) AS vv, count(*) AS n FROM d",
                 )
+                // Extremes kept in their columns: a group is recomputed
+                // only when a row going held its extreme (or one as
+                // extreme); floating-point and NaN/Infinity extremes.
+                .diff(
+                    "extremes",
+                    "SELECT k, min(x) AS lo, max(x) AS hi, min(v) AS vlo, max(v::float8 / 3) AS fhi, \
+                     count(*) AS n FROM d GROUP BY k",
+                )
+                .diff("total_extremes", "SELECT min(x) AS lo, max(v) AS hi FROM d")
                 // The same aggregates where groups are recomputed (HAVING).
                 .diff(
                     "spread_having",

@@ -253,7 +253,7 @@ INSERT INTO u SELECT i % 4, i FROM generate_series(1, 30) i;
 SELECT pgtrickle.create_stream_table('sub', 'SELECT k, count(*) AS n FROM u WHERE EXISTS (SELECT 1 FROM b WHERE b.k = u.k) GROUP BY k', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('nest', 'SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM u GROUP BY k) s GROUP BY n', NULL, 'AUTO');
 SELECT pgtrickle.create_stream_table('ord', 'SELECT k, array_agg(v ORDER BY v) AS vs FROM u GROUP BY k', NULL, 'AUTO');
-SELECT pgtrickle.create_stream_table('alg', 'SELECT k, sum(v) AS total, avg(v) AS mean FROM u GROUP BY k', NULL, 'DIFFERENTIAL');
+SELECT pgtrickle.create_stream_table('alg', 'SELECT k, sum(v) AS total, avg(v) AS mean, min(v) AS lo FROM u GROUP BY k', NULL, 'DIFFERENTIAL');
 SELECT pgtrickle.create_stream_table('full_t', 'SELECT x, x * 2 AS y FROM t', NULL, 'FULL');
 SELECT pgtrickle.create_stream_table('tr', 'SELECT x FROM t WHERE x > 3', NULL, 'DIFFERENTIAL');
 -- pending changes, not yet refreshed
@@ -301,7 +301,8 @@ const ORDERED_QUERY: &str = "SELECT k, array_agg(v ORDER BY v) AS vs FROM u GROU
 /// over support columns): a stream table created earlier has none, keeps
 /// recomputing its groups across the upgrade, and gains them when
 /// reinitialised.
-const ALGEBRAIC_QUERY: &str = "SELECT k, sum(v) AS total, avg(v) AS mean FROM u GROUP BY k";
+const ALGEBRAIC_QUERY: &str =
+    "SELECT k, sum(v) AS total, avg(v) AS mean, min(v) AS lo FROM u GROUP BY k";
 
 /// The stream tables of [`BEFORE`] released versions refresh FULL and this
 /// one maintains DIFFERENTIALLY: the upgrade keeps them FULL, says so, and
@@ -719,8 +720,8 @@ fn support_columns_on_reinit(db: &mut postgres::Client) -> Result<Vec<String>, p
         "INSERT INTO u VALUES (3, 40)",
         "SELECT pgtrickle.refresh_stream_table('alg')",
         "SELECT pgtrickle.reinitialize_stream_table('alg')",
-        "INSERT INTO u VALUES (3, 41), (7, NULL)",
-        "DELETE FROM u WHERE k = 0",
+        "INSERT INTO u VALUES (3, 41), (7, NULL), (2, -5)",
+        "DELETE FROM u WHERE k = 0 OR v = -5",
         "SELECT pgtrickle.refresh_stream_table('alg')",
     ] {
         db.batch_execute(step)?;

@@ -54,8 +54,24 @@ pub enum ArgType {
     BigInt,
     /// `numeric`: `sum` keeps the largest scale of its inputs.
     Numeric,
+    /// Not summed exactly, but totally ordered without a collation
+    /// (`real`, `double precision`, `date`, `time`, `timestamp`,
+    /// `timestamptz`): `min` and `max` are kept.
+    Ordered,
     /// Anything else: counted, never summed.
     Other,
+}
+
+impl ArgType {
+    /// Whether `sum` of it is exact in `numeric`.
+    fn summable(self) -> bool {
+        matches!(self, ArgType::Int | ArgType::BigInt | ArgType::Numeric)
+    }
+
+    /// Whether `<` on it is a total order without a collation.
+    fn ordered(self) -> bool {
+        self != ArgType::Other
+    }
 }
 
 /// The mask of the count in a packed scale state (`scale << 48 | count`).
@@ -90,6 +106,10 @@ pub(super) enum Agg {
     /// `variance`, `var_samp`, `var_pop`, `stddev`, `stddev_samp` or
     /// `stddev_pop` of `arg`.
     Var(usize, Spread),
+    /// `min(arg)`.
+    Min(usize),
+    /// `max(arg)`.
+    Max(usize),
 }
 
 /// Which of PostgreSQL's variance aggregates: sample or population, and
@@ -236,7 +256,7 @@ impl Swap<'_> {
         let name = f.name.to_string().to_ascii_lowercase();
         let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
         let spread = Spread::named(name);
-        if !matches!(name, "count" | "sum" | "avg") && spread.is_none() {
+        if !matches!(name, "count" | "sum" | "avg" | "min" | "max") && spread.is_none() {
             return None;
         }
         let FunctionArguments::List(list) = &f.args else {
@@ -264,6 +284,8 @@ impl Swap<'_> {
                     (_, Some(spread)) => Agg::Var(j, spread),
                     ("count", _) => Agg::Count(j),
                     ("sum", _) => Agg::Sum(j),
+                    ("min", _) => Agg::Min(j),
+                    ("max", _) => Agg::Max(j),
                     _ => Agg::Avg(j),
                 })
             }
@@ -325,18 +347,43 @@ fn only_aggregates(expr: &Expr) -> bool {
 }
 
 /// The algebraic form of an analysis whose argument types are known and
-/// all maintainable (integer or numeric where summed).
+/// all maintainable: integer or numeric where summed; for `min` and `max`,
+/// ordered without a collation, and each call a plain output (the output
+/// column holds the extreme; in an expression the recompute form keeps it).
 pub(super) fn typed(analysis: &Analysis) -> Option<(Shape, Vec<ArgType>)> {
     let shape = shape(analysis)?;
     let types = analysis.aggregate_arg_types.clone();
     if types.len() != shape.args.len() {
         return None;
     }
-    let summable = shape.aggs.iter().all(|a| match a {
-        Agg::Sum(j) | Agg::Avg(j) | Agg::Var(j, _) => types[*j] != ArgType::Other,
+    let maintainable = shape.aggs.iter().enumerate().all(|(n, a)| match a {
+        Agg::Sum(j) | Agg::Avg(j) | Agg::Var(j, _) => types[*j].summable(),
+        Agg::Min(j) | Agg::Max(j) => types[*j].ordered() && plain_output(&shape, n),
         Agg::CountStar | Agg::Count(_) => true,
     });
-    summable.then_some((shape, types))
+    maintainable.then_some((shape, types))
+}
+
+/// Whether aggregate `n` of the shape is an output on its own.
+fn plain_output(shape: &Shape, n: usize) -> bool {
+    let name = format!("__pgt_agg{n}");
+    shape.outputs.iter().any(|o| {
+        matches!(o, Output::Computed(e) if matches!(e.as_ref(), Expr::Identifier(id) if id.value == name))
+    })
+}
+
+/// The extremes kept of argument `j`: `(tag, is max)` for its `min` and
+/// `max` outputs.
+pub(super) fn extremes(shape: &Shape, j: usize) -> Vec<(String, bool)> {
+    let n = j + 1;
+    let mut out = Vec::new();
+    if shape.aggs.contains(&Agg::Min(j)) {
+        out.push((format!("lo{n}"), false));
+    }
+    if shape.aggs.contains(&Agg::Max(j)) {
+        out.push((format!("hi{n}"), true));
+    }
+    out
 }
 
 /// Where a support value is stored.
@@ -397,6 +444,21 @@ pub(super) fn support(shape: &Shape, types: &[ArgType]) -> Vec<Item> {
             Some(Agg::Count(j)),
             format!("pg_catalog.count({arg})"),
         ));
+        // An extreme is always an output of its own (`typed`): the output
+        // column holds it.
+        for (tag, max) in extremes(shape, j) {
+            let (agg, name) = if max {
+                (Agg::Max(j), "max")
+            } else {
+                (Agg::Min(j), "min")
+            };
+            out.push(item(
+                tag,
+                "",
+                Some(agg),
+                format!("pg_catalog.{name}({arg})"),
+            ));
+        }
         if !summed(shape, j) {
             continue;
         }
@@ -531,6 +593,8 @@ pub(super) fn support_select(
                     Agg::Var(j, spread) => {
                         format!("pg_catalog.{}(__pgt_r.__pgt_x{})", spread.name(), j + 1)
                     }
+                    Agg::Min(j) => format!("pg_catalog.min(__pgt_r.__pgt_x{})", j + 1),
+                    Agg::Max(j) => format!("pg_catalog.max(__pgt_r.__pgt_x{})", j + 1),
                 }),
             };
             format!("{value} AS {}", crate::sql::quote_ident(name))
@@ -606,7 +670,7 @@ fn aggregate_value(agg: Agg, types: &[ArgType]) -> String {
         let n = j + 1;
         match types[j] {
             ArgType::Int => format!("m.__pgt_nsum{n}::pg_catalog.int8"),
-            ArgType::BigInt | ArgType::Other => format!("m.__pgt_nsum{n}"),
+            ArgType::BigInt | ArgType::Ordered | ArgType::Other => format!("m.__pgt_nsum{n}"),
             // Stored at the largest scale of the group's values.
             ArgType::Numeric => format!("m.__pgt_nsum{n}"),
         }
@@ -621,6 +685,8 @@ fn aggregate_value(agg: Agg, types: &[ArgType]) -> String {
             n = j + 1
         ),
         Agg::Var(j, spread) => spread_value(j + 1, spread),
+        Agg::Min(j) => format!("m.__pgt_nlo{}", j + 1),
+        Agg::Max(j) => format!("m.__pgt_nhi{}", j + 1),
     }
 }
 
@@ -728,6 +794,32 @@ mod tests {
     }
 
     #[test]
+    fn plain_min_and_max_outputs_of_ordered_types_are_kept_in_their_columns() {
+        let mut a =
+            analysis("SELECT k, min(v) AS lo, max(v) AS hi, max(w) AS top FROM a GROUP BY k");
+        a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Ordered];
+        let names: Vec<String> = support_columns(&a)
+            .expect("algebraic")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        // The extremes live in their outputs; only the counts are hidden.
+        assert_eq!(names, ["__pgt_count", "__pgt_nn1", "__pgt_nn2"]);
+        let (shape, types) = typed(&a).expect("algebraic");
+        let tags: Vec<String> = support(&shape, &types).into_iter().map(|i| i.tag).collect();
+        assert_eq!(tags, ["count", "nn1", "lo1", "hi1", "nn2", "hi2"]);
+        a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Other];
+        assert!(
+            support_columns(&a).is_none(),
+            "an extreme under a collation (text) keeps the recompute form"
+        );
+        // An extreme inside an expression has no column of its own.
+        let mut b = analysis("SELECT k, max(v) - min(v) AS range FROM a GROUP BY k");
+        b.aggregate_arg_types = vec![ArgType::Int];
+        assert!(support_columns(&b).is_none());
+    }
+
+    #[test]
     fn variances_keep_sums_of_squares_beside_the_sum() {
         let mut a = analysis(
             "SELECT k, variance(v) AS a, var_pop(v) AS b, stddev(w) AS c, stddev_pop(v) AS d FROM a GROUP BY k",
@@ -803,7 +895,7 @@ mod tests {
     #[test]
     fn other_aggregates_and_forms_keep_the_recompute_form() {
         for q in [
-            "SELECT k, max(v) AS m FROM a GROUP BY k",
+            "SELECT k, string_agg(v, ',') AS m FROM a GROUP BY k",
             "SELECT k, count(DISTINCT v) AS n FROM a GROUP BY k",
             "SELECT k, count(*) FILTER (WHERE v > 0) AS n FROM a GROUP BY k",
             "SELECT k, sum(v) AS t FROM a GROUP BY k HAVING sum(v) > 0",

@@ -7,8 +7,8 @@
 use sqlparser::ast::{Expr, Ident, SelectItem};
 
 use super::{
-    derived, key_output, squared, summed, support, support_select, ArgType, Home, Item, Output,
-    Shape, SCALE_COUNT_MASK,
+    derived, extremes, key_output, squared, summed, support, support_select, ArgType, Home, Item,
+    Output, Shape, SCALE_COUNT_MASK,
 };
 use crate::catalog::OutputColumn;
 use crate::delta::grouped::key_hash;
@@ -142,6 +142,16 @@ impl Gen<'_> {
                     "pg_catalog.sum(({arg})::pg_catalog.numeric * (d.__pgt_m)::pg_catalog.numeric) AS __pgt_ds{n}"
                 ));
             }
+            // The extreme among the rows coming and among the rows going.
+            for (tag, max) in extremes(shape, j) {
+                let f = if max { "max" } else { "min" };
+                per_group.push(format!(
+                    "pg_catalog.{f}({arg}) FILTER (WHERE d.__pgt_m > 0) AS __pgt_d{tag}in"
+                ));
+                per_group.push(format!(
+                    "pg_catalog.{f}({arg}) FILTER (WHERE d.__pgt_m < 0) AS __pgt_d{tag}out"
+                ));
+            }
             if squared(shape, j) {
                 per_group.push(format!(
                     "pg_catalog.sum(({arg})::pg_catalog.numeric * ({arg})::pg_catalog.numeric * (d.__pgt_m)::pg_catalog.numeric) AS __pgt_dq{n}"
@@ -206,6 +216,23 @@ impl Gen<'_> {
             bad.push(format!(
                 "x.__pgt_nnn{n} < 0 OR x.__pgt_nnn{n} > x.__pgt_ncount"
             ));
+            // An extreme: the more extreme of the stored one and the rows
+            // coming, unless a row going held a value at least as extreme
+            // as the stored one (it may have been the extreme): then the
+            // group is recomputed from the sources.
+            for (tag, max) in extremes(shape, j) {
+                let (pick, beyond) = if max {
+                    ("GREATEST", ">=")
+                } else {
+                    ("LEAST", "<=")
+                };
+                news.push(format!(
+                    "CASE WHEN {nnn} = 0 THEN NULL ELSE {pick}(x.__pgt_o{tag}, x.__pgt_d{tag}in) END AS __pgt_n{tag}"
+                ));
+                redo.push(format!(
+                    "(x.__pgt_nnn{n} > 0 AND coalesce(x.__pgt_d{tag}out {beyond} x.__pgt_o{tag}, false))"
+                ));
+            }
             if !summed(shape, j) {
                 continue;
             }
