@@ -245,7 +245,9 @@ INSERT INTO a SELECT i % 5, i, 'r' || (i % 3) FROM generate_series(1, 200) i;
 INSERT INTO b SELECT i % 7, i * 2 FROM generate_series(1, 50) i;
 INSERT INTO t SELECT i FROM generate_series(1, 20) i;
 SELECT pgtrickle.create_stream_table('j', 'SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k', NULL, 'DIFFERENTIAL');
-SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n, sum(v) AS total, max(v) AS hi FROM a GROUP BY k', NULL, 'DIFFERENTIAL');
+-- g keeps recomputing its groups in 0.40.0 too (max of text), so a fresh
+-- install makes it as the upgrade leaves it; alg checks the algebraic form
+SELECT pgtrickle.create_stream_table('g', 'SELECT k, count(*) AS n, sum(v) AS total, max(s) AS hi FROM a GROUP BY k', NULL, 'DIFFERENTIAL');
 SELECT pgtrickle.create_stream_table('top', 'SELECT k, count(*) AS n FROM j GROUP BY k', NULL, 'DIFFERENTIAL');
 SELECT pgtrickle.create_stream_table('f', 'SELECT k, v FROM a ORDER BY v LIMIT 10', NULL, 'AUTO');
 CREATE TABLE u (k int, v int);
@@ -326,7 +328,7 @@ const EXPECT: &[(&str, &str, Mode)] = &[
     ),
     (
         "g",
-        "SELECT k, count(*) AS n, sum(v) AS total, max(v) AS hi FROM a GROUP BY k",
+        "SELECT k, count(*) AS n, sum(v) AS total, max(s) AS hi FROM a GROUP BY k",
         Mode::Differential,
     ),
     (
