@@ -258,6 +258,12 @@ ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN full_ms_estimate double preci
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN diff_fixed_ms_estimate double precision;
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN diff_ms_per_change_estimate double precision;
 
+-- The differential statement specialised to every captured source having
+-- changes (every refresh of a stream table over one source): stored with
+-- the plan, so that a new connection need not analyse and generate it
+-- again (filled in by the regeneration at the end of this script).
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN all_changed_sql text;
+
 -- The publication capture from the WAL reads. It exists from the start:
 -- pgoutput on PostgreSQL 15 cannot decode through a publication created
 -- after its slot. Without wal_level = logical PostgreSQL warns that it

@@ -36,7 +36,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     reinit_generation   bigint NOT NULL DEFAULT 0,
     full_ms_estimate    double precision,
     diff_fixed_ms_estimate double precision,
-    diff_ms_per_change_estimate double precision
+    diff_ms_per_change_estimate double precision,
+    all_changed_sql     text
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'One row per stream table';
 

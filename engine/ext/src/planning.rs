@@ -25,6 +25,9 @@ pub struct Planned {
     /// The plan's identity ([`plan_fingerprint`]): a refresh specialises
     /// only a fresh analysis with the same one.
     pub fingerprint: String,
+    /// The differential statement specialised to every captured source
+    /// having changes (DIFFERENTIAL plans whose specialisation validated).
+    pub all_changed_sql: Option<String>,
 }
 
 impl Planned {
@@ -43,6 +46,7 @@ impl Planned {
             populate_sql: self.plan.populate_sql.clone(),
             full_sql: self.plan.full_sql.clone(),
             fingerprint: diff_sql.as_ref().map(|_| self.fingerprint.clone()),
+            all_changed_sql: diff_sql.as_ref().and(self.all_changed_sql.clone()),
             diff_sql,
         }
     }
@@ -382,6 +386,9 @@ fn plan_with(
             );
         }
     }
+    let all_changed_sql = reason.is_none().then(|| {
+        crate::specialise::all_changed(&analysis, &plan, (query, storage, &columns), owner)
+    });
     Planned {
         effective_mode: if reason.is_some() {
             Mode::Full
@@ -392,6 +399,7 @@ fn plan_with(
         analysis,
         plan,
         fingerprint,
+        all_changed_sql: all_changed_sql.flatten(),
     }
 }
 

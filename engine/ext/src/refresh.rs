@@ -248,9 +248,15 @@ fn perform_refresh(
             relid: st.relid,
             storage: &name,
         };
-        let sql = crate::specialise::specialised(&target, &pending)
-            .map(|s| s.sql)
-            .unwrap_or_else(|| stored.clone());
+        // Every captured source has changes (always so for one source):
+        // the statement specialised to all of them was stored with the plan.
+        let every_source_pending = relids.iter().all(|r| pending.contains(r));
+        let sql = match &st.all_changed_sql {
+            Some(all) if every_source_pending && st.plan_fingerprint.is_some() => all.clone(),
+            _ => crate::specialise::specialised(&target, &pending)
+                .map(|s| s.sql)
+                .unwrap_or_else(|| stored.clone()),
+        };
         (Mode::Differential, sql, args)
     } else if chose_full {
         (Mode::Full, st.full_sql.clone(), vec![])

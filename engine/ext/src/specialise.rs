@@ -29,11 +29,19 @@
 //! (a re-plan changes it) and the set of changed sources, and are
 //! validated once before first use; when validation fails the stored
 //! statement is used.
+//!
+//! The one for *every* captured source having changes (each refresh of a
+//! stream table over one source) is made with the plan instead
+//! ([`all_changed`]) and stored beside the general statement, so that a new
+//! connection runs it without analysing the query again. It came from the
+//! same analysis as the general statement, so it is exactly as current.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use pg_trickle_core::delta::{plan_fingerprint, plan_refresh_for_changes, SqlPhase};
+use pg_trickle_core::analyze::Analysis;
+use pg_trickle_core::catalog::OutputColumn;
+use pg_trickle_core::delta::{plan_fingerprint, plan_refresh_for_changes, RefreshPlan, SqlPhase};
 
 use crate::security::Owner;
 use crate::spi::in_subtransaction;
@@ -115,32 +123,73 @@ fn build(t: &Target, fingerprint: &str, changed: &[u32]) -> Option<Specialised> 
         }
         printed.as_str()
     };
-    let indexes: Vec<usize> = analysis
+    let plan = plan_refresh_for_changes(
+        &analysis,
+        t.query,
+        storage,
+        &columns,
+        &occurrences(&analysis, changed),
+    );
+    let sql = validated(&plan, t.owner, t.storage)?;
+    Some(Specialised {
+        sql,
+        phases: plan.phases,
+    })
+}
+
+/// The indexes of the analysis's sources that are one of `changed`
+/// (every occurrence of a relation read twice).
+fn occurrences(analysis: &Analysis, changed: &[u32]) -> Vec<usize> {
+    analysis
         .sources
         .iter()
         .enumerate()
         .filter(|(_, s)| changed.contains(&s.oid))
         .map(|(i, _)| i)
-        .collect();
-    let plan = plan_refresh_for_changes(&analysis, t.query, storage, &columns, &indexes);
-    let nargs = plan.diff_nargs();
-    let sql = plan.diff_sql?;
-    let check = sql.clone();
-    let owner = t.owner.clone();
+        .collect()
+}
+
+/// The plan's differential statement, if it prepares as the owner; a
+/// warning names the stream table when it does not.
+fn validated(plan: &RefreshPlan, owner: &Owner, storage: &str) -> Option<String> {
+    let sql = plan.diff_sql.clone()?;
+    let (check, nargs, owner) = (sql.clone(), plan.diff_nargs(), owner.clone());
     let valid = in_subtransaction(move || owner.run(|| crate::spi::prepare_only(&check, nargs)));
     if let Err(f) = valid {
         // A cancel or lock failure is not a verdict on the statement.
         f.reraise_if_transient();
         pgrx::warning!(
             "pg_trickle: the differential statement of {} specialised to its changed sources did not validate ({}: {}); using the general one",
-            t.storage,
+            storage,
             f.sqlstate,
             f.message
         );
         return None;
     }
-    Some(Specialised {
-        sql,
-        phases: plan.phases,
-    })
+    Some(sql)
+}
+
+/// The differential statement specialised to every source `plan` reads
+/// changes of, made from the plan's own analysis (see the module comment),
+/// if it validates.
+pub fn all_changed(
+    analysis: &Analysis,
+    plan: &RefreshPlan,
+    (query, storage, columns): (&str, &str, &[OutputColumn]),
+    owner: &Owner,
+) -> Option<String> {
+    let captured: Vec<u32> = plan
+        .diff_sources
+        .iter()
+        .map(|i| analysis.sources[*i].oid)
+        .collect();
+    if captured.is_empty() {
+        return None;
+    }
+    let all = occurrences(analysis, &captured);
+    validated(
+        &plan_refresh_for_changes(analysis, query, storage, columns, &all),
+        owner,
+        storage,
+    )
 }

@@ -61,6 +61,9 @@ pub struct StreamTableRow {
     pub requested_mode: Option<RequestedMode>,
     /// What its earlier refreshes measured, for AUTO's choice.
     pub estimates: Estimates,
+    /// The differential statement specialised to every captured source
+    /// having changes, stored with the plan (None: specialise at refresh).
+    pub all_changed_sql: Option<String>,
 }
 
 /// Lock stream table `id`'s row for a refresh and read it (`skip_locked`:
@@ -77,7 +80,7 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
              frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
              query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text, \
              plan_fingerprint, requested_mode, full_ms_estimate::text, diff_fixed_ms_estimate::text, \
-             diff_ms_per_change_estimate::text \
+             diff_ms_per_change_estimate::text, all_changed_sql \
              FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint {lock}"
         ),
         &[arg(id)],
@@ -109,6 +112,7 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
             diff_fixed_ms: r.opt(17).and_then(|v| v.parse().ok()),
             diff_ms_per_change: r.opt(18).and_then(|v| v.parse().ok()),
         },
+        all_changed_sql: r.opt(19),
     })
 }
 
@@ -219,6 +223,9 @@ pub struct StoredPlan {
     pub diff_sql: Option<String>,
     /// The plan's fingerprint, beside `diff_sql`.
     pub fingerprint: Option<String>,
+    /// The differential statement specialised to every captured source
+    /// having changes (`crate::specialise`), when it validated.
+    pub all_changed_sql: Option<String>,
 }
 
 /// What creation records of a new stream table besides its plan.
@@ -242,8 +249,8 @@ pub fn insert(new: &NewStreamTable, plan: &StoredPlan) -> i64 {
     value(
         "INSERT INTO pgtrickle.pgt_stream_tables (relid, name, query, requested_mode, effective_mode, \
          fallback_reason, schedule, schedule_seconds, grouped, populate_sql, full_sql, diff_sql, search_path, \
-         plan_fingerprint) \
-         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, $13, $14) \
+         plan_fingerprint, all_changed_sql) \
+         VALUES ($1::text::oid, $2, $3, $4, $5, $6, $7, $8::bigint, $9::boolean, $10, $11, $12, $13, $14, $15) \
          RETURNING id::text",
         &[
             arg(new.relid),
@@ -260,6 +267,7 @@ pub fn insert(new: &NewStreamTable, plan: &StoredPlan) -> i64 {
             plan.diff_sql.clone(),
             arg(new.search_path),
             plan.fingerprint.clone(),
+            plan.all_changed_sql.clone(),
         ],
     )
     .and_then(|v| v.parse().ok())
@@ -272,7 +280,7 @@ pub fn store_replan(id: i64, requested: RequestedMode, plan: &StoredPlan, reason
     run(
         &format!("UPDATE pgtrickle.pgt_stream_tables SET requested_mode = $2, effective_mode = $3, fallback_reason = $4, \
          grouped = $5::boolean, populate_sql = $6, full_sql = $7, diff_sql = $8, needs_reinit = true, \
-         reinit_reason = $9, plan_fingerprint = $10, {NO_ESTIMATES} WHERE id = $1::text::bigint"),
+         reinit_reason = $9, plan_fingerprint = $10, all_changed_sql = $11, {NO_ESTIMATES} WHERE id = $1::text::bigint"),
         &[
             arg(id),
             arg(requested.name()),
@@ -284,6 +292,7 @@ pub fn store_replan(id: i64, requested: RequestedMode, plan: &StoredPlan, reason
             plan.diff_sql.clone(),
             arg(reason),
             plan.fingerprint.clone(),
+            plan.all_changed_sql.clone(),
         ],
     );
 }
@@ -299,7 +308,7 @@ pub fn store_statements(id: i64, plan: &StoredPlan) {
     run(
         &format!(
             "UPDATE pgtrickle.pgt_stream_tables SET populate_sql = $2, full_sql = $3, diff_sql = $4, \
-             plan_fingerprint = $5, {NO_ESTIMATES} WHERE id = $1::text::bigint"
+             plan_fingerprint = $5, all_changed_sql = $6, {NO_ESTIMATES} WHERE id = $1::text::bigint"
         ),
         &[
             arg(id),
@@ -307,6 +316,7 @@ pub fn store_statements(id: i64, plan: &StoredPlan) {
             Some(plan.full_sql.clone()),
             plan.diff_sql.clone(),
             plan.fingerprint.clone(),
+            plan.all_changed_sql.clone(),
         ],
     );
 }

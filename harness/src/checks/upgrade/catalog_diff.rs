@@ -42,7 +42,8 @@ const QUERIES: &[&str] = &[
      LEFT JOIN pg_class c ON c.relnamespace = cn.oid AND c.relname = 'changes_' || b.source_relid::text \
      CROSS JOIN pg_extension e WHERE e.extname = 'pg_trickle'",
     "SELECT 'stored statements of ' || st.name, regexp_replace(concat_ws(E'\\n-- full\\n', \
-     coalesce(st.diff_sql, '(no differential statement)'), st.full_sql, st.populate_sql), 'changes_[0-9]+', 'changes_<oid>', 'g') \
+     coalesce(st.diff_sql, '(no differential statement)'), st.full_sql, st.populate_sql, \
+     coalesce(st.all_changed_sql, '(not specialised to every source)')), 'changes_[0-9]+', 'changes_<oid>', 'g') \
      FROM pgtrickle.pgt_stream_tables st",
     "SELECT 'trigger ' || regexp_replace(t.tgname, '[0-9]{4,}', '<oid>', 'g') || ' on ' || t.tgrelid::regclass::text, \
      regexp_replace(pg_get_triggerdef(t.oid), '[0-9]{4,}', '<oid>', 'g') \
