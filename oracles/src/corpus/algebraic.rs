@@ -80,6 +80,11 @@ pub(super) fn entries() -> Vec<Entry> {
                      count(*) AS n FROM d GROUP BY k",
                 )
                 .diff("total_extremes", "SELECT min(x) AS lo, max(v) AS hi FROM d")
+                .diff(
+                    "joined_extremes",
+                    "SELECT d.k, max(b.w) AS hi, min(b.w) AS lo, count(*) AS n \
+                     FROM d JOIN b ON b.k = d.k GROUP BY d.k",
+                )
                 // The same aggregates where groups are recomputed (HAVING).
                 .diff(
                     "spread_having",
@@ -115,6 +120,14 @@ pub(super) fn entries() -> Vec<Entry> {
                 .step(&["DELETE FROM d WHERE x = 'NaN'"])
                 .step(&["INSERT INTO d VALUES (4, 2, '-Infinity')"])
                 .step(&["DELETE FROM d WHERE x IN ('Infinity', '-Infinity')"])
+                // A new group over a join whose other side is replaced in the
+                // same refresh: its delta holds rows that cancel (40 here).
+                .step(&["INSERT INTO b VALUES (6, 40)"])
+                .step(&[
+                    "INSERT INTO d VALUES (6, 1, 1.5)",
+                    "DELETE FROM b WHERE k = 6",
+                    "INSERT INTO b VALUES (6, 3)",
+                ])
                 .step(&["DELETE FROM d", "INSERT INTO d VALUES (0, 7, -0.001)"])
                 .random_steps(n)
                 .build()

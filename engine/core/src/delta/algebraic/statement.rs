@@ -217,20 +217,27 @@ impl Gen<'_> {
                 "x.__pgt_nnn{n} < 0 OR x.__pgt_nnn{n} > x.__pgt_ncount"
             ));
             // An extreme: the more extreme of the stored one and the rows
-            // coming, unless a row going held a value at least as extreme
-            // as the stored one (it may have been the extreme): then the
-            // group is recomputed from the sources.
+            // coming (on a tie the one coming, as PostgreSQL's `min` and
+            // `max` keep the later of equal values), unless a row going held
+            // a value at least as extreme as the stored one (it may have
+            // been the extreme): then the group is recomputed from the
+            // sources. With no stored extreme (a new group, or one of NULLs
+            // only) any row going does: a join's delta holds pairs of rows
+            // that cancel, whose value is in neither state.
             for (tag, max) in extremes(shape, j) {
-                let (pick, beyond) = if max {
-                    ("GREATEST", ">=")
-                } else {
-                    ("LEAST", "<=")
-                };
+                let beyond = if max { ">=" } else { "<=" };
+                let (din, dout, old) = (
+                    format!("x.__pgt_d{tag}in"),
+                    format!("x.__pgt_d{tag}out"),
+                    format!("x.__pgt_o{tag}"),
+                );
                 news.push(format!(
-                    "CASE WHEN {nnn} = 0 THEN NULL ELSE {pick}(x.__pgt_o{tag}, x.__pgt_d{tag}in) END AS __pgt_n{tag}"
+                    "CASE WHEN {nnn} = 0 THEN NULL \
+                     WHEN {din} IS NOT NULL AND ({old} IS NULL OR {din} {beyond} {old}) THEN {din} \
+                     ELSE {old} END AS __pgt_n{tag}"
                 ));
                 redo.push(format!(
-                    "(x.__pgt_nnn{n} > 0 AND coalesce(x.__pgt_d{tag}out {beyond} x.__pgt_o{tag}, false))"
+                    "(x.__pgt_nnn{n} > 0 AND coalesce({dout} {beyond} {old}, {dout} IS NOT NULL))"
                 ));
             }
             if !summed(shape, j) {
