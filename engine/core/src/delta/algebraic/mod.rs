@@ -780,6 +780,15 @@ mod tests {
         crate::analyze::analyze(query, &c).expect("analysis")
     }
 
+    /// The hidden support columns' names of an algebraic analysis.
+    fn support_names(a: &Analysis) -> Vec<String> {
+        support_columns(a)
+            .expect("algebraic")
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    }
+
     #[test]
     fn count_sum_and_avg_of_keyed_groups_have_an_algebraic_shape() {
         let s = shape(&analysis(
@@ -798,11 +807,7 @@ mod tests {
         let mut a =
             analysis("SELECT k, min(v) AS lo, max(v) AS hi, max(w) AS top FROM a GROUP BY k");
         a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Ordered];
-        let names: Vec<String> = support_columns(&a)
-            .expect("algebraic")
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
+        let names = support_names(&a);
         // The extremes live in their outputs; only the counts are hidden.
         assert_eq!(names, ["__pgt_count", "__pgt_nn1", "__pgt_nn2"]);
         let (shape, types) = typed(&a).expect("algebraic");
@@ -859,11 +864,7 @@ mod tests {
             ]
         );
         a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Int];
-        let names: Vec<String> = support_columns(&a)
-            .expect("algebraic")
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
+        let names = support_names(&a);
         assert_eq!(
             names,
             [
@@ -925,11 +926,7 @@ mod tests {
         let mut a = analysis("SELECT k, sum(v) AS t, count(w) AS c, avg(w) AS m FROM a GROUP BY k");
         assert!(support_columns(&a).is_none(), "types unknown");
         a.aggregate_arg_types = vec![ArgType::Numeric, ArgType::Int];
-        let names: Vec<String> = support_columns(&a)
-            .expect("algebraic")
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
+        let names = support_names(&a);
         // sum(v) and count(w) are outputs: they hold those support values.
         assert_eq!(
             names,
