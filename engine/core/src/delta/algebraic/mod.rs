@@ -366,10 +366,19 @@ pub(super) fn typed(analysis: &Analysis) -> Option<(Shape, Vec<ArgType>)> {
 
 /// Whether aggregate `n` of the shape is an output on its own.
 fn plain_output(shape: &Shape, n: usize) -> bool {
-    let name = format!("__pgt_agg{n}");
-    shape.outputs.iter().any(|o| {
-        matches!(o, Output::Computed(e) if matches!(e.as_ref(), Expr::Identifier(id) if id.value == name))
-    })
+    shape.outputs.iter().any(|o| plain_aggregate(o) == Some(n))
+}
+
+/// The aggregate (its index in [`Shape::aggs`]) an output is on its own,
+/// if it is one.
+fn plain_aggregate(output: &Output) -> Option<usize> {
+    match output {
+        Output::Computed(e) => match e.as_ref() {
+            Expr::Identifier(id) => id.value.strip_prefix("__pgt_agg")?.parse().ok(),
+            _ => None,
+        },
+        Output::Key(_) => None,
+    }
 }
 
 /// The extremes kept of argument `j`: `(tag, is max)` for its `min` and
@@ -410,17 +419,10 @@ pub(super) struct Item {
 /// The support values of an algebraic shape, in storage order.
 pub(super) fn support(shape: &Shape, types: &[ArgType]) -> Vec<Item> {
     let visible = |agg: Agg| {
-        shape.outputs.iter().position(|o| match o {
-            Output::Computed(e) => match e.as_ref() {
-                Expr::Identifier(id) => id
-                    .value
-                    .strip_prefix("__pgt_agg")
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .is_some_and(|n| shape.aggs[n] == agg),
-                _ => false,
-            },
-            Output::Key(_) => false,
-        })
+        shape
+            .outputs
+            .iter()
+            .position(|o| plain_aggregate(o).is_some_and(|n| shape.aggs[n] == agg))
     };
     let item = |tag: String, ty: &'static str, agg: Option<Agg>, aggregate: String| Item {
         home: agg
