@@ -48,10 +48,7 @@ retired!(
 
 /// The extension version installed in this database, if any.
 pub fn installed_sql_version() -> Option<String> {
-    crate::spi::read_value(
-        "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
-        &[],
-    )
+    crate::catalog::direct::extension_column(c"extversion")
 }
 
 /// Whether this database's SQL definitions are this library's version.

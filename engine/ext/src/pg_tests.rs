@@ -171,3 +171,102 @@ fn a_kept_plan_is_never_run_by_another_role() {
         Ok(v) => panic!("a role without EXECUTE ran another role's plan and got {v:?}"),
     }
 }
+
+#[pg_test]
+fn direct_catalog_reads_match_sql_and_see_the_transactions_own_writes() {
+    use crate::catalog::direct;
+    // db first: its oid is the lower, its parameter position the higher.
+    Spi::run("CREATE TABLE db (k int PRIMARY KEY, w int)").unwrap();
+    Spi::run("CREATE TABLE da (k int PRIMARY KEY, v int)").unwrap();
+    Spi::run("SELECT pgtrickle.create_stream_table('dj', 'SELECT da.k, v, w FROM da JOIN db ON da.k = db.k', NULL, 'DIFFERENTIAL')").unwrap();
+    let id = Spi::get_one::<i64>("SELECT id FROM pgtrickle.pgt_stream_tables WHERE name LIKE '%dj'")
+        .unwrap()
+        .unwrap();
+    let sql_order = |order: &str| -> Vec<u32> {
+        Spi::connect(|c| {
+            c.select(
+                &format!("SELECT source_relid::int8 FROM pgtrickle.pgt_sources WHERE st_id = {id} AND captured ORDER BY {order}"),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<i64>(1).unwrap().unwrap() as u32)
+            .collect()
+        })
+    };
+    let by_param: Vec<u32> = crate::catalog::sources::captured_in_param_order(id)
+        .iter()
+        .map(|s| s.relid)
+        .collect();
+    assert_eq!(by_param, sql_order("param_position"));
+    assert_eq!(crate::catalog::sources::captured_of(id), sql_order("source_relid"));
+    assert_eq!(by_param.len(), 2);
+    assert_ne!(by_param, sql_order("source_relid"), "the two orders differ here");
+    // NULL positions sort last, as ORDER BY puts them.
+    Spi::run(&format!(
+        "UPDATE pgtrickle.pgt_sources SET param_position = NULL WHERE st_id = {id} AND source_relid = {}",
+        by_param[0]
+    ))
+    .unwrap();
+    let nulls_last: Vec<u32> = crate::catalog::sources::captured_in_param_order(id)
+        .iter()
+        .map(|s| s.relid)
+        .collect();
+    assert_eq!(nulls_last, vec![by_param[1], by_param[0]]);
+    // A write earlier in this transaction is seen, as a statement sees it.
+    Spi::run(&format!("UPDATE pgtrickle.pgt_sources SET own_change_id = 42 WHERE st_id = {id}")).unwrap();
+    let own: Vec<i64> = crate::catalog::sources::captured_in_param_order(id)
+        .iter()
+        .map(|s| s.own_change_id)
+        .collect();
+    assert_eq!(own, vec![42, 42]);
+    // The storage's row, with its owner from the relation cache.
+    let relid = Spi::get_one::<i64>("SELECT 'dj'::regclass::oid::int8").unwrap().unwrap() as u32;
+    let found = crate::catalog::stream_tables::by_relid(relid).expect("dj by its storage oid");
+    assert_eq!(found.id, id);
+    let owner = Spi::get_one::<i64>("SELECT relowner::int8 FROM pg_class WHERE oid = 'dj'::regclass")
+        .unwrap()
+        .unwrap() as u32;
+    assert_eq!(found.owner.to_u32(), owner);
+    assert!(crate::catalog::stream_tables::by_relid(1).is_none());
+    // pg_extension, by oid.
+    let version = Spi::get_one::<String>("SELECT extversion::text FROM pg_extension WHERE extname = 'pg_trickle'")
+        .unwrap();
+    assert_eq!(direct::extension_column(c"extversion"), version);
+    assert_eq!(direct::to_regclass("public.da"), Some(Spi::get_one::<i64>("SELECT 'da'::regclass::oid::int8").unwrap().unwrap() as u32));
+    assert_eq!(direct::to_regclass("public.no_such_table"), None);
+    // Booleans print as a ::text cast prints them.
+    let captured = direct::lookup(
+        c"pgtrickle",
+        c"pgt_sources",
+        &[(c"st_id", direct::Key::Int8(id))],
+        &[c"captured"],
+    );
+    assert_eq!(captured, vec![vec![Some("true".to_string())]; 2]);
+    Spi::run(&format!("UPDATE pgtrickle.pgt_sources SET captured = false WHERE st_id = {id}")).unwrap();
+    let captured = direct::lookup(
+        c"pgtrickle",
+        c"pgt_sources",
+        &[(c"st_id", direct::Key::Int8(id))],
+        &[c"captured"],
+    );
+    assert_eq!(captured, vec![vec![Some("false".to_string())]; 2]);
+    assert!(crate::catalog::sources::captured_of(id).is_empty());
+    // Row-level security, from the caches: the superuser running this
+    // test bypasses it; an unknown relation has none.
+    Spi::run("ALTER TABLE da ENABLE ROW LEVEL SECURITY").unwrap();
+    let da = Spi::get_one::<i64>("SELECT 'da'::regclass::oid::int8").unwrap().unwrap() as u32;
+    let me = unsafe { pgrx::pg_sys::GetUserId() };
+    assert!(!crate::security::row_security_applies(da, me));
+    assert!(!crate::security::row_security_applies(1, me));
+    // A plain role that does not own it is subject to it.
+    Spi::run(
+        "DO $$ BEGIN CREATE ROLE pgt_direct_reader NOLOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    .unwrap();
+    let reader = Spi::get_one::<i64>("SELECT 'pgt_direct_reader'::regrole::oid::int8")
+        .unwrap()
+        .unwrap() as u32;
+    assert!(crate::security::row_security_applies(da, pgrx::pg_sys::Oid::from(reader)));
+}

@@ -100,17 +100,9 @@ pub fn require_superuser(what: &str) {
 
 /// The owner of pg_trickle in this database, or `None` when it is not installed.
 pub fn extension_owner() -> Option<pg_sys::Oid> {
-    // SAFETY: get_extension_oid with missing_ok=true returns InvalidOid when absent.
-    let ext = unsafe { pg_sys::get_extension_oid(c"pg_trickle".as_ptr(), true) };
-    if ext == pg_sys::InvalidOid {
-        return None;
-    }
-    crate::spi::read_value(
-        "SELECT extowner::pg_catalog.text FROM pg_catalog.pg_extension WHERE oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid",
-        &[Some(ext.to_u32().to_string())],
-    )
-    .and_then(|v| v.parse::<u32>().ok())
-    .map(pg_sys::Oid::from)
+    crate::catalog::direct::extension_column(c"extowner")
+        .and_then(|v| v.parse::<u32>().ok())
+        .map(pg_sys::Oid::from)
 }
 
 /// A switched identity and search_path, undone on drop.
@@ -264,16 +256,26 @@ pub fn relation_owner(relid: u32) -> pg_sys::Oid {
 /// which holds every row, must not feed the role's stream tables. Decided
 /// from the catalog alone, so `row_security = off` in a session cannot hide it.
 pub fn row_security_applies(relid: u32, role: pg_sys::Oid) -> bool {
-    crate::spi::value(
-        "SELECT (c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls \
-         AND NOT (pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE') AND NOT c.relforcerowsecurity))::pg_catalog.text \
-         FROM pg_catalog.pg_class c, pg_catalog.pg_roles r \
-         WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid \
-         AND r.oid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.oid",
-        &[Some(relid.to_string()), Some(role.to_u32().to_string())],
-    )
-    .as_deref()
-        == Some("true")
+    // From the caches, without SQL: this runs at every refresh.
+    let Some(rel) = crate::catalog::direct::relation_facts(relid) else {
+        return false;
+    };
+    // SAFETY: role lookups in the system caches; a missing role is a
+    // superuser of nothing, bypasses nothing and is a member of nothing.
+    unsafe {
+        let role_exists = pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            pg_sys::Datum::from(role),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        );
+        role_exists
+            && rel.row_security
+            && !pg_sys::superuser_arg(role)
+            && !pg_sys::has_bypassrls_privilege(role)
+            && (rel.force_row_security || !pg_sys::has_privs_of_role(role, rel.owner))
+    }
 }
 
 /// Run `f` with the search_path set to `search_path` but the identity

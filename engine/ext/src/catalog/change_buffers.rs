@@ -65,11 +65,25 @@ pub fn sources_above(relations: &[u32]) -> Vec<u32> {
 
 /// The oids of the buffer tables of `sources`.
 pub fn buffer_oids(sources: &[u32]) -> Vec<u32> {
-    first_column(
-        "SELECT to_regclass(buffer_name)::oid::text FROM pgtrickle.pgt_change_buffers \
-         WHERE source_relid = ANY ($1::text::oid[])",
-        &[oid_array(sources)],
+    let mut unique = sources.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    unique
+        .into_iter()
+        .filter_map(|source| buffer_row(source, c"buffer_name")?.opt(0))
+        .filter_map(|name| super::direct::to_regclass(&name))
+        .collect()
+}
+
+/// Column `column` of `source`'s buffer row, read by key (see `direct`).
+fn buffer_row(source: u32, column: &std::ffi::CStr) -> Option<super::Fields> {
+    super::by_key(
+        c"pgt_change_buffers",
+        &[(c"source_relid", super::direct::Key::Oid(source))],
+        &[column],
     )
+    .into_iter()
+    .next()
 }
 
 /// The members recorded for `source` when its triggers were last set.
@@ -124,6 +138,19 @@ pub fn set_capturing(source: u32) -> bool {
 /// The first (by name) source stream table `st_id` captures whose capture
 /// is discarding, as `regclass` prints it.
 pub fn first_discarding_of(st_id: i64) -> Option<String> {
+    // Read by key first (see `direct`): the statement orders the names,
+    // and runs only when some source discards.
+    let discarding = super::sources::captured_of(st_id)
+        .into_iter()
+        .any(|source| {
+            buffer_row(source, c"capture_state")
+                .and_then(|r| r.opt(0))
+                .as_deref()
+                == Some("discarding")
+        });
+    if !discarding {
+        return None;
+    }
     value(
         "SELECT b.source_relid::regclass::text FROM pgtrickle.pgt_change_buffers b \
          JOIN pgtrickle.pgt_sources s ON s.source_relid = b.source_relid \

@@ -25,6 +25,7 @@
 //! here, so none of them needs the SQL API module.
 
 pub mod change_buffers;
+pub mod direct;
 pub mod history;
 pub mod snapshots;
 pub mod sources;
@@ -36,7 +37,7 @@ pub use stream_tables::{lock_for_refresh, StreamTableRow};
 use pgrx::prelude::*;
 
 use crate::security::{self, as_extension, Owner};
-use crate::spi::{raise, value, Row};
+use crate::spi::{raise, Row};
 
 /// `WHERE` clause term: the stream table `st` is owned by role `$1` (or a
 /// role `$1` is a member of).
@@ -79,6 +80,20 @@ impl Fields {
     }
 }
 
+/// The rows of pg_trickle's catalog table `table` whose key columns equal
+/// `keys`, read by index without SQL (see [`direct`]), each with
+/// `columns` as text.
+fn by_key(
+    table: &std::ffi::CStr,
+    keys: &[(&std::ffi::CStr, direct::Key)],
+    columns: &[&std::ffi::CStr],
+) -> Vec<Fields> {
+    direct::lookup(c"pgtrickle", table, keys, columns)
+        .into_iter()
+        .map(Fields)
+        .collect()
+}
+
 /// Run a statement and decode every row.
 fn decoded(sql: &str, args: &[Option<String>]) -> Vec<Fields> {
     crate::spi::rows(sql, args)
@@ -119,17 +134,13 @@ pub struct StreamTableRef {
 /// caller's search_path as the caller wrote it, or raise. Call it before
 /// switching to the extension (see `security`).
 pub fn resolve(name: &str) -> StreamTableRef {
-    let Some(relid) = value(
-        "SELECT pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid::pg_catalog.text",
-        &[Some(name.to_string())],
-    ) else {
+    let Some(relid) = direct::to_regclass(name) else {
         raise(
             "42P01",
             format!("stream table \"{name}\" does not exist"),
             None,
         )
     };
-    let relid: u32 = relid.parse().unwrap_or(0);
     as_extension(|| stream_tables::by_relid(relid))
         .unwrap_or_else(|| raise("42809", format!("\"{name}\" is not a stream table"), None))
 }

@@ -36,20 +36,35 @@ pub fn delete_of(st_id: i64) -> Vec<u32> {
 
 /// Every source stream table `st_id` reads (captured or not), in oid order.
 pub fn all_of(st_id: i64) -> Vec<u32> {
-    first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint \
-         ORDER BY source_relid",
-        &[arg(st_id)],
+    let mut all: Vec<u32> = of(st_id).iter().map(|r| r.num(0)).collect();
+    all.sort_unstable();
+    all
+}
+
+/// Stream table `st_id`'s rows, read by key (see `direct`): source oid,
+/// captured, own change id, parameter position.
+fn of(st_id: i64) -> Vec<super::Fields> {
+    super::by_key(
+        c"pgt_sources",
+        &[(c"st_id", super::direct::Key::Int8(st_id))],
+        &[
+            c"source_relid",
+            c"captured",
+            c"own_change_id",
+            c"param_position",
+        ],
     )
 }
 
 /// The sources stream table `st_id` captures, in oid order.
 pub fn captured_of(st_id: i64) -> Vec<u32> {
-    first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_sources WHERE st_id = $1::text::bigint AND captured \
-         ORDER BY source_relid",
-        &[arg(st_id)],
-    )
+    let mut captured: Vec<u32> = of(st_id)
+        .iter()
+        .filter(|r| r.flag(1))
+        .map(|r| r.num(0))
+        .collect();
+    captured.sort_unstable();
+    captured
 }
 
 /// A source a stream table captures, as its differential statement binds it.
@@ -65,18 +80,18 @@ pub struct CapturedSource {
 
 /// The sources stream table `st_id` captures, in parameter order.
 pub fn captured_in_param_order(st_id: i64) -> Vec<CapturedSource> {
-    decoded(
-        "SELECT source_relid::text, own_change_id::text, param_position::text FROM pgtrickle.pgt_sources \
-         WHERE st_id = $1::text::bigint AND captured ORDER BY param_position",
-        &[arg(st_id)],
-    )
-    .into_iter()
-    .map(|r| CapturedSource {
-        relid: r.num(0),
-        own_change_id: r.num(1),
-        param_position: r.parsed(2),
-    })
-    .collect()
+    let mut captured: Vec<CapturedSource> = of(st_id)
+        .iter()
+        .filter(|r| r.flag(1))
+        .map(|r| CapturedSource {
+            relid: r.num(0),
+            own_change_id: r.num(2),
+            param_position: r.parsed(3),
+        })
+        .collect();
+    // As ORDER BY param_position: NULLs last.
+    captured.sort_by_key(|s| (s.param_position.is_none(), s.param_position, s.relid));
+    captured
 }
 
 /// Record the last change id the current refresh's own transaction

@@ -118,16 +118,20 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
 
 /// The stream table whose storage is `relid`, if it is one.
 pub fn by_relid(relid: u32) -> Option<StreamTableRef> {
-    let r = decoded_row(
-        "SELECT st.id::text, st.name, c.relowner::text FROM pgtrickle.pgt_stream_tables st \
-         JOIN pg_class c ON c.oid = st.relid WHERE st.relid = $1::text::oid",
-        &[arg(relid)],
-    )?;
+    // Read by key (see `direct`), the owner from the relation cache.
+    let r = super::by_key(
+        c"pgt_stream_tables",
+        &[(c"relid", super::direct::Key::Oid(relid))],
+        &[c"id", c"name"],
+    )
+    .into_iter()
+    .next()?;
+    let facts = super::direct::relation_facts(relid)?;
     Some(StreamTableRef {
         id: r.num(0),
         relid,
         name: r.text(1),
-        owner: r.oid(2),
+        owner: facts.owner,
     })
 }
 

@@ -8,7 +8,7 @@
 //! position is in the buffer, none after it.
 
 use super::{arg, decoded, decoded_row};
-use crate::spi::{first_column, run, value};
+use crate::spi::{run, value};
 
 /// A source captured from the WAL.
 pub struct WalSource {
@@ -62,11 +62,22 @@ pub fn all() -> Vec<WalSource> {
 
 /// The oids of the sources captured from the WAL among `sources`.
 pub fn among(sources: &[u32]) -> Vec<u32> {
-    first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_wal_capture \
-         WHERE source_relid = ANY ($1::text::oid[]) ORDER BY source_relid",
-        &[super::oid_array(sources)],
-    )
+    // Read by key (see `direct`).
+    let mut wal: Vec<u32> = sources
+        .iter()
+        .copied()
+        .filter(|source| {
+            !super::by_key(
+                c"pgt_wal_capture",
+                &[(c"source_relid", super::direct::Key::Oid(*source))],
+                &[c"source_relid"],
+            )
+            .is_empty()
+        })
+        .collect();
+    wal.sort_unstable();
+    wal.dedup();
+    wal
 }
 
 /// Record that `source` is captured from `slot` for transactions

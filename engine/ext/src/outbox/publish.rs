@@ -150,12 +150,19 @@ fn clear_staged(relid: u32) {
 /// in mode `mode`: write its outbox message when the outbox is enabled and
 /// the stream table changed. Returns the message number written.
 pub fn after_refresh(id: i64, relid: u32, name: &str, mode: &str) -> Option<u64> {
-    let limit: u64 = value(
-        "SELECT inline_limit_bytes::pg_catalog.text FROM pgtrickle.pgt_outboxes \
-         WHERE st_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
-        &[Some(id.to_string())],
-    )?
-    .parse()
+    // Read by key, without SQL (see `catalog::direct`): every refresh asks.
+    let limit: u64 = crate::catalog::direct::lookup(
+        c"pgtrickle",
+        c"pgt_outboxes",
+        &[(c"st_id", crate::catalog::direct::Key::Int8(id))],
+        &[c"inline_limit_bytes"],
+    )
+    .into_iter()
+    .next()?
+    .into_iter()
+    .next()
+    .flatten()
+    .and_then(|v| v.parse().ok())
     .unwrap_or(0);
     let relid_arg = Some(relid.to_string());
     let stats = row(

@@ -273,14 +273,16 @@ fn lock(source: u32, key: &str, skip_locked: bool) -> Option<Capture> {
 /// changes around the move reached the buffer exactly once.
 fn forget_stale(source: u32, shards: &[Shard], owner: &Owner) {
     let live: Vec<String> = shards.iter().map(|s| s.node.key.clone()).collect();
-    let stale = rows(
-        "SELECT r.node, r.slot_name::text FROM pgtrickle.pgt_remote_capture r \
-         WHERE r.source_relid = $1::text::oid AND NOT (r.node = ANY ($2::text::text[]))",
-        &[
-            Some(source.to_string()),
-            Some(format!("{{{}}}", live.join(","))),
-        ],
-    );
+    // Read by key, without SQL (see `catalog::direct`): every refresh asks.
+    let stale: Vec<_> = crate::catalog::direct::lookup(
+        c"pgtrickle",
+        c"pgt_remote_capture",
+        &[(c"source_relid", crate::catalog::direct::Key::Oid(source))],
+        &[c"node", c"slot_name"],
+    )
+    .into_iter()
+    .filter(|r| !live.iter().any(|key| r[0].as_deref() == Some(key.as_str())))
+    .collect();
     for r in stale {
         let key = r[0].clone().unwrap_or_default();
         if key.starts_with("citus:") {
