@@ -161,9 +161,47 @@ fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
         "the differential refresh was measured: {per_change:?}"
     );
 
-    // Below pg_trickle.adaptive_min_changes nothing is weighed, whatever
-    // the estimates say.
+    // Below pg_trickle.adaptive_min_changes the per-change estimate is not
+    // weighed, however high.
     state_estimates(&mut db, 1.0, 1.0, 999);
+    assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
+}
+
+#[test]
+fn a_differential_refresh_slower_than_full_even_when_small_recomputes_a_few_changes() {
+    let mut db = setup("adaptive_fixed_part");
+    // Small differential refreshes measured 50 ms, FULL 1 ms.
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 1, diff_fixed_ms_estimate = 50, \
+         diff_ms_per_change_estimate = NULL WHERE name = 'public.auto_st';
+         UPDATE src SET v = v + 1 WHERE id <= 5",
+    )
+    .unwrap();
+    let (ran, reason) = refresh_both(&mut db);
+    assert_eq!(ran, "FULL");
+    assert_eq!(
+        reason.as_deref(),
+        Some(
+            "AUTO chose FULL: 5 pending changes; DIFFERENTIAL refreshes of fewer than 1,000 changes \
+             took 50.0 ms, more than FULL at 1.0 ms"
+        )
+    );
+    let fixed: Option<f64> = db
+        .query_one(
+            "SELECT diff_fixed_ms_estimate FROM pgtrickle.pgt_stream_tables WHERE name = 'public.auto_st'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fixed, Some(47.5), "a FULL choice lowers the fixed part too");
+
+    // With a fixed part below FULL, a few changes are applied again.
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 100000, diff_fixed_ms_estimate = 50 \
+         WHERE name = 'public.auto_st';
+         UPDATE src SET v = v + 1 WHERE id <= 5",
+    )
+    .unwrap();
     assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
 }
 

@@ -50,6 +50,15 @@ impl Estimates {
             .filter(|p| p.is_finite() && *p > 0.0)
     }
 
+    /// The fixed part of a DIFFERENTIAL refresh and a FULL refresh's time,
+    /// when the fixed part alone was measured above it: then a
+    /// DIFFERENTIAL refresh is slower than FULL at any volume (a query
+    /// whose delta recomputes about as much as the query, say).
+    fn slower_at_any_volume(&self) -> Option<(f64, f64)> {
+        let (fixed, full) = (self.diff_fixed_ms?, self.full_ms?);
+        (full.is_finite() && fixed.is_finite() && fixed > full).then_some((fixed, full))
+    }
+
     /// Whether a FULL the choice made failed and none has succeeded since.
     fn full_failed(&self) -> bool {
         self.full_ms == Some(f64::INFINITY)
@@ -149,7 +158,7 @@ pub fn recount_limit(settings: &AdaptiveSettings, source_rows: Option<f64>) -> u
 /// supports DIFFERENTIAL and that needs no reinitialisation.
 pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pending) -> Choice {
     let n = pending.changes;
-    if !settings.enabled || n < settings.min_changes {
+    if !settings.enabled || n == 0 {
         return Choice::Differential { reason: None };
     }
     let (at_least, or_more) = if pending.complete {
@@ -157,6 +166,21 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
     } else {
         ("at least ", " or more")
     };
+    if let Some((fixed, full)) = estimates.slower_at_any_volume() {
+        return Choice::Full {
+            reason: format!(
+                "AUTO chose FULL: {at_least}{} pending changes; DIFFERENTIAL refreshes of fewer than {} changes \
+                 took {}, more than FULL at {}",
+                thousands(n),
+                thousands(settings.min_changes),
+                millis(fixed),
+                millis(full)
+            ),
+        };
+    }
+    if n < settings.min_changes {
+        return Choice::Differential { reason: None };
+    }
     if estimates.full_failed() {
         return Choice::Differential {
             reason: Some(format!(
@@ -197,15 +221,17 @@ pub fn choose(settings: &AdaptiveSettings, estimates: &Estimates, pending: &Pend
     }
 }
 
-/// How far the per-change estimate drops each time it makes a refresh
+/// How far the DIFFERENTIAL estimates drop each time they make a refresh
 /// FULL: a stream table whose differential refreshes got cheaper (an index
 /// was added, the data changed shape) retries DIFFERENTIAL after a few
 /// dozen such refreshes at most, and learns again from what that costs.
 pub const FORGET: f64 = 0.95;
 
-/// The estimates to store after a refresh that the estimates made FULL.
+/// The estimates to store after a refresh that the estimates made FULL:
+/// both DIFFERENTIAL figures lowered by [`FORGET`].
 pub fn after_full_choice(estimates: &Estimates) -> Estimates {
     Estimates {
+        diff_fixed_ms: estimates.diff_fixed_ms.map(|p| p * FORGET),
         diff_ms_per_change: estimates.diff_ms_per_change.map(|p| p * FORGET),
         ..*estimates
     }
@@ -325,11 +351,56 @@ mod tests {
 
     #[test]
     fn few_changes_are_applied_without_weighing() {
-        let e = measured(1.0, 5.0, 10.0);
+        let e = measured(6.0, 5.0, 10.0);
         assert_eq!(
             choose(&ON, &e, &pending(999, 1000.0)),
             Choice::Differential { reason: None }
         );
+    }
+
+    #[test]
+    fn a_differential_refresh_slower_than_full_at_any_volume_recomputes_even_a_few_changes() {
+        // Small refreshes measured 40 ms, FULL 10 ms: nothing pending is
+        // worth applying, however little.
+        let e = Estimates {
+            full_ms: Some(10.0),
+            diff_fixed_ms: Some(40.0),
+            diff_ms_per_change: None,
+        };
+        assert_eq!(
+            choose(&ON, &e, &pending(3, 1_000_000.0)),
+            Choice::Full {
+                reason: "AUTO chose FULL: 3 pending changes; DIFFERENTIAL refreshes of fewer than 1,000 changes \
+                         took 40.0 ms, more than FULL at 10.0 ms"
+                    .into()
+            }
+        );
+        assert!(matches!(
+            choose(&ON, &e, &pending(50_000, 1e9)),
+            Choice::Full { .. }
+        ));
+        // Nothing pending: nothing to recompute for.
+        assert_eq!(
+            choose(&ON, &e, &pending(0, 1_000_000.0)),
+            Choice::Differential { reason: None }
+        );
+        // Unmeasured FULL, or a FULL that failed: not chosen this way.
+        for full_ms in [None, Some(f64::INFINITY)] {
+            let e = Estimates { full_ms, ..e };
+            assert!(!matches!(
+                choose(&ON, &e, &pending(3, 1_000_000.0)),
+                Choice::Full { .. }
+            ));
+        }
+        // Each FULL so chosen lowers the fixed part: DIFFERENTIAL is tried
+        // again after 28 of them, and measures afresh.
+        let (mut e, mut fulls) = (e, 0);
+        while matches!(choose(&ON, &e, &pending(3, 1e6)), Choice::Full { .. }) {
+            e = after_full_choice(&e);
+            fulls += 1;
+            assert!(fulls < 100, "never retried DIFFERENTIAL");
+        }
+        assert_eq!(fulls, 28);
     }
 
     #[test]
