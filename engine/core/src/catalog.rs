@@ -125,6 +125,49 @@ pub struct SourceTable {
     /// relation shows (no inheritance children), each of a built-in type:
     /// a row's key then names it. Empty when there is none.
     pub key: Vec<String>,
+    /// How each column's values can be told apart exactly, in the order
+    /// of `columns` (empty when the extension did not say: every column
+    /// is then compared by its text).
+    pub image_equality: Vec<ImageEquality>,
+}
+
+/// How two values of a column are known to be the same value, printed
+/// alike (a row image of the change buffer is compared with another to
+/// net them). SQL equality is not enough in general: numeric `1.0 = 1.00`,
+/// float `-0 = 0`, interval `'1 day' = '24 hours'` and text under a
+/// nondeterministic collation are equal yet different values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageEquality {
+    /// Compare by the printed text (any type; the default).
+    #[default]
+    Text,
+    /// Equal values are the same value: the type's own equality will do.
+    Exact,
+    /// `numeric`: equal values of equal scale are the same value.
+    NumericScale,
+}
+
+impl ImageEquality {
+    /// The kind of a column of type `type_oid` (with modifier `typmod`
+    /// and a deterministic collation or none, `deterministic`).
+    pub fn of(type_oid: u32, typmod: i32, deterministic: bool) -> ImageEquality {
+        match type_oid {
+            // bool, bytea, "char", int8, int2, int4, oid, date, time,
+            // timestamp, timestamptz, uuid.
+            16 | 17 | 18 | 20 | 21 | 23 | 26 | 1082 | 1083 | 1114 | 1184 | 2950 => {
+                ImageEquality::Exact
+            }
+            // name compares bytewise (collation "C").
+            19 => ImageEquality::Exact,
+            // text, varchar: bytewise under a deterministic collation.
+            25 | 1043 if deterministic => ImageEquality::Exact,
+            // char(n): every value padded to n, so equal means identical
+            // (plain bpchar ignores trailing spaces that it keeps).
+            1042 if deterministic && typmod > 0 => ImageEquality::Exact,
+            1700 => ImageEquality::NumericScale,
+            _ => ImageEquality::Text,
+        }
+    }
 }
 
 impl SourceTable {

@@ -11,7 +11,7 @@
 //! table among the members. Foreign partitions on postgres_fdw servers and
 //! Citus tables themselves are captured on their nodes (`remote_capture`).
 
-use pg_trickle_core::catalog::{SourceKind, SourceTable};
+use pg_trickle_core::catalog::{ImageEquality, SourceKind, SourceTable};
 
 use pgrx::pg_sys;
 
@@ -64,11 +64,30 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
         &[Some(oid.to_string())],
     )?;
-    let columns = first_column(
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::oid AND attnum > 0 \
-         AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
+    // Each column with what tells its values apart (see ImageEquality).
+    let described = rows(
+        "SELECT a.attname::text, a.atttypid::text, a.atttypmod::text, \
+         (a.attcollation = 0 OR COALESCE((SELECT l.collisdeterministic FROM pg_catalog.pg_collation l \
+          WHERE l.oid = a.attcollation), false))::text \
+         FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::text::oid AND a.attnum > 0 \
+         AND NOT a.attisdropped AND a.attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY a.attnum",
         &[Some(oid.to_string())],
     );
+    let columns: Vec<String> = described
+        .iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect();
+    let image_equality = described
+        .iter()
+        .map(|r| {
+            let num = |i: usize| r[i].as_deref().and_then(|v| v.parse::<i64>().ok());
+            ImageEquality::of(
+                num(1).unwrap_or(0) as u32,
+                num(2).unwrap_or(-1) as i32,
+                r[3].as_deref() == Some("true"),
+            )
+        })
+        .collect();
     let flag = |i: usize| r[i].as_deref() == Some("true");
     let relkind = r[2]
         .as_deref()
@@ -106,6 +125,7 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
             pg_trickle_core::catalog::Capture::Trigger
         },
         key,
+        image_equality,
     })
 }
 

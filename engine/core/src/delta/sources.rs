@@ -4,8 +4,31 @@
 
 use super::join_terms::Version;
 use super::{quoted_list, Gen};
+use crate::catalog::ImageEquality;
 use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;
+
+/// The `PARTITION BY` list that puts two row images together exactly when
+/// they are the same values, from the columns themselves: `None` when some
+/// column's values can only be told apart by their text (or the kinds are
+/// not known).
+fn image_partition(kinds: &[ImageEquality], cols: &[String]) -> Option<String> {
+    if kinds.len() != cols.len() || cols.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(cols.len());
+    for (kind, col) in kinds.iter().zip(cols) {
+        match kind {
+            ImageEquality::Exact => parts.push(col.clone()),
+            ImageEquality::NumericScale => {
+                parts.push(col.clone());
+                parts.push(format!("pg_catalog.scale({col})"));
+            }
+            ImageEquality::Text => return None,
+        }
+    }
+    Some(parts.join(", "))
+}
 
 impl Gen<'_> {
     /// Define `__pgt_d<s>`, the consumed changes of a source, once.
@@ -42,6 +65,13 @@ impl Gen<'_> {
         // deltas ran as nested loops rescanning one of them per row of the
         // other (TPC-H Q12: 53 ms of a 60 ms refresh); an inequality is
         // estimated at a third.
+        //
+        // When every column's type says when two values are the same value
+        // (see `ImageEquality`), the rows are partitioned by the columns
+        // themselves (a numeric's scale beside it), which is as exact and
+        // several times cheaper than printing every row.
+        let partition = image_partition(&src.image_equality, &i_cols)
+            .unwrap_or_else(|| format!("ROW({})::pg_catalog.text", i_cols.join(", ")));
         self.ctes.push(format!(
             "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
              SELECT {cols}, __pgt_n FROM (SELECT i.*, \
@@ -49,11 +79,10 @@ impl Gen<'_> {
              pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM (\
              SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
              UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
-             ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY ROW({})::pg_catalog.text)) n \
+             ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY {partition})) n \
              WHERE n.__pgt_r < 2 AND n.__pgt_n <> 0)",
             new_img.join(", "),
             old_img.join(", "),
-            i_cols.join(", ")
         ));
     }
 
@@ -200,6 +229,41 @@ impl Gen<'_> {
                 Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns, with_old),
                 Occ::Invariant => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ImageEquality::{Exact, NumericScale, Text};
+
+    #[test]
+    fn rows_are_netted_by_their_columns_only_when_every_column_says_what_is_the_same_value() {
+        let cols = vec!["i.k".to_string(), "i.n".to_string()];
+        assert_eq!(
+            image_partition(&[Exact, NumericScale], &cols).as_deref(),
+            Some("i.k, i.n, pg_catalog.scale(i.n)")
+        );
+        assert_eq!(image_partition(&[Exact, Text], &cols), None);
+        assert_eq!(image_partition(&[], &cols), None, "not known");
+        assert_eq!(image_partition(&[Exact], &cols), None, "not one per column");
+    }
+
+    #[test]
+    fn only_types_whose_equal_values_print_alike_compare_by_value() {
+        // int4, date, timestamptz, uuid.
+        for t in [23, 1082, 1184, 2950] {
+            assert_eq!(ImageEquality::of(t, -1, true), Exact, "{t}");
+        }
+        assert_eq!(ImageEquality::of(25, -1, true), Exact, "text");
+        assert_eq!(ImageEquality::of(25, -1, false), Text, "nondeterministic");
+        assert_eq!(ImageEquality::of(1042, 5, true), Exact, "char(1)");
+        assert_eq!(ImageEquality::of(1042, -1, true), Text, "bpchar");
+        assert_eq!(ImageEquality::of(1700, -1, true), NumericScale);
+        // float8 (-0 = 0), interval ('1 day' = '24 hours'), jsonb, a domain.
+        for t in [701, 1186, 3802, 16_384] {
+            assert_eq!(ImageEquality::of(t, -1, true), Text, "{t}");
         }
     }
 }

@@ -242,6 +242,7 @@ fn build(u: &mut Unstructured<'_>) -> ArbResult<Case> {
             capture_problem: None,
             capture,
             key: Vec::new(),
+            image_equality: Vec::new(),
         },
     );
     let list = names

@@ -181,6 +181,7 @@ pub fn fuzz_catalog() -> Catalog {
         capture_problem: None,
         capture: Default::default(),
         key: Vec::new(),
+        image_equality: Vec::new(),
     };
     let mut c = Catalog::new();
     c.insert("a", table(1, "a", SourceKind::Table, &["k", "v", "s"]));

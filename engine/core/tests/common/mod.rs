@@ -2,7 +2,9 @@
 //! of the relation kinds analysis treats specially) and output columns.
 #![allow(dead_code)] // each test file uses what it needs
 
-use pg_trickle_core::catalog::{Catalog, FunctionFacts, OutputColumn, SourceKind, SourceTable};
+use pg_trickle_core::catalog::{
+    Catalog, FunctionFacts, ImageEquality, OutputColumn, SourceKind, SourceTable,
+};
 
 pub fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTable {
     SourceTable {
@@ -14,6 +16,7 @@ pub fn table(oid: u32, name: &str, kind: SourceKind, cols: &[&str]) -> SourceTab
         capture_problem: None,
         capture: Default::default(),
         key: Vec::new(),
+        image_equality: Vec::new(),
     }
 }
 
@@ -23,7 +26,11 @@ pub fn catalog() -> Catalog {
     let mut c = Catalog::new();
     c.insert("a", table(1, "a", SourceKind::Table, &["k", "v", "s"]));
     c.insert("b", table(2, "b", SourceKind::Table, &["k", "w"]));
-    c.insert("c", table(3, "c", SourceKind::Table, &["x", "amount"]));
+    // c says what tells its values apart (an integer, a numeric): its
+    // changes are netted by its columns, a and b's by their text.
+    let mut typed = table(3, "c", SourceKind::Table, &["x", "amount"]);
+    typed.image_equality = vec![ImageEquality::Exact, ImageEquality::NumericScale];
+    c.insert("c", typed);
     c.insert("va", table(4, "va", SourceKind::View, &["k", "v", "s"]));
     c.insert("mv", table(5, "mv", SourceKind::MaterializedView, &["k"]));
     c.insert("ft", table(6, "ft", SourceKind::Foreign, &["k"]));

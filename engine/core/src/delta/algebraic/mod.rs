@@ -760,6 +760,7 @@ mod tests {
             capture_problem: None,
             capture: Default::default(),
             key: Vec::new(),
+            image_equality: Vec::new(),
         };
         c.insert("a", a);
         for f in ["count", "sum", "avg", "max", "string_agg"] {
