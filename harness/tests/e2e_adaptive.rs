@@ -170,9 +170,9 @@ fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
 #[test]
 fn a_differential_refresh_slower_than_full_even_when_small_recomputes_a_few_changes() {
     let mut db = setup("adaptive_fixed_part");
-    // Small differential refreshes measured 50 ms, FULL 1 ms.
+    // Small differential refreshes measured 50 ms, FULL 20 ms.
     db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 1, diff_fixed_ms_estimate = 50, \
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 20, diff_fixed_ms_estimate = 50, \
          diff_ms_per_change_estimate = NULL WHERE name = 'public.auto_st';
          UPDATE src SET v = v + 1 WHERE id <= 5",
     )
@@ -183,7 +183,7 @@ fn a_differential_refresh_slower_than_full_even_when_small_recomputes_a_few_chan
         reason.as_deref(),
         Some(
             "AUTO chose FULL: 5 pending changes; DIFFERENTIAL refreshes of fewer than 1,000 changes \
-             took 50.0 ms, more than FULL at 1.0 ms"
+             took 50.0 ms, more than FULL at 20.0 ms"
         )
     );
     let fixed: Option<f64> = db
@@ -194,6 +194,15 @@ fn a_differential_refresh_slower_than_full_even_when_small_recomputes_a_few_chan
         .unwrap()
         .get(0);
     assert_eq!(fixed, Some(47.5), "a FULL choice lowers the fixed part too");
+
+    // A FULL of a few milliseconds (a small source): applied.
+    db.batch_execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 5, diff_fixed_ms_estimate = 50 \
+         WHERE name = 'public.auto_st';
+         UPDATE src SET v = v + 1 WHERE id <= 5",
+    )
+    .unwrap();
+    assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
 
     // With a fixed part below FULL, a few changes are applied again.
     db.batch_execute(

@@ -54,9 +54,14 @@ impl Estimates {
     /// when the fixed part alone was measured above it: then a
     /// DIFFERENTIAL refresh is slower than FULL at any volume (a query
     /// whose delta recomputes about as much as the query, say).
+    ///
+    /// Not below [`SMALL_FULL_MS`] of FULL: there the fixed part is the
+    /// statement's planning and catalog work, a few milliseconds that a
+    /// FULL refresh rewriting every row of the stream table is not worth.
     fn slower_at_any_volume(&self) -> Option<(f64, f64)> {
         let (fixed, full) = (self.diff_fixed_ms?, self.full_ms?);
-        (full.is_finite() && fixed.is_finite() && fixed > full).then_some((fixed, full))
+        (full.is_finite() && full >= SMALL_FULL_MS && fixed.is_finite() && fixed > full)
+            .then_some((fixed, full))
     }
 
     /// Whether a FULL the choice made failed and none has succeeded since.
@@ -74,6 +79,11 @@ impl Estimates {
         ))
     }
 }
+
+/// Milliseconds of FULL below which a small backlog is applied even when
+/// small differential refreshes took longer (see
+/// `Estimates::slower_at_any_volume`).
+pub const SMALL_FULL_MS: f64 = 10.0;
 
 /// What is pending for one refresh.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -374,6 +384,17 @@ mod tests {
                          took 40.0 ms, more than FULL at 10.0 ms"
                     .into()
             }
+        );
+        // A FULL of a few milliseconds (a small source, where the fixed
+        // part is planning): the changes are applied.
+        let small = Estimates {
+            full_ms: Some(9.9),
+            diff_fixed_ms: Some(40.0),
+            diff_ms_per_change: None,
+        };
+        assert_eq!(
+            choose(&ON, &small, &pending(3, 1000.0)),
+            Choice::Differential { reason: None }
         );
         assert!(matches!(
             choose(&ON, &e, &pending(50_000, 1e9)),

@@ -200,7 +200,7 @@ pub const SETTINGS: &[Setting] = &[
         unit: "",
         context: SettingContext::Session,
         category: "Refresh",
-        description: "When on, each refresh of an AUTO stream table whose query runs DIFFERENTIAL first weighs its pending changes: with at least pg_trickle.adaptive_min_changes of them it recomputes (FULL) when that is estimated to be cheaper, from what earlier refreshes of the stream table took (or, until it has measured both kinds, when they exceed pg_trickle.adaptive_full_fraction of its sources' rows); with fewer, when its differential refreshes of fewer changes have taken longer than its FULL refreshes. A FULL so chosen, and a choice made from estimates, give their reason in the refresh history. When off, AUTO always applies the changes. DIFFERENTIAL and FULL stream tables are never affected. Scheduled refreshes use the scheduler's value (the server's or the database's), a SET only the session's manual refreshes.",
+        description: "When on, each refresh of an AUTO stream table whose query runs DIFFERENTIAL first weighs its pending changes: with at least pg_trickle.adaptive_min_changes of them it recomputes (FULL) when that is estimated to be cheaper, from what earlier refreshes of the stream table took (or, until it has measured both kinds, when they exceed pg_trickle.adaptive_full_fraction of its sources' rows); with fewer, when its differential refreshes of fewer changes have taken longer than its FULL refreshes, and those at least 10 ms. A FULL so chosen, and a choice made from estimates, give their reason in the refresh history. When off, AUTO always applies the changes. DIFFERENTIAL and FULL stream tables are never affected. Scheduled refreshes use the scheduler's value (the server's or the database's), a SET only the session's manual refreshes.",
         experimental: false,
     },
     Setting {
@@ -209,7 +209,7 @@ pub const SETTINGS: &[Setting] = &[
         unit: "",
         context: SettingContext::Session,
         category: "Refresh",
-        description: "Pending changes below which an AUTO stream table refreshes DIFFERENTIAL without weighing its time per change (a smaller backlog is counted only up to this many), unless its differential refreshes of fewer changes have taken longer than its FULL refreshes. Differential refreshes of fewer changes measure the fixed part of a differential refresh's time, larger ones its time per change.",
+        description: "Pending changes below which an AUTO stream table refreshes DIFFERENTIAL without weighing its time per change (a smaller backlog is counted only up to this many), unless its differential refreshes of fewer changes have taken longer than its FULL refreshes, and those at least 10 ms. Differential refreshes of fewer changes measure the fixed part of a differential refresh's time, larger ones its time per change.",
         experimental: false,
     },
     Setting {
