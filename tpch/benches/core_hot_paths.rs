@@ -59,6 +59,7 @@ fn catalog() -> Catalog {
                 capture_problem: None,
                 capture: Default::default(),
                 key,
+                image_equality: Vec::new(),
             },
         );
     }
