@@ -167,16 +167,24 @@ fn the_estimates_decide_and_a_full_choice_lowers_the_differential_one() {
     assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
 }
 
+/// State `auto_st`'s FULL time and the fixed part of its differential
+/// refreshes (no per-change figure), then change 5 rows.
+fn state_fixed_part(db: &mut Client, full_ms: f64, fixed_ms: f64) {
+    db.execute(
+        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = $1, diff_fixed_ms_estimate = $2, \
+         diff_ms_per_change_estimate = NULL WHERE name = 'public.auto_st'",
+        &[&full_ms, &fixed_ms],
+    )
+    .unwrap();
+    db.batch_execute("UPDATE src SET v = v + 1 WHERE id <= 5")
+        .unwrap();
+}
+
 #[test]
 fn a_differential_refresh_slower_than_full_even_when_small_recomputes_a_few_changes() {
     let mut db = setup("adaptive_fixed_part");
     // Small differential refreshes measured 50 ms, FULL 20 ms.
-    db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 20, diff_fixed_ms_estimate = 50, \
-         diff_ms_per_change_estimate = NULL WHERE name = 'public.auto_st';
-         UPDATE src SET v = v + 1 WHERE id <= 5",
-    )
-    .unwrap();
+    state_fixed_part(&mut db, 20.0, 50.0);
     let (ran, reason) = refresh_both(&mut db);
     assert_eq!(ran, "FULL");
     assert_eq!(
@@ -196,21 +204,11 @@ fn a_differential_refresh_slower_than_full_even_when_small_recomputes_a_few_chan
     assert_eq!(fixed, Some(47.5), "a FULL choice lowers the fixed part too");
 
     // A FULL of a few milliseconds (a small source): applied.
-    db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 5, diff_fixed_ms_estimate = 50 \
-         WHERE name = 'public.auto_st';
-         UPDATE src SET v = v + 1 WHERE id <= 5",
-    )
-    .unwrap();
+    state_fixed_part(&mut db, 5.0, 50.0);
     assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
 
     // With a fixed part below FULL, a few changes are applied again.
-    db.batch_execute(
-        "UPDATE pgtrickle.pgt_stream_tables SET full_ms_estimate = 100000, diff_fixed_ms_estimate = 50 \
-         WHERE name = 'public.auto_st';
-         UPDATE src SET v = v + 1 WHERE id <= 5",
-    )
-    .unwrap();
+    state_fixed_part(&mut db, 100_000.0, 50.0);
     assert_eq!(refresh_both(&mut db), ("DIFFERENTIAL".into(), None));
 }
 
