@@ -125,3 +125,28 @@ fn rows_of_a_rolled_back_savepoint_are_not_applied() {
     .unwrap();
     assert_fresh(&mut db, "st", q);
 }
+
+/// Changes are netted by value before a refresh applies them: an update
+/// that changes only the case of a text value must survive it, even when
+/// the change buffer's column kept a case-insensitive collation that the
+/// source column has since dropped (a collation change alone does not
+/// rebuild the buffer).
+#[test]
+fn an_update_that_only_changes_case_is_kept_whatever_the_buffers_collation() {
+    let mut db = database("capture_case_only");
+    let q = "SELECT id, c FROM src";
+    db.batch_execute(&format!(
+        "CREATE COLLATION case_blind (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE src (id int PRIMARY KEY, c text COLLATE case_blind);
+         INSERT INTO src VALUES (1, 'A'), (2, 'b');
+         SELECT pgtrickle.create_stream_table('before_alter', '{q}', NULL, 'DIFFERENTIAL');
+         ALTER TABLE src ALTER COLUMN c TYPE text COLLATE \"C\";
+         SELECT pgtrickle.create_stream_table('after_alter', '{q}', NULL, 'DIFFERENTIAL');
+         UPDATE src SET c = 'a' WHERE id = 1;
+         UPDATE src SET c = 'B' WHERE id = 2;"
+    ))
+    .unwrap();
+    for st in ["before_alter", "after_alter"] {
+        assert_fresh(&mut db, st, q);
+    }
+}

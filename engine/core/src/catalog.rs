@@ -143,27 +143,28 @@ pub enum ImageEquality {
     Text,
     /// Equal values are the same value: the type's own equality will do.
     Exact,
+    /// `text`, `varchar`, `name`: equal under collation "C" (whatever the
+    /// column's or its change buffer's collation) means the same bytes.
+    Bytes,
+    /// `char(n)` and `bpchar`: equal under collation "C" ignores trailing
+    /// spaces, so the length in bytes is compared too.
+    Padded,
     /// `numeric`: equal values of equal scale are the same value.
     NumericScale,
 }
 
 impl ImageEquality {
-    /// The kind of a column of type `type_oid` (with modifier `typmod`
-    /// and a deterministic collation or none, `deterministic`).
-    pub fn of(type_oid: u32, typmod: i32, deterministic: bool) -> ImageEquality {
+    /// The kind of a column of type `type_oid`.
+    pub fn of(type_oid: u32) -> ImageEquality {
         match type_oid {
             // bool, bytea, "char", int8, int2, int4, oid, date, time,
             // timestamp, timestamptz, uuid.
             16 | 17 | 18 | 20 | 21 | 23 | 26 | 1082 | 1083 | 1114 | 1184 | 2950 => {
                 ImageEquality::Exact
             }
-            // name compares bytewise (collation "C").
-            19 => ImageEquality::Exact,
-            // text, varchar: bytewise under a deterministic collation.
-            25 | 1043 if deterministic => ImageEquality::Exact,
-            // char(n): every value padded to n, so equal means identical
-            // (plain bpchar ignores trailing spaces that it keeps).
-            1042 if deterministic && typmod > 0 => ImageEquality::Exact,
+            // name, text, varchar.
+            19 | 25 | 1043 => ImageEquality::Bytes,
+            1042 => ImageEquality::Padded,
             1700 => ImageEquality::NumericScale,
             _ => ImageEquality::Text,
         }

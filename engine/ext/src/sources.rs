@@ -66,9 +66,7 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
     )?;
     // Each column with what tells its values apart (see ImageEquality).
     let described = rows(
-        "SELECT a.attname::text, a.atttypid::text, a.atttypmod::text, \
-         (a.attcollation = 0 OR COALESCE((SELECT l.collisdeterministic FROM pg_catalog.pg_collation l \
-          WHERE l.oid = a.attcollation), false))::text \
+        "SELECT a.attname::text, a.atttypid::text \
          FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::text::oid AND a.attnum > 0 \
          AND NOT a.attisdropped AND a.attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY a.attnum",
         &[Some(oid.to_string())],
@@ -79,14 +77,7 @@ pub fn source_by_oid(oid: u32) -> Option<SourceTable> {
         .collect();
     let image_equality = described
         .iter()
-        .map(|r| {
-            let num = |i: usize| r[i].as_deref().and_then(|v| v.parse::<i64>().ok());
-            ImageEquality::of(
-                num(1).unwrap_or(0) as u32,
-                num(2).unwrap_or(-1) as i32,
-                r[3].as_deref() == Some("true"),
-            )
-        })
+        .map(|r| ImageEquality::of(r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)))
         .collect();
     let flag = |i: usize| r[i].as_deref() == Some("true");
     let relkind = r[2]

@@ -20,6 +20,11 @@ fn image_partition(kinds: &[ImageEquality], cols: &[String]) -> Option<String> {
     for (kind, col) in kinds.iter().zip(cols) {
         match kind {
             ImageEquality::Exact => parts.push(col.clone()),
+            ImageEquality::Bytes => parts.push(format!("{col} COLLATE pg_catalog.\"C\"")),
+            ImageEquality::Padded => {
+                parts.push(format!("{col} COLLATE pg_catalog.\"C\""));
+                parts.push(format!("pg_catalog.octet_length({col})"));
+            }
             ImageEquality::NumericScale => {
                 parts.push(col.clone());
                 parts.push(format!("pg_catalog.scale({col})"));
@@ -52,8 +57,8 @@ impl Gen<'_> {
             .iter()
             .map(|c| format!("i.{}", quote_ident(c)))
             .collect();
-        // Images are netted per exact row text before anything evaluates
-        // them: a row changed several times between refreshes leaves only
+        // Images are netted per exact value before anything evaluates
+        // them (by their text, or by their columns; see below): a row changed several times between refreshes leaves only
         // its first old and last new image, so no expression of the query
         // ever sees a value that neither state held (it could fail where
         // FULL succeeds). The text is exact: refreshes pin
@@ -68,8 +73,9 @@ impl Gen<'_> {
         //
         // When every column's type says when two values are the same value
         // (see `ImageEquality`), the rows are partitioned by the columns
-        // themselves (a numeric's scale beside it), which is as exact and
-        // several times cheaper than printing every row.
+        // themselves (a numeric's scale beside it, text compared under
+        // collation "C", a bpchar's length in bytes beside it), which is as
+        // exact and several times cheaper than printing every row.
         let partition = image_partition(&src.image_equality, &i_cols)
             .unwrap_or_else(|| format!("ROW({})::pg_catalog.text", i_cols.join(", ")));
         self.ctes.push(format!(
@@ -236,7 +242,7 @@ impl Gen<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ImageEquality::{Exact, NumericScale, Text};
+    use ImageEquality::{Bytes, Exact, NumericScale, Padded, Text};
 
     #[test]
     fn rows_are_netted_by_their_columns_only_when_every_column_says_what_is_the_same_value() {
@@ -244,6 +250,13 @@ mod tests {
         assert_eq!(
             image_partition(&[Exact, NumericScale], &cols).as_deref(),
             Some("i.k, i.n, pg_catalog.scale(i.n)")
+        );
+        assert_eq!(
+            image_partition(&[Bytes, Padded], &cols).as_deref(),
+            Some(
+                "i.k COLLATE pg_catalog.\"C\", i.n COLLATE pg_catalog.\"C\", \
+                 pg_catalog.octet_length(i.n)"
+            )
         );
         assert_eq!(image_partition(&[Exact, Text], &cols), None);
         assert_eq!(image_partition(&[], &cols), None, "not known");
@@ -254,16 +267,16 @@ mod tests {
     fn only_types_whose_equal_values_print_alike_compare_by_value() {
         // int4, date, timestamptz, uuid.
         for t in [23, 1082, 1184, 2950] {
-            assert_eq!(ImageEquality::of(t, -1, true), Exact, "{t}");
+            assert_eq!(ImageEquality::of(t), Exact, "{t}");
         }
-        assert_eq!(ImageEquality::of(25, -1, true), Exact, "text");
-        assert_eq!(ImageEquality::of(25, -1, false), Text, "nondeterministic");
-        assert_eq!(ImageEquality::of(1042, 5, true), Exact, "char(1)");
-        assert_eq!(ImageEquality::of(1042, -1, true), Text, "bpchar");
-        assert_eq!(ImageEquality::of(1700, -1, true), NumericScale);
+        for t in [19, 25, 1043] {
+            assert_eq!(ImageEquality::of(t), Bytes, "{t}");
+        }
+        assert_eq!(ImageEquality::of(1042), Padded, "bpchar");
+        assert_eq!(ImageEquality::of(1700), NumericScale);
         // float8 (-0 = 0), interval ('1 day' = '24 hours'), jsonb, a domain.
         for t in [701, 1186, 3802, 16_384] {
-            assert_eq!(ImageEquality::of(t, -1, true), Text, "{t}");
+            assert_eq!(ImageEquality::of(t), Text, "{t}");
         }
     }
 }
