@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::checks::oracle::{corpus_suite, negative_control_suite, run_one, OracleOptions};
+use harness::checks::oracle::{
+    corpus_suite, negative_control_suite, run_one, Databases, OracleOptions,
+};
 use harness::cluster::bindir;
 use harness::report::{Report, Suite};
 use harness::testkit::{pg_config, shared_cluster, test_root};
@@ -194,6 +196,73 @@ fn a_failing_interleaving_is_shrunk_and_harness_replay_reproduces_it() {
         text.contains("/* c1 */ COMMIT"),
         "the trace names connections: {text}"
     );
+}
+
+/// Scheduler workloads share one database per cluster and take turns
+/// (tests and suites run in parallel threads). A workload's turn covers
+/// its whole run, the closing `DROP EXTENSION` that stops its scheduled
+/// stream tables included: that statement once ran after the turn ended
+/// and removed the extension the next workload had just created.
+#[test]
+fn a_scheduler_workload_has_stopped_its_stream_tables_when_its_turn_ends() {
+    let dir = scratch("scheduler-turns");
+    let workload = std::thread::spawn(move || {
+        let e = corpus::entry("scheduler_with_writers").expect("corpus entry");
+        let w = (e.build)(e.seed, 3);
+        let opts = OracleOptions {
+            shrink: false,
+            ..OracleOptions::default()
+        };
+        run_one(
+            shared_cluster(),
+            &dir,
+            &opts,
+            &w,
+            "harness oracle --workload scheduler_with_writers".into(),
+        )
+    });
+    let name: String = shared_cluster()
+        .connect("postgres")
+        .expect("connect")
+        .query_one(
+            "SELECT coalesce(current_setting('pg_trickle.database', true), 'postgres')",
+            &[],
+        )
+        .expect("scheduler database name")
+        .get(0);
+    let left = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                WHERE n.nspname = 'pgtrickle' AND c.relname = 'pgt_stream_tables'";
+    let count = "SELECT count(*) FROM pgtrickle.pgt_stream_tables";
+    let mut turns = 0;
+    loop {
+        let finished = workload.is_finished();
+        {
+            // Waits while the workload has its turn, and takes the next
+            // without emptying the database.
+            let mut turn = Databases::new(shared_cluster());
+            turn.take_scheduler_turn();
+            let mut db = shared_cluster().connect(&name).expect("connect");
+            let catalog: i64 = db.query_one(left, &[]).expect("catalog").get(0);
+            let n: i64 = if catalog == 0 {
+                0
+            } else {
+                db.query_one(count, &[]).expect("stream tables left").get(0)
+            };
+            assert_eq!(
+                n, 0,
+                "{n} stream tables were still in the scheduler's database at turn {turns} of this test"
+            );
+            turns += 1;
+        }
+        if finished {
+            break;
+        }
+        // Lets the workload take its turn.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let c = workload.join().expect("oracle thread");
+    assert_eq!(c.outcome, Outcome::Pass, "{:?} {:?}", c.message, c.details);
+    assert!(turns >= 2, "the test took {turns} turns");
 }
 
 #[test]

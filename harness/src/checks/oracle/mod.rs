@@ -64,14 +64,10 @@ impl<'a> Databases<'a> {
     }
 }
 
-impl Sandbox for Databases<'_> {
-    fn fresh_database(&mut self, name: &str) -> Result<postgres::Client, String> {
-        self.cluster
-            .fresh_database(name)
-            .map_err(|e| format!("creating database {name}: {e}"))
-    }
-
-    fn scheduler_database(&mut self) -> Result<postgres::Client, String> {
+impl Databases<'_> {
+    /// Wait for the scheduler's database and keep it until dropped,
+    /// without emptying it ([`Sandbox::scheduler_database`] empties it).
+    pub fn take_scheduler_turn(&mut self) {
         if self.scheduler.is_none() {
             // A panicking holder leaves nothing behind that a reset does not clear.
             self.scheduler = Some(
@@ -80,6 +76,18 @@ impl Sandbox for Databases<'_> {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             );
         }
+    }
+}
+
+impl Sandbox for Databases<'_> {
+    fn fresh_database(&mut self, name: &str) -> Result<postgres::Client, String> {
+        self.cluster
+            .fresh_database(name)
+            .map_err(|e| format!("creating database {name}: {e}"))
+    }
+
+    fn scheduler_database(&mut self) -> Result<postgres::Client, String> {
+        self.take_scheduler_turn();
         self.cluster
             .scheduler_database()
             .map_err(|e| format!("emptying the scheduler's database: {e}"))
@@ -294,8 +302,6 @@ pub fn run_one(
             return c;
         }
     };
-    // Shrinking takes the scheduler's database again, probe by probe.
-    drop(sandbox);
     let mut c = CaseReport::new(&w.name, r.outcome(), r.tally, r.millis);
     c.facts = serde_json::json!({
         "seed": w.seed,
@@ -319,6 +325,10 @@ pub fn run_one(
             let _ = db.batch_execute(quiet);
         }
     }
+    // The scheduler's turn ends only now, its stream tables stopped (the
+    // next workload's reset would otherwise race that DROP EXTENSION);
+    // shrinking takes it again, probe by probe.
+    drop(sandbox);
     if r.passed() {
         if !w.scheduler {
             if let Err(e) = cluster.drop_database(&name) {
