@@ -201,6 +201,10 @@ pub struct ExprSub {
     pub link: SubLink,
     /// Every source it reads, nested subqueries included.
     pub sources: Vec<usize>,
+    /// Whether its rows are aggregated (`GROUP BY`, an aggregate call) or
+    /// limited (`LIMIT`, `OFFSET`, `FETCH`): then it is more than a test
+    /// of which rows exist.
+    pub grouped_or_limited: bool,
 }
 
 /// How the rows of a subquery reach the rows of the enclosing block.

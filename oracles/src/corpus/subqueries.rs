@@ -264,5 +264,53 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
+        Entry::new(
+            "filters_kept_algebraically",
+            "count, sum, min and max over rows EXISTS, NOT EXISTS and IN filter, kept by adding what \
+             changed (TPC-H Q4's shape): a match's truth flips for rows that did not change, the \
+             subquery reads the filtered table itself, joins or compares with another correlation, \
+             and both sides change in one step",
+            508,
+            |s, n| {
+                Builder::new("filters_kept_algebraically", s)
+                    .table(table_a(), 10)
+                    .table(table_b(), 8)
+                    .table(table_c(), 6)
+                    .diff(
+                        "late",
+                        "SELECT s, count(*) AS n FROM a WHERE v > 0 \
+                         AND EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w < a.v) GROUP BY s",
+                    )
+                    .diff(
+                        "not_top",
+                        "SELECT k, count(*) AS n, sum(v) AS total FROM a \
+                         WHERE EXISTS (SELECT 1 FROM a a2 WHERE a2.k = a.k AND a2.v > a.v) GROUP BY k",
+                    )
+                    .diff(
+                        "two_filters",
+                        "SELECT k, count(*) AS n, min(v) AS lo, max(v) AS hi FROM a \
+                         WHERE EXISTS (SELECT 1 FROM b JOIN c ON c.x = b.w WHERE b.k = a.k) \
+                         AND NOT EXISTS (SELECT 1 FROM c WHERE c.x = a.v) GROUP BY k",
+                    )
+                    .diff(
+                        "listed_total",
+                        "SELECT count(*) AS n, sum(v) AS total FROM a WHERE k IN (SELECT k FROM b WHERE w > 2)",
+                    )
+                    .diff(
+                        "joined",
+                        "SELECT a.k, count(*) AS n, sum(c.amount) AS total FROM a JOIN c ON c.x = a.v \
+                         WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) GROUP BY a.k",
+                    )
+                    .step(&["INSERT INTO b VALUES (1, 0), (1, 0)"])
+                    .step(&["DELETE FROM b WHERE k = 1 AND w = 0"])
+                    .step(&["INSERT INTO a VALUES (2, 50, 'hi'), (2, 1, 'lo')", "INSERT INTO b VALUES (2, 3)"])
+                    .step(&["UPDATE a SET v = 0 WHERE v = 50", "UPDATE b SET w = 4 WHERE k = 2"])
+                    .step(&["INSERT INTO c VALUES (1, 7)", "UPDATE b SET w = 1 WHERE k = 2", "DELETE FROM a WHERE s = 'lo'"])
+                    .step(&["UPDATE a SET k = NULL WHERE k = 2", "UPDATE b SET k = NULL WHERE k = 2"])
+                    .step(&["DELETE FROM b", "UPDATE a SET v = v + 1"])
+                    .random_steps(tail(n))
+                    .build()
+            },
+        ),
     ]
 }

@@ -647,7 +647,7 @@ fn has_window_function(e: &Expr) -> bool {
     found
 }
 
-pub(super) fn select_item_expr(item: &SelectItem) -> Option<&Expr> {
+pub(crate) fn select_item_expr(item: &SelectItem) -> Option<&Expr> {
     match item {
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
         _ => None,

@@ -126,6 +126,21 @@ pub fn without_subquery_conjuncts(selection: &Option<Expr>) -> Option<Expr> {
     and_all(kept)
 }
 
+/// The top-level conjuncts of a predicate that hold a subquery, without
+/// their parentheses, in the order they are written.
+pub(crate) fn subquery_conjuncts(selection: &Option<Expr>) -> Vec<Expr> {
+    selection
+        .as_ref()
+        .map(|w| {
+            conjuncts(w)
+                .into_iter()
+                .filter(has_subquery)
+                .map(|c| strip_nested(&c).clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Where a column reference resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -360,6 +375,7 @@ impl Analyzer<'_> {
             );
         };
         let (child, shape) = self.block(select, Ctx::Body);
+        let grouped = matches!(shape, Ok(Shape::Grouped(..)));
         let (mut block, keys) = match shape {
             Ok(Shape::Rel(Rel::Block(b))) => (*b, None),
             Ok(Shape::Grouped(b, keys, _)) => (*b, Some(keys)),
@@ -422,6 +438,7 @@ impl Analyzer<'_> {
                 body: Box::new(block),
                 link,
                 sources,
+                grouped_or_limited: grouped || limited,
             },
             OpNode::new("SubPlan", detail, vec![child]),
         ))

@@ -77,7 +77,7 @@ impl Gen<'_> {
     }
 
     /// Whether a source the subquery reads may have changes to consume.
-    fn sub_may_have_changed(&self, sub: &ExprSub) -> bool {
+    pub(super) fn sub_may_have_changed(&self, sub: &ExprSub) -> bool {
         match &self.changed {
             None => true,
             Some(changed) => sub.sources.iter().any(|s| changed.contains(s)),
@@ -107,7 +107,7 @@ impl Gen<'_> {
     /// Define a CTE of the distinct values of `inner` (over the
     /// subquery's FROM) of every subquery row a change may have affected,
     /// as columns `__pgt_v1…`; returns its name.
-    fn affected_values(&mut self, sub: &ExprSub, inner: &[Expr]) -> String {
+    pub(super) fn affected_values(&mut self, sub: &ExprSub, inner: &[Expr]) -> String {
         let selects = self.affected_rows(&sub.body, inner);
         let name = format!("__pgt_y{}", self.next_values);
         self.next_values += 1;

@@ -194,7 +194,7 @@ fn block_shape(block: &Block, keys: &[Expr]) -> Option<Shape> {
         || s.having.is_some()
         || s.distinct.is_some()
         || block.order.is_some()
-        || block.reached_only()
+        || (block.reached_only() && !crate::delta::filters::only_filters(block))
     {
         return None;
     }
@@ -762,7 +762,14 @@ mod tests {
             key: Vec::new(),
             image_equality: Vec::new(),
         };
+        let b = SourceTable {
+            oid: 2,
+            name: "b".into(),
+            columns: vec!["k".into(), "x".into()],
+            ..a.clone()
+        };
         c.insert("a", a);
+        c.insert("b", b);
         for f in ["count", "sum", "avg", "max", "string_agg"] {
             c.insert_function(
                 f,
@@ -908,6 +915,34 @@ mod tests {
             "SELECT DISTINCT k, sum(v) AS t FROM a GROUP BY k",
             "SELECT k, v FROM a",
             "SELECT k, count(*) AS n FROM a GROUP BY k ORDER BY n DESC LIMIT 3",
+        ] {
+            assert!(shape(&analysis(q)).is_none(), "{q}");
+        }
+    }
+
+    #[test]
+    fn subqueries_that_only_filter_keep_the_algebraic_shape() {
+        for q in [
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, sum(v) AS t FROM a WHERE v > 1 AND NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.x <> a.w) GROUP BY k",
+            "SELECT count(*) AS n FROM a WHERE (v IN (SELECT x FROM b WHERE b.x > 0))",
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b, a AS a2 WHERE b.k = a.k AND a2.k = b.x) \
+             AND v IN (SELECT x FROM b WHERE b.k = a.k) GROUP BY k",
+        ] {
+            assert!(shape(&analysis(q)).is_some(), "{q}");
+        }
+        for q in [
+            // NOT IN turns NULL; an OR, a scalar subquery or one in the
+            // select list is more than a filter.
+            "SELECT k, count(*) AS n FROM a WHERE v NOT IN (SELECT x FROM b) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) OR v > 1 GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.k = a.k) GROUP BY k",
+            // Aggregated, limited, nested or uncorrelated subqueries.
+            "SELECT k, count(*) AS n FROM a WHERE v IN (SELECT max(x) FROM b GROUP BY k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k LIMIT 1) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k \
+             AND EXISTS (SELECT 1 FROM a AS a3 WHERE a3.v = b.x)) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.x > 3) GROUP BY k",
         ] {
             assert!(shape(&analysis(q)).is_none(), "{q}");
         }

@@ -88,7 +88,7 @@ impl Gen<'_> {
         // The delta: key values, argument values and multiplicity per term row.
         let mut exprs: Vec<Expr> = keys.to_vec();
         exprs.extend(shape.args.iter().cloned());
-        let terms = self.term_selects(block, &|select, mult| {
+        let terms = self.exact_terms(block, &|select, mult| {
             project(select, &exprs);
             if exprs.is_empty() {
                 select.projection.clear();
