@@ -427,6 +427,12 @@ fn unsupported_constructs_are_named() {
             "an outer join in a FROM clause of more than 6 relations",
         ),
         (
+            // Delta terms add a multiplicity column to every changed
+            // relation, which NATURAL would join on as well.
+            "SELECT b.k, c.amount FROM b NATURAL JOIN c",
+            "NATURAL JOIN (write it with USING or ON)",
+        ),
+        (
             "SELECT k FROM a LIMIT 3",
             "LIMIT without ORDER BY (which rows it keeps is unspecified)",
         ),

@@ -102,8 +102,12 @@ impl Analyzer<'_> {
                     ));
                 }
                 JoinConstraint::Natural => {
+                    // A delta term's changed relations each carry a
+                    // multiplicity column of one name, which NATURAL would
+                    // join on too.
                     has_using = true;
                     join_conditions.push("NATURAL".into());
+                    reasons.push("NATURAL JOIN (write it with USING or ON)".into());
                 }
                 _ => {}
             }
