@@ -374,6 +374,10 @@ struct Gen<'a> {
     defined_sources: Vec<usize>,
     defined_old: Vec<usize>,
     defined_unsigned_old: Vec<usize>,
+    /// Subquery occurrences whose `__pgt_sd<id>` is defined.
+    defined_sub_delta: Vec<usize>,
+    /// Subquery occurrences whose `__pgt_so<id>` is defined.
+    defined_sub_old: Vec<usize>,
     used_sources: Vec<usize>,
     phases: Vec<SqlPhase>,
     /// Parameter order fixed by the general plan (specialised plans only).
@@ -397,6 +401,8 @@ impl<'a> Gen<'a> {
             defined_sources: Vec::new(),
             defined_old: Vec::new(),
             defined_unsigned_old: Vec::new(),
+            defined_sub_delta: Vec::new(),
+            defined_sub_old: Vec::new(),
             used_sources: Vec::new(),
             phases: Vec::new(),
             param_order: None,

@@ -196,17 +196,22 @@ impl Gen<'_> {
     /// removed or altered (old and new values alike, see
     /// `subqueries.rs`), which is what the affected keys of an enclosing
     /// grouped block need, and nothing reads it as an exact delta.
+    /// Each is defined once, however many terms read it.
     pub(super) fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String], with_old: bool) {
-        let delta = if rel.reached_only() {
-            self.reached_rows(rel)
-        } else {
-            self.delta(rel)
-        };
         let cols = quoted_list(columns.iter().map(|c| c.as_str()));
-        self.ctes.push(format!(
-            "__pgt_sd{id}({cols}, __pgt_m) AS MATERIALIZED ({delta})"
-        ));
-        if with_old {
+        if !self.defined_sub_delta.contains(&id) {
+            self.defined_sub_delta.push(id);
+            let delta = if rel.reached_only() {
+                self.reached_rows(rel)
+            } else {
+                self.delta(rel)
+            };
+            self.ctes.push(format!(
+                "__pgt_sd{id}({cols}, __pgt_m) AS MATERIALIZED ({delta})"
+            ));
+        }
+        if with_old && !self.defined_sub_old.contains(&id) {
+            self.defined_sub_old.push(id);
             self.ctes.push(format!(
                 "__pgt_so{id}({cols}, __pgt_m) AS NOT MATERIALIZED (\
                  SELECT __pgt_s.*, 1::bigint FROM ({}) __pgt_s UNION ALL SELECT {cols}, -__pgt_m FROM __pgt_sd{id})",
