@@ -302,6 +302,11 @@ pub(super) fn entries() -> Vec<Entry> {
                          WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) GROUP BY a.k",
                     )
                     .diff(
+                        "listed_by_key",
+                        "SELECT k, count(*) AS n, sum(v) AS total FROM a \
+                         WHERE v IN (SELECT w FROM b WHERE b.k = a.k) GROUP BY k",
+                    )
+                    .diff(
                         "from_subquery",
                         "SELECT x.k, count(*) AS n FROM (SELECT k, v FROM a WHERE v > 0) x \
                          WHERE EXISTS (SELECT 1 FROM (SELECT k FROM b WHERE w > 2) bb WHERE bb.k = x.k) GROUP BY x.k",

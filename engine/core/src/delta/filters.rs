@@ -99,6 +99,9 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
                         return None;
                     };
                     let item = select_item_expr(item)?.clone();
+                    if names_a_collation(expr) || names_a_collation(&item) {
+                        return None;
+                    }
                     (
                         subquery,
                         Test::In {
@@ -128,6 +131,17 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             })
         })
         .collect()
+}
+
+/// Whether an expression holds a `COLLATE` clause: an `IN` comparing
+/// under a collation its items' own equality does not use is no filter.
+fn names_a_collation(expr: &Expr) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(expr, |e| {
+        found |= matches!(e, Expr::Collate { .. });
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 /// Whether every subquery of the block only filters its rows (see the
@@ -289,9 +303,19 @@ impl Gen<'_> {
             Test::Exists => format!("({count} > 0)"),
             // The tested value stays outside the subquery, where it was
             // written: inside, an unqualified name could mean its column.
-            Test::In { tested, item } => format!(
-                "(({tested}) IN (SELECT {item} FROM {from}{condition} GROUP BY 1 HAVING pg_catalog.sum({mult}) > 0))"
-            ),
+            // Correlated, the subquery runs per row anyway: its rows are
+            // counted. Uncorrelated, the items present before are found
+            // once, by grouping (under the items' own equality, which is
+            // the IN's since neither side names a collation).
+            Test::In { tested, item } => match sub.link {
+                SubLink::In { .. } => format!(
+                    "(({tested}) IN (SELECT {item} FROM {from}{condition} GROUP BY 1 HAVING pg_catalog.sum({mult}) > 0))"
+                ),
+                _ => format!(
+                    "((SELECT coalesce(pg_catalog.sum(__pgt_s.__pgt_m), 0) FROM (SELECT {item}, {mult} FROM {from}{condition}) \
+                     __pgt_s(__pgt_i, __pgt_m) WHERE ({tested}) = __pgt_s.__pgt_i) > 0)"
+                ),
+            },
         }
     }
 }

@@ -935,6 +935,9 @@ mod tests {
             // NOT IN turns NULL; an OR, a scalar subquery or one in the
             // select list is more than a filter.
             "SELECT k, count(*) AS n FROM a WHERE v NOT IN (SELECT x FROM b) GROUP BY k",
+            // An IN under a named collation may compare otherwise than
+            // its items group.
+            "SELECT k, count(*) AS n FROM a WHERE w COLLATE \"C\" IN (SELECT x FROM b) GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) OR v > 1 GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.k = a.k) GROUP BY k",
             // Aggregated, limited, nested or uncorrelated subqueries.
