@@ -89,6 +89,15 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "n"],
     ),
     (
+        // An IN over a grouped subquery: the reached groups are
+        // recomputed with the IN correlated (its item equal to the tested
+        // value), reading one group of the subquery per row.
+        "grouped_in_over_groups",
+        "SELECT a.k, count(*) AS n FROM a WHERE a.k IN \
+         (SELECT b.k FROM b GROUP BY b.k HAVING sum(b.w) > 2) GROUP BY a.k",
+        &["k", "n"],
+    ),
+    (
         // NOT IN without correlation: NULLs and emptiness reach further.
         "grouped_not_in",
         "SELECT k, count(*) AS n FROM a WHERE v NOT IN (SELECT w FROM b) GROUP BY k",
@@ -191,6 +200,16 @@ const ALGEBRAIC_SHAPES: &[(&str, &str, &[&str], &[ArgType])] = &[
          FROM a JOIN b ON b.k = a.k GROUP BY a.k",
         &["k", "vs", "sp", "vw"],
         &[ArgType::Numeric, ArgType::Int],
+    ),
+    (
+        // EXISTS and NOT EXISTS filters: changed rows pass filtered as
+        // now, reached rows count in or out where a filter flipped.
+        "algebraic_over_filters",
+        "SELECT k, count(*) AS n, sum(v) AS total FROM a WHERE v > 0 \
+         AND EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w < a.v) \
+         AND NOT EXISTS (SELECT 1 FROM c WHERE c.x = a.v) GROUP BY k",
+        &["k", "n", "total"],
+        &[ArgType::Numeric],
     ),
     (
         // min and max kept in their output columns; a group whose extreme

@@ -151,6 +151,11 @@ pub(super) fn entries() -> Vec<Entry> {
                          (SELECT k FROM b GROUP BY k HAVING sum(w) > 20) GROUP BY k",
                     )
                     .diff(
+                        "in_grouped_qualified",
+                        "SELECT a.k, count(*) AS n, sum(a.v) AS total FROM a WHERE a.v > 0 AND a.k IN \
+                         (SELECT b.k FROM b GROUP BY b.k HAVING sum(b.w) > 20) GROUP BY a.k",
+                    )
+                    .diff(
                         "top_per_group",
                         "SELECT k, count(*) AS n, min(s) AS first_s FROM a \
                          WHERE v >= (SELECT max(v) FROM a a2 WHERE a2.k = a.k) GROUP BY k",

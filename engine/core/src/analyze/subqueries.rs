@@ -141,6 +141,18 @@ pub(crate) fn subquery_conjuncts(selection: &Option<Expr>) -> Vec<Expr> {
         .unwrap_or_default()
 }
 
+/// Whether every column `expr` references resolves in the enclosing
+/// block's scope `outer` even when written inside a subquery whose FROM
+/// names `inner` (no name of it is captured by the subquery's own).
+pub(crate) fn resolves_outside(
+    expr: &Expr,
+    inner: &[(String, Vec<String>)],
+    outer: &[(String, Vec<String>)],
+) -> bool {
+    let all = sides(expr, inner, outer);
+    !all.is_empty() && only(&all, Side::Outer)
+}
+
 /// Where a column reference resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {

@@ -67,6 +67,8 @@ impl Gen<'_> {
             key_hash(&k_refs, self.key_types)
         ));
         self.read_only_phase("affected_groups", "__pgt_keys");
+        let block = super::correlate::with_correlated_ins(block);
+        let block = block.as_ref();
         if keys.is_empty() {
             format!(
                 "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",

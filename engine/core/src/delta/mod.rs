@@ -55,6 +55,7 @@
 //! holds the plans and what the rules share.
 
 pub mod algebraic;
+mod correlate;
 mod filters;
 mod grouped;
 mod guard;
