@@ -98,6 +98,13 @@ const SHAPES: &[(&str, &str, &[&str])] = &[
         &["k", "n"],
     ),
     (
+        // The recomputation probes the key that leads a primary key (c.x),
+        // not the first.
+        "grouped_probe_by_primary_key",
+        "SELECT c.amount, c.x, count(*) AS n FROM c JOIN b ON b.w = c.x GROUP BY c.amount, c.x",
+        &["amount", "x", "n"],
+    ),
+    (
         // NOT IN without correlation: NULLs and emptiness reach further.
         "grouped_not_in",
         "SELECT k, count(*) AS n FROM a WHERE v NOT IN (SELECT w FROM b) GROUP BY k",

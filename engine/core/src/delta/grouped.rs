@@ -6,7 +6,7 @@ use sqlparser::ast::{Expr, Ident, Select, SelectItem};
 
 use super::{parse_expr, Gen, ROW_ID};
 use crate::catalog::{ColumnIdentity, OutputColumn};
-use crate::model::{Block, KeyType};
+use crate::model::{Block, KeyType, Occ};
 use crate::sql::quote_ident;
 
 impl Gen<'_> {
@@ -78,20 +78,31 @@ impl Gen<'_> {
             let key_exprs: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
             let matching = KeyMatch::new("__pgt_keys", &k_refs, &key_exprs);
             // `= ANY(ARRAY(...))` is evaluated once and lets the planner use an
-            // index on the first key; an array key would be compared with
-            // the elements of that array, so it is matched with IN.
-            let first_is_array = self.key_types.first().is_some_and(|t| t.array);
-            let non_null = if first_is_array {
-                format!(
-                    "{} IN (SELECT DISTINCT {} FROM __pgt_keys k WHERE {})",
-                    key_exprs[0], k_refs[0], matching.all_not_null
-                )
-            } else {
-                format!(
-                    "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
-                    key_exprs[0], k_refs[0], matching.all_not_null
-                )
-            };
+            // index on the probed keys: each key that leads a source's
+            // primary key, else the first. (Without an index, every row is
+            // compared with every element: TPC-H Q18's first key is a
+            // customer's name; probing its orders by key reads one order
+            // per group, its customers fifteen.) An array key would be
+            // compared with the elements of that array, so it is matched
+            // with IN.
+            let probes: Vec<String> = self
+                .probe_keys(block, keys)
+                .into_iter()
+                .map(|p| {
+                    if self.key_types.get(p).is_some_and(|t| t.array) {
+                        format!(
+                            "{} IN (SELECT DISTINCT {} FROM __pgt_keys k WHERE {})",
+                            key_exprs[p], k_refs[p], matching.all_not_null
+                        )
+                    } else {
+                        format!(
+                            "{} = ANY (ARRAY(SELECT DISTINCT {} FROM __pgt_keys k WHERE {}))",
+                            key_exprs[p], k_refs[p], matching.all_not_null
+                        )
+                    }
+                })
+                .collect();
+            let non_null = probes.join(" AND ");
             let mut keyed = evaluated(block, keys, self.key_types, Some(&non_null));
             if keys.len() > 1 {
                 // The rest of a multi-column key is matched on the computed
@@ -109,6 +120,41 @@ impl Gen<'_> {
                 "{keyed} UNION ALL {}",
                 evaluated(block, keys, self.key_types, Some(&matching.nullable))
             )
+        }
+    }
+
+    /// The keys whose values the recomputation probes: those that are a
+    /// column leading the primary key of the source they belong to, else
+    /// the first.
+    fn probe_keys(&self, block: &Block, keys: &[Expr]) -> Vec<usize> {
+        let leads_a_key = |key: &Expr| {
+            let (qualifier, column) = match key {
+                Expr::Identifier(c) => (None, crate::analyze::fold(c)),
+                Expr::CompoundIdentifier(parts) if parts.len() == 2 => (
+                    Some(crate::analyze::fold(&parts[0])),
+                    crate::analyze::fold(&parts[1]),
+                ),
+                _ => return false,
+            };
+            let mut owners = block
+                .scope
+                .iter()
+                .zip(&block.occs)
+                .filter(|((alias, cols), _)| {
+                    qualifier.as_ref().is_none_or(|q| q == alias) && cols.contains(&column)
+                });
+            match (owners.next(), owners.next()) {
+                (Some((_, Occ::Source { source })), None) => {
+                    self.sources[*source].key.first() == Some(&column)
+                }
+                _ => false,
+            }
+        };
+        let keyed: Vec<usize> = (0..keys.len()).filter(|&i| leads_a_key(&keys[i])).collect();
+        if keyed.is_empty() {
+            vec![0]
+        } else {
+            keyed
         }
     }
 

@@ -27,9 +27,11 @@ pub fn catalog() -> Catalog {
     c.insert("a", table(1, "a", SourceKind::Table, &["k", "v", "s"]));
     c.insert("b", table(2, "b", SourceKind::Table, &["k", "w"]));
     // c says what tells its values apart (an integer, a numeric): its
-    // changes are netted by its columns, a and b's by their text.
+    // changes are netted by its columns, a and b's by their text. Its
+    // primary key is x.
     let mut typed = table(3, "c", SourceKind::Table, &["x", "amount"]);
     typed.image_equality = vec![ImageEquality::Exact, ImageEquality::NumericScale];
+    typed.key = vec!["x".into()];
     c.insert("c", typed);
     c.insert("va", table(4, "va", SourceKind::View, &["k", "v", "s"]));
     c.insert("mv", table(5, "mv", SourceKind::MaterializedView, &["k"]));
