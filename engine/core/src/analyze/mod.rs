@@ -42,7 +42,7 @@ pub use select::output_name;
 pub(crate) use select::select_item_expr;
 pub(crate) use subqueries::has_subquery;
 pub use subqueries::{and_all, without_subquery_conjuncts};
-pub(crate) use subqueries::{resolves_outside, subquery_conjuncts};
+pub(crate) use subqueries::{conjuncts, resolves_outside, subquery_conjuncts};
 
 use ctes::inline_ctes;
 use from::{expand_into, has_aliased_join, join_operators, join_sides, qualified};

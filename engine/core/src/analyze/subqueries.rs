@@ -79,7 +79,7 @@ pub(crate) fn has_subquery(expr: &Expr) -> bool {
 }
 
 /// The top-level conjuncts of a predicate.
-pub(super) fn conjuncts(expr: &Expr) -> Vec<Expr> {
+pub(crate) fn conjuncts(expr: &Expr) -> Vec<Expr> {
     match expr {
         Expr::BinaryOp {
             left,

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use sqlparser::ast::{Expr, InTarget, SetExpr};
 
 use super::parse_expr;
-use crate::analyze::{and_all, resolves_outside};
+use crate::analyze::{and_all, conjuncts, resolves_outside};
 use crate::model::{Block, SubLink};
 
 /// `block` with its uncorrelated grouped `IN` filters correlated (see the
@@ -26,7 +26,7 @@ pub(super) fn with_correlated_ins(block: &Block) -> Cow<'_, Block> {
         return Cow::Borrowed(block);
     };
     let mut changed = false;
-    let conjuncts: Vec<Expr> = top_conjuncts(selection)
+    let conjuncts: Vec<Expr> = conjuncts(selection)
         .into_iter()
         .map(|c| match correlated(block, &c) {
             Some(rewritten) => {
@@ -42,23 +42,6 @@ pub(super) fn with_correlated_ins(block: &Block) -> Cow<'_, Block> {
     let mut out = block.clone();
     out.select.selection = and_all(conjuncts);
     Cow::Owned(out)
-}
-
-/// The top-level conjuncts of a predicate.
-fn top_conjuncts(expr: &Expr) -> Vec<Expr> {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: sqlparser::ast::BinaryOperator::And,
-            right,
-        } => {
-            let mut out = top_conjuncts(left);
-            out.extend(top_conjuncts(right));
-            out
-        }
-        Expr::Nested(inner) => top_conjuncts(inner),
-        other => vec![other.clone()],
-    }
 }
 
 /// The conjunct with `item = tested` in its subquery's WHERE, when it is a

@@ -136,7 +136,8 @@ pub(super) fn project(select: &mut Select, exprs: &[Expr]) {
     select.having = None;
 }
 
-fn tuple(exprs: &[Expr]) -> String {
+/// A tuple of expressions, each parenthesised.
+pub(super) fn tuple(exprs: &[Expr]) -> String {
     exprs
         .iter()
         .map(|e| format!("({e})"))
