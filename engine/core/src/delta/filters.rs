@@ -198,18 +198,7 @@ impl Gen<'_> {
         }
         // The rows whose filters may have changed truth, from the old
         // state of the block's changed occurrences.
-        let versions: Vec<Version> = block
-            .occs
-            .iter()
-            .map(|o| {
-                if self.occ_changed(o) {
-                    Version::Old
-                } else {
-                    Version::New
-                }
-            })
-            .collect();
-        self.prepare_block(block, &[(versions.clone(), false)]);
+        let versions = self.old_states(block);
         // The correlation values each equality-linked filter's changes reach.
         let mut reached_values: Vec<(usize, String)> = Vec::new();
         let reach: Vec<String> = reached
@@ -262,6 +251,25 @@ impl Gen<'_> {
             "(SELECT * FROM ({select} OFFSET 0) __pgt_f WHERE __pgt_f.__pgt_m <> 0)"
         ));
         terms
+    }
+
+    /// The versions of a block's occurrences that read its state before
+    /// the changes (old where it may have changed, else as it is), with
+    /// the CTEs they read defined.
+    fn old_states(&mut self, block: &Block) -> Vec<Version> {
+        let versions: Vec<Version> = block
+            .occs
+            .iter()
+            .map(|o| {
+                if self.occ_changed(o) {
+                    Version::Old
+                } else {
+                    Version::New
+                }
+            })
+            .collect();
+        self.prepare_block(block, &[(versions.clone(), false)]);
+        versions
     }
 
     /// A filter's truth before the changes, found once per correlation
@@ -373,19 +381,7 @@ impl Gen<'_> {
         let SetExpr::Select(written) = query.body.as_ref() else {
             unreachable!("a filter's subquery is a SELECT");
         };
-        let versions: Vec<Version> = sub
-            .body
-            .occs
-            .iter()
-            .map(|o| {
-                if self.occ_changed(o) {
-                    Version::Old
-                } else {
-                    Version::New
-                }
-            })
-            .collect();
-        self.prepare_block(&sub.body, &[(versions.clone(), false)]);
+        let versions = self.old_states(&sub.body);
         let mut as_written = sub.body.as_ref().clone();
         as_written.select = written.as_ref().clone();
         let (select, mult) = substituted(&as_written, &versions);
