@@ -20,12 +20,12 @@
 //! counts the matching rows of the filter's old state, a signed bag, so an
 //! `EXISTS` holds when the count is above zero.
 
-use sqlparser::ast::{Expr, Ident, InTarget, SelectItem, SetExpr};
+use sqlparser::ast::{Expr, InTarget, SetExpr};
 
 use super::join_terms::{substituted, Version};
-use super::subqueries::{project, tuple};
+use super::subqueries::tuple;
 use super::{parse_expr, Gen};
-use crate::analyze::{conjuncts, select_item_expr, subquery_conjuncts, without_subquery_conjuncts};
+use crate::analyze::{select_item_expr, subquery_conjuncts, without_subquery_conjuncts};
 use crate::model::{Block, Occ, SubLink};
 
 /// How a filter tests its subquery's rows.
@@ -136,7 +136,7 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
 
 /// Whether an expression holds a `COLLATE` clause: an `IN` comparing
 /// under a collation its items' own equality does not use is no filter.
-fn names_a_collation(expr: &Expr) -> bool {
+pub(super) fn names_a_collation(expr: &Expr) -> bool {
     let mut found = false;
     let _ = sqlparser::ast::visit_expressions(expr, |e| {
         found |= matches!(e, Expr::Collate { .. });
@@ -199,8 +199,6 @@ impl Gen<'_> {
         // The rows whose filters may have changed truth, from the old
         // state of the block's changed occurrences.
         let versions = self.old_states(block);
-        // The correlation values each equality-linked filter's changes reach.
-        let mut reached_values: Vec<(usize, String)> = Vec::new();
         let reach: Vec<String> = reached
             .iter()
             .map(|f| {
@@ -208,7 +206,6 @@ impl Gen<'_> {
                 match &sub.link {
                     SubLink::Equal { inner, outer } => {
                         let values = self.affected_values(sub, inner);
-                        reached_values.push((f.sub, values.clone()));
                         format!("({}) IN (SELECT * FROM {values})", tuple(outer))
                     }
                     SubLink::In { inner, outer } => {
@@ -223,10 +220,7 @@ impl Gen<'_> {
         let before: Vec<String> = filters
             .iter()
             .map(|f| {
-                if let Some((_, values)) = reached_values.iter().find(|(i, _)| *i == f.sub) {
-                    self.old_truth_by_values(block, f, values)
-                        .unwrap_or_else(|| self.old_truth(block, f))
-                } else if reached.iter().any(|r| r.sub == f.sub) {
+                if reached.iter().any(|r| r.sub == f.sub) {
                     self.old_truth(block, f)
                 } else {
                     format!("({})", f.conjunct)
@@ -270,100 +264,6 @@ impl Gen<'_> {
             .collect();
         self.prepare_block(block, &[(versions.clone(), false)]);
         versions
-    }
-
-    /// A filter's truth before the changes, found once per correlation
-    /// value its changes reach rather than once per row: an `EXISTS` (or
-    /// `NOT EXISTS`) correlated by equalities alone held for value `v`
-    /// when its rows with `v` now, less its changes' net rows with `v`,
-    /// were more than none. Rows with other values kept their truth. The
-    /// per-row form of [`Gen::old_truth`] reads every change of the
-    /// subquery's tables for each reached row, which grows with the square
-    /// of the batch. `None` when the filter has another form.
-    fn old_truth_by_values(
-        &mut self,
-        block: &Block,
-        filter: &Filter,
-        values: &str,
-    ) -> Option<String> {
-        let sub = &block.subs[filter.sub];
-        let SubLink::Equal { inner, outer } = &sub.link else {
-            return None;
-        };
-        let (Expr::Exists { subquery, .. }, Test::Exists | Test::NotExists) =
-            (&filter.conjunct, &filter.test)
-        else {
-            return None;
-        };
-        let SetExpr::Select(written) = subquery.body.as_ref() else {
-            return None;
-        };
-        // Its WHERE is its own conjuncts and the correlating equalities,
-        // nothing else (no other condition on the enclosing row).
-        let count = |w: &Option<Expr>| w.as_ref().map(|w| conjuncts(w).len()).unwrap_or(0);
-        let equalities_only = count(&written.selection)
-            == count(&sub.body.select.selection) + inner.len()
-            && !inner.iter().chain(outer).any(names_a_collation);
-        if !equalities_only {
-            return None;
-        }
-        let cols: Vec<String> = (1..=inner.len()).map(|k| format!("__pgt_v{k}")).collect();
-        let exprs = inner.clone();
-        let changes = self.term_selects(&sub.body, &|select, mult| {
-            project(select, &exprs);
-            select.projection.push(SelectItem::ExprWithAlias {
-                expr: parse_expr(&mult),
-                alias: Ident::new("__pgt_m"),
-            });
-        });
-        let name = format!("__pgt_yo{}", self.next_values);
-        self.next_values += 1;
-        let same: Vec<String> = cols.iter().map(|c| format!("d.{c} = y.{c}")).collect();
-        let mut now: Vec<String> = sub
-            .body
-            .select
-            .selection
-            .iter()
-            .map(|w| format!("({w})"))
-            .collect();
-        now.extend(
-            inner
-                .iter()
-                .zip(&cols)
-                .map(|(i, c)| format!("({i}) = y.{c}")),
-        );
-        let from: Vec<String> = sub.body.select.from.iter().map(|t| t.to_string()).collect();
-        let y_cols: Vec<String> = cols.iter().map(|c| format!("y.{c}")).collect();
-        self.ctes.push(format!(
-            "{name}({}) AS MATERIALIZED (SELECT {} FROM {values} y LEFT JOIN \
-             (SELECT {}, pg_catalog.sum(__pgt_m) AS __pgt_n FROM ({}) d({}, __pgt_m) GROUP BY {}) d ON {} \
-             WHERE (SELECT pg_catalog.count(*) FROM {} WHERE {}) - coalesce(d.__pgt_n, 0) > 0)",
-            cols.join(", "),
-            y_cols.join(", "),
-            cols.join(", "),
-            changes.join(" UNION ALL "),
-            cols.join(", "),
-            cols.join(", "),
-            same.join(" AND "),
-            from.join(", "),
-            now.join(" AND ")
-        ));
-        let outer = tuple(outer);
-        let exists_now = new_truth(&Filter {
-            conjunct: Expr::Exists {
-                subquery: subquery.clone(),
-                negated: false,
-            },
-            sub: filter.sub,
-            test: Test::Exists,
-        });
-        let before = format!(
-            "(CASE WHEN ({outer}) IN (SELECT * FROM {values}) THEN ({outer}) IN (SELECT * FROM {name}) ELSE {exists_now} END)"
-        );
-        Some(match filter.test {
-            Test::NotExists => format!("(NOT {before})"),
-            _ => before,
-        })
     }
 
     /// A filter's truth before the changes: the rows of its subquery over
