@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use sqlparser::ast::{Expr, InTarget, SetExpr};
 
+use super::filters::names_a_collation;
 use super::parse_expr;
 use crate::analyze::{and_all, conjuncts, resolves_outside};
 use crate::model::{Block, SubLink};
@@ -57,13 +58,20 @@ fn correlated(block: &Block, conjunct: &Expr) -> Option<Expr> {
     else {
         return None;
     };
+    if query.limit_clause.is_some() || query.fetch.is_some() || query.with.is_some() {
+        return None;
+    }
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
-    let grouped = !matches!(
-        &select.group_by,
-        sqlparser::ast::GroupByExpr::Expressions(keys, _) if keys.is_empty()
-    );
+    // Plainly grouped, by its item among other keys.
+    let sqlparser::ast::GroupByExpr::Expressions(group_keys, modifiers) = &select.group_by else {
+        return None;
+    };
+    let item = crate::analyze::select_item_expr(select.projection.first()?)?;
+    let grouped = modifiers.is_empty()
+        && select.projection.len() == 1
+        && group_keys.iter().any(|k| k.to_string() == item.to_string());
     // Its link: the analysis checked the item is inner, a group key, and
     // that nothing limits the subquery.
     let sub = block.subs.iter().find(|s| match &s.link {
@@ -85,14 +93,19 @@ fn correlated(block: &Block, conjunct: &Expr) -> Option<Expr> {
     let SubLink::In { inner, .. } = &sub.link else {
         return None;
     };
-    if !grouped || !resolves_outside(tested, &sub.body.scope, &block.scope) {
+    if !grouped
+        || !resolves_outside(tested, &sub.body.scope, &block.scope)
+        || names_a_collation(tested)
+        || names_a_collation(inner)
+    {
         return None;
     }
     let mut query = query.clone();
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
     };
-    let equal = format!("({inner}) = ({tested})");
+    // As the IN compares: the tested value on the left.
+    let equal = format!("({tested}) = ({inner})");
     select.selection = Some(parse_expr(&match &select.selection {
         Some(w) => format!("({w}) AND {equal}"),
         None => equal,
@@ -160,7 +173,7 @@ mod tests {
         )
         .expect("rewritten");
         assert!(
-            w.contains("WHERE (b.w > 1) AND (b.k) = (a.k) GROUP BY b.k"),
+            w.contains("WHERE (b.w > 1) AND (a.k) = (b.k) GROUP BY b.k"),
             "{w}"
         );
         assert!(w.starts_with("(a.v > 0) AND "), "{w}");
@@ -175,6 +188,9 @@ mod tests {
             "SELECT a.k, count(*) AS n FROM a WHERE a.k NOT IN (SELECT b.k FROM b GROUP BY b.k) GROUP BY a.k",
             // Not a whole conjunct.
             "SELECT a.k, count(*) AS n FROM a WHERE a.v > 0 OR a.k IN (SELECT b.k FROM b GROUP BY b.k) GROUP BY a.k",
+            // A limited subquery whose text matches another's link.
+            "SELECT a.k, count(*) AS n FROM a WHERE a.k IN (SELECT b.k FROM b WHERE b.w > 0) \
+             AND a.k IN (SELECT b.k FROM b GROUP BY b.k ORDER BY b.k LIMIT 1) GROUP BY a.k",
             // Not grouped: the planner hashes or joins it already.
             "SELECT a.k, count(*) AS n FROM a WHERE a.k IN (SELECT b.k FROM b WHERE b.w > 2) GROUP BY a.k",
         ] {

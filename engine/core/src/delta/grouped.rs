@@ -67,8 +67,6 @@ impl Gen<'_> {
             key_hash(&k_refs, self.key_types)
         ));
         self.read_only_phase("affected_groups", "__pgt_keys");
-        let block = super::correlate::with_correlated_ins(block);
-        let block = block.as_ref();
         if keys.is_empty() {
             format!(
                 "SELECT * FROM ({}) r WHERE EXISTS (SELECT 1 FROM __pgt_keys)",
@@ -103,7 +101,11 @@ impl Gen<'_> {
                 })
                 .collect();
             let non_null = probes.join(" AND ");
-            let mut keyed = evaluated(block, keys, self.key_types, Some(&non_null));
+            // Only the probed rows read grouped IN filters one group at a
+            // time; a query read whole (the NULL keys below) keeps the
+            // one hashed evaluation.
+            let correlated = super::correlate::with_correlated_ins(block);
+            let mut keyed = evaluated(&correlated, keys, self.key_types, Some(&non_null));
             if keys.len() > 1 {
                 // The rest of a multi-column key is matched on the computed
                 // groups by their identity hash, behind a fence (OFFSET 0):
