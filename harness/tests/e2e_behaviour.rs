@@ -798,26 +798,28 @@ fn a_scalar_subquery_returning_two_rows_fails_the_refresh_as_full_does() {
 }
 
 /// A delta evaluates the query's expressions on rows the query itself
-/// filters out (here a row no EXISTS keeps, whose divisor is zero): the
-/// DIFFERENTIAL statement's data error makes the refresh recompute FULL,
-/// which succeeds, and the history says why.
+/// filters out (here a row a NOT EXISTS keeps out, reached by a change to
+/// what the subquery reads, whose divisor is zero): the DIFFERENTIAL
+/// statement's data error makes the refresh recompute FULL, which
+/// succeeds, and the history says why.
 #[test]
 fn a_data_error_of_the_delta_alone_recomputes_full() {
     let mut db = database("delta_data_error");
     db.batch_execute(
         "CREATE TABLE de_a (k int, v int);
          CREATE TABLE de_b (k int);
-         INSERT INTO de_a VALUES (1, 5);
-         INSERT INTO de_b VALUES (1);",
+         INSERT INTO de_a VALUES (1, 5), (9, 0);
+         INSERT INTO de_b VALUES (9);",
     )
     .unwrap();
-    let query = "SELECT 100 / v AS r, count(*) AS n FROM de_a WHERE EXISTS (SELECT 1 FROM de_b WHERE de_b.k = de_a.k) GROUP BY 1";
+    let query = "SELECT 100 / v AS r, count(*) AS n FROM de_a WHERE NOT EXISTS (SELECT 1 FROM de_b WHERE de_b.k = de_a.k) GROUP BY 1";
     db.execute(
         "SELECT pgtrickle.create_stream_table('de_st', $1, NULL, 'DIFFERENTIAL')",
         &[&query],
     )
     .unwrap();
-    db.batch_execute("INSERT INTO de_a VALUES (9, 0)").unwrap();
+    // A second match for k = 9: the row stays out, but the change reaches it.
+    db.batch_execute("INSERT INTO de_b VALUES (9)").unwrap();
     let outcome = sqlstate(db.batch_execute("SELECT pgtrickle.refresh_stream_table('de_st')"));
     assert_eq!(outcome, "ok", "FULL succeeds on these sources");
     let last = oracles::engine_api::last_refresh(&mut db, "de_st")
@@ -830,9 +832,8 @@ fn a_data_error_of_the_delta_alone_recomputes_full() {
         "{last:?}"
     );
     assert_fresh(&mut db, "de_st", query);
-    // While such a row is there, a refresh may recompute FULL again (the
-    // recomputed group's key is evaluated on it); it stays exact. Once it
-    // is gone, changes flow DIFFERENTIALLY again.
+    // While such a row is there, a refresh may recompute FULL again; it
+    // stays exact. Once it is gone, changes flow DIFFERENTIALLY again.
     db.batch_execute("INSERT INTO de_a VALUES (1, 20)").unwrap();
     db.batch_execute("SELECT pgtrickle.refresh_stream_table('de_st')")
         .unwrap();
@@ -849,6 +850,38 @@ fn a_data_error_of_the_delta_alone_recomputes_full() {
         .unwrap();
     assert_eq!(last.describe(), "DIFFERENTIAL", "{last:?}");
     assert_fresh(&mut db, "de_st", query);
+}
+
+/// A new row an EXISTS keeps out is filtered before the select list is
+/// evaluated on it, as in FULL: its zero divisor raises nothing and the
+/// refresh stays DIFFERENTIAL (a filter kept algebraically; the recompute
+/// form evaluated it and fell back to FULL).
+#[test]
+fn a_new_row_an_exists_keeps_out_is_not_evaluated() {
+    let mut db = database("delta_filtered_row");
+    db.batch_execute(
+        "CREATE TABLE df_a (k int, v int);
+         CREATE TABLE df_b (k int);
+         INSERT INTO df_a VALUES (1, 5);
+         INSERT INTO df_b VALUES (1);",
+    )
+    .unwrap();
+    let query = "SELECT 100 / v AS r, count(*) AS n FROM df_a WHERE EXISTS (SELECT 1 FROM df_b WHERE df_b.k = df_a.k) GROUP BY 1";
+    db.execute(
+        "SELECT pgtrickle.create_stream_table('df_st', $1, NULL, 'DIFFERENTIAL')",
+        &[&query],
+    )
+    .unwrap();
+    db.batch_execute(
+        "INSERT INTO df_a VALUES (9, 0);
+         SELECT pgtrickle.refresh_stream_table('df_st');",
+    )
+    .unwrap();
+    let last = oracles::engine_api::last_refresh(&mut db, "df_st")
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.describe(), "DIFFERENTIAL", "{last:?}");
+    assert_fresh(&mut db, "df_st", query);
 }
 
 fn rows_text(db: &mut Client, sql: &str) -> Vec<String> {
