@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use sqlparser::ast::{Expr, InTarget, SetExpr};
 
-use super::filters::names_a_collation;
+use super::filters::{names_a_collation, same_from};
 use super::parse_expr;
 use crate::analyze::{and_all, conjuncts, resolves_outside};
 use crate::model::{Block, SubLink};
@@ -77,13 +77,7 @@ fn correlated(block: &Block, conjunct: &Expr) -> Option<Expr> {
     let sub = block.subs.iter().find(|s| match &s.link {
         SubLink::In { inner, outer } => {
             outer.to_string() == tested.to_string()
-                && s.body.select.from.len() == select.from.len()
-                && s.body
-                    .select
-                    .from
-                    .iter()
-                    .zip(&select.from)
-                    .all(|(a, b)| a.to_string() == b.to_string())
+                && same_from(&s.body.select.from, &select.from)
                 && select.projection.len() == 1
                 && crate::analyze::select_item_expr(&select.projection[0])
                     .is_some_and(|item| item.to_string() == inner.to_string())

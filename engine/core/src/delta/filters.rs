@@ -20,7 +20,7 @@
 //! counts the matching rows of the filter's old state, a signed bag, so an
 //! `EXISTS` holds when the count is above zero.
 
-use sqlparser::ast::{Expr, InTarget, SetExpr};
+use sqlparser::ast::{Expr, InTarget, SetExpr, TableWithJoins};
 
 use super::join_terms::{substituted, Version};
 use super::subqueries::tuple;
@@ -118,13 +118,7 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             let SetExpr::Select(select) = query.body.as_ref() else {
                 return None;
             };
-            let same_from = query.with.is_none()
-                && select.from.len() == sub.body.select.from.len()
-                && select
-                    .from
-                    .iter()
-                    .zip(&sub.body.select.from)
-                    .all(|(a, b)| a.to_string() == b.to_string());
+            let same_from = query.with.is_none() && same_from(&select.from, &sub.body.select.from);
             same_from.then_some(Filter {
                 conjunct,
                 sub: i,
@@ -132,6 +126,12 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             })
         })
         .collect()
+}
+
+/// Whether two FROM lists read the same (a subquery as written and the
+/// body its analysis kept, which differ only in their WHERE).
+pub(super) fn same_from(a: &[TableWithJoins], b: &[TableWithJoins]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_string() == y.to_string())
 }
 
 /// Whether an expression holds a `COLLATE` clause: an `IN` comparing
