@@ -822,3 +822,66 @@ fn a_mode_change_takes_the_sources_before_the_row() {
         "SELECT pgtrickle.alter_stream_table('st', refresh_mode => 'FULL')",
     );
 }
+
+/// The history's newest row id and its rows for stream table `st_id`:
+/// (newest id, rows stored, rows `refresh_history()` shows).
+fn history_counts(db: &mut Client, st_id: i64) -> (i64, i64, i64) {
+    let r = db
+        .query_one(
+            "SELECT max(id), count(*), \
+             (SELECT count(*) FROM pgtrickle.refresh_history('st')) \
+             FROM pgtrickle.pgt_refresh_history WHERE st_id = $1",
+            &[&st_id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+#[test]
+fn the_refresh_history_shows_its_newest_thousand_rows_and_is_pruned_within_a_few_hundred_refreshes()
+{
+    use pg_trickle_core::history::{prunes, KEPT};
+    let mut db = database("history_pruned");
+    setup(&mut db, "NULL");
+    let st_id: i64 = db
+        .query_one(
+            "SELECT id FROM pgtrickle.pgt_stream_tables WHERE name = 'public.st'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // A long-refreshed stream table: 1,100 older rows.
+    db.execute(
+        "INSERT INTO pgtrickle.pgt_refresh_history (st_id, started_at, finished_at, mode, initiated_by) \
+         SELECT $1, now(), now(), 'DIFFERENTIAL', 'manual' FROM generate_series(1, 1100)",
+        &[&st_id],
+    )
+    .unwrap();
+    let (_, before, _) = history_counts(&mut db, st_id);
+    let mut stored = before;
+    for step in 1..=600 {
+        db.batch_execute(&format!(
+            "INSERT INTO src VALUES (1, {step}); SELECT pgtrickle.refresh_stream_table('st')"
+        ))
+        .unwrap();
+        let (id, now_stored, shown) = history_counts(&mut db, st_id);
+        assert_eq!(
+            shown, KEPT as i64,
+            "refresh_history() rows after refresh {step}"
+        );
+        if prunes(id) {
+            assert_eq!(
+                now_stored, KEPT as i64,
+                "rows stored after the pruning refresh {id}"
+            );
+            return;
+        }
+        assert_eq!(
+            now_stored,
+            stored + 1,
+            "refresh {id} (step {step}) does not prune"
+        );
+        stored = now_stored;
+    }
+    panic!("600 refreshes and none pruned the history ({stored} rows stored)");
+}

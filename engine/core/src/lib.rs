@@ -20,6 +20,7 @@ pub mod delta;
 pub mod error;
 pub mod explain;
 pub mod fuzzing;
+pub mod history;
 pub mod ir;
 pub mod model;
 pub mod outbox;

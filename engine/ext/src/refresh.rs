@@ -449,7 +449,7 @@ fn perform_refresh(
     stream_tables::store_refresh(id, frontier, own_xid, mode, still_reinit, learned);
     // With an outbox: its message, in this transaction.
     crate::outbox::publish::after_refresh(id, st.relid, &name, mode.name());
-    history::record(&history::Entry {
+    history::append(&history::Entry {
         st_id: id,
         started_at: started,
         mode: mode.name(),
@@ -458,7 +458,6 @@ fn perform_refresh(
         reason: reason.as_deref(),
         error: None,
     });
-    history::prune(id);
     // Prune in oid order so concurrent refreshes lock buffers in one order.
     let mut prune_order = relids;
     prune_order.sort_unstable();

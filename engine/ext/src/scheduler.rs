@@ -288,7 +288,7 @@ fn refresh_one(id: i64) {
                 &failure.message,
                 decision.retry_next_tick,
             );
-            history::record(&history::Entry {
+            history::append(&history::Entry {
                 st_id: id,
                 started_at: None,
                 mode: "ERROR",
@@ -297,7 +297,6 @@ fn refresh_one(id: i64) {
                 reason: Some(&decision.reason),
                 error: Some((&failure.sqlstate, &failure.message)),
             });
-            history::prune(id);
         }
     }
 }

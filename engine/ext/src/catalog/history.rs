@@ -1,11 +1,14 @@
 //! `pgt_refresh_history`: what every refresh of a stream table did (the
 //! mode that ran, or ERROR; who started it; rows changed; why FULL ran; a
 //! failure's SQLSTATE and message), appended by the refresh executor and
-//! the scheduler, pruned to the newest [`KEPT`] rows per stream table, and
-//! read by `refresh_history()`.
+//! the scheduler, pruned to the newest [`KEPT`] rows per stream table by
+//! about one refresh in 32 (see `pg_trickle_core::history`), and read by
+//! `refresh_history()`, which shows the newest [`KEPT`].
+
+pub use pg_trickle_core::history::KEPT;
 
 use super::{arg, decoded};
-use crate::spi::run;
+use crate::spi::{run, value};
 
 /// Who started a refresh; recorded in the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +32,6 @@ impl Initiator {
     }
 }
 
-/// Refresh-history rows kept per stream table.
-pub const KEPT: usize = 1000;
-
 /// One refresh, as recorded.
 pub struct Entry<'a> {
     /// The stream table refreshed.
@@ -50,13 +50,22 @@ pub struct Entry<'a> {
     pub error: Option<(&'a str, &'a str)>,
 }
 
-/// Append `entry`, finished now.
-pub fn record(entry: &Entry) {
-    run(
+/// Append `entry`, finished now, and prune its stream table's older rows
+/// when this refresh is the one in about 32 that does.
+pub fn append(entry: &Entry) {
+    let id = record(entry);
+    if pg_trickle_core::history::prunes(id) {
+        prune(entry.st_id);
+    }
+}
+
+/// Append `entry`, finished now; the new row's id.
+fn record(entry: &Entry) -> i64 {
+    let id = value(
         "INSERT INTO pgtrickle.pgt_refresh_history (st_id, started_at, finished_at, mode, initiated_by, \
          rows_deleted, rows_inserted, reason, error_sqlstate, error_message) \
          VALUES ($1::text::bigint, coalesce($2::timestamptz, clock_timestamp()), clock_timestamp(), $3, $4, \
-         $5::bigint, $6::bigint, $7, $8, $9)",
+         $5::bigint, $6::bigint, $7, $8, $9) RETURNING id::text",
         &[
             arg(entry.st_id),
             entry.started_at.clone(),
@@ -69,10 +78,12 @@ pub fn record(entry: &Entry) {
             entry.error.map(|e| e.1.to_string()),
         ],
     );
+    id.and_then(|id| id.parse().ok())
+        .expect("INSERT ... RETURNING id returns the new row's id")
 }
 
 /// Delete all but the newest [`KEPT`] rows of stream table `st_id`.
-pub fn prune(st_id: i64) {
+fn prune(st_id: i64) {
     run(
         "DELETE FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint AND id <= \
          (SELECT id FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint \
@@ -105,13 +116,13 @@ pub struct HistoryRow {
     pub refresh_id: i64,
 }
 
-/// Stream table `st_id`'s recorded refreshes, newest first.
+/// Stream table `st_id`'s newest [`KEPT`] recorded refreshes, newest first.
 pub fn of(st_id: i64) -> Vec<HistoryRow> {
     decoded(
         "SELECT started_at::text, finished_at::text, mode, initiated_by, rows_deleted::text, \
          rows_inserted::text, reason, error_sqlstate, error_message, id::text \
-         FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint ORDER BY id DESC",
-        &[arg(st_id)],
+         FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint ORDER BY id DESC LIMIT $2::int",
+        &[arg(st_id), arg(KEPT)],
     )
     .into_iter()
     .map(|r| HistoryRow {
