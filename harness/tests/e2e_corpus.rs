@@ -100,6 +100,7 @@ corpus_tests! {
     subquery_in_from_with_subqueries,
     rows_filtered_by_subqueries,
     filters_kept_algebraically,
+    aggregate_filters_kept_algebraically,
     bags_by_plain_outputs,
     left_join_rows,
     right_and_full_joins,

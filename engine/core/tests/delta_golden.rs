@@ -219,6 +219,15 @@ const ALGEBRAIC_SHAPES: &[(&str, &str, &[&str], &[ArgType])] = &[
         &[ArgType::Numeric],
     ),
     (
+        // A comparison with a correlated aggregate (TPC-H Q17): its old
+        // value is the aggregate over the old rows, rebuilt from the
+        // signed old state by the text of its argument.
+        "algebraic_over_aggregate_filter",
+        "SELECT sum(v) AS total FROM a WHERE v < (SELECT 0.2 * avg(b.w) FROM b WHERE b.k = a.k)",
+        &["total"],
+        &[ArgType::Numeric],
+    ),
+    (
         // min and max kept in their output columns; a group whose extreme
         // may have left is recomputed.
         "algebraic_extremes",

@@ -11,7 +11,7 @@ use crate::gen::{ColSpec, TableSpec};
 use crate::workload::Builder;
 
 /// `d(k int, v int, x numeric)`: `x` unconstrained, of mixed scales.
-fn table_d() -> TableSpec {
+pub(super) fn table_d() -> TableSpec {
     TableSpec::new(
         "d",
         vec![

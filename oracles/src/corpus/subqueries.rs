@@ -6,6 +6,7 @@
 //! going for one correlation value, and rows changing on both sides at
 //! once; random steps follow.
 
+use super::algebraic::table_d;
 use super::{table_a, table_b, table_c, Entry};
 use crate::workload::Builder;
 
@@ -323,6 +324,57 @@ pub(super) fn entries() -> Vec<Entry> {
                     .step(&["INSERT INTO c VALUES (1, 7)", "UPDATE b SET w = 1 WHERE k = 2", "DELETE FROM a WHERE s = 'lo'"])
                     .step(&["UPDATE a SET k = NULL WHERE k = 2", "UPDATE b SET k = NULL WHERE k = 2"])
                     .step(&["DELETE FROM b", "UPDATE a SET v = v + 1"])
+                    .random_steps(tail(n))
+                    .build()
+            },
+        ),
+        Entry::new(
+            "aggregate_filters_kept_algebraically",
+            "count, sum and max over rows a comparison with a correlated aggregate filters (TPC-H \
+             Q17's shape), kept by adding what changed: the aggregate's value crosses a row's for \
+             rows that did not change, its rows all leave (NULL), a numeric avg over values of \
+             mixed scales, the subquery reads the filtered table itself or a join, NULL keys, and \
+             both sides change in one step",
+            509,
+            |s, n| {
+                Builder::new("aggregate_filters_kept_algebraically", s)
+                    .table(table_a(), 10)
+                    .table(table_b(), 8)
+                    .table(table_c(), 6)
+                    .table(table_d(), 8)
+                    .diff(
+                        "below_avg",
+                        "SELECT sum(v) AS total, count(*) AS n FROM a \
+                         WHERE v < (SELECT 0.5 * avg(w) FROM b WHERE b.k = a.k)",
+                    )
+                    .diff(
+                        "counted",
+                        "SELECT k, count(*) AS n FROM a WHERE (SELECT count(*) FROM b WHERE b.k = a.k) >= 2 GROUP BY k",
+                    )
+                    .diff(
+                        "over_decimal",
+                        "SELECT k, count(*) AS n, sum(v) AS total FROM a \
+                         WHERE v >= (SELECT avg(x) * 2 FROM d WHERE d.k = a.k) GROUP BY k",
+                    )
+                    .diff(
+                        "top_of_key",
+                        "SELECT k, count(*) AS n, max(s) AS hi FROM a \
+                         WHERE v = (SELECT max(a2.v) FROM a a2 WHERE a2.k = a.k) GROUP BY k",
+                    )
+                    .diff(
+                        "joined_min",
+                        "SELECT s, count(*) AS n FROM a \
+                         WHERE v > (SELECT min(c.amount) FROM b JOIN c ON c.x = b.w WHERE b.k = a.k) \
+                         AND EXISTS (SELECT 1 FROM c WHERE c.x = a.v) GROUP BY s",
+                    )
+                    .step(&["INSERT INTO b VALUES (1, 100)"])
+                    .step(&["DELETE FROM b WHERE k = 1"])
+                    .step(&["INSERT INTO a VALUES (3, 5, 'q')", "INSERT INTO b VALUES (3, 20), (3, 0)"])
+                    .step(&["INSERT INTO d VALUES (4, 1, 1.50), (4, 1, 1.5000)", "INSERT INTO a VALUES (4, 3, 'r')"])
+                    .step(&["UPDATE d SET x = 1.5 WHERE k = 4 AND x = 1.5000", "DELETE FROM d WHERE k = 4 AND x = 1.50"])
+                    .step(&["UPDATE a SET k = NULL WHERE k = 3", "UPDATE b SET k = NULL WHERE k = 1"])
+                    .step(&["UPDATE a SET v = v + 3 WHERE k = 2", "DELETE FROM a WHERE v = (SELECT max(v) FROM a)"])
+                    .step(&["DELETE FROM b WHERE w > 10", "UPDATE a SET v = v * 2"])
                     .random_steps(tail(n))
                     .build()
             },

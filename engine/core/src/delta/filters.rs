@@ -5,8 +5,11 @@
 //!
 //! A filter is an `EXISTS`, `NOT EXISTS` or `x IN (SELECT ...)` standing as
 //! a whole conjunct of the WHERE, over base tables, with no grouping,
-//! limit or subquery of its own. With `S` the conjunction of the filters
-//! and `F` the rest of the block,
+//! limit or subquery of its own; or a comparison with a correlated scalar
+//! aggregate, `x < (SELECT 0.2 * avg(y) FROM ... WHERE ...)` (TPC-H Q17),
+//! whose aggregates are `count`, `sum`, `avg`, `min` or `max` of one
+//! argument. With `S` the conjunction of the filters and `F` the rest of
+//! the block,
 //!
 //! ```text
 //! σ[S_new](F_new) − σ[S_old](F_old)
@@ -18,14 +21,23 @@
 //! values, as for the recompute form), read from the old state of the
 //! block's changed sources with the old and new truth of `S`. `S_old`
 //! counts the matching rows of the filter's old state, a signed bag, so an
-//! `EXISTS` holds when the count is above zero.
+//! `EXISTS` holds when the count is above zero. An aggregate's old value
+//! is the aggregate itself over the old rows, rebuilt from the signed bag:
+//! its argument's values grouped by their text, each repeated as often as
+//! its signs add up to. Summing signed values instead would give a numeric
+//! `avg` the scale of rows that are gone.
 
-use sqlparser::ast::{Expr, InTarget, SetExpr, TableWithJoins};
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, InTarget, Query,
+    SetExpr, TableWithJoins,
+};
 
 use super::join_terms::{substituted, Version};
 use super::subqueries::tuple;
 use super::{parse_expr, Gen};
-use crate::analyze::{select_item_expr, subquery_conjuncts, without_subquery_conjuncts};
+use crate::analyze::{
+    fold, has_subquery, select_item_expr, subquery_conjuncts, without_subquery_conjuncts,
+};
 use crate::model::{Block, Occ, SubLink};
 
 /// How a filter tests its subquery's rows.
@@ -37,6 +49,9 @@ enum Test {
     NotExists,
     /// `tested IN (SELECT item ...)`: some row whose item equals it.
     In { tested: Box<Expr>, item: Box<Expr> },
+    /// A comparison with the subquery's one row of aggregates, whose calls
+    /// all take `arg` (None: only `count(*)`).
+    Aggregate { arg: Option<Box<Expr>> },
 }
 
 /// A filter: its conjunct as written, the index of its subquery in
@@ -72,7 +87,8 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
         .enumerate()
         .map(|(i, conjunct)| {
             let sub = &block.subs[i];
-            if sub.grouped_or_limited
+            let aggregate = aggregate_comparison(&conjunct);
+            if (sub.grouped_or_limited && aggregate.is_none())
                 || sub.body.reached_only()
                 || matches!(sub.link, SubLink::Every)
             {
@@ -80,7 +96,7 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             }
             let (query, test) = match &conjunct {
                 Expr::Exists { subquery, negated } => (
-                    subquery,
+                    subquery.as_ref(),
                     if *negated {
                         Test::NotExists
                     } else {
@@ -104,14 +120,22 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
                         return None;
                     }
                     (
-                        subquery,
+                        subquery.as_ref(),
                         Test::In {
                             tested: expr.clone(),
                             item: Box::new(item),
                         },
                     )
                 }
-                _ => return None,
+                _ => {
+                    let (subquery, arg) = aggregate?;
+                    (
+                        subquery,
+                        Test::Aggregate {
+                            arg: arg.map(Box::new),
+                        },
+                    )
+                }
             };
             // The subquery as written is its body's FROM with the WHERE
             // holding its correlation too; a CTE would have been inlined.
@@ -126,6 +150,112 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             })
         })
         .collect()
+}
+
+/// The aggregates a scalar subquery may compute for a filter: their
+/// results depend only on the multiset of their argument's values.
+const FILTER_AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max"];
+
+/// `a op (SELECT agg ...)` or `(SELECT agg ...) op a`, a comparison with a
+/// scalar subquery whose one item computes aggregates (see
+/// [`FILTER_AGGREGATES`]) of one argument over its rows, with no grouping,
+/// order, limit or subquery: the subquery and the aggregates' argument
+/// (None when every call is `count(*)`).
+fn aggregate_comparison(conjunct: &Expr) -> Option<(&Query, Option<Expr>)> {
+    let Expr::BinaryOp { left, op, right } = conjunct else {
+        return None;
+    };
+    use BinaryOperator::*;
+    if !matches!(op, Lt | LtEq | Gt | GtEq | Eq | NotEq) {
+        return None;
+    }
+    let (query, other) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Subquery(q), o) | (o, Expr::Subquery(q)) => (q.as_ref(), o),
+        _ => return None,
+    };
+    if has_subquery(other)
+        || query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+        || !query.locks.is_empty()
+    {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let plain = select.distinct.is_none()
+        && select.having.is_none()
+        && select.named_window.is_empty()
+        && select.qualify.is_none()
+        && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(k, m) if k.is_empty() && m.is_empty());
+    let [item] = select.projection.as_slice() else {
+        return None;
+    };
+    let item = select_item_expr(item)?;
+    if !plain || has_subquery(item) {
+        return None;
+    }
+    let (calls, arg) = aggregate_calls(item)?;
+    (calls > 0).then_some((query, arg))
+}
+
+/// How many aggregate calls `item` makes and the argument they share,
+/// when every function it calls is a plain aggregate of
+/// [`FILTER_AGGREGATES`] (`count(*)` or one argument, no `DISTINCT`,
+/// `FILTER`, order or window) and every argument is the same.
+fn aggregate_calls(item: &Expr) -> Option<(usize, Option<Expr>)> {
+    let mut calls = 0;
+    let mut args: Vec<Expr> = Vec::new();
+    let mut ok = true;
+    let _ = sqlparser::ast::visit_expressions(item, |e| {
+        let Expr::Function(f) = e else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        let name = f
+            .name
+            .0
+            .iter()
+            .map(|p| p.as_ident().map(fold))
+            .collect::<Option<Vec<_>>>();
+        let named = match name.as_deref() {
+            Some([n]) => Some(n.as_str()),
+            Some([schema, n]) if schema == "pg_catalog" => Some(n.as_str()),
+            _ => None,
+        };
+        let FunctionArguments::List(list) = &f.args else {
+            ok = false;
+            return std::ops::ControlFlow::Continue(());
+        };
+        let plain = f.over.is_none()
+            && f.filter.is_none()
+            && f.within_group.is_empty()
+            && f.null_treatment.is_none()
+            && matches!(f.parameters, FunctionArguments::None)
+            && list.duplicate_treatment.is_none()
+            && list.clauses.is_empty();
+        match (named, list.args.as_slice()) {
+            (Some(n), [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))])
+                if plain && FILTER_AGGREGATES.contains(&n) =>
+            {
+                calls += 1;
+                args.push(a.clone());
+            }
+            (Some("count"), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]) if plain => {
+                calls += 1;
+            }
+            _ => ok = false,
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    let arg = args.first().cloned();
+    let one_arg = args
+        .iter()
+        .all(|a| Some(a.to_string()) == arg.as_ref().map(Expr::to_string));
+    // An aggregate inside another's argument is an error PostgreSQL
+    // reports; a function in the argument is refused above.
+    (ok && one_arg).then_some((calls, arg))
 }
 
 /// Whether two FROM lists read the same (a subquery as written and the
@@ -196,9 +326,6 @@ impl Gen<'_> {
         if reached.is_empty() {
             return terms;
         }
-        // The rows whose filters may have changed truth, from the old
-        // state of the block's changed occurrences.
-        let versions = self.old_states(block);
         let reach: Vec<String> = reached
             .iter()
             .map(|f| {
@@ -227,23 +354,58 @@ impl Gen<'_> {
                 }
             })
             .collect();
-        let (mut select, mult) = substituted(block, &versions);
         let mut condition = vec![format!("({})", reach.join(" OR "))];
         if let Some(w) = without_subquery_conjuncts(&block.select.selection) {
             condition.insert(0, format!("({w})"));
         }
-        select.selection = Some(parse_expr(&condition.join(" AND ")));
-        let flip = format!(
-            "({mult}) * ((CASE WHEN {} THEN 1 ELSE 0 END) - (CASE WHEN {} THEN 1 ELSE 0 END))::pg_catalog.int8",
+        let truth_change = format!(
+            "((CASE WHEN {} THEN 1 ELSE 0 END) - (CASE WHEN {} THEN 1 ELSE 0 END))::pg_catalog.int8",
             now.join(" AND "),
             before.join(" AND ")
         );
-        extra(&mut select, flip);
-        // OFFSET 0 keeps the planner from evaluating the subqueries again
-        // in the outer filter; rows whose truth did not change are dropped.
-        terms.push(format!(
-            "(SELECT * FROM ({select} OFFSET 0) __pgt_f WHERE __pgt_f.__pgt_m <> 0)"
-        ));
+        // The rows whose filters may have changed truth, from the old
+        // state of the block's changed occurrences.
+        for (versions, negated) in self.old_state_terms(block) {
+            let (mut select, mult) = substituted(block, &versions);
+            select.selection = Some(parse_expr(&condition.join(" AND ")));
+            let sign = if negated { "-" } else { "" };
+            extra(&mut select, format!("{sign}({mult}) * {truth_change}"));
+            // OFFSET 0 keeps the planner from evaluating the subqueries
+            // again in the outer filter; rows whose truth did not change
+            // are dropped.
+            terms.push(format!(
+                "(SELECT * FROM ({select} OFFSET 0) __pgt_f WHERE __pgt_f.__pgt_m <> 0)"
+            ));
+        }
+        terms
+    }
+
+    /// The old state of a block, as terms to add (or, when negated,
+    /// subtract): with its changed occurrences `old = now - delta`
+    /// multiplied out, so that each term reads tables as they are, where
+    /// a join can probe their indexes (PostgreSQL cannot push a join
+    /// condition into a union of a table and a CTE, so reading the old
+    /// state itself scans the table whole: TPC-H Q17's line items). With
+    /// more than two changed occurrences, the old state itself.
+    fn old_state_terms(&mut self, block: &Block) -> Vec<(Vec<Version>, bool)> {
+        let changed: Vec<usize> = (0..block.occs.len())
+            .filter(|&i| self.occ_changed(&block.occs[i]))
+            .collect();
+        if changed.len() > 2 {
+            return vec![(self.old_states(block), false)];
+        }
+        let terms: Vec<(Vec<Version>, bool)> = (0..1usize << changed.len())
+            .map(|subset| {
+                let mut versions = vec![Version::New; block.occs.len()];
+                for (bit, &i) in changed.iter().enumerate() {
+                    if subset & (1 << bit) != 0 {
+                        versions[i] = Version::Delta;
+                    }
+                }
+                (versions, subset.count_ones() % 2 == 1)
+            })
+            .collect();
+        self.prepare_block(block, &terms);
         terms
     }
 
@@ -275,8 +437,8 @@ impl Gen<'_> {
             | Expr::In {
                 target: InTarget::Subquery(subquery),
                 ..
-            } => subquery,
-            _ => unreachable!("a filter is EXISTS or IN"),
+            } => subquery.as_ref(),
+            other => aggregate_comparison(other).expect("a filter").0,
         };
         let SetExpr::Select(written) = query.body.as_ref() else {
             unreachable!("a filter's subquery is a SELECT");
@@ -293,6 +455,12 @@ impl Gen<'_> {
             format!(" WHERE {}", condition.join(" AND "))
         };
         let from = from.join(", ");
+        if let Test::Aggregate { arg } = &filter.test {
+            return format!(
+                "({})",
+                old_comparison(filter, arg.as_deref(), &mult, &from, &condition)
+            );
+        }
         let count = format!("(SELECT coalesce(pg_catalog.sum({mult}), 0) FROM {from}{condition})");
         match &filter.test {
             Test::NotExists => format!("({count} = 0)"),
@@ -312,6 +480,57 @@ impl Gen<'_> {
                      __pgt_s(__pgt_i, __pgt_m) WHERE ({tested}) = __pgt_s.__pgt_i) > 0)"
                 ),
             },
+            Test::Aggregate { .. } => unreachable!("answered above"),
         }
     }
+}
+
+/// A filter comparing with an aggregate, its subquery replaced by the
+/// aggregates over the old rows: `arg`'s values over the signed old state
+/// (`mult`, `from`, `condition`) are grouped by their text, so that values
+/// equal but told apart (`1.0` and `1.00`) stay apart, and each is
+/// repeated as many times as its signs add up to.
+fn old_comparison(
+    filter: &Filter,
+    arg: Option<&Expr>,
+    mult: &str,
+    from: &str,
+    condition: &str,
+) -> Expr {
+    let value = arg.map_or("0".to_string(), |a| format!("({a})"));
+    let rows = format!(
+        "(SELECT (pg_catalog.array_agg(__pgt_b.__pgt_x))[1], pg_catalog.sum(__pgt_b.__pgt_m)::pg_catalog.int8 \
+         FROM (SELECT {value}, {mult} FROM {from}{condition}) __pgt_b(__pgt_x, __pgt_m) \
+         GROUP BY __pgt_b.__pgt_x::pg_catalog.text HAVING pg_catalog.sum(__pgt_b.__pgt_m) > 0) __pgt_g(__pgt_x, __pgt_n) \
+         CROSS JOIN LATERAL pg_catalog.generate_series(1, __pgt_g.__pgt_n) __pgt_a"
+    );
+    let (query, _) = aggregate_comparison(&filter.conjunct).expect("a filter");
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        unreachable!("an aggregate filter's subquery is a SELECT");
+    };
+    let mut item = select_item_expr(&select.projection[0])
+        .expect("an aggregate filter's item")
+        .clone();
+    let _ = sqlparser::ast::visit_expressions_mut(&mut item, |e| {
+        if let Expr::Function(f) = e {
+            if let FunctionArguments::List(list) = &mut f.args {
+                for a in &mut list.args {
+                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                        *x = parse_expr("__pgt_g.__pgt_x");
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let old = parse_expr(&format!("(SELECT {item} FROM {rows})"));
+    let mut conjunct = filter.conjunct.clone();
+    if let Expr::BinaryOp { left, right, .. } = &mut conjunct {
+        for side in [left, right] {
+            if matches!(side.as_ref(), Expr::Subquery(_)) {
+                **side = old.clone();
+            }
+        }
+    }
+    conjunct
 }

@@ -928,6 +928,11 @@ mod tests {
             "SELECT count(*) AS n FROM a WHERE (v IN (SELECT x FROM b WHERE b.x > 0))",
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b, a AS a2 WHERE b.k = a.k AND a2.k = b.x) \
              AND v IN (SELECT x FROM b WHERE b.k = a.k) GROUP BY k",
+            // Comparisons with a correlated aggregate of one argument.
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT sum(v) AS t FROM a WHERE v < (SELECT 0.2 * avg(x) FROM b WHERE b.k = a.k)",
+            "SELECT k, count(*) AS n FROM a WHERE (SELECT count(*) FROM b WHERE b.k = a.k) > 1 GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v >= (SELECT sum(b.x) - count(b.x) FROM b, a AS a2 WHERE b.k = a.k AND a2.k = b.x) GROUP BY k",
         ] {
             assert!(shape(&analysis(q)).is_some(), "{q}");
         }
@@ -939,7 +944,17 @@ mod tests {
             // its items group.
             "SELECT k, count(*) AS n FROM a WHERE w COLLATE \"C\" IN (SELECT x FROM b) GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) OR v > 1 GROUP BY k",
-            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.k = a.k) GROUP BY k",
+            // A scalar subquery that is not one row of plain aggregates
+            // of one argument, or is uncorrelated.
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT x FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT avg(x) FROM b) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count(DISTINCT x) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count(*) FILTER (WHERE x > 1) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT sum(x) + max(b.k) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT round(avg(x)) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.k = a.k GROUP BY b.x) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.k = a.k) + (SELECT 1) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v + (SELECT max(x) FROM b WHERE b.k = a.k) > 1 GROUP BY k",
             // Aggregated, limited, nested or uncorrelated subqueries.
             "SELECT k, count(*) AS n FROM a WHERE v IN (SELECT max(x) FROM b GROUP BY k) GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k LIMIT 1) GROUP BY k",
