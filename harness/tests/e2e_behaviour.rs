@@ -599,6 +599,7 @@ fn source_column_changes_reinitialise_and_breaking_ones_are_refused() {
 
 #[test]
 fn refresh_history_keeps_the_newest_thousand_rows() {
+    use pg_trickle_core::history::{prunes, KEPT};
     let mut db = database("history");
     db.batch_execute(
         "CREATE TABLE src (k int); INSERT INTO src VALUES (1);
@@ -606,17 +607,48 @@ fn refresh_history_keeps_the_newest_thousand_rows() {
          DO $$ BEGIN FOR i IN 1..1005 LOOP PERFORM pgtrickle.refresh_stream_table('st'); END LOOP; END $$;",
     )
     .unwrap();
+    // One session wrote the 1,006 rows (the creation's and 1,005
+    // refreshes'), so their ids are consecutive: replay which refreshes
+    // pruned to the newest rows, and expect exactly the rows kept.
+    let stored: Vec<i64> = db
+        .query(
+            "SELECT id FROM pgtrickle.pgt_refresh_history ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let newest = *stored.last().expect("history rows");
+    let mut kept: Vec<i64> = Vec::new();
+    for id in newest - 1005..=newest {
+        kept.push(id);
+        if prunes(id) && kept.len() > KEPT {
+            kept.drain(..kept.len() - KEPT);
+        }
+    }
     assert_eq!(
-        count(
-            &mut db,
-            "SELECT count(*) FROM pgtrickle.pgt_refresh_history"
-        ),
-        1000
+        stored, kept,
+        "the rows kept after the refreshes that pruned"
+    );
+    let shown: Vec<i64> = db
+        .query(
+            "SELECT refresh_id FROM pgtrickle.refresh_history('st')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<i64> = (newest - KEPT as i64 + 1..=newest).rev().collect();
+    assert_eq!(
+        shown, expected,
+        "refresh_history() shows the newest 1,000, newest first"
     );
     assert_eq!(
         count(
             &mut db,
-            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'create'"
+            "SELECT count(*) FROM pgtrickle.refresh_history('st') WHERE initiated_by = 'create'"
         ),
         0,
         "the oldest rows go first"

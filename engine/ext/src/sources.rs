@@ -29,7 +29,7 @@ pub fn members(oid: u32) -> Vec<u32> {
         "WITH RECURSIVE d(oid) AS ( \
            SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = $1::text::oid AND NOT i.inhdetachpending \
            UNION SELECT i.inhrelid FROM pg_inherits i JOIN d ON i.inhparent = d.oid WHERE NOT i.inhdetachpending) \
-         SELECT oid::text FROM d ORDER BY oid",
+         SELECT d.oid::text FROM d ORDER BY d.oid",
         &[Some(oid.to_string())],
     )
 }

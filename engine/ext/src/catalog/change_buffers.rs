@@ -44,7 +44,7 @@ pub fn recorded_columns(source: u32) -> Option<String> {
 /// Every captured source, in oid order.
 pub fn all_sources() -> Vec<u32> {
     first_column(
-        "SELECT source_relid::text FROM pgtrickle.pgt_change_buffers ORDER BY source_relid",
+        "SELECT b.source_relid::text FROM pgtrickle.pgt_change_buffers b ORDER BY b.source_relid",
         &[],
     )
 }

@@ -119,9 +119,10 @@ pub struct HistoryRow {
 /// Stream table `st_id`'s newest [`KEPT`] recorded refreshes, newest first.
 pub fn of(st_id: i64) -> Vec<HistoryRow> {
     decoded(
-        "SELECT started_at::text, finished_at::text, mode, initiated_by, rows_deleted::text, \
-         rows_inserted::text, reason, error_sqlstate, error_message, id::text \
-         FROM pgtrickle.pgt_refresh_history WHERE st_id = $1::text::bigint ORDER BY id DESC LIMIT $2::int",
+        // Ordered by the column: `id` alone names the output `id::text`.
+        "SELECT h.started_at::text, h.finished_at::text, h.mode, h.initiated_by, h.rows_deleted::text, \
+         h.rows_inserted::text, h.reason, h.error_sqlstate, h.error_message, h.id::text \
+         FROM pgtrickle.pgt_refresh_history h WHERE h.st_id = $1::text::bigint ORDER BY h.id DESC LIMIT $2::int",
         &[arg(st_id), arg(KEPT)],
     )
     .into_iter()

@@ -204,7 +204,7 @@ pub fn name_of(id: i64) -> Option<String> {
 /// Every stream table's id, in id order.
 pub fn ids() -> Vec<i64> {
     first_column(
-        "SELECT id::text FROM pgtrickle.pgt_stream_tables ORDER BY id",
+        "SELECT s.id::text FROM pgtrickle.pgt_stream_tables s ORDER BY s.id",
         &[],
     )
 }

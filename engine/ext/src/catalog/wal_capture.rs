@@ -52,7 +52,9 @@ pub fn of(source: u32) -> Option<WalSource> {
 /// Every source captured from the WAL, in oid order.
 pub fn all() -> Vec<WalSource> {
     decoded(
-        &format!("SELECT {COLUMNS} FROM pgtrickle.pgt_wal_capture ORDER BY source_relid"),
+        &format!(
+            "SELECT {COLUMNS} FROM pgtrickle.pgt_wal_capture ORDER BY pgt_wal_capture.source_relid"
+        ),
         &[],
     )
     .iter()
