@@ -205,6 +205,11 @@ pub struct ExprSub {
     /// limited (`LIMIT`, `OFFSET`, `FETCH`): then it is more than a test
     /// of which rows exist.
     pub grouped_or_limited: bool,
+    /// For a comparison with a subquery's `sum` or `avg` (see
+    /// `delta::filters`): whether their argument sums exactly, which the
+    /// extension asks PostgreSQL (not `real` or `double precision`, whose
+    /// sums depend on the order rows are added). None until asked.
+    pub exact_sums: Option<bool>,
 }
 
 /// How the rows of a subquery reach the rows of the enclosing block.

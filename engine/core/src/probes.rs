@@ -92,6 +92,19 @@ pub fn aggregate_arg_probe(analysis: &Analysis) -> Option<KeyProbe> {
     probe_over(block, &shape.args)
 }
 
+/// The probe of the arguments of the comparisons with a subquery's `sum`
+/// or `avg` that a grouped query could keep as filters (see
+/// [`crate::delta::filters`]): a floating-point argument sums in the order
+/// rows are added, so only an exact one is kept so. With the index in
+/// [`Block::subs`] of each; `None` when there is none.
+pub fn filter_sum_probe(analysis: &Analysis) -> Option<(Vec<usize>, KeyProbe)> {
+    let Ok(Model::Grouped { block, .. }) = &analysis.model else {
+        return None;
+    };
+    let (subs, args) = crate::delta::filters::sum_arguments(block);
+    Some((subs, probe_over(block, &args)?))
+}
+
 /// `exprs` evaluated over `block`'s FROM and WHERE, reading no row.
 fn probe_over(block: &Block, exprs: &[Expr]) -> Option<KeyProbe> {
     if exprs.is_empty() {

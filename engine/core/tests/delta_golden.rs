@@ -268,6 +268,12 @@ fn render(query: &str, columns: &[OutputColumn], arg_types: Option<&[ArgType]>) 
     let mut analysis = analyze(query, &catalog()).expect("analysis");
     if let Some(types) = arg_types {
         analysis.aggregate_arg_types = types.to_vec();
+        // As the extension marks a subquery sum's numeric argument.
+        if let Ok(pg_trickle_core::analyze::Model::Grouped { block, .. }) = &mut analysis.model {
+            for sub in &mut block.subs {
+                sub.exact_sums = Some(true);
+            }
+        }
         analysis.support_stored = true;
         assert!(
             pg_trickle_core::delta::algebraic::support_columns(&analysis).is_some(),

@@ -157,6 +157,21 @@ pub fn analyze_query(query: &str, owner: &Owner, storage: Option<u32>) -> Result
         );
     }
     let mut analysis = analyze::analyze(query, &catalog).map_err(|e| e.to_string())?;
+    // Before the algebraic shape is read: whether each comparison with a
+    // subquery's sum or avg sums exactly (not floating point).
+    if let Some((subs, probe)) = pg_trickle_core::probes::filter_sum_probe(&analysis) {
+        let types = probe_type_oids(&probe, owner);
+        if let Ok(pg_trickle_core::analyze::Model::Grouped { block, .. }) = &mut analysis.model {
+            for (&i, &typid) in subs.iter().zip(&types) {
+                use pg_trickle_core::delta::algebraic::ArgType;
+                let exact = matches!(
+                    crate::column_types::aggregate_arg_type(typid),
+                    ArgType::Int | ArgType::BigInt | ArgType::Numeric
+                );
+                block.subs[i].exact_sums = Some(exact);
+            }
+        }
+    }
     let probed = key_type_oids(&analysis, owner);
     let oids = without_unhashable_bag_keys(&mut analysis, probed);
     analysis.key_types = oids

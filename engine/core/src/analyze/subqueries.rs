@@ -451,6 +451,7 @@ impl Analyzer<'_> {
                 link,
                 sources,
                 grouped_or_limited: grouped || limited,
+                exact_sums: None,
             },
             OpNode::new("SubPlan", detail, vec![child]),
         ))

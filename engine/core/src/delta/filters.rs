@@ -8,8 +8,9 @@
 //! limit or subquery of its own; or a comparison with a correlated scalar
 //! aggregate, `x < (SELECT 0.2 * avg(y) FROM ... WHERE ...)` (TPC-H Q17),
 //! whose aggregates are `count`, `sum`, `avg`, `min` or `max` of one
-//! argument. With `S` the conjunction of the filters and `F` the rest of
-//! the block,
+//! argument (a `sum` or `avg` only of an argument PostgreSQL sums exactly,
+//! not floating point: see [`crate::model::ExprSub::exact_sums`]). With
+//! `S` the conjunction of the filters and `F` the rest of the block,
 //!
 //! ```text
 //! σ[S_new](F_new) − σ[S_old](F_old)
@@ -88,7 +89,11 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
         .map(|(i, conjunct)| {
             let sub = &block.subs[i];
             let aggregate = aggregate_comparison(&conjunct);
+            let inexact = aggregate
+                .as_ref()
+                .is_some_and(|a| a.sums && sub.exact_sums != Some(true));
             if (sub.grouped_or_limited && aggregate.is_none())
+                || inexact
                 || sub.body.reached_only()
                 || matches!(sub.link, SubLink::Every)
             {
@@ -128,11 +133,11 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
                     )
                 }
                 _ => {
-                    let (subquery, arg) = aggregate?;
+                    let a = aggregate?;
                     (
-                        subquery,
+                        a.query,
                         Test::Aggregate {
-                            arg: arg.map(Box::new),
+                            arg: a.arg.map(Box::new),
                         },
                     )
                 }
@@ -156,12 +161,23 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
 /// results depend only on the multiset of their argument's values.
 const FILTER_AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max"];
 
+/// A comparison with a scalar subquery of aggregates (see
+/// [`aggregate_comparison`]).
+pub(crate) struct AggregateComparison<'a> {
+    /// The subquery as written.
+    pub query: &'a Query,
+    /// The argument every aggregate call takes (None: only `count(*)`).
+    pub arg: Option<Expr>,
+    /// Whether it calls `sum` or `avg`, whose result depends on the order
+    /// rows are added when the argument is floating point.
+    pub sums: bool,
+}
+
 /// `a op (SELECT agg ...)` or `(SELECT agg ...) op a`, a comparison with a
 /// scalar subquery whose one item computes aggregates (see
 /// [`FILTER_AGGREGATES`]) of one argument over its rows, with no grouping,
-/// order, limit or subquery: the subquery and the aggregates' argument
-/// (None when every call is `count(*)`).
-fn aggregate_comparison(conjunct: &Expr) -> Option<(&Query, Option<Expr>)> {
+/// order, limit or subquery.
+pub(crate) fn aggregate_comparison(conjunct: &Expr) -> Option<AggregateComparison<'_>> {
     let Expr::BinaryOp { left, op, right } = conjunct else {
         return None;
     };
@@ -197,16 +213,52 @@ fn aggregate_comparison(conjunct: &Expr) -> Option<(&Query, Option<Expr>)> {
     if !plain || has_subquery(item) {
         return None;
     }
-    let (calls, arg) = aggregate_calls(item)?;
-    (calls > 0).then_some((query, arg))
+    let calls = aggregate_calls(item)?;
+    // A whole row as the argument (`count(b)`) would carry the old state's
+    // multiplicity column.
+    let aliases: Vec<String> = select
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .filter_map(|f| match f {
+            sqlparser::ast::TableFactor::Table { name, alias, .. } => alias
+                .as_ref()
+                .map(|a| fold(&a.name))
+                .or_else(|| name.0.last().and_then(|p| p.as_ident()).map(fold)),
+            sqlparser::ast::TableFactor::Derived { alias, .. } => {
+                alias.as_ref().map(|a| fold(&a.name))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut whole_row = false;
+    if let Some(arg) = &calls.arg {
+        let _ = sqlparser::ast::visit_expressions(arg, |e| {
+            whole_row |= matches!(e, Expr::Identifier(i) if aliases.contains(&fold(i)));
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    }
+    (calls.count > 0 && !whole_row).then_some(AggregateComparison {
+        query,
+        arg: calls.arg,
+        sums: calls.sums,
+    })
 }
 
-/// How many aggregate calls `item` makes and the argument they share,
-/// when every function it calls is a plain aggregate of
-/// [`FILTER_AGGREGATES`] (`count(*)` or one argument, no `DISTINCT`,
-/// `FILTER`, order or window) and every argument is the same.
-fn aggregate_calls(item: &Expr) -> Option<(usize, Option<Expr>)> {
+/// The aggregate calls of a filter's item (see [`aggregate_calls`]).
+struct Calls {
+    count: usize,
+    arg: Option<Expr>,
+    sums: bool,
+}
+
+/// How many aggregate calls `item` makes, the argument they share and
+/// whether one is `sum` or `avg`, when every function it calls is a plain
+/// aggregate of [`FILTER_AGGREGATES`] (`count(*)` or one argument, no
+/// `DISTINCT`, `FILTER`, order or window) and every argument is the same.
+fn aggregate_calls(item: &Expr) -> Option<Calls> {
     let mut calls = 0;
+    let mut sums = false;
     let mut args: Vec<Expr> = Vec::new();
     let mut ok = true;
     let _ = sqlparser::ast::visit_expressions(item, |e| {
@@ -240,6 +292,7 @@ fn aggregate_calls(item: &Expr) -> Option<(usize, Option<Expr>)> {
                 if plain && FILTER_AGGREGATES.contains(&n) =>
             {
                 calls += 1;
+                sums |= matches!(n, "sum" | "avg");
                 args.push(a.clone());
             }
             (Some("count"), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]) if plain => {
@@ -255,7 +308,36 @@ fn aggregate_calls(item: &Expr) -> Option<(usize, Option<Expr>)> {
         .all(|a| Some(a.to_string()) == arg.as_ref().map(Expr::to_string));
     // An aggregate inside another's argument is an error PostgreSQL
     // reports; a function in the argument is refused above.
-    (ok && one_arg).then_some((calls, arg))
+    (ok && one_arg).then_some(Calls {
+        count: calls,
+        arg,
+        sums,
+    })
+}
+
+/// The comparisons with a subquery's `sum` or `avg` in `block`'s WHERE
+/// that could be kept as filters: the index of each in [`Block::subs`]
+/// and its subquery with the aggregates' argument as its item, whose type
+/// the extension asks PostgreSQL (see [`crate::model::ExprSub::exact_sums`]).
+pub(crate) fn sum_arguments(block: &Block) -> (Vec<usize>, Vec<Expr>) {
+    let conjuncts = subquery_conjuncts(&block.select.selection);
+    if conjuncts.len() != block.subs.len() {
+        return (Vec::new(), Vec::new());
+    }
+    conjuncts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, conjunct)| {
+            let a = aggregate_comparison(conjunct)?;
+            let arg = a.arg.filter(|_| a.sums)?;
+            let mut query = a.query.clone();
+            let SetExpr::Select(select) = query.body.as_mut() else {
+                return None;
+            };
+            select.projection = vec![sqlparser::ast::SelectItem::UnnamedExpr(arg)];
+            Some((i, Expr::Subquery(Box::new(query))))
+        })
+        .unzip()
 }
 
 /// Whether two FROM lists read the same (a subquery as written and the
@@ -438,7 +520,7 @@ impl Gen<'_> {
                 target: InTarget::Subquery(subquery),
                 ..
             } => subquery.as_ref(),
-            other => aggregate_comparison(other).expect("a filter").0,
+            other => aggregate_comparison(other).expect("a filter").query,
         };
         let SetExpr::Select(written) = query.body.as_ref() else {
             unreachable!("a filter's subquery is a SELECT");
@@ -498,13 +580,19 @@ fn old_comparison(
     condition: &str,
 ) -> Expr {
     let value = arg.map_or("0".to_string(), |a| format!("({a})"));
+    // One row per text (a window, not `array_agg`, which nests an array
+    // argument's values into a two-dimensional array).
     let rows = format!(
-        "(SELECT (pg_catalog.array_agg(__pgt_b.__pgt_x))[1], pg_catalog.sum(__pgt_b.__pgt_m)::pg_catalog.int8 \
+        "(SELECT __pgt_w.__pgt_x, __pgt_w.__pgt_n FROM (SELECT __pgt_b.__pgt_x, \
+         pg_catalog.sum(__pgt_b.__pgt_m) OVER __pgt_t AS __pgt_n, pg_catalog.row_number() OVER __pgt_t AS __pgt_r \
          FROM (SELECT {value}, {mult} FROM {from}{condition}) __pgt_b(__pgt_x, __pgt_m) \
-         GROUP BY __pgt_b.__pgt_x::pg_catalog.text HAVING pg_catalog.sum(__pgt_b.__pgt_m) > 0) __pgt_g(__pgt_x, __pgt_n) \
-         CROSS JOIN LATERAL pg_catalog.generate_series(1, __pgt_g.__pgt_n) __pgt_a"
+         WINDOW __pgt_t AS (PARTITION BY __pgt_b.__pgt_x::pg_catalog.text)) __pgt_w \
+         WHERE __pgt_w.__pgt_r = 1 AND __pgt_w.__pgt_n > 0) __pgt_g(__pgt_x, __pgt_n) \
+         CROSS JOIN LATERAL pg_catalog.generate_series(1, __pgt_g.__pgt_n::pg_catalog.int8) __pgt_a"
     );
-    let (query, _) = aggregate_comparison(&filter.conjunct).expect("a filter");
+    let query = aggregate_comparison(&filter.conjunct)
+        .expect("a filter")
+        .query;
     let SetExpr::Select(select) = query.body.as_ref() else {
         unreachable!("an aggregate filter's subquery is a SELECT");
     };

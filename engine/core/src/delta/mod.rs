@@ -56,7 +56,7 @@
 
 pub mod algebraic;
 mod correlate;
-mod filters;
+pub(crate) mod filters;
 mod grouped;
 mod guard;
 mod join_terms;
