@@ -214,27 +214,23 @@ pub(crate) fn aggregate_comparison(conjunct: &Expr) -> Option<AggregateCompariso
         return None;
     }
     let calls = aggregate_calls(item)?;
-    // A whole row as the argument (`count(b)`) would carry the old state's
-    // multiplicity column.
-    let aliases: Vec<String> = select
-        .from
-        .iter()
-        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
-        .filter_map(|f| match f {
-            sqlparser::ast::TableFactor::Table { name, alias, .. } => alias
-                .as_ref()
-                .map(|a| fold(&a.name))
-                .or_else(|| name.0.last().and_then(|p| p.as_ident()).map(fold)),
-            sqlparser::ast::TableFactor::Derived { alias, .. } => {
-                alias.as_ref().map(|a| fold(&a.name))
-            }
-            _ => None,
-        })
-        .collect();
+    // A whole row as the argument (`count(b)`, `count((b.*))`) would carry
+    // the old state's multiplicity column.
+    let mut aliases = Vec::new();
     let mut whole_row = false;
+    for t in &select.from {
+        whole_row |= !factor_aliases(&t.relation, &mut aliases);
+        for j in &t.joins {
+            whole_row |= !factor_aliases(&j.relation, &mut aliases);
+        }
+    }
     if let Some(arg) = &calls.arg {
         let _ = sqlparser::ast::visit_expressions(arg, |e| {
-            whole_row |= matches!(e, Expr::Identifier(i) if aliases.contains(&fold(i)));
+            whole_row |= match e {
+                Expr::Identifier(i) => aliases.contains(&fold(i)),
+                Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => true,
+                _ => false,
+            };
             std::ops::ControlFlow::<()>::Continue(())
         });
     }
@@ -243,6 +239,39 @@ pub(crate) fn aggregate_comparison(conjunct: &Expr) -> Option<AggregateCompariso
         arg: calls.arg,
         sums: calls.sums,
     })
+}
+
+/// The names a FROM item and the items nested in it are referenced by;
+/// false for a kind of item whose name is not read here (a function, ...).
+fn factor_aliases(factor: &sqlparser::ast::TableFactor, out: &mut Vec<String>) -> bool {
+    use sqlparser::ast::TableFactor;
+    match factor {
+        TableFactor::Table { name, alias, .. } => {
+            out.extend(
+                alias
+                    .as_ref()
+                    .map(|a| fold(&a.name))
+                    .or_else(|| name.0.last().and_then(|p| p.as_ident()).map(fold)),
+            );
+            true
+        }
+        TableFactor::Derived { alias, .. } => {
+            out.extend(alias.as_ref().map(|a| fold(&a.name)));
+            true
+        }
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias,
+        } => {
+            out.extend(alias.as_ref().map(|a| fold(&a.name)));
+            factor_aliases(&table_with_joins.relation, out)
+                && table_with_joins
+                    .joins
+                    .iter()
+                    .all(|j| factor_aliases(&j.relation, out))
+        }
+        _ => false,
+    }
 }
 
 /// The aggregate calls of a filter's item (see [`aggregate_calls`]).

@@ -961,8 +961,10 @@ mod tests {
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k \
              AND EXISTS (SELECT 1 FROM a AS a3 WHERE a3.v = b.x)) GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.x > 3) GROUP BY k",
-            // A whole row as the argument.
+            // A whole row as the argument, however written.
             "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count(b) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count((b.*)) FROM b WHERE b.k = a.k) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count(bb) FROM (b AS bb JOIN a AS a2 ON a2.k = bb.x) WHERE bb.k = a.k) GROUP BY k",
         ] {
             assert!(shape(&summed_exactly(analysis(q), Some(true))).is_none(), "{q}");
         }
