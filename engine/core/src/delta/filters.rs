@@ -77,13 +77,7 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
     if in_from {
         return None;
     }
-    let conjuncts = subquery_conjuncts(&block.select.selection);
-    // Subqueries are listed in the order they are written, the select
-    // list first: all in the WHERE, one per conjunct, or not filters.
-    if conjuncts.len() != block.subs.len() {
-        return None;
-    }
-    conjuncts
+    conjuncts_of_subs(block)?
         .into_iter()
         .enumerate()
         .map(|(i, conjunct)| {
@@ -155,6 +149,15 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             })
         })
         .collect()
+}
+
+/// The WHERE conjunct holding each of the block's subqueries, in
+/// [`Block::subs`] order, when each conjunct holds one. Subqueries are
+/// listed in the order they are written, the select list first: all in the
+/// WHERE, one per conjunct, or `None`.
+fn conjuncts_of_subs(block: &Block) -> Option<Vec<Expr>> {
+    let conjuncts = subquery_conjuncts(&block.select.selection);
+    (conjuncts.len() == block.subs.len()).then_some(conjuncts)
 }
 
 /// The aggregates a scalar subquery may compute for a filter: their
@@ -349,11 +352,8 @@ fn aggregate_calls(item: &Expr) -> Option<Calls> {
 /// and its subquery with the aggregates' argument as its item, whose type
 /// the extension asks PostgreSQL (see [`crate::model::ExprSub::exact_sums`]).
 pub(crate) fn sum_arguments(block: &Block) -> (Vec<usize>, Vec<Expr>) {
-    let conjuncts = subquery_conjuncts(&block.select.selection);
-    if conjuncts.len() != block.subs.len() {
-        return (Vec::new(), Vec::new());
-    }
-    conjuncts
+    conjuncts_of_subs(block)
+        .unwrap_or_default()
         .iter()
         .enumerate()
         .filter_map(|(i, conjunct)| {
