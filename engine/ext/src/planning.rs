@@ -163,11 +163,7 @@ pub fn analyze_query(query: &str, owner: &Owner, storage: Option<u32>) -> Result
         let types = probe_type_oids(&probe, owner);
         if let Ok(pg_trickle_core::analyze::Model::Grouped { block, .. }) = &mut analysis.model {
             for (&i, &typid) in subs.iter().zip(&types) {
-                use pg_trickle_core::delta::algebraic::ArgType;
-                let exact = matches!(
-                    crate::column_types::aggregate_arg_type(typid),
-                    ArgType::Int | ArgType::BigInt | ArgType::Numeric
-                );
+                let exact = crate::column_types::aggregate_arg_type(typid).summable();
                 block.subs[i].exact_sums = Some(exact);
             }
         }

@@ -64,7 +64,7 @@ pub enum ArgType {
 
 impl ArgType {
     /// Whether `sum` of it is exact in `numeric`.
-    fn summable(self) -> bool {
+    pub fn summable(self) -> bool {
         matches!(self, ArgType::Int | ArgType::BigInt | ArgType::Numeric)
     }
 
