@@ -111,6 +111,7 @@ corpus_tests! {
     set_operations,
     grouped_subqueries,
     grouped_subqueries_keyed,
+    aggregates_over_grouped_subqueries,
     set_operations_all_and_nested,
     values_and_table_functions,
     distinct_on,

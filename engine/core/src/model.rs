@@ -46,6 +46,37 @@ pub struct Keyed {
     pub tables: Vec<(String, usize)>,
 }
 
+impl Keyed {
+    /// Whether the subquery's rows are a function of the rows it reads
+    /// alone, so that recomputing them over the old state gives back the
+    /// rows an earlier refresh saw: grouped or DISTINCT, without window
+    /// functions, `DISTINCT ON` or a `LIMIT` at any depth. (A subquery's
+    /// aggregates are order-insensitive ones, and the extension refuses a
+    /// floating-point value computed in it.) Its delta is then exact: its
+    /// rows of the keys a change reaches, new ones minus old ones.
+    pub fn deterministic(&self) -> bool {
+        struct OrderDependent(bool);
+        impl sqlparser::ast::Visitor for OrderDependent {
+            type Break = ();
+            fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
+                if q.limit_clause.is_some() || q.fetch.is_some() {
+                    self.0 = true;
+                }
+                std::ops::ControlFlow::Continue(())
+            }
+            fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
+                if matches!(e, Expr::Function(f) if f.over.is_some()) {
+                    self.0 = true;
+                }
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+        let mut found = OrderDependent(false);
+        let _ = sqlparser::ast::Visit::visit(&self.block.select, &mut found);
+        self.block.order.is_none() && !found.0
+    }
+}
+
 impl Rel {
     /// Output column names (the first branch's, for UNION ALL).
     pub fn outputs(&self) -> &[String] {
@@ -143,6 +174,18 @@ impl Rel {
             Rel::Keyed(_) => true,
         }
     }
+
+    /// Whether the relation's delta is exact: as `!reached_only()`, except
+    /// that a [`Keyed`] subquery whose rows are deterministic (see
+    /// [`Keyed::deterministic`]) is exact too, its delta being its new rows
+    /// minus its old ones for the keys a change reaches.
+    pub fn delta_is_exact(&self) -> bool {
+        match self {
+            Rel::Block(b) => b.delta_is_exact(),
+            Rel::UnionAll(branches) => branches.iter().all(Rel::delta_is_exact),
+            Rel::Keyed(k) => k.deterministic(),
+        }
+    }
 }
 
 impl Block {
@@ -154,6 +197,16 @@ impl Block {
             || self.occs.iter().any(|o| match o {
                 Occ::Sub { rel, .. } => rel.reached_only(),
                 Occ::Source { .. } | Occ::Invariant => false,
+            })
+    }
+
+    /// Whether the block's delta is exact (see [`Rel::delta_is_exact`]).
+    pub fn delta_is_exact(&self) -> bool {
+        self.subs.is_empty()
+            && self.outer.is_empty()
+            && self.occs.iter().all(|o| match o {
+                Occ::Sub { rel, .. } => rel.delta_is_exact(),
+                Occ::Source { .. } | Occ::Invariant => true,
             })
     }
 

@@ -228,6 +228,15 @@ const ALGEBRAIC_SHAPES: &[(&str, &str, &[&str], &[ArgType])] = &[
         &[ArgType::Numeric],
     ),
     (
+        // TPC-H Q13's shape: the grouped subquery's delta is its rows of
+        // the reached keys, new ones counted in and old ones out.
+        "algebraic_over_a_grouped_subquery",
+        "SELECT n, count(*) AS c, sum(t) AS total FROM (SELECT a.k, count(b.w) AS n, sum(a.v) AS t \
+         FROM a LEFT JOIN b ON b.k = a.k GROUP BY a.k) s GROUP BY n",
+        &["n", "c", "total"],
+        &[ArgType::Numeric],
+    ),
+    (
         // min and max kept in their output columns; a group whose extreme
         // may have left is recomputed.
         "algebraic_extremes",

@@ -347,5 +347,87 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
+        Entry::new(
+            "aggregates_over_grouped_subqueries",
+            "count, sum, avg, min and max over a grouped or DISTINCT subquery in FROM, kept by \
+             adding what changed (TPC-H Q13's shape): the subquery's rows of the keys a change \
+             reaches, new ones in and old ones out; a row moved between enclosing groups, a \
+             subquery group emptied or filtered out by HAVING, NULL keys, nested numeric sums \
+             whose largest scale comes and goes, a scalar subquery, UNION ALL of grouped \
+             branches, twice nested and joined to a table; the old rows read narrowed to the \
+             reached keys through a LEFT join and WHERE equalities, and not narrowed when the \
+             key is on the NULL-extended side",
+            808,
+            |s, n| {
+                Builder::new("aggregates_over_grouped_subqueries", s)
+                    .table(table_a(), 12)
+                    .table(table_b(), 8)
+                    .table(super::algebraic::table_d(), 10)
+                    .diff(
+                        "per_count",
+                        "SELECT n, count(*) AS groups, sum(t) AS total FROM (SELECT a.k, count(b.w) AS n, \
+                         sum(a.v) AS t FROM a LEFT JOIN b ON b.k = a.k GROUP BY a.k) s GROUP BY n",
+                    )
+                    .diff(
+                        "over_all_groups",
+                        "SELECT count(*) AS groups, sum(n) AS rows, max(n) AS biggest, min(n) AS smallest, \
+                         avg(n) AS mean FROM (SELECT k, count(*) AS n FROM a GROUP BY k) s",
+                    )
+                    .diff(
+                        "distinct_pairs",
+                        "SELECT k, count(*) AS pairs FROM (SELECT DISTINCT k, v FROM a) s GROUP BY k",
+                    )
+                    .diff(
+                        "having_groups",
+                        "SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM a GROUP BY k \
+                         HAVING count(*) > 1) s GROUP BY n",
+                    )
+                    .diff(
+                        "decimal_sums",
+                        "SELECT v, count(*) AS c, sum(t) AS total, avg(t) AS mean FROM \
+                         (SELECT k, v, sum(x) AS t FROM d GROUP BY k, v) s GROUP BY v",
+                    )
+                    .diff(
+                        "joined_to_table",
+                        "SELECT b.w, count(*) AS c, sum(s.n) AS total FROM b JOIN \
+                         (SELECT k, count(*) AS n FROM a GROUP BY k) s ON s.k = b.k GROUP BY b.w",
+                    )
+                    .diff(
+                        "twice_nested",
+                        "SELECT m, count(*) AS c FROM (SELECT n AS m FROM \
+                         (SELECT k, count(*) AS n FROM a GROUP BY k) x WHERE n > 1) y GROUP BY m",
+                    )
+                    .diff(
+                        "of_a_scalar",
+                        "SELECT c, count(*) AS n, sum(t) AS total FROM (SELECT count(*) AS c, sum(v) AS t FROM a) s GROUP BY c",
+                    )
+                    .diff(
+                        "by_the_padded_key",
+                        "SELECT n, count(*) AS c FROM (SELECT b.k, count(*) AS n FROM a LEFT JOIN b \
+                         ON b.k = a.k GROUP BY b.k) s GROUP BY n",
+                    )
+                    .diff(
+                        "equated_in_where",
+                        "SELECT n, count(*) AS c, sum(w) AS ws FROM (SELECT a.k, count(*) AS n, sum(b.w) AS w \
+                         FROM a, b, d WHERE b.k = a.k AND d.k = b.k GROUP BY a.k) s GROUP BY n",
+                    )
+                    .diff(
+                        "union_of_groups",
+                        "SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM a GROUP BY k \
+                         UNION ALL SELECT k, count(*) FROM b GROUP BY k) u GROUP BY n",
+                    )
+                    .step(&["INSERT INTO b VALUES (1, 7), (1, 8)"])
+                    .step(&["INSERT INTO a VALUES (1, 5, 'dup'), (1, 5, 'dup'), (NULL, 3, 'n'), (NULL, 4, 'n')"])
+                    .step(&["UPDATE a SET k = 2 WHERE s = 'dup'", "UPDATE a SET k = 1 WHERE k IS NULL"])
+                    .step(&["DELETE FROM a WHERE k = 2", "DELETE FROM b WHERE k = 1"])
+                    .step(&["INSERT INTO d VALUES (1, 1, 1.50), (1, 1, 1.5000), (2, 1, 2)"])
+                    .step(&["DELETE FROM d WHERE x = 1.5000", "UPDATE d SET k = 2 WHERE x = 1.50"])
+                    .step(&["UPDATE a SET v = v + 1", "INSERT INTO b VALUES (NULL, 1)"])
+                    .step(&["DELETE FROM a"])
+                    .step(&["INSERT INTO a VALUES (3, 1, 'x'), (3, 1, 'x'), (4, NULL, 'y')"])
+                    .random_steps(n)
+                    .build()
+            },
+        ),
     ]
 }

@@ -22,7 +22,11 @@ use crate::model::Keyed;
 
 impl Gen<'_> {
     /// The rows of a keyed subquery a change may reach, old and new, as a
-    /// SELECT of its columns plus `__pgt_m` (always 1).
+    /// SELECT of its columns plus `__pgt_m`: 1 for a new row, -1 for an
+    /// old one. Rows outside the reached keys are the same before and
+    /// after, so when the subquery's rows are deterministic
+    /// ([`Keyed::deterministic`]) this is its exact delta; otherwise an
+    /// enclosing block reads only which rows it holds.
     pub(super) fn keyed_reached_rows(&mut self, keyed: &Keyed) -> String {
         let terms = self.affected_rows(&keyed.block, &keyed.keys);
         let name = format!("__pgt_g{}", self.next_values);
@@ -40,9 +44,13 @@ impl Gen<'_> {
             terms.join(" UNION ALL ")
         ));
         let new = restricted(&keyed.block.select, keyed, &name);
-        let old_select = self.in_old_state(keyed);
+        let mut old_select = self.in_old_state(keyed);
+        super::narrowing::narrow_old_tables(&mut old_select, keyed, &name);
         let old = restricted(&old_select, keyed, &name);
-        format!("SELECT __pgt_r.*, 1::bigint FROM (({new}) UNION ALL ({old})) __pgt_r")
+        format!(
+            "SELECT __pgt_r.*, 1::bigint FROM ({new}) __pgt_r \
+             UNION ALL SELECT __pgt_r.*, -1::bigint FROM ({old}) __pgt_r"
+        )
     }
 
     /// The keyed block with every table it names, at any depth, read as
@@ -59,7 +67,7 @@ impl Gen<'_> {
 
 /// Renames each table a keyed block names to its old state, keeping the
 /// name it is referenced by as its alias.
-struct OldTables<'a>(&'a [(String, usize)]);
+pub(super) struct OldTables<'a>(pub(super) &'a [(String, usize)]);
 
 impl VisitorMut for OldTables<'_> {
     type Break = ();

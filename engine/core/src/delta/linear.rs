@@ -26,8 +26,8 @@ impl Gen<'_> {
                 .map(|b| format!("({})", self.delta(b)))
                 .collect::<Vec<_>>()
                 .join(" UNION ALL "),
-            // Never read as an exact delta: an enclosing relation that
-            // holds one is itself kept by the rows its changes reach.
+            // Its reached rows, signed: exact when its rows are
+            // deterministic (see `keyed.rs`).
             Rel::Keyed(_) => self.reached_rows(rel),
         }
     }

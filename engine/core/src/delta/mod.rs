@@ -50,7 +50,8 @@
 //! aggregates, DISTINCT: affected keys, recomputed groups), `subqueries.rs`
 //! (the rows a subquery's changes reach), `keyed.rs` (those of a subquery
 //! in FROM that groups, is DISTINCT or has windows), `outer_joins.rs` (LEFT, RIGHT
-//! and FULL joins in terms), `top_k.rs` (ORDER BY ... LIMIT) and `guard.rs`
+//! and FULL joins in terms), `narrowing.rs` (a keyed subquery's old
+//! state read only where its reached keys can be), `top_k.rs` (ORDER BY ... LIMIT) and `guard.rs`
 //! (a specialised plan's check that its assumption held). This module
 //! holds the plans and what the rules share.
 
@@ -62,6 +63,7 @@ mod guard;
 mod join_terms;
 mod keyed;
 mod linear;
+mod narrowing;
 mod outer_joins;
 mod sources;
 mod subqueries;

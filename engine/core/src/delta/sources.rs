@@ -191,20 +191,21 @@ impl Gen<'_> {
     /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`
     /// (its old state) when `with_old`.
     ///
-    /// A subquery holding subqueries in expressions or outer joins has no exact delta:
-    /// `__pgt_sd<id>` then holds every row of it a change may have added,
-    /// removed or altered (old and new values alike, see
-    /// `subqueries.rs`), which is what the affected keys of an enclosing
-    /// grouped block need, and nothing reads it as an exact delta.
+    /// A subquery holding subqueries in expressions, outer joins or a
+    /// keyed subquery whose rows are not deterministic has no exact delta
+    /// ([`Rel::delta_is_exact`]): `__pgt_sd<id>` then holds every row of it
+    /// a change may have added, removed or altered (old and new values
+    /// alike, see `subqueries.rs`), which is what the affected keys of an
+    /// enclosing grouped block need, and nothing reads it as an exact delta.
     /// Each is defined once, however many terms read it.
     pub(super) fn sub_ctes(&mut self, id: usize, rel: &Rel, columns: &[String], with_old: bool) {
         let cols = quoted_list(columns.iter().map(|c| c.as_str()));
         if !self.defined_sub_delta.contains(&id) {
             self.defined_sub_delta.push(id);
-            let delta = if rel.reached_only() {
-                self.reached_rows(rel)
-            } else {
+            let delta = if rel.delta_is_exact() {
                 self.delta(rel)
+            } else {
+                self.reached_rows(rel)
             };
             self.ctes.push(format!(
                 "__pgt_sd{id}({cols}, __pgt_m) AS MATERIALIZED ({delta})"
