@@ -101,6 +101,7 @@ corpus_tests! {
     rows_filtered_by_subqueries,
     filters_kept_algebraically,
     aggregate_filters_kept_algebraically,
+    filters_in_from_and_uncorrelated,
     bags_by_plain_outputs,
     left_join_rows,
     right_and_full_joins,

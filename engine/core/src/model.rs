@@ -44,36 +44,64 @@ pub struct Keyed {
     /// source (index into [`Analysis::sources`]): what the old state
     /// replaces.
     pub tables: Vec<(String, usize)>,
+    /// Whether each key is an array (or a domain over one), as the
+    /// extension asked PostgreSQL; empty until asked. Only a key known not
+    /// to be one narrows its tables' old states by `= ANY (ARRAY(...))`
+    /// (see `delta/narrowing.rs`), which would nest an array's values.
+    pub key_arrays: Vec<bool>,
 }
 
 impl Keyed {
     /// Whether the subquery's rows are a function of the rows it reads
     /// alone, so that recomputing them over the old state gives back the
     /// rows an earlier refresh saw: grouped or DISTINCT, without window
-    /// functions, `DISTINCT ON` or a `LIMIT` at any depth. (A subquery's
-    /// aggregates are order-insensitive ones, and the extension refuses a
-    /// floating-point value computed in it.) Its delta is then exact: its
-    /// rows of the keys a change reaches, new ones minus old ones.
+    /// functions, `DISTINCT ON` or a `LIMIT` at any depth, and every
+    /// aggregate other than `count`, `bool_and`, `bool_or` and `every` a
+    /// whole output of its own. (A subquery's aggregates are
+    /// order-insensitive ones, but a floating-point sum is not: the
+    /// extension refuses one as an output, and one used otherwise, as in
+    /// `HAVING sum(f) > 0.6` or `round(sum(f))`, has no type it checks.)
+    /// Its delta is then exact: its rows of the keys a change reaches,
+    /// new ones minus old ones.
     pub fn deterministic(&self) -> bool {
-        struct OrderDependent(bool);
+        struct OrderDependent {
+            outputs: Vec<String>,
+            found: bool,
+        }
         impl sqlparser::ast::Visitor for OrderDependent {
             type Break = ();
             fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
                 if q.limit_clause.is_some() || q.fetch.is_some() {
-                    self.0 = true;
+                    self.found = true;
                 }
                 std::ops::ControlFlow::Continue(())
             }
             fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
-                if matches!(e, Expr::Function(f) if f.over.is_some()) {
-                    self.0 = true;
+                if let Expr::Function(f) = e {
+                    let name = f.name.to_string().to_ascii_lowercase();
+                    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+                    let aggregate = crate::analyze::SUPPORTED_AGGREGATES.contains(&name);
+                    let any_order = matches!(name, "count" | "bool_and" | "bool_or" | "every");
+                    if f.over.is_some()
+                        || (aggregate && !any_order && !self.outputs.contains(&e.to_string()))
+                    {
+                        self.found = true;
+                    }
                 }
                 std::ops::ControlFlow::Continue(())
             }
         }
-        let mut found = OrderDependent(false);
+        let mut found = OrderDependent {
+            outputs: self
+                .block
+                .output_exprs()
+                .iter()
+                .map(Expr::to_string)
+                .collect(),
+            found: false,
+        };
         let _ = sqlparser::ast::Visit::visit(&self.block.select, &mut found);
-        self.block.order.is_none() && !found.0
+        self.block.order.is_none() && !found.found
     }
 }
 
@@ -200,9 +228,11 @@ impl Block {
             })
     }
 
-    /// Whether the block's delta is exact (see [`Rel::delta_is_exact`]).
+    /// Whether the block's delta is exact (see [`Rel::delta_is_exact`]):
+    /// also when its subqueries in expressions only filter its rows (see
+    /// `delta::filters`).
     pub fn delta_is_exact(&self) -> bool {
-        self.subs.is_empty()
+        (self.subs.is_empty() || crate::delta::filters::only_filters(self))
             && self.outer.is_empty()
             && self.occs.iter().all(|o| match o {
                 Occ::Sub { rel, .. } => rel.delta_is_exact(),

@@ -92,17 +92,116 @@ pub fn aggregate_arg_probe(analysis: &Analysis) -> Option<KeyProbe> {
     probe_over(block, &shape.args)
 }
 
-/// The probe of the arguments of the comparisons with a subquery's `sum`
-/// or `avg` that a grouped query could keep as filters (see
+/// The probes of the arguments of the comparisons with a subquery's `sum`
+/// or `avg` that a block could keep as filters (see
 /// [`crate::delta::filters`]): a floating-point argument sums in the order
-/// rows are added, so only an exact one is kept so. With the index in
-/// [`Block::subs`] of each; `None` when there is none.
-pub fn filter_sum_probe(analysis: &Analysis) -> Option<(Vec<usize>, KeyProbe)> {
-    let Ok(Model::Grouped { block, .. }) = &analysis.model else {
-        return None;
-    };
-    let (subs, args) = crate::delta::filters::sum_arguments(block);
-    Some((subs, probe_over(block, &args)?))
+/// rows are added, so only an exact one is kept so. One entry per block
+/// of [`for_each_filter_block_mut`]'s order (the grouped block, then the
+/// blocks of subqueries in FROM, depth first), with the index in
+/// [`Block::subs`] of each argument; `None` for a block without one.
+pub fn filter_sum_probes(analysis: &Analysis) -> Vec<Option<(Vec<usize>, KeyProbe)>> {
+    let mut out = Vec::new();
+    let mut analysis = analysis.clone();
+    for_each_filter_block_mut(&mut analysis, &mut |block| {
+        let (subs, args) = crate::delta::filters::sum_arguments(block);
+        out.push(probe_over(block, &args).map(|probe| (subs, probe)));
+    });
+    out
+}
+
+/// Mark each probed comparison's subquery with whether its argument sums
+/// exactly ([`crate::model::ExprSub::exact_sums`]): `answers` holds, per
+/// block of [`filter_sum_probes`], the subquery indexes and answers.
+pub fn mark_exact_sums(analysis: &mut Analysis, answers: &[Vec<(usize, bool)>]) {
+    let mut n = 0;
+    for_each_filter_block_mut(analysis, &mut |block| {
+        for &(i, exact) in answers.get(n).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(sub) = block.subs.get_mut(i) {
+                sub.exact_sums = Some(exact);
+            }
+        }
+        n += 1;
+    });
+}
+
+/// The probes of the key types of every keyed subquery ([`Keyed`]), in
+/// [`for_each_keyed_mut`]'s order: their keys over their own FROM and
+/// WHERE. `None` for one without keys.
+pub fn keyed_key_probes(analysis: &Analysis) -> Vec<Option<KeyProbe>> {
+    let mut out = Vec::new();
+    let mut analysis = analysis.clone();
+    for_each_keyed_mut(&mut analysis, &mut |keyed| {
+        out.push(probe_over(&keyed.block, &keyed.keys));
+    });
+    out
+}
+
+/// Record, per keyed subquery of [`keyed_key_probes`], whether each key
+/// is an array ([`Keyed::key_arrays`]); an answer of the wrong length
+/// (a failed probe) records nothing.
+pub fn mark_keyed_key_arrays(analysis: &mut Analysis, answers: &[Vec<bool>]) {
+    let mut n = 0;
+    for_each_keyed_mut(analysis, &mut |keyed| {
+        if let Some(arrays) = answers.get(n).filter(|a| a.len() == keyed.keys.len()) {
+            keyed.key_arrays = arrays.clone();
+        }
+        n += 1;
+    });
+}
+
+/// Visit every keyed subquery of the analysis, at any depth (in FROM, in
+/// `UNION ALL` branches, in subqueries in expressions and inside other
+/// keyed subqueries), outer ones first.
+pub fn for_each_keyed_mut(analysis: &mut Analysis, f: &mut dyn FnMut(&mut Keyed)) {
+    fn in_block(block: &mut Block, f: &mut dyn FnMut(&mut Keyed)) {
+        for occ in &mut block.occs {
+            if let Occ::Sub { rel, .. } = occ {
+                in_rel(rel, f);
+            }
+        }
+        for sub in &mut block.subs {
+            in_block(&mut sub.body, f);
+        }
+    }
+    fn in_rel(rel: &mut Rel, f: &mut dyn FnMut(&mut Keyed)) {
+        match rel {
+            Rel::Block(b) => in_block(b, f),
+            Rel::UnionAll(branches) => branches.iter_mut().for_each(|b| in_rel(b, f)),
+            Rel::Keyed(k) => {
+                f(k);
+                in_block(&mut k.block, f);
+            }
+        }
+    }
+    match &mut analysis.model {
+        Ok(Model::Grouped { block, .. }) => in_block(block, f),
+        Ok(Model::Linear(rel)) => in_rel(rel, f),
+        Err(_) => {}
+    }
+}
+
+/// Visit every block whose subqueries may be kept as filters: a grouped
+/// query's block, then, depth first, the blocks of subqueries in FROM
+/// (and their `UNION ALL` branches).
+pub fn for_each_filter_block_mut(analysis: &mut Analysis, f: &mut dyn FnMut(&mut Block)) {
+    fn in_block(block: &mut Block, f: &mut dyn FnMut(&mut Block)) {
+        f(block);
+        for occ in &mut block.occs {
+            if let Occ::Sub { rel, .. } = occ {
+                in_rel(rel, f);
+            }
+        }
+    }
+    fn in_rel(rel: &mut Rel, f: &mut dyn FnMut(&mut Block)) {
+        match rel {
+            Rel::Block(b) => in_block(b, f),
+            Rel::UnionAll(branches) => branches.iter_mut().for_each(|b| in_rel(b, f)),
+            Rel::Keyed(_) => {}
+        }
+    }
+    if let Ok(Model::Grouped { block, .. }) = &mut analysis.model {
+        in_block(block, f);
+    }
 }
 
 /// `exprs` evaluated over `block`'s FROM and WHERE, reading no row.

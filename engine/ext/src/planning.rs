@@ -159,15 +159,34 @@ pub fn analyze_query(query: &str, owner: &Owner, storage: Option<u32>) -> Result
     let mut analysis = analyze::analyze(query, &catalog).map_err(|e| e.to_string())?;
     // Before the algebraic shape is read: whether each comparison with a
     // subquery's sum or avg sums exactly (not floating point).
-    if let Some((subs, probe)) = pg_trickle_core::probes::filter_sum_probe(&analysis) {
-        let types = probe_type_oids(&probe, owner);
-        if let Ok(pg_trickle_core::analyze::Model::Grouped { block, .. }) = &mut analysis.model {
-            for (&i, &typid) in subs.iter().zip(&types) {
-                let exact = crate::column_types::aggregate_arg_type(typid).summable();
-                block.subs[i].exact_sums = Some(exact);
-            }
-        }
-    }
+    let answers: Vec<Vec<(usize, bool)>> = pg_trickle_core::probes::filter_sum_probes(&analysis)
+        .into_iter()
+        .map(|probed| {
+            let Some((subs, probe)) = probed else {
+                return Vec::new();
+            };
+            let types = probe_type_oids(&probe, owner);
+            subs.into_iter()
+                .zip(types)
+                .map(|(i, typid)| (i, crate::column_types::aggregate_arg_type(typid).summable()))
+                .collect()
+        })
+        .collect();
+    pg_trickle_core::probes::mark_exact_sums(&mut analysis, &answers);
+    // Whether each key of a subquery kept by keys is an array: only one
+    // that is not narrows what its old rows read (see the core's
+    // `delta/narrowing.rs`).
+    let arrays: Vec<Vec<bool>> = pg_trickle_core::probes::keyed_key_probes(&analysis)
+        .into_iter()
+        .map(|probe| match probe {
+            Some(probe) => probe_type_oids(&probe, owner)
+                .into_iter()
+                .map(|typid| typid == 0 || crate::column_types::key_type(typid).array)
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect();
+    pg_trickle_core::probes::mark_keyed_key_arrays(&mut analysis, &arrays);
     let probed = key_type_oids(&analysis, owner);
     let oids = without_unhashable_bag_keys(&mut analysis, probed);
     analysis.key_types = oids

@@ -383,6 +383,11 @@ pub(super) fn entries() -> Vec<Entry> {
                          HAVING count(*) > 1) s GROUP BY n",
                     )
                     .diff(
+                        "having_a_sum",
+                        "SELECT n, count(*) AS c FROM (SELECT k, count(*) AS n FROM a GROUP BY k \
+                         HAVING sum(v) > 5) s GROUP BY n",
+                    )
+                    .diff(
                         "decimal_sums",
                         "SELECT v, count(*) AS c, sum(t) AS total, avg(t) AS mean FROM \
                          (SELECT k, v, sum(x) AS t FROM d GROUP BY k, v) s GROUP BY v",

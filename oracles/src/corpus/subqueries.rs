@@ -379,5 +379,58 @@ pub(super) fn entries() -> Vec<Entry> {
                     .build()
             },
         ),
+        Entry::new(
+            "filters_in_from_and_uncorrelated",
+            "count and sum over a subquery in FROM whose rows subqueries filter (TPC-H Q22's \
+             shape), and filters that are uncorrelated, kept by adding what changed: the \
+             uncorrelated average moves past rows that did not change, its table emptied (NULL) \
+             and filled again, an uncorrelated EXISTS turning true and false, NULL keys, the \
+             filtered subquery joined to a table and kept as a bag, both sides in one step",
+            510,
+            |s, n| {
+                Builder::new("filters_in_from_and_uncorrelated", s)
+                    .table(table_a(), 12)
+                    .table(table_b(), 8)
+                    .table(table_c(), 6)
+                    .diff(
+                        "q22_shape",
+                        "SELECT c, count(*) AS n, sum(v) AS total FROM (SELECT k % 3 AS c, v FROM a \
+                         WHERE v > (SELECT avg(w) FROM b WHERE w > 0) \
+                         AND NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)) s GROUP BY c",
+                    )
+                    .diff(
+                        "any_big",
+                        "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.w > 15) GROUP BY k",
+                    )
+                    .diff(
+                        "near_the_top",
+                        "SELECT k, count(*) AS n, sum(v) AS t FROM a WHERE v >= (SELECT max(w) - 10 FROM b) GROUP BY k",
+                    )
+                    .diff(
+                        "listed_in_from",
+                        "SELECT x.k, count(*) AS n FROM (SELECT k, v FROM a \
+                         WHERE v IN (SELECT w FROM b WHERE b.k = a.k)) x GROUP BY x.k",
+                    )
+                    .diff(
+                        "joined_after",
+                        "SELECT c.x, count(*) AS n, sum(c.amount) AS total FROM (SELECT k, v FROM a \
+                         WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k)) s JOIN c ON c.x = s.v GROUP BY c.x",
+                    )
+                    .diff(
+                        "as_a_bag",
+                        "SELECT s.k, s.v FROM (SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k) \
+                         AND v < (SELECT avg(w) FROM b)) s",
+                    )
+                    .step(&["INSERT INTO b VALUES (1, 100)"])
+                    .step(&["UPDATE b SET w = 1 WHERE w = 100"])
+                    .step(&["DELETE FROM b"])
+                    .step(&["INSERT INTO b VALUES (2, 16), (NULL, 3)", "INSERT INTO a VALUES (2, 40, 'q'), (NULL, 40, 'r')"])
+                    .step(&["UPDATE a SET v = v + 5", "UPDATE b SET w = w - 2"])
+                    .step(&["UPDATE a SET k = NULL WHERE k = 1", "DELETE FROM b WHERE k IS NULL"])
+                    .step(&["INSERT INTO c VALUES (40, 1.5), (45, 2.25)", "UPDATE b SET k = 3 WHERE k = 2"])
+                    .random_steps(tail(n))
+                    .build()
+            },
+        ),
     ]
 }

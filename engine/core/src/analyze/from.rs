@@ -190,6 +190,7 @@ impl Analyzer<'_> {
             block: *block,
             keys,
             tables,
+            key_arrays: Vec::new(),
         })))
     }
 

@@ -5,8 +5,8 @@
 //!
 //! A filter is an `EXISTS`, `NOT EXISTS` or `x IN (SELECT ...)` standing as
 //! a whole conjunct of the WHERE, over base tables, with no grouping,
-//! limit or subquery of its own; or a comparison with a correlated scalar
-//! aggregate, `x < (SELECT 0.2 * avg(y) FROM ... WHERE ...)` (TPC-H Q17),
+//! limit or subquery of its own; or a comparison with a scalar aggregate,
+//! `x < (SELECT 0.2 * avg(y) FROM ... WHERE ...)` (TPC-H Q17, Q22),
 //! whose aggregates are `count`, `sum`, `avg`, `min` or `max` of one
 //! argument (a `sum` or `avg` only of an argument PostgreSQL sums exactly,
 //! not floating point: see [`crate::model::ExprSub::exact_sums`]). With
@@ -19,7 +19,8 @@
 //! ```
 //!
 //! The second sum only has rows a filter's change reaches (its correlation
-//! values, as for the recompute form), read from the old state of the
+//! values, as for the recompute form; every row when it is uncorrelated
+//! and what it reads has changes), read from the old state of the
 //! block's changed sources with the old and new truth of `S`. `S_old`
 //! counts the matching rows of the filter's old state, a signed bag, so an
 //! `EXISTS` holds when the count is above zero. An aggregate's old value
@@ -86,10 +87,7 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             let inexact = aggregate
                 .as_ref()
                 .is_some_and(|a| a.sums && sub.exact_sums != Some(true));
-            if (sub.grouped_or_limited && aggregate.is_none())
-                || inexact
-                || sub.body.reached_only()
-                || matches!(sub.link, SubLink::Every)
+            if (sub.grouped_or_limited && aggregate.is_none()) || inexact || sub.body.reached_only()
             {
                 return None;
             }
@@ -450,25 +448,26 @@ impl Gen<'_> {
                         let values = self.affected_values(sub, std::slice::from_ref(inner));
                         format!("({outer}) IN (SELECT * FROM {values} __pgt_v WHERE __pgt_v.__pgt_v1 IS NOT NULL)")
                     }
-                    SubLink::Every => unreachable!("not a filter"),
+                    // Uncorrelated: a change may flip it for every row.
+                    SubLink::Every => self.any_change(sub),
                 }
             })
             .collect();
-        let now: Vec<String> = filters.iter().map(new_truth).collect();
-        let before: Vec<String> = filters
-            .iter()
-            .map(|f| {
-                if reached.iter().any(|r| r.sub == f.sub) {
-                    self.old_truth(block, f)
-                } else {
-                    format!("({})", f.conjunct)
-                }
-            })
-            .collect();
+        // A filter no change reaches holds before as now: a row it turns
+        // away changes no truth, so it filters the rows read, evaluated
+        // once (an uncorrelated one is one scan of its tables).
+        let now: Vec<String> = reached.iter().map(|f| new_truth(f)).collect();
+        let before: Vec<String> = reached.iter().map(|f| self.old_truth(block, f)).collect();
         let mut condition = vec![format!("({})", reach.join(" OR "))];
         if let Some(w) = without_subquery_conjuncts(&block.select.selection) {
             condition.insert(0, format!("({w})"));
         }
+        condition.extend(
+            filters
+                .iter()
+                .filter(|f| !reached.iter().any(|r| r.sub == f.sub))
+                .map(|f| format!("({})", f.conjunct)),
+        );
         let truth_change = format!(
             "((CASE WHEN {} THEN 1 ELSE 0 END) - (CASE WHEN {} THEN 1 ELSE 0 END))::pg_catalog.int8",
             now.join(" AND "),

@@ -45,7 +45,7 @@ impl Gen<'_> {
         ));
         let new = restricted(&keyed.block.select, keyed, &name);
         let mut old_select = self.in_old_state(keyed);
-        super::narrowing::narrow_old_tables(&mut old_select, keyed, &name);
+        self.narrow_old_tables(&mut old_select, keyed, &name);
         let old = restricted(&old_select, keyed, &name);
         format!(
             "SELECT __pgt_r.*, 1::bigint FROM ({new}) __pgt_r \

@@ -14,7 +14,7 @@ impl Gen<'_> {
     pub(super) fn delta(&mut self, rel: &Rel) -> String {
         match rel {
             Rel::Block(block) => self
-                .term_selects(block, &|select, mult| {
+                .exact_terms(block, &|select, mult| {
                     select.projection.push(SelectItem::ExprWithAlias {
                         expr: parse_expr(&mult),
                         alias: Ident::new("__pgt_m"),

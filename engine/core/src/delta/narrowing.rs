@@ -9,9 +9,14 @@
 //! A table whose column equals a key column by a conjunct every row of a
 //! reached group satisfies can only reach those groups through its rows
 //! whose column is one of the reached keys. Its old state is then read
-//! narrowed to them (`col = ANY (ARRAY(SELECT ...))`), a condition on the
-//! union's own columns that PostgreSQL pushes into each branch and answers
-//! from an index.
+//! narrowed to them: a CTE of its own (see
+//! [`Gen::source_narrowed_old_cte`](super::Gen)) holding
+//! `col = ANY (ARRAY(SELECT <key> FROM <reached keys>))` inside each
+//! branch of the union, where PostgreSQL answers it from an index. Only
+//! keys the extension found not to be arrays ([`Keyed::key_arrays`])
+//! narrow: `ARRAY(...)` would nest an array key's values. (`IN (SELECT
+//! ...)` would not, but PostgreSQL then estimates the keys as many and
+//! scans the table whole.)
 //!
 //! Which conjuncts qualify: a conjunct of WHERE; one of the ON of an inner
 //! join whose rows no later join of its chain NULL-extends; and one of the
@@ -19,32 +24,105 @@
 //! table is its right side. In each case a row of the narrowed table
 //! whose column is not a reached key either meets no row of a reached
 //! group or only NULL-extends rows that the conjunct, or the key, keeps
-//! out of the reached groups. The key's own table is never narrowed: a
-//! row of it outside the reached keys may still decide whether another
-//! table's row is NULL-extended into a reached NULL key.
+//! out of the reached groups.
+//!
+//! The key's own table is narrowed too (keeping its NULL keys) where no
+//! outer join NULL-extends it: first in its chain or inner-joined, and
+//! followed by no RIGHT or FULL join. On a NULL-extended side, a row of it
+//! outside the reached keys may still decide whether another table's row
+//! is NULL-extended into a reached NULL key.
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, JoinConstraint, JoinOperator, Select, SetExpr, Statement, TableFactor,
+    BinaryOperator, Expr, Ident, JoinConstraint, JoinOperator, ObjectName, Select, TableFactor,
     TableWithJoins,
 };
 
+use super::Gen;
 use crate::analyze::{conjuncts, fold};
 use crate::model::Keyed;
 
 /// A column of one FROM occurrence: its alias and the column's name.
 type Column = (String, String);
 
-/// Narrow, in `select` (the keyed block with its tables renamed to their
-/// old states), every table equated to a key column by a qualifying
-/// conjunct to the reached keys in CTE `keys` (columns `__pgt_k1…`).
-pub(super) fn narrow_old_tables(select: &mut Select, keyed: &Keyed, keys: &str) {
-    let scope = &keyed.block.scope;
-    let key_columns: Vec<Option<Column>> = keyed.keys.iter().map(|k| column_of(k, scope)).collect();
-    if key_columns.iter().all(Option::is_none) {
-        return;
+impl Gen<'_> {
+    /// Read, in `select` (the keyed block with its tables renamed to their
+    /// old states), every table equated to a key column by a qualifying
+    /// conjunct narrowed to the reached keys in CTE `keys` (columns
+    /// `__pgt_k1…`).
+    pub(super) fn narrow_old_tables(&mut self, select: &mut Select, keyed: &Keyed, keys: &str) {
+        let narrowings = narrowings(select, keyed);
+        let mut renamed: Vec<(String, String)> = Vec::new();
+        for n in &narrowings {
+            if renamed.iter().any(|(a, _)| *a == n.alias) {
+                continue;
+            }
+            let Some(s) = source_of(select, &n.alias) else {
+                continue;
+            };
+            let mine: Vec<&Narrowing> = narrowings.iter().filter(|m| m.alias == n.alias).collect();
+            let restriction = |p: &str| -> String {
+                mine.iter()
+                    .map(|m| {
+                        let column = format!("{p}.{}", crate::sql::quote_ident(&m.column));
+                        let k = format!("__pgt_k{}", m.key + 1);
+                        let reached = format!(
+                            "{column} = ANY (ARRAY(SELECT __pgt_r.{k} FROM {keys} __pgt_r WHERE __pgt_r.{k} IS NOT NULL))"
+                        );
+                        if m.keep_nulls {
+                            format!("({reached} OR {column} IS NULL)")
+                        } else {
+                            reached
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            let name = self.source_narrowed_old_cte(s, &restriction);
+            renamed.push((n.alias.clone(), name));
+        }
+        for chain in &mut select.from {
+            rename_chain(chain, &renamed);
+        }
     }
-    // (narrowed alias, its column, the key index)
-    let mut narrowings: Vec<(String, String, usize)> = Vec::new();
+}
+
+/// The tables of `select` (its tables renamed to their old states) to
+/// read narrowed to the reached keys of `keyed`.
+fn narrowings(select: &Select, keyed: &Keyed) -> Vec<Narrowing> {
+    let scope = &keyed.block.scope;
+    // Only keys known not to be arrays (see the module comment).
+    let key_columns: Vec<Option<Column>> = keyed
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if keyed.key_arrays.get(i) == Some(&false) {
+                column_of(k, scope)
+            } else {
+                None
+            }
+        })
+        .collect();
+    if key_columns.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    // The key's own table, where no outer join NULL-extends it: its rows
+    // outside the reached keys are in other groups, and nothing else
+    // depends on them. Its rows with a NULL key are kept for the NULL key.
+    let mut narrowings: Vec<Narrowing> = Vec::new();
+    let never_null_extended = never_null_extended(&select.from);
+    for (i, key) in key_columns.iter().enumerate() {
+        if let Some((alias, column)) = key {
+            if never_null_extended.contains(alias) {
+                narrowings.push(Narrowing {
+                    alias: alias.clone(),
+                    column: column.clone(),
+                    key: i,
+                    keep_nulls: true,
+                });
+            }
+        }
+    }
     let mut consider = |eq: &Expr, only: Option<&[String]>| {
         let Expr::BinaryOp {
             left,
@@ -65,7 +143,12 @@ pub(super) fn narrow_old_tables(select: &mut Select, keyed: &Keyed, keys: &str) 
             let allowed = only.is_none_or(|aliases| aliases.contains(&other.0));
             let key_inside = only.is_some_and(|aliases| aliases.contains(&key.0));
             if !key_table_is_narrowed && allowed && !key_inside {
-                narrowings.push((other.0.clone(), other.1.clone(), i));
+                narrowings.push(Narrowing {
+                    alias: other.0.clone(),
+                    column: other.1.clone(),
+                    key: i,
+                    keep_nulls: false,
+                });
             }
         }
     };
@@ -106,12 +189,52 @@ pub(super) fn narrow_old_tables(select: &mut Select, keyed: &Keyed, keys: &str) 
             }
         }
     }
-    if narrowings.is_empty() {
-        return;
+    narrowings
+}
+
+/// One table read narrowed: where its `column` is one of the reached
+/// values of key `key` (0-based), or NULL when `keep_nulls`.
+struct Narrowing {
+    alias: String,
+    column: String,
+    key: usize,
+    keep_nulls: bool,
+}
+
+/// The aliases of the tables of the top-level FROM that no outer join
+/// NULL-extends: each first in its chain or inner-joined, and followed by
+/// no RIGHT or FULL join.
+fn never_null_extended(from: &[TableWithJoins]) -> Vec<String> {
+    let mut out = Vec::new();
+    for chain in from {
+        let nullable_after = |p: usize| {
+            chain.joins[p..].iter().any(|j| {
+                matches!(
+                    j.join_operator,
+                    JoinOperator::Right(_)
+                        | JoinOperator::RightOuter(_)
+                        | JoinOperator::FullOuter(_)
+                )
+            })
+        };
+        if let Some(alias) = table_alias(&chain.relation) {
+            if !nullable_after(0) {
+                out.push(alias);
+            }
+        }
+        for (i, join) in chain.joins.iter().enumerate() {
+            let inner = matches!(
+                join.join_operator,
+                JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+            );
+            if let Some(alias) = table_alias(&join.relation) {
+                if inner && !nullable_after(i + 1) {
+                    out.push(alias);
+                }
+            }
+        }
     }
-    for chain in &mut select.from {
-        narrow_chain(chain, &narrowings, keys);
-    }
+    out
 }
 
 /// The occurrence a plain expression is a column of, by the block's scope
@@ -137,7 +260,9 @@ fn column_of(e: &Expr, scope: &[(String, Vec<String>)]) -> Option<Column> {
     }
 }
 
-/// The alias of a table read as its old state (`__pgt_u<s> AS alias`).
+/// The alias of a table read as its old state (`__pgt_u<s> AS alias`),
+/// when the alias renames none of its columns (the block's names are then
+/// the table's own, which the narrowed CTE's condition uses).
 fn table_alias(factor: &TableFactor) -> Option<String> {
     match factor {
         TableFactor::Table {
@@ -145,75 +270,62 @@ fn table_alias(factor: &TableFactor) -> Option<String> {
             alias: Some(alias),
             args: None,
             ..
-        } if name.to_string().starts_with("__pgt_u") => Some(fold(&alias.name)),
+        } if alias.columns.is_empty() && name.to_string().starts_with("__pgt_u") => {
+            Some(fold(&alias.name))
+        }
         _ => None,
     }
 }
 
-fn narrow_chain(chain: &mut TableWithJoins, narrowings: &[(String, String, usize)], keys: &str) {
-    narrow_factor(&mut chain.relation, narrowings, keys);
+/// The source of the table `alias` names in the top-level FROM
+/// (`__pgt_u<s> AS alias`).
+fn source_of(select: &Select, alias: &str) -> Option<usize> {
+    fn in_factor(f: &TableFactor, alias: &str) -> Option<usize> {
+        match f {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => in_chain(table_with_joins, alias),
+            TableFactor::Table { name, .. } if table_alias(f).as_deref() == Some(alias) => {
+                name.to_string().strip_prefix("__pgt_u")?.parse().ok()
+            }
+            _ => None,
+        }
+    }
+    fn in_chain(chain: &TableWithJoins, alias: &str) -> Option<usize> {
+        in_factor(&chain.relation, alias).or_else(|| {
+            chain
+                .joins
+                .iter()
+                .find_map(|j| in_factor(&j.relation, alias))
+        })
+    }
+    select.from.iter().find_map(|c| in_chain(c, alias))
+}
+
+/// Read each table of `renamed` (alias, narrowed CTE) from its CTE.
+fn rename_chain(chain: &mut TableWithJoins, renamed: &[(String, String)]) {
+    rename_factor(&mut chain.relation, renamed);
     for join in &mut chain.joins {
-        narrow_factor(&mut join.relation, narrowings, keys);
+        rename_factor(&mut join.relation, renamed);
     }
 }
 
-fn narrow_factor(factor: &mut TableFactor, narrowings: &[(String, String, usize)], keys: &str) {
+fn rename_factor(factor: &mut TableFactor, renamed: &[(String, String)]) {
     if let TableFactor::NestedJoin {
         table_with_joins, ..
     } = factor
     {
-        narrow_chain(table_with_joins, narrowings, keys);
+        rename_chain(table_with_joins, renamed);
         return;
     }
     let Some(alias) = table_alias(factor) else {
         return;
     };
-    let conditions: Vec<String> = narrowings
-        .iter()
-        .filter(|(a, _, _)| *a == alias)
-        .map(|(_, column, i)| {
-            let k = format!("__pgt_k{}", i + 1);
-            format!(
-                "__pgt_n.{} = ANY (ARRAY(SELECT __pgt_r.{k} FROM {keys} __pgt_r WHERE __pgt_r.{k} IS NOT NULL))",
-                crate::sql::quote_ident(column)
-            )
-        })
-        .collect();
-    if conditions.is_empty() {
-        return;
+    if let (Some((_, cte)), TableFactor::Table { name, .. }) =
+        (renamed.iter().find(|(a, _)| *a == alias), factor)
+    {
+        *name = ObjectName::from(vec![Ident::new(cte.clone())]);
     }
-    let TableFactor::Table {
-        name,
-        alias: Some(table_alias),
-        ..
-    } = factor
-    else {
-        return;
-    };
-    let sql = format!(
-        "SELECT * FROM (SELECT * FROM {name} AS __pgt_n WHERE {}) AS __pgt_narrowed",
-        conditions.join(" AND ")
-    );
-    let kept = table_alias.clone();
-    let parsed =
-        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
-            .expect("a generated narrowing parses");
-    let Some(Statement::Query(query)) = parsed.into_iter().next() else {
-        unreachable!("a SELECT parses as a query");
-    };
-    let SetExpr::Select(select) = *query.body else {
-        unreachable!("a plain SELECT");
-    };
-    let mut narrowed = select
-        .from
-        .into_iter()
-        .next()
-        .expect("one FROM item")
-        .relation;
-    if let TableFactor::Derived { alias, .. } = &mut narrowed {
-        *alias = Some(kept);
-    }
-    *factor = narrowed;
 }
 
 #[cfg(test)]
@@ -223,10 +335,16 @@ mod tests {
     use crate::model::{Model, Occ, Rel};
     use sqlparser::ast::VisitMut;
 
-    /// The keyed subquery of `SELECT n, count(*) FROM (<inner>) s GROUP
-    /// BY n` over its old states, narrowed; tables `a(k, v)` (source 0),
-    /// `b(k, x)` (1) and `c(k, y)` (2).
-    fn narrowed(inner: &str) -> String {
+    /// The narrowings of the keyed subquery of `SELECT n, count(*) FROM
+    /// (<inner>) s GROUP BY n` over its old states, as (source, column,
+    /// NULLs kept); tables `a(k, v)` (source 0), `b(k, x)` (1) and `c(k,
+    /// y)` (2).
+    fn narrowed(inner: &str) -> Vec<(usize, String, bool)> {
+        narrowed_with(inner, false)
+    }
+
+    /// As `narrowed`, with every key an array or not.
+    fn narrowed_with(inner: &str, array_keys: bool) -> Vec<(usize, String, bool)> {
         let mut catalog = Catalog::new();
         for (oid, name, cols) in [
             (1, "a", ["k", "v"]),
@@ -263,42 +381,72 @@ mod tests {
         let Rel::Keyed(keyed) = rel.as_ref() else {
             panic!("kept by keys");
         };
+        let mut keyed = keyed.as_ref().clone();
+        keyed.key_arrays = vec![array_keys; keyed.keys.len()];
         let mut select = keyed.block.select.clone();
         let _ = select.visit(&mut super::super::keyed::OldTables(&keyed.tables));
-        narrow_old_tables(&mut select, keyed, "__pgt_g0");
-        select.to_string()
+        let mut out: Vec<(usize, String, bool)> = narrowings(&select, &keyed)
+            .into_iter()
+            .map(|n| {
+                (
+                    source_of(&select, &n.alias).expect("a table"),
+                    n.column,
+                    n.keep_nulls,
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
-    /// Which sources' old states `narrowed` reads narrowed.
+    /// Which sources `narrowed` reads narrowed.
     fn narrowed_sources(inner: &str) -> Vec<usize> {
-        let sql = narrowed(inner);
-        (0..3)
-            .filter(|s| sql.contains(&format!("FROM __pgt_u{s} AS __pgt_n WHERE")))
-            .collect()
+        let mut sources: Vec<usize> = narrowed(inner).into_iter().map(|(s, _, _)| s).collect();
+        sources.dedup();
+        sources
     }
 
     #[test]
     fn a_table_equated_to_a_key_column_is_read_only_where_the_reached_keys_are() {
-        // TPC-H Q13's shape: the LEFT join's right side, not the key's table.
+        // TPC-H Q13's shape: the LEFT join's right side, and the key's
+        // own table (with its NULL keys).
         let q13 = "SELECT a.k, count(b.x) AS n FROM a LEFT JOIN b ON b.k = a.k GROUP BY a.k";
-        assert_eq!(narrowed_sources(q13), [1]);
-        assert!(
-            narrowed(q13).contains(
-                "__pgt_n.k = ANY(ARRAY(SELECT __pgt_r.__pgt_k1 FROM __pgt_g0 __pgt_r WHERE __pgt_r.__pgt_k1 IS NOT NULL))"
-            ),
-            "{}",
-            narrowed(q13)
+        assert_eq!(
+            narrowed(q13),
+            [(0, "k".to_string(), true), (1, "k".to_string(), false)]
         );
         // Equated in WHERE, or by an inner join, through either key.
         assert_eq!(
             narrowed_sources("SELECT a.k, count(*) AS n FROM a, b WHERE b.k = a.k GROUP BY a.k"),
-            [1]
+            [0, 1]
         );
         assert_eq!(
             narrowed_sources(
                 "SELECT a.k, c.y, count(*) AS n FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.x GROUP BY a.k, c.y"
             ),
-            [1]
+            [0, 1, 2]
+        );
+        // One table (TPC-H Q15's revenue): narrowed by its own key.
+        assert_eq!(
+            narrowed_sources("SELECT k, count(*) AS n FROM a GROUP BY k"),
+            [0]
+        );
+        // Array keys (or keys of unknown type): nothing.
+        let q13 = "SELECT a.k, count(b.x) AS n FROM a LEFT JOIN b ON b.k = a.k GROUP BY a.k";
+        assert_eq!(narrowed_with(q13, true), []);
+        // A table whose alias renames its columns: only the key's own.
+        assert_eq!(
+            narrowed_sources(
+                "SELECT a.k, count(bb.y) AS n FROM a LEFT JOIN b AS bb(j, y) ON bb.j = a.k GROUP BY a.k"
+            ),
+            [0]
+        );
+        // Not equated: only the key's own table.
+        assert_eq!(
+            narrowed_sources(
+                "SELECT a.k, count(*) AS n FROM a LEFT JOIN b ON b.k > a.k GROUP BY a.k"
+            ),
+            [0]
         );
     }
 
@@ -312,8 +460,8 @@ mod tests {
             "SELECT a.k, count(*) AS n FROM a FULL JOIN b ON b.k = a.k GROUP BY a.k",
             // A key that is not a column.
             "SELECT a.k + 1 AS g, count(*) AS n FROM a LEFT JOIN b ON b.k = a.k GROUP BY a.k + 1",
-            // Not an equality.
-            "SELECT a.k, count(*) AS n FROM a LEFT JOIN b ON b.k > a.k GROUP BY a.k",
+            // The key's table NULL-extended by a RIGHT join.
+            "SELECT b.k, count(*) AS n FROM a RIGHT JOIN b ON b.k > a.k GROUP BY b.k",
         ] {
             assert_eq!(narrowed_sources(inner), Vec::<usize>::new(), "{inner}");
         }

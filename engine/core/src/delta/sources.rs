@@ -128,13 +128,49 @@ impl Gen<'_> {
         if self.defined_unsigned_old.contains(&s) {
             return;
         }
+        self.defined_unsigned_old.push(s);
+        let body = self.unsigned_old_body(s, None);
+        let cols = quoted_list(self.sources[s].columns.iter().map(|c| c.as_str()));
+        self.ctes
+            .push(format!("__pgt_u{s}({cols}) AS NOT MATERIALIZED ({body})"));
+    }
+
+    /// Define a CTE of `__pgt_u<s>`'s rows for which `restriction` holds
+    /// (a condition over the source's columns, given the alias to qualify
+    /// them with), applied inside each branch of the union, where
+    /// PostgreSQL can answer it from an index (see `narrowing.rs`);
+    /// returns its name.
+    pub(super) fn source_narrowed_old_cte(
+        &mut self,
+        s: usize,
+        restriction: &dyn Fn(&str) -> String,
+    ) -> String {
+        let name = format!("__pgt_u{s}_{}", self.next_values);
+        self.next_values += 1;
+        let body = self.unsigned_old_body(s, Some(restriction));
+        let cols = quoted_list(self.sources[s].columns.iter().map(|c| c.as_str()));
+        self.ctes
+            .push(format!("{name}({cols}) AS NOT MATERIALIZED ({body})"));
+        name
+    }
+
+    /// The SELECT of source `s` as it was before the consumed changes (see
+    /// [`Gen::source_unsigned_old_cte`]), only where `restriction` holds.
+    fn unsigned_old_body(
+        &mut self,
+        s: usize,
+        restriction: Option<&dyn Fn(&str) -> String>,
+    ) -> String {
         let changed = self.changed.as_ref().is_none_or(|c| c.contains(&s));
         if changed {
             self.source_delta_cte(s);
         }
-        self.defined_unsigned_old.push(s);
         let src = &self.sources[s];
         let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
+        let also = |alias: &str| match restriction {
+            Some(r) => format!(" AND ({})", r(alias)),
+            None => String::new(),
+        };
         let prefixed = |p: &str| -> String {
             src.columns
                 .iter()
@@ -145,11 +181,12 @@ impl Gen<'_> {
         let (t_cols, d_cols, x_cols) = (prefixed("t"), prefixed("d"), prefixed("x"));
         let table = src.qualified();
         if !changed {
-            self.ctes.push(format!(
-                "__pgt_u{s}({cols}) AS NOT MATERIALIZED (SELECT {t_cols} FROM {table} t)"
-            ));
-            return;
+            return match restriction {
+                Some(r) => format!("SELECT {t_cols} FROM {table} t WHERE {}", r("t")),
+                None => format!("SELECT {t_cols} FROM {table} t"),
+            };
         }
+        let t_also = also("t");
         let same_row = format!(
             "ROW({d_cols})::pg_catalog.text OPERATOR(pg_catalog.=) ROW({t_cols})::pg_catalog.text"
         );
@@ -157,11 +194,11 @@ impl Gen<'_> {
         // ones (`lead`: a condition every added row equal to `t` meets).
         let kept = |rows: &str, lead: &str| {
             format!(
-                "SELECT {t_cols} FROM {table} t WHERE {rows} AND NOT EXISTS (SELECT 1 FROM __pgt_d{s} d \
+                "SELECT {t_cols} FROM {table} t WHERE {rows}{t_also} AND NOT EXISTS (SELECT 1 FROM __pgt_d{s} d \
                  WHERE d.__pgt_m > 0 AND {lead} AND {same_row}) \
                  UNION ALL SELECT {x_cols} FROM (SELECT {t_cols}, d.__pgt_m AS __pgt_dm, \
                  pg_catalog.row_number() OVER (PARTITION BY ROW({d_cols})::pg_catalog.text) AS __pgt_c \
-                 FROM {table} t JOIN __pgt_d{s} d ON d.__pgt_m > 0 AND {lead} AND {same_row} WHERE {rows}) \
+                 FROM {table} t JOIN __pgt_d{s} d ON d.__pgt_m > 0 AND {lead} AND {same_row} WHERE {rows}{t_also}) \
                  x({cols}, __pgt_dm, __pgt_c) WHERE x.__pgt_c > x.__pgt_dm"
             )
         };
@@ -181,11 +218,11 @@ impl Gen<'_> {
                 kept(&format!("NOT ({whole})"), "true")
             )
         };
-        self.ctes.push(format!(
-            "__pgt_u{s}({cols}) AS NOT MATERIALIZED ({current} \
-             UNION ALL SELECT {d_cols} FROM __pgt_d{s} d \
-             CROSS JOIN LATERAL pg_catalog.generate_series(1, -d.__pgt_m) WHERE d.__pgt_m < 0)"
-        ));
+        format!(
+            "{current} UNION ALL SELECT {d_cols} FROM __pgt_d{s} d \
+             CROSS JOIN LATERAL pg_catalog.generate_series(1, -d.__pgt_m) WHERE d.__pgt_m < 0{}",
+            also("d")
+        )
     }
 
     /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`

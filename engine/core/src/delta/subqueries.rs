@@ -85,7 +85,7 @@ impl Gen<'_> {
     }
 
     /// A condition true when the subquery's sources have net changes.
-    fn any_change(&mut self, sub: &ExprSub) -> String {
+    pub(super) fn any_change(&mut self, sub: &ExprSub) -> String {
         let mut sources: Vec<usize> = sub
             .sources
             .iter()
