@@ -293,6 +293,10 @@ pub struct ExprSub {
     /// extension asks PostgreSQL (not `real` or `double precision`, whose
     /// sums depend on the order rows are added). None until asked.
     pub exact_sums: Option<bool>,
+    /// Whether a column it names (in its select list, WHERE or HAVING)
+    /// resolves outside its own FROM, or cannot be placed: it is
+    /// correlated with the enclosing query, by an equality or otherwise.
+    pub correlated: bool,
 }
 
 /// How the rows of a subquery reach the rows of the enclosing block.

@@ -401,6 +401,10 @@ impl Analyzer<'_> {
                 )))
             }
         };
+        let own = |e: &Expr| only(&sides(e, &block.scope, outer), Side::Inner);
+        let correlated = !(block.output_exprs().iter().all(own)
+            && block.select.selection.as_ref().is_none_or(own)
+            && block.select.having.as_ref().is_none_or(own));
         let (kept, pairs) = split_where(&block.select.selection, &block.scope, outer);
         block.select.selection = and_all(kept);
         let in_pair = tested.and_then(|t| {
@@ -452,6 +456,7 @@ impl Analyzer<'_> {
                 sources,
                 grouped_or_limited: grouped || limited,
                 exact_sums: None,
+                correlated,
             },
             OpNode::new("SubPlan", detail, vec![child]),
         ))

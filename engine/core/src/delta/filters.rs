@@ -4,7 +4,8 @@
 //! groups, each a hash join of every order with every line item).
 //!
 //! A filter is an `EXISTS`, `NOT EXISTS` or `x IN (SELECT ...)` standing as
-//! a whole conjunct of the WHERE, over base tables, with no grouping,
+//! a whole conjunct of the WHERE, correlated by equalities or not at all,
+//! over relations with an exact delta, with no grouping,
 //! limit or subquery of its own; or a comparison with a scalar aggregate,
 //! `x < (SELECT 0.2 * avg(y) FROM ... WHERE ...)` (TPC-H Q17, Q22),
 //! whose aggregates are `count`, `sum`, `avg`, `min` or `max` of one
@@ -87,7 +88,14 @@ fn filters(block: &Block) -> Option<Vec<Filter>> {
             let inexact = aggregate
                 .as_ref()
                 .is_some_and(|a| a.sums && sub.exact_sums != Some(true));
-            if (sub.grouped_or_limited && aggregate.is_none()) || inexact || sub.body.reached_only()
+            // Not correlated by an equality: a filter only when not
+            // correlated at all (otherwise every row would evaluate it
+            // against the old state, row by row).
+            let loosely_correlated = matches!(sub.link, SubLink::Every) && sub.correlated;
+            if (sub.grouped_or_limited && aggregate.is_none())
+                || inexact
+                || sub.body.reached_only()
+                || loosely_correlated
             {
                 return None;
             }

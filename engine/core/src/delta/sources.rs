@@ -228,9 +228,10 @@ impl Gen<'_> {
     /// Define `__pgt_sd<id>` for a subquery occurrence, and `__pgt_so<id>`
     /// (its old state) when `with_old`.
     ///
-    /// A subquery holding subqueries in expressions, outer joins or a
-    /// keyed subquery whose rows are not deterministic has no exact delta
-    /// ([`Rel::delta_is_exact`]): `__pgt_sd<id>` then holds every row of it
+    /// A subquery holding subqueries in expressions that are not filters,
+    /// outer joins or a keyed subquery whose rows are not deterministic
+    /// has no exact delta ([`Rel::delta_is_exact`]): `__pgt_sd<id>` then
+    /// holds every row of it
     /// a change may have added, removed or altered (old and new values
     /// alike, see `subqueries.rs`), which is what the affected keys of an
     /// enclosing grouped block need, and nothing reads it as an exact delta.

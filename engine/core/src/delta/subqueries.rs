@@ -101,6 +101,10 @@ impl Gen<'_> {
                 format!("EXISTS (SELECT 1 FROM __pgt_d{s})")
             })
             .collect();
+        if checks.is_empty() {
+            // It reads no table (a VALUES list): nothing changes it.
+            return "false".into();
+        }
         checks.join(" OR ")
     }
 

@@ -974,6 +974,10 @@ mod tests {
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k LIMIT 1) GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k \
              AND EXISTS (SELECT 1 FROM a AS a3 WHERE a3.v = b.x)) GROUP BY k",
+            // Correlated otherwise than by an equality: every row would
+            // evaluate it against the old state, one by one.
+            "SELECT k, count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.x > a.v) GROUP BY k",
+            "SELECT k, count(*) AS n FROM a WHERE v > (SELECT max(x) FROM b WHERE b.x < a.w) GROUP BY k",
             // A whole row as the argument, however written.
             "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count(b) FROM b WHERE b.k = a.k) GROUP BY k",
             "SELECT k, count(*) AS n FROM a WHERE v > (SELECT count((b.*)) FROM b WHERE b.k = a.k) GROUP BY k",
