@@ -407,6 +407,34 @@ fn an_aggregate_filter_is_kept_algebraically_unless_its_sum_is_floating_point() 
     }
 }
 
+/// Create each `(name, query, kept algebraically)` DIFFERENTIAL and check
+/// that its differential statement is the algebraic one exactly when
+/// `kept`.
+fn create_checking_the_form(db: &mut Client, queries: &[(&str, &str, bool)]) {
+    for (st, query, _) in queries {
+        db.execute(
+            "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'DIFFERENTIAL')",
+            &[st, query],
+        )
+        .unwrap();
+    }
+    for (st, _, kept) in queries {
+        assert_eq!(differential_sql_has(db, st, "__pgt_mg"), *kept, "{st}");
+    }
+}
+
+/// Refresh `st`: it must run DIFFERENTIAL and match its query.
+fn refresh_differentially(db: &mut Client, st: &str, query: &str, step: &str) {
+    db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+        .unwrap();
+    let ran = last_refresh(db, st).unwrap().unwrap().describe();
+    assert!(
+        ran.starts_with("DIFFERENTIAL"),
+        "{st} ran {ran} after {step}"
+    );
+    assert_fresh(db, st, query);
+}
+
 #[test]
 fn an_aggregate_over_a_grouped_subquery_is_kept_as_old_plus_delta() {
     let mut db = database("algebraic_nested");
@@ -431,16 +459,7 @@ fn an_aggregate_over_a_grouped_subquery_is_kept_as_old_plus_delta() {
         ("per_rank", "SELECT r, count(*) AS c FROM (SELECT cust, rank() OVER (PARTITION BY cust ORDER BY amount) AS r \
           FROM ord) s GROUP BY r", false),
     ];
-    for (st, query, _) in queries {
-        db.execute(
-            "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'DIFFERENTIAL')",
-            &[&st, &query],
-        )
-        .unwrap();
-    }
-    for (st, _, kept) in queries {
-        assert_eq!(differential_sql_has(&mut db, st, "__pgt_mg"), kept, "{st}");
-    }
+    create_checking_the_form(&mut db, &queries);
     for step in [
         // One customer moves from one count to the next.
         "INSERT INTO ord VALUES (5000, 7, 2.50)",
@@ -451,14 +470,7 @@ fn an_aggregate_over_a_grouped_subquery_is_kept_as_old_plus_delta() {
     ] {
         db.batch_execute(step).unwrap();
         for (st, query, kept) in queries {
-            db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-                .unwrap();
-            let ran = last_refresh(&mut db, st).unwrap().unwrap().describe();
-            assert!(
-                ran.starts_with("DIFFERENTIAL"),
-                "{st} ran {ran} after {step}"
-            );
-            assert_fresh(&mut db, st, query);
+            refresh_differentially(&mut db, st, query, step);
             if kept && step.starts_with("INSERT INTO ord") {
                 // Two groups change by one customer each, in place.
                 let (deleted, inserted) = last_counts(&mut db, st);
@@ -493,16 +505,7 @@ fn a_filtered_subquery_in_from_is_kept_as_old_plus_delta() {
           FROM cust WHERE fbal > (SELECT avg(fbal) FROM cust WHERE fbal > 0) \
           AND NOT EXISTS (SELECT 1 FROM ord WHERE ord.cust = cust.id)) s GROUP BY cc", false),
     ];
-    for (st, query, _) in queries {
-        db.execute(
-            "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'DIFFERENTIAL')",
-            &[&st, &query],
-        )
-        .unwrap();
-    }
-    for (st, _, kept) in queries {
-        assert_eq!(differential_sql_has(&mut db, st, "__pgt_mg"), kept, "{st}");
-    }
+    create_checking_the_form(&mut db, &queries);
     for step in [
         // Only orders change: the customers they name flip.
         "INSERT INTO ord VALUES (5000, 250), (5001, 251)",
@@ -513,14 +516,7 @@ fn a_filtered_subquery_in_from_is_kept_as_old_plus_delta() {
     ] {
         db.batch_execute(step).unwrap();
         for (st, query, _) in queries {
-            db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-                .unwrap();
-            let ran = last_refresh(&mut db, st).unwrap().unwrap().describe();
-            assert!(
-                ran.starts_with("DIFFERENTIAL"),
-                "{st} ran {ran} after {step}"
-            );
-            assert_fresh(&mut db, st, query);
+            refresh_differentially(&mut db, st, query, step);
         }
     }
 }

@@ -250,6 +250,40 @@ impl Catalog {
         Self::default()
     }
 
+    /// For unit tests: plain tables in schema `public` (oids from 1, in
+    /// order) and IMMUTABLE aggregates, by name.
+    #[cfg(test)]
+    pub(crate) fn for_tests(tables: &[(&str, &[&str])], aggregates: &[&str]) -> Self {
+        let mut c = Self::new();
+        for (i, (name, columns)) in tables.iter().enumerate() {
+            c.insert(
+                *name,
+                SourceTable {
+                    oid: i as u32 + 1,
+                    schema: "public".into(),
+                    name: name.to_string(),
+                    kind: SourceKind::Table,
+                    columns: columns.iter().map(|c| c.to_string()).collect(),
+                    capture_problem: None,
+                    capture: Default::default(),
+                    key: Vec::new(),
+                    image_equality: Vec::new(),
+                },
+            );
+        }
+        for f in aggregates {
+            c.insert_function(
+                *f,
+                FunctionFacts {
+                    immutable: true,
+                    aggregate: true,
+                    ..Default::default()
+                },
+            );
+        }
+        c
+    }
+
     /// Record that `written` (as returned by [`crate::referenced_tables`]) resolves to `table`.
     pub fn insert(&mut self, written: impl Into<String>, table: SourceTable) {
         self.by_written_name.insert(written.into(), table);

@@ -114,37 +114,11 @@ fn correlated(block: &Block, conjunct: &Expr) -> Option<Expr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, FunctionFacts, SourceKind, SourceTable};
+    use crate::catalog::Catalog;
     use crate::model::Model;
 
     fn grouped_block(query: &str) -> Block {
-        let mut c = Catalog::new();
-        for (oid, name, cols) in [(1, "a", ["k", "v"]), (2, "b", ["k", "w"])] {
-            c.insert(
-                name,
-                SourceTable {
-                    oid,
-                    schema: "public".into(),
-                    name: name.into(),
-                    kind: SourceKind::Table,
-                    columns: cols.iter().map(|c| c.to_string()).collect(),
-                    capture_problem: None,
-                    capture: Default::default(),
-                    key: Vec::new(),
-                    image_equality: Vec::new(),
-                },
-            );
-        }
-        for f in ["count", "sum"] {
-            c.insert_function(
-                f,
-                FunctionFacts {
-                    immutable: true,
-                    aggregate: true,
-                    ..Default::default()
-                },
-            );
-        }
+        let c = Catalog::for_tests(&[("a", &["k", "v"]), ("b", &["k", "w"])], &["count", "sum"]);
         match crate::analyze::analyze(query, &c).expect("analysis").model {
             Ok(Model::Grouped { block, .. }) => *block,
             other => panic!("not grouped: {other:?}"),

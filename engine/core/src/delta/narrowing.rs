@@ -331,7 +331,7 @@ fn rename_factor(factor: &mut TableFactor, renamed: &[(String, String)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, FunctionFacts, SourceKind, SourceTable};
+    use crate::catalog::Catalog;
     use crate::model::{Model, Occ, Rel};
     use sqlparser::ast::VisitMut;
 
@@ -345,31 +345,10 @@ mod tests {
 
     /// As `narrowed`, with every key an array or not.
     fn narrowed_with(inner: &str, array_keys: bool) -> Vec<(usize, String, bool)> {
-        let mut catalog = Catalog::new();
-        for (oid, name, cols) in [
-            (1, "a", ["k", "v"]),
-            (2, "b", ["k", "x"]),
-            (3, "c", ["k", "y"]),
-        ] {
-            let table = SourceTable {
-                oid,
-                schema: "public".into(),
-                name: name.into(),
-                kind: SourceKind::Table,
-                columns: cols.iter().map(|c| c.to_string()).collect(),
-                capture_problem: None,
-                capture: Default::default(),
-                key: Vec::new(),
-                image_equality: Vec::new(),
-            };
-            catalog.insert(name, table);
-        }
-        let aggregate = FunctionFacts {
-            immutable: true,
-            aggregate: true,
-            ..Default::default()
-        };
-        catalog.insert_function("count", aggregate);
+        let catalog = Catalog::for_tests(
+            &[("a", &["k", "v"]), ("b", &["k", "x"]), ("c", &["k", "y"])],
+            &["count"],
+        );
         let query = format!("SELECT n, count(*) AS c FROM ({inner}) s GROUP BY n");
         let analysis = crate::analyze::analyze(&query, &catalog).expect("analysis");
         let Ok(Model::Grouped { block, .. }) = &analysis.model else {
