@@ -123,21 +123,6 @@ fn restricted(select: &Select, keyed: &Keyed, keys: &str) -> String {
             matching.all_not_null
         ),
     );
-    // The same, key by key, as `= ANY (ARRAY(...))` for keys known not to
-    // be arrays (whose values `ARRAY(...)` would nest): implied by the IN,
-    // but a condition PostgreSQL answers from an index on the key where
-    // it would join the reached keys row by row to another index.
-    for (i, (e, r)) in exprs.iter().zip(&refs).enumerate() {
-        if keyed.key_arrays.get(i) == Some(&false) {
-            with_where(
-                &mut non_null,
-                &format!(
-                    "{e} = ANY (ARRAY(SELECT {r} FROM {keys} k WHERE {}))",
-                    matching.all_not_null
-                ),
-            );
-        }
-    }
     let mut nullable = select.clone();
     with_where(&mut nullable, &matching.nullable);
     format!("({non_null}) UNION ALL ({nullable})")
