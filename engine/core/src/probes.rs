@@ -243,34 +243,9 @@ pub struct NestedProbe {
 /// The probes of every keyed subquery of an analysis, at any depth.
 pub fn nested_probes(analysis: &Analysis) -> Vec<NestedProbe> {
     let mut out = Vec::new();
-    match &analysis.model {
-        Ok(Model::Grouped { block, .. }) => block_probes(block, &mut out),
-        Ok(Model::Linear(rel)) => rel_probes(rel, &mut out),
-        Err(_) => {}
-    }
+    let mut analysis = analysis.clone();
+    for_each_keyed_mut(&mut analysis, &mut |keyed| keyed_probe(keyed, &mut out));
     out
-}
-
-fn rel_probes(rel: &Rel, out: &mut Vec<NestedProbe>) {
-    match rel {
-        Rel::Block(b) => block_probes(b, out),
-        Rel::UnionAll(branches) => branches.iter().for_each(|b| rel_probes(b, out)),
-        Rel::Keyed(k) => {
-            keyed_probe(k, out);
-            block_probes(&k.block, out);
-        }
-    }
-}
-
-fn block_probes(block: &Block, out: &mut Vec<NestedProbe>) {
-    for occ in &block.occs {
-        if let Occ::Sub { rel, .. } = occ {
-            rel_probes(rel, out);
-        }
-    }
-    for sub in &block.subs {
-        block_probes(&sub.body, out);
-    }
 }
 
 fn keyed_probe(k: &Keyed, out: &mut Vec<NestedProbe>) {
