@@ -758,11 +758,71 @@ fn an_intermediate_row_image_that_fails_to_compute_is_never_evaluated() {
     .unwrap();
     let outcome = sqlstate(db.batch_execute("SELECT pgtrickle.refresh_stream_table('ratios_st')"));
     assert_eq!(outcome, "ok", "FULL would succeed on these sources");
+    assert_eq!(
+        last_refresh_mode(&mut db, "ratios_st").unwrap().as_deref(),
+        Some("DIFFERENTIAL"),
+        "the differential statement must not fail over to FULL"
+    );
     assert_fresh(
         &mut db,
         "ratios_st",
         "SELECT id, 100 / amount AS r FROM ratios_src",
     );
+}
+
+/// Intermediate images that only other change buffer rows share: a key
+/// changed between two updates, a row deleted and inserted again with the
+/// same key, and a table without a key whose rows have NULLs. Images whose
+/// cheap prefix (the key, or a few columns) is nobody else's skip the
+/// netting window; these must not, or the query would divide by zero where
+/// FULL does not.
+#[test]
+fn intermediate_images_shared_across_changes_are_never_evaluated() {
+    let mut db = database("intermediate_shared");
+    db.batch_execute(
+        "CREATE TABLE keyed_src (id int PRIMARY KEY, amount int NOT NULL);
+         CREATE TABLE loose_src (a int, b int);
+         INSERT INTO keyed_src VALUES (1, 10), (5, 20);
+         INSERT INTO loose_src VALUES (1, 4), (NULL, 2);
+         SELECT pgtrickle.create_stream_table('keyed_st',
+             'SELECT id, 100 / amount AS r FROM keyed_src', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('loose_st',
+             'SELECT a, 100 / b AS r FROM loose_src', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('loose_sum',
+             'SELECT a, sum(100 / b) AS r, count(*) AS n FROM loose_src GROUP BY a', NULL, 'DIFFERENTIAL');
+         INSERT INTO keyed_src VALUES (2, 0);
+         UPDATE keyed_src SET id = 3 WHERE id = 2;
+         UPDATE keyed_src SET amount = 4 WHERE id = 3;
+         DELETE FROM keyed_src WHERE id = 5;
+         INSERT INTO keyed_src VALUES (5, 0);
+         UPDATE keyed_src SET amount = 25 WHERE id = 5;
+         UPDATE keyed_src SET amount = amount WHERE id = 1;
+         INSERT INTO loose_src VALUES (NULL, 0);
+         UPDATE loose_src SET b = 5 WHERE a IS NULL AND b = 0;
+         INSERT INTO loose_src VALUES (7, 0);
+         UPDATE loose_src SET a = NULL WHERE a = 7;
+         UPDATE loose_src SET b = 10 WHERE a IS NULL AND b = 0;
+         UPDATE loose_src SET a = a WHERE a = 1;",
+    )
+    .unwrap();
+    for (st, query) in [
+        ("keyed_st", "SELECT id, 100 / amount AS r FROM keyed_src"),
+        ("loose_st", "SELECT a, 100 / b AS r FROM loose_src"),
+        (
+            "loose_sum",
+            "SELECT a, sum(100 / b) AS r, count(*) AS n FROM loose_src GROUP BY a",
+        ),
+    ] {
+        let outcome =
+            sqlstate(db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')")));
+        assert_eq!(outcome, "ok", "{st}: FULL would succeed on these sources");
+        assert_eq!(
+            last_refresh_mode(&mut db, st).unwrap().as_deref(),
+            Some("DIFFERENTIAL"),
+            "{st}: the differential statement must not fail over to FULL"
+        );
+        assert_fresh(&mut db, st, query);
+    }
 }
 
 /// Captured images are netted by their text. A session that prints floats

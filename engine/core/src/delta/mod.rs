@@ -45,7 +45,8 @@
 //!
 //! One module per rule family: `join_terms.rs` (the join rule: telescoping and
 //! inclusion-exclusion: which version of each occurrence a term reads),
-//! `sources.rs` (the delta and old-state CTEs terms read), `linear.rs`
+//! `sources.rs` (the delta and old-state CTEs terms read), `netting.rs`
+//! (a source's change images netted per value), `linear.rs`
 //! (projection, filter, inner joins, UNION ALL), `grouped.rs` (GROUP BY,
 //! aggregates, DISTINCT: affected keys, recomputed groups), `subqueries.rs`
 //! (the rows a subquery's changes reach), `keyed.rs` (those of a subquery
@@ -64,6 +65,7 @@ mod join_terms;
 mod keyed;
 mod linear;
 mod narrowing;
+mod netting;
 mod outer_joins;
 mod sources;
 mod subqueries;

@@ -3,37 +3,9 @@
 //! negated delta), and the same pair for a subquery in FROM.
 
 use super::join_terms::Version;
-use super::{quoted_list, Gen};
-use crate::catalog::ImageEquality;
+use super::{netting, quoted_list, Gen};
 use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;
-
-/// The `PARTITION BY` list that puts two row images together exactly when
-/// they are the same values, from the columns themselves: `None` when some
-/// column's values can only be told apart by their text (or the kinds are
-/// not known).
-fn image_partition(kinds: &[ImageEquality], cols: &[String]) -> Option<String> {
-    if kinds.len() != cols.len() || cols.is_empty() {
-        return None;
-    }
-    let mut parts = Vec::with_capacity(cols.len());
-    for (kind, col) in kinds.iter().zip(cols) {
-        match kind {
-            ImageEquality::Exact => parts.push(col.clone()),
-            ImageEquality::Bytes => parts.push(format!("{col} COLLATE pg_catalog.\"C\"")),
-            ImageEquality::Padded => {
-                parts.push(format!("{col} COLLATE pg_catalog.\"C\""));
-                parts.push(format!("pg_catalog.octet_length({col})"));
-            }
-            ImageEquality::NumericScale => {
-                parts.push(col.clone());
-                parts.push(format!("pg_catalog.scale({col})"));
-            }
-            ImageEquality::Text => return None,
-        }
-    }
-    Some(parts.join(", "))
-}
 
 impl Gen<'_> {
     /// Define `__pgt_d<s>`, the consumed changes of a source, once.
@@ -43,53 +15,19 @@ impl Gen<'_> {
         }
         self.defined_sources.push(s);
         let consumed = self.consumed(s);
+        let buffer = self.changes_of(s);
         let src = &self.sources[s];
         let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
-        let new_img: Vec<String> = (1..=src.columns.len())
-            .map(|k| format!("b.__n{k}"))
-            .collect();
-        let old_img: Vec<String> = (1..=src.columns.len())
-            .map(|k| format!("b.__o{k}"))
-            .collect();
-        let buffer = self.changes_of(s);
-        let i_cols: Vec<String> = src
-            .columns
-            .iter()
-            .map(|c| format!("i.{}", quote_ident(c)))
-            .collect();
-        // Images are netted per exact value before anything evaluates
-        // them (by their text, or by their columns; see below): a row changed several times between refreshes leaves only
-        // its first old and last new image, so no expression of the query
-        // ever sees a value that neither state held (it could fail where
-        // FULL succeeds). The text is exact: refreshes pin
-        // extra_float_digits, and SQL-equal but different values (numeric
-        // 1.0 and 1.00) print differently. The first row of each text is
-        // kept by `__pgt_r < 2`, not `= 1`: PostgreSQL has no statistics
-        // for a window's output and estimates `= 1` at half a per cent of
-        // the rows, so every delta looked like one row and joins of two
-        // deltas ran as nested loops rescanning one of them per row of the
-        // other (TPC-H Q12: 53 ms of a 60 ms refresh); an inequality is
-        // estimated at a third.
-        //
-        // When every column's type says when two values are the same value
-        // (see `ImageEquality`), the rows are partitioned by the columns
-        // themselves (a numeric's scale beside it, text compared under
-        // collation "C", a bpchar's length in bytes beside it), which is as
-        // exact and several times cheaper than printing every row.
-        let partition = image_partition(&src.image_equality, &i_cols)
-            .unwrap_or_else(|| format!("ROW({})::pg_catalog.text", i_cols.join(", ")));
-        self.ctes.push(format!(
-            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
-             SELECT {cols}, __pgt_n FROM (SELECT i.*, \
-             (pg_catalog.sum(i.__pgt_m) OVER __pgt_w)::bigint AS __pgt_n, \
-             pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM (\
-             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
-             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
-             ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY {partition})) n \
-             WHERE n.__pgt_r < 2 AND n.__pgt_n <> 0)",
-            new_img.join(", "),
-            old_img.join(", "),
-        ));
+        let ctes = netting::netted_images_ctes(
+            &netting::Buffer {
+                s,
+                src,
+                buffer: &buffer,
+                consumed: &consumed,
+            },
+            &cols,
+        );
+        self.ctes.extend(ctes);
     }
 
     /// Define `__pgt_o<s>`, a source's old state, once (after its delta).
@@ -279,48 +217,6 @@ impl Gen<'_> {
                 Occ::Sub { id, rel, columns } => self.sub_ctes(*id, rel, columns, with_old),
                 Occ::Invariant => {}
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ImageEquality::{Bytes, Exact, NumericScale, Padded, Text};
-
-    #[test]
-    fn rows_are_netted_by_their_columns_only_when_every_column_says_what_is_the_same_value() {
-        let cols = vec!["i.k".to_string(), "i.n".to_string()];
-        assert_eq!(
-            image_partition(&[Exact, NumericScale], &cols).as_deref(),
-            Some("i.k, i.n, pg_catalog.scale(i.n)")
-        );
-        assert_eq!(
-            image_partition(&[Bytes, Padded], &cols).as_deref(),
-            Some(
-                "i.k COLLATE pg_catalog.\"C\", i.n COLLATE pg_catalog.\"C\", \
-                 pg_catalog.octet_length(i.n)"
-            )
-        );
-        assert_eq!(image_partition(&[Exact, Text], &cols), None);
-        assert_eq!(image_partition(&[], &cols), None, "not known");
-        assert_eq!(image_partition(&[Exact], &cols), None, "not one per column");
-    }
-
-    #[test]
-    fn only_types_whose_equal_values_print_alike_compare_by_value() {
-        // int4, date, timestamptz, uuid.
-        for t in [23, 1082, 1184, 2950] {
-            assert_eq!(ImageEquality::of(t), Exact, "{t}");
-        }
-        for t in [19, 25, 1043] {
-            assert_eq!(ImageEquality::of(t), Bytes, "{t}");
-        }
-        assert_eq!(ImageEquality::of(1042), Padded, "bpchar");
-        assert_eq!(ImageEquality::of(1700), NumericScale);
-        // float8 (-0 = 0), interval ('1 day' = '24 hours'), jsonb, a domain.
-        for t in [701, 1186, 3802, 16_384] {
-            assert_eq!(ImageEquality::of(t), Text, "{t}");
         }
     }
 }

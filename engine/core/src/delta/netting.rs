@@ -1,0 +1,348 @@
+//! The rows of `__pgt_d<s>`: a source's consumed row images netted per
+//! exact value, without comparing every image with every other one.
+//!
+//! Images are netted before anything evaluates them: a row changed several
+//! times between refreshes leaves only its first old and last new image, so
+//! no expression of the query ever sees a value that neither state held (it
+//! could fail where FULL succeeds). Netting every image (a window over all
+//! of them, partitioned by every column) cost about 2.5 µs per image,
+//! three quarters of a TPC-H Q6 refresh.
+//!
+//! Most images cannot cancel with anything: two images of the same value
+//! have the same value in every column, so in particular in a few cheap
+//! *prefix* columns (the source's primary key, or a few columns of types
+//! whose equality is exact). A change buffer row whose images share their
+//! prefixes with no other buffer row is emitted as it is: its images can
+//! only cancel with each other, which happens exactly when an UPDATE left
+//! every column as it was, and then neither is emitted. Only the buffer
+//! rows that share a prefix with another go through the window, and when
+//! no prefix is shared at all (one hash aggregate over the prefixes says
+//! so) those branches are not even scanned. The rows are the same as
+//! netting every image would give: equal values have equal prefixes, so
+//! each window partition lies wholly on one side.
+//!
+//! A NULL in a prefix column sends its buffer row to the window, unless no
+//! prefix is shared at all (the aggregate groups NULLs together, as the
+//! window does).
+
+use crate::catalog::{Capture, ImageEquality, SourceTable};
+use crate::sql::quote_ident;
+
+/// Most prefix columns taken from a source without a usable primary key.
+const MAX_PREFIX: usize = 3;
+
+/// The elements that put two row images together exactly when they are
+/// the same values, from the columns themselves (`col(k)` spells column
+/// `k`): `None` when some column's values can only be told apart by their
+/// text (or the kinds are not known).
+pub(super) fn image_partition(kinds: &[ImageEquality], cols: &[String]) -> Option<Vec<String>> {
+    if kinds.len() != cols.len() || cols.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(cols.len());
+    for (kind, col) in kinds.iter().zip(cols) {
+        match kind {
+            ImageEquality::Exact => parts.push(col.clone()),
+            ImageEquality::Bytes => parts.push(format!("{col} COLLATE pg_catalog.\"C\"")),
+            ImageEquality::Padded => {
+                parts.push(format!("{col} COLLATE pg_catalog.\"C\""));
+                parts.push(format!("pg_catalog.octet_length({col})"));
+            }
+            ImageEquality::NumericScale => {
+                parts.push(col.clone());
+                parts.push(format!("pg_catalog.scale({col})"));
+            }
+            ImageEquality::Text => return None,
+        }
+    }
+    Some(parts)
+}
+
+/// The same-value elements of an image whose columns are `cols`: the
+/// columns themselves where their kinds allow, otherwise the row's text.
+fn same_value_elements(kinds: &[ImageEquality], cols: &[String]) -> Vec<String> {
+    image_partition(kinds, cols)
+        .unwrap_or_else(|| vec![format!("ROW({})::pg_catalog.text", cols.join(", "))])
+}
+
+/// The indexes (into the source's columns) of the prefix columns: the
+/// primary key when every column of it has a known kind, otherwise up to
+/// [`MAX_PREFIX`] columns whose equality is exact; empty when there are
+/// none (every image then goes through the window).
+///
+/// Only a trigger-captured buffer has a prefix. A WAL-captured source's
+/// changes are a union with a function that decodes what the buffer does
+/// not hold yet, which the branches here would call several times.
+pub(super) fn prefix_columns(src: &SourceTable) -> Vec<usize> {
+    let kinds = &src.image_equality;
+    if kinds.len() != src.columns.len() || src.capture != Capture::Trigger {
+        return Vec::new();
+    }
+    let key: Option<Vec<usize>> = src
+        .key
+        .iter()
+        .map(|k| {
+            src.columns
+                .iter()
+                .position(|c| c == k)
+                .filter(|&i| kinds[i] != ImageEquality::Text)
+        })
+        .collect();
+    match key {
+        Some(key) if !key.is_empty() => key,
+        _ => (0..kinds.len())
+            .filter(|&i| kinds[i] == ImageEquality::Exact)
+            .take(MAX_PREFIX)
+            .collect(),
+    }
+}
+
+/// What the netted images of one source are read from.
+pub(super) struct Buffer<'a> {
+    /// The source's index, naming `__pgt_dk<s>`.
+    pub s: usize,
+    /// The source.
+    pub src: &'a SourceTable,
+    /// The change buffer's qualified name (alias `b` in `consumed`).
+    pub buffer: &'a str,
+    /// The predicate (over alias `b`) selecting the consumed changes.
+    pub consumed: &'a str,
+}
+
+/// `b.__n1, ...` or `b.__o1, ...`: buffer column `k` of an image.
+fn image_col(image: char, k: usize) -> String {
+    format!("b.__{image}{}", k + 1)
+}
+
+/// The CTEs defining `__pgt_d<s>(cols, __pgt_m)`: the consumed images,
+/// netted (see the module comment). `cols` is the quoted column list.
+pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
+    let Buffer {
+        s,
+        src,
+        buffer,
+        consumed,
+    } = b;
+    let n = src.columns.len();
+    let new_img: Vec<String> = (0..n).map(|k| image_col('n', k)).collect();
+    let old_img: Vec<String> = (0..n).map(|k| image_col('o', k)).collect();
+    let i_cols: Vec<String> = src
+        .columns
+        .iter()
+        .map(|c| format!("i.{}", quote_ident(c)))
+        .collect();
+    // The first row of each value is kept by `__pgt_r < 2`, not `= 1`:
+    // PostgreSQL has no statistics for a window's output and estimates
+    // `= 1` at half a per cent of the rows, so every delta looked like one
+    // row and joins of two deltas ran as nested loops rescanning one of
+    // them per row of the other (TPC-H Q12: 53 ms of a 60 ms refresh); an
+    // inequality is estimated at a third.
+    let window = |images_where: &str| {
+        format!(
+            "SELECT {cols}, __pgt_n FROM (SELECT i.*, \
+             (pg_catalog.sum(i.__pgt_m) OVER __pgt_w)::bigint AS __pgt_n, \
+             pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM (\
+             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed}{images_where} \
+             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed}{images_where}\
+             ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY {})) n \
+             WHERE n.__pgt_r < 2 AND n.__pgt_n <> 0",
+            new_img.join(", "),
+            old_img.join(", "),
+            same_value_elements(&src.image_equality, &i_cols).join(", "),
+        )
+    };
+    let prefix = prefix_columns(src);
+    if prefix.is_empty() {
+        return vec![format!(
+            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED ({})",
+            window("")
+        )];
+    }
+    let shared = format!("__pgt_dk{s}");
+    let k_names: Vec<String> = (1..=prefix.len()).map(|j| format!("k{j}")).collect();
+    let prefix_of =
+        |image: char| -> Vec<String> { prefix.iter().map(|&k| image_col(image, k)).collect() };
+    let shared_cte = format!(
+        "{shared}({}) AS MATERIALIZED (SELECT {} FROM (\
+         SELECT {}, b.change_id FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
+         UNION ALL SELECT {}, b.change_id FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
+         ) x({}, c) GROUP BY {} \
+         HAVING pg_catalog.min(x.c) OPERATOR(pg_catalog.<>) pg_catalog.max(x.c))",
+        k_names.join(", "),
+        k_names.join(", "),
+        prefix_of('n').join(", "),
+        prefix_of('o').join(", "),
+        k_names.join(", "),
+        k_names.join(", "),
+    );
+    // Whether the image's prefix is whole and nobody else's.
+    let own_prefix = |image: char| {
+        let cols = prefix_of(image);
+        let whole: Vec<String> = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+        let same: Vec<String> = k_names
+            .iter()
+            .zip(&cols)
+            .map(|(k, c)| format!("k.{k} OPERATOR(pg_catalog.=) {c}"))
+            .collect();
+        format!(
+            "({} AND NOT EXISTS (SELECT FROM {shared} k WHERE {}))",
+            whole.join(" AND "),
+            same.join(" AND ")
+        )
+    };
+    let own = format!(
+        "((b.op = 'D' OR {}) AND (b.op = 'I' OR {}))",
+        own_prefix('n'),
+        own_prefix('o')
+    );
+    let alone = format!("(NOT EXISTS (SELECT FROM {shared}) OR {own})");
+    // `EXISTS` alone is a one-time filter: with nothing shared, the
+    // window's branches are not scanned.
+    let not_alone = format!(" AND EXISTS (SELECT FROM {shared}) AND NOT {own}");
+    let same_values: Vec<String> = same_value_elements(&src.image_equality, &old_img)
+        .into_iter()
+        .zip(same_value_elements(&src.image_equality, &new_img))
+        .map(|(o, n)| {
+            format!("COALESCE({o} OPERATOR(pg_catalog.=) {n}, {o} IS NULL AND {n} IS NULL)")
+        })
+        .collect();
+    let changed = format!("NOT (b.op = 'U' AND {})", same_values.join(" AND "));
+    vec![
+        shared_cte,
+        format!(
+            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
+             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} AND {alone} AND {changed} \
+             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed} AND {alone} AND {changed} \
+             UNION ALL {})",
+            new_img.join(", "),
+            old_img.join(", "),
+            window(&not_alone),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::SourceKind;
+    use ImageEquality::{Bytes, Exact, NumericScale, Padded, Text};
+
+    fn source(columns: &[&str], kinds: &[ImageEquality], key: &[&str]) -> SourceTable {
+        SourceTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            kind: SourceKind::Table,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            capture_problem: None,
+            capture: Capture::Trigger,
+            key: key.iter().map(|c| c.to_string()).collect(),
+            image_equality: kinds.to_vec(),
+        }
+    }
+
+    #[test]
+    fn rows_are_netted_by_their_columns_only_when_every_column_says_what_is_the_same_value() {
+        let cols = vec!["i.k".to_string(), "i.n".to_string()];
+        assert_eq!(
+            image_partition(&[Exact, NumericScale], &cols).map(|p| p.join(", ")),
+            Some("i.k, i.n, pg_catalog.scale(i.n)".to_string())
+        );
+        assert_eq!(
+            image_partition(&[Bytes, Padded], &cols).map(|p| p.join(", ")),
+            Some(
+                "i.k COLLATE pg_catalog.\"C\", i.n COLLATE pg_catalog.\"C\", \
+                 pg_catalog.octet_length(i.n)"
+                    .to_string()
+            )
+        );
+        assert_eq!(image_partition(&[Exact, Text], &cols), None);
+        assert_eq!(image_partition(&[], &cols), None, "not known");
+        assert_eq!(image_partition(&[Exact], &cols), None, "not one per column");
+    }
+
+    #[test]
+    fn the_prefix_is_the_key_or_else_a_few_exactly_compared_columns() {
+        let kinds = [Text, Exact, Bytes, Exact, Exact, Exact];
+        let cols = ["f", "a", "name", "b", "c", "d"];
+        assert_eq!(
+            prefix_columns(&source(&cols, &kinds, &["name", "a"])),
+            vec![2, 1]
+        );
+        assert_eq!(
+            prefix_columns(&source(&cols, &kinds, &["f"])),
+            vec![1, 3, 4],
+            "a key compared by text only is no prefix"
+        );
+        assert_eq!(prefix_columns(&source(&cols, &kinds, &[])), vec![1, 3, 4]);
+        assert!(
+            prefix_columns(&source(&cols, &[], &["a"])).is_empty(),
+            "kinds unknown"
+        );
+        assert!(prefix_columns(&source(&["f"], &[Text], &[])).is_empty());
+        let mut wal = source(&cols, &kinds, &["a"]);
+        wal.capture = Capture::Wal;
+        assert!(prefix_columns(&wal).is_empty(), "WAL capture");
+    }
+
+    #[test]
+    fn images_with_a_prefix_of_their_own_skip_the_window() {
+        let src = source(&["id", "v"], &[Exact, NumericScale], &["id"]);
+        let b = Buffer {
+            s: 2,
+            src: &src,
+            buffer: "pgtrickle_changes.changes_9",
+            consumed: "C",
+        };
+        let ctes = netted_images_ctes(&b, "id, v");
+        assert_eq!(ctes.len(), 2);
+        assert!(ctes[0].starts_with(
+            "__pgt_dk2(k1) AS MATERIALIZED (SELECT k1 FROM (SELECT b.__n1, b.change_id"
+        ));
+        let d = &ctes[1];
+        assert!(d.starts_with(
+            "__pgt_d2(id, v, __pgt_m) AS MATERIALIZED (SELECT b.__n1, b.__n2, 1::bigint"
+        ));
+        assert!(d.contains("(NOT EXISTS (SELECT FROM __pgt_dk2) OR ((b.op = 'D' OR (b.__n1 IS NOT NULL AND NOT EXISTS (SELECT FROM __pgt_dk2 k WHERE k.k1 OPERATOR(pg_catalog.=) b.__n1)))"));
+        // An UPDATE that changed nothing leaves nothing; a numeric's scale
+        // counts as a change.
+        assert!(d.contains("NOT (b.op = 'U' AND COALESCE(b.__o1 OPERATOR(pg_catalog.=) b.__n1, b.__o1 IS NULL AND b.__n1 IS NULL) AND "));
+        assert!(
+            d.contains("pg_catalog.scale(b.__o2) OPERATOR(pg_catalog.=) pg_catalog.scale(b.__n2)")
+        );
+        assert!(d.contains("AND EXISTS (SELECT FROM __pgt_dk2) AND NOT ((b.op = 'D'"));
+        assert!(d.contains("PARTITION BY i.id, i.v, pg_catalog.scale(i.v)"));
+    }
+
+    #[test]
+    fn without_a_prefix_every_image_is_netted_by_its_text() {
+        let src = source(&["f"], &[Text], &[]);
+        let b = Buffer {
+            s: 0,
+            src: &src,
+            buffer: "buf",
+            consumed: "C",
+        };
+        let ctes = netted_images_ctes(&b, "f");
+        assert_eq!(ctes.len(), 1);
+        assert!(ctes[0].contains("PARTITION BY ROW(i.f)::pg_catalog.text"));
+        assert!(!ctes[0].contains("__pgt_dk"));
+    }
+
+    #[test]
+    fn only_types_whose_equal_values_print_alike_compare_by_value() {
+        // int4, date, timestamptz, uuid.
+        for t in [23, 1082, 1184, 2950] {
+            assert_eq!(ImageEquality::of(t), Exact, "{t}");
+        }
+        for t in [19, 25, 1043] {
+            assert_eq!(ImageEquality::of(t), Bytes, "{t}");
+        }
+        assert_eq!(ImageEquality::of(1042), Padded, "bpchar");
+        assert_eq!(ImageEquality::of(1700), NumericScale);
+        // float8 (-0 = 0), interval ('1 day' = '24 hours'), jsonb, a domain.
+        for t in [701, 1186, 3802, 16_384] {
+            assert_eq!(ImageEquality::of(t), Text, "{t}");
+        }
+    }
+}
