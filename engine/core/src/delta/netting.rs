@@ -28,8 +28,9 @@
 use crate::catalog::{Capture, ImageEquality, SourceTable};
 use crate::sql::quote_ident;
 
-/// Most prefix columns taken from a source without a usable primary key.
-const MAX_PREFIX: usize = 3;
+/// Most prefix columns taken from a source without a usable primary key
+/// (more columns tell more rows apart; each costs a little hashing).
+const MAX_PREFIX: usize = 6;
 
 /// The elements that put two row images together exactly when they are
 /// the same values, from the columns themselves (`col(k)` spells column
@@ -137,13 +138,13 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     // row and joins of two deltas ran as nested loops rescanning one of
     // them per row of the other (TPC-H Q12: 53 ms of a 60 ms refresh); an
     // inequality is estimated at a third.
-    let window = |images_where: &str| {
+    let window = |from: &str, images_where: &str| {
         format!(
             "SELECT {cols}, __pgt_n FROM (SELECT i.*, \
              (pg_catalog.sum(i.__pgt_m) OVER __pgt_w)::bigint AS __pgt_n, \
              pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM (\
-             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed}{images_where} \
-             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed}{images_where}\
+             SELECT {}, 1::bigint FROM {from} WHERE b.op <> 'D' AND {consumed}{images_where} \
+             UNION ALL SELECT {}, -1::bigint FROM {from} WHERE b.op <> 'I' AND {consumed}{images_where}\
              ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY {})) n \
              WHERE n.__pgt_r < 2 AND n.__pgt_n <> 0",
             new_img.join(", "),
@@ -155,17 +156,21 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     if prefix.is_empty() {
         return vec![format!(
             "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED ({})",
-            window("")
+            window(&format!("{buffer} b"), "")
         )];
     }
     let shared = format!("__pgt_dk{s}");
     let k_names: Vec<String> = (1..=prefix.len()).map(|j| format!("k{j}")).collect();
     let prefix_of =
         |image: char| -> Vec<String> { prefix.iter().map(|&k| image_col(image, k)).collect() };
+    // A prefix is shared when two buffer rows have it. Rows are told apart
+    // by their position, not their change id: rows decoded from the WAL
+    // before a source went back to triggers carry WAL positions as ids,
+    // and every row of one multi-row insert record has the same one.
     let shared_cte = format!(
-        "{shared}({}) AS MATERIALIZED (SELECT {} FROM (\
-         SELECT {}, b.change_id FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
-         UNION ALL SELECT {}, b.change_id FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
+        "{shared}({}, __pgt_x) AS MATERIALIZED (SELECT {}, true FROM (\
+         SELECT {}, b.ctid FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
+         UNION ALL SELECT {}, b.ctid FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
          ) x({}, c) GROUP BY {} \
          HAVING pg_catalog.min(x.c) OPERATOR(pg_catalog.<>) pg_catalog.max(x.c))",
         k_names.join(", "),
@@ -175,25 +180,31 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
         k_names.join(", "),
         k_names.join(", "),
     );
-    // Whether the image's prefix is whole and nobody else's.
-    let own_prefix = |image: char| {
-        let cols = prefix_of(image);
-        let whole: Vec<String> = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+    // Each image's prefix looked up by a join (one row at most: the shared
+    // prefixes are grouped), which PostgreSQL hashes and spills as memory
+    // requires, however many prefixes are shared.
+    let lookup = |alias: &str, image: char| {
         let same: Vec<String> = k_names
             .iter()
-            .zip(&cols)
-            .map(|(k, c)| format!("k.{k} OPERATOR(pg_catalog.=) {c}"))
+            .zip(prefix_of(image))
+            .map(|(k, c)| format!("{alias}.{k} OPERATOR(pg_catalog.=) {c}"))
             .collect();
-        format!(
-            "({} AND NOT EXISTS (SELECT FROM {shared} k WHERE {}))",
-            whole.join(" AND "),
-            same.join(" AND ")
-        )
+        format!(" LEFT JOIN {shared} {alias} ON {}", same.join(" AND "))
     };
+    let from = format!("{buffer} b{}{}", lookup("n", 'n'), lookup("o", 'o'));
+    let whole = |image: char| {
+        prefix_of(image)
+            .iter()
+            .map(|c| format!("{c} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    // Whether the row's images have whole prefixes that no other row has
+    // (never NULL).
     let own = format!(
-        "((b.op = 'D' OR {}) AND (b.op = 'I' OR {}))",
-        own_prefix('n'),
-        own_prefix('o')
+        "(n.__pgt_x IS NULL AND o.__pgt_x IS NULL AND (b.op = 'D' OR ({})) AND (b.op = 'I' OR ({})))",
+        whole('n'),
+        whole('o')
     );
     let alone = format!("(NOT EXISTS (SELECT FROM {shared}) OR {own})");
     // `EXISTS` alone is a one-time filter: with nothing shared, the
@@ -211,12 +222,12 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
         shared_cte,
         format!(
             "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
-             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} AND {alone} AND {changed} \
-             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed} AND {alone} AND {changed} \
+             SELECT {}, 1::bigint FROM {from} WHERE b.op <> 'D' AND {consumed} AND {alone} AND {changed} \
+             UNION ALL SELECT {}, -1::bigint FROM {from} WHERE b.op <> 'I' AND {consumed} AND {alone} AND {changed} \
              UNION ALL {})",
             new_img.join(", "),
             old_img.join(", "),
-            window(&not_alone),
+            window(&from, &not_alone),
         ),
     ]
 }
@@ -271,10 +282,13 @@ mod tests {
         );
         assert_eq!(
             prefix_columns(&source(&cols, &kinds, &["f"])),
-            vec![1, 3, 4],
+            vec![1, 3, 4, 5],
             "a key compared by text only is no prefix"
         );
-        assert_eq!(prefix_columns(&source(&cols, &kinds, &[])), vec![1, 3, 4]);
+        assert_eq!(
+            prefix_columns(&source(&cols, &kinds, &[])),
+            vec![1, 3, 4, 5]
+        );
         assert!(
             prefix_columns(&source(&cols, &[], &["a"])).is_empty(),
             "kinds unknown"
@@ -297,20 +311,21 @@ mod tests {
         let ctes = netted_images_ctes(&b, "id, v");
         assert_eq!(ctes.len(), 2);
         assert!(ctes[0].starts_with(
-            "__pgt_dk2(k1) AS MATERIALIZED (SELECT k1 FROM (SELECT b.__n1, b.change_id"
+            "__pgt_dk2(k1, __pgt_x) AS MATERIALIZED (SELECT k1, true FROM (SELECT b.__n1, b.ctid"
         ));
         let d = &ctes[1];
         assert!(d.starts_with(
             "__pgt_d2(id, v, __pgt_m) AS MATERIALIZED (SELECT b.__n1, b.__n2, 1::bigint"
         ));
-        assert!(d.contains("(NOT EXISTS (SELECT FROM __pgt_dk2) OR ((b.op = 'D' OR (b.__n1 IS NOT NULL AND NOT EXISTS (SELECT FROM __pgt_dk2 k WHERE k.k1 OPERATOR(pg_catalog.=) b.__n1)))"));
+        assert!(d.contains("FROM pgtrickle_changes.changes_9 b LEFT JOIN __pgt_dk2 n ON n.k1 OPERATOR(pg_catalog.=) b.__n1 LEFT JOIN __pgt_dk2 o ON o.k1 OPERATOR(pg_catalog.=) b.__o1 WHERE"));
+        assert!(d.contains("(NOT EXISTS (SELECT FROM __pgt_dk2) OR (n.__pgt_x IS NULL AND o.__pgt_x IS NULL AND (b.op = 'D' OR (b.__n1 IS NOT NULL)) AND (b.op = 'I' OR (b.__o1 IS NOT NULL))))"));
         // An UPDATE that changed nothing leaves nothing; a numeric's scale
         // counts as a change.
         assert!(d.contains("NOT (b.op = 'U' AND COALESCE(b.__o1 OPERATOR(pg_catalog.=) b.__n1, b.__o1 IS NULL AND b.__n1 IS NULL) AND "));
         assert!(
             d.contains("pg_catalog.scale(b.__o2) OPERATOR(pg_catalog.=) pg_catalog.scale(b.__n2)")
         );
-        assert!(d.contains("AND EXISTS (SELECT FROM __pgt_dk2) AND NOT ((b.op = 'D'"));
+        assert!(d.contains("AND EXISTS (SELECT FROM __pgt_dk2) AND NOT (n.__pgt_x IS NULL"));
         assert!(d.contains("PARTITION BY i.id, i.v, pg_catalog.scale(i.v)"));
     }
 
