@@ -252,6 +252,17 @@ mod tests {
         }
     }
 
+    /// The netting CTEs of `src` as source `s` read from `buffer`.
+    fn ctes_of(src: &SourceTable, s: usize, buffer: &str, cols: &str) -> Vec<String> {
+        let b = Buffer {
+            s,
+            src,
+            buffer,
+            consumed: "C",
+        };
+        netted_images_ctes(&b, cols)
+    }
+
     #[test]
     fn rows_are_netted_by_their_columns_only_when_every_column_says_what_is_the_same_value() {
         let cols = vec!["i.k".to_string(), "i.n".to_string()];
@@ -302,13 +313,7 @@ mod tests {
     #[test]
     fn images_with_a_prefix_of_their_own_skip_the_window() {
         let src = source(&["id", "v"], &[Exact, NumericScale], &["id"]);
-        let b = Buffer {
-            s: 2,
-            src: &src,
-            buffer: "pgtrickle_changes.changes_9",
-            consumed: "C",
-        };
-        let ctes = netted_images_ctes(&b, "id, v");
+        let ctes = ctes_of(&src, 2, "pgtrickle_changes.changes_9", "id, v");
         assert_eq!(ctes.len(), 2);
         assert!(ctes[0].starts_with(
             "__pgt_dk2(k1, __pgt_x) AS MATERIALIZED (SELECT k1, true FROM (SELECT b.__n1, b.ctid"
@@ -331,14 +336,7 @@ mod tests {
 
     #[test]
     fn without_a_prefix_every_image_is_netted_by_its_text() {
-        let src = source(&["f"], &[Text], &[]);
-        let b = Buffer {
-            s: 0,
-            src: &src,
-            buffer: "buf",
-            consumed: "C",
-        };
-        let ctes = netted_images_ctes(&b, "f");
+        let ctes = ctes_of(&source(&["f"], &[Text], &[]), 0, "buf", "f");
         assert_eq!(ctes.len(), 1);
         assert!(ctes[0].contains("PARTITION BY ROW(i.f)::pg_catalog.text"));
         assert!(!ctes[0].contains("__pgt_dk"));
