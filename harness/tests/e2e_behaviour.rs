@@ -790,10 +790,10 @@ fn an_intermediate_row_image_that_fails_to_compute_is_never_evaluated() {
 
 /// Intermediate images that only other change buffer rows share: a key
 /// changed between two updates, a row deleted and inserted again with the
-/// same key, and a table without a key whose rows have NULLs. Images whose
-/// cheap prefix (the key, or a few columns) is nobody else's skip the
-/// netting window; these must not, or the query would divide by zero where
-/// FULL does not.
+/// same key, and a table without a key whose rows have NULLs. When no
+/// change shares its cheap prefix (the key, or a few columns) with another,
+/// the images skip the netting window; these share one and must not, or
+/// the query would divide by zero where FULL does not.
 #[test]
 fn intermediate_images_shared_across_changes_are_never_evaluated() {
     let mut db = database("intermediate_shared");
@@ -835,12 +835,13 @@ fn intermediate_images_shared_across_changes_are_never_evaluated() {
     }
 }
 
-/// Changes whose images pass as they are, beside ones that must be netted:
-/// a numeric key rescaled (1.0 to 1.00 is a change, not a no-op), a value
-/// changed to one the query cannot compute and back (netted), two equal
-/// rows of a table without a key read through a grouped subquery (netted
-/// to one image counted twice), and a round where no prefix is shared at
-/// all, with NULL prefixes and UPDATEs that change nothing.
+/// Images that pass as they are and images that must be netted: a round
+/// with shared prefixes (a numeric key rescaled, 1.0 to 1.00, which is a
+/// change and not a no-op; a value changed to one the query cannot compute
+/// and back; two equal rows of a table without a key read through a
+/// grouped subquery, netted to one image counted twice) and a round where
+/// no prefix is shared (NULL prefixes, UPDATEs that change nothing, a
+/// changed key).
 #[test]
 fn images_with_a_prefix_of_their_own_pass_as_they_are() {
     let mut db = database("images_own_prefix");

@@ -8,22 +8,22 @@
 //! of them, partitioned by every column) cost about 2.5 µs per image,
 //! three quarters of a TPC-H Q6 refresh.
 //!
-//! Most images cannot cancel with anything: two images of the same value
-//! have the same value in every column, so in particular in a few cheap
-//! *prefix* columns (the source's primary key, or a few columns of types
-//! whose equality is exact). A change buffer row whose images share their
-//! prefixes with no other buffer row is emitted as it is: its images can
-//! only cancel with each other, which happens exactly when an UPDATE left
-//! every column as it was, and then neither is emitted. Only the buffer
-//! rows that share a prefix with another go through the window, and when
-//! no prefix is shared at all (one hash aggregate over the prefixes says
-//! so) those branches are not even scanned. The rows are the same as
-//! netting every image would give: equal values have equal prefixes, so
-//! each window partition lies wholly on one side.
+//! Most refreshes have no image that can cancel with another: two images
+//! of the same value have the same value in every column, so in particular
+//! in a few cheap *prefix* columns (the source's primary key, or a few
+//! columns of types whose equality is exact). One hash aggregate over the
+//! prefixes finds those that two change buffer rows share. When none is
+//! shared, every image can only cancel with the other image of its own
+//! row, which happens exactly when an UPDATE left every column as it was:
+//! the images are emitted as they are, but for such UPDATEs, and the window
+//! is not scanned. Otherwise every image goes through the window, as
+//! before (the aggregate is then the extra cost). Both are one-time
+//! filters: PostgreSQL runs one side only. The aggregate groups NULLs
+//! together, as the window partitions do.
 //!
-//! A NULL in a prefix column sends its buffer row to the window, unless no
-//! prefix is shared at all (the aggregate groups NULLs together, as the
-//! window does).
+//! Finer splits (only the rows that share a prefix through the window)
+//! were measured slower than the window alone whenever something is
+//! shared: they join or sort every buffer row against the shared prefixes.
 
 use crate::catalog::{Capture, ImageEquality, SourceTable};
 use crate::sql::quote_ident;
@@ -138,13 +138,13 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     // row and joins of two deltas ran as nested loops rescanning one of
     // them per row of the other (TPC-H Q12: 53 ms of a 60 ms refresh); an
     // inequality is estimated at a third.
-    let window = |from: &str, images_where: &str| {
+    let window = |images_where: &str| {
         format!(
             "SELECT {cols}, __pgt_n FROM (SELECT i.*, \
              (pg_catalog.sum(i.__pgt_m) OVER __pgt_w)::bigint AS __pgt_n, \
              pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM (\
-             SELECT {}, 1::bigint FROM {from} WHERE b.op <> 'D' AND {consumed}{images_where} \
-             UNION ALL SELECT {}, -1::bigint FROM {from} WHERE b.op <> 'I' AND {consumed}{images_where}\
+             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed}{images_where} \
+             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed}{images_where}\
              ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY {})) n \
              WHERE n.__pgt_r < 2 AND n.__pgt_n <> 0",
             new_img.join(", "),
@@ -156,7 +156,7 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     if prefix.is_empty() {
         return vec![format!(
             "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED ({})",
-            window(&format!("{buffer} b"), "")
+            window("")
         )];
     }
     let shared = format!("__pgt_dk{s}");
@@ -168,7 +168,7 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     // before a source went back to triggers carry WAL positions as ids,
     // and every row of one multi-row insert record has the same one.
     let shared_cte = format!(
-        "{shared}({}, __pgt_x) AS MATERIALIZED (SELECT {}, true FROM (\
+        "{shared}({}) AS MATERIALIZED (SELECT {} FROM (\
          SELECT {}, b.ctid FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
          UNION ALL SELECT {}, b.ctid FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
          ) x({}, c) GROUP BY {} \
@@ -180,36 +180,6 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
         k_names.join(", "),
         k_names.join(", "),
     );
-    // Each image's prefix looked up by a join (one row at most: the shared
-    // prefixes are grouped), which PostgreSQL hashes and spills as memory
-    // requires, however many prefixes are shared.
-    let lookup = |alias: &str, image: char| {
-        let same: Vec<String> = k_names
-            .iter()
-            .zip(prefix_of(image))
-            .map(|(k, c)| format!("{alias}.{k} OPERATOR(pg_catalog.=) {c}"))
-            .collect();
-        format!(" LEFT JOIN {shared} {alias} ON {}", same.join(" AND "))
-    };
-    let from = format!("{buffer} b{}{}", lookup("n", 'n'), lookup("o", 'o'));
-    let whole = |image: char| {
-        prefix_of(image)
-            .iter()
-            .map(|c| format!("{c} IS NOT NULL"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    // Whether the row's images have whole prefixes that no other row has
-    // (never NULL).
-    let own = format!(
-        "(n.__pgt_x IS NULL AND o.__pgt_x IS NULL AND (b.op = 'D' OR ({})) AND (b.op = 'I' OR ({})))",
-        whole('n'),
-        whole('o')
-    );
-    let alone = format!("(NOT EXISTS (SELECT FROM {shared}) OR {own})");
-    // `EXISTS` alone is a one-time filter: with nothing shared, the
-    // window's branches are not scanned.
-    let not_alone = format!(" AND EXISTS (SELECT FROM {shared}) AND NOT {own}");
     let same_values: Vec<String> = same_value_elements(&src.image_equality, &old_img)
         .into_iter()
         .zip(same_value_elements(&src.image_equality, &new_img))
@@ -217,17 +187,23 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
             format!("COALESCE({o} OPERATOR(pg_catalog.=) {n}, {o} IS NULL AND {n} IS NULL)")
         })
         .collect();
-    let changed = format!("NOT (b.op = 'U' AND {})", same_values.join(" AND "));
+    // Nothing shared: every image as it is, but an UPDATE's that changed
+    // no value. Something shared: every image through the window.
+    let alone = format!(
+        "NOT EXISTS (SELECT FROM {shared}) AND NOT (b.op = 'U' AND {})",
+        same_values.join(" AND ")
+    );
+    let some_shared = format!(" AND EXISTS (SELECT FROM {shared})");
     vec![
         shared_cte,
         format!(
             "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
-             SELECT {}, 1::bigint FROM {from} WHERE b.op <> 'D' AND {consumed} AND {alone} AND {changed} \
-             UNION ALL SELECT {}, -1::bigint FROM {from} WHERE b.op <> 'I' AND {consumed} AND {alone} AND {changed} \
+             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} AND {alone} \
+             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed} AND {alone} \
              UNION ALL {})",
             new_img.join(", "),
             old_img.join(", "),
-            window(&from, &not_alone),
+            window(&some_shared),
         ),
     ]
 }
@@ -311,26 +287,31 @@ mod tests {
     }
 
     #[test]
-    fn images_with_a_prefix_of_their_own_skip_the_window() {
+    fn with_no_prefix_shared_the_images_skip_the_window() {
         let src = source(&["id", "v"], &[Exact, NumericScale], &["id"]);
         let ctes = ctes_of(&src, 2, "pgtrickle_changes.changes_9", "id, v");
         assert_eq!(ctes.len(), 2);
-        assert!(ctes[0].starts_with(
-            "__pgt_dk2(k1, __pgt_x) AS MATERIALIZED (SELECT k1, true FROM (SELECT b.__n1, b.ctid"
+        assert!(ctes[0]
+            .starts_with("__pgt_dk2(k1) AS MATERIALIZED (SELECT k1 FROM (SELECT b.__n1, b.ctid"));
+        assert!(ctes[0].ends_with(
+            "GROUP BY k1 HAVING pg_catalog.min(x.c) OPERATOR(pg_catalog.<>) pg_catalog.max(x.c))"
         ));
         let d = &ctes[1];
         assert!(d.starts_with(
             "__pgt_d2(id, v, __pgt_m) AS MATERIALIZED (SELECT b.__n1, b.__n2, 1::bigint"
         ));
-        assert!(d.contains("FROM pgtrickle_changes.changes_9 b LEFT JOIN __pgt_dk2 n ON n.k1 OPERATOR(pg_catalog.=) b.__n1 LEFT JOIN __pgt_dk2 o ON o.k1 OPERATOR(pg_catalog.=) b.__o1 WHERE"));
-        assert!(d.contains("(NOT EXISTS (SELECT FROM __pgt_dk2) OR (n.__pgt_x IS NULL AND o.__pgt_x IS NULL AND (b.op = 'D' OR (b.__n1 IS NOT NULL)) AND (b.op = 'I' OR (b.__o1 IS NOT NULL))))"));
-        // An UPDATE that changed nothing leaves nothing; a numeric's scale
-        // counts as a change.
-        assert!(d.contains("NOT (b.op = 'U' AND COALESCE(b.__o1 OPERATOR(pg_catalog.=) b.__n1, b.__o1 IS NULL AND b.__n1 IS NULL) AND "));
+        // Nothing shared: as they are, but an UPDATE that changed nothing,
+        // where a numeric's scale counts as a change.
+        assert!(d.contains("AND C AND NOT EXISTS (SELECT FROM __pgt_dk2) AND NOT (b.op = 'U' AND COALESCE(b.__o1 OPERATOR(pg_catalog.=) b.__n1, b.__o1 IS NULL AND b.__n1 IS NULL) AND "));
         assert!(
             d.contains("pg_catalog.scale(b.__o2) OPERATOR(pg_catalog.=) pg_catalog.scale(b.__n2)")
         );
-        assert!(d.contains("AND EXISTS (SELECT FROM __pgt_dk2) AND NOT (n.__pgt_x IS NULL"));
+        // Something shared: every image through the window.
+        assert_eq!(
+            d.matches("AND C AND EXISTS (SELECT FROM __pgt_dk2)")
+                .count(),
+            2
+        );
         assert!(d.contains("PARTITION BY i.id, i.v, pg_catalog.scale(i.v)"));
     }
 
