@@ -36,7 +36,7 @@ const MAX_PREFIX: usize = 6;
 /// the same values, from the columns themselves (`col(k)` spells column
 /// `k`): `None` when some column's values can only be told apart by their
 /// text (or the kinds are not known).
-pub(super) fn image_partition(kinds: &[ImageEquality], cols: &[String]) -> Option<Vec<String>> {
+fn image_partition(kinds: &[ImageEquality], cols: &[String]) -> Option<Vec<String>> {
     if kinds.len() != cols.len() || cols.is_empty() {
         return None;
     }
@@ -74,7 +74,7 @@ fn same_value_elements(kinds: &[ImageEquality], cols: &[String]) -> Vec<String> 
 /// Only a trigger-captured buffer has a prefix. A WAL-captured source's
 /// changes are a union with a function that decodes what the buffer does
 /// not hold yet, which the branches here would call several times.
-pub(super) fn prefix_columns(src: &SourceTable) -> Vec<usize> {
+fn prefix_columns(src: &SourceTable) -> Vec<usize> {
     let kinds = &src.image_equality;
     if kinds.len() != src.columns.len() || src.capture != Capture::Trigger {
         return Vec::new();
@@ -132,6 +132,21 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
         .iter()
         .map(|c| format!("i.{}", quote_ident(c)))
         .collect();
+    // Both images of the consumed changes meeting `also`: `new` of every
+    // change but a DELETE, `old` of every change but an INSERT.
+    let both = |new: &str, old: &str, also: &str| {
+        format!(
+            "SELECT {new} FROM {buffer} b WHERE b.op <> 'D' AND {consumed}{also} \
+             UNION ALL SELECT {old} FROM {buffer} b WHERE b.op <> 'I' AND {consumed}{also}"
+        )
+    };
+    let signed = |also: &str| {
+        both(
+            &format!("{}, 1::bigint", new_img.join(", ")),
+            &format!("{}, -1::bigint", old_img.join(", ")),
+            also,
+        )
+    };
     // The first row of each value is kept by `__pgt_r < 2`, not `= 1`:
     // PostgreSQL has no statistics for a window's output and estimates
     // `= 1` at half a per cent of the rows, so every delta looked like one
@@ -142,13 +157,10 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
         format!(
             "SELECT {cols}, __pgt_n FROM (SELECT i.*, \
              (pg_catalog.sum(i.__pgt_m) OVER __pgt_w)::bigint AS __pgt_n, \
-             pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM (\
-             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed}{images_where} \
-             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed}{images_where}\
+             pg_catalog.row_number() OVER __pgt_w AS __pgt_r FROM ({}\
              ) i({cols}, __pgt_m) WINDOW __pgt_w AS (PARTITION BY {})) n \
              WHERE n.__pgt_r < 2 AND n.__pgt_n <> 0",
-            new_img.join(", "),
-            old_img.join(", "),
+            signed(images_where),
             same_value_elements(&src.image_equality, &i_cols).join(", "),
         )
     };
@@ -168,17 +180,15 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     // before a source went back to triggers carry WAL positions as ids,
     // and every row of one multi-row insert record has the same one.
     let shared_cte = format!(
-        "{shared}({}) AS MATERIALIZED (SELECT {} FROM (\
-         SELECT {}, b.ctid FROM {buffer} b WHERE b.op <> 'D' AND {consumed} \
-         UNION ALL SELECT {}, b.ctid FROM {buffer} b WHERE b.op <> 'I' AND {consumed}\
-         ) x({}, c) GROUP BY {} \
+        "{shared}({keys}) AS MATERIALIZED (SELECT {keys} FROM ({}\
+         ) x({keys}, c) GROUP BY {keys} \
          HAVING pg_catalog.min(x.c) OPERATOR(pg_catalog.<>) pg_catalog.max(x.c))",
-        k_names.join(", "),
-        k_names.join(", "),
-        prefix_of('n').join(", "),
-        prefix_of('o').join(", "),
-        k_names.join(", "),
-        k_names.join(", "),
+        both(
+            &format!("{}, b.ctid", prefix_of('n').join(", ")),
+            &format!("{}, b.ctid", prefix_of('o').join(", ")),
+            "",
+        ),
+        keys = k_names.join(", "),
     );
     let same_values: Vec<String> = same_value_elements(&src.image_equality, &old_img)
         .into_iter()
@@ -197,12 +207,8 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     vec![
         shared_cte,
         format!(
-            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED (\
-             SELECT {}, 1::bigint FROM {buffer} b WHERE b.op <> 'D' AND {consumed} AND {alone} \
-             UNION ALL SELECT {}, -1::bigint FROM {buffer} b WHERE b.op <> 'I' AND {consumed} AND {alone} \
-             UNION ALL {})",
-            new_img.join(", "),
-            old_img.join(", "),
+            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED ({} UNION ALL {})",
+            signed(&format!(" AND {alone}")),
             window(&some_shared),
         ),
     ]
