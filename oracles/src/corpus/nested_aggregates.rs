@@ -300,6 +300,15 @@ pub(super) fn entries() -> Vec<Entry> {
                     .step(&["INSERT INTO ord VALUES (7, 1, 3.00, NULL)", "INSERT INTO ord VALUES (NULL, 2, 1.00, NULL)"])
                     .step(&["DELETE FROM ord WHERE ctid = (SELECT min(ctid) FROM ord WHERE id = 7)"])
                     .step(&["UPDATE ord SET amount = 2.00 WHERE id IS NULL"])
+                    // NULL-keyed rows in a group that joins: one kept as it
+                    // was while a change reaches its group, then an equal
+                    // one added beside it.
+                    .step(&["INSERT INTO ord VALUES (NULL, 1, 4.00, NULL)"])
+                    .step(&["INSERT INTO ord VALUES (8, 1, 2.00, NULL)"])
+                    .step(&[
+                        "INSERT INTO ord VALUES (NULL, 1, 4.00, NULL)",
+                        "UPDATE ord SET amount = amount + 1 WHERE id = 8",
+                    ])
                     .build()
             },
         ),

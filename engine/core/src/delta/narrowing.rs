@@ -10,13 +10,21 @@
 //! reached group satisfies can only reach those groups through its rows
 //! whose column is one of the reached keys. Its old state is then read
 //! narrowed to them: a CTE of its own (see
-//! [`Gen::source_narrowed_old_cte`](super::Gen)) holding
-//! `col = ANY (ARRAY(SELECT <key> FROM <reached keys>))` inside each
-//! branch of the union, where PostgreSQL answers it from an index. Only
-//! keys the extension found not to be arrays ([`Keyed::key_arrays`])
-//! narrow: `ARRAY(...)` would nest an array key's values. (`IN (SELECT
-//! ...)` would not, but PostgreSQL then estimates the keys as many and
-//! scans the table whole.)
+//! [`Gen::source_narrowed_old_cte`](super::Gen)) with the restriction
+//! ([`Restriction`]) inside each branch of the union.
+//! - **The table itself** is read by a semi-join, `col IN (SELECT <key>
+//!   FROM <reached keys>)`: PostgreSQL chooses an index per key for few
+//!   keys and a hash of the keys for many. (`col = ANY (ARRAY(...))` was
+//!   estimated as ten keys whatever their number and compared element by
+//!   element: where the bitmap of its rows outgrew `work_mem`, every row
+//!   of a lossy page was rechecked against every key. TPC-H Q15 at SF 1
+//!   took 7 s to recheck 2 million `lineitem` rows against 596
+//!   suppliers, where the semi-join takes under one.)
+//! - **The consumed changes**, which are few, are restricted by
+//!   `col = ANY (ARRAY(...))`.
+//!
+//! Only keys the extension found not to be arrays ([`Keyed::key_arrays`])
+//! narrow: `ARRAY(...)` would nest an array key's values.
 //!
 //! Which conjuncts qualify: a conjunct of WHERE; one of the ON of an inner
 //! join whose rows no later join of its chain NULL-extends; and one of the
@@ -59,23 +67,13 @@ impl Gen<'_> {
             let Some(s) = source_of(select, &n.alias) else {
                 continue;
             };
-            let mine: Vec<&Narrowing> = narrowings.iter().filter(|m| m.alias == n.alias).collect();
-            let restriction = |p: &str| -> String {
-                mine.iter()
-                    .map(|m| {
-                        let column = format!("{p}.{}", crate::sql::quote_ident(&m.column));
-                        let k = format!("__pgt_k{}", m.key + 1);
-                        let reached = format!(
-                            "{column} = ANY (ARRAY(SELECT __pgt_r.{k} FROM {keys} __pgt_r WHERE __pgt_r.{k} IS NOT NULL))"
-                        );
-                        if m.keep_nulls {
-                            format!("({reached} OR {column} IS NULL)")
-                        } else {
-                            reached
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
+            let restriction = Restriction {
+                keys: keys.to_string(),
+                by: narrowings
+                    .iter()
+                    .filter(|m| m.alias == n.alias)
+                    .map(|m| (m.column.clone(), m.key, m.keep_nulls))
+                    .collect(),
             };
             let name = self.source_narrowed_old_cte(s, &restriction);
             renamed.push((n.alias.clone(), name));
@@ -190,6 +188,77 @@ fn narrowings(select: &Select, keyed: &Keyed) -> Vec<Narrowing> {
         }
     }
     narrowings
+}
+
+/// Where a narrowed read of a table's old state keeps rows: each column
+/// of `by` one of the reached values of its key (0-based, column
+/// `__pgt_k<key + 1>` of CTE `keys`), or NULL where it keeps NULLs.
+pub(super) struct Restriction {
+    keys: String,
+    by: Vec<(String, usize, bool)>,
+}
+
+impl Restriction {
+    /// Whether `column` of relation `p` is one of the reached values of
+    /// key `key`: `= ANY` over an array, for the consumed changes, which
+    /// are few.
+    fn reached(&self, p: &str, column: &str, key: usize) -> String {
+        let column = format!("{p}.{}", crate::sql::quote_ident(column));
+        let k = format!("__pgt_k{}", key + 1);
+        format!(
+            "{column} = ANY (ARRAY(SELECT __pgt_r.{k} FROM {} __pgt_r WHERE __pgt_r.{k} IS NOT NULL))",
+            self.keys
+        )
+    }
+
+    /// The restriction as one condition on the columns of relation `p`:
+    /// for the consumed changes, which are few.
+    pub(super) fn condition(&self, p: &str) -> String {
+        self.conditions(p, &self.by)
+    }
+
+    fn conditions(&self, p: &str, by: &[(String, usize, bool)]) -> String {
+        by.iter()
+            .map(|(column, key, keep_nulls)| {
+                let reached = self.reached(p, column, *key);
+                if *keep_nulls {
+                    let column = format!("{p}.{}", crate::sql::quote_ident(column));
+                    format!("({reached} OR {column} IS NULL)")
+                } else {
+                    reached
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The restriction as alternative conditions on the table itself
+    /// (relation `p`), each for a branch of its own: its first column a
+    /// reached key by a semi-join, and, where it keeps NULLs, NULL when a
+    /// NULL key was reached. The rest of the restriction filters both.
+    pub(super) fn table_branches(&self, p: &str) -> Vec<String> {
+        let Some(((column, key, keep_nulls), rest)) = self.by.split_first() else {
+            return vec!["true".into()];
+        };
+        let rest = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(" AND {}", self.conditions(p, rest))
+        };
+        let quoted = format!("{p}.{}", crate::sql::quote_ident(column));
+        let k = format!("__pgt_k{}", key + 1);
+        let mut out = vec![format!(
+            "{quoted} IN (SELECT __pgt_r.{k} FROM {} __pgt_r){rest}",
+            self.keys
+        )];
+        if *keep_nulls {
+            out.push(format!(
+                "{quoted} IS NULL AND EXISTS (SELECT FROM {} __pgt_r WHERE __pgt_r.{k} IS NULL){rest}",
+                self.keys
+            ));
+        }
+        out
+    }
 }
 
 /// One table read narrowed: where its `column` is one of the reached
@@ -444,6 +513,39 @@ mod tests {
         ] {
             assert_eq!(narrowed_sources(inner), Vec::<usize>::new(), "{inner}");
         }
+    }
+
+    #[test]
+    fn the_table_is_read_by_a_semi_join_and_the_changes_by_an_array() {
+        let r = Restriction {
+            keys: "__pgt_g1".into(),
+            by: vec![("k".into(), 0, true), ("x".into(), 1, false)],
+        };
+        let any_k = "t.k = ANY (ARRAY(SELECT __pgt_r.__pgt_k1 FROM __pgt_g1 __pgt_r WHERE __pgt_r.__pgt_k1 IS NOT NULL))";
+        let any_x = "t.x = ANY (ARRAY(SELECT __pgt_r.__pgt_k2 FROM __pgt_g1 __pgt_r WHERE __pgt_r.__pgt_k2 IS NOT NULL))";
+        assert_eq!(
+            r.condition("t"),
+            format!("({any_k} OR t.k IS NULL) AND {any_x}")
+        );
+        // The first column drives the read: by a semi-join, and its NULLs
+        // in a branch of their own, run only when a NULL key was reached.
+        assert_eq!(
+            r.table_branches("t"),
+            [
+                format!("t.k IN (SELECT __pgt_r.__pgt_k1 FROM __pgt_g1 __pgt_r) AND {any_x}"),
+                format!(
+                    "t.k IS NULL AND EXISTS (SELECT FROM __pgt_g1 __pgt_r WHERE __pgt_r.__pgt_k1 IS NULL) AND {any_x}"
+                ),
+            ]
+        );
+        let without_nulls = Restriction {
+            keys: "g".into(),
+            by: vec![("k".into(), 0, false)],
+        };
+        assert_eq!(
+            without_nulls.table_branches("t"),
+            ["t.k IN (SELECT __pgt_r.__pgt_k1 FROM g __pgt_r)"]
+        );
     }
 
     fn scope() -> Vec<(String, Vec<String>)> {

@@ -3,6 +3,7 @@
 //! negated delta), and the same pair for a subquery in FROM.
 
 use super::join_terms::Version;
+use super::narrowing::Restriction;
 use super::{netting, quoted_list, Gen};
 use crate::model::{Block, Occ, Rel};
 use crate::sql::quote_ident;
@@ -59,8 +60,9 @@ impl Gen<'_> {
     /// were added are left out. The source's primary key, when it has
     /// one, only leads the search: a current row can be an added one only
     /// if its key equals that row's key (rows with a NULL in the key,
-    /// which a dropped key may leave, are searched by text alone), so the
-    /// result stays exact if the key went away since planning.
+    /// which a dropped key may leave, are searched by text alone, and only
+    /// while a key column may hold NULL), so the result stays exact if the
+    /// key went away since planning.
     /// A source without changes to consume is read as it is.
     pub(super) fn source_unsigned_old_cte(&mut self, s: usize) {
         if self.defined_unsigned_old.contains(&s) {
@@ -73,15 +75,13 @@ impl Gen<'_> {
             .push(format!("__pgt_u{s}({cols}) AS NOT MATERIALIZED ({body})"));
     }
 
-    /// Define a CTE of `__pgt_u<s>`'s rows for which `restriction` holds
-    /// (a condition over the source's columns, given the alias to qualify
-    /// them with), applied inside each branch of the union, where
-    /// PostgreSQL can answer it from an index (see `narrowing.rs`);
-    /// returns its name.
+    /// Define a CTE of `__pgt_u<s>`'s rows for which `restriction` holds,
+    /// applied inside each branch of the union, where PostgreSQL can
+    /// answer it from an index (see `narrowing.rs`); returns its name.
     pub(super) fn source_narrowed_old_cte(
         &mut self,
         s: usize,
-        restriction: &dyn Fn(&str) -> String,
+        restriction: &Restriction,
     ) -> String {
         let name = format!("__pgt_u{s}_{}", self.next_values);
         self.next_values += 1;
@@ -94,19 +94,17 @@ impl Gen<'_> {
 
     /// The SELECT of source `s` as it was before the consumed changes (see
     /// [`Gen::source_unsigned_old_cte`]), only where `restriction` holds.
-    fn unsigned_old_body(
-        &mut self,
-        s: usize,
-        restriction: Option<&dyn Fn(&str) -> String>,
-    ) -> String {
+    fn unsigned_old_body(&mut self, s: usize, restriction: Option<&Restriction>) -> String {
         let changed = self.changed.as_ref().is_none_or(|c| c.contains(&s));
         if changed {
             self.source_delta_cte(s);
         }
         let src = &self.sources[s];
         let cols = quoted_list(src.columns.iter().map(|c| c.as_str()));
+        // The restriction on the changes `d`, and the table `t` read
+        // where `conditions` and the restriction hold.
         let also = |alias: &str| match restriction {
-            Some(r) => format!(" AND ({})", r(alias)),
+            Some(r) => format!(" AND ({})", r.condition(alias)),
             None => String::new(),
         };
         let prefixed = |p: &str| -> String {
@@ -118,42 +116,84 @@ impl Gen<'_> {
         };
         let (t_cols, d_cols, x_cols) = (prefixed("t"), prefixed("d"), prefixed("x"));
         let table = src.qualified();
+        let read = |conditions: &str| match restriction {
+            Some(r) => r
+                .table_branches("t")
+                .iter()
+                .map(|b| format!("SELECT {t_cols} FROM {table} t WHERE {conditions} AND {b}"))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+            None => format!("SELECT {t_cols} FROM {table} t WHERE {conditions}"),
+        };
         if !changed {
             return match restriction {
-                Some(r) => format!("SELECT {t_cols} FROM {table} t WHERE {}", r("t")),
+                Some(_) => read("true"),
                 None => format!("SELECT {t_cols} FROM {table} t"),
             };
         }
-        let t_also = also("t");
         let same_row = format!(
             "ROW({d_cols})::pg_catalog.text OPERATOR(pg_catalog.=) ROW({t_cols})::pg_catalog.text"
         );
         // The current rows of `t` for which `rows` holds, less the added
         // ones (`lead`: a condition every added row equal to `t` meets).
-        let kept = |rows: &str, lead: &str| {
+        // Only the first part reads `t` by `restriction`; the second is
+        // driven by the added rows `d`, restricted instead of `t`: an added
+        // row and a current row of the same text satisfy `rows` and the
+        // restriction alike.
+        let kept = |rows: &dyn Fn(&str) -> String, lead: &str| {
             format!(
-                "SELECT {t_cols} FROM {table} t WHERE {rows}{t_also} AND NOT EXISTS (SELECT 1 FROM __pgt_d{s} d \
-                 WHERE d.__pgt_m > 0 AND {lead} AND {same_row}) \
-                 UNION ALL SELECT {x_cols} FROM (SELECT {t_cols}, d.__pgt_m AS __pgt_dm, \
+                "{} UNION ALL SELECT {x_cols} FROM (SELECT {t_cols}, d.__pgt_m AS __pgt_dm, \
                  pg_catalog.row_number() OVER (PARTITION BY ROW({d_cols})::pg_catalog.text) AS __pgt_c \
-                 FROM {table} t JOIN __pgt_d{s} d ON d.__pgt_m > 0 AND {lead} AND {same_row} WHERE {rows}{t_also}) \
-                 x({cols}, __pgt_dm, __pgt_c) WHERE x.__pgt_c > x.__pgt_dm"
+                 FROM {table} t JOIN __pgt_d{s} d ON d.__pgt_m > 0 AND {lead} AND {same_row} WHERE {}{}) \
+                 x({cols}, __pgt_dm, __pgt_c) WHERE x.__pgt_c > x.__pgt_dm",
+                read(&format!(
+                    "{} AND NOT EXISTS (SELECT 1 FROM __pgt_d{s} d \
+                     WHERE d.__pgt_m > 0 AND {lead} AND {same_row})",
+                    rows("t")
+                )),
+                rows("d"),
+                also("d"),
             )
         };
         let current = if src.key.is_empty() {
-            kept("true", "true")
+            kept(&|_| "true".to_string(), "true")
         } else {
             let key: Vec<String> = src.key.iter().map(|k| quote_ident(k)).collect();
-            let whole: Vec<String> = key.iter().map(|k| format!("t.{k} IS NOT NULL")).collect();
+            let whole = |p: &str| -> String {
+                key.iter()
+                    .map(|k| format!("{p}.{k} IS NOT NULL"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
             let same_key: Vec<String> = key
                 .iter()
                 .map(|k| format!("d.{k} OPERATOR(pg_catalog.=) t.{k}"))
                 .collect();
-            let whole = whole.join(" AND ");
+            // Rows with a NULL in the key exist only if a key column lost
+            // its NOT NULL since planning, in the table or in any of the
+            // inheritance children it reads (one added later may drop
+            // it): a one-time filter on the catalog skips their branches
+            // otherwise.
+            let names: Vec<String> = src
+                .key
+                .iter()
+                .map(|k| crate::sql::quote_literal(k))
+                .collect();
+            let nullable = format!(
+                "EXISTS (WITH RECURSIVE __pgt_member(r) AS (SELECT {}::pg_catalog.oid \
+                 UNION SELECT __pgt_i.inhrelid FROM pg_catalog.pg_inherits __pgt_i \
+                 JOIN __pgt_member ON __pgt_i.inhparent OPERATOR(pg_catalog.=) __pgt_member.r) \
+                 SELECT FROM pg_catalog.pg_attribute __pgt_a JOIN __pgt_member \
+                 ON __pgt_a.attrelid OPERATOR(pg_catalog.=) __pgt_member.r \
+                 WHERE __pgt_a.attname OPERATOR(pg_catalog.=) ANY (ARRAY[{}]::pg_catalog.name[]) \
+                 AND NOT __pgt_a.attnotnull)",
+                src.oid,
+                names.join(", ")
+            );
             format!(
                 "{} UNION ALL {}",
-                kept(&whole, &same_key.join(" AND ")),
-                kept(&format!("NOT ({whole})"), "true")
+                kept(&|p| whole(p), &same_key.join(" AND ")),
+                kept(&|p| format!("NOT ({}) AND {nullable}", whole(p)), "true")
             )
         };
         format!(
