@@ -203,8 +203,7 @@ impl Restriction {
     /// key `key`: `= ANY` over an array, for the consumed changes, which
     /// are few.
     fn reached(&self, p: &str, column: &str, key: usize) -> String {
-        let column = format!("{p}.{}", crate::sql::quote_ident(column));
-        let k = format!("__pgt_k{}", key + 1);
+        let (column, k) = (qualified(p, column), key_column(key));
         format!(
             "{column} = ANY (ARRAY(SELECT __pgt_r.{k} FROM {} __pgt_r WHERE __pgt_r.{k} IS NOT NULL))",
             self.keys
@@ -222,8 +221,7 @@ impl Restriction {
             .map(|(column, key, keep_nulls)| {
                 let reached = self.reached(p, column, *key);
                 if *keep_nulls {
-                    let column = format!("{p}.{}", crate::sql::quote_ident(column));
-                    format!("({reached} OR {column} IS NULL)")
+                    format!("({reached} OR {} IS NULL)", qualified(p, column))
                 } else {
                     reached
                 }
@@ -245,8 +243,7 @@ impl Restriction {
         } else {
             format!(" AND {}", self.conditions(p, rest))
         };
-        let quoted = format!("{p}.{}", crate::sql::quote_ident(column));
-        let k = format!("__pgt_k{}", key + 1);
+        let (quoted, k) = (qualified(p, column), key_column(*key));
         let mut out = vec![format!(
             "{quoted} IN (SELECT __pgt_r.{k} FROM {} __pgt_r){rest}",
             self.keys
@@ -259,6 +256,16 @@ impl Restriction {
         }
         out
     }
+}
+
+/// Column `column` of relation `p`, quoted.
+fn qualified(p: &str, column: &str) -> String {
+    format!("{p}.{}", crate::sql::quote_ident(column))
+}
+
+/// The column of the reached keys holding key `key` (0-based).
+fn key_column(key: usize) -> String {
+    format!("__pgt_k{}", key + 1)
 }
 
 /// One table read narrowed: where its `column` is one of the reached
