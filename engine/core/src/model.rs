@@ -297,6 +297,12 @@ pub struct ExprSub {
     /// resolves outside its own FROM, or cannot be placed: it is
     /// correlated with the enclosing query, by an equality or otherwise.
     pub correlated: bool,
+    /// Whether nothing but its link's equalities correlate it: every
+    /// other conjunct of its WHERE, its select list and its HAVING name
+    /// only its own FROM. Its result for an enclosing row then depends on
+    /// that row's `outer` values alone, so it can be computed once per
+    /// value (see `delta::filters`).
+    pub only_equalities: bool,
 }
 
 /// How the rows of a subquery reach the rows of the enclosing block.

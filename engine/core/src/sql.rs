@@ -201,6 +201,18 @@ pub(crate) fn parse_expr(text: &str) -> sqlparser::ast::Expr {
         .expect("generated expression parses")
 }
 
+/// Parse a FROM list the generator wrote (`a CROSS JOIN b LEFT JOIN ...`).
+pub(crate) fn parse_from(text: &str) -> Vec<sqlparser::ast::TableWithJoins> {
+    let query = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(&format!("SELECT 1 FROM {text}"))
+        .and_then(|mut p| p.parse_query())
+        .expect("generated FROM list parses");
+    match *query.body {
+        sqlparser::ast::SetExpr::Select(select) => select.from,
+        _ => unreachable!("a SELECT parses as one"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -281,6 +281,41 @@ fn links(sql: &str) -> Vec<String> {
 }
 
 #[test]
+fn a_subquery_correlated_by_its_equalities_alone_is_told_apart() {
+    let only_equalities = |sql: &str| -> Vec<bool> {
+        let Model::Grouped { block, .. } = supported(sql) else {
+            panic!("{sql}: not grouped");
+        };
+        block.subs.iter().map(|s| s.only_equalities).collect()
+    };
+    // Its own conjuncts and equalities, either way round: its result for a
+    // row depends on the row's correlated values alone.
+    assert_eq!(
+        only_equalities(
+            "SELECT k, count(*) FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND a.v = b.w AND b.w > 0) GROUP BY k"
+        ),
+        [true]
+    );
+    assert_eq!(
+        only_equalities(
+            "SELECT k, sum(v) FROM a WHERE v > (SELECT avg(w) FROM b WHERE b.k = a.k) GROUP BY k"
+        ),
+        [true]
+    );
+    // Another correlated conjunct, an outer column in its select list, a
+    // nested subquery or no equality at all: more than the values decide.
+    for sql in [
+        "SELECT k, count(*) FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w < a.v) GROUP BY k",
+        "SELECT k, sum(v) FROM a WHERE v > (SELECT avg(w) + a.v FROM b WHERE b.k = a.k) GROUP BY k",
+        "SELECT k, count(*) FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k \
+         AND EXISTS (SELECT 1 FROM c WHERE c.x = b.w)) GROUP BY k",
+        "SELECT k, count(*) FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.w > 0) GROUP BY k",
+    ] {
+        assert_eq!(only_equalities(sql), [false], "{sql}");
+    }
+}
+
+#[test]
 fn subqueries_under_a_grouped_query_are_linked_to_its_rows() {
     // Correlating equalities, either way round, qualified or not; other
     // correlated conjuncts are only dropped.

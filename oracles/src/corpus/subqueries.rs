@@ -317,6 +317,11 @@ pub(super) fn entries() -> Vec<Entry> {
                         "SELECT x.k, count(*) AS n FROM (SELECT k, v FROM a WHERE v > 0) x \
                          WHERE EXISTS (SELECT 1 FROM (SELECT k FROM b WHERE w > 2) bb WHERE bb.k = x.k) GROUP BY x.k",
                     )
+                    .diff(
+                        "unmatched_pair",
+                        "SELECT k, count(*) AS n, sum(v) AS total FROM a \
+                         WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND a.v = b.w AND b.w > 0) GROUP BY k",
+                    )
                     .step(&["INSERT INTO b VALUES (1, 0), (1, 0)"])
                     .step(&["DELETE FROM b WHERE k = 1 AND w = 0"])
                     .step(&["INSERT INTO a VALUES (2, 50, 'hi'), (2, 1, 'lo')", "INSERT INTO b VALUES (2, 3)"])

@@ -405,7 +405,16 @@ impl Analyzer<'_> {
         let correlated = !(block.output_exprs().iter().all(own)
             && block.select.selection.as_ref().is_none_or(own)
             && block.select.having.as_ref().is_none_or(own));
+        let written = block
+            .select
+            .selection
+            .as_ref()
+            .map_or(0, |w| conjuncts(w).len());
         let (kept, pairs) = split_where(&block.select.selection, &block.scope, outer);
+        let only_equalities = !pairs.is_empty()
+            && kept.len() + pairs.len() == written
+            && block.output_exprs().iter().all(own)
+            && block.select.having.as_ref().is_none_or(own);
         block.select.selection = and_all(kept);
         let in_pair = tested.and_then(|t| {
             let [item] = block.select.projection.as_slice() else {
@@ -457,6 +466,7 @@ impl Analyzer<'_> {
                 grouped_or_limited: grouped || limited,
                 exact_sums: None,
                 correlated,
+                only_equalities,
             },
             OpNode::new("SubPlan", detail, vec![child]),
         ))

@@ -42,6 +42,9 @@ use crate::analyze::{
     fold, has_subquery, select_item_expr, subquery_conjuncts, without_subquery_conjuncts,
 };
 use crate::model::{Block, Occ, SubLink};
+use crate::sql::parse_from;
+
+mod lookups;
 
 /// How a filter tests its subquery's rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -443,29 +446,49 @@ impl Gen<'_> {
         if reached.is_empty() {
             return terms;
         }
-        let reach: Vec<String> = reached
-            .iter()
-            .map(|f| {
-                let sub = &block.subs[f.sub];
-                match &sub.link {
-                    SubLink::Equal { inner, outer } => {
-                        let values = self.affected_values(sub, inner);
-                        format!("({}) IN (SELECT * FROM {values})", tuple(outer))
-                    }
-                    SubLink::In { inner, outer } => {
-                        let values = self.affected_values(sub, std::slice::from_ref(inner));
-                        format!("({outer}) IN (SELECT * FROM {values} __pgt_v WHERE __pgt_v.__pgt_v1 IS NOT NULL)")
-                    }
-                    // Uncorrelated: a change may flip it for every row.
-                    SubLink::Every => self.any_change(sub),
+        // Which rows each reached filter may flip, and the affected values
+        // of one correlated by equalities.
+        let mut values: Vec<Option<String>> = Vec::new();
+        let mut reach: Vec<String> = Vec::new();
+        for f in &reached {
+            let sub = &block.subs[f.sub];
+            let (rows, equal_values) = match &sub.link {
+                SubLink::Equal { inner, outer } => {
+                    let name = self.affected_values(sub, inner);
+                    (
+                        format!("({}) IN (SELECT * FROM {name})", tuple(outer)),
+                        Some(name),
+                    )
                 }
-            })
-            .collect();
+                SubLink::In { inner, outer } => {
+                    let values = self.affected_values(sub, std::slice::from_ref(inner));
+                    (format!("({outer}) IN (SELECT * FROM {values} __pgt_v WHERE __pgt_v.__pgt_v1 IS NOT NULL)"), None)
+                }
+                // Uncorrelated: a change may flip it for every row.
+                SubLink::Every => (self.any_change(sub), None),
+            };
+            reach.push(rows);
+            values.push(equal_values);
+        }
         // A filter no change reaches holds before as now: a row it turns
         // away changes no truth, so it filters the rows read, evaluated
         // once (an uncorrelated one is one scan of its tables).
         let now: Vec<String> = reached.iter().map(|f| new_truth(f)).collect();
-        let before: Vec<String> = reached.iter().map(|f| self.old_truth(block, f)).collect();
+        // The old truth of a filter correlated only by equalities is
+        // looked up per affected value, by a join (see `lookups`).
+        let mut joins = Vec::new();
+        let before: Vec<String> = reached
+            .iter()
+            .zip(&values)
+            .map(|(f, values)| match values {
+                Some(values) if lookups::looked_up(block, f) => {
+                    let lookup = self.lookup(block, f, values);
+                    joins.extend(lookup.join);
+                    lookup.truth
+                }
+                _ => self.old_truth(block, f),
+            })
+            .collect();
         let mut condition = vec![format!("({})", reach.join(" OR "))];
         if let Some(w) = without_subquery_conjuncts(&block.select.selection) {
             condition.insert(0, format!("({w})"));
@@ -485,6 +508,16 @@ impl Gen<'_> {
         // state of the block's changed occurrences.
         for (versions, negated) in self.old_state_terms(block) {
             let (mut select, mult) = substituted(block, &versions);
+            if !joins.is_empty() {
+                // The FROM items as one join (a filtered block has no
+                // outer join), so that each lookup's ON sees them all.
+                let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
+                select.from = parse_from(&format!(
+                    "{} {}",
+                    from.join(" CROSS JOIN "),
+                    joins.join(" ")
+                ));
+            }
             select.selection = Some(parse_expr(&condition.join(" AND ")));
             let sign = if negated { "-" } else { "" };
             extra(&mut select, format!("{sign}({mult}) * {truth_change}"));
@@ -550,20 +583,10 @@ impl Gen<'_> {
     /// the old state of its changed sources, counted with their signs.
     fn old_truth(&mut self, block: &Block, filter: &Filter) -> String {
         let sub = &block.subs[filter.sub];
-        let query = match &filter.conjunct {
-            Expr::Exists { subquery, .. }
-            | Expr::In {
-                target: InTarget::Subquery(subquery),
-                ..
-            } => subquery.as_ref(),
-            other => aggregate_comparison(other).expect("a filter").query,
-        };
-        let SetExpr::Select(written) = query.body.as_ref() else {
-            unreachable!("a filter's subquery is a SELECT");
-        };
+        let written = written(filter);
         let versions = self.old_states(&sub.body);
         let mut as_written = sub.body.as_ref().clone();
-        as_written.select = written.as_ref().clone();
+        as_written.select = written.clone();
         let (select, mult) = substituted(&as_written, &versions);
         let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
         let condition: Vec<String> = select.selection.iter().map(|w| format!("({w})")).collect();
@@ -603,6 +626,22 @@ impl Gen<'_> {
     }
 }
 
+/// A filter's subquery as written.
+fn written(filter: &Filter) -> &sqlparser::ast::Select {
+    let query = match &filter.conjunct {
+        Expr::Exists { subquery, .. }
+        | Expr::In {
+            target: InTarget::Subquery(subquery),
+            ..
+        } => subquery.as_ref(),
+        other => aggregate_comparison(other).expect("a filter").query,
+    };
+    let SetExpr::Select(written) = query.body.as_ref() else {
+        unreachable!("a filter's subquery is a SELECT");
+    };
+    written
+}
+
 /// A filter comparing with an aggregate, its subquery replaced by the
 /// aggregates over the old rows: `arg`'s values over the signed old state
 /// (`mult`, `from`, `condition`) are grouped by their text, so that values
@@ -626,6 +665,18 @@ fn old_comparison(
          WHERE __pgt_w.__pgt_r = 1 AND __pgt_w.__pgt_n > 0) __pgt_g(__pgt_x, __pgt_n) \
          CROSS JOIN LATERAL pg_catalog.generate_series(1, __pgt_g.__pgt_n::pg_catalog.int8) __pgt_a"
     );
+    let item = aggregates_of_rows(filter);
+    with_subquery(
+        &filter.conjunct,
+        &parse_expr(&format!("(SELECT {item} FROM {rows})")),
+    )
+}
+
+/// An aggregate filter's subquery item with its aggregates over the
+/// values `__pgt_g.__pgt_x` of rows (NULL in a row that only an outer join
+/// made): `count(*)` counts them, never NULL in a row of the filter's,
+/// where the value is a constant when `count(*)` is the only call.
+fn aggregates_of_rows(filter: &Filter) -> Expr {
     let query = aggregate_comparison(&filter.conjunct)
         .expect("a filter")
         .query;
@@ -639,20 +690,24 @@ fn old_comparison(
         if let Expr::Function(f) = e {
             if let FunctionArguments::List(list) = &mut f.args {
                 for a in &mut list.args {
-                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
-                        *x = parse_expr("__pgt_g.__pgt_x");
+                    if let FunctionArg::Unnamed(x) = a {
+                        *x = FunctionArgExpr::Expr(parse_expr("__pgt_g.__pgt_x"));
                     }
                 }
             }
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
-    let old = parse_expr(&format!("(SELECT {item} FROM {rows})"));
-    let mut conjunct = filter.conjunct.clone();
+    item
+}
+
+/// An aggregate filter's comparison with its subquery replaced by `value`.
+fn with_subquery(conjunct: &Expr, value: &Expr) -> Expr {
+    let mut conjunct = conjunct.clone();
     if let Expr::BinaryOp { left, right, .. } = &mut conjunct {
         for side in [left, right] {
             if matches!(side.as_ref(), Expr::Subquery(_)) {
-                **side = old.clone();
+                **side = value.clone();
             }
         }
     }
