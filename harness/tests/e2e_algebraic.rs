@@ -520,3 +520,52 @@ fn a_filtered_subquery_in_from_is_kept_as_old_plus_delta() {
         }
     }
 }
+
+#[test]
+fn a_filter_correlated_across_two_types_reads_its_changes_per_row() {
+    let mut db = database("algebraic_link_types");
+    db.batch_execute(
+        "CREATE TABLE fa (id int PRIMARY KEY, k float8, v int);
+         CREATE TABLE fb (k numeric, w int);
+         INSERT INTO fa VALUES (1, 0.1, 5), (2, 0.2, 6), (3, 0.3, 1);
+         INSERT INTO fb VALUES (0.2, 1);",
+    )
+    .unwrap();
+    let queries = [
+        // numeric against float8: two numerics can equal one float8, so
+        // changes grouped by the numeric would be found twice.
+        (
+            "across_types",
+            "SELECT count(*) AS n, sum(v) AS total FROM fa \
+             WHERE EXISTS (SELECT 1 FROM fb WHERE fb.k = fa.k)",
+            true,
+        ),
+        // int against int: grouped by value.
+        (
+            "one_type",
+            "SELECT count(*) AS n, sum(v) AS total FROM fa \
+             WHERE NOT EXISTS (SELECT 1 FROM fb WHERE fb.w = fa.v)",
+            true,
+        ),
+    ];
+    create_checking_the_form(&mut db, &queries);
+    for (i, step) in [
+        // Two numerics that both round to the float8 0.1 of row 1.
+        "INSERT INTO fb VALUES (0.1, 2), (0.1000000000000000000001, 3)",
+        "DELETE FROM fb WHERE k = 0.1",
+        "UPDATE fb SET w = 5 WHERE w = 3; INSERT INTO fb VALUES (0.3, 1)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        db.batch_execute(step).unwrap();
+        if i == 0 {
+            // The statement as specialised to changes in fb.
+            assert!(!differential_sql_has(&mut db, "across_types", "__pgt_ot"));
+            assert!(differential_sql_has(&mut db, "one_type", "__pgt_ot"));
+        }
+        for (st, query, _) in queries {
+            refresh_differentially(&mut db, st, query, step);
+        }
+    }
+}

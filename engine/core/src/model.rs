@@ -303,6 +303,11 @@ pub struct ExprSub {
     /// that row's `outer` values alone, so it can be computed once per
     /// value (see `delta::filters`).
     pub only_equalities: bool,
+    /// For a link by equalities: whether the two sides of each have one
+    /// type, which the extension asks PostgreSQL (`outer = inner` across
+    /// two types may match values its inner type tells apart). None until
+    /// asked.
+    pub same_link_types: Option<bool>,
 }
 
 /// How the rows of a subquery reach the rows of the enclosing block.

@@ -113,11 +113,60 @@ pub fn filter_sum_probes(analysis: &Analysis) -> Vec<Option<(Vec<usize>, KeyProb
 /// exactly ([`crate::model::ExprSub::exact_sums`]): `answers` holds, per
 /// block of [`filter_sum_probes`], the subquery indexes and answers.
 pub fn mark_exact_sums(analysis: &mut Analysis, answers: &[Vec<(usize, bool)>]) {
+    mark_subs(analysis, answers, &mut |sub, exact| {
+        sub.exact_sums = Some(exact)
+    });
+}
+
+/// The probes of the types of both sides of the equalities correlating
+/// each subquery of a block that could keep it as a filter, per block of
+/// [`for_each_filter_block_mut`]'s order: the index in [`Block::subs`] of
+/// each subquery correlated by equalities, its `inner` values over its own
+/// FROM and WHERE, and its `outer` values over the block's. Its changes are
+/// grouped by their `inner` values and found again by `outer = inner`,
+/// which with two types can match two groups (a `float8` against
+/// `numeric` values that round to it); see
+/// [`crate::model::ExprSub::same_link_types`].
+pub fn filter_link_probes(analysis: &Analysis) -> Vec<Vec<(usize, KeyProbe, KeyProbe)>> {
+    let mut out = Vec::new();
+    let mut analysis = analysis.clone();
+    for_each_filter_block_mut(&mut analysis, &mut |block| {
+        let probes = block
+            .subs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, sub)| {
+                let crate::model::SubLink::Equal { inner, outer } = &sub.link else {
+                    return None;
+                };
+                Some((i, probe_over(&sub.body, inner)?, probe_over(block, outer)?))
+            })
+            .collect();
+        out.push(probes);
+    });
+    out
+}
+
+/// Mark each probed subquery of [`filter_link_probes`] with whether the
+/// two sides of each of its equalities have one type.
+pub fn mark_link_types(analysis: &mut Analysis, answers: &[Vec<(usize, bool)>]) {
+    mark_subs(analysis, answers, &mut |sub, same| {
+        sub.same_link_types = Some(same)
+    });
+}
+
+/// Apply `set` to the subqueries `answers` names, per block of
+/// [`for_each_filter_block_mut`] (index in [`Block::subs`], answer).
+fn mark_subs(
+    analysis: &mut Analysis,
+    answers: &[Vec<(usize, bool)>],
+    set: &mut dyn FnMut(&mut crate::model::ExprSub, bool),
+) {
     let mut n = 0;
     for_each_filter_block_mut(analysis, &mut |block| {
-        for &(i, exact) in answers.get(n).map(Vec::as_slice).unwrap_or_default() {
+        for &(i, answer) in answers.get(n).map(Vec::as_slice).unwrap_or_default() {
             if let Some(sub) = block.subs.get_mut(i) {
-                sub.exact_sums = Some(exact);
+                set(sub, answer);
             }
         }
         n += 1;

@@ -316,6 +316,43 @@ fn a_subquery_correlated_by_its_equalities_alone_is_told_apart() {
 }
 
 #[test]
+fn both_sides_of_a_filters_equalities_are_probed_and_marked() {
+    let mut a = analyze(
+        "SELECT k, count(*) FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND a.v = b.w) \
+         AND v > (SELECT avg(w) FROM b) GROUP BY k",
+        &catalog(),
+    )
+    .unwrap();
+    let probes = pg_trickle_core::probes::filter_link_probes(&a);
+    // One block; its uncorrelated subquery has no equality to probe.
+    let [block] = probes.as_slice() else {
+        panic!("{probes:?}");
+    };
+    let [(sub, inner, outer)] = block.as_slice() else {
+        panic!("{block:?}");
+    };
+    assert_eq!(*sub, 0);
+    assert_eq!(inner.keys, ["b.k", "b.w"]);
+    assert_eq!(outer.keys, ["a.k", "a.v"]);
+    assert!(
+        inner.types_sql().contains("FROM b"),
+        "{}",
+        inner.types_sql()
+    );
+    assert!(
+        outer.types_sql().contains("FROM a"),
+        "{}",
+        outer.types_sql()
+    );
+    pg_trickle_core::probes::mark_link_types(&mut a, &[vec![(0, true)]]);
+    let Ok(Model::Grouped { block, .. }) = &a.model else {
+        panic!("grouped");
+    };
+    let marked: Vec<Option<bool>> = block.subs.iter().map(|s| s.same_link_types).collect();
+    assert_eq!(marked, [Some(true), None]);
+}
+
+#[test]
 fn subqueries_under_a_grouped_query_are_linked_to_its_rows() {
     // Correlating equalities, either way round, qualified or not; other
     // correlated conjuncts are only dropped.

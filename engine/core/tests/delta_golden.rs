@@ -280,6 +280,12 @@ fn render(query: &str, columns: &[OutputColumn], arg_types: Option<&[ArgType]>) 
     pg_trickle_core::probes::for_each_keyed_mut(&mut analysis, &mut |keyed| {
         keyed.key_arrays = vec![false; keyed.keys.len()];
     });
+    // As the extension marks correlating equalities of same-typed sides.
+    pg_trickle_core::probes::for_each_filter_block_mut(&mut analysis, &mut |block| {
+        for sub in &mut block.subs {
+            sub.same_link_types = Some(true);
+        }
+    });
     if let Some(types) = arg_types {
         analysis.aggregate_arg_types = types.to_vec();
         // As the extension marks a subquery sum's numeric argument.

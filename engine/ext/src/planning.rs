@@ -173,6 +173,25 @@ pub fn analyze_query(query: &str, owner: &Owner, storage: Option<u32>) -> Result
         })
         .collect();
     pg_trickle_core::probes::mark_exact_sums(&mut analysis, &answers);
+    // Whether both sides of each equality correlating such a subquery
+    // have one type: only then are its changes grouped by value.
+    let same: Vec<Vec<(usize, bool)>> = pg_trickle_core::probes::filter_link_probes(&analysis)
+        .into_iter()
+        .map(|probes| {
+            probes
+                .into_iter()
+                .map(|(i, inner, outer)| {
+                    let (inner, outer) = (
+                        probe_type_oids(&inner, owner),
+                        probe_type_oids(&outer, owner),
+                    );
+                    let known = !inner.is_empty() && !inner.contains(&0);
+                    (i, known && inner == outer)
+                })
+                .collect()
+        })
+        .collect();
+    pg_trickle_core::probes::mark_link_types(&mut analysis, &same);
     // Whether each key of a subquery kept by keys is an array: only one
     // that is not narrows what its old rows read (see the core's
     // `delta/narrowing.rs`).

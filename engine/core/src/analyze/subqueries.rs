@@ -467,6 +467,7 @@ impl Analyzer<'_> {
                 exact_sums: None,
                 correlated,
                 only_equalities,
+                same_link_types: None,
             },
             OpNode::new("SubPlan", detail, vec![child]),
         ))

@@ -39,7 +39,9 @@ pub(super) struct Lookup {
 
 /// Whether a filter's old truth is read with its changes grouped by value
 /// (see the module comment) for rows of `block`: an `EXISTS`, `NOT EXISTS`
-/// or aggregate comparison correlated only by equalities, over one table;
+/// or aggregate comparison correlated only by equalities, each comparing
+/// values of one type (across two, a row's values could equal two groups),
+/// over one table;
 /// an aggregate's argument one that sums exactly (its values are carried
 /// in an array, which an array argument would not survive) or `count(*)`
 /// alone; in a block whose select list names no bare `*` (the joined
@@ -53,6 +55,7 @@ pub(super) fn looked_up(block: &Block, filter: &Filter) -> bool {
     };
     test && matches!(sub.link, SubLink::Equal { .. })
         && sub.only_equalities
+        && sub.same_link_types == Some(true)
         && sub.body.subs.is_empty()
         && matches!(sub.body.occs.as_slice(), [Occ::Source { .. }])
         && !block
