@@ -300,8 +300,8 @@ pub struct ExprSub {
     /// Whether nothing but its link's equalities correlate it: every
     /// other conjunct of its WHERE, its select list and its HAVING name
     /// only its own FROM. Its result for an enclosing row then depends on
-    /// that row's `outer` values alone, so it can be computed once per
-    /// value (see `delta::filters`).
+    /// that row's `outer` values alone, and the changes that reach the row
+    /// are those of its values (see `delta::filters::lookups`).
     pub only_equalities: bool,
     /// For a link by equalities: whether the two sides of each have one
     /// type, which the extension asks PostgreSQL (`outer = inner` across

@@ -313,6 +313,12 @@ fn a_subquery_correlated_by_its_equalities_alone_is_told_apart() {
     ] {
         assert_eq!(only_equalities(sql), [false], "{sql}");
     }
+    // An equality under a COLLATE of its own links nothing: the values a
+    // change reached are collected under the subquery side's collation.
+    assert_eq!(
+        links("SELECT k, count(*) FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k COLLATE \"C\") GROUP BY k"),
+        ["EXISTS every"]
+    );
 }
 
 #[test]

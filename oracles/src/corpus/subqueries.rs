@@ -372,7 +372,17 @@ pub(super) fn entries() -> Vec<Entry> {
                          WHERE v > (SELECT min(c.amount) FROM b JOIN c ON c.x = b.w WHERE b.k = a.k) \
                          AND EXISTS (SELECT 1 FROM c WHERE c.x = a.v) GROUP BY s",
                     )
+                    .diff(
+                        "per_row_total",
+                        "SELECT k, count(*) AS n FROM a \
+                         WHERE v >= (SELECT sum(w) / count(*) FROM b WHERE b.k = a.k) GROUP BY k",
+                    )
                     .step(&["INSERT INTO b VALUES (1, 100)"])
+                    .step(&[
+                        "INSERT INTO a VALUES (5, 2, 'n')",
+                        "INSERT INTO b VALUES (5, 4), (5, NULL), (5, NULL)",
+                    ])
+                    .step(&["INSERT INTO b VALUES (5, 0)"])
                     .step(&["DELETE FROM b WHERE k = 1"])
                     .step(&["INSERT INTO a VALUES (3, 5, 'q')", "INSERT INTO b VALUES (3, 20), (3, 0)"])
                     .step(&["INSERT INTO d VALUES (4, 1, 1.50), (4, 1, 1.5000)", "INSERT INTO a VALUES (4, 3, 'r')"])

@@ -41,6 +41,7 @@ pub use from::{alias_of, for_each_factor_mut, for_each_join_mut};
 pub use select::output_name;
 pub(crate) use select::select_item_expr;
 pub(crate) use subqueries::has_subquery;
+pub(crate) use subqueries::names_a_collation;
 pub use subqueries::{and_all, without_subquery_conjuncts};
 pub(crate) use subqueries::{conjuncts, resolves_outside, subquery_conjuncts};
 

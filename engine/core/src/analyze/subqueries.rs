@@ -222,6 +222,16 @@ fn only(sides: &[Side], side: Side) -> bool {
     sides.iter().all(|s| *s == side)
 }
 
+/// Whether an expression holds a `COLLATE` clause.
+pub(crate) fn names_a_collation(expr: &Expr) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(expr, |e| {
+        found |= matches!(e, Expr::Collate { .. });
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
 fn strip_nested(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => strip_nested(inner),
@@ -253,7 +263,10 @@ fn split_where(
         } = strip_nested(&c)
         {
             let (l, r) = (sides(left, inner, outer), sides(right, inner, outer));
-            let nonempty = !l.is_empty() && !r.is_empty();
+            // Under a COLLATE of its own, the equality may tell apart
+            // values the subquery's side finds equal (and so collapses
+            // when it collects the values a change reached): no link.
+            let nonempty = !l.is_empty() && !r.is_empty() && !names_a_collation(&c);
             if nonempty && only(&l, Side::Inner) && only(&r, Side::Outer) {
                 pairs.push((left.as_ref().clone(), right.as_ref().clone()));
             } else if nonempty && only(&l, Side::Outer) && only(&r, Side::Inner) {

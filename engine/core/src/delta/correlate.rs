@@ -15,8 +15,9 @@ use std::borrow::Cow;
 
 use sqlparser::ast::{Expr, InTarget, SetExpr};
 
-use super::filters::{names_a_collation, same_from};
+use super::filters::same_from;
 use super::parse_expr;
+use crate::analyze::names_a_collation;
 use crate::analyze::{and_all, conjuncts, resolves_outside};
 use crate::model::{Block, SubLink};
 

@@ -39,7 +39,8 @@ use super::join_terms::{substituted, Version};
 use super::subqueries::tuple;
 use super::{parse_expr, Gen};
 use crate::analyze::{
-    fold, has_subquery, select_item_expr, subquery_conjuncts, without_subquery_conjuncts,
+    fold, has_subquery, names_a_collation, select_item_expr, subquery_conjuncts,
+    without_subquery_conjuncts,
 };
 use crate::model::{Block, Occ, SubLink};
 use crate::sql::parse_from;
@@ -384,17 +385,6 @@ pub(super) fn same_from(a: &[TableWithJoins], b: &[TableWithJoins]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_string() == y.to_string())
 }
 
-/// Whether an expression holds a `COLLATE` clause: an `IN` comparing
-/// under a collation its items' own equality does not use is no filter.
-pub(super) fn names_a_collation(expr: &Expr) -> bool {
-    let mut found = false;
-    let _ = sqlparser::ast::visit_expressions(expr, |e| {
-        found |= matches!(e, Expr::Collate { .. });
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    found
-}
-
 /// Whether every subquery of the block only filters its rows (see the
 /// module comment): an algebraic aggregate over it then keeps its form.
 pub(crate) fn only_filters(block: &Block) -> bool {
@@ -474,8 +464,9 @@ impl Gen<'_> {
         // away changes no truth, so it filters the rows read, evaluated
         // once (an uncorrelated one is one scan of its tables).
         let now: Vec<String> = reached.iter().map(|f| new_truth(f)).collect();
-        // The old truth of a filter correlated only by equalities is
-        // looked up per affected value, by a join (see `lookups`).
+        // The old truth of a filter correlated only by equalities over one
+        // table reads the table as it is and its changes grouped by value
+        // (see `lookups`); an aggregate's joins them to the rows.
         let mut joins = Vec::new();
         let before: Vec<String> = reached
             .iter()
@@ -510,8 +501,20 @@ impl Gen<'_> {
             let (mut select, mult) = substituted(block, &versions);
             if !joins.is_empty() {
                 // The FROM items as one join (a filtered block has no
-                // outer join), so that each lookup's ON sees them all.
-                let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
+                // outer join), so that each lookup's ON sees them all;
+                // an item with joins of its own is parenthesised, so that
+                // its ON and USING still see only its own tables.
+                let from: Vec<String> = select
+                    .from
+                    .iter()
+                    .map(|t| {
+                        if t.joins.is_empty() {
+                            t.to_string()
+                        } else {
+                            format!("({t})")
+                        }
+                    })
+                    .collect();
                 select.from = parse_from(&format!(
                     "{} {}",
                     from.join(" CROSS JOIN "),
@@ -672,10 +675,9 @@ fn old_comparison(
     )
 }
 
-/// An aggregate filter's subquery item with its aggregates over the
-/// values `__pgt_g.__pgt_x` of rows (NULL in a row that only an outer join
-/// made): `count(*)` counts them, never NULL in a row of the filter's,
-/// where the value is a constant when `count(*)` is the only call.
+/// An aggregate filter's subquery item with its aggregates' argument
+/// replaced by the values `__pgt_g.__pgt_x` of the rebuilt rows; `count(*)`
+/// counts those rows as it is.
 fn aggregates_of_rows(filter: &Filter) -> Expr {
     let query = aggregate_comparison(&filter.conjunct)
         .expect("a filter")
@@ -690,8 +692,8 @@ fn aggregates_of_rows(filter: &Filter) -> Expr {
         if let Expr::Function(f) = e {
             if let FunctionArguments::List(list) = &mut f.args {
                 for a in &mut list.args {
-                    if let FunctionArg::Unnamed(x) = a {
-                        *x = FunctionArgExpr::Expr(parse_expr("__pgt_g.__pgt_x"));
+                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                        *x = parse_expr("__pgt_g.__pgt_x");
                     }
                 }
             }

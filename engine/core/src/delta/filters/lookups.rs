@@ -38,14 +38,16 @@ pub(super) struct Lookup {
 }
 
 /// Whether a filter's old truth is read with its changes grouped by value
-/// (see the module comment) for rows of `block`: an `EXISTS`, `NOT EXISTS`
-/// or aggregate comparison correlated only by equalities, each comparing
-/// values of one type (across two, a row's values could equal two groups),
-/// over one table;
-/// an aggregate's argument one that sums exactly (its values are carried
-/// in an array, which an array argument would not survive) or `count(*)`
-/// alone; in a block whose select list names no bare `*` (the joined
-/// columns would join it).
+/// (see the module comment) for rows of `block`:
+/// - an `EXISTS`, a `NOT EXISTS`, or a comparison with aggregates whose
+///   `sum` or `avg` argument sums exactly (the values travel in an array,
+///   which an array argument would not survive) or with `count(*)` alone;
+/// - correlated only by equalities over one table, both sides of each of
+///   one type (across two, a row's values could equal two groups; analysis
+///   links no equality naming a `COLLATE`, under which one group could
+///   hold values the row tells apart);
+/// - in a block whose select list has no bare `*` (analysis expands it;
+///   the joined columns would join it).
 pub(super) fn looked_up(block: &Block, filter: &Filter) -> bool {
     let sub = &block.subs[filter.sub];
     let test = match &filter.test {
@@ -167,9 +169,11 @@ impl Gen<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // `num_nonnulls`, not IS NOT NULL, which is false for a composite
+        // value with a NULL field (which `=` compares as any other).
         let known: Vec<String> = v
             .iter()
-            .map(|c| format!("__pgt_r.{c} IS NOT NULL"))
+            .map(|c| format!("pg_catalog.num_nonnulls(__pgt_r.{c}) = 1"))
             .collect();
         let (columns, x, grouped) = match arg {
             None => (
