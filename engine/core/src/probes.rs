@@ -136,9 +136,14 @@ pub fn filter_link_probes(analysis: &Analysis) -> Vec<Vec<(usize, KeyProbe, KeyP
             .iter()
             .enumerate()
             .filter_map(|(i, sub)| {
+                // Only a lookup reads the answer, and only where nothing
+                // but the equalities correlates (see `filters::lookups`).
                 let crate::model::SubLink::Equal { inner, outer } = &sub.link else {
                     return None;
                 };
+                if !sub.only_equalities {
+                    return None;
+                }
                 Some((i, probe_over(&sub.body, inner)?, probe_over(block, outer)?))
             })
             .collect();
@@ -222,16 +227,16 @@ pub fn for_each_keyed_mut(analysis: &mut Analysis, f: &mut dyn FnMut(&mut Keyed)
             }
         }
     }
-    match &mut analysis.model {
-        Ok(Model::Grouped { block, .. }) => in_block(block, f),
-        Ok(Model::Linear(rel)) => in_rel(rel, f),
-        Err(_) => {}
+    if let Ok(Model::Grouped { block, .. }) = &mut analysis.model {
+        in_block(block, f);
     }
 }
 
 /// Visit every block whose subqueries may be kept as filters: a grouped
 /// query's block, then, depth first, the blocks of subqueries in FROM
-/// (and their `UNION ALL` branches).
+/// (and their `UNION ALL` branches). A linear query has none: a block
+/// with a subquery in an expression, or holding one in FROM, is kept by
+/// its rows' values (a grouped model over a bag).
 pub fn for_each_filter_block_mut(analysis: &mut Analysis, f: &mut dyn FnMut(&mut Block)) {
     fn in_block(block: &mut Block, f: &mut dyn FnMut(&mut Block)) {
         f(block);

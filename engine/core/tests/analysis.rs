@@ -359,6 +359,38 @@ fn both_sides_of_a_filters_equalities_are_probed_and_marked() {
 }
 
 #[test]
+fn filter_links_are_probed_only_where_equalities_alone_correlate() {
+    // Without grouping, a query whose rows subqueries filter is kept by
+    // its rows' values: a grouped model over a bag, whose filters are
+    // probed as a grouped block's are (a linear model holds none).
+    let mut a = analyze(
+        "SELECT a.k FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) \
+         AND NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w <> a.v)",
+        &catalog(),
+    )
+    .unwrap();
+    assert!(
+        matches!(a.model, Ok(Model::Grouped { bag: true, .. })),
+        "{:?}",
+        a.model
+    );
+    let probes = pg_trickle_core::probes::filter_link_probes(&a);
+    let subs: Vec<Vec<usize>> = probes
+        .iter()
+        .map(|b| b.iter().map(|(i, _, _)| *i).collect())
+        .collect();
+    // The second subquery is correlated by `<>` too: no lookup reads it,
+    // so nothing is asked about it.
+    assert_eq!(subs, [vec![0]]);
+    pg_trickle_core::probes::mark_link_types(&mut a, &[vec![(0, true)]]);
+    let mut marked = Vec::new();
+    pg_trickle_core::probes::for_each_filter_block_mut(&mut a, &mut |block| {
+        marked.extend(block.subs.iter().map(|s| s.same_link_types));
+    });
+    assert_eq!(marked, [Some(true), None]);
+}
+
+#[test]
 fn subqueries_under_a_grouped_query_are_linked_to_its_rows() {
     // Correlating equalities, either way round, qualified or not; other
     // correlated conjuncts are only dropped.

@@ -402,13 +402,8 @@ fn new_truth(filter: &Filter) -> String {
     let SetExpr::Select(written) = subquery.body.as_ref() else {
         unreachable!("a filter's subquery is a SELECT");
     };
-    let from: Vec<String> = written.from.iter().map(|t| t.to_string()).collect();
-    let condition = written
-        .selection
-        .as_ref()
-        .map(|w| format!(" WHERE {w}"))
-        .unwrap_or_default();
-    let first = format!("(SELECT 1 FROM {}{condition} LIMIT 1)", from.join(", "));
+    let (from, condition) = from_and_condition(written);
+    let first = format!("(SELECT 1 FROM {from}{condition} LIMIT 1)");
     match filter.test {
         Test::NotExists => format!("({first} IS NULL)"),
         _ => format!("({first} IS NOT NULL)"),
@@ -591,14 +586,7 @@ impl Gen<'_> {
         let mut as_written = sub.body.as_ref().clone();
         as_written.select = written.clone();
         let (select, mult) = substituted(&as_written, &versions);
-        let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
-        let condition: Vec<String> = select.selection.iter().map(|w| format!("({w})")).collect();
-        let condition = if condition.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", condition.join(" AND "))
-        };
-        let from = from.join(", ");
+        let (from, condition) = from_and_condition(&select);
         if let Test::Aggregate { arg } = &filter.test {
             return format!(
                 "({})",
@@ -627,6 +615,18 @@ impl Gen<'_> {
             Test::Aggregate { .. } => unreachable!("answered above"),
         }
     }
+}
+
+/// A SELECT's FROM list (`, `-joined) and its ` WHERE <condition>` (empty
+/// without one), to be read again in a subquery of the same rows.
+fn from_and_condition(select: &sqlparser::ast::Select) -> (String, String) {
+    let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
+    let condition = select
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE ({w})"))
+        .unwrap_or_default();
+    (from.join(", "), condition)
 }
 
 /// A filter's subquery as written.

@@ -20,7 +20,7 @@
 
 use sqlparser::ast::{Expr, SelectItem};
 
-use super::{new_truth, old_comparison, written, Filter, Test};
+use super::{from_and_condition, new_truth, old_comparison, written, Filter, Test};
 use crate::delta::join_terms::{substituted, Version};
 use crate::delta::subqueries::{project, tuple};
 use crate::delta::{parse_expr, Gen};
@@ -86,14 +86,7 @@ impl Gen<'_> {
         };
         self.grouped_changes(sub, &name, &v, arg.as_deref());
         // The subquery as written reads the table as it is.
-        let written = written(filter);
-        let from: Vec<String> = written.from.iter().map(|t| t.to_string()).collect();
-        let from = from.join(", ");
-        let condition = written
-            .selection
-            .as_ref()
-            .map(|w| format!(" WHERE {w}"))
-            .unwrap_or_default();
+        let (from, condition) = from_and_condition(written(filter));
         let v = v.join(", ");
         let Some(arg) = arg else {
             // A row whose values have changes had no matching row before
