@@ -369,7 +369,29 @@ pub fn sqlancer_suite(
     let mut s = Session::new(cluster, run_dir, opts);
     let mut last_print = Instant::now();
     let mut i = opts.first;
-    while i < opts.first.saturating_add(opts.queries) && started.elapsed() < opts.time {
+    let mut extended = false;
+    while i < opts.first.saturating_add(opts.queries) {
+        let elapsed = started.elapsed();
+        if elapsed >= opts.time {
+            // The minimum is what the session must check; the budget only
+            // says when to stop once it has. A busy machine checks fewer
+            // pairs per second, so the session goes on, up to a hard stop,
+            // instead of failing for being slow.
+            if !keep_going(&s.counts, opts, elapsed) {
+                break;
+            }
+            if !extended {
+                extended = true;
+                println!(
+                    "sqlancer: time budget of {} s spent with {} of the {} (query, step) pairs required; \
+                     going on until they are checked (at most {} s)",
+                    opts.time.as_secs(),
+                    s.counts.checks,
+                    opts.min_checks,
+                    hard_stop(opts).as_secs()
+                );
+            }
+        }
         let mut case = sqlancer::case::case(opts.seed, i, opts.concurrent_pct);
         case.workload = case.workload.with_capture(opts.oracle.capture);
         let capture = match opts.oracle.capture {
@@ -395,6 +417,19 @@ pub fn sqlancer_suite(
         }
     }
     finish(s, started, opts)
+}
+
+/// How long a session may run past its budget to reach its minimum of
+/// checks: three budgets in all.
+fn hard_stop(opts: &SqlancerOptions) -> Duration {
+    opts.time.saturating_mul(3)
+}
+
+/// Whether a session whose budget is spent (after `elapsed`) starts
+/// another case: only while it has checked fewer pairs than its minimum
+/// and is short of its hard stop.
+fn keep_going(counts: &Counts, opts: &SqlancerOptions, elapsed: Duration) -> bool {
+    counts.checks < opts.min_checks && elapsed < hard_stop(opts)
 }
 
 /// Run given workloads (e.g. from a SQLancer log) as one session.
@@ -441,4 +476,43 @@ fn finish(s: Session<'_>, started: Instant, opts: &SqlancerOptions) -> (Suite, C
         ),
         s.counts,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(secs: u64, min_checks: usize) -> SqlancerOptions {
+        SqlancerOptions {
+            seed: 1,
+            first: 0,
+            time: Duration::from_secs(secs),
+            queries: u64::MAX,
+            min_checks,
+            max_rejected_pct: 10.0,
+            concurrent_pct: 0,
+            oracle: OracleOptions::default(),
+        }
+    }
+
+    fn checked(checks: usize) -> Counts {
+        Counts {
+            checks,
+            ..Counts::default()
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_goes_on_only_to_reach_the_minimum_and_never_past_three_budgets() {
+        let opts = options(45, 225);
+        let at = Duration::from_secs;
+        // Short of the minimum: goes on past the budget, up to three.
+        assert!(keep_going(&checked(207), &opts, at(46)));
+        assert!(keep_going(&checked(224), &opts, at(134)));
+        assert!(!keep_going(&checked(207), &opts, at(135)));
+        // The minimum reached: stops at the budget.
+        assert!(!keep_going(&checked(225), &opts, at(46)));
+        // No minimum: the budget alone.
+        assert!(!keep_going(&checked(0), &options(45, 0), at(46)));
+    }
 }
