@@ -227,8 +227,10 @@ pub fn for_each_keyed_mut(analysis: &mut Analysis, f: &mut dyn FnMut(&mut Keyed)
             }
         }
     }
-    if let Ok(Model::Grouped { block, .. }) = &mut analysis.model {
-        in_block(block, f);
+    match &mut analysis.model {
+        Ok(Model::Grouped { block, .. }) => in_block(block, f),
+        Ok(Model::Linear(rel)) => in_rel(rel, f),
+        Err(_) => {}
     }
 }
 
