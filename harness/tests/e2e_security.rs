@@ -1429,3 +1429,67 @@ fn a_privilege_revoked_between_refreshes_of_one_session_is_refused() {
         "a refresh in the same session read a source its owner may no longer read"
     );
 }
+
+/// A refresh of a few changes runs its statement's kept generic plan
+/// (`pg_trickle_core::plan_reuse`), whose change buffers are read under a
+/// grant marked on a copy of the plan for that run only. Refreshes of an
+/// ordinary role's join, past the runs after which a kept plan is built
+/// again and across a backlog planned afresh, stay exact; a privilege
+/// revoked on the table the statement joins is refused at the next
+/// refresh, and granted back, the changes are applied.
+#[test]
+fn kept_refresh_plans_stay_exact_and_check_privileges_at_every_run() {
+    let mut su = database("sec_kept_plan");
+    create_roles(&mut su, &["kplan_owner"]);
+    exec(
+        &mut su,
+        "CREATE TABLE kp_a (k int PRIMARY KEY, v int NOT NULL);
+         CREATE TABLE kp_b (k int PRIMARY KEY, w int NOT NULL);
+         INSERT INTO kp_a SELECT i, i FROM generate_series(1, 200) i;
+         INSERT INTO kp_b SELECT i, i * 10 FROM generate_series(1, 200) i;
+         CREATE SCHEMA kplan AUTHORIZATION kplan_owner;
+         GRANT SELECT ON kp_a, kp_b TO kplan_owner;",
+    );
+    let query = "SELECT a.k, a.v, b.w FROM public.kp_a a JOIN public.kp_b b ON a.k = b.k";
+    let mut owner = connect_as(shared_cluster(), "t_sec_kept_plan", "kplan_owner");
+    exec(
+        &mut owner,
+        &format!("SELECT pgtrickle.create_stream_table('kplan.joined', '{query}', NULL, 'DIFFERENTIAL');"),
+    );
+    let runs = pg_trickle_core::plan_reuse::MAX_RUNS as i32 + 20;
+    for i in 1..=runs {
+        exec(
+            &mut su,
+            &format!("UPDATE kp_a SET v = v + 1 WHERE k = {}", 1 + i % 200),
+        );
+        refresh(&mut owner, "kplan.joined").unwrap();
+        if i % 64 == 0 {
+            assert_exact(&mut owner, "kplan.joined", query);
+        }
+    }
+    assert_exact(&mut owner, "kplan.joined", query);
+    // A backlog past the bound is planned for its run; the kept plan
+    // serves the next few changes again.
+    let backlog = pg_trickle_core::plan_reuse::MAX_CHANGES + 36;
+    exec(
+        &mut su,
+        &format!("UPDATE kp_a SET v = v - 1 WHERE k <= {backlog}"),
+    );
+    refresh(&mut owner, "kplan.joined").unwrap();
+    assert_exact(&mut owner, "kplan.joined", query);
+    exec(&mut su, "UPDATE kp_a SET v = v + 7 WHERE k = 3");
+    refresh(&mut owner, "kplan.joined").unwrap();
+    assert_exact(&mut owner, "kplan.joined", query);
+    exec(
+        &mut su,
+        "REVOKE SELECT ON kp_b FROM kplan_owner; UPDATE kp_a SET v = v + 1 WHERE k = 5;",
+    );
+    assert_eq!(
+        sqlstate(refresh(&mut owner, "kplan.joined")),
+        "42501",
+        "a refresh with a kept plan joined a table its owner may no longer read"
+    );
+    exec(&mut su, "GRANT SELECT ON kp_b TO kplan_owner");
+    refresh(&mut owner, "kplan.joined").unwrap();
+    assert_exact(&mut owner, "kplan.joined", query);
+}

@@ -24,6 +24,7 @@ pub mod history;
 pub mod ir;
 pub mod model;
 pub mod outbox;
+pub mod plan_reuse;
 pub mod probes;
 pub mod schedule;
 pub mod settings;

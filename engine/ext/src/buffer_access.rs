@@ -14,7 +14,9 @@
 //! started by that role with that text, and marks its range-table entries
 //! for those buffers (only entries that merely read, and are not already
 //! checked as another role) to be checked as the extension owner, exactly
-//! as PostgreSQL marks the tables under a view. Every other entry of the
+//! as PostgreSQL marks the tables under a view. It marks a copy of the
+//! plan, which the run uses: the plan itself may be kept for later runs
+//! (`spi::refresh_row`), and carries no mark into them. Every other entry of the
 //! statement (the sources, functions, the storage) is still checked as the
 //! owner. The grant is consumed by that statement and removed when the
 //! refresh returns, so no other statement (in particular nothing the
@@ -124,7 +126,13 @@ unsafe fn apply(stmt: *mut pg_sys::PlannedStmt, grant: &Grant) {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     if let Some(grant) = take_matching(query_desc) {
-        apply((*query_desc).plannedstmt, &grant);
+        // The marks go on a copy, made in the memory of this run: the plan
+        // may be a kept generic one (see `spi::refresh_row`), which must
+        // not read a buffer in a later run that no grant allowed.
+        let copy = pg_sys::copyObjectImpl((*query_desc).plannedstmt.cast());
+        let copy = copy.cast::<pg_sys::PlannedStmt>();
+        apply(copy, &grant);
+        (*query_desc).plannedstmt = copy;
     }
     match PREVIOUS_HOOK {
         Some(previous) => previous(query_desc, eflags),

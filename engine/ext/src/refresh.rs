@@ -14,12 +14,13 @@
 
 use pg_trickle_core::adaptive::{self, Choice};
 use pg_trickle_core::ir::{Mode, RequestedMode};
+use pg_trickle_core::plan_reuse;
 
 use crate::capture;
 use crate::catalog::{change_buffers, history, sources, stream_tables};
 use crate::operations;
 use crate::security;
-use crate::spi::{raise, row_planned_afresh, run, value, with_setting};
+use crate::spi::{raise, refresh_row, run, value, with_setting, Planning};
 
 pub use crate::catalog::history::Initiator;
 
@@ -169,7 +170,14 @@ fn perform_refresh(
         Some(_) => adaptive::after_failed_full(&st.estimates),
         None => st.estimates,
     };
-    let limit = adaptive::count_limit(&adaptive, &start);
+    // Without the choice, counting goes one past the changes a kept plan
+    // is used for (see `plan_reuse`).
+    let limit = if adaptive.enabled {
+        adaptive::count_limit(&adaptive, &start)
+    } else {
+        plan_reuse::COUNT_LIMIT
+    };
+    let mut planning = Planning::Afresh;
     // Sources with changes to consume (checked again inside the statement).
     let (pending, mut backlog) = if let Some(assumed) = assume_pending {
         let unknown = adaptive::Pending {
@@ -181,6 +189,9 @@ fn perform_refresh(
     } else if use_diff {
         let token = token_text.as_deref();
         let counts = capture::pending_counts(id, relids.iter().copied(), token, limit);
+        if plan_reuse::reuses_plan(counts.iter().map(|c| (c.changes, c.exact))) {
+            planning = Planning::Kept;
+        }
         let backlog = crate::auto_choice::backlog(&counts);
         let pending = counts.iter().filter(|c| c.changes > 0).map(|c| c.relid);
         (pending.collect::<Vec<u32>>(), backlog)
@@ -291,7 +302,7 @@ fn perform_refresh(
                 let _grant = (!buffers.is_empty())
                     .then(|| crate::buffer_access::allow(sql, buffers, owner.role, extension));
                 let _applying = crate::readonly::Applying::begin();
-                row_planned_afresh(sql, args)
+                refresh_row(sql, args, planning)
             })
         })
         .unwrap_or_else(|| raise("XX000", "refresh statement returned no row", None))

@@ -4,9 +4,9 @@
 //! glue small; SQL casts do the typing. Errors raised here always carry a
 //! SQLSTATE. Plain queries and DML are prepared once per backend and their
 //! plans kept ([`rows`]); generated refresh statements with arguments are
-//! parsed and analysed once per backend and planned afresh with their
-//! arguments at every run, those without run once-off
-//! ([`row_planned_afresh`]).
+//! parsed and analysed once per backend and planned with their arguments
+//! at every run, or run with a kept generic plan when few changes are
+//! pending; those without arguments run once-off ([`refresh_row`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -41,10 +41,12 @@ const MAX_KEPT_REFRESH: usize = 32;
 /// immutable call it folds), so one role never runs another's plan.
 type KeptKey = (String, usize, pg_sys::Oid);
 
-/// A kept plan and the tick of its last use.
+/// A kept plan, the tick of its last use and, for a generated refresh
+/// statement, how many runs its generic plan has served.
 struct KeptPlan {
     plan: Rc<OwnedPreparedStatement>,
     used: Cell<u64>,
+    generic_runs: Cell<u32>,
 }
 
 thread_local! {
@@ -55,7 +57,7 @@ thread_local! {
     static KEPT: RefCell<HashMap<KeptKey, KeptPlan>> = RefCell::new(HashMap::new());
     /// Generated refresh statements per [`KeptKey`], apart from [`KEPT`]
     /// so that a scheduler refreshing many stream tables does not push the
-    /// catalog statements out; see [`row_planned_afresh`].
+    /// catalog statements out; see [`refresh_row`].
     static KEPT_REFRESH: RefCell<HashMap<KeptKey, KeptPlan>> = RefCell::new(HashMap::new());
     /// Ticks of [`KEPT`] and [`KEPT_REFRESH`] uses.
     static KEPT_CLOCK: Cell<u64> = const { Cell::new(0) };
@@ -108,6 +110,7 @@ fn kept_in(
             KeptPlan {
                 plan: plan.clone(),
                 used: Cell::new(now),
+                generic_runs: Cell::new(0),
             },
         );
     });
@@ -247,25 +250,61 @@ pub fn run(sql: &str, args: &[Option<String>]) {
     execute(sql, args, false);
 }
 
-/// [`row`], planned afresh every time: for generated statements, which
-/// are large, run once per refresh and planned with their arguments.
-pub fn row_planned_afresh(sql: &str, args: &[Option<String>]) -> Option<Row> {
-    // Parsing and analysing a generated statement costs about as much as
-    // planning it: keep the analysed statement, and plan it with its
-    // arguments at every run (a custom plan, built for that run and
-    // dropped after it), so that its estimates see this refresh's frontier
-    // and no plan is ever reused (the buffer grant marks the plan it starts).
-    // PostgreSQL reuses the generic plan of a statement without arguments
-    // whatever plan_cache_mode says: those (FULL, population) run once-off.
+/// How a generated refresh statement with arguments is planned (see
+/// `pg_trickle_core::plan_reuse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// A custom plan for this run, built from its arguments and the
+    /// relations' current sizes, and dropped after it.
+    Afresh,
+    /// The statement's generic plan, built at its first such run and kept
+    /// for up to `plan_reuse::MAX_RUNS` runs.
+    Kept,
+}
+
+/// [`row`] for a generated refresh statement, which is large and run once
+/// per refresh. Parsing and analysing it costs about as much as planning
+/// it, so the analysed statement is kept per backend; it is planned as
+/// `planning` says. A plan is never marked by the buffer grant (see
+/// `buffer_access`, which marks a copy), so a kept one reads change
+/// buffers only when a refresh grants it again.
+/// PostgreSQL reuses the generic plan of a statement without arguments
+/// whatever plan_cache_mode says: those (FULL, population) run once-off.
+pub fn refresh_row(sql: &str, args: &[Option<String>], planning: Planning) -> Option<Row> {
     if args.is_empty() {
         return execute_query(sql, args, true).into_iter().next();
     }
     let plan = kept_in(&KEPT_REFRESH, MAX_KEPT_REFRESH, sql, args.len());
-    with_setting("plan_cache_mode", "force_custom_plan", || {
+    let mode = match planning {
+        Planning::Afresh => "force_custom_plan",
+        Planning::Kept => {
+            note_generic_run(sql, args.len());
+            "force_generic_plan"
+        }
+    };
+    with_setting("plan_cache_mode", mode, || {
         execute_query(&*plan, args, true)
     })
     .into_iter()
     .next()
+}
+
+/// Count a run of the kept generic plan of `sql`; at the last of
+/// `plan_reuse::MAX_RUNS` runs, drop the statement from the cache, so that
+/// the next run prepares and plans it again (this one still runs it).
+fn note_generic_run(sql: &str, nargs: usize) {
+    // SAFETY: reads a backend global; valid in any initialised backend.
+    let key = (sql.to_string(), nargs, unsafe { pg_sys::GetUserId() });
+    KEPT_REFRESH.with(|k| {
+        let mut k = k.borrow_mut();
+        let spent = k.get(&key).is_some_and(|e| {
+            e.generic_runs.set(e.generic_runs.get() + 1);
+            e.generic_runs.get() >= pg_trickle_core::plan_reuse::MAX_RUNS
+        });
+        if spent {
+            k.remove(&key);
+        }
+    });
 }
 
 /// Convert a five-character SQLSTATE into PostgreSQL's packed error code.
