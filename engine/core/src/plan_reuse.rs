@@ -7,8 +7,9 @@
 //! kept by the backend, sees the sizes of the run that built it. With a
 //! few changes pending, every plan of a delta is small work, and the kept
 //! one is used; past [`MAX_CHANGES`], or when a count is not exact (a
-//! source captured from the WAL may have changes not decoded yet), the
-//! statement is planned for its run.
+//! source captured from the WAL with changes pending is never counted
+//! exactly: some may not be decoded yet), the statement is planned for
+//! its run.
 //!
 //! A kept plan is dropped after [`MAX_RUNS`] runs, so that the sizes it
 //! assumed are read again now and then even where nothing invalidates it
