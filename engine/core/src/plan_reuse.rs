@@ -27,40 +27,45 @@ pub const MAX_RUNS: u32 = 256;
 /// [`MAX_CHANGES`].
 pub const COUNT_LIMIT: u64 = MAX_CHANGES + 1;
 
-/// Whether a refresh whose sources have the pending `counts` (changes
-/// counted, whether that count is all there is) runs the kept plan.
-pub fn reuses_plan(counts: impl IntoIterator<Item = (u64, bool)>) -> bool {
-    let mut total: u64 = 0;
-    for (changes, exact) in counts {
-        if !exact {
-            return false;
-        }
-        total = total.saturating_add(changes);
-    }
-    total <= MAX_CHANGES
+use crate::adaptive::Pending;
+
+/// Whether a refresh with the `pending` changes its sources were counted
+/// to (the same count AUTO's choice reads) runs the kept plan: a count
+/// that is all there is, and at most [`MAX_CHANGES`].
+pub fn reuses_plan(pending: &Pending) -> bool {
+    pending.complete && pending.changes <= MAX_CHANGES
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The changes counted over all sources, and whether that is all.
+    fn counted(changes: u64, complete: bool) -> Pending {
+        Pending {
+            changes,
+            complete,
+            source_rows: None,
+        }
+    }
+
     #[test]
     fn a_few_changes_counted_exactly_reuse_the_plan() {
-        assert!(reuses_plan([(1, true)]));
-        assert!(reuses_plan([(40, true), (24, true)]));
-        assert!(reuses_plan([(0, true), (0, true)]));
+        assert!(reuses_plan(&counted(1, true)));
+        assert!(reuses_plan(&counted(40 + 24, true)));
+        assert!(reuses_plan(&counted(0, true)));
     }
 
     #[test]
     fn more_changes_than_the_bound_over_all_sources_plan_afresh() {
-        assert!(!reuses_plan([(MAX_CHANGES + 1, true)]));
-        assert!(!reuses_plan([(40, true), (25, true)]));
+        assert!(!reuses_plan(&counted(MAX_CHANGES + 1, true)));
+        assert!(!reuses_plan(&counted(40 + 25, true)));
     }
 
     #[test]
     fn a_count_that_stopped_short_plans_afresh() {
         // A count at its limit, or a WAL source's undecoded changes.
-        assert!(!reuses_plan([(1, true), (3, false)]));
-        assert!(!reuses_plan([(COUNT_LIMIT - 1, false)]));
+        assert!(!reuses_plan(&counted(1 + 3, false)));
+        assert!(!reuses_plan(&counted(COUNT_LIMIT - 1, false)));
     }
 }

@@ -177,7 +177,6 @@ fn perform_refresh(
     } else {
         plan_reuse::COUNT_LIMIT
     };
-    let mut planning = Planning::Afresh;
     // Sources with changes to consume (checked again inside the statement).
     let (pending, mut backlog) = if let Some(assumed) = assume_pending {
         let unknown = adaptive::Pending {
@@ -189,9 +188,6 @@ fn perform_refresh(
     } else if use_diff {
         let token = token_text.as_deref();
         let counts = capture::pending_counts(id, relids.iter().copied(), token, limit);
-        if plan_reuse::reuses_plan(counts.iter().map(|c| (c.changes, c.exact))) {
-            planning = Planning::Kept;
-        }
         let backlog = crate::auto_choice::backlog(&counts);
         let pending = counts.iter().filter(|c| c.changes > 0).map(|c| c.relid);
         (pending.collect::<Vec<u32>>(), backlog)
@@ -202,6 +198,12 @@ fn perform_refresh(
             source_rows: None,
         };
         (Vec::new(), none)
+    };
+    // From the first count, as the choice's recount may widen it.
+    let planning = if use_diff && plan_reuse::reuses_plan(&backlog) {
+        Planning::Kept
+    } else {
+        Planning::Afresh
     };
     if adaptive::needs_rows(&adaptive, &start, &backlog) {
         backlog.source_rows = crate::auto_choice::source_rows(&relids);

@@ -66,17 +66,22 @@ thread_local! {
 /// The kept plan of `sql` with `nargs` text arguments for the current
 /// role, prepared and kept the first time.
 fn kept_plan(sql: &str, nargs: usize) -> Rc<OwnedPreparedStatement> {
-    kept_in(&KEPT, MAX_KEPT, sql, nargs)
+    kept_in(&KEPT, MAX_KEPT, sql, nargs, false)
 }
 
 type KeptCache = RefCell<HashMap<KeptKey, KeptPlan>>;
 
-/// [`kept_plan`] in `cache`, which holds at most `max` statements.
+/// [`kept_plan`] in `cache`, which holds at most `max` statements. With
+/// `generic_run`, the statement is about to run its generic plan: that run
+/// is counted, and at the last of `plan_reuse::MAX_RUNS` the statement is
+/// dropped from the cache, so that the next run prepares and plans it
+/// again (this one still runs it).
 fn kept_in(
     cache: &'static LocalKey<KeptCache>,
     max: usize,
     sql: &str,
     nargs: usize,
+    generic_run: bool,
 ) -> Rc<OwnedPreparedStatement> {
     // SAFETY: reads a backend global; valid in any initialised backend.
     let key = (sql.to_string(), nargs, unsafe { pg_sys::GetUserId() });
@@ -85,10 +90,17 @@ fn kept_in(
         c.get()
     });
     let hit = cache.with(|k| {
-        k.borrow().get(&key).map(|e| {
-            e.used.set(now);
-            e.plan.clone()
-        })
+        let mut k = k.borrow_mut();
+        let e = k.get(&key)?;
+        e.used.set(now);
+        let plan = e.plan.clone();
+        if generic_run {
+            e.generic_runs.set(e.generic_runs.get() + 1);
+            if e.generic_runs.get() >= pg_trickle_core::plan_reuse::MAX_RUNS {
+                k.remove(&key);
+            }
+        }
+        Some(plan)
     });
     if let Some(plan) = hit {
         return plan;
@@ -110,7 +122,7 @@ fn kept_in(
             KeptPlan {
                 plan: plan.clone(),
                 used: Cell::new(now),
-                generic_runs: Cell::new(0),
+                generic_runs: Cell::new(u32::from(generic_run)),
             },
         );
     });
@@ -274,37 +286,18 @@ pub fn refresh_row(sql: &str, args: &[Option<String>], planning: Planning) -> Op
     if args.is_empty() {
         return execute_query(sql, args, true).into_iter().next();
     }
-    let plan = kept_in(&KEPT_REFRESH, MAX_KEPT_REFRESH, sql, args.len());
-    let mode = match planning {
-        Planning::Afresh => "force_custom_plan",
-        Planning::Kept => {
-            note_generic_run(sql, args.len());
-            "force_generic_plan"
-        }
+    let kept = planning == Planning::Kept;
+    let plan = kept_in(&KEPT_REFRESH, MAX_KEPT_REFRESH, sql, args.len(), kept);
+    let mode = if kept {
+        "force_generic_plan"
+    } else {
+        "force_custom_plan"
     };
     with_setting("plan_cache_mode", mode, || {
         execute_query(&*plan, args, true)
     })
     .into_iter()
     .next()
-}
-
-/// Count a run of the kept generic plan of `sql`; at the last of
-/// `plan_reuse::MAX_RUNS` runs, drop the statement from the cache, so that
-/// the next run prepares and plans it again (this one still runs it).
-fn note_generic_run(sql: &str, nargs: usize) {
-    // SAFETY: reads a backend global; valid in any initialised backend.
-    let key = (sql.to_string(), nargs, unsafe { pg_sys::GetUserId() });
-    KEPT_REFRESH.with(|k| {
-        let mut k = k.borrow_mut();
-        let spent = k.get(&key).is_some_and(|e| {
-            e.generic_runs.set(e.generic_runs.get() + 1);
-            e.generic_runs.get() >= pg_trickle_core::plan_reuse::MAX_RUNS
-        });
-        if spent {
-            k.remove(&key);
-        }
-    });
 }
 
 /// Convert a five-character SQLSTATE into PostgreSQL's packed error code.
