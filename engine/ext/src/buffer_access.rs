@@ -14,8 +14,9 @@
 //! started by that role with that text, and marks its range-table entries
 //! for those buffers (only entries that merely read, and are not already
 //! checked as another role) to be checked as the extension owner, exactly
-//! as PostgreSQL marks the tables under a view. It marks a copy of the
-//! plan, which the run uses: the plan itself may be kept for later runs
+//! as PostgreSQL marks the tables under a view. It marks copies (of the
+//! plan's top node, its list of entries and the entries it marks), which
+//! the run uses: the plan itself may be kept for later runs
 //! (`spi::refresh_row`), and carries no mark into them. Every other entry of the
 //! statement (the sources, functions, the storage) is still checked as the
 //! owner. The grant is consumed by that statement and removed when the
@@ -96,30 +97,79 @@ unsafe fn take_matching(query_desc: *mut pg_sys::QueryDesc) -> Option<Grant> {
     })
 }
 
+/// Whether the entry that reads `relid` with `perms` as `check_as` is
+/// one the grant marks: a buffer it names, only read, checked as no one
+/// else already.
+fn marks(grant: &Grant, relid: pg_sys::Oid, perms: pg_sys::AclMode, check_as: pg_sys::Oid) -> bool {
+    grant.buffers.contains(&relid)
+        && check_as == pg_sys::InvalidOid
+        && perms == pg_sys::ACL_SELECT as pg_sys::AclMode
+}
+
+/// `list` with each element `replace` returns a new one for replaced by
+/// it: a new list (in the current memory context) sharing every other
+/// element.
+///
+/// # Safety
+/// `list` is a valid pointer list.
+unsafe fn with_replaced<T>(
+    list: *mut pg_sys::List,
+    mut replace: impl FnMut(*mut T) -> Option<*mut T>,
+) -> *mut pg_sys::List {
+    // SAFETY: caller.
+    let old = unsafe { PgList::<T>::from_pg(list) };
+    let mut new = PgList::<T>::new();
+    for element in old.iter_ptr() {
+        new.push(replace(element).unwrap_or(element));
+    }
+    new.into_pg()
+}
+
+/// Mark, in `stmt`, the grant's buffers to be checked as the extension
+/// owner: the marked entries are copies in a new list, so the plan `stmt`
+/// was copied from still shares every other part and carries no mark.
 #[cfg(feature = "pg15")]
 unsafe fn apply(stmt: *mut pg_sys::PlannedStmt, grant: &Grant) {
-    let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*stmt).rtable);
-    for rte in rtable.iter_ptr() {
-        if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
-            && grant.buffers.contains(&(*rte).relid)
-            && (*rte).checkAsUser == pg_sys::InvalidOid
-            && (*rte).requiredPerms == pg_sys::ACL_SELECT as pg_sys::AclMode
-        {
-            (*rte).checkAsUser = grant.check_as;
-        }
+    // SAFETY: the range table of a valid plan; a marked entry is copied
+    // before it is changed.
+    unsafe {
+        (*stmt).rtable = with_replaced((*stmt).rtable, |rte: *mut pg_sys::RangeTblEntry| {
+            let hit = (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+                && marks(
+                    grant,
+                    (*rte).relid,
+                    (*rte).requiredPerms,
+                    (*rte).checkAsUser,
+                );
+            hit.then(|| {
+                let copy = pg_sys::copyObjectImpl(rte.cast()).cast::<pg_sys::RangeTblEntry>();
+                (*copy).checkAsUser = grant.check_as;
+                copy
+            })
+        });
     }
 }
 
+/// As for PostgreSQL 15, on the plan's permission entries.
 #[cfg(any(feature = "pg16", feature = "pg17"))]
 unsafe fn apply(stmt: *mut pg_sys::PlannedStmt, grant: &Grant) {
-    let perms = PgList::<pg_sys::RTEPermissionInfo>::from_pg((*stmt).permInfos);
-    for info in perms.iter_ptr() {
-        if grant.buffers.contains(&(*info).relid)
-            && (*info).checkAsUser == pg_sys::InvalidOid
-            && (*info).requiredPerms == pg_sys::ACL_SELECT as pg_sys::AclMode
-        {
-            (*info).checkAsUser = grant.check_as;
-        }
+    // SAFETY: as above.
+    unsafe {
+        (*stmt).permInfos =
+            with_replaced((*stmt).permInfos, |info: *mut pg_sys::RTEPermissionInfo| {
+                marks(
+                    grant,
+                    (*info).relid,
+                    (*info).requiredPerms,
+                    (*info).checkAsUser,
+                )
+                .then(|| {
+                    let copy =
+                        pg_sys::copyObjectImpl(info.cast()).cast::<pg_sys::RTEPermissionInfo>();
+                    (*copy).checkAsUser = grant.check_as;
+                    copy
+                })
+            });
     }
 }
 
@@ -128,9 +178,14 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     if let Some(grant) = take_matching(query_desc) {
         // The marks go on a copy, made in the memory of this run: the plan
         // may be a kept generic one (see `spi::refresh_row`), which must
-        // not read a buffer in a later run that no grant allowed.
-        let copy = pg_sys::copyObjectImpl((*query_desc).plannedstmt.cast());
-        let copy = copy.cast::<pg_sys::PlannedStmt>();
+        // not read a buffer in a later run that no grant allowed. Only the
+        // statement's top node and the entries marked are copied; the
+        // rest (the plan tree) is shared, as the executor only reads a
+        // plan, which is how PostgreSQL runs its own cached plans.
+        // Copying the whole plan was a twentieth of a warm refresh.
+        let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>())
+            .cast::<pg_sys::PlannedStmt>();
+        std::ptr::copy_nonoverlapping((*query_desc).plannedstmt, copy, 1);
         apply(copy, &grant);
         (*query_desc).plannedstmt = copy;
     }
