@@ -22,12 +22,6 @@
 //! others pass as they are, again but for UPDATEs that changed nothing.
 //! When many are, every image goes through the window. Which case holds
 //! is a one-time filter: PostgreSQL runs the branches of one case only.
-//! The consumed images are read from the buffer once (`__pgt_i<s>`), and
-//! the shared prefixes and every branch read them from there: a statement
-//! that named the buffer and its consumed predicate at every branch was
-//! mostly netting, which a new connection parsed and planned and every
-//! refresh started (a one-table aggregate's refresh spent more time
-//! starting its plan than running it).
 //! The aggregate groups NULLs together, as the window partitions do; a
 //! comparison a NULL makes unknown sends an image through the window.
 //!
@@ -156,14 +150,16 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
              UNION ALL SELECT {old} FROM {buffer} b WHERE b.op <> 'I' AND {consumed}{also_old}"
         )
     };
-    let signed = |also: &str| {
+    let both = |new: &str, old: &str, also: &str| each(new, old, also, also);
+    let signed_each = |also_new: &str, also_old: &str| {
         each(
             &format!("{}, 1::bigint", new_img.join(", ")),
             &format!("{}, -1::bigint", old_img.join(", ")),
-            also,
-            also,
+            also_new,
+            also_old,
         )
     };
+    let signed = |also: &str| signed_each(also, also);
     // The first row of each value is kept by `__pgt_r < 2`, not `= 1`:
     // PostgreSQL has no statistics for a window's output and estimates
     // `= 1` at half a per cent of the rows, so every delta looked like one
@@ -187,12 +183,25 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
             window(signed(""))
         )];
     }
-    let images = format!("__pgt_i{s}");
     let shared = format!("__pgt_dk{s}");
     let k_names: Vec<String> = (1..=prefix.len()).map(|j| format!("k{j}")).collect();
-    let i_col = |k: usize| format!("__pgt_c{}", k + 1);
-    let all_cols: Vec<String> = (0..n).map(i_col).collect();
-    let prefix_cols: Vec<String> = prefix.iter().map(|&k| i_col(k)).collect();
+    let prefix_of =
+        |image: char| -> Vec<String> { prefix.iter().map(|&k| image_col(image, k)).collect() };
+    // A prefix is shared when two buffer rows have it. Rows are told apart
+    // by their position, not their change id: rows decoded from the WAL
+    // before a source went back to triggers carry WAL positions as ids,
+    // and every row of one multi-row insert record has the same one.
+    let shared_cte = format!(
+        "{shared}({keys}) AS MATERIALIZED (SELECT {keys} FROM ({}\
+         ) x({keys}, c) GROUP BY {keys} \
+         HAVING pg_catalog.min(x.c) OPERATOR(pg_catalog.<>) pg_catalog.max(x.c))",
+        both(
+            &format!("{}, b.ctid", prefix_of('n').join(", ")),
+            &format!("{}, b.ctid", prefix_of('o').join(", ")),
+            "",
+        ),
+        keys = k_names.join(", "),
+    );
     let same_values: Vec<String> = same_value_elements(&src.image_equality, &old_img)
         .into_iter()
         .zip(same_value_elements(&src.image_equality, &new_img))
@@ -200,79 +209,52 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
             format!("COALESCE({o} OPERATOR(pg_catalog.=) {n}, {o} IS NULL AND {n} IS NULL)")
         })
         .collect();
-    let unchanged = format!("(b.op = 'U' AND {})", same_values.join(" AND "));
-    // Every consumed image, read from the buffer once: signed, with the
-    // position of its buffer row and whether it is an image of an UPDATE
-    // that left every value as it was (never NULL). Everything below
-    // reads this instead of the buffer, so the statement names the
-    // consumed predicate twice rather than at every branch (it was most of
-    // a one-table refresh statement's text, which a new connection parses
-    // and plans, and most of the plan every refresh starts).
-    let images_cte = format!(
-        "{images}({}, __pgt_m, __pgt_pos, __pgt_same) AS MATERIALIZED ({})",
-        all_cols.join(", "),
-        each(
-            &format!("{}, 1::bigint, b.ctid, {unchanged}", new_img.join(", ")),
-            &format!("{}, -1::bigint, b.ctid, {unchanged}", old_img.join(", ")),
-            "",
-            "",
-        )
-    );
-    // A prefix is shared when two buffer rows have it. Rows are told apart
-    // by their position, not their change id: rows decoded from the WAL
-    // before a source went back to triggers carry WAL positions as ids,
-    // and every row of one multi-row insert record has the same one.
-    let shared_cte = format!(
-        "{shared}({keys}) AS MATERIALIZED (SELECT {prefix} FROM {images} \
-         GROUP BY {prefix} \
-         HAVING pg_catalog.min(__pgt_pos) OPERATOR(pg_catalog.<>) pg_catalog.max(__pgt_pos))",
-        keys = k_names.join(", "),
-        prefix = prefix_cols.join(", "),
-    );
+    let changed = format!("NOT (b.op = 'U' AND {})", same_values.join(" AND "));
     // Whether an image's prefix is one no other buffer row has: true, or
     // not true where a NULL makes the comparison unknown (such an image
     // then goes through the window, which is exact for every image). A
     // hashed subplan: a join of every image with the shared prefixes was
     // planned as a nested loop. It is used only while the shared prefixes
     // are few, and its LIMIT (never reached then) keeps PostgreSQL's
-    // estimate of them small enough to hash them at any `work_mem`. With
-    // none shared it is true for every image.
-    let alone = format!(
-        "(NOT (({}) OPERATOR(pg_catalog.=) ANY (SELECT {} FROM {shared} LIMIT {MAX_SPLIT_SHARED})))",
-        prefix_cols.join(", "),
-        k_names.join(", ")
-    );
-    // Few prefixes shared (none included): every image whose prefix is not
-    // one of them as it is, but an UPDATE's that changed no value (it can
-    // only cancel with the other image of its own row, and has the same
-    // prefix as that image when it does), and only the others through the
-    // window, which then sorts a few rows instead of all (TPC-H Q19 at
-    // SF 1: 15,185 images sorted on disk when seven prefixes were shared).
-    // Many shared: every image through the window. Each condition on the
-    // shared prefixes is a one-time filter: PostgreSQL skips the branches
-    // it rules out.
-    let count = format!("(SELECT pg_catalog.count(*) FROM {shared})");
-    let read = |filter: String| {
+    // estimate of them small enough to hash them at any `work_mem`.
+    let unshared = |image: char| -> String {
         format!(
-            "SELECT {}, __pgt_m FROM {images} WHERE {filter}",
-            all_cols.join(", ")
+            "(NOT (({}) OPERATOR(pg_catalog.=) ANY (SELECT {} FROM {shared} LIMIT {MAX_SPLIT_SHARED})))",
+            prefix_of(image).join(", "),
+            k_names.join(", ")
         )
     };
-    let direct = read(format!(
-        "{count} <= {MAX_SPLIT_SHARED} AND NOT __pgt_same AND {alone} IS TRUE"
-    ));
+    // Nothing shared: every image as it is, but an UPDATE's that changed
+    // no value. A few prefixes shared: so too every image whose prefix is
+    // not one of them (it can only cancel with the other image of its own
+    // row, and has the same prefix as that image when it does), and only
+    // the others through the window, which then sorts a few rows instead
+    // of all (TPC-H Q19 at SF 1: 15,185 images sorted on disk when seven
+    // prefixes were shared). Many shared: every image through the window.
+    // Each condition on the shared prefixes is a one-time filter:
+    // PostgreSQL skips the branches it rules out.
+    let (alone_new, alone_old) = (unshared('n'), unshared('o'));
+    let count = format!("(SELECT pg_catalog.count(*) FROM {shared})");
+    let none = format!("NOT EXISTS (SELECT FROM {shared})");
+    let few = format!("{count} BETWEEN 1 AND {MAX_SPLIT_SHARED}");
+    let many = format!("{count} > {MAX_SPLIT_SHARED}");
     let windowed = format!(
         "{} UNION ALL {}",
-        read(format!("{count} > {MAX_SPLIT_SHARED}")),
-        read(format!(
-            "{count} BETWEEN 1 AND {MAX_SPLIT_SHARED} AND {alone} IS NOT TRUE"
-        )),
+        signed(&format!(" AND {many}")),
+        signed_each(
+            &format!(" AND {few} AND {alone_new} IS NOT TRUE"),
+            &format!(" AND {few} AND {alone_old} IS NOT TRUE"),
+        )
     );
     vec![
-        images_cte,
         shared_cte,
         format!(
-            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED ({direct} UNION ALL {})",
+            "__pgt_d{s}({cols}, __pgt_m) AS MATERIALIZED ({} UNION ALL {} UNION ALL {})",
+            signed(&format!(" AND {none} AND {changed}")),
+            signed_each(
+                &format!(" AND {few} AND {changed} AND {alone_new} IS TRUE"),
+                &format!(" AND {few} AND {changed} AND {alone_old} IS TRUE"),
+            ),
             window(windowed),
         ),
     ]
@@ -360,75 +342,78 @@ mod tests {
     fn images_skip_the_window_unless_their_prefix_is_shared() {
         let src = source(&["id", "v"], &[Exact, NumericScale], &["id"]);
         let ctes = ctes_of(&src, 2, "pgtrickle_changes.changes_9", "id, v");
-        assert_eq!(ctes.len(), 3);
-        // The consumed images, read once: signed, positioned, and marked
-        // when an UPDATE changed no value (a numeric's scale counts).
-        let i = &ctes[0];
-        assert!(i.starts_with(
-            "__pgt_i2(__pgt_c1, __pgt_c2, __pgt_m, __pgt_pos, __pgt_same) AS MATERIALIZED (\
-             SELECT b.__n1, b.__n2, 1::bigint, b.ctid, (b.op = 'U' AND COALESCE(b.__o1 \
-             OPERATOR(pg_catalog.=) b.__n1, b.__o1 IS NULL AND b.__n1 IS NULL) AND "
+        assert_eq!(ctes.len(), 2);
+        assert!(ctes[0]
+            .starts_with("__pgt_dk2(k1) AS MATERIALIZED (SELECT k1 FROM (SELECT b.__n1, b.ctid"));
+        assert!(ctes[0].ends_with(
+            "GROUP BY k1 HAVING pg_catalog.min(x.c) OPERATOR(pg_catalog.<>) pg_catalog.max(x.c))"
         ));
+        let d = &ctes[1];
+        assert!(d.starts_with(
+            "__pgt_d2(id, v, __pgt_m) AS MATERIALIZED (SELECT b.__n1, b.__n2, 1::bigint"
+        ));
+        // An UPDATE that changed nothing, where a numeric's scale counts as
+        // a change.
+        let changed = "NOT (b.op = 'U' AND COALESCE(b.__o1 OPERATOR(pg_catalog.=) b.__n1, b.__o1 IS NULL AND b.__n1 IS NULL) AND ";
         assert!(
-            i.contains("pg_catalog.scale(b.__o2) OPERATOR(pg_catalog.=) pg_catalog.scale(b.__n2)")
+            d.contains("pg_catalog.scale(b.__o2) OPERATOR(pg_catalog.=) pg_catalog.scale(b.__n2)")
         );
-        assert!(i.contains(
-            "FROM pgtrickle_changes.changes_9 b WHERE b.op <> 'D' AND C UNION ALL \
-             SELECT b.__o1, b.__o2, -1::bigint, b.ctid, (b.op = 'U' AND "
-        ));
-        assert!(i.ends_with("FROM pgtrickle_changes.changes_9 b WHERE b.op <> 'I' AND C)"));
-        assert_eq!(
-            i.matches("pgtrickle_changes.changes_9").count(),
-            2,
-            "the buffer is read once per image kind"
-        );
-        assert_eq!(
-            ctes[1],
-            "__pgt_dk2(k1) AS MATERIALIZED (SELECT __pgt_c1 FROM __pgt_i2 GROUP BY __pgt_c1 \
-             HAVING pg_catalog.min(__pgt_pos) OPERATOR(pg_catalog.<>) pg_catalog.max(__pgt_pos))"
-        );
-        let d = &ctes[2];
-        assert!(!d.contains("changes_9"), "{d}");
-        let unshared =
-            "(NOT ((__pgt_c1) OPERATOR(pg_catalog.=) ANY (SELECT k1 FROM __pgt_dk2 LIMIT 1000)))";
-        let count = "(SELECT pg_catalog.count(*) FROM __pgt_dk2)";
-        let read = "SELECT __pgt_c1, __pgt_c2, __pgt_m FROM __pgt_i2 WHERE ";
-        // Few or none shared: as they are, those whose prefix is not (but
-        // UPDATEs that changed nothing); then the window's: every image
-        // when many are shared, else those whose prefix may be (a NULL
-        // making it unknown).
-        let selects: Vec<&str> = d.split(" UNION ALL ").collect();
-        assert_eq!(selects.len(), 3, "{d}");
-        assert_eq!(
-            selects[0],
+        let image = |new: bool| {
+            if new {
+                "b.__n1, b.__n2, 1::bigint FROM pgtrickle_changes.changes_9 b WHERE b.op <> 'D' AND C AND "
+            } else {
+                "b.__o1, b.__o2, -1::bigint FROM pgtrickle_changes.changes_9 b WHERE b.op <> 'I' AND C AND "
+            }
+        };
+        // Each image is looked up by its own prefix.
+        let unshared = |new: bool| {
             format!(
-                "__pgt_d2(id, v, __pgt_m) AS MATERIALIZED ({read}{count} <= 1000 \
-                 AND NOT __pgt_same AND {unshared} IS TRUE"
+                "(NOT ((b.__{}1) OPERATOR(pg_catalog.=) ANY (SELECT k1 FROM __pgt_dk2 LIMIT 1000)))",
+                if new { "n" } else { "o" }
             )
-        );
-        assert!(
-            selects[1].ends_with(&format!("({read}{count} > 1000")),
-            "{}",
-            selects[1]
-        );
-        assert!(selects[2].starts_with(&format!(
-            "{read}{count} BETWEEN 1 AND 1000 AND {unshared} IS NOT TRUE)"
-        )));
-        assert!(selects[2].contains("PARTITION BY i.id, i.v, pg_catalog.scale(i.v)"));
+        };
+        let none = "NOT EXISTS (SELECT FROM __pgt_dk2)";
+        let few = "(SELECT pg_catalog.count(*) FROM __pgt_dk2) BETWEEN 1 AND 1000";
+        let many = "(SELECT pg_catalog.count(*) FROM __pgt_dk2) > 1000";
+        let selects: Vec<&str> = d.split(" UNION ALL SELECT ").collect();
+        // Nothing shared, as they are; a few shared, those whose prefix is
+        // not; then the window's: every image when many are shared, else
+        // those whose prefix may be (a NULL making it unknown).
+        let expected: Vec<(bool, String)> = vec![
+            (true, format!("{none} AND {changed}")),
+            (false, format!("{none} AND {changed}")),
+            (true, format!("{few} AND {changed}")),
+            (false, format!("{few} AND {changed}")),
+            (true, many.to_string()),
+            (false, many.to_string()),
+            (true, format!("{few} AND {} IS NOT TRUE", unshared(true))),
+            (false, format!("{few} AND {} IS NOT TRUE", unshared(false))),
+        ];
+        assert_eq!(selects.len(), expected.len(), "{d}");
+        for (k, ((new, filter), select)) in expected.iter().zip(&selects).enumerate() {
+            assert!(
+                select.contains(&format!("{}{filter}", image(*new))),
+                "select {k}: {select}"
+            );
+        }
+        for (k, new) in [(2, true), (3, false)] {
+            assert!(
+                selects[k].ends_with(&format!("AND {} IS TRUE", unshared(new))),
+                "select {k}: {}",
+                selects[k]
+            );
+        }
+        assert!(selects[7].contains("PARTITION BY i.id, i.v, pg_catalog.scale(i.v)"));
     }
 
     #[test]
     fn a_prefix_of_several_columns_is_looked_up_as_a_row() {
         let src = source(&["a", "b", "f"], &[Exact, Exact, Text], &[]);
-        let ctes = ctes_of(&src, 0, "buf", "a, b, f");
-        assert!(ctes[1].starts_with(
-            "__pgt_dk0(k1, k2) AS MATERIALIZED (SELECT __pgt_c1, __pgt_c2 FROM __pgt_i0 \
-             GROUP BY __pgt_c1, __pgt_c2"
+        let d = &ctes_of(&src, 0, "buf", "a, b, f")[1];
+        assert!(d.contains(
+            "(NOT ((b.__o1, b.__o2) OPERATOR(pg_catalog.=) ANY (SELECT k1, k2 FROM __pgt_dk0 LIMIT 1000))) IS TRUE"
         ));
-        assert!(ctes[2].contains(
-            "(NOT ((__pgt_c1, __pgt_c2) OPERATOR(pg_catalog.=) ANY (SELECT k1, k2 FROM __pgt_dk0 LIMIT 1000))) IS TRUE"
-        ));
-        assert!(ctes[2].contains("PARTITION BY ROW(i.a, i.b, i.f)::pg_catalog.text"));
+        assert!(d.contains("PARTITION BY ROW(i.a, i.b, i.f)::pg_catalog.text"));
     }
 
     #[test]
