@@ -106,9 +106,9 @@ fn marks(grant: &Grant, relid: pg_sys::Oid, perms: pg_sys::AclMode, check_as: pg
         && perms == pg_sys::ACL_SELECT as pg_sys::AclMode
 }
 
-/// `list` with each element `replace` returns a new one for replaced by
-/// it: a new list (in the current memory context) sharing every other
-/// element.
+/// A new list (in the current memory context) holding, for each element
+/// of `list`, what `replace` returns for it, or the element itself where
+/// it returns `None`: unreplaced elements are shared, not copied.
 ///
 /// # Safety
 /// `list` is a valid pointer list.
