@@ -400,19 +400,18 @@ impl Gen<'_> {
         ));
         // Updated rows count as deleted and inserted. A group whose state
         // does not add up is expected to delete a row it cannot, so the
-        // refresh sees the drift and recomputes FULL.
-        let count = |cte: &str| format!("(SELECT pg_catalog.count(*) FROM {cte})");
+        // refresh sees the drift and recomputes FULL. Each count is taken
+        // once (`OFFSET 0` keeps the subquery from being pulled up and its
+        // counts repeated): every subplan is started at every run.
         let guard = self.guard_column();
         format!(
-            "{}\nSELECT ({} + {})::text, ({} + {})::text, ({} + {} + (SELECT pg_catalog.count(*) FROM __pgt_mg WHERE __pgt_bad))::text, \
-             pg_catalog.pg_current_snapshot()::text{guard}",
+            "{}\nSELECT (c.d + c.u)::text, (c.i + c.u)::text, (c.d + c.u + c.b)::text, \
+             pg_catalog.pg_current_snapshot()::text{guard} FROM (SELECT \
+             (SELECT pg_catalog.count(*) FROM __pgt_del) AS d, \
+             (SELECT pg_catalog.count(*) FROM __pgt_upd) AS u, \
+             (SELECT pg_catalog.count(*) FROM __pgt_ins) AS i, \
+             (SELECT pg_catalog.count(*) FROM __pgt_mg WHERE __pgt_bad) AS b OFFSET 0) c",
             self.with_clause(),
-            count("__pgt_del"),
-            count("__pgt_upd"),
-            count("__pgt_ins"),
-            count("__pgt_upd"),
-            count("__pgt_del"),
-            count("__pgt_upd"),
         )
     }
 }
