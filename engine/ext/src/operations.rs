@@ -40,7 +40,7 @@ fn hold_stream_table(name: &str, reason: default!(Option<&str>, "NULL")) {
 fn resume_stream_table(name: &str) {
     controlled(name, |st| {
         stream_tables::resume(st.id);
-        evaluate_sources_of(st.id);
+        evaluate_captured(sources::captured_of(st.id));
     });
 }
 
@@ -360,9 +360,10 @@ pub fn evaluate_all() -> Vec<(String, State, String)> {
         .collect()
 }
 
-/// Re-evaluate the sources of one stream table (after its refresh).
-pub fn evaluate_sources_of(st_id: i64) {
-    for relid in worth_evaluating(sources::captured_of(st_id)) {
+/// Re-evaluate `captured`, the sources a stream table captures (after
+/// its refresh, which has just read them).
+pub fn evaluate_captured(captured: Vec<u32>) {
+    for relid in worth_evaluating(captured) {
         evaluate_source(relid);
     }
 }

@@ -15,12 +15,14 @@
 use pg_trickle_core::adaptive::{self, Choice};
 use pg_trickle_core::ir::{Mode, RequestedMode};
 use pg_trickle_core::plan_reuse;
+use pgrx::pg_sys;
 
 use crate::capture;
+use crate::catalog::stream_tables::{stored_statement, Stored};
 use crate::catalog::{change_buffers, history, sources, stream_tables};
 use crate::operations;
 use crate::security;
-use crate::spi::{raise, refresh_row, run, value, with_setting, Planning};
+use crate::spi::{raise, refresh_row, run, with_setting, Planning};
 
 pub use crate::catalog::history::Initiator;
 
@@ -99,7 +101,7 @@ fn perform_refresh(
     use pg_trickle_core::telemetry::span::PhaseKind;
     let (full_failed, started) = match full_failed {
         Some(f) => (Some(f.why), f.started),
-        None => (None, value("SELECT clock_timestamp()::text", &[])),
+        None => (None, Some(clock_text())),
     };
     // The sources before the row (see refresh_locks).
     let st = crate::refresh_locks::lock_for_refresh_in_order(id, !skip_locked)?;
@@ -120,7 +122,7 @@ fn perform_refresh(
     let differential = st.effective_mode == Some(Mode::Differential);
     let mut reason: Option<String>;
 
-    let own_xid = value("SELECT pg_current_xact_id()::text", &[]);
+    let own_xid = Some(own_xact_id().to_string());
     let captured = sources::captured_in_param_order(id);
     let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
     // Sources sharded across nodes: the buffer must hold exactly the
@@ -244,15 +246,16 @@ fn perform_refresh(
             (false, start)
         }
     };
+    // Whether `sql` is the stored general statement (it guards nothing).
+    let mut general = false;
     let (mode, sql, args) = if initiator == Initiator::Create {
-        (Mode::Full, st.populate_sql.clone(), vec![])
+        (Mode::Full, stored_statement(id, Stored::Populate), vec![])
     } else if use_diff && !chose_full {
         let mut args = vec![st.frontier.clone(), st.frontier_xid.clone()];
         args.extend(captured.iter().map(|s| Some(s.own_change_id.to_string())));
         if token_text.is_some() {
             args.push(token_text.clone());
         }
-        let stored = st.diff_sql.clone().unwrap_or_default();
         let target = crate::specialise::Target {
             id,
             fingerprint: st.plan_fingerprint.as_deref(),
@@ -266,13 +269,17 @@ fn perform_refresh(
         let every_source_pending = relids.iter().all(|r| pending.contains(r));
         let sql = match &st.all_changed_sql {
             Some(all) if every_source_pending && st.plan_fingerprint.is_some() => all.clone(),
-            _ => crate::specialise::specialised(&target, &pending)
-                .map(|s| s.sql)
-                .unwrap_or_else(|| stored.clone()),
+            _ => match crate::specialise::specialised(&target, &pending) {
+                Some(specialised) => specialised.sql,
+                None => {
+                    general = true;
+                    stored_statement(id, Stored::Differential)
+                }
+            },
         };
         (Mode::Differential, sql, args)
     } else if chose_full {
-        (Mode::Full, st.full_sql.clone(), vec![])
+        (Mode::Full, stored_statement(id, Stored::Full), vec![])
     } else {
         if let (true, Some(src)) = (
             differential && initiator != Initiator::Create,
@@ -291,7 +298,7 @@ fn perform_refresh(
                     .unwrap_or_else(|| "reinitialisation".into()),
             });
         }
-        (Mode::Full, st.full_sql.clone(), vec![])
+        (Mode::Full, stored_statement(id, Stored::Full), vec![])
     };
     // Generated statements are large and their row estimates pessimistic:
     // JIT compilation would cost far more than the refresh itself. They run
@@ -334,7 +341,7 @@ fn perform_refresh(
     });
     let guarded = |r: &Vec<Option<String>>| r.get(4).cloned().flatten().as_deref() == Some("true");
     let differential = || {
-        if st.diff_sql.as_deref() == Some(sql.as_str()) {
+        if general {
             return run_refresh(&sql, &args, buffers.clone());
         }
         // A specialised statement guards the sources it assumed unchanged.
@@ -350,7 +357,7 @@ fn perform_refresh(
             r
         } else {
             run_refresh(
-                st.diff_sql.as_deref().unwrap_or_default(),
+                &stored_statement(id, Stored::Differential),
                 &args,
                 buffers.clone(),
             )
@@ -435,7 +442,7 @@ fn perform_refresh(
     if let Some(why) = recompute_because {
         recorder::phase(PhaseKind::FullRecompute);
         let full_started = std::time::Instant::now();
-        let full = run_refresh(&st.full_sql, &[], Vec::new());
+        let full = run_refresh(&stored_statement(id, Stored::Full), &[], Vec::new());
         if track {
             let ms = full_started.elapsed().as_secs_f64() * 1000.0;
             estimates = adaptive::learn_full(&estimates, ms);
@@ -474,16 +481,38 @@ fn perform_refresh(
     // Prune in oid order so concurrent refreshes lock buffers in one order.
     let mut prune_order = relids;
     prune_order.sort_unstable();
-    for relid in prune_order {
-        capture::prune(relid);
+    for relid in &prune_order {
+        capture::prune(*relid);
     }
     // The backlog just shrank: backpressure may release.
-    operations::evaluate_sources_of(id);
+    operations::evaluate_captured(prune_order);
     Some(Outcome {
         mode,
         deleted,
         inserted,
     })
+}
+
+/// The time now, as `clock_timestamp()` reads it, in ISO form with its
+/// offset (what a `timestamptz` parameter reads back in any `DateStyle`).
+/// Called directly: a statement for it cost about 1% of a warm refresh.
+fn clock_text() -> String {
+    // SAFETY: both are plain calls inside a transaction; the string is a
+    // static buffer of PostgreSQL's, copied before anything else runs.
+    unsafe {
+        let text = pg_sys::timestamptz_to_str(pg_sys::GetCurrentTimestamp());
+        std::ffi::CStr::from_ptr(text)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// This transaction's id, assigned now if it has none, as
+/// `pg_current_xact_id()` returns it (a refresh always writes).
+fn own_xact_id() -> u64 {
+    // SAFETY: called inside a transaction, outside recovery (a refresh
+    // writes), as `pg_current_xact_id()` itself calls it.
+    unsafe { pg_sys::GetTopFullTransactionId() }.value
 }
 
 /// Raise (42501 when a privilege is missing) unless the current role may

@@ -36,12 +36,6 @@ pub struct StreamTableRow {
     pub needs_reinit: bool,
     /// Why it was marked.
     pub reinit_reason: Option<String>,
-    /// The stored differential statement (DIFFERENTIAL stream tables).
-    pub diff_sql: Option<String>,
-    /// The FULL refresh statement.
-    pub full_sql: String,
-    /// The statement that populates it at creation.
-    pub populate_sql: String,
     /// The frontier of the last refresh (`pg_snapshot` text), once refreshed.
     pub frontier: Option<String>,
     /// The xid of the transaction that took that frontier.
@@ -76,7 +70,7 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
     };
     let r = decoded_row(
         &format!(
-            "SELECT name, effective_mode, needs_reinit::text, diff_sql, full_sql, populate_sql, \
+            "SELECT name, effective_mode, needs_reinit::text, \
              frontier::text, frontier_xid::text, reinit_reason, search_path, held::text, \
              query, relid::text, (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)::text, \
              plan_fingerprint, requested_mode, full_ms_estimate::text, diff_fixed_ms_estimate::text, \
@@ -89,31 +83,56 @@ pub fn lock_for_refresh(id: i64, skip_locked: bool) -> Option<StreamTableRow> {
         name: r.text(0),
         effective_mode: r.opt(1).as_deref().and_then(Mode::parse),
         needs_reinit: r.flag(2),
-        diff_sql: r.opt(3),
-        full_sql: r.text(4),
-        populate_sql: r.text(5),
-        frontier: r.opt(6),
-        frontier_xid: r.opt(7),
-        reinit_reason: r.opt(8),
-        held: r.flag(10),
-        query: r.text(11),
-        relid: r.num(12),
+        frontier: r.opt(3),
+        frontier_xid: r.opt(4),
+        reinit_reason: r.opt(5),
+        held: r.flag(7),
+        query: r.text(8),
+        relid: r.num(9),
         owner: Owner {
-            role: r.oid(13),
-            search_path: r.text(9),
+            role: r.oid(10),
+            search_path: r.text(6),
         },
-        plan_fingerprint: r.opt(14),
+        plan_fingerprint: r.opt(11),
         requested_mode: r
-            .opt(15)
+            .opt(12)
             .as_deref()
             .and_then(|m| RequestedMode::parse(m).ok()),
         estimates: Estimates {
-            full_ms: r.opt(16).and_then(|v| v.parse().ok()),
-            diff_fixed_ms: r.opt(17).and_then(|v| v.parse().ok()),
-            diff_ms_per_change: r.opt(18).and_then(|v| v.parse().ok()),
+            full_ms: r.opt(13).and_then(|v| v.parse().ok()),
+            diff_fixed_ms: r.opt(14).and_then(|v| v.parse().ok()),
+            diff_ms_per_change: r.opt(15).and_then(|v| v.parse().ok()),
         },
-        all_changed_sql: r.opt(19),
+        all_changed_sql: r.opt(16),
     })
+}
+
+/// A stored statement of a stream table, read only when a refresh runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The general differential statement (every source's changes).
+    Differential,
+    /// The FULL refresh.
+    Full,
+    /// The population at creation.
+    Populate,
+}
+
+/// Stored statement `which` of stream table `id` (empty when it has none).
+/// A refresh reads its row without the statements (several kilobytes
+/// each, compressed: reading all of them cost about 3% of a single-row
+/// refresh) and the one it runs from here, under the lock it holds.
+pub fn stored_statement(id: i64, which: Stored) -> String {
+    let column = match which {
+        Stored::Differential => "diff_sql",
+        Stored::Full => "full_sql",
+        Stored::Populate => "populate_sql",
+    };
+    value(
+        &format!("SELECT {column} FROM pgtrickle.pgt_stream_tables WHERE id = $1::text::bigint"),
+        &[arg(id)],
+    )
+    .unwrap_or_default()
 }
 
 /// The stream table whose storage is `relid`, if it is one.
