@@ -233,8 +233,9 @@ pub(super) fn netted_images_ctes(b: &Buffer<'_>, cols: &str) -> Vec<String> {
     // the window takes every other image (only those whose prefix may be
     // shared while they are few), so it sorts a few rows instead of all
     // (TPC-H Q19 at SF 1: 15,185 images sorted on disk when seven prefixes
-    // were shared). Each condition on the count of shared prefixes alone is
-    // a one-time filter: PostgreSQL skips the branches it rules out. Four
+    // were shared). The conditions that read the shared prefixes alone
+    // (`few_or_none`, `some`) are one-time filters: PostgreSQL skips the
+    // branches they rule out (`many` sits beside a per-image test). Four
     // reads of the buffer (not eight, one pair per case): every read is
     // planned and started at every run, most of a single-row refresh.
     let (alone_new, alone_old) = (unshared('n'), unshared('o'));
