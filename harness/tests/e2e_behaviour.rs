@@ -165,6 +165,55 @@ fn refreshing_twice_in_one_transaction_keeps_later_writes() {
     assert_fresh(&mut db, "st", "SELECT k, count(*) AS n FROM src GROUP BY k");
 }
 
+/// A refresh that opens its transaction records no own change (it reads
+/// no buffer for that): what the transaction writes after it, in
+/// DIFFERENTIAL and in FULL, and after an own position was stored by an
+/// earlier transaction, is applied by the next refresh.
+#[test]
+fn writes_after_a_refresh_that_opened_its_transaction_are_applied_next() {
+    let mut db = database("own_xact_first");
+    let q = "SELECT k, count(*) AS n FROM src GROUP BY k";
+    db.batch_execute(&format!(
+        "CREATE TABLE src (k int); INSERT INTO src VALUES (1);
+         SELECT pgtrickle.create_stream_table('st', '{q}', NULL, 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('st_full', '{q}', NULL, 'FULL');
+         BEGIN;
+         INSERT INTO src VALUES (1), (2);
+         SELECT pgtrickle.refresh_stream_table('st');
+         SELECT pgtrickle.refresh_stream_table('st_full');
+         COMMIT;"
+    ))
+    .unwrap();
+    let own = |db: &mut Client| -> i64 {
+        db.query_one(
+            "SELECT min(s.own_change_id) FROM pgtrickle.pgt_sources s \
+             JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id WHERE st.name = 'public.st'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(own(&mut db) > 0, "the first refresh consumed its own rows");
+    for (st, fresh) in [("st", "st"), ("st_full", "st_full")] {
+        db.batch_execute(&format!(
+            "BEGIN;
+             SELECT pgtrickle.refresh_stream_table('{st}');
+             INSERT INTO src VALUES (3), (1);
+             DELETE FROM src WHERE k = 2;
+             COMMIT;"
+        ))
+        .unwrap();
+        db.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"))
+            .unwrap();
+        assert_fresh(&mut db, fresh, q);
+    }
+    assert_eq!(
+        own(&mut db),
+        0,
+        "the refresh that opened its transaction stored no own change"
+    );
+}
+
 #[test]
 fn truncate_of_a_source_forces_one_full_refresh() {
     let mut db = database("truncate");

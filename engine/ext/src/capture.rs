@@ -228,7 +228,9 @@ pub fn prune(source_relid: u32) {
     // While a reader has snapshots, the pruned transactions one of them
     // may not have seen (at or above its frontier's xmin) are recorded: a
     // restore that needs them is refused (see `snapshot`). Older records
-    // no snapshot can need go.
+    // no snapshot can need go, in the same statement: the records deleted
+    // (below the horizon, or all without one) and those inserted (at or
+    // above it) are never the same rows.
     let horizon = "(SELECT min(pg_snapshot_xmin(sn.frontier)) FROM pgtrickle.pgt_snapshots sn \
                    JOIN pgtrickle.pgt_sources s ON s.st_id = sn.st_id \
                    WHERE s.source_relid = $1::text::oid AND s.captured)";
@@ -238,17 +240,13 @@ pub fn prune(source_relid: u32) {
              SELECT 1 FROM pgtrickle.pgt_sources s JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id \
              WHERE s.source_relid = $1::text::oid AND s.captured AND NOT coalesce(\
                CASE WHEN b.xid = st.frontier_xid THEN b.change_id <= s.own_change_id \
-                    ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)) RETURNING b.xid) \
+                    ELSE pg_visible_in_snapshot(b.xid, st.frontier) END, false)) RETURNING b.xid), \
+             horizon AS (SELECT {horizon} AS h), \
+             forgotten AS (DELETE FROM pgtrickle.pgt_pruned_xids x WHERE x.source_relid = $1::text::oid \
+             AND (x.xid < (SELECT h FROM horizon) OR (SELECT h FROM horizon) IS NULL) RETURNING 1) \
              INSERT INTO pgtrickle.pgt_pruned_xids (source_relid, xid) \
-             SELECT DISTINCT $1::text::oid, p.xid FROM pruned p WHERE p.xid >= {horizon} \
+             SELECT DISTINCT $1::text::oid, p.xid FROM pruned p WHERE p.xid >= (SELECT h FROM horizon) \
              ON CONFLICT DO NOTHING"
-        ),
-        &[Some(source_relid.to_string())],
-    );
-    run(
-        &format!(
-            "DELETE FROM pgtrickle.pgt_pruned_xids x WHERE x.source_relid = $1::text::oid \
-             AND (x.xid < {horizon} OR {horizon} IS NULL)"
         ),
         &[Some(source_relid.to_string())],
     );

@@ -103,6 +103,9 @@ fn perform_refresh(
         Some(f) => (Some(f.why), f.started),
         None => (None, Some(clock_text())),
     };
+    // Read before anything here assigns this transaction an id (the row
+    // lock below does): see `record_own_changes`.
+    let wrote_before = transaction_has_written();
     // The sources before the row (see refresh_locks).
     let st = crate::refresh_locks::lock_for_refresh_in_order(id, !skip_locked)?;
     let name = st.name.clone();
@@ -455,13 +458,7 @@ fn perform_refresh(
     }
     recorder::phase(PhaseKind::Record);
 
-    for s in &captured {
-        if wal_sources.contains(&s.relid) {
-            sources::store_own_change_lsn(id, s.relid);
-        } else {
-            sources::store_own_change_id(id, s.relid, own_xid.clone());
-        }
-    }
+    record_own_changes(id, &captured, &wal_sources, wrote_before, &own_xid);
     let still_reinit = discarding
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
@@ -491,6 +488,43 @@ fn perform_refresh(
         deleted,
         inserted,
     })
+}
+
+/// Record, per source, how far this refresh consumed its own
+/// transaction's changes (read as `own_change_id` by the next refresh,
+/// whose frontier is this transaction).
+///
+/// A transaction that had written nothing when the refresh began (no
+/// transaction id yet: any write assigns one, and every buffer row carries
+/// its writer's) has no row in any buffer the refresh read: its own
+/// position is 0, recorded only where another is stored, without reading
+/// the buffer. That is every refresh in a transaction of its own (the
+/// scheduler's, autocommit). A row the refresh's own writes add to a source
+/// it reads (a user trigger on the stream table) was not read by it and
+/// stays unconsumed.
+fn record_own_changes(
+    id: i64,
+    captured: &[sources::CapturedSource],
+    wal_sources: &[u32],
+    wrote_before: bool,
+    own_xid: &Option<String>,
+) {
+    for s in captured {
+        if wal_sources.contains(&s.relid) {
+            sources::store_own_change_lsn(id, s.relid);
+        } else if wrote_before {
+            sources::store_own_change_id(id, s.relid, own_xid.clone());
+        } else if s.own_change_id != 0 {
+            sources::store_no_own_change(id, s.relid);
+        }
+    }
+}
+
+/// Whether the current transaction has a transaction id, that is, has
+/// written something (or locked a row).
+fn transaction_has_written() -> bool {
+    // SAFETY: reads the backend's transaction state.
+    unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId }
 }
 
 /// The time now, as `clock_timestamp()` reads it, in ISO form with its

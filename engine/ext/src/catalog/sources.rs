@@ -108,6 +108,16 @@ pub fn store_own_change_id(st_id: i64, source: u32, own_xid: Option<String>) {
     );
 }
 
+/// Record that the current refresh's own transaction wrote nothing to
+/// `source`'s buffer before it (for stream table `st_id`).
+pub fn store_no_own_change(st_id: i64, source: u32) {
+    run(
+        "UPDATE pgtrickle.pgt_sources SET own_change_id = 0 \
+         WHERE st_id = $1::text::bigint AND source_relid = $2::text::oid",
+        &[arg(st_id), arg(source)],
+    );
+}
+
 /// For stream table `st_id` and `source`, captured from the WAL (whose
 /// change ids are WAL positions), record the current WAL insert position:
 /// this transaction's changes before it were consumed by this refresh,
