@@ -130,7 +130,7 @@ fn perform_refresh(
     let relids: Vec<u32> = captured.iter().map(|s| s.relid).collect();
     // Sources sharded across nodes: the buffer must hold exactly the
     // nodes' transactions this transaction's reads of them will see.
-    crate::remote_capture::before_read(&relids, &owner);
+    let drained = crate::remote_capture::before_read(&relids, &owner);
     // A drain just now may have met a TRUNCATE of a shard (it marks the
     // readers for reinitialisation): read the mark again.
     let needs_reinit = needs_reinit || crate::remote_capture::marked_for_reinit(id, &relids);
@@ -458,7 +458,12 @@ fn perform_refresh(
     }
     recorder::phase(PhaseKind::Record);
 
-    record_own_changes(id, &captured, &wal_sources, wrote_before, &own_xid);
+    let written: Vec<u32> = if wrote_before {
+        relids.clone()
+    } else {
+        drained
+    };
+    record_own_changes(id, &captured, &wal_sources, &written, &own_xid);
     let still_reinit = discarding
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
@@ -494,25 +499,25 @@ fn perform_refresh(
 /// transaction's changes (read as `own_change_id` by the next refresh,
 /// whose frontier is this transaction).
 ///
-/// A transaction that had written nothing when the refresh began (no
-/// transaction id yet: any write assigns one, and every buffer row carries
-/// its writer's) has no row in any buffer the refresh read: its own
-/// position is 0, recorded only where another is stored, without reading
-/// the buffer. That is every refresh in a transaction of its own (the
-/// scheduler's, autocommit). A row the refresh's own writes add to a source
-/// it reads (a user trigger on the stream table) was not read by it and
-/// stays unconsumed.
+/// Only the buffers of `written` (the sources whose buffers may hold rows
+/// of this transaction) are read for that. A transaction that had written
+/// nothing when the refresh began has no transaction id yet (any write
+/// assigns one, and every buffer row carries its writer's), so only the
+/// buffers the refresh itself drained a sharded source into hold its rows;
+/// every other source's own position is 0, recorded only where another is
+/// stored. That spares a scan of each buffer in every refresh that is a
+/// transaction of its own (the scheduler's, autocommit).
 fn record_own_changes(
     id: i64,
     captured: &[sources::CapturedSource],
     wal_sources: &[u32],
-    wrote_before: bool,
+    written: &[u32],
     own_xid: &Option<String>,
 ) {
     for s in captured {
         if wal_sources.contains(&s.relid) {
             sources::store_own_change_lsn(id, s.relid);
-        } else if wrote_before {
+        } else if written.contains(&s.relid) {
             sources::store_own_change_id(id, s.relid, own_xid.clone());
         } else if s.own_change_id != 0 {
             sources::store_no_own_change(id, s.relid);

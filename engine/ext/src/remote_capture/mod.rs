@@ -546,8 +546,11 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 /// Before a statement reads the sharded sources among `relids` (refresh,
 /// FULL, populate): lock each (source, node) row, learn the snapshot this
 /// transaction reads the node in, and drain the slot up to it. Runs as
-/// the extension; node calls and reads run as `owner`.
-pub fn before_read(relids: &[u32], owner: &Owner) {
+/// the extension; node calls and reads run as `owner`. Returns the
+/// sources drained: their buffers now hold rows with this transaction's
+/// own id (see `drain_to`).
+pub fn before_read(relids: &[u32], owner: &Owner) -> Vec<u32> {
+    let mut drained = Vec::new();
     // Citus tables first, in oid order (two refreshes lock them alike):
     // writers held out before where the shards live is read, so that the
     // list read next is the one every read of this refresh sees.
@@ -567,6 +570,7 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
         if shards.is_empty() {
             continue;
         }
+        drained.push(source);
         ensure(source, owner, &shards);
         let citus = citus_sources.contains(&source);
         let keys: std::collections::BTreeSet<String> =
@@ -601,6 +605,7 @@ pub fn before_read(relids: &[u32], owner: &Owner) {
             );
         }
     }
+    drained
 }
 
 /// Where `shards` live, comparable across two reads of the metadata.
