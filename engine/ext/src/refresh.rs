@@ -501,12 +501,15 @@ fn perform_refresh(
 ///
 /// Only the buffers of `written` (the sources whose buffers may hold rows
 /// of this transaction) are read for that. A transaction that had written
-/// nothing when the refresh began has no transaction id yet (any write
-/// assigns one, and every buffer row carries its writer's), so only the
-/// buffers the refresh itself drained a sharded source into hold its rows;
-/// every other source's own position is 0, recorded only where another is
-/// stored. That spares a scan of each buffer in every refresh that is a
-/// transaction of its own (the scheduler's, autocommit).
+/// nothing when the refresh began had no transaction id (any write assigns
+/// one, and capture stamps each row with its writer's), so before the
+/// statement only the buffers the refresh drained a sharded source into
+/// may hold its rows; every other source's own position is 0, recorded
+/// only where another is stored. That spares a scan of each buffer in
+/// every refresh that is a transaction of its own (the scheduler's,
+/// autocommit). A row that the statement's own writes add to a source (a
+/// trigger on the stream table) is not read by the statement: it stays
+/// unconsumed on this path, and the scan counts it as consumed.
 fn record_own_changes(
     id: i64,
     captured: &[sources::CapturedSource],

@@ -547,8 +547,8 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 /// FULL, populate): lock each (source, node) row, learn the snapshot this
 /// transaction reads the node in, and drain the slot up to it. Runs as
 /// the extension; node calls and reads run as `owner`. Returns the
-/// sources drained: their buffers now hold rows with this transaction's
-/// own id (see `drain_to`).
+/// sources drained: their buffers may now hold rows with this
+/// transaction's own id (see `drain_to`).
 pub fn before_read(relids: &[u32], owner: &Owner) -> Vec<u32> {
     let mut drained = Vec::new();
     // Citus tables first, in oid order (two refreshes lock them alike):
