@@ -458,12 +458,14 @@ fn perform_refresh(
     }
     recorder::phase(PhaseKind::Record);
 
-    let written: Vec<u32> = if wrote_before {
-        relids.clone()
-    } else {
-        drained
-    };
-    record_own_changes(id, &captured, &wal_sources, &written, &own_xid);
+    record_own_changes(
+        id,
+        &captured,
+        &wal_sources,
+        wrote_before,
+        &drained,
+        &own_xid,
+    );
     let still_reinit = discarding
         .as_ref()
         .map(|src| format!("capture discarded on source {src}"));
@@ -499,9 +501,10 @@ fn perform_refresh(
 /// transaction's changes (read as `own_change_id` by the next refresh,
 /// whose frontier is this transaction).
 ///
-/// Only the buffers of `written` (the sources whose buffers may hold rows
-/// of this transaction) are read for that. A transaction that had written
-/// nothing when the refresh began had no transaction id (any write assigns
+/// A buffer is read for that only where it may hold rows of this
+/// transaction: every one when it had written before the refresh
+/// (`wrote_before`), otherwise those of `drained`. A transaction that had
+/// written nothing when the refresh began had no id (any write assigns
 /// one, and capture stamps each row with its writer's), so before the
 /// statement only the buffers the refresh drained a sharded source into
 /// may hold its rows; every other source's own position is 0, recorded
@@ -514,13 +517,14 @@ fn record_own_changes(
     id: i64,
     captured: &[sources::CapturedSource],
     wal_sources: &[u32],
-    written: &[u32],
+    wrote_before: bool,
+    drained: &[u32],
     own_xid: &Option<String>,
 ) {
     for s in captured {
         if wal_sources.contains(&s.relid) {
             sources::store_own_change_lsn(id, s.relid);
-        } else if written.contains(&s.relid) {
+        } else if wrote_before || drained.contains(&s.relid) {
             sources::store_own_change_id(id, s.relid, own_xid.clone());
         } else if s.own_change_id != 0 {
             sources::store_no_own_change(id, s.relid);
