@@ -2,7 +2,7 @@
 //! keeps per-backend knowledge of each source: a REPEATABLE READ writer
 //! routed into a partition created after its snapshot, a source column
 //! whose type changes under a session that already captured rows, TOASTed
-//! values, and rows of rolled-back savepoints.
+//! values, rows of rolled-back savepoints, and change ids drawn in blocks.
 
 use harness::testkit::{database, shared_cluster};
 use oracles::compare::differences;
@@ -149,4 +149,87 @@ fn an_update_that_only_changes_case_is_kept_whatever_the_buffers_collation() {
     for st in ["before_alter", "after_alter"] {
         assert_fresh(&mut db, st, q);
     }
+}
+
+/// One draw of a buffer's change-id sequence numbers a block of rows of
+/// the transaction that drew it. A refresh inside the transaction records
+/// the last id its transaction wrote; rows captured after it take their
+/// ids from a new draw (past every id handed out, a drain's included), so
+/// they are applied by the next refresh, never taken as consumed.
+#[test]
+fn change_ids_come_in_blocks_and_a_refresh_starts_a_new_one() {
+    let mut db = database("capture_id_blocks");
+    let q = "SELECT k, count(*) AS n, sum(v) AS total FROM src GROUP BY k";
+    db.batch_execute(&format!(
+        "CREATE TABLE src (k int, v int);
+         SELECT pgtrickle.create_stream_table('st', '{q}', NULL, 'DIFFERENTIAL');"
+    ))
+    .unwrap();
+    let buffer: String = db
+        .query_one(
+            "SELECT 'pgtrickle_changes.changes_' || 'src'::regclass::oid::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let increment: i64 = db
+        .query_one(
+            "SELECT seqincrement FROM pg_sequence \
+             WHERE seqrelid = pg_get_serial_sequence($1, 'change_id')::regclass",
+            &[&buffer],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(increment, 1024, "a new buffer's sequence counts in blocks");
+
+    // 3,000 rows in one statement: three draws, consecutive ids.
+    db.batch_execute("INSERT INTO src SELECT i % 7, i FROM generate_series(1, 3000) i")
+        .unwrap();
+    let (n, span): (i64, i64) = {
+        let r = db
+            .query_one(
+                &format!("SELECT count(*), max(change_id) - min(change_id) + 1 FROM {buffer}"),
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((n, span), (3000, 3000), "one block numbers 1,024 rows");
+
+    // Inside one transaction: rows, a refresh, more rows.
+    let last_drawn = format!(
+        "SELECT last_value FROM pg_sequences \
+         WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('{buffer}', 'change_id')"
+    );
+    db.batch_execute(
+        "BEGIN;
+         UPDATE src SET v = v + 1 WHERE v <= 5;
+         SELECT pgtrickle.refresh_stream_table('st');
+         INSERT INTO src VALUES (100, 1);",
+    )
+    .unwrap();
+    let after: i64 = db
+        .query_one(
+            &format!("SELECT max(change_id) FROM {buffer} WHERE xid = pg_current_xact_id()"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let drawn: i64 = db.query_one(&last_drawn, &[]).unwrap().get(0);
+    let own: i64 = db
+        .query_one(
+            "SELECT s.own_change_id FROM pgtrickle.pgt_sources s \
+             JOIN pgtrickle.pgt_stream_tables st ON st.id = s.st_id WHERE st.name = 'public.st'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(own > 0, "the refresh recorded its own rows");
+    assert_eq!(
+        after, drawn,
+        "the row after the refresh starts a new block (own position {own})"
+    );
+    db.batch_execute("UPDATE src SET v = v + 1 WHERE k = 100; COMMIT;")
+        .unwrap();
+    assert_fresh(&mut db, "st", q);
 }

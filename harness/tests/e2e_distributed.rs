@@ -516,3 +516,49 @@ fn refreshes_that_could_not_be_exact_across_nodes_are_refused() {
     }
     refresh_differentially_and_compare(&mut db, "after the reinitialisation");
 }
+
+/// A sharded source with a local partition too. In one transaction: a
+/// local write, a refresh that drains the nodes' committed changes into
+/// the same buffer, and more local writes. The drained rows draw their
+/// ids from the buffer's sequence; the later local rows must be numbered
+/// after them, or the position the refresh recorded for its own
+/// transaction would count them as consumed and they would never be
+/// applied.
+#[test]
+fn local_writes_after_a_refresh_that_drained_the_nodes_in_their_transaction_are_applied() {
+    let opts = ClusterOptions {
+        pg_config: pg_config(),
+        ..ClusterOptions::default()
+    };
+    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
+    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    db.batch_execute(
+        "CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle;
+         CREATE TABLE orders_local PARTITION OF orders FOR VALUES IN (3);
+         INSERT INTO orders SELECT 1 + g % 3, g, g / 10.0 FROM generate_series(1, 300) g;",
+    )
+    .unwrap();
+    // Not in the transaction that wrote the shards (see
+    // `creating_in_a_transaction_that_holds_a_shard_fails_instead_of_hanging`).
+    db.batch_execute(&format!(
+        "SELECT pgtrickle.create_stream_table('st', $q${QUERY}$q$, NULL, 'DIFFERENTIAL')"
+    ))
+    .unwrap();
+    refresh_differentially_and_compare(&mut db, "before the writes");
+    on_workers(&topo, |i| {
+        format!("INSERT INTO orders_w{i} VALUES ({i}, 9100 + {i}, 1); UPDATE orders_w{i} SET amount = amount + 1 WHERE id < 30")
+    });
+    db.batch_execute(
+        "BEGIN;
+         INSERT INTO orders VALUES (3, 9001, 1);
+         SELECT pgtrickle.refresh_stream_table('st');
+         INSERT INTO orders VALUES (3, 9002, 2);
+         UPDATE orders SET amount = amount + 10 WHERE region = 3 AND id < 60;
+         COMMIT;",
+    )
+    .unwrap();
+    refresh_differentially_and_compare(
+        &mut db,
+        "after local writes on both sides of a draining refresh",
+    );
+}

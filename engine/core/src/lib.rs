@@ -15,6 +15,7 @@ pub mod adaptive;
 pub mod analyze;
 pub mod backpressure;
 pub mod catalog;
+pub mod change_ids;
 pub mod dag;
 pub mod delta;
 pub mod error;

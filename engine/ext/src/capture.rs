@@ -84,7 +84,12 @@ pub fn ensure_capture(source: &SourceTable) {
     let oid = source.oid;
     let buffer = source.buffer_table();
     let mut defs = vec![
-        "change_id bigint GENERATED ALWAYS AS IDENTITY".to_string(),
+        // Each draw of the sequence numbers a block of captured rows (see
+        // `pg_trickle_core::change_ids`).
+        format!(
+            "change_id bigint GENERATED ALWAYS AS IDENTITY (INCREMENT BY {})",
+            pg_trickle_core::change_ids::BLOCK
+        ),
         "xid xid8 NOT NULL DEFAULT pg_current_xact_id()".to_string(),
         "op \"char\" NOT NULL".to_string(),
         "captured_at timestamptz NOT NULL DEFAULT now()".to_string(),
@@ -154,6 +159,14 @@ pub fn regenerate_all() -> (i64, Vec<u32>) {
         // Buffers made before 0.40.0 gain the trace context column.
         run(
             &format!("ALTER TABLE {buffer} ADD COLUMN IF NOT EXISTS {TRACEPARENT_COLUMN}"),
+            &[],
+        );
+        // Buffers made before 0.40.0 drew one change id per captured row.
+        run(
+            &format!(
+                "ALTER TABLE {buffer} ALTER COLUMN change_id SET INCREMENT BY {}",
+                pg_trickle_core::change_ids::BLOCK
+            ),
             &[],
         );
         run(

@@ -530,6 +530,9 @@ fn record_own_changes(
             sources::store_no_own_change(id, s.relid);
         }
     }
+    // Rows this transaction captures from here on must come after the
+    // positions just stored: their ids come from new draws.
+    crate::capture_row::forget_change_id_blocks();
 }
 
 /// Whether the current transaction has a transaction id, that is, has

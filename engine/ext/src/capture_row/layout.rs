@@ -60,13 +60,19 @@ pub(super) struct Layout {
     pub owner: pg_sys::Oid,
     /// Its `change_id` identity sequence.
     pub sequence: pg_sys::Oid,
+    /// That sequence's increment: how many ids one draw numbers (see
+    /// `pg_trickle_core::change_ids`).
+    pub increment: i64,
     /// One slot per buffer attribute, dropped ones included.
     pub slots: Vec<Slot>,
 }
 
 impl Layout {
     fn involves(&self, relid: pg_sys::Oid) -> bool {
-        relid == self.source || relid == self.firing || relid == self.buffer
+        relid == self.source
+            || relid == self.firing
+            || relid == self.buffer
+            || relid == self.sequence
     }
 }
 
@@ -380,26 +386,34 @@ unsafe fn build(
             recreate(),
         );
     }
+    let (sequence, increment) = identity_sequence(source);
     Layout {
         source: pg_sys::Oid::from(source),
         firing: pg_sys::Oid::from(firing),
         buffer: buffer_oid,
         owner,
-        sequence: identity_sequence(source),
+        sequence,
+        increment,
         slots,
     }
 }
 
-/// The buffer's `change_id` sequence (looked up through the catalog
-/// snapshot, which is current, not the statement's).
-fn identity_sequence(source: u32) -> pg_sys::Oid {
-    crate::spi::value(
-        "SELECT pg_catalog.pg_get_serial_sequence($1, 'change_id')::pg_catalog.regclass::pg_catalog.oid::pg_catalog.text",
+/// The buffer's `change_id` sequence and its increment (looked up through
+/// the catalog snapshot, which is current, not the statement's).
+fn identity_sequence(source: u32) -> (pg_sys::Oid, i64) {
+    let row = crate::spi::row(
+        "SELECT s.seqrelid::pg_catalog.text, s.seqincrement::pg_catalog.text \
+         FROM pg_catalog.pg_sequence s \
+         WHERE s.seqrelid OPERATOR(pg_catalog.=) \
+               pg_catalog.pg_get_serial_sequence($1, 'change_id')::pg_catalog.regclass::pg_catalog.oid",
         &[Some(format!("pgtrickle_changes.changes_{source}"))],
-    )
-    .and_then(|v| v.parse::<u32>().ok())
-    .map(pg_sys::Oid::from)
-    .unwrap_or_else(|| {
+    );
+    let parsed = row.and_then(|r| {
+        let oid = r.first()?.as_deref()?.parse::<u32>().ok()?;
+        let increment = r.get(1)?.as_deref()?.parse::<i64>().ok()?;
+        Some((pg_sys::Oid::from(oid), increment))
+    });
+    parsed.unwrap_or_else(|| {
         raise(
             "55000",
             format!(

@@ -12,8 +12,10 @@
 //!
 //! It needs no rights of its own: the insert goes below the permission
 //! checks (a writer may not touch a buffer through SQL), and it resolves
-//! no name at write time. The only privileged step is drawing the change
-//! id from the buffer's identity sequence, done as the buffer's owner.
+//! no name at write time. The only privileged step is drawing change ids
+//! from the buffer's identity sequence, done as the buffer's owner: one
+//! draw numbers a block of rows of the transaction (see
+//! `pg_trickle_core::change_ids`).
 //! Only the extension owner may execute the function, so only pg_trickle
 //! creates triggers with it; even so, a trigger fires only for the source
 //! its argument names or for one of that source's partitions or children.
@@ -27,7 +29,11 @@
 
 mod layout;
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::CStr;
+
+use pg_trickle_core::change_ids::{self, IdBlock};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -143,7 +149,7 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
         let mut nulls = vec![true; natts];
         for (i, slot) in layout.slots.iter().enumerate() {
             let value = match *slot {
-                Slot::ChangeId => Some(next_change_id(&layout)),
+                Slot::ChangeId => Some(pg_sys::Datum::from(next_change_id(&layout))),
                 Slot::Xid => Some(pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value)),
                 Slot::Op => Some(pg_sys::Datum::from(op as i8)),
                 Slot::CapturedAt => Some(pg_sys::Datum::from(
@@ -205,9 +211,54 @@ unsafe fn deform(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> Option<Im
     }
 }
 
-/// The next change id, drawn as the buffer's owner (writers have no
-/// rights on the sequence).
-fn next_change_id(layout: &Layout) -> pg_sys::Datum {
+thread_local! {
+    /// The change-id blocks this transaction drew, by sequence (see
+    /// `pg_trickle_core::change_ids`).
+    static ID_BLOCKS: RefCell<HashMap<u32, Option<IdBlock>>> = RefCell::new(HashMap::new());
+    /// Whether [`forget_blocks_at_transaction_end`] is registered here.
+    static ID_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Forget every change-id block this backend drew: the next captured row
+/// of each buffer draws anew, past every id handed out so far. A refresh
+/// calls this around recording its own-change positions (the ids its
+/// transaction writes afterwards must come after them); the end of every
+/// transaction does too.
+pub fn forget_change_id_blocks() {
+    ID_BLOCKS.with(|b| b.borrow_mut().clear());
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_blocks_at_transaction_end(
+    _event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    forget_change_id_blocks();
+}
+
+/// The next change id of the buffer `layout` writes: from this
+/// transaction's block of its sequence, or from a new draw.
+fn next_change_id(layout: &Layout) -> i64 {
+    if !ID_CALLBACK.with(Cell::get) {
+        // SAFETY: registers a callback that lives as long as the library.
+        unsafe {
+            pg_sys::RegisterXactCallback(
+                Some(forget_blocks_at_transaction_end),
+                std::ptr::null_mut(),
+            )
+        };
+        ID_CALLBACK.with(|c| c.set(true));
+    }
+    let key = layout.sequence.to_u32();
+    let mut block = ID_BLOCKS.with(|b| b.borrow_mut().remove(&key).flatten());
+    let id = change_ids::next_id(&mut block, layout.increment, || draw_change_ids(layout));
+    ID_BLOCKS.with(|b| b.borrow_mut().insert(key, block));
+    id
+}
+
+/// One `nextval` of the buffer's change-id sequence, drawn as the buffer's
+/// owner (writers have no rights on the sequence).
+fn draw_change_ids(layout: &Layout) -> i64 {
     let mut user = pg_sys::InvalidOid;
     let mut sec = 0;
     // SAFETY: the switch PostgreSQL's own code makes around privileged
@@ -225,7 +276,7 @@ fn next_change_id(layout: &Layout) -> pg_sys::Datum {
             pg_sys::Datum::from(layout.sequence),
         );
         pg_sys::SetUserIdAndSecContext(user, sec);
-        id
+        id.value() as i64
     }
 }
 

@@ -64,6 +64,16 @@ const QUERIES: &[&str] = &[
      JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'pgtrickle_changes' \
      JOIN pg_attribute a ON a.attrelid = c.oid LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
      WHERE a.attnum > 0 AND NOT a.attisdropped",
+    // How a buffer numbers its changes: one draw of its identity sequence
+    // numbers a block of rows since 0.40.0 (the increment).
+    "SELECT 'buffer change ids of ' || b.source_relid::regclass::text, \
+     'identity ' || a.attidentity::text || ' increment ' || coalesce(s.seqincrement::text, 'no sequence') \
+     FROM pgtrickle.pgt_change_buffers b \
+     JOIN pg_class c ON c.relname = 'changes_' || b.source_relid::text \
+     JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'pgtrickle_changes' \
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'change_id' \
+     LEFT JOIN pg_sequence s ON s.seqrelid = \
+       pg_get_serial_sequence('pgtrickle_changes.' || quote_ident(c.relname), 'change_id')::regclass",
     "SELECT 'index ' || c.relname, pg_get_indexdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = 'pgtrickle' AND c.relkind = 'i'",
     "SELECT 'constraint ' || c.conrelid::regclass::text || ' ' || c.conname, pg_get_constraintdef(c.oid) \
