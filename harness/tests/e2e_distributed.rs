@@ -18,17 +18,24 @@ fn orders() -> ShardedTable {
     }
 }
 
-const QUERY: &str =
-    "SELECT region, count(*) AS n, sum(amount) AS total FROM orders GROUP BY region";
-
-#[test]
-fn without_dblink_a_sharded_source_is_refused_for_differential_and_exact_in_full() {
+/// A coordinator and two workers with `orders` sharded over them, and a
+/// connection to the coordinator's `postgres` database.
+fn sharded_orders() -> (harness::cluster::Topology, postgres::Client) {
     let opts = ClusterOptions {
         pg_config: pg_config(),
         ..ClusterOptions::default()
     };
     let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
-    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    let db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    (topo, db)
+}
+
+const QUERY: &str =
+    "SELECT region, count(*) AS n, sum(amount) AS total FROM orders GROUP BY region";
+
+#[test]
+fn without_dblink_a_sharded_source_is_refused_for_differential_and_exact_in_full() {
+    let (topo, mut db) = sharded_orders();
     db.batch_execute(
         "CREATE EXTENSION pg_trickle; \
          INSERT INTO orders SELECT 1 + g % 2, g, g / 10.0 FROM generate_series(1, 200) g",
@@ -108,12 +115,7 @@ fn on_workers(topo: &harness::cluster::Topology, sql: impl Fn(usize) -> String) 
 
 #[test]
 fn with_dblink_a_sharded_source_is_maintained_differentially_from_the_nodes_wal() {
-    let opts = ClusterOptions {
-        pg_config: pg_config(),
-        ..ClusterOptions::default()
-    };
-    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
-    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    let (topo, mut db) = sharded_orders();
     db.batch_execute(
         "CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle; \
          INSERT INTO orders SELECT 1 + g % 2, g, g / 10.0 FROM generate_series(1, 200) g",
@@ -199,12 +201,7 @@ fn with_dblink_a_sharded_source_is_maintained_differentially_from_the_nodes_wal(
 /// A coordinator with dblink and pg_trickle and `orders` sharded over two
 /// workers with 200 rows, and `st` maintained DIFFERENTIALLY over it.
 fn sharded_with_stream_table() -> (harness::cluster::Topology, postgres::Client) {
-    let opts = ClusterOptions {
-        pg_config: pg_config(),
-        ..ClusterOptions::default()
-    };
-    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
-    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    let (topo, mut db) = sharded_orders();
     db.batch_execute(
         "CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle; \
          INSERT INTO orders SELECT 1 + g % 2, g, g / 10.0 FROM generate_series(1, 200) g",
@@ -342,12 +339,7 @@ fn a_lapsed_lease_is_taken_over_and_recorded() {
 /// node instead of waiting forever, and leaves nothing behind.
 #[test]
 fn creating_in_a_transaction_that_holds_a_shard_fails_instead_of_hanging() {
-    let opts = ClusterOptions {
-        pg_config: pg_config(),
-        ..ClusterOptions::default()
-    };
-    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
-    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    let (_topo, mut db) = sharded_orders();
     db.batch_execute("CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle")
         .unwrap();
     let e = db
@@ -526,12 +518,7 @@ fn refreshes_that_could_not_be_exact_across_nodes_are_refused() {
 /// applied.
 #[test]
 fn local_writes_after_a_refresh_that_drained_the_nodes_in_their_transaction_are_applied() {
-    let opts = ClusterOptions {
-        pg_config: pg_config(),
-        ..ClusterOptions::default()
-    };
-    let topo = sharding::start(&test_root(), &opts, 2).expect("start the topology");
-    let mut db = sharding::create(&topo, "postgres", &orders()).expect("shard orders");
+    let (topo, mut db) = sharded_orders();
     db.batch_execute(
         "CREATE EXTENSION dblink; CREATE EXTENSION pg_trickle;
          CREATE TABLE orders_local PARTITION OF orders FOR VALUES IN (3);
