@@ -153,9 +153,11 @@ fn an_update_that_only_changes_case_is_kept_whatever_the_buffers_collation() {
 
 /// One draw of a buffer's change-id sequence numbers a block of rows of
 /// the transaction that drew it. A refresh inside the transaction records
-/// the last id its transaction wrote; rows captured after it take their
-/// ids from a new draw (past every id handed out, a drain's included), so
-/// they are applied by the next refresh, never taken as consumed.
+/// the last id its transaction wrote; the row captured after it takes its
+/// id from a new draw (past every id handed out, a drain's included).
+/// This checks the mechanism; what it prevents (rows after the refresh
+/// taken as consumed, where a drain drew ids in between) is
+/// `e2e_distributed::local_writes_after_a_refresh_that_drained_the_nodes_in_their_transaction_are_applied`.
 #[test]
 fn change_ids_come_in_blocks_and_a_refresh_starts_a_new_one() {
     let mut db = database("capture_id_blocks");

@@ -532,14 +532,30 @@ fn local_writes_after_a_refresh_that_drained_the_nodes_in_their_transaction_are_
     ))
     .unwrap();
     refresh_differentially_and_compare(&mut db, "before the writes");
+    // The scheduler must not drain the nodes first: the refresh below
+    // does, in the writing transaction (checked there).
+    db.batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off")
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
     on_workers(&topo, |i| {
         format!("INSERT INTO orders_w{i} VALUES ({i}, 9100 + {i}, 1); UPDATE orders_w{i} SET amount = amount + 1 WHERE id < 30")
     });
+    let last_drawn = "SELECT last_value FROM pg_sequences WHERE schemaname || '.' || sequencename = \
+         pg_get_serial_sequence('pgtrickle_changes.changes_' || 'orders'::regclass::oid, 'change_id')";
+    db.batch_execute("BEGIN; INSERT INTO orders VALUES (3, 9001, 1);")
+        .unwrap();
+    let before: i64 = db.query_one(last_drawn, &[]).unwrap().get(0);
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    let after: i64 = db.query_one(last_drawn, &[]).unwrap().get(0);
+    assert!(
+        after > before,
+        "the refresh drained the nodes' changes into the buffer in this transaction, drawing ids \
+         ({before} before it, {after} after)"
+    );
     db.batch_execute(
-        "BEGIN;
-         INSERT INTO orders VALUES (3, 9001, 1);
-         SELECT pgtrickle.refresh_stream_table('st');
-         INSERT INTO orders VALUES (3, 9002, 2);
+        "INSERT INTO orders VALUES (3, 9002, 2);
          UPDATE orders SET amount = amount + 10 WHERE region = 3 AND id < 60;
          COMMIT;",
     )

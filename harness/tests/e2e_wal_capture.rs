@@ -1,7 +1,9 @@
 //! Capture from the WAL against real clusters: switching a source between
 //! trigger and WAL capture under concurrent writers loses and duplicates
 //! nothing; a refresh in a transaction that wrote a WAL-captured source
-//! recomputes and keeps the changes after it; every refusal is clear and
+//! recomputes and keeps the changes after it; while a source switches
+//! back to triggers, a transaction's own writes around a refresh are
+//! applied once; every refusal is clear and
 //! leaves no slot behind; dropping removes slots and publication
 //! membership, and a slot left behind is reported and can be dropped; an
 //! ordinary role uses what it owns and cannot read changes through the
@@ -231,6 +233,84 @@ fn a_refresh_in_a_writing_transaction_recomputes_and_keeps_later_writes() {
             &format!("(drained first: {drained})"),
         );
     }
+}
+
+/// While a source switches back from WAL to trigger capture (its slot not
+/// yet drained to the cut, held here by an open snapshot), its new rows
+/// come from the trigger and are numbered by the buffer's sequence. A
+/// refresh in a transaction records its own position among those ids,
+/// not as a WAL position, which they do not compare with: a row written
+/// after the refresh is applied by the next one (its id was below the WAL
+/// position), and a row written before it is not applied twice (its id
+/// was above it, as on a buffer that has numbered many transactions).
+#[test]
+fn own_writes_around_a_refresh_while_switching_back_to_triggers_are_applied_once() {
+    let mut db = database("wal_switch_back_own");
+    two_stream_tables(&mut db);
+    set_mode(&mut db, "src", "wal").unwrap();
+    db.batch_execute("INSERT INTO src VALUES (500, 1, 1)")
+        .unwrap();
+    refresh_both_differentially(&mut db, "captured from the WAL");
+    let mut holder = shared_cluster().connect("t_wal_switch_back_own").unwrap();
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
+        .unwrap();
+    set_mode(&mut db, "src", "trigger").unwrap();
+    let switching: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_wal_capture WHERE source_relid = 'src'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(switching, 1, "the switch back is still draining");
+
+    // A row after a refresh, in its transaction: its id is below the WAL
+    // position the refresh stood at.
+    db.batch_execute(
+        "BEGIN; SELECT pgtrickle.refresh_stream_table('bag'); SELECT pgtrickle.refresh_stream_table('groups');
+         INSERT INTO src VALUES (700, 3, 3); COMMIT;",
+    )
+    .unwrap();
+    for st in ["bag", "groups"] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+    }
+    assert_exact(&mut db, "bag", BAG, "after a row written after a refresh");
+    assert_exact(
+        &mut db,
+        "groups",
+        GROUPS,
+        "after a row written after a refresh",
+    );
+
+    // A row before a refresh, in its transaction, with ids far past any
+    // WAL position.
+    db.batch_execute(
+        "SELECT setval(pg_get_serial_sequence('pgtrickle_changes.changes_' || 'src'::regclass::oid, 'change_id'), 1000000000000000)",
+    )
+    .unwrap();
+    db.batch_execute(
+        "BEGIN; INSERT INTO src VALUES (600, 2, 7);
+         SELECT pgtrickle.refresh_stream_table('bag'); SELECT pgtrickle.refresh_stream_table('groups'); COMMIT;",
+    )
+    .unwrap();
+    for st in ["bag", "groups"] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+    }
+    assert_exact(&mut db, "bag", BAG, "after a row written before a refresh");
+    assert_exact(
+        &mut db,
+        "groups",
+        GROUPS,
+        "after a row written before a refresh",
+    );
+
+    holder.batch_execute("COMMIT").unwrap();
+    db.batch_execute("SELECT pgtrickle.drain_wal_capture()")
+        .unwrap();
+    refresh_both_differentially(&mut db, "after the switch back finished");
 }
 
 /// Every refusal names the table and the reason, with its SQLSTATE, and

@@ -17,6 +17,15 @@
 //! comes from a new draw, which is past every id drawn before it by anyone
 //! (other writers in the transaction, a drain inserting through the
 //! column default, included).
+//!
+//! A block stays exclusive only while the increment it was drawn with
+//! does: the sequence remembers the block's first id, and a draw after
+//! lowering the increment would land inside it. pg_trickle only ever
+//! raises it (the 0.40.0 upgrade, from 1); a concurrent `ALTER` waits for
+//! every transaction that drew (`nextval` holds its lock to the end), and
+//! the row trigger forgets its blocks on any invalidation of the buffer's
+//! relations. Lowering it by hand inside a transaction that captured rows
+//! is not supported.
 
 /// The increment of the change-id sequence of a buffer created by this
 /// version: the rows one draw numbers.

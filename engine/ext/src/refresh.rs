@@ -513,6 +513,10 @@ fn perform_refresh(
 /// autocommit). A row that the statement's own writes add to a source (a
 /// trigger on the stream table) is not read by the statement: it stays
 /// unconsumed on this path, and the scan counts it as consumed.
+///
+/// A source captured from the WAL records the WAL position, its rows'
+/// ids; one switching back to triggers is recorded like a trigger source,
+/// since its new rows, this transaction's included, come from the trigger.
 fn record_own_changes(
     id: i64,
     captured: &[sources::CapturedSource],
@@ -522,7 +526,12 @@ fn record_own_changes(
     own_xid: &Option<String>,
 ) {
     for s in captured {
-        if wal_sources.contains(&s.relid) {
+        // A source switching back to triggers has its new rows, this
+        // transaction's included, from the trigger, numbered by the
+        // buffer's sequence: a WAL position says nothing about those ids.
+        let from_wal =
+            wal_sources.contains(&s.relid) && !crate::catalog::wal_capture::switching_back(s.relid);
+        if from_wal {
             sources::store_own_change_lsn(id, s.relid);
         } else if wrote_before || drained.contains(&s.relid) {
             sources::store_own_change_id(id, s.relid, own_xid.clone());

@@ -105,7 +105,15 @@ unsafe extern "C-unwind" fn forget_layouts(_arg: pg_sys::Datum, relid: pg_sys::O
     });
     if forgot || relid == pg_sys::InvalidOid {
         GENERATION.with(|g| g.set(g.get() + 1));
+        // A held block was sized by a forgotten layout's increment.
+        super::forget_change_id_blocks();
     }
+}
+
+/// Bumped whenever an invalidation forgets a layout: a layout read before
+/// a change of this is not known to be current.
+pub(super) fn generation() -> u64 {
+    GENERATION.with(Cell::get)
 }
 
 fn register_callback() {

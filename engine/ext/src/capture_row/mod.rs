@@ -251,7 +251,15 @@ fn next_change_id(layout: &Layout) -> i64 {
     }
     let key = layout.sequence.to_u32();
     let mut block = ID_BLOCKS.with(|b| b.borrow_mut().remove(&key).flatten());
+    let before = layout::generation();
     let id = change_ids::next_id(&mut block, layout.increment, || draw_change_ids(layout));
+    if layout::generation() != before {
+        // An invalidation arrived while the sequence was locked for the
+        // draw (an ALTER of it committed since the layout was read): the
+        // increment it was drawn with is not known, so only the drawn id
+        // itself is taken.
+        block = None;
+    }
     ID_BLOCKS.with(|b| b.borrow_mut().insert(key, block));
     id
 }
