@@ -64,6 +64,16 @@ fn refresh_both_differentially(db: &mut Client, what: &str) {
     }
 }
 
+/// Refresh `bag` and `groups` in whatever mode they choose; each must
+/// equal its query (`what` says where).
+fn refresh_both_and_compare(db: &mut Client, what: &str) {
+    for (st, q) in [("bag", BAG), ("groups", GROUPS)] {
+        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        assert_exact(db, st, q, what);
+    }
+}
+
 const BAG: &str = "SELECT id, g, v FROM src";
 const GROUPS: &str = "SELECT g, count(*) AS n, sum(v) AS total, max(v) AS hi FROM src GROUP BY g";
 
@@ -272,17 +282,7 @@ fn own_writes_around_a_refresh_while_switching_back_to_triggers_are_applied_once
          INSERT INTO src VALUES (700, 3, 3); COMMIT;",
     )
     .unwrap();
-    for st in ["bag", "groups"] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-    }
-    assert_exact(&mut db, "bag", BAG, "after a row written after a refresh");
-    assert_exact(
-        &mut db,
-        "groups",
-        GROUPS,
-        "after a row written after a refresh",
-    );
+    refresh_both_and_compare(&mut db, "after a row written after a refresh");
 
     // A row before a refresh, in its transaction, with ids far past any
     // WAL position.
@@ -295,17 +295,7 @@ fn own_writes_around_a_refresh_while_switching_back_to_triggers_are_applied_once
          SELECT pgtrickle.refresh_stream_table('bag'); SELECT pgtrickle.refresh_stream_table('groups'); COMMIT;",
     )
     .unwrap();
-    for st in ["bag", "groups"] {
-        db.execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-    }
-    assert_exact(&mut db, "bag", BAG, "after a row written before a refresh");
-    assert_exact(
-        &mut db,
-        "groups",
-        GROUPS,
-        "after a row written before a refresh",
-    );
+    refresh_both_and_compare(&mut db, "after a row written before a refresh");
 
     holder.batch_execute("COMMIT").unwrap();
     db.batch_execute("SELECT pgtrickle.drain_wal_capture()")
