@@ -303,6 +303,64 @@ fn own_writes_around_a_refresh_while_switching_back_to_triggers_are_applied_once
     refresh_both_differentially(&mut db, "after the switch back finished");
 }
 
+/// A transaction that refreshed while its source was captured from the
+/// WAL recorded its own position as a WAL position. Another session then
+/// switches the source back to triggers, and the transaction writes it:
+/// those rows come from the trigger, numbered past the switch's cut, so
+/// the next refresh applies them instead of taking them as consumed.
+#[test]
+fn writes_after_a_refresh_that_preceded_a_switch_back_are_applied() {
+    let mut db = database("wal_switch_after_refresh");
+    two_stream_tables(&mut db);
+    set_mode(&mut db, "src", "wal").unwrap();
+    db.batch_execute("INSERT INTO src VALUES (500, 1, 1)")
+        .unwrap();
+    refresh_both_differentially(&mut db, "captured from the WAL");
+    let mut t = shared_cluster()
+        .connect("t_wal_switch_after_refresh")
+        .unwrap();
+    t.batch_execute(
+        "BEGIN; SELECT pgtrickle.refresh_stream_table('bag'); SELECT pgtrickle.refresh_stream_table('groups');",
+    )
+    .unwrap();
+    db.batch_execute("SET lock_timeout = '10s'").unwrap();
+    set_mode(&mut db, "src", "trigger")
+        .expect("the switch does not wait for the refreshing transaction");
+    t.batch_execute(
+        "INSERT INTO src VALUES (800, 4, 8); UPDATE src SET v = v + 1 WHERE id = 500; COMMIT;",
+    )
+    .unwrap();
+    refresh_both_and_compare(&mut db, "after writes that followed the switch");
+    db.batch_execute("SELECT pgtrickle.drain_wal_capture()")
+        .unwrap();
+    refresh_both_and_compare(&mut db, "after the slot was drained");
+}
+
+/// Switching back to triggers after writing the source in the same
+/// transaction is refused: those writes went to no trigger and commit
+/// after the cut, past what the slot supplies.
+#[test]
+fn switching_back_after_writing_in_the_transaction_is_refused() {
+    let mut db = database("wal_switch_back_after_write");
+    two_stream_tables(&mut db);
+    set_mode(&mut db, "src", "wal").unwrap();
+    db.batch_execute("BEGIN; INSERT INTO src VALUES (900, 2, 9)")
+        .unwrap();
+    let (sqlstate, message) = code(set_mode(&mut db, "src", "trigger"));
+    assert_eq!(sqlstate, "25000", "{message}");
+    assert!(
+        message.contains("src") && message.contains("first write of its transaction"),
+        "the refusal names the table and the reason: {message}"
+    );
+    db.batch_execute("ROLLBACK").unwrap();
+    set_mode(&mut db, "src", "trigger").expect("in a transaction of its own");
+    db.batch_execute("INSERT INTO src VALUES (901, 3, 9)")
+        .unwrap();
+    db.batch_execute("SELECT pgtrickle.drain_wal_capture()")
+        .unwrap();
+    refresh_both_and_compare(&mut db, "after switching back in a transaction of its own");
+}
+
 /// Every refusal names the table and the reason, with its SQLSTATE, and
 /// leaves no slot behind.
 #[test]

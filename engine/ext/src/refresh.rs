@@ -529,8 +529,10 @@ fn record_own_changes(
         // A source switching back to triggers has its new rows, this
         // transaction's included, from the trigger, numbered by the
         // buffer's sequence: a WAL position says nothing about those ids.
-        let from_wal =
-            wal_sources.contains(&s.relid) && !crate::catalog::wal_capture::switching_back(s.relid);
+        // Read once: a switch back that finished since the refresh began
+        // left no row, and the source is then a trigger source.
+        let from_wal = wal_sources.contains(&s.relid)
+            && crate::catalog::wal_capture::of(s.relid).is_some_and(|w| w.stop_lsn.is_none());
         if from_wal {
             sources::store_own_change_lsn(id, s.relid);
         } else if wrote_before || drained.contains(&s.relid) {

@@ -62,12 +62,6 @@ pub fn all() -> Vec<WalSource> {
     .collect()
 }
 
-/// Whether `source` is switching back to trigger capture: its trigger
-/// captures again while its slot is drained up to the cut.
-pub fn switching_back(source: u32) -> bool {
-    of(source).is_some_and(|w| w.stop_lsn.is_some())
-}
-
 /// The oids of the sources captured from the WAL among `sources`.
 pub fn among(sources: &[u32]) -> Vec<u32> {
     // Read by key (see `direct`).

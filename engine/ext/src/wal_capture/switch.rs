@@ -181,6 +181,16 @@ pub(super) fn complete_switch_to_wal(relid: u32, table: &str, slot: &str) {
 /// from now on, the slot supplies what committed before, and the slot
 /// goes once drained that far.
 pub(super) fn switch_to_trigger(relid: u32, table: &str) {
+    // SAFETY: reads this backend's transaction state.
+    if unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId {
+        // Its earlier writes went to no trigger, and commit after the cut,
+        // past what the slot supplies: they would be lost.
+        raise(
+            "25000",
+            format!("switching {table} back to trigger capture must be the first write of its transaction"),
+            Some("Call set_capture_mode in a transaction of its own.".into()),
+        );
+    }
     lock_slot(relid);
     run(
         &format!("LOCK TABLE ONLY {table} IN SHARE ROW EXCLUSIVE MODE"),
@@ -193,6 +203,20 @@ pub(super) fn switch_to_trigger(relid: u32, table: &str) {
     }
     let stop = value("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
         .unwrap_or_else(|| raise("XX000", "could not read the WAL position", None));
+    // A transaction that refreshed before this switch recorded its own
+    // position as a WAL position, below the cut; the trigger's ids from
+    // here on start past the cut, so that its rows written after the
+    // switch are not taken as consumed by that position.
+    run(
+        &format!(
+            "SELECT pg_catalog.setval(s.seq, GREATEST(\
+               coalesce(pg_catalog.pg_sequence_last_value(s.seq), 1), \
+               ($1::pg_catalog.pg_lsn OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8)) \
+             FROM (SELECT pg_catalog.pg_get_serial_sequence('pgtrickle_changes.changes_{relid}', 'change_id')\
+                   ::pg_catalog.regclass AS seq) s"
+        ),
+        &[Some(stop.clone())],
+    );
     wal_capture::set_stop(relid, &stop);
     pgrx::log!(
         "pg_trickle: {table} is captured by triggers again; its slot is drained until {stop}"
