@@ -279,6 +279,53 @@ fn backpressure_engages_above_high_rejects_writes_and_releases_only_below_low() 
     );
 }
 
+/// A refresh releases what enforcement marked once enforcement is off
+/// (it reads its sources' marks by key, not by scanning the buffers).
+#[test]
+fn a_refresh_after_enforcement_is_switched_off_releases_backpressure() {
+    let cluster = dedicated_cluster(
+        "backpressure-off",
+        &[
+            "pg_trickle.enforce_backpressure = on",
+            "pg_trickle.backpressure_high_rows = 10",
+            "pg_trickle.backpressure_low_rows = 4",
+            "pg_trickle.scheduler_interval_ms = 600000",
+        ],
+    );
+    let mut db = backpressure_db(&cluster, "bpoff");
+    assert_eq!(insert(&mut db, 12).0, "ok");
+    assert_eq!(evaluate(&mut db).len(), 1);
+    assert_eq!(buffer_status(&mut db, "src")["backpressure"], "engaged");
+    assert_eq!(insert(&mut db, 1).0, "53400", "engaged: writes refused");
+    db.batch_execute("ALTER SYSTEM SET pg_trickle.enforce_backpressure = off")
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db
+        .query_one("SHOW pg_trickle.enforce_backpressure", &[])
+        .unwrap()
+        .get::<_, String>(0)
+        != "off"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload did not reach the session"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        buffer_status(&mut db, "src")["backpressure"],
+        "engaged",
+        "switching enforcement off changes no mark by itself"
+    );
+    // Reader a consumes; b still has 12 pending, above the high mark.
+    db.batch_execute("SELECT pgtrickle.refresh_stream_table('a')")
+        .unwrap();
+    let b = buffer_status(&mut db, "src");
+    assert_eq!(b["backpressure"], "released", "{b}");
+    assert_eq!(insert(&mut db, 1).0, "ok");
+}
+
 #[test]
 fn backpressure_warn_action_lets_writes_through_with_a_warning() {
     let cluster = dedicated_cluster(

@@ -361,9 +361,19 @@ pub fn evaluate_all() -> Vec<(String, State, String)> {
 }
 
 /// Re-evaluate `captured`, the sources a stream table captures (after
-/// its refresh, which has just read them).
+/// its refresh, which has just read them). With the features off, each
+/// source's marks are read by key rather than by scanning every buffer
+/// row: a refresh then runs no statement here.
 pub fn evaluate_captured(captured: Vec<u32>) {
-    for relid in worth_evaluating(captured) {
+    let worth: Vec<u32> = if crate::write_guard::enforcing() {
+        captured
+    } else {
+        captured
+            .into_iter()
+            .filter(|&relid| change_buffers::is_engaged_or_blocked(relid))
+            .collect()
+    };
+    for relid in worth {
         evaluate_source(relid);
     }
 }

@@ -202,6 +202,19 @@ pub fn set_write_block(source: u32, block: Option<String>) {
     );
 }
 
+/// Whether `source` has backpressure engaged or writes blocked, read by
+/// key (see `direct`): a refresh asks this of each source it consumed,
+/// with no statement to parse or plan.
+pub fn is_engaged_or_blocked(source: u32) -> bool {
+    super::by_key(
+        c"pgt_change_buffers",
+        &[(c"source_relid", super::direct::Key::Oid(source))],
+        &[c"backpressure", c"write_block"],
+    )
+    .into_iter()
+    .any(|row| row.opt(0).as_deref() == Some("engaged") || row.opt(1).is_some())
+}
+
 /// The sources with backpressure engaged or writes blocked.
 pub fn engaged_or_blocked() -> Vec<u32> {
     first_column(
