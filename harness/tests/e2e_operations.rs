@@ -300,19 +300,16 @@ fn a_refresh_after_enforcement_is_switched_off_releases_backpressure() {
     db.batch_execute("ALTER SYSTEM SET pg_trickle.enforce_backpressure = off")
         .unwrap();
     db.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while db
-        .query_one("SHOW pg_trickle.enforce_backpressure", &[])
-        .unwrap()
-        .get::<_, String>(0)
-        != "off"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reload did not reach the session"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "the reload did not reach the session",
+        || {
+            db.query_one("SHOW pg_trickle.enforce_backpressure", &[])
+                .unwrap()
+                .get::<_, String>(0)
+                == "off"
+        },
+    );
     assert_eq!(
         buffer_status(&mut db, "src")["backpressure"],
         "engaged",
